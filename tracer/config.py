@@ -1,0 +1,390 @@
+"""Typed configuration: every ``TB_*`` setting in one place.
+
+Settings are read from the process environment and from ``.env`` (python-dotenv;
+the environment wins). Every variable is declared once below with its type,
+default, allowed range and a one-line meaning; ``.env.example`` is generated from
+these declarations (``tracer config-example``) and a test keeps it in sync.
+
+Validation happens at start: a wrong type, a value out of range or a missing
+required key raises :class:`ConfigError` naming the variable, the bad value and
+what is allowed. Unknown ``TB_`` variables produce warnings (typo catcher).
+Secrets are masked in ``repr`` and in every log line (see ``tracer.logs``).
+
+Profiles (``TB_PROFILE``) set defaults for a group of variables; a variable set
+explicitly always overrides its profile value.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """Raised when the configuration cannot be used; the message names every bad variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+# Profiles: defaults for a group of variables. The default profile is phase1c, the
+# one that shows real activity on the offline replay (see README).
+PROFILES: dict[str, dict[str, Any]] = {
+    "conservative": {
+        "min_signal_quality": 5.0,
+        "min_conviction_score": 6.0,
+        "max_trades_per_day": 4,
+        "confidence_sizing": False,
+    },
+    "phase1c": {
+        "min_signal_quality": 1.0,
+        "min_conviction_score": 2.0,
+        "max_trades_per_day": 8,
+        "confidence_sizing": True,
+    },
+}
+
+ALL_SYMBOLS = "BTC/USD,ETH/USD,SOL/USD,XRP/USD,DOGE/USD,ADA/USD,BNB/USD,LINK/USD,AVAX/USD"
+
+
+def _var(env: str, kind: str, default: Any, help: str, *, lo: float | None = None,
+         hi: float | None = None, choices: tuple[str, ...] | None = None, secret: bool = False,
+         profile: bool = False, required_if: tuple[str, str] | None = None) -> Any:
+    return field(default=default, metadata=dict(
+        env=env, kind=kind, help=help, lo=lo, hi=hi, choices=choices, secret=secret,
+        profile=profile, required_if=required_if))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- run-time placement --------------------------------------------------------------
+    profile: str = _var("TB_PROFILE", "choice", "phase1c",
+                        "strategy profile: conservative (quality>=5, conviction>=6) or phase1c "
+                        "(quality>=1, conviction>=2, 8 trades/day, confidence sizing)",
+                        choices=tuple(PROFILES))
+    db_path: Path = _var("TB_DB_PATH", "path", Path("state/tracer.db"), "SQLite audit DB file")
+    log_dir: Path = _var("TB_LOG_DIR", "path", Path("logs"), "directory of the agents' log files")
+    state_dir: Path = _var("TB_STATE_DIR", "path", Path("state"), "directory of pid files and runtime state")
+    log_level: str = _var("TB_LOG_LEVEL", "choice", "INFO", "log level",
+                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    write_artifacts: bool = _var("TB_WRITE_ARTIFACTS", "bool", False,
+                                 "also write runs/<run_id>.json and bars/<run_id>_<symbol>.csv per cycle")
+    artifact_dir: Path = _var("TB_ARTIFACT_DIR", "path", Path("state/artifacts"),
+                              "where per-run JSON and bars CSV go when TB_WRITE_ARTIFACTS is on")
+
+    # --- market data -----------------------------------------------------------------------
+    feed: str = _var("TB_FEED", "choice", "replay",
+                     "market data source: replay = bundled real history (offline default)",
+                     choices=("replay",))
+    data_dir: str = _var("TB_DATA_DIR", "str", "",
+                         "folder of candles_1h_<SYMBOL>.csv files; empty = bundled data")
+    headlines_path: str = _var("TB_HEADLINES_PATH", "str", "",
+                               "headlines CSV (published_at,source,title,...); empty = bundled")
+    symbols: tuple[str, ...] = _var("TB_SYMBOLS", "symbols", tuple(ALL_SYMBOLS.split(",")),
+                                    "comma-separated symbols the hybrid agent trades")
+    replay_start: datetime | None = _var("TB_REPLAY_START", "datetime",
+                                         datetime(2022, 1, 10, tzinfo=timezone.utc),
+                                         "UTC time the replay clock starts at (ISO 8601); empty = "
+                                         "as soon as enough history exists")
+    replay_end: datetime | None = _var("TB_REPLAY_END", "datetime", None,
+                                       "UTC time the replay stops at; empty = end of the data")
+    replay_interval_s: float = _var("TB_REPLAY_INTERVAL_S", "float", 1.0,
+                                    "seconds between replay cycles (one bar each); 0 = as fast as possible",
+                                    lo=0, hi=3600)
+    lookback_bars: int = _var("TB_LOOKBACK_BARS", "int", 256, "bars of history given to each evaluation",
+                              lo=60, hi=5000)
+    min_bars: int = _var("TB_MIN_BARS", "int", 180, "fewest valid bars needed to evaluate a symbol",
+                         lo=30, hi=5000)
+    max_staleness_min: float = _var("TB_MAX_STALENESS_MIN", "float", 90.0,
+                                    "a symbol whose last bar closed longer ago than this is skipped",
+                                    lo=1, hi=100000)
+    headline_lookback_h: float = _var("TB_HEADLINE_LOOKBACK_H", "float", 24.0,
+                                      "hours of headlines considered for the narrative", lo=0.5, hi=720)
+
+    # --- signals ---------------------------------------------------------------------------
+    narrative_halflife_min: float = _var("TB_NARRATIVE_HALFLIFE_MIN", "float", 90.0,
+                                         "half-life of a headline's weight in the narrative (minutes)",
+                                         lo=1, hi=100000)
+    sentiment_trim: float = _var("TB_SENTIMENT_TRIM", "float", 0.1,
+                                 "share of extreme scores trimmed at each end before averaging", lo=0, hi=0.45)
+    volume_z_window: int = _var("TB_VOLUME_Z_WINDOW", "int", 20, "bars in the volume z-score window",
+                                lo=5, hi=1000)
+    divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
+                                       "base |narrative - price| that counts as a divergence", lo=0.05, hi=2)
+    min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", 0.1,
+                                      "|0.6*price + 0.4*narrative| needed to call a direction", lo=0, hi=1)
+    min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
+                                     "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
+    min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,
+                                       "conviction gate 1-10 (profile default)", lo=1, hi=10, profile=True)
+    bear_quality_penalty: float = _var("TB_BEAR_QUALITY_PENALTY", "float", 1.0,
+                                       "extra quality required in bear/strong_bear regimes", lo=0, hi=10)
+    extreme_vol_quality_penalty: float = _var("TB_EXTREME_VOL_QUALITY_PENALTY", "float", 2.0,
+                                              "extra quality required in extreme volatility", lo=0, hi=10)
+    confidence_sizing: bool = _var("TB_CONFIDENCE_SIZING", "bool", None,
+                                   "scale size 20%..100% of the max by conviction (profile default)",
+                                   profile=True)
+
+    # --- risk --------------------------------------------------------------------------------
+    hybrid_capital: float = _var("TB_HYBRID_CAPITAL", "float", 100_000.0,
+                                 "starting cash of the hybrid agent's paper account (USD)", lo=100, hi=1e9)
+    max_trades_per_day: int = _var("TB_MAX_TRADES_PER_DAY", "int", None,
+                                   "new entries per agent per UTC day (profile default)", lo=0, hi=1000,
+                                   profile=True)
+    max_positions: int = _var("TB_MAX_POSITIONS", "int", 5, "open positions per agent", lo=0, hi=100)
+    max_position_pct: float = _var("TB_MAX_POSITION_PCT", "float", 0.10,
+                                   "largest position as a fraction of equity", lo=0.001, hi=1)
+    max_trade_notional: float = _var("TB_MAX_TRADE_NOTIONAL_USD", "float", 10_000.0,
+                                     "hard cap on one order's notional (USD)", lo=1, hi=1e9)
+    min_trade_notional: float = _var("TB_MIN_TRADE_NOTIONAL_USD", "float", 10.0,
+                                     "orders smaller than this are not placed (USD)", lo=0, hi=1e6)
+    daily_loss_limit_pct: float = _var("TB_DAILY_LOSS_LIMIT_PCT", "float", 0.03,
+                                       "loss from the UTC day's starting equity that stops new entries",
+                                       lo=0.001, hi=1)
+    kelly_min_trades: int = _var("TB_KELLY_MIN_TRADES", "int", 20,
+                                 "closed trades needed before half-Kelly sizing applies", lo=2, hi=100000)
+    kelly_cap: float = _var("TB_KELLY_CAP", "float", 0.25, "cap on the half-Kelly fraction", lo=0.001, hi=1)
+    kelly_floor: float = _var("TB_KELLY_FLOOR", "float", 0.01,
+                              "smallest position fraction when Kelly says no edge", lo=0, hi=1)
+    max_correlation: float = _var("TB_MAX_CORRELATION", "float", 0.9,
+                                  "|correlation| of returns with an open position that blocks an entry",
+                                  lo=0, hi=1)
+    portfolio_var_limit: float = _var("TB_PORTFOLIO_VAR_LIMIT", "float", 0.02,
+                                      "portfolio VaR limit as a fraction of equity", lo=0.0001, hi=1)
+    var_confidence: float = _var("TB_VAR_CONFIDENCE", "float", 0.95, "VaR confidence level", lo=0.5, hi=0.999)
+    var_horizon_bars: int = _var("TB_VAR_HORIZON_BARS", "int", 24, "VaR horizon in bars (historical simulation)",
+                                 lo=1, hi=500)
+
+    # --- execution (paper broker) and exits ----------------------------------------------
+    fee_bps: float = _var("TB_FEE_BPS", "float", 10.0, "taker fee in basis points", lo=0, hi=500)
+    slippage_bps: float = _var("TB_SLIPPAGE_BPS", "float", 5.0, "slippage in basis points against us",
+                               lo=0, hi=1000)
+    stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", 2.0, "stop-loss distance in ATRs", lo=0.1, hi=50)
+    take_profit_atr_mult: float = _var("TB_TAKE_PROFIT_ATR_MULT", "float", 4.0,
+                                       "take-profit distance in ATRs", lo=0.1, hi=100)
+    trail_pct: float = _var("TB_TRAIL_PCT", "float", 0.03,
+                            "trailing stop as a fraction below the best price (0 = off)", lo=0, hi=0.9)
+    max_hold_h: float = _var("TB_MAX_HOLD_H", "float", 48.0, "time stop in hours (0 = off)", lo=0, hi=10000)
+    exit_on_sell_signal: bool = _var("TB_EXIT_ON_SELL_SIGNAL", "bool", True,
+                                     "close a spot position when its symbol's decision turns to sell")
+    hybrid_broker: str = _var("TB_HYBRID_BROKER", "choice", "paper",
+                              "hybrid agent broker: paper (simulated fills on the feed)", choices=("paper",))
+
+    # --- notifications ---------------------------------------------------------------------
+    notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
+    heartbeat_every: int = _var("TB_HEARTBEAT_EVERY", "int", 1, "write a heartbeat every N cycles", lo=1, hi=100000)
+
+    # --- secrets (never logged, printed or stored) ------------------------------------------
+    alpaca_api_key: str = _var("TB_ALPACA_API_KEY", "str", "",
+                               "Alpaca API key id (for the Alpaca venue; not needed offline)", secret=True)
+    alpaca_secret_key: str = _var("TB_ALPACA_SECRET_KEY", "str", "",
+                                  "Alpaca API secret (for the Alpaca venue; not needed offline)", secret=True,
+                                  required_if=("alpaca_api_key", "<set>"))
+
+    # --- derived helpers -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            parts.append(f"{f.name}={mask(v) if f.metadata['secret'] else v!r}")
+        return "Settings(" + ", ".join(parts) + ")"
+
+    __str__ = __repr__
+
+    def secret_values(self) -> list[str]:
+        """Values of every secret that is set (for log redaction)."""
+        return [getattr(self, f.name) for f in fields(self)
+                if f.metadata["secret"] and getattr(self, f.name)]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, shown value, meaning) for every setting, secrets masked."""
+        rows = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            shown = mask(v) if f.metadata["secret"] else _render(v)
+            rows.append((f.metadata["env"], shown, f.metadata["help"]))
+        return rows
+
+
+def mask(value: Any) -> str:
+    """``'abcd1234xyz'`` -> ``'***'`` (set) or ``''`` (unset): never reveals any character."""
+    return "***" if value else ""
+
+
+def _render(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return ",".join(str(x) for x in v)
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(v)
+
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _parse(kind: str, raw: str) -> Any:
+    s = raw.strip()
+    if kind == "str":
+        return s
+    if kind == "path":
+        if not s:
+            raise ValueError("must not be empty")
+        return Path(s).expanduser()
+    if kind == "int":
+        try:
+            return int(s)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if kind == "float":
+        try:
+            v = float(s)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+    if kind == "bool":
+        low = s.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
+    if kind == "choice":
+        return s
+    if kind == "symbols":
+        from tracer.symbols import canonical
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not items:
+            raise ValueError("must list at least one symbol, e.g. BTC/USD,ETH/USD")
+        for it in items:
+            if not it.replace("/", "").replace("-", "").isalnum():
+                raise ValueError(f"symbol {it!r} is not of the form BASE/USD")
+        out = tuple(dict.fromkeys(canonical(x) for x in items))
+        return out
+    if kind == "datetime":
+        if not s:
+            return None
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 time such as 2022-01-10T00:00:00Z") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.astimezone(timezone.utc)
+    raise AssertionError(kind)
+
+
+def _allowed(meta: Mapping[str, Any]) -> str:
+    kind = meta["kind"]
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    rng = ""
+    if meta["lo"] is not None or meta["hi"] is not None:
+        rng = f" in [{meta['lo']}, {meta['hi']}]"
+    return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
+            "str": "text", "symbols": "a comma list like BTC/USD,ETH/USD",
+            "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
+
+
+def env_names() -> set[str]:
+    return {f.metadata["env"] for f in fields(Settings)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",
+                  warn: Callable[[str], None] | None = None) -> Settings:
+    """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
+
+    Raises :class:`ConfigError` listing every problem; calls ``warn`` for unknown ``TB_`` names.
+    """
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+
+    known = env_names()
+    for name in sorted(merged):
+        if name.startswith("TB_") and name not in known and warn is not None:
+            warn(f"unknown variable {name} (ignored; check the spelling against .env.example)")
+
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        meta = f.metadata
+        name = meta["env"]
+        if name not in merged:
+            continue
+        raw = merged[name]
+        shown = mask(raw) if meta["secret"] else repr(raw)
+        try:
+            v = _parse(meta["kind"], raw)
+        except ValueError as e:
+            problems.append(f"{name}={shown}: {e}; allowed: {_allowed(meta)}")
+            continue
+        if meta["choices"] and v not in meta["choices"]:
+            problems.append(f"{name}={shown}: not allowed; allowed: {_allowed(meta)}")
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if (meta["lo"] is not None and v < meta["lo"]) or (meta["hi"] is not None and v > meta["hi"]):
+                problems.append(f"{name}={shown}: out of range; allowed: {_allowed(meta)}")
+                continue
+        values[f.name] = v
+
+    profile = values.get("profile", Settings.profile)
+    if profile in PROFILES:
+        for key, pv in PROFILES[profile].items():
+            values.setdefault(key, pv)
+
+    for f in fields(Settings):
+        cond = f.metadata["required_if"]
+        if cond:
+            other, wanted = cond
+            other_value = values.get(other, getattr(Settings, other, None))
+            hit = bool(other_value) if wanted == "<set>" else other_value == wanted
+            if hit and not values.get(f.name):
+                other_env = next(g.metadata["env"] for g in fields(Settings) if g.name == other)
+                when = f"{other_env} is set" if wanted == "<set>" else f"{other_env}={wanted}"
+                problems.append(f"{f.metadata['env']} is missing: it is required when {when}")
+
+    if "min_bars" in values or "lookback_bars" in values:
+        mb = values.get("min_bars", Settings.min_bars)
+        lb = values.get("lookback_bars", Settings.lookback_bars)
+        if mb > lb:
+            problems.append(f"TB_MIN_BARS={mb!r}: must not exceed TB_LOOKBACK_BARS={lb}")
+    rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
+    if rs is not None and re_ is not None and re_ <= rs:
+        problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, its default and its meaning."""
+    lines = ["# Tracer Bullet configuration. Copy to .env and edit; the environment overrides .env.",
+             "# Every variable is optional: the offline replay runs with none set.",
+             "# Profile-driven variables (empty default) take their value from TB_PROFILE unless set.", ""]
+    for f in fields(Settings):
+        meta = f.metadata
+        default = f.default
+        if meta["profile"]:
+            per = ", ".join(f"{p}={_render(v[f.name])}" for p, v in PROFILES.items())
+            lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}; profile: {per}")
+            lines.append(f"# {meta['env']}=")
+        else:
+            lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}")
+            lines.append(f"{'# ' if meta['secret'] else ''}{meta['env']}={_render(default)}")
+        lines.append("")
+    return "\n".join(lines)

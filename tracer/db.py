@@ -1,0 +1,515 @@
+"""SQLite persistence: one file, one schema, WAL, foreign keys, versioned migrations.
+
+Every trading decision is written here with its inputs, scores and reason, so that
+any order can be explained afterwards (``tracer explain``). Writes of one agent cycle
+happen in one transaction (:meth:`Store.transaction`): a crash mid-cycle leaves no
+half-written cycle, and the restarted agent redoes that cycle from the same clock.
+
+Times are stored as ISO 8601 UTC text (``2022-01-10T05:00:00Z``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tracer.models import (Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Signal, Trade)
+
+SCHEMA_V1 = """
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    agent         TEXT NOT NULL,
+    cycle         INTEGER NOT NULL,
+    clock         TEXT NOT NULL,              -- market time of the cycle (replay clock or wall clock)
+    started_at    TEXT NOT NULL,              -- wall time
+    finished_at   TEXT,
+    symbols       INTEGER NOT NULL DEFAULT 0,
+    skipped       INTEGER NOT NULL DEFAULT 0,
+    orders        INTEGER NOT NULL DEFAULT 0,
+    fills         INTEGER NOT NULL DEFAULT 0,
+    cash          REAL,
+    equity        REAL,
+    status        TEXT NOT NULL DEFAULT 'ok',
+    note          TEXT,
+    UNIQUE (agent, clock)
+);
+CREATE TABLE signals (
+    id                 INTEGER PRIMARY KEY,
+    run_id             INTEGER NOT NULL REFERENCES runs(id),
+    agent              TEXT NOT NULL,
+    symbol             TEXT NOT NULL,
+    ts                 TEXT NOT NULL,
+    price              REAL,
+    action             TEXT NOT NULL,           -- buy / sell / hold (what the evaluation says)
+    direction          INTEGER NOT NULL DEFAULT 0,
+    reason             TEXT NOT NULL,           -- evaluation reason
+    decision           TEXT NOT NULL,           -- enter / exit / blocked / none / skipped / hold_position
+    decision_reason    TEXT NOT NULL,
+    quality            REAL,
+    conviction         REAL,
+    regime             TEXT,
+    regime_confidence  REAL,
+    trend_score        REAL,
+    volatility         TEXT,
+    annual_vol         REAL,
+    volume_regime      TEXT,
+    price_score        REAL,
+    narrative          REAL,
+    divergence         REAL,
+    divergence_trigger REAL,
+    volume_z           REAL,
+    rsi                REAL,
+    atr                REAL,
+    size_fraction      REAL,
+    headline_count     INTEGER,
+    scorer_id          TEXT,
+    gates_json         TEXT,
+    inputs_json        TEXT
+);
+CREATE INDEX signals_agent_symbol_ts ON signals(agent, symbol, ts);
+CREATE TABLE orders (
+    id               INTEGER PRIMARY KEY,
+    client_order_id  TEXT NOT NULL UNIQUE,
+    agent            TEXT NOT NULL,
+    symbol           TEXT NOT NULL,
+    side             TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    qty              REAL NOT NULL CHECK (qty > 0),
+    price_est        REAL,
+    notional_est     REAL,
+    leverage         REAL NOT NULL DEFAULT 1,
+    reduce_only      INTEGER NOT NULL DEFAULT 0,
+    purpose          TEXT NOT NULL,             -- entry / exit
+    reason           TEXT NOT NULL DEFAULT '',
+    signal_id        INTEGER REFERENCES signals(id),
+    run_id           INTEGER REFERENCES runs(id),
+    state            TEXT NOT NULL CHECK (state IN
+                       ('new','submitted','partially_filled','filled','canceled','rejected')),
+    state_reason     TEXT,
+    filled_qty       REAL NOT NULL DEFAULT 0,
+    avg_price        REAL,
+    bracket_json     TEXT,
+    sizing_json      TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX orders_agent_state ON orders(agent, state);
+CREATE TABLE fills (
+    id               INTEGER PRIMARY KEY,
+    order_id         INTEGER NOT NULL REFERENCES orders(id),
+    client_order_id  TEXT NOT NULL,
+    agent            TEXT NOT NULL,
+    symbol           TEXT NOT NULL,
+    side             TEXT NOT NULL,
+    qty              REAL NOT NULL CHECK (qty > 0),
+    price            REAL NOT NULL CHECK (price > 0),
+    fee              REAL NOT NULL,
+    ts               TEXT NOT NULL,
+    UNIQUE (client_order_id, ts)
+);
+CREATE TABLE positions (
+    id                 INTEGER PRIMARY KEY,
+    agent              TEXT NOT NULL,
+    symbol             TEXT NOT NULL,
+    side               TEXT NOT NULL CHECK (side IN ('long','short')),
+    qty                REAL NOT NULL,
+    entry_price        REAL NOT NULL,
+    opened_at          TEXT NOT NULL,
+    entry_fee          REAL NOT NULL,
+    stop_loss          REAL NOT NULL,
+    take_profit        REAL NOT NULL,
+    trail_pct          REAL NOT NULL,
+    best_price         REAL NOT NULL,
+    max_hold_s         REAL NOT NULL,
+    entry_order_id     TEXT NOT NULL UNIQUE REFERENCES orders(client_order_id),
+    signal_id          INTEGER REFERENCES signals(id),
+    leverage           REAL NOT NULL DEFAULT 1,
+    margin             REAL NOT NULL DEFAULT 0,
+    liquidation_price  REAL,
+    funding_paid       REAL NOT NULL DEFAULT 0,
+    status             TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open','closed')),
+    closed_at          TEXT
+);
+CREATE UNIQUE INDEX positions_one_open ON positions(agent, symbol) WHERE status = 'open';
+CREATE TABLE trades (
+    id              INTEGER PRIMARY KEY,
+    agent           TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL CHECK (side IN ('long','short')),
+    qty             REAL NOT NULL,
+    entry_ts        TEXT NOT NULL,
+    entry_price     REAL NOT NULL,
+    exit_ts         TEXT NOT NULL,
+    exit_price      REAL NOT NULL,
+    leverage        REAL NOT NULL DEFAULT 1,
+    fees            REAL NOT NULL,
+    funding         REAL NOT NULL DEFAULT 0,
+    pnl             REAL NOT NULL,
+    return_pct      REAL NOT NULL,
+    exit_reason     TEXT NOT NULL,
+    entry_order_id  TEXT NOT NULL UNIQUE REFERENCES orders(client_order_id),
+    exit_order_id   TEXT NOT NULL UNIQUE,
+    signal_id       INTEGER REFERENCES signals(id)
+);
+CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
+CREATE TABLE risk_events (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER REFERENCES runs(id),
+    agent       TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    symbol      TEXT,
+    rule        TEXT NOT NULL,
+    detail_json TEXT NOT NULL,
+    signal_id   INTEGER REFERENCES signals(id)
+);
+CREATE TABLE notifications (
+    id          INTEGER PRIMARY KEY,
+    created_at  TEXT NOT NULL,
+    agent       TEXT,
+    channel     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','sent','failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    sent_at     TEXT
+);
+CREATE TABLE heartbeats (
+    agent       TEXT PRIMARY KEY,
+    ts          TEXT NOT NULL,
+    clock       TEXT,
+    cycle       INTEGER NOT NULL,
+    pid         INTEGER,
+    status      TEXT NOT NULL,
+    detail_json TEXT
+);
+CREATE TABLE accounts (
+    agent            TEXT PRIMARY KEY,
+    initial_capital  REAL NOT NULL,
+    cash             REAL NOT NULL,
+    realized_pnl     REAL NOT NULL DEFAULT 0,
+    fees_paid        REAL NOT NULL DEFAULT 0,
+    day              TEXT,
+    day_start_equity REAL,
+    updated_at       TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """UTC datetime -> ``YYYY-MM-DDTHH:MM:SSZ`` (microseconds kept when present)."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: every time in Tracer Bullet is UTC-aware")
+    dt = dt.astimezone(timezone.utc)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return dt.strftime(fmt)
+
+
+def parse_iso(s: str | None) -> datetime | None:
+    if s is None:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return iso(v)
+    if isinstance(v, Enum):
+        return v.value
+    if is_dataclass(v) and not isinstance(v, type):
+        return {k: _jsonable(x) for k, x in asdict(v).items()}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and v != v:       # NaN is not valid JSON
+        return None
+    if hasattr(v, "item"):                     # numpy scalar
+        return _jsonable(v.item())
+    return v
+
+
+def to_json(v: Any) -> str:
+    return json.dumps(_jsonable(v), sort_keys=True, allow_nan=False)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """The project's single SQLite file. Thin: SQL in, rows out; no trading logic."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self.conn.row_factory = sqlite3.Row
+        if new:
+            os.chmod(self.path, 0o600)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self._depth = 0
+        self.migrate()
+
+    # --- schema ----------------------------------------------------------------------------
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.version()
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: schema version {current} is newer than this code "
+                               f"({SCHEMA_VERSION}); upgrade Tracer Bullet")
+        for v in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for stmt in _statements(MIGRATIONS[v]):
+                    self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version={v + 1}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolls back on any exception. Nested calls join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # --- runs and heartbeats -------------------------------------------------------------
+    def insert_run(self, agent: str, cycle: int, clock: datetime, started_at: datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO runs(agent, cycle, clock, started_at) VALUES (?,?,?,?)",
+            (agent, cycle, iso(clock), iso(started_at)))
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, **cols: Any) -> None:
+        cols.setdefault("finished_at", iso(utcnow()))
+        sets = ", ".join(f"{k}=?" for k in cols)
+        self.conn.execute(f"UPDATE runs SET {sets} WHERE id=?", (*cols.values(), run_id))
+
+    def last_run(self, agent: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM runs WHERE agent=? ORDER BY clock DESC LIMIT 1", (agent,)).fetchone()
+
+    def heartbeat(self, agent: str, cycle: int, clock: datetime | None, status: str,
+                  detail: dict[str, Any] | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO heartbeats(agent, ts, clock, cycle, pid, status, detail_json) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(agent) DO UPDATE SET ts=excluded.ts, clock=excluded.clock, cycle=excluded.cycle, "
+            "pid=excluded.pid, status=excluded.status, detail_json=excluded.detail_json",
+            (agent, iso(utcnow()), iso(clock), cycle, os.getpid(), status, to_json(detail or {})))
+
+    # --- signals and risk events ---------------------------------------------------------
+    def insert_signal(self, run_id: int, agent: str, sig: Signal, decision: str, decision_reason: str) -> int:
+        r = sig.regime
+        cur = self.conn.execute(
+            """INSERT INTO signals(run_id, agent, symbol, ts, price, action, direction, reason, decision,
+               decision_reason, quality, conviction, regime, regime_confidence, trend_score, volatility,
+               annual_vol, volume_regime, price_score, narrative, divergence, divergence_trigger, volume_z,
+               rsi, atr, size_fraction, headline_count, scorer_id, gates_json, inputs_json)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (run_id, agent, sig.symbol, iso(sig.ts), sig.price, sig.action.value, sig.direction, sig.reason,
+             decision, decision_reason, sig.quality, sig.conviction, r.label, r.confidence, r.trend_score,
+             r.volatility, r.annual_vol, r.volume, sig.price_score, sig.narrative, sig.divergence,
+             sig.divergence_trigger, sig.volume_z, sig.rsi, sig.atr, sig.size_fraction, sig.headline_count,
+             sig.scorer_id, to_json(sig.gates), to_json(sig.inputs)))
+        return int(cur.lastrowid)
+
+    def insert_skip(self, run_id: int, agent: str, symbol: str, ts: datetime, reason: str) -> int:
+        """A symbol that could not be evaluated (bad or missing data): recorded, never traded."""
+        cur = self.conn.execute(
+            "INSERT INTO signals(run_id, agent, symbol, ts, action, reason, decision, decision_reason) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, agent, symbol, iso(ts), "hold", reason, "skipped", reason))
+        return int(cur.lastrowid)
+
+    def insert_risk_event(self, run_id: int | None, agent: str, ts: datetime, symbol: str | None, rule: str,
+                          detail: dict[str, Any], signal_id: int | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO risk_events(run_id, agent, ts, symbol, rule, detail_json, signal_id) VALUES (?,?,?,?,?,?,?)",
+            (run_id, agent, iso(ts), symbol, rule, to_json(detail), signal_id))
+        return int(cur.lastrowid)
+
+    def risk_event_exists(self, agent: str, rule: str, since: datetime) -> bool:
+        return self.conn.execute("SELECT 1 FROM risk_events WHERE agent=? AND rule=? AND ts>=? LIMIT 1",
+                                 (agent, rule, iso(since))).fetchone() is not None
+
+    # --- orders and fills ----------------------------------------------------------------
+    def insert_order(self, order: Order, *, run_id: int | None, signal_id: int | None, price_est: float | None,
+                     bracket: dict[str, Any] | None = None, sizing: dict[str, Any] | None = None) -> int | None:
+        """Insert an order in state ``new``. Returns None (and writes nothing) when the
+        client order id already exists: the same decision can never become two orders."""
+        now = iso(order.created_at or utcnow())
+        cur = self.conn.execute(
+            """INSERT INTO orders(client_order_id, agent, symbol, side, type, qty, price_est, notional_est, leverage,
+               reduce_only, purpose, reason, signal_id, run_id, state, bracket_json, sizing_json, created_at,
+               updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(client_order_id) DO NOTHING""",
+            (order.client_order_id, order.agent, order.symbol, order.side.value, order.type.value, order.qty,
+             price_est, None if price_est is None else price_est * order.qty, order.leverage,
+             int(order.reduce_only), order.purpose, order.reason, signal_id, run_id, OrderState.NEW.value,
+             None if bracket is None else to_json(bracket), None if sizing is None else to_json(sizing), now, now))
+        return int(cur.lastrowid) if cur.rowcount else None
+
+    def set_order_state(self, client_order_id: str, state: OrderState, reason: str | None = None,
+                        filled_qty: float | None = None, avg_price: float | None = None,
+                        at: datetime | None = None) -> None:
+        self.conn.execute(
+            "UPDATE orders SET state=?, state_reason=COALESCE(?, state_reason), "
+            "filled_qty=COALESCE(?, filled_qty), avg_price=COALESCE(?, avg_price), updated_at=? "
+            "WHERE client_order_id=?",
+            (state.value, reason, filled_qty, avg_price, iso(at or utcnow()), client_order_id))
+
+    def order(self, client_order_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
+
+    def orders_in_state(self, agent: str, *states: OrderState) -> list[sqlite3.Row]:
+        q = ",".join("?" * len(states))
+        return self.conn.execute(f"SELECT * FROM orders WHERE agent=? AND state IN ({q}) ORDER BY id",
+                                 (agent, *[s.value for s in states])).fetchall()
+
+    def insert_fill(self, fill: Fill, agent: str) -> None:
+        row = self.order(fill.client_order_id)
+        if row is None:
+            raise KeyError(f"fill for unknown order {fill.client_order_id}")
+        self.conn.execute(
+            "INSERT INTO fills(order_id, client_order_id, agent, symbol, side, qty, price, fee, ts) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(client_order_id, ts) DO NOTHING",
+            (row["id"], fill.client_order_id, agent, fill.symbol, fill.side.value, fill.qty, fill.price, fill.fee,
+             iso(fill.ts)))
+        self.set_order_state(fill.client_order_id, OrderState.FILLED, filled_qty=fill.qty, avg_price=fill.price,
+                             at=fill.ts)
+
+    def entries_since(self, agent: str, since: datetime) -> int:
+        """Entry orders created at or after ``since`` that were not rejected (daily trade cap)."""
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM orders WHERE agent=? AND purpose='entry' AND created_at>=? AND state!='rejected'",
+            (agent, iso(since))).fetchone()[0])
+
+    # --- positions and trades --------------------------------------------------------------
+    def save_positions(self, agent: str, open_positions: Sequence[Position]) -> None:
+        """Make the DB's open positions equal to ``open_positions`` (upsert; others closed)."""
+        keep = set()
+        for p in open_positions:
+            keep.add(p.entry_order_id)
+            self.conn.execute(
+                """INSERT INTO positions(agent, symbol, side, qty, entry_price, opened_at, entry_fee, stop_loss,
+                   take_profit, trail_pct, best_price, max_hold_s, entry_order_id, signal_id, leverage, margin,
+                   liquidation_price, funding_paid, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'open')
+                   ON CONFLICT(entry_order_id) DO UPDATE SET qty=excluded.qty, stop_loss=excluded.stop_loss,
+                   take_profit=excluded.take_profit, best_price=excluded.best_price, margin=excluded.margin,
+                   liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid""",
+                (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
+                 p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
+                 p.margin, p.liquidation_price, p.funding_paid))
+        for row in self.conn.execute("SELECT entry_order_id FROM positions WHERE agent=? AND status='open'",
+                                     (agent,)).fetchall():
+            if row["entry_order_id"] not in keep:
+                self.conn.execute("UPDATE positions SET status='closed', closed_at=? WHERE entry_order_id=?",
+                                  (iso(utcnow()), row["entry_order_id"]))
+
+    def open_positions(self, agent: str) -> list[Position]:
+        rows = self.conn.execute("SELECT * FROM positions WHERE agent=? AND status='open' ORDER BY id",
+                                 (agent,)).fetchall()
+        return [Position(agent=r["agent"], symbol=r["symbol"], side=PositionSide(r["side"]), qty=r["qty"],
+                         entry_price=r["entry_price"], opened_at=parse_iso(r["opened_at"]), entry_fee=r["entry_fee"],
+                         stop_loss=r["stop_loss"], take_profit=r["take_profit"], trail_pct=r["trail_pct"],
+                         best_price=r["best_price"], max_hold_s=r["max_hold_s"], entry_order_id=r["entry_order_id"],
+                         signal_id=r["signal_id"], leverage=r["leverage"], margin=r["margin"],
+                         liquidation_price=r["liquidation_price"], funding_paid=r["funding_paid"])
+                for r in rows]
+
+    def insert_trade(self, t: Trade) -> None:
+        basis = t.entry_price * t.qty / max(t.leverage, 1.0)
+        self.conn.execute(
+            """INSERT INTO trades(agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage,
+               fees, funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(exit_order_id) DO NOTHING""",
+            (t.agent, t.symbol, t.side.value, t.qty, iso(t.entry_ts), t.entry_price, iso(t.exit_ts), t.exit_price,
+             t.leverage, t.fees, t.funding, t.pnl, t.pnl / basis if basis else 0.0, t.exit_reason,
+             t.entry_order_id, t.exit_order_id, t.signal_id))
+
+    def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:
+        rows = self.conn.execute("SELECT return_pct FROM trades WHERE agent=? ORDER BY exit_ts DESC, id DESC LIMIT ?",
+                                 (agent, limit)).fetchall()
+        return [r[0] for r in reversed(rows)]
+
+    # --- account ---------------------------------------------------------------------------
+    def account(self, agent: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM accounts WHERE agent=?", (agent,)).fetchone()
+
+    def save_account(self, agent: str, *, initial_capital: float, cash: float, realized_pnl: float,
+                     fees_paid: float, day: str | None, day_start_equity: float | None) -> None:
+        self.conn.execute(
+            """INSERT INTO accounts(agent, initial_capital, cash, realized_pnl, fees_paid, day, day_start_equity,
+               updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(agent) DO UPDATE SET cash=excluded.cash,
+               realized_pnl=excluded.realized_pnl, fees_paid=excluded.fees_paid, day=excluded.day,
+               day_start_equity=excluded.day_start_equity, updated_at=excluded.updated_at""",
+            (agent, initial_capital, cash, realized_pnl, fees_paid, day, day_start_equity, iso(utcnow())))
+
+    # --- notifications outbox ------------------------------------------------------------
+    def enqueue_notification(self, channel: str, kind: str, message: str, agent: str | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO notifications(created_at, agent, channel, kind, message) VALUES (?,?,?,?,?)",
+            (iso(utcnow()), agent, channel, kind, message))
+        return int(cur.lastrowid)
+
+    def pending_notifications(self, channel: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM notifications WHERE channel=? AND status='pending' ORDER BY id",
+                                 (channel,)).fetchall()
+
+    def mark_notification(self, nid: int, status: str, error: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE notifications SET status=?, attempts=attempts+1, last_error=?, "
+            "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=?",
+            (status, error, status, iso(utcnow()), nid))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (no semicolons inside our DDL strings)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def row_to_order(r: sqlite3.Row) -> Order:
+    return Order(client_order_id=r["client_order_id"], agent=r["agent"], symbol=r["symbol"], side=Side(r["side"]),
+                 qty=r["qty"], type=OrderType(r["type"]), reduce_only=bool(r["reduce_only"]),
+                 leverage=r["leverage"], purpose=r["purpose"], reason=r["reason"],
+                 created_at=parse_iso(r["created_at"]))
+
+
+__all__ = ["Store", "iso", "parse_iso", "to_json", "row_to_order", "SCHEMA_VERSION", "utcnow"]
+
