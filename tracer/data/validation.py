@@ -44,7 +44,10 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "REASON_PREFIXES", "validate_bars", "validate_arrays", "fmt_ts", "fmt_duration"]
+__all__ = [
+    "COLUMNS", "REASON_PREFIXES", "validate_bars", "validate_arrays", "frame_arrays",
+    "fmt_ts", "fmt_duration", "to_ns", "td_ns",
+]
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 

@@ -1,0 +1,80 @@
+"""The hybrid agent: spot crypto, long-only, on the shared cycle.
+
+Its policy: a ``buy`` decision with no position becomes an entry sized by the risk rules, with a
+bracket (ATR stop, ATR take-profit, trailing stop, time stop); a ``sell`` decision while holding
+closes the position (``TB_EXIT_ON_SELL_SIGNAL``); a bearish signal without a position is recorded
+and not traded (spot cannot short).
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+
+from tracer.agents.loop import Decision, Intent
+from tracer.config import Settings
+from tracer.execution.broker import Bracket, client_order_id, exit_order_id
+from tracer.models import Action, Order, Position, Side, Signal
+from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
+
+AGENT = "hybrid"
+
+
+class HybridPolicy:
+    agent = AGENT
+
+    def __init__(self, s: Settings, step_size: float = 1e-8):
+        self.s = s
+        self.limits = RiskLimits.from_settings(s)
+        self.step = step_size
+
+    def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
+               pending_exit: bool = False) -> Decision:
+        if position is not None:
+            if sig.action is Action.SELL and self.s.exit_on_sell_signal and not pending_exit:
+                order = Order(exit_order_id(position.entry_order_id), AGENT, sig.symbol, Side.SELL, position.qty,
+                              reduce_only=True, purpose="exit", reason="signal", created_at=sig.ts)
+                return Decision("exit", f"sell signal while holding: {sig.reason}",
+                                Intent(order, sig.symbol, sig.price))
+            return Decision("hold_position", f"holding; {sig.reason}")
+        if sig.action is Action.SELL:
+            return Decision("none", f"spot is long-only, bearish signal not traded; {sig.reason}")
+        if sig.action is not Action.BUY:
+            return Decision("none", sig.reason)
+        if not (np.isfinite(sig.atr) and sig.atr > 0):
+            return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
+        rd = check_entry(Candidate(sig.symbol, sig.price, +1, sig.size_fraction, returns), book, self.limits)
+        if not rd.approved:
+            return Decision("blocked", f"risk rule {rd.rule}", risk_rule=rd.rule, risk_detail=dict(rd.detail))
+        qty = math.floor(rd.qty / self.step) * self.step
+        order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol, Side.BUY, qty,
+                      purpose="entry", reason=sig.reason[:240], created_at=sig.ts)
+        bracket = Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
+                          take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
+                          trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
+        sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price,
+                      stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult)
+        return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
+                        Intent(order, sig.symbol, sig.price, bracket, sizing))
+
+
+def build(settings: Settings, logger, store=None):
+    """Wire the hybrid agent on the offline replay with the paper spot broker."""
+    from tracer.agents.loop import AgentLoop
+    from tracer.data.replay import ReplayFeed
+    from tracer.db import Store
+    from tracer.execution.paper import PaperSpotBroker
+    from tracer.sentiment.lexicon import VaderScorer
+    from tracer.sentiment.scorer import CachedScorer
+
+    feed = ReplayFeed(settings.symbols, data_dir=settings.data_dir or None,
+                      headlines_path=settings.headlines_path or None, interval=timedelta(hours=1),
+                      lookback=settings.lookback_bars, max_staleness=timedelta(minutes=settings.max_staleness_min),
+                      min_bars=settings.min_bars, headline_lookback=timedelta(hours=settings.headline_lookback_h))
+    broker = PaperSpotBroker(AGENT, settings.hybrid_capital, settings.fee_bps, settings.slippage_bps, feed.interval)
+    store = store or Store(settings.db_path)
+    scorer = CachedScorer(VaderScorer())
+    logger.info(f"event=sentiment_scorer scorer_id={scorer.scorer_id} note=\"lexicon scorer (FinBERT not configured)\"")
+    return AgentLoop(AGENT, settings, feed, broker, store, scorer, HybridPolicy(settings), logger,
+                     settings.hybrid_capital)

@@ -1,0 +1,379 @@
+"""The shared agent cycle. Reads top to bottom like a recipe:
+
+``snapshot -> broker processes the new bars -> evaluate every symbol -> policy decides
+(entries through risk, exits) -> persist the whole cycle in one transaction -> submit the
+new orders -> notify -> heartbeat``.
+
+Crash-only: start-up and recovery are the same code path (:meth:`AgentLoop.start`). The
+clock resumes after the last committed cycle, the broker is rebuilt from the DB, and
+orders the DB has as ``new`` are reconciled with the broker by client order id before
+anything else happens, so a kill at any point neither loses nor duplicates an order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from tracer.config import Settings
+from tracer.data.feed import Feed, Snapshot
+from tracer.db import Store, iso, parse_iso, row_to_order, to_json, utcnow
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate
+from tracer.logs import kv
+from tracer.models import Bar, Order, OrderState, Position, ScoredHeadline, Signal
+from tracer.risk.limits import Book
+from tracer.sentiment.narrative import relevant
+from tracer.sentiment.scorer import SentimentScorer
+from tracer.signals.evaluate import EvalParams, evaluate
+
+
+@dataclass(slots=True)
+class Intent:
+    """An order the policy wants, with everything needed to explain it later."""
+    order: Order
+    signal_symbol: str
+    price_est: float
+    bracket: Bracket | None = None
+    sizing: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    decision: str                  # enter / exit / blocked / none / hold_position
+    reason: str
+    intent: Intent | None = None
+    risk_rule: str | None = None
+    risk_detail: dict[str, Any] | None = None
+
+
+class Policy(Protocol):
+    """The agent-specific part: direction rules, risk and sizing. Pure given its inputs."""
+    agent: str
+
+    def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
+               pending_exit: bool) -> Decision: ...
+
+
+class TradingBroker(Protocol):
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate: ...
+    def get(self, client_order_id: str) -> OrderUpdate | None: ...
+    def positions(self) -> list[Position]: ...
+    def on_bar(self, bar: Bar) -> BarReport: ...
+    def equity(self) -> float: ...
+    def balance(self) -> float: ...
+    def restore(self, positions, pending, realized_pnl, fees_paid, last_price) -> None: ...
+
+    realized_pnl: float
+    fees_paid: float
+
+
+@dataclass(slots=True)
+class CycleResult:
+    run_id: int
+    clock: datetime
+    signals: int = 0
+    skipped: int = 0
+    orders: list[str] = field(default_factory=list)
+    fills: int = 0
+    trades: int = 0
+    equity: float = 0.0
+
+
+class AgentLoop:
+    def __init__(self, agent: str, settings: Settings, feed: Feed, broker: TradingBroker, store: Store,
+                 scorer: SentimentScorer, policy: Policy, logger: logging.Logger, initial_capital: float):
+        self.agent = agent
+        self.s = settings
+        self.feed = feed
+        self.broker = broker
+        self.store = store
+        self.scorer = scorer
+        self.policy = policy
+        self.log = logger
+        self.initial_capital = initial_capital
+        self.params = EvalParams.from_settings(settings, feed.interval)
+        self.stop_event = threading.Event()
+        self.cycle_no = 0
+        self.clock: datetime | None = None
+        self.processed_until: datetime | None = None
+        self.day: str | None = None
+        self.day_start_equity: float | None = None
+
+    # --- start-up == recovery ------------------------------------------------------------
+    def start(self) -> datetime | None:
+        """Restore state from the DB, reconcile open orders, and return the first clock to run."""
+        st = self.store
+        acct = st.account(self.agent)
+        if acct is None:
+            with st.transaction():
+                st.save_account(self.agent, initial_capital=self.initial_capital, cash=self.initial_capital,
+                                realized_pnl=0.0, fees_paid=0.0, day=None, day_start_equity=None)
+            acct = st.account(self.agent)
+        self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
+        self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
+        pending = []
+        for r in st.orders_in_state(self.agent, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
+            br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
+            pending.append((row_to_order(r), Bracket(**br) if br else None))
+        self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
+        self.reconcile()
+
+        last = st.last_run(self.agent)
+        if last is not None:
+            self.cycle_no = int(last["cycle"])
+            self.processed_until = parse_iso(last["clock"])
+            nxt = self.feed.next_time(self.processed_until)  # type: ignore[attr-defined]
+            self.log.info(kv("resume", after_clock=last["clock"], cycle=self.cycle_no,
+                             next_clock=iso(nxt) if nxt else "end-of-data", cash=round(acct["cash"], 2),
+                             open_positions=len(self.broker.positions())))
+            return nxt
+        first = self.feed.first_time(self.s.min_bars)  # type: ignore[attr-defined]
+        if self.s.replay_start is not None and self.s.replay_start > first:
+            first = self.feed.next_time(self.s.replay_start - timedelta(microseconds=1))  # type: ignore[attr-defined]
+        self.log.info(kv("start", first_clock=iso(first) if first else "end-of-data", capital=self.initial_capital,
+                         symbols=",".join(self.feed.symbols), profile=self.s.profile))
+        return first
+
+    def reconcile(self) -> None:
+        """Orders written as ``new`` but maybe never sent: ask the broker by client order id,
+        adopt its state if it knows the order, submit only if it does not."""
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            cid = r["client_order_id"]
+            known = self.broker.get(cid)
+            br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
+            upd = known or self.broker.submit(row_to_order(r), Bracket(**br) if br else None)
+            with self.store.transaction():
+                self.store.set_order_state(cid, upd.state, upd.reason)
+            self.log.info(kv("reconcile", client_order_id=cid, found=known is not None, state=upd.state.value))
+
+    # --- one cycle -------------------------------------------------------------------------
+    def run_cycle(self, now: datetime) -> CycleResult:
+        started = utcnow()
+        snap = self.feed.snapshot(now)
+        report = self._process_bars(snap)
+        self._roll_day(now)
+
+        signals: list[Signal] = []
+        for sym, bars in snap.bars.items():
+            rel = relevant(sym, snap.headlines)
+            scores = self.scorer.score([h.title for h in rel]) if rel else []
+            scored = [ScoredHeadline(h, sc) for h, sc in zip(rel, scores)]
+            signals.append(evaluate(sym, bars, scored, now, self.params))
+
+        returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
+        positions = {p.symbol: p for p in self.broker.positions()}
+        book = self._book(now, positions)
+        decisions: list[tuple[Signal, Decision]] = []
+        for sig in sorted(signals, key=lambda x: (-x.conviction, x.symbol)):
+            d = self.policy.decide(sig, positions.get(sig.symbol), book, returns, pending_exit=False)
+            decisions.append((sig, d))
+            if d.intent is not None and d.decision == "enter":
+                o = d.intent.order
+                exp = dict(book.exposures)
+                exp[o.symbol] = d.intent.price_est * o.qty * (1 if o.side.value == "buy" else -1)
+                book = Book(equity=book.equity, cash=book.cash - d.intent.price_est * o.qty,
+                            day_start_equity=book.day_start_equity, trades_today=book.trades_today + 1,
+                            exposures=exp, closed_returns=book.closed_returns)
+
+        res = self._persist(now, started, snap, report, decisions)
+        self._submit([d.intent for _, d in decisions if d.intent is not None])
+        self._notify(res, report, decisions)
+        self.clock = self.processed_until = now
+        return res
+
+    def _process_bars(self, snap: Snapshot) -> BarReport:
+        total = BarReport()
+        interval = self.feed.interval
+        for sym, bars in snap.bars.items():
+            ts_index = bars.index
+            start = 0
+            if self.processed_until is not None:
+                cutoff = self.processed_until - interval   # bars with ts > cutoff are new
+                start = int(np.searchsorted(ts_index.asi8, cutoff.timestamp() * 1e9, side="right"))
+            else:
+                start = len(bars) - 1
+            for i in range(max(start, 0), len(bars)):
+                row = bars.iloc[i]
+                bar = Bar(sym, ts_index[i].to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
+                          float(row["close"]), float(row["volume"]))
+                rep = self.broker.on_bar(bar)
+                total.fills += rep.fills
+                total.updates += rep.updates
+                total.trades += rep.trades
+                total.exit_orders += rep.exit_orders
+        return total
+
+    def _roll_day(self, now: datetime) -> None:
+        day = now.strftime("%Y-%m-%d")
+        if day != self.day:
+            self.day = day
+            self.day_start_equity = self.broker.equity()
+
+    def _book(self, now: datetime, positions: dict[str, Position]) -> Book:
+        day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
+        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *  # type: ignore[attr-defined]
+                     (1 if p.side.value == "long" else -1) for s, p in positions.items()}
+        return Book(equity=self.broker.equity(), cash=self.broker.balance(),
+                    day_start_equity=self.day_start_equity or self.broker.equity(),
+                    trades_today=self.store.entries_since(self.agent, day_start), exposures=exposures,
+                    closed_returns=tuple(self.store.closed_trade_pnls(self.agent)))
+
+    def _persist(self, now: datetime, started: datetime, snap: Snapshot, report: BarReport,
+                 decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:
+        st = self.store
+        self.cycle_no += 1
+        with st.transaction():
+            run_id = st.insert_run(self.agent, self.cycle_no, now, started)
+            res = CycleResult(run_id, now)
+            for sym, reason in sorted(snap.rejected.items()):
+                st.insert_skip(run_id, self.agent, sym, now, f"bad_data: {reason}")
+                res.skipped += 1
+            # broker events of this bar: exits it triggered itself, fills, state changes, closed trades
+            exit_signal = {t.exit_order_id: t.signal_id for t in report.trades}
+            for o in report.exit_orders:
+                st.insert_order(o, run_id=run_id, signal_id=exit_signal.get(o.client_order_id), price_est=None)
+            for f in report.fills:
+                st.insert_fill(f, self.agent)
+                res.fills += 1
+            for u in report.updates:
+                st.set_order_state(u.client_order_id, u.state, u.reason, at=now)
+            for t in report.trades:
+                st.insert_trade(t)
+                res.trades += 1
+            for sig, d in decisions:
+                sid = st.insert_signal(run_id, self.agent, sig, d.decision, d.reason)
+                res.signals += 1
+                if d.risk_rule:
+                    st.insert_risk_event(run_id, self.agent, now, sig.symbol, d.risk_rule, d.risk_detail or {}, sid)
+                if d.intent is not None:
+                    it = d.intent
+                    br = it.bracket
+                    if br is not None and it.order.purpose == "entry":
+                        br = Bracket(br.stop_distance, br.take_profit_distance, br.trail_pct, br.max_hold_s, sid)
+                        it.bracket = br
+                    oid = st.insert_order(it.order, run_id=run_id, signal_id=sid, price_est=it.price_est,
+                                          bracket=None if br is None else {
+                                              "stop_distance": br.stop_distance,
+                                              "take_profit_distance": br.take_profit_distance,
+                                              "trail_pct": br.trail_pct, "max_hold_s": br.max_hold_s,
+                                              "signal_id": br.signal_id},
+                                          sizing=it.sizing)
+                    if oid is None:
+                        self.log.warning(kv("duplicate_order_suppressed", client_order_id=it.order.client_order_id))
+                        d.intent = None
+                    else:
+                        res.orders.append(it.order.client_order_id)
+            st.save_positions(self.agent, self.broker.positions())
+            res.equity = self.broker.equity()
+            st.save_account(self.agent, initial_capital=self.initial_capital, cash=self.broker.balance(),
+                            realized_pnl=self.broker.realized_pnl, fees_paid=self.broker.fees_paid,
+                            day=self.day, day_start_equity=self.day_start_equity)
+            if self.cycle_no % self.s.heartbeat_every == 0:
+                st.heartbeat(self.agent, self.cycle_no, now, "running",
+                             {"equity": res.equity, "positions": len(self.broker.positions())})
+            for msg_kind, msg in self._messages(report, decisions):
+                st.enqueue_notification("console", msg_kind, msg, self.agent)
+            st.finish_run(run_id, symbols=res.signals, skipped=res.skipped, orders=len(res.orders), fills=res.fills,
+                          cash=self.broker.balance(), equity=res.equity)
+        if self.s.write_artifacts:
+            self._artifacts(run_id, now, snap, decisions)
+        return res
+
+    def _submit(self, intents: Sequence[Intent | None]) -> None:
+        for it in intents:
+            if it is None:
+                continue
+            upd = self.broker.submit(it.order, it.bracket)
+            with self.store.transaction():
+                self.store.set_order_state(it.order.client_order_id, upd.state, upd.reason, at=it.order.created_at)
+            self.log.info(kv("order_" + upd.state.value, client_order_id=it.order.client_order_id,
+                             symbol=it.order.symbol, side=it.order.side.value, qty=it.order.qty,
+                             purpose=it.order.purpose, reason=upd.reason or it.order.reason))
+
+    def _messages(self, report: BarReport, decisions) -> list[tuple[str, str]]:
+        out = []
+        for f in report.fills:
+            out.append(("fill", f"🟢 {f.side.value.upper()} {f.qty:.6g} {f.symbol} @ {f.price:.6g} "
+                                f"(fee {f.fee:.2f}) [{f.client_order_id}]"))
+        for t in report.trades:
+            icon = "✅" if t.pnl > 0 else "🔻"
+            out.append(("trade_closed", f"{icon} closed {t.side.value} {t.symbol}: {t.exit_reason}, "
+                                        f"P&L {t.pnl:+.2f} ({t.entry_price:.6g} -> {t.exit_price:.6g})"))
+        for sig, d in decisions:
+            if d.decision == "enter":
+                out.append(("trade_opened", f"📈 entry {sig.symbol}: quality {sig.quality:.1f}, conviction "
+                                            f"{sig.conviction:.1f}, regime {sig.regime.label}, size "
+                                            f"{sig.size_fraction:.0%} of max"))
+            elif d.decision == "blocked" and d.risk_rule in ("daily_loss_limit",):
+                out.append(("risk_block", f"⛔ {sig.symbol}: {d.reason}"))
+        return out
+
+    def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
+        if not self.s.notify_console:
+            return
+        rows = self.store.pending_notifications("console")
+        for r in rows:
+            self.log.info(kv("notify", kind=r["kind"], message=r["message"]))
+        if rows:
+            with self.store.transaction():
+                for r in rows:
+                    self.store.mark_notification(r["id"], "sent")
+
+    def _artifacts(self, run_id: int, now: datetime, snap: Snapshot, decisions) -> None:
+        d = Path(self.s.artifact_dir)
+        (d / "runs").mkdir(parents=True, exist_ok=True)
+        (d / "bars").mkdir(parents=True, exist_ok=True)
+        doc = {"run_id": run_id, "agent": self.agent, "clock": iso(now),
+               "decisions": [{"symbol": s.symbol, "action": s.action.value, "decision": dd.decision,
+                              "reason": dd.reason, "quality": s.quality, "conviction": s.conviction,
+                              "regime": s.regime.label, "inputs": s.inputs} for s, dd in decisions],
+               "rejected": snap.rejected}
+        (d / "runs" / f"{run_id}.json").write_text(to_json(doc))
+        for sym, bars in snap.bars.items():
+            bars.to_csv(d / "bars" / f"{run_id}_{sym.replace('/', '')}.csv")
+
+    # --- the loop --------------------------------------------------------------------------
+    def run(self, cycles: int | None = None, interval_s: float = 0.0) -> dict[str, Any]:
+        now = self.start()
+        done = 0
+        while now is not None and not self.stop_event.is_set():
+            if self.s.replay_end is not None and now > self.s.replay_end:
+                break
+            t0 = time.perf_counter()
+            res = self.run_cycle(now)
+            done += 1
+            self.log.info(kv("cycle", n=self.cycle_no, clock=iso(now), signals=res.signals, skipped=res.skipped,
+                             orders=len(res.orders), fills=res.fills, closed=res.trades, equity=round(res.equity, 2),
+                             ms=round((time.perf_counter() - t0) * 1000, 1)))
+            if cycles is not None and done >= cycles:
+                break
+            now = self.feed.next_time(now)  # type: ignore[attr-defined]
+            if interval_s > 0 and now is not None:
+                self.stop_event.wait(interval_s)
+        summary = self.summary()
+        summary["cycles_this_run"] = done
+        summary["end_of_data"] = now is None
+        self.log.info(kv("summary", **summary))
+        with self.store.transaction():
+            self.store.heartbeat(self.agent, self.cycle_no, self.clock, "stopped", summary)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        c = self.store.conn
+        tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=?",
+                       (self.agent,)).fetchone()
+        orders = c.execute("SELECT COUNT(*) FROM orders WHERE agent=?", (self.agent,)).fetchone()[0]
+        fills = c.execute("SELECT COUNT(*) FROM fills WHERE agent=?", (self.agent,)).fetchone()[0]
+        eq = self.broker.equity()
+        return {"agent": self.agent, "cycles": self.cycle_no, "clock": iso(self.clock) if self.clock else None,
+                "orders": orders, "fills": fills, "closed_trades": tr[0], "realized_pnl": round(tr[1], 2),
+                "win_rate": round(tr[2] / tr[0], 3) if tr[0] else None, "equity": round(eq, 2),
+                "return_pct": round((eq / self.initial_capital - 1) * 100, 3),
+                "open_positions": len(self.broker.positions())}

@@ -1,0 +1,58 @@
+"""Process shell shared by the agent entry points: options, config, logging, signals, exit codes."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Callable
+
+from tracer.config import ConfigError, load_settings
+from tracer.logs import kv, setup_logging
+
+
+def parse_args(agent: str, argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"{agent} agent", description=f"Tracer Bullet {agent} agent")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--once", action="store_true", help="run one cycle and exit")
+    g.add_argument("--cycles", type=int, metavar="N", help="run N cycles and exit")
+    p.add_argument("--interval", type=float, metavar="SECONDS", default=None,
+                   help="pause between cycles (default TB_REPLAY_INTERVAL_S; 0 = as fast as possible)")
+    p.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
+    a = p.parse_args(argv)
+    if a.cycles is not None and a.cycles < 1:
+        p.error("--cycles must be >= 1")
+    if a.interval is not None and a.interval < 0:
+        p.error("--interval must be >= 0")
+    return a
+
+
+def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int:
+    """Parse options, validate config (exit 2 naming the variable), run, exit 0 on a clean stop."""
+    args = parse_args(agent, argv)
+    warnings: list[str] = []
+    try:
+        settings = load_settings(dotenv_path=args.env_file, warn=warnings.append)
+    except ConfigError as e:
+        print(f"{agent}: refusing to start: {e}", file=sys.stderr)
+        return 2
+    log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values())
+    for w in warnings:
+        log.warning(kv("config_warning", message=w))
+    loop = build(settings, log)
+
+    def _stop(signum, _frame):
+        log.info(kv("signal", name=signal.Signals(signum).name, action="finishing the cycle, then exiting"))
+        loop.stop_event.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    cycles = 1 if args.once else args.cycles
+    interval = settings.replay_interval_s if args.interval is None else args.interval
+    try:
+        loop.run(cycles=cycles, interval_s=interval)
+    except Exception as e:  # the watchdog restarts us; the DB holds everything committed
+        log.exception(kv("agent_error", error=type(e).__name__, message=str(e)))
+        return 1
+    finally:
+        loop.store.close()
+    return 0

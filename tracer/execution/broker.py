@@ -1,0 +1,74 @@
+"""The broker interface every venue implements (paper, Alpaca, Binance, Bybit)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from tracer.models import Fill, Order, OrderState, Position, Trade
+from tracer.symbols import base_of
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """Protective exits attached to an entry, as distances from the fill price."""
+    stop_distance: float
+    take_profit_distance: float
+    trail_pct: float
+    max_hold_s: float
+    signal_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    client_order_id: str
+    state: OrderState
+    reason: str | None = None
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VenueRules:
+    tick_size: float
+    step_size: float
+    min_qty: float
+    min_notional: float
+
+
+@dataclass(slots=True)
+class BarReport:
+    """What happened at the broker while a bar was processed."""
+    fills: list[Fill] = field(default_factory=list)
+    updates: list[OrderUpdate] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)
+    exit_orders: list[Order] = field(default_factory=list)   # orders the broker created itself (stops, targets)
+
+
+class Broker(Protocol):
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate: ...
+    def get(self, client_order_id: str) -> OrderUpdate | None: ...
+    def open_orders(self) -> list[Order]: ...
+    def positions(self) -> list[Position]: ...
+    def balance(self) -> float: ...
+    def rules(self, symbol: str) -> VenueRules: ...
+
+
+def client_order_id(agent: str, symbol: str, signal_ts: datetime, purpose: str) -> str:
+    """Deterministic id from agent, symbol, signal time and purpose, e.g. ``tb-hy-BTC-2201100500-e-1a2b3c``.
+
+    The same decision always maps to the same id, so a restarted agent that re-evaluates a bar can
+    never place a second order for it (``orders.client_order_id`` is UNIQUE; venues dedupe on it too).
+    At most 36 characters of ``[A-Za-z0-9-]`` (Binance's newClientOrderId limit).
+    """
+    stamp = signal_ts.strftime("%y%m%d%H%M")
+    digest = hashlib.sha1(f"{agent}|{symbol}|{signal_ts.isoformat()}|{purpose}".encode()).hexdigest()[:6]
+    cid = f"tb-{agent[:2]}-{base_of(symbol)[:6]}-{stamp}-{purpose[0]}-{digest}"
+    assert len(cid) <= 36, cid
+    return cid
+
+
+def exit_order_id(entry_order_id: str) -> str:
+    """The one exit id of a position: at most one exit per entry, ever."""
+    return f"{entry_order_id[:34]}-x"

@@ -1,0 +1,61 @@
+"""Exit rules evaluated on one bar's open/high/low/close (pure).
+
+Within a bar the order of prices is unknown, so the rule is pessimistic: when a stop and a
+target both lie inside the bar, the stop is assumed to have been hit first; a bar that opens
+beyond a level fills at the open (a gap), not at the level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from tracer.models import Position, PositionSide
+
+
+@dataclass(frozen=True, slots=True)
+class ExitHit:
+    reason: str        # stop_loss / trailing_stop / take_profit / time_stop
+    price: float       # the level (or the open on a gap, or the close for a time stop)
+
+
+def protective_stop(p: Position) -> tuple[float, str]:
+    """The active stop level: the hard stop or the trailing stop, whichever is tighter."""
+    if p.side is PositionSide.LONG:
+        trail = p.best_price * (1.0 - p.trail_pct) if p.trail_pct > 0 else float("-inf")
+        return (trail, "trailing_stop") if trail > p.stop_loss else (p.stop_loss, "stop_loss")
+    trail = p.best_price * (1.0 + p.trail_pct) if p.trail_pct > 0 else float("inf")
+    return (trail, "trailing_stop") if trail < p.stop_loss else (p.stop_loss, "stop_loss")
+
+
+def check_exit(p: Position, o: float, h: float, l: float, c: float, bar_close_time: datetime) -> ExitHit | None:
+    """The exit this bar triggers for ``p``, if any. The trailing level uses the best price seen
+    *before* this bar (updated afterwards by :func:`advance`), so no intra-bar look-ahead."""
+    stop, stop_reason = protective_stop(p)
+    long = p.side is PositionSide.LONG
+    if long:
+        if o <= stop:
+            return ExitHit(stop_reason, o)
+        if l <= stop:
+            return ExitHit(stop_reason, stop)
+        if p.take_profit > 0 and o >= p.take_profit:
+            return ExitHit("take_profit", o)
+        if p.take_profit > 0 and h >= p.take_profit:
+            return ExitHit("take_profit", p.take_profit)
+    else:
+        if o >= stop:
+            return ExitHit(stop_reason, o)
+        if h >= stop:
+            return ExitHit(stop_reason, stop)
+        if p.take_profit > 0 and o <= p.take_profit:
+            return ExitHit("take_profit", o)
+        if p.take_profit > 0 and l <= p.take_profit:
+            return ExitHit("take_profit", p.take_profit)
+    if p.max_hold_s > 0 and (bar_close_time - p.opened_at).total_seconds() >= p.max_hold_s:
+        return ExitHit("time_stop", c)
+    return None
+
+
+def advance(p: Position, h: float, l: float) -> Position:
+    """The position after a bar it survived: best price updated for the trailing stop."""
+    best = max(p.best_price, h) if p.side is PositionSide.LONG else min(p.best_price, l)
+    return p if best == p.best_price else replace(p, best_price=best)

@@ -1,0 +1,170 @@
+"""Paper spot broker: simulated fills on the replayed (or live) bars, with fees and slippage.
+
+Market orders fill at the open of the first bar that starts at or after the order was created,
+moved against us by ``slippage_bps``, and pay ``fee_bps`` of the notional. Entries carry a
+:class:`Bracket`; stop-loss, trailing stop, take-profit and time stop are checked on every bar's
+high/low with :func:`tracer.execution.exits.check_exit` (stop first when both are inside a bar).
+Spot is long-only: a sell only reduces a held position.
+
+The broker holds no storage of its own: the agent rebuilds it from the DB on start
+(:meth:`PaperSpotBroker.restore`), so a crash loses nothing the DB has committed.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from tracer.models import Bar
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.execution.exits import advance, check_exit
+from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+
+
+class PaperSpotBroker:
+    def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float,
+                 interval: timedelta = timedelta(hours=1), step_size: float = 1e-8):
+        self.agent = agent
+        self.cash = float(cash)
+        self.fee = fee_bps / 1e4
+        self.slip = slippage_bps / 1e4
+        self.interval = interval
+        self.step = step_size
+        self._positions: dict[str, Position] = {}
+        self._pending: dict[str, tuple[Order, Bracket | None]] = {}
+        self._known: dict[str, OrderUpdate] = {}
+        self.last_price: dict[str, float] = {}
+        self.realized_pnl = 0.0
+        self.fees_paid = 0.0
+
+    # --- restore from the DB --------------------------------------------------------------
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]],
+                realized_pnl: float, fees_paid: float, last_price: dict[str, float]) -> None:
+        self._positions = {p.symbol: p for p in positions}
+        for order, br in pending:
+            self._pending[order.client_order_id] = (order, br)
+            self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
+        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
+        self.last_price.update(last_price)
+
+    # --- Broker interface ------------------------------------------------------------------
+    def rules(self, symbol: str) -> VenueRules:
+        return VenueRules(tick_size=1e-8, step_size=self.step, min_qty=self.step, min_notional=1.0)
+
+    def balance(self) -> float:
+        return self.cash
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    def open_orders(self) -> list[Order]:
+        return [o for o, _ in self._pending.values()]
+
+    def get(self, client_order_id: str) -> OrderUpdate | None:
+        return self._known.get(client_order_id)
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
+        if order.client_order_id in self._known:          # idempotent: never two orders for one id
+            return self._known[order.client_order_id]
+        reason = self._reject_reason(order)
+        upd = OrderUpdate(order.client_order_id, OrderState.REJECTED if reason else OrderState.SUBMITTED, reason)
+        self._known[order.client_order_id] = upd
+        if not reason:
+            self._pending[order.client_order_id] = (order, bracket)
+        return upd
+
+    def _reject_reason(self, o: Order) -> str | None:
+        if o.type is not OrderType.MARKET:
+            return f"unsupported order type {o.type.value}"
+        if not (math.isfinite(o.qty) and o.qty > 0):
+            return f"invalid quantity {o.qty}"
+        held = self._positions.get(o.symbol)
+        pending_same = [p for p, _ in self._pending.values() if p.symbol == o.symbol and p.side is o.side]
+        if o.side is Side.BUY:
+            if held is not None or pending_same:
+                return "spot: a position or entry is already open for this symbol"
+        else:
+            if held is None:
+                return "spot is long-only: nothing to sell"
+            if o.qty > held.qty * (1 + 1e-9):
+                return f"sell {o.qty} exceeds held {held.qty}"
+            if pending_same:
+                return "an exit is already pending"
+        return None
+
+    # --- the simulation --------------------------------------------------------------------
+    def equity(self) -> float:
+        return self.cash + sum(p.qty * self.last_price.get(s, p.entry_price) for s, p in self._positions.items())
+
+    def on_bar(self, bar: Bar) -> BarReport:
+        """Process one new bar of ``bar.symbol``: fill due orders at its open, then check exits."""
+        rep = BarReport()
+        close_time = bar.ts + self.interval
+        for cid, (order, bracket) in list(self._pending.items()):
+            if order.symbol != bar.symbol or (order.created_at is not None and order.created_at > bar.ts):
+                continue
+            del self._pending[cid]
+            if order.side is Side.BUY:
+                self._fill_entry(order, bracket, bar, rep)
+            else:
+                pos = self._positions.get(order.symbol)
+                if pos is None:
+                    self._finish(rep, OrderUpdate(cid, OrderState.CANCELED, "position already closed"))
+                    continue
+                self._close(pos, bar.open * (1 - self.slip), bar.ts, order.reason or "signal", cid, rep)
+        pos = self._positions.get(bar.symbol)
+        if pos is not None:
+            hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
+            if hit is not None:
+                cid = exit_order_id(pos.entry_order_id)
+                at = close_time if hit.reason == "time_stop" else bar.ts
+                exit_order = Order(cid, self.agent, pos.symbol, Side.SELL, pos.qty, OrderType.MARKET,
+                                   reduce_only=True, purpose="exit", reason=hit.reason, created_at=at)
+                rep.exit_orders.append(exit_order)
+                self._known[cid] = OrderUpdate(cid, OrderState.SUBMITTED)
+                self._close(pos, hit.price * (1 - self.slip), at, hit.reason, cid, rep)
+            else:
+                self._positions[bar.symbol] = advance(pos, bar.high, bar.low)
+        self.last_price[bar.symbol] = bar.close
+        return rep
+
+    def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
+        self._known[upd.client_order_id] = upd
+        rep.updates.append(upd)
+
+    def _fill_entry(self, order: Order, bracket: Bracket | None, bar: Bar, rep: BarReport) -> None:
+        px = bar.open * (1 + self.slip)
+        qty = math.floor(order.qty / self.step) * self.step
+        cost = qty * px
+        fee = cost * self.fee
+        if qty <= 0 or cost + fee > self.cash:
+            self._finish(rep, OrderUpdate(order.client_order_id, OrderState.REJECTED,
+                                          f"insufficient cash: need {cost + fee:.2f}, have {self.cash:.2f}"))
+            return
+        self.cash -= cost + fee
+        self.fees_paid += fee
+        b = bracket or Bracket(0.0, 0.0, 0.0, 0.0)
+        self._positions[order.symbol] = Position(
+            agent=self.agent, symbol=order.symbol, side=PositionSide.LONG, qty=qty, entry_price=px,
+            opened_at=bar.ts, entry_fee=fee, stop_loss=px - b.stop_distance if b.stop_distance else 0.0,
+            take_profit=px + b.take_profit_distance if b.take_profit_distance else 0.0, trail_pct=b.trail_pct,
+            best_price=px, max_hold_s=b.max_hold_s, entry_order_id=order.client_order_id, signal_id=b.signal_id)
+        rep.fills.append(Fill(order.client_order_id, order.symbol, Side.BUY, qty, px, fee, bar.ts))
+        self._finish(rep, OrderUpdate(order.client_order_id, OrderState.FILLED, None, qty, px))
+
+    def _close(self, pos: Position, px: float, at: datetime, reason: str, cid: str, rep: BarReport) -> None:
+        proceeds = pos.qty * px
+        fee = proceeds * self.fee
+        self.cash += proceeds - fee
+        self.fees_paid += fee
+        pnl = (px - pos.entry_price) * pos.qty - pos.entry_fee - fee
+        self.realized_pnl += pnl
+        del self._positions[pos.symbol]
+        rep.fills.append(Fill(cid, pos.symbol, Side.SELL, pos.qty, px, fee, at))
+        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=pos.qty,
+                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=at, exit_price=px,
+                                fees=pos.entry_fee + fee, funding=0.0, pnl=pnl, exit_reason=reason,
+                                entry_order_id=pos.entry_order_id, exit_order_id=cid, signal_id=pos.signal_id))
+        self._finish(rep, OrderUpdate(cid, OrderState.FILLED, None, pos.qty, px))
+
+
+__all__ = ["PaperSpotBroker"]

@@ -1,0 +1,46 @@
+"""Half-Kelly position fraction from an agent's own closed trades (pure)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class KellyEstimate:
+    n: int
+    win_rate: float
+    payoff: float           # average win / average loss (both as positive numbers)
+    full_kelly: float       # p - (1 - p) / b; may be negative (no edge)
+    half_kelly: float
+
+
+def kelly(returns: Sequence[float]) -> KellyEstimate | None:
+    """Kelly from per-trade returns: ``f* = p - (1 - p) / b``, ``p`` = share of winning trades,
+    ``b`` = mean win / mean |loss|. Half-Kelly = ``f*/2``. None without at least one win and one loss."""
+    r = np.asarray(returns, dtype=float)
+    r = r[np.isfinite(r)]
+    wins, losses = r[r > 0], r[r < 0]
+    if len(wins) == 0 or len(losses) == 0:
+        return None
+    p = len(wins) / len(r)
+    b = float(wins.mean() / -losses.mean())
+    f = p - (1.0 - p) / b
+    return KellyEstimate(len(r), p, b, f, f / 2.0)
+
+
+def kelly_position_pct(returns: Sequence[float], max_position_pct: float, min_trades: int, cap: float,
+                       floor: float) -> tuple[float, KellyEstimate | None]:
+    """Largest position as a fraction of equity.
+
+    Fewer than ``min_trades`` closed trades (or no win/loss yet): ``max_position_pct``. Otherwise
+    ``min(max_position_pct, clip(half_kelly, floor, cap))``: a negative edge shrinks positions to
+    ``floor`` instead of stopping the agent, so it keeps producing evidence.
+    """
+    if len(returns) < min_trades:
+        return max_position_pct, None
+    est = kelly(returns)
+    if est is None:
+        return max_position_pct, None
+    return float(min(max_position_pct, np.clip(est.half_kelly, floor, cap))), est

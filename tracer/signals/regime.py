@@ -1,0 +1,105 @@
+"""Market regime: trend (multi-horizon slope) x volatility x volume, with a data-derived confidence.
+
+Pure functions on numpy arrays; no I/O.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tracer.models import Regime
+
+HORIZONS = (24, 72, 168)          # bars; with hourly bars: a day, three days, a week
+BULL, STRONG = 0.15, 0.5          # label boundaries on the combined trend score
+VOL_BANDS = (0.35, 0.80, 1.30)    # annualised volatility: low < 35% <= normal < 80% <= high < 130% <= extreme
+VOLUME_BANDS = (0.8, 1.25)        # participation: low < 0.8 <= normal <= 1.25 < high
+
+
+def horizon_trend(log_close: np.ndarray, h: int) -> float:
+    """Trend score of the last ``h`` bars in [-1, 1].
+
+    OLS slope ``b`` of log price on bar index over the window, expressed as a t-like ratio of the
+    fitted move to the noise: ``t = b * h / (sigma * sqrt(h))`` with ``sigma`` the standard deviation
+    of one-bar log returns in the window; score ``= tanh(t / 2)``. 0 for a flat or too short window.
+    """
+    y = log_close[-h:]
+    if len(y) < max(3, h):
+        return 0.0
+    x = np.arange(len(y), dtype=float)
+    x -= x.mean()
+    b = float(np.dot(x, y - y.mean()) / np.dot(x, x))
+    sigma = float(np.std(np.diff(y)))
+    if sigma <= 0:
+        return 0.0
+    return float(np.tanh(b * h / (sigma * np.sqrt(h)) / 2.0))
+
+
+def trend_label(score: float) -> str:
+    if score >= STRONG:
+        return "strong_bull"
+    if score >= BULL:
+        return "bull"
+    if score <= -STRONG:
+        return "strong_bear"
+    if score <= -BULL:
+        return "bear"
+    return "sideways"
+
+
+def volatility_label(annual_vol: float) -> str:
+    lo, mid, hi = VOL_BANDS
+    if annual_vol < lo:
+        return "low"
+    if annual_vol < mid:
+        return "normal"
+    if annual_vol < hi:
+        return "high"
+    return "extreme"
+
+
+def volume_label(participation: float) -> str:
+    if participation < VOLUME_BANDS[0]:
+        return "low"
+    if participation > VOLUME_BANDS[1]:
+        return "high"
+    return "normal"
+
+
+def regime_confidence(horizon_scores: np.ndarray, combined: float, vol_label: str) -> float:
+    """Confidence in [0, 1] computed from the data:
+
+    ``0.5 * agreement + 0.5 * margin``, where ``agreement = |mean(sign(horizon scores))|`` (1 when
+    every horizon points the same way, 0 when they split evenly) and ``margin`` is the distance of the
+    combined score from the nearest label boundary (+-0.15, +-0.5) divided by 0.15, clipped to [0, 1].
+    Extreme volatility multiplies the result by 0.75 (labels flip more easily there).
+    """
+    signs = np.sign(horizon_scores)
+    agreement = float(abs(signs.mean())) if len(signs) else 0.0
+    dist = min(abs(combined - b) for b in (-STRONG, -BULL, BULL, STRONG))
+    margin = float(np.clip(dist / BULL, 0.0, 1.0))
+    conf = 0.5 * agreement + 0.5 * margin
+    if vol_label == "extreme":
+        conf *= 0.75
+    return float(np.clip(conf, 0.0, 1.0))
+
+
+def market_regime(close: np.ndarray, volume: np.ndarray, bars_per_year: float, vol_window: int = 24) -> Regime:
+    """Classify the market from closes and volumes (oldest first).
+
+    - trend: mean of :func:`horizon_trend` over ``HORIZONS`` (those the history covers) -> label
+    - volatility: ``std(log returns of the last vol_window bars) * sqrt(bars_per_year)`` -> band
+    - volume: ``mean(volume, last 24) / mean(volume, last 168)`` -> participation band
+    """
+    c = np.asarray(close, dtype=float)
+    v = np.asarray(volume, dtype=float)
+    lc = np.log(c)
+    hs = np.array([horizon_trend(lc, h) for h in HORIZONS if len(lc) >= h], dtype=float)
+    combined = float(hs.mean()) if len(hs) else 0.0
+    rets = np.diff(lc[-(vol_window + 1):])
+    annual_vol = float(np.std(rets) * np.sqrt(bars_per_year)) if len(rets) > 1 else 0.0
+    long_n = min(len(v), 168)
+    long_mean = float(v[-long_n:].mean()) if long_n else 0.0
+    participation = float(v[-24:].mean() / long_mean) if long_mean > 0 else 1.0
+    vol_label = volatility_label(annual_vol)
+    return Regime(label=trend_label(combined), trend_score=combined, volatility=vol_label, annual_vol=annual_vol,
+                  volume=volume_label(participation), participation=participation,
+                  confidence=regime_confidence(hs, combined, vol_label), horizon_scores=tuple(float(x) for x in hs))
