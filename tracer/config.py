@@ -168,7 +168,7 @@ class Settings:
     stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", 2.0, "stop-loss distance in ATRs", lo=0.1, hi=50)
     take_profit_atr_mult: float = _var("TB_TAKE_PROFIT_ATR_MULT", "float", 4.0,
                                        "take-profit distance in ATRs", lo=0.1, hi=100)
-    trail_pct: float = _var("TB_TRAIL_PCT", "float", 0.03,
+    trail_pct: float = _var("TB_TRAIL_PCT", "float", 0.05,
                             "trailing stop as a fraction below the best price (0 = off)", lo=0, hi=0.9)
     max_hold_h: float = _var("TB_MAX_HOLD_H", "float", 48.0, "time stop in hours (0 = off)", lo=0, hi=10000)
     exit_on_sell_signal: bool = _var("TB_EXIT_ON_SELL_SIGNAL", "bool", True,

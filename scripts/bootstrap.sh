@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv when missing and (re)install the project when pyproject.toml changed.
+# Usage: scripts/bootstrap.sh [EXTRA]   e.g. scripts/bootstrap.sh dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+spec="."
+[ -n "$extra" ] && spec=".[$extra]"
+stamp=".venv/.installed${extra:+-$extra}"
+if [ ! -x .venv/bin/python ]; then
+  py="${TB_PYTHON:-}"
+  if [ -z "$py" ]; then
+    for cand in python3.13 python3.12 python3.11 python3; do
+      if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+        py="$cand"; break
+      fi
+    done
+  fi
+  [ -n "$py" ] || { echo "bootstrap: Python >= 3.11 is required (set TB_PYTHON to its path)" >&2; exit 2; }
+  echo "bootstrap: creating .venv with $py" >&2
+  "$py" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing $spec into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e "$spec" >&2
+  touch "$stamp"
+fi

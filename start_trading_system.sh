@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Tracer Bullet: set up (.venv) and start the trading agents in the background.
+#
+#   ./start_trading_system.sh              set up, validate config, init the DB, start the agents
+#   ./start_trading_system.sh --cycles N   bounded run: each agent stops after N cycles
+#   ./start_trading_system.sh --foreground run the hybrid agent in this terminal (Ctrl-C stops it)
+#   ./start_trading_system.sh --status     pids, heartbeats, cash, equity, trades
+#   ./start_trading_system.sh --stop       graceful stop (SIGTERM, wait, then SIGKILL)
+#   ./start_trading_system.sh --restart    stop, then start
+#
+# Safe to run twice: a running agent (live pid in $TB_STATE_DIR/<agent>.pid) is not started again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=start
+cycles=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stop) mode=stop ;;
+    --status) mode=status ;;
+    --restart) mode=restart ;;
+    --foreground) mode=foreground ;;
+    --cycles) cycles="${2:?--cycles needs a number}"; shift ;;
+    --interval) extra+=(--interval "${2:?--interval needs seconds}"); shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "start_trading_system.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -n "$cycles" ]; then
+  case "$cycles" in ''|*[!0-9]*) echo "--cycles needs a positive integer" >&2; exit 2 ;; esac
+  extra+=(--cycles "$cycles")
+fi
+
+scripts/bootstrap.sh
+PY=.venv/bin/python
+
+# Paths from the one typed config (env and .env), so the script and the agents agree.
+read -r STATE_DIR LOG_DIR < <($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir, s.log_dir)' 2>/dev/null || echo "state logs")
+mkdir -p "$STATE_DIR" "$LOG_DIR"
+chmod 700 "$STATE_DIR" 2>/dev/null || true
+
+AGENTS=(hybrid)
+script_of() {
+  case "$1" in
+    hybrid) echo scripts/hybrid_crypto_trader.py ;;
+    futures) echo scripts/high_risk_futures_agent.py ;;
+  esac
+}
+[ -f scripts/high_risk_futures_agent.py ] && AGENTS+=(futures)
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_agents() {
+  if ! $PY -m tracer.cli check-config >/dev/null 2>"$STATE_DIR/check-config.err"; then
+    cat "$STATE_DIR/check-config.err" >&2
+    echo "start_trading_system.sh: configuration invalid; nothing started" >&2
+    exit 2
+  fi
+  $PY -m tracer.cli init-db
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/$a.pid"
+    if pid_alive "$pidf"; then
+      echo "$a: already running (pid $(cat "$pidf"))"
+      continue
+    fi
+    nohup $PY "$(script_of "$a")" "${extra[@]}" >/dev/null 2>>"$LOG_DIR/$a.err" &
+    echo $! > "$pidf"
+    echo "$a: started (pid $!), log $LOG_DIR/$a.log"
+  done
+  echo
+  echo "Follow:  tail -f $LOG_DIR/hybrid.log"
+  echo "Status:  ./start_trading_system.sh --status"
+  echo "Explain: .venv/bin/tracer explain <client_order_id>"
+  echo "Stop:    ./start_trading_system.sh --stop"
+}
+
+stop_agents() {
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/$a.pid"
+    if ! pid_alive "$pidf"; then
+      echo "$a: not running"; rm -f "$pidf"; continue
+    fi
+    pid=$(cat "$pidf")
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "$a: did not stop within 30 s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidf"
+    echo "$a: stopped"
+  done
+}
+
+status_agents() {
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/$a.pid"
+    if pid_alive "$pidf"; then echo "$a: running (pid $(cat "$pidf"))"; else echo "$a: not running"; fi
+  done
+  $PY -m tracer.cli status
+}
+
+case "$mode" in
+  start) start_agents ;;
+  stop) stop_agents ;;
+  restart) stop_agents; start_agents ;;
+  status) status_agents ;;
+  foreground)
+    $PY -m tracer.cli check-config >/dev/null
+    exec $PY scripts/hybrid_crypto_trader.py "${extra[@]}" ;;
+esac

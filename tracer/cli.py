@@ -1,0 +1,174 @@
+"""``tracer`` command line: explain, check-config, config-example, init-db, status."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from tracer.config import ConfigError, env_example, load_settings
+from tracer.db import Store
+
+
+def _settings(args) -> Any:
+    warnings: list[str] = []
+    s = load_settings(dotenv_path=getattr(args, "env_file", ".env"), warn=warnings.append)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return s
+
+
+def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("field", style="bold")
+    t.add_column("value", overflow="fold")
+    for k, v in rows:
+        if isinstance(v, float):
+            v = f"{v:.6g}"
+        t.add_row(k, "" if v is None else str(v))
+    return t
+
+
+def explain(store: Store, console: Console, order_id: str | None = None, signal_id: int | None = None) -> int:
+    """Print the whole decision trail of an order (client order id or numeric id) or a signal."""
+    c = store.conn
+    order = None
+    if order_id is not None:
+        order = c.execute("SELECT * FROM orders WHERE client_order_id=?", (order_id,)).fetchone()
+        if order is None and order_id.isdigit():
+            order = c.execute("SELECT * FROM orders WHERE id=?", (int(order_id),)).fetchone()
+        if order is None:
+            console.print(f"no order {order_id!r}")
+            return 1
+        signal_id = order["signal_id"]
+    sig = c.execute("SELECT * FROM signals WHERE id=?", (signal_id,)).fetchone() if signal_id else None
+    if order is None and sig is None:
+        console.print(f"no signal {signal_id!r}")
+        return 1
+    if sig is not None:
+        run = c.execute("SELECT * FROM runs WHERE id=?", (sig["run_id"],)).fetchone()
+        console.print(_kv_table(f"Signal {sig['id']} — {sig['agent']} {sig['symbol']} at {sig['ts']}", [
+            ("cycle", f"{run['cycle']} (clock {run['clock']})"), ("price", sig["price"]),
+            ("action", sig["action"]), ("evaluation", sig["reason"]),
+            ("decision", f"{sig['decision']}: {sig['decision_reason']}"),
+            ("signal quality", sig["quality"]), ("conviction", sig["conviction"]),
+            ("regime", f"{sig['regime']} (confidence {sig['regime_confidence'] or 0:.2f}, trend "
+                       f"{sig['trend_score'] or 0:+.3f}), volatility {sig['volatility']} "
+                       f"({(sig['annual_vol'] or 0):.0%}/yr), volume {sig['volume_regime']}"),
+            ("price score", sig["price_score"]), ("narrative", sig["narrative"]),
+            ("divergence", f"{sig['divergence'] if sig['divergence'] is not None else ''} "
+                           f"(trigger {sig['divergence_trigger'] if sig['divergence_trigger'] is not None else ''})"),
+            ("volume z", sig["volume_z"]), ("RSI", sig["rsi"]), ("ATR", sig["atr"]),
+            ("size fraction", sig["size_fraction"]), ("headlines", sig["headline_count"]),
+            ("sentiment scorer", sig["scorer_id"] or "(no relevant headline)"),
+            ("gates", sig["gates_json"]),
+        ]))
+        if sig["inputs_json"]:
+            inputs = json.loads(sig["inputs_json"])
+            heads = inputs.pop("headlines", [])
+            console.print(_kv_table("Inputs", [(k, json.dumps(v) if isinstance(v, (dict, list)) else v)
+                                               for k, v in inputs.items()]))
+            if heads:
+                t = Table(title="Relevant headlines (latest 10)", title_justify="left")
+                for col in ("published", "score", "title"):
+                    t.add_column(col)
+                for h in heads:
+                    t.add_row(h["at"], f"{h['score']:+.3f}", h["title"])
+                console.print(t)
+        for ev in c.execute("SELECT * FROM risk_events WHERE signal_id=?", (sig["id"],)):
+            console.print(_kv_table(f"Risk block: {ev['rule']}", [("detail", ev["detail_json"])]))
+    orders = [order] if order is not None else c.execute("SELECT * FROM orders WHERE signal_id=?",
+                                                         (signal_id,)).fetchall()
+    for o in orders:
+        console.print(_kv_table(f"Order {o['client_order_id']}", [
+            ("purpose", o["purpose"]), ("side", o["side"]), ("type", o["type"]), ("qty", o["qty"]),
+            ("est. price", o["price_est"]), ("est. notional", o["notional_est"]), ("leverage", o["leverage"]),
+            ("state", f"{o['state']}" + (f" ({o['state_reason']})" if o["state_reason"] else "")),
+            ("reason", o["reason"]), ("bracket", o["bracket_json"]), ("sizing", o["sizing_json"]),
+            ("created", o["created_at"]), ("updated", o["updated_at"])]))
+        for f in c.execute("SELECT * FROM fills WHERE client_order_id=?", (o["client_order_id"],)):
+            console.print(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
+        pos = c.execute("SELECT * FROM positions WHERE entry_order_id=?", (o["client_order_id"],)).fetchone()
+        if pos is not None:
+            console.print(f"  position: {pos['status']} {pos['side']} {pos['qty']:.8g} entry {pos['entry_price']:.8g} "
+                          f"stop {pos['stop_loss']:.8g} target {pos['take_profit']:.8g} trail {pos['trail_pct']:.2%}")
+        tr = c.execute("SELECT * FROM trades WHERE entry_order_id=? OR exit_order_id=?",
+                       (o["client_order_id"], o["client_order_id"])).fetchone()
+        if tr is not None:
+            console.print(f"  trade: {tr['side']} {tr['symbol']} {tr['entry_ts']} @ {tr['entry_price']:.8g} -> "
+                          f"{tr['exit_ts']} @ {tr['exit_price']:.8g}, exit {tr['exit_reason']}, fees {tr['fees']:.2f}, "
+                          f"funding {tr['funding']:.2f}, P&L {tr['pnl']:+.2f} ({tr['return_pct']:+.2%}); "
+                          f"exit order {tr['exit_order_id']}")
+    return 0
+
+
+def status(store: Store, console: Console) -> int:
+    c = store.conn
+    t = Table(title="Agents", title_justify="left")
+    for col in ("agent", "cycle", "clock", "status", "heartbeat (UTC)", "cash", "equity", "open", "trades", "P&L"):
+        t.add_column(col)
+    for hb in c.execute("SELECT * FROM heartbeats ORDER BY agent"):
+        a = hb["agent"]
+        acct = store.account(a)
+        run = store.last_run(a)
+        tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0) FROM trades WHERE agent=?", (a,)).fetchone()
+        n_open = c.execute("SELECT COUNT(*) FROM positions WHERE agent=? AND status='open'", (a,)).fetchone()[0]
+        t.add_row(a, str(hb["cycle"]), hb["clock"] or "", hb["status"], hb["ts"],
+                  f"{acct['cash']:.2f}" if acct else "", f"{run['equity']:.2f}" if run and run["equity"] else "",
+                  str(n_open), str(tr[0]), f"{tr[1]:+.2f}")
+    console.print(t)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tracer", description="Tracer Bullet command line")
+    p.add_argument("--env-file", default=".env")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("explain", help="print the decision trail of an order or a signal")
+    e.add_argument("order_id", nargs="?", help="client order id (or numeric order id)")
+    e.add_argument("--signal", type=int, help="signal id instead of an order")
+    sub.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
+    sub.add_parser("config-example", help="print the .env.example text")
+    sub.add_parser("init-db", help="create or migrate the SQLite DB")
+    sub.add_parser("status", help="agents' heartbeats, cash, equity and trades")
+    args = p.parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+
+    if args.cmd == "config-example":
+        print(env_example())
+        return 0
+    try:
+        s = _settings(args)
+    except ConfigError as err:
+        print(f"tracer: {err}", file=sys.stderr)
+        return 2
+    if args.cmd == "check-config":
+        t = Table(title=f"Configuration (profile {s.profile})", title_justify="left")
+        for col in ("variable", "value", "meaning"):
+            t.add_column(col, overflow="fold")
+        for row in s.describe():
+            t.add_row(*row)
+        console.print(t)
+        console.print("configuration OK")
+        return 0
+    store = Store(s.db_path)
+    try:
+        if args.cmd == "init-db":
+            print(f"{s.db_path}: schema version {store.version()}, integrity {'ok' if store.integrity_ok() else 'FAILED'}")
+            return 0
+        if args.cmd == "status":
+            return status(store, console)
+        if args.cmd == "explain":
+            if args.order_id is None and args.signal is None:
+                p.error("explain needs an ORDER_ID or --signal ID")
+            return explain(store, console, args.order_id, args.signal)
+    finally:
+        store.close()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
