@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,6 +177,50 @@ class Settings:
     hybrid_broker: str = _var("TB_HYBRID_BROKER", "choice", "paper",
                               "hybrid agent broker: paper (simulated fills on the feed)", choices=("paper",))
 
+    # --- futures agent (USD-M perpetuals, long and short) ---------------------------------
+    futures_symbols: tuple[str, ...] = _var("TB_FUTURES_SYMBOLS", "symbols", tuple(ALL_SYMBOLS.split(",")),
+                                            "comma-separated symbols the futures agent trades")
+    futures_capital: float = _var("TB_FUTURES_CAPITAL", "float", 10_000.0,
+                                  "starting wallet of the futures agent's paper account (USD)", lo=100, hi=1e9)
+    futures_max_leverage: float = _var("TB_FUTURES_MAX_LEVERAGE", "float", 10.0,
+                                       "highest leverage of a futures trade", lo=1, hi=125)
+    futures_max_positions: int = _var("TB_FUTURES_MAX_POSITIONS", "int", 5, "open futures positions",
+                                      lo=0, hi=100)
+    futures_max_trades_per_day: int = _var("TB_FUTURES_MAX_TRADES_PER_DAY", "int", 8,
+                                           "new futures entries per UTC day", lo=0, hi=1000)
+    futures_risk_per_trade: float = _var("TB_FUTURES_RISK_PER_TRADE", "float", 0.01,
+                                         "capital lost if the stop is hit, as a fraction of equity", lo=0.0001, hi=0.2)
+    futures_max_notional: float = _var("TB_FUTURES_MAX_NOTIONAL_USD", "float", 20_000.0,
+                                       "hard cap on one futures order's notional (USD)", lo=1, hi=1e9)
+    futures_max_notional_pct: float = _var("TB_FUTURES_MAX_NOTIONAL_PCT", "float", 1.0,
+                                           "largest futures notional as a fraction of equity", lo=0.001, hi=50)
+    futures_daily_loss_limit_pct: float = _var("TB_FUTURES_DAILY_LOSS_LIMIT_PCT", "float", 0.20,
+                                               "futures loss from the UTC day's start that halts new entries",
+                                               lo=0.001, hi=1)
+    futures_var_limit: float = _var("TB_FUTURES_VAR_LIMIT", "float", 0.25,
+                                    "futures portfolio VaR limit as a fraction of equity", lo=0.0001, hi=10)
+    futures_cooldown_h: float = _var("TB_FUTURES_COOLDOWN_H", "float", 4.0,
+                                     "hours after a close before the same symbol is traded again", lo=0, hi=1000)
+    futures_counter_regime_quality: float = _var("TB_FUTURES_COUNTER_REGIME_QUALITY", "float", 6.0,
+                                                 "quality needed to trade against the regime", lo=0, hi=10)
+    futures_mmr: float = _var("TB_FUTURES_MMR", "float", 0.004,
+                              "maintenance margin rate (Binance USD-M first bracket: 0.4%)", lo=0.0001, hi=0.5)
+    futures_funding_rate: float = _var("TB_FUTURES_FUNDING_RATE", "float", 0.0001,
+                                       "funding rate per 8 h in the replay (longs pay when positive)",
+                                       lo=-0.05, hi=0.05)
+    futures_liq_guard: float = _var("TB_FUTURES_LIQ_GUARD", "float", 0.5,
+                                    "largest stop distance as a fraction of the liquidation distance", lo=0.01, hi=0.99)
+    futures_stop_atr_mult: float = _var("TB_FUTURES_STOP_ATR_MULT", "float", 2.0,
+                                        "futures stop-loss distance in ATRs", lo=0.1, hi=50)
+    futures_take_profit_atr_mult: float = _var("TB_FUTURES_TAKE_PROFIT_ATR_MULT", "float", 3.0,
+                                               "futures take-profit distance in ATRs", lo=0.1, hi=100)
+    futures_trail_pct: float = _var("TB_FUTURES_TRAIL_PCT", "float", 0.04,
+                                    "futures trailing stop distance from the best price (0 = off)", lo=0, hi=0.9)
+    futures_max_hold_h: float = _var("TB_FUTURES_MAX_HOLD_H", "float", 24.0, "futures time stop in hours (0 = off)",
+                                     lo=0, hi=10000)
+    futures_vol_stop_mult: float = _var("TB_FUTURES_VOL_STOP_MULT", "float", 3.0,
+                                        "exit when a bar's range exceeds this many entry ATRs (0 = off)", lo=0, hi=100)
+
     # --- notifications ---------------------------------------------------------------------
     notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
     heartbeat_every: int = _var("TB_HEARTBEAT_EVERY", "int", 1, "write a heartbeat every N cycles", lo=1, hi=100000)
@@ -229,6 +274,9 @@ def _render(v: Any) -> str:
     return str(v)
 
 
+# BASE, BASE/USD, BASE-USD, BASEUSDT ...: ASCII letters/digits, a USD-like quote if one is given.
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[/-](?:USD|USDT|USDC|BUSD))?", re.IGNORECASE)
+
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -269,7 +317,7 @@ def _parse(kind: str, raw: str) -> Any:
         if not items:
             raise ValueError("must list at least one symbol, e.g. BTC/USD,ETH/USD")
         for it in items:
-            if not it.replace("/", "").replace("-", "").isalnum():
+            if not _SYMBOL_RE.fullmatch(it):
                 raise ValueError(f"symbol {it!r} is not of the form BASE/USD")
         out = tuple(dict.fromkeys(canonical(x) for x in items))
         return out

@@ -201,7 +201,12 @@ CREATE TABLE accounts (
 );
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1]
+# v2: the ATR at entry, for the futures agent's volatility stop
+SCHEMA_V2 = """
+ALTER TABLE positions ADD COLUMN entry_atr REAL NOT NULL DEFAULT 0
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -429,13 +434,14 @@ class Store:
             self.conn.execute(
                 """INSERT INTO positions(agent, symbol, side, qty, entry_price, opened_at, entry_fee, stop_loss,
                    take_profit, trail_pct, best_price, max_hold_s, entry_order_id, signal_id, leverage, margin,
-                   liquidation_price, funding_paid, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'open')
+                   liquidation_price, funding_paid, entry_atr, status)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'open')
                    ON CONFLICT(entry_order_id) DO UPDATE SET qty=excluded.qty, stop_loss=excluded.stop_loss,
                    take_profit=excluded.take_profit, best_price=excluded.best_price, margin=excluded.margin,
                    liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid""",
                 (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
                  p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
-                 p.margin, p.liquidation_price, p.funding_paid))
+                 p.margin, p.liquidation_price, p.funding_paid, p.entry_atr))
         for row in self.conn.execute("SELECT entry_order_id FROM positions WHERE agent=? AND status='open'",
                                      (agent,)).fetchall():
             if row["entry_order_id"] not in keep:
@@ -450,7 +456,8 @@ class Store:
                          stop_loss=r["stop_loss"], take_profit=r["take_profit"], trail_pct=r["trail_pct"],
                          best_price=r["best_price"], max_hold_s=r["max_hold_s"], entry_order_id=r["entry_order_id"],
                          signal_id=r["signal_id"], leverage=r["leverage"], margin=r["margin"],
-                         liquidation_price=r["liquidation_price"], funding_paid=r["funding_paid"])
+                         liquidation_price=r["liquidation_price"], funding_paid=r["funding_paid"],
+                         entry_atr=r["entry_atr"])
                 for r in rows]
 
     def insert_trade(self, t: Trade) -> None:

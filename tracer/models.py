@@ -172,7 +172,8 @@ class Position:
     leverage: float = 1.0
     margin: float = 0.0
     liquidation_price: float | None = None
-    funding_paid: float = 0.0
+    funding_paid: float = 0.0         # funding paid so far (negative when received)
+    entry_atr: float = 0.0            # ATR at entry (volatility stop)
 
 
 @dataclass(frozen=True, slots=True)

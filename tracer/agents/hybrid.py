@@ -47,7 +47,7 @@ class HybridPolicy:
         rd = check_entry(Candidate(sig.symbol, sig.price, +1, sig.size_fraction, returns), book, self.limits)
         if not rd.approved:
             return Decision("blocked", f"risk rule {rd.rule}", risk_rule=rd.rule, risk_detail=dict(rd.detail))
-        qty = math.floor(rd.qty / self.step) * self.step
+        qty = math.floor(rd.qty / self.step + 1e-9) * self.step
         order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol, Side.BUY, qty,
                       purpose="entry", reason=sig.reason[:240], created_at=sig.ts)
         bracket = Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,

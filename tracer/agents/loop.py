@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -42,6 +42,7 @@ class Intent:
     price_est: float
     bracket: Bracket | None = None
     sizing: dict[str, Any] | None = None
+    cash_needed: float | None = None     # cash the entry ties up (spot: notional; futures: margin)
 
 
 @dataclass(slots=True)
@@ -159,6 +160,10 @@ class AgentLoop:
         snap = self.feed.snapshot(now)
         report = self._process_bars(snap)
         self._roll_day(now)
+        on_close = getattr(self.policy, "on_trade_closed", None)
+        if on_close is not None:
+            for t in report.trades:
+                on_close(t.symbol, t.exit_ts)
 
         signals: list[Signal] = []
         for sym, bars in snap.bars.items():
@@ -178,7 +183,8 @@ class AgentLoop:
                 o = d.intent.order
                 exp = dict(book.exposures)
                 exp[o.symbol] = d.intent.price_est * o.qty * (1 if o.side.value == "buy" else -1)
-                book = Book(equity=book.equity, cash=book.cash - d.intent.price_est * o.qty,
+                used = d.intent.cash_needed if d.intent.cash_needed is not None else d.intent.price_est * o.qty
+                book = Book(equity=book.equity, cash=book.cash - used,
                             day_start_equity=book.day_start_equity, trades_today=book.trades_today + 1,
                             exposures=exp, closed_returns=book.closed_returns)
 
@@ -256,15 +262,10 @@ class AgentLoop:
                     it = d.intent
                     br = it.bracket
                     if br is not None and it.order.purpose == "entry":
-                        br = Bracket(br.stop_distance, br.take_profit_distance, br.trail_pct, br.max_hold_s, sid)
+                        br = replace(br, signal_id=sid)
                         it.bracket = br
                     oid = st.insert_order(it.order, run_id=run_id, signal_id=sid, price_est=it.price_est,
-                                          bracket=None if br is None else {
-                                              "stop_distance": br.stop_distance,
-                                              "take_profit_distance": br.take_profit_distance,
-                                              "trail_pct": br.trail_pct, "max_hold_s": br.max_hold_s,
-                                              "signal_id": br.signal_id},
-                                          sizing=it.sizing)
+                                          bracket=None if br is None else asdict(br), sizing=it.sizing)
                     if oid is None:
                         self.log.warning(kv("duplicate_order_suppressed", client_order_id=it.order.client_order_id))
                         d.intent = None
@@ -303,12 +304,17 @@ class AgentLoop:
             out.append(("fill", f"🟢 {f.side.value.upper()} {f.qty:.6g} {f.symbol} @ {f.price:.6g} "
                                 f"(fee {f.fee:.2f}) [{f.client_order_id}]"))
         for t in report.trades:
-            icon = "✅" if t.pnl > 0 else "🔻"
-            out.append(("trade_closed", f"{icon} closed {t.side.value} {t.symbol}: {t.exit_reason}, "
+            icon = "✅" if t.pnl > 0 else ("💥" if t.exit_reason == "liquidation" else "🔻")
+            lev = f" {t.leverage:g}x" if t.leverage != 1 else ""
+            out.append(("trade_closed", f"{icon} closed {t.side.value}{lev} {t.symbol}: {t.exit_reason}, "
                                         f"P&L {t.pnl:+.2f} ({t.entry_price:.6g} -> {t.exit_price:.6g})"))
         for sig, d in decisions:
-            if d.decision == "enter":
-                out.append(("trade_opened", f"📈 entry {sig.symbol}: quality {sig.quality:.1f}, conviction "
+            if d.decision == "enter" and d.intent is not None:
+                o = d.intent.order
+                icon = "📈" if o.side.value == "buy" else "📉"
+                lev = f" {o.leverage:g}x" if o.leverage != 1 else ""
+                out.append(("trade_opened", f"{icon} entry {o.side.value}{lev} {o.qty:.6g} {sig.symbol} "
+                                            f"~{sig.price:.6g}: quality {sig.quality:.1f}, conviction "
                                             f"{sig.conviction:.1f}, regime {sig.regime.label}, size "
                                             f"{sig.size_fraction:.0%} of max"))
             elif d.decision == "blocked" and d.risk_rule in ("daily_loss_limit",):

@@ -18,6 +18,7 @@ class Bracket:
     trail_pct: float
     max_hold_s: float
     signal_id: int | None = None
+    entry_atr: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

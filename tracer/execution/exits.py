@@ -19,12 +19,19 @@ class ExitHit:
 
 
 def protective_stop(p: Position) -> tuple[float, str]:
-    """The active stop level: the hard stop or the trailing stop, whichever is tighter."""
+    """The active stop level: the hard stop or the trailing stop, whichever is tighter.
+
+    ``stop_loss <= 0`` means no hard stop (the paper broker writes 0.0 for a bracket without
+    one); with neither a hard nor a trailing stop the level is -inf (long) / +inf (short), which
+    no price reaches.
+    """
     if p.side is PositionSide.LONG:
+        hard = p.stop_loss if p.stop_loss > 0 else float("-inf")
         trail = p.best_price * (1.0 - p.trail_pct) if p.trail_pct > 0 else float("-inf")
-        return (trail, "trailing_stop") if trail > p.stop_loss else (p.stop_loss, "stop_loss")
+        return (trail, "trailing_stop") if trail > hard else (hard, "stop_loss")
+    hard = p.stop_loss if p.stop_loss > 0 else float("inf")
     trail = p.best_price * (1.0 + p.trail_pct) if p.trail_pct > 0 else float("inf")
-    return (trail, "trailing_stop") if trail < p.stop_loss else (p.stop_loss, "stop_loss")
+    return (trail, "trailing_stop") if trail < hard else (hard, "stop_loss")
 
 
 def check_exit(p: Position, o: float, h: float, l: float, c: float, bar_close_time: datetime) -> ExitHit | None:

@@ -116,6 +116,9 @@ class PaperSpotBroker:
             hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
             if hit is not None:
                 cid = exit_order_id(pos.entry_order_id)
+                # a queued (not yet due) exit with this id is this very exit: drop it, or it would
+                # later be "canceled" and overwrite the id's FILLED state
+                self._pending.pop(cid, None)
                 at = close_time if hit.reason == "time_stop" else bar.ts
                 exit_order = Order(cid, self.agent, pos.symbol, Side.SELL, pos.qty, OrderType.MARKET,
                                    reduce_only=True, purpose="exit", reason=hit.reason, created_at=at)
@@ -133,7 +136,10 @@ class PaperSpotBroker:
 
     def _fill_entry(self, order: Order, bracket: Bracket | None, bar: Bar, rep: BarReport) -> None:
         px = bar.open * (1 + self.slip)
-        qty = math.floor(order.qty / self.step) * self.step
+        units = order.qty / self.step
+        # floor to whole steps, tolerating the division's rounding: 0.043 / 0.001 is 42.99999999999999
+        # in floating point, and a plain floor would silently drop a whole step from the order
+        qty = math.floor(units + 1e-9 * max(1.0, units)) * self.step
         cost = qty * px
         fee = cost * self.fee
         if qty <= 0 or cost + fee > self.cash:

@@ -8,13 +8,20 @@ import numpy as np
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two return series over their common (last, finite) part; 0 if undefined."""
-    n = min(len(a), len(b))
-    x, y = np.asarray(a, float)[-n:], np.asarray(b, float)[-n:]
+    x, y = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    n = min(len(x), len(y))
+    x, y = x[len(x) - n:], y[len(y) - n:]          # not [-n:]: that is the whole array when n == 0
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+    if len(x) < 3 or _flat(x) or _flat(y):
         return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
+
+
+def _flat(v: np.ndarray) -> bool:
+    """Constant up to rounding: a constant series such as 0.01 repeated has a std of ~1e-18, not 0,
+    and np.corrcoef would call two of them perfectly correlated."""
+    return bool(v.std() <= 1e-12 * np.abs(v).max())
 
 
 def most_correlated(candidate: np.ndarray, others: Mapping[str, np.ndarray]) -> tuple[str | None, float]:

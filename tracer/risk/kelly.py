@@ -34,13 +34,26 @@ def kelly_position_pct(returns: Sequence[float], max_position_pct: float, min_tr
                        floor: float) -> tuple[float, KellyEstimate | None]:
     """Largest position as a fraction of equity.
 
-    Fewer than ``min_trades`` closed trades (or no win/loss yet): ``max_position_pct``. Otherwise
-    ``min(max_position_pct, clip(half_kelly, floor, cap))``: a negative edge shrinks positions to
-    ``floor`` instead of stopping the agent, so it keeps producing evidence.
+    Fewer than ``min_trades`` closed trades with a finite return (or no win/loss yet):
+    ``max_position_pct``. Otherwise ``min(max_position_pct, clip(half_kelly, floor, cap))``: a negative
+    edge shrinks positions to ``floor`` instead of stopping the agent, so it keeps producing evidence.
     """
-    if len(returns) < min_trades:
+    if int(np.isfinite(np.asarray(returns, dtype=float)).sum()) < min_trades:  # NaN returns are no evidence
         return max_position_pct, None
     est = kelly(returns)
     if est is None:
         return max_position_pct, None
     return float(min(max_position_pct, np.clip(est.half_kelly, floor, cap))), est
+
+
+def kelly_scale(returns: Sequence[float], min_trades: int, cap: float, floor: float) -> tuple[float, KellyEstimate | None]:
+    """Multiplier in (0, 1] for risk-based sizing: 1 before ``min_trades`` closed trades (or without a
+    win and a loss), then ``clip(half_kelly / cap, floor / cap, 1)``: full size at a half-Kelly of ``cap``
+    or more, shrinking with the measured edge, never below ``floor / cap``."""
+    finite = [r for r in returns if np.isfinite(r)]
+    if len(finite) < min_trades:
+        return 1.0, None
+    est = kelly(finite)
+    if est is None:
+        return 1.0, None
+    return float(np.clip(est.half_kelly / cap, min(floor / cap, 1.0), 1.0)), est

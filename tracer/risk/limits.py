@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tracer.risk.correlation import most_correlated
-from tracer.risk.kelly import kelly_position_pct
+from tracer.risk.kelly import kelly_position_pct, kelly_scale
 from tracer.risk.var import historical_var
 
 
@@ -64,6 +64,7 @@ class Candidate:
     returns: Mapping[str, np.ndarray]          # one-bar log returns per symbol (candidate and open ones), aligned
     leverage: float = 1.0
     spot: bool = True                          # spot: the notional must be paid in cash
+    risk_notional: float | None = None         # futures: notional whose stop-loss costs the risk budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,9 @@ def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
     3. ``max_positions``: as many positions open as allowed; ``position_open``: one is open in the symbol.
     4. sizing: ``notional = equity * pct * size_fraction`` with ``pct = max_position_pct`` or the capped
        half-Kelly once ``kelly_min_trades`` trades have closed; then capped by ``max_trade_notional`` and,
-       for spot, by the cash left after fee and slippage. ``below_min_notional`` if the result is too small.
+       for spot, by the cash left after fee and slippage. Futures (``risk_notional`` set): ``notional =
+       risk_notional * size_fraction * kelly_scale``, capped by ``equity * max_position_pct``,
+       ``max_trade_notional`` and the margin the free balance can post at the candidate's leverage. ``below_min_notional`` if the result is too small.
     5. ``correlation``: |rho| of the candidate's returns with an open position's above ``max_correlation``.
     6. ``portfolio_var``: historical-simulation VaR of the open positions plus the candidate above
        ``var_limit_pct * equity``. ``var_insufficient_history`` when VaR cannot be computed honestly.
@@ -103,19 +106,35 @@ def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
         return _block("position_open", symbol=c.symbol)
     if len(book.exposures) >= lim.max_positions:
         return _block("max_positions", open=len(book.exposures), limit=lim.max_positions)
-    if not (c.price > 0 and np.isfinite(c.price)) or not (0 < c.size_fraction <= 1):
-        return _block("invalid_candidate", price=c.price, size_fraction=c.size_fraction)
+    if (not (c.price > 0 and np.isfinite(c.price)) or not (0 < c.size_fraction <= 1)
+            or c.direction not in (1, -1)):
+        return _block("invalid_candidate", price=c.price, size_fraction=c.size_fraction, direction=c.direction)
 
-    pct, est = kelly_position_pct(book.closed_returns, lim.max_position_pct, lim.kelly_min_trades, lim.kelly_cap,
-                                  lim.kelly_floor)
-    notional = max(book.equity, 0.0) * pct * c.size_fraction
-    caps = {"equity_pct": max(book.equity, 0.0) * pct, "max_trade_notional": lim.max_trade_notional}
+    equity = max(book.equity, 0.0)
+    if c.risk_notional is None:
+        pct, est = kelly_position_pct(book.closed_returns, lim.max_position_pct, lim.kelly_min_trades,
+                                      lim.kelly_cap, lim.kelly_floor)
+        notional = equity * pct * c.size_fraction
+        caps = {"equity_pct": equity * pct, "max_trade_notional": lim.max_trade_notional}
+    else:
+        scale, est = kelly_scale(book.closed_returns, lim.kelly_min_trades, lim.kelly_cap, lim.kelly_floor)
+        pct = lim.max_position_pct
+        notional = max(c.risk_notional, 0.0) * c.size_fraction * scale
+        caps = {"equity_pct": equity * pct, "max_trade_notional": lim.max_trade_notional, "kelly_scale": scale,
+                "risk_notional": c.risk_notional}
+        notional = min(notional, equity * pct)
     notional = min(notional, lim.max_trade_notional)
+    cost_factor = (lim.fee_bps + lim.slippage_bps) / 1e4 * 2
     if c.spot:
-        cash_cap = max(book.cash, 0.0) / (1.0 + (lim.fee_bps + lim.slippage_bps) / 1e4 * 2)
+        cash_cap = max(book.cash, 0.0) / (1.0 + cost_factor)
         caps["cash"] = cash_cap
         notional = min(notional, cash_cap)
-    sizing = {"position_pct": pct, "size_fraction": c.size_fraction, "caps": caps,
+    else:
+        # margin (notional / leverage) plus fees and slippage must fit in the free wallet balance
+        margin_cap = max(book.cash, 0.0) / (1.0 / max(c.leverage, 1.0) + cost_factor)
+        caps["margin"] = margin_cap
+        notional = min(notional, margin_cap)
+    sizing = {"position_pct": pct, "size_fraction": c.size_fraction, "caps": caps, "leverage": c.leverage,
               "kelly": None if est is None else {"n": est.n, "win_rate": est.win_rate, "payoff": est.payoff,
                                                  "half_kelly": est.half_kelly}}
     if notional < lim.min_trade_notional or notional <= 0:
@@ -135,7 +154,8 @@ def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
 
     cols = [c.symbol] + list(open_r)
     n = min(len(c.returns[s]) for s in cols)
-    mat = np.column_stack([np.asarray(c.returns[s], float)[-n:] for s in cols])
+    series = [np.asarray(c.returns[s], float).ravel() for s in cols]
+    mat = np.column_stack([r[len(r) - n:] for r in series])  # the common last n bars ([-0:] is everything)
     w = np.array([c.direction * notional] + [book.exposures[s] for s in open_r])
     try:
         var = historical_var(mat, w, lim.var_confidence, lim.var_horizon_bars)

@@ -133,31 +133,31 @@ def _power_tables(alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return pos, neg
 
 
-def _linear_recursion(y0: float, x: np.ndarray, alpha: float) -> np.ndarray:
-    """``y[t] = (1 - alpha) * y[t-1] + alpha * x[t]`` for ``t = 1 .. len(x)``, ``y[0] = y0``.
+def _linear_recursion(y0: float, x: np.ndarray, alpha: float, out: np.ndarray) -> None:
+    """Write ``y[t] = (1 - alpha) * y[t-1] + alpha * x[t]``, ``t = 1 .. len(x)``, into ``out``.
 
-    Vectorised with the closed form, block by block: inside a block starting from ``y0``,
+    ``y[0] = y0``; ``out`` (same length as ``x``) receives ``y[1:]``. Vectorised with the
+    closed form, block by block: inside a block starting from ``y0``,
     ``y[t] = r**t * (y0 + alpha * cumsum(x[k] * r**-k)[t])`` with ``r = 1 - alpha``.
-    Rounding error is about ``len(block) * eps`` relative to the terms (the cumulative sum
-    is sequential); against TA-Lib's step-by-step loop the difference is ~1e-14 relative.
-    ``x`` must be finite. Returns ``y[1:]`` (same length as ``x``).
+    Rounding error is about ``eps / alpha`` relative to the terms (the cumulative sum is
+    sequential); against TA-Lib's step-by-step loop the difference is ~1e-14 relative.
+    ``x`` must be finite.
     """
     if alpha == 1.0:
-        return x.astype(np.float64, copy=True)
+        out[:] = x
+        return
     pos, neg = _power_tables(alpha)
     block = pos.size
-    out = np.empty(x.size)
     prev = y0
     for b0 in range(0, x.size, block):
-        xb = x[b0 : b0 + block]
-        m = xb.size
-        acc = np.cumsum(xb * neg[:m])
+        acc = out[b0 : b0 + block]
+        m = acc.size
+        np.multiply(x[b0 : b0 + m], neg[:m], out=acc)
+        np.cumsum(acc, out=acc)
         acc *= alpha
         acc += prev
         acc *= pos[:m]
-        out[b0 : b0 + m] = acc
         prev = acc[-1]
-    return out
 
 
 def _seeded_recursion(z: np.ndarray, start: int, m: int, alpha: float) -> np.ndarray:
@@ -180,7 +180,7 @@ def _seeded_recursion(z: np.ndarray, start: int, m: int, alpha: float) -> np.nda
     if bad.any():
         rest = rest[: int(np.argmax(bad))]  # stop at the first NaN; the rest stay NaN
     out[first] = seed
-    out[first + 1 : first + 1 + rest.size] = _linear_recursion(seed, rest, alpha)
+    _linear_recursion(seed, rest, alpha, out[first + 1 : first + 1 + rest.size])
     return out
 
 

@@ -1,0 +1,76 @@
+"""The `tracer` command, structured logging with secret redaction, and per-run artifacts."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tracer.agents.hybrid import build
+from tracer.config import load_settings
+from tracer.logs import kv, setup_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    e.update(TB_DB_PATH=str(tmp / "t.db"), **env)
+    return subprocess.run([sys.executable, "-m", "tracer.cli", *args], cwd=tmp, env=e, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_check_config_masks_secrets_and_fails_on_bad_values(tmp_path):
+    r = cli(tmp_path, "check-config", TB_ALPACA_API_KEY="AKSENTINEL0001", TB_ALPACA_SECRET_KEY="SKSENTINEL0002")
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK" in r.stdout and "TB_ALPACA_API_KEY" in r.stdout
+    assert "SENTINEL" not in r.stdout + r.stderr
+    bad = cli(tmp_path, "check-config", TB_PORTFOLIO_VAR_LIMIT="2.5")
+    assert bad.returncode == 2 and "TB_PORTFOLIO_VAR_LIMIT" in bad.stderr and "out of range" in bad.stderr
+    typo = cli(tmp_path, "check-config", TB_MAX_POSITONS="3")
+    assert typo.returncode == 0 and "TB_MAX_POSITONS" in typo.stderr
+
+
+def test_init_db_and_status(tmp_path):
+    r = cli(tmp_path, "init-db")
+    from tracer.db import SCHEMA_VERSION
+    assert r.returncode == 0 and f"schema version {SCHEMA_VERSION}" in r.stdout and "integrity ok" in r.stdout
+    assert (tmp_path / "t.db").stat().st_mode & 0o077 == 0   # user-only permissions
+    assert cli(tmp_path, "status").returncode == 0
+    missing = cli(tmp_path, "explain", "no-such-order")
+    assert missing.returncode == 1 and "no order" in missing.stdout
+
+
+def test_log_lines_are_structured_and_redact_secrets(tmp_path):
+    log = setup_logging("unit", tmp_path, "INFO", secrets=["SUPERSECRETVALUE"], stdout=False)
+    log.info(kv("order", symbol="BTC/USD", note="key SUPERSECRETVALUE leaked?", qty=0.5))
+    try:
+        raise RuntimeError("auth failed for SUPERSECRETVALUE")
+    except RuntimeError:
+        log.exception(kv("agent_error"))
+    for h in log.handlers:
+        h.flush()
+    text = (tmp_path / "unit.log").read_text()
+    assert "SUPERSECRETVALUE" not in text and "***" in text
+    first = text.splitlines()[0]
+    assert first.split(" ")[0].endswith("Z") and 'event=order symbol=BTC/USD note="key *** leaked?" qty=0.5' in first
+    assert (tmp_path / "unit.log").stat().st_mode & 0o077 == 0
+
+
+def test_artifacts_written_behind_the_flag(tmp_path):
+    s = load_settings({"TB_DB_PATH": str(tmp_path / "a.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
+                       "TB_WRITE_ARTIFACTS": "true", "TB_ARTIFACT_DIR": str(tmp_path / "art"),
+                       "TB_SYMBOLS": "BTC/USD,ETH/USD"}, dotenv_path=None)
+    log = logging.getLogger("artifacts-test")
+    log.addHandler(logging.NullHandler())
+    loop = build(s, log)
+    summary = loop.run(cycles=3)
+    loop.store.close()
+    assert summary["cycles"] == 3
+    runs = sorted((tmp_path / "art" / "runs").glob("*.json"))
+    assert len(runs) == 3
+    doc = json.loads(runs[0].read_text())
+    assert doc["agent"] == "hybrid" and {d["symbol"] for d in doc["decisions"]} == {"BTC/USD", "ETH/USD"}
+    assert len(list((tmp_path / "art" / "bars").glob("*.csv"))) == 6

@@ -1,0 +1,142 @@
+"""The futures agent: leveraged USD-M perpetuals, long and short, on the shared cycle.
+
+Signal parity: it calls the same :func:`tracer.signals.evaluate.evaluate` with the same parameters as
+the hybrid agent, so quality, regime and conviction are identical for the same inputs. What differs:
+
+- direction: ``buy`` opens a long, ``sell`` opens a short; a position against the regime (long in a
+  bear market, short in a bull market) needs quality >= ``TB_FUTURES_COUNTER_REGIME_QUALITY``;
+  an opposite decision closes an open position (exit reason ``signal``);
+- leverage: :func:`tracer.risk.leverage.choose_leverage` (lower in high volatility and at low conviction);
+- sizing: the loss at the stop is ``equity * TB_FUTURES_RISK_PER_TRADE``, scaled by the
+  confidence-based fraction and, once enough trades closed, half-Kelly;
+- guards: the stop must sit inside the liquidation price (at most ``TB_FUTURES_LIQ_GUARD`` of its
+  distance), a per-symbol cooldown after a close, and the futures limits (positions, trades a day,
+  daily loss, notional caps, correlation, VaR).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from tracer.agents.loop import Decision, Intent
+from tracer.config import Settings
+from tracer.execution.broker import Bracket, client_order_id, exit_order_id
+from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
+from tracer.models import Action, Order, Position, PositionSide, Side, Signal
+from tracer.risk.leverage import choose_leverage, risk_notional
+from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
+from tracer.signals.gates import adverse
+
+AGENT = "futures"
+
+
+def futures_limits(s: Settings) -> RiskLimits:
+    return RiskLimits(max_positions=s.futures_max_positions, max_trades_per_day=s.futures_max_trades_per_day,
+                      max_position_pct=s.futures_max_notional_pct, max_trade_notional=s.futures_max_notional,
+                      min_trade_notional=s.min_trade_notional, daily_loss_limit_pct=s.futures_daily_loss_limit_pct,
+                      kelly_min_trades=s.kelly_min_trades, kelly_cap=s.kelly_cap, kelly_floor=s.kelly_floor,
+                      max_correlation=s.max_correlation, var_limit_pct=s.futures_var_limit,
+                      var_confidence=s.var_confidence, var_horizon_bars=s.var_horizon_bars,
+                      fee_bps=s.fee_bps, slippage_bps=s.slippage_bps)
+
+
+class FuturesPolicy:
+    agent = AGENT
+
+    def __init__(self, s: Settings, step_size: float = 1e-6, last_close: dict[str, datetime] | None = None):
+        self.s = s
+        self.limits = futures_limits(s)
+        self.step = step_size
+        self.last_close: dict[str, datetime] = dict(last_close or {})   # symbol -> time of the last close
+
+    def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
+               pending_exit: bool = False) -> Decision:
+        s = self.s
+        if position is not None:
+            opposite = (sig.action is Action.SELL and position.side is PositionSide.LONG) or \
+                       (sig.action is Action.BUY and position.side is PositionSide.SHORT)
+            if opposite and not pending_exit:
+                side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
+                order = Order(exit_order_id(position.entry_order_id), AGENT, sig.symbol, side, position.qty,
+                              reduce_only=True, leverage=position.leverage, purpose="exit", reason="signal",
+                              created_at=sig.ts)
+                return Decision("exit", f"opposite signal while {position.side.value}: {sig.reason}",
+                                Intent(order, sig.symbol, sig.price))
+            return Decision("hold_position", f"holding {position.side.value}; {sig.reason}")
+        if sig.action is Action.HOLD:
+            return Decision("none", sig.reason)
+        direction = 1 if sig.action is Action.BUY else -1
+        if adverse(direction, sig.regime) and sig.quality < s.futures_counter_regime_quality:
+            return Decision("none", f"against the {sig.regime.label} regime: quality {sig.quality:.2f} < "
+                                    f"{s.futures_counter_regime_quality:.2f} (TB_FUTURES_COUNTER_REGIME_QUALITY)")
+        last = self.last_close.get(sig.symbol)
+        if last is not None and sig.ts - last < timedelta(hours=s.futures_cooldown_h):
+            return Decision("blocked", "risk rule cooldown", risk_rule="cooldown",
+                            risk_detail={"last_close": last.isoformat(), "cooldown_h": s.futures_cooldown_h})
+        if not (np.isfinite(sig.atr) and sig.atr > 0):
+            return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
+
+        lev = choose_leverage(sig.conviction, s.min_conviction_score, sig.regime.volatility, s.futures_max_leverage)
+        stop_d = s.futures_stop_atr_mult * sig.atr
+        stop = sig.price - direction * stop_d
+        probe_qty = 1.0
+        liq = liquidation_price(direction, probe_qty, sig.price, initial_margin(probe_qty, sig.price, lev),
+                                s.futures_mmr)
+        ok, ratio = stop_inside_liquidation(direction, sig.price, stop, liq, s.futures_liq_guard)
+        guard = {"leverage": lev, "stop": stop, "liquidation_price": liq, "stop_to_liquidation": ratio,
+                 "max_fraction": s.futures_liq_guard}
+        if not ok:
+            return Decision("blocked", "risk rule liquidation_guard", risk_rule="liquidation_guard", risk_detail=guard)
+
+        target = risk_notional(book.equity, s.futures_risk_per_trade, sig.price, stop_d)
+        rd = check_entry(Candidate(sig.symbol, sig.price, direction, sig.size_fraction, returns, leverage=lev,
+                                   spot=False, risk_notional=target), book, self.limits)
+        if not rd.approved:
+            return Decision("blocked", f"risk rule {rd.rule}", risk_rule=rd.rule, risk_detail=dict(rd.detail))
+        qty = math.floor(rd.qty / self.step + 1e-9) * self.step
+        if qty <= 0:
+            return Decision("blocked", "risk rule below_min_notional", risk_rule="below_min_notional",
+                            risk_detail={"qty": rd.qty, "step": self.step})
+        order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol,
+                      Side.BUY if direction > 0 else Side.SELL, qty, leverage=float(lev), purpose="entry",
+                      reason=sig.reason[:240], created_at=sig.ts)
+        bracket = Bracket(stop_distance=stop_d, take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
+                          trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+        margin = qty * sig.price / lev
+        sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price, risk_notional=target,
+                      margin=margin, side="long" if direction > 0 else "short", guard=guard,
+                      risk_per_trade=s.futures_risk_per_trade)
+        return Decision("enter", f"{'long' if direction > 0 else 'short'} {lev}x approved: notional "
+                                 f"{rd.notional:.2f}, margin {margin:.2f}, liq {liq:.6g}",
+                        Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin))
+
+    def on_trade_closed(self, symbol: str, at: datetime) -> None:
+        self.last_close[symbol] = at
+
+
+def build(settings: Settings, logger, store=None):
+    """Wire the futures agent on the offline replay with the paper futures broker."""
+    from tracer.agents.loop import AgentLoop
+    from tracer.data.replay import ReplayFeed
+    from tracer.db import Store, parse_iso
+    from tracer.execution.paper_futures import PaperFuturesBroker
+    from tracer.sentiment.lexicon import VaderScorer
+    from tracer.sentiment.scorer import CachedScorer
+
+    s = settings
+    feed = ReplayFeed(s.futures_symbols, data_dir=s.data_dir or None, headlines_path=s.headlines_path or None,
+                      interval=timedelta(hours=1), lookback=s.lookback_bars,
+                      max_staleness=timedelta(minutes=s.max_staleness_min), min_bars=s.min_bars,
+                      headline_lookback=timedelta(hours=s.headline_lookback_h))
+    broker = PaperFuturesBroker(AGENT, s.futures_capital, s.fee_bps, s.slippage_bps, s.futures_mmr,
+                                s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
+                                s.futures_vol_stop_mult, feed.interval)
+    store = store or Store(s.db_path)
+    last_close = {r[0]: parse_iso(r[1]) for r in store.conn.execute(
+        "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (AGENT,))}
+    scorer = CachedScorer(VaderScorer())
+    logger.info(f"event=sentiment_scorer scorer_id={scorer.scorer_id} note=\"lexicon scorer (FinBERT not configured)\"")
+    return AgentLoop(AGENT, s, feed, broker, store, scorer, FuturesPolicy(s, last_close=last_close), logger,
+                     s.futures_capital)

@@ -1,0 +1,259 @@
+"""Paper USD-M perpetual futures broker: isolated margin, leverage, fees, slippage, funding, liquidation.
+
+- Market orders fill at the open of the first bar starting at or after their creation, moved against
+  us by the slippage; the taker fee is paid on the notional from the wallet.
+- Isolated margin: an entry moves ``notional / leverage`` from the wallet into the position. Funding
+  every 8 hours (00/08/16 UTC) at ``funding_rate`` on the mark (the bar close) is taken from (or added
+  to) the position's margin, which moves its liquidation price (recomputed each time).
+- Liquidation: when a bar reaches the liquidation price the whole isolated margin is lost.
+- Exits on every bar: liquidation, hard stop, trailing stop, take-profit, volatility stop (the bar's true
+  range above ``vol_stop_mult`` x the entry ATR) and time stop. When several are possible within one bar,
+  the one with the worst price for us happens.
+- Exits are reduce-only: a closing order can never open or flip a position.
+
+The broker holds no storage of its own; the agent rebuilds it from the DB (crash-only).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.execution.exits import protective_stop
+from tracer.execution.margin import (funding_payment, funding_times, initial_margin, liquidation_price,
+                                     stop_inside_liquidation)
+from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+
+
+def side_sign(p: Position) -> int:
+    return 1 if p.side is PositionSide.LONG else -1
+
+
+class PaperFuturesBroker:
+    def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float, mmr: float,
+                 funding_rate: float, max_leverage: float, guard_fraction: float, vol_stop_mult: float,
+                 interval: timedelta = timedelta(hours=1), step_size: float = 1e-6):
+        self.agent = agent
+        self.cash = float(cash)
+        self.fee = fee_bps / 1e4
+        self.slip = slippage_bps / 1e4
+        self.mmr = mmr
+        self.funding_rate = funding_rate
+        self.max_leverage = max_leverage
+        self.guard_fraction = guard_fraction
+        self.vol_stop_mult = vol_stop_mult
+        self.interval = interval
+        self.step = step_size
+        self._positions: dict[str, Position] = {}
+        self._pending: dict[str, tuple[Order, Bracket | None]] = {}
+        self._known: dict[str, OrderUpdate] = {}
+        self.last_price: dict[str, float] = {}
+        self.realized_pnl = 0.0
+        self.fees_paid = 0.0
+
+    def restore(self, positions, pending, realized_pnl, fees_paid, last_price) -> None:
+        self._positions = {p.symbol: p for p in positions}
+        for order, br in pending:
+            self._pending[order.client_order_id] = (order, br)
+            self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
+        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
+        self.last_price.update(last_price)
+
+    # --- Broker interface ------------------------------------------------------------------
+    def rules(self, symbol: str) -> VenueRules:
+        return VenueRules(tick_size=1e-8, step_size=self.step, min_qty=self.step, min_notional=5.0)
+
+    def balance(self) -> float:
+        return self.cash
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    def open_orders(self) -> list[Order]:
+        return [o for o, _ in self._pending.values()]
+
+    def get(self, client_order_id: str) -> OrderUpdate | None:
+        return self._known.get(client_order_id)
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
+        if order.client_order_id in self._known:
+            return self._known[order.client_order_id]
+        reason = self._reject_reason(order)
+        upd = OrderUpdate(order.client_order_id, OrderState.REJECTED if reason else OrderState.SUBMITTED, reason)
+        self._known[order.client_order_id] = upd
+        if not reason:
+            self._pending[order.client_order_id] = (order, bracket)
+        return upd
+
+    def _reject_reason(self, o: Order) -> str | None:
+        if o.type is not OrderType.MARKET:
+            return f"unsupported order type {o.type.value}"
+        if not (math.isfinite(o.qty) and o.qty > 0):
+            return f"invalid quantity {o.qty}"
+        if not (1 <= o.leverage <= self.max_leverage):
+            return f"leverage {o.leverage} outside [1, {self.max_leverage}]"
+        held = self._positions.get(o.symbol)
+        pending_same = [p for p, _ in self._pending.values() if p.symbol == o.symbol]
+        if o.reduce_only:
+            if held is None:
+                return "reduce-only: no position to reduce"
+            closing = Side.SELL if held.side is PositionSide.LONG else Side.BUY
+            if o.side is not closing:
+                return "reduce-only order on the wrong side"
+            if o.qty > held.qty * (1 + 1e-9):
+                return f"reduce-only {o.qty} exceeds position {held.qty}"
+        elif held is not None or pending_same:
+            return "a position or order is already open for this symbol"
+        return None
+
+    # --- simulation ---------------------------------------------------------------------
+    def equity(self) -> float:
+        eq = self.cash
+        for s, p in self._positions.items():
+            mark = self.last_price.get(s, p.entry_price)
+            eq += p.margin + side_sign(p) * (mark - p.entry_price) * p.qty
+        return eq
+
+    def on_bar(self, bar: Bar) -> BarReport:
+        rep = BarReport()
+        close_time = bar.ts + self.interval
+        for cid, (order, bracket) in list(self._pending.items()):
+            if order.symbol != bar.symbol or (order.created_at is not None and order.created_at > bar.ts):
+                continue
+            del self._pending[cid]
+            pos = self._positions.get(order.symbol)
+            if order.reduce_only:
+                if pos is None:
+                    self._finish(rep, OrderUpdate(cid, OrderState.CANCELED, "position already closed"))
+                    continue
+                px = bar.open * (1 - side_sign(pos) * self.slip)
+                self._close(pos, px, bar.ts, order.reason or "signal", cid, rep)
+            else:
+                self._open(order, bracket, bar, rep)
+        pos = self._positions.get(bar.symbol)
+        if pos is not None:
+            hit = self._worst_exit(pos, bar, close_time)
+            if hit is not None:
+                reason, level, at = hit
+                cid = exit_order_id(pos.entry_order_id)
+                side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
+                rep.exit_orders.append(Order(cid, self.agent, pos.symbol, side, pos.qty, OrderType.MARKET,
+                                             reduce_only=True, leverage=pos.leverage, purpose="exit", reason=reason,
+                                             created_at=at))
+                self._known[cid] = OrderUpdate(cid, OrderState.SUBMITTED)
+                if reason == "liquidation":
+                    self._liquidate(pos, level, at, cid, rep)
+                else:
+                    self._close(pos, level * (1 - side_sign(pos) * self.slip), at, reason, cid, rep)
+            else:
+                pos = self._apply_funding(pos, bar.ts, close_time, bar.close)
+                best = max(pos.best_price, bar.high) if pos.side is PositionSide.LONG else min(pos.best_price, bar.low)
+                self._positions[bar.symbol] = replace(pos, best_price=best)
+        self.last_price[bar.symbol] = bar.close
+        return rep
+
+    def _worst_exit(self, p: Position, bar: Bar, close_time: datetime) -> tuple[str, float, datetime] | None:
+        """Every exit this bar makes possible; the worst price for us wins."""
+        s = side_sign(p)
+        adverse = bar.low if s > 0 else bar.high        # the bar's worst price for the position
+        favour = bar.high if s > 0 else bar.low
+        cands: list[tuple[str, float, datetime]] = []
+        if p.liquidation_price is not None and p.liquidation_price > 0 and s * (adverse - p.liquidation_price) <= 0:
+            # a gap through the liquidation price still liquidates there (the margin is gone either way)
+            cands.append(("liquidation", p.liquidation_price, bar.ts))
+        stop, stop_reason = protective_stop(p)
+        if s * (bar.open - stop) <= 0:
+            cands.append((stop_reason, bar.open, bar.ts))
+        elif s * (adverse - stop) <= 0:
+            cands.append((stop_reason, stop, bar.ts))
+        if p.take_profit > 0:
+            if s * (bar.open - p.take_profit) >= 0:
+                cands.append(("take_profit", bar.open, bar.ts))
+            elif s * (favour - p.take_profit) >= 0:
+                cands.append(("take_profit", p.take_profit, bar.ts))
+        atr = p.entry_atr
+        if atr and self.vol_stop_mult > 0 and (bar.high - bar.low) > self.vol_stop_mult * atr:
+            cands.append(("volatility_stop", bar.close, close_time))
+        if p.max_hold_s > 0 and (close_time - p.opened_at).total_seconds() >= p.max_hold_s:
+            cands.append(("time_stop", bar.close, close_time))
+        if not cands:
+            return None
+        # worst for us: lowest price for a long, highest for a short; liquidation beats a tie
+        return min(cands, key=lambda c: (s * c[1], c[0] != "liquidation"))
+
+    def _apply_funding(self, p: Position, bar_ts: datetime, close_time: datetime, mark: float) -> Position:
+        times = [t for t in funding_times(bar_ts, close_time) if t > p.opened_at]
+        if not times or self.funding_rate == 0:
+            return p
+        pay = sum(funding_payment(side_sign(p), p.qty, mark, self.funding_rate) for _ in times)
+        margin = p.margin - pay
+        liq = liquidation_price(side_sign(p), p.qty, p.entry_price, max(margin, 0.0), self.mmr)
+        return replace(p, margin=margin, funding_paid=p.funding_paid + pay, liquidation_price=liq)
+
+    def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
+        self._known[upd.client_order_id] = upd
+        rep.updates.append(upd)
+
+    def _open(self, order: Order, bracket: Bracket | None, bar: Bar, rep: BarReport) -> None:
+        s = 1 if order.side is Side.BUY else -1
+        px = bar.open * (1 + s * self.slip)
+        qty = math.floor(order.qty / self.step + 1e-9) * self.step
+        notional = qty * px
+        margin = initial_margin(qty, px, order.leverage)
+        fee = notional * self.fee
+        b = bracket or Bracket(0.0, 0.0, 0.0, 0.0)
+        liq = liquidation_price(s, qty, px, margin, self.mmr) if qty > 0 else 0.0
+        stop = px - s * b.stop_distance
+        reason = None
+        if qty <= 0:
+            reason = "quantity rounds to zero"
+        elif margin + fee > self.cash:
+            reason = f"insufficient margin: need {margin + fee:.2f}, have {self.cash:.2f}"
+        elif b.stop_distance <= 0:
+            reason = "no stop-loss: futures entries need one"
+        else:
+            ok, ratio = stop_inside_liquidation(s, px, stop, liq, self.guard_fraction)
+            if not ok:
+                reason = f"stop not safely inside liquidation at fill (ratio {ratio:.2f} > {self.guard_fraction})"
+        if reason:
+            self._finish(rep, OrderUpdate(order.client_order_id, OrderState.REJECTED, reason))
+            return
+        self.cash -= margin + fee
+        self.fees_paid += fee
+        self._positions[order.symbol] = Position(
+            agent=self.agent, symbol=order.symbol, side=PositionSide.LONG if s > 0 else PositionSide.SHORT, qty=qty,
+            entry_price=px, opened_at=bar.ts, entry_fee=fee, stop_loss=stop,
+            take_profit=px + s * b.take_profit_distance if b.take_profit_distance else 0.0, trail_pct=b.trail_pct,
+            best_price=px, max_hold_s=b.max_hold_s, entry_order_id=order.client_order_id, signal_id=b.signal_id,
+            leverage=order.leverage, margin=margin, liquidation_price=liq, funding_paid=0.0, entry_atr=b.entry_atr)
+        rep.fills.append(Fill(order.client_order_id, order.symbol, order.side, qty, px, fee, bar.ts))
+        self._finish(rep, OrderUpdate(order.client_order_id, OrderState.FILLED, None, qty, px))
+
+    def _close(self, pos: Position, px: float, at: datetime, reason: str, cid: str, rep: BarReport) -> None:
+        s = side_sign(pos)
+        fee = pos.qty * px * self.fee
+        gross = s * (px - pos.entry_price) * pos.qty
+        self.cash += pos.margin + gross - fee
+        self.fees_paid += fee
+        pnl = gross - pos.entry_fee - fee - pos.funding_paid
+        self._record(pos, px, at, reason, cid, fee, pnl, rep)
+
+    def _liquidate(self, pos: Position, px: float, at: datetime, cid: str, rep: BarReport) -> None:
+        """The isolated margin is lost whole: P&L = -(initial margin) - entry fee (funding already moved it)."""
+        initial = pos.margin + pos.funding_paid
+        pnl = -initial - pos.entry_fee
+        self._record(pos, px, at, "liquidation", cid, 0.0, pnl, rep)
+
+    def _record(self, pos: Position, px: float, at: datetime, reason: str, cid: str, fee: float, pnl: float,
+                rep: BarReport) -> None:
+        self.realized_pnl += pnl
+        del self._positions[pos.symbol]
+        side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
+        rep.fills.append(Fill(cid, pos.symbol, side, pos.qty, px, fee, at))
+        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=pos.qty,
+                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=at, exit_price=px,
+                                fees=pos.entry_fee + fee, funding=-pos.funding_paid, pnl=pnl, exit_reason=reason,
+                                entry_order_id=pos.entry_order_id, exit_order_id=cid, leverage=pos.leverage,
+                                signal_id=pos.signal_id))
+        self._finish(rep, OrderUpdate(cid, OrderState.FILLED, None, pos.qty, px))
