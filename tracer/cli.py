@@ -95,6 +95,11 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
         if pos is not None:
             console.print(f"  position: {pos['status']} {pos['side']} {pos['qty']:.8g} entry {pos['entry_price']:.8g} "
                           f"stop {pos['stop_loss']:.8g} target {pos['take_profit']:.8g} trail {pos['trail_pct']:.2%}")
+            if pos["agent"] == "futures" or pos["leverage"] != 1:
+                liq = pos["liquidation_price"]
+                console.print(f"  futures: side {pos['side']}, leverage {pos['leverage']:g}x, isolated margin "
+                              f"{pos['margin']:.2f}, liquidation price {liq if liq is None else f'{liq:.8g}'}, "
+                              f"funding paid {pos['funding_paid']:+.4f}, entry ATR {pos['entry_atr']:.6g}")
         tr = c.execute("SELECT * FROM trades WHERE entry_order_id=? OR exit_order_id=?",
                        (o["client_order_id"], o["client_order_id"])).fetchone()
         if tr is not None:

@@ -426,27 +426,35 @@ class Store:
             (agent, iso(since))).fetchone()[0])
 
     # --- positions and trades --------------------------------------------------------------
-    def save_positions(self, agent: str, open_positions: Sequence[Position]) -> None:
-        """Make the DB's open positions equal to ``open_positions`` (upsert; others closed)."""
+    def save_positions(self, agent: str, open_positions: Sequence[Position],
+                       closed: Sequence[tuple[Position, datetime]] = ()) -> None:
+        """Make the DB's open positions equal to ``open_positions`` (upsert); write ``closed``
+        positions (as they were at their close, even one opened and closed within a bar) as closed."""
         keep = set()
         for p in open_positions:
             keep.add(p.entry_order_id)
-            self.conn.execute(
-                """INSERT INTO positions(agent, symbol, side, qty, entry_price, opened_at, entry_fee, stop_loss,
-                   take_profit, trail_pct, best_price, max_hold_s, entry_order_id, signal_id, leverage, margin,
-                   liquidation_price, funding_paid, entry_atr, status)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'open')
-                   ON CONFLICT(entry_order_id) DO UPDATE SET qty=excluded.qty, stop_loss=excluded.stop_loss,
-                   take_profit=excluded.take_profit, best_price=excluded.best_price, margin=excluded.margin,
-                   liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid""",
-                (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
-                 p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
-                 p.margin, p.liquidation_price, p.funding_paid, p.entry_atr))
+            self._upsert_position(p, "open", None)
+        for p, at in closed:
+            self._upsert_position(p, "closed", at)
         for row in self.conn.execute("SELECT entry_order_id FROM positions WHERE agent=? AND status='open'",
                                      (agent,)).fetchall():
             if row["entry_order_id"] not in keep:
-                self.conn.execute("UPDATE positions SET status='closed', closed_at=? WHERE entry_order_id=?",
-                                  (iso(utcnow()), row["entry_order_id"]))
+                self.conn.execute("UPDATE positions SET status='closed', closed_at=COALESCE(closed_at, ?) "
+                                  "WHERE entry_order_id=?", (iso(utcnow()), row["entry_order_id"]))
+
+    def _upsert_position(self, p: Position, status: str, closed_at: datetime | None) -> None:
+        self.conn.execute(
+            """INSERT INTO positions(agent, symbol, side, qty, entry_price, opened_at, entry_fee, stop_loss,
+               take_profit, trail_pct, best_price, max_hold_s, entry_order_id, signal_id, leverage, margin,
+               liquidation_price, funding_paid, entry_atr, status, closed_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(entry_order_id) DO UPDATE SET qty=excluded.qty, stop_loss=excluded.stop_loss,
+               take_profit=excluded.take_profit, best_price=excluded.best_price, margin=excluded.margin,
+               liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid,
+               status=excluded.status, closed_at=excluded.closed_at""",
+            (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
+             p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
+             p.margin, p.liquidation_price, p.funding_paid, p.entry_atr, status, iso(closed_at)))
 
     def open_positions(self, agent: str) -> list[Position]:
         rows = self.conn.execute("SELECT * FROM positions WHERE agent=? AND status='open' ORDER BY id",

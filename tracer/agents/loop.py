@@ -214,6 +214,7 @@ class AgentLoop:
                 total.updates += rep.updates
                 total.trades += rep.trades
                 total.exit_orders += rep.exit_orders
+                total.closed += rep.closed
         return total
 
     def _roll_day(self, now: datetime) -> None:
@@ -271,7 +272,9 @@ class AgentLoop:
                         d.intent = None
                     else:
                         res.orders.append(it.order.client_order_id)
-            st.save_positions(self.agent, self.broker.positions())
+            exits = {t.entry_order_id: t.exit_ts for t in report.trades}
+            st.save_positions(self.agent, self.broker.positions(),
+                              [(p, exits[p.entry_order_id]) for p in report.closed if p.entry_order_id in exits])
             res.equity = self.broker.equity()
             st.save_account(self.agent, initial_capital=self.initial_capital, cash=self.broker.balance(),
                             realized_pnl=self.broker.realized_pnl, fees_paid=self.broker.fees_paid,

@@ -45,6 +45,7 @@ class BarReport:
     updates: list[OrderUpdate] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
     exit_orders: list[Order] = field(default_factory=list)   # orders the broker created itself (stops, targets)
+    closed: list[Position] = field(default_factory=list)     # positions as they were when they closed
 
 
 class Broker(Protocol):

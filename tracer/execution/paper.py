@@ -165,6 +165,7 @@ class PaperSpotBroker:
         pnl = (px - pos.entry_price) * pos.qty - pos.entry_fee - fee
         self.realized_pnl += pnl
         del self._positions[pos.symbol]
+        rep.closed.append(pos)
         rep.fills.append(Fill(cid, pos.symbol, Side.SELL, pos.qty, px, fee, at))
         rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=pos.qty,
                                 entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=at, exit_price=px,

@@ -8,7 +8,8 @@
 - Liquidation: when a bar reaches the liquidation price the whole isolated margin is lost.
 - Exits on every bar: liquidation, hard stop, trailing stop, take-profit, volatility stop (the bar's true
   range above ``vol_stop_mult`` x the entry ATR) and time stop. When several are possible within one bar,
-  the one with the worst price for us happens.
+  the one with the worst price for us happens; a bar that reaches the liquidation price always
+  liquidates (a gap beyond it cannot cost more than the isolated margin).
 - Exits are reduce-only: a closing order can never open or flip a position.
 
 The broker holds no storage of its own; the agent rebuilds it from the DB (crash-only).
@@ -179,8 +180,13 @@ class PaperFuturesBroker:
             cands.append(("time_stop", bar.close, close_time))
         if not cands:
             return None
-        # worst for us: lowest price for a long, highest for a short; liquidation beats a tie
-        return min(cands, key=lambda c: (s * c[1], c[0] != "liquidation"))
+        if cands[0][0] == "liquidation":
+            # Reaching the liquidation price ends the position there, whatever else the bar makes possible:
+            # any other exit priced beyond it (a stop filled at a gapped open, a time or volatility stop at a
+            # close past it) cannot happen, since isolated margin never loses more than the margin.
+            return cands[0]
+        # worst for us: lowest price for a long, highest for a short
+        return min(cands, key=lambda c: s * c[1])
 
     def _apply_funding(self, p: Position, bar_ts: datetime, close_time: datetime, mark: float) -> Position:
         times = [t for t in funding_times(bar_ts, close_time) if t > p.opened_at]
@@ -249,6 +255,7 @@ class PaperFuturesBroker:
                 rep: BarReport) -> None:
         self.realized_pnl += pnl
         del self._positions[pos.symbol]
+        rep.closed.append(pos)
         side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
         rep.fills.append(Fill(cid, pos.symbol, side, pos.qty, px, fee, at))
         rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=pos.qty,
