@@ -3,7 +3,7 @@
 #
 #   ./start_trading_system.sh              set up, validate config, init the DB, start the agents
 #   ./start_trading_system.sh --cycles N   bounded run: each agent stops after N cycles
-#   ./start_trading_system.sh --foreground run the hybrid agent in this terminal (Ctrl-C stops it)
+#   ./start_trading_system.sh --foreground run the agents in this terminal (Ctrl-C stops them)
 #   ./start_trading_system.sh --status     pids, heartbeats, cash, equity, trades
 #   ./start_trading_system.sh --stop       graceful stop (SIGTERM, wait, then SIGKILL)
 #   ./start_trading_system.sh --restart    stop, then start
@@ -70,7 +70,7 @@ start_agents() {
     echo "$a: started (pid $!), log $LOG_DIR/$a.log"
   done
   echo
-  echo "Follow:  tail -f $LOG_DIR/hybrid.log"
+  echo "Follow:  tail -f $LOG_DIR/hybrid.log $LOG_DIR/futures.log"
   echo "Status:  ./start_trading_system.sh --status"
   echo "Explain: .venv/bin/tracer explain <client_order_id>"
   echo "Stop:    ./start_trading_system.sh --stop"
@@ -108,5 +108,14 @@ case "$mode" in
   status) status_agents ;;
   foreground)
     $PY -m tracer.cli check-config >/dev/null
-    exec $PY scripts/hybrid_crypto_trader.py "${extra[@]}" ;;
+    $PY -m tracer.cli init-db
+    pids=()
+    for a in "${AGENTS[@]}"; do
+      $PY "$(script_of "$a")" "${extra[@]}" &
+      pids+=($!)
+    done
+    trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+    exit $rc ;;
 esac

@@ -20,7 +20,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $py" >&2
   "$py" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
+# an install with the dev extra also satisfies the plain one
+if ! fresh "$stamp" && ! { [ -z "$extra" ] && fresh .venv/.installed-dev; }; then
   echo "bootstrap: installing $spec into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >&2
   .venv/bin/python -m pip install -q -e "$spec" >&2
