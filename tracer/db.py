@@ -206,7 +206,35 @@ SCHEMA_V2 = """
 ALTER TABLE positions ADD COLUMN entry_atr REAL NOT NULL DEFAULT 0
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+# v3: operator controls (pause/resume), the sentiment score cache, API key rotation state
+SCHEMA_V3 = """
+CREATE TABLE controls (
+    agent       TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    reason      TEXT,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE sentiment_cache (
+    model_id    TEXT NOT NULL,
+    text_hash   TEXT NOT NULL,
+    score       REAL NOT NULL,
+    label       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (model_id, text_hash)
+);
+CREATE TABLE api_keys (
+    provider        TEXT NOT NULL,
+    key_id          TEXT NOT NULL,             -- a hash of the key: the key itself is never stored
+    failures        INTEGER NOT NULL DEFAULT 0,
+    cooldown_until  TEXT,
+    last_status     INTEGER,
+    last_error      TEXT,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (provider, key_id)
+)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -495,6 +523,18 @@ class Store:
                realized_pnl=excluded.realized_pnl, fees_paid=excluded.fees_paid, day=excluded.day,
                day_start_equity=excluded.day_start_equity, updated_at=excluded.updated_at""",
             (agent, initial_capital, cash, realized_pnl, fees_paid, day, day_start_equity, iso(utcnow())))
+
+    # --- operator controls ----------------------------------------------------------------
+    def is_paused(self, agent: str) -> bool:
+        row = self.conn.execute("SELECT paused FROM controls WHERE agent=?", (agent,)).fetchone()
+        return bool(row and row[0])
+
+    def set_paused(self, agent: str, paused: bool, reason: str = "") -> None:
+        """Pause (no new entries; exits still managed) or resume an agent."""
+        self.conn.execute(
+            "INSERT INTO controls(agent, paused, reason, updated_at) VALUES (?,?,?,?) ON CONFLICT(agent) DO UPDATE "
+            "SET paused=excluded.paused, reason=excluded.reason, updated_at=excluded.updated_at",
+            (agent, int(paused), reason, iso(utcnow())))
 
     # --- notifications outbox ------------------------------------------------------------
     def enqueue_notification(self, channel: str, kind: str, message: str, agent: str | None = None) -> int:

@@ -119,24 +119,19 @@ class FuturesPolicy:
 def build(settings: Settings, logger, store=None):
     """Wire the futures agent on the offline replay with the paper futures broker."""
     from tracer.agents.loop import AgentLoop
-    from tracer.data.replay import ReplayFeed
+    from tracer.data.factory import make_feed
     from tracer.db import Store, parse_iso
     from tracer.execution.paper_futures import PaperFuturesBroker
-    from tracer.sentiment.lexicon import VaderScorer
-    from tracer.sentiment.scorer import CachedScorer
+    from tracer.sentiment.factory import make_scorer
 
     s = settings
-    feed = ReplayFeed(s.futures_symbols, data_dir=s.data_dir or None, headlines_path=s.headlines_path or None,
-                      interval=timedelta(hours=1), lookback=s.lookback_bars,
-                      max_staleness=timedelta(minutes=s.max_staleness_min), min_bars=s.min_bars,
-                      headline_lookback=timedelta(hours=s.headline_lookback_h))
+    feed = make_feed(settings, s.futures_symbols)
     broker = PaperFuturesBroker(AGENT, s.futures_capital, s.fee_bps, s.slippage_bps, s.futures_mmr,
                                 s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
                                 s.futures_vol_stop_mult, feed.interval)
     store = store or Store(s.db_path)
     last_close = {r[0]: parse_iso(r[1]) for r in store.conn.execute(
         "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (AGENT,))}
-    scorer = CachedScorer(VaderScorer())
-    logger.info(f"event=sentiment_scorer scorer_id={scorer.scorer_id} note=\"lexicon scorer (FinBERT not configured)\"")
+    scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, s, feed, broker, store, scorer, FuturesPolicy(s, last_close=last_close), logger,
                      s.futures_capital)

@@ -62,19 +62,14 @@ class HybridPolicy:
 def build(settings: Settings, logger, store=None):
     """Wire the hybrid agent on the offline replay with the paper spot broker."""
     from tracer.agents.loop import AgentLoop
-    from tracer.data.replay import ReplayFeed
+    from tracer.data.factory import make_feed
     from tracer.db import Store
     from tracer.execution.paper import PaperSpotBroker
-    from tracer.sentiment.lexicon import VaderScorer
-    from tracer.sentiment.scorer import CachedScorer
+    from tracer.sentiment.factory import make_scorer
 
-    feed = ReplayFeed(settings.symbols, data_dir=settings.data_dir or None,
-                      headlines_path=settings.headlines_path or None, interval=timedelta(hours=1),
-                      lookback=settings.lookback_bars, max_staleness=timedelta(minutes=settings.max_staleness_min),
-                      min_bars=settings.min_bars, headline_lookback=timedelta(hours=settings.headline_lookback_h))
+    feed = make_feed(settings, settings.symbols)
     broker = PaperSpotBroker(AGENT, settings.hybrid_capital, settings.fee_bps, settings.slippage_bps, feed.interval)
     store = store or Store(settings.db_path)
-    scorer = CachedScorer(VaderScorer())
-    logger.info(f"event=sentiment_scorer scorer_id={scorer.scorer_id} note=\"lexicon scorer (FinBERT not configured)\"")
+    scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, settings, feed, broker, store, scorer, HybridPolicy(settings), logger,
                      settings.hybrid_capital)

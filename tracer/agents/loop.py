@@ -27,6 +27,8 @@ from tracer.data.feed import Feed, Snapshot
 from tracer.db import Store, iso, parse_iso, row_to_order, to_json, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.logs import kv
+from tracer.notify.messages import cycle_messages
+from tracer.notify.outbox import deliver_console, enqueue
 from tracer.models import Bar, Order, OrderState, Position, ScoredHeadline, Signal
 from tracer.risk.limits import Book
 from tracer.sentiment.narrative import relevant
@@ -176,8 +178,12 @@ class AgentLoop:
         positions = {p.symbol: p for p in self.broker.positions()}
         book = self._book(now, positions)
         decisions: list[tuple[Signal, Decision]] = []
+        paused = self.store.is_paused(self.agent)
         for sig in sorted(signals, key=lambda x: (-x.conviction, x.symbol)):
             d = self.policy.decide(sig, positions.get(sig.symbol), book, returns, pending_exit=False)
+            if paused and d.decision == "enter":
+                d = Decision("blocked", "agent paused by the operator: no new entries", risk_rule="paused",
+                             risk_detail={"paused": True})
             decisions.append((sig, d))
             if d.intent is not None and d.decision == "enter":
                 o = d.intent.order
@@ -282,8 +288,8 @@ class AgentLoop:
             if self.cycle_no % self.s.heartbeat_every == 0:
                 st.heartbeat(self.agent, self.cycle_no, now, "running",
                              {"equity": res.equity, "positions": len(self.broker.positions())})
-            for msg_kind, msg in self._messages(report, decisions):
-                st.enqueue_notification("console", msg_kind, msg, self.agent)
+            for msg_kind, msg in cycle_messages(report, decisions):
+                enqueue(st, self.s, msg_kind, msg, self.agent)
             st.finish_run(run_id, symbols=res.signals, skipped=res.skipped, orders=len(res.orders), fills=res.fills,
                           cash=self.broker.balance(), equity=res.equity)
         if self.s.write_artifacts:
@@ -301,39 +307,10 @@ class AgentLoop:
                              symbol=it.order.symbol, side=it.order.side.value, qty=it.order.qty,
                              purpose=it.order.purpose, reason=upd.reason or it.order.reason))
 
-    def _messages(self, report: BarReport, decisions) -> list[tuple[str, str]]:
-        out = []
-        for f in report.fills:
-            out.append(("fill", f"🟢 {f.side.value.upper()} {f.qty:.6g} {f.symbol} @ {f.price:.6g} "
-                                f"(fee {f.fee:.2f}) [{f.client_order_id}]"))
-        for t in report.trades:
-            icon = "✅" if t.pnl > 0 else ("💥" if t.exit_reason == "liquidation" else "🔻")
-            lev = f" {t.leverage:g}x" if t.leverage != 1 else ""
-            out.append(("trade_closed", f"{icon} closed {t.side.value}{lev} {t.symbol}: {t.exit_reason}, "
-                                        f"P&L {t.pnl:+.2f} ({t.entry_price:.6g} -> {t.exit_price:.6g})"))
-        for sig, d in decisions:
-            if d.decision == "enter" and d.intent is not None:
-                o = d.intent.order
-                icon = "📈" if o.side.value == "buy" else "📉"
-                lev = f" {o.leverage:g}x" if o.leverage != 1 else ""
-                out.append(("trade_opened", f"{icon} entry {o.side.value}{lev} {o.qty:.6g} {sig.symbol} "
-                                            f"~{sig.price:.6g}: quality {sig.quality:.1f}, conviction "
-                                            f"{sig.conviction:.1f}, regime {sig.regime.label}, size "
-                                            f"{sig.size_fraction:.0%} of max"))
-            elif d.decision == "blocked" and d.risk_rule in ("daily_loss_limit",):
-                out.append(("risk_block", f"⛔ {sig.symbol}: {d.reason}"))
-        return out
-
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
-        if not self.s.notify_console:
-            return
-        rows = self.store.pending_notifications("console")
-        for r in rows:
-            self.log.info(kv("notify", kind=r["kind"], message=r["message"]))
-        if rows:
-            with self.store.transaction():
-                for r in rows:
-                    self.store.mark_notification(r["id"], "sent")
+        """Deliver what this cycle put in the outbox to the console (other channels: the outbox worker)."""
+        if self.s.notify_console:
+            deliver_console(self.store, self.log)
 
     def _artifacts(self, run_id: int, now: datetime, snap: Snapshot, decisions) -> None:
         d = Path(self.s.artifact_dir)
