@@ -52,6 +52,58 @@ script_of() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Watchdogs: one scripts/watchdog_<agent>.sh --loop per agent (pid file watchdog_<agent>.pid), restarting a
+# dead or hung agent (README "Operations"); off with TB_WATCHDOG_ENABLED=false.
+start_watchdogs() {
+  if [ "$($PY -c 'from tracer.config import load_settings as l; print(l().watchdog_enabled)' 2>/dev/null)" != True ]; then
+    echo "watchdogs: disabled (TB_WATCHDOG_ENABLED=false)"; return 0
+  fi
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/watchdog_$a.pid"
+    if pid_alive "$pidf"; then echo "watchdog_$a: already running (pid $(cat "$pidf"))"; continue; fi
+    nohup "scripts/watchdog_$a.sh" --loop >/dev/null 2>>"$LOG_DIR/watchdog.err" </dev/null &
+    echo $! > "$pidf"
+    echo "watchdog_$a: started (pid $!), log $LOG_DIR/watchdog.log"
+  done
+}
+stop_watchdogs() {   # before the agents, so that no watchdog restarts an agent being stopped
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/watchdog_$a.pid"
+    if pid_alive "$pidf"; then
+      pid=$(cat "$pidf")
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$pid" 2>/dev/null || true
+      echo "watchdog_$a: stopped"
+    fi
+    rm -f "$pidf"
+  done
+}
+
+# Telegram listener: the one process that polls the bot (commands /status /pause ...), acting on the agents
+# through the DB, and delivering the outbox while the agents are down; only when Telegram is configured.
+start_listener() {
+  if [ "$($PY -c 'from tracer.config import load_settings as l; s=l(); print(bool(s.telegram_bot_token and s.telegram_chat_id))' 2>/dev/null)" != True ]; then
+    return 0
+  fi
+  pidf="$STATE_DIR/telegram.pid"
+  if pid_alive "$pidf"; then echo "telegram listener: already running (pid $(cat "$pidf"))"; return 0; fi
+  nohup $PY scripts/telegram_listener.py >/dev/null 2>>"$LOG_DIR/telegram.err" </dev/null &
+  echo $! > "$pidf"
+  echo "telegram listener: started (pid $!), log $LOG_DIR/telegram.log"
+}
+stop_listener() {
+  pidf="$STATE_DIR/telegram.pid"
+  if pid_alive "$pidf"; then
+    pid=$(cat "$pidf")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "telegram listener: stopped"
+  fi
+  rm -f "$pidf"
+}
+
 start_agents() {
   if ! $PY -m tracer.cli check-config >/dev/null 2>"$STATE_DIR/check-config.err"; then
     cat "$STATE_DIR/check-config.err" >&2
@@ -65,10 +117,15 @@ start_agents() {
       echo "$a: already running (pid $(cat "$pidf"))"
       continue
     fi
-    nohup $PY "$(script_of "$a")" "${extra[@]}" >/dev/null 2>>"$LOG_DIR/$a.err" &
+    nohup $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} >/dev/null 2>>"$LOG_DIR/$a.err" &
     echo $! > "$pidf"
+    # the agent's options, one per line: a watchdog restarts it with the same command line
+    : > "$STATE_DIR/$a.args"
+    for x in ${extra[@]+"${extra[@]}"}; do printf '%s\n' "$x" >> "$STATE_DIR/$a.args"; done
     echo "$a: started (pid $!), log $LOG_DIR/$a.log"
   done
+  start_watchdogs
+  start_listener
   echo
   echo "Follow:  tail -f $LOG_DIR/hybrid.log $LOG_DIR/futures.log"
   echo "Status:  ./start_trading_system.sh --status"
@@ -98,20 +155,25 @@ status_agents() {
     pidf="$STATE_DIR/$a.pid"
     if pid_alive "$pidf"; then echo "$a: running (pid $(cat "$pidf"))"; else echo "$a: not running"; fi
   done
+  for a in "${AGENTS[@]}"; do
+    pidf="$STATE_DIR/watchdog_$a.pid"
+    if pid_alive "$pidf"; then echo "watchdog_$a: running (pid $(cat "$pidf"))"; else echo "watchdog_$a: not running"; fi
+  done
+  if pid_alive "$STATE_DIR/telegram.pid"; then echo "telegram listener: running (pid $(cat "$STATE_DIR/telegram.pid"))"; fi
   $PY -m tracer.cli status
 }
 
 case "$mode" in
   start) start_agents ;;
-  stop) stop_agents ;;
-  restart) stop_agents; start_agents ;;
+  stop) stop_watchdogs; stop_agents; stop_listener ;;
+  restart) stop_watchdogs; stop_agents; stop_listener; start_agents ;;
   status) status_agents ;;
   foreground)
     $PY -m tracer.cli check-config >/dev/null
     $PY -m tracer.cli init-db
     pids=()
     for a in "${AGENTS[@]}"; do
-      $PY "$(script_of "$a")" "${extra[@]}" &
+      $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} &
       pids+=($!)
     done
     trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM

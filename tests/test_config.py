@@ -137,8 +137,9 @@ def test_garbage_value_is_refused_with_name_value_and_allowed(f, raw):
 def test_str_variables_accept_any_text(f):
     name = f.metadata["env"]
     env = {name: "any text: ünïcödé / 42 !!"}
-    if f.metadata["secret"]:  # secrets come as a pair
-        env = {"TB_ALPACA_API_KEY": "some key", "TB_ALPACA_SECRET_KEY": "some secret", name: "any text: !! 42"}
+    if f.metadata["secret"] or f.metadata["required_if"]:  # secrets and paired settings come as pairs
+        env = {"TB_ALPACA_API_KEY": "some key", "TB_ALPACA_SECRET_KEY": "some secret",
+               "TB_TELEGRAM_BOT_TOKEN": "1:some token", "TB_TELEGRAM_CHAT_ID": "42", name: "any text: !! 42"}
     s = load(env)
     assert getattr(s, f.name) == env[name].strip()
 

@@ -1,11 +1,10 @@
-"""ReplayFeed: no look-ahead, truncation invariance, rejection of bad symbols, headlines, clock, speed."""
+"""ReplayFeed: no look-ahead, truncation invariance, rejection of bad symbols, headlines, clock."""
 from __future__ import annotations
 
 import csv
 import hashlib
 import shutil
 import tempfile
-import timeit
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -391,12 +390,3 @@ def test_timeline_is_intersection(tmp_path):
     assert tl[0] == DATA_START + 101 * H and tl[-1] == DATA_END - 50 * H
     assert f.first_time(60) == tl[59]
     assert f.snapshot(f.first_time(60)).rejected == {}
-
-
-# ----------------------------------------------------------------------------- speed
-
-def test_snapshot_speed(feed):
-    now = utc("2022-05-10T12:00:00Z")
-    per_call = min(timeit.repeat(lambda: feed.snapshot(now), number=50, repeat=5)) / 50
-    print(f"snapshot 9 symbols x 256 bars: {per_call * 1e3:.2f} ms")
-    assert per_call < 5e-3

@@ -1,7 +1,6 @@
 """validate_bars: every rule fires with its stable prefix; the bundled data passes; it is fast."""
 from __future__ import annotations
 
-import timeit
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -285,14 +284,3 @@ def test_bundled_windows_pass(bundled_frames, now):
     for sym, df in bundled_frames.items():
         window = df[df.index + H <= now_ts].tail(256)
         assert validate_bars(window, now_ts.to_pydatetime(), H, None, 60) is None, sym
-
-
-# ----------------------------------------------------------------------------- speed
-
-def test_validate_bars_speed(bundled_frames):
-    df = bundled_frames["BTC/USD"].iloc[3000:3256]
-    now = close_of_last(df)
-    assert validate_bars(df, now, H, None, 60) is None
-    per_call = min(timeit.repeat(lambda: validate_bars(df, now, H, None, 60), number=200, repeat=5)) / 200
-    print(f"validate_bars on 256 rows: {per_call * 1e6:.1f} us")
-    assert per_call < 200e-6

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tracer.config import ConfigError, env_example, load_settings
 from tracer.db import Store
+from tracer import ops
 
 
 def _settings(args) -> Any:
@@ -139,9 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("config-example", help="print the .env.example text")
     sub.add_parser("init-db", help="create or migrate the SQLite DB")
     sub.add_parser("status", help="agents' heartbeats, cash, equity and trades")
+    nt = sub.add_parser("notify", help="deliver pending Discord/Telegram notifications now (--test: send a test)")
+    nt.add_argument("--test", action="store_true", help="first queue a test message on every enabled channel")
+    nt.add_argument("--timeout", type=float, default=20.0, help="seconds to spend delivering (default 20)")
+    from tracer.sentiment import command as sentiment_cmd
+    sentiment_cmd.add_arguments(sub.add_parser(
+        "sentiment", help="score texts from stdin as JSON lines; `sentiment train` retrains the shipped model"))
+    from tracer.backtest.cli import add_parser as add_backtest
+    add_backtest(sub)
+    ops.add_parsers(sub)   # health, alert, heartbeat-age, dashboard, watchdog-check, watchdog-restarted
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
+    if args.cmd == "backtest":
+        from tracer.backtest.cli import run as run_backtest_cmd
+        return run_backtest_cmd(args, args.env_file)
     if args.cmd == "config-example":
         print(env_example())
         return 0
@@ -159,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(t)
         console.print("configuration OK")
         return 0
+    if args.cmd == "notify":
+        from tracer.notify.worker import notify_command
+        return notify_command(s, test=args.test, timeout_s=args.timeout)
+    if args.cmd in ops.COMMANDS:   # before Store(): the health check must not create a missing DB
+        return ops.dispatch(args, s, console)
     store = Store(s.db_path)
     try:
         if args.cmd == "init-db":
@@ -170,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.order_id is None and args.signal is None:
                 p.error("explain needs an ORDER_ID or --signal ID")
             return explain(store, console, args.order_id, args.signal)
+        if args.cmd == "sentiment":
+            return sentiment_cmd.run(args, s, store)
     finally:
         store.close()
     return 1

@@ -81,8 +81,9 @@ class Settings:
 
     # --- market data -----------------------------------------------------------------------
     feed: str = _var("TB_FEED", "choice", "replay",
-                     "market data source: replay = bundled real history (offline default)",
-                     choices=("replay",))
+                     "market data source: replay = bundled real history (offline default); live = venues "
+                     "through the failover chain (TB_BAR_SOURCES) and live headlines (TB_NEWS_SOURCES)",
+                     choices=("replay", "live"))
     data_dir: str = _var("TB_DATA_DIR", "str", "",
                          "folder of candles_1h_<SYMBOL>.csv files; empty = bundled data")
     headlines_path: str = _var("TB_HEADLINES_PATH", "str", "",
@@ -114,6 +115,19 @@ class Settings:
                                          lo=1, hi=100000)
     sentiment_trim: float = _var("TB_SENTIMENT_TRIM", "float", 0.1,
                                  "share of extreme scores trimmed at each end before averaging", lo=0, hi=0.45)
+    sentiment_scorer: str = _var("TB_SENTIMENT_SCORER", "choice", "auto",
+                                 "headline scorer: auto = FinBERT if TB_FINBERT_MODEL loads, else the "
+                                 "shipped trained model, else the VADER lexicon",
+                                 choices=("auto", "finbert", "trained", "lexicon"))
+    finbert_model: str = _var("TB_FINBERT_MODEL", "str", "",
+                              "FinBERT model: a local directory or a hub id (e.g. ProsusAI/finbert, "
+                              "network once); empty = no FinBERT")
+    finbert_batch: int = _var("TB_FINBERT_BATCH", "int", 32, "headlines per FinBERT forward pass",
+                              lo=1, hi=512)
+    finbert_threads: int = _var("TB_FINBERT_THREADS", "int", 0,
+                                "torch CPU threads for FinBERT (0 = torch's default)", lo=0, hi=256)
+    finbert_quantize: bool = _var("TB_FINBERT_QUANTIZE", "bool", False,
+                                  "dynamic int8 quantisation of FinBERT's Linear layers (faster on CPU)")
     volume_z_window: int = _var("TB_VOLUME_Z_WINDOW", "int", 20, "bars in the volume z-score window",
                                 lo=5, hi=1000)
     divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
@@ -224,6 +238,105 @@ class Settings:
     # --- notifications ---------------------------------------------------------------------
     notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
     heartbeat_every: int = _var("TB_HEARTBEAT_EVERY", "int", 1, "write a heartbeat every N cycles", lo=1, hi=100000)
+    discord_webhook_url: str = _var("TB_DISCORD_WEBHOOK_URL", "str", "",
+                                    "Discord webhook URL; set = Discord notifications on (empty = off)", secret=True)
+    telegram_bot_token: str = _var("TB_TELEGRAM_BOT_TOKEN", "str", "",
+                                   "Telegram bot token; with TB_TELEGRAM_CHAT_ID = Telegram notifications and "
+                                   "commands on (empty = off)", secret=True,
+                                   required_if=("telegram_chat_id", "<set>"))
+    telegram_chat_id: str = _var("TB_TELEGRAM_CHAT_ID", "str", "",
+                                 "the one Telegram chat that receives messages and may send commands",
+                                 required_if=("telegram_bot_token", "<set>"))
+    telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "str", "https://api.telegram.org/bot",
+                                  "Telegram Bot API base URL (the token is appended); change only for tests")
+    telegram_poll_timeout_s: int = _var("TB_TELEGRAM_POLL_TIMEOUT_S", "int", 25,
+                                        "long-poll seconds of the Telegram command listener", lo=0, hi=50)
+    notify_heartbeat_every: int = _var("TB_NOTIFY_HEARTBEAT_EVERY", "int", 24,
+                                       "send a heartbeat notification every N cycles (0 = never)", lo=0, hi=1000000)
+    notify_daily_summary: bool = _var("TB_NOTIFY_DAILY_SUMMARY", "bool", True,
+                                      "send each agent's daily summary (P&L, trades, win rate) when the UTC day ends")
+    notify_max_attempts: int = _var("TB_NOTIFY_MAX_ATTEMPTS", "int", 5,
+                                    "delivery attempts of one message before it is marked failed", lo=1, hi=100)
+    notify_backoff_s: float = _var("TB_NOTIFY_BACKOFF_S", "float", 2.0,
+                                   "first retry wait (doubles each attempt) when no retry_after is given",
+                                   lo=0, hi=3600)
+    notify_backoff_max_s: float = _var("TB_NOTIFY_BACKOFF_MAX_S", "float", 60.0,
+                                       "longest retry wait between attempts (a server's retry_after is honoured)",
+                                       lo=0, hi=3600)
+    notify_poll_s: float = _var("TB_NOTIFY_POLL_S", "float", 2.0,
+                                "seconds between the delivery worker's looks at the outbox", lo=0.01, hi=3600)
+    notify_timeout_s: float = _var("TB_NOTIFY_TIMEOUT_S", "float", 10.0,
+                                   "HTTP timeout of one Discord or Telegram request (seconds)", lo=0.1, hi=300)
+
+    # --- operations: watchdogs and health check (tracer/ops.py, scripts/watchdog*.sh) -------------
+    watchdog_enabled: bool = _var("TB_WATCHDOG_ENABLED", "bool", True,
+                                  "start_trading_system.sh also starts one watchdog loop per agent")
+    watchdog_interval_s: float = _var("TB_WATCHDOG_INTERVAL_S", "float", 60.0,
+                                      "seconds between two passes of a watchdog in --loop mode", lo=0.1, hi=3600)
+    watchdog_max_heartbeat_age_min: float = _var("TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN", "float", 10.0,
+                                                 "a running agent whose heartbeat is older is hung: restarted",
+                                                 lo=0.05, hi=10080)
+    watchdog_max_restarts_per_hour: int = _var("TB_WATCHDOG_MAX_RESTARTS_PER_HOUR", "int", 3,
+                                               "restarts of one agent per hour before its watchdog alerts and "
+                                               "gives up (until the agent is started again)", lo=1, hi=1000)
+    watchdog_stop_grace_s: float = _var("TB_WATCHDOG_STOP_GRACE_S", "float", 30.0,
+                                        "seconds a hung agent gets after SIGTERM before SIGKILL", lo=0.1, hi=600)
+    health_disk_warn_pct: float = _var("TB_HEALTH_DISK_WARN_PCT", "float", 10.0,
+                                       "free disk below this % of the DB's volume is a health warning", lo=0, hi=100)
+    health_disk_critical_pct: float = _var("TB_HEALTH_DISK_CRITICAL_PCT", "float", 3.0,
+                                           "free disk below this % of the DB's volume is critical", lo=0, hi=100)
+    health_error_window_min: float = _var("TB_HEALTH_ERROR_WINDOW_MIN", "float", 60.0,
+                                          "minutes of recent cycles and log lines the error-rate check reads",
+                                          lo=1, hi=100000)
+    health_error_rate_warn: float = _var("TB_HEALTH_ERROR_RATE_WARN", "float", 0.1,
+                                         "share of recent cycles not 'ok' that is a health warning", lo=0, hi=1)
+    health_backlog_min: float = _var("TB_HEALTH_BACKLOG_MIN", "float", 15.0,
+                                     "a notification still pending after this many minutes is a backlog warning",
+                                     lo=0.1, hi=100000)
+    health_alert_repeat_min: float = _var("TB_HEALTH_ALERT_REPEAT_MIN", "float", 60.0,
+                                          "the same health alert is not enqueued again within this many minutes",
+                                          lo=0, hi=100000)
+
+    # --- live data (TB_FEED=live; tracer/data/sources, tracer/news) ---------------------------
+    bar_sources: str = _var("TB_BAR_SOURCES", "str", "alpaca,binance_spot,yahoo,coingecko",
+                            "live bar sources in failover order (alpaca, binance_spot, binance_usdm, yahoo, "
+                            "coingecko)")
+    news_sources: str = _var("TB_NEWS_SOURCES", "str", "alpaca,perplexity",
+                             "live headline providers (alpaca needs the Alpaca keys, perplexity PPLX_API_KEY*); "
+                             "empty = none")
+    news_source_weights: str = _var("TB_NEWS_SOURCE_WEIGHTS", "str", "alpaca=1.0,perplexity=0.8",
+                                    "name=weight per provider (or provider/publisher): the copy of a duplicate "
+                                    "story that is kept comes from the higher weight")
+    alpaca_data_url: str = _var("TB_ALPACA_DATA_URL", "str", "https://data.alpaca.markets",
+                                "Alpaca market data base URL (crypto bars, news); change only for tests")
+    binance_spot_url: str = _var("TB_BINANCE_SPOT_URL", "str", "https://api.binance.com",
+                                 "Binance spot REST base URL (/api/v3/klines is appended)")
+    binance_futures_url: str = _var("TB_BINANCE_FUTURES_URL", "str", "https://fapi.binance.com",
+                                    "Binance USD-M futures REST base URL (/fapi/v1/klines is appended)")
+    yahoo_url: str = _var("TB_YAHOO_URL", "str", "https://query2.finance.yahoo.com",
+                          "Yahoo Finance chart API base URL")
+    coingecko_url: str = _var("TB_COINGECKO_URL", "str", "https://api.coingecko.com",
+                              "CoinGecko API base URL (/api/v3/... is appended)")
+    pplx_url: str = _var("TB_PPLX_URL", "str", "https://api.perplexity.ai",
+                         "Perplexity API base URL (/chat/completions is appended)")
+    pplx_model: str = _var("TB_PPLX_MODEL", "str", "sonar", "Perplexity model asked for headlines")
+    http_timeout_s: float = _var("TB_HTTP_TIMEOUT_S", "float", 10.0,
+                                 "timeout of one market-data or news HTTP request (seconds)", lo=0.5, hi=300)
+    breaker_failures: int = _var("TB_BREAKER_FAILURES", "int", 3,
+                                 "consecutive failures after which a bar source is skipped for a cool-down",
+                                 lo=1, hi=1000)
+    breaker_cooldown_s: float = _var("TB_BREAKER_COOLDOWN_S", "float", 300.0,
+                                     "seconds a failing bar source is skipped before one trial request",
+                                     lo=1, hi=86400)
+    pplx_auth_cooldown_s: float = _var("TB_PPLX_AUTH_COOLDOWN_S", "float", 21600.0,
+                                       "cool-down of a Perplexity key refused with 401/403 (seconds)",
+                                       lo=60, hi=2592000)
+    pplx_error_cooldown_s: float = _var("TB_PPLX_ERROR_COOLDOWN_S", "float", 60.0,
+                                        "first cool-down of a key after a 5xx (doubles, at most 1 h), and after "
+                                        "a 429 without Retry-After (seconds)", lo=1, hi=86400)
+    pplx_max_wait_s: float = _var("TB_PPLX_MAX_WAIT_S", "float", 30.0,
+                                  "longest sleep for a cooling key (e.g. a 429's Retry-After) before giving up "
+                                  "on headlines for the cycle", lo=0, hi=600)
 
     # --- secrets (never logged, printed or stored) ------------------------------------------
     alpaca_api_key: str = _var("TB_ALPACA_API_KEY", "str", "",
@@ -231,6 +344,16 @@ class Settings:
     alpaca_secret_key: str = _var("TB_ALPACA_SECRET_KEY", "str", "",
                                   "Alpaca API secret (for the Alpaca venue; not needed offline)", secret=True,
                                   required_if=("alpaca_api_key", "<set>"))
+    binance_api_key: str = _var("TB_BINANCE_API_KEY", "str", "",
+                                "Binance API key (optional: public klines need none)", secret=True)
+    binance_api_secret: str = _var("TB_BINANCE_API_SECRET", "str", "",
+                                   "Binance API secret (optional: public klines need none)", secret=True)
+    # The one exception to TB_ names: Perplexity keys are read under the provider's usual names
+    # too (pplx_keys_from: PPLX_API_KEY_1..N, else PPLX_API_KEYS, else PPLX_API_KEY), which win
+    # over TB_PPLX_API_KEYS. Stored comma-joined; use the ``pplx_keys`` property for the tuple.
+    pplx_api_keys: str = _var("TB_PPLX_API_KEYS", "str", "",
+                              "Perplexity API keys, comma list; PPLX_API_KEY_1..N, PPLX_API_KEYS or PPLX_API_KEY "
+                              "are read too and win; rotated on 401/403/429/5xx", secret=True)
 
     # --- derived helpers -------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -244,8 +367,17 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """Values of every secret that is set (for log redaction)."""
-        return [getattr(self, f.name) for f in fields(self)
-                if f.metadata["secret"] and getattr(self, f.name)]
+        out: list[str] = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.metadata["secret"] and v:
+                out.extend(_split_keys(v) if f.name == "pplx_api_keys" else [v])
+        return out
+
+    @property
+    def pplx_keys(self) -> tuple[str, ...]:
+        """The Perplexity keys in rotation order (see :func:`pplx_keys_from`)."""
+        return _split_keys(self.pplx_api_keys)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, shown value, meaning) for every setting, secrets masked."""
@@ -350,6 +482,28 @@ def env_names() -> set[str]:
     return {f.metadata["env"] for f in fields(Settings)}
 
 
+_PPLX_NUMBERED = re.compile(r"PPLX_API_KEY_(\d+)")
+
+
+def _split_keys(joined: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(k.strip() for k in joined.split(",") if k.strip()))
+
+
+def pplx_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Perplexity keys, the documented exception to ``TB_`` names: ``PPLX_API_KEY_1..N`` (in
+    number order), else ``PPLX_API_KEYS`` (comma list), else ``PPLX_API_KEY``; blanks and
+    repeats dropped."""
+    numbered = sorted((int(m.group(1)), v) for k, v in env.items()
+                      if (m := _PPLX_NUMBERED.fullmatch(k)) and v and v.strip())
+    if numbered:
+        raw = [v for _, v in numbered]
+    elif (env.get("PPLX_API_KEYS") or "").strip():
+        raw = env["PPLX_API_KEYS"].split(",")
+    else:
+        raw = [env.get("PPLX_API_KEY") or ""]
+    return tuple(dict.fromkeys(k.strip() for k in raw if k.strip()))
+
+
 def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",
                   warn: Callable[[str], None] | None = None) -> Settings:
     """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
@@ -388,6 +542,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
                 problems.append(f"{name}={shown}: out of range; allowed: {_allowed(meta)}")
                 continue
         values[f.name] = v
+
+    pplx = pplx_keys_from(merged)
+    if pplx:
+        values["pplx_api_keys"] = ",".join(pplx)
 
     profile = values.get("profile", Settings.profile)
     if profile in PROFILES:
@@ -434,5 +592,7 @@ def env_example() -> str:
         else:
             lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}")
             lines.append(f"{'# ' if meta['secret'] else ''}{meta['env']}={_render(default)}")
+            if f.name == "pplx_api_keys":  # the other accepted spellings (see pplx_keys_from)
+                lines += ["# PPLX_API_KEY_1=", "# PPLX_API_KEY_2=", "# PPLX_API_KEYS=", "# PPLX_API_KEY="]
         lines.append("")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -234,7 +234,21 @@ CREATE TABLE api_keys (
 )
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+# v4: outbox delivery claims (two processes never send one row twice), progress of split messages,
+# and small key/value state of the notifiers (the Telegram getUpdates offset)
+SCHEMA_V4 = """
+ALTER TABLE notifications ADD COLUMN claimed_by TEXT;
+ALTER TABLE notifications ADD COLUMN claim_until TEXT;
+ALTER TABLE notifications ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX notifications_channel_status ON notifications(channel, status, id);
+CREATE TABLE notify_state (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -310,6 +324,8 @@ class Store:
                                f"({SCHEMA_VERSION}); upgrade Tracer Bullet")
         for v in range(current, SCHEMA_VERSION):
             with self.transaction():
+                if self.version() > v:      # another connection migrated meanwhile (we hold the lock now)
+                    continue
                 for stmt in _statements(MIGRATIONS[v]):
                     self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version={v + 1}")
@@ -552,6 +568,63 @@ class Store:
             "UPDATE notifications SET status=?, attempts=attempts+1, last_error=?, "
             "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=?",
             (status, error, status, iso(utcnow()), nid))
+
+    # Delivery claims (tracer.notify.worker): a row is sent only by the worker holding its claim; a claim
+    # whose lease ran out (its process died) can be taken again, so a restart resends what was pending.
+    def claim_notification(self, channel: str, worker: str, lease_s: float) -> sqlite3.Row | None:
+        """Atomically claim the oldest pending, unclaimed (or lease-expired) row of ``channel``."""
+        now = utcnow().replace(microsecond=0)
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT id FROM notifications WHERE channel=? AND status='pending' "
+                "AND (claim_until IS NULL OR claim_until < ?) ORDER BY id LIMIT 1", (channel, iso(now))).fetchone()
+            if row is None:
+                return None
+            self.conn.execute("UPDATE notifications SET claimed_by=?, claim_until=? WHERE id=?",
+                              (worker, iso(now + timedelta(seconds=lease_s)), row["id"]))
+            return self.conn.execute("SELECT * FROM notifications WHERE id=?", (row["id"],)).fetchone()
+
+    def record_notification_attempt(self, nid: int, worker: str, *, parts_sent: int, error: str | None,
+                                    extend_s: float | None = None) -> None:
+        """Count one delivery attempt (still pending); optionally extend the claim's lease."""
+        until = iso(utcnow().replace(microsecond=0) + timedelta(seconds=extend_s)) if extend_s else None
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE notifications SET attempts=attempts+1, parts_sent=?, last_error=?, "
+                "claim_until=COALESCE(?, claim_until) WHERE id=? AND claimed_by=?",
+                (parts_sent, error, until, nid, worker))
+
+    def finish_notification(self, nid: int, worker: str, status: str, error: str | None = None) -> None:
+        """Final state of a claimed row: ``sent`` or ``failed`` (with the error); the claim is dropped."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE notifications SET status=?, last_error=?, claimed_by=NULL, claim_until=NULL, "
+                "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=? AND claimed_by=?",
+                (status, error, status, iso(utcnow()), nid, worker))
+
+    def release_notification(self, nid: int, worker: str) -> None:
+        """Give a claimed row back (still pending) so the next worker pass or process sends it."""
+        with self.transaction():
+            self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=NULL "
+                              "WHERE id=? AND claimed_by=?", (nid, worker))
+
+    def notify_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM notify_state WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_notify_state(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
+                          "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+                          (key, value, iso(utcnow())))
+
+    def trade_stats(self, agent: str, since: datetime | None = None, until: datetime | None = None
+                    ) -> tuple[int, float, int]:
+        """(closed trades, summed P&L, winning trades) of ``agent`` with since <= exit_ts < until."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=? "
+            "AND (? IS NULL OR exit_ts>=?) AND (? IS NULL OR exit_ts<?)",
+            (agent, iso(since), iso(since), iso(until), iso(until))).fetchone()
+        return int(row[0]), float(row[1]), int(row[2])
 
 
 def _statements(script: str) -> list[str]:

@@ -59,6 +59,30 @@ def yahoo_symbol(symbol: str) -> str:
     return f"{base_of(symbol)}-USD"
 
 
+def alpaca_news_symbol(symbol: str) -> str:
+    """``BTC/USD`` -> ``BTCUSD`` (Alpaca news tags crypto without the slash)."""
+    return f"{base_of(symbol)}USD"
+
+
+def coingecko_id(symbol: str) -> str | None:
+    """``BTC/USD`` -> ``bitcoin``; None for an asset not in :data:`ASSETS`."""
+    asset = ASSETS.get(base_of(symbol))
+    return asset.name if asset is not None else None
+
+
+# Human names, for prompts and messages (the CoinGecko id is not always one: avalanche-2).
+_DISPLAY: dict[str, str] = {
+    "BTC": "Bitcoin", "ETH": "Ethereum", "SOL": "Solana", "XRP": "XRP", "DOGE": "Dogecoin",
+    "ADA": "Cardano", "BNB": "BNB", "LINK": "Chainlink", "AVAX": "Avalanche",
+}
+
+
+def display_name(symbol: str) -> str:
+    """``BTC/USD`` -> ``Bitcoin``; the base ticker for an unknown asset."""
+    base = base_of(symbol)
+    return _DISPLAY.get(base, base)
+
+
 @lru_cache(maxsize=256)
 def relevance_pattern(symbol: str) -> tuple[re.Pattern[str], re.Pattern[str] | None, re.Pattern[str] | None]:
     """Regexes (case-insensitive aliases, case-sensitive tickers, exclusions) for a symbol."""

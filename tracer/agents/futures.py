@@ -80,11 +80,13 @@ class FuturesPolicy:
 
         lev = choose_leverage(sig.conviction, s.min_conviction_score, sig.regime.volatility, s.futures_max_leverage)
         stop_d = s.futures_stop_atr_mult * sig.atr
-        stop = sig.price - direction * stop_d
+        # the guard is checked at the expected fill (the price moved against us by the slippage)
+        fill_est = sig.price * (1 + direction * s.slippage_bps / 1e4)
+        stop = fill_est - direction * stop_d
         probe_qty = 1.0
-        liq = liquidation_price(direction, probe_qty, sig.price, initial_margin(probe_qty, sig.price, lev),
+        liq = liquidation_price(direction, probe_qty, fill_est, initial_margin(probe_qty, fill_est, lev),
                                 s.futures_mmr)
-        ok, ratio = stop_inside_liquidation(direction, sig.price, stop, liq, s.futures_liq_guard)
+        ok, ratio = stop_inside_liquidation(direction, fill_est, stop, liq, s.futures_liq_guard)
         guard = {"leverage": lev, "stop": stop, "liquidation_price": liq, "stop_to_liquidation": ratio,
                  "max_fraction": s.futures_liq_guard}
         if not ok:
@@ -105,12 +107,13 @@ class FuturesPolicy:
         bracket = Bracket(stop_distance=stop_d, take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
                           trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
         margin = qty * sig.price / lev
+        reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4   # fees and slippage, in and out
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price, risk_notional=target,
                       margin=margin, side="long" if direction > 0 else "short", guard=guard,
                       risk_per_trade=s.futures_risk_per_trade)
         return Decision("enter", f"{'long' if direction > 0 else 'short'} {lev}x approved: notional "
                                  f"{rd.notional:.2f}, margin {margin:.2f}, liq {liq:.6g}",
-                        Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin))
+                        Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
 
     def on_trade_closed(self, symbol: str, at: datetime) -> None:
         self.last_close[symbol] = at

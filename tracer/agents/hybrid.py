@@ -8,7 +8,6 @@ and not traded (spot cannot short).
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import numpy as np
 

@@ -28,7 +28,7 @@ from tracer.db import Store, iso, parse_iso, row_to_order, to_json, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
-from tracer.notify.outbox import deliver_console, enqueue
+from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
 from tracer.models import Bar, Order, OrderState, Position, ScoredHeadline, Signal
 from tracer.risk.limits import Book
 from tracer.sentiment.narrative import relevant
@@ -87,6 +87,27 @@ class CycleResult:
     fills: int = 0
     trades: int = 0
     equity: float = 0.0
+
+
+def decide_all(policy: Policy, signals: Sequence[Signal], positions: dict[str, Position], book: Book,
+               returns: dict[str, np.ndarray], paused: bool = False) -> list[tuple[Signal, Decision]]:
+    """The policy's decision for every signal, best conviction first; the book is updated after each
+    approved entry so that later entries of the same cycle see it. Used by the agents and the backtest."""
+    decisions: list[tuple[Signal, Decision]] = []
+    for sig in sorted(signals, key=lambda x: (-x.conviction, x.symbol)):
+        d = policy.decide(sig, positions.get(sig.symbol), book, returns, pending_exit=False)
+        if paused and d.decision == "enter":
+            d = Decision("blocked", "agent paused by the operator: no new entries", risk_rule="paused",
+                         risk_detail={"paused": True})
+        decisions.append((sig, d))
+        if d.intent is not None and d.decision == "enter":
+            o = d.intent.order
+            exp = dict(book.exposures)
+            exp[o.symbol] = d.intent.price_est * o.qty * (1 if o.side.value == "buy" else -1)
+            used = d.intent.cash_needed if d.intent.cash_needed is not None else d.intent.price_est * o.qty
+            book = Book(equity=book.equity, cash=book.cash - used, day_start_equity=book.day_start_equity,
+                        trades_today=book.trades_today + 1, exposures=exp, closed_returns=book.closed_returns)
+    return decisions
 
 
 class AgentLoop:
@@ -176,23 +197,8 @@ class AgentLoop:
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}
-        book = self._book(now, positions)
-        decisions: list[tuple[Signal, Decision]] = []
-        paused = self.store.is_paused(self.agent)
-        for sig in sorted(signals, key=lambda x: (-x.conviction, x.symbol)):
-            d = self.policy.decide(sig, positions.get(sig.symbol), book, returns, pending_exit=False)
-            if paused and d.decision == "enter":
-                d = Decision("blocked", "agent paused by the operator: no new entries", risk_rule="paused",
-                             risk_detail={"paused": True})
-            decisions.append((sig, d))
-            if d.intent is not None and d.decision == "enter":
-                o = d.intent.order
-                exp = dict(book.exposures)
-                exp[o.symbol] = d.intent.price_est * o.qty * (1 if o.side.value == "buy" else -1)
-                used = d.intent.cash_needed if d.intent.cash_needed is not None else d.intent.price_est * o.qty
-                book = Book(equity=book.equity, cash=book.cash - used,
-                            day_start_equity=book.day_start_equity, trades_today=book.trades_today + 1,
-                            exposures=exp, closed_returns=book.closed_returns)
+        book = self._book(now, positions, report)
+        decisions = decide_all(self.policy, signals, positions, book, returns, self.store.is_paused(self.agent))
 
         res = self._persist(now, started, snap, report, decisions)
         self._submit([d.intent for _, d in decisions if d.intent is not None])
@@ -229,14 +235,15 @@ class AgentLoop:
             self.day = day
             self.day_start_equity = self.broker.equity()
 
-    def _book(self, now: datetime, positions: dict[str, Position]) -> Book:
+    def _book(self, now: datetime, positions: dict[str, Position], report: BarReport) -> Book:
         day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
         exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *  # type: ignore[attr-defined]
                      (1 if p.side.value == "long" else -1) for s, p in positions.items()}
         return Book(equity=self.broker.equity(), cash=self.broker.balance(),
                     day_start_equity=self.day_start_equity or self.broker.equity(),
                     trades_today=self.store.entries_since(self.agent, day_start), exposures=exposures,
-                    closed_returns=tuple(self.store.closed_trade_pnls(self.agent)))
+                    closed_returns=tuple((self.store.closed_trade_pnls(self.agent) + [
+                        t.pnl / (t.entry_price * t.qty / max(t.leverage, 1.0)) for t in report.trades])[-500:]))
 
     def _persist(self, now: datetime, started: datetime, snap: Snapshot, report: BarReport,
                  decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:
@@ -308,7 +315,11 @@ class AgentLoop:
                              purpose=it.order.purpose, reason=upd.reason or it.order.reason))
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
-        """Deliver what this cycle put in the outbox to the console (other channels: the outbox worker)."""
+        """Queue the periodic messages (a heartbeat every TB_NOTIFY_HEARTBEAT_EVERY cycles, the daily
+        summary of the UTC day that just ended), then deliver the console channel. Discord and Telegram
+        rows are sent by the outbox worker threads (tracer.notify.worker), never by the loop."""
+        enqueue_periodic(self.store, self.s, self.agent, self.cycle_no, res.clock, self.processed_until,
+                         res.equity, len(self.broker.positions()))
         if self.s.notify_console:
             deliver_console(self.store, self.log)
 

@@ -8,6 +8,9 @@ from typing import Callable
 
 from tracer.config import ConfigError, load_settings
 from tracer.logs import kv, setup_logging
+from tracer.notify.messages import agent_error_text
+from tracer.notify.outbox import enqueue
+from tracer.notify.worker import start_workers, stop_workers
 
 
 def parse_args(agent: str, argv: list[str] | None) -> argparse.Namespace:
@@ -48,11 +51,23 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     signal.signal(signal.SIGTERM, _stop)
     cycles = 1 if args.once else args.cycles
     interval = settings.replay_interval_s if args.interval is None else args.interval
+    workers = start_workers(settings, log)   # Discord/Telegram delivery threads; none when both are off
     try:
         loop.run(cycles=cycles, interval_s=interval)
     except Exception as e:  # the watchdog restarts us; the DB holds everything committed
         log.exception(kv("agent_error", error=type(e).__name__, message=str(e)))
+        notify_agent_error(loop.store, settings, agent, e, log)
         return 1
     finally:
+        stop_workers(workers)   # a last, bounded delivery pass; what is left stays pending for the restart
         loop.store.close()
     return 0
+
+
+def notify_agent_error(store, settings, agent: str, e: BaseException, log) -> None:
+    """Queue an ``agent_error`` message (best effort: the DB itself may be what failed)."""
+    try:
+        with store.transaction():
+            enqueue(store, settings, "agent_error", agent_error_text(type(e).__name__, str(e)), agent)
+    except Exception as e2:
+        log.error(kv("agent_error_not_queued", error=type(e2).__name__))

@@ -15,68 +15,18 @@ import math
 from datetime import datetime, timedelta
 
 from tracer.models import Bar
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.execution.paper_ledger import PaperLedger
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.exits import advance, check_exit
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
 
 
-class PaperSpotBroker:
+class PaperSpotBroker(PaperLedger):
     def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float,
                  interval: timedelta = timedelta(hours=1), step_size: float = 1e-8):
-        self.agent = agent
-        self.cash = float(cash)
-        self.fee = fee_bps / 1e4
-        self.slip = slippage_bps / 1e4
-        self.interval = interval
-        self.step = step_size
-        self._positions: dict[str, Position] = {}
-        self._pending: dict[str, tuple[Order, Bracket | None]] = {}
-        self._known: dict[str, OrderUpdate] = {}
-        self.last_price: dict[str, float] = {}
-        self.realized_pnl = 0.0
-        self.fees_paid = 0.0
-
-    # --- restore from the DB --------------------------------------------------------------
-    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]],
-                realized_pnl: float, fees_paid: float, last_price: dict[str, float]) -> None:
-        self._positions = {p.symbol: p for p in positions}
-        for order, br in pending:
-            self._pending[order.client_order_id] = (order, br)
-            self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
-        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
-        self.last_price.update(last_price)
-
-    # --- Broker interface ------------------------------------------------------------------
-    def rules(self, symbol: str) -> VenueRules:
-        return VenueRules(tick_size=1e-8, step_size=self.step, min_qty=self.step, min_notional=1.0)
-
-    def balance(self) -> float:
-        return self.cash
-
-    def positions(self) -> list[Position]:
-        return list(self._positions.values())
-
-    def open_orders(self) -> list[Order]:
-        return [o for o, _ in self._pending.values()]
-
-    def get(self, client_order_id: str) -> OrderUpdate | None:
-        return self._known.get(client_order_id)
-
-    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
-        if order.client_order_id in self._known:          # idempotent: never two orders for one id
-            return self._known[order.client_order_id]
-        reason = self._reject_reason(order)
-        upd = OrderUpdate(order.client_order_id, OrderState.REJECTED if reason else OrderState.SUBMITTED, reason)
-        self._known[order.client_order_id] = upd
-        if not reason:
-            self._pending[order.client_order_id] = (order, bracket)
-        return upd
+        super().__init__(agent, cash, fee_bps, slippage_bps, interval, step_size)
 
     def _reject_reason(self, o: Order) -> str | None:
-        if o.type is not OrderType.MARKET:
-            return f"unsupported order type {o.type.value}"
-        if not (math.isfinite(o.qty) and o.qty > 0):
-            return f"invalid quantity {o.qty}"
         held = self._positions.get(o.symbol)
         pending_same = [p for p, _ in self._pending.values() if p.symbol == o.symbol and p.side is o.side]
         if o.side is Side.BUY:
@@ -99,10 +49,7 @@ class PaperSpotBroker:
         """Process one new bar of ``bar.symbol``: fill due orders at its open, then check exits."""
         rep = BarReport()
         close_time = bar.ts + self.interval
-        for cid, (order, bracket) in list(self._pending.items()):
-            if order.symbol != bar.symbol or (order.created_at is not None and order.created_at > bar.ts):
-                continue
-            del self._pending[cid]
+        for cid, order, bracket in self._due(bar.symbol, bar.ts):
             if order.side is Side.BUY:
                 self._fill_entry(order, bracket, bar, rep)
             else:
@@ -130,9 +77,14 @@ class PaperSpotBroker:
         self.last_price[bar.symbol] = bar.close
         return rep
 
-    def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
-        self._known[upd.client_order_id] = upd
-        rep.updates.append(upd)
+    def close_all(self, prices: dict[str, float], at: datetime, reason: str = "end_of_backtest") -> BarReport:
+        """Close every position at ``prices`` (moved by slippage, with the fee); pending orders dropped."""
+        rep = BarReport()
+        self._pending.clear()
+        for sym, pos in list(self._positions.items()):
+            px = prices.get(sym, pos.entry_price)
+            self._close(pos, px * (1 - self.slip), at, reason, exit_order_id(pos.entry_order_id), rep)
+        return rep
 
     def _fill_entry(self, order: Order, bracket: Bracket | None, bar: Bar, rep: BarReport) -> None:
         px = bar.open * (1 + self.slip)

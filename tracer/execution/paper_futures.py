@@ -20,7 +20,8 @@ import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.execution.paper_ledger import PaperLedger
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.exits import protective_stop
 from tracer.execution.margin import (funding_payment, funding_times, initial_margin, liquidation_price,
                                      stop_inside_liquidation)
@@ -31,67 +32,20 @@ def side_sign(p: Position) -> int:
     return 1 if p.side is PositionSide.LONG else -1
 
 
-class PaperFuturesBroker:
+class PaperFuturesBroker(PaperLedger):
+    MIN_NOTIONAL = 5.0
+
     def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float, mmr: float,
                  funding_rate: float, max_leverage: float, guard_fraction: float, vol_stop_mult: float,
                  interval: timedelta = timedelta(hours=1), step_size: float = 1e-6):
-        self.agent = agent
-        self.cash = float(cash)
-        self.fee = fee_bps / 1e4
-        self.slip = slippage_bps / 1e4
+        super().__init__(agent, cash, fee_bps, slippage_bps, interval, step_size)
         self.mmr = mmr
         self.funding_rate = funding_rate
         self.max_leverage = max_leverage
         self.guard_fraction = guard_fraction
         self.vol_stop_mult = vol_stop_mult
-        self.interval = interval
-        self.step = step_size
-        self._positions: dict[str, Position] = {}
-        self._pending: dict[str, tuple[Order, Bracket | None]] = {}
-        self._known: dict[str, OrderUpdate] = {}
-        self.last_price: dict[str, float] = {}
-        self.realized_pnl = 0.0
-        self.fees_paid = 0.0
-
-    def restore(self, positions, pending, realized_pnl, fees_paid, last_price) -> None:
-        self._positions = {p.symbol: p for p in positions}
-        for order, br in pending:
-            self._pending[order.client_order_id] = (order, br)
-            self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
-        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
-        self.last_price.update(last_price)
-
-    # --- Broker interface ------------------------------------------------------------------
-    def rules(self, symbol: str) -> VenueRules:
-        return VenueRules(tick_size=1e-8, step_size=self.step, min_qty=self.step, min_notional=5.0)
-
-    def balance(self) -> float:
-        return self.cash
-
-    def positions(self) -> list[Position]:
-        return list(self._positions.values())
-
-    def open_orders(self) -> list[Order]:
-        return [o for o, _ in self._pending.values()]
-
-    def get(self, client_order_id: str) -> OrderUpdate | None:
-        return self._known.get(client_order_id)
-
-    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
-        if order.client_order_id in self._known:
-            return self._known[order.client_order_id]
-        reason = self._reject_reason(order)
-        upd = OrderUpdate(order.client_order_id, OrderState.REJECTED if reason else OrderState.SUBMITTED, reason)
-        self._known[order.client_order_id] = upd
-        if not reason:
-            self._pending[order.client_order_id] = (order, bracket)
-        return upd
 
     def _reject_reason(self, o: Order) -> str | None:
-        if o.type is not OrderType.MARKET:
-            return f"unsupported order type {o.type.value}"
-        if not (math.isfinite(o.qty) and o.qty > 0):
-            return f"invalid quantity {o.qty}"
         if not (1 <= o.leverage <= self.max_leverage):
             return f"leverage {o.leverage} outside [1, {self.max_leverage}]"
         held = self._positions.get(o.symbol)
@@ -119,10 +73,7 @@ class PaperFuturesBroker:
     def on_bar(self, bar: Bar) -> BarReport:
         rep = BarReport()
         close_time = bar.ts + self.interval
-        for cid, (order, bracket) in list(self._pending.items()):
-            if order.symbol != bar.symbol or (order.created_at is not None and order.created_at > bar.ts):
-                continue
-            del self._pending[cid]
+        for cid, order, bracket in self._due(bar.symbol, bar.ts):
             pos = self._positions.get(order.symbol)
             if order.reduce_only:
                 if pos is None:
@@ -180,11 +131,12 @@ class PaperFuturesBroker:
             cands.append(("time_stop", bar.close, close_time))
         if not cands:
             return None
-        if cands[0][0] == "liquidation":
+        liq = [c for c in cands if c[0] == "liquidation"]
+        if liq:
             # Reaching the liquidation price ends the position there, whatever else the bar makes possible:
             # any other exit priced beyond it (a stop filled at a gapped open, a time or volatility stop at a
             # close past it) cannot happen, since isolated margin never loses more than the margin.
-            return cands[0]
+            return liq[0]
         # worst for us: lowest price for a long, highest for a short
         return min(cands, key=lambda c: s * c[1])
 
@@ -197,9 +149,14 @@ class PaperFuturesBroker:
         liq = liquidation_price(side_sign(p), p.qty, p.entry_price, max(margin, 0.0), self.mmr)
         return replace(p, margin=margin, funding_paid=p.funding_paid + pay, liquidation_price=liq)
 
-    def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
-        self._known[upd.client_order_id] = upd
-        rep.updates.append(upd)
+    def close_all(self, prices: dict[str, float], at: datetime, reason: str = "end_of_backtest") -> BarReport:
+        """Close every position at ``prices`` (moved by slippage, with the fee); pending orders dropped."""
+        rep = BarReport()
+        self._pending.clear()
+        for sym, pos in list(self._positions.items()):
+            px = prices.get(sym, pos.entry_price)
+            self._close(pos, px * (1 - side_sign(pos) * self.slip), at, reason, exit_order_id(pos.entry_order_id), rep)
+        return rep
 
     def _open(self, order: Order, bracket: Bracket | None, bar: Bar, rep: BarReport) -> None:
         s = 1 if order.side is Side.BUY else -1
@@ -222,6 +179,10 @@ class PaperFuturesBroker:
             ok, ratio = stop_inside_liquidation(s, px, stop, liq, self.guard_fraction)
             if not ok:
                 reason = f"stop not safely inside liquidation at fill (ratio {ratio:.2f} > {self.guard_fraction})"
+            elif s * (bar.open - stop) <= 0:
+                # the slippage moved the fill so far from the market that the stop (and maybe the liquidation
+                # price) is already reached: the venue would refuse a stop that triggers at once
+                reason = f"stop {stop:.6g} already reached by the market {bar.open:.6g} at fill"
         if reason:
             self._finish(rep, OrderUpdate(order.client_order_id, OrderState.REJECTED, reason))
             return

@@ -1,24 +1,90 @@
 """The notifications outbox: every message is written to the DB before any delivery is tried.
 
-Today the console channel is delivered by the agent right after its cycle commits (a log line,
-then the row is marked sent). Discord and Telegram delivery arrive with the operations issue.
+- :func:`enqueue` writes one ``pending`` row per enabled channel (console, discord, telegram),
+  inside the caller's transaction, after removing every configured secret from the text.
+- The console channel is delivered by the agent right after its cycle commits
+  (:func:`deliver_console`: a log line, then the row is marked sent).
+- Discord and Telegram rows are sent by :mod:`tracer.notify.worker` (a thread beside the trading
+  loop, never in it), which claims rows atomically, retries with backoff and records the outcome.
+
+Channels are switched on by their settings: ``TB_NOTIFY_CONSOLE``; ``TB_DISCORD_WEBHOOK_URL``;
+``TB_TELEGRAM_BOT_TOKEN`` with ``TB_TELEGRAM_CHAT_ID`` (the config refuses one without the other).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from tracer.logs import kv
+from tracer.notify.format import redact
+
+REMOTE_CHANNELS = ("discord", "telegram")
+ONCE_KINDS = ("kill_switch",)
+
+
+@dataclass
+class DeliveryError(Exception):
+    """A failed send. ``transient``: worth retrying (after ``retry_after`` seconds when the server
+    said so); otherwise the message is marked failed at once. ``message`` never holds a URL or token."""
+    message: str
+    transient: bool
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Sender(Protocol):
+    """One remote channel: how a text is cut into parts, and how one part is sent."""
+    channel: str
+
+    def parts(self, text: str) -> list[str]: ...
+    def send_part(self, part: str) -> None: ...   # raises DeliveryError
+    def close(self) -> None: ...
+
+
+def remote_channels(settings: Any) -> list[str]:
+    """The enabled remote channels (delivered by the worker)."""
+    out = []
+    if getattr(settings, "discord_webhook_url", ""):
+        out.append("discord")
+    if getattr(settings, "telegram_bot_token", "") and getattr(settings, "telegram_chat_id", ""):
+        out.append("telegram")
+    return out
 
 
 def channels(settings: Any) -> list[str]:
     """The enabled channels."""
-    return ["console"] if settings.notify_console else []
+    return (["console"] if settings.notify_console else []) + remote_channels(settings)
 
 
 def enqueue(store: Any, settings: Any, kind: str, message: str, agent: str | None = None) -> list[int]:
-    """Write ``message`` to the outbox once per enabled channel (inside the caller's transaction)."""
-    return [store.enqueue_notification(ch, kind, message, agent) for ch in channels(settings)]
+    """Write ``message`` to the outbox once per enabled channel (inside the caller's transaction).
+
+    Every configured secret (``Settings.secret_values()``, and the path of a secret URL) is replaced
+    by ``***`` first, so no secret can reach the DB or a chat. A kind in ``ONCE_KINDS`` (the kill
+    switch) is written once per agent and first line of text (which names its day). Returns the new
+    row ids."""
+    text = redact(message, settings.secret_values())
+    if kind in ONCE_KINDS:
+        key = f"once:{agent}:{kind}:{text.splitlines()[0] if text else ''}"
+        if store.notify_state(key) is not None:
+            return []
+        store.set_notify_state(key, kind)
+    return [store.enqueue_notification(ch, kind, text, agent) for ch in channels(settings)]
+
+
+def make_sender(channel: str, settings: Any) -> Sender:
+    """The sender of ``channel`` built from the settings (call it in the thread that will use it)."""
+    if channel == "discord":
+        from tracer.notify.discord import DiscordSender
+        return DiscordSender(settings.discord_webhook_url, settings.notify_timeout_s)
+    if channel == "telegram":
+        from tracer.notify.telegram import TelegramClient
+        return TelegramClient(settings.telegram_bot_token, settings.telegram_chat_id, settings.telegram_base_url,
+                              settings.notify_timeout_s)
+    raise ValueError(f"unknown channel {channel!r}")
 
 
 def deliver_console(store: Any, log: logging.Logger) -> int:
@@ -30,3 +96,24 @@ def deliver_console(store: Any, log: logging.Logger) -> int:
             for r in rows:
                 store.mark_notification(r["id"], "sent")
     return len(rows)
+
+
+def enqueue_periodic(store: Any, settings: Any, agent: str, cycle: int, clock: Any, prev_clock: Any,
+                     equity: float, open_positions: int) -> list[int]:
+    """After a committed cycle: a heartbeat every ``TB_NOTIFY_HEARTBEAT_EVERY`` cycles, and the daily
+    summary of the UTC day that ended between ``prev_clock`` (the previous cycle's market clock) and
+    ``clock`` (``TB_NOTIFY_DAILY_SUMMARY``). One transaction; returns the new row ids."""
+    from tracer.notify.messages import daily_summary_text, heartbeat_text
+    from tracer.notify.stats import day_stats
+
+    msgs: list[tuple[str, str]] = []
+    every = settings.notify_heartbeat_every
+    if every and cycle % every == 0:
+        msgs.append(("heartbeat", heartbeat_text(cycle, clock, equity, open_positions, store.is_paused(agent))))
+    if settings.notify_daily_summary and prev_clock is not None and clock is not None \
+            and clock.date() != prev_clock.date():
+        msgs.append(("daily_summary", daily_summary_text(day_stats(store, agent, prev_clock.date()))))
+    if not msgs:
+        return []
+    with store.transaction():
+        return [i for kind, text in msgs for i in enqueue(store, settings, kind, text, agent)]

@@ -1,7 +1,8 @@
 """Narrative-vs-price divergence with a volume-adaptive trigger (pure)."""
 from __future__ import annotations
 
-import numpy as np
+
+from tracer.signals import scoring
 
 
 def divergence_trigger(base: float, volume_z: float) -> float:
@@ -11,8 +12,7 @@ def divergence_trigger(base: float, volume_z: float) -> float:
     smaller gap meaningful (down to 60% of ``base``), thin volume demands a larger one (up to 140%).
     ``base`` is ``TB_DIVERGENCE_THRESHOLD`` (default 0.5).
     """
-    vz = volume_z if np.isfinite(volume_z) else 0.0
-    return float(base * np.clip(1.0 - 0.15 * vz, 0.6, 1.4))
+    return float(scoring.divergence_trigger(base, volume_z))
 
 
 def divergence(narrative: float, price: float) -> float:

@@ -12,17 +12,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tracer.models import Action, ScoredHeadline, Signal
-from tracer.sentiment.narrative import narrative_score
-from tracer.signals.conviction import conviction_score
-from tracer.signals.divergence import divergence, divergence_trigger
-from tracer.signals.gates import GateThresholds, check_gates, size_fraction
-from tracer.signals.indicators import atr, volume_z
-from tracer.signals.price import price_score
-from tracer.signals.quality import signal_quality
-from tracer.signals.regime import market_regime
+from tracer.models import Action, Regime, ScoredHeadline, Signal
+from tracer.sentiment.narrative import NarrativeResult, narrative_score
+from tracer.signals.features import FeatureRow, feature_table
+from tracer.signals.gates import GateThresholds
+from tracer.signals.regime import HORIZONS
+from tracer.signals.scoring import TREND_LABELS, direction, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
 
-PRICE_WEIGHT, NARRATIVE_WEIGHT = 0.6, 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +46,8 @@ class EvalParams:
 def direction_of(price: float, narrative: float, headline_count: int, min_score: float) -> tuple[int, float]:
     """``composite = 0.6 * price + 0.4 * narrative`` (price alone when there is no relevant headline);
     direction = sign(composite) when ``|composite| >= min_score``, else 0."""
-    comp = PRICE_WEIGHT * price + NARRATIVE_WEIGHT * narrative if headline_count > 0 else price
-    if abs(comp) < min_score:
-        return 0, float(comp)
-    return (1 if comp > 0 else -1), float(comp)
+    d, comp = direction(price, narrative, headline_count, min_score)
+    return int(d), float(comp)
 
 
 def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime,
@@ -61,67 +55,90 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     """Evaluate ``symbol`` from its validated ``bars`` (oldest first, index = bar open time) and the
     scored headlines relevant to it, as of ``now``.
 
-    Pipeline: volume z -> price score -> decayed narrative -> divergence (volume-adaptive trigger) ->
-    quality -> regime -> direction -> conviction -> regime-aware gates -> size fraction -> action.
+    Pipeline: features (volume z, RSI, MACD/EMA z-scores, ATR, regime parts; :mod:`tracer.signals.features`)
+    -> price score -> decayed narrative -> divergence (volume-adaptive trigger) -> quality -> regime ->
+    direction -> conviction -> regime-aware gates -> size fraction -> action (:func:`decide`).
     """
     close = bars["close"].to_numpy(dtype=float)
     high = bars["high"].to_numpy(dtype=float)
     low = bars["low"].to_numpy(dtype=float)
     vol = bars["volume"].to_numpy(dtype=float)
-
-    vz_series = volume_z(vol, p.volume_z_window)
-    vz = float(vz_series[-1]) if np.isfinite(vz_series[-1]) else 0.0
-    ps = price_score(close, vz)
+    table = feature_table(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window)
     nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim)
-    div = divergence(nar.score if nar.count else 0.0, ps.score)
-    trig = divergence_trigger(p.divergence_threshold, vz)
-    diverged = nar.count > 0 and abs(div) >= trig
-    q = signal_quality(nar.score, nar.count, ps.score, vz, ps.rsi, diverged)
-    bars_per_year = timedelta(days=365) / p.interval
-    regime = market_regime(close, vol, bars_per_year)
-    direction, composite = direction_of(ps.score, nar.score, nar.count, p.min_direction_score)
-    conv = conviction_score(q.total, direction, regime, vz, nar.score, ps.score, nar.count)
-    g = check_gates(q.total, conv.total, direction, regime, p.gates)
-    atr_last = float(atr(high, low, close, 14)[-1])
-
-    if g.passed:
-        action = Action.BUY if direction > 0 else Action.SELL
-        frac = size_fraction(conv.total, p.gates.min_conviction, p.gates.confidence_sizing)
-        reason = (f"{action.value}: composite {composite:+.3f}, quality {q.total:.2f} >= {g.required_quality:.2f}, "
-                  f"conviction {conv.total:.2f} >= {g.required_conviction:.2f}, regime {regime.label}")
-    else:
-        action, frac = Action.HOLD, 0.0
-        parts = []
-        if "no_direction" in g.failed:
-            parts.append(f"|composite| {abs(composite):.3f} < {p.min_direction_score:.3f}")
-        if "quality" in g.failed:
-            parts.append(f"quality {q.total:.2f} < {g.required_quality:.2f}")
-        if "conviction" in g.failed:
-            parts.append(f"conviction {conv.total:.2f} < {g.required_conviction:.2f}")
-        reason = "hold: " + "; ".join(parts)
-
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
-    inputs = {
+    extra = {
         "bars": len(close), "first_bar": bars.index[0], "last_bar": bars.index[-1],
-        "last_ohlcv": [float(bars["open"].iloc[-1]), float(high[-1]), float(low[-1]), float(close[-1]), float(vol[-1])],
-        "composite": composite,
-        "price_components": {"rsi_component": ps.rsi_component, "macd_hist_z": ps.macd_hist_z,
-                             "ema_spread_z": ps.ema_spread_z, "volume_damping": ps.volume_damping},
-        "narrative": {"count": nar.count, "effective_weight": nar.effective_weight,
-                      "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min},
+        "last_ohlcv": [float(bars["open"].iloc[-1]), float(high[-1]), float(low[-1]), float(close[-1]),
+                       float(vol[-1])],
         "headlines": [{"id": s.headline.id, "at": s.headline.published_at, "title": s.headline.title[:160],
                        "score": s.score.value} for s in top],
-        "quality_points": {"sentiment": q.sentiment, "momentum": q.momentum, "volume": q.volume,
-                           "rsi_extreme": q.rsi_extreme, "aligned": q.aligned_bonus, "contrarian": q.contrarian_bonus},
-        "conviction_parts": {"quality": conv.quality_part, "regime_alignment": conv.regime_alignment,
-                             "volatility": conv.volatility_score, "confirmation": conv.confirmation},
-        "regime_horizons": list(regime.horizon_scores), "participation": regime.participation,
     }
-    gates = {"passed": g.passed, "failed": list(g.failed), "required_quality": g.required_quality,
-             "required_conviction": g.required_conviction, "min_direction_score": p.min_direction_score,
-             "confidence_sizing": p.gates.confidence_sizing}
-    return Signal(symbol=symbol, ts=now, price=float(close[-1]), action=action, direction=direction, reason=reason,
-                  quality=q.total, conviction=conv.total, regime=regime, price_score=ps.score,
-                  narrative=nar.score, divergence=div, divergence_trigger=trig, volume_z=vz, rsi=ps.rsi,
-                  atr=atr_last, size_fraction=frac, headline_count=nar.count, scorer_id=nar.scorer_id,
-                  gates=gates, inputs=inputs)
+    return decide(symbol, now, float(close[-1]), table.row(len(close) - 1), nar, p, extra)
+
+
+def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: NarrativeResult, p: EvalParams,
+           extra: dict | None = None) -> Signal:
+    """The scores and the decision from one bar's features and the narrative: :func:`score_table` on
+    one-element arrays, the same arithmetic the backtest runs over every bar at once."""
+    h = np.full((1, len(HORIZONS)), np.nan)
+    h[0, :len(f.horizon_scores)] = f.horizon_scores
+    t = score_table([f.rsi], [f.macd_hist_z], [f.ema_spread_z], [f.volume_z], h, [f.annual_vol], [f.participation],
+                    [nar.score], [nar.count], p)
+    return signal_at(symbol, now, price, t, 0, f, nar, p, extra)
+
+
+def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f: FeatureRow, nar: NarrativeResult,
+              p: EvalParams, extra: dict | None = None) -> Signal:
+    """The :class:`Signal` of row ``i`` of a :class:`ScoreTable` (``extra``: inputs to record, or None)."""
+    q_total = float(t.quality["total"][i])
+    conv = float(t.conviction["total"][i])
+    req_q = float(t.gates["required_quality"][i])
+    composite = float(t.composite[i])
+    direction = int(t.direction[i])
+    act = int(t.action[i])
+    regime = Regime(label=TREND_LABELS[int(t.trend_code[i])], trend_score=float(t.trend_score[i]),
+                    volatility=VOL_LABELS[int(t.vol_code[i])], annual_vol=f.annual_vol,
+                    volume=VOLUME_LABELS[int(t.volume_code[i])], participation=f.participation,
+                    confidence=float(t.confidence[i]), horizon_scores=tuple(f.horizon_scores))
+    if act != 0:
+        action = Action.BUY if act > 0 else Action.SELL
+        reason = (f"{action.value}: composite {composite:+.3f}, quality {q_total:.2f} >= {req_q:.2f}, "
+                  f"conviction {conv:.2f} >= {p.gates.min_conviction:.2f}, regime {regime.label}")
+    else:
+        action = Action.HOLD
+        parts = []
+        if t.gates["no_direction"][i]:
+            parts.append(f"|composite| {abs(composite):.3f} < {p.min_direction_score:.3f}")
+        if t.gates["quality"][i]:
+            parts.append(f"quality {q_total:.2f} < {req_q:.2f}")
+        if t.gates["conviction"][i]:
+            parts.append(f"conviction {conv:.2f} < {p.gates.min_conviction:.2f}")
+        reason = "hold: " + "; ".join(parts)
+
+    inputs: dict = {}
+    gates: dict = {}
+    if extra is not None:
+        inputs = dict(extra)
+        inputs.update({
+            "composite": composite,
+            "price_components": {"rsi_component": float(t.rsi_component[i]), "macd_hist_z": f.macd_hist_z,
+                                 "ema_spread_z": f.ema_spread_z, "volume_damping": float(t.damping[i])},
+            "narrative": {"count": nar.count, "effective_weight": nar.effective_weight,
+                          "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min},
+            "quality_points": {k: float(t.quality[k][i]) for k in ("sentiment", "momentum", "volume", "rsi_extreme",
+                                                                   "aligned", "contrarian")},
+            "conviction_parts": {"quality": float(t.conviction["quality"][i]),
+                                 "regime_alignment": float(t.conviction["alignment"][i]),
+                                 "volatility": float(t.conviction["volatility"][i]),
+                                 "confirmation": float(t.conviction["confirmation"][i])},
+            "regime_horizons": list(regime.horizon_scores), "participation": regime.participation,
+        })
+        gates = {"passed": act != 0, "failed": [k for k in ("no_direction", "quality", "conviction")
+                                                if t.gates[k][i]],
+                 "required_quality": req_q, "required_conviction": p.gates.min_conviction,
+                 "min_direction_score": p.min_direction_score, "confidence_sizing": p.gates.confidence_sizing}
+    return Signal(symbol=symbol, ts=now, price=price, action=action, direction=direction, reason=reason,
+                  quality=q_total, conviction=conv, regime=regime, price_score=float(t.price[i]),
+                  narrative=nar.score, divergence=float(t.divergence[i]), divergence_trigger=float(t.trigger[i]),
+                  volume_z=f.volume_z, rsi=f.rsi, atr=f.atr, size_fraction=float(t.size_fraction[i]),
+                  headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs)

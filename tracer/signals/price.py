@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracer.signals import scoring
 from tracer.signals.indicators import ema, macd, rsi, zscore_last
 
 
@@ -41,9 +42,7 @@ def volume_damping(volume_z: float) -> float:
     ``damp = clip(1 + 0.25 * min(volume_z, 0), 0.5, 1)``: a bar two standard deviations
     below the usual volume halves the momentum reading's weight (0.5), one below gives 0.75.
     """
-    if not np.isfinite(volume_z):
-        return 1.0
-    return float(np.clip(1.0 + 0.25 * min(volume_z, 0.0), 0.5, 1.0))
+    return float(scoring.volume_damping(volume_z))
 
 
 def price_score(close: np.ndarray, volume_z: float, z_window: int = 50) -> PriceScore:
@@ -66,7 +65,10 @@ def price_score(close: np.ndarray, volume_z: float, z_window: int = 50) -> Price
     scale = float(np.mean(np.abs(c[-z_window:]))) if len(c) else 0.0
     mz = _z_last(hist, z_window, scale)
     sz = _z_last(spread, z_window, 1.0)
-    rc = (rsi_last - 50.0) / 50.0
-    raw = 0.30 * rc + 0.35 * np.tanh(mz / 2.0) + 0.35 * np.tanh(sz / 2.0)
-    damp = volume_damping(volume_z)
-    return PriceScore(float(np.clip(raw * damp, -1.0, 1.0)), rsi_last, rc, mz, sz, damp)
+    return price_from(rsi_last, mz, sz, volume_z)
+
+
+def price_from(rsi_value: float, macd_hist_z: float, ema_spread_z: float, volume_z: float) -> PriceScore:
+    """The price score from its parts (formula in :func:`price_score`; arithmetic in :mod:`scoring`)."""
+    score, rc, damp = scoring.price_score(rsi_value, macd_hist_z, ema_spread_z, volume_z)
+    return PriceScore(float(score), rsi_value, float(rc), macd_hist_z, ema_spread_z, float(damp))

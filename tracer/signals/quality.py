@@ -1,9 +1,10 @@
 """Signal quality 0-10 from points (pure)."""
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 
-import numpy as np
+from tracer.signals import scoring
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +30,6 @@ def signal_quality(narrative: float, headline_count: int, price: float, volume_z
     - contrarian bonus: +1 when a divergence triggered and the RSI extreme points the way of the
       narrative (narrative bullish with RSI < 30, or bearish with RSI > 70)
     """
-    sent = 3.0 * min(abs(narrative), 1.0) if headline_count > 0 else 0.0
-    mom = 3.0 * min(abs(price), 1.0)
-    vol = float(np.clip(volume_z, 0.0, 2.0)) if np.isfinite(volume_z) else 0.0
-    if rsi < 20 or rsi > 80:
-        ext = 1.5
-    elif rsi < 30 or rsi > 70:
-        ext = 1.0
-    else:
-        ext = 0.0
-    aligned = 1.0 if (headline_count > 0 and abs(narrative) >= 0.1 and abs(price) >= 0.1
-                      and np.sign(narrative) == np.sign(price)) else 0.0
-    contrarian = 1.0 if diverged and ((narrative > 0 and rsi < 30) or (narrative < 0 and rsi > 70)) else 0.0
-    total = min(10.0, sent + mom + vol + ext + aligned + contrarian)
-    return QualityBreakdown(round(total, 10), sent, mom, vol, ext, aligned, contrarian)
+    q = scoring.quality_points(narrative, headline_count, price, volume_z, rsi, diverged)
+    return QualityBreakdown(*(float(q[k]) for k in ("total", "sentiment", "momentum", "volume", "rsi_extreme",
+                                                     "aligned", "contrarian")))

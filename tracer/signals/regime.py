@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from tracer.models import Regime
+from tracer.signals import scoring
 
 HORIZONS = (24, 72, 168)          # bars; with hourly bars: a day, three days, a week
-BULL, STRONG = 0.15, 0.5          # label boundaries on the combined trend score
-VOL_BANDS = (0.35, 0.80, 1.30)    # annualised volatility: low < 35% <= normal < 80% <= high < 130% <= extreme
-VOLUME_BANDS = (0.8, 1.25)        # participation: low < 0.8 <= normal <= 1.25 < high
+BULL, STRONG = scoring.BULL, scoring.STRONG      # label boundaries on the combined trend score
+VOL_BANDS = scoring.VOL_BANDS     # annualised volatility: low < 35% <= normal < 80% <= high < 130% <= extreme
+VOLUME_BANDS = scoring.VOLUME_BANDS   # participation: low < 0.8 <= normal <= 1.25 < high
 
 
 def horizon_trend(log_close: np.ndarray, h: int) -> float:
@@ -34,37 +35,19 @@ def horizon_trend(log_close: np.ndarray, h: int) -> float:
 
 
 def trend_label(score: float) -> str:
-    if score >= STRONG:
-        return "strong_bull"
-    if score >= BULL:
-        return "bull"
-    if score <= -STRONG:
-        return "strong_bear"
-    if score <= -BULL:
-        return "bear"
-    return "sideways"
+    """strong_bull >= 0.5 > bull >= 0.15 > sideways > -0.15 >= bear > -0.5 >= strong_bear."""
+    return scoring.TREND_LABELS[int(scoring.trend_code(score))]
 
 
 def volatility_label(annual_vol: float) -> str:
-    lo, mid, hi = VOL_BANDS
-    if annual_vol < lo:
-        return "low"
-    if annual_vol < mid:
-        return "normal"
-    if annual_vol < hi:
-        return "high"
-    return "extreme"
+    return scoring.VOL_LABELS[int(scoring.vol_code(annual_vol))]
 
 
 def volume_label(participation: float) -> str:
-    if participation < VOLUME_BANDS[0]:
-        return "low"
-    if participation > VOLUME_BANDS[1]:
-        return "high"
-    return "normal"
+    return scoring.VOLUME_LABELS[int(scoring.volume_code(participation))]
 
 
-def regime_confidence(horizon_scores: np.ndarray, combined: float, vol_label: str) -> float:
+def regime_confidence(horizon_scores, combined: float, vol_label: str) -> float:
     """Confidence in [0, 1] computed from the data:
 
     ``0.5 * agreement + 0.5 * margin``, where ``agreement = |mean(sign(horizon scores))|`` (1 when
@@ -72,14 +55,8 @@ def regime_confidence(horizon_scores: np.ndarray, combined: float, vol_label: st
     combined score from the nearest label boundary (+-0.15, +-0.5) divided by 0.15, clipped to [0, 1].
     Extreme volatility multiplies the result by 0.75 (labels flip more easily there).
     """
-    signs = np.sign(horizon_scores)
-    agreement = float(abs(signs.mean())) if len(signs) else 0.0
-    dist = min(abs(combined - b) for b in (-STRONG, -BULL, BULL, STRONG))
-    margin = float(np.clip(dist / BULL, 0.0, 1.0))
-    conf = 0.5 * agreement + 0.5 * margin
-    if vol_label == "extreme":
-        conf *= 0.75
-    return float(np.clip(conf, 0.0, 1.0))
+    h = np.asarray([list(horizon_scores)], dtype=float).reshape(1, -1)
+    return float(scoring.regime_confidence(h, combined, scoring.VOL_LABELS.index(vol_label))[0])
 
 
 def market_regime(close: np.ndarray, volume: np.ndarray, bars_per_year: float, vol_window: int = 24) -> Regime:
@@ -92,14 +69,22 @@ def market_regime(close: np.ndarray, volume: np.ndarray, bars_per_year: float, v
     c = np.asarray(close, dtype=float)
     v = np.asarray(volume, dtype=float)
     lc = np.log(c)
-    hs = np.array([horizon_trend(lc, h) for h in HORIZONS if len(lc) >= h], dtype=float)
-    combined = float(hs.mean()) if len(hs) else 0.0
+    hs = tuple(horizon_trend(lc, h) for h in HORIZONS if len(lc) >= h)
     rets = np.diff(lc[-(vol_window + 1):])
     annual_vol = float(np.std(rets) * np.sqrt(bars_per_year)) if len(rets) > 1 else 0.0
     long_n = min(len(v), 168)
     long_mean = float(v[-long_n:].mean()) if long_n else 0.0
     participation = float(v[-24:].mean() / long_mean) if long_mean > 0 else 1.0
-    vol_label = volatility_label(annual_vol)
-    return Regime(label=trend_label(combined), trend_score=combined, volatility=vol_label, annual_vol=annual_vol,
-                  volume=volume_label(participation), participation=participation,
-                  confidence=regime_confidence(hs, combined, vol_label), horizon_scores=tuple(float(x) for x in hs))
+    return regime_from(hs, annual_vol, participation)
+
+
+def regime_from(horizon_scores: tuple[float, ...], annual_vol: float, participation: float) -> Regime:
+    """The regime from its measured parts (see :func:`market_regime`)."""
+    h = np.asarray([list(horizon_scores)], dtype=float).reshape(1, -1)
+    combined, _ = scoring.combined_trend(h)
+    vc = scoring.vol_code(annual_vol)
+    return Regime(label=scoring.TREND_LABELS[int(scoring.trend_code(combined[0]))], trend_score=float(combined[0]),
+                  volatility=scoring.VOL_LABELS[int(vc)], annual_vol=annual_vol,
+                  volume=scoring.VOLUME_LABELS[int(scoring.volume_code(participation))], participation=participation,
+                  confidence=float(scoring.regime_confidence(h, combined, vc)[0]),
+                  horizon_scores=tuple(float(x) for x in horizon_scores))

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Watchdog of one agent: restarts it when its process is gone or its heartbeat is stale.
+#
+#   scripts/watchdog.sh AGENT              one pass, then exit (cron, launchd StartInterval)
+#   scripts/watchdog.sh AGENT --loop       a pass every TB_WATCHDOG_INTERVAL_S seconds until SIGTERM
+#   scripts/watchdog.sh AGENT --exec [ARG] run the agent in the foreground with its pid file (launchd job)
+#
+# AGENT is hybrid or futures; scripts/watchdog_hybrid.sh and scripts/watchdog_futures.sh call this.
+# The decision (ok / absent / stopped / restart / capped) comes from `tracer watchdog-check` (tracer/ops.py):
+# down = pid gone or heartbeat older than TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN; an agent that stopped cleanly
+# or has no pid file is left alone; at most TB_WATCHDOG_MAX_RESTARTS_PER_HOUR restarts, then an alert and
+# no more tries. A restart uses the agent's recorded command line ($TB_STATE_DIR/AGENT.args), a hung agent
+# gets SIGTERM, then SIGKILL after TB_WATCHDOG_STOP_GRACE_S. Every action: $TB_LOG_DIR/watchdog.log.
+# A lock directory ($TB_STATE_DIR/watchdog_AGENT.lock, holding the owner pid) keeps copies from piling up:
+# a second copy exits at once (status 0); a lock whose owner is gone is taken over.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { echo "usage: scripts/watchdog.sh hybrid|futures [--loop | --exec [AGENT OPTIONS]]" >&2; exit 2; }
+agent="${1:-}"
+case "$agent" in
+  hybrid) script=scripts/hybrid_crypto_trader.py ;;
+  futures) script=scripts/high_risk_futures_agent.py ;;
+  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+  *) usage ;;
+esac
+shift
+mode=pass
+if [ $# -gt 0 ]; then
+  case "$1" in
+    --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
+    --exec) mode="exec"; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) usage ;;
+  esac
+fi
+
+PY=.venv/bin/python
+[ -x "$PY" ] || { echo "watchdog[$agent]: $PY is missing (run ./start_trading_system.sh once)" >&2; exit 2; }
+cfg=$("$PY" -c 'from tracer.config import load_settings as l; s = l()
+print(s.state_dir); print(s.log_dir); print(s.watchdog_interval_s); print(int(s.watchdog_stop_grace_s * 5) + 1)') || {
+  echo "watchdog[$agent]: configuration invalid (see .venv/bin/tracer check-config)" >&2; exit 2; }
+STATE_DIR=$(printf '%s\n' "$cfg" | sed -n 1p)
+LOG_DIR=$(printf '%s\n' "$cfg" | sed -n 2p)
+INTERVAL=$(printf '%s\n' "$cfg" | sed -n 3p)
+GRACE_STEPS=$(printf '%s\n' "$cfg" | sed -n 4p)
+mkdir -p "$STATE_DIR" "$LOG_DIR"
+PIDF="$STATE_DIR/$agent.pid"
+ARGSF="$STATE_DIR/$agent.args"
+
+say() { echo "watchdog[$agent]: $*"; }
+log() {
+  printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$agent" "$*" >> "$LOG_DIR/watchdog.log"
+  say "$*"
+}
+
+# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is no watchdog) leaves a stale lock --------
+HELD=""        # the locks this process holds, space-separated
+LOCK_OWNER=""
+owner_alive() {  # a live process that runs this script (the ps check guards against a recycled pid)
+  kill -0 "$1" 2>/dev/null || return 1
+  command -v ps >/dev/null 2>&1 || return 0
+  ps -o command= -p "$1" 2>/dev/null | grep -q watchdog
+}
+lock_acquire() {
+  local dir="$1" owner tries=0
+  while [ $tries -lt 3 ]; do
+    tries=$((tries + 1))
+    # a SIGTERM between mkdir and writing the pid would leave an ownerless lock: hold it until the
+    # pid is written, then deliver it
+    local saved_term
+    saved_term=$(trap -p TERM)
+    TERM_PENDING=""
+    trap 'TERM_PENDING=1' TERM
+    if mkdir "$dir" 2>/dev/null; then
+      echo "$$" > "$dir/pid"
+      HELD="$HELD $dir"
+      eval "${saved_term:-trap - TERM}"
+      [ -z "$TERM_PENDING" ] || kill -TERM $$
+      return 0
+    fi
+    eval "${saved_term:-trap - TERM}"
+    [ -z "$TERM_PENDING" ] || kill -TERM $$
+    owner=$(cat "$dir/pid" 2>/dev/null || true)
+    if [ -n "$owner" ] && owner_alive "$owner"; then LOCK_OWNER="$owner"; return 1; fi
+    if [ -z "$owner" ] && [ -z "$(find "$dir" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then
+      LOCK_OWNER="(starting)"; return 1            # just created by another copy, pid not written yet
+    fi
+    # stale: re-check that nobody took it over in between, then remove it and try again
+    [ "$(cat "$dir/pid" 2>/dev/null || true)" = "$owner" ] || continue
+    log "stale lock $dir (owner ${owner:-unknown} is gone): taken over"
+    rm -rf "$dir"
+  done
+  LOCK_OWNER="(contended)"
+  return 1
+}
+lock_release() {
+  local dir="$1"
+  [ "$(cat "$dir/pid" 2>/dev/null || true)" = "$$" ] && rm -rf "$dir"
+  HELD=$(printf '%s' "$HELD" | sed "s| $dir||")
+}
+sleeper=""
+cleanup() {
+  local d
+  [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null || true
+  for d in $HELD; do [ "$(cat "$d/pid" 2>/dev/null || true)" = "$$" ] && rm -rf "$d"; done
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# --- the agent's command line: the same as start_trading_system.sh's (options recorded in AGENT.args) -------
+args=()
+load_args() {
+  local line
+  args=()
+  [ -f "$ARGSF" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    [ -z "$line" ] || args+=("$line")
+  done < "$ARGSF"
+}
+launch() {  # start the agent in the background, write its pid file; sets new_pid
+  load_args
+  nohup "$PY" "$script" ${args[@]+"${args[@]}"} >/dev/null 2>>"$LOG_DIR/$agent.err" </dev/null &
+  new_pid=$!
+  echo "$new_pid" > "$PIDF"
+}
+stop_pid() {  # SIGTERM, wait up to TB_WATCHDOG_STOP_GRACE_S, then SIGKILL
+  local pid="$1" i=0
+  log "stopping pid $pid: SIGTERM"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while [ $i -lt "$GRACE_STEPS" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid still there after the grace period: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    i=0
+    while [ $i -lt 25 ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
+  fi
+}
+
+one_pass() {
+  local out action rest pid state reason
+  if ! out=$("$PY" -m tracer.cli watchdog-check "$agent"); then
+    log "error: tracer watchdog-check failed; nothing done"
+    return 0
+  fi
+  # <action> <pid|-> <alive|gone> <reason>
+  action=${out%% *}; rest=${out#* }; pid=${rest%% *}; rest=${rest#* }; state=${rest%% *}; reason=${rest#* }
+  case "$action" in
+    ok|absent|stopped|capped) say "$action: $reason" ;;
+    restart)
+      if ! lock_acquire "$STATE_DIR/$agent.launch.lock"; then
+        say "another start of $agent is in progress (pid $LOCK_OWNER); nothing done"
+        return 0
+      fi
+      if [ "$pid" != "-" ] && [ "$(cat "$PIDF" 2>/dev/null || true)" != "$pid" ]; then   # started meanwhile
+        lock_release "$STATE_DIR/$agent.launch.lock"
+        say "pid file changed meanwhile; nothing done"
+        return 0
+      fi
+      log "down: $reason"
+      # only a pid that tracer verified to be this agent is signalled (never a recycled one)
+      if [ "$state" = alive ] && [ "$pid" != "-" ]; then stop_pid "$pid"; fi
+      launch
+      lock_release "$STATE_DIR/$agent.launch.lock"
+      "$PY" -m tracer.cli watchdog-restarted "$agent" --old-pid "${pid//-/0}" --new-pid "$new_pid" \
+        --reason "$reason" >/dev/null || log "error: could not record the restart"
+      say "restarted: new pid $new_pid"
+      ;;
+    *) log "error: unexpected answer from tracer watchdog-check: $out" ;;
+  esac
+}
+
+case "$mode" in
+  pass)
+    if ! lock_acquire "$STATE_DIR/watchdog_$agent.lock"; then
+      say "another watchdog of $agent is running (pid $LOCK_OWNER); exiting"
+      exit 0
+    fi
+    one_pass
+    ;;
+  loop)
+    if ! lock_acquire "$STATE_DIR/watchdog_$agent.lock"; then
+      say "another watchdog of $agent is running (pid $LOCK_OWNER); exiting"
+      exit 0
+    fi
+    log "loop started (pid $$, a pass every ${INTERVAL}s)"
+    trap 'log "loop stopped (SIGTERM)"; exit 0' TERM
+    while true; do
+      one_pass || true
+      sleep "$INTERVAL" &
+      sleeper=$!
+      wait "$sleeper" || true
+      sleeper=""
+    done
+    ;;
+  exec)
+    if ! lock_acquire "$STATE_DIR/$agent.launch.lock"; then
+      say "another start of $agent is in progress (pid $LOCK_OWNER); exiting"
+      exit 0
+    fi
+    if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
+      && ps -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
+      lock_release "$STATE_DIR/$agent.launch.lock"
+      say "already running (pid $(cat "$PIDF")); exiting"
+      exit 0
+    fi
+    : > "$ARGSF"
+    for a in ${1+"$@"}; do printf '%s\n' "$a" >> "$ARGSF"; done
+    echo "$$" > "$PIDF"          # exec keeps the pid: it becomes the agent's
+    lock_release "$STATE_DIR/$agent.launch.lock"
+    trap - EXIT TERM INT
+    exec "$PY" "$script" ${1+"$@"}
+    ;;
+esac

@@ -1,0 +1,203 @@
+"""scripts/health_check.sh and scripts/monitoring_status.sh, run for real.
+
+Exit codes (README "Operations"): 0 all ok; 1 warning (stale heartbeat, notification backlog, errors in
+recent cycles or logs, low disk, agent never started); 2 critical (agent down without a clean stop, DB
+missing / not a database / failing quick_check, disk nearly full).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+START = ROOT / "start_trading_system.sh"
+HEALTH = ROOT / "scripts" / "health_check.sh"
+DASH = ROOT / "scripts" / "monitoring_status.sh"
+
+
+def env_for(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"),
+               TB_WATCHDOG_ENABLED="false", TB_HEALTH_DISK_WARN_PCT="0", TB_HEALTH_DISK_CRITICAL_PCT="0")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], tmp: Path, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env_for(tmp, **extra), capture_output=True, text=True, timeout=240, cwd=ROOT)
+
+
+def health(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return run(["bash", str(HEALTH), *args], tmp, **extra)
+
+
+def health_json(tmp: Path, **extra: str) -> dict:
+    r = health(tmp, "--json", "--no-alert", **extra)
+    doc = json.loads(r.stdout)
+    assert doc["exit_code"] == r.returncode
+    return doc
+
+
+def levels(doc: dict) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in doc["checks"]}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def db(tmp: Path) -> Iterator[sqlite3.Connection]:
+    c = sqlite3.connect(tmp / "state" / "t.db", timeout=30)
+    c.row_factory = sqlite3.Row
+    try:
+        yield c
+        c.commit()
+    finally:
+        c.close()
+
+
+def own_heartbeat(tmp: Path, agent: str) -> bool:
+    pid = int((tmp / "state" / f"{agent}.pid").read_text())
+    with db(tmp) as c:
+        hb = c.execute("SELECT * FROM heartbeats WHERE agent=?", (agent,)).fetchone()
+    return hb is not None and hb["pid"] == pid and hb["status"] == "running"
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_running_system_ok_then_warning_then_critical(tmp_path):
+    r = run(["bash", str(START), "--interval", "30"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    try:
+        for a in ("hybrid", "futures"):
+            wait_for(lambda: own_heartbeat(tmp_path, a), what=f"{a} heartbeat")
+        # 0: everything fresh
+        ok = health(tmp_path)
+        assert ok.returncode == 0, ok.stdout
+        lines = ok.stdout.strip().splitlines()
+        assert lines[-1] == "health: ok (0 warning, 0 critical)"
+        assert all(ln.startswith("OK") for ln in lines[:-1]) and len(lines) >= 9
+        doc = health_json(tmp_path)
+        assert doc["status"] == "ok" and set(levels(doc).values()) == {"ok"}
+        assert {"process[hybrid]", "heartbeat[futures]", "database", "disk", "errors", "notifications",
+                "venue"} <= set(levels(doc))
+        assert next(c for c in doc["checks"] if c["name"] == "venue")["message"] == "skipped (offline replay)"
+
+        # 1: a stale heartbeat; the alert is enqueued once, not again on the next run
+        with db(tmp_path) as c:
+            c.execute("UPDATE heartbeats SET ts=? WHERE agent='hybrid'", (iso(datetime.now(timezone.utc)
+                                                                            - timedelta(hours=2)),))
+        stale = health(tmp_path)
+        assert stale.returncode == 1, stale.stdout
+        assert any(ln.startswith("WARNING") and "heartbeat[hybrid]" in ln and "STALE" in ln
+                   for ln in stale.stdout.splitlines())
+        assert health(tmp_path).returncode == 1
+        with db(tmp_path) as c:
+            sent = c.execute("SELECT * FROM notifications WHERE kind='health_warning'").fetchall()
+            assert len(sent) == 1 and "heartbeat[hybrid]" in sent[0]["message"]
+            c.execute("UPDATE heartbeats SET ts=? WHERE agent='hybrid'", (iso(datetime.now(timezone.utc)),))
+            c.execute("UPDATE notifications SET status='sent'")
+        assert health(tmp_path).returncode == 0
+
+        # 1: a notification backlog
+        with db(tmp_path) as c:
+            c.execute("INSERT INTO notifications(created_at, agent, channel, kind, message) VALUES (?,?,?,?,?)",
+                      (iso(datetime.now(timezone.utc) - timedelta(hours=1)), "hybrid", "discord", "fill", "x"))
+        doc = health_json(tmp_path)
+        assert doc["exit_code"] == 1 and levels(doc)["notifications"] == "warning"
+        with db(tmp_path) as c:
+            c.execute("UPDATE notifications SET status='sent'")
+
+        # 1: an error line in an agent's log within the window
+        with open(tmp_path / "logs" / "futures.log", "a") as fh:
+            fh.write(f"{iso(datetime.now(timezone.utc))[:-1]}.000Z ERROR futures event=agent_error error=X\n")
+        doc = health_json(tmp_path)
+        assert doc["exit_code"] == 1 and levels(doc)["errors"] == "warning"
+
+        # 2: an agent is down (killed, no clean stop)
+        pid = int((tmp_path / "state" / "futures.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 30, "the futures agent to die")
+        down = health(tmp_path)
+        assert down.returncode == 2
+        assert any(ln.startswith("CRITICAL") and "process[futures]" in ln and "DOWN" in ln
+                   for ln in down.stdout.splitlines())
+        with db(tmp_path) as c:
+            assert c.execute("SELECT COUNT(*) FROM notifications WHERE kind='health_critical'").fetchone()[0] == 1
+
+        # the dashboard shows both agents, the dead one as DOWN
+        dash = run(["bash", str(DASH)], tmp_path)
+        assert dash.returncode == 0, dash.stderr
+        rows = {ln.split("│")[1].strip(): ln for ln in dash.stdout.splitlines() if ln.count("│") > 5}
+        assert "up" in rows["hybrid"] and "DOWN" in rows["futures"]
+        assert "/8" in rows["hybrid"] and "/8" in rows["futures"]        # trades today against the daily limit
+        assert "agent_error" in dash.stdout                                # the last error, from futures.log
+    finally:
+        run(["bash", str(START), "--stop"], tmp_path)
+
+
+def test_missing_db_is_critical_and_not_created(tmp_path):
+    r = health(tmp_path)
+    assert r.returncode == 2
+    assert any(ln.startswith("CRITICAL") and "database" in ln and "MISSING" in ln for ln in r.stdout.splitlines())
+    assert not (tmp_path / "state" / "t.db").exists()
+    doc = health_json(tmp_path)
+    assert doc["status"] == "critical" and levels(doc)["database"] == "critical"
+    assert levels(doc)["process[hybrid]"] == "warning"        # never started
+    assert "alerts.log" in os.listdir(tmp_path / "logs")      # the alert could not go to the missing DB
+
+
+def test_corrupt_db_is_critical(tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "t.db").write_bytes(b"this is not a database" * 100)
+    doc = health_json(tmp_path)
+    assert doc["exit_code"] == 2 and levels(doc)["database"] == "critical"
+
+
+def test_disk_thresholds_and_never_started_agents(tmp_path):
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    doc = health_json(tmp_path)
+    assert doc["exit_code"] == 1 and levels(doc)["process[futures]"] == "warning"   # not started
+    assert levels(doc)["database"] == "ok" and levels(doc)["disk"] == "ok"
+    assert levels(health_json(tmp_path, TB_HEALTH_DISK_WARN_PCT="100"))["disk"] == "warning"
+    doc = health_json(tmp_path, TB_HEALTH_DISK_WARN_PCT="100", TB_HEALTH_DISK_CRITICAL_PCT="100")
+    assert doc["exit_code"] == 2 and levels(doc)["disk"] == "critical"
+
+
+def test_invalid_config_is_critical(tmp_path):
+    r = health(tmp_path, TB_WATCHDOG_MAX_RESTARTS_PER_HOUR="zero")
+    assert r.returncode == 2 and "TB_WATCHDOG_MAX_RESTARTS_PER_HOUR" in r.stderr
+
+
+def test_alert_command_enqueues_for_every_channel(tmp_path):
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    r = run([str(ROOT / ".venv/bin/tracer"), "alert", "test_alert", "hello ops", "--agent", "futures"], tmp_path)
+    assert r.returncode == 0 and "1 channel" in r.stdout
+    with db(tmp_path) as c:
+        row = c.execute("SELECT * FROM notifications WHERE kind='test_alert'").fetchone()
+    assert row["message"] == "hello ops" and row["agent"] == "futures" and row["channel"] == "console"

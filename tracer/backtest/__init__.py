@@ -1,0 +1,1 @@
+"""Backtests of the live decision code."""

@@ -1,0 +1,266 @@
+"""The backtest: the agents' own decision code replayed over history with a simulated clock.
+
+What is shared with the live agents (no second implementation of the strategy): the features and
+:func:`tracer.signals.evaluate.decide`, the relevance filter, the sentiment scorer, the narrative, the
+agent's policy (:class:`HybridPolicy` / :class:`FuturesPolicy` with the risk rules), the ordering of
+decisions (:func:`tracer.agents.loop.decide_all`) and the paper brokers (fills, fees, slippage,
+funding, liquidation, exits). What differs is the driver: features are computed once over the whole
+history with vectorised code (:func:`tracer.signals.features.feature_table`) instead of once per cycle
+on a window, and nothing is written to SQLite per cycle (results are collected in memory).
+
+Order of one step, as in :meth:`tracer.agents.loop.AgentLoop.run_cycle`: the broker processes the bar
+that just closed (fills of the previous step's orders at its open, then exits), the UTC day rolls,
+every symbol is evaluated, the policy decides, new orders are submitted, equity is recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tracer.agents.loop import decide_all
+from tracer.backtest.data import Series, candle_file, load_series
+from tracer.config import Settings
+from tracer.data.replay import bundled_dir, load_headlines
+from tracer.models import Bar, OrderState, Position, PositionSide, ScoredHeadline, Trade
+from tracer.risk.limits import Book
+from tracer.sentiment.narrative import NarrativeResult, narrative_score, relevant
+from tracer.sentiment.scorer import SentimentScorer
+from tracer.signals.evaluate import EvalParams, signal_at
+from tracer.signals.scoring import score_table
+from tracer.signals.features import feature_table
+
+NS = 1_000_000_000
+_NO_NARRATIVE = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
+
+
+@dataclass
+class EquityPoint:
+    ts: datetime
+    equity: float
+    cash: float
+    exposure: float          # gross notional of open positions
+    positions: int
+
+
+@dataclass
+class BacktestResult:
+    agent: str
+    symbols: list[str]
+    interval: timedelta
+    start: datetime
+    end: datetime
+    initial_capital: float
+    trades: list[Trade] = field(default_factory=list)
+    equity: list[EquityPoint] = field(default_factory=list)
+    fees_paid: float = 0.0
+    entries: int = 0
+    rejected: int = 0
+    bar_steps: int = 0
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / NS, tz=timezone.utc)
+
+
+class _Narratives:
+    """Per-symbol relevant headlines, scored once, and the decayed narrative at any time."""
+
+    def __init__(self, symbols: Sequence[str], headlines, scorer: SentimentScorer, halflife: float, trim: float,
+                 lookback: timedelta):
+        self.halflife, self.trim = halflife, trim
+        self.lookback_ns = int(lookback.total_seconds() * NS)
+        self.by_symbol: dict[str, tuple[np.ndarray, list[ScoredHeadline]]] = {}
+        for sym in symbols:
+            rel = relevant(sym, headlines)
+            scores = scorer.score([h.title for h in rel]) if rel else []
+            scored = [ScoredHeadline(h, s) for h, s in zip(rel, scores)]
+            t = np.array([int(h.published_at.timestamp() * NS) for h in rel], dtype=np.int64)
+            self.by_symbol[sym] = (t, scored)
+
+    def has_any(self, symbol: str, now_ns: int) -> bool:
+        t, _ = self.by_symbol[symbol]
+        hi = int(np.searchsorted(t, now_ns, side="right"))
+        return hi > 0 and int(t[hi - 1]) > now_ns - self.lookback_ns
+
+    def at(self, symbol: str, now_ns: int, now: datetime) -> NarrativeResult:
+        t, scored = self.by_symbol[symbol]
+        hi = int(np.searchsorted(t, now_ns, side="right"))
+        lo = int(np.searchsorted(t, now_ns - self.lookback_ns, side="right"))
+        if hi <= lo:
+            return _NO_NARRATIVE
+        return narrative_score(scored[lo:hi], now, halflife_min=self.halflife, trim=self.trim)
+
+
+def make_agent(agent: str, s: Settings, interval: timedelta):
+    """The agent's own policy and paper broker, configured from the settings exactly as live."""
+    if agent == "hybrid":
+        from tracer.agents.hybrid import HybridPolicy
+        from tracer.execution.paper import PaperSpotBroker
+        return (HybridPolicy(s), PaperSpotBroker("hybrid", s.hybrid_capital, s.fee_bps, s.slippage_bps, interval),
+                s.hybrid_capital)
+    if agent == "futures":
+        from tracer.agents.futures import FuturesPolicy
+        from tracer.execution.paper_futures import PaperFuturesBroker
+        broker = PaperFuturesBroker("futures", s.futures_capital, s.fee_bps, s.slippage_bps, s.futures_mmr,
+                                    s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
+                                    s.futures_vol_stop_mult, interval)
+        return FuturesPolicy(s), broker, s.futures_capital
+    raise ValueError(f"unknown agent {agent!r} (hybrid or futures)")
+
+
+def load_history(symbols: Sequence[str], data_dir: Path | None, interval: timedelta) -> list[Series]:
+    d = Path(data_dir) if data_dir else bundled_dir()
+    return [load_series(candle_file(d, sym, interval), sym) for sym in symbols]
+
+
+def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: SentimentScorer,
+                 start: datetime | None = None, end: datetime | None = None, data_dir: Path | None = None,
+                 headlines_path: Path | None = None, interval: timedelta = timedelta(hours=1),
+                 close_at_end: bool = True, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+    series = load_history(symbols, data_dir, interval)
+    iv_ns = int(interval.total_seconds() * NS)
+    # the common clock: bar close times every symbol has (as the replay feed)
+    common = series[0].ts_ns
+    for sr in series[1:]:
+        common = np.intersect1d(common, sr.ts_ns, assume_unique=True)
+    if len(common) == 0:
+        raise ValueError("the symbols share no bar time")
+    rows = {sr.symbol: np.searchsorted(sr.ts_ns, common) for sr in series}
+    # a bar is usable when its look-back window (as the live feed sees it) has no gap
+    gap_free = {}
+    for sr in series:
+        gaps = np.concatenate([[0], (np.diff(sr.ts_ns) != iv_ns).astype(np.int64)])
+        cs = np.cumsum(gaps)
+        lb = s.lookback_bars
+        idx = np.arange(len(sr.ts_ns))
+        window_gaps = cs - cs[np.maximum(idx - lb + 1, 0)]
+        gap_free[sr.symbol] = (window_gaps == 0).tolist()
+
+    bars_per_year = timedelta(days=365) / interval
+    tables = {sr.symbol: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, s.volume_z_window)
+              for sr in series}
+    logret = {sr.symbol: np.concatenate([[np.nan], np.diff(np.log(sr.close))]) for sr in series}
+    ohlcv = {sr.symbol: (sr.open.tolist(), sr.high.tolist(), sr.low.tolist(), sr.close.tolist(), sr.volume.tolist())
+             for sr in series}
+
+    hp = Path(headlines_path) if headlines_path else ((Path(data_dir) if data_dir else bundled_dir()) / "headlines.csv")
+    headlines = load_headlines(hp) if hp.is_file() else []
+    params = EvalParams.from_settings(s, interval)
+    narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
+                       timedelta(hours=s.headline_lookback_h))
+
+    policy, broker, capital = make_agent(agent, s, interval)
+    # the decision arithmetic for every bar at once (the same code the live agent runs on one bar)
+    need_lo = max(s.min_bars - 1, 0)
+    narratives: dict[str, list[NarrativeResult]] = {}
+    scores = {}
+    for sr in series:
+        n = len(sr.ts_ns)
+        nars = [_NO_NARRATIVE] * n
+        close_times = sr.ts_ns + iv_ns
+        for j in range(need_lo, n):
+            ns = int(close_times[j])
+            nars[j] = narr.at(sr.symbol, ns, _utc(ns)) if narr.has_any(sr.symbol, ns) else _NO_NARRATIVE
+        narratives[sr.symbol] = nars
+        ft = tables[sr.symbol]
+        horizons = np.column_stack(ft.horizons)
+        scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
+                                        ft.annual_vol, ft.participation, [x.score for x in nars],
+                                        [x.count for x in nars], params)
+    actions = {sym: t.action.tolist() for sym, t in scores.items()}
+    close_ns = common + iv_ns
+    first = max(s.min_bars - 1, 0)
+    lo_i = first
+    if start is not None:
+        lo_i = max(lo_i, int(np.searchsorted(close_ns, int(start.timestamp() * NS), side="left")))
+    hi_i = len(common) - 1
+    if end is not None:
+        hi_i = min(hi_i, int(np.searchsorted(close_ns, int(end.timestamp() * NS), side="right")) - 1)
+    if lo_i > hi_i:
+        raise ValueError("no bar in the requested window (after the warm-up of TB_MIN_BARS bars)")
+
+    res = BacktestResult(agent, list(symbols), interval, _utc(int(close_ns[lo_i])), _utc(int(close_ns[hi_i])), capital)
+    on_close = getattr(policy, "on_trade_closed", None)
+    entries_today: list[str] = []              # client order ids of today's entries (daily trade cap)
+    rejected: set[str] = set()
+    closed_returns: list[float] = []
+    day, day_start_equity = None, capital
+    lb = s.lookback_bars
+    total = hi_i - lo_i + 1
+    for k, i in enumerate(range(lo_i, hi_i + 1)):
+        now_ns = int(close_ns[i])
+        now = _utc(now_ns)
+        ts_open = _utc(int(common[i]))
+        for sr in series:
+            j = int(rows[sr.symbol][i])
+            o, h, l, c, v = ohlcv[sr.symbol]
+            rep = broker.on_bar(Bar(sr.symbol, ts_open, o[j], h[j], l[j], c[j], v[j]))
+            for u in rep.updates:
+                if u.state is OrderState.REJECTED:
+                    rejected.add(u.client_order_id)
+            for t in rep.trades:
+                res.trades.append(t)
+                basis = t.entry_price * t.qty / max(t.leverage, 1.0)
+                closed_returns.append(t.pnl / basis if basis else 0.0)
+                if on_close is not None:
+                    on_close(t.symbol, t.exit_ts)
+        d = now.strftime("%Y-%m-%d")
+        if d != day:
+            day, day_start_equity = d, broker.equity()
+            entries_today = []
+
+        positions = {p.symbol: p for p in broker.positions()}
+        signals, returns = [], {}
+        for sr in series:
+            sym = sr.symbol
+            j = int(rows[sym][i])
+            if j + 1 < s.min_bars or not gap_free[sym][j]:
+                continue
+            returns[sym] = j
+            # a hold with nothing held changes nothing: the policy would answer "none"
+            if actions[sym][j] == 0 and sym not in positions:
+                continue
+            signals.append(signal_at(sym, now, ohlcv[sym][3][j], scores[sym], j, tables[sym].row(j),
+                                     narratives[sym][j], params))
+        if not signals:
+            res.equity.append(_point(now, broker))
+            res.bar_steps += len(series)
+            continue
+        returns = {sym: logret[sym][max(j - lb + 2, 1):j + 1] for sym, j in returns.items()}
+        exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
+                     (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}
+        trades_today = sum(1 for cid in entries_today if cid not in rejected)
+        book = Book(equity=broker.equity(), cash=broker.balance(), day_start_equity=day_start_equity,
+                    trades_today=trades_today, exposures=exposures, closed_returns=tuple(closed_returns[-500:]))
+        for sig, dcs in decide_all(policy, signals, positions, book, returns):
+            if dcs.intent is None:
+                continue
+            upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
+            if dcs.intent.order.purpose == "entry":
+                entries_today.append(dcs.intent.order.client_order_id)
+                res.entries += 1
+                if upd.state is OrderState.REJECTED:
+                    rejected.add(dcs.intent.order.client_order_id)
+        res.equity.append(_point(now, broker))
+        res.bar_steps += len(series)
+        if progress is not None and (k % 256 == 0 or k == total - 1):
+            progress(k + 1, total)
+
+    if close_at_end and broker.positions():
+        last = {sr.symbol: sr.close[int(rows[sr.symbol][hi_i])] for sr in series}
+        rep = broker.close_all(last, res.end)
+        res.trades.extend(rep.trades)
+        res.equity[-1] = _point(res.end, broker)
+    res.fees_paid = broker.fees_paid
+    res.rejected = len(rejected)
+    return res
+
+
+def _point(now: datetime, broker) -> EquityPoint:
+    pos: list[Position] = broker.positions()
+    expo = sum(p.qty * broker.last_price.get(p.symbol, p.entry_price) for p in pos)
+    return EquityPoint(now, broker.equity(), broker.balance(), expo, len(pos))

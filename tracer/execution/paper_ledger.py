@@ -1,0 +1,90 @@
+"""What every paper broker keeps: cash, positions, pending orders, known order states (the Broker
+interface's bookkeeping). The spot and futures paper brokers add their own fills and exits."""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules
+from tracer.models import Order, OrderState, OrderType, Position
+
+
+class PaperLedger:
+    MIN_NOTIONAL = 1.0
+
+    def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float, interval: timedelta,
+                 step_size: float):
+        self.agent = agent
+        self.cash = float(cash)
+        self.fee = fee_bps / 1e4
+        self.slip = slippage_bps / 1e4
+        self.interval = interval
+        self.step = step_size
+        self._positions: dict[str, Position] = {}
+        self._pending: dict[str, tuple[Order, Bracket | None]] = {}
+        self._known: dict[str, OrderUpdate] = {}
+        self.last_price: dict[str, float] = {}
+        self.realized_pnl = 0.0
+        self.fees_paid = 0.0
+
+    # --- restore from the DB (crash-only: the broker holds nothing the DB does not) ----------
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]],
+                realized_pnl: float, fees_paid: float, last_price: dict[str, float]) -> None:
+        self._positions = {p.symbol: p for p in positions}
+        for order, br in pending:
+            self._pending[order.client_order_id] = (order, br)
+            self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
+        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
+        self.last_price.update(last_price)
+
+    # --- Broker interface ------------------------------------------------------------------
+    def rules(self, symbol: str) -> VenueRules:
+        return VenueRules(tick_size=1e-8, step_size=self.step, min_qty=self.step, min_notional=self.MIN_NOTIONAL)
+
+    def balance(self) -> float:
+        return self.cash
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    def open_orders(self) -> list[Order]:
+        return [o for o, _ in self._pending.values()]
+
+    def get(self, client_order_id: str) -> OrderUpdate | None:
+        return self._known.get(client_order_id)
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
+        """Accept or reject; idempotent: a client order id already seen returns its state, never a second order."""
+        if order.client_order_id in self._known:
+            return self._known[order.client_order_id]
+        reason = self._basic_reject(order) or self._reject_reason(order)
+        upd = OrderUpdate(order.client_order_id, OrderState.REJECTED if reason else OrderState.SUBMITTED, reason)
+        self._known[order.client_order_id] = upd
+        if not reason:
+            self._pending[order.client_order_id] = (order, bracket)
+        return upd
+
+    @staticmethod
+    def _basic_reject(o: Order) -> str | None:
+        if o.type is not OrderType.MARKET:
+            return f"unsupported order type {o.type.value}"
+        if not (math.isfinite(o.qty) and o.qty > 0):
+            return f"invalid quantity {o.qty}"
+        return None
+
+    def _reject_reason(self, o: Order) -> str | None:     # venue-specific rules
+        return None
+
+    def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
+        self._known[upd.client_order_id] = upd
+        rep.updates.append(upd)
+
+    def _due(self, symbol: str, bar_ts: datetime) -> list[tuple[str, Order, Bracket | None]]:
+        """Pending orders of ``symbol`` created at or before the bar's open, removed from the queue."""
+        out = []
+        for cid, (order, bracket) in list(self._pending.items()):
+            if order.symbol != symbol or (order.created_at is not None and order.created_at > bar_ts):
+                continue
+            del self._pending[cid]
+            out.append((cid, order, bracket))
+        return out

@@ -1,0 +1,220 @@
+"""Telegram commands: ``/status``, ``/positions``, ``/pnl``, ``/pause``, ``/resume``, ``/help``.
+
+Only one process may poll a bot token (Telegram answers 409 Conflict to a second ``getUpdates``), so
+commands are served by one listener process (``scripts/telegram_listener.py``, started by the start
+script) that acts on the agents through the shared DB: ``/pause`` and ``/resume`` write the
+``controls`` table (:meth:`Store.set_paused`), which each agent reads every cycle (a paused agent
+opens nothing new and still manages its exits).
+
+Contract of :class:`CommandListener`:
+
+- Only messages from ``TB_TELEGRAM_CHAT_ID`` are obeyed; any other chat is ignored (nothing changes,
+  no reply) and logged with its chat id.
+- Each update is handled in one DB transaction together with the new ``getUpdates`` offset (kept in
+  ``notify_state``), so a restart neither loses nor repeats a command.
+- Replies go through the outbox (channel ``telegram``, kind ``command_reply``), so they are tracked,
+  split, retried and redacted like every other message.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tracer.db import Store
+from tracer.logs import kv
+from tracer.notify import stats
+from tracer.notify.format import redact
+
+KNOWN_AGENTS = ("hybrid", "futures")
+OFFSET_KEY = "telegram_offset"
+
+HELP = """Tracer Bullet commands:
+/status - each agent: state, cycle, clock, equity, open positions, paused or not, today's trades
+/positions - open positions of each agent
+/pnl - realized P&L, trades and win rate (today and in total)
+/pause [hybrid|futures|all] - stop new entries (exits are still managed); default all
+/resume [hybrid|futures|all] - allow new entries again; default all
+/help - this text"""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str                  # without the slash, lower case; "" when the text is not a command
+    args: tuple[str, ...]
+
+
+def parse_command(text: str) -> Command:
+    """``"/Pause@MyBot futures"`` -> ``Command("pause", ("futures",))``."""
+    words = (text or "").strip().split()
+    if not words or not words[0].startswith("/"):
+        return Command("", tuple(words))
+    return Command(words[0][1:].split("@", 1)[0].lower(), tuple(w.lower() for w in words[1:]))
+
+
+def _targets(args: Sequence[str]) -> list[str] | None:
+    if not args or args[0] in ("all", "both"):
+        return list(KNOWN_AGENTS)
+    if args[0] in KNOWN_AGENTS:
+        return [args[0]]
+    return None
+
+
+def _agents(store: Store) -> list[str]:
+    return sorted(set(stats.agents(store)) | set(KNOWN_AGENTS))
+
+
+def _money(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.2f}"
+
+
+def status_text(store: Store) -> str:
+    lines = ["Status"]
+    for a in _agents(store):
+        st = stats.agent_status(store, a)
+        if st.cycle is None:
+            lines.append(f"{a}: no cycle yet" + (" (PAUSED)" if st.paused else ""))
+            continue
+        today = st.today
+        lines.append(f"{a}: {st.state}{' PAUSED' if st.paused else ''}, cycle {st.cycle}, clock "
+                     f"{st.clock:%Y-%m-%d %H:%M} UTC, equity {_money(st.equity)}, cash {_money(st.cash)}, "
+                     f"open {st.open_positions}, today {today.trades if today else 0} closed trades "
+                     f"({(today.pnl if today else 0):+,.2f})"
+                     + (f", heartbeat {st.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if st.heartbeat_at else ""))
+    return "\n".join(lines)
+
+
+def positions_text(store: Store) -> str:
+    lines = ["Open positions"]
+    for a in _agents(store):
+        ps = stats.open_positions(store, a)
+        if not ps:
+            lines.append(f"{a}: none")
+            continue
+        for p in ps:
+            lev = f" {p.leverage:g}x" if p.leverage != 1 else ""
+            liq = f", liq {p.liquidation_price:.6g}" if p.liquidation_price else ""
+            lines.append(f"{a}: {p.side.value}{lev} {p.qty:.6g} {p.symbol} @ {p.entry_price:.6g}, stop "
+                         f"{p.stop_loss:.6g}, target {p.take_profit:.6g}{liq}, since {p.opened_at:%Y-%m-%d %H:%M}")
+    return "\n".join(lines)
+
+
+def pnl_text(store: Store) -> str:
+    lines = ["P&L"]
+    for a in _agents(store):
+        st = stats.agent_status(store, a)
+        wr = f"{st.total_wins / st.total_trades:.0%}" if st.total_trades else "n/a"
+        t = st.today
+        today = (f"today ({t.day}) {t.pnl:+,.2f} on {t.trades} trades" if t else "today: no cycle yet")
+        lines.append(f"{a}: total {st.total_pnl:+,.2f} on {st.total_trades} trades, win rate {wr}; {today}")
+    return "\n".join(lines)
+
+
+def handle_command(store: Store, text: str, who: str = "telegram") -> str | None:
+    """Act on one command text from the authorised chat and return the reply (``None``: not a
+    command, no reply). ``/pause`` and ``/resume`` write ``controls`` (inside the caller's
+    transaction when there is one)."""
+    cmd = parse_command(text)
+    if not cmd.name:
+        return None
+    if cmd.name in ("help", "start"):
+        return HELP
+    if cmd.name == "status":
+        return status_text(store)
+    if cmd.name == "positions":
+        return positions_text(store)
+    if cmd.name == "pnl":
+        return pnl_text(store)
+    if cmd.name in ("pause", "resume"):
+        targets = _targets(cmd.args)
+        if targets is None:
+            return f"unknown agent {cmd.args[0]!r}: use hybrid, futures or all"
+        pause = cmd.name == "pause"
+        for a in targets:
+            store.set_paused(a, pause, f"{cmd.name} by {who}")
+        return (f"⏸ paused {', '.join(targets)}: no new entries (open positions are still managed)" if pause
+                else f"▶️ resumed {', '.join(targets)}: new entries allowed")
+    return f"unknown command /{cmd.name}\n\n{HELP}"
+
+
+class CommandListener:
+    """Polls ``getUpdates`` through a :class:`~tracer.notify.telegram.TelegramClient` and obeys the
+    configured chat (see the module docstring)."""
+
+    def __init__(self, store: Store, client: Any, settings: Any, log: logging.Logger,
+                 on_reply: Any = None):
+        self.store = store
+        self.client = client
+        self.s = settings
+        self.log = log
+        self.on_reply = on_reply           # called after a reply is queued (wakes the outbox worker)
+
+    def poll_once(self, timeout_s: int = 0) -> int:
+        """Fetch and handle the updates after the stored offset; returns how many were handled."""
+        raw = self.store.notify_state(OFFSET_KEY)
+        ups = self.client.updates(int(raw) if raw is not None else None, timeout_s)
+        replied = False
+        for u in ups:
+            with self.store.transaction():
+                if str(u.chat_id) != str(self.s.telegram_chat_id).strip():
+                    self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
+                                        reason="not the configured chat"))
+                else:
+                    reply = handle_command(self.store, u.text, who=f"telegram:{u.user}")
+                    self.log.info(kv("telegram_command", user=u.user, text=u.text[:100],
+                                     handled=reply is not None))
+                    if reply is not None:
+                        self.store.enqueue_notification("telegram", "command_reply",
+                                                        redact(reply, self.s.secret_values()), None)
+                        replied = True
+                self.store.set_notify_state(OFFSET_KEY, str(u.update_id + 1))
+        if replied and self.on_reply is not None:
+            self.on_reply()
+        return len(ups)
+
+
+def run_listener(settings: Any, log: logging.Logger, stop: threading.Event, client_factory: Any = None,
+                 error_backoff_s: float = 5.0, conflict_backoff_s: float = 30.0) -> int:
+    """The listener process's loop: outbox workers for every remote channel (so alerts go out even
+    while the agents are down) and, until ``stop``, command polling. Returns an exit code."""
+    from telegram.error import Conflict, InvalidToken
+
+    from tracer.notify.outbox import remote_channels
+    from tracer.notify.telegram import TelegramClient
+    from tracer.notify.worker import start_workers, stop_workers
+
+    if "telegram" not in remote_channels(settings):
+        log.error(kv("telegram_listener", error="Telegram is off: set TB_TELEGRAM_BOT_TOKEN and TB_TELEGRAM_CHAT_ID"))
+        return 2
+    make = client_factory or (lambda: TelegramClient(settings.telegram_bot_token, settings.telegram_chat_id,
+                                                     settings.telegram_base_url, settings.notify_timeout_s))
+    store = Store(settings.db_path)          # creates or migrates the DB before the worker threads open it
+    workers = start_workers(settings, log)
+    tg = next((w for w in workers if w.channel == "telegram"), None)
+    client = make()
+    listener = CommandListener(store, client, settings, log, on_reply=tg.wake if tg else None)
+    log.info(kv("telegram_listener_started", chat_id=settings.telegram_chat_id))
+    rc = 0
+    try:
+        while not stop.is_set():
+            try:
+                listener.poll_once(settings.telegram_poll_timeout_s)
+            except Conflict:
+                log.error(kv("telegram_conflict", error="another process polls this bot token (409); "
+                                                        "run one listener per token"))
+                stop.wait(conflict_backoff_s)
+            except InvalidToken:
+                log.error(kv("telegram_listener", error="the bot token was rejected (401/404); stopping"))
+                rc = 2
+                break
+            except Exception as e:
+                log.error(kv("telegram_poll_error", error=redact(f"{type(e).__name__}: {e}",
+                                                                  settings.secret_values())))
+                stop.wait(error_backoff_s)
+    finally:
+        client.close()
+        store.close()
+        stop_workers(workers)
+    log.info(kv("telegram_listener_stopped"))
+    return rc

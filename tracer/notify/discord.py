@@ -1,0 +1,78 @@
+"""Discord delivery through the ``discord-webhook`` library.
+
+One call of :meth:`DiscordSender.send_part` is one HTTP POST to the webhook URL (the URL holds the
+webhook's secret token, so it is a secret: it never appears in a message, a log line or an error).
+The result is classified: 200/204 -> delivered; 429 -> :class:`DeliveryError` ``transient`` with the
+server's ``retry_after`` (JSON body, else the ``Retry-After`` header); 5xx, timeouts and connection
+errors -> transient; any other status (401, 403, 404, 400 ...) -> permanent.
+
+The payload is built by ``DiscordWebhook`` and posted with its ``api_post_request()``; we read the
+status ourselves rather than through ``execute()``, because ``execute()`` parses every reply as JSON
+and raises on an empty ``204 No Content`` (and on a non-JSON error page). Mentions are disabled
+(``allowed_mentions``) and link previews suppressed, and the text is Markdown-escaped
+(:func:`tracer.notify.format.escape_discord`), so hostile text shows literally.
+"""
+from __future__ import annotations
+
+import json
+
+import requests
+from discord_webhook import DiscordWebhook
+
+from tracer.notify.format import DISCORD_LIMIT, escape_discord, split_text
+from tracer.notify.outbox import DeliveryError
+
+SUPPRESS_EMBEDS = 1 << 2
+
+
+class DiscordSender:
+    channel = "discord"
+
+    def __init__(self, webhook_url: str, timeout_s: float = 10.0, username: str = "Tracer Bullet"):
+        if not webhook_url.startswith(("http://", "https://")):
+            raise ValueError("TB_DISCORD_WEBHOOK_URL must be an http(s) URL")
+        self._url = webhook_url
+        self.timeout_s = timeout_s
+        self.username = username
+
+    def parts(self, text: str) -> list[str]:
+        """The escaped parts of ``text``, each within Discord's 2000-character limit."""
+        return split_text(text, DISCORD_LIMIT, transform=escape_discord)
+
+    def send_part(self, part: str) -> None:
+        """POST one part; returns on success, raises :class:`DeliveryError` otherwise."""
+        hook = DiscordWebhook(url=self._url, content=part, username=self.username, timeout=self.timeout_s,
+                              allowed_mentions={"parse": []}, flags=SUPPRESS_EMBEDS)
+        try:
+            resp = hook.api_post_request()
+        except requests.Timeout:
+            raise DeliveryError("discord: request timed out", transient=True) from None
+        except requests.RequestException as e:
+            raise DeliveryError(f"discord: connection failed ({type(e).__name__})", transient=True) from None
+        code = resp.status_code
+        if code in (200, 204):
+            return
+        body = _json(resp)
+        detail = str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
+        if code == 429:
+            ra = body.get("retry_after") if isinstance(body, dict) else None
+            if ra is None:
+                ra = resp.headers.get("Retry-After")
+            try:
+                retry_after = max(0.0, float(ra)) if ra is not None else None
+            except ValueError:
+                retry_after = None
+            raise DeliveryError(f"discord: HTTP 429 rate limited (retry_after {retry_after})", transient=True,
+                                retry_after=retry_after)
+        transient = code >= 500
+        raise DeliveryError(f"discord: HTTP {code}" + (f" {detail}" if detail else ""), transient=transient)
+
+    def close(self) -> None:
+        """Nothing to release (one ``requests`` call per part)."""
+
+
+def _json(resp: requests.Response) -> object:
+    try:
+        return json.loads(resp.content.decode("utf-8")) if resp.content else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}

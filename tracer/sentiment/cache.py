@@ -1,0 +1,108 @@
+"""A persistent sentiment-score cache in SQLite: a headline is scored once in its life per model.
+
+Key: ``(model_id, sha256(normalise_text(text)))`` in the ``sentiment_cache`` table of the
+project DB (schema v3). ``normalise_text`` is Unicode NFKC, whitespace runs collapsed to one
+space, stripped; case is kept (a cased model may read "US" and "us" differently). The wrapped
+scorer is given the *normalised* text, so a cached score is exactly what the model would give.
+
+:class:`ScoreCache` is the SQL shell (one table, no logic); :class:`PersistentScorer` wraps any
+:class:`~tracer.sentiment.scorer.SentimentScorer`: texts found in the DB are not sent to the
+model, the rest are scored in one batch and written. Put a
+:class:`~tracer.sentiment.scorer.CachedScorer` in front of it for an in-memory layer.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import datetime, timezone
+from typing import Iterable, Sequence
+
+from tracer.models import Score
+from tracer.sentiment.scorer import LABELS, SentimentScorer
+
+_SPACE = re.compile(r"\s+")
+_CHUNK = 500          # keys per SELECT ... IN (...) (well under SQLite's variable limit)
+
+
+def normalise_text(text: str) -> str:
+    """NFKC, whitespace collapsed to single spaces, stripped."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def text_hash(text: str) -> str:
+    """sha256 hex digest of the UTF-8 bytes of :func:`normalise_text` (text)."""
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+class ScoreCache:
+    """Reads and writes the ``sentiment_cache`` table through a :class:`tracer.db.Store`."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """{text_hash: (score, label)} for the hashes stored under ``model_id``."""
+        found: dict[str, tuple[float, str]] = {}
+        conn = self._store.conn
+        for i in range(0, len(hashes), _CHUNK):
+            chunk = list(hashes[i:i + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT text_hash, score, label FROM sentiment_cache "
+                                    f"WHERE model_id=? AND text_hash IN ({marks})", [model_id, *chunk]):
+                found[row[0]] = (float(row[1]), str(row[2]))
+        return found
+
+    def put_many(self, model_id: str, rows: Iterable[tuple[str, float, str]]) -> int:
+        """Store (text_hash, score, label) rows; a key already stored is kept. Returns rows given."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        data = [(model_id, h, float(v), lab, now) for h, v, lab in rows]
+        if data:
+            with self._store.transaction() as conn:
+                conn.executemany("INSERT OR IGNORE INTO sentiment_cache(model_id, text_hash, score, label, "
+                                 "created_at) VALUES (?,?,?,?,?)", data)
+        return len(data)
+
+    def count(self, model_id: str | None = None) -> int:
+        if model_id is None:
+            return int(self._store.conn.execute("SELECT COUNT(*) FROM sentiment_cache").fetchone()[0])
+        return int(self._store.conn.execute("SELECT COUNT(*) FROM sentiment_cache WHERE model_id=?",
+                                            (model_id,)).fetchone()[0])
+
+
+class PersistentScorer:
+    """A :class:`SentimentScorer` that asks the DB before the model.
+
+    ``hits`` / ``misses`` count distinct normalised texts per call found / not found in the DB;
+    only misses reach ``inner.score`` (in one call, in first-seen order).
+    """
+
+    def __init__(self, inner: SentimentScorer, cache: ScoreCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def scorer_id(self) -> str:
+        return self.inner.scorer_id
+
+    def score(self, texts: Sequence[str]) -> list[Score]:
+        model_id = self.inner.scorer_id
+        norm = [normalise_text(t) for t in texts]
+        keys = [hashlib.sha256(n.encode("utf-8")).hexdigest() for n in norm]
+        unique: dict[str, str] = dict(zip(keys, norm))          # hash -> normalised text, first seen
+        known = self.cache.get_many(model_id, list(unique))
+        todo = [h for h in unique if h not in known]
+        self.hits += len(unique) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            fresh = self.inner.score([unique[h] for h in todo])
+            if len(fresh) != len(todo):
+                raise RuntimeError(f"scorer {model_id!r} returned {len(fresh)} scores for {len(todo)} texts")
+            for sc in fresh:
+                if sc.label not in LABELS or not -1.0 <= sc.value <= 1.0:
+                    raise RuntimeError(f"scorer {model_id!r} returned an invalid score {sc!r}")
+            self.cache.put_many(model_id, [(h, sc.value, sc.label) for h, sc in zip(todo, fresh)])
+            known.update({h: (sc.value, sc.label) for h, sc in zip(todo, fresh)})
+        return [Score(value=known[h][0], label=known[h][1], scorer_id=model_id) for h in keys]

@@ -1,0 +1,140 @@
+"""Per-bar market features, vectorised over a whole series (pure, numpy).
+
+One implementation serves both paths:
+
+- live: the agent computes :func:`feature_table` on its look-back window and reads the last row;
+- backtest: :func:`feature_table` runs once over the whole history and the replay reads row ``i``.
+
+Rolling windows (z-scores, regime slopes, volatility, participation, volume z) give the same numbers
+on both paths. The recursive indicators (EMA, RSI, MACD, ATR) are seeded at the start of the series
+they see, so the two paths differ by the decay of that seed: about 1e-8 relative after the 256-bar
+default window. The parity test holds decisions identical and scores within 1e-6.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tracer.signals.indicators import atr, ema, macd, rsi, volume_z
+from tracer.signals.regime import HORIZONS
+
+Z_WINDOW = 50           # bars in the MACD-histogram and EMA-spread z-scores
+VOL_WINDOW = 24         # bars in the realised volatility
+PART_SHORT, PART_LONG = 24, 168   # participation: recent vs longer-run mean volume
+_NOISE_REL = 1e-10      # a z-score's window std below this (relative) is rounding noise -> z = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    volume_z: float
+    rsi: float
+    macd_hist_z: float
+    ema_spread_z: float
+    atr: float
+    horizon_scores: tuple[float, ...]
+    annual_vol: float
+    participation: float
+
+
+class FeatureTable:
+    """Column arrays (length n) with a cheap :meth:`row` accessor (Python lists under the hood)."""
+
+    def __init__(self, volume_z: np.ndarray, rsi: np.ndarray, macd_hist_z: np.ndarray, ema_spread_z: np.ndarray,
+                 atr: np.ndarray, horizons: list[np.ndarray], annual_vol: np.ndarray, participation: np.ndarray):
+        self.volume_z, self.rsi, self.macd_hist_z, self.ema_spread_z = volume_z, rsi, macd_hist_z, ema_spread_z
+        self.atr, self.horizons, self.annual_vol, self.participation = atr, horizons, annual_vol, participation
+        self._lists = [a.tolist() for a in (volume_z, rsi, macd_hist_z, ema_spread_z, atr, annual_vol, participation)]
+        self._h = [h.tolist() for h in horizons]
+        self.n = len(volume_z)
+
+    def row(self, i: int) -> FeatureRow:
+        vz, r, mz, sz, a, av, part = (col[i] for col in self._lists)
+        hs = tuple(h[i] for h in self._h if h[i] == h[i])     # horizons with enough history (not NaN)
+        return FeatureRow(vz, r, mz, sz, a, hs, av, part)
+
+
+def rolling_z_last(x: np.ndarray, window: int, scale: np.ndarray | float) -> np.ndarray:
+    """At each i: z-score of x[i] against x[i-window+1 .. i] (population std); 0 when the window is
+    incomplete, holds a NaN, or its std is below ``_NOISE_REL * scale`` (rounding noise)."""
+    n = len(x)
+    out = np.zeros(n)
+    if n < window:
+        return out
+    w = sliding_window_view(x, window)
+    sd = w.std(axis=1)
+    mu = w.mean(axis=1)
+    sc = scale[window - 1:] if isinstance(scale, np.ndarray) else scale
+    ok = np.isfinite(sd) & (sd > _NOISE_REL * sc)
+    z = np.zeros(len(sd))
+    z[ok] = (x[window - 1:][ok] - mu[ok]) / sd[ok]
+    out[window - 1:] = z
+    return out
+
+
+def rolling_trend(log_close: np.ndarray, h: int) -> np.ndarray:
+    """:func:`tracer.signals.regime.horizon_trend` at every bar (NaN before ``h`` bars)."""
+    n = len(log_close)
+    out = np.full(n, np.nan)
+    if n < max(3, h):
+        return out
+    xc = np.arange(h, dtype=float) - (h - 1) / 2.0
+    slope = sliding_window_view(log_close, h) @ xc / float(xc @ xc)
+    sigma = sliding_window_view(np.diff(log_close), h - 1).std(axis=1)
+    t = np.zeros(len(slope))
+    ok = sigma > 0
+    t[ok] = np.tanh(slope[ok] * h / (sigma[ok] * np.sqrt(h)) / 2.0)
+    out[h - 1:] = t
+    return out
+
+
+def feature_table(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
+                  bars_per_year: float, volume_z_window: int = 20) -> FeatureTable:
+    """Every feature the evaluation needs, for every bar of the series (oldest first)."""
+    c = np.asarray(close, dtype=float)
+    hi = np.asarray(high, dtype=float)
+    lo = np.asarray(low, dtype=float)
+    v = np.asarray(volume, dtype=float)
+    n = len(c)
+
+    vz = np.nan_to_num(np.asarray(volume_z(v, volume_z_window), dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+    r = np.nan_to_num(np.asarray(rsi(c, 14), dtype=float), nan=50.0)
+    _, _, hist = macd(c, 12, 26, 9)
+    spread = (np.asarray(ema(c, 12)) - np.asarray(ema(c, 26))) / c
+    abs_mean = np.zeros(n)
+    if n >= Z_WINDOW:
+        abs_mean[Z_WINDOW - 1:] = sliding_window_view(np.abs(c), Z_WINDOW).mean(axis=1)
+    mz = rolling_z_last(np.asarray(hist, dtype=float), Z_WINDOW, abs_mean)
+    sz = rolling_z_last(spread, Z_WINDOW, 1.0)
+    a = np.asarray(atr(hi, lo, c, 14), dtype=float)
+
+    lc = np.log(c)
+    horizons = [rolling_trend(lc, h) for h in HORIZONS]
+    rets = np.diff(lc)
+    av = np.zeros(n)
+    if n > VOL_WINDOW:
+        av[VOL_WINDOW:] = sliding_window_view(rets, VOL_WINDOW).std(axis=1) * np.sqrt(bars_per_year)
+    # volatility over the available returns while fewer than VOL_WINDOW exist (expanding window)
+    head = min(n, VOL_WINDOW + 1)
+    if head > 2:
+        early = rets[:head - 1]
+        k = np.arange(1, len(early) + 1)
+        m1, m2 = np.cumsum(early) / k, np.cumsum(early * early) / k
+        av[2:head] = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))[1:] * np.sqrt(bars_per_year)
+    short_mean, long_mean = _trailing_mean(v, PART_SHORT), _trailing_mean(v, PART_LONG)
+    part = np.ones(n)
+    pos = long_mean > 0
+    part[pos] = short_mean[pos] / long_mean[pos]
+    return FeatureTable(vz, r, mz, sz, a, horizons, av, part)
+
+
+def _trailing_mean(v: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values (fewer at the start of the series)."""
+    n = len(v)
+    out = np.empty(n)
+    head = min(n, window - 1)
+    out[:head] = np.cumsum(v[:head]) / np.arange(1, head + 1)
+    if n >= window:
+        out[window - 1:] = sliding_window_view(v, window).mean(axis=1)
+    return out

@@ -1,0 +1,226 @@
+"""The decision arithmetic over arrays: one implementation for one bar (live) and for every bar (backtest).
+
+Every function takes numpy arrays (or scalars, which broadcast) of equal length and returns arrays.
+The scalar helpers in ``price``, ``divergence``, ``quality``, ``regime``, ``conviction`` and ``gates``
+delegate here, and :func:`tracer.signals.evaluate.decide` runs :func:`score_table` on one-element
+arrays, so the live agents and the backtest share this code exactly. Labels are small integer codes
+(indices into the ``*_LABELS`` tuples).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TREND_LABELS = ("strong_bear", "bear", "sideways", "bull", "strong_bull")
+VOL_LABELS = ("low", "normal", "high", "extreme")
+VOLUME_LABELS = ("low", "normal", "high")
+BULL, STRONG = 0.15, 0.5                  # trend label boundaries on the combined trend score
+VOL_BANDS = (0.35, 0.80, 1.30)            # annualised volatility bands
+VOLUME_BANDS = (0.8, 1.25)                # participation bands
+_ALIGN_LONG = np.array([0.0, 0.2, 0.5, 0.8, 1.0])   # by trend code
+_VOL_SCORE = np.array([0.7, 1.0, 0.6, 0.2])          # by volatility code
+PRICE_WEIGHT, NARRATIVE_WEIGHT = 0.6, 0.4
+SIZE_FLOOR = 0.2
+EXTREME = VOL_LABELS.index("extreme")
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+# --- price, divergence ------------------------------------------------------------------------
+def volume_damping(vz) -> np.ndarray:
+    """``clip(1 + 0.25 * min(volume_z, 0), 0.5, 1)``; 1 for a non-finite volume z."""
+    v = _f(vz)
+    return np.where(np.isfinite(v), np.clip(1.0 + 0.25 * np.minimum(np.nan_to_num(v), 0.0), 0.5, 1.0), 1.0)
+
+
+def price_score(rsi, macd_hist_z, ema_spread_z, vz) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(clip(raw * damping, -1, 1), rsi_component, damping)`` with
+    ``raw = 0.30 * (RSI - 50)/50 + 0.35 * tanh(z_macd / 2) + 0.35 * tanh(z_spread / 2)``."""
+    rc = (_f(rsi) - 50.0) / 50.0
+    raw = 0.30 * rc + 0.35 * np.tanh(_f(macd_hist_z) / 2.0) + 0.35 * np.tanh(_f(ema_spread_z) / 2.0)
+    damp = volume_damping(vz)
+    return np.clip(raw * damp, -1.0, 1.0), rc, damp
+
+
+def divergence_trigger(base: float, vz) -> np.ndarray:
+    """``base * clip(1 - 0.15 * volume_z, 0.6, 1.4)`` (volume z of 0 when not finite)."""
+    v = _f(vz)
+    v = np.where(np.isfinite(v), v, 0.0)
+    return base * np.clip(1.0 - 0.15 * v, 0.6, 1.4)
+
+
+# --- quality ---------------------------------------------------------------------------------
+def quality_points(narrative, count, price, vz, rsi, diverged) -> dict[str, np.ndarray]:
+    """Signal-quality points (see :func:`tracer.signals.quality.signal_quality`)."""
+    nar, pr, r = _f(narrative), _f(price), _f(rsi)
+    has = np.asarray(count) > 0
+    v = _f(vz)
+    sent = np.where(has, 3.0 * np.minimum(np.abs(nar), 1.0), 0.0)
+    mom = 3.0 * np.minimum(np.abs(pr), 1.0)
+    vol = np.where(np.isfinite(v), np.clip(np.nan_to_num(v), 0.0, 2.0), 0.0)
+    ext = np.where((r < 20) | (r > 80), 1.5, np.where((r < 30) | (r > 70), 1.0, 0.0))
+    aligned = np.where(has & (np.abs(nar) >= 0.1) & (np.abs(pr) >= 0.1) & ((nar > 0) == (pr > 0)), 1.0, 0.0)
+    contrarian = np.where(np.asarray(diverged) & (((nar > 0) & (r < 30)) | ((nar < 0) & (r > 70))), 1.0, 0.0)
+    total = np.round(np.minimum(10.0, sent + mom + vol + ext + aligned + contrarian), 10)
+    return {"total": total, "sentiment": sent, "momentum": mom, "volume": vol, "rsi_extreme": ext,
+            "aligned": aligned, "contrarian": contrarian}
+
+
+# --- regime ----------------------------------------------------------------------------------
+def trend_code(score) -> np.ndarray:
+    s = _f(score)
+    return np.select([s >= STRONG, s >= BULL, s <= -STRONG, s <= -BULL], [4, 3, 0, 1], 2)
+
+
+def vol_code(annual_vol) -> np.ndarray:
+    a = _f(annual_vol)
+    lo, mid, hi = VOL_BANDS
+    return np.select([a < lo, a < mid, a < hi], [0, 1, 2], 3)
+
+
+def volume_code(participation) -> np.ndarray:
+    p = _f(participation)
+    return np.select([p < VOLUME_BANDS[0], p > VOLUME_BANDS[1]], [0, 2], 1)
+
+
+def combined_trend(horizons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of the available horizon scores (0 if none), how many are available); ``horizons`` is
+    n x k with NaN where a horizon lacks history."""
+    h = np.atleast_2d(_f(horizons))
+    ok = np.isfinite(h)
+    n = ok.sum(axis=1)
+    total = np.where(ok, h, 0.0).sum(axis=1)
+    return np.where(n > 0, total / np.maximum(n, 1), 0.0), n
+
+
+def regime_confidence(horizons: np.ndarray, combined, vcode) -> np.ndarray:
+    """``0.5 * agreement + 0.5 * margin`` (x0.75 in extreme volatility), clipped to [0, 1]:
+    agreement = |mean(sign(horizon scores))|, margin = distance of the combined score from the nearest
+    label boundary (+-0.15, +-0.5) / 0.15, clipped to [0, 1]."""
+    h = np.atleast_2d(_f(horizons))
+    ok = np.isfinite(h)
+    n = ok.sum(axis=1)
+    signs = np.where(ok, np.sign(np.where(ok, h, 0.0)), 0.0).sum(axis=1)
+    agreement = np.where(n > 0, np.abs(signs / np.maximum(n, 1)), 0.0)
+    c = _f(combined)
+    dist = np.min(np.abs(c[..., None] - np.array([-STRONG, -BULL, BULL, STRONG])), axis=-1)
+    margin = np.clip(dist / BULL, 0.0, 1.0)
+    conf = 0.5 * agreement + 0.5 * margin
+    conf = np.where(np.asarray(vcode) == EXTREME, conf * 0.75, conf)
+    return np.clip(conf, 0.0, 1.0)
+
+
+# --- direction, conviction, gates, size --------------------------------------------------------
+def direction(price, narrative, count, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+    """``composite = 0.6 * price + 0.4 * narrative`` (price alone without a relevant headline);
+    direction = sign(composite) when ``|composite| >= min_score`` else 0."""
+    pr, nar = _f(price), _f(narrative)
+    comp = np.where(np.asarray(count) > 0, PRICE_WEIGHT * pr + NARRATIVE_WEIGHT * nar, pr)
+    d = np.where(np.abs(comp) < min_score, 0, np.where(comp > 0, 1, -1))
+    return d, comp
+
+
+def alignment(direction_, tcode, confidence) -> np.ndarray:
+    """Raw support of the regime for the direction (strong_bull 1.0 ... strong_bear 0.0 for a long,
+    mirrored for a short, 0.5 with none), pulled toward 0.5 by low confidence."""
+    raw = _ALIGN_LONG[np.asarray(tcode)]
+    d = np.asarray(direction_)
+    raw = np.where(d < 0, 1.0 - raw, np.where(d == 0, 0.5, raw))
+    return 0.5 + (raw - 0.5) * _f(confidence)
+
+
+def volatility_score(vcode) -> np.ndarray:
+    return _VOL_SCORE[np.asarray(vcode)]
+
+
+def confirmation(vz, narrative, price, count) -> np.ndarray:
+    """0.5 for volume_z > 0 + 0.5 when news and price agree in sign."""
+    v = _f(vz)
+    vol = np.where(np.isfinite(v) & (np.nan_to_num(v) > 0), 0.5, 0.0)
+    agree = np.where((np.asarray(count) > 0) & (_f(narrative) * _f(price) > 0), 0.5, 0.0)
+    return vol + agree
+
+
+def conviction(quality, direction_, tcode, confidence, vcode, vz, narrative, price, count) -> dict[str, np.ndarray]:
+    """``clip(4 * quality/10 + 3 * alignment + 2 * volatility_score + 1 * confirmation, 1, 10)``."""
+    q = 4.0 * _f(quality) / 10.0
+    a = alignment(direction_, tcode, confidence)
+    v = volatility_score(vcode)
+    c = confirmation(vz, narrative, price, count)
+    return {"total": np.clip(q + 3.0 * a + 2.0 * v + 1.0 * c, 1.0, 10.0), "quality": q, "alignment": a,
+            "volatility": v, "confirmation": c}
+
+
+def adverse(direction_, tcode) -> np.ndarray:
+    """A long in bear/strong_bear, or a short in bull/strong_bull."""
+    d, t = np.asarray(direction_), np.asarray(tcode)
+    return ((d > 0) & (t <= 1)) | ((d < 0) & (t >= 3))
+
+
+def gates(quality, conviction_, direction_, tcode, vcode, min_quality: float, min_conviction: float,
+          adverse_penalty: float, extreme_penalty: float) -> dict[str, np.ndarray]:
+    """required quality = min + adverse penalty (regime opposes the direction) + extreme-volatility
+    penalty; fails: no direction, quality below required, conviction below its minimum."""
+    req = min_quality + adverse_penalty * adverse(direction_, tcode) + extreme_penalty * (np.asarray(vcode) == EXTREME)
+    no_dir = np.asarray(direction_) == 0
+    low_q = _f(quality) < req
+    low_c = _f(conviction_) < min_conviction
+    return {"passed": ~(no_dir | low_q | low_c), "required_quality": _f(req), "no_direction": no_dir,
+            "quality": low_q, "conviction": low_c}
+
+
+def size_fraction(conviction_, min_conviction: float, confidence_sizing: bool) -> np.ndarray:
+    """``0.2 + 0.8 * clip((conviction - min) / (10 - min), 0, 1)`` with confidence sizing, else 1."""
+    c = _f(conviction_)
+    if not confidence_sizing:
+        return np.ones_like(c)
+    span = max(10.0 - min_conviction, 1e-9)
+    return SIZE_FLOOR + (1.0 - SIZE_FLOOR) * np.clip((c - min_conviction) / span, 0.0, 1.0)
+
+
+@dataclass
+class ScoreTable:
+    """Every score and the decision for n bars (arrays of length n)."""
+    price: np.ndarray
+    rsi_component: np.ndarray
+    damping: np.ndarray
+    divergence: np.ndarray
+    trigger: np.ndarray
+    quality: dict[str, np.ndarray]
+    trend_score: np.ndarray
+    trend_code: np.ndarray
+    vol_code: np.ndarray
+    volume_code: np.ndarray
+    confidence: np.ndarray
+    direction: np.ndarray
+    composite: np.ndarray
+    conviction: dict[str, np.ndarray]
+    gates: dict[str, np.ndarray]
+    action: np.ndarray             # +1 buy, -1 sell, 0 hold
+    size_fraction: np.ndarray
+
+
+def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, participation, narrative, count,
+                p) -> ScoreTable:
+    """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`."""
+    price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
+    count = np.asarray(count)
+    nar = np.where(count > 0, _f(narrative), 0.0)
+    div = nar - price
+    trig = divergence_trigger(p.divergence_threshold, vz)
+    diverged = (count > 0) & (np.abs(div) >= trig)
+    q = quality_points(narrative, count, price, vz, rsi, diverged)
+    combined, _ = combined_trend(horizons)
+    tc, vc, uc = trend_code(combined), vol_code(annual_vol), volume_code(participation)
+    conf = regime_confidence(horizons, combined, vc)
+    d, comp = direction(price, narrative, count, p.min_direction_score)
+    conv = conviction(q["total"], d, tc, conf, vc, vz, narrative, price, count)
+    g = p.gates
+    gt = gates(q["total"], conv["total"], d, tc, vc, g.min_quality, g.min_conviction, g.adverse_regime_penalty,
+               g.extreme_vol_penalty)
+    action = np.where(gt["passed"], d, 0)
+    frac = np.where(gt["passed"], size_fraction(conv["total"], g.min_conviction, g.confidence_sizing), 0.0)
+    return ScoreTable(price, rc, damp, div, trig, q, combined, tc, vc, uc, conf, d, comp, conv, gt, action, frac)
