@@ -27,7 +27,7 @@ from tracer.config import Settings
 from tracer.data.replay import bundled_dir, load_headlines
 from tracer.models import Bar, OrderState, Position, PositionSide, ScoredHeadline, Trade
 from tracer.risk.limits import Book
-from tracer.sentiment.narrative import NarrativeResult, narrative_score, relevant
+from tracer.sentiment.narrative import NarrativeResult, narrative_from_arrays, relevant
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
 from tracer.signals.scoring import score_table
@@ -74,12 +74,15 @@ class _Narratives:
         self.halflife, self.trim = halflife, trim
         self.lookback_ns = int(lookback.total_seconds() * NS)
         self.by_symbol: dict[str, tuple[np.ndarray, list[ScoredHeadline]]] = {}
+        self.arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         for sym in symbols:
             rel = relevant(sym, headlines)
             scores = scorer.score([h.title for h in rel]) if rel else []
             scored = [ScoredHeadline(h, s) for h, s in zip(rel, scores)]
             t = np.array([int(h.published_at.timestamp() * NS) for h in rel], dtype=np.int64)
             self.by_symbol[sym] = (t, scored)
+            self.arrays[sym] = (t / (60 * NS), np.array([s.value for s in scores], dtype=float),
+                                [s.scorer_id for s in scores])
 
     def has_any(self, symbol: str, now_ns: int) -> bool:
         t, _ = self.by_symbol[symbol]
@@ -92,7 +95,9 @@ class _Narratives:
         lo = int(np.searchsorted(t, now_ns - self.lookback_ns, side="right"))
         if hi <= lo:
             return _NO_NARRATIVE
-        return narrative_score(scored[lo:hi], now, halflife_min=self.halflife, trim=self.trim)
+        minutes, values, ids = self.arrays[symbol]
+        return narrative_from_arrays(values[lo:hi], now_ns / (60 * NS) - minutes[lo:hi],
+                                     ",".join(sorted(set(ids[lo:hi]))), self.halflife, self.trim)
 
 
 def make_agent(agent: str, s: Settings, interval: timedelta):

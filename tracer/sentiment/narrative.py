@@ -146,6 +146,18 @@ def narrative_score(scored: Sequence[ScoredHeadline], now: datetime, halflife_mi
         return NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
     ages = np.array([(now - s.headline.published_at).total_seconds() / 60.0 for s in scored], dtype=float)
     values = np.array([s.score.value for s in scored], dtype=float)
+    return narrative_from_arrays(values, ages, ",".join(sorted({s.score.scorer_id for s in scored})),
+                                 halflife_min, trim)
+
+
+def narrative_from_arrays(values: np.ndarray, ages_min: np.ndarray, scorer_id: str, halflife_min: float = 90.0,
+                          trim: float = 0.1) -> NarrativeResult:
+    """:func:`narrative_score` on plain arrays (sentiment values and ages in minutes); the backtest
+    calls this directly with precomputed arrays."""
+    if len(values) == 0:
+        return NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
+    ages = np.asarray(ages_min, dtype=float)
+    values = np.asarray(values, dtype=float)
     if (np.abs(values) > 1.0 + _TOL).any() or not np.isfinite(values).all():
         raise ValueError("sentiment values must lie in [-1, 1]")
     weights = decay_weights(ages, halflife_min)
@@ -154,9 +166,9 @@ def narrative_score(scored: Sequence[ScoredHeadline], now: datetime, halflife_mi
     mean, kept_weight, dispersion = _trimmed_stats(v[inliers], w[inliers], trim)
     return NarrativeResult(
         score=float(np.clip(mean, -1.0, 1.0)),
-        count=len(scored),
+        count=len(values),
         effective_weight=kept_weight,
-        scorer_id=",".join(sorted({s.score.scorer_id for s in scored})),
+        scorer_id=scorer_id,
         latest_age_min=float(ages.min()),
         dispersion=dispersion,
     )
