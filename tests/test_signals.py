@@ -497,7 +497,10 @@ def test_evaluate_narrative_moves_the_signal(btc):
     bull = evaluate("BTC/USD", bars, [headline(i, now - timedelta(minutes=5 * i), 0.9) for i in range(5)], now, PARAMS)
     # 5 headlines of 0.9: trimmed weighted mean of equal values = 0.9
     assert bull.narrative == approx(0.9)
-    assert bull.divergence == approx(0.9 - bull.price_score)
+    # the narrative enters the scores scaled by its confidence: min(1, 5/3) = 1 for the count,
+    # 1 - 0.5 * 0 = 1 for the dispersion (equal values), 0.7 for an unknown scorer ("test") -> 0.7
+    assert bull.inputs["narrative"]["confidence"] == approx(0.7)
+    assert bull.divergence == approx(0.9 * 0.7 - bull.price_score)
     assert bull.price_score == plain.price_score                 # news never changes the price score
     assert bull.quality >= plain.quality                         # sentiment points add up
     with pytest.raises(ValueError):                              # a headline from the future is look-ahead
@@ -578,3 +581,17 @@ def test_evaluate_property_never_raises_and_in_range(case):
     s = evaluate("BTC/USD", bars, scored, now, PARAMS)
     assert_signal_in_range(s)
     assert s.headline_count == len(scored)
+
+
+def test_narrative_confidence_from_count_dispersion_and_scorer():
+    from tracer.signals.scoring import narrative_confidence, scorer_weight
+    assert scorer_weight("finbert:/models/finbert") == 1.0
+    assert scorer_weight("tfidf-lr@abc") == 0.9
+    assert scorer_weight("vader-3.3.2+crypto1") == 0.7
+    assert scorer_weight("finbert:x,vader-3.3.2") == 0.7          # mixed: the weakest
+    assert scorer_weight("") == 0.0
+    # 1 headline: 1/3; dispersion 0.4: 1 - 0.2 = 0.8; trained model 0.9 -> 0.24
+    assert float(narrative_confidence(1, 0.4, 0.9)) == approx(1 / 3 * 0.8 * 0.9)
+    # many headlines that disagree completely (dispersion >= 1): half weight
+    assert float(narrative_confidence(12, 1.5, 1.0)) == approx(0.5)
+    assert float(narrative_confidence(0, 0.0, 1.0)) == 0.0

@@ -30,7 +30,7 @@ from tracer.risk.limits import Book
 from tracer.sentiment.narrative import NarrativeResult, narrative_from_arrays, relevant
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
-from tracer.signals.scoring import score_table
+from tracer.signals.scoring import narrative_confidence, score_table, scorer_weight
 from tracer.signals.features import feature_table
 
 NS = 1_000_000_000
@@ -175,7 +175,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         horizons = np.column_stack(ft.horizons)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
                                         ft.annual_vol, ft.participation, [x.score for x in nars],
-                                        [x.count for x in nars], params)
+                                        [x.count for x in nars], params,
+                                        narrative_confidence([x.count for x in nars], [x.dispersion for x in nars],
+                                                             [scorer_weight(x.scorer_id) for x in nars]))
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     close_ns = common + iv_ns
     first = max(s.min_bars - 1, 0)

@@ -17,7 +17,7 @@ from tracer.sentiment.narrative import NarrativeResult, narrative_score
 from tracer.signals.features import FeatureRow, feature_table
 from tracer.signals.gates import GateThresholds
 from tracer.signals.regime import HORIZONS
-from tracer.signals.scoring import TREND_LABELS, direction, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
+from tracer.signals.scoring import TREND_LABELS, direction, narrative_confidence, scorer_weight, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
 
 
 
@@ -83,8 +83,13 @@ def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: Narrati
     h = np.full((1, len(HORIZONS)), np.nan)
     h[0, :len(f.horizon_scores)] = f.horizon_scores
     t = score_table([f.rsi], [f.macd_hist_z], [f.ema_spread_z], [f.volume_z], h, [f.annual_vol], [f.participation],
-                    [nar.score], [nar.count], p)
+                    [nar.score], [nar.count], p, narrative_confidence_of(nar))
     return signal_at(symbol, now, price, t, 0, f, nar, p, extra)
+
+
+def narrative_confidence_of(nar: NarrativeResult) -> float:
+    """Headline count, their dispersion and the scorer, as one confidence (see :mod:`scoring`)."""
+    return float(narrative_confidence(nar.count, nar.dispersion, scorer_weight(nar.scorer_id)))
 
 
 def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f: FeatureRow, nar: NarrativeResult,
@@ -124,7 +129,8 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
             "price_components": {"rsi_component": float(t.rsi_component[i]), "macd_hist_z": f.macd_hist_z,
                                  "ema_spread_z": f.ema_spread_z, "volume_damping": float(t.damping[i])},
             "narrative": {"count": nar.count, "effective_weight": nar.effective_weight,
-                          "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min},
+                          "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min,
+                          "dispersion": nar.dispersion, "confidence": narrative_confidence_of(nar)},
             "quality_points": {k: float(t.quality[k][i]) for k in ("sentiment", "momentum", "volume", "rsi_extreme",
                                                                    "aligned", "contrarian")},
             "conviction_parts": {"quality": float(t.conviction["quality"][i]),

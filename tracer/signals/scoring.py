@@ -203,12 +203,35 @@ class ScoreTable:
     size_fraction: np.ndarray
 
 
+_SCORER_WEIGHT = (("finbert", 1.0), ("tfidf", 0.9), ("vader", 0.7))
+
+
+def scorer_weight(scorer_id: str) -> float:
+    """How far a scorer's reading is trusted: FinBERT 1.0, the trained model 0.9, the lexicon 0.7
+    (several scorers: the weakest); 0 without a scorer."""
+    if not scorer_id:
+        return 0.0
+    ws = [next((w for prefix, w in _SCORER_WEIGHT if part.strip().lower().startswith(prefix)), 0.7)
+          for part in scorer_id.split(",")]
+    return min(ws)
+
+
+def narrative_confidence(count, dispersion, weight) -> np.ndarray:
+    """Confidence in the narrative, in [0, 1]: ``min(1, count / 3) * (1 - 0.5 * min(dispersion, 1)) * weight``
+    (more headlines, more agreement between them and a better scorer mean more confidence)."""
+    c = np.asarray(count, dtype=float)
+    return np.clip(np.minimum(1.0, c / 3.0) * (1.0 - 0.5 * np.minimum(_f(dispersion), 1.0)) * _f(weight), 0.0, 1.0)
+
+
 def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, participation, narrative, count,
-                p) -> ScoreTable:
-    """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`."""
+                p, nar_confidence=1.0) -> ScoreTable:
+    """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
+
+    The narrative enters every score scaled by its confidence (:func:`narrative_confidence`)."""
     price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
     count = np.asarray(count)
-    nar = np.where(count > 0, _f(narrative), 0.0)
+    narrative = np.where(count > 0, _f(narrative) * _f(nar_confidence), 0.0)
+    nar = narrative
     div = nar - price
     trig = divergence_trigger(p.divergence_threshold, vz)
     diverged = (count > 0) & (np.abs(div) >= trig)
