@@ -74,3 +74,40 @@ def test_artifacts_written_behind_the_flag(tmp_path):
     doc = json.loads(runs[0].read_text())
     assert doc["agent"] == "hybrid" and {d["symbol"] for d in doc["decisions"]} == {"BTC/USD", "ETH/USD"}
     assert len(list((tmp_path / "art" / "bars").glob("*.csv"))) == 6
+
+
+def test_artifacts_are_git_committed_and_pushed_when_enabled(tmp_path):
+    import subprocess as sp
+    remote = tmp_path / "remote.git"
+    sp.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    art = tmp_path / "art"
+    art.mkdir()
+    sp.run(["git", "init", "-q", str(art)], check=True)
+    sp.run(["git", "-C", str(art), "remote", "add", "origin", str(remote)], check=True)
+    sp.run(["git", "-C", str(art), "checkout", "-q", "-b", "main"], check=True)
+    sp.run(["git", "-C", str(art), "config", "push.default", "current"], check=True)
+    s = load_settings({"TB_DB_PATH": str(tmp_path / "a.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
+                       "TB_WRITE_ARTIFACTS": "true", "TB_ARTIFACT_DIR": str(art), "TB_SYMBOLS": "BTC/USD",
+                       "TB_AUTOCOMMIT_ARTIFACTS": "true", "TB_AUTOCOMMIT_EVERY": "2",
+                       "TB_AUTOCOMMIT_PUSH": "true"}, dotenv_path=None)
+    log = logging.getLogger("autocommit-test")
+    log.addHandler(logging.NullHandler())
+    loop = build(s, log)
+    loop.run(cycles=4)
+    loop.store.close()
+    subjects = sp.run(["git", "-C", str(art), "log", "--format=%s"], capture_output=True, text=True).stdout.split("\n")
+    assert [x for x in subjects if x][:2] == ["artifacts: hybrid cycle 4 clock 2022-01-10T03:00:00Z",
+                                             "artifacts: hybrid cycle 2 clock 2022-01-10T01:00:00Z"]
+    tracked = sp.run(["git", "-C", str(art), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "runs/4.json" in tracked and "bars/4_BTCUSD.csv" in tracked
+    pushed = sp.run(["git", "-C", str(remote), "log", "--format=%s", "main"], capture_output=True, text=True).stdout
+    assert "cycle 4" in pushed
+
+
+def test_autocommit_failure_never_stops_the_agent(tmp_path):
+    from tracer.artifacts import autocommit
+    log = logging.getLogger("autocommit-fail")
+    log.addHandler(logging.NullHandler())
+    (tmp_path / "f.txt").write_text("x")
+    assert autocommit(tmp_path, "first", push=True, log=log) is True     # push fails: no upstream, logged
+    assert autocommit(tmp_path, "nothing new", push=False, log=log) is False

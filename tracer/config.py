@@ -76,6 +76,13 @@ class Settings:
                           choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     write_artifacts: bool = _var("TB_WRITE_ARTIFACTS", "bool", False,
                                  "also write runs/<run_id>.json and bars/<run_id>_<symbol>.csv per cycle")
+    autocommit_artifacts: bool = _var("TB_AUTOCOMMIT_ARTIFACTS", "bool", False,
+                                      "git-commit the artifact folder (its own repository) every "
+                                      "TB_AUTOCOMMIT_EVERY cycles (needs TB_WRITE_ARTIFACTS)")
+    autocommit_every: int = _var("TB_AUTOCOMMIT_EVERY", "int", 24, "cycles between artifact commits", lo=1,
+                                 hi=100000)
+    autocommit_push: bool = _var("TB_AUTOCOMMIT_PUSH", "bool", False,
+                                 "push each artifact commit to the artifact repository's upstream")
     artifact_dir: Path = _var("TB_ARTIFACT_DIR", "path", Path("state/artifacts"),
                               "where per-run JSON and bars CSV go when TB_WRITE_ARTIFACTS is on")
 

@@ -24,8 +24,9 @@ import numpy as np
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
-from tracer.db import Store, iso, parse_iso, row_to_order, to_json, utcnow
+from tracer.db import Store, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
+from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
 from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
@@ -324,17 +325,10 @@ class AgentLoop:
             deliver_console(self.store, self.log)
 
     def _artifacts(self, run_id: int, now: datetime, snap: Snapshot, decisions) -> None:
-        d = Path(self.s.artifact_dir)
-        (d / "runs").mkdir(parents=True, exist_ok=True)
-        (d / "bars").mkdir(parents=True, exist_ok=True)
-        doc = {"run_id": run_id, "agent": self.agent, "clock": iso(now),
-               "decisions": [{"symbol": s.symbol, "action": s.action.value, "decision": dd.decision,
-                              "reason": dd.reason, "quality": s.quality, "conviction": s.conviction,
-                              "regime": s.regime.label, "inputs": s.inputs} for s, dd in decisions],
-               "rejected": snap.rejected}
-        (d / "runs" / f"{run_id}.json").write_text(to_json(doc))
-        for sym, bars in snap.bars.items():
-            bars.to_csv(d / "bars" / f"{run_id}_{sym.replace('/', '')}.csv")
+        write_run(Path(self.s.artifact_dir), run_id, self.agent, now, decisions, snap.bars, snap.rejected)
+        if self.s.autocommit_artifacts and self.cycle_no % self.s.autocommit_every == 0:
+            autocommit(Path(self.s.artifact_dir), f"artifacts: {self.agent} cycle {self.cycle_no} clock {iso(now)}",
+                       self.s.autocommit_push, self.log)
 
     # --- the loop --------------------------------------------------------------------------
     def run(self, cycles: int | None = None, interval_s: float = 0.0) -> dict[str, Any]:

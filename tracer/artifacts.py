@@ -1,0 +1,75 @@
+"""Per-run artifacts (``runs/<run_id>.json``, ``bars/<run_id>_<SYMBOL>.csv``) and their optional git
+auto-commit.
+
+With ``TB_AUTOCOMMIT_ARTIFACTS`` on, the artifact folder is its own git repository (created on first
+use, never the code checkout), and every ``TB_AUTOCOMMIT_EVERY`` cycles the new files are committed;
+with ``TB_AUTOCOMMIT_PUSH`` the commit is pushed to the repository's configured upstream. A git
+failure (a busy index, no remote, a rejected push) is logged and retried at the next commit: it never
+stops the agent. Artifacts hold decisions and bars only, never a secret.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+from tracer.db import iso, to_json
+from tracer.logs import kv
+
+_IDENTITY = ["-c", "user.name=tracer-bullet", "-c", "user.email=tracer-bullet@localhost"]
+
+
+def write_run(artifact_dir: Path, run_id: int, agent: str, now: datetime, decisions: Sequence[tuple[Any, Any]],
+              bars: dict, rejected: dict) -> None:
+    d = Path(artifact_dir)
+    (d / "runs").mkdir(parents=True, exist_ok=True)
+    (d / "bars").mkdir(parents=True, exist_ok=True)
+    doc = {"run_id": run_id, "agent": agent, "clock": iso(now),
+           "decisions": [{"symbol": s.symbol, "action": s.action.value, "decision": dd.decision,
+                          "reason": dd.reason, "quality": s.quality, "conviction": s.conviction,
+                          "regime": s.regime.label, "inputs": s.inputs} for s, dd in decisions],
+           "rejected": rejected}
+    (d / "runs" / f"{run_id}.json").write_text(to_json(doc))
+    for sym, frame in bars.items():
+        frame.to_csv(d / "bars" / f"{run_id}_{sym.replace('/', '')}.csv")
+
+
+def _git(repo: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *_IDENTITY, "-C", str(repo), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def autocommit(artifact_dir: Path, message: str, push: bool, log: logging.Logger) -> bool:
+    """Commit everything new under ``artifact_dir`` (its own repository); push when asked.
+    Returns True when a commit was made. Never raises."""
+    repo = Path(artifact_dir)
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+        if not (repo / ".git").exists():
+            r = _git(repo, "init", "-q")
+            if r.returncode:
+                log.warning(kv("artifacts_git_error", step="init", error=r.stderr.strip()[:300]))
+                return False
+        r = _git(repo, "add", "-A")
+        if r.returncode:
+            log.warning(kv("artifacts_git_error", step="add", error=r.stderr.strip()[:300]))
+            return False
+        if _git(repo, "diff", "--cached", "--quiet").returncode == 0:
+            return False                                   # nothing new
+        r = _git(repo, "commit", "-q", "-m", message)
+        if r.returncode:
+            log.warning(kv("artifacts_git_error", step="commit", error=r.stderr.strip()[:300]))
+            return False
+        log.info(kv("artifacts_committed", repo=str(repo), message=message))
+        if push:
+            r = _git(repo, "push", "-q")
+            if r.returncode:
+                log.warning(kv("artifacts_git_error", step="push", error=r.stderr.strip()[:300]))
+            else:
+                log.info(kv("artifacts_pushed", repo=str(repo)))
+        return True
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning(kv("artifacts_git_error", step="run", error=f"{type(e).__name__}: {e}"[:300]))
+        return False
