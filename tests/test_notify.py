@@ -562,3 +562,19 @@ def test_an_unexpected_sender_error_neither_loses_the_row_nor_spins(tmp_path):
     out = Deliverer(st, Broken(), s, LOG).drain()
     st.close()
     assert [o.status for o in out] == ["failed"] and rows(s)[0]["status"] == "failed"
+
+
+def test_alert_command_delivers_at_once_while_the_agents_are_down(tmp_path, discord):
+    """A watchdog/health alert reaches Discord even though no agent worker thread is running."""
+    from tracer import ops
+    s = dsettings(tmp_path, discord)
+    Store(s.db_path).close()
+    ids = ops.alert(s, "watchdog_restart", "hybrid restarted by watchdog", agent="hybrid")
+    assert ids
+    assert any("hybrid restarted by watchdog" in c for c in discord.contents())
+    st = Store(s.db_path)
+    try:
+        rows = st.conn.execute("SELECT channel, status FROM notifications").fetchall()
+    finally:
+        st.close()
+    assert ("discord", "sent") in [tuple(r) for r in rows]

@@ -179,6 +179,24 @@ def log_line(settings: Any, name: str, agent: str | None, message: str) -> None:
         fh.write(f"{_iso(_now())} {agent or '-'} {message}\n")
 
 
+def _deliver_now(settings: Any) -> None:
+    """Send what is pending on Discord/Telegram now: the agents (whose worker threads normally deliver)
+    may be the very thing that is down."""
+    import logging
+    from tracer.notify.outbox import remote_channels
+    from tracer.notify.worker import flush
+    if not remote_channels(settings):
+        return
+    log = logging.getLogger("alert")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    try:
+        flush(settings, log, timeout_s=10.0)
+    except Exception as e:  # noqa: BLE001 - delivery is retried by the workers later
+        print(f"alert queued, immediate delivery failed ({type(e).__name__})", file=sys.stderr)
+
+
 def alert(settings: Any, kind: str, message: str, agent: str | None = None) -> list[int]:
     """Enqueue ``message`` in the notifications outbox for every enabled channel (one transaction).
 
@@ -192,9 +210,11 @@ def alert(settings: Any, kind: str, message: str, agent: str | None = None) -> l
         store = Store(settings.db_path)
         try:
             with store.transaction():
-                return list(enqueue(store, settings, kind, message, agent))
+                ids = list(enqueue(store, settings, kind, message, agent))
         finally:
             store.close()
+        _deliver_now(settings)
+        return ids
     except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
         print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
         try:
