@@ -11,13 +11,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-import psutil
+from procs import alive, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start_trading_system.sh"
@@ -52,20 +51,6 @@ def levels(doc: dict) -> dict[str, str]:
     return {c["name"]: c["status"] for c in doc["checks"]}
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager

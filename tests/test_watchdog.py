@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import psutil
+from procs import alive, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start_trading_system.sh"
@@ -48,20 +49,6 @@ def watchdog(tmp: Path, agent: str = "hybrid", *args: str, **extra: str) -> subp
     return r
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pid_of(tmp: Path, name: str) -> int:

@@ -1,0 +1,23 @@
+"""Helpers shared by the tests that run processes and shell scripts for real."""
+from __future__ import annotations
+
+import time
+
+import psutil
+
+
+def alive(pid: int) -> bool:
+    """A running process (a zombie that has exited but is not yet reaped does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
