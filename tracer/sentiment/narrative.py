@@ -66,26 +66,42 @@ def mad_keep(values: np.ndarray, k: float = MAD_K) -> np.ndarray:
 
     Everything is kept when n < 5 or MAD == 0 (e.g. most values equal).
     """
-    v = np.asarray(values, dtype=float)
-    keep = np.ones(v.size, dtype=bool)
-    if v.size < 5:
-        return keep
-    med = float(np.median(v))
-    mad = float(np.median(np.abs(v - med)))
+    return np.array(_mad_keep([float(x) for x in np.asarray(values, dtype=float).ravel()], k), dtype=bool)
+
+
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
+
+
+def _mad_keep(v: list[float], k: float = MAD_K) -> list[bool]:
+    if len(v) < 5:
+        return [True] * len(v)
+    med = _median(sorted(v))
+    dev = [abs(x - med) for x in v]
+    mad = _median(sorted(dev))
     if mad <= 0.0:
-        return keep
-    return np.abs(v - med) <= k * MAD_NORMAL * mad
+        return [True] * len(v)
+    limit = k * MAD_NORMAL * mad
+    return [d <= limit for d in dev]
 
 
-def _trim_keep(values: np.ndarray, weights: np.ndarray, trim: float) -> np.ndarray:
-    """Indices kept after dropping floor(trim*n) from each end by value (n >= 5 only).
-
-    Ties in value are ordered by weight, so the result does not depend on input order.
-    """
-    n = values.size
-    order = np.lexsort((weights, values))       # primary key: value, then weight
+def _trimmed_py(v: list[float], w: list[float], trim: float) -> tuple[float, float, float]:
+    """(trimmed weighted mean, sum of kept weights, weighted std of the kept values): drop floor(trim*n)
+    values from each end by value (ties ordered by weight; only when n >= 5)."""
+    n = len(v)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    order = sorted(range(n), key=lambda i: (v[i], w[i]))
     k = math.floor(trim * n) if n >= 5 else 0
-    return order[k:n - k]
+    kept = order[k:n - k]
+    total = math.fsum(w[i] for i in kept)
+    if total <= 0.0:
+        return 0.0, total, 0.0
+    mean = math.fsum(w[i] * v[i] for i in kept) / total
+    var = math.fsum(w[i] * (v[i] - mean) ** 2 for i in kept) / total
+    return mean, total, math.sqrt(max(0.0, var))
 
 
 def _validate(values: Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray,
@@ -111,17 +127,7 @@ def _trimmed(v: np.ndarray, w: np.ndarray, trim: float) -> tuple[float, float]:
 
 def _trimmed_stats(v: np.ndarray, w: np.ndarray, trim: float) -> tuple[float, float, float]:
     """(trimmed weighted mean, sum of kept weights, weighted std of the kept values)."""
-    if v.size == 0:
-        return 0.0, 0.0, 0.0
-    keep = _trim_keep(v, w, trim)
-    kw = w[keep]
-    total = float(kw.sum())
-    if total <= 0.0:
-        return 0.0, total, 0.0
-    p = kw / total
-    mean = float(np.dot(p, v[keep]))
-    std = math.sqrt(max(0.0, float(np.dot(p, (v[keep] - mean) ** 2))))
-    return mean, total, std
+    return _trimmed_py([float(x) for x in v], [float(x) for x in w], trim)
 
 
 def trimmed_weighted_mean(values: Sequence[float] | np.ndarray, weights: Sequence[float] | np.ndarray,
@@ -156,19 +162,31 @@ def narrative_from_arrays(values: np.ndarray, ages_min: np.ndarray, scorer_id: s
     calls this directly with precomputed arrays."""
     if len(values) == 0:
         return NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
-    ages = np.asarray(ages_min, dtype=float)
-    values = np.asarray(values, dtype=float)
-    if (np.abs(values) > 1.0 + _TOL).any() or not np.isfinite(values).all():
-        raise ValueError("sentiment values must lie in [-1, 1]")
-    weights = decay_weights(ages, halflife_min)
-    v, w = _validate(values, weights, trim)
-    inliers = mad_keep(v)
-    mean, kept_weight, dispersion = _trimmed_stats(v[inliers], w[inliers], trim)
+    if not (halflife_min > 0 and math.isfinite(halflife_min)):
+        raise ValueError(f"halflife_min must be a positive finite number, got {halflife_min}")
+    if not (0.0 <= trim < 0.5):
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    v = [float(x) for x in values]
+    ages = [float(a) for a in ages_min]
+    if len(ages) != len(v):
+        raise ValueError(f"values and ages differ in length: {len(v)} vs {len(ages)}")
+    for x in v:
+        if not (math.isfinite(x) and abs(x) <= 1.0 + _TOL):
+            raise ValueError("sentiment values must lie in [-1, 1]")
+    for a in ages:
+        if a != a:
+            raise ValueError("ages contain NaN")
+        if a < 0:
+            raise ValueError(f"negative age {a:.3f} min: a headline from the future is look-ahead")
+    w = [0.5 ** (a / halflife_min) for a in ages]
+    keep = _mad_keep(v)
+    mean, kept_weight, dispersion = _trimmed_py([x for x, kk in zip(v, keep) if kk],
+                                                [x for x, kk in zip(w, keep) if kk], trim)
     return NarrativeResult(
-        score=float(np.clip(mean, -1.0, 1.0)),
-        count=len(values),
+        score=min(1.0, max(-1.0, mean)),
+        count=len(v),
         effective_weight=kept_weight,
         scorer_id=scorer_id,
-        latest_age_min=float(ages.min()),
+        latest_age_min=min(ages),
         dispersion=dispersion,
     )
