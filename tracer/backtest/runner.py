@@ -228,8 +228,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             if j + 1 < s.min_bars or not gap_free[sym][j]:
                 continue
             returns[sym] = j
-            # a hold with nothing held changes nothing: the policy would answer "none"
-            if actions[sym][j] == 0 and sym not in positions:
+            # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held);
+            # only buy/sell decisions can enter or exit (the backtest == live test holds this)
+            if actions[sym][j] == 0:
                 continue
             signals.append(signal_at(sym, now, ohlcv[sym][3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym][j], params))

@@ -13,15 +13,19 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     x, y = x[len(x) - n:], y[len(y) - n:]          # not [-n:]: that is the whole array when n == 0
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    if len(x) < 3 or _flat(x) or _flat(y):
+    if len(x) < 3:
         return 0.0
-    return float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
+    dx, dy = x - x.mean(), y - y.mean()
+    sx, sy = float(np.sqrt(dx @ dx)), float(np.sqrt(dy @ dy))
+    if _flat(sx, x) or _flat(sy, y):
+        return 0.0
+    return min(1.0, max(-1.0, float(dx @ dy) / (sx * sy)))
 
 
-def _flat(v: np.ndarray) -> bool:
-    """Constant up to rounding: a constant series such as 0.01 repeated has a std of ~1e-18, not 0,
-    and np.corrcoef would call two of them perfectly correlated."""
-    return bool(v.std() <= 1e-12 * np.abs(v).max())
+def _flat(norm: float, v: np.ndarray) -> bool:
+    """Constant up to rounding: a constant series such as 0.01 repeated has a spread of ~1e-18, not 0,
+    and would otherwise look perfectly correlated with another constant one."""
+    return norm <= 1e-12 * float(np.abs(v).max()) * np.sqrt(len(v))
 
 
 def most_correlated(candidate: np.ndarray, others: Mapping[str, np.ndarray]) -> tuple[str | None, float]:
