@@ -283,3 +283,17 @@ def test_relevance_agrees_with_bundled_labels(base):
     # Overall agreement is dominated by true negatives, so also check the positives.
     assert agree >= 0.97, (base, agree)
     assert precision >= 0.97 and recall >= 0.97, (base, precision, recall)
+
+
+def test_source_weights_scale_each_headline_in_the_narrative():
+    from datetime import datetime, timezone
+    from tracer.models import Headline, Score, ScoredHeadline
+    from tracer.sentiment.narrative import narrative_score
+    now = datetime(2022, 3, 1, 12, tzinfo=timezone.utc)
+    pair = [ScoredHeadline(Headline("a", now, "alpaca", "Bitcoin up"), Score(1.0, "positive", "t")),
+            ScoredHeadline(Headline("b", now, "perplexity/coindesk", "Bitcoin down"), Score(-1.0, "negative", "t"))]
+    # equal ages; weights 1.0 and 0.5 (provider/publisher falls back to the provider): (1 - 0.5) / 1.5 = 1/3
+    res = narrative_score(pair, now, source_weights={"alpaca": 1.0, "perplexity": 0.5})
+    assert res.score == pytest.approx(1 / 3)
+    assert res.effective_weight == pytest.approx(1.5)
+    assert narrative_score(pair, now).score == pytest.approx(0.0)       # no weights: a plain mean

@@ -312,8 +312,8 @@ class Settings:
                              "live headline providers (alpaca needs the Alpaca keys, perplexity PPLX_API_KEY*); "
                              "empty = none")
     news_source_weights: str = _var("TB_NEWS_SOURCE_WEIGHTS", "str", "alpaca=1.0,perplexity=0.8",
-                                    "name=weight per provider (or provider/publisher): the copy of a duplicate "
-                                    "story that is kept comes from the higher weight")
+                                    "name=weight per provider (or provider/publisher): scales a headline's "
+                                    "weight in the narrative; of duplicate stories the heavier copy is kept")
     alpaca_data_url: str = _var("TB_ALPACA_DATA_URL", "str", "https://data.alpaca.markets",
                                 "Alpaca market data base URL (crypto bars, news); change only for tests")
     binance_spot_url: str = _var("TB_BINANCE_SPOT_URL", "str", "https://api.binance.com",

@@ -25,6 +25,7 @@ from tracer.agents.loop import decide_all
 from tracer.backtest.data import Series, candle_file, load_series
 from tracer.config import Settings
 from tracer.data.replay import bundled_dir, load_headlines
+from tracer.news.dedupe import source_weight
 from tracer.models import Bar, OrderState, Position, PositionSide, ScoredHeadline, Trade
 from tracer.risk.limits import Book
 from tracer.sentiment.narrative import NarrativeResult, narrative_from_arrays, relevant
@@ -70,11 +71,12 @@ class _Narratives:
     """Per-symbol relevant headlines, scored once, and the decayed narrative at any time."""
 
     def __init__(self, symbols: Sequence[str], headlines, scorer: SentimentScorer, halflife: float, trim: float,
-                 lookback: timedelta):
+                 lookback: timedelta, source_weights=()):
         self.halflife, self.trim = halflife, trim
         self.lookback_ns = int(lookback.total_seconds() * NS)
+        self.source_weights = dict(source_weights)
         self.by_symbol: dict[str, tuple[np.ndarray, list[ScoredHeadline]]] = {}
-        self.arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        self.arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str], list[float]]] = {}
         for sym in symbols:
             rel = relevant(sym, headlines)
             scores = scorer.score([h.title for h in rel]) if rel else []
@@ -82,7 +84,8 @@ class _Narratives:
             t = np.array([int(h.published_at.timestamp() * NS) for h in rel], dtype=np.int64)
             self.by_symbol[sym] = (t, scored)
             self.arrays[sym] = (t / (60 * NS), np.array([s.value for s in scores], dtype=float),
-                                [s.scorer_id for s in scores])
+                                [s.scorer_id for s in scores],
+                                [source_weight(h.source, self.source_weights) for h in rel])
 
     def has_any(self, symbol: str, now_ns: int) -> bool:
         t, _ = self.by_symbol[symbol]
@@ -95,9 +98,10 @@ class _Narratives:
         lo = int(np.searchsorted(t, now_ns - self.lookback_ns, side="right"))
         if hi <= lo:
             return _NO_NARRATIVE
-        minutes, values, ids = self.arrays[symbol]
+        minutes, values, ids, sw = self.arrays[symbol]
         return narrative_from_arrays(values[lo:hi], now_ns / (60 * NS) - minutes[lo:hi],
-                                     ",".join(sorted(set(ids[lo:hi]))), self.halflife, self.trim)
+                                     ",".join(sorted(set(ids[lo:hi]))), self.halflife, self.trim,
+                                     sw[lo:hi] if self.source_weights else None)
 
 
 def make_agent(agent: str, s: Settings, interval: timedelta):
@@ -156,7 +160,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     headlines = load_headlines(hp) if hp.is_file() else []
     params = EvalParams.from_settings(s, interval)
     narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
-                       timedelta(hours=s.headline_lookback_h))
+                       timedelta(hours=s.headline_lookback_h), params.source_weights)
 
     policy, broker, capital = make_agent(agent, s, interval)
     # the decision arithmetic for every bar at once (the same code the live agent runs on one bar)

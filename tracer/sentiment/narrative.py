@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -141,7 +141,7 @@ def trimmed_weighted_mean(values: Sequence[float] | np.ndarray, weights: Sequenc
 
 
 def narrative_score(scored: Sequence[ScoredHeadline], now: datetime, halflife_min: float = 90.0,
-                    trim: float = 0.1) -> NarrativeResult:
+                    trim: float = 0.1, source_weights: Mapping[str, float] | None = None) -> NarrativeResult:
     """score = trimmed weighted mean, after MAD outlier removal, of the values v_i with weights
     w_i = 0.5 ** (age_min_i / halflife); dispersion = weighted std of the values kept.
 
@@ -152,14 +152,19 @@ def narrative_score(scored: Sequence[ScoredHeadline], now: datetime, halflife_mi
         return NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
     ages = np.array([(now - s.headline.published_at).total_seconds() / 60.0 for s in scored], dtype=float)
     values = np.array([s.score.value for s in scored], dtype=float)
+    sw = None
+    if source_weights:
+        from tracer.news.dedupe import source_weight
+        sw = [source_weight(s.headline.source, source_weights) for s in scored]
     return narrative_from_arrays(values, ages, ",".join(sorted({s.score.scorer_id for s in scored})),
-                                 halflife_min, trim)
+                                 halflife_min, trim, sw)
 
 
 def narrative_from_arrays(values: np.ndarray, ages_min: np.ndarray, scorer_id: str, halflife_min: float = 90.0,
-                          trim: float = 0.1) -> NarrativeResult:
+                          trim: float = 0.1, source_w: Sequence[float] | None = None) -> NarrativeResult:
     """:func:`narrative_score` on plain arrays (sentiment values and ages in minutes); the backtest
-    calls this directly with precomputed arrays."""
+    calls this directly with precomputed arrays. ``source_w`` multiplies each headline's decay weight
+    (its source's weight, ``TB_NEWS_SOURCE_WEIGHTS``; 1 when not given)."""
     if len(values) == 0:
         return NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
     if not (halflife_min > 0 and math.isfinite(halflife_min)):
@@ -179,6 +184,8 @@ def narrative_from_arrays(values: np.ndarray, ages_min: np.ndarray, scorer_id: s
         if a < 0:
             raise ValueError(f"negative age {a:.3f} min: a headline from the future is look-ahead")
     w = [0.5 ** (a / halflife_min) for a in ages]
+    if source_w is not None:
+        w = [x * max(0.0, float(sw)) for x, sw in zip(w, source_w)]
     keep = _mad_keep(v)
     mean, kept_weight, dispersion = _trimmed_py([x for x, kk in zip(v, keep) if kk],
                                                 [x for x, kk in zip(w, keep) if kk], trim)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tracer.models import Action, Regime, ScoredHeadline, Signal
+from tracer.news.dedupe import parse_weights
 from tracer.sentiment.narrative import NarrativeResult, narrative_score
 from tracer.signals.features import FeatureRow, feature_table
 from tracer.signals.gates import GateThresholds
@@ -31,6 +32,7 @@ class EvalParams:
     volume_z_window: int = 20
     divergence_threshold: float = 0.5
     min_direction_score: float = 0.1
+    source_weights: tuple[tuple[str, float], ...] = ()   # headline source -> weight in the narrative
 
     @classmethod
     def from_settings(cls, s, interval: timedelta = timedelta(hours=1)) -> "EvalParams":
@@ -40,7 +42,8 @@ class EvalParams:
                                         confidence_sizing=s.confidence_sizing),
                    interval=interval, halflife_min=s.narrative_halflife_min, sentiment_trim=s.sentiment_trim,
                    volume_z_window=s.volume_z_window, divergence_threshold=s.divergence_threshold,
-                   min_direction_score=s.min_direction_score)
+                   min_direction_score=s.min_direction_score,
+                   source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())))
 
 
 def direction_of(price: float, narrative: float, headline_count: int, min_score: float) -> tuple[int, float]:
@@ -64,7 +67,8 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     low = bars["low"].to_numpy(dtype=float)
     vol = bars["volume"].to_numpy(dtype=float)
     table = feature_table(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window)
-    nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim)
+    nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim,
+                          source_weights=dict(p.source_weights))
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
     extra = {
         "bars": len(close), "first_bar": bars.index[0], "last_bar": bars.index[-1],
