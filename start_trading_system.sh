@@ -66,17 +66,26 @@ start_watchdogs() {
     echo "watchdog_$a: started (pid $!), log $LOG_DIR/watchdog.log"
   done
 }
+# stop_pidfile NAME PIDFILE SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL; remove the pid file.
+# Prints "NAME: stopped" (or "NAME: not running").
+stop_pidfile() {
+  local name="$1" pidf="$2" secs="$3" pid
+  if ! pid_alive "$pidf"; then
+    echo "$name: not running"; rm -f "$pidf"; return 0
+  fi
+  pid=$(cat "$pidf")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((secs * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$name: did not stop within $secs s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidf"
+  echo "$name: stopped"
+}
 stop_watchdogs() {   # before the agents, so that no watchdog restarts an agent being stopped
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/watchdog_$a.pid"
-    if pid_alive "$pidf"; then
-      pid=$(cat "$pidf")
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -KILL "$pid" 2>/dev/null || true
-      echo "watchdog_$a: stopped"
-    fi
-    rm -f "$pidf"
+    if pid_alive "$STATE_DIR/watchdog_$a.pid"; then stop_pidfile "watchdog_$a" "$STATE_DIR/watchdog_$a.pid" 10
+    else rm -f "$STATE_DIR/watchdog_$a.pid"; fi
   done
 }
 
@@ -93,15 +102,8 @@ start_listener() {
   echo "telegram listener: started (pid $!), log $LOG_DIR/telegram.log"
 }
 stop_listener() {
-  pidf="$STATE_DIR/telegram.pid"
-  if pid_alive "$pidf"; then
-    pid=$(cat "$pidf")
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-    echo "telegram listener: stopped"
-  fi
-  rm -f "$pidf"
+  if pid_alive "$STATE_DIR/telegram.pid"; then stop_pidfile "telegram listener" "$STATE_DIR/telegram.pid" 30
+  else rm -f "$STATE_DIR/telegram.pid"; fi
 }
 
 start_agents() {
@@ -135,18 +137,7 @@ start_agents() {
 
 stop_agents() {
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/$a.pid"
-    if ! pid_alive "$pidf"; then
-      echo "$a: not running"; rm -f "$pidf"; continue
-    fi
-    pid=$(cat "$pidf")
-    kill -TERM "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "$a: did not stop within 30 s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidf"
-    echo "$a: stopped"
+    stop_pidfile "$a" "$STATE_DIR/$a.pid" 30
   done
 }
 

@@ -1,7 +1,11 @@
 """Helpers shared by the tests that run processes and shell scripts for real."""
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -21,3 +25,15 @@ def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def db(tmp: Path) -> Iterator[sqlite3.Connection]:
+    """The test system's DB (``<tmp>/state/t.db``), committed and closed on exit."""
+    c = sqlite3.connect(tmp / "state" / "t.db", timeout=30)
+    c.row_factory = sqlite3.Row
+    try:
+        yield c
+        c.commit()
+    finally:
+        c.close()

@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
-from procs import alive, wait_for
+from procs import alive, db, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start_trading_system.sh"
@@ -51,17 +48,6 @@ def levels(doc: dict) -> dict[str, str]:
     return {c["name"]: c["status"] for c in doc["checks"]}
 
 
-
-
-@contextmanager
-def db(tmp: Path) -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(tmp / "state" / "t.db", timeout=30)
-    c.row_factory = sqlite3.Row
-    try:
-        yield c
-        c.commit()
-    finally:
-        c.close()
 
 
 def own_heartbeat(tmp: Path, agent: str) -> bool:

@@ -12,12 +12,10 @@ import signal
 import sqlite3
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import psutil
-from procs import alive, wait_for
+from procs import alive, db, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start_trading_system.sh"
@@ -53,17 +51,6 @@ def watchdog(tmp: Path, agent: str = "hybrid", *args: str, **extra: str) -> subp
 
 def pid_of(tmp: Path, name: str) -> int:
     return int((tmp / "state" / f"{name}.pid").read_text())
-
-
-@contextmanager
-def db(tmp: Path) -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(tmp / "state" / "t.db", timeout=30)
-    c.row_factory = sqlite3.Row
-    try:
-        yield c
-        c.commit()
-    finally:
-        c.close()
 
 
 def heartbeat(tmp: Path, agent: str) -> sqlite3.Row | None:
