@@ -139,7 +139,9 @@ def test_str_variables_accept_any_text(f):
     env = {name: "any text: ünïcödé / 42 !!"}
     if f.metadata["secret"] or f.metadata["required_if"]:  # secrets and paired settings come as pairs
         env = {"TB_ALPACA_API_KEY": "some key", "TB_ALPACA_SECRET_KEY": "some secret",
-               "TB_TELEGRAM_BOT_TOKEN": "1:some token", "TB_TELEGRAM_CHAT_ID": "42", name: "any text: !! 42"}
+               "TB_TELEGRAM_BOT_TOKEN": "1:some token", "TB_TELEGRAM_CHAT_ID": "42",
+               "TB_BINANCE_API_KEY": "k", "TB_BINANCE_API_SECRET": "s", "TB_BYBIT_API_KEY": "k",
+               "TB_BYBIT_API_SECRET": "s", name: "any text: !! 42"}
     s = load(env)
     assert getattr(s, f.name) == env[name].strip()
 

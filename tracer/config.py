@@ -318,8 +318,9 @@ class Settings:
                                 "Alpaca market data base URL (crypto bars, news); change only for tests")
     binance_spot_url: str = _var("TB_BINANCE_SPOT_URL", "str", "https://api.binance.com",
                                  "Binance spot REST base URL (/api/v3/klines is appended)")
-    binance_futures_url: str = _var("TB_BINANCE_FUTURES_URL", "str", "https://fapi.binance.com",
-                                    "Binance USD-M futures REST base URL (/fapi/v1/klines is appended)")
+    binance_futures_data_url: str = _var("TB_BINANCE_FUTURES_DATA_URL", "str", "https://fapi.binance.com",
+                                         "Binance USD-M market data base URL for the binance_usdm bar source "
+                                         "(/fapi/v1/klines is appended)")
     yahoo_url: str = _var("TB_YAHOO_URL", "str", "https://query2.finance.yahoo.com",
                           "Yahoo Finance chart API base URL")
     coingecko_url: str = _var("TB_COINGECKO_URL", "str", "https://api.coingecko.com",
@@ -345,6 +346,43 @@ class Settings:
                                   "longest sleep for a cooling key (e.g. a 429's Retry-After) before giving up "
                                   "on headlines for the cycle", lo=0, hi=600)
 
+    # --- venues: real order execution (tracer/execution/venue_broker.py, venues/) -------------
+    venue_hybrid: str = _var("TB_VENUE_HYBRID", "choice", "auto",
+                             "where the hybrid agent trades: paper (simulated), alpaca, or auto (alpaca when "
+                             "the Alpaca keys are set and TB_FEED=live, else paper)",
+                             choices=("auto", "paper", "alpaca"))
+    venue_futures: str = _var("TB_VENUE_FUTURES", "choice", "auto",
+                              "where the futures agent trades: paper, binance, bybit, or auto (binance when its "
+                              "keys are set, else bybit when its keys are set, and TB_FEED=live; else paper)",
+                              choices=("auto", "paper", "binance", "bybit"))
+    futures_backup_venue: str = _var("TB_FUTURES_BACKUP_VENUE", "choice", "bybit",
+                                     "venue the futures agent fails over to when its venue is down (needs that "
+                                     "venue's keys; none = no failover)", choices=("none", "bybit", "binance"))
+    live_trading: str = _var("TB_LIVE_TRADING", "choice", "no",
+                             "yes allows a venue URL that is not a paper/testnet endpoint (real money); "
+                             "without it such a URL refuses to start", choices=("no", "yes"))
+    alpaca_trading_url: str = _var("TB_ALPACA_TRADING_URL", "str", "https://paper-api.alpaca.markets",
+                                   "Alpaca trading API base URL (paper by default; live needs TB_LIVE_TRADING=yes)")
+    binance_futures_url: str = _var("TB_BINANCE_FUTURES_URL", "str", "https://testnet.binancefuture.com",
+                                    "Binance USD-M futures trading base URL (testnet by default; live "
+                                    "https://fapi.binance.com needs TB_LIVE_TRADING=yes)")
+    bybit_url: str = _var("TB_BYBIT_URL", "str", "https://api-testnet.bybit.com",
+                          "Bybit v5 API base URL (testnet by default; live needs TB_LIVE_TRADING=yes)")
+    venue_timeout_s: float = _var("TB_VENUE_TIMEOUT_S", "float", 10.0,
+                                  "timeout of one venue request (seconds); a timed-out order is then looked up "
+                                  "by its client order id, never blindly re-sent", lo=0.2, hi=120)
+    venue_max_retries: int = _var("TB_VENUE_MAX_RETRIES", "int", 3,
+                                  "attempts of a venue read (and of a lookup after an ambiguous order) before "
+                                  "the cycle gives up on it", lo=1, hi=20)
+    venue_backoff_s: float = _var("TB_VENUE_BACKOFF_S", "float", 0.5,
+                                  "first retry delay of a venue read (doubles each attempt, with jitter)",
+                                  lo=0, hi=60)
+    venue_max_wait_s: float = _var("TB_VENUE_MAX_WAIT_S", "float", 30.0,
+                                   "longest in-cycle wait for a 429 Retry-After; longer waits skip the venue "
+                                   "for this cycle", lo=0, hi=600)
+    venue_recv_window_ms: int = _var("TB_VENUE_RECV_WINDOW_MS", "int", 5000,
+                                     "recvWindow of signed Binance/Bybit requests (milliseconds)", lo=100, hi=60000)
+
     # --- secrets (never logged, printed or stored) ------------------------------------------
     alpaca_api_key: str = _var("TB_ALPACA_API_KEY", "str", "",
                                "Alpaca API key id (for the Alpaca venue; not needed offline)", secret=True)
@@ -352,9 +390,13 @@ class Settings:
                                   "Alpaca API secret (for the Alpaca venue; not needed offline)", secret=True,
                                   required_if=("alpaca_api_key", "<set>"))
     binance_api_key: str = _var("TB_BINANCE_API_KEY", "str", "",
-                                "Binance API key (optional: public klines need none)", secret=True)
+                                "Binance USD-M API key (futures venue; public klines need none)", secret=True)
     binance_api_secret: str = _var("TB_BINANCE_API_SECRET", "str", "",
-                                   "Binance API secret (optional: public klines need none)", secret=True)
+                                   "Binance USD-M API secret (futures venue)", secret=True,
+                                   required_if=("binance_api_key", "<set>"))
+    bybit_api_key: str = _var("TB_BYBIT_API_KEY", "str", "", "Bybit API key (backup futures venue)", secret=True)
+    bybit_api_secret: str = _var("TB_BYBIT_API_SECRET", "str", "", "Bybit API secret (backup futures venue)",
+                                 secret=True, required_if=("bybit_api_key", "<set>"))
     # The one exception to TB_ names: Perplexity keys are read under the provider's usual names
     # too (pplx_keys_from: PPLX_API_KEY_1..N, else PPLX_API_KEYS, else PPLX_API_KEY), which win
     # over TB_PPLX_API_KEYS. Stored comma-joined; use the ``pplx_keys`` property for the tuple.
@@ -380,6 +422,31 @@ class Settings:
             if f.metadata["secret"] and v:
                 out.extend(_split_keys(v) if f.name == "pplx_api_keys" else [v])
         return out
+
+    @property
+    def hybrid_venue(self) -> str:
+        """paper or alpaca: TB_VENUE_HYBRID, with auto = alpaca when its keys are set and TB_FEED=live."""
+        if self.venue_hybrid != "auto":
+            return self.venue_hybrid
+        return "alpaca" if self.alpaca_api_key and self.feed == "live" else "paper"
+
+    @property
+    def futures_venue(self) -> str:
+        """paper, binance or bybit: TB_VENUE_FUTURES, with auto = the first venue whose keys are set
+        (binance, then bybit) when TB_FEED=live."""
+        if self.venue_futures != "auto":
+            return self.venue_futures
+        if self.feed != "live":
+            return "paper"
+        return "binance" if self.binance_api_key else "bybit" if self.bybit_api_key else "paper"
+
+    @property
+    def futures_backup(self) -> str | None:
+        """The failover venue of the futures agent, when it is set, differs from the main one and has keys."""
+        b = self.futures_backup_venue
+        if b == "none" or b == self.futures_venue or self.futures_venue == "paper":
+            return None
+        return b if getattr(self, _VENUE_KEYS[b][0]) else None
 
     @property
     def pplx_keys(self) -> tuple[str, ...]:
@@ -581,7 +648,42 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
 
     if problems:
         raise ConfigError(problems)
-    return Settings(**values)
+    settings = Settings(**values)
+    problems = venue_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+_VENUE_URL = {"alpaca": ("alpaca_trading_url", "TB_ALPACA_TRADING_URL"),
+              "binance": ("binance_futures_url", "TB_BINANCE_FUTURES_URL"),
+              "bybit": ("bybit_url", "TB_BYBIT_URL")}
+_VENUE_KEYS = {"alpaca": ("alpaca_api_key", "TB_ALPACA_API_KEY"),
+               "binance": ("binance_api_key", "TB_BINANCE_API_KEY"),
+               "bybit": ("bybit_api_key", "TB_BYBIT_API_KEY")}
+
+
+def venue_problems(s: "Settings") -> list[str]:
+    """Refuse a venue set-up that is unsafe or cannot work, naming the variable:
+    a live (non-paper, non-testnet) URL without TB_LIVE_TRADING=yes, a venue without keys, and a
+    real venue driven by the offline replay (its prices are not the venue's; only a local test venue)."""
+    from tracer.execution.venue import is_local_url, is_test_url
+    out: list[str] = []
+    for agent, venue in (("hybrid", s.hybrid_venue), ("futures", s.futures_venue)):
+        if venue == "paper":
+            continue
+        attr, env = _VENUE_URL[venue]
+        url = getattr(s, attr)
+        if not is_test_url(venue, url) and s.live_trading != "yes":
+            out.append(f"{env}={url!r} is a live (real money) endpoint: set TB_LIVE_TRADING=yes to allow it, "
+                       f"or use the paper/testnet URL")
+        key_attr, key_env = _VENUE_KEYS[venue]
+        if not getattr(s, key_attr):
+            out.append(f"{key_env} is missing: the {agent} agent trades on {venue} (TB_VENUE_{agent.upper()})")
+        if s.feed != "live" and not is_local_url(url):
+            out.append(f"TB_FEED={s.feed!r}: the {agent} agent trades on {venue}, which needs TB_FEED=live "
+                       f"(replayed prices are not the venue's)")
+    return out
 
 
 def env_example() -> str:

@@ -29,7 +29,7 @@ def make_bar_source(name: str, s: Settings) -> Any:
     if name in ("binance_spot", "binance_usdm"):
         from tracer.data.sources.binance import BinanceSource
         market = name.split("_", 1)[1]
-        return BinanceSource(market, s.binance_spot_url if market == "spot" else s.binance_futures_url,
+        return BinanceSource(market, s.binance_spot_url if market == "spot" else s.binance_futures_data_url,
                              api_key=s.binance_api_key, api_secret=s.binance_api_secret, timeout_s=t)
     if name == "yahoo":
         from tracer.data.sources.yahoo import YahooSource
