@@ -149,12 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tracer.backtest.cli import add_parser as add_backtest
     add_backtest(sub)
     ops.add_parsers(sub)   # health, alert, heartbeat-age, dashboard, watchdog-check, watchdog-restarted
+    # (anchor: research commands: run, universe, digest, eval)
+    # (anchor: optimisation commands: optimize, params)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
     if args.cmd == "backtest":
         from tracer.backtest.cli import run as run_backtest_cmd
         return run_backtest_cmd(args, args.env_file)
+    # (anchor: research dispatch)
+    # (anchor: optimisation dispatch)
     if args.cmd == "config-example":
         print(env_example())
         return 0

@@ -195,8 +195,6 @@ class Settings:
     max_hold_h: float = _var("TB_MAX_HOLD_H", "float", 48.0, "time stop in hours (0 = off)", lo=0, hi=10000)
     exit_on_sell_signal: bool = _var("TB_EXIT_ON_SELL_SIGNAL", "bool", True,
                                      "close a spot position when its symbol's decision turns to sell")
-    hybrid_broker: str = _var("TB_HYBRID_BROKER", "choice", "paper",
-                              "hybrid agent broker: paper (simulated fills on the feed)", choices=("paper",))
 
     # --- futures agent (USD-M perpetuals, long and short) ---------------------------------
     futures_symbols: tuple[str, ...] = _var("TB_FUTURES_SYMBOLS", "symbols", tuple(ALL_SYMBOLS.split(",")),
@@ -382,6 +380,10 @@ class Settings:
                                    "for this cycle", lo=0, hi=600)
     venue_recv_window_ms: int = _var("TB_VENUE_RECV_WINDOW_MS", "int", 5000,
                                      "recvWindow of signed Binance/Bybit requests (milliseconds)", lo=100, hi=60000)
+
+    # (anchor: research settings: universe, digest, eval)
+
+    # (anchor: optimisation and exploration settings)
 
     # --- secrets (never logged, printed or stored) ------------------------------------------
     alpaca_api_key: str = _var("TB_ALPACA_API_KEY", "str", "",

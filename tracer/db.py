@@ -248,7 +248,25 @@ CREATE TABLE notify_state (
 )
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+# v5: real venues. Which venue each order went to (and its id there), and a log of venue events:
+# reconciliation discrepancies, rate limits, bans, clock resyncs, rejects, failovers.
+SCHEMA_V5 = """
+ALTER TABLE orders ADD COLUMN venue TEXT;
+ALTER TABLE orders ADD COLUMN venue_order_id TEXT;
+CREATE TABLE venue_events (
+    id               INTEGER PRIMARY KEY,
+    agent            TEXT NOT NULL,
+    venue            TEXT NOT NULL,
+    ts               TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    symbol           TEXT,
+    client_order_id  TEXT,
+    detail_json      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX venue_events_agent_ts ON venue_events(agent, ts)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -450,6 +468,27 @@ class Store:
         q = ",".join("?" * len(states))
         return self.conn.execute(f"SELECT * FROM orders WHERE agent=? AND state IN ({q}) ORDER BY id",
                                  (agent, *[s.value for s in states])).fetchall()
+
+    def insert_venue_event(self, agent: str, venue: str, kind: str, *, symbol: str | None = None,
+                           client_order_id: str | None = None, detail: dict[str, Any] | None = None,
+                           ts: datetime | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO venue_events (agent, venue, ts, kind, symbol, client_order_id, detail_json) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (agent, venue, iso(ts or utcnow()), kind, symbol, client_order_id, to_json(detail or {})))
+        return int(cur.lastrowid)
+
+    def venue_events(self, agent: str | None = None, kind: str | None = None) -> list[sqlite3.Row]:
+        q, args = "SELECT * FROM venue_events WHERE 1=1", []
+        if agent:
+            q, args = q + " AND agent=?", args + [agent]
+        if kind:
+            q, args = q + " AND kind=?", args + [kind]
+        return self.conn.execute(q + " ORDER BY id", args).fetchall()
+
+    def set_order_venue(self, client_order_id: str, venue: str, venue_order_id: str | None = None) -> None:
+        self.conn.execute("UPDATE orders SET venue=?, venue_order_id=COALESCE(?, venue_order_id) "
+                          "WHERE client_order_id=?", (venue, venue_order_id, client_order_id))
 
     def insert_fill(self, fill: Fill, agent: str) -> None:
         row = self.order(fill.client_order_id)

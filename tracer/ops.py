@@ -528,7 +528,7 @@ def live_venues(settings: Any) -> list[str]:
     feed = getattr(settings, "feed", "replay")
     if feed and feed != "replay":
         out.append(str(feed))
-    for name in ("hybrid_broker", "futures_broker", "futures_venue", "venue"):
+    for name in ("hybrid_venue", "futures_venue"):
         v = getattr(settings, name, None)
         if v and v not in ("paper", "replay"):
             out.append(str(v))
