@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "scripts" / "install_launchd.sh"
 TEMPLATES = sorted((ROOT / "launchd").glob("*.plist"))
 LABELS = {"com.tracerbullet.hybrid", "com.tracerbullet.futures", "com.tracerbullet.watchdog.hybrid",
-          "com.tracerbullet.watchdog.futures", "com.tracerbullet.health"}
+          "com.tracerbullet.watchdog.futures", "com.tracerbullet.health", "com.tracerbullet.optimize"}
 
 
 def env_for(tmp: Path, **extra: str) -> dict[str, str]:

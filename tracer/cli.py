@@ -89,6 +89,7 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
             ("est. price", o["price_est"]), ("est. notional", o["notional_est"]), ("leverage", o["leverage"]),
             ("state", f"{o['state']}" + (f" ({o['state_reason']})" if o["state_reason"] else "")),
             ("reason", o["reason"]), ("bracket", o["bracket_json"]), ("sizing", o["sizing_json"]),
+            ("exploration", _exploration_label(o["sizing_json"])),
             ("created", o["created_at"]), ("updated", o["updated_at"])]))
         for f in c.execute("SELECT * FROM fills WHERE client_order_id=?", (o["client_order_id"],)):
             console.print(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
@@ -109,6 +110,15 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                           f"funding {tr['funding']:.2f}, P&L {tr['pnl']:+.2f} ({tr['return_pct']:+.2%}); "
                           f"exit order {tr['exit_order_id']}")
     return 0
+
+
+def _exploration_label(sizing_json: str | None) -> str:
+    """Whether the order is an exploration entry (tracer/optimize/exploration.py), and why."""
+    from tracer.optimize.exploration import label
+    try:
+        return label(json.loads(sizing_json).get("exploration") if sizing_json else None)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return "no"
 
 
 def status(store: Store, console: Console) -> int:
@@ -150,7 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_backtest(sub)
     ops.add_parsers(sub)   # health, alert, heartbeat-age, dashboard, watchdog-check, watchdog-restarted
     # (anchor: research commands: run, universe, digest, eval)
+    from tracer.research import cli as research_cli
+    research_cli.add_parsers(sub)
     # (anchor: optimisation commands: optimize, params)
+    from tracer.optimize import cli as optimize_cli
+    optimize_cli.add_parsers(sub)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -158,7 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tracer.backtest.cli import run as run_backtest_cmd
         return run_backtest_cmd(args, args.env_file)
     # (anchor: research dispatch)
+    if args.cmd in research_cli.COMMANDS:
+        try:
+            research_settings = _settings(args)
+        except ConfigError as err:
+            print(f"tracer: {err}", file=sys.stderr)
+            return 2
+        return research_cli.dispatch(args, research_settings, console)
     # (anchor: optimisation dispatch)
+    if args.cmd in optimize_cli.COMMANDS:
+        return optimize_cli.dispatch(args, args.env_file)
     if args.cmd == "config-example":
         print(env_example())
         return 0

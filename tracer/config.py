@@ -382,8 +382,75 @@ class Settings:
                                      "recvWindow of signed Binance/Bybit requests (milliseconds)", lo=100, hi=60000)
 
     # (anchor: research settings: universe, digest, eval)
+    universe_config: Path = _var("TB_UNIVERSE_CONFIG", "path", Path("config/universe.yaml"),
+                                 "universe file of `tracer universe` (symbols, timeframes, horizons, plan)")
+    research_dir: Path = _var("TB_RESEARCH_DIR", "path", Path("state/research"),
+                              "where `tracer run/universe/eval` write runs/, bars/, universe_runs/, eval_runs/")
+    universe_lookback_bars: int = _var("TB_UNIVERSE_LOOKBACK_BARS", "int", 256,
+                                       "bars of each timeframe given to a universe evaluation (as many as "
+                                       "TB_LOOKBACK_BARS gives the agents: the 1h signal equals theirs)",
+                                       lo=30, hi=2000)
+    universe_min_bars: int = _var("TB_UNIVERSE_MIN_BARS", "int", 60,
+                                  "fewest complete bars a timeframe needs to be evaluated in a scan", lo=30, hi=2000)
+    digest_headlines: bool = _var("TB_DIGEST_HEADLINES", "bool", True,
+                                  "show each asset's latest relevant headline in the digest")
+    universe_git_autocommit: bool = _var("TB_UNIVERSE_GIT_AUTOCOMMIT", "bool", False,
+                                         "git-commit TB_RESEARCH_DIR (its own repository) after each "
+                                         "universe scan and evaluation")
+    universe_git_push: bool = _var("TB_UNIVERSE_GIT_PUSH", "bool", False,
+                                   "push each research commit to TB_RESEARCH_DIR's upstream")
 
     # (anchor: optimisation and exploration settings)
+    active_params_path: Path = _var("TB_ACTIVE_PARAMS_PATH", "path", Path("config/active_params.json"),
+                                    "promoted parameter set (tracer params promote): applied under variables set "
+                                    "in the environment or .env, above the profile; read at start")
+    proposed_params_path: Path = _var("TB_PROPOSED_PARAMS_PATH", "path", Path("config/proposed_params.json"),
+                                      "where tracer optimize writes its proposal (never applied by itself)")
+    optimize_storage: str = _var("TB_OPTIMIZE_STORAGE", "str", "",
+                                 "Optuna RDB storage URL shared by the workers (sqlite:///path or "
+                                 "postgresql://user:pw@host/db); empty = sqlite under TB_STATE_DIR", secret=True)
+    optimize_trials: int = _var("TB_OPTIMIZE_TRIALS", "int", 40, "Optuna trials per walk-forward fold", lo=1,
+                                hi=100000)
+    optimize_train_days: float = _var("TB_OPTIMIZE_TRAIN_DAYS", "float", 60.0,
+                                      "days of the training window of each walk-forward fold", lo=1, hi=3650)
+    optimize_test_days: float = _var("TB_OPTIMIZE_TEST_DAYS", "float", 20.0,
+                                     "days of the unseen scoring window after each training window", lo=1, hi=3650)
+    optimize_max_folds: int = _var("TB_OPTIMIZE_MAX_FOLDS", "int", 3,
+                                   "most recent walk-forward folds used (the windows roll by TB_OPTIMIZE_TEST_DAYS)",
+                                   lo=1, hi=100)
+    optimize_seed: int = _var("TB_OPTIMIZE_SEED", "int", 42, "seed of the Optuna sampler (same seed, same proposal)",
+                              lo=0, hi=2**31 - 1)
+    optimize_dd_penalty: float = _var("TB_OPTIMIZE_DD_PENALTY", "float", 5.0,
+                                      "objective = Sharpe - this x max drawdown - trade-count penalty", lo=0, hi=1000)
+    optimize_min_trades_per_day: float = _var("TB_OPTIMIZE_MIN_TRADES_PER_DAY", "float", 0.2,
+                                              "fewer closed trades a day than this are penalised (freeze)",
+                                              lo=0, hi=1000)
+    optimize_max_trades_per_day: float = _var("TB_OPTIMIZE_MAX_TRADES_PER_DAY", "float", 6.0,
+                                              "more closed trades a day than this are penalised (churn)",
+                                              lo=0.01, hi=1000)
+    auto_apply_enabled: bool = _var("TB_AUTO_APPLY_ENABLED", "bool", False,
+                                    "tracer params auto-apply promotes a proposal that passes the guard rails")
+    auto_apply_kill: bool = _var("TB_AUTO_APPLY_KILL", "bool", False,
+                                 "kill switch: no automatic promotion at all, whatever TB_AUTO_APPLY_ENABLED says")
+    auto_apply_min_improvement: float = _var("TB_AUTO_APPLY_MIN_IMPROVEMENT", "float", 0.1,
+                                             "out-of-sample objective must beat the current set's by this margin",
+                                             lo=0, hi=1000)
+    auto_apply_max_change: float = _var("TB_AUTO_APPLY_MAX_CHANGE", "float", 0.25,
+                                        "largest change of one parameter, as a fraction of its search range",
+                                        lo=0.0, hi=1)
+    explore_share: float = _var("TB_EXPLORE_SHARE", "float", 0.0,
+                                "share of (symbol, bar) cycles in which a near-miss entry is explored "
+                                "(0 = off); paper/testnet only unless TB_EXPLORE_LIVE", lo=0, hi=0.5)
+    explore_notional_usd: float = _var("TB_EXPLORE_NOTIONAL_USD", "float", 100.0,
+                                       "fixed notional of an exploration entry (USD; futures at 1x)", lo=1, hi=1e6)
+    explore_quality_margin: float = _var("TB_EXPLORE_QUALITY_MARGIN", "float", 1.0,
+                                         "a hold whose quality is at most this below the required quality is a "
+                                         "near miss", lo=0, hi=10)
+    explore_conviction_margin: float = _var("TB_EXPLORE_CONVICTION_MARGIN", "float", 1.0,
+                                            "a hold whose conviction is at most this below the gate is a near miss",
+                                            lo=0, hi=10)
+    explore_live: bool = _var("TB_EXPLORE_LIVE", "bool", False,
+                              "allow exploration entries with TB_LIVE_TRADING=yes (real money)")
 
     # --- secrets (never logged, printed or stored) ------------------------------------------
     alpaca_api_key: str = _var("TB_ALPACA_API_KEY", "str", "",
@@ -590,6 +657,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if dotenv_path is not None and Path(dotenv_path).is_file():
         merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     merged.update(os.environ if environ is None else environ)
+    # promoted parameters (tracer params promote): under the variables set in the environment or .env,
+    # above the profile and the defaults; validated below like any other value
+    from tracer.optimize.params import active_overlay
+    for k, v in active_overlay(merged.get("TB_ACTIVE_PARAMS_PATH") or "config/active_params.json").items():
+        merged.setdefault(k, v)
 
     known = env_names()
     for name in sorted(merged):

@@ -266,7 +266,92 @@ CREATE TABLE venue_events (
 CREATE INDEX venue_events_agent_ts ON venue_events(agent, ts)
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+# v6: parameter promotions (tracer params promote / rollback / auto-apply): every change of an agent's
+# active parameter set, with the set before it, the proposal's metrics and who made it.
+SCHEMA_V6 = """
+CREATE TABLE param_promotions (
+    id             INTEGER PRIMARY KEY,
+    ts             TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    params_json    TEXT NOT NULL,
+    previous_json  TEXT NOT NULL,
+    proposal_json  TEXT NOT NULL DEFAULT '{}',
+    code_version   TEXT,
+    actor          TEXT NOT NULL,
+    reason         TEXT NOT NULL DEFAULT '',
+    rolled_back    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX param_promotions_agent ON param_promotions(agent, id)
+"""
+
+# v7: research. Universe scans, the calls they made (one per asset and timeframe, with the thesis and
+# the plan), evaluation runs, and each call's outcome once its horizon has passed.
+SCHEMA_V7 = """
+CREATE TABLE universe_runs (
+    id           INTEGER PRIMARY KEY,
+    as_of        TEXT NOT NULL,
+    params_hash  TEXT NOT NULL,
+    feed         TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    assets       INTEGER NOT NULL DEFAULT 0,
+    artifact     TEXT,
+    doc_json     TEXT NOT NULL,
+    UNIQUE (as_of, params_hash)
+);
+CREATE TABLE research_calls (
+    id               INTEGER PRIMARY KEY,
+    universe_run_id  INTEGER NOT NULL REFERENCES universe_runs(id),
+    symbol           TEXT NOT NULL,
+    timeframe        TEXT NOT NULL,
+    as_of            TEXT NOT NULL,
+    rank             INTEGER NOT NULL,
+    action           TEXT NOT NULL CHECK (action IN ('Buy','Sell','Watch')),
+    risk_band        TEXT NOT NULL,
+    readiness        TEXT NOT NULL,
+    side             INTEGER NOT NULL,
+    price            REAL NOT NULL,
+    atr              REAL NOT NULL,
+    entry_low        REAL NOT NULL,
+    entry_high       REAL NOT NULL,
+    stop             REAL NOT NULL,
+    risk             REAL NOT NULL CHECK (risk > 0),
+    targets_json     TEXT NOT NULL,
+    horizon_end      TEXT NOT NULL,
+    composite        REAL,
+    quality          REAL,
+    conviction       REAL,
+    evidence         TEXT NOT NULL,
+    UNIQUE (universe_run_id, symbol, timeframe)
+);
+CREATE INDEX research_calls_horizon ON research_calls(horizon_end);
+CREATE TABLE eval_runs (
+    id            INTEGER PRIMARY KEY,
+    created_at    TEXT NOT NULL,
+    as_of         TEXT NOT NULL,
+    calls         INTEGER NOT NULL,
+    evaluated     INTEGER NOT NULL,
+    pending       INTEGER NOT NULL,
+    no_data       INTEGER NOT NULL,
+    summary_json  TEXT NOT NULL,
+    artifact      TEXT
+);
+CREATE TABLE research_outcomes (
+    call_id       INTEGER PRIMARY KEY REFERENCES research_calls(id),
+    eval_run_id   INTEGER NOT NULL REFERENCES eval_runs(id),
+    exit_ts       TEXT NOT NULL,
+    exit_price    REAL NOT NULL,
+    move          REAL NOT NULL,
+    return_pct    REAL NOT NULL,
+    r_multiple    REAL,
+    hit           INTEGER NOT NULL CHECK (hit IN (0, 1)),
+    first_touch   TEXT NOT NULL,
+    mfe_r         REAL NOT NULL,
+    mae_r         REAL NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -665,6 +750,30 @@ class Store:
             (agent, iso(since), iso(since), iso(until), iso(until))).fetchone()
         return int(row[0]), float(row[1]), int(row[2])
 
+    # --- parameter promotions (tracer/optimize/params.py) ----------------------------------
+    def insert_promotion(self, agent: str, action: str, params: dict[str, Any], previous: dict[str, Any],
+                         proposal: dict[str, Any] | None, code_version: str | None, actor: str,
+                         reason: str = "") -> int:
+        cur = self.conn.execute(
+            "INSERT INTO param_promotions(ts, agent, action, params_json, previous_json, proposal_json, "
+            "code_version, actor, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+            (iso(utcnow()), agent, action, to_json(params), to_json(previous), to_json(proposal or {}),
+             code_version, actor, reason))
+        return int(cur.lastrowid)
+
+    def promotions(self, agent: str | None = None) -> list[sqlite3.Row]:
+        """Every promotion and rollback, oldest first."""
+        return self.conn.execute("SELECT * FROM param_promotions WHERE (? IS NULL OR agent=?) ORDER BY id",
+                                 (agent, agent)).fetchall()
+
+    def last_live_promotion(self, agent: str) -> sqlite3.Row | None:
+        """The latest promotion of ``agent`` that has not been rolled back (what a rollback undoes)."""
+        return self.conn.execute("SELECT * FROM param_promotions WHERE agent=? AND action IN ('promote','auto') "
+                                 "AND rolled_back=0 ORDER BY id DESC LIMIT 1", (agent,)).fetchone()
+
+    def mark_rolled_back(self, promotion_id: int) -> None:
+        self.conn.execute("UPDATE param_promotions SET rolled_back=1 WHERE id=?", (promotion_id,))
+
 
 def _statements(script: str) -> list[str]:
     """Split a schema script into statements (no semicolons inside our DDL strings)."""
@@ -675,6 +784,8 @@ def row_to_order(r: sqlite3.Row) -> Order:
     return Order(client_order_id=r["client_order_id"], agent=r["agent"], symbol=r["symbol"], side=Side(r["side"]),
                  qty=r["qty"], type=OrderType(r["type"]), reduce_only=bool(r["reduce_only"]),
                  leverage=r["leverage"], purpose=r["purpose"], reason=r["reason"],
+                 # a venue stop / target keeps its trigger price in price_est
+                 stop_price=r["price_est"] if r["type"] != OrderType.MARKET.value else None,
                  created_at=parse_iso(r["created_at"]))
 
 

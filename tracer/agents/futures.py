@@ -25,6 +25,7 @@ from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
 from tracer.models import Action, Order, Position, PositionSide, Side, Signal
+from tracer.optimize.exploration import exploration
 from tracer.risk.leverage import choose_leverage, risk_notional
 from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
 from tracer.signals.gates import adverse
@@ -65,9 +66,12 @@ class FuturesPolicy:
                 return Decision("exit", f"opposite signal while {position.side.value}: {sig.reason}",
                                 Intent(order, sig.symbol, sig.price))
             return Decision("hold_position", f"holding {position.side.value}; {sig.reason}")
+        explore = None
         if sig.action is Action.HOLD:
-            return Decision("none", sig.reason)
-        direction = 1 if sig.action is Action.BUY else -1
+            explore = exploration(AGENT, sig, s)
+            if explore is None:
+                return Decision("none", sig.reason)
+        direction = (1 if sig.action is Action.BUY else -1) if explore is None else sig.direction
         if adverse(direction, sig.regime) and sig.quality < s.futures_counter_regime_quality:
             return Decision("none", f"against the {sig.regime.label} regime: quality {sig.quality:.2f} < "
                                     f"{s.futures_counter_regime_quality:.2f} (TB_FUTURES_COUNTER_REGIME_QUALITY)")
@@ -78,6 +82,8 @@ class FuturesPolicy:
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
 
+        if explore is not None:
+            return self._explore(sig, direction, book, returns, explore)
         lev = choose_leverage(sig.conviction, s.min_conviction_score, sig.regime.volatility, s.futures_max_leverage)
         stop_d = s.futures_stop_atr_mult * sig.atr
         # the guard is checked at the expected fill (the price moved against us by the slippage)
@@ -115,13 +121,44 @@ class FuturesPolicy:
                                  f"{rd.notional:.2f}, margin {margin:.2f}, liq {liq:.6g}",
                         Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
 
+    def _explore(self, sig: Signal, direction: int, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
+        """A near-miss entry at 1x and the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
+        the risk rules approve), after the counter-regime rule and the cooldown, through every risk rule (so it
+        counts against the daily trade cap), tagged ``exploration`` (:mod:`tracer.optimize.exploration`)."""
+        s = self.s
+        stop_d = s.futures_stop_atr_mult * sig.atr
+        rd = check_entry(Candidate(sig.symbol, sig.price, direction, 1.0, returns, leverage=1.0, spot=False),
+                         book, self.limits)
+        if not rd.approved:
+            return Decision("blocked", f"exploration blocked: risk rule {rd.rule}", risk_rule=rd.rule,
+                            risk_detail=dict(rd.detail, exploration=tag))
+        notional = min(s.explore_notional_usd, rd.notional)
+        qty = math.floor(notional / sig.price / self.step + 1e-9) * self.step
+        if qty <= 0 or qty * sig.price < self.limits.min_trade_notional:
+            return Decision("blocked", "exploration blocked: risk rule below_min_notional",
+                            risk_rule="below_min_notional",
+                            risk_detail={"notional": notional, "minimum": self.limits.min_trade_notional,
+                                         "exploration": tag})
+        order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol,
+                      Side.BUY if direction > 0 else Side.SELL, qty, leverage=1.0, purpose="entry",
+                      reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
+        bracket = Bracket(stop_distance=stop_d, take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
+                          trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+        margin = qty * sig.price
+        reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4
+        sizing = dict(rd.detail, notional=margin, qty=qty, price_est=sig.price, margin=margin,
+                      side="long" if direction > 0 else "short", exploration=tag)
+        return Decision("enter", f"exploration {'long' if direction > 0 else 'short'} 1x (near miss: "
+                                 f"{', '.join(tag['missed'])}): fixed notional {margin:.2f}; {sig.reason}",
+                        Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
+
     def on_trade_closed(self, symbol: str, at: datetime) -> None:
         self.last_close[symbol] = at
 
 
 def build(settings: Settings, logger, store=None):
     """Wire the futures agent on the offline replay with the paper futures broker."""
-    from tracer.agents.loop import AgentLoop
+    from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
     from tracer.db import Store, parse_iso
     from tracer.execution.paper_futures import PaperFuturesBroker
@@ -133,6 +170,7 @@ def build(settings: Settings, logger, store=None):
                                 s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
                                 s.futures_vol_stop_mult, feed.interval)
     store = store or Store(s.db_path)
+    broker = venue_broker(s, AGENT, store, logger, feed.interval) or broker
     last_close = {r[0]: parse_iso(r[1]) for r in store.conn.execute(
         "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (AGENT,))}
     scorer = make_scorer(settings, logger, store)

@@ -15,6 +15,7 @@ from tracer.agents.loop import Decision, Intent
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.models import Action, Order, Position, Side, Signal
+from tracer.optimize.exploration import exploration
 from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
 
 AGENT = "hybrid"
@@ -40,6 +41,9 @@ class HybridPolicy:
         if sig.action is Action.SELL:
             return Decision("none", f"spot is long-only, bearish signal not traded; {sig.reason}")
         if sig.action is not Action.BUY:
+            tag = exploration(AGENT, sig, self.s) if sig.direction > 0 else None
+            if tag is not None:
+                return self._explore(sig, book, returns, tag)
             return Decision("none", sig.reason)
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
@@ -57,10 +61,38 @@ class HybridPolicy:
         return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
                         Intent(order, sig.symbol, sig.price, bracket, sizing))
 
+    def _explore(self, sig: Signal, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
+        """A near-miss long taken at the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
+        the risk rules approve at full size), through every risk rule (so it counts against the daily trade
+        cap), tagged ``exploration`` in the order's sizing and reason (:mod:`tracer.optimize.exploration`)."""
+        if not (np.isfinite(sig.atr) and sig.atr > 0):
+            return Decision("none", f"no valid ATR ({sig.atr}) to place a stop; {sig.reason}")
+        rd = check_entry(Candidate(sig.symbol, sig.price, +1, 1.0, returns), book, self.limits)
+        if not rd.approved:
+            return Decision("blocked", f"exploration blocked: risk rule {rd.rule}", risk_rule=rd.rule,
+                            risk_detail=dict(rd.detail, exploration=tag))
+        notional = min(self.s.explore_notional_usd, rd.notional)
+        qty = math.floor(notional / sig.price / self.step + 1e-9) * self.step
+        if qty <= 0 or qty * sig.price < self.limits.min_trade_notional:
+            return Decision("blocked", "exploration blocked: risk rule below_min_notional",
+                            risk_rule="below_min_notional",
+                            risk_detail={"notional": notional, "minimum": self.limits.min_trade_notional,
+                                         "exploration": tag})
+        order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol, Side.BUY, qty,
+                      purpose="entry", reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
+        bracket = Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
+                          take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
+                          trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
+        sizing = dict(rd.detail, notional=qty * sig.price, qty=qty, price_est=sig.price,
+                      stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult,
+                      exploration=tag)
+        return Decision("enter", f"exploration entry (near miss: {', '.join(tag['missed'])}): fixed notional "
+                                 f"{qty * sig.price:.2f}; {sig.reason}", Intent(order, sig.symbol, sig.price, bracket, sizing))
+
 
 def build(settings: Settings, logger, store=None):
     """Wire the hybrid agent on the offline replay with the paper spot broker."""
-    from tracer.agents.loop import AgentLoop
+    from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
     from tracer.db import Store
     from tracer.execution.paper import PaperSpotBroker
@@ -69,6 +101,7 @@ def build(settings: Settings, logger, store=None):
     feed = make_feed(settings, settings.symbols)
     broker = PaperSpotBroker(AGENT, settings.hybrid_capital, settings.fee_bps, settings.slippage_bps, feed.interval)
     store = store or Store(settings.db_path)
+    broker = venue_broker(settings, AGENT, store, logger, feed.interval) or broker
     scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, settings, feed, broker, store, scorer, HybridPolicy(settings), logger,
                      settings.hybrid_capital)

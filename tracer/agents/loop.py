@@ -111,6 +111,21 @@ def decide_all(policy: Policy, signals: Sequence[Signal], positions: dict[str, P
     return decisions
 
 
+def venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger, interval: timedelta):
+    """The agent's VenueBroker when it trades on a real venue (None: the paper broker). Venue
+    alerts (bans, auth errors, discrepancies) go to the notification outbox."""
+    from tracer.execution.venue_factory import make_venue_broker
+
+    def alert(text: str) -> None:
+        try:
+            with store.transaction():
+                enqueue(store, s, "venue_alert", text, agent)
+        except Exception as e:   # best effort: the venue event itself is already recorded
+            log.error(kv("venue_alert_not_queued", error=type(e).__name__))
+
+    return make_venue_broker(s, agent, store, log, interval, alert)
+
+
 class AgentLoop:
     def __init__(self, agent: str, settings: Settings, feed: Feed, broker: TradingBroker, store: Store,
                  scorer: SentimentScorer, policy: Policy, logger: logging.Logger, initial_capital: float):
@@ -130,6 +145,7 @@ class AgentLoop:
         self.processed_until: datetime | None = None
         self.day: str | None = None
         self.day_start_equity: float | None = None
+        self.venue = bool(getattr(broker, "places_own_orders", False))   # a real venue (VenueBroker)
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -149,6 +165,8 @@ class AgentLoop:
             pending.append((row_to_order(r), Bracket(**br) if br else None))
         self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
         self.reconcile()
+        if self.venue:
+            self._send_broker_orders(self.broker.ensure_protection())  # type: ignore[attr-defined]
 
         last = st.last_run(self.agent)
         if last is not None:
@@ -166,14 +184,23 @@ class AgentLoop:
                          symbols=",".join(self.feed.symbols), profile=self.s.profile))
         return first
 
-    def reconcile(self) -> None:
+    def reconcile(self, now: datetime | None = None) -> None:
         """Orders written as ``new`` but maybe never sent: ask the broker by client order id,
-        adopt its state if it knows the order, submit only if it does not."""
+        adopt its state if it knows the order, submit only if it does not. On a venue, an entry
+        that could not be sent for more than two bars is cancelled instead (its signal is stale);
+        exits and stops are always sent."""
         for r in self.store.orders_in_state(self.agent, OrderState.NEW):
             cid = r["client_order_id"]
             known = self.broker.get(cid)
             br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
-            upd = known or self.broker.submit(row_to_order(r), Bracket(**br) if br else None)
+            if known is not None and known.state is OrderState.NEW:
+                continue                      # the venue cannot say yet: try again next cycle
+            stale = (self.venue and known is None and r["purpose"] == "entry" and now is not None
+                     and parse_iso(r["created_at"]) < now - 2 * self.feed.interval)
+            if stale:
+                upd = OrderUpdate(cid, OrderState.CANCELED, "stale: not sent within two bars of its signal")
+            else:
+                upd = known or self.broker.submit(row_to_order(r), Bracket(**br) if br else None)
             with self.store.transaction():
                 self.store.set_order_state(cid, upd.state, upd.reason)
             self.log.info(kv("reconcile", client_order_id=cid, found=known is not None, state=upd.state.value))
@@ -182,7 +209,7 @@ class AgentLoop:
     def run_cycle(self, now: datetime) -> CycleResult:
         started = utcnow()
         snap = self.feed.snapshot(now)
-        report = self._process_bars(snap)
+        report = self._process_bars(snap, now)
         self._roll_day(now)
         on_close = getattr(self.policy, "on_trade_closed", None)
         if on_close is not None:
@@ -203,12 +230,15 @@ class AgentLoop:
 
         res = self._persist(now, started, snap, report, decisions)
         self._submit([d.intent for _, d in decisions if d.intent is not None])
+        if self.venue:
+            self._settle(res, now)
         self._notify(res, report, decisions)
         self.clock = self.processed_until = now
         return res
 
-    def _process_bars(self, snap: Snapshot) -> BarReport:
-        total = BarReport()
+    def _process_bars(self, snap: Snapshot, now: datetime) -> BarReport:
+        # a venue broker first learns what happened on the venue (fills, stops, liquidations)
+        total = self.broker.sync(now) if self.venue else BarReport()  # type: ignore[attr-defined]
         interval = self.feed.interval
         for sym, bars in snap.bars.items():
             ts_index = bars.index
@@ -256,18 +286,9 @@ class AgentLoop:
             for sym, reason in sorted(snap.rejected.items()):
                 st.insert_skip(run_id, self.agent, sym, now, f"bad_data: {reason}")
                 res.skipped += 1
-            # broker events of this bar: exits it triggered itself, fills, state changes, closed trades
-            exit_signal = {t.exit_order_id: t.signal_id for t in report.trades}
-            for o in report.exit_orders:
-                st.insert_order(o, run_id=run_id, signal_id=exit_signal.get(o.client_order_id), price_est=None)
-            for f in report.fills:
-                st.insert_fill(f, self.agent)
-                res.fills += 1
-            for u in report.updates:
-                st.set_order_state(u.client_order_id, u.state, u.reason, at=now)
-            for t in report.trades:
-                st.insert_trade(t)
-                res.trades += 1
+            self._write_events(run_id, report, now)
+            res.fills += len(report.fills)
+            res.trades += len(report.trades)
             for sig, d in decisions:
                 sid = st.insert_signal(run_id, self.agent, sig, d.decision, d.reason)
                 res.signals += 1
@@ -286,13 +307,8 @@ class AgentLoop:
                         d.intent = None
                     else:
                         res.orders.append(it.order.client_order_id)
-            exits = {t.entry_order_id: t.exit_ts for t in report.trades}
-            st.save_positions(self.agent, self.broker.positions(),
-                              [(p, exits[p.entry_order_id]) for p in report.closed if p.entry_order_id in exits])
+            self._write_book(report)
             res.equity = self.broker.equity()
-            st.save_account(self.agent, initial_capital=self.initial_capital, cash=self.broker.balance(),
-                            realized_pnl=self.broker.realized_pnl, fees_paid=self.broker.fees_paid,
-                            day=self.day, day_start_equity=self.day_start_equity)
             if self.cycle_no % self.s.heartbeat_every == 0:
                 st.heartbeat(self.agent, self.cycle_no, now, "running",
                              {"equity": res.equity, "positions": len(self.broker.positions())})
@@ -304,6 +320,33 @@ class AgentLoop:
             self._artifacts(run_id, now, snap, decisions)
         return res
 
+    def _write_events(self, run_id: int | None, report: BarReport, now: datetime) -> None:
+        """Broker events: orders it created itself (exits, stops), fills, state changes, closed trades."""
+        st = self.store
+        exit_signal = {t.exit_order_id: t.signal_id for t in report.trades}
+        for o in report.exit_orders:
+            st.insert_order(o, run_id=run_id, signal_id=exit_signal.get(o.client_order_id), price_est=o.stop_price)
+        for f in report.fills:
+            st.insert_fill(f, self.agent)
+        for u in report.updates:
+            st.set_order_state(u.client_order_id, u.state, u.reason, filled_qty=u.filled_qty or None,
+                               avg_price=u.avg_price, at=now)
+        for t in report.trades:
+            st.insert_trade(t)
+
+    def _write_book(self, report: BarReport) -> None:
+        """Open positions (and those closed in ``report``) and the account, as the broker has them."""
+        exits = {t.entry_order_id: t.exit_ts for t in report.trades}
+        self.store.save_positions(self.agent, self.broker.positions(),
+                                  [(p, exits[p.entry_order_id]) for p in report.closed if p.entry_order_id in exits])
+        self.store.save_account(self.agent, initial_capital=self.initial_capital, cash=self.broker.balance(),
+                                realized_pnl=self.broker.realized_pnl, fees_paid=self.broker.fees_paid,
+                                day=self.day, day_start_equity=self.day_start_equity)
+
+    def _write_report(self, run_id: int | None, report: BarReport, now: datetime) -> None:
+        self._write_events(run_id, report, now)
+        self._write_book(report)
+
     def _submit(self, intents: Sequence[Intent | None]) -> None:
         for it in intents:
             if it is None:
@@ -314,6 +357,34 @@ class AgentLoop:
             self.log.info(kv("order_" + upd.state.value, client_order_id=it.order.client_order_id,
                              symbol=it.order.symbol, side=it.order.side.value, qty=it.order.qty,
                              purpose=it.order.purpose, reason=upd.reason or it.order.reason))
+
+    def _settle(self, res: CycleResult, now: datetime) -> None:
+        """Venue only: send the broker's own orders (agent exits, then protective stops of new fills),
+        book what the venue did with them, and write each round in its own transaction."""
+        self.reconcile(now)      # orders left ``new`` by a venue that was down or could not confirm
+        for _ in range(4):
+            self._send_broker_orders(self.broker.take_outbox())  # type: ignore[attr-defined]
+            rep = self.broker.sync(now)  # type: ignore[attr-defined]
+            if not (rep.fills or rep.updates or rep.trades or rep.exit_orders):
+                break
+            with self.store.transaction():
+                self._write_report(res.run_id, rep, now)
+                res.fills += len(rep.fills)
+                res.trades += len(rep.trades)
+                for msg_kind, msg in cycle_messages(rep, []):
+                    enqueue(self.store, self.s, msg_kind, msg, self.agent)
+        res.equity = self.broker.equity()
+
+    def _send_broker_orders(self, orders) -> None:
+        """The broker's own orders: written as new (a no-op when the cycle already wrote them), then sent."""
+        for o, br in orders:
+            with self.store.transaction():
+                self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
+            upd = self.broker.submit(o, br)
+            with self.store.transaction():
+                self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
+            self.log.info(kv("order_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
+                             side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason))
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
         """Queue the periodic messages (a heartbeat every TB_NOTIFY_HEARTBEAT_EVERY cycles, the daily

@@ -1,0 +1,88 @@
+"""Venue selection and the live-trading guard (tracer.config venue settings)."""
+from __future__ import annotations
+
+import pytest
+
+from tracer.config import ConfigError, load_settings
+from tracer.execution.venue import is_local_url, is_test_url
+from tracer.execution.venue_factory import venue_names
+
+KEYS = {"TB_BINANCE_API_KEY": "bk", "TB_BINANCE_API_SECRET": "bs", "TB_BYBIT_API_KEY": "yk",
+        "TB_BYBIT_API_SECRET": "ys", "TB_ALPACA_API_KEY": "ak", "TB_ALPACA_SECRET_KEY": "as"}
+
+
+def load(env):
+    return load_settings(environ=env, dotenv_path=None)
+
+
+def test_offline_default_is_paper_even_with_keys():
+    s = load(dict(KEYS))
+    assert (s.hybrid_venue, s.futures_venue, s.futures_backup) == ("paper", "paper", None)
+    assert venue_names(s, "hybrid") == [] and venue_names(s, "futures") == []
+
+
+def test_keys_and_live_feed_switch_on_the_test_venues():
+    s = load(dict(KEYS, TB_FEED="live"))
+    assert s.hybrid_venue == "alpaca"
+    assert s.futures_venue == "binance" and s.futures_backup == "bybit"
+    assert venue_names(s, "futures") == ["binance", "bybit"]
+    assert "testnet" in s.binance_futures_url and "paper" in s.alpaca_trading_url and "testnet" in s.bybit_url
+
+
+def test_bybit_alone_is_the_main_venue_and_no_backup_without_keys():
+    env = {"TB_FEED": "live", "TB_BYBIT_API_KEY": "k", "TB_BYBIT_API_SECRET": "s"}
+    s = load(env)
+    assert s.futures_venue == "bybit" and s.futures_backup is None
+    s = load(dict(env, TB_VENUE_FUTURES="paper"))
+    assert s.futures_venue == "paper" and s.futures_backup is None
+
+
+@pytest.mark.parametrize("var,url", [("TB_BINANCE_FUTURES_URL", "https://fapi.binance.com"),
+                                     ("TB_ALPACA_TRADING_URL", "https://api.alpaca.markets"),
+                                     ("TB_BYBIT_URL", "https://api.bybit.com")])
+def test_live_url_refused_without_explicit_yes(var, url):
+    venue = {"TB_BINANCE_FUTURES_URL": ("TB_VENUE_FUTURES", "binance"),
+             "TB_ALPACA_TRADING_URL": ("TB_VENUE_HYBRID", "alpaca"),
+             "TB_BYBIT_URL": ("TB_VENUE_FUTURES", "bybit")}[var]
+    env = dict(KEYS, TB_FEED="live", **{var: url, venue[0]: venue[1]})
+    with pytest.raises(ConfigError) as e:
+        load(env)
+    assert var in str(e.value) and "TB_LIVE_TRADING=yes" in str(e.value)
+    s = load(dict(env, TB_LIVE_TRADING="yes"))
+    assert getattr(s, {"TB_BINANCE_FUTURES_URL": "binance_futures_url", "TB_ALPACA_TRADING_URL":
+                       "alpaca_trading_url", "TB_BYBIT_URL": "bybit_url"}[var]) == url
+
+
+def test_live_url_of_an_unused_venue_is_not_refused():
+    s = load({"TB_BINANCE_FUTURES_URL": "https://fapi.binance.com"})    # paper futures: the URL is not used
+    assert s.futures_venue == "paper"
+
+
+def test_explicit_venue_without_keys_names_the_key():
+    with pytest.raises(ConfigError) as e:
+        load({"TB_FEED": "live", "TB_VENUE_FUTURES": "binance"})
+    assert "TB_BINANCE_API_KEY is missing" in str(e.value)
+
+
+def test_real_venue_on_the_replay_is_refused_but_a_local_test_venue_is_allowed():
+    with pytest.raises(ConfigError) as e:
+        load(dict(KEYS, TB_VENUE_FUTURES="binance"))
+    assert "TB_FEED" in str(e.value)
+    s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL="http://127.0.0.1:9"))
+    assert s.futures_venue == "binance"
+
+
+def test_secret_without_its_pair_is_refused():
+    with pytest.raises(ConfigError) as e:
+        load({"TB_BYBIT_API_KEY": "k"})
+    assert "TB_BYBIT_API_SECRET is missing" in str(e.value)
+
+
+def test_url_classification():
+    assert is_local_url("http://127.0.0.1:8080") and is_local_url("http://localhost/x")
+    assert not is_local_url("https://fapi.binance.com")
+    assert is_test_url("binance", "https://testnet.binancefuture.com")
+    assert not is_test_url("binance", "https://fapi.binance.com")
+    assert is_test_url("alpaca", "https://paper-api.alpaca.markets/")
+    assert not is_test_url("alpaca", "https://api.alpaca.markets")
+    assert not is_test_url("bybit", "https://api.bybit.com") and is_test_url("bybit", "https://api-testnet.bybit.com")

@@ -1,0 +1,754 @@
+"""A broker over real venues: the safety every venue client gets (tracer/execution/venue.py).
+
+The agent cycle (tracer/agents/loop.py) drives it exactly like a paper broker, plus one call,
+:meth:`VenueBroker.sync`, which asks the venue what happened:
+
+- **Order safety.** Orders are written to the DB as ``new`` before they are sent. Quantities are
+  rounded *down* to the venue's step; an order below the minimum quantity or notional is refused
+  with a recorded reason and never sent. Client order ids are deterministic. An order POST is never
+  blindly retried: after a timeout, a 5xx or a dropped connection (``Ambiguous``) the venue is
+  queried by client order id, and the order is sent again only if the venue does not know it. When
+  even the query cannot be answered, the order stays ``new`` and the next cycle (or a restart)
+  reconciles it the same way.
+- **Rate limits and bans.** 429: wait ``Retry-After`` in the cycle when it is short
+  (``TB_VENUE_MAX_WAIT_S``), otherwise leave the venue alone until then. 418: no request to the
+  venue until the ban ends, alert. -1021: resync the clock offset and retry once. Signature,
+  permission and margin errors: no retry, a record and an alert.
+- **Stops on the venue.** After an entry fills, a reduce-only stop (and take-profit) rest on the
+  venue where it supports them, so a dead agent still has its stops; they are cancelled when their
+  position closes, so no orphaned stop can open a position. Trailing, time and volatility stops are
+  the agent's (on bars), sent as reduce-only market orders.
+- **Reconciliation** every cycle (and at start): pending orders are looked up, their fills booked;
+  DB positions are compared with the venue's; a position closed on the venue (its stop or target
+  filled, or liquidated) is booked as such; a venue position the DB does not know is adopted; every
+  discrepancy goes to ``venue_events`` and to the alerts.
+- **Failover** (futures): entries go to the first venue of ``clients`` that is up and not banned; a
+  position stays on the venue that opened it (``orders.venue``) for its exits.
+
+It keeps no state the DB does not have: it is rebuilt from the DB at every start.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Callable, Sequence
+
+from tracer.db import Store, utcnow
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.execution.exits import advance, check_exit
+from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
+                                    RateLimited, TimestampDrift, VenueClient, VenueError, VenueFill, VenueOrder,
+                                    VenueOrderType, VenuePosition, VenueUnavailable)
+from tracer.logs import kv
+from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+
+TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
+
+
+def stop_order_id(entry_order_id: str) -> str:
+    """The venue stop of a position (at most one per entry)."""
+    return f"{entry_order_id[:33]}-sl"
+
+
+def target_order_id(entry_order_id: str) -> str:
+    """The venue take-profit of a position (at most one per entry)."""
+    return f"{entry_order_id[:33]}-tp"
+
+
+def round_to_step(qty: float, step: float) -> float:
+    """``qty`` rounded down to a multiple of ``step``, in decimal arithmetic (no 0.30000000000000004)."""
+    if step <= 0:
+        return qty
+    d = (Decimal(repr(qty)) / Decimal(repr(step))).to_integral_value(rounding=ROUND_DOWN) * Decimal(repr(step))
+    return float(d)
+
+
+def round_to_tick(price: float, tick: float, side_up: bool) -> float:
+    """A trigger price on the tick grid, rounded away from the market (a stop never gets closer)."""
+    if tick <= 0:
+        return price
+    q = Decimal(repr(price)) / Decimal(repr(tick))
+    q = q.to_integral_value(rounding="ROUND_CEILING" if side_up else "ROUND_FLOOR")
+    return float(q * Decimal(repr(tick)))
+
+
+def rules_reject(qty: float, price: float, rules: VenueRules) -> str | None:
+    """Why an order of ``qty`` at about ``price`` cannot be sent (None if it can)."""
+    if qty <= 0:
+        return f"quantity rounds to zero at step {rules.step_size:g}"
+    if qty < rules.min_qty:
+        return f"quantity {qty:g} below the venue minimum {rules.min_qty:g}"
+    if price > 0 and qty * price < rules.min_notional:
+        return f"notional {qty * price:.2f} below the venue minimum {rules.min_notional:g}"
+    return None
+
+
+@dataclass
+class VenueState:
+    """Per-venue health, in memory only (a restart starts optimistic and learns again)."""
+    client: VenueClient
+    down_until: datetime | None = None      # unreachable / rate limited: skip until then
+    banned_until: datetime | None = None    # 418
+    last_error: str | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return not ((self.down_until and now < self.down_until) or (self.banned_until and now < self.banned_until))
+
+
+class VenueBroker:
+    """The agents' broker over one or more venues (the first is the main one, the others backups)."""
+    places_own_orders = True
+
+    def __init__(self, agent: str, clients: Sequence[VenueClient], store: Store, log: logging.Logger, *,
+                 futures: bool, max_retries: int = 3, backoff_s: float = 0.5, max_wait_s: float = 30.0,
+                 down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
+                 interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None):
+        if not clients:
+            raise ValueError("VenueBroker needs at least one venue client")
+        self.agent = agent
+        self.venues = {c.name: VenueState(c) for c in clients}
+        self.order_of_venues = [c.name for c in clients]
+        self.store = store
+        self.log = log
+        self.futures = futures
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.down_cooldown_s = down_cooldown_s
+        self.vol_stop_mult = vol_stop_mult
+        self.interval = interval
+        self.sleep = sleep
+        self.clock = clock
+        self.alert = alert
+        self._positions: dict[str, Position] = {}
+        self._pos_venue: dict[str, str] = {}                       # symbol -> venue holding the position
+        self._tracked: dict[str, tuple[Order, Bracket | None, str]] = {}   # cid -> (order, bracket, venue)
+        self._outbox: list[tuple[Order, Bracket | None]] = []
+        self._balance: dict[str, Any] = {}
+        self._entry_now: str | None = None
+        self.last_price: dict[str, float] = {}
+        self.realized_pnl = 0.0
+        self.fees_paid = 0.0
+        self.cash = 0.0
+
+    # --- restore (crash-only) --------------------------------------------------------------
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
+                fees_paid: float, last_price: dict[str, float]) -> None:
+        self._positions = {p.symbol: p for p in positions}
+        for p in positions:
+            self._pos_venue[p.symbol] = self._venue_of(p.entry_order_id) or self.order_of_venues[0]
+        for order, br in pending:
+            self._tracked[order.client_order_id] = (order, br, self._venue_of(order.client_order_id)
+                                                    or self.order_of_venues[0])
+        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
+        self.last_price.update(last_price)
+
+    def _venue_of(self, cid: str) -> str | None:
+        row = self.store.order(cid)
+        v = row["venue"] if row is not None else None
+        return v if v in self.venues else None
+
+    # --- balances ------------------------------------------------------------------------------
+    def balance(self) -> float:
+        return sum(b.available for b in self._balance.values()) if self._balance else self.cash
+
+    def equity(self) -> float:
+        if not self._balance:
+            return self.cash
+        return sum(b.equity for b in self._balance.values())
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    def open_orders(self) -> list[Order]:
+        return [o for o, _, _ in self._tracked.values()]
+
+    def rules(self, symbol: str) -> VenueRules:
+        return self._call(self._entry_venue(), "rules", symbol)
+
+    # --- the venue calls, with the retry policy ------------------------------------------------
+    def _now(self) -> datetime:
+        return self.clock()
+
+    def _event(self, venue: str, kind: str, *, symbol: str | None = None, cid: str | None = None,
+               alert: bool = False, **detail: Any) -> None:
+        """Record a venue event in its own transaction (the cycle's transaction is not open here)."""
+        try:
+            with self.store.transaction():
+                self.store.insert_venue_event(self.agent, venue, kind, symbol=symbol, client_order_id=cid,
+                                              detail=detail, ts=self._now())
+        except Exception as e:   # the DB may be the thing that fails; the log still has it
+            self.log.error(kv("venue_event_not_recorded", kind=kind, error=type(e).__name__))
+        self.log.warning(kv("venue_" + kind, venue=venue, symbol=symbol, client_order_id=cid,
+                            **{k: v for k, v in detail.items() if isinstance(v, (str, int, float, bool))}))
+        if alert and self.alert is not None:
+            self.alert(f"{self.agent} on {venue}: {kind.replace('_', ' ')}"
+                       f"{' ' + symbol if symbol else ''}{': ' + str(detail.get('message', '')) if detail.get('message') else ''}")
+
+    def _mark_down(self, venue: str, e: VenueError, seconds: float) -> None:
+        st = self.venues[venue]
+        st.down_until = self._now() + timedelta(seconds=seconds)
+        st.last_error = type(e).__name__
+        self._event(venue, "venue_down", alert=True, error=type(e).__name__, message=str(e)[:200],
+                    until=st.down_until.isoformat())
+
+    def _ban(self, venue: str, e: IpBanned) -> None:
+        st = self.venues[venue]
+        st.banned_until = e.until
+        self._event(venue, "ip_banned", alert=True, until=e.until.isoformat(), message=str(e)[:200])
+
+    def _call(self, venue: str, method: str, *args: Any) -> Any:
+        """A *read* (or an idempotent call) with retries: backoff on Ambiguous, Retry-After on 429 when
+        short, one clock resync on -1021. Raises the last VenueError when it cannot be done."""
+        st = self.venues[venue]
+        if not st.usable(self._now()):
+            raise VenueUnavailable(f"{venue} is {'banned' if st.banned_until else 'down'} until "
+                                   f"{(st.banned_until or st.down_until).isoformat()}")   # type: ignore[union-attr]
+        resynced = False
+        delay = self.backoff_s
+        for attempt in range(1, self.max_retries + 1):
+            try:
+                return getattr(st.client, method)(*args)
+            except TimestampDrift as e:
+                if resynced:
+                    raise
+                self._resync(venue, e)
+                resynced = True
+            except RateLimited as e:
+                self._event(venue, "rate_limited", retry_after_s=e.retry_after_s, used_weight=e.used_weight,
+                            call=method)
+                if e.retry_after_s > self.max_wait_s or attempt == self.max_retries:
+                    self._mark_down(venue, e, e.retry_after_s)
+                    raise
+                self.sleep(e.retry_after_s)
+            except IpBanned as e:
+                self._ban(venue, e)
+                raise
+            except Ambiguous:
+                if attempt == self.max_retries:
+                    raise
+                self.sleep(delay * (1 + random.random() * 0.25))
+                delay *= 2
+            except VenueUnavailable as e:
+                self._mark_down(venue, e, self.down_cooldown_s)
+                raise
+        raise AssertionError("unreachable")
+
+    def _resync(self, venue: str, e: Exception) -> None:
+        try:
+            offset = self.venues[venue].client.sync_time()
+        except VenueError as e2:
+            self._event(venue, "clock_resync_failed", error=type(e2).__name__)
+            raise e
+        self._event(venue, "clock_resync", offset_ms=round(offset, 1), message=str(e)[:120])
+
+    # --- submitting -------------------------------------------------------------------------------
+    def _entry_venue(self) -> str:
+        """The first usable venue, main first. Switching to a backup (or back) is recorded and alerted."""
+        now = self._now()
+        chosen = next((v for v in self.order_of_venues if self.venues[v].usable(now)), self.order_of_venues[0])
+        main = self.order_of_venues[0]
+        if chosen != (self._entry_now or main):
+            self._event(chosen, "failover" if chosen != main else "failback", alert=True,
+                        message=f"new entries go to {chosen}" + (f" ({main} unavailable)" if chosen != main else ""),
+                        previous=self._entry_now or main)
+        self._entry_now = chosen
+        return chosen
+
+    def get(self, client_order_id: str) -> OrderUpdate | None:
+        """What the venue knows of an order (restart reconciliation). Starts tracking it when found."""
+        row = self.store.order(client_order_id)
+        if row is None:
+            return None
+        venue = row["venue"] if row["venue"] in self.venues else self._entry_venue()
+        try:
+            vo = self._call(venue, "get_order", row["symbol"], client_order_id)
+        except VenueError as e:
+            # cannot tell: report it as still unsent-or-unknown; never a blind resubmit
+            return OrderUpdate(client_order_id, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
+        if vo is None:
+            return None
+        from tracer.db import row_to_order
+        import json
+        br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
+        self._tracked[client_order_id] = (row_to_order(row), Bracket(**br) if br else None, venue)
+        self._set_venue(client_order_id, venue, vo.venue_order_id)
+        return OrderUpdate(client_order_id, OrderState.SUBMITTED if vo.state is not OrderState.REJECTED
+                           else OrderState.REJECTED, vo.reason)
+
+    def _set_venue(self, cid: str, venue: str, venue_order_id: str | None) -> None:
+        try:
+            with self.store.transaction():
+                self.store.set_order_venue(cid, venue, venue_order_id or None)
+        except Exception as e:
+            self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
+        """Send one order safely. Returns SUBMITTED when the venue has it (its fills are booked by the
+        next :meth:`sync`), REJECTED with the reason, or NEW when it could not be sent or confirmed
+        (it is reconciled, never blindly re-sent)."""
+        cid = order.client_order_id
+        if cid in self._tracked:
+            return OrderUpdate(cid, OrderState.SUBMITTED)
+        row = self.store.order(cid)
+        if row is not None and OrderState(row["state"]) in TERMINAL:
+            # a client id is sent at most once: a refused exit is not re-sent under the same id
+            return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
+        pos = self._positions.get(order.symbol)
+        venue = self._pos_venue.get(order.symbol) if (order.reduce_only and pos is not None) else self._entry_venue()
+        venue = venue or self._entry_venue()
+        client = self.venues[venue].client
+        try:
+            rules = self._call(venue, "rules", order.symbol)
+        except VenueError as e:
+            return OrderUpdate(cid, OrderState.NEW, f"not sent: {venue} rules unavailable ({type(e).__name__})")
+        qty = round_to_step(order.qty, rules.step_size)
+        if order.reduce_only and pos is not None:
+            qty = min(qty, round_to_step(pos.qty, rules.step_size)) or qty
+        price = order.stop_price or self.last_price.get(order.symbol, 0.0)
+        why = rules_reject(qty, price, rules)
+        if why and not (order.reduce_only and qty > 0):   # a closing order is never refused for its notional
+            self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=why)
+            return OrderUpdate(cid, OrderState.REJECTED, why)
+        if self.futures and not order.reduce_only and order.purpose == "entry":
+            try:
+                self._call(venue, "prepare_symbol", order.symbol, int(order.leverage))
+            except VenueError as e:
+                return self._refused(venue, order, e, "leverage/margin type not set")
+        vtype = {OrderType.MARKET: VenueOrderType.MARKET, OrderType.STOP: VenueOrderType.STOP_MARKET,
+                 OrderType.LIMIT: VenueOrderType.TAKE_PROFIT_MARKET}[order.type]
+        spec = OrderSpec(cid, order.symbol, order.side, qty, vtype, order.reduce_only, order.stop_price)
+        vo = self._place(venue, client, spec)
+        if isinstance(vo, OrderUpdate):
+            if vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
+                self._protection_refused(order, vo)
+            elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
+                # most often the venue's own stop or target closed it a moment earlier: sync books that;
+                # if the venue still holds the position, say so loudly
+                vp = self._venue_position(venue, order.symbol)
+                if vp is not None:
+                    self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
+                                message=vo.reason or "", venue_qty=vp.qty)
+            return vo
+        self._tracked[cid] = (replace(order, qty=qty), bracket, venue)
+        self._set_venue(cid, venue, vo.venue_order_id)
+        self.log.info(kv("venue_order", venue=venue, client_order_id=cid, symbol=order.symbol, side=order.side.value,
+                         qty=qty, state=vo.state.value))
+        if vo.state is OrderState.REJECTED:
+            self._tracked.pop(cid, None)
+            return OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
+        return OrderUpdate(cid, OrderState.SUBMITTED, None)
+
+    def _protection_refused(self, order: Order, upd: OrderUpdate) -> None:
+        """A venue refused a stop or target. When the market is already through its level (Binance -2021
+        "would immediately trigger"), the exit it protects is due now: a reduce-only market order.
+        Otherwise the position is unprotected on the venue: recorded and alerted (the agent's own checks
+        on every bar still apply)."""
+        pos = self._positions.get(order.symbol)
+        if pos is None:
+            return
+        mark = self.last_price.get(order.symbol, pos.entry_price)
+        long = pos.side is PositionSide.LONG
+        level = order.stop_price or 0.0
+        crossed = (mark <= level if long else mark >= level) if order.purpose == "stop" else \
+                  (mark >= level if long else mark <= level)
+        if crossed or "immediately trigger" in (upd.reason or ""):
+            o = Order(exit_order_id(pos.entry_order_id), self.agent, pos.symbol, order.side, pos.qty, OrderType.MARKET,
+                      reduce_only=True, leverage=pos.leverage, purpose="exit", reason=order.reason,
+                      created_at=order.created_at)
+            self._outbox.append((o, None))
+        else:
+            self._event(self._pos_venue.get(order.symbol, self.order_of_venues[0]), "position_unprotected",
+                        symbol=order.symbol, cid=order.client_order_id, alert=True, message=upd.reason or "")
+
+    def _refused(self, venue: str, order: Order, e: VenueError, what: str) -> OrderUpdate:
+        kind = {AuthError: "auth_error", InsufficientMargin: "insufficient_margin"}.get(type(e), "order_rejected")
+        self._event(venue, kind, symbol=order.symbol, cid=order.client_order_id,
+                    alert=kind != "order_rejected", message=str(e)[:200], code=e.code)
+        if isinstance(e, (AuthError, InsufficientMargin, OrderRejected)):
+            return OrderUpdate(order.client_order_id, OrderState.REJECTED, f"{what}: {type(e).__name__}: {str(e)[:160]}")
+        return OrderUpdate(order.client_order_id, OrderState.NEW, f"not sent: {what} ({type(e).__name__})")
+
+    def _place(self, venue: str, client: VenueClient, spec: OrderSpec) -> VenueOrder | OrderUpdate:
+        """The one place an order is POSTed. Never two POSTs unless the venue said it never saw the first."""
+        st = self.venues[venue]
+        if not st.usable(self._now()):
+            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+        resynced = False
+        for attempt in range(1, self.max_retries + 1):
+            try:
+                return client.place_order(spec)
+            except TimestampDrift as e:       # rejected before processing: safe to send again once
+                if resynced:
+                    return self._refused(venue, _as_order(spec, self.agent), e, "clock drift after resync")
+                try:
+                    self._resync(venue, e)
+                except VenueError:
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: clock resync failed")
+                resynced = True
+            except RateLimited as e:          # 429 is refused before processing: safe to send again
+                self._event(venue, "rate_limited", symbol=spec.symbol, cid=spec.client_order_id,
+                            retry_after_s=e.retry_after_s, used_weight=e.used_weight, call="place_order")
+                if e.retry_after_s > self.max_wait_s or attempt == self.max_retries:
+                    self._mark_down(venue, e, e.retry_after_s)
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: rate limited")
+                self.sleep(e.retry_after_s)
+            except IpBanned as e:
+                self._ban(venue, e)
+                return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: IP banned by the venue")
+            except VenueUnavailable as e:
+                self._mark_down(venue, e, self.down_cooldown_s)
+                return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+            except (AuthError, InsufficientMargin, OrderRejected) as e:
+                return self._refused(venue, _as_order(spec, self.agent), e, "refused by the venue")
+            except Ambiguous as e:
+                self._event(venue, "order_ambiguous", symbol=spec.symbol, cid=spec.client_order_id,
+                            error=str(e)[:160], status=e.status)
+                try:
+                    found = self._call(venue, "get_order", spec.symbol, spec.client_order_id)
+                except VenueError as e2:
+                    # cannot confirm either way: leave it to the reconciliation, never re-POST blind
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW,
+                                       f"unconfirmed after {type(e).__name__}: lookup failed ({type(e2).__name__})")
+                if found is not None:
+                    self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
+                    return found
+                # the venue never saw it: sending again cannot duplicate it
+        return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
+
+    def take_outbox(self) -> list[tuple[Order, Bracket | None]]:
+        """Orders the broker itself needs sent (protective stops, agent exits), already in the DB as new."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    # --- bars: agent-managed exits ----------------------------------------------------------------
+    def on_bar(self, bar: Bar) -> BarReport:
+        rep = BarReport()
+        self.last_price[bar.symbol] = bar.close
+        pos = self._positions.get(bar.symbol)
+        if pos is None or any(o.symbol == bar.symbol and o.reduce_only and o.type is OrderType.MARKET
+                              for o, _, _ in self._tracked.values()):
+            return rep
+        venue_stops = self.venues[self._pos_venue.get(bar.symbol, self.order_of_venues[0])].client.supports_venue_stops
+        close_time = bar.ts + self.interval
+        hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
+        reason = hit.reason if hit else None
+        if reason in ("stop_loss", "take_profit") and venue_stops:
+            reason = None      # the venue's own stop/target does it (booked by sync)
+        if reason is None and self.vol_stop_mult > 0 and pos.entry_atr and \
+                bar.high - bar.low > self.vol_stop_mult * pos.entry_atr:
+            reason = "volatility_stop"
+        if reason is None:
+            self._positions[bar.symbol] = advance(pos, bar.high, bar.low)
+            return rep
+        o = Order(exit_order_id(pos.entry_order_id), self.agent, pos.symbol,
+                  Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty, OrderType.MARKET,
+                  reduce_only=True, leverage=pos.leverage, purpose="exit", reason=reason, created_at=close_time)
+        rep.exit_orders.append(o)
+        self._outbox.append((o, None))
+        return rep
+
+    # --- sync: what happened on the venue -------------------------------------------------------------
+    def sync(self, now: datetime) -> BarReport:
+        rep = BarReport()
+        self._refresh_balances()
+        self._sync_orders(rep, now)
+        self._sync_positions(rep, now)
+        return rep
+
+    def _refresh_balances(self) -> None:
+        for v in self._active_venues():
+            try:
+                self._balance[v] = self._call(v, "balance")
+            except VenueError as e:
+                self.log.warning(kv("balance_unavailable", venue=v, error=type(e).__name__))
+
+    def _active_venues(self) -> list[str]:
+        used = {self._entry_venue()} | set(self._pos_venue.values()) | {v for _, _, v in self._tracked.values()}
+        return [v for v in self.order_of_venues if v in used]
+
+    def _sync_orders(self, rep: BarReport, now: datetime) -> None:
+        for cid, (order, bracket, venue) in list(self._tracked.items()):
+            if cid not in self._tracked:      # cancelled with its position earlier in this pass
+                continue
+            try:
+                vo = self._call(venue, "get_order", order.symbol, cid)
+            except VenueError:
+                continue
+            if vo is None:
+                self._event(venue, "order_missing", symbol=order.symbol, cid=cid, alert=True,
+                            message="an order the DB has as sent is unknown to the venue")
+                self._tracked.pop(cid)
+                rep.updates.append(OrderUpdate(cid, OrderState.REJECTED, "unknown to the venue"))
+                continue
+            if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
+                continue          # a resting stop / target: nothing to book yet
+            if vo.state in (OrderState.SUBMITTED,) and vo.filled_qty <= 0:
+                continue
+            if vo.state is OrderState.PARTIALLY_FILLED:
+                continue          # book once the venue says it is done
+            self._tracked.pop(cid, None)
+            if vo.filled_qty <= 0:
+                rep.updates.append(OrderUpdate(cid, vo.state, vo.reason or vo.state.value))
+                continue
+            fill = self._fill_of(venue, order, vo)
+            if fill is None:
+                self._tracked[cid] = (order, bracket, venue)     # fills not readable now: next cycle
+                continue
+            # times on the agent's clock: a venue fill stamped after the cycle's clock counts at the clock
+            fill = replace(fill, ts=min(fill.ts, now))
+            if order.purpose == "entry" and not order.reduce_only:
+                self._open(order, bracket, venue, fill, rep)
+            else:
+                self._close_by(order.symbol, fill, order.reason or order.purpose, venue, rep)
+
+    def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
+        try:
+            fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id)
+        except VenueError:
+            fills = []
+        qty = sum(f.qty for f in fills)
+        if qty > 0:
+            px = sum(f.qty * f.price for f in fills) / qty
+            fee = sum(f.fee for f in fills)
+            ts = max(f.ts for f in fills)
+        elif vo.avg_price:
+            qty, px, fee, ts = vo.filled_qty, vo.avg_price, 0.0, vo.updated_at or self._now()
+        else:
+            return None
+        return Fill(order.client_order_id, order.symbol, order.side, qty, px, fee, ts)
+
+    def _open(self, order: Order, bracket: Bracket | None, venue: str, fill: Fill, rep: BarReport) -> None:
+        s = 1 if order.side is Side.BUY else -1
+        b = bracket or Bracket(0.0, 0.0, 0.0, 0.0)
+        vp = self._venue_position(venue, order.symbol)
+        # spot venues take the buy fee in the coin: the position is what the venue holds, not what was bought
+        qty = min(fill.qty, vp.qty) if (vp is not None and not self.futures) else fill.qty
+        pos = Position(agent=self.agent, symbol=order.symbol, side=PositionSide.LONG if s > 0 else PositionSide.SHORT,
+                       qty=qty, entry_price=fill.price, opened_at=fill.ts, entry_fee=fill.fee,
+                       stop_loss=fill.price - s * b.stop_distance if b.stop_distance else 0.0,
+                       take_profit=fill.price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                       trail_pct=b.trail_pct, best_price=fill.price, max_hold_s=b.max_hold_s,
+                       entry_order_id=order.client_order_id, signal_id=b.signal_id, leverage=order.leverage,
+                       margin=(vp.margin if vp and vp.margin else fill.qty * fill.price / max(order.leverage, 1.0))
+                       if self.futures else 0.0,
+                       liquidation_price=vp.liquidation_price if vp else None, entry_atr=b.entry_atr)
+        self._positions[order.symbol] = pos
+        self._pos_venue[order.symbol] = venue
+        self.fees_paid += fill.fee
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(order.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
+        self._protect(pos, venue, rep)
+
+    def _protect(self, pos: Position, venue: str, rep: BarReport) -> None:
+        """Queue the venue stop and target of a position (written to the DB as new, then sent)."""
+        if not self.venues[venue].client.supports_venue_stops:
+            return
+        close_side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
+        up = pos.side is PositionSide.SHORT     # a short's stop is above: round it up
+        made = []
+        if pos.stop_loss > 0:
+            made.append(Order(stop_order_id(pos.entry_order_id), self.agent, pos.symbol, close_side, pos.qty,
+                              OrderType.STOP, reduce_only=True, stop_price=pos.stop_loss, leverage=pos.leverage,
+                              purpose="stop", reason="stop_loss", created_at=pos.opened_at))
+        if pos.take_profit > 0:
+            made.append(Order(target_order_id(pos.entry_order_id), self.agent, pos.symbol, close_side, pos.qty,
+                              OrderType.LIMIT, reduce_only=True, stop_price=pos.take_profit, leverage=pos.leverage,
+                              purpose="target", reason="take_profit", created_at=pos.opened_at))
+        try:
+            tick = self._call(venue, "rules", pos.symbol).tick_size
+        except VenueError:
+            tick = 0.0
+        for o in made:
+            px = round_to_tick(o.stop_price or 0.0, tick, up if o.purpose == "stop" else not up)
+            o = replace(o, stop_price=px)
+            rep.exit_orders.append(o)
+            self._outbox.append((o, None))
+
+    def _venue_position(self, venue: str, symbol: str) -> VenuePosition | None:
+        try:
+            return next((p for p in self._call(venue, "positions") if p.symbol == symbol), None)
+        except VenueError:
+            return None
+
+    def _close_by(self, symbol: str, fill: Fill, reason: str, venue: str, rep: BarReport,
+                  liquidated: bool = False) -> None:
+        pos = self._positions.pop(symbol, None)
+        self._pos_venue.pop(symbol, None)
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(fill.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
+        if pos is None:
+            return
+        s = 1 if pos.side is PositionSide.LONG else -1
+        funding = self._funding(venue, pos) if self.futures else 0.0
+        gross = s * (fill.price - pos.entry_price) * pos.qty
+        pnl = (-(pos.margin) - pos.entry_fee) if liquidated else gross - pos.entry_fee - fill.fee - funding
+        self.fees_paid += fill.fee
+        self.realized_pnl += pnl
+        rep.closed.append(pos)
+        rep.trades.append(Trade(agent=self.agent, symbol=symbol, side=pos.side, qty=pos.qty, entry_ts=pos.opened_at,
+                                entry_price=pos.entry_price, exit_ts=fill.ts, exit_price=fill.price,
+                                fees=pos.entry_fee + fill.fee, funding=-funding, pnl=pnl,
+                                exit_reason="liquidation" if liquidated else reason,
+                                entry_order_id=pos.entry_order_id, exit_order_id=fill.client_order_id,
+                                leverage=pos.leverage, signal_id=pos.signal_id))
+        self._cancel_protection(pos, venue, rep, keep=fill.client_order_id)
+
+    def _funding(self, venue: str, pos: Position) -> float:
+        try:
+            return float(sum(p.amount for p in self._call(venue, "funding", pos.symbol, pos.opened_at)))
+        except VenueError:
+            return 0.0
+
+    def _cancel_protection(self, pos: Position, venue: str, rep: BarReport, keep: str | None = None) -> None:
+        """Cancel the position's resting stop/target, so no orphan can ever open a position."""
+        for cid in (stop_order_id(pos.entry_order_id), target_order_id(pos.entry_order_id)):
+            if cid == keep:
+                continue
+            self._tracked.pop(cid, None)
+            try:
+                vo = self._call(venue, "cancel_order", pos.symbol, cid)
+            except VenueError as e:
+                self._event(venue, "cancel_failed", symbol=pos.symbol, cid=cid, alert=True, error=type(e).__name__)
+                continue
+            if self.store.order(cid) is not None:
+                if vo is not None and vo.state is OrderState.FILLED:
+                    continue
+                rep.updates.append(OrderUpdate(cid, OrderState.CANCELED, "position closed"))
+
+    def _sync_positions(self, rep: BarReport, now: datetime) -> None:
+        for venue in self._active_venues():
+            try:
+                vps = {p.symbol: p for p in self._call(venue, "positions")}
+            except VenueError:
+                continue
+            ours = {s: p for s, p in self._positions.items() if self._pos_venue.get(s) == venue}
+            for sym, pos in ours.items():
+                vp = vps.get(sym)
+                pending_exit = any(o.symbol == sym and o.reduce_only for o, _, _ in self._tracked.values()
+                                   if o.type is OrderType.MARKET)
+                if vp is None and not pending_exit:
+                    self._closed_on_venue(venue, pos, rep, now)
+                elif vp is not None:
+                    if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
+                        self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
+                                    venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
+                        pos = replace(pos, qty=vp.qty, side=vp.side)
+                    self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
+                                                   margin=vp.margin or pos.margin)
+                    if vp.mark_price:
+                        self.last_price[sym] = vp.mark_price
+            for sym, vp in vps.items():
+                if sym not in self._positions and not self._dust(venue, vp):
+                    self._adopt(venue, vp, rep, now)
+            self._cancel_orphans(venue, rep)
+
+    def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime) -> None:
+        """The venue no longer holds a position the DB has: its stop or target filled, or liquidation."""
+        for cid, reason in ((stop_order_id(pos.entry_order_id), "stop_loss"),
+                            (target_order_id(pos.entry_order_id), "take_profit"),
+                            (exit_order_id(pos.entry_order_id), "exit")):
+            try:
+                vo = self._call(venue, "get_order", pos.symbol, cid)
+            except VenueError:
+                return          # cannot tell now: next cycle
+            if vo is not None and vo.state is OrderState.FILLED and vo.filled_qty > 0:
+                o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY,
+                          pos.qty, OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason,
+                          created_at=pos.opened_at)
+                fill = self._fill_of(venue, o, vo)
+                if fill is None:
+                    return
+                fill = replace(fill, ts=min(fill.ts, now))
+                if self.store.order(cid) is None:
+                    rep.exit_orders.append(o)
+                self._tracked.pop(cid, None)
+                self._close_by(pos.symbol, fill, reason, venue, rep)
+                return
+        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
+        cid = exit_order_id(pos.entry_order_id)
+        liq = self.futures and pos.liquidation_price
+        px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
+                  OrderType.MARKET, reduce_only=True, purpose="exit",
+                  reason="liquidation" if liq else "closed_on_venue", created_at=now)
+        if self.store.order(cid) is None:
+            rep.exit_orders.append(o)
+        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
+                    assumed="liquidation" if liq else "closed outside the agent", price=px)
+        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), 0.0, now),
+                       o.reason, venue, rep, liquidated=bool(liq))
+
+    def _dust(self, venue: str, vp: VenuePosition) -> bool:
+        """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""
+        try:
+            r = self._call(venue, "rules", vp.symbol)
+        except VenueError:
+            return False
+        px = vp.mark_price or self.last_price.get(vp.symbol, vp.entry_price)
+        return vp.qty < r.min_qty or vp.qty * px < r.min_notional
+
+    def _adopt(self, venue: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
+        """A venue position the DB does not know: adopt the venue's truth, record it, alert."""
+        cid = f"tb-adopt-{vp.symbol.replace('/', '')[:8]}-{now:%y%m%d%H%M}"
+        side = Side.BUY if vp.side is PositionSide.LONG else Side.SELL
+        o = Order(cid, self.agent, vp.symbol, side, vp.qty, OrderType.MARKET, leverage=vp.leverage,
+                  purpose="adopted", reason="position found on the venue", created_at=now)
+        rep.exit_orders.append(o)
+        fill = Fill(cid, vp.symbol, side, vp.qty, vp.entry_price, 0.0, now)
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "adopted from the venue", vp.qty, vp.entry_price))
+        self._positions[vp.symbol] = Position(
+            agent=self.agent, symbol=vp.symbol, side=vp.side, qty=vp.qty, entry_price=vp.entry_price, opened_at=now,
+            entry_fee=0.0, stop_loss=0.0, take_profit=0.0, trail_pct=0.0, best_price=vp.entry_price, max_hold_s=0.0,
+            entry_order_id=cid, leverage=vp.leverage, margin=vp.margin, liquidation_price=vp.liquidation_price)
+        self._pos_venue[vp.symbol] = venue
+        self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
+                    side=vp.side.value, entry_price=vp.entry_price)
+
+    def _cancel_orphans(self, venue: str, rep: BarReport) -> None:
+        """Our resting orders (client id ``tb-``) whose position is gone are cancelled."""
+        try:
+            open_ = self._call(venue, "open_orders")
+        except VenueError:
+            return
+        for vo in open_:
+            if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked:
+                continue
+            pos = self._positions.get(vo.symbol)
+            if pos is not None and vo.client_order_id in (stop_order_id(pos.entry_order_id),
+                                                          target_order_id(pos.entry_order_id)):
+                continue
+            try:
+                self._call(venue, "cancel_order", vo.symbol, vo.client_order_id)
+            except VenueError:
+                continue
+            self._event(venue, "orphan_cancelled", symbol=vo.symbol, cid=vo.client_order_id, alert=True)
+            if self.store.order(vo.client_order_id) is not None:
+                rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.CANCELED, "orphan: its position is closed"))
+
+    def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
+        """Stops/targets the DB expects but the venue does not hold (e.g. a crash right after a fill)."""
+        rep = BarReport()
+        for sym, pos in self._positions.items():
+            venue = self._pos_venue.get(sym, self.order_of_venues[0])
+            if not self.venues[venue].client.supports_venue_stops or pos.stop_loss <= 0:
+                continue
+            sid = stop_order_id(pos.entry_order_id)
+            if sid in self._tracked or self.store.order(sid) is not None:
+                continue
+            self._protect(pos, venue, rep)
+        return [(o, None) for o in rep.exit_orders]
+
+
+def _as_order(spec: OrderSpec, agent: str) -> Order:
+    return Order(spec.client_order_id, agent, spec.symbol, spec.side, spec.qty, reduce_only=spec.reduce_only)
+
+
+__all__ = ["VenueBroker", "round_to_step", "round_to_tick", "rules_reject", "stop_order_id", "target_order_id"]

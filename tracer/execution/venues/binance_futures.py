@@ -1,0 +1,552 @@
+"""Binance USD-M perpetuals as a :class:`tracer.execution.venue.VenueClient`, over python-binance's ``Client``.
+
+Thin: one venue call per method where possible, no retries, no trading state (the venue is the truth);
+the only caches are the exchange rules and what :meth:`prepare_symbol` already set. Every python-binance
+/ requests error is translated into the typed errors of :mod:`tracer.execution.venue` (see
+:func:`translate_api_error`); nothing else escapes.
+
+Checked against python-binance 1.0.37 (``binance/client.py``, ``binance/base_client.py``):
+
+- No base-URL parameter: the instance's ``FUTURES_URL`` (root + ``/fapi``), ``FUTURES_DATA_URL`` and
+  ``API_URL`` are set after construction; ``Client(..., ping=False)`` makes no request in ``__init__``.
+- Signed requests carry ``timestamp = int(time.time() * 1000 + self.timestamp_offset)`` and
+  ``recvWindow = self.REQUEST_RECVWINDOW`` (class default 10000); both are set per instance here.
+- ``futures_create_order`` routes STOP / STOP_MARKET / TAKE_PROFIT / TAKE_PROFIT_MARKET /
+  TRAILING_STOP_MARKET to ``POST /fapi/v1/algoOrder`` (``algoType=CONDITIONAL``, ``stopPrice`` renamed
+  ``triggerPrice``, ``newClientOrderId`` dropped, ``clientAlgoId`` generated unless given), everything
+  else to ``POST /fapi/v1/order`` (a ``newClientOrderId`` generated unless given): we always pass ours.
+  Query/cancel of an algo order (``GET``/``DELETE /fapi/v1/algoOrder``) take ``algoId`` or ``clientAlgoId``
+  and no ``symbol`` (Binance's documented parameters; python-binance's docstring calls symbol required).
+  The venue forgets CANCELED/EXPIRED algo orders without fills after 3 days (then ``get_order`` is None).
+- ``futures_get_order`` / ``futures_cancel_order`` go to ``/fapi/v1/algoOrder`` when ``clientAlgoId`` or
+  ``algoId`` is passed; ``futures_get_open_orders(conditional=True)`` is ``GET /fapi/v1/openAlgoOrders``.
+- ``futures_position_information`` / ``futures_account_balance`` default to v3; ``futures_account`` to v2.
+  We ask for ``positionRisk`` v2 explicitly (it carries ``leverage``, ``marginType`` and
+  ``isolatedWallet``; v3 does not) and ``account`` v2 (wallet, unrealised P&L and available in one call).
+- Errors: a non-2xx response raises ``BinanceAPIException`` (``status_code``, ``code``, ``message``,
+  ``response``; for a non-JSON body ``code`` is 0 and ``message`` says "Invalid JSON error message");
+  a 2xx non-JSON body raises ``BinanceRequestException``; network errors are requests' own.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Callable
+
+from tracer.execution.broker import VenueRules
+from tracer.execution.venue import (Ambiguous, AuthError, FundingPayment, InsufficientMargin, IpBanned, OrderRejected,
+                                    OrderSpec, RateLimited, TimestampDrift, VenueBalance, VenueError, VenueFill,
+                                    VenueOrder, VenueOrderType, VenuePosition, VenueUnavailable, is_test_url)
+from tracer.models import OrderState, PositionSide, Side
+from tracer.symbols import binance_symbol
+
+__all__ = ["BinanceFuturesClient", "translate_api_error", "translate_request_error", "format_step",
+           "LIVE_URL"]
+
+LIVE_URL = "https://fapi.binance.com"
+
+NOT_FOUND_CODES = (-2013, -2011)          # "Order does not exist." / "Unknown order sent."
+AMBIGUOUS_CODES = (-1000, -1001, -1006, -1007)
+AUTH_CODES = (-1022, -2014, -2015, -1002)
+MARGIN_CODES = (-2018, -2019)
+RATE_CODES = (-1003, -1015)   # too many requests / too many new orders
+CONDITIONAL_TYPES = (VenueOrderType.STOP_MARKET, VenueOrderType.TAKE_PROFIT_MARKET)
+_STABLE = ("USDT", "USDC", "BUSD", "FDUSD")
+
+_STATE = {
+    "NEW": OrderState.SUBMITTED, "PARTIALLY_FILLED": OrderState.PARTIALLY_FILLED, "FILLED": OrderState.FILLED,
+    "CANCELED": OrderState.CANCELED, "EXPIRED": OrderState.CANCELED, "EXPIRED_IN_MATCH": OrderState.CANCELED,
+    "REJECTED": OrderState.REJECTED,
+}
+_ALGO_STATE = {
+    "NEW": OrderState.SUBMITTED, "TRIGGERING": OrderState.SUBMITTED, "TRIGGERED": OrderState.SUBMITTED,
+    "FINISHED": OrderState.FILLED, "CANCELED": OrderState.CANCELED, "EXPIRED": OrderState.CANCELED,
+    "REJECTED": OrderState.REJECTED,
+}
+_TYPES = {"MARKET": VenueOrderType.MARKET, "STOP_MARKET": VenueOrderType.STOP_MARKET,
+          "TAKE_PROFIT_MARKET": VenueOrderType.TAKE_PROFIT_MARKET}
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def _utc_ms(ms: Any) -> datetime | None:
+    try:
+        v = int(ms)
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(v / 1000, tz=timezone.utc) if v > 0 else None
+
+
+def _f(x: Any, default: float = 0.0) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return default
+
+
+def format_step(value: float, step: float | str, *, mode: str = "floor") -> str:
+    """``value`` as an exact decimal string on the grid of ``step`` (no float artefacts).
+
+    ``mode="floor"`` (quantities): the largest multiple not above the value, except that a value within
+    1e-9 steps of a multiple (a float artefact such as 0.30000000000000004) snaps to it.
+    ``mode="nearest"`` (prices): the nearest multiple.
+    """
+    d_step = Decimal(str(step))
+    if d_step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    n = Decimal(repr(float(value))) / d_step
+    nearest = n.to_integral_value()
+    if mode == "nearest" or abs(n - nearest) <= Decimal("1e-9"):
+        units = nearest
+    else:
+        units = n.to_integral_value(rounding=ROUND_FLOOR)
+    q = (units * d_step).quantize(d_step) if d_step.as_tuple().exponent < 0 else units * d_step
+    s = format(q, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s if s not in ("-0", "") else "0"
+
+
+def _headers(e: Any) -> Any:
+    resp = getattr(e, "response", None)
+    return getattr(resp, "headers", None) or {}
+
+
+def translate_api_error(e: Any, what: str) -> VenueError:
+    """A ``BinanceAPIException`` (or anything with ``status_code``/``code``/``message``/``response``) as ours."""
+    status = getattr(e, "status_code", None)
+    code = getattr(e, "code", None) or None
+    msg = str(getattr(e, "message", "") or "")[:300]
+    text = f"{what}: {msg} (HTTP {status}, code {code})"
+    h = _headers(e)
+    if status == 418:
+        # the later of Retry-After and the "banned until <ms>" of the message; 2 minutes if neither
+        candidates = []
+        ra = h.get("Retry-After")
+        if ra is not None and _f(ra, -1) >= 0:
+            candidates.append(datetime.now(timezone.utc) + timedelta(seconds=_f(ra)))
+        m = re.search(r"banned until (\d{10,})", msg)
+        if m and _utc_ms(m.group(1)) is not None:
+            candidates.append(_utc_ms(m.group(1)))
+        until = max(candidates) if candidates else datetime.now(timezone.utc) + timedelta(minutes=2)
+        return IpBanned(text, until=until, code=code, status=status)
+    if status == 429 or code in RATE_CODES:
+        ra = h.get("Retry-After")
+        uw = h.get("X-MBX-USED-WEIGHT-1M")
+        retry = _f(ra, 60.0) if ra is not None else 60.0
+        return RateLimited(text, retry_after_s=max(retry, 0.0), used_weight=int(_f(uw)) if uw is not None else None,
+                           code=code, status=status)
+    if code == -1021:
+        return TimestampDrift(text, code=code, status=status)
+    if code in AUTH_CODES or status == 401:
+        return AuthError(text, code=code, status=status)
+    if code in AMBIGUOUS_CODES or (status is not None and status >= 500) or status == 408:
+        return Ambiguous(text, code=code, status=status)
+    if status == 403:   # WAF / CDN block: the request never reached the matching engine
+        return VenueUnavailable(text, code=code, status=status)
+    if code in MARGIN_CODES:
+        return InsufficientMargin(text, code=code, status=status)
+    return OrderRejected(text, code=code, status=status)
+
+
+def translate_request_error(e: BaseException, what: str) -> VenueError:
+    """A requests exception as ours: refused before sending -> VenueUnavailable, else Ambiguous."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    name = type(e).__name__
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return VenueUnavailable(f"{what}: connect timeout ({name})")
+    if isinstance(e, requests.exceptions.Timeout):
+        return Ambiguous(f"{what}: no response in time ({name})")
+    if isinstance(e, requests.exceptions.SSLError):
+        return VenueUnavailable(f"{what}: TLS handshake failed ({name})")
+    if isinstance(e, requests.exceptions.ConnectionError):
+        inner = e.args[0] if e.args else None
+        reason = getattr(inner, "reason", None) if isinstance(inner, MaxRetryError) else inner
+        if isinstance(reason, NewConnectionError):
+            return VenueUnavailable(f"{what}: cannot connect ({type(reason).__name__})")
+        return Ambiguous(f"{what}: connection lost ({type(reason).__name__ if reason is not None else name})")
+    if isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                      requests.exceptions.InvalidSchema)):
+        return VenueUnavailable(f"{what}: bad venue URL ({name})")
+    return Ambiguous(f"{what}: request failed ({name})")
+
+
+def _epoch_s(clock: Callable[[], Any]) -> float:
+    """``clock()`` in epoch seconds; a clock may return a float (``time.time``) or an aware datetime."""
+    v = clock()
+    return v.timestamp() if isinstance(v, datetime) else float(v)
+
+
+@functools.lru_cache(maxsize=1)
+def _make_client_class():
+    from binance.client import Client
+
+    class _Client(Client):  # one subclass, overriding only _request
+        """python-binance's Client whose signed timestamps follow our clock plus the venue offset."""
+        tb_clock: Callable[[], float] | None = None
+        tb_offset_ms: float = 0.0
+
+        def _request(self, method, uri, signed, force_params=False, **kwargs):  # noqa: ANN001
+            # python-binance signs with time.time() * 1000 + timestamp_offset (base_client._get_request_kwargs)
+            extra = (_epoch_s(self.tb_clock) - time.time()) * 1000 if self.tb_clock is not None else 0.0
+            self.timestamp_offset = self.tb_offset_ms + extra
+            return super()._request(method, uri, signed, force_params, **kwargs)
+
+    return _Client
+
+
+class BinanceFuturesClient:
+    """Binance USD-M perpetuals (one-way mode, isolated margin). ``base_url`` is the REST root, e.g.
+    ``https://fapi.binance.com``, ``https://testnet.binancefuture.com`` or a local fake.
+
+    ``symbols_map``: ours -> Binance's (default ``BTC/USD`` -> ``BTCUSDT``). ``clock``: local time, in epoch
+    seconds or as an aware datetime (default ``time.time``); signed requests carry ``clock() + offset``
+    where the offset comes from :meth:`sync_time` (0 until then). Protective orders are always sent
+    reduce-only with ``workingType=MARK_PRICE``. ``venue_order_id`` is the Binance ``orderId`` for
+    regular orders and ``algo:<algoId>`` for conditional ones (two id spaces).
+
+    Not thread-safe by design (one client per caller thread; python-binance shares one requests session).
+    """
+
+    name = "binance"
+    supports_venue_stops = True
+
+    def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
+                 recv_window_ms: int = 5000, symbols_map: dict[str, str] | None = None,
+                 clock: Callable[[], float | datetime] | None = None) -> None:
+        root = (base_url or LIVE_URL).rstrip("/")
+        if root.endswith("/fapi"):          # tolerate a root given with the API prefix
+            root = root[: -len("/fapi")]
+        self.base_url = root
+        self.is_test_venue = is_test_url("binance", root)
+        self.timeout_s = float(timeout_s)
+        self._clock = clock or time.time
+        self._symbols_map = dict(symbols_map or {})
+        self._reverse = {v: k for k, v in self._symbols_map.items()}
+        cls = _make_client_class()
+        c = cls(api_key or None, api_secret or None, requests_params={"timeout": self.timeout_s}, ping=False)
+        c.FUTURES_URL = root + "/fapi"
+        c.FUTURES_DATA_URL = root + "/futures/data"
+        c.API_URL = root + "/api"
+        c.REQUEST_TIMEOUT = self.timeout_s
+        c.REQUEST_RECVWINDOW = int(recv_window_ms)
+        c.tb_clock = clock
+        self._c = c
+        self._rules: dict[str, VenueRules] = {}
+        self._prepared: dict[str, int] = {}
+        self._isolated: set[str] = set()
+
+    def __repr__(self) -> str:   # never the key or the secret
+        return f"BinanceFuturesClient(base_url={self.base_url!r}, test={self.is_test_venue})"
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+    def venue_symbol(self, symbol: str) -> str:
+        return self._symbols_map.get(symbol) or binance_symbol(symbol)
+
+    def our_symbol(self, venue_symbol: str) -> str:
+        if venue_symbol in self._reverse:
+            return self._reverse[venue_symbol]
+        base = venue_symbol[:-4] if venue_symbol.endswith("USDT") else venue_symbol
+        return f"{base}/USD"
+
+    @property
+    def offset_ms(self) -> float:
+        return float(self._c.tb_offset_ms)
+
+    def _call(self, what: str, fn: Callable[..., Any], **params: Any) -> Any:
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+        import requests
+
+        try:
+            return fn(**params)
+        except BinanceAPIException as e:
+            err = translate_api_error(e, what)
+        except BinanceRequestException:
+            err = Ambiguous(f"{what}: unreadable response from the venue")
+        except requests.exceptions.RequestException as e:
+            err = translate_request_error(e, what)
+        except (ValueError, OSError) as e:  # e.g. a JSON body cut short
+            err = Ambiguous(f"{what}: {type(e).__name__}")
+        raise err
+
+    def _parse(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise Ambiguous(f"{what}: unexpected response from the venue ({type(e).__name__}: {e})") from None
+
+    # --- time -----------------------------------------------------------------------------------------
+    def server_time(self) -> datetime:
+        r = self._call("server_time", self._c.futures_time)
+        return self._parse("server_time", lambda: _utc_ms(r["serverTime"]))
+
+    def sync_time(self) -> float:
+        t0 = _epoch_s(self._clock) * 1000
+        r = self._call("sync_time", self._c.futures_time)
+        t1 = _epoch_s(self._clock) * 1000
+        server = self._parse("sync_time", lambda: int(r["serverTime"]))
+        offset = server - (t0 + t1) / 2
+        self._c.tb_offset_ms = offset
+        return offset
+
+    # --- rules ----------------------------------------------------------------------------------------
+    def rules(self, symbol: str) -> VenueRules:
+        vs = self.venue_symbol(symbol)
+        if vs not in self._rules:
+            self._load_rules()
+        if vs not in self._rules:
+            raise OrderRejected(f"rules: {vs} is not traded on this venue", code=-1121)
+        return self._rules[vs]
+
+    def _load_rules(self) -> None:
+        info = self._call("exchange_info", self._c.futures_exchange_info)
+
+        def one(s: dict[str, Any]) -> VenueRules:
+            # MARKET orders are checked against MARKET_LOT_SIZE, others against LOT_SIZE: the coarser wins
+            f = {x["filterType"]: x for x in s.get("filters", [])}
+            lot, mkt = f.get("LOT_SIZE", {}), f.get("MARKET_LOT_SIZE", {})
+            steps = [Decimal(x["stepSize"]) for x in (lot, mkt) if _f(x.get("stepSize")) > 0]
+            mins = [Decimal(x["minQty"]) for x in (lot, mkt) if x.get("minQty") is not None]
+            return VenueRules(tick_size=float(Decimal(f["PRICE_FILTER"]["tickSize"])), step_size=float(max(steps)),
+                              min_qty=float(max(mins)) if mins else float(max(steps)),
+                              min_notional=_f(f.get("MIN_NOTIONAL", {}).get("notional")))
+
+        def parse() -> dict[str, VenueRules]:
+            out = {}
+            for s in info["symbols"]:
+                try:
+                    out[s["symbol"]] = one(s)
+                except (KeyError, TypeError, ValueError, ArithmeticError):
+                    continue        # a symbol we cannot read is a symbol we do not trade
+            return out
+
+        self._rules.update(self._parse("exchange_info", parse))
+
+    # --- orders ---------------------------------------------------------------------------------------------
+    def place_order(self, spec: OrderSpec) -> VenueOrder:
+        vs = self.venue_symbol(spec.symbol)
+        r = self.rules(spec.symbol)
+        qty = format_step(spec.qty, r.step_size)
+        if Decimal(qty) <= 0:
+            raise OrderRejected(f"place_order: quantity {spec.qty} is below the step {r.step_size} of {vs}",
+                                code=-4003)
+        params: dict[str, Any] = {"symbol": vs, "side": "BUY" if spec.side == Side.BUY else "SELL",
+                                  "quantity": qty}
+        what = f"place_order {spec.client_order_id}"
+        if spec.type == VenueOrderType.MARKET:
+            params.update(type="MARKET", newClientOrderId=spec.client_order_id, newOrderRespType="RESULT")
+            if spec.reduce_only:
+                params["reduceOnly"] = "true"
+            raw = self._call(what, self._c.futures_create_order, **params)
+            return self._parse(what, lambda: self._order(raw, spec.symbol))
+        if spec.type in CONDITIONAL_TYPES:
+            if spec.stop_price is None or spec.stop_price <= 0:
+                raise OrderRejected(f"{what}: {spec.type.value} needs a stop price", code=-1102)
+            params.update(type=spec.type.value.upper(), clientAlgoId=spec.client_order_id,
+                          triggerPrice=format_step(spec.stop_price, r.tick_size, mode="nearest"),
+                          workingType="MARK_PRICE", reduceOnly="true")
+            raw = self._call(what, self._c.futures_create_order, **params)
+            return self._parse(what, lambda: self._algo(raw, spec.symbol, spec=spec))
+        raise OrderRejected(f"{what}: order type {spec.type!r} is not supported")
+
+    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        vs = self.venue_symbol(symbol)
+        what = f"get_order {client_order_id}"
+        raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
+        if raw is not None:
+            return self._parse(what, lambda: self._order(raw, symbol))
+        algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
+        if algo is None:
+            return None
+        return self._algo_full(algo, symbol, what)
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        vs = self.venue_symbol(symbol)
+        what = f"cancel_order {client_order_id}"
+        # protective stops are what we cancel: the algo service first
+        res = self._maybe(what, self._c.futures_cancel_algo_order, clientAlgoId=client_order_id)
+        if res is not None:
+            algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
+            if algo is not None:
+                return self._algo_full(algo, symbol, what)
+            return None
+        raw = self._maybe(what, self._c.futures_cancel_order, symbol=vs, origClientOrderId=client_order_id)
+        if raw is None:
+            return None
+        return self._parse(what, lambda: self._order(raw, symbol))
+
+    def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        params = {"symbol": self.venue_symbol(symbol)} if symbol else {}
+        regular = self._call("open_orders", self._c.futures_get_open_orders, **params)
+        algos = self._call("open_orders", self._c.futures_get_open_algo_orders, **params)
+
+        def parse() -> list[VenueOrder]:
+            out = [self._order(o, self.our_symbol(o["symbol"])) for o in regular]
+            out += [self._algo(a, self.our_symbol(a["symbol"])) for a in algos]
+            return out
+
+        return self._parse("open_orders", parse)
+
+    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+        vs = self.venue_symbol(symbol)
+        what = f"fills {client_order_id}"
+        raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
+        if raw is not None:
+            order_id = raw.get("orderId")
+        else:
+            algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
+            order_id = (algo or {}).get("actualOrderId")
+        if not order_id or str(order_id) in ("0", "-1"):
+            return []
+        trades = self._call(what, self._c.futures_account_trades, symbol=vs, orderId=order_id)
+        rates: dict[str, float] = {}
+
+        def parse() -> list[VenueFill]:
+            out = []
+            for t in trades:
+                fee = _f(t.get("commission"))
+                asset = t.get("commissionAsset") or "USDT"
+                if asset not in _STABLE and fee:
+                    if asset not in rates:
+                        rates[asset] = self._usdt_price(asset)
+                    fee *= rates[asset]
+                out.append(VenueFill(
+                    client_order_id=client_order_id, symbol=symbol,
+                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=float(t["qty"]),
+                    price=float(t["price"]), fee=abs(fee), ts=_utc_ms(t["time"]) or datetime.now(timezone.utc),
+                    trade_id=str(t["id"]), realized_pnl=_f(t.get("realizedPnl"))))
+            return out
+
+        return self._parse(what, parse)
+
+    def _usdt_price(self, asset: str) -> float:
+        r = self._call(f"price {asset}", self._c.futures_mark_price, symbol=f"{asset}USDT")
+        return self._parse(f"price {asset}", lambda: float(r["markPrice"]))
+
+    # --- account -----------------------------------------------------------------------------------------
+    def positions(self) -> list[VenuePosition]:
+        rows = self._call("positions", self._c.futures_position_information, version=2)
+
+        def parse() -> list[VenuePosition]:
+            out = []
+            for p in rows:
+                amt = float(p["positionAmt"])
+                if amt == 0:
+                    continue
+                liq = _f(p.get("liquidationPrice"))
+                out.append(VenuePosition(
+                    symbol=self.our_symbol(p["symbol"]), side=PositionSide.LONG if amt > 0 else PositionSide.SHORT,
+                    qty=abs(amt), entry_price=float(p["entryPrice"]), leverage=_f(p.get("leverage"), 1.0),
+                    liquidation_price=liq if liq > 0 else None, margin=_f(p.get("isolatedWallet")),
+                    unrealized_pnl=_f(p.get("unRealizedProfit")), mark_price=_f(p.get("markPrice")) or None))
+            return out
+
+        return self._parse("positions", parse)
+
+    def balance(self) -> VenueBalance:
+        acct = self._call("balance", self._c.futures_account, version=2)
+
+        def parse() -> VenueBalance:
+            usdt = next((a for a in acct["assets"] if a["asset"] == "USDT"), None)
+            if usdt is None:
+                return VenueBalance(wallet=0.0, available=0.0, equity=0.0)
+            wallet = float(usdt["walletBalance"])
+            return VenueBalance(wallet=wallet, available=float(usdt["availableBalance"]),
+                                equity=wallet + _f(usdt.get("unrealizedProfit")))
+
+        return self._parse("balance", parse)
+
+    def prepare_symbol(self, symbol: str, leverage: int) -> None:
+        vs = self.venue_symbol(symbol)
+        lev = int(leverage)
+        if self._prepared.get(vs) == lev:
+            return
+        if vs not in self._isolated:
+            try:
+                self._call(f"margin_type {vs}", self._c.futures_change_margin_type, symbol=vs, marginType="ISOLATED")
+            except OrderRejected as e:
+                if e.code != -4046:          # "No need to change margin type.": already isolated
+                    raise
+            self._isolated.add(vs)
+        self._call(f"leverage {vs}", self._c.futures_change_leverage, symbol=vs, leverage=lev)
+        self._prepared[vs] = lev
+
+    def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
+        vs = self.venue_symbol(symbol)
+        start = int(since.timestamp() * 1000)
+        out: list[FundingPayment] = []
+        for _ in range(50):   # pages of 1000
+            rows = self._call("funding", self._c.futures_income_history, symbol=vs, incomeType="FUNDING_FEE",
+                              startTime=start, limit=1000)
+            page = self._parse("funding", lambda: [(int(r["time"]), -float(r["income"])) for r in rows
+                                                   if r.get("incomeType", "FUNDING_FEE") == "FUNDING_FEE"])
+            out += [FundingPayment(symbol=symbol, ts=_utc_ms(t) or since, amount=a) for t, a in page]
+            if len(rows) < 1000 or not page:
+                break
+            start = max(t for t, _ in page) + 1
+        return out
+
+    # --- response parsing -----------------------------------------------------------------------------
+    def _maybe(self, what: str, fn: Callable[..., Any], **params: Any) -> Any:
+        """The call's result, or None when the venue says the order does not exist."""
+        try:
+            return self._call(what, fn, **params)
+        except OrderRejected as e:
+            if e.code in NOT_FOUND_CODES:
+                return None
+            raise
+
+    def _order(self, o: dict[str, Any], symbol: str) -> VenueOrder:
+        status = o["status"]
+        filled = _f(o.get("executedQty"))
+        avg = _f(o.get("avgPrice"))
+        state = _STATE.get(status, OrderState.SUBMITTED)
+        reason = None
+        if status in ("EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
+            reason = status.lower() + (" after a partial fill" if filled > 0 else "")
+        typ = _TYPES.get(o.get("origType") or o.get("type"), VenueOrderType.MARKET)
+        stop = _f(o.get("stopPrice"))
+        return VenueOrder(
+            client_order_id=o["clientOrderId"], symbol=symbol, side=Side.BUY if o["side"] == "BUY" else Side.SELL,
+            qty=float(o["origQty"]), filled_qty=filled, avg_price=avg if avg > 0 and filled > 0 else None,
+            state=state, type=typ, reduce_only=bool(o.get("reduceOnly")), stop_price=stop or None,
+            venue_order_id=str(o.get("orderId", "")), updated_at=_utc_ms(o.get("updateTime")), reason=reason)
+
+    def _algo(self, a: dict[str, Any], symbol: str, *, actual: dict[str, Any] | None = None,
+              spec: OrderSpec | None = None) -> VenueOrder:
+        status = a["algoStatus"]
+        state = _ALGO_STATE.get(status, OrderState.SUBMITTED)
+        filled, avg, reason = 0.0, None, None
+        if actual is not None:
+            filled = _f(actual.get("executedQty"))
+            p = _f(actual.get("avgPrice"))
+            avg = p if p > 0 and filled > 0 else None
+            state = _STATE.get(actual.get("status"), state)
+            if actual.get("status") in ("EXPIRED", "CANCELED", "REJECTED"):
+                reason = f"triggered order {actual.get('status', '').lower()}"
+        elif status == "FINISHED":
+            state = OrderState.FILLED   # no actual order to look at: trust the service
+        if status in ("EXPIRED", "REJECTED"):
+            reason = f"algo order {status.lower()}"
+        qty = _f(a.get("quantity"))
+        if qty == 0 and spec is not None:
+            qty = spec.qty
+        return VenueOrder(
+            client_order_id=a["clientAlgoId"], symbol=symbol, side=Side.BUY if a["side"] == "BUY" else Side.SELL,
+            qty=qty, filled_qty=filled, avg_price=avg, state=state,
+            type=_TYPES.get(a.get("orderType"), VenueOrderType.STOP_MARKET),
+            reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
+            stop_price=_f(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
+            updated_at=_utc_ms(a.get("updateTime")), reason=reason)
+
+    def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
+        """An algo order, with its triggered order's fill when it has one."""
+        actual = None
+        oid = a.get("actualOrderId")
+        if oid and str(oid) not in ("0", "-1") and a.get("algoStatus") in ("TRIGGERED", "FINISHED"):
+            actual = self._maybe(what, self._c.futures_get_order, symbol=self.venue_symbol(symbol), orderId=oid)
+        return self._parse(what, lambda: self._algo(a, symbol, actual=actual))

@@ -1,0 +1,451 @@
+"""Bybit v5 USDT perpetuals ("linear"), one-way mode, isolated margin: the futures agent's backup venue.
+
+SDK decision: **pybit** (``pybit.unified_trading.HTTP``, 5.17), Bybit's own Python SDK, made safe as follows
+(checked in ``site-packages/pybit/_http_manager.py`` of pybit 5.17.0):
+
+- Base URL: ``__post_init__`` builds ``https://api{-testnet}.bybit.com`` into the plain instance attribute
+  ``self.endpoint`` and every endpoint method builds ``f"{self.endpoint}{path}"`` at call time, so we set
+  ``endpoint`` to our ``base_url`` after construction (testnet, demo, or the tests' ``http://127.0.0.1:PORT``).
+- Retries: ``_submit_request`` loops ``max_retries`` times; it retries a response whose ``retCode`` is in
+  ``retry_codes`` (default ``{10002, 10006, 30034, 30035, 130035, 130150}``: it would *re-send an order POST*
+  on 10002 with a larger recv_window, or sleep and re-send on 10006), and on network errors / bad JSON only
+  when ``force_retry``. Passing ``retry_codes=set()`` does not work (an empty set is replaced by the
+  default), so after construction we set ``retry_codes = set()``, and also ``max_retries=1``,
+  ``force_retry=False``: every call sends exactly one request. urllib3 underneath does not retry either
+  (requests' ``HTTPAdapter`` uses ``Retry(0, read=False)``). The tests count the create POSTs per orderLinkId.
+- Clock: pybit stamps ``X-BAPI-TIMESTAMP`` with the local clock (``_helpers.generate_timestamp``); we
+  subclass ``HTTP`` and override ``_prepare_headers`` to stamp with our clock plus the offset measured by
+  :meth:`BybitFuturesClient.sync_time`, and sign with pybit's own ``_auth`` (HMAC-SHA256 of
+  timestamp + key + recvWindow + query string / JSON body).
+- Errors: pybit raises ``InvalidRequestError`` (retCode != 0, ``status_code`` = retCode),
+  ``FailedRequestError`` (HTTP status != 200, or undecodable JSON as status 409), ``PermissionError``
+  (no keys) and lets ``requests`` exceptions through; all are translated to the typed errors of
+  :mod:`tracer.execution.venue` here, and no SDK text that could carry request headers is put in them.
+  pybit never logs headers unless ``log_requests=True`` (not used).
+
+Protective stops are conditional Market orders (``triggerPrice``, ``triggerDirection``, ``triggerBy=MarkPrice``,
+``reduceOnly``, ``orderLinkId``): they are ordinary orders, findable and cancellable by our client id.
+
+Margin mode: a classic account switches the symbol with ``/v5/position/switch-isolated`` (110026 "not
+modified" = already isolated); a Unified Trading Account answers 100028 there and sets isolated margin for
+the whole account with ``/v5/account/set-margin-mode`` (ISOLATED_MARGIN), only when ``/v5/account/info``
+does not already say ISOLATED_MARGIN. Leverage: ``set-leverage``
+(110043 "not modified" = already so).
+
+Known limits: Bybit's order history and execution endpoints may lag a freshly finished order by a moment;
+:meth:`get_order` then returns None for an order the venue did accept (the VenueBroker re-queries). Realised
+P&L per fill is ``execPnl`` when Bybit sends it, else 0.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Callable
+
+import requests
+import urllib3.exceptions
+from pybit.exceptions import FailedRequestError, InvalidRequestError
+from pybit.unified_trading import HTTP
+
+from tracer.execution.broker import VenueRules
+from tracer.execution.venue import (
+    Ambiguous, AuthError, FundingPayment, InsufficientMargin, OrderRejected, OrderSpec, RateLimited,
+    TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
+    VenueUnavailable, is_test_url,
+)
+from tracer.models import OrderState, PositionSide, Side
+from tracer.symbols import binance_symbol
+
+CATEGORY = "linear"
+SETTLE = "USDT"
+RATE_LIMIT_DEFAULT_S = 1.0        # 10006 without a reset header
+IP_LIMIT_DEFAULT_S = 600.0        # HTTP 403 "access too frequent": Bybit lifts an IP limit after 10 minutes
+
+AUTH_CODES = {10003, 10004, 10005, 10007, 10009, 10010, 33004, -2015}
+MARGIN_CODES = {110004, 110006, 110007, 110012, 110044, 110045}
+AMBIGUOUS_CODES = {10000, 10016, 10019}   # server timeout / internal error: may or may not have happened
+NOT_FOUND_CODES = {110001, 110008, 110010}  # order does not exist / finished / already cancelled
+
+_STATES = {
+    "Created": OrderState.SUBMITTED, "New": OrderState.SUBMITTED, "Untriggered": OrderState.SUBMITTED,
+    "Triggered": OrderState.SUBMITTED, "Active": OrderState.SUBMITTED,
+    "PartiallyFilled": OrderState.PARTIALLY_FILLED, "Filled": OrderState.FILLED,
+    "Cancelled": OrderState.CANCELED, "PartiallyFilledCanceled": OrderState.CANCELED,
+    "Deactivated": OrderState.CANCELED, "Rejected": OrderState.REJECTED,
+}
+
+
+class _HTTP(HTTP):
+    """pybit's HTTP, stamping requests with the client's (synced) clock instead of the local one."""
+
+    now_ms: Callable[[], int]
+
+    def _prepare_headers(self, payload, recv_window, content_type="application/json"):  # noqa: ANN001
+        timestamp = self.now_ms()
+        signature = self._auth(payload=payload, recv_window=recv_window, timestamp=timestamp)
+        return {
+            "Content-Type": content_type,
+            "X-BAPI-API-KEY": self.api_key,
+            "X-BAPI-SIGN": signature,
+            "X-BAPI-SIGN-TYPE": "2",
+            "X-BAPI-TIMESTAMP": str(timestamp),
+            "X-BAPI-RECV-WINDOW": str(recv_window),
+        }
+
+
+def venue_symbol(symbol: str) -> str:
+    return binance_symbol(symbol)                       # BTC/USD -> BTCUSDT
+
+
+def our_symbol(vs: str) -> str:
+    return f"{vs[:-len(SETTLE)]}/USD" if vs.endswith(SETTLE) else vs
+
+
+def _f(v: Any, default: float = 0.0) -> float:
+    try:
+        return float(v) if v not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _ts(ms: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc) if ms not in (None, "", "0") else None
+
+
+def fmt_step(x: float, step: float) -> str:
+    """``x`` snapped to the nearest multiple of ``step``, as an exact decimal string (``0.015`` @ 0.001)."""
+    d_step = Decimal(str(step)).normalize()
+    q = (Decimal(repr(float(x))) / d_step).to_integral_value(ROUND_HALF_EVEN) * d_step
+    return format(q.quantize(Decimal(1).scaleb(min(int(d_step.as_tuple().exponent), 0))), "f")
+
+
+def _refused(e: BaseException) -> bool:
+    """True when the connection was never established (refused, DNS, connect timeout): nothing was sent."""
+    seen: set[int] = set()
+    todo: list[Any] = [e]
+    while todo:
+        x = todo.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError,
+                          urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout)):
+            return True
+        todo.extend([*x.args, getattr(x, "reason", None), x.__cause__, x.__context__])
+    return False
+
+
+class BybitFuturesClient:
+    """:class:`tracer.execution.venue.VenueClient` for Bybit v5 linear USDT perpetuals."""
+
+    name = "bybit"
+    supports_venue_stops = True
+
+    def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
+                 recv_window_ms: int = 5000, clock: Callable[[], float] | None = None,
+                 account_type: str = "UNIFIED"):
+        self.base_url = base_url.rstrip("/")
+        self.is_test_venue = is_test_url("bybit", self.base_url)
+        self.account_type = account_type
+        self._clock = clock or time.time
+        self._offset_ms = 0.0
+        self._rules: dict[str, VenueRules] = {}
+        self._http = _HTTP(api_key=api_key, api_secret=api_secret, timeout=timeout_s,
+                           recv_window=recv_window_ms, max_retries=1, force_retry=False, retry_delay=0)
+        self._http.endpoint = self.base_url     # pybit builds every URL from this attribute at call time
+        self._http.retry_codes = set()          # never let pybit re-send anything (see module docstring)
+        self._http.max_retries = 1
+        self._http.force_retry = False
+        self._http.log_requests = False
+        self._http.now_ms = self._now_ms
+
+    def __repr__(self) -> str:                  # never shows the keys
+        return f"BybitFuturesClient(base_url={self.base_url!r})"
+
+    # --- transport ---------------------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000 + self._offset_ms)
+
+    def _call(self, method: str, what: str, ok_codes: frozenset[int] = frozenset(), **params: Any) -> dict:
+        """One SDK call, exactly one HTTP request; returns ``result`` or raises a typed venue error.
+        A retCode in ``ok_codes`` returns ``{"_retCode": code}``."""
+        fn = getattr(self._http, method)
+        try:
+            resp = fn(**params)
+        except InvalidRequestError as e:
+            code = e.status_code
+            if code in ok_codes:
+                return {"_retCode": code}
+            raise self._ret_error(code, str(e.message), e.resp_headers, what) from None
+        except FailedRequestError as e:
+            raise self._http_error(e.status_code, e.resp_headers, what) from None
+        except PermissionError:
+            raise AuthError(f"bybit {what}: API key and secret are required") from None
+        except requests.exceptions.RequestException as e:
+            if _refused(e):
+                raise VenueUnavailable(f"bybit {what}: cannot connect ({type(e).__name__})") from None
+            if isinstance(e, requests.exceptions.Timeout):
+                raise Ambiguous(f"bybit {what}: timed out after the request was sent") from None
+            raise Ambiguous(f"bybit {what}: connection lost ({type(e).__name__})") from None
+        except Exception as e:  # anything else from the SDK: we cannot know whether it reached the venue
+            raise Ambiguous(f"bybit {what}: {type(e).__name__}") from None
+        if not isinstance(resp, dict):
+            raise Ambiguous(f"bybit {what}: unexpected response")
+        return resp.get("result") or {}
+
+    def _ret_error(self, code: Any, msg: str, headers: Any, what: str) -> VenueError:
+        if code == 10004 and "origin_string" in msg:  # Bybit echoes the signed string (with the API key)
+            msg = msg.split("origin_string")[0].rstrip(" .,[")
+        for secret in (self._http.api_key, self._http.api_secret):
+            if secret:
+                msg = msg.replace(secret, "***")
+        text = f"bybit {what}: {msg} (retCode {code})"
+        if code == 10006:
+            return RateLimited(text, retry_after_s=self._reset_after(headers, RATE_LIMIT_DEFAULT_S),
+                               used_weight=self._used(headers), code=code, status=200)
+        if code == 10002:
+            return TimestampDrift(text, code=code, status=200)
+        if code in AUTH_CODES:
+            return AuthError(text, code=code, status=200)
+        if code in MARGIN_CODES:
+            return InsufficientMargin(text, code=code, status=200)
+        if code in AMBIGUOUS_CODES:
+            return Ambiguous(text, code=code, status=200)
+        return OrderRejected(text, code=code, status=200)
+
+    def _http_error(self, status: Any, headers: Any, what: str) -> VenueError:
+        if status in (403, 429):
+            default = IP_LIMIT_DEFAULT_S if status == 403 else RATE_LIMIT_DEFAULT_S
+            return RateLimited(f"bybit {what}: HTTP {status} access too frequent",
+                               retry_after_s=self._reset_after(headers, default), used_weight=self._used(headers),
+                               status=status)
+        if status == 401:
+            return AuthError(f"bybit {what}: HTTP 401 unauthorized", status=401)
+        if status == 409 and headers is None:   # pybit: the body was not JSON
+            return Ambiguous(f"bybit {what}: undecodable response", status=None)
+        if isinstance(status, int) and status >= 500:
+            return Ambiguous(f"bybit {what}: HTTP {status}", status=status)
+        return VenueError(f"bybit {what}: HTTP {status}", status=status if isinstance(status, int) else None)
+
+    def _reset_after(self, headers: Any, default: float) -> float:
+        try:
+            reset_ms = int((headers or {}).get("X-Bapi-Limit-Reset-Timestamp"))
+        except (TypeError, ValueError):
+            return default
+        return max(0.0, (reset_ms - self._now_ms()) / 1000.0) or default
+
+    @staticmethod
+    def _used(headers: Any) -> int | None:
+        try:
+            return int(headers["X-Bapi-Limit"]) - int(headers["X-Bapi-Limit-Status"])
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def _pages(self, method: str, what: str, key: str = "list", max_pages: int = 50, **params: Any) -> list[dict]:
+        out: list[dict] = []
+        cursor = None
+        for _ in range(max_pages):
+            res = self._call(method, what, **params, **({"cursor": cursor} if cursor else {}))
+            out.extend(res.get(key) or [])
+            cursor = res.get("nextPageCursor")
+            if not cursor:
+                break
+        return out
+
+    # --- time ---------------------------------------------------------------------------------------
+    def _server_ms(self) -> int:
+        res = self._call("get_server_time", "server time")
+        if res.get("timeNano"):
+            return int(res["timeNano"]) // 1_000_000
+        return int(res["timeSecond"]) * 1000
+
+    def server_time(self) -> datetime:
+        return datetime.fromtimestamp(self._server_ms() / 1000, tz=timezone.utc)
+
+    def sync_time(self) -> float:
+        t0 = self._clock()
+        srv = self._server_ms()
+        t1 = self._clock()
+        self._offset_ms = srv - (t0 + t1) / 2 * 1000
+        return self._offset_ms
+
+    # --- rules --------------------------------------------------------------------------------------
+    def rules(self, symbol: str) -> VenueRules:
+        vs = venue_symbol(symbol)
+        if vs not in self._rules:
+            res = self._call("get_instruments_info", "instruments-info", category=CATEGORY, symbol=vs)
+            items = [i for i in res.get("list") or [] if i.get("symbol") == vs]
+            if not items:
+                raise OrderRejected(f"bybit: unknown symbol {vs}", code="unknown_symbol")
+            i = items[0]
+            pf, lf = i.get("priceFilter") or {}, i.get("lotSizeFilter") or {}
+            self._rules[vs] = VenueRules(tick_size=_f(pf.get("tickSize")), step_size=_f(lf.get("qtyStep")),
+                                         min_qty=_f(lf.get("minOrderQty")),
+                                         min_notional=_f(lf.get("minNotionalValue")))
+        return self._rules[vs]
+
+    # --- orders -------------------------------------------------------------------------------------
+    @staticmethod
+    def _trigger_direction(spec: OrderSpec) -> int:
+        """1: triggers when the price rises to it, 2: when it falls. A sell stop (long's) falls; a sell
+        take-profit rises; a buy stop (short's) rises; a buy take-profit falls."""
+        stop = spec.type is VenueOrderType.STOP_MARKET
+        if spec.side is Side.SELL:
+            return 2 if stop else 1
+        return 1 if stop else 2
+
+    def place_order(self, spec: OrderSpec) -> VenueOrder:
+        vs = venue_symbol(spec.symbol)
+        r = self.rules(spec.symbol)
+        params: dict[str, Any] = {
+            "category": CATEGORY, "symbol": vs, "side": "Buy" if spec.side is Side.BUY else "Sell",
+            "orderType": "Market", "qty": fmt_step(spec.qty, r.step_size), "orderLinkId": spec.client_order_id,
+            "positionIdx": 0,
+        }
+        conditional = spec.type in (VenueOrderType.STOP_MARKET, VenueOrderType.TAKE_PROFIT_MARKET)
+        if conditional:
+            if spec.stop_price is None:
+                raise OrderRejected(f"bybit: {spec.type.value} needs a stop_price", code="no_stop_price")
+            params.update(triggerPrice=fmt_step(spec.stop_price, r.tick_size),
+                          triggerDirection=self._trigger_direction(spec), triggerBy="MarkPrice", reduceOnly=True)
+        elif spec.reduce_only:
+            params["reduceOnly"] = True
+        res = self._call("place_order", f"create order {spec.client_order_id}", **params)
+        venue_id = str(res.get("orderId") or "")
+        try:
+            got = self.get_order(spec.symbol, spec.client_order_id)
+        except VenueError:
+            got = None                          # accepted for sure; its state is for the next query
+        if got is not None:
+            return got
+        return VenueOrder(client_order_id=spec.client_order_id, symbol=spec.symbol, side=spec.side, qty=spec.qty,
+                          filled_qty=0.0, avg_price=None, state=OrderState.SUBMITTED, type=spec.type,
+                          reduce_only=spec.reduce_only or conditional, stop_price=spec.stop_price,
+                          venue_order_id=venue_id, updated_at=None)
+
+    def _order(self, o: dict) -> VenueOrder:
+        side = Side.BUY if o.get("side") == "Buy" else Side.SELL
+        trigger = _f(o.get("triggerPrice"))
+        if trigger > 0:
+            rising = str(o.get("triggerDirection")) == "1"
+            stop = (side is Side.SELL and not rising) or (side is Side.BUY and rising)
+            otype = VenueOrderType.STOP_MARKET if stop else VenueOrderType.TAKE_PROFIT_MARKET
+        else:
+            otype = VenueOrderType.MARKET
+        state = _STATES.get(str(o.get("orderStatus")), OrderState.SUBMITTED)
+        reason = None
+        if state in (OrderState.CANCELED, OrderState.REJECTED):
+            rr = o.get("rejectReason")
+            reason = rr if rr and rr != "EC_NoError" else (o.get("cancelType") or str(o.get("orderStatus")))
+        avg = _f(o.get("avgPrice"))
+        return VenueOrder(
+            client_order_id=str(o.get("orderLinkId") or ""), symbol=our_symbol(str(o.get("symbol"))), side=side,
+            qty=_f(o.get("qty")), filled_qty=_f(o.get("cumExecQty")), avg_price=avg if avg > 0 else None,
+            state=state, type=otype, reduce_only=bool(o.get("reduceOnly")),
+            stop_price=trigger if trigger > 0 else None, venue_order_id=str(o.get("orderId") or ""),
+            updated_at=_ts(o.get("updatedTime")), reason=reason)
+
+    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        vs = venue_symbol(symbol)
+        for method in ("get_open_orders", "get_order_history"):
+            res = self._call(method, f"query order {client_order_id}", category=CATEGORY, symbol=vs,
+                             orderLinkId=client_order_id)
+            for o in res.get("list") or []:
+                if o.get("orderLinkId") == client_order_id:
+                    return self._order(o)
+        return None
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        self._call("cancel_order", f"cancel order {client_order_id}", ok_codes=frozenset(NOT_FOUND_CODES),
+                         category=CATEGORY, symbol=venue_symbol(symbol), orderLinkId=client_order_id)
+        # cancelled now, or too late (110001...): the venue's view of the order, so that a stop that
+        # already filled reads FILLED; None when the venue never saw it
+        return self.get_order(symbol, client_order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        where = {"symbol": venue_symbol(symbol)} if symbol else {"settleCoin": SETTLE}
+        rows = self._pages("get_open_orders", "open orders", category=CATEGORY, openOnly=0, limit=50, **where)
+        return [self._order(o) for o in rows]
+
+    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+        order = self.get_order(symbol, client_order_id)
+        if order is None or not order.venue_order_id:
+            return []
+        rows = self._pages("get_executions", f"executions {client_order_id}", category=CATEGORY,
+                           symbol=venue_symbol(symbol), orderId=order.venue_order_id, limit=100)
+        out = []
+        for e in rows:
+            if e.get("execType") not in (None, "Trade", "BustTrade"):
+                continue
+            out.append(VenueFill(
+                client_order_id=client_order_id, symbol=symbol, side=Side.BUY if e.get("side") == "Buy" else Side.SELL,
+                qty=_f(e.get("execQty")), price=_f(e.get("execPrice")), fee=_f(e.get("execFee")),
+                ts=_ts(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
+                realized_pnl=_f(e.get("execPnl"))))
+        return sorted(out, key=lambda f: f.ts)
+
+    # --- account ------------------------------------------------------------------------------------
+    def positions(self) -> list[VenuePosition]:
+        rows = self._pages("get_positions", "positions", category=CATEGORY, settleCoin=SETTLE, limit=200)
+        out = []
+        for p in rows:
+            size = _f(p.get("size"))
+            if size <= 0 or p.get("side") not in ("Buy", "Sell"):
+                continue
+            liq = _f(p.get("liqPrice"))
+            mark = _f(p.get("markPrice"))
+            out.append(VenuePosition(
+                symbol=our_symbol(str(p.get("symbol"))),
+                side=PositionSide.LONG if p["side"] == "Buy" else PositionSide.SHORT, qty=size,
+                entry_price=_f(p.get("avgPrice")), leverage=_f(p.get("leverage"), 1.0),
+                liquidation_price=liq if liq > 0 else None,
+                margin=_f(p.get("positionIM")) or _f(p.get("positionBalance")),
+                unrealized_pnl=_f(p.get("unrealisedPnl")), mark_price=mark if mark > 0 else None))
+        return out
+
+    def balance(self) -> VenueBalance:
+        res = self._call("get_wallet_balance", "wallet balance", accountType=self.account_type, coin=SETTLE)
+        accounts = res.get("list") or []
+        acct = accounts[0] if accounts else {}
+        coin = next((c for c in acct.get("coin") or [] if c.get("coin") == SETTLE), None)
+        if coin is None:
+            return VenueBalance(wallet=0.0, available=0.0, equity=0.0)
+        wallet = _f(coin.get("walletBalance"))
+        if coin.get("availableToWithdraw") not in (None, ""):
+            available = _f(coin.get("availableToWithdraw"))
+        elif acct.get("totalAvailableBalance") not in (None, ""):
+            available = _f(acct.get("totalAvailableBalance"))
+        else:
+            available = wallet - _f(coin.get("totalPositionIM")) - _f(coin.get("totalOrderIM"))
+        return VenueBalance(wallet=wallet, available=available, equity=_f(coin.get("equity"), wallet))
+
+    def prepare_symbol(self, symbol: str, leverage: int) -> None:
+        vs, lev = venue_symbol(symbol), str(int(leverage))
+        res = self._call("switch_margin_mode", f"isolated margin {vs}", ok_codes=frozenset({110026, 100028}),
+                         category=CATEGORY, symbol=vs, tradeMode=1, buyLeverage=lev, sellLeverage=lev)
+        if res.get("_retCode") == 100028:       # Unified account: margin mode is account-wide
+            info = self._call("get_account_info", "account info")
+            if info.get("marginMode") != "ISOLATED_MARGIN":
+                self._call("set_margin_mode", "set margin mode", setMarginMode="ISOLATED_MARGIN")
+        self._call("set_leverage", f"leverage {vs}", ok_codes=frozenset({110043}),
+                   category=CATEGORY, symbol=vs, buyLeverage=lev, sellLeverage=lev)
+
+    def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
+        vs = venue_symbol(symbol)
+        end = datetime.fromtimestamp(self._now_ms() / 1000, tz=timezone.utc)
+        start = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        out: dict[str, FundingPayment] = {}
+        while start < end:                      # Bybit: at most 7 days per query
+            stop = min(end, start + timedelta(days=7) - timedelta(milliseconds=1))
+            rows = self._pages("get_transaction_log", "funding", accountType=self.account_type, category=CATEGORY,
+                               currency=SETTLE, type="SETTLEMENT", limit=50,
+                               startTime=int(start.timestamp() * 1000), endTime=int(stop.timestamp() * 1000))
+            for t in rows:
+                if t.get("symbol") != vs:
+                    continue
+                received = _f(t.get("funding")) if t.get("funding") not in (None, "") else _f(t.get("change"))
+                out[str(t.get("id"))] = FundingPayment(symbol=symbol, ts=_ts(t.get("transactionTime")) or stop,
+                                                       amount=-received)   # Bybit: positive = received
+            start = stop + timedelta(milliseconds=1)
+        return sorted(out.values(), key=lambda f: f.ts)
