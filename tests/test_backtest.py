@@ -38,7 +38,7 @@ def quiet() -> logging.Logger:
 
 
 def settings(tmp: Path, **extra: str):
-    env = {"TB_DB_PATH": str(tmp / "live.db"), "TB_LOG_DIR": str(tmp / "logs")}
+    env = {"TB_DB_PATH": str(tmp / "live.db"), "TB_LOG_DIR": str(tmp / "logs"), "TB_STATE_DIR": str(tmp / "state")}
     env.update(extra)
     return load_settings(env, dotenv_path=None)
 
@@ -103,10 +103,11 @@ def test_vectorised_features_match_the_live_window_bar_by_bar():
 
 def test_accounting_and_determinism(tmp_path):
     out1, out2 = tmp_path / "a", tmp_path / "b"
-    for out in (out1, out2):
+    for out in (out1, out2):      # the first run scores the headlines, the second reads the score cache
         r = cli("backtest", "--agent", "hybrid", "--from", "2022-03-01", "--to", "2022-03-20", "--out", str(out),
-                "--no-plot")
+                "--no-plot", TB_STATE_DIR=str(tmp_path / "state"))
         assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "state" / "score_cache").glob("tfidf-lr@*.json"))
     assert (out1 / "trades.csv").read_bytes() == (out2 / "trades.csv").read_bytes()
     assert (out1 / "metrics.json").read_bytes() == (out2 / "metrics.json").read_bytes()
     import csv
@@ -180,3 +181,189 @@ def test_malformed_csv_names_file_line_and_problem(tmp_path, line, bad, problem)
     r = cli("backtest", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--no-plot")
     assert r.returncode == 2
     assert f"candles_1h_BTCUSDT.csv:{line}: " in r.stderr and problem in r.stderr, r.stderr
+
+
+# --- the speed-ups are exact: each is checked against the computation it replaces ----------------------------
+
+def _bits(r) -> tuple:
+    """A NarrativeResult as exact values (float.hex keeps the sign of zero and every bit)."""
+    return tuple(x.hex() if isinstance(x, float) else x for x in
+                 (r.score, r.count, r.effective_weight, r.scorer_id, r.latest_age_min, r.dispersion))
+
+
+def _per_time(now_ns, t, values, ids, lookback_ns, halflife, trim, sw):
+    """The narrative of one time as the backtest computed it before narrative_series (and as live does)."""
+    from tracer.sentiment.narrative import narrative_from_arrays
+    ns = 60 * 1_000_000_000
+    hi = int(np.searchsorted(t, now_ns, side="right"))
+    lo = int(np.searchsorted(t, now_ns - lookback_ns, side="right"))
+    if hi <= lo:
+        return narrative_score([], START)
+    minutes = t / ns
+    return narrative_from_arrays(np.asarray(values)[lo:hi], now_ns / ns - minutes[lo:hi],
+                                 ",".join(sorted(set(ids[lo:hi]))), halflife, trim,
+                                 None if sw is None else sw[lo:hi])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_narrative_series_equals_the_per_time_narrative_bit_for_bit(seed):
+    """Random headlines with ties at the trimming cuts, MAD outliers, several scorers, source weights
+    (zero and negative too), every trim and half-life: each time's result is identical to the bit."""
+    from tracer.sentiment.narrative import narrative_series
+    rng = np.random.default_rng(seed)
+    ns_h = 3_600 * 1_000_000_000
+    t0 = 1_640_000_000 * 1_000_000_000
+    n = int(rng.integers(50, 400))
+    t = np.sort(t0 + rng.integers(0, 500 * ns_h, n)).astype(np.int64)
+    t[10:14] = t[9]                                            # several headlines at one instant
+    kind = seed % 3
+    if kind == 0:
+        values = np.round(rng.uniform(-1, 1, n), 1)            # many ties in value
+    elif kind == 1:
+        values = np.where(rng.random(n) < 0.1, rng.choice([-1.0, 1.0], n), rng.normal(0, 0.05, n).clip(-1, 1))
+    else:
+        values = rng.uniform(-1, 1, n)
+    values[20:30] = 0.0
+    ids = list(rng.choice(["tfidf-lr@abc", "vader-3.3.2+crypto1"], n, p=[0.9, 0.1]))
+    sw = rng.choice([1.0, 0.8, 0.5, 0.0, -1.0, 1.5], n).tolist() if seed % 2 else None
+    now = np.arange(t0, t0 + 520 * ns_h, ns_h // 2, dtype=np.int64)        # half-hour steps, also before any
+    for lookback_h, halflife, trim in ((24, 90.0, 0.1), (6, 30.0, 0.3), (72, 600.0, 0.0), (12, 1.0, 0.45)):
+        lb = lookback_h * ns_h
+        got = narrative_series(now, t, values, ids, lb, halflife, trim, sw)
+        want = [_per_time(int(x), t, values, ids, lb, halflife, trim, sw) for x in now]
+        assert [_bits(g) for g in got] == [_bits(w) for w in want]
+        assert sum(g.count >= 5 for g in got) > 50
+
+
+def test_narrative_series_on_the_bundled_headlines(tmp_path):
+    """The real data: BTC's relevant headlines, lexicon scores, every hourly bar, default settings."""
+    from tracer.data.replay import load_headlines
+    from tracer.sentiment.narrative import narrative_series, relevant
+    s = load_settings({}, None)
+    p = EvalParams.from_settings(s)
+    rel = relevant("BTC/USD", load_headlines(bundled_dir() / "headlines.csv"))
+    scores = VaderScorer().score([h.title for h in rel])
+    t = np.array([int(h.published_at.timestamp() * 1e9) for h in rel], dtype=np.int64)
+    values, ids = [x.value for x in scores], [x.scorer_id for x in scores]
+    df = load_candles(bundled_dir() / "candles_1h_BTCUSDT.csv")
+    now = df.index.asi8 + 3_600 * 1_000_000_000
+    lb = int(s.headline_lookback_h * 3_600 * 1_000_000_000)
+    got = narrative_series(now, t, values, ids, lb, p.halflife_min, p.sentiment_trim)
+    want = [_per_time(int(x), t, values, ids, lb, p.halflife_min, p.sentiment_trim, None) for x in now]
+    assert [_bits(g) for g in got] == [_bits(w) for w in want]
+    assert sum(g.count > 0 for g in got) > 5000
+
+
+def test_narrative_series_raises_on_look_ahead_and_bad_values():
+    from tracer.sentiment.narrative import narrative_series
+    t = np.array([0, 60_000_000_000], dtype=np.int64)
+    with pytest.raises(ValueError, match="lie in"):
+        narrative_series([120_000_000_000], t, [0.5, 1.5], ["x", "x"], 10**12)
+    with pytest.raises(ValueError, match="halflife"):
+        narrative_series([120_000_000_000], t, [0.5, 0.5], ["x", "x"], 10**12, halflife_min=0.0)
+    assert narrative_series([-1], t, [0.5, 0.5], ["x", "x"], 10**12)[0].count == 0
+
+
+def test_quantile_linear_is_numpys_bit_for_bit():
+    from tracer.risk.var import quantile_linear
+    rng = np.random.default_rng(7)
+    for n in list(range(1, 40)) + [231, 232, 500]:
+        for trial in range(40):
+            x = [rng.normal(size=n), rng.integers(-3, 4, n).astype(float), np.round(rng.normal(size=n) * 0.01, 2),
+                 rng.standard_cauchy(n)][trial % 4]
+            for q in (0.05, 1 - 0.95, 1 - 0.99, 0.0, 1.0, 0.5, float(rng.random())):
+                assert quantile_linear(x, q).hex() == float(np.quantile(x, q)).hex(), (n, q)
+    assert np.isnan(quantile_linear(np.array([1.0, np.nan, 2.0]), 0.5))
+
+
+def test_most_correlated_equals_the_pairwise_correlations():
+    from tracer.risk.correlation import correlation, most_correlated
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        n = int(rng.integers(0, 260))
+        cand = rng.normal(size=n)
+        if trial % 7 == 0 and n:
+            cand[rng.integers(0, n)] = np.nan
+        if trial % 11 == 0:
+            cand = np.full(n, 0.01)
+        others = {}
+        for k in range(int(rng.integers(1, 6))):
+            m = n if rng.random() < 0.7 else int(rng.integers(0, 260))
+            y = 0.5 * cand[n - m:] + rng.normal(size=m) * 0.1 if m <= n else rng.normal(size=m)
+            if rng.random() < 0.1 and m:
+                y[rng.integers(0, m)] = np.inf
+            others[f"S{k}"] = np.full(m, 0.02) if rng.random() < 0.1 else y
+        best, rho = None, 0.0
+        for sym, r in others.items():
+            c = correlation(cand, r)
+            if best is None or abs(c) > abs(rho):
+                best, rho = sym, c
+        got = most_correlated(cand, others)
+        assert got[0] == best and (got[1].hex() == rho.hex() or (np.isnan(got[1]) and np.isnan(rho)))
+
+
+class _CountingScorer:
+    def __init__(self, inner):
+        self.inner, self.scorer_id, self.texts = inner, inner.scorer_id, 0
+
+    def score(self, texts):
+        self.texts += len(texts)
+        return self.inner.score(texts)
+
+
+def test_score_cache_gives_the_same_backtest_and_skips_the_scorer(tmp_path):
+    """Headlines are scored once per scorer and code version: a second run reads them back (the same floats),
+    and an edited scorer source (another code fingerprint) scores again."""
+    from tracer.sentiment import cache
+    s = settings(tmp_path)
+    start, end = datetime(2022, 2, 1, tzinfo=timezone.utc), datetime(2022, 2, 20, tzinfo=timezone.utc)
+    runs = []
+    for _ in range(2):
+        sc = _CountingScorer(VaderScorer())
+        res = run_backtest(s, "hybrid", ["BTC/USD", "ETH/USD"], sc, start=start, end=end)
+        runs.append((sc.texts, [(t.entry_order_id, t.pnl.hex()) for t in res.trades],
+                     [p.equity.hex() for p in res.equity]))
+    assert runs[0][0] > 500 and runs[1][0] == 0
+    assert runs[0][1:] == runs[1][1:] and runs[0][1]
+    f = cache.ScoreFile(tmp_path / "state" / "score_cache")
+    f.code = "another"
+    sc = _CountingScorer(VaderScorer())
+    assert [x.value for x in f.score(sc, ["Bitcoin surges", "Exchange hacked"])] == \
+           [x.value for x in VaderScorer().score(["Bitcoin surges", "Exchange hacked"])]
+    assert sc.texts == 2
+
+
+def test_trained_model_is_not_loaded_until_a_text_needs_it():
+    """Constructing the trained scorer (the factory does it for every run) neither imports scikit-learn nor
+    unpickles the model while the metrics JSON vouches for the file; scoring loads it."""
+    code = ("import sys\n"
+            "from tracer.sentiment.trained import TrainedScorer\n"
+            "s = TrainedScorer()\n"
+            "print('sklearn' in sys.modules, s._pipe.loaded)\n"
+            "v = s.score(['Bitcoin surges'])[0].value\n"
+            "print('sklearn' in sys.modules, s._pipe.loaded, v > 0.3)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "True", "True", "True"]
+
+
+def test_relevant_to_equals_relevant_per_symbol():
+    """The substring pre-filter never drops a relevant title: the bundled headlines for every known asset and
+    an unknown one, plus titles built to trip it (exclusions, case, non-ASCII letters that fold onto ASCII)."""
+    from tracer.data.replay import load_headlines
+    from tracer.models import Headline
+    from tracer.sentiment.narrative import relevant, relevant_to
+    from tracer.symbols import ASSETS
+    hs = list(load_headlines(bundled_dir() / "headlines.csv"))
+    when = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    tricky = ["Bitcoin Cash rallies", "bitcoin cash and BITCOIN", "BTC-USD", "xbtc", "Sol price", "SOL price",
+              "solana's SOL", "ADA holders", "ada lovelace", "LINK up", "link", "Avalanche hits", "AVAX/USD",
+              "Binance Coin", "binance  coin", "ETHEREUM CLASSIC", "Ethereum Classic and Ether", "\u212aLAY",
+              "bitcoin\u017f", "D\u00f6ge", "dogecoin \u201cto the moon\u201d", "FOO token", "foo", "", "  ",
+              "\u0130\u0131 ripple", "Ripple\u2019s XRP"]
+    hs += [Headline(id=f"t{i}", source="test", title=t, published_at=when) for i, t in enumerate(tricky)]
+    symbols = [f"{base}/USD" for base in ASSETS] + ["FOO/USD"]
+    got = relevant_to(symbols, hs)
+    for sym in symbols:
+        assert got[sym] == relevant(sym, hs), sym
+    assert sum(len(v) for v in got.values()) > 3000

@@ -53,6 +53,47 @@ def load_series(path: Path, symbol: str) -> Series:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file (needed for {symbol})")
+    fast = _load_clean(path, symbol)
+    return fast if fast is not None else _load_strict(path, symbol)
+
+
+_FLOAT_COLUMNS = {c: float for c in COLUMNS[1:]}
+_EXACT_INT = 2.0 ** 53
+
+
+def _load_clean(path: Path, symbol: str) -> Series | None:
+    """The file parsed straight to floats (about 4x faster than the strict path), or None when anything is
+    off; the strict path then finds and names the problem. Both parse numbers with pandas' precise
+    ``xstrtod`` (``read_csv``'s float columns and ``to_numeric`` of strings share it), so a clean file gives
+    the same floats either way (integers beyond 2**53 and "-0", which ``to_numeric`` reads as integers, are
+    left to the strict path, as is any negative number)."""
+    try:
+        df = pd.read_csv(path, dtype={"timestamp": str, **_FLOAT_COLUMNS}, keep_default_na=False)
+    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    if tuple(df.columns) != COLUMNS or df.empty:
+        return None
+    cols = {}
+    for c in COLUMNS[1:]:
+        v = df[c].to_numpy()
+        # negative numbers (and -0, which to_numeric reads as the integer 0) go to the strict path
+        if v.dtype != np.float64 or not np.isfinite(v).all() or np.signbit(v).any() or v.max() >= _EXACT_INT:
+            return None
+        cols[c] = v
+    ts = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    if ts.isna().any():
+        return None
+    ts_ns = ts.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    if (np.diff(ts_ns) <= 0).any():
+        return None
+    o, h, lo, c, v = (cols[k] for k in COLUMNS[1:])
+    if (((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0) | (h < lo) | (v < 0)
+         | (h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any()):
+        return None
+    return Series(symbol, path, ts_ns, o, h, lo, c, v)
+
+
+def _load_strict(path: Path, symbol: str) -> Series:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

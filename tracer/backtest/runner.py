@@ -26,15 +26,17 @@ from tracer.backtest.data import Series, candle_file, load_series
 from tracer.config import Settings
 from tracer.data.replay import bundled_dir, load_headlines
 from tracer.news.dedupe import source_weight
-from tracer.models import Bar, OrderState, Position, PositionSide, ScoredHeadline, Trade
+from tracer.models import Bar, OrderState, Position, PositionSide, Trade
 from tracer.risk.limits import Book
-from tracer.sentiment.narrative import NarrativeResult, narrative_from_arrays, relevant
+from tracer.sentiment.cache import ScoreFile
+from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
 from tracer.signals.scoring import narrative_confidence, score_table, scorer_weight
 from tracer.signals.features import feature_table
 
 NS = 1_000_000_000
+SCORE_CACHE_DIR = "score_cache"     # under TB_STATE_DIR: headline scores by scorer id and title
 _NO_NARRATIVE = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
 
 
@@ -68,40 +70,44 @@ def _utc(ns: int) -> datetime:
 
 
 class _Narratives:
-    """Per-symbol relevant headlines, scored once, and the decayed narrative at any time."""
+    """Per-symbol relevant headlines, every distinct relevant title scored once (one batch, through the
+    score file of ``cache_dir`` when given), and the decayed narrative at any set of times."""
 
     def __init__(self, symbols: Sequence[str], headlines, scorer: SentimentScorer, halflife: float, trim: float,
-                 lookback: timedelta, source_weights=()):
+                 lookback: timedelta, source_weights=(), cache_dir: Path | None = None):
         self.halflife, self.trim = halflife, trim
         self.lookback_ns = int(lookback.total_seconds() * NS)
         self.source_weights = dict(source_weights)
-        self.by_symbol: dict[str, tuple[np.ndarray, list[ScoredHeadline]]] = {}
-        self.arrays: dict[str, tuple[np.ndarray, np.ndarray, list[str], list[float]]] = {}
+        rel = relevant_to(symbols, headlines)
+        titles = list(dict.fromkeys(h.title for sym in symbols for h in rel[sym]))
+        if not titles:
+            scores = []
+        elif cache_dir is not None:
+            scores = ScoreFile(cache_dir).score(scorer, titles)
+        else:
+            scores = scorer.score(titles)
+        by_title = dict(zip(titles, scores))
+        self.arrays: dict[str, tuple[np.ndarray, list[float], list[str], list[float] | None]] = {}
         for sym in symbols:
-            rel = relevant(sym, headlines)
-            scores = scorer.score([h.title for h in rel]) if rel else []
-            scored = [ScoredHeadline(h, s) for h, s in zip(rel, scores)]
-            t = np.array([int(h.published_at.timestamp() * NS) for h in rel], dtype=np.int64)
-            self.by_symbol[sym] = (t, scored)
-            self.arrays[sym] = (t / (60 * NS), np.array([s.value for s in scores], dtype=float),
-                                [s.scorer_id for s in scores],
-                                [source_weight(h.source, self.source_weights) for h in rel])
+            hs = rel[sym]
+            sc = [by_title[h.title] for h in hs]
+            t = np.array([int(h.published_at.timestamp() * NS) for h in hs], dtype=np.int64)
+            self.arrays[sym] = (t, [x.value for x in sc], [x.scorer_id for x in sc],
+                                [source_weight(h.source, self.source_weights) for h in hs]
+                                if self.source_weights else None)
 
-    def has_any(self, symbol: str, now_ns: int) -> bool:
-        t, _ = self.by_symbol[symbol]
-        hi = int(np.searchsorted(t, now_ns, side="right"))
-        return hi > 0 and int(t[hi - 1]) > now_ns - self.lookback_ns
+    def series(self, symbol: str, now_ns: np.ndarray) -> list[NarrativeResult]:
+        """The narrative at each time of ``now_ns`` (int ns): exactly what the live agent computes from the
+        headlines of the look-back window (:func:`tracer.sentiment.narrative.narrative_series`)."""
+        t, values, ids, sw = self.arrays[symbol]
+        return narrative_series(now_ns, t, values, ids, self.lookback_ns, self.halflife, self.trim, sw)
 
-    def at(self, symbol: str, now_ns: int, now: datetime) -> NarrativeResult:
-        t, scored = self.by_symbol[symbol]
-        hi = int(np.searchsorted(t, now_ns, side="right"))
-        lo = int(np.searchsorted(t, now_ns - self.lookback_ns, side="right"))
-        if hi <= lo:
-            return _NO_NARRATIVE
-        minutes, values, ids, sw = self.arrays[symbol]
-        return narrative_from_arrays(values[lo:hi], now_ns / (60 * NS) - minutes[lo:hi],
-                                     ",".join(sorted(set(ids[lo:hi]))), self.halflife, self.trim,
-                                     sw[lo:hi] if self.source_weights else None)
+
+def _idle_noop_brokers() -> tuple[type, ...]:
+    """Brokers whose ``on_bar`` for a symbol without a position or a pending order only records the close."""
+    from tracer.execution.paper import PaperSpotBroker
+    from tracer.execution.paper_futures import PaperFuturesBroker
+    return PaperSpotBroker, PaperFuturesBroker
 
 
 def make_agent(agent: str, s: Settings, interval: timedelta):
@@ -160,28 +166,30 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     headlines = load_headlines(hp) if hp.is_file() else []
     params = EvalParams.from_settings(s, interval)
     narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
-                       timedelta(hours=s.headline_lookback_h), params.source_weights)
+                       timedelta(hours=s.headline_lookback_h), params.source_weights,
+                       Path(s.state_dir) / SCORE_CACHE_DIR)
 
     policy, broker, capital = make_agent(agent, s, interval)
     # the decision arithmetic for every bar at once (the same code the live agent runs on one bar)
     need_lo = max(s.min_bars - 1, 0)
     narratives: dict[str, list[NarrativeResult]] = {}
     scores = {}
+    weights: dict[str, float] = {}
     for sr in series:
         n = len(sr.ts_ns)
         nars = [_NO_NARRATIVE] * n
-        close_times = sr.ts_ns + iv_ns
-        for j in range(need_lo, n):
-            ns = int(close_times[j])
-            nars[j] = narr.at(sr.symbol, ns, _utc(ns)) if narr.has_any(sr.symbol, ns) else _NO_NARRATIVE
+        nars[need_lo:] = narr.series(sr.symbol, sr.ts_ns[need_lo:] + iv_ns)
         narratives[sr.symbol] = nars
+        for x in nars:
+            if x.scorer_id not in weights:
+                weights[x.scorer_id] = scorer_weight(x.scorer_id)
+        counts = [x.count for x in nars]
         ft = tables[sr.symbol]
         horizons = np.column_stack(ft.horizons)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
-                                        ft.annual_vol, ft.participation, [x.score for x in nars],
-                                        [x.count for x in nars], params,
-                                        narrative_confidence([x.count for x in nars], [x.dispersion for x in nars],
-                                                             [scorer_weight(x.scorer_id) for x in nars]))
+                                        ft.annual_vol, ft.participation, [x.score for x in nars], counts, params,
+                                        narrative_confidence(counts, [x.dispersion for x in nars],
+                                                             [weights[x.scorer_id] for x in nars]))
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     close_ns = common + iv_ns
     first = max(s.min_bars - 1, 0)
@@ -199,17 +207,32 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     entries_today: list[str] = []              # client order ids of today's entries (daily trade cap)
     rejected: set[str] = set()
     closed_returns: list[float] = []
+    recent_returns: tuple[float, ...] = ()     # the last 500 of them, rebuilt when a trade closes
     day, day_start_equity = None, capital
     lb = s.lookback_bars
     total = hi_i - lo_i + 1
+    # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
+    syms = [sr.symbol for sr in series]
+    cols = [(sym, rows[sym].tolist(), ohlcv[sym], gap_free[sym], actions[sym]) for sym in syms]
+    close_l, open_l = close_ns.tolist(), common.tolist()
+    min_bars, n_series = s.min_bars, len(series)
+    # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
+    # close (no order is due, no exit to check), so the driver records it directly.
+    idle_noop = type(broker) in _idle_noop_brokers()
     for k, i in enumerate(range(lo_i, hi_i + 1)):
-        now_ns = int(close_ns[i])
+        now_ns = close_l[i]
         now = _utc(now_ns)
-        ts_open = _utc(int(common[i]))
-        for sr in series:
-            j = int(rows[sr.symbol][i])
-            o, h, l, c, v = ohlcv[sr.symbol]
-            rep = broker.on_bar(Bar(sr.symbol, ts_open, o[j], h[j], l[j], c[j], v[j]))
+        ts_open = _utc(open_l[i])
+        if idle_noop:
+            busy = {p.symbol for p in broker.positions()}
+            busy.update(o.symbol for o in broker.open_orders())
+        closed = False
+        for sym, row, (o, h, l, c, v), _, _ in cols:
+            j = row[i]
+            if idle_noop and sym not in busy:
+                broker.last_price[sym] = c[j]
+                continue
+            rep = broker.on_bar(Bar(sym, ts_open, o[j], h[j], l[j], c[j], v[j]))
             for u in rep.updates:
                 if u.state is OrderState.REJECTED:
                     rejected.add(u.client_order_id)
@@ -217,48 +240,47 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                 res.trades.append(t)
                 basis = t.entry_price * t.qty / max(t.leverage, 1.0)
                 closed_returns.append(t.pnl / basis if basis else 0.0)
+                closed = True
                 if on_close is not None:
                     on_close(t.symbol, t.exit_ts)
-        d = now.strftime("%Y-%m-%d")
+        if closed:
+            recent_returns = tuple(closed_returns[-500:])
+        d = now.toordinal()                     # the UTC day
         if d != day:
             day, day_start_equity = d, broker.equity()
             entries_today = []
 
-        positions = {p.symbol: p for p in broker.positions()}
-        signals, returns = [], {}
-        for sr in series:
-            sym = sr.symbol
-            j = int(rows[sym][i])
-            if j + 1 < s.min_bars or not gap_free[sym][j]:
+        signals, at_row = [], {}
+        for sym, row, ohlc, gaps, act in cols:
+            j = row[i]
+            if j + 1 < min_bars or not gaps[j]:
                 continue
-            returns[sym] = j
+            at_row[sym] = j
             # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held);
             # only buy/sell decisions can enter or exit (the backtest == live test holds this)
-            if actions[sym][j] == 0:
+            if act[j] == 0:
                 continue
-            signals.append(signal_at(sym, now, ohlcv[sym][3][j], scores[sym], j, tables[sym].row(j),
+            signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym][j], params))
-        if not signals:
-            res.equity.append(_point(now, broker))
-            res.bar_steps += len(series)
-            continue
-        returns = {sym: logret[sym][max(j - lb + 2, 1):j + 1] for sym, j in returns.items()}
-        exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
-                     (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}
-        trades_today = sum(1 for cid in entries_today if cid not in rejected)
-        book = Book(equity=broker.equity(), cash=broker.balance(), day_start_equity=day_start_equity,
-                    trades_today=trades_today, exposures=exposures, closed_returns=tuple(closed_returns[-500:]))
-        for sig, dcs in decide_all(policy, signals, positions, book, returns):
-            if dcs.intent is None:
-                continue
-            upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
-            if dcs.intent.order.purpose == "entry":
-                entries_today.append(dcs.intent.order.client_order_id)
-                res.entries += 1
-                if upd.state is OrderState.REJECTED:
-                    rejected.add(dcs.intent.order.client_order_id)
+        if signals:
+            positions = {p.symbol: p for p in broker.positions()}
+            returns = {sym: logret[sym][max(j - lb + 2, 1):j + 1] for sym, j in at_row.items()}
+            exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
+                         (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}
+            trades_today = sum(1 for cid in entries_today if cid not in rejected)
+            book = Book(equity=broker.equity(), cash=broker.balance(), day_start_equity=day_start_equity,
+                        trades_today=trades_today, exposures=exposures, closed_returns=recent_returns)
+            for sig, dcs in decide_all(policy, signals, positions, book, returns):
+                if dcs.intent is None:
+                    continue
+                upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
+                if dcs.intent.order.purpose == "entry":
+                    entries_today.append(dcs.intent.order.client_order_id)
+                    res.entries += 1
+                    if upd.state is OrderState.REJECTED:
+                        rejected.add(dcs.intent.order.client_order_id)
         res.equity.append(_point(now, broker))
-        res.bar_steps += len(series)
+        res.bar_steps += n_series
         if progress is not None and (k % 256 == 0 or k == total - 1):
             progress(k + 1, total)
 

@@ -28,11 +28,32 @@ def _flat(norm: float, v: np.ndarray) -> bool:
     return norm <= 1e-12 * float(np.abs(v).max()) * np.sqrt(len(v))
 
 
+def _centred(v: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """(deviations from the mean, their norm, flat?) of a finite series, as :func:`correlation` computes them."""
+    d = v - v.mean()
+    s = float(np.sqrt(d @ d))
+    return d, s, _flat(s, v)
+
+
 def most_correlated(candidate: np.ndarray, others: Mapping[str, np.ndarray]) -> tuple[str | None, float]:
-    """The open symbol whose returns correlate most (in absolute value) with the candidate's."""
+    """The open symbol whose returns correlate most (in absolute value) with the candidate's.
+
+    Each value is :func:`correlation`'s, bit for bit; when a series has the candidate's length and both
+    are finite (the usual case: aligned look-back windows), the candidate's deviations are computed once."""
     best, rho = None, 0.0
+    x = np.asarray(candidate, float).ravel()
+    x_ok = len(x) >= 3 and bool(np.isfinite(x).all())
+    cx = None
     for sym, r in others.items():
-        c = correlation(candidate, r)
+        y = np.asarray(r, float).ravel()
+        if x_ok and len(y) == len(x) and np.isfinite(y).all():
+            if cx is None:
+                cx = _centred(x)
+            dx, sx, fx = cx
+            dy, sy, fy = _centred(y)
+            c = 0.0 if fx or fy else min(1.0, max(-1.0, float(dx @ dy) / (sx * sy)))
+        else:
+            c = correlation(candidate, r)
         if best is None or abs(c) > abs(rho):
             best, rho = sym, c
     return best, rho

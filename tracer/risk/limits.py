@@ -80,6 +80,24 @@ def _block(rule: str, **detail: Any) -> RiskDecision:
     return RiskDecision(False, 0.0, 0.0, rule, detail)
 
 
+_KELLY_MEMO: list = [None]      # [(fn, returns, args, result)] of the last Kelly sizing call
+
+
+def _memo_kelly(fn, returns, *args):
+    """``fn(returns, *args)``, remembered for the last arguments: the closed-trade returns change only when a
+    trade closes, while every candidate of every cycle asks for the sizing (up to 500 returns to convert).
+    Pure functions of equal arguments give equal results; only tuples (immutable) are remembered. The
+    entry is one tuple, read and replaced whole (safe for agents on threads)."""
+    if not isinstance(returns, tuple):
+        return fn(returns, *args)
+    last = _KELLY_MEMO[0]
+    if last is not None and last[0] is fn and last[2] == args and (last[1] is returns or last[1] == returns):
+        return last[3]
+    out = fn(returns, *args)
+    _KELLY_MEMO[0] = (fn, returns, args, out)
+    return out
+
+
 def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
     """Rules, in order (the first that fails blocks):
 
@@ -112,12 +130,13 @@ def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
 
     equity = max(book.equity, 0.0)
     if c.risk_notional is None:
-        pct, est = kelly_position_pct(book.closed_returns, lim.max_position_pct, lim.kelly_min_trades,
-                                      lim.kelly_cap, lim.kelly_floor)
+        pct, est = _memo_kelly(kelly_position_pct, book.closed_returns, lim.max_position_pct, lim.kelly_min_trades,
+                               lim.kelly_cap, lim.kelly_floor)
         notional = equity * pct * c.size_fraction
         caps = {"equity_pct": equity * pct, "max_trade_notional": lim.max_trade_notional}
     else:
-        scale, est = kelly_scale(book.closed_returns, lim.kelly_min_trades, lim.kelly_cap, lim.kelly_floor)
+        scale, est = _memo_kelly(kelly_scale, book.closed_returns, lim.kelly_min_trades, lim.kelly_cap,
+                                 lim.kelly_floor)
         pct = lim.max_position_pct
         notional = max(c.risk_notional, 0.0) * c.size_fraction * scale
         caps = {"equity_pct": equity * pct, "max_trade_notional": lim.max_trade_notional, "kelly_scale": scale,

@@ -1,6 +1,8 @@
 """Portfolio Value-at-Risk by historical simulation (pure)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -30,4 +32,22 @@ def historical_var(log_returns: np.ndarray, notionals: np.ndarray, confidence: f
     if lr.shape[0] <= horizon:
         raise ValueError(f"VaR needs more than {horizon} aligned returns, got {lr.shape[0]}")
     pnl = horizon_returns(lr, horizon) @ w
-    return float(max(0.0, -np.quantile(pnl, 1.0 - confidence)))
+    return float(max(0.0, -quantile_linear(pnl, 1.0 - confidence)))
+
+
+def quantile_linear(x: np.ndarray, q: float) -> float:
+    """``np.quantile(x, q)`` (method "linear") of a 1-d array, bit for bit, from a partial sort of the two
+    neighbouring order statistics: about 10x cheaper than ``np.quantile`` on a few hundred values (which
+    VaR computes for every candidate entry). Arrays with a NaN or an infinity go to ``np.quantile``."""
+    x = np.asarray(x, dtype=float)
+    n = x.shape[0] if x.ndim == 1 else 0
+    if n == 0 or not (0.0 <= q <= 1.0) or not np.isfinite(x).all():
+        return float(np.quantile(x, q))
+    virtual = (n - 1) * q                       # numpy: (n - 1) * quantiles
+    lo = -1 if virtual >= n - 1 else math.floor(virtual)     # numpy's _get_indexes: the last one at the top
+    hi = -1 if lo == -1 else lo + 1
+    part = np.partition(x, sorted({0, -1, lo, hi}))    # numpy's kth: the same layout (and signs of zeros)
+    a, b = float(part[lo]), float(part[hi])
+    gamma = virtual - lo
+    diff = b - a                                # numpy's _lerp, both branches
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma

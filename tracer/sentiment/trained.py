@@ -22,7 +22,10 @@ same 5 folds they raise accuracy and macro-F1 a little (see ``metrics.json``). T
 ``scorer_id`` is stored in the model; loading it under another lexicon version fails (and the
 factory falls back), so a changed lexicon never silently changes the model.
 
-The model is loaded once per process (:func:`load_model` is memoised by path); no network.
+The model is loaded once per process (:func:`load_model` is memoised by path), and only when a text
+is scored if the metrics JSON saved with it vouches for the file and the installed scikit-learn
+(:class:`LazyPipeline`: a run whose headlines all come from a score cache never imports
+scikit-learn); no network.
 ``scorer_id`` is ``tfidf-lr@<first 12 hex of the model file's sha256>`` so scores of
 different fits never mix in the DB.
 
@@ -319,28 +322,79 @@ _LOAD_LOCK = threading.Lock()
 _LOADED: dict[Path, tuple[Any, str]] = {}
 
 
+def _unpickle(path: Path) -> Any:
+    """The fitted pipeline from ``path``; RuntimeError when another scikit-learn version saved it."""
+    import joblib
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        try:
+            return joblib.load(path)
+        except InconsistentVersionWarning as w:
+            raise RuntimeError(f"{path} was saved by scikit-learn {w.original_sklearn_version}, "
+                               f"this is {w.current_sklearn_version}: run `tracer sentiment train`") from None
+
+
+class LazyPipeline:
+    """The fitted pipeline of a model file, unpickled on first use (attribute access is delegated).
+
+    Importing scikit-learn and unpickling the model take about 1.5 s; a process whose headlines are all
+    in a score cache (a repeated backtest) never needs either. Used only for a file that
+    :func:`_vouched_classes` vouches for, so the deferred load cannot fail on the version check.
+    """
+
+    __slots__ = ("path", "known_classes", "_pipe", "_lock")
+
+    def __init__(self, path: Path, known_classes: Sequence[str]) -> None:
+        self.path, self.known_classes = path, list(known_classes)
+        self._pipe: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def pipeline(self) -> Any:
+        if self._pipe is None:
+            with self._lock:
+                if self._pipe is None:
+                    self._pipe = _unpickle(self.path)
+        return self._pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipeline(), name)
+
+
+def _vouched_classes(path: Path, sha: str) -> list[str] | None:
+    """The model's classes when the metrics JSON written with it (by :func:`train`) names this very file
+    (its sha256) and the installed scikit-learn version; else None (then the model is loaded eagerly)."""
+    try:
+        m = json.loads((path.parent / METRICS_FILE).read_text(encoding="utf-8"))
+        labels = sorted(m["data"]["labels"])
+        ok = (m["model_sha256"] == sha and m["sklearn_version"] == metadata.version("scikit-learn")
+              and labels == sorted(LABELS))
+    except (OSError, ValueError, KeyError, TypeError, metadata.PackageNotFoundError):
+        return None
+    return labels if ok else None
+
+
 def load_model(path: Path = MODEL_DIR / MODEL_FILE) -> tuple[Any, str]:
     """(fitted pipeline, sha256 of the file), loaded once per process and path.
 
     Raises FileNotFoundError when the file is missing, RuntimeError when it was saved by another
-    scikit-learn minor version (a pickle is only reliable within one version).
+    scikit-learn minor version (a pickle is only reliable within one version). When the metrics JSON
+    saved with the model vouches for the file and the installed scikit-learn, the pipeline is a
+    :class:`LazyPipeline`, unpickled on first use.
     """
     path = Path(path).resolve()
     with _LOAD_LOCK:
         if path not in _LOADED:
-            import joblib
-            from sklearn.exceptions import InconsistentVersionWarning
-
             if not path.is_file():
                 raise FileNotFoundError(f"sentiment model {path} not found (run `tracer sentiment train`)")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", InconsistentVersionWarning)
-                try:
-                    pipe = joblib.load(path)
-                except InconsistentVersionWarning as w:
-                    raise RuntimeError(f"{path} was saved by scikit-learn {w.original_sklearn_version}, "
-                                       f"this is {w.current_sklearn_version}: run `tracer sentiment train`") from None
-            _LOADED[path] = (pipe, file_sha256(path))
+            sha = file_sha256(path)
+            classes = _vouched_classes(path, sha)
+            _LOADED[path] = (LazyPipeline(path, classes) if classes else _unpickle(path), sha)
         return _LOADED[path]
 
 
@@ -358,15 +412,18 @@ class TrainedScorer:
 
     def __init__(self, path: Path = MODEL_DIR / MODEL_FILE) -> None:
         self._pipe, sha = load_model(path)
-        classes = [str(c) for c in self._pipe.classes_]
+        known = self._pipe.known_classes if isinstance(self._pipe, LazyPipeline) else None
+        classes = known or [str(c) for c in self._pipe.classes_]
         if sorted(classes) != sorted(LABELS):
             raise RuntimeError(f"{path}: model classes {classes} are not {list(LABELS)}")
-        self._classes = classes
+        self._classes: list[str] | None = None if known else classes
         self.scorer_id: str = f"tfidf-lr@{sha[:12]}"
 
     def score(self, texts: Sequence[str]) -> list[Score]:
         if not texts:
             return []
+        if self._classes is None:
+            self._classes = [str(c) for c in self._pipe.classes_]
         proba = self._pipe.predict_proba(list(texts))
         values, labels = scores_from_proba(proba, self._classes)
         return [Score(value=float(v), label=lab, scorer_id=self.scorer_id) for v, lab in zip(values, labels)]

@@ -50,9 +50,9 @@ class FeatureTable:
         self.n = len(volume_z)
 
     def row(self, i: int) -> FeatureRow:
-        vz, r, mz, sz, a, av, part = (col[i] for col in self._lists)
-        hs = tuple(h[i] for h in self._h if h[i] == h[i])     # horizons with enough history (not NaN)
-        return FeatureRow(vz, r, mz, sz, a, hs, av, part)
+        vz, r, mz, sz, a, av, part = self._lists
+        hs = tuple([x for x in [h[i] for h in self._h] if x == x])     # horizons with enough history (not NaN)
+        return FeatureRow(vz[i], r[i], mz[i], sz[i], a[i], hs, av[i], part[i])
 
 
 def rolling_z_last(x: np.ndarray, window: int, scale: np.ndarray | float) -> np.ndarray:
