@@ -181,7 +181,7 @@ def test_futures_agent_fails_over_to_bybit_when_binance_is_down(tmp_path):
                         TB_FUTURES_SYMBOLS="BTC/USD,ETH/USD,SOL/USD", TB_SENTIMENT_SCORER="lexicon",
                         TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-01-10T00:00:00Z")
         try:
-            r = subprocess.run([sys.executable, str(SCRIPT), "--cycles", "150"], cwd=tmp_path, env=env,
+            r = subprocess.run([sys.executable, str(SCRIPT), "--cycles", "60"], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=600)
         finally:
             stop.set()

@@ -528,11 +528,40 @@ def live_venues(settings: Any) -> list[str]:
     feed = getattr(settings, "feed", "replay")
     if feed and feed != "replay":
         out.append(str(feed))
-    for name in ("hybrid_venue", "futures_venue"):
+    for name in ("hybrid_venue", "futures_venue", "futures_backup"):
         v = getattr(settings, name, None)
         if v and v not in ("paper", "replay"):
             out.append(str(v))
     return list(dict.fromkeys(out))
+
+
+def _probe_url(settings: Any, venue: str) -> str | None:
+    """The trading venues are probed at their configured (paper/testnet/test) URL; data feeds at the public one."""
+    configured = {"alpaca": ("alpaca_trading_url", "/v2/clock"), "binance": ("binance_futures_url", "/fapi/v1/ping"),
+                  "bybit": ("bybit_url", "/v5/market/time")}
+    if venue in configured and getattr(settings, configured[venue][0], None):
+        return getattr(settings, configured[venue][0]).rstrip("/") + configured[venue][1]
+    return next((u for k, u in VENUE_PROBES.items() if venue.lower().startswith(k)), None)
+
+
+# venue events that need a person: a ban, refused keys, an unprotected or adopted position, a mismatch
+VENUE_ALERT_KINDS = ("ip_banned", "auth_error", "position_unprotected", "position_adopted", "position_mismatch",
+                     "order_missing", "exit_refused", "cancel_failed", "failover")
+
+
+def _check_venue_events(settings: Any, conn: Any, now: datetime) -> Check:
+    if conn is None:
+        return Check("venue_events", 0, "skipped (no DB)")
+    try:
+        since = (now - timedelta(minutes=settings.health_error_window_min)).strftime("%Y-%m-%dT%H:%M:%S")
+        q = ",".join("?" * len(VENUE_ALERT_KINDS))
+        rows = conn.execute(f"SELECT kind, COUNT(*) FROM venue_events WHERE ts >= ? AND kind IN ({q}) "
+                            f"GROUP BY kind ORDER BY kind", (since, *VENUE_ALERT_KINDS)).fetchall()
+    except Exception as e:      # an old DB without the table: nothing to report
+        return Check("venue_events", 0, f"skipped ({type(e).__name__})")
+    if not rows:
+        return Check("venue_events", 0, f"none needing attention in the last {settings.health_error_window_min:g} min")
+    return Check("venue_events", 1, "ATTENTION: " + ", ".join(f"{k} x{n}" for k, n in rows))
 
 
 def _check_venues(settings: Any) -> list[Check]:
@@ -542,7 +571,7 @@ def _check_venues(settings: Any) -> list[Check]:
     import requests
     out = []
     for v in venues:
-        url = next((u for k, u in VENUE_PROBES.items() if v.lower().startswith(k)), None)
+        url = _probe_url(settings, v)
         if url is None:
             out.append(Check(f"venue[{v}]", 1, "no reachability probe known for this venue"))
             continue
@@ -555,6 +584,39 @@ def _check_venues(settings: Any) -> list[Check]:
     return out
 
 
+def _check_storage(settings: Any, conn: sqlite3.Connection | None, now: datetime) -> Check:
+    """Storage faults of the agents (tracer/agents/loop.py): the DB could not take a cycle (locked, read-only,
+    disk full). While one lasts the agent keeps ``TB_STATE_DIR/storage_fault_<agent>.json`` (the DB cannot
+    say): critical. A fault cleared within ``TB_HEALTH_ERROR_WINDOW_MIN`` (its note on the recovering
+    ``runs`` row): warning."""
+    ongoing = []
+    for a in AGENTS:
+        p = Path(settings.state_dir) / f"storage_fault_{a}.json"
+        try:
+            f = json.loads(p.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if not agent_alive(f.get("pid"), a):
+            continue          # its process is gone: the next start retries the same way (and clears the file)
+        ongoing.append(f"{a} cannot write the DB since {f.get('since')} ({f.get('attempts')} attempts, clock "
+                       f"{f.get('clock')}): {f.get('error')}")
+    if ongoing:
+        return Check("storage", 2, "STORAGE FAULT: " + "; ".join(ongoing))
+    recovered = []
+    if conn is not None:
+        try:
+            since = _iso(now - timedelta(minutes=settings.health_error_window_min))
+            recovered = conn.execute("SELECT agent, note FROM runs WHERE started_at >= ? AND note LIKE "
+                                     "'%storage_fault_recovered%' ORDER BY id", (since,)).fetchall()
+        except sqlite3.DatabaseError:
+            pass
+    if recovered:
+        return Check("storage", 1, f"RECOVERED: {len(recovered)} storage fault(s) cleared in the last "
+                                   f"{settings.health_error_window_min:g} min; last ({recovered[-1][0]}): "
+                                   f"{recovered[-1][1][:200]}")
+    return Check("storage", 0, "no storage fault")
+
+
 def health(settings: Any, now: datetime | None = None) -> list[Check]:
     now = now or _now()
     checks = _check_processes(settings, now)
@@ -562,8 +624,10 @@ def health(settings: Any, now: datetime | None = None) -> list[Check]:
     checks.append(db)
     try:
         checks.append(_check_disk(settings))
+        checks.append(_check_storage(settings, conn, now))
         checks.append(_check_errors(settings, conn, now))
         checks.append(_check_backlog(settings, conn, now))
+        checks.append(_check_venue_events(settings, conn, now))
     finally:
         if conn is not None:
             conn.close()

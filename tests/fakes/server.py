@@ -39,6 +39,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True   # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def _serve(self) -> None:
                 parts = urlsplit(self.path)

@@ -306,6 +306,9 @@ class VenueBroker:
         client = self.venues[venue].client
         try:
             rules = self._call(venue, "rules", order.symbol)
+        except OrderRejected as e:      # e.g. the venue does not list the symbol: definitive
+            self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=str(e)[:200])
+            return OrderUpdate(cid, OrderState.REJECTED, f"{venue} has no rules for {order.symbol}: {str(e)[:160]}")
         except VenueError as e:
             return OrderUpdate(cid, OrderState.NEW, f"not sent: {venue} rules unavailable ({type(e).__name__})")
         qty = round_to_step(order.qty, rules.step_size)
@@ -602,7 +605,9 @@ class VenueBroker:
 
     def _funding(self, venue: str, pos: Position) -> float:
         try:
-            return float(sum(p.amount for p in self._call(venue, "funding", pos.symbol, pos.opened_at)))
+            # a perpetual position lives hours or days; never ask for more than 30 days of funding history
+            since = max(pos.opened_at, self._now() - timedelta(days=30))
+            return float(sum(p.amount for p in self._call(venue, "funding", pos.symbol, since)))
         except VenueError:
             return 0.0
 
