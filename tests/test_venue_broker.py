@@ -320,3 +320,16 @@ def test_spot_on_alpaca_stops_are_the_agents_and_exit_with_a_market_order(tmp_pa
         trades = h.settle(T0 + timedelta(hours=3))
         assert [t.exit_reason for t in trades] == ["stop_loss"] and trades[0].exit_price == pytest.approx(40800.0)
         assert h.broker.positions() == [] and al.post_counts[o.client_order_id] == 1
+
+
+def test_explain_shows_the_venue_and_its_events(h, venue):
+    import io
+    from rich.console import Console
+    from tracer.cli import explain
+    venue.inject("POST /fapi/v1/order", "lost")
+    o = h.entry()
+    h.settle()
+    buf = io.StringIO()
+    assert explain(h.store, Console(file=buf, width=250), o.client_order_id) == 0
+    out = buf.getvalue()
+    assert "binance (venue order id" in out and "order_found_after_ambiguous" in out and "filled" in out

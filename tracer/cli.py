@@ -90,7 +90,10 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
             ("state", f"{o['state']}" + (f" ({o['state_reason']})" if o["state_reason"] else "")),
             ("reason", o["reason"]), ("bracket", o["bracket_json"]), ("sizing", o["sizing_json"]),
             ("exploration", _exploration_label(o["sizing_json"])),
+            ("venue", (o["venue"] or "paper") + (f" (venue order id {o['venue_order_id']})" if o["venue_order_id"] else "")),
             ("created", o["created_at"]), ("updated", o["updated_at"])]))
+        for ev in c.execute("SELECT * FROM venue_events WHERE client_order_id=? ORDER BY id", (o["client_order_id"],)):
+            console.print(f"  venue event {ev['ts']}: {ev['venue']} {ev['kind']} {ev['detail_json']}")
         for f in c.execute("SELECT * FROM fills WHERE client_order_id=?", (o["client_order_id"],)):
             console.print(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
         pos = c.execute("SELECT * FROM positions WHERE entry_order_id=?", (o["client_order_id"],)).fetchone()
