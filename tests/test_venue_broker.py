@@ -333,3 +333,16 @@ def test_explain_shows_the_venue_and_its_events(h, venue):
     assert explain(h.store, Console(file=buf, width=250), o.client_order_id) == 0
     out = buf.getvalue()
     assert "binance (venue order id" in out and "order_found_after_ambiguous" in out and "filled" in out
+
+
+def test_partial_fill_books_what_filled_and_protects_exactly_that(h, venue):
+    venue.inject("POST /fapi/v1/order", "partial", fraction=0.5)
+    o = h.entry(qty=0.02)
+    h.settle()
+    pos = h.broker.positions()[0]
+    assert pos.qty == pytest.approx(0.01)
+    row = h.store.order(o.client_order_id)
+    assert row["state"] == "filled" and row["filled_qty"] == pytest.approx(0.01)
+    algo = {a["clientAlgoId"]: a for a in venue.algo_orders.values()}
+    assert float(algo[stop_order_id(o.client_order_id)]["quantity"]) == pytest.approx(0.01)
+    assert abs(float(venue.positions["BTCUSDT"]["amt"])) == pytest.approx(0.01)
