@@ -170,9 +170,6 @@ def test_exploration_tag_is_stored_and_explained(tmp_path):
     st.close()
 
 
-@pytest.mark.xfail(strict=False, reason="tracer/backtest/runner.py drops hold rows before the policy sees them, "
-                                        "so near-miss holds never reach the exploration rule in a backtest; needs "
-                                        "the runner to keep holds with a direction when exploration is allowed")
 def test_backtest_equals_live_with_exploration(tmp_path):
     import logging
     from tracer.agents import hybrid as hybrid_agent

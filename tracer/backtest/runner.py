@@ -8,6 +8,14 @@ funding, liquidation, exits). What differs is the driver: features are computed 
 history with vectorised code (:func:`tracer.signals.features.feature_table`) instead of once per cycle
 on a window, and nothing is written to SQLite per cycle (results are collected in memory).
 
+Also driver-only, each exact (tests/test_backtest.py compares each with what it replaces): every distinct
+relevant title is scored once, in one batch, through a score file under ``TB_STATE_DIR/score_cache`` keyed
+by scorer id and scorer code (:class:`tracer.sentiment.cache.ScoreFile`: a repeated backtest neither scores
+nor loads the model); the narrative of every bar comes from one call
+(:func:`tracer.sentiment.narrative.narrative_series`, bit for bit the per-bar computation); and a symbol
+with neither a position nor a pending order has its close recorded without ``broker.on_bar`` (the paper
+brokers' ``on_bar`` does nothing else for it).
+
 Order of one step, as in :meth:`tracer.agents.loop.AgentLoop.run_cycle`: the broker processes the bar
 that just closed (fills of the previous step's orders at its open, then exits), the UTC day rolls,
 every symbol is evaluated, the policy decides, new orders are submitted, equity is recorded.
@@ -191,6 +199,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                                         narrative_confidence(counts, [x.dispersion for x in nars],
                                                              [weights[x.scorer_id] for x in nars]))
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
+    from tracer.optimize.exploration import allowed as explore_allowed
+    if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
+        actions = {sym: ((t.action != 0) | (t.direction != 0)).astype(int).tolist() for sym, t in scores.items()}
     close_ns = common + iv_ns
     first = max(s.min_bars - 1, 0)
     lo_i = first

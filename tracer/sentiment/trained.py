@@ -363,6 +363,8 @@ class LazyPipeline:
         return self._pipe
 
     def __getattr__(self, name: str) -> Any:
+        if name in LazyPipeline.__slots__ or name.startswith("__"):      # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self.pipeline(), name)
 
 
