@@ -10,6 +10,7 @@
 #
 # Safe to run twice: a running agent (live pid in $TB_STATE_DIR/<agent>.pid) is not started again.
 set -euo pipefail
+umask 077   # state, logs, pid and lock files: user-only (they can hold tracebacks and account data)
 cd "$(dirname "$0")"
 
 mode=start

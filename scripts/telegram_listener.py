@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"telegram listener: refusing to start: {e}", file=sys.stderr)
         return 2
-    log = setup_logging("telegram", s.log_dir, s.log_level, s.secret_values())
+    log = setup_logging("telegram", s.log_dir, s.log_level, s.secret_values(), max_mb=s.log_max_mb,
+                        backups=s.log_backups)
     stop = threading.Event()
 
     def _stop(signum, _frame):

@@ -14,6 +14,7 @@
 # A lock directory ($TB_STATE_DIR/watchdog_AGENT.lock, holding the owner pid) keeps copies from piling up:
 # a second copy exits at once (status 0); a lock whose owner is gone is taken over.
 set -euo pipefail
+umask 077   # state, logs, pid and lock files: user-only (they can hold tracebacks and account data)
 cd "$(dirname "$0")/.."
 
 usage() { echo "usage: scripts/watchdog.sh hybrid|futures [--loop | --exec [AGENT OPTIONS]]" >&2; exit 2; }

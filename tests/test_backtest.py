@@ -367,3 +367,61 @@ def test_relevant_to_equals_relevant_per_symbol():
     for sym in symbols:
         assert got[sym] == relevant(sym, hs), sym
     assert sum(len(v) for v in got.values()) > 3000
+
+
+@pytest.mark.parametrize("explore", ["0", "0.3"])
+def test_may_act_false_means_no_intent(tmp_path, explore):
+    """The backtest skips signals whose policy ``may_act`` is False: ``decide`` must answer each of those
+    without an intent (flat, long, short; an empty book and a full one; with and without exploration)."""
+    from tracer.models import Action, Position, PositionSide
+    from tracer.risk.limits import Book
+    from tracer.sentiment.narrative import NarrativeResult
+
+    s = settings(tmp_path, TB_EXPLORE_SHARE=explore)
+    params = EvalParams.from_settings(s)
+    nar = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
+    bars = load_candles(bundled_dir() / "candles_1h_BTCUSDT.csv").iloc[:1500]
+    close, high, low, vol = (bars[c].to_numpy(float) for c in ("close", "high", "low", "volume"))
+    table = feature_table(high, low, close, vol, timedelta(days=365) / timedelta(hours=1), s.volume_z_window)
+    returns = {"BTC/USD": np.diff(np.log(close[-400:])), "ETH/USD": np.diff(np.log(close[-401:-1]))}
+    now0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    checked = skipped = 0
+    for policy in (hybrid_agent.HybridPolicy(s), futures_agent.FuturesPolicy(s)):
+        full = {f"X{k}/USD": 100.0 for k in range(policy.limits.max_positions)}
+        for i in range(s.min_bars, len(close), 3):
+            now = now0 + timedelta(hours=i)
+            sig = decide("BTC/USD", now, float(close[i]), table.row(i), nar, params)
+            act = {Action.BUY: 1, Action.SELL: -1}.get(sig.action, 0)
+            for side in (None, PositionSide.LONG, PositionSide.SHORT):
+                if side is PositionSide.SHORT and policy.agent == "hybrid":
+                    continue
+                pos = None if side is None else Position(
+                    agent=policy.agent, symbol="BTC/USD", side=side, qty=0.1, entry_price=sig.price,
+                    opened_at=now - timedelta(hours=5), entry_fee=0.1, stop_loss=0.0, take_profit=0.0,
+                    trail_pct=0.0, best_price=sig.price, max_hold_s=0.0, entry_order_id="e1")
+                for exposures in ({}, full):
+                    expo = dict(exposures, **({"BTC/USD": 1.0} if pos is not None else {}))
+                    book = Book(equity=10_000.0, cash=5_000.0, day_start_equity=10_000.0, trades_today=0,
+                                exposures=expo, closed_returns=())
+                    checked += 1
+                    if policy.may_act(act, sig.direction, pos, len(expo)):
+                        continue
+                    skipped += 1
+                    d = policy.decide(sig, pos, book, returns, pending_exit=False)
+                    assert d.intent is None, (policy.agent, sig.action, sig.direction, side, len(expo), d)
+    assert skipped > 100 and checked > skipped
+
+
+def test_with_best_price_is_dataclasses_replace():
+    """The brokers' per-bar best-price update (a positional constructor call) equals ``dataclasses.replace``."""
+    from dataclasses import replace
+
+    from tracer.execution.exits import with_best_price
+    from tracer.models import Position, PositionSide
+
+    p = Position(agent="futures", symbol="BTC/USD", side=PositionSide.SHORT, qty=1.5, entry_price=100.0,
+                 opened_at=START, entry_fee=0.2, stop_loss=110.0, take_profit=90.0, trail_pct=0.02, best_price=99.0,
+                 max_hold_s=3600.0, entry_order_id="x", signal_id=7, leverage=3.0, margin=50.0,
+                 liquidation_price=130.0, funding_paid=0.3, entry_atr=2.5)
+    q = with_best_price(p, 95.0)
+    assert type(q) is Position and q == replace(p, best_price=95.0) and p.best_price == 99.0

@@ -111,3 +111,23 @@ def test_autocommit_failure_never_stops_the_agent(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     assert autocommit(tmp_path, "first", push=True, log=log) is True     # push fails: no upstream, logged
     assert autocommit(tmp_path, "nothing new", push=False, log=log) is False
+
+
+def test_log_values_cannot_forge_lines_or_move_the_cursor():
+    from tracer.logs import kv
+    line = kv("notify", message="ok\revent=order_filled\x1b[2K\u2028x\x00", plain="abc")
+    assert "\r" not in line and "\x1b" not in line and "\u2028" not in line and "\x00" not in line
+    assert line.count("event=") == 2 and line.startswith("event=notify message=\"ok\\revent=order_filled")
+    assert line.endswith(" plain=abc") and len(line.splitlines()) == 1
+
+
+def test_log_file_rotates_at_its_size_and_every_file_is_user_only(tmp_path):
+    import os
+    from tracer.logs import setup_logging
+    log = setup_logging("rot", tmp_path, "INFO", stdout=False, max_mb=0.001, backups=2)   # ~1 KB
+    for i in range(100):
+        log.info(kv("line", n=i, pad="x" * 40))
+    files = sorted(p.name for p in tmp_path.glob("rot.log*"))
+    assert files == ["rot.log", "rot.log.1", "rot.log.2"]
+    assert all(os.stat(tmp_path / f).st_mode & 0o077 == 0 for f in files)
+    assert "n=99" in (tmp_path / "rot.log").read_text()

@@ -346,3 +346,19 @@ def test_partial_fill_books_what_filled_and_protects_exactly_that(h, venue):
     algo = {a["clientAlgoId"]: a for a in venue.algo_orders.values()}
     assert float(algo[stop_order_id(o.client_order_id)]["quantity"]) == pytest.approx(0.01)
     assert abs(float(venue.positions["BTCUSDT"]["amt"])) == pytest.approx(0.01)
+
+
+def test_equity_keeps_a_banned_venues_last_balance_across_a_restart(venue, tmp_path):
+    """The daily loss stop compares equities: a venue that is unreachable after a restart must still count."""
+    with FakeBybit(KEY, SECRET) as by:
+        clients = lambda: [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5),  # noqa: E731
+                           BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)]
+        h = Harness(tmp_path, clients())
+        h.settle()
+        both = h.broker.equity()
+        assert both == pytest.approx(20_000.0, rel=1e-6)          # both wallets, from the first cycle on
+        venue.down()
+        b2 = VenueBroker("futures", clients(), h.store, LOG, futures=True, backoff_s=0.0, sleep=lambda s: None)
+        b2.restore([], [], 0.0, 0.0, {})
+        b2.sync(T0)
+        assert b2.equity() == pytest.approx(both)

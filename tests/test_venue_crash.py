@@ -49,6 +49,20 @@ class KillingVenue(FakeBinanceFutures):
         return out
 
 
+def runs(dbfile: Path) -> int:
+    """Committed cycles so far (0 before the DB exists)."""
+    if not dbfile.exists():
+        return 0
+    try:
+        c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(c.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return 0
+
+
 def follow_prices(venue: FakeBinanceFutures, dbfile: Path, stop: threading.Event) -> None:
     """The venue's mark price follows the replay: the close of the bar the agent last processed."""
     closes = {}
@@ -96,8 +110,16 @@ def crashed(tmp_path_factory):
                 p = subprocess.Popen([sys.executable, str(SCRIPT), "--cycles", "100000"], cwd=tmp, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 venue.pid = p.pid
+                if rng.random() < 0.2:
+                    delay = rng.uniform(0.2, 1.5)                 # during start-up / reconciliation
+                else:                                             # in the cycles: after the first new one
+                    before = runs(dbfile)
+                    deadline = time.time() + 120
+                    while runs(dbfile) == before and p.poll() is None and time.time() < deadline:
+                        time.sleep(0.05)
+                    delay = rng.uniform(0.05, 2.5)
                 try:
-                    p.wait(timeout=rng.uniform(1.5, 5.0))      # startup takes ~1.5 s: kill in the cycles
+                    p.wait(timeout=delay)
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()

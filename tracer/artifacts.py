@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tracer.db import iso, to_json
-from tracer.logs import kv
+from tracer.logs import kv, private_dir, private_open, private_write_text
 
 _IDENTITY = ["-c", "user.name=tracer-bullet", "-c", "user.email=tracer-bullet@localhost"]
 
@@ -24,16 +24,17 @@ _IDENTITY = ["-c", "user.name=tracer-bullet", "-c", "user.email=tracer-bullet@lo
 def write_run(artifact_dir: Path, run_id: int, agent: str, now: datetime, decisions: Sequence[tuple[Any, Any]],
               bars: dict, rejected: dict) -> None:
     d = Path(artifact_dir)
-    (d / "runs").mkdir(parents=True, exist_ok=True)
-    (d / "bars").mkdir(parents=True, exist_ok=True)
+    private_dir(d / "runs")          # artifacts hold decisions and bars: user-only like the rest of the state
+    private_dir(d / "bars")
     doc = {"run_id": run_id, "agent": agent, "clock": iso(now),
            "decisions": [{"symbol": s.symbol, "action": s.action.value, "decision": dd.decision,
                           "reason": dd.reason, "quality": s.quality, "conviction": s.conviction,
                           "regime": s.regime.label, "inputs": s.inputs} for s, dd in decisions],
            "rejected": rejected}
-    (d / "runs" / f"{run_id}.json").write_text(to_json(doc))
+    private_write_text(d / "runs" / f"{run_id}.json", to_json(doc))
     for sym, frame in bars.items():
-        frame.to_csv(d / "bars" / f"{run_id}_{sym.replace('/', '')}.csv")
+        with private_open(d / "bars" / f"{run_id}_{sym.replace('/', '')}.csv", "w") as fh:
+            frame.to_csv(fh)
 
 
 def _git(repo: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def autocommit(artifact_dir: Path, message: str, push: bool, log: logging.Logger
     Returns True when a commit was made. Never raises."""
     repo = Path(artifact_dir)
     try:
-        repo.mkdir(parents=True, exist_ok=True)
+        private_dir(repo)
         if not (repo / ".git").exists():
             r = _git(repo, "init", "-q")
             if r.returncode:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -74,6 +76,9 @@ class Settings:
     state_dir: Path = _var("TB_STATE_DIR", "path", Path("state"), "directory of pid files and runtime state")
     log_level: str = _var("TB_LOG_LEVEL", "choice", "INFO", "log level",
                           choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_max_mb: float = _var("TB_LOG_MAX_MB", "float", 50.0,
+                             "an agent's log file is rotated at this size (MB; 0 = never)", lo=0, hi=100000)
+    log_backups: int = _var("TB_LOG_BACKUPS", "int", 5, "rotated log files kept per agent", lo=1, hi=1000)
     write_artifacts: bool = _var("TB_WRITE_ARTIFACTS", "bool", False,
                                  "also write runs/<run_id>.json and bars/<run_id>_<symbol>.csv per cycle")
     autocommit_artifacts: bool = _var("TB_AUTOCOMMIT_ARTIFACTS", "bool", False,
@@ -243,7 +248,7 @@ class Settings:
     # --- notifications ---------------------------------------------------------------------
     notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
     heartbeat_every: int = _var("TB_HEARTBEAT_EVERY", "int", 1, "write a heartbeat every N cycles", lo=1, hi=100000)
-    discord_webhook_url: str = _var("TB_DISCORD_WEBHOOK_URL", "str", "",
+    discord_webhook_url: str = _var("TB_DISCORD_WEBHOOK_URL", "url", "",
                                     "Discord webhook URL; set = Discord notifications on (empty = off)", secret=True)
     telegram_bot_token: str = _var("TB_TELEGRAM_BOT_TOKEN", "str", "",
                                    "Telegram bot token; with TB_TELEGRAM_CHAT_ID = Telegram notifications and "
@@ -252,7 +257,7 @@ class Settings:
     telegram_chat_id: str = _var("TB_TELEGRAM_CHAT_ID", "str", "",
                                  "the one Telegram chat that receives messages and may send commands",
                                  required_if=("telegram_bot_token", "<set>"))
-    telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "str", "https://api.telegram.org/bot",
+    telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "url", "https://api.telegram.org/bot",
                                   "Telegram Bot API base URL (the token is appended); change only for tests")
     telegram_poll_timeout_s: int = _var("TB_TELEGRAM_POLL_TIMEOUT_S", "int", 25,
                                         "long-poll seconds of the Telegram command listener", lo=0, hi=50)
@@ -312,18 +317,18 @@ class Settings:
     news_source_weights: str = _var("TB_NEWS_SOURCE_WEIGHTS", "str", "alpaca=1.0,perplexity=0.8",
                                     "name=weight per provider (or provider/publisher): scales a headline's "
                                     "weight in the narrative; of duplicate stories the heavier copy is kept")
-    alpaca_data_url: str = _var("TB_ALPACA_DATA_URL", "str", "https://data.alpaca.markets",
+    alpaca_data_url: str = _var("TB_ALPACA_DATA_URL", "url", "https://data.alpaca.markets",
                                 "Alpaca market data base URL (crypto bars, news); change only for tests")
-    binance_spot_url: str = _var("TB_BINANCE_SPOT_URL", "str", "https://api.binance.com",
+    binance_spot_url: str = _var("TB_BINANCE_SPOT_URL", "url", "https://api.binance.com",
                                  "Binance spot REST base URL (/api/v3/klines is appended)")
-    binance_futures_data_url: str = _var("TB_BINANCE_FUTURES_DATA_URL", "str", "https://fapi.binance.com",
+    binance_futures_data_url: str = _var("TB_BINANCE_FUTURES_DATA_URL", "url", "https://fapi.binance.com",
                                          "Binance USD-M market data base URL for the binance_usdm bar source "
                                          "(/fapi/v1/klines is appended)")
-    yahoo_url: str = _var("TB_YAHOO_URL", "str", "https://query2.finance.yahoo.com",
+    yahoo_url: str = _var("TB_YAHOO_URL", "url", "https://query2.finance.yahoo.com",
                           "Yahoo Finance chart API base URL")
-    coingecko_url: str = _var("TB_COINGECKO_URL", "str", "https://api.coingecko.com",
+    coingecko_url: str = _var("TB_COINGECKO_URL", "url", "https://api.coingecko.com",
                               "CoinGecko API base URL (/api/v3/... is appended)")
-    pplx_url: str = _var("TB_PPLX_URL", "str", "https://api.perplexity.ai",
+    pplx_url: str = _var("TB_PPLX_URL", "url", "https://api.perplexity.ai",
                          "Perplexity API base URL (/chat/completions is appended)")
     pplx_model: str = _var("TB_PPLX_MODEL", "str", "sonar", "Perplexity model asked for headlines")
     http_timeout_s: float = _var("TB_HTTP_TIMEOUT_S", "float", 10.0,
@@ -359,12 +364,12 @@ class Settings:
     live_trading: str = _var("TB_LIVE_TRADING", "choice", "no",
                              "yes allows a venue URL that is not a paper/testnet endpoint (real money); "
                              "without it such a URL refuses to start", choices=("no", "yes"))
-    alpaca_trading_url: str = _var("TB_ALPACA_TRADING_URL", "str", "https://paper-api.alpaca.markets",
+    alpaca_trading_url: str = _var("TB_ALPACA_TRADING_URL", "url", "https://paper-api.alpaca.markets",
                                    "Alpaca trading API base URL (paper by default; live needs TB_LIVE_TRADING=yes)")
-    binance_futures_url: str = _var("TB_BINANCE_FUTURES_URL", "str", "https://testnet.binancefuture.com",
+    binance_futures_url: str = _var("TB_BINANCE_FUTURES_URL", "url", "https://testnet.binancefuture.com",
                                     "Binance USD-M futures trading base URL (testnet by default; live "
                                     "https://fapi.binance.com needs TB_LIVE_TRADING=yes)")
-    bybit_url: str = _var("TB_BYBIT_URL", "str", "https://api-testnet.bybit.com",
+    bybit_url: str = _var("TB_BYBIT_URL", "url", "https://api-testnet.bybit.com",
                           "Bybit v5 API base URL (testnet by default; live needs TB_LIVE_TRADING=yes)")
     venue_timeout_s: float = _var("TB_VENUE_TIMEOUT_S", "float", 10.0,
                                   "timeout of one venue request (seconds); a timed-out order is then looked up "
@@ -550,26 +555,60 @@ def _render(v: Any) -> str:
 
 
 # BASE, BASE/USD, BASE-USD, BASEUSDT ...: ASCII letters/digits, a USD-like quote if one is given.
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[/-](?:USD|USDT|USDC|BUSD))?", re.IGNORECASE)
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]+(?:[/-](?:USD|USDT|USDC|BUSD))?", re.IGNORECASE | re.ASCII)
+# ASCII numbers only: int()/float() would also take "1_000", Arabic-Indic digits, "infinity" ...
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+MAX_TEXT = 4096          # longest accepted text value (a key list, a URL, a path)
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
 
+def _check_text(s: str) -> None:
+    """Text values: no control characters (NUL, newlines, escapes: they break paths, HTTP headers and log
+    lines) and at most ``MAX_TEXT`` characters."""
+    if len(s) > MAX_TEXT:
+        raise ValueError(f"too long ({len(s)} characters, at most {MAX_TEXT})")
+    bad = next((c for c in s if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(bad):04X})")
+
+
+def _check_url(s: str) -> str:
+    """An http(s) URL with a host (``https://api.example.com``, ``http://127.0.0.1:8080/x``); empty is left
+    to the caller (only optional URLs accept it)."""
+    try:
+        parts = urlsplit(s)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        raise ValueError("must be an http(s) URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok \
+            or any(c.isspace() for c in s) or not parts.hostname.isascii():
+        raise ValueError("must be an http(s) URL with a host name")
+    return s
+
+
 def _parse(kind: str, raw: str) -> Any:
     s = raw.strip()
+    if kind in ("str", "path", "url"):
+        _check_text(s)
     if kind == "str":
         return s
+    if kind == "url":
+        return _check_url(s) if s else s
     if kind == "path":
         if not s:
             raise ValueError("must not be empty")
         return Path(s).expanduser()
     if kind == "int":
-        try:
-            return int(s)
-        except ValueError:
-            raise ValueError("must be an integer") from None
+        if not _INT_RE.fullmatch(s):
+            raise ValueError("must be an integer")
+        return int(s)
     if kind == "float":
+        if not _FLOAT_RE.fullmatch(s):
+            raise ValueError("must be a number" if s.lower().lstrip("+-") not in ("nan", "inf", "infinity")
+                             else "must be a finite number")
         try:
             v = float(s)
         except ValueError:
@@ -601,11 +640,11 @@ def _parse(kind: str, raw: str) -> Any:
             return None
         try:
             dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-        except ValueError:
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return dt.astimezone(timezone.utc)
+        except (ValueError, OverflowError):     # OverflowError: 9999-12-31T23:59:59-01:00 is after year 9999 UTC
             raise ValueError("must be an ISO 8601 time such as 2022-01-10T00:00:00Z") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.astimezone(timezone.utc)
     raise AssertionError(kind)
 
 
@@ -617,7 +656,8 @@ def _allowed(meta: Mapping[str, Any]) -> str:
     if meta["lo"] is not None or meta["hi"] is not None:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
-            "str": "text", "symbols": "a comma list like BTC/USD,ETH/USD",
+            "str": "text", "url": "an http(s) URL",
+            "symbols": "a comma list like BTC/USD,ETH/USD",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
 
 
@@ -685,6 +725,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
         if meta["choices"] and v not in meta["choices"]:
             problems.append(f"{name}={shown}: not allowed; allowed: {_allowed(meta)}")
             continue
+        if meta["kind"] == "url" and not v and f.default:      # only an optional URL (default empty) may be empty
+            problems.append(f"{name}={shown}: must not be empty; allowed: {_allowed(meta)}")
+            continue
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if (meta["lo"] is not None and v < meta["lo"]) or (meta["hi"] is not None and v > meta["hi"]):
                 problems.append(f"{name}={shown}: out of range; allowed: {_allowed(meta)}")
@@ -723,10 +766,36 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if problems:
         raise ConfigError(problems)
     settings = Settings(**values)
-    problems = venue_problems(settings)
+    problems = feed_problems(settings) + venue_problems(settings)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def feed_problems(s: "Settings") -> list[str]:
+    """With TB_FEED=live, the source lists and weights it reads must parse (refused at start, naming the
+    variable, rather than when the feed is built)."""
+    if s.feed != "live":
+        return []
+    from tracer.data.factory import BAR_SOURCES, NEWS_SOURCES, _names
+    from tracer.news.dedupe import parse_weights
+    out: list[str] = []
+    for env, spec, allowed in (("TB_BAR_SOURCES", s.bar_sources, BAR_SOURCES),
+                               ("TB_NEWS_SOURCES", s.news_sources, NEWS_SOURCES)):
+        try:
+            names = _names(spec, allowed, env)
+        except ValueError as e:
+            out.append(f"{env}={spec!r}: {str(e).split(': ', 1)[-1]}")
+            continue
+        if env == "TB_BAR_SOURCES" and not names:
+            out.append(f"{env}={spec!r}: at least one source is needed for TB_FEED=live; allowed: "
+                       f"{', '.join(allowed)}")
+    try:
+        parse_weights(s.news_source_weights)
+    except ValueError as e:
+        out.append(f"TB_NEWS_SOURCE_WEIGHTS={s.news_source_weights!r}: {e}; allowed: name=weight in [0, 10], "
+                   "comma separated")
+    return out
 
 
 _VENUE_URL = {"alpaca": ("alpaca_trading_url", "TB_ALPACA_TRADING_URL"),

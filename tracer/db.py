@@ -351,7 +351,13 @@ CREATE TABLE research_outcomes (
 )
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7]
+# v8: the daily trade cap counts today's entries every cycle: an index so that it stays a range scan as
+# orders pile up (it scanned every order of the agent).
+SCHEMA_V8 = """
+CREATE INDEX orders_agent_purpose_created ON orders(agent, purpose, created_at)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -398,23 +404,64 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def is_storage_fault(e: BaseException) -> bool:
+    """The DB cannot take a write now (locked past the busy timeout, read-only, disk full, I/O error),
+    as opposed to a bug (a constraint violated, a bad statement): worth a rollback and a retry."""
+    if isinstance(e, sqlite3.OperationalError):
+        return True
+    return type(e) is sqlite3.DatabaseError     # e.g. "disk I/O error" surfaced as the base class
+
+
 class Store:
     """The project's single SQLite file. Thin: SQL in, rows out; no trading logic."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
         self.path = Path(path)
+        self.busy_timeout_s = float(busy_timeout_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self._connect()
         if new:
             os.chmod(self.path, 0o600)
+        self.migrate()
+
+    def _connect(self) -> None:
+        """Open the connection. A write that waits longer than ``busy_timeout_s`` for another process's
+        lock fails with ``database is locked`` (a storage fault for the agent loop)."""
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.busy_timeout_s)
+        self.conn.row_factory = sqlite3.Row
+        self._depth = 0
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self._depth = 0
+        self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+
+    def reopen(self) -> None:
+        """Close and open the connection again (after a storage fault: a file that was read-only, a disk
+        that was full or a lock that was held may be fine now, and a connection that saw an I/O error
+        must not be trusted). Raises the storage error when the DB still cannot be opened."""
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        self._heal_side_files()
+        self._connect()
         self.migrate()
+
+    def _heal_side_files(self) -> None:
+        """SQLite creates ``-wal`` and ``-shm`` with the DB file's mode: after a read-only episode (the DB
+        file chmod 0444) they stay read-only when the DB file is writable again, and every write keeps
+        failing. Give them the DB file's mode back (we own them: the same process user created them)."""
+        try:
+            if not os.access(self.path, os.W_OK):
+                return
+            mode = os.stat(self.path).st_mode & 0o777
+            for suffix in ("-wal", "-shm"):
+                side = Path(str(self.path) + suffix)
+                if side.exists() and not os.access(side, os.W_OK):
+                    os.chmod(side, mode)
+        except OSError:
+            pass
 
     # --- schema ----------------------------------------------------------------------------
     def version(self) -> int:
@@ -452,11 +499,25 @@ class Store:
             yield self.conn
         except BaseException:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             self._depth = 0
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                # a COMMIT that fails (disk full, I/O error, busy) may leave the transaction open
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open. SQLite may already have rolled back by itself (disk
+        full, I/O error), and a failing ROLLBACK must not hide the error that caused it."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -789,5 +850,5 @@ def row_to_order(r: sqlite3.Row) -> Order:
                  created_at=parse_iso(r["created_at"]))
 
 
-__all__ = ["Store", "iso", "parse_iso", "to_json", "row_to_order", "SCHEMA_VERSION", "utcnow"]
+__all__ = ["Store", "is_storage_fault", "iso", "parse_iso", "to_json", "row_to_order", "SCHEMA_VERSION", "utcnow"]
 

@@ -173,9 +173,9 @@ def _heartbeat_row(db_path: Path | str, agent: str) -> tuple[dict[str, Any] | No
 
 def log_line(settings: Any, name: str, agent: str | None, message: str) -> None:
     """Append ``<UTC time> <agent> <message>`` to ``TB_LOG_DIR/<name>.log``."""
-    d = Path(settings.log_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / f"{name}.log", "a", encoding="utf-8") as fh:
+    from tracer.logs import private_dir, private_open
+    d = private_dir(Path(settings.log_dir))
+    with private_open(d / f"{name}.log", "a") as fh:          # user-only, like every log and state file
         fh.write(f"{_iso(_now())} {agent or '-'} {message}\n")
 
 
@@ -298,7 +298,8 @@ def _wd_save(settings: Any, agent: str, d: dict[str, Any]) -> None:
     p = _wd_file(settings, agent)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(d))
+    from tracer.logs import private_write_text
+    private_write_text(tmp, json.dumps(d))        # user-only state file
     os.replace(tmp, p)
 
 
@@ -655,7 +656,8 @@ def health_alert(settings: Any, checks: Sequence[Check], now: datetime | None = 
     msg = f"{icon} health {LEVELS[worst]}: " + "; ".join(f"{c.name}: {c.message}" for c in bad)
     alert(settings, f"health_{LEVELS[worst]}", msg, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "ts": now.timestamp()}))
+    from tracer.logs import private_write_text
+    private_write_text(path, json.dumps({"key": key, "ts": now.timestamp()}))     # user-only state file
     return True
 
 

@@ -52,6 +52,18 @@ class FuturesPolicy:
         self.step = step_size
         self.last_close: dict[str, datetime] = dict(last_close or {})   # symbol -> time of the last close
 
+    def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
+        """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
+        -1 sell, 0 hold) and ``direction`` without an intent, whatever else the signal holds ("none",
+        "hold_position", or "blocked" by ``max_positions`` when the book already has ``open_positions``
+        open): the backtest, which keeps only intents, skips building such signals."""
+        if position is not None:
+            return (action < 0 and position.side is PositionSide.LONG) or \
+                   (action > 0 and position.side is PositionSide.SHORT)
+        if open_positions >= self.limits.max_positions:   # check_entry blocks every entry (and exploration)
+            return False
+        return action != 0 or direction != 0
+
     def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
                pending_exit: bool = False) -> Decision:
         s = self.s

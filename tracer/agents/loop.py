@@ -11,8 +11,10 @@ anything else happens, so a kill at any point neither loses nor duplicates an or
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,17 +26,21 @@ import numpy as np
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
-from tracer.db import Store, iso, parse_iso, row_to_order, utcnow
+from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
-from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
+from tracer.notify.outbox import alert_or_log, deliver_console, enqueue, enqueue_periodic
 from tracer.models import Bar, Order, OrderState, Position, ScoredHeadline, Signal
 from tracer.risk.limits import Book
-from tracer.sentiment.narrative import relevant
+from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, evaluate
+
+
+class _StopWaiting(Exception):
+    """A stop was requested while the loop waited for the feed's next clock."""
 
 
 @dataclass(slots=True)
@@ -146,6 +152,14 @@ class AgentLoop:
         self.day: str | None = None
         self.day_start_equity: float | None = None
         self.venue = bool(getattr(broker, "places_own_orders", False))   # a real venue (VenueBroker)
+        # storage faults (the DB locked, read-only, full): see run() and _storage_fault()
+        self._broker_template = None if self.venue else copy.deepcopy(broker)   # a paper broker as built
+        self.storage_fault: dict[str, Any] | None = None
+        self.storage_backoff_s = 1.0          # first retry after a storage fault, doubling up to the max
+        self.storage_backoff_max_s = 60.0
+        self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
+        self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
+        self._slept_since_hb = 0.0
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -153,10 +167,15 @@ class AgentLoop:
         st = self.store
         acct = st.account(self.agent)
         if acct is None:
+            capital = self.initial_capital
+            if self.venue:     # on a venue the capital is what its wallets hold at the first start
+                capital = self.broker.starting_equity() or capital  # type: ignore[attr-defined]
             with st.transaction():
-                st.save_account(self.agent, initial_capital=self.initial_capital, cash=self.initial_capital,
+                st.save_account(self.agent, initial_capital=capital, cash=capital,
                                 realized_pnl=0.0, fees_paid=0.0, day=None, day_start_equity=None)
             acct = st.account(self.agent)
+        if self.venue:
+            self.initial_capital = float(acct["initial_capital"])
         self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
         self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
         pending = []
@@ -169,9 +188,11 @@ class AgentLoop:
             self._send_broker_orders(self.broker.ensure_protection())  # type: ignore[attr-defined]
 
         last = st.last_run(self.agent)
+        self.clock = self.processed_until = None
+        self.cycle_no = 0
         if last is not None:
             self.cycle_no = int(last["cycle"])
-            self.processed_until = parse_iso(last["clock"])
+            self.clock = self.processed_until = parse_iso(last["clock"])
             nxt = self.feed.next_time(self.processed_until)  # type: ignore[attr-defined]
             self.log.info(kv("resume", after_clock=last["clock"], cycle=self.cycle_no,
                              next_clock=iso(nxt) if nxt else "end-of-data", cash=round(acct["cash"], 2),
@@ -208,6 +229,15 @@ class AgentLoop:
     # --- one cycle -------------------------------------------------------------------------
     def run_cycle(self, now: datetime) -> CycleResult:
         started = utcnow()
+        self._notes = []
+        if self.processed_until is not None and now - self.processed_until > self.feed.interval:
+            # the clock jumped (a live feed after a stall, a wall-clock jump, a restart after a while): the
+            # broker still sees every bar in between (below); the bars never evaluated are recorded here
+            missed = int((now - self.processed_until) / self.feed.interval) - 1
+            self._notes.append(f"clock_gap: {missed} bar(s) not evaluated between {iso(self.processed_until)} "
+                               f"and {iso(now)}")
+            self.log.warning(kv("clock_gap", after=iso(self.processed_until), clock=iso(now),
+                                bars_not_evaluated=missed))
         snap = self.feed.snapshot(now)
         report = self._process_bars(snap, now)
         self._roll_day(now)
@@ -217,10 +247,12 @@ class AgentLoop:
                 on_close(t.symbol, t.exit_ts)
 
         signals: list[Signal] = []
+        rel = relevant_to(list(snap.bars), snap.headlines)
+        # one batched call for every relevant title of the cycle (a model call has a fixed cost per batch)
+        titles = list(dict.fromkeys(h.title for hs in rel.values() for h in hs))
+        by_title = dict(zip(titles, self.scorer.score(titles))) if titles else {}
         for sym, bars in snap.bars.items():
-            rel = relevant(sym, snap.headlines)
-            scores = self.scorer.score([h.title for h in rel]) if rel else []
-            scored = [ScoredHeadline(h, sc) for h, sc in zip(rel, scores)]
+            scored = [ScoredHeadline(h, by_title[h.title]) for h in rel[sym]]
             signals.append(evaluate(sym, bars, scored, now, self.params))
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
@@ -261,10 +293,13 @@ class AgentLoop:
         return total
 
     def _roll_day(self, now: datetime) -> None:
-        day = now.strftime("%Y-%m-%d")
-        if day != self.day:
+        """A new UTC day (daily trade cap, daily loss stop) starts once: never again for a day already
+        seen, whatever the clock does (a restart at midnight, a clock going back over midnight)."""
+        day = now.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        if self.day is None or day > self.day:
             self.day = day
             self.day_start_equity = self.broker.equity()
+            self.log.info(kv("day_start", day=day, clock=iso(now), day_start_equity=round(self.day_start_equity, 2)))
 
     def _book(self, now: datetime, positions: dict[str, Position], report: BarReport) -> Book:
         day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
@@ -280,6 +315,7 @@ class AgentLoop:
                  decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:
         st = self.store
         self.cycle_no += 1
+        fault = self.storage_fault
         with st.transaction():
             run_id = st.insert_run(self.agent, self.cycle_no, now, started)
             res = CycleResult(run_id, now)
@@ -314,8 +350,24 @@ class AgentLoop:
                              {"equity": res.equity, "positions": len(self.broker.positions())})
             for msg_kind, msg in cycle_messages(report, decisions):
                 enqueue(st, self.s, msg_kind, msg, self.agent)
+            # periodic messages (heartbeat, the daily summary of the UTC day that just ended) in the cycle's
+            # own transaction: a crash or a storage fault can neither lose nor repeat a daily summary
+            enqueue_periodic(st, self.s, self.agent, self.cycle_no, now, self.processed_until, res.equity,
+                             len(self.broker.positions()))
+            if fault is not None:
+                note = (f"storage_fault_recovered: {fault['error']}; {fault['attempts']} failed attempt(s) since "
+                        f"{fault['since']} at clock {fault['clock']}")
+                self._notes.append(note)
+                enqueue(st, self.s, "storage_recovered", f"✅ {self.agent} agent: storage fault cleared, cycles "
+                        f"commit again from clock {iso(now)} ({note})", self.agent)
             st.finish_run(run_id, symbols=res.signals, skipped=res.skipped, orders=len(res.orders), fills=res.fills,
-                          cash=self.broker.balance(), equity=res.equity)
+                          cash=self.broker.balance(), equity=res.equity,
+                          **({"note": "; ".join(self._notes)} if self._notes else {}))
+        if fault is not None:
+            self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault["attempts"], since=fault["since"],
+                             error=fault["error"]))
+            self.storage_fault = None
+            self._fault_file(None)
         if self.s.write_artifacts:
             self._artifacts(run_id, now, snap, decisions)
         return res
@@ -387,11 +439,9 @@ class AgentLoop:
                              side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason))
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
-        """Queue the periodic messages (a heartbeat every TB_NOTIFY_HEARTBEAT_EVERY cycles, the daily
-        summary of the UTC day that just ended), then deliver the console channel. Discord and Telegram
-        rows are sent by the outbox worker threads (tracer.notify.worker), never by the loop."""
-        enqueue_periodic(self.store, self.s, self.agent, self.cycle_no, res.clock, self.processed_until,
-                         res.equity, len(self.broker.positions()))
+        """Deliver the console channel (the periodic messages, a heartbeat every TB_NOTIFY_HEARTBEAT_EVERY
+        cycles and the daily summary of the UTC day that just ended, were queued in the cycle's transaction).
+        Discord and Telegram rows are sent by the outbox worker threads (tracer.notify.worker), never by the loop."""
         if self.s.notify_console:
             deliver_console(self.store, self.log)
 
@@ -403,29 +453,153 @@ class AgentLoop:
 
     # --- the loop --------------------------------------------------------------------------
     def run(self, cycles: int | None = None, interval_s: float = 0.0) -> dict[str, Any]:
-        now = self.start()
+        try:
+            now = self.start()
+        except Exception as e:
+            if not is_storage_fault(e):
+                raise
+            now = self._storage_fault(None, e)
         done = 0
         while now is not None and not self.stop_event.is_set():
             if self.s.replay_end is not None and now > self.s.replay_end:
                 break
+            if self.processed_until is not None and now <= self.processed_until:
+                # never process a clock twice (a feed or wall clock that went back): wait for the next one
+                self.log.warning(kv("clock_not_advancing", clock=iso(now), processed_until=iso(self.processed_until)))
+                now = self._next_time(self.processed_until)
+                continue
             t0 = time.perf_counter()
-            res = self.run_cycle(now)
+            try:
+                res = self.run_cycle(now)
+            except Exception as e:
+                if not is_storage_fault(e):
+                    raise
+                now = self._storage_fault(now, e)     # the clock of the first cycle not committed, or None
+                continue
             done += 1
             self.log.info(kv("cycle", n=self.cycle_no, clock=iso(now), signals=res.signals, skipped=res.skipped,
                              orders=len(res.orders), fills=res.fills, closed=res.trades, equity=round(res.equity, 2),
                              ms=round((time.perf_counter() - t0) * 1000, 1)))
             if cycles is not None and done >= cycles:
                 break
-            now = self.feed.next_time(now)  # type: ignore[attr-defined]
+            now = self._next_time(now)
             if interval_s > 0 and now is not None:
                 self.stop_event.wait(interval_s)
         summary = self.summary()
         summary["cycles_this_run"] = done
         summary["end_of_data"] = now is None
         self.log.info(kv("summary", **summary))
-        with self.store.transaction():
-            self.store.heartbeat(self.agent, self.cycle_no, self.clock, "stopped", summary)
+        try:
+            with self.store.transaction():
+                self.store.heartbeat(self.agent, self.cycle_no, self.clock, "stopped", summary)
+        except Exception as e:
+            if not is_storage_fault(e):
+                raise
+            self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), at="final_heartbeat"))
         return summary
+
+    def _next_time(self, after: datetime) -> datetime | None:
+        """The feed's next clock. A live feed sleeps until the next bar close (up to an interval): its sleep
+        is cut into steps of at most 1 s, so that it looks at the clock again after each (a wall clock that
+        jumped forward is seen at once, not after the whole sleep), a stop request ends the wait, and a
+        heartbeat is written every ``wait_heartbeat_s`` (the watchdog must not take a waiting agent for a
+        hung one). Returns None when a stop was requested during the wait."""
+        real = getattr(self.feed, "sleep", None)
+        if not callable(real):
+            return self.feed.next_time(after)  # type: ignore[attr-defined]
+
+        def sleep(seconds: float) -> None:
+            step = min(max(seconds, 0.0), 1.0)
+            real(step)
+            self._slept_since_hb += step
+            if self.stop_event.is_set():
+                raise _StopWaiting
+            if self._slept_since_hb >= self.wait_heartbeat_s:
+                self._slept_since_hb = 0.0
+                self._wait_heartbeat()
+
+        self.feed.sleep = sleep  # type: ignore[attr-defined]
+        try:
+            return self.feed.next_time(after)  # type: ignore[attr-defined]
+        except _StopWaiting:
+            return None
+        finally:
+            self.feed.sleep = real  # type: ignore[attr-defined]
+
+    def _wait_heartbeat(self) -> None:
+        try:
+            with self.store.transaction():
+                self.store.heartbeat(self.agent, self.cycle_no, self.processed_until, "running",
+                                     {"waiting": "next bar close", "equity": self.broker.equity()})
+        except Exception as e:
+            if not is_storage_fault(e):
+                raise
+            self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), at="wait_heartbeat"))
+
+    # --- storage faults ----------------------------------------------------------------------
+    def _storage_fault(self, clock: datetime | None, e: BaseException) -> datetime | None:
+        """The DB could not take the cycle (locked past the busy timeout, read-only, disk full, I/O error).
+
+        The cycle's transaction was rolled back, so none of its orders exists and none was sent (orders are
+        sent only after the commit). Log and alert (outbox, else ``logs/alerts.log``), wait with a doubling
+        backoff, then recover through the start-up path: reopen the DB, rebuild the paper broker as built
+        and restore it from the DB (it processed bars the DB never got), resume after the last committed
+        cycle. Repeats until the DB takes writes again; returns the clock to run (None: stop requested)."""
+        while True:
+            wait = self._note_fault(clock, e)
+            if self.stop_event.wait(wait):
+                return None
+            try:
+                self.store.reopen()
+                if self._broker_template is not None:
+                    self.broker = copy.deepcopy(self._broker_template)
+                if isinstance(getattr(self.policy, "last_close", None), dict):   # futures cooldowns, from the DB
+                    rows = self.store.conn.execute(
+                        "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (self.agent,))
+                    self.policy.last_close = {r[0]: parse_iso(r[1]) for r in rows}  # type: ignore[attr-defined]
+                return self.start()
+            except Exception as e2:
+                if not is_storage_fault(e2):
+                    raise
+                e = e2
+
+    def _note_fault(self, clock: datetime | None, e: BaseException) -> float:
+        """Record one failed attempt (log, state file; alert on the first); returns the wait before the next."""
+        f = self.storage_fault
+        err = f"{type(e).__name__}: {e}"
+        if f is None:
+            f = self.storage_fault = {"since": iso(utcnow()), "clock": iso(clock) if clock else None,
+                                      "cycle": self.cycle_no, "attempts": 0, "error": err}
+        f["attempts"] += 1
+        f["error"], f["last"] = err, iso(utcnow())
+        wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f["attempts"] - 1, 20))
+        self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f["clock"],
+                          attempt=f["attempts"], retry_in_s=round(wait, 2), action="no new orders until it clears"))
+        self._fault_file(f)
+        if f["attempts"] == 1:
+            alert_or_log(self.store, self.s, "storage_fault",
+                         f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take the cycle at clock {f['clock']} "
+                         f"({err}). No order is sent until it clears; retrying with backoff up to "
+                         f"{self.storage_backoff_max_s:g} s. Check the disk, the file's permissions and who holds "
+                         f"the lock.", self.agent)
+        return wait
+
+    def _fault_file(self, f: dict[str, Any] | None) -> None:
+        """``TB_STATE_DIR/storage_fault_<agent>.json`` while a fault lasts (the health check reads it: the DB
+        itself cannot say). Best effort: the disk may be what is full."""
+        d = getattr(self.s, "state_dir", None)
+        if d is None:
+            return
+        p = Path(d) / f"storage_fault_{self.agent}.json"
+        try:
+            if f is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                from tracer.logs import private_write_text
+                private_write_text(p, json.dumps(dict(f, agent=self.agent, pid=os.getpid()), sort_keys=True))
+        except OSError:
+            pass
 
     def summary(self) -> dict[str, Any]:
         c = self.store.conn

@@ -38,7 +38,8 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
-    log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values())
+    log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values(),
+                        max_mb=settings.log_max_mb, backups=settings.log_backups)
     for w in warnings:
         log.warning(kv("config_warning", message=w))
     loop = build(settings, log)

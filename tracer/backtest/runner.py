@@ -14,7 +14,10 @@ by scorer id and scorer code (:class:`tracer.sentiment.cache.ScoreFile`: a repea
 nor loads the model); the narrative of every bar comes from one call
 (:func:`tracer.sentiment.narrative.narrative_series`, bit for bit the per-bar computation); and a symbol
 with neither a position nor a pending order has its close recorded without ``broker.on_bar`` (the paper
-brokers' ``on_bar`` does nothing else for it).
+brokers' ``on_bar`` does nothing else for it); and a signal that the policy's ``may_act`` says it can only
+answer without an intent (a hold; spot: a sell while flat, a buy while held; futures: a same-side signal
+while held; any entry once ``max_positions`` are open) is neither built nor decided (the backtest keeps only
+intents, and decide_all's order and book for the other signals do not depend on it).
 
 Order of one step, as in :meth:`tracer.agents.loop.AgentLoop.run_cycle`: the broker processes the bar
 that just closed (fills of the previous step's orders at its open, then exits), the UTC day rolls,
@@ -23,6 +26,7 @@ every symbol is evaluated, the policy decides, new orders are submitted, equity 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +48,7 @@ from tracer.signals.scoring import narrative_confidence, score_table, scorer_wei
 from tracer.signals.features import feature_table
 
 NS = 1_000_000_000
+_SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", "count", "score", "dispersion"))
 SCORE_CACHE_DIR = "score_cache"     # under TB_STATE_DIR: headline scores by scorer id and title
 _NO_NARRATIVE = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
 
@@ -188,16 +193,17 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         nars = [_NO_NARRATIVE] * n
         nars[need_lo:] = narr.series(sr.symbol, sr.ts_ns[need_lo:] + iv_ns)
         narratives[sr.symbol] = nars
-        for x in nars:
-            if x.scorer_id not in weights:
-                weights[x.scorer_id] = scorer_weight(x.scorer_id)
-        counts = [x.count for x in nars]
+        ids = list(map(_SCORER_ID, nars))
+        for sid in dict.fromkeys(ids):
+            if sid not in weights:
+                weights[sid] = scorer_weight(sid)
+        counts = list(map(_COUNT, nars))
         ft = tables[sr.symbol]
         horizons = np.column_stack(ft.horizons)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
-                                        ft.annual_vol, ft.participation, [x.score for x in nars], counts, params,
-                                        narrative_confidence(counts, [x.dispersion for x in nars],
-                                                             [weights[x.scorer_id] for x in nars]))
+                                        ft.annual_vol, ft.participation, list(map(_SCORE, nars)), counts, params,
+                                        narrative_confidence(counts, list(map(_DISPERSION, nars)),
+                                                             list(map(weights.__getitem__, ids))))
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
@@ -224,7 +230,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     total = hi_i - lo_i + 1
     # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
     syms = [sr.symbol for sr in series]
-    cols = [(sym, rows[sym].tolist(), ohlcv[sym], gap_free[sym], actions[sym]) for sym in syms]
+    cols = [(sym, rows[sym].tolist(), ohlcv[sym], gap_free[sym], actions[sym], scores[sym].action.tolist(),
+             scores[sym].direction.tolist()) for sym in syms]
+    may_act = getattr(policy, "may_act", None)
     close_l, open_l = close_ns.tolist(), common.tolist()
     min_bars, n_series = s.min_bars, len(series)
     # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
@@ -233,16 +241,18 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     for k, i in enumerate(range(lo_i, hi_i + 1)):
         now_ns = close_l[i]
         now = _utc(now_ns)
-        ts_open = _utc(open_l[i])
+        ts_open = None
         if idle_noop:
             busy = {p.symbol for p in broker.positions()}
             busy.update(o.symbol for o in broker.open_orders())
         closed = False
-        for sym, row, (o, h, l, c, v), _, _ in cols:
+        for sym, row, (o, h, l, c, v), _, _, _, _ in cols:
             j = row[i]
             if idle_noop and sym not in busy:
                 broker.last_price[sym] = c[j]
                 continue
+            if ts_open is None:
+                ts_open = _utc(open_l[i])
             rep = broker.on_bar(Bar(sym, ts_open, o[j], h[j], l[j], c[j], v[j]))
             for u in rep.updates:
                 if u.state is OrderState.REJECTED:
@@ -262,7 +272,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             entries_today = []
 
         signals, at_row = [], {}
-        for sym, row, ohlc, gaps, act in cols:
+        positions = {p.symbol: p for p in broker.positions()}
+        n_open = len(positions)
+        for sym, row, ohlc, gaps, act, acode, dcode in cols:
             j = row[i]
             if j + 1 < min_bars or not gaps[j]:
                 continue
@@ -271,10 +283,13 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             # only buy/sell decisions can enter or exit (the backtest == live test holds this)
             if act[j] == 0:
                 continue
+            # nor does any signal the policy can only answer without an intent (its ``may_act``):
+            # decide_all's order of the others and its book are the same without it
+            if may_act is not None and not may_act(acode[j], dcode[j], positions.get(sym), n_open):
+                continue
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym][j], params))
         if signals:
-            positions = {p.symbol: p for p in broker.positions()}
             returns = {sym: logret[sym][max(j - lb + 2, 1):j + 1] for sym, j in at_row.items()}
             exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
                          (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}

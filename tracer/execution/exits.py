@@ -6,8 +6,9 @@ beyond a level fills at the open (a gap), not at the level.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from operator import attrgetter
 
 from tracer.models import Position, PositionSide
 
@@ -62,7 +63,23 @@ def check_exit(p: Position, o: float, h: float, l: float, c: float, bar_close_ti
     return None
 
 
+# ``dataclasses.replace(p, best_price=...)``, without its per-call field introspection: every field of
+# the position, in order, read at once, and the constructor called positionally (same __init__)
+_FIELDS = tuple(f.name for f in fields(Position))
+_BEST = _FIELDS.index("best_price")
+_BEFORE, _AFTER = attrgetter(*_FIELDS[:_BEST]), attrgetter(*_FIELDS[_BEST + 1:])
+# attrgetter of one name gives the value, not a 1-tuple; a field outside __init__ cannot be passed
+_FAST = all(f.init for f in fields(Position)) and len(_FIELDS[:_BEST]) > 1 and len(_FIELDS[_BEST + 1:]) > 1
+
+
+def with_best_price(p: Position, best: float) -> Position:
+    """``dataclasses.replace(p, best_price=best)``."""
+    if not _FAST or type(p) is not Position:
+        return replace(p, best_price=best)
+    return Position(*_BEFORE(p), best, *_AFTER(p))
+
+
 def advance(p: Position, h: float, l: float) -> Position:
     """The position after a bar it survived: best price updated for the trailing stop."""
     best = max(p.best_price, h) if p.side is PositionSide.LONG else min(p.best_price, l)
-    return p if best == p.best_price else replace(p, best_price=best)
+    return p if best == p.best_price else with_best_price(p, best)

@@ -48,8 +48,7 @@ class PaperSpotBroker(PaperLedger):
     def on_bar(self, bar: Bar) -> BarReport:
         """Process one new bar of ``bar.symbol``: fill due orders at its open, then check exits."""
         rep = BarReport()
-        close_time = bar.ts + self.interval
-        for cid, order, bracket in self._due(bar.symbol, bar.ts):
+        for cid, order, bracket in (self._due(bar.symbol, bar.ts) if self._pending else ()):
             if order.side is Side.BUY:
                 self._fill_entry(order, bracket, bar, rep)
             else:
@@ -60,6 +59,7 @@ class PaperSpotBroker(PaperLedger):
                 self._close(pos, bar.open * (1 - self.slip), bar.ts, order.reason or "signal", cid, rep)
         pos = self._positions.get(bar.symbol)
         if pos is not None:
+            close_time = bar.ts + self.interval
             hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
             if hit is not None:
                 cid = exit_order_id(pos.entry_order_id)

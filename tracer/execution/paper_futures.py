@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from tracer.execution.paper_ledger import PaperLedger
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.exits import protective_stop
+from tracer.execution.exits import protective_stop, with_best_price
 from tracer.execution.margin import (funding_payment, funding_times, initial_margin, liquidation_price,
                                      stop_inside_liquidation)
 from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
@@ -101,7 +101,7 @@ class PaperFuturesBroker(PaperLedger):
             else:
                 pos = self._apply_funding(pos, bar.ts, close_time, bar.close)
                 best = max(pos.best_price, bar.high) if pos.side is PositionSide.LONG else min(pos.best_price, bar.low)
-                self._positions[bar.symbol] = replace(pos, best_price=best)
+                self._positions[bar.symbol] = with_best_price(pos, best)    # replace(pos, best_price=best)
         self.last_price[bar.symbol] = bar.close
         return rep
 

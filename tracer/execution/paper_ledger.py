@@ -82,6 +82,8 @@ class PaperLedger:
     def _due(self, symbol: str, bar_ts: datetime) -> list[tuple[str, Order, Bracket | None]]:
         """Pending orders of ``symbol`` created at or before the bar's open, removed from the queue."""
         out = []
+        if not self._pending:
+            return out
         for cid, (order, bracket) in list(self._pending.items()):
             if order.symbol != symbol or (order.created_at is not None and order.created_at > bar_ts):
                 continue

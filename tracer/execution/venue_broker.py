@@ -29,6 +29,7 @@ It keeps no state the DB does not have: it is rebuilt from the DB at every start
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -42,7 +43,7 @@ from tracer.db import Store, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
-                                    RateLimited, TimestampDrift, VenueClient, VenueError, VenueFill, VenueOrder,
+                                    RateLimited, TimestampDrift, VenueBalance, VenueClient, VenueError, VenueFill, VenueOrder,
                                     VenueOrderType, VenuePosition, VenueUnavailable)
 from tracer.logs import kv
 from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
@@ -148,6 +149,17 @@ class VenueBroker:
                                                     or self.order_of_venues[0])
         self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
         self.last_price.update(last_price)
+        for v in self.order_of_venues:      # last known balances: a venue banned or down at start still counts
+            raw = self.store.notify_state(self._balance_key(v))
+            if raw and v not in self._balance:
+                try:
+                    d = json.loads(raw)
+                    self._balance[v] = VenueBalance(float(d["wallet"]), float(d["available"]), float(d["equity"]))
+                except (ValueError, KeyError, TypeError):
+                    pass
+
+    def _balance_key(self, venue: str) -> str:
+        return f"venue_balance:{self.agent}:{venue}"
 
     def _venue_of(self, cid: str) -> str | None:
         row = self.store.order(cid)
@@ -165,6 +177,11 @@ class VenueBroker:
 
     def positions(self) -> list[Position]:
         return list(self._positions.values())
+
+    def starting_equity(self) -> float | None:
+        """The venues' equity now (every configured venue), for the account's initial capital at a first start."""
+        self._refresh_balances()
+        return self.equity() if self._balance else None
 
     def open_orders(self) -> list[Order]:
         return [o for o, _, _ in self._tracked.values()]
@@ -410,7 +427,7 @@ class VenueBroker:
                 return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
             except (AuthError, InsufficientMargin, OrderRejected) as e:
                 return self._refused(venue, _as_order(spec, self.agent), e, "refused by the venue")
-            except Ambiguous as e:
+            except VenueError as e:   # Ambiguous, or any unclassified venue error: the order may exist
                 self._event(venue, "order_ambiguous", symbol=spec.symbol, cid=spec.client_order_id,
                             error=str(e)[:160], status=e.status)
                 try:
@@ -466,11 +483,25 @@ class VenueBroker:
         return rep
 
     def _refresh_balances(self) -> None:
-        for v in self._active_venues():
+        """Every configured venue's balance (the last known one while a venue is unreachable), so that equity
+        never jumps when a backup venue starts or stops being used (the daily loss stop compares equities)."""
+        now = self._now()
+        for v in self.order_of_venues:
+            if not self.venues[v].usable(now):
+                continue
             try:
-                self._balance[v] = self._call(v, "balance")
+                b = self._call(v, "balance")
             except VenueError as e:
                 self.log.warning(kv("balance_unavailable", venue=v, error=type(e).__name__))
+                continue
+            if b != self._balance.get(v):
+                self._balance[v] = b
+                try:       # kept so that a restart while this venue is unreachable still counts its money
+                    with self.store.transaction():
+                        self.store.set_notify_state(self._balance_key(v), json.dumps(
+                            {"wallet": b.wallet, "available": b.available, "equity": b.equity}))
+                except Exception as e:
+                    self.log.warning(kv("balance_not_saved", venue=v, error=type(e).__name__))
 
     def _active_venues(self) -> list[str]:
         used = {self._entry_venue()} | set(self._pos_venue.values()) | {v for _, _, v in self._tracked.values()}

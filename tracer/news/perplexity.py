@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
@@ -36,6 +37,7 @@ __all__ = ["PerplexityNews", "parse_headlines", "extract_items", "PPLX_URL"]
 PPLX_URL = "https://api.perplexity.ai"
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MAX_DECODE_ATTEMPTS = 20_000   # JSON decodes tried per answer: a pathological answer costs bounded time
 
 
 # --------------------------------------------------------------------------- parsing (pure)
@@ -46,10 +48,12 @@ def _decode_all(text: str, opener: str) -> list[Any]:
     dec = json.JSONDecoder()
     out: list[Any] = []
     i = text.find(opener)
-    while i != -1:
+    attempts = 0
+    while i != -1 and attempts < _MAX_DECODE_ATTEMPTS:
+        attempts += 1
         try:
             val, end = dec.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: junk nested deeper than the interpreter allows
             i = text.find(opener, i + 1)
             continue
         out.append(val)
@@ -59,22 +63,32 @@ def _decode_all(text: str, opener: str) -> list[Any]:
 
 def extract_items(text: str) -> list[dict]:
     """The headline objects in a model answer (pure; never raises on any string)."""
+    return _extract(text)[0]
+
+
+def _extract(text: str) -> tuple[list[dict], int]:
+    """(the headline objects, how many other values the headline list held)."""
     if not isinstance(text, str) or not text.strip():
-        return []
+        return [], 0
+
+    def split(vals: list) -> tuple[list[dict], int]:
+        objs = [x for x in vals if isinstance(x, dict)]
+        return objs, len(vals) - len(objs)
+
     chunks = _FENCE.findall(text) + [text]
     for chunk in chunks:
         for val in _decode_all(chunk, "["):
             if isinstance(val, list) and any(isinstance(x, dict) for x in val):
-                return [x for x in val if isinstance(x, dict)]
+                return split(val)
         objs = [v for v in _decode_all(chunk, "{") if isinstance(v, dict)]
         for o in objs:
             for key in ("headlines", "items", "results", "news"):
                 if isinstance(o.get(key), list):
-                    return [x for x in o[key] if isinstance(x, dict)]
+                    return split(o[key])
         objs = [o for o in objs if "title" in o]
         if objs:
-            return objs
-    return []
+            return objs, 0
+    return [], 0
 
 
 def _parse_time(raw: Any, end: datetime) -> datetime | None:
@@ -87,29 +101,39 @@ def _parse_time(raw: Any, end: datetime) -> datetime | None:
             day_end = datetime.fromisoformat(s).replace(tzinfo=timezone.utc) + timedelta(days=1, seconds=-1)
             return min(day_end, end)
         t = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    except (ValueError, OverflowError):   # OverflowError: a time past year 9999 once in UTC
         return None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def parse_headlines(text: str, end: datetime, provider: str = "perplexity") -> list[Headline]:
+def parse_headlines(text: str, end: datetime, provider: str = "perplexity",
+                    drops: Counter | None = None) -> list[Headline]:
     """Model answer -> Headlines (``source`` = ``perplexity/<publisher>``), malformed items dropped.
 
     ``end`` (UTC) bounds bare dates (``2024-05-01`` -> ``min(2024-05-01T23:59:59Z, end)``).
-    Never raises."""
+    ``drops`` (optional) counts what was dropped and why: ``no_headlines`` (a non-empty answer with no
+    headline object in it), ``not_an_object``, ``no_title``, ``bad_time``, ``error``. Never raises."""
     out: list[Headline] = []
+    drops = Counter() if drops is None else drops
     try:
-        items = extract_items(text)
+        items, others = _extract(text)
     except Exception:  # defensive: the parser must never take the agent down
+        drops["error"] += 1
         return out
+    if others:
+        drops["not_an_object"] += others
+    if not items and isinstance(text, str) and text.strip() not in ("", "[]", "{}"):
+        drops["no_headlines"] += 1
     for it in items:
         try:
             title = it.get("title")
             if not isinstance(title, str) or not title.strip():
+                drops["no_title"] += 1
                 continue
             title = " ".join(title.split())
             published = _parse_time(it.get("published_at"), end)
             if published is None:
+                drops["bad_time"] += 1
                 continue
             pub = it.get("source")
             pub = " ".join(pub.split()) if isinstance(pub, str) else ""
@@ -118,6 +142,7 @@ def parse_headlines(text: str, end: datetime, provider: str = "perplexity") -> l
             out.append(Headline(id=headline_id(source, title, published), published_at=published,
                                 source=source, title=title, url=url.strip()))
         except Exception:
+            drops["error"] += 1
             continue
     return out
 
@@ -209,7 +234,13 @@ class PerplexityNews:
                 except (ValueError, KeyError, IndexError, TypeError):
                     self.log.warning(kv("news_failed", source=self.name, symbol=symbol, error="malformed body"))
                     return []
-                return parse_headlines(text, end)
+                drops: Counter = Counter()
+                got = parse_headlines(text, end, drops=drops)
+                if drops:
+                    self.log.warning(kv("news_items_dropped", source=self.name, symbol=symbol, kept=len(got),
+                                        dropped=sum(drops.values()),
+                                        reasons=",".join(f"{k}:{v}" for k, v in sorted(drops.items()))))
+                return got
             if status in (401, 403, 429) or status >= 500:
                 ra = parse_retry_after(resp.headers.get("Retry-After"), self.ring.clock()) if status == 429 else None
                 cool = self.ring.report_failure(key, status, retry_after=ra, error=f"http {status}")

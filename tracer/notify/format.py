@@ -27,8 +27,8 @@ def utf16_len(s: str) -> int:
 
 
 def secret_fragments(secrets: Iterable[str]) -> list[str]:
-    """Every secret, plus for a URL secret its path and its long path segments (a Discord webhook's
-    token appears without the host in ``requests`` errors), longest first. Fragments shorter than 8
+    """Every secret, plus for a URL secret its password and its path and long path segments (a Discord
+    webhook's token appears without the host in ``requests`` errors), longest first. Fragments shorter than 8
     characters are left out (they would redact ordinary words)."""
     out: set[str] = set()
     for s in secrets:
@@ -37,6 +37,11 @@ def secret_fragments(secrets: Iterable[str]) -> list[str]:
         out.add(s)
         if "://" in s:
             parts = urlsplit(s)
+            try:
+                if parts.password:                 # postgresql://user:PASSWORD@host/db
+                    out.add(parts.password)
+            except ValueError:
+                pass
             if len(parts.path) >= 8:
                 out.add(parts.path)
             out.update(seg for seg in parts.path.split("/") if len(seg) >= 16)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 from typing import Any, Protocol
 
 from tracer.logs import kv
@@ -98,6 +99,10 @@ def deliver_console(store: Any, log: logging.Logger) -> int:
     return len(rows)
 
 
+def _utc_day(t: Any) -> Any:
+    return t.astimezone(timezone.utc).date()
+
+
 def enqueue_periodic(store: Any, settings: Any, agent: str, cycle: int, clock: Any, prev_clock: Any,
                      equity: float, open_positions: int) -> list[int]:
     """After a committed cycle: a heartbeat every ``TB_NOTIFY_HEARTBEAT_EVERY`` cycles, and the daily
@@ -110,10 +115,45 @@ def enqueue_periodic(store: Any, settings: Any, agent: str, cycle: int, clock: A
     every = settings.notify_heartbeat_every
     if every and cycle % every == 0:
         msgs.append(("heartbeat", heartbeat_text(cycle, clock, equity, open_positions, store.is_paused(agent))))
+    # once per UTC day: only when the clock moved forward into a later UTC day (never for a clock that went back)
+    # (a clock that jumped over whole days, a restart after days: each ended day, the last 7 at most)
     if settings.notify_daily_summary and prev_clock is not None and clock is not None \
-            and clock.date() != prev_clock.date():
-        msgs.append(("daily_summary", daily_summary_text(day_stats(store, agent, prev_clock.date()))))
+            and _utc_day(clock) > _utc_day(prev_clock):
+        first, end = _utc_day(prev_clock), _utc_day(clock)
+        n = (end - first).days
+        for i in range(max(0, n - 7), n):
+            day = first + timedelta(days=i)
+            msgs.append(("daily_summary", daily_summary_text(day_stats(store, agent, day))))
     if not msgs:
         return []
     with store.transaction():
         return [i for kind, text in msgs for i in enqueue(store, settings, kind, text, agent)]
+
+
+def alert_or_log(store: Any, settings: Any, kind: str, message: str, agent: str | None = None,
+                 busy_timeout_s: float = 1.0) -> bool:
+    """Enqueue an alert through ``store`` in its own transaction; when the DB cannot take it (locked,
+    read-only, full), append it to ``TB_LOG_DIR/alerts.log`` instead, the same file and format as
+    :func:`tracer.ops.alert` uses. Never raises. True when it went to the outbox.
+
+    The DB is given only ``busy_timeout_s`` to take the row: an alert about a locked DB must not wait
+    the agent's full busy timeout."""
+    import sqlite3
+    conn = getattr(store, "conn", None)
+    try:
+        if conn is not None:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        try:
+            with store.transaction():
+                enqueue(store, settings, kind, message, agent)
+            return True
+        finally:
+            if conn is not None:
+                conn.execute(f"PRAGMA busy_timeout={int(getattr(store, 'busy_timeout_s', 30.0) * 1000)}")
+    except (sqlite3.Error, OSError) as e:
+        from tracer.ops import log_line
+        try:
+            log_line(settings, "alerts", agent, f"kind={kind} not enqueued ({type(e).__name__}: {e}): {message}")
+        except OSError:
+            pass
+        return False

@@ -177,9 +177,9 @@ class ScoreFile:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp.write_text(json.dumps({"scorer_id": scorer_id, "code": self.code,
-                                       "scores": {t: [v, lab] for t, (v, lab) in scores.items()}}),
-                           encoding="utf-8")
+            from tracer.logs import private_write_text
+            private_write_text(tmp, json.dumps({"scorer_id": scorer_id, "code": self.code,
+                                                "scores": {t: [v, lab] for t, (v, lab) in scores.items()}}))
             os.replace(tmp, path)
             return True
         except OSError:

@@ -32,6 +32,9 @@ def alpaca_timeframe(interval: timedelta):
     raise ValueError(f"alpaca has no timeframe for {interval!r}")
 
 
+MAX_PAGES = 50          # pages of one fetch (10,000 bars each); more means the venue's paging is broken
+
+
 class AlpacaSource:
     """:class:`tracer.data.sources.base.BarSource` for Alpaca crypto (``us`` feed)."""
     name = "alpaca"
@@ -47,6 +50,18 @@ class AlpacaSource:
         self._client._retry = 0
         session = self._client._session
         session.request = functools.partial(session.request, timeout=timeout_s)  # type: ignore[method-assign]
+        # The SDK follows ``next_page_token`` for as long as the answer carries one: a broken or hostile
+        # answer (a token on every page) would loop forever inside a cycle. Count the pages of one fetch.
+        self._pages = 0
+        sdk_get = self._client.get
+
+        def get(*args, **kw):
+            self._pages += 1
+            if self._pages > MAX_PAGES:
+                raise SourceError(self.name, f"malformed: more than {MAX_PAGES} pages (endless next_page_token)")
+            return sdk_get(*args, **kw)
+
+        self._client.get = get  # type: ignore[method-assign]
 
     def fetch(self, symbol: str, interval: timedelta, start: datetime, end: datetime) -> pd.DataFrame:
         from alpaca.common.exceptions import APIError
@@ -59,6 +74,7 @@ class AlpacaSource:
         except ValueError as e:
             raise UnsupportedSymbol(self.name, str(e)) from None
         req = CryptoBarsRequest(symbol_or_symbols=sym, timeframe=tf, start=start, end=end)
+        self._pages = 0
         try:
             raw = self._client.get_crypto_bars(req)
         except APIError as e:
@@ -69,8 +85,8 @@ class AlpacaSource:
             raise SourceError(self.name, "timeout") from None
         except requests.RequestException as e:
             raise SourceError(self.name, f"request failed: {type(e).__name__}") from None
-        except ValueError as e:  # JSON decode errors, unknown keys in the answer
-            raise SourceError(self.name, f"malformed: {type(e).__name__}") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # JSON decode errors, an answer of the
+            raise SourceError(self.name, f"malformed: {type(e).__name__}") from None  # wrong shape in the SDK
         if not isinstance(raw, dict):
             raise SourceError(self.name, "malformed: answer is not an object")
         rows = check_rows(self.name, raw.get(sym, []), "bars")
@@ -79,6 +95,6 @@ class AlpacaSource:
             for r in rows:
                 ts.append(pd.Timestamp(r["t"]).tz_convert("UTC").as_unit("ns").value)
                 vals.append((r["o"], r["h"], r["l"], r["c"], r["v"]))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise SourceError(self.name, f"malformed bar: {type(e).__name__}") from None
-        return make_frame(ts, vals)
+        return make_frame(ts, vals, self.name)

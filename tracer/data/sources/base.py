@@ -77,12 +77,18 @@ def empty_frame() -> pd.DataFrame:
     return pd.DataFrame(np.empty((0, 5)), index=idx, columns=_COLS.copy())
 
 
-def make_frame(ts_ns: Sequence[int] | np.ndarray, rows: Sequence[Sequence[float]] | np.ndarray) -> pd.DataFrame:
+def make_frame(ts_ns: Sequence[int] | np.ndarray, rows: Sequence[Sequence[float]] | np.ndarray,
+               source: str = "") -> pd.DataFrame:
     """Canonical frame from int64 open times (ns since the epoch, UTC) and ``(n, 5)`` values.
 
-    Values that are not numbers (``None``, ``""``) become NaN, which validation rejects.
+    Values that are not numbers (``None``, ``""``, a number beyond float range) become NaN, which validation
+    rejects. Times that fit no int64 nanosecond stamp raise :class:`SourceError` ``malformed: timestamp out of
+    range`` naming ``source``.
     """
-    ts = np.asarray(ts_ns, dtype=np.int64)
+    try:
+        ts = np.asarray(ts_ns, dtype=np.int64)
+    except (OverflowError, ValueError, TypeError):
+        raise SourceError(source or "source", "malformed: timestamp out of range") from None
     if len(ts) == 0:
         return empty_frame()
     vals = np.array([[_num(x) for x in r] for r in rows], dtype=np.float64).reshape(len(ts), 5)
@@ -93,7 +99,7 @@ def make_frame(ts_ns: Sequence[int] | np.ndarray, rows: Sequence[Sequence[float]
 def _num(x: object) -> float:
     try:
         return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an integer beyond float range
         return float("nan")
 
 

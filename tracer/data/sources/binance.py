@@ -98,7 +98,7 @@ class BinanceSource:
                 for r in rows:
                     ts.append(int(r[0]) * 1_000_000)
                     vals.append((r[1], r[2], r[3], r[4], r[5]))
-            except (IndexError, TypeError, ValueError) as e:
+            except (IndexError, TypeError, ValueError, OverflowError) as e:
                 raise SourceError(self.name, f"malformed kline: {type(e).__name__}") from None
             if len(rows) < self.page_limit:
                 break
@@ -106,4 +106,4 @@ class BinanceSource:
             if nxt <= cursor:  # the venue went backwards: stop, validation will judge
                 break
             cursor = nxt
-        return make_frame(ts, vals)
+        return make_frame(ts, vals, self.name)

@@ -89,8 +89,8 @@ class CoinGeckoSource:
         volumes = body.get("total_volumes") if isinstance(body.get("total_volumes"), list) else []
         try:
             ts, rows = bars_from_points(body["prices"], volumes, interval_s)
-        except (TypeError, ValueError, IndexError) as e:
+        except (TypeError, ValueError, IndexError, OverflowError) as e:
             raise SourceError(self.name, f"malformed point: {type(e).__name__}") from None
         start_ns = ms(start) * 1_000_000
         keep = [i for i, t in enumerate(ts) if t >= start_ns]
-        return make_frame([ts[i] for i in keep], [rows[i] for i in keep])
+        return make_frame([ts[i] for i in keep], [rows[i] for i in keep], self.name)

@@ -68,6 +68,6 @@ class YahooSource:
             raise SourceError(self.name, "malformed: quote arrays differ in length from timestamps")
         try:
             ts = [int(t) * 1_000_000_000 for t in stamps]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SourceError(self.name, "malformed: timestamp") from None
-        return make_frame(ts, list(zip(*cols)) if ts else [])
+        return make_frame(ts, list(zip(*cols)) if ts else [], self.name)

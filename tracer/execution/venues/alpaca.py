@@ -127,7 +127,12 @@ def _dec(x: Any) -> Decimal | None:
         d = Decimal(str(x))
     except (InvalidOperation, ValueError):
         return None
-    return d if d.is_finite() else None
+    if not d.is_finite():
+        return None
+    try:
+        return d if math.isfinite(float(d)) else None      # 1e999 is a finite Decimal but no float
+    except OverflowError:
+        return None
 
 
 def _f(x: Any, default: float = 0.0) -> float:
@@ -241,7 +246,18 @@ class AlpacaSpotClient:
         except ValidationError as e:
             err = Ambiguous(self._scrub(f"alpaca {what}: unexpected response: "
                                         f"{e.error_count()} validation errors"))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
+            # a body of the wrong shape (an empty 200, a list where an object belongs ...): alpaca-py's
+            # Model(**raw) raises TypeError; the request may have been processed, so it is ambiguous
+            err = Ambiguous(self._scrub(f"alpaca {what}: unexpected response ({type(e).__name__})"))
         raise err
+
+    def _parse(self, what: str, fn: Callable[[], T]) -> T:
+        """Our reading of an answer the SDK accepted; a field we cannot use makes the answer ambiguous."""
+        try:
+            return fn()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
+            raise Ambiguous(self._scrub(f"alpaca {what}: unexpected response ({type(e).__name__})")) from None
 
     def _api_error(self, e: Any, what: str) -> VenueError:
         status = e.status_code
@@ -311,9 +327,8 @@ class AlpacaSpotClient:
     # --- time -----------------------------------------------------------------------------------
     def server_time(self) -> datetime:
         ts = self._call("GET /v2/clock", lambda: self._tc.get_clock().timestamp)
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
-        return ts.astimezone(timezone.utc)
+        return self._parse("GET /v2/clock", lambda: (ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None
+                                                     else ts.astimezone(timezone.utc)))
 
     def sync_time(self) -> float:
         """Venue clock minus ours, in ms (midpoint of the request). Informative only: Alpaca
@@ -336,8 +351,8 @@ class AlpacaSpotClient:
                                 f"{status}, tradable {asset.tradable})")
         step = _dec(asset.min_trade_increment) or _dec(asset.min_order_size)
         tick = _dec(asset.price_increment)
-        if step is None or tick is None:
-            raise OrderRejected(f"alpaca: {sym} has no min_trade_increment / price_increment")
+        if step is None or tick is None or step <= 0 or tick <= 0:
+            raise OrderRejected(f"alpaca: {sym} has no usable min_trade_increment / price_increment")
         min_qty = _dec(asset.min_order_size) or step
         quote = sym.split("/", 1)[1] if "/" in sym else ""
         r = VenueRules(tick_size=float(tick), step_size=float(step), min_qty=float(min_qty),
@@ -391,7 +406,13 @@ class AlpacaSpotClient:
                 raise Ambiguous(f"alpaca POST /v2/orders: unexpected response {type(raw).__name__}")
             return Order(**raw)
 
-        return self._order(self._call("POST /v2/orders", post))
+        try:
+            placed = self._call("POST /v2/orders", post)
+        except OrderRejected as e:
+            if e.code is None:   # no Alpaca error code: an HTML/empty 4xx page is unreadable, not a definite
+                raise Ambiguous(str(e), status=e.status) from None      # reject (the order may exist)
+            raise
+        return self._parse("POST /v2/orders", lambda: self._order(placed))
 
     def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         try:
@@ -401,7 +422,7 @@ class AlpacaSpotClient:
             if self._is_not_found(e):
                 return None
             raise
-        return self._order(order)
+        return self._parse("GET /v2/orders:by_client_order_id", lambda: self._order(order))
 
     def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         """Cancel a working order; returns it as it stands afterwards (CANCELED, or FILLED if it filled
@@ -425,7 +446,7 @@ class AlpacaSpotClient:
         req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500,
                                symbols=[to_alpaca(symbol)] if symbol else None)
         orders = self._call("GET /v2/orders", lambda: self._tc.get_orders(req))
-        out = [self._order(o) for o in orders]
+        out = self._parse("GET /v2/orders", lambda: [self._order(o) for o in orders])
         if symbol:
             out = [o for o in out if o.symbol == to_alpaca(symbol)]
         return out
@@ -465,6 +486,9 @@ class AlpacaSpotClient:
     # --- account --------------------------------------------------------------------------------
     def positions(self) -> list[VenuePosition]:
         raw = self._call("GET /v2/positions", self._tc.get_all_positions)
+        return self._parse("GET /v2/positions", lambda: self._positions(raw))
+
+    def _positions(self, raw: Any) -> list[VenuePosition]:
         out = []
         for p in raw:
             if getattr(p.asset_class, "value", p.asset_class) != "crypto":
@@ -481,6 +505,9 @@ class AlpacaSpotClient:
         """wallet = cash; available = non_marginable_buying_power (crypto is not marginable; falls
         back to buying_power, then cash); equity = equity (cash + positions at market)."""
         a = self._call("GET /v2/account", self._tc.get_account)
+        return self._parse("GET /v2/account", lambda: self._balance(a))
+
+    def _balance(self, a: Any) -> VenueBalance:
         cash = _f(a.cash)
         avail = _dec(a.non_marginable_buying_power)
         if avail is None:

@@ -30,6 +30,7 @@ Checked against python-binance 1.0.37 (``binance/client.py``, ``binance/base_cli
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -74,9 +75,9 @@ _TYPES = {"MARKET": VenueOrderType.MARKET, "STOP_MARKET": VenueOrderType.STOP_MA
 def _utc_ms(ms: Any) -> datetime | None:
     try:
         v = int(ms)
-    except (TypeError, ValueError):
+        return datetime.fromtimestamp(v / 1000, tz=timezone.utc) if v > 0 else None
+    except (TypeError, ValueError, OverflowError, OSError):   # garbage, or a time no calendar has
         return None
-    return datetime.fromtimestamp(v / 1000, tz=timezone.utc) if v > 0 else None
 
 
 def _f(x: Any, default: float = 0.0) -> float:
@@ -84,6 +85,30 @@ def _f(x: Any, default: float = 0.0) -> float:
         return float(x)
     except (TypeError, ValueError):
         return default
+
+
+def _v(x: Any, default: float = 0.0) -> float:
+    """A number of a venue answer: ``default`` when absent (None or ""), else a finite float; anything else
+    (``"abc"``, ``NaN``, ``Infinity``, ``1e999``, a 400-digit number, a list ...) raises ValueError, which
+    :meth:`BinanceFuturesClient._parse` turns into :class:`Ambiguous` (never a NaN reaching the broker)."""
+    if x is None or x == "":
+        return default
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise ValueError(f"not a number: {type(x).__name__}")
+    try:
+        v = float(x)
+    except OverflowError:
+        raise ValueError("number out of range") from None
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite number: {x!r:.40}")
+    return v
+
+
+def _req(x: Any) -> float:
+    """A number the answer must carry (see :func:`_v`)."""
+    if x is None or x == "":
+        raise ValueError("missing number")
+    return _v(x)
 
 
 def format_step(value: float, step: float | str, *, mode: str = "floor") -> str:
@@ -276,20 +301,29 @@ class BinanceFuturesClient:
     def _parse(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise Ambiguous(f"{what}: unexpected response from the venue ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
+            raise Ambiguous(f"{what}: unexpected response from the venue ({type(e).__name__}: {str(e)[:200]})") \
+                from None
 
     # --- time -----------------------------------------------------------------------------------------
     def server_time(self) -> datetime:
         r = self._call("server_time", self._c.futures_time)
-        return self._parse("server_time", lambda: _utc_ms(r["serverTime"]))
+        t = self._parse("server_time", lambda: _utc_ms(r["serverTime"]))
+        if t is None:
+            raise Ambiguous(f"server_time: unreadable serverTime {str(r)[:80]}")
+        return t
 
     def sync_time(self) -> float:
         t0 = _epoch_s(self._clock) * 1000
         r = self._call("sync_time", self._c.futures_time)
         t1 = _epoch_s(self._clock) * 1000
-        server = self._parse("sync_time", lambda: int(r["serverTime"]))
-        offset = server - (t0 + t1) / 2
+        def offset_of() -> float:
+            off = float(_req(r["serverTime"])) - (t0 + t1) / 2
+            if abs(off) > 366 * 86_400_000:     # a year off: not a clock, a broken answer
+                raise ValueError(f"implausible server time offset {off:.0f} ms")
+            return off
+
+        offset = self._parse("sync_time", offset_of)
         self._c.tb_offset_ms = offset
         return offset
 
@@ -309,11 +343,14 @@ class BinanceFuturesClient:
             # MARKET orders are checked against MARKET_LOT_SIZE, others against LOT_SIZE: the coarser wins
             f = {x["filterType"]: x for x in s.get("filters", [])}
             lot, mkt = f.get("LOT_SIZE", {}), f.get("MARKET_LOT_SIZE", {})
-            steps = [Decimal(x["stepSize"]) for x in (lot, mkt) if _f(x.get("stepSize")) > 0]
+            steps = [Decimal(x["stepSize"]) for x in (lot, mkt) if _v(x.get("stepSize")) > 0]
             mins = [Decimal(x["minQty"]) for x in (lot, mkt) if x.get("minQty") is not None]
-            return VenueRules(tick_size=float(Decimal(f["PRICE_FILTER"]["tickSize"])), step_size=float(max(steps)),
-                              min_qty=float(max(mins)) if mins else float(max(steps)),
-                              min_notional=_f(f.get("MIN_NOTIONAL", {}).get("notional")))
+            r = VenueRules(tick_size=float(Decimal(f["PRICE_FILTER"]["tickSize"])), step_size=float(max(steps)),
+                           min_qty=float(max(mins)) if mins else float(max(steps)),
+                           min_notional=_v(f.get("MIN_NOTIONAL", {}).get("notional")))
+            if not (0 < r.tick_size < math.inf and 0 < r.step_size < math.inf and 0 <= r.min_qty < math.inf):
+                raise ValueError(f"unusable filters tick {r.tick_size} step {r.step_size} min {r.min_qty}")
+            return r
 
         def parse() -> dict[str, VenueRules]:
             out = {}
@@ -327,6 +364,17 @@ class BinanceFuturesClient:
         self._rules.update(self._parse("exchange_info", parse))
 
     # --- orders ---------------------------------------------------------------------------------------------
+    def _post_order(self, what: str, **params: Any) -> Any:
+        """The order POST. A refusal that carries no venue error code (an HTML or empty 4xx page from a proxy,
+        a body cut short) is unreadable, not a definite reject: the order may exist, so it is Ambiguous
+        (looked up by client order id, never taken as refused)."""
+        try:
+            return self._call(what, self._c.futures_create_order, **params)
+        except OrderRejected as e:
+            if e.code is None:
+                raise Ambiguous(f"{what}: unreadable refusal: {e}", status=e.status) from None
+            raise
+
     def place_order(self, spec: OrderSpec) -> VenueOrder:
         vs = self.venue_symbol(spec.symbol)
         r = self.rules(spec.symbol)
@@ -341,7 +389,7 @@ class BinanceFuturesClient:
             params.update(type="MARKET", newClientOrderId=spec.client_order_id, newOrderRespType="RESULT")
             if spec.reduce_only:
                 params["reduceOnly"] = "true"
-            raw = self._call(what, self._c.futures_create_order, **params)
+            raw = self._post_order(what, **params)
             return self._parse(what, lambda: self._order(raw, spec.symbol))
         if spec.type in CONDITIONAL_TYPES:
             if spec.stop_price is None or spec.stop_price <= 0:
@@ -349,7 +397,7 @@ class BinanceFuturesClient:
             params.update(type=spec.type.value.upper(), clientAlgoId=spec.client_order_id,
                           triggerPrice=format_step(spec.stop_price, r.tick_size, mode="nearest"),
                           workingType="MARK_PRICE", reduceOnly="true")
-            raw = self._call(what, self._c.futures_create_order, **params)
+            raw = self._post_order(what, **params)
             return self._parse(what, lambda: self._algo(raw, spec.symbol, spec=spec))
         raise OrderRejected(f"{what}: order type {spec.type!r} is not supported")
 
@@ -396,10 +444,10 @@ class BinanceFuturesClient:
         what = f"fills {client_order_id}"
         raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
         if raw is not None:
-            order_id = raw.get("orderId")
+            order_id = self._parse(what, lambda: raw.get("orderId"))
         else:
             algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
-            order_id = (algo or {}).get("actualOrderId")
+            order_id = self._parse(what, lambda: (algo or {}).get("actualOrderId"))
         if not order_id or str(order_id) in ("0", "-1"):
             return []
         trades = self._call(what, self._c.futures_account_trades, symbol=vs, orderId=order_id)
@@ -408,7 +456,7 @@ class BinanceFuturesClient:
         def parse() -> list[VenueFill]:
             out = []
             for t in trades:
-                fee = _f(t.get("commission"))
+                fee = _v(t.get("commission"))
                 asset = t.get("commissionAsset") or "USDT"
                 if asset not in _STABLE and fee:
                     if asset not in rates:
@@ -416,16 +464,16 @@ class BinanceFuturesClient:
                     fee *= rates[asset]
                 out.append(VenueFill(
                     client_order_id=client_order_id, symbol=symbol,
-                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=float(t["qty"]),
-                    price=float(t["price"]), fee=abs(fee), ts=_utc_ms(t["time"]) or datetime.now(timezone.utc),
-                    trade_id=str(t["id"]), realized_pnl=_f(t.get("realizedPnl"))))
+                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=_req(t["qty"]),
+                    price=_req(t["price"]), fee=abs(fee), ts=_utc_ms(t["time"]) or datetime.now(timezone.utc),
+                    trade_id=str(t["id"]), realized_pnl=_v(t.get("realizedPnl"))))
             return out
 
         return self._parse(what, parse)
 
     def _usdt_price(self, asset: str) -> float:
         r = self._call(f"price {asset}", self._c.futures_mark_price, symbol=f"{asset}USDT")
-        return self._parse(f"price {asset}", lambda: float(r["markPrice"]))
+        return self._parse(f"price {asset}", lambda: _req(r["markPrice"]))
 
     # --- account -----------------------------------------------------------------------------------------
     def positions(self) -> list[VenuePosition]:
@@ -434,15 +482,15 @@ class BinanceFuturesClient:
         def parse() -> list[VenuePosition]:
             out = []
             for p in rows:
-                amt = float(p["positionAmt"])
+                amt = _req(p["positionAmt"])
                 if amt == 0:
                     continue
-                liq = _f(p.get("liquidationPrice"))
+                liq = _v(p.get("liquidationPrice"))
                 out.append(VenuePosition(
                     symbol=self.our_symbol(p["symbol"]), side=PositionSide.LONG if amt > 0 else PositionSide.SHORT,
-                    qty=abs(amt), entry_price=float(p["entryPrice"]), leverage=_f(p.get("leverage"), 1.0),
-                    liquidation_price=liq if liq > 0 else None, margin=_f(p.get("isolatedWallet")),
-                    unrealized_pnl=_f(p.get("unRealizedProfit")), mark_price=_f(p.get("markPrice")) or None))
+                    qty=abs(amt), entry_price=_req(p["entryPrice"]), leverage=_v(p.get("leverage"), 1.0),
+                    liquidation_price=liq if liq > 0 else None, margin=_v(p.get("isolatedWallet")),
+                    unrealized_pnl=_v(p.get("unRealizedProfit")), mark_price=_v(p.get("markPrice")) or None))
             return out
 
         return self._parse("positions", parse)
@@ -454,9 +502,9 @@ class BinanceFuturesClient:
             usdt = next((a for a in acct["assets"] if a["asset"] == "USDT"), None)
             if usdt is None:
                 return VenueBalance(wallet=0.0, available=0.0, equity=0.0)
-            wallet = float(usdt["walletBalance"])
-            return VenueBalance(wallet=wallet, available=float(usdt["availableBalance"]),
-                                equity=wallet + _f(usdt.get("unrealizedProfit")))
+            wallet = _req(usdt["walletBalance"])
+            return VenueBalance(wallet=wallet, available=_req(usdt["availableBalance"]),
+                                equity=wallet + _v(usdt.get("unrealizedProfit")))
 
         return self._parse("balance", parse)
 
@@ -482,7 +530,7 @@ class BinanceFuturesClient:
         for _ in range(50):   # pages of 1000
             rows = self._call("funding", self._c.futures_income_history, symbol=vs, incomeType="FUNDING_FEE",
                               startTime=start, limit=1000)
-            page = self._parse("funding", lambda: [(int(r["time"]), -float(r["income"])) for r in rows
+            page = self._parse("funding", lambda: [(int(r["time"]), -_req(r["income"])) for r in rows
                                                    if r.get("incomeType", "FUNDING_FEE") == "FUNDING_FEE"])
             out += [FundingPayment(symbol=symbol, ts=_utc_ms(t) or since, amount=a) for t, a in page]
             if len(rows) < 1000 or not page:
@@ -502,17 +550,17 @@ class BinanceFuturesClient:
 
     def _order(self, o: dict[str, Any], symbol: str) -> VenueOrder:
         status = o["status"]
-        filled = _f(o.get("executedQty"))
-        avg = _f(o.get("avgPrice"))
+        filled = _v(o.get("executedQty"))
+        avg = _v(o.get("avgPrice"))
         state = _STATE.get(status, OrderState.SUBMITTED)
         reason = None
         if status in ("EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
             reason = status.lower() + (" after a partial fill" if filled > 0 else "")
         typ = _TYPES.get(o.get("origType") or o.get("type"), VenueOrderType.MARKET)
-        stop = _f(o.get("stopPrice"))
+        stop = _v(o.get("stopPrice"))
         return VenueOrder(
             client_order_id=o["clientOrderId"], symbol=symbol, side=Side.BUY if o["side"] == "BUY" else Side.SELL,
-            qty=float(o["origQty"]), filled_qty=filled, avg_price=avg if avg > 0 and filled > 0 else None,
+            qty=_req(o["origQty"]), filled_qty=filled, avg_price=avg if avg > 0 and filled > 0 else None,
             state=state, type=typ, reduce_only=bool(o.get("reduceOnly")), stop_price=stop or None,
             venue_order_id=str(o.get("orderId", "")), updated_at=_utc_ms(o.get("updateTime")), reason=reason)
 
@@ -522,8 +570,8 @@ class BinanceFuturesClient:
         state = _ALGO_STATE.get(status, OrderState.SUBMITTED)
         filled, avg, reason = 0.0, None, None
         if actual is not None:
-            filled = _f(actual.get("executedQty"))
-            p = _f(actual.get("avgPrice"))
+            filled = _v(actual.get("executedQty"))
+            p = _v(actual.get("avgPrice"))
             avg = p if p > 0 and filled > 0 else None
             state = _STATE.get(actual.get("status"), state)
             if actual.get("status") in ("EXPIRED", "CANCELED", "REJECTED"):
@@ -532,7 +580,7 @@ class BinanceFuturesClient:
             state = OrderState.FILLED   # no actual order to look at: trust the service
         if status in ("EXPIRED", "REJECTED"):
             reason = f"algo order {status.lower()}"
-        qty = _f(a.get("quantity"))
+        qty = _v(a.get("quantity"))
         if qty == 0 and spec is not None:
             qty = spec.qty
         return VenueOrder(
@@ -540,13 +588,13 @@ class BinanceFuturesClient:
             qty=qty, filled_qty=filled, avg_price=avg, state=state,
             type=_TYPES.get(a.get("orderType"), VenueOrderType.STOP_MARKET),
             reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
-            stop_price=_f(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
+            stop_price=_v(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
             updated_at=_utc_ms(a.get("updateTime")), reason=reason)
 
     def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
         """An algo order, with its triggered order's fill when it has one."""
         actual = None
-        oid = a.get("actualOrderId")
+        oid = self._parse(what, lambda: a.get("actualOrderId"))
         if oid and str(oid) not in ("0", "-1") and a.get("algoStatus") in ("TRIGGERED", "FINISHED"):
             actual = self._maybe(what, self._c.futures_get_order, symbol=self.venue_symbol(symbol), orderId=oid)
         return self._parse(what, lambda: self._algo(a, symbol, actual=actual))

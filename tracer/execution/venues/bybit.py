@@ -38,6 +38,8 @@ P&L per fill is ``execPnl`` when Bybit sends it, else 0.
 """
 from __future__ import annotations
 
+import functools
+import math
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -103,14 +105,45 @@ def our_symbol(vs: str) -> str:
 
 
 def _f(v: Any, default: float = 0.0) -> float:
-    try:
-        return float(v) if v not in (None, "") else default
-    except (TypeError, ValueError):
+    """A number of a venue answer: ``default`` when absent (None or ""), else a finite float. Anything else
+    (``"abc"``, ``NaN``, ``Infinity``, ``1e999``, a 400-digit number, a list ...) raises ValueError, which the
+    public methods turn into :class:`Ambiguous` (a NaN quantity or price never reaches the broker)."""
+    if v is None or v == "":
         return default
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"not a number: {type(v).__name__}")
+    try:
+        x = float(v)
+    except OverflowError:
+        raise ValueError("number out of range") from None
+    if not math.isfinite(x):
+        raise ValueError(f"not a finite number: {v!r:.40}")
+    return x
 
 
 def _ts(ms: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc) if ms not in (None, "", "0") else None
+    if ms in (None, "", "0"):
+        return None
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):     # garbage, or a time no calendar has
+        return None
+
+
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, OSError)
+
+
+def _typed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A public client method whose reading of the venue's answer fails (a field missing, of the wrong type,
+    not a finite number) raises :class:`Ambiguous`: only typed venue errors leave the client."""
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except _MALFORMED as e:
+            raise Ambiguous(f"bybit {fn.__name__}: unexpected response ({type(e).__name__}: {str(e)[:160]})") \
+                from None
+    return wrapper
 
 
 def fmt_step(x: float, step: float) -> str:
@@ -175,6 +208,10 @@ class BybitFuturesClient:
             resp = fn(**params)
         except InvalidRequestError as e:
             code = e.status_code
+            if type(code) is not int or abs(code) >= 10 ** 9 or not isinstance(e.message, str):
+                # not a Bybit error code (a retCode of "abc", NaN, 1e400 ...): an unreadable answer, not a
+                # definite reject; the request may have been processed
+                raise Ambiguous(f"bybit {what}: unreadable retCode {str(code)[:40]!r}") from None
             if code in ok_codes:
                 return {"_retCode": code}
             raise self._ret_error(code, str(e.message), e.resp_headers, what) from None
@@ -192,7 +229,10 @@ class BybitFuturesClient:
             raise Ambiguous(f"bybit {what}: {type(e).__name__}") from None
         if not isinstance(resp, dict):
             raise Ambiguous(f"bybit {what}: unexpected response")
-        return resp.get("result") or {}
+        result = resp.get("result") or {}
+        if not isinstance(result, dict):
+            raise Ambiguous(f"bybit {what}: unexpected result {type(result).__name__}")
+        return result
 
     def _ret_error(self, code: Any, msg: str, headers: Any, what: str) -> VenueError:
         if code == 10004 and "origin_string" in msg:  # Bybit echoes the signed string (with the API key)
@@ -254,23 +294,30 @@ class BybitFuturesClient:
         return out
 
     # --- time ---------------------------------------------------------------------------------------
+    @_typed
     def _server_ms(self) -> int:
         res = self._call("get_server_time", "server time")
         if res.get("timeNano"):
             return int(res["timeNano"]) // 1_000_000
         return int(res["timeSecond"]) * 1000
 
+    @_typed
     def server_time(self) -> datetime:
         return datetime.fromtimestamp(self._server_ms() / 1000, tz=timezone.utc)
 
+    @_typed
     def sync_time(self) -> float:
         t0 = self._clock()
         srv = self._server_ms()
         t1 = self._clock()
-        self._offset_ms = srv - (t0 + t1) / 2 * 1000
+        offset = srv - (t0 + t1) / 2 * 1000
+        if not abs(offset) <= 366 * 86_400_000:     # a year off (or not a number): a broken answer, not a clock
+            raise ValueError(f"implausible server time offset {offset} ms")
+        self._offset_ms = offset
         return self._offset_ms
 
     # --- rules --------------------------------------------------------------------------------------
+    @_typed
     def rules(self, symbol: str) -> VenueRules:
         vs = venue_symbol(symbol)
         if vs not in self._rules:
@@ -280,9 +327,11 @@ class BybitFuturesClient:
                 raise OrderRejected(f"bybit: unknown symbol {vs}", code="unknown_symbol")
             i = items[0]
             pf, lf = i.get("priceFilter") or {}, i.get("lotSizeFilter") or {}
-            self._rules[vs] = VenueRules(tick_size=_f(pf.get("tickSize")), step_size=_f(lf.get("qtyStep")),
-                                         min_qty=_f(lf.get("minOrderQty")),
-                                         min_notional=_f(lf.get("minNotionalValue")))
+            r = VenueRules(tick_size=_f(pf.get("tickSize")), step_size=_f(lf.get("qtyStep")),
+                           min_qty=_f(lf.get("minOrderQty")), min_notional=_f(lf.get("minNotionalValue")))
+            if r.tick_size <= 0 or r.step_size <= 0:
+                raise ValueError(f"unusable filters: tick {r.tick_size}, step {r.step_size}")
+            self._rules[vs] = r
         return self._rules[vs]
 
     # --- orders -------------------------------------------------------------------------------------
@@ -295,6 +344,7 @@ class BybitFuturesClient:
             return 2 if stop else 1
         return 1 if stop else 2
 
+    @_typed
     def place_order(self, spec: OrderSpec) -> VenueOrder:
         vs = venue_symbol(spec.symbol)
         r = self.rules(spec.symbol)
@@ -311,7 +361,12 @@ class BybitFuturesClient:
                           triggerDirection=self._trigger_direction(spec), triggerBy="MarkPrice", reduceOnly=True)
         elif spec.reduce_only:
             params["reduceOnly"] = True
-        res = self._call("place_order", f"create order {spec.client_order_id}", **params)
+        try:
+            res = self._call("place_order", f"create order {spec.client_order_id}", **params)
+        except VenueError as e:
+            if type(e) is VenueError:           # an unclassified HTTP status (an HTML 400/404 page): the order
+                raise Ambiguous(str(e), status=e.status) from None   # may exist, so never a definite reject
+            raise
         venue_id = str(res.get("orderId") or "")
         try:
             got = self.get_order(spec.symbol, spec.client_order_id)
@@ -346,6 +401,7 @@ class BybitFuturesClient:
             stop_price=trigger if trigger > 0 else None, venue_order_id=str(o.get("orderId") or ""),
             updated_at=_ts(o.get("updatedTime")), reason=reason)
 
+    @_typed
     def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         vs = venue_symbol(symbol)
         for method in ("get_open_orders", "get_order_history"):
@@ -356,6 +412,7 @@ class BybitFuturesClient:
                     return self._order(o)
         return None
 
+    @_typed
     def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         self._call("cancel_order", f"cancel order {client_order_id}", ok_codes=frozenset(NOT_FOUND_CODES),
                          category=CATEGORY, symbol=venue_symbol(symbol), orderLinkId=client_order_id)
@@ -363,11 +420,13 @@ class BybitFuturesClient:
         # already filled reads FILLED; None when the venue never saw it
         return self.get_order(symbol, client_order_id)
 
+    @_typed
     def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         where = {"symbol": venue_symbol(symbol)} if symbol else {"settleCoin": SETTLE}
         rows = self._pages("get_open_orders", "open orders", category=CATEGORY, openOnly=0, limit=50, **where)
         return [self._order(o) for o in rows]
 
+    @_typed
     def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
         order = self.get_order(symbol, client_order_id)
         if order is None or not order.venue_order_id:
@@ -386,6 +445,7 @@ class BybitFuturesClient:
         return sorted(out, key=lambda f: f.ts)
 
     # --- account ------------------------------------------------------------------------------------
+    @_typed
     def positions(self) -> list[VenuePosition]:
         rows = self._pages("get_positions", "positions", category=CATEGORY, settleCoin=SETTLE, limit=200)
         out = []
@@ -404,6 +464,7 @@ class BybitFuturesClient:
                 unrealized_pnl=_f(p.get("unrealisedPnl")), mark_price=mark if mark > 0 else None))
         return out
 
+    @_typed
     def balance(self) -> VenueBalance:
         res = self._call("get_wallet_balance", "wallet balance", accountType=self.account_type, coin=SETTLE)
         accounts = res.get("list") or []
@@ -420,6 +481,7 @@ class BybitFuturesClient:
             available = wallet - _f(coin.get("totalPositionIM")) - _f(coin.get("totalOrderIM"))
         return VenueBalance(wallet=wallet, available=available, equity=_f(coin.get("equity"), wallet))
 
+    @_typed
     def prepare_symbol(self, symbol: str, leverage: int) -> None:
         vs, lev = venue_symbol(symbol), str(int(leverage))
         res = self._call("switch_margin_mode", f"isolated margin {vs}", ok_codes=frozenset({110026, 100028}),
@@ -431,6 +493,7 @@ class BybitFuturesClient:
         self._call("set_leverage", f"leverage {vs}", ok_codes=frozenset({110043}),
                    category=CATEGORY, symbol=vs, buyLeverage=lev, sellLeverage=lev)
 
+    @_typed
     def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
         vs = venue_symbol(symbol)
         end = datetime.fromtimestamp(self._now_ms() / 1000, tz=timezone.utc)
