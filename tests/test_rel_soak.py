@@ -47,7 +47,7 @@ MIN_BARS = 180          # TB_MIN_BARS default: cycles start once 180 bars exist
 LONG = dict(cycles=20_000, segment_start="2021-10-20T00:00:00Z", segment_bars=2_000,
             max_growth_pct=10.0, max_latency_ratio=1.5, sample_every=100, control=True)
 SHORT = dict(cycles=500, segment_start="2021-11-01T00:00:00Z", segment_bars=400,
-             max_growth_pct=25.0, max_latency_ratio=3.0, sample_every=25, control=False)
+             max_growth_pct=25.0, max_latency_ratio=None, sample_every=25, control=False)
 
 
 def _parse(ts: str) -> datetime:
@@ -229,7 +229,7 @@ def check(f: dict, cfg: dict) -> list[str]:
                        f"(limit {cfg['max_latency_ratio']})")
         if f["machine_slowdown"] <= 1.25 and f["latency_ratio"] > cfg["max_latency_ratio"]:
             bad.append(f"latency last 10% / 10-20% = {f['latency_ratio']} (limit {cfg['max_latency_ratio']})")
-    elif f["latency_ratio"] > cfg["max_latency_ratio"]:
+    elif cfg["max_latency_ratio"] is not None and f["latency_ratio"] > cfg["max_latency_ratio"]:
         bad.append(f"latency last 10% / 10-20% = {f['latency_ratio']} (limit {cfg['max_latency_ratio']})")
     return bad
 
@@ -241,10 +241,12 @@ def _run(tmp_path: Path, reliability, agent: str, cfg: dict, label: str) -> None
         f"soak: {agent} agent, {cfg['cycles']:,} cycles{label}", trials=f["cycles"],
         checked=(f"{cfg['cycles']:,} in-process cycles (build + AgentLoop.run, real SQLite and log file); RSS "
                  f"growth after warm-up ({cfg['cycles'] // 10:,} cycles) < {cfg['max_growth_pct']:g}%, fds and "
-                 f"threads not above warm-up, median latency of the last 10% <= {cfg['max_latency_ratio']:g}x "
-                 + ("that of a fresh control agent run alternately with it on the same bars and headlines, and "
-                    "<= that factor x the 10%-20% window (same bars) unless the control shows the machine itself "
-                    "slowed by > 25%" if cfg["control"] else "that of the 10%-20% window (same bars and headlines)")),
+                 f"threads not above warm-up"
+                 + ((f", median latency of the last 10% <= {cfg['max_latency_ratio']:g}x that of a fresh control "
+                     "agent run alternately with it on the same bars and headlines, and <= that factor x the "
+                     "10%-20% window (same bars) unless the control shows the machine itself slowed by > 25%")
+                    if cfg["control"] else "; latency recorded, not asserted (a short run on a shared machine is "
+                                           "too noisy: the long variant checks it against a control agent)")),
         ok=not bad, problems="; ".join(bad) or None, **f)
     assert not bad, f"{bad}\n{f}"
 
