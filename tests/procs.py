@@ -1,6 +1,7 @@
 """Helpers shared by the tests that run processes and shell scripts for real."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -37,3 +38,14 @@ def db(tmp: Path) -> Iterator[sqlite3.Connection]:
         c.commit()
     finally:
         c.close()
+
+
+class ListHandler(logging.Handler):
+    """Keeps every log message in ``lines`` (for asserting on an agent's log in process)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())

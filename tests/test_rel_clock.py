@@ -37,13 +37,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return c
 
 
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
+from procs import ListHandler  # noqa: E402
 
 
 def quiet_logger(name: str) -> tuple[logging.Logger, ListHandler]:

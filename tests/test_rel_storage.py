@@ -262,13 +262,7 @@ c.execute("COMMIT")
 """
 
 
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
+from procs import ListHandler  # noqa: E402
 
 
 def hold_lock(dbfile: Path, seconds: float) -> subprocess.Popen:

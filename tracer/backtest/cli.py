@@ -27,13 +27,14 @@ def add_parser(sub) -> None:
     b.add_argument("--no-plot", action="store_true", help="skip report.png")
 
 
-def _when(s: str | None, opt: str) -> datetime | None:
+def _when(s: str | None, opt: str, prog: str = "tracer backtest") -> datetime | None:
+    """An ISO 8601 date/time option as UTC (a naive one is UTC); a clear exit naming the option otherwise."""
     if not s:
         return None
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise SystemExit(f"tracer backtest: {opt} {s!r} is not an ISO 8601 date/time") from None
+        raise SystemExit(f"{prog}: {opt} {s!r} is not an ISO 8601 date/time") from None
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 

@@ -63,13 +63,8 @@ def dispatch(args, env_file: str = ".env") -> int:
 
 
 def _when(s: str | None, opt: str) -> datetime | None:
-    if not s:
-        return None
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"tracer optimize: {opt} {s!r} is not an ISO 8601 date/time") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    from tracer.backtest.cli import _when as when
+    return when(s, opt, "tracer optimize")
 
 
 def data_window(s, symbols, data_dir: Path | None, interval: timedelta) -> tuple[datetime, datetime]:
