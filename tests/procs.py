@@ -28,6 +28,21 @@ def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def committed_cycles(dbfile: Path, timeout: float = 5.0) -> int:
+    """The id of the last committed cycle (``runs``) in an agent's DB, read-only; 0 before the DB exists
+    or while it cannot be read (another process may be writing it)."""
+    if not dbfile.exists():
+        return 0
+    try:
+        c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=timeout)
+        try:
+            return int(c.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0])
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return 0
+
+
 @contextmanager
 def db(tmp: Path) -> Iterator[sqlite3.Connection]:
     """The test system's DB (``<tmp>/state/t.db``), committed and closed on exit."""

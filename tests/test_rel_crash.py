@@ -35,6 +35,7 @@ import pytest
 from fakes.alpaca_trading import ASSETS as ALPACA_ASSETS
 from fakes.alpaca_trading import FakeAlpacaTrading
 from test_hybrid_e2e import agent_env
+from procs import committed_cycles
 from test_venue_crash import KillingVenue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,22 +279,9 @@ class HybridSide:
         return {"positions": len(db_pos), "resting": len(db_open), "fills": fills, "cash": round(float(v.cash), 2)}
 
 
-def _max_cycle(dbfile: Path) -> int:
-    if not dbfile.exists():
-        return 0
-    try:
-        c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(c.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0])
-        finally:
-            c.close()
-    except sqlite3.Error:
-        return 0
-
-
 def _wait_first_cycle(p: subprocess.Popen, dbfile: Path, before: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and p.poll() is None and _max_cycle(dbfile) <= before:
+    while time.monotonic() < deadline and p.poll() is None and committed_cycles(dbfile) <= before:
         time.sleep(0.02)
 
 
@@ -329,7 +317,7 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
             during_startup = rng.random() < 0.2
             delay = rng.uniform(0.3, 2.5) if during_startup else rng.uniform(0.0, 2.5)
             if not during_startup:
-                _wait_first_cycle(p, dbfile, _max_cycle(dbfile), timeout=60)
+                _wait_first_cycle(p, dbfile, committed_cycles(dbfile), timeout=60)
             try:
                 p.wait(timeout=delay)
             except subprocess.TimeoutExpired:

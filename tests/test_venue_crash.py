@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures
+from procs import committed_cycles
 from test_hybrid_e2e import agent_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,20 +48,6 @@ class KillingVenue(FakeBinanceFutures):
             except ProcessLookupError:
                 pass
         return out
-
-
-def runs(dbfile: Path) -> int:
-    """Committed cycles so far (0 before the DB exists)."""
-    if not dbfile.exists():
-        return 0
-    try:
-        c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=1)
-        try:
-            return int(c.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-        finally:
-            c.close()
-    except sqlite3.Error:
-        return 0
 
 
 def follow_prices(venue: FakeBinanceFutures, dbfile: Path, stop: threading.Event) -> None:
@@ -113,9 +100,9 @@ def crashed(tmp_path_factory):
                 if rng.random() < 0.2:
                     delay = rng.uniform(0.2, 1.5)                 # during start-up / reconciliation
                 else:                                             # in the cycles: after the first new one
-                    before = runs(dbfile)
+                    before = committed_cycles(dbfile, timeout=1)
                     deadline = time.time() + 120
-                    while runs(dbfile) == before and p.poll() is None and time.time() < deadline:
+                    while committed_cycles(dbfile, timeout=1) == before and p.poll() is None and time.time() < deadline:
                         time.sleep(0.05)
                     delay = rng.uniform(0.05, 2.5)
                 try:
