@@ -11,8 +11,8 @@ import pytest
 from fakes.binance_futures_venue import FakeBinanceFutures
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
                                     RateLimited, TimestampDrift, VenueError, VenueOrderType, VenueUnavailable)
-from tracer.execution.venues.binance_futures import (BinanceFuturesClient, format_step, translate_api_error,
-                                                     translate_request_error)
+from tracer.execution.venues.binance_futures import (BinanceFuturesClient, WeightThrottle, format_step,
+                                                     translate_api_error, translate_request_error)
 from tracer.models import OrderState, PositionSide, Side
 
 KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"
@@ -477,3 +477,77 @@ def test_datetime_clock_is_accepted(venue):
     c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.3, clock=lambda: datetime.now(timezone.utc))
     assert c.balance().wallet == 10_000.0
     assert abs(c.sync_time()) < 500
+
+
+# --- request weight ------------------------------------------------------------------------------------
+def test_weight_limit_comes_from_exchange_info(client):
+    assert client.throttle.limit == 2400
+    client.throttle.limit = 1
+    client.rules(BTC)
+    assert client.throttle.limit == 2400                         # REQUEST_WEIGHT / 1 MINUTE of rateLimits
+
+
+def test_requests_wait_for_the_next_minute_near_the_weight_limit(venue):
+    """The venue's X-MBX-USED-WEIGHT-1M at 90% of the limit or more: the next request waits for the next
+    venue minute (on the client's clock plus the venue offset), once; under it, nothing waits."""
+    now = [1_699_999_990.0]                                      # 10 s into a minute
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, clock=lambda: now[0],
+                             throttle=WeightThrottle(sleep=sleep))
+    venue.used_weight = 2159                                      # just under 90% of 2,400
+    c.server_time()
+    c.server_time()
+    assert waits == [] and c.throttle.used == 2159
+    venue.used_weight = 2160
+    c.server_time()                                                   # answered: 2,160 used this minute
+    assert waits == []
+    venue.used_weight = 40                                        # the venue's new minute
+    n = len(venue.requests)
+    c.server_time()
+    assert len(waits) == 1 and 49.5 < waits[0] < 51.0            # to the next minute (+0.25 s margin)
+    assert len(venue.requests) == n + 1                          # then sent, once
+    c.server_time()
+    assert len(waits) == 1 and c.throttle.used == 40 and c.throttle.waits == 1
+    venue.used_weight = 2300
+    c.server_time()
+    now[0] += 60                                                  # the minute passed on its own: no wait
+    c.server_time()
+    assert len(waits) == 1
+
+
+def test_rejected_answers_do_not_feed_the_throttle(venue):
+    waits: list[float] = []
+    c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, throttle=WeightThrottle(sleep=waits.append))
+    venue.inject("GET /fapi/v2/account", 429, retry_after=7, used_weight=2401)
+    with pytest.raises(RateLimited):
+        c.balance()
+    c.balance()                                                   # the 429's wait is the caller's (Retry-After)
+    assert waits == [] and c.throttle.used == 12
+
+
+@pytest.mark.parametrize("rate_limits,expected", [
+    ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}], 6000),
+    ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 2, "limit": 6000}], 3000),
+    ([{"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200}], 2400),
+    ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": "x"}], 2400),
+    ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 1, "limit": 50}], 2400),
+    ("garbage", 2400), (None, 2400), ([None, 3], 2400),
+])
+def test_weight_limit_parsing(rate_limits, expected):
+    t = WeightThrottle()
+    t.set_limit(rate_limits)
+    assert t.limit == expected
+
+
+def test_unreadable_weight_header_changes_nothing():
+    t = WeightThrottle(sleep=lambda s: pytest.fail("no wait expected"))
+    t.after_response("2300", 120.0)
+    for bad in (None, "", "abc", "nan", "-5"):
+        t.after_response(bad, 121.0)
+    assert t.used == 2300
+    t.before_request(181.0)                                       # a later minute: no wait

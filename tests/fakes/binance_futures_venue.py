@@ -52,7 +52,8 @@ socket (connections refused), ``up()`` opens it again on the same port.
 Also served: ``/fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/premiumIndex`` (the marks), ``/fapi/v1/klines``
 (the bars of :mod:`fakes.market`), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
 ``/fapi/v1/userTrades``, ``/fapi/v1/income``, ``/fapi/v1/marginType``, ``/fapi/v1/leverage``, ``/fapi/v1/openOrders``,
-``/fapi/v1/openAlgoOrders``. Every response carries ``X-MBX-USED-WEIGHT-1M``; connections are not kept alive.
+``/fapi/v1/openAlgoOrders``. Every response carries ``X-MBX-USED-WEIGHT-1M`` (``used_weight``, 12 unless set);
+``exchangeInfo`` carries Binance's ``rateLimits``; connections are not kept alive.
 """
 from __future__ import annotations
 
@@ -93,6 +94,9 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "SOLUSDT": SymbolSpec(D("0.01"), D("1"), D("1"), D("5"), 75),
 }
 
+RATE_LIMITS = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+               {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+               {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300}]
 CONDITIONAL = ("STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET", "STOP", "TAKE_PROFIT")
 
 ERRORS: dict[int, tuple[int, str]] = {
@@ -171,6 +175,7 @@ class FakeBinanceFutures(FakeServer):
         self.taker_fee, self.mmr = taker_fee, mmr
         self.fee_asset = "USDT"
         self.clock_offset_ms = 0
+        self.used_weight = 12                             # what X-MBX-USED-WEIGHT-1M says on every answer
         self.balance = float(wallet)                      # USDT wallet (isolated margins included)
         self.prices: dict[str, float] = dict(prices or {"BTCUSDT": 42000.0, "ETHUSDT": 2500.0, "SOLUSDT": 100.0})
         self.leverage: dict[str, int] = {s: 20 for s in SYMBOLS}
@@ -371,7 +376,7 @@ class FakeBinanceFutures(FakeServer):
                     return 503, {}, "<html><body>503 Service Unavailable</body></html>"
                 raise _Drop()
         headers = dict(headers)
-        headers.setdefault("X-MBX-USED-WEIGHT-1M", "12")
+        headers.setdefault("X-MBX-USED-WEIGHT-1M", str(self.used_weight))
         return status, headers, payload
 
     def _fault_before(self, f: _Fault) -> Response | None:
@@ -487,7 +492,7 @@ class FakeBinanceFutures(FakeServer):
                 "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
                                "TRAILING_STOP_MARKET"],
             })
-        return {"timezone": "UTC", "serverTime": self.now_ms(), "rateLimits": [], "assets": [], "symbols": syms}
+        return {"timezone": "UTC", "serverTime": self.now_ms(), "rateLimits": RATE_LIMITS, "assets": [], "symbols": syms}
 
     def _premium_index(self, params: dict[str, str]) -> Any:
         def one(s: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Binance USD-M perpetuals as a :class:`tracer.execution.venue.VenueClient`, over python-binance's ``Client``.
 
 Thin: one venue call per method where possible, no retries, no trading state (the venue is the truth);
-the only caches are the exchange rules and what :meth:`prepare_symbol` already set. Every python-binance
+the only caches are the exchange rules and what :meth:`prepare_symbol` already set. Requests wait for the
+next minute when the venue's used-weight header nears its limit (:class:`WeightThrottle`). Every python-binance
 / requests error is translated into the typed errors of :mod:`tracer.execution.venue` (see
 :func:`translate_api_error`); nothing else escapes.
 
@@ -30,6 +31,7 @@ Checked against python-binance 1.0.37 (``binance/client.py``, ``binance/base_cli
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import time
@@ -41,10 +43,11 @@ from tracer.execution.broker import VenueRules
 from tracer.execution.venue import (Ambiguous, AuthError, FundingPayment, InsufficientMargin, IpBanned, OrderRejected,
                                     OrderSpec, RateLimited, TimestampDrift, VenueBalance, VenueError, VenueFill,
                                     VenueOrder, VenueOrderType, VenuePosition, VenueUnavailable, is_test_url)
+from tracer.logs import kv
 from tracer.models import OrderState, PositionSide, Side
 from tracer.symbols import binance_symbol
 
-__all__ = ["BinanceFuturesClient", "translate_api_error", "translate_request_error", "format_step",
+__all__ = ["BinanceFuturesClient", "WeightThrottle", "translate_api_error", "translate_request_error", "format_step",
            "LIVE_URL"]
 
 LIVE_URL = "https://fapi.binance.com"
@@ -200,6 +203,57 @@ def translate_request_error(e: BaseException, what: str) -> VenueError:
     return Ambiguous(f"{what}: request failed ({name})")
 
 
+class WeightThrottle:
+    """Keeps a client under Binance's IP request-weight limit instead of running into it: Binance counts
+    weight per calendar minute (``X-MBX-USED-WEIGHT-1M`` on every answer), answers 429 past the limit and
+    bans the IP (418, minutes to days) for clients that keep going. When the last answer said the used
+    weight is at ``headroom`` of the limit or more, the next request waits for the next minute on the
+    venue's clock (at most 61 s, once per minute; the agent's cycles are an hour apart). Only successful
+    answers count: a 429/418 is the caller's :class:`RateLimited` / :class:`IpBanned`, with its own wait.
+
+    ``limit``: the venue's ``REQUEST_WEIGHT`` per minute, from ``exchangeInfo`` (2,400 until then).
+    ``sleep``: injectable for tests. ``waits`` / ``waited_s`` count what it did.
+    """
+
+    def __init__(self, limit: int = 2400, headroom: float = 0.9, sleep: Callable[[float], None] = time.sleep,
+                 log: logging.Logger | None = None) -> None:
+        self.limit = int(limit)
+        self.headroom = float(headroom)
+        self._sleep = sleep
+        self._log = log or logging.getLogger("tracer.venue.binance")
+        self.used = 0
+        self._minute = -1          # the venue minute ``used`` belongs to
+        self.waits = 0
+        self.waited_s = 0.0
+
+    def after_response(self, header: Any, now_s: float) -> None:
+        """Record the weight the venue reported; an absent or unreadable header changes nothing."""
+        w = _f(header, -1.0)
+        if w >= 0 and math.isfinite(w):
+            self.used, self._minute = int(w), int(now_s // 60)
+
+    def before_request(self, now_s: float) -> None:
+        if int(now_s // 60) != self._minute or self.used < self.headroom * self.limit:
+            return
+        wait = min(61.0, (self._minute + 1) * 60 - now_s + 0.25)
+        self._log.warning(kv("venue_weight_throttle", venue="binance", used_weight=self.used, limit=self.limit,
+                             wait_s=round(wait, 2)))
+        self.waits += 1
+        self.waited_s += wait
+        self._sleep(wait)
+        self.used, self._minute = 0, -1     # a new minute: the next answer says how much of it is used
+
+    def set_limit(self, rate_limits: Any) -> None:
+        """The per-minute ``REQUEST_WEIGHT`` from ``exchangeInfo``'s ``rateLimits`` (kept when absent)."""
+        for r in rate_limits if isinstance(rate_limits, list) else ():
+            if (isinstance(r, dict) and r.get("rateLimitType") == "REQUEST_WEIGHT"
+                    and r.get("interval") == "MINUTE" and _f(r.get("intervalNum"), 0) >= 1):
+                per_min = _f(r.get("limit"), 0) / _f(r.get("intervalNum"), 1)
+                if 0 < per_min < math.inf:
+                    self.limit = int(per_min)
+                    return
+
+
 def _epoch_s(clock: Callable[[], Any]) -> float:
     """``clock()`` in epoch seconds; a clock may return a float (``time.time``) or an aware datetime."""
     v = clock()
@@ -211,15 +265,26 @@ def _make_client_class():
     from binance.client import Client
 
     class _Client(Client):  # one subclass, overriding only _request
-        """python-binance's Client whose signed timestamps follow our clock plus the venue offset."""
+        """python-binance's Client whose signed timestamps follow our clock plus the venue offset, and which
+        keeps under the venue's request-weight limit (see :class:`WeightThrottle`)."""
         tb_clock: Callable[[], float] | None = None
         tb_offset_ms: float = 0.0
+        tb_throttle: "WeightThrottle | None" = None
 
         def _request(self, method, uri, signed, force_params=False, **kwargs):  # noqa: ANN001
             # python-binance signs with time.time() * 1000 + timestamp_offset (base_client._get_request_kwargs)
             extra = (_epoch_s(self.tb_clock) - time.time()) * 1000 if self.tb_clock is not None else 0.0
             self.timestamp_offset = self.tb_offset_ms + extra
-            return super()._request(method, uri, signed, force_params, **kwargs)
+            throttle = self.tb_throttle
+            if throttle is not None:
+                throttle.before_request((time.time() * 1000 + self.timestamp_offset) / 1000)
+            self.response = None
+            try:
+                return super()._request(method, uri, signed, force_params, **kwargs)
+            finally:
+                if throttle is not None and self.response is not None and self.response.status_code < 400:
+                    throttle.after_response(self.response.headers.get("X-MBX-USED-WEIGHT-1M"),
+                                            (time.time() * 1000 + self.timestamp_offset) / 1000)
 
     return _Client
 
@@ -242,7 +307,8 @@ class BinanceFuturesClient:
 
     def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
                  recv_window_ms: int = 5000, symbols_map: dict[str, str] | None = None,
-                 clock: Callable[[], float | datetime] | None = None) -> None:
+                 clock: Callable[[], float | datetime] | None = None,
+                 throttle: WeightThrottle | None = None) -> None:
         root = (base_url or LIVE_URL).rstrip("/")
         if root.endswith("/fapi"):          # tolerate a root given with the API prefix
             root = root[: -len("/fapi")]
@@ -260,6 +326,7 @@ class BinanceFuturesClient:
         c.REQUEST_TIMEOUT = self.timeout_s
         c.REQUEST_RECVWINDOW = int(recv_window_ms)
         c.tb_clock = clock
+        c.tb_throttle = self.throttle = throttle or WeightThrottle()
         self._c = c
         self._rules: dict[str, VenueRules] = {}
         self._prepared: dict[str, int] = {}
@@ -362,6 +429,7 @@ class BinanceFuturesClient:
             return out
 
         self._rules.update(self._parse("exchange_info", parse))
+        self.throttle.set_limit(info.get("rateLimits") if isinstance(info, dict) else None)
 
     # --- orders ---------------------------------------------------------------------------------------------
     def _post_order(self, what: str, **params: Any) -> Any:
