@@ -28,6 +28,7 @@ from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
 from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
+from tracer.agents import fault_journal
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
@@ -165,6 +166,10 @@ class AgentLoop:
     def start(self) -> datetime | None:
         """Restore state from the DB, reconcile open orders, and return the first clock to run."""
         st = self.store
+        if self.s.state_dir is not None:     # orders sent while the DB could not take them (storage fault)
+            got = fault_journal.import_into(st, fault_journal.journal_path(self.s.state_dir, self.agent), self.agent)
+            if got:
+                self.log.warning(kv("fault_orders_imported", count=len(got), client_order_ids=",".join(got)))
         acct = st.account(self.agent)
         if acct is None:
             capital = self.initial_capital
@@ -268,15 +273,17 @@ class AgentLoop:
         self.clock = self.processed_until = now
         return res
 
-    def _process_bars(self, snap: Snapshot, now: datetime) -> BarReport:
+    def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None) -> BarReport:
+        """The broker sees the bars that closed after ``after`` (default: the last processed clock)."""
         # a venue broker first learns what happened on the venue (fills, stops, liquidations)
         total = self.broker.sync(now) if self.venue else BarReport()  # type: ignore[attr-defined]
         interval = self.feed.interval
+        after = self.processed_until if after is None else after
         for sym, bars in snap.bars.items():
             ts_index = bars.index
             start = 0
-            if self.processed_until is not None:
-                cutoff = self.processed_until - interval   # bars with ts > cutoff are new
+            if after is not None:
+                cutoff = after - interval   # bars with ts > cutoff are new
                 start = int(np.searchsorted(ts_index.asi8, cutoff.timestamp() * 1e9, side="right"))
             else:
                 start = len(bars) - 1
@@ -429,12 +436,23 @@ class AgentLoop:
 
     def _send_broker_orders(self, orders) -> None:
         """The broker's own orders: written as new (a no-op when the cycle already wrote them), then sent."""
-        for o, br in orders:
-            with self.store.transaction():
-                self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
+        orders = list(orders)
+        for i, (o, br) in enumerate(orders):
+            try:
+                with self.store.transaction():
+                    self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
+            except Exception:
+                # a storage fault: the unsent orders go back to the broker (sent during the fault, journaled,
+                # by _exits_during_fault, or after it); none is lost with the exception
+                self.broker.requeue(orders[i:])  # type: ignore[attr-defined]
+                raise
             upd = self.broker.submit(o, br)
-            with self.store.transaction():
-                self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
+            try:
+                with self.store.transaction():
+                    self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
+            except Exception:
+                self.broker.requeue(orders[i + 1:])  # type: ignore[attr-defined]
+                raise           # this one is in the DB as new: reconciliation asks the venue for it
             self.log.info(kv("order_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
                              side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason))
 
@@ -541,12 +559,14 @@ class AgentLoop:
         """The DB could not take the cycle (locked past the busy timeout, read-only, disk full, I/O error).
 
         The cycle's transaction was rolled back, so none of its orders exists and none was sent (orders are
-        sent only after the commit). Log and alert (outbox, else ``logs/alerts.log``), wait with a doubling
+        sent only after the commit); a venue agent still sends its due exits (:meth:`_exits_during_fault`).
+        Log and alert (outbox, else ``logs/alerts.log``), wait with a doubling
         backoff, then recover through the start-up path: reopen the DB, rebuild the paper broker as built
         and restore it from the DB (it processed bars the DB never got), resume after the last committed
         cycle. Repeats until the DB takes writes again; returns the clock to run (None: stop requested)."""
         while True:
             wait = self._note_fault(clock, e)
+            self._exits_during_fault(clock)
             if self.stop_event.wait(wait):
                 return None
             try:
@@ -563,6 +583,66 @@ class AgentLoop:
                     raise
                 e = e2
 
+    def _exits_during_fault(self, clock: datetime | None) -> None:
+        """A venue agent keeps managing its exits while the DB cannot take a cycle, where it can.
+
+        No entry is ever sent. The broker (the venue agent's, kept through the fault) learns from the venue
+        what happened (fills, venue stops), sees the bars that closed since (a live feed's newest close;
+        a replay stays at the clock that failed), and its due reduce-only orders are sent: agent-side exits
+        (stop, target, trailing, time, volatility) and the protective stops of fills it learned of. Each is
+        journaled durably first (:mod:`tracer.agents.fault_journal`) and not sent when that fails (the
+        disk may be full). Exit ids are deterministic per position, so nothing can be sent twice; at
+        recovery the journal goes to the DB and reconciliation books the venue's fills. A paper agent has
+        nothing to do here: its bars wait with it (the missed ones are processed when the DB is back)."""
+        if not self.venue or clock is None or self.s.state_dir is None:
+            return
+        b = self.broker
+        fault = self.storage_fault or {}
+        try:
+            seen = fault.setdefault("bars_seen", iso(clock))      # the failed cycle processed the bars to it
+            latest = getattr(self.feed, "latest_time", None)
+            t = max(clock, latest()) if callable(latest) else clock
+            if t > parse_iso(seen):
+                held = {p.symbol for p in b.positions()}
+                snap = self.feed.snapshot(t)
+                snap = replace(snap, bars={s: df for s, df in snap.bars.items() if s in held})
+                self._process_bars(snap, t, after=parse_iso(seen))
+                fault["bars_seen"] = iso(t)
+            else:
+                b.sync(t)  # type: ignore[attr-defined]
+            due = b.take_outbox()  # type: ignore[attr-defined]
+        except Exception as e:  # the feed or the venue failing too: try again at the next attempt
+            self.log.error(kv("fault_exits_unavailable", error=type(e).__name__, message=str(e)[:200]))
+            return
+        journal = fault_journal.journal_path(self.s.state_dir, self.agent)
+        keep = []
+        for o, br in due:
+            if not o.reduce_only:
+                keep.append((o, br))
+                continue
+            venue = b.venue_for(o)  # type: ignore[attr-defined]
+            try:
+                fault_journal.append(journal, o, venue, self.storage_fault)
+            except OSError as e:
+                self.log.error(kv("fault_exit_not_sent", client_order_id=o.client_order_id, symbol=o.symbol,
+                                  reason=o.reason, error=type(e).__name__, why="journal not writable"))
+                keep.append((o, br))
+                continue
+            try:
+                upd = b.submit(o, br)
+            except Exception as e:       # e.g. the DB read in submit: it stays journaled, reconciled later
+                self.log.error(kv("fault_exit_not_sent", client_order_id=o.client_order_id, error=type(e).__name__))
+                keep.append((o, br))
+                continue
+            fault["exits_sent"] = fault.get("exits_sent", 0) + 1
+            self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
+                                side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason,
+                                venue=venue))
+            if upd.state is OrderState.NEW:      # not sent or not confirmed: asked again next attempt
+                keep.append((o, br))
+        if keep:
+            b.requeue(keep)  # type: ignore[attr-defined]
+
     def _note_fault(self, clock: datetime | None, e: BaseException) -> float:
         """Record one failed attempt (log, state file; alert on the first); returns the wait before the next."""
         f = self.storage_fault
@@ -574,12 +654,13 @@ class AgentLoop:
         f["error"], f["last"] = err, iso(utcnow())
         wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f["attempts"] - 1, 20))
         self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f["clock"],
-                          attempt=f["attempts"], retry_in_s=round(wait, 2), action="no new orders until it clears"))
+                          attempt=f["attempts"], retry_in_s=round(wait, 2), action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
         self._fault_file(f)
         if f["attempts"] == 1:
             alert_or_log(self.store, self.s, "storage_fault",
                          f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take the cycle at clock {f['clock']} "
-                         f"({err}). No order is sent until it clears; retrying with backoff up to "
+                         f"({err}). No position is opened until it clears"
+                         f"{' (due exits are still sent to the venue, journaled)' if self.venue else ''}; retrying with backoff up to "
                          f"{self.storage_backoff_max_s:g} s. Check the disk, the file's permissions and who holds "
                          f"the lock.", self.agent)
         return wait

@@ -133,6 +133,10 @@ class LiveFeed:
         """The last bar close at or before the wall clock (history comes from the venues)."""
         return self._boundary_at_or_before(self.clock())
 
+    def latest_time(self) -> datetime:
+        """The latest bar close at or before the wall clock (no wait)."""
+        return self._boundary_at_or_before(self.clock())
+
     def next_time(self, after: datetime) -> datetime:
         """The first bar close after ``after``, sleeping until the wall clock is past it (+ settle).
 

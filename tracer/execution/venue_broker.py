@@ -306,6 +306,18 @@ class VenueBroker:
         except Exception as e:
             self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
 
+    def venue_for(self, order: Order) -> str:
+        """Where :meth:`submit` sends ``order``: a closing order to the venue holding its position, anything
+        else to the entry venue (the main one, or the backup while the main one is down or banned)."""
+        pos = self._positions.get(order.symbol)
+        venue = self._pos_venue.get(order.symbol) if (order.reduce_only and pos is not None) else None
+        return venue or self._entry_venue()
+
+    def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None:
+        """Put orders taken with :meth:`take_outbox` but not sent (a storage fault stopped the sending) back
+        at the front of the outbox."""
+        self._outbox[:0] = list(orders)
+
     def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
         """Send one order safely. Returns SUBMITTED when the venue has it (its fills are booked by the
         next :meth:`sync`), REJECTED with the reason, or NEW when it could not be sent or confirmed
@@ -318,8 +330,7 @@ class VenueBroker:
             # a client id is sent at most once: a refused exit is not re-sent under the same id
             return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
         pos = self._positions.get(order.symbol)
-        venue = self._pos_venue.get(order.symbol) if (order.reduce_only and pos is not None) else self._entry_venue()
-        venue = venue or self._entry_venue()
+        venue = self.venue_for(order)
         client = self.venues[venue].client
         try:
             rules = self._call(venue, "rules", order.symbol)

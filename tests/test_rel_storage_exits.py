@@ -1,0 +1,323 @@
+"""Reliability (issue 10): a venue agent keeps managing its exits while the DB cannot take writes.
+
+The hybrid agent on the fake Alpaca (real alpaca-py over HTTP), in process, with a short busy timeout.
+A second process-like connection holds ``BEGIN EXCLUSIVE`` on the agent's DB (WAL: the agent can read,
+not write) over a cycle in which a position's time stop (``TB_MAX_HOLD_H=1``) is due. The cycle cannot
+commit; the agent must still send that exit (journaled first), send no entry, and when the lock goes,
+book the venue's fill from the journal and reconciliation: DB and venue agree, nothing twice.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import stat
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fakes.alpaca_trading import FakeAlpacaTrading
+from procs import wait_for
+from test_hybrid_e2e import agent_env
+from test_rel_clock import BundledSource, FakeWall, quiet_logger
+from tracer.agents import fault_journal
+from tracer.config import load_settings
+from tracer.db import Store, iso, utcnow
+from tracer.models import Order, OrderType, Side
+
+CASH = 100_000.0
+PRICES = (("BTC/USD", 47000.0), ("ETH/USD", 3700.0), ("DOGE/USD", 0.17))
+
+
+def _settings(tmp: Path, venue: FakeAlpacaTrading, **extra: str):
+    env = agent_env(tmp, TB_VENUE_HYBRID="alpaca", TB_ALPACA_TRADING_URL=venue.url, TB_ALPACA_API_KEY="ak",
+                    TB_ALPACA_SECRET_KEY="as", TB_SYMBOLS=",".join(s for s, _ in PRICES),
+                    TB_SENTIMENT_SCORER="lexicon", TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-06-06T00:00:00Z",
+                    TB_NOTIFY_CONSOLE="false", TB_MAX_HOLD_H="1")
+    env.update(extra)
+    return load_settings(environ=env, dotenv_path=None)
+
+
+def _loop(tmp: Path, venue: FakeAlpacaTrading):
+    from tracer.agents.hybrid import build
+    settings = _settings(tmp, venue)
+    log, h = quiet_logger(f"rel_storage_exits.{tmp.name}")
+    store = Store(settings.db_path, busy_timeout_s=0.3)
+    loop = build(settings, log, store)
+    loop.storage_backoff_s, loop.storage_backoff_max_s = 0.05, 0.2
+    return loop, h, settings
+
+
+def _start_agent(make_loop) -> tuple[threading.Thread, dict]:
+    """The agent in its own thread (its SQLite connection is that thread's): cycles until it holds a
+    position, then, once ``state["locked"]`` is set, one more cycle (the test holds the DB lock by then).
+    Returns when it holds one."""
+    held, state = threading.Event(), {"locked": threading.Event()}
+
+    def agent() -> None:
+        loop = None
+        try:
+            loop, h, settings = make_loop()
+            state.update(loop=loop, h=h, settings=settings)
+            for _ in range(400):                          # cycles until an entry fills and the agent holds it
+                loop.run(cycles=1)
+                if loop.broker.positions():
+                    break
+            state["held"] = {p.symbol: p for p in loop.broker.positions()}
+            state["entry_clock"] = loop.processed_until
+            held.set()
+            if state["held"] and state["locked"].wait(60):
+                loop.run(cycles=1)                        # the cycle under the lock
+        except BaseException as e:  # noqa: BLE001  (reported by the test thread)
+            state["error"] = e
+        finally:
+            held.set()
+            if loop is not None:
+                loop.store.close()
+
+    runner = threading.Thread(target=agent, daemon=True)
+    runner.start()
+    assert held.wait(300)
+    assert "error" not in state, state.get("error")
+    assert state["held"], "no position opened in 400 cycles"
+    return runner, state
+
+
+def _agrees_with_venue(c: sqlite3.Connection, venue: FakeAlpacaTrading) -> None:
+    """DB == venue: open positions (a dust remainder is not one) and cash; no client id twice anywhere."""
+    db_pos = {r[0]: round(r[1], 8) for r in
+              c.execute("SELECT symbol, qty FROM positions WHERE agent='hybrid' AND status='open'")}
+    venue_pos = {s: round(float(q), 8) for s, q in venue.holdings.items()
+                 if q > 0 and q * venue.prices.get(s, Decimal(0)) >= 10}
+    assert db_pos == venue_pos
+    assert c.execute("SELECT cash FROM accounts WHERE agent='hybrid'").fetchone()[0] == \
+        pytest.approx(float(venue.cash), abs=0.01)
+    cids = [r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE agent='hybrid'")]
+    assert len(cids) == len(set(cids))
+    venue_cids = [o["client_order_id"] for o in venue.orders.values()]
+    assert len(venue_cids) == len(set(venue_cids))
+
+
+def _sells(venue: FakeAlpacaTrading) -> list[dict]:
+    return [o for o in venue.orders.values() if o["side"] == "sell"]
+
+
+def test_exits_are_sent_while_the_db_is_locked_and_booked_after(tmp_path, reliability):
+    venue = FakeAlpacaTrading(("ak", "as"), cash=CASH)
+    for sym, px in PRICES:
+        venue.set_price(sym, px)
+    with venue:
+        runner, state = _start_agent(lambda: _loop(tmp_path, venue))
+        loop, h, settings = state["loop"], state["h"], state["settings"]
+        dbfile = Path(settings.db_path)
+        journal = fault_journal.journal_path(settings.state_dir, "hybrid")
+        orders_before = dict(venue.orders)
+        sells_before = len(_sells(venue))
+        locker = sqlite3.connect(dbfile, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")                # the DB is locked by another writer
+        state["locked"].set()
+        try:
+            wait_for(lambda: len(_sells(venue)) > sells_before or "error" in state, 60, "an exit sent during the lock")
+            assert "error" not in state, state.get("error")
+            assert loop.storage_fault is not None          # sent while the fault lasts, not after
+            new = {k: o for k, o in venue.orders.items() if k not in orders_before}
+            assert all(o["side"] == "sell" for o in new.values()), new   # no entry during the fault
+            exit_ids = sorted(o["client_order_id"] for o in new.values())
+            # journaled before it was sent, user-only; nothing of it in the DB yet (it cannot be written)
+            assert sorted(r["client_order_id"] for r in fault_journal.pending(journal)) == exit_ids
+            assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+            ro = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True)
+            assert ro.execute(f"SELECT COUNT(*) FROM orders WHERE client_order_id IN "
+                              f"({','.join('?' * len(exit_ids))})", exit_ids).fetchone()[0] == 0
+            ro.close()
+            time.sleep(0.5)                                # more fault attempts: nothing sent twice
+            assert sorted(o["client_order_id"] for o in venue.orders.values() if o["client_order_id"] in exit_ids) \
+                == exit_ids
+        finally:
+            locker.execute("ROLLBACK")                     # the lock goes
+            locker.close()
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+        assert "error" not in state, state.get("error")
+        assert loop.storage_fault is None
+
+    text = "\n".join(h.lines)
+    assert "event=fault_exit_submitted" in text and "event=fault_orders_imported" in text
+    assert not journal.exists()
+    c = sqlite3.connect(dbfile)
+    c.row_factory = sqlite3.Row
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        for cid in exit_ids:
+            o = c.execute("SELECT * FROM orders WHERE client_order_id=?", (cid,)).fetchone()
+            assert o["state"] == "filled" and o["purpose"] == "exit" and o["reduce_only"] == 1 and o["venue"] == "alpaca"
+            assert o["reason"] in ("time_stop", "stop_loss", "take_profit", "trailing_stop"), o["reason"]
+            ev = c.execute("SELECT * FROM venue_events WHERE kind='sent_during_storage_fault' AND client_order_id=?",
+                           (cid,)).fetchall()
+            assert len(ev) == 1
+            t = c.execute("SELECT * FROM trades WHERE exit_order_id=?", (cid,)).fetchone()
+            assert t is not None and t["exit_reason"] == o["reason"]
+            f = c.execute("SELECT qty, price FROM fills WHERE client_order_id=?", (cid,)).fetchall()
+            v = venue.orders_for(cid)
+            assert len(v) == 1 and len(f) == 1
+            assert f[0]["qty"] == pytest.approx(float(v[0]["filled_qty"]))
+            assert f[0]["price"] == pytest.approx(float(v[0]["filled_avg_price"]))
+        _agrees_with_venue(c, venue)
+    finally:
+        c.close()
+    reliability("storage: venue agent manages exits while the DB is locked", trials=1, ok=True, faults_injected=1,
+                exits_sent_during_fault=len(exit_ids), entries_sent_during_fault=0, duplicates=0,
+                checked="hybrid agent on the fake Alpaca, DB held by BEGIN EXCLUSIVE over a cycle with a due time "
+                        "stop: the exit is journaled (0600) and sent during the fault, no entry, nothing sent twice "
+                        "over repeated attempts; after the lock: journal imported (venue_events row), the order "
+                        "filled at the venue's price, the trade booked with its reason, DB == venue (positions, "
+                        "cash), integrity_check ok")
+
+
+def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliability):
+    """A live feed on a fake system clock: the DB is locked over a cycle with nothing due; while the fault
+    lasts the clock passes the next bar close, at which the position's time stop (2 h) falls due: the
+    agent sends that exit during the fault, from the bar it fetched then."""
+    from tracer.agents.hybrid import HybridPolicy
+    from tracer.agents.loop import AgentLoop, venue_broker
+    from tracer.data.live import LiveFeed
+    from tracer.data.replay import ReplayFeed
+    from tracer.data.sources.chain import SourceChain
+    from tracer.sentiment.factory import make_scorer
+
+    H = timedelta(hours=1)
+    symbols = [s for s, _ in PRICES]
+    frames = {s: ReplayFeed(symbols)._series[s].frame for s in symbols}
+    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
+    venue = FakeAlpacaTrading(("ak", "as"), cash=CASH)
+    for sym in symbols:        # the venue trades at the candles' price of the start (its price stays there)
+        f = frames[sym]
+        venue.set_price(sym, float(f[f.index < pd.Timestamp(wall.t - H)]["close"].iloc[-1]))
+
+    def make_loop():
+        settings = _settings(tmp_path, venue, TB_MAX_HOLD_H="2", TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100",
+                             TB_TRAIL_PCT="0", TB_EXIT_ON_SELL_SIGNAL="false")
+        log, h = quiet_logger("rel_storage_exits.live")
+        store = Store(settings.db_path, busy_timeout_s=0.3)
+        feed = LiveFeed(symbols, SourceChain([BundledSource(frames)]), [], interval=H, lookback=settings.lookback_bars,
+                        min_bars=settings.min_bars, clock=wall, sleep=wall.sleep, settle=timedelta(seconds=5))
+        broker = venue_broker(settings, "hybrid", store, log, H)
+        loop = AgentLoop("hybrid", settings, feed, broker, store, make_scorer(settings, log, store),
+                         HybridPolicy(settings), log, settings.hybrid_capital)
+        loop.storage_backoff_s, loop.storage_backoff_max_s = 0.05, 0.2
+        loop.wait_heartbeat_s = 10_000.0
+        return loop, h, settings
+
+    with venue:
+        runner, state = _start_agent(make_loop)
+        loop, h, settings = state["loop"], state["h"], state["settings"]
+        t0 = state["entry_clock"]
+        assert all(p.opened_at == t0 for p in state["held"].values())
+        dbfile, journal = Path(settings.db_path), fault_journal.journal_path(settings.state_dir, "hybrid")
+        sells_before = len(_sells(venue))
+        n_orders = len(venue.orders)
+        locker = sqlite3.connect(dbfile, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+        state["locked"].set()
+        try:
+            # the cycle at t0 + 1 h cannot commit; nothing is due at it (time stop at 2 h, stops far away)
+            wait_for(lambda: (loop.storage_fault or {}).get("attempts", 0) >= 3 or "error" in state, 60,
+                     "three storage fault attempts")
+            assert loop.storage_fault["clock"] == iso(t0 + H)
+            assert len(_sells(venue)) == sells_before and len(venue.orders) == n_orders, \
+                [ln for ln in h.lines if "fault_exit" in ln or "event=cycle" in ln][-6:]
+            wall.t += H                                   # the next bar closes while the DB is still locked
+            wait_for(lambda: len(_sells(venue)) > sells_before or "error" in state, 60, "the exit of the new bar")
+            assert "error" not in state, state.get("error")
+            assert loop.storage_fault is not None
+            new = list(venue.orders.values())[n_orders:]
+            assert [o["side"] for o in new] == ["sell"] * len(state["held"])
+            rows = fault_journal.pending(journal)
+            assert {r["symbol"] for r in rows} == set(state["held"])
+            assert {r["reason"] for r in rows} == {"time_stop"} and {r["created_at"] for r in rows} == {iso(t0 + 2 * H)}
+            # from now on the recovery attempts cannot even start (the journal must go to the DB first): the
+            # fault loop itself fetches each new bar close for the positions' exits
+            attempts = loop.storage_fault["attempts"]
+            wall.t += H
+            wait_for(lambda: (loop.storage_fault or {}).get("bars_seen") == iso(t0 + 3 * H) or "error" in state, 60,
+                     "the fault loop to see the bar closing at t0 + 3 h")
+            assert loop.storage_fault["attempts"] > attempts
+            assert len(venue.orders) == n_orders + len(new)          # nothing more was due, nothing sent
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        runner.join(timeout=120)
+        assert not runner.is_alive() and "error" not in state, state.get("error")
+    c = sqlite3.connect(dbfile)
+    c.row_factory = sqlite3.Row
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("SELECT COUNT(*) FROM positions WHERE agent='hybrid' AND status='open' AND opened_at=?",
+                         (iso(t0),)).fetchone()[0] == 0
+        trades = c.execute("SELECT * FROM trades WHERE exit_reason='time_stop'").fetchall()
+        assert {t["symbol"] for t in trades} == set(state["held"])
+        assert {t["exit_order_id"] for t in trades} == {r["client_order_id"] for r in rows}
+        last = c.execute("SELECT clock, note FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        assert last["clock"] == iso(t0 + 3 * H) and "clock_gap" in last["note"]   # the bars it could not evaluate
+        _agrees_with_venue(c, venue)           # the positions opened after the recovery too
+    finally:
+        c.close()
+    reliability("storage: a bar closing during the fault gets its exit (live feed)", trials=1, ok=True,
+                faults_injected=1, exits_sent_during_fault=len(state["held"]), duplicates=0,
+                checked="hybrid agent on the fake Alpaca with a live feed on a fake system clock; DB locked over "
+                        "a cycle with nothing due, then the clock passes the next bar close: the time stop of that "
+                        "bar is sent during the fault (journaled, created at that close); after the lock the trade "
+                        "is booked as time_stop, the skipped clock recorded as a gap, DB cash == venue cash")
+
+
+# --- the journal itself ---------------------------------------------------------------------------------
+def _order(cid: str, reason: str = "stop_loss", agent: str = "hybrid") -> Order:
+    return Order(cid, agent, "BTC/USD", Side.SELL, 0.5, OrderType.MARKET, reduce_only=True, purpose="exit",
+                 reason=reason, created_at=utcnow())
+
+
+def test_journal_round_trip_is_idempotent_and_ignores_a_torn_line(tmp_path):
+    path = fault_journal.journal_path(tmp_path / "state", "hybrid")
+    fault = {"since": iso(utcnow()), "error": "OperationalError: database is locked"}
+    fault_journal.append(path, _order("tb-x-1"), "alpaca", fault)
+    fault_journal.append(path, _order("tb-x-2", "time_stop"), "alpaca", fault)
+    with path.open("a") as f:
+        f.write('{"client_order_id": "tb-x-3", "agent": "hyb')      # a crash while the line was written
+    assert [r["client_order_id"] for r in fault_journal.pending(path)] == ["tb-x-1", "tb-x-2"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store = Store(tmp_path / "t.db")
+    try:
+        with store.transaction():                                   # tb-x-1 already known to the DB
+            store.insert_order(_order("tb-x-1"), run_id=None, signal_id=None, price_est=None)
+        assert fault_journal.import_into(store, path, "hybrid") == ["tb-x-2"]
+        assert not path.exists()
+        row = store.order("tb-x-2")
+        assert (row["state"], row["venue"], row["reason"], row["reduce_only"]) == ("new", "alpaca", "time_stop", 1)
+        ev = store.venue_events("hybrid", "sent_during_storage_fault")
+        assert [e["client_order_id"] for e in ev] == ["tb-x-2"]
+        assert fault_journal.import_into(store, path, "hybrid") == []       # nothing left, nothing twice
+    finally:
+        store.close()
+
+
+def test_journal_import_keeps_the_file_when_the_db_cannot_take_it(tmp_path):
+    path = fault_journal.journal_path(tmp_path / "state", "futures")
+    fault_journal.append(path, _order("tb-x-9", agent="futures"), "binance", None)
+    store = Store(tmp_path / "t.db", busy_timeout_s=0.1)
+    locker = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            fault_journal.import_into(store, path, "futures")
+        assert [r["client_order_id"] for r in fault_journal.pending(path)] == ["tb-x-9"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    try:
+        assert fault_journal.import_into(store, path, "futures") == ["tb-x-9"]
+    finally:
+        store.close()
