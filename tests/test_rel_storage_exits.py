@@ -8,7 +8,6 @@ book the venue's fill from the journal and reconciliation: DB and venue agree, n
 """
 from __future__ import annotations
 
-import logging
 import sqlite3
 import stat
 import threading
