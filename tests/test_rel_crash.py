@@ -13,7 +13,7 @@ open positions (symbol, side, quantity), resting orders, every venue fill of our
 filled with its fill rows, and cash (futures: the venue's wallet = DB cash + DB margins = the capital plus
 the P&L the DB booked; spot: the venue's cash = DB cash = the capital plus the fills' cash flows).
 
-Seeds: ``TB_REL_CRASH_SEED`` (printed). Trials: 8 per agent by default, 30 per agent with ``--long``.
+Seeds: ``TB_REL_CRASH_SEED`` (printed). Trials: 8 per agent by default, 50 per agent with ``--long``.
 """
 from __future__ import annotations
 
@@ -392,7 +392,7 @@ def _scenario(side_cls, tmp: Path, trials: int, checkpoint_every: int, reliabili
                     ok=ok, seed=seed, **{k: v for k, v in figs.items()})
 
 
-TRIALS, LONG_TRIALS = 8, 30
+TRIALS, LONG_TRIALS = 8, 50
 
 
 def test_crash_futures_on_binance(tmp_path, reliability):
