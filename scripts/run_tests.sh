@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
-exec .venv/bin/python -m pytest -n "${TB_TEST_WORKERS:-auto}" "$@"
+# worksteal: an idle worker takes tests queued on a busy one (the suite has a few minute-long tests)
+exec .venv/bin/python -m pytest -n "${TB_TEST_WORKERS:-auto}" --dist worksteal "$@"

@@ -19,7 +19,7 @@ def _no_promoted_params_from_the_checkout(monkeypatch):
 
 # --- the reliability suite (issue 10) --------------------------------------------------------------
 # Long variants are marked ``@pytest.mark.long``: skipped unless ``--long`` or TB_LONG_TESTS=1 (.ci/run
-# sets it). Every reliability scenario records what it did through the ``reliability`` fixture; the
+# passes --long). Every reliability scenario records what it did through the ``reliability`` fixture; the
 # report docs/RELIABILITY.md is written from those records by scripts/reliability_report.py.
 import json
 import os
