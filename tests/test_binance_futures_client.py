@@ -530,6 +530,27 @@ def test_rejected_answers_do_not_feed_the_throttle(venue):
     assert waits == [] and c.throttle.used == 12
 
 
+def test_error_answers_count_and_in_the_minute_they_were_sent(venue):
+    now = [1_699_999_990.0]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, clock=lambda: now[0],
+                             throttle=WeightThrottle(sleep=sleep))
+    venue.used_weight = 2300
+    venue.inject("GET /fapi/v1/time", -1111)                   # an error answer carries the header too
+    with pytest.raises(VenueError):
+        c.server_time()
+    c.server_time()
+    assert len(waits) == 1
+    t = WeightThrottle(sleep=lambda s: pytest.fail("no wait expected"))
+    t.after_response("2300", 119.99)                              # sent at the end of minute 1 ...
+    t.before_request(120.04)                                      # ... answered in minute 2: not this minute's
+
+
 @pytest.mark.parametrize("rate_limits,expected", [
     ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}], 6000),
     ([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 2, "limit": 6000}], 3000),

@@ -9,6 +9,7 @@ book the venue's fill from the journal and reconciliation: DB and venue agree, n
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import stat
 import threading
 import time
@@ -292,12 +293,17 @@ def test_journal_round_trip_is_idempotent_and_ignores_a_torn_line(tmp_path):
     try:
         with store.transaction():                                   # tb-x-1 already known to the DB
             store.insert_order(_order("tb-x-1"), run_id=None, signal_id=None, price_est=None)
-        assert fault_journal.import_into(store, path, "hybrid") == ["tb-x-2"]
+        # both get their event; the known row keeps its columns and learns its venue
+        assert fault_journal.import_into(store, path, "hybrid") == ["tb-x-1", "tb-x-2"]
         assert not path.exists()
         row = store.order("tb-x-2")
         assert (row["state"], row["venue"], row["reason"], row["reduce_only"]) == ("new", "alpaca", "time_stop", 1)
+        assert (store.order("tb-x-1")["venue"], store.order("tb-x-1")["reason"]) == ("alpaca", "stop_loss")
         ev = store.venue_events("hybrid", "sent_during_storage_fault")
-        assert [e["client_order_id"] for e in ev] == ["tb-x-2"]
+        assert sorted(e["client_order_id"] for e in ev) == ["tb-x-1", "tb-x-2"]
+        fault_journal.append(path, _order("tb-x-2", "time_stop"), "alpaca", fault)   # a crash before the unlink
+        assert fault_journal.import_into(store, path, "hybrid") == []
+        assert len(store.venue_events("hybrid", "sent_during_storage_fault")) == 2
         assert fault_journal.import_into(store, path, "hybrid") == []       # nothing left, nothing twice
     finally:
         store.close()
@@ -320,3 +326,45 @@ def test_journal_import_keeps_the_file_when_the_db_cannot_take_it(tmp_path):
         assert fault_journal.import_into(store, path, "futures") == ["tb-x-9"]
     finally:
         store.close()
+
+
+def test_probe_write_fails_while_the_db_cannot_take_writes(tmp_path):
+    """The recovery attempt's gate: start() (which reconciles and may send orders) runs only after it."""
+    store = Store(tmp_path / "t.db", busy_timeout_s=0.1)
+    locker = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    try:
+        store.probe_write()
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError):
+            store.probe_write()
+        locker.execute("ROLLBACK")
+        store.probe_write()
+        assert store.version() > 0                                  # nothing changed by the probe
+    finally:
+        locker.close()
+        store.close()
+
+
+def test_a_short_write_on_a_full_disk_leaves_no_torn_line(tmp_path):
+    """The disk fills up in the middle of a journal line: the append fails (its order is not sent) and the
+    file is cut back, so the next line, once there is room, is read back whole."""
+    from test_rel_storage import _can_mount_tmpfs
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("needs root and tmpfs mounts (a real, small filesystem)")
+    d = tmp_path / "fs"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(d)], check=True)
+    try:
+        path = fault_journal.journal_path(d, "hybrid")
+        fault_journal.append(path, _order("tb-x-1"), "alpaca", None)
+        with pytest.raises(OSError):
+            for i in range(1000):                                  # until the disk is full mid-line
+                fault_journal.append(path, _order(f"tb-x-fill-{i:04d}", "x" * 300), "alpaca", None)
+        assert path.read_bytes().endswith(b"\n")                  # the torn line was cut off
+        n = len(fault_journal.pending(path))
+        subprocess.run(["mount", "-o", "remount,size=1m", str(d)], check=True)   # room again
+        fault_journal.append(path, _order("tb-x-after"), "alpaca", None)
+        rows = fault_journal.pending(path)
+        assert len(rows) == n + 1 and rows[-1]["client_order_id"] == "tb-x-after"
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

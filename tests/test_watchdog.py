@@ -7,11 +7,13 @@ reports and stops together.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -297,6 +299,19 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     beat(4242, "running", "2020-01-01T00:00:00Z")
     v = ops.watchdog_check(s, "hybrid")
     assert v.line().startswith("restart 4242 alive hung: heartbeat")
+    # a storage fault: the DB cannot take the heartbeat, the agent retries (state file rewritten each attempt)
+    fault = tmp_path / "state" / "storage_fault_hybrid.json"
+    recent = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fault.write_text(json.dumps({"pid": 4242, "since": "2020-01-01T00:00:00Z", "attempts": 40, "last": recent,
+                                 "error": "OperationalError: database is locked"}))
+    v = ops.watchdog_check(s, "hybrid")
+    assert v.action == "ok" and "storage fault" in v.reason               # retrying, not hung: no restart
+    fault.write_text(json.dumps({"pid": 4242, "since": "2020-01-01T00:00:00Z", "attempts": 40,
+                                 "last": "2020-01-01T00:00:00Z", "error": "x"}))
+    assert ops.watchdog_check(s, "hybrid").action == "restart"           # its attempts stopped too: hung
+    fault.write_text(json.dumps({"pid": 999, "since": "2020-01-01T00:00:00Z", "attempts": 1, "last": recent}))
+    assert ops.watchdog_check(s, "hybrid").action == "restart"           # another process's fault
+    fault.unlink()
     beat(4242, "stopped", "2020-01-01T00:00:00Z")
     assert ops.watchdog_check(s, "hybrid").action == "ok"                # finishing its last cycle
     live["v"] = False

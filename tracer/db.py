@@ -463,6 +463,12 @@ class Store:
         except OSError:
             pass
 
+    def probe_write(self) -> None:
+        """Raise the storage error unless the DB takes a real, committed write now (the header's
+        ``user_version`` set to its own value: a page in the WAL, nothing else changed)."""
+        with self.transaction():
+            self.conn.execute(f"PRAGMA user_version={self.version()}")
+
     # --- schema ----------------------------------------------------------------------------
     def version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])

@@ -330,6 +330,13 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None) -> Ve
     elif st.hb_error is not None:     # never restart a live agent on a heartbeat we could not read
         return Verdict("ok", st.pid, f"running; heartbeat unreadable ({st.hb_error})")
     elif st.age_s is not None and st.age_s > limit_s:
+        fault = storage_fault_of(settings, agent)
+        last = _parse_iso(str(fault.get("last") or "")) if fault else None
+        if fault and fault.get("pid") == st.pid and last is not None and (now - last).total_seconds() <= limit_s:
+            # the DB cannot take its heartbeat: the agent is retrying (and managing exits), not hung;
+            # a restart would only lose that (the health check reports the fault as critical)
+            return Verdict("ok", st.pid, f"running; storage fault since {fault.get('since')} "
+                                         f"({fault.get('attempts')} attempts): heartbeat cannot be written")
         what = "heartbeat" if st.own_hb else "no heartbeat since the start"
         down = f"hung: {what} {human_age(st.age_s)} ago (limit {human_age(limit_s)})"
     else:
@@ -585,6 +592,19 @@ def _check_venues(settings: Any) -> list[Check]:
     return out
 
 
+def storage_fault_of(settings: Any, agent: str) -> dict[str, Any] | None:
+    """The storage fault ``agent``'s live process is in (``TB_STATE_DIR/storage_fault_<agent>.json``,
+    rewritten on every attempt), or None."""
+    p = Path(settings.state_dir) / f"storage_fault_{agent}.json"
+    try:
+        f = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(f, dict) or not agent_alive(f.get("pid"), agent):
+        return None
+    return f
+
+
 def _check_storage(settings: Any, conn: sqlite3.Connection | None, now: datetime) -> Check:
     """Storage faults of the agents (tracer/agents/loop.py): the DB could not take a cycle (locked, read-only,
     disk full). While one lasts the agent keeps ``TB_STATE_DIR/storage_fault_<agent>.json`` (the DB cannot
@@ -592,13 +612,9 @@ def _check_storage(settings: Any, conn: sqlite3.Connection | None, now: datetime
     ``runs`` row): warning."""
     ongoing = []
     for a in AGENTS:
-        p = Path(settings.state_dir) / f"storage_fault_{a}.json"
-        try:
-            f = json.loads(p.read_text())
-        except (FileNotFoundError, ValueError):
-            continue
-        if not agent_alive(f.get("pid"), a):
-            continue          # its process is gone: the next start retries the same way (and clears the file)
+        f = storage_fault_of(settings, a)
+        if f is None:
+            continue          # none, or its process is gone: the next start retries the same way (and clears it)
         ongoing.append(f"{a} cannot write the DB since {f.get('since')} ({f.get('attempts')} attempts, clock "
                        f"{f.get('clock')}): {f.get('error')}")
     if ongoing:

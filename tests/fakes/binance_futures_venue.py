@@ -407,7 +407,8 @@ class FakeBinanceFutures(FakeServer):
         if isinstance(f.fault, int) or (isinstance(f.fault, str) and f.fault.lstrip("-").isdigit()):
             code = int(f.fault)
             st, msg = ERRORS.get(code, (400, "error"))
-            return kw.get("status", st), {}, {"code": code, "msg": kw.get("msg", msg)}
+            return kw.get("status", st), {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}, \
+                {"code": code, "msg": kw.get("msg", msg)}
         return None   # "partial", "lost", "timeout"/"5xx" after: handled around the dispatch
 
     def _auth(self, req: RawRequest, params: dict[str, str]) -> None:

@@ -166,8 +166,9 @@ class AgentLoop:
     def start(self) -> datetime | None:
         """Restore state from the DB, reconcile open orders, and return the first clock to run."""
         st = self.store
-        if self.s.state_dir is not None:     # orders sent while the DB could not take them (storage fault)
-            got = fault_journal.import_into(st, fault_journal.journal_path(self.s.state_dir, self.agent), self.agent)
+        if getattr(self.s, "state_dir", None) is not None:   # orders sent while the DB could not take them
+            got = fault_journal.import_into(st, fault_journal.journal_path(self.s.state_dir, self.agent), self.agent,
+                                            self.log)
             if got:
                 self.log.warning(kv("fault_orders_imported", count=len(got), client_order_ids=",".join(got)))
         acct = st.account(self.agent)
@@ -188,11 +189,14 @@ class AgentLoop:
             br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
             pending.append((row_to_order(r), Bracket(**br) if br else None))
         self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
-        self.reconcile()
+        # an entry never sent is cancelled when its signal is more than two bars old at this start (a live
+        # feed's latest close; a replay resumes at its last committed clock)
+        latest = getattr(self.feed, "latest_time", None)
+        last = st.last_run(self.agent)
+        self.reconcile(latest() if callable(latest) else (parse_iso(last["clock"]) if last is not None else None))
         if self.venue:
             self._send_broker_orders(self.broker.ensure_protection())  # type: ignore[attr-defined]
 
-        last = st.last_run(self.agent)
         self.clock = self.processed_until = None
         self.cycle_no = 0
         if last is not None:
@@ -446,7 +450,11 @@ class AgentLoop:
                 # by _exits_during_fault, or after it); none is lost with the exception
                 self.broker.requeue(orders[i:])  # type: ignore[attr-defined]
                 raise
-            upd = self.broker.submit(o, br)
+            try:
+                upd = self.broker.submit(o, br)
+            except Exception:
+                self.broker.requeue(orders[i:])  # type: ignore[attr-defined]   (its DB read failed, say)
+                raise
             try:
                 with self.store.transaction():
                     self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
@@ -571,6 +579,8 @@ class AgentLoop:
                 return None
             try:
                 self.store.reopen()
+                # start() below reconciles and may send orders: only once the DB takes writes again
+                self.store.probe_write()
                 if self._broker_template is not None:
                     self.broker = copy.deepcopy(self._broker_template)
                 if isinstance(getattr(self.policy, "last_close", None), dict):   # futures cooldowns, from the DB
@@ -582,6 +592,11 @@ class AgentLoop:
                 if not is_storage_fault(e2):
                     raise
                 e = e2
+                if self.storage_fault is not None and self.processed_until is not None:
+                    # a start() that got as far as restoring the broker from the DB put it back at the last
+                    # commit: the fault's exit checks go over the bars since then again
+                    self.storage_fault["bars_seen"] = min(self.storage_fault.get("bars_seen") or "~",
+                                                          iso(self.processed_until))
 
     def _exits_during_fault(self, clock: datetime | None) -> None:
         """A venue agent keeps managing its exits while the DB cannot take a cycle, where it can.
@@ -594,52 +609,74 @@ class AgentLoop:
         disk may be full). Exit ids are deterministic per position, so nothing can be sent twice; at
         recovery the journal goes to the DB and reconciliation books the venue's fills. A paper agent has
         nothing to do here: its bars wait with it (the missed ones are processed when the DB is back)."""
-        if not self.venue or clock is None or self.s.state_dir is None:
+        if not self.venue or clock is None or getattr(self.s, "state_dir", None) is None:
             return
         b = self.broker
-        fault = self.storage_fault or {}
+        fault = self.storage_fault if self.storage_fault is not None else {}
         try:
-            seen = fault.setdefault("bars_seen", iso(clock))      # the failed cycle processed the bars to it
+            seen = parse_iso(fault.setdefault("bars_seen", iso(clock)))  # the failed cycle saw the bars to it
             latest = getattr(self.feed, "latest_time", None)
             t = max(clock, latest()) if callable(latest) else clock
-            if t > parse_iso(seen):
-                held = {p.symbol for p in b.positions()}
+            held = {p.symbol for p in b.positions()}
+            if t > seen and held:
                 snap = self.feed.snapshot(t)
                 snap = replace(snap, bars={s: df for s, df in snap.bars.items() if s in held})
-                self._process_bars(snap, t, after=parse_iso(seen))
-                fault["bars_seen"] = iso(t)
+                self._process_bars(snap, t, after=seen)
+                # seen up to the earliest last close among the positions: a bar a source did not have yet
+                # (or a symbol rejected this time) is looked at again at the next attempt
+                lasts = [snap.bars[s].index[-1].to_pydatetime() + self.feed.interval
+                         for s in held if s in snap.bars and len(snap.bars[s])]
+                if len(lasts) == len(held):
+                    fault["bars_seen"] = iso(max(seen, min(lasts)))
             else:
                 b.sync(t)  # type: ignore[attr-defined]
+                if not held:
+                    fault["bars_seen"] = iso(max(t, seen))
             due = b.take_outbox()  # type: ignore[attr-defined]
         except Exception as e:  # the feed or the venue failing too: try again at the next attempt
             self.log.error(kv("fault_exits_unavailable", error=type(e).__name__, message=str(e)[:200]))
             return
         journal = fault_journal.journal_path(self.s.state_dir, self.agent)
-        keep = []
-        for o, br in due:
-            if not o.reduce_only:
-                keep.append((o, br))
-                continue
-            venue = b.venue_for(o)  # type: ignore[attr-defined]
-            try:
-                fault_journal.append(journal, o, venue, self.storage_fault)
-            except OSError as e:
-                self.log.error(kv("fault_exit_not_sent", client_order_id=o.client_order_id, symbol=o.symbol,
-                                  reason=o.reason, error=type(e).__name__, why="journal not writable"))
-                keep.append((o, br))
-                continue
-            try:
-                upd = b.submit(o, br)
-            except Exception as e:       # e.g. the DB read in submit: it stays journaled, reconciled later
-                self.log.error(kv("fault_exit_not_sent", client_order_id=o.client_order_id, error=type(e).__name__))
-                keep.append((o, br))
-                continue
-            fault["exits_sent"] = fault.get("exits_sent", 0) + 1
-            self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
-                                side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason,
-                                venue=venue))
-            if upd.state is OrderState.NEW:      # not sent or not confirmed: asked again next attempt
-                keep.append((o, br))
+        journaled = fault.setdefault("journaled", [])       # ids journaled (so maybe sent) during this fault
+        keep: list = []
+        for _ in range(4):      # a stop refused as already through becomes a market exit: sent in this attempt
+            if not due:
+                break
+            for o, br in due:
+                if not o.reduce_only:
+                    keep.append((o, br))
+                    continue
+                cid, venue = o.client_order_id, b.venue_for(o)  # type: ignore[attr-defined]
+                if cid in journaled:
+                    # sent before, maybe without an answer: ask the venue first, never a blind second POST
+                    known = b.find(o, br)  # type: ignore[attr-defined]
+                    if known is not None:
+                        if known.state is OrderState.NEW:
+                            keep.append((o, br))         # the venue cannot say now: ask again next attempt
+                        continue
+                else:
+                    try:
+                        fault_journal.append(journal, o, venue, self.storage_fault)
+                    except OSError as e:
+                        self.log.error(kv("fault_exit_not_sent", client_order_id=cid, symbol=o.symbol,
+                                          reason=o.reason, error=type(e).__name__, why="journal not writable"))
+                        keep.append((o, br))
+                        continue
+                    journaled.append(cid)
+                try:
+                    upd = b.submit(o, br)
+                except Exception as e:       # e.g. the DB read in submit: journaled, reconciled later
+                    self.log.error(kv("fault_exit_not_sent", client_order_id=cid, error=type(e).__name__))
+                    keep.append((o, br))
+                    continue
+                fault["exits_sent"] = fault.get("exits_sent", 0) + 1
+                self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=cid, symbol=o.symbol,
+                                    side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason,
+                                    venue=venue))
+                if upd.state is OrderState.NEW:      # not sent or not confirmed: asked again next attempt
+                    keep.append((o, br))
+            due = b.take_outbox()  # type: ignore[attr-defined]
+        keep += due
         if keep:
             b.requeue(keep)  # type: ignore[attr-defined]
 

@@ -134,8 +134,8 @@ class LiveFeed:
         return self._boundary_at_or_before(self.clock())
 
     def latest_time(self) -> datetime:
-        """The latest bar close at or before the wall clock (no wait)."""
-        return self._boundary_at_or_before(self.clock())
+        """The latest bar close the venues have published by now (``settle`` after it; no wait)."""
+        return self._boundary_at_or_before(self.clock() - self.settle)
 
     def next_time(self, after: datetime) -> datetime:
         """The first bar close after ``after``, sleeping until the wall clock is past it (+ settle).

@@ -313,6 +313,25 @@ class VenueBroker:
         venue = self._pos_venue.get(order.symbol) if (order.reduce_only and pos is not None) else None
         return venue or self._entry_venue()
 
+    def find(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate | None:
+        """What the venue knows of ``order`` by its client id, without the DB (an order sent while the DB
+        could not record it): None when the venue never saw it, NEW when it cannot say now; when found,
+        the broker tracks it (its fills are booked by the next :meth:`sync`)."""
+        cid = order.client_order_id
+        if cid in self._tracked:
+            return OrderUpdate(cid, OrderState.SUBMITTED)
+        venue = self.venue_for(order)
+        try:
+            vo = self._call(venue, "get_order", order.symbol, cid)
+        except VenueError as e:
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
+        if vo is None:
+            return None
+        if vo.state is OrderState.REJECTED:
+            return OrderUpdate(cid, OrderState.REJECTED, vo.reason)
+        self._tracked[cid] = (order, bracket, venue)
+        return OrderUpdate(cid, OrderState.SUBMITTED)
+
     def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None:
         """Put orders taken with :meth:`take_outbox` but not sent (a storage fault stopped the sending) back
         at the front of the outbox."""

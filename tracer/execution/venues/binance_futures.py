@@ -208,8 +208,10 @@ class WeightThrottle:
     weight per calendar minute (``X-MBX-USED-WEIGHT-1M`` on every answer), answers 429 past the limit and
     bans the IP (418, minutes to days) for clients that keep going. When the last answer said the used
     weight is at ``headroom`` of the limit or more, the next request waits for the next minute on the
-    venue's clock (at most 61 s, once per minute; the agent's cycles are an hour apart). Only successful
-    answers count: a 429/418 is the caller's :class:`RateLimited` / :class:`IpBanned`, with its own wait.
+    venue's clock (at most 61 s, once per minute; the agent's cycles are an hour apart). Every answer counts
+    (errors such as "order does not exist" carry the header too) but 429/418: those are the caller's
+    :class:`RateLimited` / :class:`IpBanned`, with their own wait. The weight is counted in the minute the
+    request was sent.
 
     ``limit``: the venue's ``REQUEST_WEIGHT`` per minute, from ``exchangeInfo`` (2,400 until then).
     ``sleep``: injectable for tests. ``waits`` / ``waited_s`` count what it did.
@@ -278,13 +280,14 @@ def _make_client_class():
             throttle = self.tb_throttle
             if throttle is not None:
                 throttle.before_request((time.time() * 1000 + self.timestamp_offset) / 1000)
+            sent_s = (time.time() * 1000 + self.timestamp_offset) / 1000   # the minute the venue counts it in
             self.response = None
             try:
                 return super()._request(method, uri, signed, force_params, **kwargs)
             finally:
-                if throttle is not None and self.response is not None and self.response.status_code < 400:
-                    throttle.after_response(self.response.headers.get("X-MBX-USED-WEIGHT-1M"),
-                                            (time.time() * 1000 + self.timestamp_offset) / 1000)
+                # every answer but 429/418 (those are the caller's RateLimited / IpBanned, with their own wait)
+                if throttle is not None and self.response is not None and self.response.status_code not in (418, 429):
+                    throttle.after_response(self.response.headers.get("X-MBX-USED-WEIGHT-1M"), sent_s)
 
     return _Client
 
