@@ -487,18 +487,23 @@ def test_weight_limit_comes_from_exchange_info(client):
     assert client.throttle.limit == 2400                         # REQUEST_WEIGHT / 1 MINUTE of rateLimits
 
 
-def test_requests_wait_for_the_next_minute_near_the_weight_limit(venue):
-    """The venue's X-MBX-USED-WEIGHT-1M at 90% of the limit or more: the next request waits for the next
-    venue minute (on the client's clock plus the venue offset), once; under it, nothing waits."""
-    now = [1_699_999_990.0]                                      # 10 s into a minute
+def clocked_client(venue) -> tuple[BinanceFuturesClient, list[float], list[float]]:
+    """A client on a fake clock 10 s into a minute, whose throttle's waits advance that clock."""
+    now = [1_699_999_990.0]
     waits: list[float] = []
 
     def sleep(s: float) -> None:
         waits.append(s)
         now[0] += s
 
-    c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, clock=lambda: now[0],
-                             throttle=WeightThrottle(sleep=sleep))
+    return BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, clock=lambda: now[0],
+                                throttle=WeightThrottle(sleep=sleep)), now, waits
+
+
+def test_requests_wait_for_the_next_minute_near_the_weight_limit(venue):
+    """The venue's X-MBX-USED-WEIGHT-1M at 90% of the limit or more: the next request waits for the next
+    venue minute (on the client's clock plus the venue offset), once; under it, nothing waits."""
+    c, now, waits = clocked_client(venue)                       # 10 s into a minute
     venue.used_weight = 2159                                      # just under 90% of 2,400
     c.server_time()
     c.server_time()
@@ -531,15 +536,7 @@ def test_rejected_answers_do_not_feed_the_throttle(venue):
 
 
 def test_error_answers_count_and_in_the_minute_they_were_sent(venue):
-    now = [1_699_999_990.0]
-    waits: list[float] = []
-
-    def sleep(s: float) -> None:
-        waits.append(s)
-        now[0] += s
-
-    c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, clock=lambda: now[0],
-                             throttle=WeightThrottle(sleep=sleep))
+    c, now, waits = clocked_client(venue)
     venue.used_weight = 2300
     venue.inject("GET /fapi/v1/time", -1111)                   # an error answer carries the header too
     with pytest.raises(VenueError):

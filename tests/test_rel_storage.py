@@ -23,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -196,6 +198,17 @@ def test_db_read_only_stops_trading_alerts_and_resumes_without_a_gap(tmp_path, r
 
 
 # --- disk full ------------------------------------------------------------------------------------
+@contextmanager
+def small_tmpfs(d: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` mounted on ``d`` (grow it with ``mount -o remount,size=...``)."""
+    d.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
 def _can_mount_tmpfs(tmp: Path) -> bool:
     if not IS_ROOT or not shutil.which("mount"):
         return False
@@ -210,10 +223,7 @@ def _can_mount_tmpfs(tmp: Path) -> bool:
 def test_disk_full_stops_trading_alerts_and_resumes_without_a_gap(tmp_path, reference, reliability):
     if not _can_mount_tmpfs(tmp_path):
         pytest.skip("needs root and tmpfs mounts (a real, small filesystem for the DB)")
-    dbdir = tmp_path / "dbfs"
-    dbdir.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(dbdir)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "dbfs", "1m") as dbdir:
         env = agent_env(tmp_path, TB_DB_PATH=str(dbdir / "tracer.db"))
         dbfile = dbdir / "tracer.db"
         proc = subprocess.Popen([sys.executable, str(SCRIPT), "--cycles", str(TOTAL)], cwd=tmp_path, env=env,
@@ -241,8 +251,6 @@ def test_disk_full_stops_trading_alerts_and_resumes_without_a_gap(tmp_path, refe
         assert "event=storage_recovered" in log.read_text()
         figures = compare_with_reference(dbfile, reference)
         assert health_storage(env).level == 1
-    finally:
-        subprocess.run(["umount", "-l", str(dbdir)], capture_output=True)
     reliability("storage: disk full", trials=1, ok=True, faults_injected=1, failed_attempts=faults,
                 recovered=True, alert_via=where, cycles_before_full=runs_at_fault, health_during="critical",
                 checked="DB on a 1 MiB tmpfs that fills up mid-run: the agent stays at the uncommitted clock "

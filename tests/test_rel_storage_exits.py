@@ -348,13 +348,10 @@ def test_probe_write_fails_while_the_db_cannot_take_writes(tmp_path):
 def test_a_short_write_on_a_full_disk_leaves_no_torn_line(tmp_path):
     """The disk fills up in the middle of a journal line: the append fails (its order is not sent) and the
     file is cut back, so the next line, once there is room, is read back whole."""
-    from test_rel_storage import _can_mount_tmpfs
+    from test_rel_storage import _can_mount_tmpfs, small_tmpfs
     if not _can_mount_tmpfs(tmp_path):
         pytest.skip("needs root and tmpfs mounts (a real, small filesystem)")
-    d = tmp_path / "fs"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(d)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "fs", "16k") as d:
         path = fault_journal.journal_path(d, "hybrid")
         fault_journal.append(path, _order("tb-x-1"), "alpaca", None)
         with pytest.raises(OSError):
@@ -366,5 +363,3 @@ def test_a_short_write_on_a_full_disk_leaves_no_torn_line(tmp_path):
         fault_journal.append(path, _order("tb-x-after"), "alpaca", None)
         rows = fault_journal.pending(path)
         assert len(rows) == n + 1 and rows[-1]["client_order_id"] == "tb-x-after"
-    finally:
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
