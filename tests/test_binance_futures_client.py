@@ -525,7 +525,7 @@ def test_requests_wait_for_the_next_minute_near_the_weight_limit(venue):
     assert len(waits) == 1
 
 
-def test_rejected_answers_do_not_feed_the_throttle(venue):
+def test_rate_limit_answers_do_not_feed_the_throttle(venue):
     waits: list[float] = []
     c = BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5, throttle=WeightThrottle(sleep=waits.append))
     venue.inject("GET /fapi/v2/account", 429, retry_after=7, used_weight=2401)

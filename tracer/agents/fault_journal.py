@@ -96,6 +96,7 @@ def import_into(store: Store, path: Path, agent: str, log: logging.Logger | None
         return []
     done, bad = [], []
     with store.transaction():
+        recorded = {e["client_order_id"] for e in store.venue_events(agent, "sent_during_storage_fault")}
         for r in rows:
             try:
                 order = row_to_order(r)     # type: ignore[arg-type]  (the same keys as an orders row)
@@ -108,8 +109,9 @@ def import_into(store: Store, path: Path, agent: str, log: logging.Logger | None
             row = store.order(cid)
             if r.get("venue") and row is not None and not row["venue"]:
                 store.set_order_venue(cid, str(r["venue"]), None)
-            if any(e["client_order_id"] == cid for e in store.venue_events(agent, "sent_during_storage_fault")):
+            if cid in recorded:
                 continue        # imported before (a crash between the commit and the unlink)
+            recorded.add(cid)
             store.insert_venue_event(agent, str(r.get("venue") or ""), "sent_during_storage_fault", symbol=order.symbol,
                                      client_order_id=cid,
                                      detail={"journaled_at": r.get("journaled_at"), "fault_since": r.get("fault_since"),

@@ -441,28 +441,22 @@ class AgentLoop:
     def _send_broker_orders(self, orders) -> None:
         """The broker's own orders: written as new (a no-op when the cycle already wrote them), then sent."""
         orders = list(orders)
-        for i, (o, br) in enumerate(orders):
-            try:
+        unsent = 0              # orders[unsent:] are not in the venue's hands (nor recorded as sent)
+        try:
+            for unsent, (o, br) in enumerate(orders):
                 with self.store.transaction():
                     self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
-            except Exception:
-                # a storage fault: the unsent orders go back to the broker (sent during the fault, journaled,
-                # by _exits_during_fault, or after it); none is lost with the exception
-                self.broker.requeue(orders[i:])  # type: ignore[attr-defined]
-                raise
-            try:
                 upd = self.broker.submit(o, br)
-            except Exception:
-                self.broker.requeue(orders[i:])  # type: ignore[attr-defined]   (its DB read failed, say)
-                raise
-            try:
+                unsent += 1     # from here on it is in the DB as new: reconciliation asks the venue for it
                 with self.store.transaction():
                     self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
-            except Exception:
-                self.broker.requeue(orders[i + 1:])  # type: ignore[attr-defined]
-                raise           # this one is in the DB as new: reconciliation asks the venue for it
-            self.log.info(kv("order_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
-                             side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason))
+                self.log.info(kv("order_" + upd.state.value, client_order_id=o.client_order_id, symbol=o.symbol,
+                                 side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason))
+        except Exception:
+            # a storage fault (or a DB read in submit): the unsent orders go back to the broker, to be sent
+            # during the fault (_exits_during_fault, journaled) or after it; none is lost with the exception
+            self.broker.requeue(orders[unsent:])  # type: ignore[attr-defined]
+            raise
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
         """Deliver the console channel (the periodic messages, a heartbeat every TB_NOTIFY_HEARTBEAT_EVERY
@@ -609,10 +603,10 @@ class AgentLoop:
         disk may be full). Exit ids are deterministic per position, so nothing can be sent twice; at
         recovery the journal goes to the DB and reconciliation books the venue's fills. A paper agent has
         nothing to do here: its bars wait with it (the missed ones are processed when the DB is back)."""
-        if not self.venue or clock is None or getattr(self.s, "state_dir", None) is None:
+        fault = self.storage_fault
+        if not self.venue or clock is None or fault is None or getattr(self.s, "state_dir", None) is None:
             return
         b = self.broker
-        fault = self.storage_fault if self.storage_fault is not None else {}
         try:
             seen = parse_iso(fault.setdefault("bars_seen", iso(clock)))  # the failed cycle saw the bars to it
             latest = getattr(self.feed, "latest_time", None)
@@ -636,49 +630,46 @@ class AgentLoop:
         except Exception as e:  # the feed or the venue failing too: try again at the next attempt
             self.log.error(kv("fault_exits_unavailable", error=type(e).__name__, message=str(e)[:200]))
             return
-        journal = fault_journal.journal_path(self.s.state_dir, self.agent)
-        journaled = fault.setdefault("journaled", [])       # ids journaled (so maybe sent) during this fault
         keep: list = []
         for _ in range(4):      # a stop refused as already through becomes a market exit: sent in this attempt
-            if not due:
-                break
             for o, br in due:
-                if not o.reduce_only:
-                    keep.append((o, br))
-                    continue
-                cid, venue = o.client_order_id, b.venue_for(o)  # type: ignore[attr-defined]
-                if cid in journaled:
-                    # sent before, maybe without an answer: ask the venue first, never a blind second POST
-                    known = b.find(o, br)  # type: ignore[attr-defined]
-                    if known is not None:
-                        if known.state is OrderState.NEW:
-                            keep.append((o, br))         # the venue cannot say now: ask again next attempt
-                        continue
-                else:
-                    try:
-                        fault_journal.append(journal, o, venue, self.storage_fault)
-                    except OSError as e:
-                        self.log.error(kv("fault_exit_not_sent", client_order_id=cid, symbol=o.symbol,
-                                          reason=o.reason, error=type(e).__name__, why="journal not writable"))
-                        keep.append((o, br))
-                        continue
-                    journaled.append(cid)
-                try:
-                    upd = b.submit(o, br)
-                except Exception as e:       # e.g. the DB read in submit: journaled, reconciled later
-                    self.log.error(kv("fault_exit_not_sent", client_order_id=cid, error=type(e).__name__))
-                    keep.append((o, br))
-                    continue
-                fault["exits_sent"] = fault.get("exits_sent", 0) + 1
-                self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=cid, symbol=o.symbol,
-                                    side=o.side.value, qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason,
-                                    venue=venue))
-                if upd.state is OrderState.NEW:      # not sent or not confirmed: asked again next attempt
+                if not (o.reduce_only and self._send_during_fault(o, br)):
                     keep.append((o, br))
             due = b.take_outbox()  # type: ignore[attr-defined]
+            if not due:
+                break
         keep += due
         if keep:
             b.requeue(keep)  # type: ignore[attr-defined]
+
+    def _send_during_fault(self, o: Order, br: Bracket | None) -> bool:
+        """Journal (once) and send one reduce-only order while the DB cannot record it; False to keep it for
+        the next attempt (journal not writable, the venue cannot say or could not be reached)."""
+        b = self.broker
+        journaled = self.storage_fault.setdefault("journaled", [])  # type: ignore[union-attr]  (maybe sent)
+        cid, venue = o.client_order_id, b.venue_for(o)  # type: ignore[attr-defined]
+        if cid in journaled:
+            # sent before, maybe without an answer: ask the venue first, never a blind second POST
+            known = b.find(o, br)  # type: ignore[attr-defined]
+            if known is not None:
+                return known.state is not OrderState.NEW     # NEW: the venue cannot say now
+        else:
+            try:
+                fault_journal.append(fault_journal.journal_path(self.s.state_dir, self.agent), o, venue,
+                                     self.storage_fault)
+            except OSError as e:
+                self.log.error(kv("fault_exit_not_sent", client_order_id=cid, symbol=o.symbol, reason=o.reason,
+                                  error=type(e).__name__, why="journal not writable"))
+                return False
+            journaled.append(cid)
+        try:
+            upd = b.submit(o, br)
+        except Exception as e:       # e.g. the DB read in submit: journaled, reconciled later
+            self.log.error(kv("fault_exit_not_sent", client_order_id=cid, error=type(e).__name__))
+            return False
+        self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=cid, symbol=o.symbol, side=o.side.value,
+                            qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason, venue=venue))
+        return upd.state is not OrderState.NEW       # not sent or not confirmed: asked again next attempt
 
     def _note_fault(self, clock: datetime | None, e: BaseException) -> float:
         """Record one failed attempt (log, state file; alert on the first); returns the wait before the next."""
@@ -691,13 +682,15 @@ class AgentLoop:
         f["error"], f["last"] = err, iso(utcnow())
         wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f["attempts"] - 1, 20))
         self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f["clock"],
-                          attempt=f["attempts"], retry_in_s=round(wait, 2), action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
+                          attempt=f["attempts"], retry_in_s=round(wait, 2),
+                          action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
         self._fault_file(f)
         if f["attempts"] == 1:
             alert_or_log(self.store, self.s, "storage_fault",
                          f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take the cycle at clock {f['clock']} "
                          f"({err}). No position is opened until it clears"
-                         f"{' (due exits are still sent to the venue, journaled)' if self.venue else ''}; retrying with backoff up to "
+                         f"{' (due exits are still sent to the venue, journaled)' if self.venue else ''}; "
+                         f"retrying with backoff up to "
                          f"{self.storage_backoff_max_s:g} s. Check the disk, the file's permissions and who holds "
                          f"the lock.", self.agent)
         return wait

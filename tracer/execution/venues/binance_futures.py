@@ -214,7 +214,7 @@ class WeightThrottle:
     request was sent.
 
     ``limit``: the venue's ``REQUEST_WEIGHT`` per minute, from ``exchangeInfo`` (2,400 until then).
-    ``sleep``: injectable for tests. ``waits`` / ``waited_s`` count what it did.
+    ``sleep``: injectable for tests. ``waits`` counts the waits it made.
     """
 
     def __init__(self, limit: int = 2400, headroom: float = 0.9, sleep: Callable[[float], None] = time.sleep,
@@ -226,7 +226,6 @@ class WeightThrottle:
         self.used = 0
         self._minute = -1          # the venue minute ``used`` belongs to
         self.waits = 0
-        self.waited_s = 0.0
 
     def after_response(self, header: Any, now_s: float) -> None:
         """Record the weight the venue reported; an absent or unreadable header changes nothing."""
@@ -241,7 +240,6 @@ class WeightThrottle:
         self._log.warning(kv("venue_weight_throttle", venue="binance", used_weight=self.used, limit=self.limit,
                              wait_s=round(wait, 2)))
         self.waits += 1
-        self.waited_s += wait
         self._sleep(wait)
         self.used, self._minute = 0, -1     # a new minute: the next answer says how much of it is used
 
