@@ -358,6 +358,43 @@ def test_db_locked_longer_and_shorter_than_the_busy_timeout(tmp_path, reference,
                         "was in the DB first; 36 cycles equal an uninterrupted run, integrity_check ok", **figures)
 
 
+def test_lock_after_the_cycle_committed_counts_the_cycle_once(tmp_path, reference, reliability, written_before_sent):
+    """A lock that strikes after the cycle's commit (its order already handed to the broker, the order's
+    state not yet written): the cycle is done, its order is reconciled from the DB at recovery, and
+    ``run(cycles=N)`` commits exactly N cycles (found by the long repeated-locks test: one cycle too many)."""
+    seen, path = written_before_sent
+    loop, h, env = in_process_agent(tmp_path, busy_timeout_s=0.3)
+    dbfile = Path(env["TB_DB_PATH"])
+    path["db"] = dbfile
+    loop.storage_backoff_s = 0.1
+    real_submit = loop._submit
+    box: dict = {}
+
+    def submit_under_a_lock(intents):
+        if "locker" not in box and any(it is not None for it in intents):
+            box["locker"] = hold_lock(dbfile, 1.0)
+        return real_submit(intents)
+    loop._submit = submit_under_a_lock
+    try:
+        summary = loop.run(cycles=TOTAL)
+        assert box["locker"].wait(timeout=30) == 0
+    finally:
+        loop.store.close()
+    faults = [ln for ln in h.lines if "event=storage_fault" in ln]
+    assert faults and all('message="database is locked"' in ln for ln in faults), faults
+    assert summary["cycles_this_run"] == TOTAL
+    reconciled = [ln for ln in h.lines if "event=reconcile" in ln]
+    assert len(reconciled) == 1 and "found=False" in reconciled[0], reconciled   # the fresh broker never saw it
+    assert seen["unwritten"] == []
+    figures = compare_with_reference(dbfile, reference)
+    reliability("storage: DB locked after a cycle committed", trials=1, ok=True, faults_injected=1,
+                recovered=True, failed_attempts=len(faults), cycles=summary["cycles_this_run"],
+                checked="a second process takes an EXCLUSIVE lock after the cycle committed and before its "
+                        "order's state is written: the cycle counts once, the order (new in the DB) is reconciled "
+                        "into the rebuilt broker, 36 cycles equal an uninterrupted run, integrity_check ok",
+                **{k: v for k, v in figures.items() if k != "cycles"})
+
+
 @pytest.mark.long
 def test_repeated_locks_futures_agent_equals_an_uninterrupted_run(tmp_path, reliability, written_before_sent):
     """Long: the futures agent (cooldowns rebuilt from the DB too) with a lock at 8 points of a 240-cycle run."""

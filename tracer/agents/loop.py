@@ -494,7 +494,14 @@ class AgentLoop:
             except Exception as e:
                 if not is_storage_fault(e):
                     raise
+                failed = now
                 now = self._storage_fault(now, e)     # the clock of the first cycle not committed, or None
+                if now is not None and self.processed_until is not None and self.processed_until >= failed:
+                    # the cycle had committed and what came after it failed (sending its orders, settling,
+                    # the console): recovery reconciled those orders from the DB, and the cycle is done
+                    done += 1
+                    if cycles is not None and done >= cycles:
+                        break
                 continue
             done += 1
             self.log.info(kv("cycle", n=self.cycle_no, clock=iso(now), signals=res.signals, skipped=res.skipped,
