@@ -53,9 +53,9 @@ def _loop(tmp: Path, venue: FakeAlpacaTrading):
 
 
 def _start_agent(make_loop) -> tuple[threading.Thread, dict]:
-    """The agent in its own thread (its SQLite connection is that thread's): cycles until it holds a
-    position, then, once ``state["locked"]`` is set, one more cycle (the test holds the DB lock by then).
-    Returns when it holds one."""
+    """The agent in its own thread (its SQLite connection is that thread's), one run: cycles until it holds
+    a position, then, once ``state["locked"]`` is set, on in the same run (the test holds the DB lock by
+    then) until one more cycle commits. Returns when it holds one."""
     held, state = threading.Event(), {"locked": threading.Event()}
 
     def agent() -> None:
@@ -63,18 +63,25 @@ def _start_agent(make_loop) -> tuple[threading.Thread, dict]:
         try:
             loop, h, settings = make_loop()
             state.update(loop=loop, h=h, settings=settings)
-            for _ in range(400):                          # cycles until an entry fills and the agent holds it
-                loop.run(cycles=1)
-                if loop.broker.positions():
-                    break
-            state["held"] = {p.symbol: p for p in loop.broker.positions()}
-            state["entry_clock"] = loop.processed_until
-            held.set()
-            if state["held"] and state["locked"].wait(60):
-                loop.run(cycles=1)                        # the cycle under the lock
+            real = loop.run_cycle
+
+            def run_cycle(now):
+                res = real(now)
+                if "held" in state:
+                    loop.stop_event.set()             # the cycle under the lock committed, after the fault
+                elif loop.broker.positions():
+                    state["held"] = {p.symbol: p for p in loop.broker.positions()}
+                    state["entry_clock"] = loop.processed_until
+                    held.set()
+                    if not state["locked"].wait(60):
+                        loop.stop_event.set()
+                return res
+            loop.run_cycle = run_cycle
+            loop.run(cycles=400)                      # an entry fills and the agent holds it within these
         except BaseException as e:  # noqa: BLE001  (reported by the test thread)
             state["error"] = e
         finally:
+            state.setdefault("held", {})
             held.set()
             if loop is not None:
                 loop.store.close()
@@ -178,39 +185,57 @@ def test_exits_are_sent_while_the_db_is_locked_and_booked_after(tmp_path, reliab
                         "cash), integrity_check ok")
 
 
+H = timedelta(hours=1)
+
+
+def _frames(symbols: list[str]) -> dict[str, pd.DataFrame]:
+    from tracer.data.replay import ReplayFeed
+    return {s: ReplayFeed(symbols)._series[s].frame for s in symbols}
+
+
+def _venue_at_start(frames: dict[str, pd.DataFrame], before: datetime) -> FakeAlpacaTrading:
+    """The fake Alpaca trading at the candles' price of the start (its price stays there)."""
+    venue = FakeAlpacaTrading(("ak", "as"), cash=CASH)
+    for sym, f in frames.items():
+        venue.set_price(sym, float(f[f.index < pd.Timestamp(before)]["close"].iloc[-1]))
+    return venue
+
+
+def _live_loop(tmp: Path, venue: FakeAlpacaTrading, frames: dict[str, pd.DataFrame], wall: FakeWall, name: str):
+    """The hybrid agent on a live feed over the bundled candles and a fake system clock; a 2 h time stop,
+    other exits out of reach."""
+    from tracer.agents.hybrid import HybridPolicy
+    from tracer.agents.loop import AgentLoop, venue_broker
+    from tracer.data.live import LiveFeed
+    from tracer.data.sources.chain import SourceChain
+    from tracer.sentiment.factory import make_scorer
+
+    settings = _settings(tmp, venue, TB_MAX_HOLD_H="2", TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100",
+                         TB_TRAIL_PCT="0", TB_EXIT_ON_SELL_SIGNAL="false")
+    log, h = quiet_logger(name)
+    store = Store(settings.db_path, busy_timeout_s=0.3)
+    symbols = list(frames)
+    feed = LiveFeed(symbols, SourceChain([BundledSource(frames)]), [], interval=H, lookback=settings.lookback_bars,
+                    min_bars=settings.min_bars, clock=wall, sleep=wall.sleep, settle=timedelta(seconds=5))
+    broker = venue_broker(settings, "hybrid", store, log, H)
+    loop = AgentLoop("hybrid", settings, feed, broker, store, make_scorer(settings, log, store),
+                     HybridPolicy(settings), log, settings.hybrid_capital)
+    loop.storage_backoff_s, loop.storage_backoff_max_s = 0.05, 0.2
+    loop.wait_heartbeat_s = 10_000.0
+    return loop, h, settings
+
+
 def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliability):
     """A live feed on a fake system clock: the DB is locked over a cycle with nothing due; while the fault
     lasts the clock passes the next bar close, at which the position's time stop (2 h) falls due: the
     agent sends that exit during the fault, from the bar it fetched then."""
-    from tracer.agents.hybrid import HybridPolicy
-    from tracer.agents.loop import AgentLoop, venue_broker
-    from tracer.data.live import LiveFeed
-    from tracer.data.replay import ReplayFeed
-    from tracer.data.sources.chain import SourceChain
-    from tracer.sentiment.factory import make_scorer
-
-    H = timedelta(hours=1)
     symbols = [s for s, _ in PRICES]
-    frames = {s: ReplayFeed(symbols)._series[s].frame for s in symbols}
+    frames = _frames(symbols)
     wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
-    venue = FakeAlpacaTrading(("ak", "as"), cash=CASH)
-    for sym in symbols:        # the venue trades at the candles' price of the start (its price stays there)
-        f = frames[sym]
-        venue.set_price(sym, float(f[f.index < pd.Timestamp(wall.t - H)]["close"].iloc[-1]))
+    venue = _venue_at_start(frames, wall.t - H)
 
     def make_loop():
-        settings = _settings(tmp_path, venue, TB_MAX_HOLD_H="2", TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100",
-                             TB_TRAIL_PCT="0", TB_EXIT_ON_SELL_SIGNAL="false")
-        log, h = quiet_logger("rel_storage_exits.live")
-        store = Store(settings.db_path, busy_timeout_s=0.3)
-        feed = LiveFeed(symbols, SourceChain([BundledSource(frames)]), [], interval=H, lookback=settings.lookback_bars,
-                        min_bars=settings.min_bars, clock=wall, sleep=wall.sleep, settle=timedelta(seconds=5))
-        broker = venue_broker(settings, "hybrid", store, log, H)
-        loop = AgentLoop("hybrid", settings, feed, broker, store, make_scorer(settings, log, store),
-                         HybridPolicy(settings), log, settings.hybrid_capital)
-        loop.storage_backoff_s, loop.storage_backoff_max_s = 0.05, 0.2
-        loop.wait_heartbeat_s = 10_000.0
-        return loop, h, settings
+        return _live_loop(tmp_path, venue, frames, wall, "rel_storage_exits.live")
 
     with venue:
         runner, state = _start_agent(make_loop)
@@ -272,6 +297,120 @@ def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliab
                         "a cycle with nothing due, then the clock passes the next bar close: the time stop of that "
                         "bar is sent during the fault (journaled, created at that close); after the lock the trade "
                         "is booked as time_stop, the skipped clock recorded as a gap, DB cash == venue cash")
+
+
+def _run_in_thread(make_loop) -> tuple[threading.Thread, dict]:
+    """An agent process, in a thread (its SQLite connection is that thread's): ``run(cycles=1)``; it stops
+    at ``state["loop"].stop_event`` as a process that dies (no recovery, the journal left behind)."""
+    state: dict = {"ready": threading.Event()}
+
+    def agent() -> None:
+        loop = None
+        try:
+            loop, h, settings = make_loop()
+            state.update(loop=loop, h=h, settings=settings)
+            state["ready"].set()
+            loop.run(cycles=1)
+        except BaseException as e:  # noqa: BLE001  (reported by the test thread)
+            state["error"] = e
+        finally:
+            state["ready"].set()
+            if loop is not None:
+                loop.store.close()
+
+    runner = threading.Thread(target=agent, daemon=True)
+    runner.start()
+    assert state["ready"].wait(60) and "error" not in state, state.get("error")
+    return runner, state
+
+
+def _stop(runner: threading.Thread, state: dict) -> None:
+    state["loop"].stop_event.set()
+    runner.join(timeout=60)
+    assert not runner.is_alive() and "error" not in state, state.get("error")
+
+
+def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_path, reliability):
+    """Agents that die during a storage fault and start again while it lasts (the DB locked throughout):
+    A holds positions and dies at the first fault; B starts under the lock: start() refuses to write or
+    send, B restores what the DB says (reads only) and sends the time stop of the bar that closes during
+    the fault (journaled), then dies; C starts under the lock, learns B's journal, and sends nothing twice.
+    When the lock goes, C books the exits: DB == venue, each exit once on the venue."""
+    symbols = [s for s, _ in PRICES]
+    frames = _frames(symbols)
+    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
+    venue = _venue_at_start(frames, wall.t - H)
+
+    def process(name: str):
+        return lambda: _live_loop(tmp_path, venue, frames, wall, f"rel_storage_exits.restart.{name}")
+
+    with venue:
+        runner, a = _start_agent(process("A"))
+        t0, held = a["entry_clock"], a["held"]
+        settings = a["settings"]
+        dbfile, journal = Path(settings.db_path), fault_journal.journal_path(settings.state_dir, "hybrid")
+        n_orders = len(venue.orders)
+        locker = sqlite3.connect(dbfile, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+        a["locked"].set()
+        try:
+            # A: the cycle at t0 + 1 h cannot commit (nothing due at it); A dies during the fault
+            wait_for(lambda: (a["loop"].storage_fault or {}).get("attempts", 0) >= 2 or "error" in a, 60,
+                     "A's storage fault")
+            _stop(runner, a)
+            assert not journal.exists() and len(venue.orders) == n_orders
+
+            # B: starts under the lock; start() refuses (probe write), the fault path restores from the DB
+            runner, b = _run_in_thread(process("B"))
+            wait_for(lambda: (b["loop"].storage_fault or {}).get("attempts", 0) >= 3 or "error" in b, 60,
+                     "B's storage fault attempts")
+            assert b["loop"].storage_fault["clock"] is None            # refused at start, before any cycle
+            restore = [ln for ln in b["h"].lines if "event=fault_restore" in ln]
+            assert len(restore) == 1 and f"after_clock={iso(t0)}" in restore[0] and \
+                f"open_positions={len(held)}" in restore[0] and "journaled_before=0" in restore[0], restore
+            assert len(venue.orders) == n_orders, "B sent something at start during the fault"
+            wall.t += H                                   # the bar at which the 2 h time stop is due closes
+            wait_for(lambda: len(venue.orders) >= n_orders + len(held) or "error" in b, 60, "B's exits")
+            new = list(venue.orders.values())[n_orders:]
+            assert sorted((o["symbol"], o["side"]) for o in new) == sorted((s, "sell") for s in held)
+            rows = fault_journal.pending(journal)
+            assert sorted(r["client_order_id"] for r in rows) == sorted(o["client_order_id"] for o in new)
+            assert {r["reason"] for r in rows} == {"time_stop"}
+            _stop(runner, b)
+
+            # C: starts under the lock with B's journal left behind: the same exits fall due, none is resent
+            runner, c = _run_in_thread(process("C"))
+            wait_for(lambda: (c["loop"].storage_fault or {}).get("attempts", 0) >= 4 or "error" in c, 60,
+                     "C's storage fault attempts")
+            restore = [ln for ln in c["h"].lines if "event=fault_restore" in ln]
+            assert len(restore) == 1 and f"journaled_before={len(rows)}" in restore[0], restore
+            assert (c["loop"].storage_fault or {}).get("bars_seen", "") >= iso(t0 + 2 * H)   # it looked at the bar
+            assert len(venue.orders) == n_orders + len(new), "an exit was sent twice"
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        runner.join(timeout=120)
+        assert not runner.is_alive() and "error" not in c, c.get("error")
+        assert c["loop"].storage_fault is None
+    assert "event=fault_orders_imported" in "\n".join(c["h"].lines) and not journal.exists()
+    db = sqlite3.connect(dbfile)
+    db.row_factory = sqlite3.Row
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        trades = db.execute("SELECT * FROM trades WHERE exit_reason='time_stop'").fetchall()
+        assert {t["exit_order_id"] for t in trades} == {r["client_order_id"] for r in rows}
+        for r in rows:
+            assert len(venue.orders_for(r["client_order_id"])) == 1
+        _agrees_with_venue(db, venue)
+    finally:
+        db.close()
+    reliability("storage: agents started again during the fault", trials=3, ok=True, faults_injected=1,
+                restarts_during_fault=2, exits_sent_during_fault=len(rows), duplicates=0,
+                checked="hybrid agent on the fake Alpaca with a live feed; DB locked throughout: the agent dies at "
+                        "the fault; a new one started under the lock sends nothing at start, restores from the DB "
+                        "(reads only) and sends the time stop of a bar closing during the fault (journaled), then "
+                        "dies; a third started under the lock learns that journal and sends nothing twice; after "
+                        "the lock the exits are booked from the journal, DB == venue, each exit once on the venue")
 
 
 # --- the journal itself ---------------------------------------------------------------------------------

@@ -166,6 +166,10 @@ class AgentLoop:
     def start(self) -> datetime | None:
         """Restore state from the DB, reconcile open orders, and return the first clock to run."""
         st = self.store
+        if self.venue:
+            # a venue agent sends nothing at start (reconciliation, protection) unless the DB can record it:
+            # while it cannot, the fault path restores what it can read and manages exits, journaled
+            st.probe_write()
         if getattr(self.s, "state_dir", None) is not None:   # orders sent while the DB could not take them
             got = fault_journal.import_into(st, fault_journal.journal_path(self.s.state_dir, self.agent), self.agent,
                                             self.log)
@@ -180,15 +184,7 @@ class AgentLoop:
                 st.save_account(self.agent, initial_capital=capital, cash=capital,
                                 realized_pnl=0.0, fees_paid=0.0, day=None, day_start_equity=None)
             acct = st.account(self.agent)
-        if self.venue:
-            self.initial_capital = float(acct["initial_capital"])
-        self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
-        self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
-        pending = []
-        for r in st.orders_in_state(self.agent, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
-            br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
-            pending.append((row_to_order(r), Bracket(**br) if br else None))
-        self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
+        self._restore(acct)
         # an entry never sent is cancelled when its signal is more than two bars old at this start (a live
         # feed's latest close; a replay resumes at its last committed clock)
         latest = getattr(self.feed, "latest_time", None)
@@ -213,6 +209,19 @@ class AgentLoop:
         self.log.info(kv("start", first_clock=iso(first) if first else "end-of-data", capital=self.initial_capital,
                          symbols=",".join(self.feed.symbols), profile=self.s.profile))
         return first
+
+    def _restore(self, acct) -> None:
+        """The broker as the DB has it: cash, open positions, orders in flight (reads only)."""
+        st = self.store
+        if self.venue:
+            self.initial_capital = float(acct["initial_capital"])
+        self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
+        self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
+        pending = []
+        for r in st.orders_in_state(self.agent, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
+            br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
+            pending.append((row_to_order(r), Bracket(**br) if br else None))
+        self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
 
     def reconcile(self, now: datetime | None = None) -> None:
         """Orders written as ``new`` but maybe never sent: ask the broker by client order id,
@@ -575,6 +584,8 @@ class AgentLoop:
         cycle. Repeats until the DB takes writes again; returns the clock to run (None: stop requested)."""
         while True:
             wait = self._note_fault(clock, e)
+            if clock is None and self.venue:
+                clock = self._restore_during_fault()
             self._exits_during_fault(clock)
             if self.stop_event.wait(wait):
                 return None
@@ -598,6 +609,37 @@ class AgentLoop:
                     # commit: the fault's exit checks go over the bars since then again
                     self.storage_fault["bars_seen"] = min(self.storage_fault.get("bars_seen") or "~",
                                                           iso(self.processed_until))
+
+    def _restore_during_fault(self) -> datetime | None:
+        """A venue agent that (re)started while the DB cannot take writes (start() refused): the broker as
+        the DB has it (reads only; a DB that cannot even be read leaves None, retried next attempt), and
+        orders an earlier process journaled in its fault counted as maybe sent (looked up on the venue,
+        never sent blind again). The fault's exit checks look at the bars after the last committed clock:
+        returns the clock they go to (a live feed: its newest close, looked up at each attempt; a replay:
+        the next clock, the one that cannot commit), None when nothing was committed yet (no position)."""
+        try:
+            acct, last = self.store.account(self.agent), self.store.last_run(self.agent)
+            if acct is None or last is None:
+                return None
+            self._restore(acct)
+        except Exception as e:
+            if not is_storage_fault(e):
+                raise
+            return None
+        fault = self.storage_fault
+        journaled = [r["client_order_id"] for r in
+                     fault_journal.pending(fault_journal.journal_path(self.s.state_dir, self.agent))] \
+            if getattr(self.s, "state_dir", None) is not None else []
+        if fault is not None:
+            fault["journaled"] = list(dict.fromkeys(fault.get("journaled", []) + journaled))
+            fault["bars_seen"] = last["clock"]
+        self.cycle_no = int(last["cycle"])
+        self.clock = self.processed_until = parse_iso(last["clock"])
+        self.log.warning(kv("fault_restore", after_clock=last["clock"], open_positions=len(self.broker.positions()),
+                            journaled_before=len(journaled), action="exits managed during the fault"))
+        if callable(getattr(self.feed, "latest_time", None)):
+            return self.processed_until
+        return self.feed.next_time(self.processed_until) or self.processed_until  # type: ignore[attr-defined]
 
     def _exits_during_fault(self, clock: datetime | None) -> None:
         """A venue agent keeps managing its exits while the DB cannot take a cycle, where it can.
@@ -693,9 +735,10 @@ class AgentLoop:
                           action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
         self._fault_file(f)
         if f["attempts"] == 1:
+            what = f"the cycle at clock {f['clock']}" if f["clock"] else "the agent's start"
             alert_or_log(self.store, self.s, "storage_fault",
-                         f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take the cycle at clock {f['clock']} "
-                         f"({err}). No position is opened until it clears"
+                         f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take {what} ({err}). "
+                         f"No position is opened until it clears"
                          f"{' (due exits are still sent to the venue, journaled)' if self.venue else ''}; "
                          f"retrying with backoff up to "
                          f"{self.storage_backoff_max_s:g} s. Check the disk, the file's permissions and who holds "
