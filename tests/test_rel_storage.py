@@ -372,7 +372,7 @@ def test_lock_after_the_cycle_committed_counts_the_cycle_once(tmp_path, referenc
 
     def submit_under_a_lock(intents):
         if "locker" not in box and any(it is not None for it in intents):
-            box["locker"] = hold_lock(dbfile, 1.0)
+            box["locker"] = hold_lock(dbfile, 3.0)   # well past the 0.3 s busy timeout, on a slow machine too
         return real_submit(intents)
     loop._submit = submit_under_a_lock
     try:

@@ -405,12 +405,82 @@ def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_p
     finally:
         db.close()
     reliability("storage: agents started again during the fault", trials=3, ok=True, faults_injected=1,
-                restarts_during_fault=2, exits_sent_during_fault=len(rows), duplicates=0,
+                restarts=2, exits_sent_during_fault=len(rows), duplicates=0,
                 checked="hybrid agent on the fake Alpaca with a live feed; DB locked throughout: the agent dies at "
                         "the fault; a new one started under the lock sends nothing at start, restores from the DB "
                         "(reads only) and sends the time stop of a bar closing during the fault (journaled), then "
                         "dies; a third started under the lock learns that journal and sends nothing twice; after "
                         "the lock the exits are booked from the journal, DB == venue, each exit once on the venue")
+
+
+def test_an_exit_written_but_never_sent_goes_out_during_a_start_time_fault(tmp_path, reliability):
+    """A process wrote a position's exit as new and died before sending it; the agent starts again while
+    the DB is locked: the exit (looked up on the venue first: not there) is sent during the fault, once,
+    and booked after it."""
+    from tracer.execution.broker import exit_order_id
+    symbols = [s for s, _ in PRICES]
+    frames = _frames(symbols)
+    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
+    venue = _venue_at_start(frames, wall.t - H)
+
+    def process(name: str):
+        return lambda: _live_loop(tmp_path, venue, frames, wall, f"rel_storage_exits.unsent.{name}")
+
+    with venue:
+        runner, a = _start_agent(process("A"))
+        a["loop"].stop_event.set()
+        a["locked"].set()
+        runner.join(timeout=60)
+        assert not runner.is_alive() and "error" not in a, a.get("error")
+        settings = a["settings"]
+        dbfile = Path(settings.db_path)
+        sym, pos = sorted(a["held"].items())[0]
+        cid = exit_order_id(pos.entry_order_id)
+        store = Store(settings.db_path)
+        try:                                   # what the dead process had written, as it writes it
+            with store.transaction():
+                store.insert_order(Order(cid, "hybrid", sym, Side.SELL, pos.qty, OrderType.MARKET, reduce_only=True,
+                                         purpose="exit", reason="time_stop", created_at=a["entry_clock"]),
+                                   run_id=None, signal_id=None, price_est=None)
+        finally:
+            store.close()
+        n_orders = len(venue.orders)
+        locker = sqlite3.connect(dbfile, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            runner, b = _run_in_thread(process("B"))
+            wait_for(lambda: venue.orders_for(cid) or "error" in b, 60, "the unsent exit sent during the fault")
+            assert b["loop"].storage_fault is not None and b["loop"].storage_fault["clock"] is None
+            restore = [ln for ln in b["h"].lines if "event=fault_restore" in ln]
+            assert len(restore) == 1 and "new_in_db=1" in restore[0], restore
+            wait_for(lambda: (b["loop"].storage_fault or {}).get("attempts", 0) >= 4 or "error" in b, 60,
+                     "more fault attempts")
+            new = list(venue.orders.values())[n_orders:]
+            assert [(o["client_order_id"], o["side"]) for o in new] == [(cid, "sell")]   # once, and nothing else
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        runner.join(timeout=120)
+        assert not runner.is_alive() and "error" not in b, b.get("error")
+        assert b["loop"].storage_fault is None
+    db = sqlite3.connect(dbfile)
+    db.row_factory = sqlite3.Row
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        o = db.execute("SELECT * FROM orders WHERE client_order_id=?", (cid,)).fetchone()
+        assert o["state"] == "filled"
+        t = db.execute("SELECT * FROM trades WHERE exit_order_id=?", (cid,)).fetchone()
+        assert t is not None and t["symbol"] == sym
+        assert len(venue.orders_for(cid)) == 1
+        _agrees_with_venue(db, venue)
+    finally:
+        db.close()
+    reliability("storage: an exit written but never sent, agent started during the fault", trials=1, ok=True,
+                faults_injected=1, restarts=1, exits_sent_during_fault=1, duplicates=0,
+                checked="hybrid agent on the fake Alpaca; a position's exit in the DB as new (the process died "
+                        "before sending it); started again under a DB lock: the exit is looked up on the venue "
+                        "(absent) and sent during the fault, once, nothing else sent; after the lock it is "
+                        "filled and booked as a trade, DB == venue, integrity_check ok")
 
 
 # --- the journal itself ---------------------------------------------------------------------------------

@@ -156,6 +156,8 @@ class AgentLoop:
         # storage faults (the DB locked, read-only, full): see run() and _storage_fault()
         self._broker_template = None if self.venue else copy.deepcopy(broker)   # a paper broker as built
         self.storage_fault: dict[str, Any] | None = None
+        self._restores = 0                    # broker restores from the DB (a failed recovery: did it get there?)
+        self._committed: datetime | None = None   # the clock of the last cycle this process committed
         self.storage_backoff_s = 1.0          # first retry after a storage fault, doubling up to the max
         self.storage_backoff_max_s = 60.0
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
@@ -198,7 +200,7 @@ class AgentLoop:
         if last is not None:
             self.cycle_no = int(last["cycle"])
             self.clock = self.processed_until = parse_iso(last["clock"])
-            nxt = self.feed.next_time(self.processed_until)  # type: ignore[attr-defined]
+            nxt = self._next_time(self.processed_until)    # a live feed: waits, with heartbeats, stoppable
             self.log.info(kv("resume", after_clock=last["clock"], cycle=self.cycle_no,
                              next_clock=iso(nxt) if nxt else "end-of-data", cash=round(acct["cash"], 2),
                              open_positions=len(self.broker.positions())))
@@ -213,6 +215,7 @@ class AgentLoop:
     def _restore(self, acct) -> None:
         """The broker as the DB has it: cash, open positions, orders in flight (reads only)."""
         st = self.store
+        self._restores += 1
         if self.venue:
             self.initial_capital = float(acct["initial_capital"])
         self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
@@ -383,6 +386,7 @@ class AgentLoop:
             st.finish_run(run_id, symbols=res.signals, skipped=res.skipped, orders=len(res.orders), fills=res.fills,
                           cash=self.broker.balance(), equity=res.equity,
                           **({"note": "; ".join(self._notes)} if self._notes else {}))
+        self._committed = now
         if fault is not None:
             self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault["attempts"], since=fault["since"],
                              error=fault["error"]))
@@ -505,9 +509,9 @@ class AgentLoop:
                     raise
                 failed = now
                 now = self._storage_fault(now, e)     # the clock of the first cycle not committed, or None
-                if now is not None and self.processed_until is not None and self.processed_until >= failed:
+                if self._committed == failed:
                     # the cycle had committed and what came after it failed (sending its orders, settling,
-                    # the console): recovery reconciled those orders from the DB, and the cycle is done
+                    # the console): recovery reconciles those orders from the DB, and the cycle is done
                     done += 1
                     if cycles is not None and done >= cycles:
                         break
@@ -523,7 +527,7 @@ class AgentLoop:
                 self.stop_event.wait(interval_s)
         summary = self.summary()
         summary["cycles_this_run"] = done
-        summary["end_of_data"] = now is None
+        summary["end_of_data"] = now is None and not self.stop_event.is_set()
         self.log.info(kv("summary", **summary))
         try:
             with self.store.transaction():
@@ -589,6 +593,7 @@ class AgentLoop:
             self._exits_during_fault(clock)
             if self.stop_event.wait(wait):
                 return None
+            restores = self._restores
             try:
                 self.store.reopen()
                 # start() below reconciles and may send orders: only once the DB takes writes again
@@ -604,7 +609,7 @@ class AgentLoop:
                 if not is_storage_fault(e2):
                     raise
                 e = e2
-                if self.storage_fault is not None and self.processed_until is not None:
+                if self._restores != restores and self.storage_fault is not None and self.processed_until is not None:
                     # a start() that got as far as restoring the broker from the DB put it back at the last
                     # commit: the fault's exit checks go over the bars since then again
                     self.storage_fault["bars_seen"] = min(self.storage_fault.get("bars_seen") or "~",
@@ -617,26 +622,40 @@ class AgentLoop:
         never sent blind again). The fault's exit checks look at the bars after the last committed clock:
         returns the clock they go to (a live feed: its newest close, looked up at each attempt; a replay:
         the next clock, the one that cannot commit), None when nothing was committed yet (no position)."""
+        if getattr(self.s, "state_dir", None) is None:     # no journal: nothing can be sent during the fault
+            return None
         try:
             acct, last = self.store.account(self.agent), self.store.last_run(self.agent)
             if acct is None or last is None:
                 return None
             self._restore(acct)
+            unsent = self.store.orders_in_state(self.agent, OrderState.NEW)
+            journaled = [r["client_order_id"] for r in
+                         fault_journal.pending(fault_journal.journal_path(self.s.state_dir, self.agent))]
+            due = [(row_to_order(r), Bracket(**json.loads(r["bracket_json"])) if r["bracket_json"] else None)
+                   for r in unsent if r["reduce_only"]]
+            due += self.broker.ensure_protection()  # type: ignore[attr-defined]
         except Exception as e:
-            if not is_storage_fault(e):
+            # a DB that cannot be read, a journal that cannot be read: no exit can be sent safely (one may
+            # have been sent already); tried again at the next attempt
+            if not (is_storage_fault(e) or isinstance(e, OSError)):
                 raise
+            self.log.error(kv("fault_restore_failed", error=type(e).__name__, message=str(e)[:200]))
             return None
         fault = self.storage_fault
-        journaled = [r["client_order_id"] for r in
-                     fault_journal.pending(fault_journal.journal_path(self.s.state_dir, self.agent))] \
-            if getattr(self.s, "state_dir", None) is not None else []
         if fault is not None:
-            fault["journaled"] = list(dict.fromkeys(fault.get("journaled", []) + journaled))
+            # orders the DB has as new (maybe sent by the process that wrote them) are looked up on the venue
+            # before any send, like those journaled; the reduce-only ones and the protective stops the venue
+            # should hold and the DB does not know of go out during the fault; entries never do
+            maybe = journaled + [r["client_order_id"] for r in unsent]
+            fault["journaled"] = list(dict.fromkeys(fault.get("journaled", []) + maybe))
             fault["bars_seen"] = last["clock"]
+            self.broker.requeue(due)  # type: ignore[attr-defined]
         self.cycle_no = int(last["cycle"])
         self.clock = self.processed_until = parse_iso(last["clock"])
         self.log.warning(kv("fault_restore", after_clock=last["clock"], open_positions=len(self.broker.positions()),
-                            journaled_before=len(journaled), action="exits managed during the fault"))
+                            journaled_before=len(journaled), new_in_db=len(unsent),
+                            action="exits managed during the fault"))
         if callable(getattr(self.feed, "latest_time", None)):
             return self.processed_until
         return self.feed.next_time(self.processed_until) or self.processed_until  # type: ignore[attr-defined]
