@@ -225,17 +225,24 @@ def _live_loop(tmp: Path, venue: FakeAlpacaTrading, frames: dict[str, pd.DataFra
     return loop, h, settings
 
 
+def _live_world(tmp: Path, name: str):
+    """The bundled candles from 2022-06-06 on a fake system clock, the fake Alpaca at their price, and a
+    factory of agent processes on them (each its own loop, store and logger ``<name>.<process>``)."""
+    frames = _frames([s for s, _ in PRICES])
+    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
+    venue = _venue_at_start(frames, wall.t - H)
+
+    def process(proc: str):
+        return lambda: _live_loop(tmp, venue, frames, wall, f"{name}.{proc}")
+    return wall, venue, process
+
+
 def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliability):
     """A live feed on a fake system clock: the DB is locked over a cycle with nothing due; while the fault
     lasts the clock passes the next bar close, at which the position's time stop (2 h) falls due: the
     agent sends that exit during the fault, from the bar it fetched then."""
-    symbols = [s for s, _ in PRICES]
-    frames = _frames(symbols)
-    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
-    venue = _venue_at_start(frames, wall.t - H)
-
-    def make_loop():
-        return _live_loop(tmp_path, venue, frames, wall, "rel_storage_exits.live")
+    wall, venue, process = _live_world(tmp_path, "rel_storage_exits.live")
+    make_loop = process("A")
 
     with venue:
         runner, state = _start_agent(make_loop)
@@ -336,14 +343,7 @@ def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_p
     send, B restores what the DB says (reads only) and sends the time stop of the bar that closes during
     the fault (journaled), then dies; C starts under the lock, learns B's journal, and sends nothing twice.
     When the lock goes, C books the exits: DB == venue, each exit once on the venue."""
-    symbols = [s for s, _ in PRICES]
-    frames = _frames(symbols)
-    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
-    venue = _venue_at_start(frames, wall.t - H)
-
-    def process(name: str):
-        return lambda: _live_loop(tmp_path, venue, frames, wall, f"rel_storage_exits.restart.{name}")
-
+    wall, venue, process = _live_world(tmp_path, "rel_storage_exits.restart")
     with venue:
         runner, a = _start_agent(process("A"))
         t0, held = a["entry_clock"], a["held"]
@@ -418,14 +418,7 @@ def test_an_exit_written_but_never_sent_goes_out_during_a_start_time_fault(tmp_p
     the DB is locked: the exit (looked up on the venue first: not there) is sent during the fault, once,
     and booked after it."""
     from tracer.execution.broker import exit_order_id
-    symbols = [s for s, _ in PRICES]
-    frames = _frames(symbols)
-    wall = FakeWall(datetime(2022, 6, 6, 0, 0, 5, tzinfo=timezone.utc))
-    venue = _venue_at_start(frames, wall.t - H)
-
-    def process(name: str):
-        return lambda: _live_loop(tmp_path, venue, frames, wall, f"rel_storage_exits.unsent.{name}")
-
+    wall, venue, process = _live_world(tmp_path, "rel_storage_exits.unsent")
     with venue:
         runner, a = _start_agent(process("A"))
         a["loop"].stop_event.set()
