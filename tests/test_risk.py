@@ -62,6 +62,16 @@ def test_kelly_undefined_without_a_win_and_a_loss():
     assert est.n == 5 and est.half_kelly == pytest.approx(0.2)
 
 
+def test_kelly_with_extreme_returns_neither_fails_nor_gives_nan():
+    # the means would overflow (1e308 + 1e308) or the payoff underflow to 0 (5e-324 / 1e308)
+    est = kelly([1e308, 1e308, -1e-300])
+    assert est.payoff == float("inf") and est.full_kelly == pytest.approx(2 / 3)
+    est = kelly([5e-324, -1e308])
+    assert est.payoff == 0.0 and est.full_kelly == float("-inf") and est.half_kelly == float("-inf")
+    assert kelly([1e308, -1e308]).full_kelly == pytest.approx(0.0)          # b = 1, p = 0.5
+    assert kelly_position_pct([5e-324, -1e308], 0.5, 2, 0.25, 0.01)[0] == pytest.approx(0.01)   # the floor
+
+
 GOOD = [0.02, 0.02, 0.02, -0.01, -0.01]        # half-Kelly 0.2 (above)
 BAD = [0.01, -0.02, -0.02, 0.01, -0.02]        # half-Kelly -0.4 (above)
 

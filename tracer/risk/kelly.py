@@ -25,8 +25,12 @@ def kelly(returns: Sequence[float]) -> KellyEstimate | None:
     if len(wins) == 0 or len(losses) == 0:
         return None
     p = len(wins) / len(r)
-    b = float(wins.mean() / -losses.mean())
-    f = p - (1.0 - p) / b
+    # the payoff is a ratio: computed on returns scaled to |r| <= 1 its means cannot overflow, and one of
+    # them is at least 1/n; the other may underflow to 0 (b = 0: no edge, f* = -inf; b = inf: f* = p)
+    scale = float(np.max(np.abs(r)))
+    with np.errstate(divide="ignore", under="ignore"):
+        b = float((wins / scale).mean() / np.abs(losses / scale).mean())
+    f = p - (1.0 - p) / b if b > 0 else -np.inf
     return KellyEstimate(len(r), p, b, f, f / 2.0)
 
 
