@@ -1,7 +1,16 @@
 """Test-wide isolation."""
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests draw the same examples on every run (a fresh CI clone included), so a red run is a
+# reproducible one. TB_HYPOTHESIS_PROFILE=explore draws new random examples each run, to look for more.
+hypothesis_settings.register_profile("tracer", derandomize=True, database=None, deadline=None)
+hypothesis_settings.register_profile("explore", derandomize=False, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("TB_HYPOTHESIS_PROFILE", "tracer"))
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +31,6 @@ def _no_promoted_params_from_the_checkout(monkeypatch):
 # passes --long). Every reliability scenario records what it did through the ``reliability`` fixture; the
 # report docs/RELIABILITY.md is written from those records by scripts/reliability_report.py.
 import json
-import os
 import time
 from pathlib import Path
 

@@ -312,8 +312,10 @@ def test_timeout_is_ambiguous_and_latency_is_fine(venue):
         c.place_order(buy("t1"))
     assert venue.post_counts["t1"] == 1
     assert c.get_order("BTC/USD", "t1").state is OrderState.FILLED
+    # a slow answer well inside the timeout is fine (a client with room for it: a loaded machine adds its own
+    # delay to the venue's, and this client sends once, without retries)
     venue.fail_next("latency", path="/v5/position/list", s=0.2)
-    assert len(c.positions()) == 1
+    assert len(client(venue, timeout_s=2.0).positions()) == 1
     time.sleep(0.7)                                                      # let the slow handler finish
     assert venue.post_counts["t1"] == 1
 

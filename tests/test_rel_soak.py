@@ -15,15 +15,16 @@ Checks (long variant: 20,000 cycles per agent; default: 500 cycles, looser):
 - resident memory at the end vs after the warm-up (the first 10% of the cycles): growth < 10% (25%);
 - open fds and threads at the end <= after the warm-up (no leak; a thread or fd left by another test
   of the same worker that goes away is not a failure);
-- latency flat: median of the last 10% of cycles <= 1.5x (3x) the median of the 10%-20% window.
-  On a shared machine whose load changes during the run, that ratio measures the machine as much as the
-  agent. So the long variant also runs a CONTROL: a fresh agent (new DB, same settings, sharing the
+- latency flat (long variant; the short one records it): the median of the last 10% of cycles against
+  the median of the 10%-20% window. On a shared machine whose load changes during the run, that ratio
+  measures the machine as much as the agent. So the long variant also runs a CONTROL: a fresh agent (new DB, same settings, sharing the
   soaked agent's score cache) whose cycles alternate one for one with the last 10% of the soak, on the
   same bars and headlines (the last 10% starts a whole number of segments into the data, where the
   fresh agent starts). median(soaked) / median(control) is the slowdown that 90% of the run's state
-  (DB, caches, logs) causes, with the machine's load cancelled out; it must be <= 1.5 too. The raw
-  ratio is recorded and asserted only when the control says the machine itself did not slow down by
-  more than 25% (``machine_slowdown``); otherwise it is recorded and reported, not asserted.
+  (DB, caches, logs) causes, with the machine's load cancelled out; it must be <= 1.5. The raw ratio
+  and the machine's own slowdown (``machine_slowdown``, from the control) are recorded, not asserted:
+  the raw ratio is about the control ratio times the machine's slowdown, so on a machine whose load
+  changes it fails runs that the control shows to be flat.
 """
 from __future__ import annotations
 
@@ -227,8 +228,6 @@ def check(f: dict, cfg: dict) -> list[str]:
         if f["latency_ratio_vs_control"] > cfg["max_latency_ratio"]:
             bad.append(f"latency last 10% / fresh control on the same bars = {f['latency_ratio_vs_control']} "
                        f"(limit {cfg['max_latency_ratio']})")
-        if f["machine_slowdown"] <= 1.25 and f["latency_ratio"] > cfg["max_latency_ratio"]:
-            bad.append(f"latency last 10% / 10-20% = {f['latency_ratio']} (limit {cfg['max_latency_ratio']})")
     elif cfg["max_latency_ratio"] is not None and f["latency_ratio"] > cfg["max_latency_ratio"]:
         bad.append(f"latency last 10% / 10-20% = {f['latency_ratio']} (limit {cfg['max_latency_ratio']})")
     return bad
@@ -243,8 +242,8 @@ def _run(tmp_path: Path, reliability, agent: str, cfg: dict, label: str) -> None
                  f"growth after warm-up ({cfg['cycles'] // 10:,} cycles) < {cfg['max_growth_pct']:g}%, fds and "
                  f"threads not above warm-up"
                  + ((f", median latency of the last 10% <= {cfg['max_latency_ratio']:g}x that of a fresh control "
-                     "agent run alternately with it on the same bars and headlines, and <= that factor x the "
-                     "10%-20% window (same bars) unless the control shows the machine itself slowed by > 25%")
+                     "agent run alternately with it on the same bars and headlines (the raw ratio to the 10%-20% "
+                     "window and the machine's own slowdown recorded)")
                     if cfg["control"] else "; latency recorded, not asserted (a short run on a shared machine is "
                                            "too noisy: the long variant checks it against a control agent)")),
         ok=not bad, problems="; ".join(bad) or None, **f)

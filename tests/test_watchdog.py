@@ -187,8 +187,13 @@ def test_lock_keeps_a_second_watchdog_out_and_a_stale_lock_is_taken_over(tmp_pat
                  what="the loop's lock")
         # its first pass (nothing to do yet) is over once it sleeps until the next one
         import psutil
-        wait_for(lambda: any(c.name() == "sleep" for c in psutil.Process(loop.pid).children()),
-                 what="the loop's first pass to end")
+
+        def sleeping() -> bool:
+            try:
+                return any(c.name() == "sleep" for c in psutil.Process(loop.pid).children())
+            except psutil.NoSuchProcess:        # a short-lived child reaped between the listing and its name
+                return False
+        wait_for(sleeping, what="the loop's first pass to end")
         # an agent that is down: a pass that got the lock would restart it
         dead = dead_pid()
         (state / "hybrid.pid").write_text(f"{dead}\n")
