@@ -127,7 +127,7 @@ def _fuzz(tmp_path: Path, max_examples: int, reliability, caplog) -> None:
             client.close()
             store.close()
             print(vars(t) | {})
-            reliability(f"access: foreign Telegram chats{' (long)' if max_examples > 100 else ''}", trials=t.examples,
+            reliability(f"access: foreign Telegram chats{' (long)' if max_examples > 100 else ''}", trials=t.examples, inputs_fuzzed=t.examples,
                         checked="hypothesis fuzz of foreign chat ids (near misses, 64-bit, senders claiming the owner's "
                                 "id) x hostile command texts through python-telegram-bot, CommandListener and the "
                                 "outbox: controls unchanged, nothing queued, nothing sent, offset advanced, each "
@@ -184,7 +184,7 @@ def test_listener_process_ignores_a_burst_of_foreign_commands(tmp_path, reliabil
             assert log.count("telegram_command_ignored") == n
             ok = True
         finally:
-            reliability("access: listener process, burst of foreign commands", trials=n,
+            reliability("access: listener process, burst of foreign commands", trials=n, inputs_fuzzed=n,
                         checked="scripts/telegram_listener.py with 60 pause/resume/status commands from foreign chats "
                                 "(a third claiming the owner's user id) and one /status from the configured chat: "
                                 "controls unchanged, one reply, to the configured chat only, 60 ignored lines logged",

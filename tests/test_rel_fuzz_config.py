@@ -174,7 +174,7 @@ def _fuzz_all_fields(n_examples: int, reliability) -> None:
         one()
     ok = not failures
     reliability(f"fuzz: config garbage per TB_ variable (load_settings){' long' if n_examples > N_DEFAULT else ''}",
-                trials=counts["values"], ok=ok, kinds=",".join(sorted(kinds)),
+                trials=counts["values"], ok=ok, inputs_fuzzed=counts["values"], kinds=",".join(sorted(kinds)),
                 checked="every TB_ variable refused with a ConfigError naming it; no other exception",
                 **counts)
     assert ok, "\n".join(failures[:20])
@@ -211,7 +211,7 @@ def test_required_pairs_refuse_an_empty_half(reliability):
             assert named(ei.value, env), ei.value.problems
             assert "set-value-1234" not in str(ei.value)
             refused += 1
-    reliability("fuzz: config required pairs with an empty half", trials=n, ok=refused == n,
+    reliability("fuzz: config required pairs with an empty half", trials=n, ok=refused == n, inputs_fuzzed=n,
                 checked="a key without its secret (or token without chat id) refused naming the missing one",
                 pairs=len(PAIR_COMPANIONS), refused=refused)
 
@@ -268,6 +268,7 @@ def test_live_feed_sources_and_weights_refused_at_start(reliability):
         stats["run"] += 1
         stats["refused"] += 1
     reliability("fuzz: config live feed sources and weights", trials=stats["run"], ok=True,
+                inputs_fuzzed=stats["run"],
                 checked="unknown sources / malformed weights refused at start naming the variable (TB_FEED=live)",
                 **stats)
 
@@ -333,7 +334,7 @@ def _process_cases(tmp_path, reliability, cases) -> None:
     kinds = sorted({next(f.metadata["kind"] for f in FIELDS if f.metadata["env"] == v) for _, v, _ in cases})
     long = " long" if len(cases) == len(PROCESS_CASES) else ""
     reliability(f"fuzz: config garbage through the agent process entry point{long}", trials=len(cases),
-                ok=not bad, checked="exit code 2, stderr names the variable, nothing started",
+                inputs_fuzzed=len(cases), ok=not bad, checked="exit code 2, stderr names the variable, nothing started",
                 processes=len(cases), kinds=",".join(kinds), exit_2=len(cases) - len(bad),
                 variables=",".join(v for _, v, _ in cases))
     assert not bad, "\n".join(bad)

@@ -170,7 +170,7 @@ def _validation_fuzz(n_examples: int, reliability) -> None:
             one.hypothesis.inner_test(n=70, seed=k, defects=[(kind, 30 + 9 * k, k)], age_min=0, min_bars=30,
                                       stale_min=90)
     reliability(f"fuzz: bar windows with bad values and times (validation){LONG if n_examples > 200 else ''}",
-                trials=stats["windows"], ok=True,
+                trials=stats["windows"], ok=True, inputs_fuzzed=stats["windows"],
                 checked="validate_bars agrees with a row-by-row oracle; every bad window has a documented reason",
                 windows=stats["windows"], bad_windows=stats["bad"], good_windows=stats["good"], crashes=0,
                 reasons=",".join(sorted(k[7:] for k in stats if k.startswith("reason:"))))
@@ -502,7 +502,7 @@ def _perplexity_http_fuzz(n_examples: int, reliability, caplog) -> None:
 
         one()
     reliability(f"fuzz: malformed Perplexity answers over HTTP (fake server){LONG if n_examples > 30 else ''}",
-                trials=stats["examples"], ok=True,
+                trials=stats["examples"], ok=True, inputs_fuzzed=stats["examples"],
                 checked="no crash; good headlines kept; bad items dropped with news_items_dropped reasons logged; "
                         "nothing after now returned",
                 answers=stats["examples"], good_kept=stats["good_kept"], drops_logged=stats["drops_logged"],
@@ -614,7 +614,7 @@ def _notify_fuzz(n_examples: int, reliability, tmp_path) -> None:
 
         one()
     reliability(f"fuzz: hostile notification texts to Discord and Telegram{LONG if n_examples > 30 else ''}",
-                trials=stats["messages"], ok=True,
+                trials=stats["messages"], ok=True, inputs_fuzzed=stats["messages"],
                 checked="every part within the limit; no mention pings (allowed_mentions parse []); every Discord "
                         "Markdown character escaped; Telegram plain text; no crash",
                 messages=stats["messages"], delivered=stats["delivered"], discord_parts=stats["discord_parts"],
@@ -714,7 +714,7 @@ def _sources_fuzz(n_examples: int, reliability) -> None:
         one_news()
     ok = not problems
     reliability(f"fuzz: malformed live bar source answers{LONG if n_examples > 15 else ''}", trials=stats["answers"],
-                ok=ok, checked="a source raises only SourceError; the chain only ChainFailure with reasons, or "
+                inputs_fuzzed=stats["answers"], ok=ok, checked="a source raises only SourceError; the chain only ChainFailure with reasons, or "
                                "validated bars", sources=len(specs), **stats, untyped_errors=len(problems))
     assert ok, "\n".join(problems[:15])
 

@@ -332,7 +332,7 @@ def _fuzz_venue(venue_name: str, n_examples: int, reliability) -> None:
         v.fake.__exit__(None, None, None)
     ok = not failures
     reliability(f"fuzz: malformed venue JSON ({venue_name}){' long' if n_examples > N_DEFAULT else ''}",
-                trials=stats["run"], ok=ok,
+                trials=stats["run"], ok=ok, inputs_fuzzed=stats["run"],
                 checked="only typed VenueErrors escape; returned values finite; a malformed order answer "
                         "is Ambiguous, never a definite reject",
                 calls=",".join(CALLS), endpoint_answers_malformed=mal.hits, **stats,
