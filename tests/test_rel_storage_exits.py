@@ -13,6 +13,7 @@ import subprocess
 import stat
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -119,6 +120,25 @@ def _sells(venue: FakeAlpacaTrading) -> list[dict]:
     return [o for o in _orders(venue) if o["side"] == "sell"]
 
 
+def _recovered(runner: threading.Thread, state: dict) -> None:
+    """The agent's thread ends once the lock has gone: recovered, its last cycle committed."""
+    runner.join(timeout=120)
+    assert not runner.is_alive() and "error" not in state, state.get("error")
+    assert state["loop"].storage_fault is None
+
+
+@contextmanager
+def _checked_db(dbfile: Path):
+    """The agent's DB afterwards (rows by name), once ``PRAGMA integrity_check`` says ok."""
+    c = sqlite3.connect(dbfile)
+    c.row_factory = sqlite3.Row
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        yield c
+    finally:
+        c.close()
+
+
 def test_exits_are_sent_while_the_db_is_locked_and_booked_after(tmp_path, reliability):
     venue = FakeAlpacaTrading(("ak", "as"), cash=CASH)
     for sym, px in PRICES:
@@ -153,18 +173,12 @@ def test_exits_are_sent_while_the_db_is_locked_and_booked_after(tmp_path, reliab
         finally:
             locker.execute("ROLLBACK")                     # the lock goes
             locker.close()
-        runner.join(timeout=120)
-        assert not runner.is_alive()
-        assert "error" not in state, state.get("error")
-        assert loop.storage_fault is None
+        _recovered(runner, state)
 
     text = "\n".join(h.lines)
     assert "event=fault_exit_submitted" in text and "event=fault_orders_imported" in text
     assert not journal.exists()
-    c = sqlite3.connect(dbfile)
-    c.row_factory = sqlite3.Row
-    try:
-        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with _checked_db(dbfile) as c:
         for cid in exit_ids:
             o = c.execute("SELECT * FROM orders WHERE client_order_id=?", (cid,)).fetchone()
             assert o["state"] == "filled" and o["purpose"] == "exit" and o["reduce_only"] == 1 and o["venue"] == "alpaca"
@@ -180,8 +194,6 @@ def test_exits_are_sent_while_the_db_is_locked_and_booked_after(tmp_path, reliab
             assert f[0]["qty"] == pytest.approx(float(v[0]["filled_qty"]))
             assert f[0]["price"] == pytest.approx(float(v[0]["filled_avg_price"]))
         _agrees_with_venue(c, venue)
-    finally:
-        c.close()
     reliability("storage: venue agent manages exits while the DB is locked", trials=1, ok=True, faults_injected=1,
                 exits_sent_during_fault=len(exit_ids), entries_sent_during_fault=0, duplicates=0,
                 checked="hybrid agent on the fake Alpaca, DB held by BEGIN EXCLUSIVE over a cycle with a due time "
@@ -279,21 +291,18 @@ def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliab
             assert {r["reason"] for r in rows} == {"time_stop"} and {r["created_at"] for r in rows} == {iso(t0 + 2 * H)}
             # from now on the recovery attempts cannot even start (the journal must go to the DB first): the
             # fault loop itself fetches each new bar close for the positions' exits
-            attempts = loop.storage_fault["attempts"]
             wall.t += H
             wait_for(lambda: (loop.storage_fault or {}).get("bars_seen") == iso(t0 + 3 * H) or "error" in state, 60,
                      "the fault loop to see the bar closing at t0 + 3 h")
-            assert loop.storage_fault["attempts"] >= attempts
+            ro = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True)
+            assert ro.execute("SELECT MAX(clock) FROM runs").fetchone()[0] == iso(t0), "a cycle committed under the lock"
+            ro.close()
             assert len(venue.orders) == n_orders + len(new)          # nothing more was due, nothing sent
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        runner.join(timeout=120)
-        assert not runner.is_alive() and "error" not in state, state.get("error")
-    c = sqlite3.connect(dbfile)
-    c.row_factory = sqlite3.Row
-    try:
-        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        _recovered(runner, state)
+    with _checked_db(dbfile) as c:
         assert c.execute("SELECT COUNT(*) FROM positions WHERE agent='hybrid' AND status='open' AND opened_at=?",
                          (iso(t0),)).fetchone()[0] == 0
         trades = c.execute("SELECT * FROM trades WHERE exit_reason='time_stop'").fetchall()
@@ -302,8 +311,6 @@ def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliab
         last = c.execute("SELECT clock, note FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         assert last["clock"] == iso(t0 + 3 * H) and "clock_gap" in last["note"]   # the bars it could not evaluate
         _agrees_with_venue(c, venue)           # the positions opened after the recovery too
-    finally:
-        c.close()
     reliability("storage: a bar closing during the fault gets its exit (live feed)", trials=1, ok=True,
                 faults_injected=1, exits_sent_during_fault=len(state["held"]), duplicates=0,
                 checked="hybrid agent on the fake Alpaca with a live feed on a fake system clock; DB locked over "
@@ -395,21 +402,14 @@ def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_p
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        runner.join(timeout=120)
-        assert not runner.is_alive() and "error" not in c, c.get("error")
-        assert c["loop"].storage_fault is None
+        _recovered(runner, c)
     assert "event=fault_orders_imported" in "\n".join(c["h"].lines) and not journal.exists()
-    db = sqlite3.connect(dbfile)
-    db.row_factory = sqlite3.Row
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with _checked_db(dbfile) as db:
         trades = db.execute("SELECT * FROM trades WHERE exit_reason='time_stop'").fetchall()
         assert {t["exit_order_id"] for t in trades} == {r["client_order_id"] for r in rows}
         for r in rows:
             assert len(venue.orders_for(r["client_order_id"])) == 1
         _agrees_with_venue(db, venue)
-    finally:
-        db.close()
     reliability("storage: agents started again during the fault", trials=3, ok=True, faults_injected=1,
                 restarts=2, exits_sent_during_fault=len(rows), duplicates=0,
                 checked="hybrid agent on the fake Alpaca with a live feed; DB locked throughout: the agent dies at "
@@ -459,21 +459,14 @@ def test_an_exit_written_but_never_sent_goes_out_during_a_start_time_fault(tmp_p
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        runner.join(timeout=120)
-        assert not runner.is_alive() and "error" not in b, b.get("error")
-        assert b["loop"].storage_fault is None
-    db = sqlite3.connect(dbfile)
-    db.row_factory = sqlite3.Row
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        _recovered(runner, b)
+    with _checked_db(dbfile) as db:
         o = db.execute("SELECT * FROM orders WHERE client_order_id=?", (cid,)).fetchone()
         assert o["state"] == "filled"
         t = db.execute("SELECT * FROM trades WHERE exit_order_id=?", (cid,)).fetchone()
         assert t is not None and t["symbol"] == sym
         assert len(venue.orders_for(cid)) == 1
         _agrees_with_venue(db, venue)
-    finally:
-        db.close()
     reliability("storage: an exit written but never sent, agent started during the fault", trials=1, ok=True,
                 faults_injected=1, restarts=1, exits_sent_during_fault=1, duplicates=0,
                 checked="hybrid agent on the fake Alpaca; a position's exit in the DB as new (the process died "

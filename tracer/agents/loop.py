@@ -642,15 +642,13 @@ class AgentLoop:
                 raise
             self.log.error(kv("fault_restore_failed", error=type(e).__name__, message=str(e)[:200]))
             return None
-        fault = self.storage_fault
-        if fault is not None:
-            # orders the DB has as new (maybe sent by the process that wrote them) are looked up on the venue
-            # before any send, like those journaled; the reduce-only ones and the protective stops the venue
-            # should hold and the DB does not know of go out during the fault; entries never do
-            maybe = journaled + [r["client_order_id"] for r in unsent]
-            fault["journaled"] = list(dict.fromkeys(fault.get("journaled", []) + maybe))
-            fault["bars_seen"] = last["clock"]
-            self.broker.requeue(due)  # type: ignore[attr-defined]
+        fault = self.storage_fault      # set by _note_fault before this runs
+        # orders the DB has as new (maybe sent by the process that wrote them) are looked up on the venue
+        # before any send, like those journaled; the reduce-only ones and the protective stops the venue
+        # should hold and the DB does not know of go out during the fault; entries never do
+        fault["journaled"] = list(dict.fromkeys(journaled + [r["client_order_id"] for r in unsent]))  # type: ignore[index]
+        fault["bars_seen"] = last["clock"]  # type: ignore[index]
+        self.broker.requeue(due)  # type: ignore[attr-defined]
         self.cycle_no = int(last["cycle"])
         self.clock = self.processed_until = parse_iso(last["clock"])
         self.log.warning(kv("fault_restore", after_clock=last["clock"], open_positions=len(self.broker.positions()),
