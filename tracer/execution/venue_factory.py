@@ -47,6 +47,11 @@ def make_venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger
     if not names:
         return None
     clients = [make_client(s, v) for v in names]
+    live = [c.name for c in clients if not c.is_test_venue]
+    if live and s.live_trading != "yes":
+        # venue_problems refuses such settings at load; this guards any other way settings may arrive
+        raise ValueError(f"the {agent} agent would trade real money on {', '.join(live)} without "
+                         f"TB_LIVE_TRADING=yes")
     log.info("venue_broker agent=%s venues=%s test_venues=%s", agent, ",".join(names),
              ",".join(str(c.is_test_venue).lower() for c in clients))
     return VenueBroker(agent, clients, store, log, futures=agent == "futures", max_retries=s.venue_max_retries,
