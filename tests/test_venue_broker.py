@@ -34,11 +34,11 @@ class Harness:
         self.broker.last_price[BTC] = 42000.0
         self.n = 0
 
-    def entry(self, side=Side.BUY, qty=0.01, lev=5, bracket=None) -> Order:
+    def entry(self, side=Side.BUY, qty=0.01, lev=5, bracket=None, symbol=BTC) -> Order:
         self.n += 1
         agent = self.broker.agent
-        o = Order(client_order_id(agent, BTC, T0 + timedelta(hours=self.n), "entry"), agent, BTC, side, qty,
-                  leverage=lev, purpose="entry", created_at=T0)
+        o = Order(client_order_id(agent, symbol, T0 + timedelta(hours=self.n), "entry"), agent, symbol, side, qty,
+                  leverage=lev, purpose="entry", created_at=T0 + timedelta(hours=self.n))
         return self.send(o, bracket or Bracket(stop_distance=1000.0, take_profit_distance=2000.0, trail_pct=0.0,
                                               max_hold_s=0.0))
 
@@ -56,7 +56,7 @@ class Harness:
             for o, br in self.broker.take_outbox():
                 self.send(o, br)
             rep = self.broker.sync(now)
-            if not (rep.fills or rep.updates or rep.trades or rep.exit_orders):
+            if not rep.any():
                 break
             with self.store.transaction():
                 for o in rep.exit_orders:
@@ -67,10 +67,13 @@ class Harness:
                     self.store.set_order_state(u.client_order_id, u.state, u.reason)
                 for t in rep.trades:
                     self.store.insert_trade(t)
+                for v, fp, entry in rep.funding:
+                    self.store.insert_funding(self.broker.agent, v, fp.symbol, fp.ts, fp.amount, fp.ref, entry)
                 exits = {t.entry_order_id: t.exit_ts for t in rep.trades}
                 self.store.save_positions(self.broker.agent, self.broker.positions(),
                                           [(p, exits[p.entry_order_id]) for p in rep.closed])
             trades += rep.trades
+        self.wallet_diff = self.broker.check_wallet()
         return trades
 
     def state(self, cid):
@@ -201,10 +204,10 @@ def test_short_429_waits_retry_after_long_429_leaves_the_venue_alone(h, venue):
     ev = h.store.venue_events("futures", "rate_limited")[0]
     assert '"used_weight": 2399' in ev["detail_json"]
     venue.inject("POST /fapi/v1/order", 429, retry_after=600)
-    o2 = h.entry()
+    o2 = h.entry(symbol="ETH/USD")                      # (one position per symbol: BTC has one)
     assert h.state(o2.client_order_id) == "new" and h.slept == [2.0]
     n = len(venue.requests)
-    o3 = h.entry()                                      # the venue is left alone until Retry-After ends
+    o3 = h.entry(symbol="ETH/USD")                      # the venue is left alone until Retry-After ends
     assert h.state(o3.client_order_id) == "new" and len(venue.requests) == n
 
 

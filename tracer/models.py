@@ -174,6 +174,10 @@ class Position:
     liquidation_price: float | None = None
     funding_paid: float = 0.0         # funding paid so far (negative when received)
     entry_atr: float = 0.0            # ATR at entry (volatility stop)
+    # venue brokers: exits and stops sent for this position that ended without closing it (a partial or
+    # refused exit, a refused or partly filled stop); the next one goes out under a new client id
+    exit_seq: int = 0
+    stop_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

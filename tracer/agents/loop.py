@@ -163,6 +163,8 @@ class AgentLoop:
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
         self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
         self._slept_since_hb = 0.0
+        if self.venue:
+            broker.bind_stop(self.stop_event)  # type: ignore[attr-defined]
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -278,6 +280,12 @@ class AgentLoop:
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}
+        if self.venue and any(p.stop_loss <= 0 for p in positions.values()):
+            # a position adopted from the venue gets the levels the agent's rules give its symbol now
+            by_sym = {sig.symbol: sig for sig in signals}
+            self.broker.set_brackets({s: self.policy.protective_bracket(by_sym[s]) if s in by_sym else None  # type: ignore[attr-defined]
+                                      for s, p in positions.items() if p.stop_loss <= 0})
+            positions = {p.symbol: p for p in self.broker.positions()}
         book = self._book(now, positions, report)
         decisions = decide_all(self.policy, signals, positions, book, returns, self.store.is_paused(self.agent))
 
@@ -409,6 +417,8 @@ class AgentLoop:
                                avg_price=u.avg_price, at=now)
         for t in report.trades:
             st.insert_trade(t)
+        for venue, fp, entry in report.funding:
+            st.insert_funding(self.agent, venue, fp.symbol, fp.ts, fp.amount, fp.ref, entry)
 
     def _write_book(self, report: BarReport) -> None:
         """Open positions (and those closed in ``report``) and the account, as the broker has them."""
@@ -441,7 +451,7 @@ class AgentLoop:
         for _ in range(4):
             self._send_broker_orders(self.broker.take_outbox())  # type: ignore[attr-defined]
             rep = self.broker.sync(now)  # type: ignore[attr-defined]
-            if not (rep.fills or rep.updates or rep.trades or rep.exit_orders):
+            if not rep.any():
                 break
             with self.store.transaction():
                 self._write_report(res.run_id, rep, now)
@@ -449,6 +459,7 @@ class AgentLoop:
                 res.trades += len(rep.trades)
                 for msg_kind, msg in cycle_messages(rep, []):
                     enqueue(self.store, self.s, msg_kind, msg, self.agent)
+        self.broker.check_wallet()  # type: ignore[attr-defined]
         res.equity = self.broker.equity()
 
     def _send_broker_orders(self, orders) -> None:

@@ -39,8 +39,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable, Sequence
 
-from tracer.db import Store, utcnow
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, exit_order_id
+from tracer.db import Store, parse_iso, utcnow
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules, numbered_id, exit_order_id
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
                                     RateLimited, TimestampDrift, VenueBalance, VenueClient, VenueError, VenueFill, VenueOrder,
@@ -51,14 +51,15 @@ from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, Pos
 TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
 
 
-def stop_order_id(entry_order_id: str) -> str:
-    """The venue stop of a position (at most one per entry)."""
-    return f"{entry_order_id[:33]}-sl"
+def stop_order_id(entry_order_id: str, seq: int = 0) -> str:
+    """The venue stop of a position; ``seq`` (:attr:`Position.stop_seq`) counts the stops of that position the
+    venue refused or that filled only in part: a re-placed stop gets a new id."""
+    return f"{entry_order_id[:33]}-sl" if seq <= 0 else numbered_id(entry_order_id, "sl", seq)
 
 
-def target_order_id(entry_order_id: str) -> str:
-    """The venue take-profit of a position (at most one per entry)."""
-    return f"{entry_order_id[:33]}-tp"
+def target_order_id(entry_order_id: str, seq: int = 0) -> str:
+    """The venue take-profit of a position (``seq`` as for the stop)."""
+    return f"{entry_order_id[:33]}-tp" if seq <= 0 else numbered_id(entry_order_id, "tp", seq)
 
 
 def round_to_step(qty: float, step: float) -> float:
@@ -109,7 +110,8 @@ class VenueBroker:
                  futures: bool, max_retries: int = 3, backoff_s: float = 0.5, max_wait_s: float = 30.0,
                  down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
                  interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None):
+                 clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
+                 stop_attempts: int = 3, adopt_stop_pct: float = 0.05):
         if not clients:
             raise ValueError("VenueBroker needs at least one venue client")
         self.agent = agent
@@ -137,6 +139,19 @@ class VenueBroker:
         self.realized_pnl = 0.0
         self.fees_paid = 0.0
         self.cash = 0.0
+        self.stop_attempts = max(1, int(stop_attempts))   # stops sent per position before the agent only watches
+        self.adopt_stop_pct = adopt_stop_pct                # an adopted position no signal covers: stop this far
+        self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
+        self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
+        self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
+        self._wallet_alerted: float | None = None
+
+    def bind_stop(self, stop: Any) -> None:
+        """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit."""
+        for st in self.venues.values():
+            throttle = getattr(st.client, "throttle", None)
+            if throttle is not None:
+                throttle.stop = stop
 
     # --- restore (crash-only) --------------------------------------------------------------
     def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
@@ -149,6 +164,11 @@ class VenueBroker:
                                                     or self.order_of_venues[0])
         self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
         self.last_price.update(last_price)
+        for r in self.store.funding_booked(self.agent):
+            self._funding_refs.add((r["venue"], r["venue_ref"]))
+            key = (r["venue"], r["symbol"])
+            nxt = parse_iso(r["ts"]) + timedelta(milliseconds=1)
+            self._funding_since[key] = max(self._funding_since.get(key, nxt), nxt)
         for v in self.order_of_venues:      # last known balances: a venue banned or down at start still counts
             raw = self.store.notify_state(self._balance_key(v))
             if raw and v not in self._balance:
@@ -220,7 +240,7 @@ class VenueBroker:
         st.banned_until = e.until
         self._event(venue, "ip_banned", alert=True, until=e.until.isoformat(), message=str(e)[:200])
 
-    def _call(self, venue: str, method: str, *args: Any) -> Any:
+    def _call(self, venue: str, method: str, *args: Any, **kw: Any) -> Any:
         """A *read* (or an idempotent call) with retries: backoff on Ambiguous, Retry-After on 429 when
         short, one clock resync on -1021. Raises the last VenueError when it cannot be done."""
         st = self.venues[venue]
@@ -231,7 +251,7 @@ class VenueBroker:
         delay = self.backoff_s
         for attempt in range(1, self.max_retries + 1):
             try:
-                return getattr(st.client, method)(*args)
+                return getattr(st.client, method)(*args, **kw)
             except TimestampDrift as e:
                 if resynced:
                     raise
@@ -285,7 +305,8 @@ class VenueBroker:
             return None
         venue = row["venue"] if row["venue"] in self.venues else self._entry_venue()
         try:
-            vo = self._call(venue, "get_order", row["symbol"], client_order_id)
+            vo = self._call(venue, "get_order", row["symbol"], client_order_id,
+                            conditional=row["type"] in (OrderType.STOP.value, OrderType.LIMIT.value))
         except VenueError as e:
             # cannot tell: report it as still unsent-or-unknown; never a blind resubmit
             return OrderUpdate(client_order_id, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
@@ -322,7 +343,7 @@ class VenueBroker:
             return OrderUpdate(cid, OrderState.SUBMITTED)
         venue = self.venue_for(order)
         try:
-            vo = self._call(venue, "get_order", order.symbol, cid)
+            vo = self._call(venue, "get_order", order.symbol, cid, conditional=_conditional(order))
         except VenueError as e:
             return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
         if vo is None:
@@ -366,6 +387,10 @@ class VenueBroker:
         if why and not (order.reduce_only and qty > 0):   # a closing order is never refused for its notional
             self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=why)
             return OrderUpdate(cid, OrderState.REJECTED, why)
+        if not order.reduce_only and order.purpose == "entry":
+            blocked = self._entry_blocked(order, venue)
+            if blocked is not None:
+                return blocked
         if self.futures and not order.reduce_only and order.purpose == "entry":
             try:
                 self._call(venue, "prepare_symbol", order.symbol, int(order.leverage))
@@ -395,6 +420,55 @@ class VenueBroker:
             return OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
         return OrderUpdate(cid, OrderState.SUBMITTED, None)
 
+    def _entry_blocked(self, order: Order, venue: str) -> OrderUpdate | None:
+        """One position per symbol per agent, at the venue. An entry is sent only when no position and no
+        other entry of its symbol is open or in flight: an older entry the DB still has as ``new`` (never sent,
+        e.g. during a ban) is cancelled once the venue confirms it never saw it, and an entry is never sent
+        after a newer decision for its symbol. When the venue cannot say, nothing is sent (NEW: asked again)."""
+        cid, sym = order.client_order_id, order.symbol
+        if sym in self._positions:
+            return OrderUpdate(cid, OrderState.REJECTED, f"a {sym} position is already open")
+        other = next((c for c, (o, _, _) in self._tracked.items()
+                      if o.symbol == sym and o.purpose == "entry" and not o.reduce_only and c != cid), None)
+        if other is not None:
+            return OrderUpdate(cid, OrderState.REJECTED, f"an entry for {sym} is already on the venue ({other})")
+        mine = self.store.order(cid)
+        created = parse_iso(mine["created_at"]) if mine is not None else order.created_at
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            if r["symbol"] != sym or r["purpose"] != "entry" or r["reduce_only"] or r["client_order_id"] == cid:
+                continue
+            if created is not None and parse_iso(r["created_at"]) > created:
+                return OrderUpdate(cid, OrderState.CANCELED,
+                                   f"superseded by a newer entry decision ({r['client_order_id']}); never sent")
+            try:
+                vo = self._call(venue, "get_order", sym, r["client_order_id"], conditional=False)
+            except VenueError as e:
+                return self._refused(venue, order, e, f"an older {sym} entry ({r['client_order_id']}) "
+                                                      f"cannot be confirmed")
+            if vo is not None:      # it was sent after all: it is the symbol's entry, tracked from now on
+                self.get(r["client_order_id"])
+                return OrderUpdate(cid, OrderState.REJECTED,
+                                   f"an older {sym} entry is on the venue ({r['client_order_id']})")
+            try:
+                with self.store.transaction():
+                    self.store.set_order_state(r["client_order_id"], OrderState.CANCELED,
+                                               f"stale: superseded by {cid} before it was ever sent")
+            except Exception as e:   # not recorded: send nothing now, the next attempt cancels it
+                self.log.error(kv("stale_entry_not_cancelled", client_order_id=r["client_order_id"],
+                                  error=type(e).__name__))
+                return OrderUpdate(cid, OrderState.NEW, "not sent: an older entry could not be cancelled")
+            self._event(venue, "stale_entry_cancelled", symbol=sym, cid=r["client_order_id"], superseded_by=cid)
+        try:
+            vp = next((p for p in self._call(venue, "positions") if p.symbol == sym), None)
+        except VenueError as e:
+            return self._refused(venue, order, e, f"{venue} positions unavailable")
+        if vp is not None:
+            self._event(venue, "entry_refused_position_on_venue", symbol=sym, cid=cid, alert=True,
+                        venue_qty=vp.qty, venue_side=vp.side.value)
+            return OrderUpdate(cid, OrderState.REJECTED, f"the venue already holds a {sym} position "
+                                                         f"({vp.side.value} {vp.qty:g}): not entered twice")
+        return None
+
     def _protection_refused(self, order: Order, upd: OrderUpdate) -> None:
         """A venue refused a stop or target. When the market is already through its level (Binance -2021
         "would immediately trigger"), the exit it protects is due now: a reduce-only market order.
@@ -409,13 +483,22 @@ class VenueBroker:
         crossed = (mark <= level if long else mark >= level) if order.purpose == "stop" else \
                   (mark >= level if long else mark <= level)
         if crossed or "immediately trigger" in (upd.reason or ""):
-            o = Order(exit_order_id(pos.entry_order_id), self.agent, pos.symbol, order.side, pos.qty, OrderType.MARKET,
-                      reduce_only=True, leverage=pos.leverage, purpose="exit", reason=order.reason,
-                      created_at=order.created_at)
-            self._outbox.append((o, None))
-        else:
-            self._event(self._pos_venue.get(order.symbol, self.order_of_venues[0]), "position_unprotected",
-                        symbol=order.symbol, cid=order.client_order_id, alert=True, message=upd.reason or "")
+            self._queue_exit(pos, order.reason or order.purpose, order.created_at)
+            return
+        venue = self._pos_venue.get(order.symbol, self.order_of_venues[0])
+        if order.purpose == "stop" and order.client_order_id == stop_order_id(pos.entry_order_id, pos.stop_seq):
+            # the next stop goes out under a new client id (ensure_protection, next sync), a bounded number of
+            # times; meanwhile, and after, the agent watches the stop itself on every bar (on_bar)
+            pos = replace(pos, stop_seq=pos.stop_seq + 1)
+            self._positions[pos.symbol] = pos
+            retry = pos.stop_seq < self.stop_attempts
+            self._event(venue, "position_unprotected", symbol=order.symbol, cid=order.client_order_id, alert=True,
+                        message=upd.reason or "", attempt=pos.stop_seq,
+                        action=("stop re-placed under a new id next cycle; " if retry else
+                                f"no more stops sent after {pos.stop_seq} refusals; ") + "the agent watches it on every bar")
+        else:   # a refused take-profit: the agent takes profit itself at the level (on_bar)
+            self._event(venue, "target_refused", symbol=order.symbol, cid=order.client_order_id,
+                        message=upd.reason or "", action="the agent watches the target on every bar")
 
     def _refused(self, venue: str, order: Order, e: VenueError, what: str) -> OrderUpdate:
         kind = {AuthError: "auth_error", InsufficientMargin: "insufficient_margin"}.get(type(e), "order_rejected")
@@ -461,7 +544,8 @@ class VenueBroker:
                 self._event(venue, "order_ambiguous", symbol=spec.symbol, cid=spec.client_order_id,
                             error=str(e)[:160], status=e.status)
                 try:
-                    found = self._call(venue, "get_order", spec.symbol, spec.client_order_id)
+                    found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
+                                       conditional=spec.type is not VenueOrderType.MARKET)
                 except VenueError as e2:
                     # cannot confirm either way: leave it to the reconciliation, never re-POST blind
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
@@ -485,31 +569,40 @@ class VenueBroker:
         if pos is None or any(o.symbol == bar.symbol and o.reduce_only and o.type is OrderType.MARKET
                               for o, _, _ in self._tracked.values()):
             return rep
-        venue_stops = self.venues[self._pos_venue.get(bar.symbol, self.order_of_venues[0])].client.supports_venue_stops
         close_time = bar.ts + self.interval
         hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
         reason = hit.reason if hit else None
-        if reason in ("stop_loss", "take_profit") and venue_stops:
-            reason = None      # the venue's own stop/target does it (booked by sync)
+        # the venue's own stop / target does it (booked by sync) only while one rests there; otherwise (refused,
+        # expired, a venue without them, not placed yet) the agent watches the level itself
+        if (reason == "stop_loss" and stop_order_id(pos.entry_order_id, pos.stop_seq) in self._tracked) or \
+                (reason == "take_profit" and target_order_id(pos.entry_order_id) in self._tracked):
+            reason = None
         if reason is None and self.vol_stop_mult > 0 and pos.entry_atr and \
                 bar.high - bar.low > self.vol_stop_mult * pos.entry_atr:
             reason = "volatility_stop"
         if reason is None:
             self._positions[bar.symbol] = advance(pos, bar.high, bar.low)
             return rep
-        o = Order(exit_order_id(pos.entry_order_id), self.agent, pos.symbol,
-                  Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty, OrderType.MARKET,
-                  reduce_only=True, leverage=pos.leverage, purpose="exit", reason=reason, created_at=close_time)
-        rep.exit_orders.append(o)
-        self._outbox.append((o, None))
+        rep.exit_orders.append(self._queue_exit(pos, reason, close_time))
         return rep
+
+    def _queue_exit(self, pos: Position, reason: str, created_at: datetime | None) -> Order:
+        """A reduce-only market exit of the whole position, under the position's current exit id."""
+        o = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), self.agent, pos.symbol,
+                  Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty, OrderType.MARKET,
+                  reduce_only=True, leverage=pos.leverage, purpose="exit", reason=reason, created_at=created_at)
+        if not any(q.client_order_id == o.client_order_id for q, _ in self._outbox):
+            self._outbox.append((o, None))
+        return o
 
     # --- sync: what happened on the venue -------------------------------------------------------------
     def sync(self, now: datetime) -> BarReport:
         rep = BarReport()
         self._refresh_balances()
+        self._book_funding(rep)        # first: a payment belongs to the position open when it was paid
         self._sync_orders(rep, now)
         self._sync_positions(rep, now)
+        self._queue_protection()
         return rep
 
     def _refresh_balances(self) -> None:
@@ -542,7 +635,7 @@ class VenueBroker:
             if cid not in self._tracked:      # cancelled with its position earlier in this pass
                 continue
             try:
-                vo = self._call(venue, "get_order", order.symbol, cid)
+                vo = self._call(venue, "get_order", order.symbol, cid, conditional=_conditional(order))
             except VenueError:
                 continue
             if vo is None:
@@ -560,6 +653,8 @@ class VenueBroker:
             self._tracked.pop(cid, None)
             if vo.filled_qty <= 0:
                 rep.updates.append(OrderUpdate(cid, vo.state, vo.reason or vo.state.value))
+                if order.reduce_only:
+                    self._exit_ended_unfilled(order, vo, venue)
                 continue
             fill = self._fill_of(venue, order, vo)
             if fill is None:
@@ -570,11 +665,76 @@ class VenueBroker:
             if order.purpose == "entry" and not order.reduce_only:
                 self._open(order, bracket, venue, fill, rep)
             else:
-                self._close_by(order.symbol, fill, order.reason or order.purpose, venue, rep)
+                self._exit_filled(order, fill, venue, rep, vo.state)
+
+    def _exit_filled(self, order: Order, fill: Fill, venue: str, rep: BarReport,
+                     state: OrderState = OrderState.FILLED) -> None:
+        """A reduce-only order (exit, stop, target) filled: the whole position, or only part of it (a market
+        exit that expired part-filled, a triggered stop or target that met a thin book). A part closes that
+        part as a trade of its own; the rest stays open, protected, and its exit goes out again at once
+        under the position's next exit id (the reason to exit still holds: the stop or target level was
+        crossed, or the agent decided to leave)."""
+        pos = self._positions.get(order.symbol)
+        reason = order.reason or order.purpose
+        if pos is None or fill.qty >= pos.qty - 1e-9 * max(1.0, pos.qty) or self._untradeable(venue, pos, fill.qty):
+            self._close_by(order.symbol, fill, reason, venue, rep)
+            return
+        s = 1 if pos.side is PositionSide.LONG else -1
+        frac = fill.qty / pos.qty
+        fee_part, fund_part = pos.entry_fee * frac, pos.funding_paid * frac
+        pnl = s * (fill.price - pos.entry_price) * fill.qty - fee_part - fill.fee - fund_part
+        self.fees_paid += fill.fee
+        self.realized_pnl += pnl
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(fill.client_order_id, state, f"partially filled: {fill.qty:g} of "
+                                       f"{order.qty:g}; {pos.qty - fill.qty:g} left open", fill.qty, fill.price))
+        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=fill.qty,
+                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=fill.ts,
+                                exit_price=fill.price, fees=fee_part + fill.fee, funding=-fund_part, pnl=pnl,
+                                exit_reason=reason, entry_order_id=pos.entry_order_id,
+                                exit_order_id=fill.client_order_id, leverage=pos.leverage, signal_id=pos.signal_id))
+        cid = fill.client_order_id
+        pos = replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
+                      funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac),
+                      exit_seq=pos.exit_seq + (cid == exit_order_id(pos.entry_order_id, pos.exit_seq)),
+                      stop_seq=pos.stop_seq + (cid == stop_order_id(pos.entry_order_id, pos.stop_seq)))
+        self._positions[pos.symbol] = pos
+        self._event(venue, "partial_exit", symbol=pos.symbol, cid=cid, alert=True, filled=fill.qty,
+                    ordered=order.qty, left=pos.qty, action="the rest exits now under a new id")
+        self._queue_exit(pos, reason, order.created_at)
+
+    def _untradeable(self, venue: str, pos: Position, filled: float) -> bool:
+        """What a fill leaves is below the venue's step or minimum quantity (e.g. an exit rounded down to the
+        step after a spot fee taken in the coin): no order can close it, so the position is closed."""
+        try:
+            r = self._call(venue, "rules", pos.symbol)
+        except VenueError:
+            return False
+        return pos.qty - filled < max(r.min_qty, r.step_size) - 1e-12
+
+    def _exit_ended_unfilled(self, order: Order, vo: VenueOrder, venue: str) -> None:
+        """A reduce-only order ended without a fill (a market exit expired, a stop expired or was cancelled on
+        the venue, not by us): the position's next one gets a new id. A market exit is sent again now."""
+        pos = self._positions.get(order.symbol)
+        if pos is None:
+            return
+        cid = order.client_order_id
+        if cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+            pos = replace(pos, exit_seq=pos.exit_seq + 1)
+            self._positions[pos.symbol] = pos
+            self._event(venue, "exit_not_filled", symbol=pos.symbol, cid=cid, alert=True,
+                        message=vo.reason or vo.state.value, action="sent again under a new id")
+            self._queue_exit(pos, order.reason or "exit", order.created_at)
+        elif cid == stop_order_id(pos.entry_order_id, pos.stop_seq):
+            pos = replace(pos, stop_seq=pos.stop_seq + 1)
+            self._positions[pos.symbol] = pos
+            self._event(venue, "stop_ended_on_venue", symbol=pos.symbol, cid=cid, alert=True,
+                        message=vo.reason or vo.state.value, action="a new stop is placed; the agent watches it")
 
     def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
         try:
-            fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id)
+            fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id,
+                                                conditional=_conditional(order))
         except VenueError:
             fills = []
         qty = sum(f.qty for f in fills)
@@ -610,18 +770,18 @@ class VenueBroker:
         rep.updates.append(OrderUpdate(order.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
         self._protect(pos, venue, rep)
 
-    def _protect(self, pos: Position, venue: str, rep: BarReport) -> None:
+    def _protect(self, pos: Position, venue: str, rep: BarReport, target: bool = True) -> None:
         """Queue the venue stop and target of a position (written to the DB as new, then sent)."""
         if not self.venues[venue].client.supports_venue_stops:
             return
         close_side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
         up = pos.side is PositionSide.SHORT     # a short's stop is above: round it up
         made = []
-        if pos.stop_loss > 0:
-            made.append(Order(stop_order_id(pos.entry_order_id), self.agent, pos.symbol, close_side, pos.qty,
-                              OrderType.STOP, reduce_only=True, stop_price=pos.stop_loss, leverage=pos.leverage,
+        if pos.stop_loss > 0 and pos.stop_seq < self.stop_attempts:
+            made.append(Order(stop_order_id(pos.entry_order_id, pos.stop_seq), self.agent, pos.symbol, close_side,
+                              pos.qty, OrderType.STOP, reduce_only=True, stop_price=pos.stop_loss, leverage=pos.leverage,
                               purpose="stop", reason="stop_loss", created_at=pos.opened_at))
-        if pos.take_profit > 0:
+        if pos.take_profit > 0 and target and self.store.order(target_order_id(pos.entry_order_id)) is None:
             made.append(Order(target_order_id(pos.entry_order_id), self.agent, pos.symbol, close_side, pos.qty,
                               OrderType.LIMIT, reduce_only=True, stop_price=pos.take_profit, leverage=pos.leverage,
                               purpose="target", reason="take_profit", created_at=pos.opened_at))
@@ -633,7 +793,8 @@ class VenueBroker:
             px = round_to_tick(o.stop_price or 0.0, tick, up if o.purpose == "stop" else not up)
             o = replace(o, stop_price=px)
             rep.exit_orders.append(o)
-            self._outbox.append((o, None))
+            if not any(q.client_order_id == o.client_order_id for q, _ in self._outbox):
+                self._outbox.append((o, None))
 
     def _venue_position(self, venue: str, symbol: str) -> VenuePosition | None:
         try:
@@ -650,9 +811,10 @@ class VenueBroker:
         if pos is None:
             return
         s = 1 if pos.side is PositionSide.LONG else -1
-        funding = self._funding(venue, pos) if self.futures else 0.0
+        funding = pos.funding_paid      # booked from the venue's income history as it was paid (_book_funding)
         gross = s * (fill.price - pos.entry_price) * pos.qty
-        pnl = (-(pos.margin) - pos.entry_fee) if liquidated else gross - pos.entry_fee - fill.fee - funding
+        # liquidated: the isolated margin (as the venue last reported it) is lost
+        pnl = (-(pos.margin) - pos.entry_fee - funding) if liquidated else gross - pos.entry_fee - fill.fee - funding
         self.fees_paid += fill.fee
         self.realized_pnl += pnl
         rep.closed.append(pos)
@@ -664,22 +826,19 @@ class VenueBroker:
                                 leverage=pos.leverage, signal_id=pos.signal_id))
         self._cancel_protection(pos, venue, rep, keep=fill.client_order_id)
 
-    def _funding(self, venue: str, pos: Position) -> float:
-        try:
-            # a perpetual position lives hours or days; never ask for more than 30 days of funding history
-            since = max(pos.opened_at, self._now() - timedelta(days=30))
-            return float(sum(p.amount for p in self._call(venue, "funding", pos.symbol, since)))
-        except VenueError:
-            return 0.0
-
     def _cancel_protection(self, pos: Position, venue: str, rep: BarReport, keep: str | None = None) -> None:
         """Cancel the position's resting stop/target, so no orphan can ever open a position."""
-        for cid in (stop_order_id(pos.entry_order_id), target_order_id(pos.entry_order_id)):
+        ids = [stop_order_id(pos.entry_order_id, k) for k in range(pos.stop_seq + 1)] + \
+              [target_order_id(pos.entry_order_id)]
+        for cid in ids:
             if cid == keep:
                 continue
             self._tracked.pop(cid, None)
+            row = self.store.order(cid)
+            if cid not in (ids[0], ids[-1]) and (row is None or OrderState(row["state"]) in TERMINAL):
+                continue       # a re-placed stop that was never sent, or is over: nothing rests on the venue
             try:
-                vo = self._call(venue, "cancel_order", pos.symbol, cid)
+                vo = self._call(venue, "cancel_order", pos.symbol, cid, conditional=True)
             except VenueError as e:
                 self._event(venue, "cancel_failed", symbol=pos.symbol, cid=cid, alert=True, error=type(e).__name__)
                 continue
@@ -717,26 +876,34 @@ class VenueBroker:
 
     def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime) -> None:
         """The venue no longer holds a position the DB has: its stop or target filled, or liquidation."""
-        for cid, reason in ((stop_order_id(pos.entry_order_id), "stop_loss"),
-                            (target_order_id(pos.entry_order_id), "take_profit"),
-                            (exit_order_id(pos.entry_order_id), "exit")):
+        # our own orders of this position that may have closed it, the latest first
+        ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), "stop_loss", OrderType.STOP),
+                (target_order_id(pos.entry_order_id), "take_profit", OrderType.LIMIT),
+                (exit_order_id(pos.entry_order_id, pos.exit_seq), "exit", OrderType.MARKET)]
+        for cid, reason, typ in ours:
+            row = self.store.order(cid)
+            if row is not None and OrderState(row["state"]) in TERMINAL:
+                continue        # booked already: not what closed the rest
             try:
-                vo = self._call(venue, "get_order", pos.symbol, cid)
+                vo = self._call(venue, "get_order", pos.symbol, cid, conditional=typ is not OrderType.MARKET)
             except VenueError:
                 return          # cannot tell now: next cycle
-            if vo is not None and vo.state is OrderState.FILLED and vo.filled_qty > 0:
+            if vo is not None and vo.state in TERMINAL and vo.filled_qty > 0:
                 o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY,
-                          pos.qty, OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason,
+                          pos.qty, typ, reduce_only=True, purpose="exit", reason=reason,
                           created_at=pos.opened_at)
                 fill = self._fill_of(venue, o, vo)
                 if fill is None:
                     return
                 fill = replace(fill, ts=min(fill.ts, now))
-                if self.store.order(cid) is None:
+                if row is None:
                     rep.exit_orders.append(o)
                 self._tracked.pop(cid, None)
-                self._close_by(pos.symbol, fill, reason, venue, rep)
-                return
+                self._exit_filled(o, fill, venue, rep, vo.state)
+                if pos.symbol not in self._positions:
+                    return
+                pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
+                break
         # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
         cid = exit_order_id(pos.entry_order_id)
         liq = self.futures and pos.liquidation_price
@@ -800,17 +967,155 @@ class VenueBroker:
                 rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.CANCELED, "orphan: its position is closed"))
 
     def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
-        """Stops/targets the DB expects but the venue does not hold (e.g. a crash right after a fill)."""
+        """Stops the positions should have on the venue and do not (a crash right after a fill, a stop the venue
+        refused, expired or that filled only in part, an adopted position that just got its levels): each goes
+        out under the position's current stop id, at most ``stop_attempts`` stops per position. Beyond that, or
+        on a venue without stops, the agent watches the stop on every bar (:meth:`on_bar`)."""
         rep = BarReport()
-        for sym, pos in self._positions.items():
+        for sym, pos in list(self._positions.items()):
             venue = self._pos_venue.get(sym, self.order_of_venues[0])
             if not self.venues[venue].client.supports_venue_stops or pos.stop_loss <= 0:
                 continue
-            sid = stop_order_id(pos.entry_order_id)
-            if sid in self._tracked or self.store.order(sid) is not None:
+            if pos.stop_seq >= self.stop_attempts:
                 continue
-            self._protect(pos, venue, rep)
+            sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+            if sid in self._tracked or any(o.client_order_id == sid for o, _ in self._outbox):
+                continue
+            row = self.store.order(sid)
+            if row is not None:
+                if OrderState(row["state"]) in TERMINAL:      # ended before this process saw it (a restart)
+                    self._positions[sym] = replace(pos, stop_seq=pos.stop_seq + 1)
+                continue       # NEW: reconciliation sends it or finds it on the venue
+            self._protect(pos, venue, rep, target=pos.stop_seq == 0)
         return [(o, None) for o in rep.exit_orders]
+
+    def _queue_protection(self) -> None:
+        """Every sync: the stops :meth:`ensure_protection` finds missing go to the outbox (sent this cycle)."""
+        self.ensure_protection()
+
+    def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
+        """Levels for positions that have none (adopted from the venue): the stop, target, trailing and time stop
+        the agent's rules give a position of that symbol now (``brackets``, from this cycle's signals), or, for
+        a symbol no signal covers, a stop ``adopt_stop_pct`` from the entry. The venue stop goes out with the
+        cycle's other orders; until it rests there the agent watches it on every bar."""
+        for sym, pos in list(self._positions.items()):
+            if pos.stop_loss > 0:
+                continue
+            s = 1 if pos.side is PositionSide.LONG else -1
+            b = brackets.get(sym)
+            if b is None or not (b.stop_distance > 0):
+                b = Bracket(stop_distance=pos.entry_price * self.adopt_stop_pct, take_profit_distance=0.0,
+                            trail_pct=0.0, max_hold_s=0.0)
+            pos = replace(pos, stop_loss=pos.entry_price - s * b.stop_distance,
+                          take_profit=pos.entry_price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                          trail_pct=b.trail_pct, max_hold_s=b.max_hold_s, entry_atr=b.entry_atr or pos.entry_atr)
+            self._positions[sym] = pos
+            self._event(self._pos_venue.get(sym, self.order_of_venues[0]), "position_protected", symbol=sym,
+                        cid=pos.entry_order_id, stop_loss=round(pos.stop_loss, 8),
+                        take_profit=round(pos.take_profit, 8), rule="signal" if brackets.get(sym) else "adopt_stop_pct")
+        self._queue_protection()
+
+    # --- money: funding and the wallet ----------------------------------------------------------------
+    def _book_funding(self, rep: BarReport) -> None:
+        """Funding payments from each venue's income history, on the venue's own clock, since the last one
+        booked (or since the agent's money was first reconciled on that venue): each booked once (the venue's
+        id), on the position open when it was paid. A lookup that fails is simply done again next cycle (the
+        payment is booked late, never as 0)."""
+        if not self.futures:
+            return
+        for sym, pos in list(self._positions.items()):
+            venue = self._pos_venue.get(sym, self.order_of_venues[0])
+            if not self.venues[venue].usable(self._now()):
+                continue
+            since = self._funding_since.get((venue, sym)) or self._money_since(venue)
+            if since is None:
+                continue
+            try:
+                pays = self._call(venue, "funding", sym, since)
+            except VenueError as e:
+                self.log.warning(kv("funding_unavailable", venue=venue, symbol=sym, error=type(e).__name__,
+                                    action="asked again next cycle"))
+                continue
+            for fp in sorted(pays, key=lambda f: f.ts):
+                ref = fp.ref or f"{fp.ts.isoformat()}:{fp.amount}"
+                self._funding_since[(venue, sym)] = max(self._funding_since.get((venue, sym), since),
+                                                        fp.ts + timedelta(milliseconds=1))
+                if (venue, ref) in self._funding_refs:
+                    continue
+                self._funding_refs.add((venue, ref))
+                pos = self._positions[sym]
+                self._positions[sym] = replace(pos, funding_paid=pos.funding_paid + fp.amount)
+                rep.funding.append((venue, replace(fp, ref=ref), pos.entry_order_id))
+
+    def _anchor_key(self) -> str:
+        return f"wallet_anchor:{self.agent}"
+
+    def _anchor(self) -> dict[str, Any] | None:
+        raw = self.store.notify_state(self._anchor_key())
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _money_since(self, venue: str) -> datetime | None:
+        """The venue time from which this agent's money is reconciled on ``venue`` (None before the first)."""
+        a = self._anchor()
+        ms = (a or {}).get("since_ms", {}).get(venue)
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
+
+    def ledger(self) -> float:
+        """What the booked trades, fees and funding say the wallets changed by: realised P&L (closed trades
+        and closed parts, net of their fees and funding) less the open positions' entry fees and funding."""
+        return self.realized_pnl - sum(p.entry_fee + p.funding_paid for p in self._positions.values())
+
+    def check_wallet(self) -> float | None:
+        """Money reconciles: the venues' wallets against the DB's ledger, once per cycle (after the cycle's
+        fills are booked). The first check, with nothing in flight, anchors the comparison (and the venue time
+        from which funding is booked); after that a difference beyond fee rounding, seen twice in a row (not a
+        fill racing the check), is a ``wallet_mismatch`` venue event and an alert, once per difference.
+        Returns the difference (None when it cannot be checked now)."""
+        if not self._balance:
+            return None
+        wallet = sum(b.wallet for b in self._balance.values())
+        a = self._anchor()
+        if a is None or set(a.get("since_ms", {})) != set(self._balance):
+            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()):
+                return None     # an order in flight: anchor once nothing is moving
+            since = dict((a or {}).get("since_ms", {}))
+            for v in self._balance:
+                if v not in since:
+                    try:
+                        since[v] = int(self._call(v, "server_time").timestamp() * 1000)
+                    except VenueError:
+                        return None
+            a = {"offset": wallet - self.ledger() if a is None else a["offset"], "since_ms": since}
+            try:
+                with self.store.transaction():
+                    self.store.set_notify_state(self._anchor_key(), json.dumps(a))
+            except Exception as e:
+                self.log.warning(kv("wallet_anchor_not_saved", error=type(e).__name__))
+                return None
+            self._event(self.order_of_venues[0], "wallet_anchored", wallet=round(wallet, 8),
+                        ledger=round(self.ledger(), 8))
+        diff = wallet - (float(a["offset"]) + self.ledger())
+        tol = 0.01 + 1e-6 * abs(wallet)
+        if abs(diff) <= tol:
+            self._wallet_seen = self._wallet_alerted = None
+            return diff
+        seen, self._wallet_seen = self._wallet_seen, diff
+        if seen is not None and abs(seen - diff) <= tol and \
+                (self._wallet_alerted is None or abs(self._wallet_alerted - diff) > tol):
+            self._wallet_alerted = diff
+            self._event(self.order_of_venues[0], "wallet_mismatch", alert=True, wallet=round(wallet, 8),
+                        expected=round(float(a["offset"]) + self.ledger(), 8), difference=round(diff, 8),
+                        message=f"venue wallet {wallet:.2f} vs the DB's trades, fees and funding "
+                                f"{float(a['offset']) + self.ledger():.2f} (difference {diff:+.2f})")
+        return diff
+
+
+def _conditional(order: Order) -> bool:
+    """A stop or a take-profit: on Binance, an order of the algo (conditional) service."""
+    return order.type in (OrderType.STOP, OrderType.LIMIT)
 
 
 def _as_order(spec: OrderSpec, agent: str) -> Order:
