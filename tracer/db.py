@@ -359,7 +359,8 @@ CREATE INDEX orders_agent_purpose_created ON orders(agent, purpose, created_at)
 
 # v9: venue execution under faults. A position's exits and stops that ended without closing it (a partial
 # exit, a refused stop) are counted, so the next one gets a new client id; funding payments are booked from
-# the venue's income history, once each (the venue's id), on the position they were paid for.
+# the venue's income history, once each (the venue's id), on the position they were paid for. A position closed
+# in parts has one trade per part: a trade's exit order is unique, its entry order no longer.
 SCHEMA_V9 = """
 ALTER TABLE positions ADD COLUMN exit_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE positions ADD COLUMN stop_seq INTEGER NOT NULL DEFAULT 0;
@@ -375,7 +376,33 @@ CREATE TABLE funding_payments (
     booked_at       TEXT NOT NULL,
     UNIQUE (agent, venue, venue_ref)
 );
-CREATE INDEX funding_payments_entry ON funding_payments(entry_order_id)
+CREATE INDEX funding_payments_entry ON funding_payments(entry_order_id);
+CREATE TABLE trades_v9 (
+    id              INTEGER PRIMARY KEY,
+    agent           TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL CHECK (side IN ('long','short')),
+    qty             REAL NOT NULL,
+    entry_ts        TEXT NOT NULL,
+    entry_price     REAL NOT NULL,
+    exit_ts         TEXT NOT NULL,
+    exit_price      REAL NOT NULL,
+    leverage        REAL NOT NULL DEFAULT 1,
+    fees            REAL NOT NULL,
+    funding         REAL NOT NULL DEFAULT 0,
+    pnl             REAL NOT NULL,
+    return_pct      REAL NOT NULL,
+    exit_reason     TEXT NOT NULL,
+    entry_order_id  TEXT NOT NULL REFERENCES orders(client_order_id),
+    exit_order_id   TEXT NOT NULL UNIQUE,
+    signal_id       INTEGER REFERENCES signals(id)
+);
+INSERT INTO trades_v9 SELECT id, agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage, fees,
+    funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id FROM trades;
+DROP TABLE trades;
+ALTER TABLE trades_v9 RENAME TO trades;
+CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
+CREATE INDEX trades_entry ON trades(entry_order_id)
 """
 
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
