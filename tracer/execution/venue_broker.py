@@ -201,6 +201,8 @@ class VenueBroker:
     def starting_equity(self) -> float | None:
         """The venues' equity now (every configured venue), for the account's initial capital at a first start."""
         self._refresh_balances()
+        if self._balance:
+            self.check_wallet()     # anchors the money before the first order: every later payment is booked
         return self.equity() if self._balance else None
 
     def open_orders(self) -> list[Order]:
@@ -736,7 +738,7 @@ class VenueBroker:
             fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id,
                                                 conditional=_conditional(order))
         except VenueError:
-            fills = []
+            return None         # its fees and prices cannot be read now: booked next cycle, never with fee 0
         qty = sum(f.qty for f in fills)
         if qty > 0:
             px = sum(f.qty * f.price for f in fills) / qty
