@@ -16,7 +16,8 @@ such holes too. One policy, the same for the live feed, the replay feed and the 
 3. **No decision without the new bar.** A symbol is evaluated at ``now`` only when its newest bar
    is the one that closed last (at ``now``, for a clock on the bar grid). While bars are missing
    it is skipped for that clock only (``stale: ... (the bar closing at ... is missing)``). The
-   replay and the backtest step only on closes every symbol has, so they have no such clock.
+   replay and the backtest step only on closes every symbol has, so they have no such clock (a
+   hole in one symbol only: they skip that clock for every symbol, where live evaluates the others).
 4. **Long hole flagged.** A hole of more than ``max_gap_bars`` bars in the window skips the symbol
    (``bad_data: gap: A -> B (N bars > M allowed)`` in the DB) until the hole has left the window;
    decisions resume at the first clock whose window is complete again. The agent alerts once per
