@@ -118,6 +118,11 @@ class Settings:
     max_staleness_min: float = _var("TB_MAX_STALENESS_MIN", "float", 90.0,
                                     "a symbol whose last bar closed longer ago than this is skipped",
                                     lo=1, hi=100000)
+    max_gap_bars: int = _var("TB_MAX_GAP_BARS", "int", 6,
+                             "most bars one hole in a look-back window may miss (an exchange maintenance hour) "
+                             "with the symbol still evaluated on the bars that exist; a longer hole skips the "
+                             "symbol, alerted, until it has left the window; 0 = any hole skips",
+                             lo=0, hi=1000)
     headline_lookback_h: float = _var("TB_HEADLINE_LOOKBACK_H", "float", 24.0,
                                       "hours of headlines considered for the narrative", lo=0.5, hi=720)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
+from tracer.data.gaps import outage_message, outages
 from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
@@ -262,6 +263,11 @@ class AgentLoop:
             self.log.warning(kv("clock_gap", after=iso(self.processed_until), clock=iso(now),
                                 bars_not_evaluated=missed))
         snap = self.feed.snapshot(now)
+        # holes the gap policy accepted (tracer.data.gaps), recorded in runs.note (one line per hole)
+        by_note: dict[str, list[str]] = {}
+        for sym, note in sorted(snap.notes.items()):
+            by_note.setdefault(note, []).append(sym)
+        self._notes += [f"{note} in {','.join(syms)}" for note, syms in by_note.items()]
         report = self._process_bars(snap, now)
         self._roll_day(now)
         on_close = getattr(self.policy, "on_trade_closed", None)
@@ -353,6 +359,8 @@ class AgentLoop:
             for sym, reason in sorted(snap.rejected.items()):
                 st.insert_skip(run_id, self.agent, sym, now, f"bad_data: {reason}")
                 res.skipped += 1
+            for o in outages(snap.rejected):    # a hole longer than TB_MAX_GAP_BARS: alerted once per hole
+                enqueue(st, self.s, "data_outage", outage_message(self.agent, o, self.s.lookback_bars), self.agent)
             self._write_events(run_id, report, now)
             res.fills += len(report.fills)
             res.trades += len(report.trades)
