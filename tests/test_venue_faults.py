@@ -302,3 +302,20 @@ def test_reduce_only_type_of_protective_orders_is_conditional():
               reduce_only=True, stop_price=1.0)
     from tracer.execution.venue_broker import _conditional
     assert _conditional(o) and not _conditional(Order("x", "futures", BTC, Side.SELL, 1.0))
+
+
+def test_explain_shows_every_part_of_a_position_closed_in_parts_and_its_funding(h, venue):
+    import io
+    from rich.console import Console
+    from tracer.cli import explain
+    o = h.entry(qty=0.01)
+    h.settle()
+    venue.apply_funding("BTCUSDT", 0.0001)
+    h.settle(T0 + timedelta(hours=8))
+    venue.inject("POST /fapi/v1/order", "partial", fraction=0.5)
+    exit_of(h, h.broker.positions()[0])
+    h.settle(T0 + timedelta(hours=9))
+    buf = io.StringIO()
+    assert explain(h.store, Console(file=buf, width=250), order_id=o.client_order_id) == 0
+    out = buf.getvalue()
+    assert out.count("  trade: ") == 2 and "funding (venue income history): 1 payment(s)" in out
