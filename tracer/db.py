@@ -772,13 +772,12 @@ class Store:
                 for r in rows]
 
     def insert_trade(self, t: Trade) -> None:
-        basis = t.entry_price * t.qty / max(t.leverage, 1.0)
         self.conn.execute(
             """INSERT INTO trades(agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage,
                fees, funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id)
                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(exit_order_id) DO NOTHING""",
             (t.agent, t.symbol, t.side.value, t.qty, iso(t.entry_ts), t.entry_price, iso(t.exit_ts), t.exit_price,
-             t.leverage, t.fees, t.funding, t.pnl, t.pnl / basis if basis else 0.0, t.exit_reason,
+             t.leverage, t.fees, t.funding, t.pnl, t.return_pct, t.exit_reason,
              t.entry_order_id, t.exit_order_id, t.signal_id))
 
     def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:

@@ -256,8 +256,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                     rejected.add(u.client_order_id)
             for t in rep.trades:
                 res.trades.append(t)
-                basis = t.entry_price * t.qty / max(t.leverage, 1.0)
-                closed_returns.append(t.pnl / basis if basis else 0.0)
+                closed_returns.append(t.return_pct)
                 closed = True
                 if on_close is not None:
                     on_close(t.symbol, t.exit_ts)
