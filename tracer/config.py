@@ -594,7 +594,7 @@ def _check_url(s: str) -> str:
     return s
 
 
-def _parse(kind: str, raw: str) -> Any:
+def _parse(kind: str, raw: str) -> Any:  # noqa: C901
     s = raw.strip()
     if kind in ("str", "path", "url"):
         _check_text(s)
@@ -692,7 +692,7 @@ def pplx_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k.strip() for k in raw if k.strip()))
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",  # noqa: C901
                   warn: Callable[[str], None] | None = None) -> Settings:
     """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
 
