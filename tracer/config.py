@@ -15,6 +15,7 @@ explicitly always overrides its profile value.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,10 +23,12 @@ import unicodedata
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from tracer.symbols import canonical      # a leaf: the configuration imports no other tracer module
 
 
 class ConfigError(ValueError):
@@ -631,7 +634,6 @@ def _parse(kind: str, raw: str) -> Any:  # noqa: C901
     if kind == "choice":
         return s
     if kind == "symbols":
-        from tracer.symbols import canonical
         items = [x.strip() for x in s.split(",") if x.strip()]
         if not items:
             raise ValueError("must list at least one symbol, e.g. BTC/USD,ETH/USD")
@@ -704,7 +706,6 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     merged.update(os.environ if environ is None else environ)
     # promoted parameters (tracer params promote): under the variables set in the environment or .env,
     # above the profile and the defaults; validated below like any other value
-    from tracer.optimize.params import active_overlay
     for k, v in active_overlay(merged.get("TB_ACTIVE_PARAMS_PATH") or "config/active_params.json").items():
         merged.setdefault(k, v)
 
@@ -782,13 +783,11 @@ def feed_problems(s: "Settings") -> list[str]:
     variable, rather than when the feed is built)."""
     if s.feed != "live":
         return []
-    from tracer.data.factory import BAR_SOURCES, NEWS_SOURCES, _names
-    from tracer.news.dedupe import parse_weights
     out: list[str] = []
     for env, spec, allowed in (("TB_BAR_SOURCES", s.bar_sources, BAR_SOURCES),
                                ("TB_NEWS_SOURCES", s.news_sources, NEWS_SOURCES)):
         try:
-            names = _names(spec, allowed, env)
+            names = source_names(spec, allowed, env)
         except ValueError as e:
             out.append(f"{env}={spec!r}: {str(e).split(': ', 1)[-1]}")
             continue
@@ -815,7 +814,6 @@ def venue_problems(s: "Settings") -> list[str]:
     """Refuse a venue set-up that is unsafe or cannot work, naming the variable:
     a live (non-paper, non-testnet) URL without TB_LIVE_TRADING=yes, a venue without keys, and a
     real venue driven by the offline replay (its prices are not the venue's; only a local test venue)."""
-    from tracer.execution.venue import is_local_url, is_test_url
     out: list[str] = []
     # every venue an agent may touch: the futures backup takes entries on a failover, so it is gated too
     used = [("hybrid", s.hybrid_venue, ""), ("futures", s.futures_venue, "")]
@@ -857,3 +855,75 @@ def env_example() -> str:
                 lines += ["# PPLX_API_KEY_1=", "# PPLX_API_KEY_2=", "# PPLX_API_KEYS=", "# PPLX_API_KEY="]
         lines.append("")
     return "\n".join(lines)
+
+
+# --- what the checks need, here so that the configuration is a leaf (it imports no other tracer module but the
+# leaf tracer.symbols): the feed's source names, the news source weights, venue URL classes, the promoted overlay
+BAR_SOURCES = ("alpaca", "binance_spot", "binance_usdm", "yahoo", "coingecko")
+NEWS_SOURCES = ("alpaca", "perplexity")
+
+
+def source_names(spec: str, allowed: Sequence[str], var: str) -> list[str]:
+    """``"binance_spot, yahoo"`` -> ``["binance_spot", "yahoo"]`` (unique, lower case); ValueError naming ``var``
+    on an unknown name."""
+    names = list(dict.fromkeys(x.strip().lower() for x in spec.split(",") if x.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(f"{var}: unknown source(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return names
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """``"alpaca=1, perplexity=0.7"`` -> ``{"alpaca": 1.0, "perplexity": 0.7}``; ValueError on a bad item."""
+    out: dict[str, float] = {}
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        name, sep, val = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"source weight {item!r} is not name=number")
+        try:
+            w = float(val)
+        except ValueError:
+            raise ValueError(f"source weight {item!r} is not name=number") from None
+        if not 0 <= w <= 10:
+            raise ValueError(f"source weight {item!r} out of range [0, 10]")
+        out[name.strip().lower()] = w
+    return out
+
+
+def is_local_url(url: str) -> bool:
+    """127.0.0.1 / localhost URLs are the tests' fake venues: treated as test venues."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+# Known paper/testnet hosts; any other host is a live venue and needs TB_LIVE_TRADING=yes.
+TEST_HOSTS = {
+    "alpaca": ("paper-api.alpaca.markets",),
+    "binance": ("testnet.binancefuture.com", "demo-fapi.binance.com"),
+    "bybit": ("api-testnet.bybit.com", "api-demo.bybit.com"),
+}
+
+
+def is_test_url(venue: str, url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return is_local_url(url) or host in TEST_HOSTS.get(venue, ())
+
+
+def active_overlay(path: str | Path) -> dict[str, str]:
+    """The promoted parameters of every agent (``tracer params promote``, the file ``TB_ACTIVE_PARAMS_PATH``) as
+    ``TB_NAME -> text``, applied by :func:`load_settings` under explicit variables. A file that cannot be read
+    stops the configuration."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text()) if p.is_file() else {}
+        sets = {a: dict(v.get("params", {})) for a, v in (data.get("agents") or {}).items()}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError([f"TB_ACTIVE_PARAMS_PATH={str(path)!r}: unreadable promoted parameter file ({e}); "
+                           f"fix it or roll back (tracer params rollback)"]) from None
+    out: dict[str, str] = {}
+    for params in sets.values():
+        for k, v in params.items():
+            out[k] = str(v)
+    return out
