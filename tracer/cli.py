@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sentiment", help="score texts from stdin as JSON lines; `sentiment train` retrains the shipped model"))
     from tracer.backtest.cli import add_parser as add_backtest
     add_backtest(sub)
+    from tracer.data import download_cli
+    download_cli.add_parser(sub)
     ops.add_parsers(sub)   # health, alert, heartbeat-age, dashboard, watchdog-check, watchdog-restarted
     # (anchor: research commands: run, universe, digest, eval)
     from tracer.research import cli as research_cli
@@ -180,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "backtest":
         from tracer.backtest.cli import run as run_backtest_cmd
         return run_backtest_cmd(args, args.env_file)
+    if args.cmd == "download":
+        return download_cli.run(args, args.env_file)
     # (anchor: research dispatch)
     if args.cmd in research_cli.COMMANDS:
         try:
