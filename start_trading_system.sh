@@ -38,7 +38,13 @@ scripts/bootstrap.sh
 PY=.venv/bin/python
 
 # Paths from the one typed config (env and .env), so the script and the agents agree.
-read -r STATE_DIR LOG_DIR < <($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir, s.log_dir)' 2>/dev/null || echo "state logs")
+# One path per line, never split on spaces ("Application Support", "My Drive"): a folder name with a space
+# must not scatter pid files into a stray tree. A broken config falls back to the defaults here; check-config
+# below refuses to start anything.
+paths=$($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir); print(s.log_dir)' 2>/dev/null \
+  || printf 'state\nlogs\n')
+STATE_DIR=$(printf '%s\n' "$paths" | sed -n 1p)
+LOG_DIR=$(printf '%s\n' "$paths" | sed -n 2p)
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 chmod 700 "$STATE_DIR" 2>/dev/null || true
 
