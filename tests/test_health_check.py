@@ -172,3 +172,42 @@ def test_alert_command_enqueues_for_every_channel(tmp_path):
     with db(tmp_path) as c:
         row = c.execute("SELECT * FROM notifications WHERE kind='test_alert'").fetchone()
     assert row["message"] == "hello ops" and row["agent"] == "futures" and row["channel"] == "console"
+
+
+class _Ping:
+    """A tiny HTTP service on 127.0.0.1 answering 200 to every GET (stands in for the public data APIs)."""
+
+    def __enter__(self) -> "_Ping":
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a) -> None:
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_live_feed_is_probed_per_source_and_can_pass(tmp_path):
+    """TB_FEED=live names a mode, not a venue: each bar source is probed at its URL; none named `live`."""
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    with _Ping() as up:
+        env = dict(TB_FEED="live", TB_BAR_SOURCES="binance_spot,coingecko", TB_NEWS_SOURCES="",
+                   TB_BINANCE_SPOT_URL=up.url, TB_COINGECKO_URL=up.url)
+        lv = levels(health_json(tmp_path, **env))
+        assert not any("live" in name for name in lv), lv
+        assert lv["feed[binance_spot]"] == "ok" and lv["feed[coingecko]"] == "ok" and lv["venue"] == "ok"
+        down = levels(health_json(tmp_path, **dict(env, TB_COINGECKO_URL="http://127.0.0.1:9")))
+        assert down["feed[coingecko]"] == "warning" and down["feed[binance_spot]"] == "ok"

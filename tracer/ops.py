@@ -530,12 +530,25 @@ VENUE_PROBES = {
 }
 
 
+# Live bar sources (TB_BAR_SOURCES) and the path probed under each one's configured URL. TB_FEED itself
+# ("live") names a mode, not a venue: its sources are what can be unreachable.
+FEED_PROBES = {"alpaca": ("alpaca_data_url", "/"), "binance_spot": ("binance_spot_url", "/api/v3/ping"),
+               "binance_usdm": ("binance_futures_data_url", "/fapi/v1/ping"), "yahoo": ("yahoo_url", "/"),
+               "coingecko": ("coingecko_url", "/api/v3/ping")}
+
+
+def live_feed_sources(settings: Any) -> list[tuple[str, str]]:
+    """(source, probe URL) of each bar source TB_FEED=live reads ([] for the offline replay)."""
+    if getattr(settings, "feed", "replay") != "live":
+        return []
+    names = dict.fromkeys(x.strip().lower() for x in str(settings.bar_sources).split(",") if x.strip())
+    return [(n, getattr(settings, FEED_PROBES[n][0]).rstrip("/") + FEED_PROBES[n][1])
+            for n in names if n in FEED_PROBES]
+
+
 def live_venues(settings: Any) -> list[str]:
-    """Venues the configuration trades or reads live ([] for the offline replay with paper brokers)."""
+    """Trading venues the configuration sends orders to ([] for paper brokers)."""
     out = []
-    feed = getattr(settings, "feed", "replay")
-    if feed and feed != "replay":
-        out.append(str(feed))
     for name in ("hybrid_venue", "futures_venue", "futures_backup"):
         v = getattr(settings, name, None)
         if v and v not in ("paper", "replay"):
@@ -572,23 +585,31 @@ def _check_venue_events(settings: Any, conn: Any, now: datetime) -> Check:
     return Check("venue_events", 1, "ATTENTION: " + ", ".join(f"{k} x{n}" for k, n in rows))
 
 
+def _probe(name: str, url: str) -> Check:
+    """Reachability: any answer below 500 means the service is there (a 4xx on an unauthenticated probe too)."""
+    import requests
+    try:
+        r = requests.get(url, timeout=5)
+        return Check(name, 0 if r.status_code < 500 else 1, f"HTTP {r.status_code} from {url}")
+    except requests.RequestException as e:
+        return Check(name, 1, f"UNREACHABLE: {url}: {type(e).__name__}")
+
+
 def _check_venues(settings: Any) -> list[Check]:
     venues = live_venues(settings)
-    if not venues:
+    feeds = live_feed_sources(settings)
+    if not venues and not feeds:
         return [Check("venue", 0, "skipped (offline replay)")]
-    import requests
-    out = []
+    out = [_probe(f"feed[{n}]", url) for n, url in feeds]
+    if not venues:
+        out.append(Check("venue", 0, "skipped (paper brokers: no trading venue)"))
+        return out
     for v in venues:
         url = _probe_url(settings, v)
         if url is None:
             out.append(Check(f"venue[{v}]", 1, "no reachability probe known for this venue"))
             continue
-        try:
-            r = requests.get(url, timeout=5)
-            lvl = 0 if r.status_code < 500 else 1
-            out.append(Check(f"venue[{v}]", lvl, f"HTTP {r.status_code} from {url}"))
-        except requests.RequestException as e:
-            out.append(Check(f"venue[{v}]", 1, f"UNREACHABLE: {url}: {type(e).__name__}"))
+        out.append(_probe(f"venue[{v}]", url))
     return out
 
 
