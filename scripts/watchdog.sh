@@ -38,9 +38,11 @@ fi
 
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "watchdog[$agent]: $PY is missing (run ./start_trading_system.sh once)" >&2; exit 2; }
-cfg=$("$PY" -c 'from tracer.config import load_settings as l; s = l()
+# an invalid .env must not silence the watchdog: the salvaged settings find the pid files, and each pass
+# reports (and alerts) the invalid configuration instead of restarting onto it
+cfg=$("$PY" -c 'from tracer.monitor.fallback import load_for_monitoring as l; s = l().settings
 print(s.state_dir); print(s.log_dir); print(s.watchdog_interval_s); print(int(s.watchdog_stop_grace_s * 5) + 1)') || {
-  echo "watchdog[$agent]: configuration invalid (see .venv/bin/tracer check-config)" >&2; exit 2; }
+  echo "watchdog[$agent]: $PY cannot load tracer (run scripts/bootstrap.sh)" >&2; exit 2; }
 STATE_DIR=$(printf '%s\n' "$cfg" | sed -n 1p)
 LOG_DIR=$(printf '%s\n' "$cfg" | sed -n 2p)
 INTERVAL=$(printf '%s\n' "$cfg" | sed -n 3p)
@@ -142,14 +144,17 @@ stop_pid() {  # SIGTERM, wait up to TB_WATCHDOG_STOP_GRACE_S, then SIGKILL
 
 one_pass() {
   local out action rest pid state reason
-  if ! out=$("$PY" -m tracer.cli watchdog-check "$agent"); then
+  if ! out=$("$PY" -m tracer.cli watchdog-check "$agent" 2>/dev/null); then
     log "error: tracer watchdog-check failed; nothing done"
+    "$PY" -m tracer.cli alert watchdog_error "🚨 watchdog of $agent: the check itself failed; nothing done" \
+      --agent "$agent" --repeat-key "watchdog_error_$agent" >/dev/null 2>&1 || true
     return 0
   fi
   # <action> <pid|-> <alive|gone> <reason>
   action=${out%% *}; rest=${out#* }; pid=${rest%% *}; rest=${rest#* }; state=${rest%% *}; reason=${rest#* }
   case "$action" in
     ok|absent|stopped|capped) say "$action: $reason" ;;
+    error) log "error: $reason; nothing done" ;;
     restart)
       if ! lock_acquire "$STATE_DIR/$agent.launch.lock"; then
         say "another start of $agent is in progress (pid $LOCK_OWNER); nothing done"

@@ -185,6 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (anchor: optimisation dispatch)
     if args.cmd in optimize_cli.COMMANDS:
         return optimize_cli.dispatch(args, args.env_file)
+    if args.cmd in ops.COMMANDS:
+        # monitoring must still report, and alert, when the configuration is broken: a best-effort
+        # salvage of it, with the problems as a critical finding (never used to trade)
+        from tracer.monitor.fallback import load_for_monitoring
+        loaded = load_for_monitoring(dotenv_path=args.env_file)
+        for problem in loaded.problems:
+            print(f"tracer: invalid configuration: {problem}", file=sys.stderr)
+        return ops.dispatch(args, loaded.settings, console, loaded.problems)
     if args.cmd == "config-example":
         print(env_example())
         return 0
@@ -205,8 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "notify":
         from tracer.notify.worker import notify_command
         return notify_command(s, test=args.test, timeout_s=args.timeout)
-    if args.cmd in ops.COMMANDS:   # before Store(): the health check must not create a missing DB
-        return ops.dispatch(args, s, console)
     store = Store(s.db_path)
     try:
         if args.cmd == "init-db":

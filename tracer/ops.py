@@ -798,6 +798,8 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("kind")
     a.add_argument("message")
     a.add_argument("--agent", default=None)
+    a.add_argument("--repeat-key", default=None,
+                   help="send only if no alert with this key went out within TB_HEALTH_ALERT_REPEAT_MIN")
     b = sub.add_parser("heartbeat-age", help="print: <age seconds> <status> <cycle> <pid> ('-' when unknown)")
     b.add_argument("agent", choices=AGENTS)
     sub.add_parser("dashboard", help="both agents at a glance (rich table)")
@@ -810,23 +812,41 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--reason", default="down")
 
 
-def dispatch(args: argparse.Namespace, settings: Any, console: Console) -> int:
+def config_check(problems: Sequence[str]) -> Check:
+    """An invalid configuration is critical: no agent starts or restarts on it."""
+    if not problems:
+        return Check("config", 0, "valid")
+    return Check("config", 2, f"INVALID (agents cannot start; see .venv/bin/tracer check-config): "
+                              + "; ".join(problems))
+
+
+def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
-        checks = health(settings)
+        checks = [config_check(problems)] + health(settings)
         worst = max(c.level for c in checks)
         if worst and not args.no_alert:
             health_alert(settings, checks)
-        if args.json:
-            print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
-                              "checks": [dict(asdict(c), status=c.status) for c in checks]}, indent=2))
-        else:
-            for c in checks:
-                print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
-            n1 = sum(c.level == 1 for c in checks)
-            n2 = sum(c.level == 2 for c in checks)
-            print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
+        try:
+            if args.json:
+                print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
+                                  "checks": [dict(asdict(c), status=c.status) for c in checks]}, indent=2))
+            else:
+                for c in checks:
+                    print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
+                n1 = sum(c.level == 1 for c in checks)
+                n2 = sum(c.level == 2 for c in checks)
+                print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `health_check.sh | head`: the reader left; the exit code still carries the result
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return worst
     if args.cmd == "alert":
+        if args.repeat_key:
+            from tracer.monitor.alerts import alert_once
+            sent = alert_once(settings, args.repeat_key, args.kind, args.message, args.agent)
+            print("alert enqueued" if sent else f"alert not repeated (key {args.repeat_key} sent recently)")
+            return 0
         ids = alert(settings, args.kind, args.message, args.agent)
         print(f"alert enqueued: {len(ids)} channel(s)")
         return 0
@@ -839,6 +859,14 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console) -> int:
     if args.cmd == "dashboard":
         return dashboard(settings, console)
     if args.cmd == "watchdog-check":
+        if problems:
+            # restarting on an invalid config would only fail (the agent refuses it): say so, and alert
+            from tracer.monitor.alerts import alert_once
+            alert_once(settings, "config_invalid", "config_invalid",
+                       f"🚨 configuration invalid: the watchdog cannot restart the {args.agent} agent until "
+                       f".env is fixed (.venv/bin/tracer check-config): " + "; ".join(problems), args.agent)
+            print(Verdict("error", None, "configuration invalid: " + "; ".join(problems)).line())
+            return 0
         print(watchdog_check(settings, args.agent).line())
         return 0
     if args.cmd == "watchdog-restarted":
