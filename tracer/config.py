@@ -257,6 +257,12 @@ class Settings:
     telegram_chat_id: str = _var("TB_TELEGRAM_CHAT_ID", "str", "",
                                  "the one Telegram chat that receives messages and may send commands",
                                  required_if=("telegram_bot_token", "<set>"))
+    telegram_allowed_user_ids: str = _var("TB_TELEGRAM_ALLOWED_USER_IDS", "ids", "",
+                                          "comma-separated Telegram user ids allowed to send commands (empty = "
+                                          "only the user whose private chat is TB_TELEGRAM_CHAT_ID)")
+    telegram_command_max_age_s: float = _var("TB_TELEGRAM_COMMAND_MAX_AGE_S", "float", 300.0,
+                                             "a command older than this (queued while the listener was down) "
+                                             "is ignored", lo=1, hi=86400)
     telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "url", "https://api.telegram.org/bot",
                                   "Telegram Bot API base URL (the token is appended); change only for tests")
     telegram_poll_timeout_s: int = _var("TB_TELEGRAM_POLL_TIMEOUT_S", "int", 25,
@@ -625,6 +631,11 @@ def _parse(kind: str, raw: str) -> Any:
         raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
     if kind == "choice":
         return s
+    if kind == "ids":       # comma-separated integer ids (Telegram user ids), normalised to "1,2"
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not all(_INT_RE.fullmatch(x) for x in items):
+            raise ValueError("must be comma-separated integer ids")
+        return ",".join(str(int(x)) for x in items)
     if kind == "symbols":
         from tracer.symbols import canonical
         items = [x.strip() for x in s.split(",") if x.strip()]
@@ -657,7 +668,7 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
             "str": "text", "url": "an http(s) URL",
-            "symbols": "a comma list like BTC/USD,ETH/USD",
+            "symbols": "a comma list like BTC/USD,ETH/USD", "ids": "comma-separated integers (empty: none)",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
 
 
