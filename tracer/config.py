@@ -597,7 +597,7 @@ def _check_url(s: str) -> str:
 
 def _parse(kind: str, raw: str) -> Any:
     s = raw.strip()
-    if kind in ("str", "path", "url"):
+    if kind in ("str", "path", "url", "ids"):
         _check_text(s)
     if kind == "str":
         return s
