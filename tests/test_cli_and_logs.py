@@ -138,6 +138,7 @@ def test_log_file_rotates_at_its_size_and_every_file_is_user_only(tmp_path):
 def test_autocommit_never_commits_in_a_repository_it_did_not_create_nor_non_artifacts(tmp_path):
     """Pointed at an existing repository (the code checkout, say), nothing is staged there; in its own
     repository only JSON and CSV artifacts are committed, never a stray .env.bak."""
+    import subprocess as sp
     from tracer.artifacts import autocommit
     log = logging.getLogger("autocommit-owner")
     log.addHandler(logging.NullHandler())

@@ -82,7 +82,11 @@ def autocommit(artifact_dir: Path, message: str, push: bool, log: logging.Logger
         private_dir(repo)
         if not _owned_repo(repo, log):
             return False
-        r = _git(repo, "add", "-A", "--", *ARTIFACT_PATTERNS)
+        # ls-files, unlike add, does not fail on a pattern that matches nothing (no CSV yet)
+        r = _git(repo, "ls-files", "-z", "--others", "--modified", "--exclude-standard", "--", *ARTIFACT_PATTERNS)
+        new = [f for f in r.stdout.split("\0") if f]
+        if r.returncode == 0 and new:
+            r = _git(repo, "add", "--", *new)
         if r.returncode:
             log.warning(kv("artifacts_git_error", step="add", error=r.stderr.strip()[:300]))
             return False
