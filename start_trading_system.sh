@@ -37,6 +37,12 @@ fi
 scripts/bootstrap.sh
 PY=.venv/bin/python
 
+# .env holds API keys: user-only. A copy of .env.example is 0644 (readable by every account on the Mac).
+if [ -f .env ] && [ -n "$(find .env -perm -004 -o -perm -040 2>/dev/null)" ]; then
+  chmod 600 .env
+  echo "start_trading_system.sh: .env was readable by other users; made it user-only (chmod 600)" >&2
+fi
+
 # Paths from the one typed config (env and .env), so the script and the agents agree.
 # One path per line, never split on spaces ("Application Support", "My Drive"): a folder name with a space
 # must not scatter pid files into a stray tree. A broken config falls back to the defaults here; check-config

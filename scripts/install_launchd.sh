@@ -74,7 +74,9 @@ for tpl in launchd/*.plist; do
     [ "$target" != "$default_target" ] || echo "would run: launchctl bootstrap $domain $dest"
     continue
   fi
-  mkdir -p "$target" "$log_dir"
+  mkdir -p "$target"
+  # logs hold tracebacks and account data: user-only, like everything the agents write
+  if [ ! -d "$log_dir" ]; then (umask 077; mkdir -p "$log_dir"); fi
   tmp="$dest.tmp.$$"
   sed -e "s|__REPO__|$ROOT|g" -e "s|__LOG_DIR__|$log_dir|g" -e "s|__PATH__|$path_env|g" "$tpl" > "$tmp"
   if grep -q '__[A-Z_]*__' "$tmp"; then

@@ -278,3 +278,24 @@ def test_venv_whose_python_vanished_is_reported_as_json(tmp_path):
     doc = json.loads(subprocess.run(["bash", str(repo / "scripts" / "health_check.sh"), "--json"],
                                     env=env_for(tmp_path), capture_output=True, text=True, timeout=60).stdout)
     assert doc["exit_code"] == 2 and "missing" in doc["checks"][0]["message"]
+
+
+def test_env_file_readable_by_others_is_a_warning(tmp_path):
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    envf = tmp_path / "copied.env"
+    envf.write_text("TB_PROFILE=phase1c\n")
+    envf.chmod(0o644)                                    # what `cp .env.example .env` gives
+    tracer = [str(ROOT / ".venv/bin/tracer"), "--env-file", str(envf), "health", "--json", "--no-alert"]
+    doc = json.loads(run(tracer, tmp_path).stdout)
+    check = next(c for c in doc["checks"] if c["name"] == "env_file")
+    assert check["status"] == "warning" and "chmod 600" in check["message"] and "0644" in check["message"]
+    envf.chmod(0o600)
+    assert levels(json.loads(run(tracer, tmp_path).stdout))["env_file"] == "ok"
+
+
+def test_status_from_another_folder_does_not_create_a_db(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    r = subprocess.run([str(ROOT / ".venv/bin/tracer"), "status"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "TB_DB_PATH" in r.stderr and "no database" in r.stderr
+    assert not (tmp_path / "state").exists()

@@ -68,6 +68,7 @@ def test_install_fills_paths_that_exist_and_uninstall_removes(tmp_path):
         for key in ("StandardOutPath", "StandardErrorPath"):
             assert Path(pl[key]).parent.is_dir(), pl[key]
         assert Path(pl["StandardErrorPath"]).parent in (tmp_path / "logs", Path("/dev"))
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700     # logs hold tracebacks: user-only
     again = install(tmp_path)                       # idempotent
     assert again.stdout.count("installed ") == len(LABELS)
     gone = install(tmp_path, "--uninstall")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
@@ -213,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "notify":
         from tracer.notify.worker import notify_command
         return notify_command(s, test=args.test, timeout_s=args.timeout)
+    if args.cmd in ("status", "explain") and not Path(s.db_path).is_file():
+        # run from another folder, a relative TB_DB_PATH points nowhere: say so instead of creating an empty DB
+        print(f"tracer: no database at {Path(s.db_path).resolve()} (TB_DB_PATH={str(s.db_path)!r}, relative to "
+              f"{Path.cwd()}): run from the checkout, set TB_DB_PATH, or create it with `tracer init-db`",
+              file=sys.stderr)
+        return 2
     store = Store(s.db_path)
     try:
         if args.cmd == "init-db":

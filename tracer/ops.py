@@ -820,9 +820,21 @@ def config_check(problems: Sequence[str]) -> Check:
                               + "; ".join(problems))
 
 
+def env_file_check(path: str | Path) -> Check:
+    """``.env`` holds the API keys: readable by other accounts (a copied .env.example is 0644) is a warning."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return Check("env_file", 0, f"no {p} (settings from the environment only)")
+    if mode & 0o077:
+        return Check("env_file", 1, f"EXPOSED: {p} is mode {mode:04o}, readable by other users: chmod 600 {p}")
+    return Check("env_file", 0, f"{p} is user-only ({mode:04o})")
+
+
 def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
-        checks = [config_check(problems)] + health(settings)
+        checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
         worst = max(c.level for c in checks)
         if worst and not args.no_alert:
             health_alert(settings, checks)
