@@ -61,8 +61,7 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                        f"{sig['trend_score'] or 0:+.3f}), volatility {sig['volatility']} "
                        f"({(sig['annual_vol'] or 0):.0%}/yr), volume {sig['volume_regime']}"),
             ("price score", sig["price_score"]), ("narrative", sig["narrative"]),
-            ("divergence", f"{sig['divergence'] if sig['divergence'] is not None else ''} "
-                           f"(trigger {sig['divergence_trigger'] if sig['divergence_trigger'] is not None else ''})"),
+            ("divergence", f"{_fmt(sig['divergence'], '+.3f')} (trigger {_fmt(sig['divergence_trigger'], '.3f')})"),
             ("volume z", sig["volume_z"]), ("RSI", sig["rsi"]), ("ATR", sig["atr"]),
             ("size fraction", sig["size_fraction"]), ("headlines", sig["headline_count"]),
             ("sentiment scorer", sig["scorer_id"] or "(no relevant headline)"),
@@ -114,6 +113,10 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                           f"funding {tr['funding']:.2f}, P&L {tr['pnl']:+.2f} ({tr['return_pct']:+.2%}); "
                           f"exit order {tr['exit_order_id']}")
     return 0
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "" if x is None else format(x, spec)
 
 
 def _exploration_label(sizing_json: str | None) -> str:
