@@ -357,7 +357,27 @@ SCHEMA_V8 = """
 CREATE INDEX orders_agent_purpose_created ON orders(agent, purpose, created_at)
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8]
+# ===== monitoring record (operations, tracer/monitor/records.py) ===========================================
+# v9: every health result, watchdog restart or give-up, heal action and alert, kept for
+# TB_MONITOR_RETENTION_DAYS (pruned by tracer.monitor.records). Separate from the trading tables: written
+# only by the monitoring scripts, read by scripts/monitoring_status.sh.
+SCHEMA_V9_MONITORING = """
+CREATE TABLE monitor_events (
+    id       INTEGER PRIMARY KEY,
+    ts       TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    level    INTEGER NOT NULL CHECK (level IN (0, 1, 2)),
+    message  TEXT NOT NULL
+);
+CREATE INDEX monitor_events_ts ON monitor_events(ts);
+CREATE INDEX monitor_events_name_ts ON monitor_events(name, ts)
+"""
+# ===== end of the monitoring record ========================================================================
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+                         SCHEMA_V9_MONITORING]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

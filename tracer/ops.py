@@ -8,7 +8,7 @@ is reached through ``tracer`` subcommands (``watchdog-check``, ``watchdog-restar
 Files in ``TB_STATE_DIR``: ``<agent>.pid`` (written by whoever starts the agent), ``<agent>.args`` (the
 agent's command-line options, one per line, so a restart uses the same command line),
 ``watchdog_<agent>.json`` (restart timestamps of the last hour and the "gave up" mark),
-``health_alert.json`` (the last health alert, to avoid repeating it every 15 minutes).
+``health_alert_state.json`` (each failing check and when it was last alerted: tracer/monitor/alerts.py).
 ``TB_LOG_DIR/watchdog.log`` gets one line per watchdog action.
 
 Definitions (documented in the README, tested in tests/test_watchdog.py and tests/test_health_check.py):
@@ -197,31 +197,13 @@ def _deliver_now(settings: Any) -> None:
         print(f"alert queued, immediate delivery failed ({type(e).__name__})", file=sys.stderr)
 
 
-def alert(settings: Any, kind: str, message: str, agent: str | None = None) -> list[int]:
-    """Enqueue ``message`` in the notifications outbox for every enabled channel (one transaction).
+def alert(settings: Any, kind: str, message: str, agent: str | None = None, level: int = 1) -> list[int]:
+    """Enqueue ``message`` on the channels of its level (``TB_ALERT_CHANNELS_<LEVEL>``; default warning).
 
     Never raises: when the DB cannot take it (missing, corrupt, locked), the alert goes to
-    ``TB_LOG_DIR/alerts.log`` and to stderr instead, and ``[]`` is returned."""
-    try:
-        from tracer.db import Store
-        from tracer.notify.outbox import enqueue
-        if not Path(settings.db_path).is_file():
-            raise FileNotFoundError(f"{settings.db_path} does not exist")
-        store = Store(settings.db_path)
-        try:
-            with store.transaction():
-                ids = list(enqueue(store, settings, kind, message, agent))
-        finally:
-            store.close()
-        _deliver_now(settings)
-        return ids
-    except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
-        print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
-        try:
-            log_line(settings, "alerts", agent, f"kind={kind} not enqueued ({type(e).__name__}): {message}")
-        except OSError:
-            pass
-        return []
+    ``TB_LOG_DIR/alerts.log`` and to stderr instead, and ``[]`` is returned (tracer.monitor.alerts.send)."""
+    from tracer.monitor.alerts import Level, send
+    return send(settings, Level(level), kind, message, agent)
 
 
 # --- heartbeat -----------------------------------------------------------------------------------
@@ -359,7 +341,8 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None) -> Ve
                f"times in the last hour (cap TB_WATCHDOG_MAX_RESTARTS_PER_HOUR={cap}). Not restarting; "
                f"check {Path(settings.log_dir) / (agent + '.log')} and start it with ./start_trading_system.sh")
         log_line(settings, "watchdog", agent, f"gave_up reason=\"{down}\" restarts_last_hour={len(book['restarts'])}")
-        alert(settings, "watchdog_gave_up", msg, agent)
+        alert(settings, "watchdog_gave_up", msg, agent, level=2)
+        _record_watchdog(settings, agent, "gave_up", 2, msg)
         return Verdict("capped", st.pid, f"{down}; restart cap {cap}/h reached: alerted, not restarting")
     return Verdict("restart", st.pid, down, alive=st.alive)
 
@@ -378,7 +361,13 @@ def watchdog_restarted(settings: Any, agent: str, old_pid: int | None, new_pid: 
     msg = (f"🔄 {agent} agent restarted by watchdog: {reason}; new pid {new_pid or '?'} "
            f"(restart {n}/{cap} this hour)")
     alert(settings, "watchdog_restart", msg, agent)
+    _record_watchdog(settings, agent, "restart", 1, msg)
     return msg
+
+
+def _record_watchdog(settings: Any, agent: str, kind: str, level: int, message: str) -> None:
+    from tracer.monitor.records import Event, Source, record
+    record(settings, [Event(Source.WATCHDOG, kind, agent, level, message)])
 
 
 # --- health check ---------------------------------------------------------------------------------
@@ -673,31 +662,6 @@ def health(settings: Any, now: datetime | None = None) -> list[Check]:
     return checks
 
 
-def health_alert(settings: Any, checks: Sequence[Check], now: datetime | None = None) -> bool:
-    """Enqueue one alert naming the failing checks, unless the same set was alerted within
-    ``TB_HEALTH_ALERT_REPEAT_MIN``. Returns True when an alert was enqueued (or logged)."""
-    now = now or _now()
-    bad = [c for c in checks if c.level > 0]
-    if not bad:
-        return False
-    worst = max(c.level for c in bad)
-    key = sorted(f"{c.name}:{c.level}" for c in bad)
-    path = Path(settings.state_dir) / "health_alert.json"
-    try:
-        last = json.loads(path.read_text())
-        if last.get("key") == key and now.timestamp() - float(last["ts"]) < settings.health_alert_repeat_min * 60:
-            return False
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        pass
-    icon = "🚨" if worst == 2 else "⚠️"
-    msg = f"{icon} health {LEVELS[worst]}: " + "; ".join(f"{c.name}: {c.message}" for c in bad)
-    alert(settings, f"health_{LEVELS[worst]}", msg, None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from tracer.logs import private_write_text
-    private_write_text(path, json.dumps({"key": key, "ts": now.timestamp()}))     # user-only state file
-    return True
-
-
 # --- dashboard ----------------------------------------------------------------------------------------
 def _last_errors(settings: Any, agent: str, n: int = 3) -> list[str]:
     lines = _error_lines(Path(settings.log_dir) / f"{agent}.log", datetime(1970, 1, 1, tzinfo=timezone.utc))
@@ -835,9 +799,12 @@ def env_file_check(path: str | Path) -> Check:
 def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
         checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
+        from tracer.monitor.records import Event, Source, record
+        record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
+        if not args.no_alert:
+            from tracer.monitor.alerts import health_alerts
+            health_alerts(settings, checks)
         worst = max(c.level for c in checks)
-        if worst and not args.no_alert:
-            health_alert(settings, checks)
         try:
             if args.json:
                 print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
@@ -888,5 +855,5 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
 
 
 __all__ = ["AGENTS", "AgentState", "agent_alive", "Check", "Verdict", "agent_state", "alert", "dashboard", "dashboard_rows",
-           "health", "health_alert", "human_age", "pid_alive", "watchdog_check", "watchdog_restarted",
+           "health", "human_age", "pid_alive", "watchdog_check", "watchdog_restarted",
            "add_parsers", "dispatch", "COMMANDS"]
