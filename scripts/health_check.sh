@@ -4,23 +4,28 @@
 #   scripts/health_check.sh          one line per check, then a summary line
 #   scripts/health_check.sh --json   one JSON document: {"status", "exit_code", "checks": [...]}
 #   scripts/health_check.sh --no-alert   do not enqueue an alert
+#   scripts/health_check.sh --heal   also act: restart dead watchdog loops, the Telegram listener and agents
+#                                    the watchdog gave up on (own cap TB_HEAL_MAX_PER_DAY); says what it did
 #
-# Checks: configuration, agent processes, heartbeat freshness, DB PRAGMA quick_check, free disk, errors in
-# recent cycles and logs, notification backlog, live data sources and venues (offline: "skipped").
+# Checks: configuration, .env permissions, agent processes, heartbeat freshness, DB PRAGMA quick_check, free
+# disk, errors in recent cycles and logs, notification backlog, live data sources, venues and their clocks,
+# the watchdog loops and the listener, each agent's log freshness, memory and CPU, the sentiment scorer.
+# Every result is recorded (monitor_events; scripts/monitoring_status.sh shows it).
 # Exit 0 ok, 1 warning (stale heartbeat, backlog, errors, low disk, agent never started),
 # 2 critical (agent down without a clean stop, DB missing/corrupt, disk nearly full, invalid config,
 # the .venv unusable). Runs from cron's bare environment and any folder; with an invalid .env or no
 # usable .venv it still prints its report (and its JSON) and exits 0/1/2.
-# On warning or critical an alert goes to the notifications outbox (not repeated within
-# TB_HEALTH_ALERT_REPEAT_MIN). The checks themselves: tracer/ops.py (`tracer health`).
+# Alerts (tracer/monitor/alerts.py): a failing check alerts at its level (warning/critical, routed by
+# TB_ALERT_CHANNELS_<LEVEL>) when it starts failing, changes level, or its repeat window passed; a check that
+# turns green again sends an info "recovered". The checks: tracer/ops.py and tracer/monitor/checks.py.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 json=0
 for arg in "$@"; do
   case "$arg" in
     --json) json=1 ;;
-    --no-alert) ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --no-alert|--heal) ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "health_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done

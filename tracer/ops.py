@@ -758,6 +758,8 @@ def add_parsers(sub: Any) -> None:
     h = sub.add_parser("health", help="health checks: exit 0 ok, 1 warning, 2 critical (alerts on failure)")
     h.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     h.add_argument("--no-alert", action="store_true", help="do not enqueue an alert on warning/critical")
+    h.add_argument("--heal", action="store_true",
+                   help="restart dead watchdog loops, the listener and given-up agents (tracer/monitor/heal.py)")
     a = sub.add_parser("alert", help="enqueue an alert for every enabled notification channel")
     a.add_argument("kind")
     a.add_argument("message")
@@ -766,7 +768,9 @@ def add_parsers(sub: Any) -> None:
                    help="send only if no alert with this key went out within TB_HEALTH_ALERT_REPEAT_MIN")
     b = sub.add_parser("heartbeat-age", help="print: <age seconds> <status> <cycle> <pid> ('-' when unknown)")
     b.add_argument("agent", choices=AGENTS)
-    sub.add_parser("dashboard", help="both agents at a glance (rich table)")
+    d = sub.add_parser("dashboard", help="both agents at a glance, then the monitoring record (rich tables)")
+    d.add_argument("--events", action="store_true", help="only the monitoring record: recent events, check history")
+    d.add_argument("--hours", type=float, default=24.0, help="hours of check history (default 24)")
     w = sub.add_parser("watchdog-check", help="(for scripts/watchdog.sh) print: <action> <pid> <reason>")
     w.add_argument("agent", choices=AGENTS)
     r = sub.add_parser("watchdog-restarted", help="(for scripts/watchdog.sh) record a restart, log and alert")
@@ -798,20 +802,29 @@ def env_file_check(path: str | Path) -> Check:
 
 def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
+        from tracer.monitor.checks import coverage
         checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
+        checks += coverage(settings)
         from tracer.monitor.records import Event, Source, record
         record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
         if not args.no_alert:
             from tracer.monitor.alerts import health_alerts
             health_alerts(settings, checks)
         worst = max(c.level for c in checks)
+        healed = []
+        if args.heal and not problems:          # never restart anything onto an invalid configuration
+            from tracer.monitor.heal import heal
+            healed = heal(settings, checks)
         try:
             if args.json:
                 print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
-                                  "checks": [dict(asdict(c), status=c.status) for c in checks]}, indent=2))
+                                  "checks": [dict(asdict(c), status=c.status) for c in checks],
+                                  "heal": [asdict(h) for h in healed]}, indent=2))
             else:
                 for c in checks:
                     print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
+                for h in healed:
+                    print(h.line())
                 n1 = sum(c.level == 1 for c in checks)
                 n2 = sum(c.level == 2 for c in checks)
                 print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
@@ -836,7 +849,10 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
                         f(st.hb_pid)]))
         return 0
     if args.cmd == "dashboard":
-        return dashboard(settings, console)
+        from tracer.monitor.view import show
+        rc = 0 if args.events else dashboard(settings, console)
+        show(settings, console, args.hours)
+        return rc
     if args.cmd == "watchdog-check":
         if problems:
             # restarting on an invalid config would only fail (the agent refuses it): say so, and alert
