@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tracer.ops import AGENTS, Check, agent_alive, agent_state, human_age, live_venues, pid_alive, read_pid
+from tracer.monitor.health import Check, live_venues
+from tracer.ops import AGENTS, agent_alive, agent_state, human_age, pid_alive, read_pid
 
 
 def _proc_runs(pid: int | None, word: str) -> bool:
