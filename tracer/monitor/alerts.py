@@ -59,13 +59,14 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
     from tracer.notify.format import redact
     ids: list[int] = []
     chans = route(settings, level)
+    message = redact(message, settings.secret_values())      # nowhere, not even alerts.log, gets a secret
     try:
         if not Path(settings.db_path).is_file():
             raise FileNotFoundError(f"{settings.db_path} does not exist")
         from tracer.db import Store
         store = Store(settings.db_path)
         try:
-            text = redact(message, settings.secret_values())
+            text = message
             with store.transaction():
                 ids = [store.enqueue_notification(ch, kind, text, agent) for ch in chans]
         finally:

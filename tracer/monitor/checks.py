@@ -10,8 +10,9 @@ process, heartbeat, DB, disk, errors, backlog and venue checks):
 * ``sentiment``: which scorer the agents run (their last ``event=sentiment_scorer`` log line), a fallback
   (FinBERT or the trained model did not load) as a warning that names the install step, and a canary
   inference: the configured scorer must call a plainly bullish and a plainly bearish headline right.
-* ``venue_clock[<venue>]``: the offset between this machine's clock and the venue's server time (signed
-  requests are refused beyond the venue's receive window).
+* ``venue_auth[<venue>]``: through the agents' own venue client, a signed balance request (the keys work)
+  and the offset between this machine's clock and the venue's (signed requests fail beyond the receive
+  window).
 
 Each returns a :class:`tracer.ops.Check`; none raises.
 """
@@ -165,46 +166,46 @@ def sentiment(settings: Any) -> Check:
     return Check("sentiment", 0, f"agents run {live or '(no agent log yet)'}; {canary}")
 
 
-# --- venue clocks ------------------------------------------------------------------------------------------
-TIME_PATHS = {"binance": ("binance_futures_url", "/fapi/v1/time"), "bybit": ("bybit_url", "/v5/market/time"),
-              "alpaca": ("alpaca_trading_url", "/v2/clock")}
+# --- venues: authenticated probe and clock -------------------------------------------------------------------
 MAX_OFFSET_S = 1.0        # Binance's default recvWindow is 5 s; 1 s leaves room for the request itself
 
 
-def _server_time(venue: str, body: dict) -> float | None:
-    from datetime import datetime
-    if venue == "binance" and "serverTime" in body:
-        return float(body["serverTime"]) / 1000.0
-    if venue == "bybit" and "time" in body:
-        return float(body["time"]) / 1000.0
-    if venue == "alpaca" and body.get("timestamp"):
-        return datetime.fromisoformat(str(body["timestamp"]).replace("Z", "+00:00")).timestamp()
-    return None
-
-
-def venue_clocks(settings: Any) -> list[Check]:
-    import requests
+def venue_auth(settings: Any) -> list[Check]:
+    """Per live venue, through the same client the agents use: the server's clock against this machine's, and
+    a signed balance request (the keys work: not expired, not revoked, IP allowed, trading permission)."""
+    from tracer.execution.venue import AuthError, VenueError
+    from tracer.execution.venue_factory import make_client
     out = []
     for v in live_venues(settings):
-        if v not in TIME_PATHS or not getattr(settings, TIME_PATHS[v][0], None):
+        name = f"venue_auth[{v}]"
+        try:
+            client = make_client(settings, v)
+        except (ValueError, TypeError) as e:
+            out.append(Check(name, 1, f"no client: {e}"))
             continue
-        url = getattr(settings, TIME_PATHS[v][0]).rstrip("/") + TIME_PATHS[v][1]
         try:
             t0 = time.time()
-            r = requests.get(url, timeout=5)
+            server = client.server_time().timestamp()
             t1 = time.time()
-            server = _server_time(v, r.json()) if r.status_code == 200 else None
-        except (requests.RequestException, ValueError, TypeError) as e:
-            out.append(Check(f"venue_clock[{v}]", 0, f"unknown ({type(e).__name__}; reachability: venue[{v}])"))
+            offset = (t0 + t1) / 2 - server
+            clock = f"clock {offset:+.2f} s off the venue's"
+            bal = client.balance()
+        except AuthError as e:
+            out.append(Check(name, 2, f"KEYS REFUSED by {v}: {type(e).__name__}: {e}"[:300]
+                                      + " (check the key, its IP allow-list and its permissions)"))
             continue
-        if server is None:
-            out.append(Check(f"venue_clock[{v}]", 0, f"unknown (HTTP {r.status_code} from {url})"))
+        except (VenueError, OSError) as e:
+            out.append(Check(name, 1, f"signed probe failed: {type(e).__name__}: {e}"[:300]))
             continue
-        offset = (t0 + t1) / 2 - server
-        msg = f"this machine is {offset:+.2f} s off {v}'s clock (round trip {t1 - t0:.2f} s)"
-        out.append(Check(f"venue_clock[{v}]", 1 if abs(offset) > MAX_OFFSET_S else 0,
-                         (f"DRIFT: {msg}; signed requests fail beyond the receive window: sync the clock "
-                          f"(System Settings > Date & Time)") if abs(offset) > MAX_OFFSET_S else msg))
+        finally:
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+        if abs(offset) > MAX_OFFSET_S:
+            out.append(Check(name, 1, f"CLOCK DRIFT: {clock} (limit {MAX_OFFSET_S:g} s): signed requests fail "
+                                      f"outside the receive window; sync this machine's clock"))
+        else:
+            out.append(Check(name, 0, f"keys work (available {bal.available:,.2f}), {clock}"))
     return out
 
 
@@ -212,7 +213,7 @@ def coverage(settings: Any) -> list[Check]:
     """Every check of this module, each guarded so that one failing does not hide the others."""
     out: list[Check] = []
     for fn in (watchdog_loops, lambda s: [listener(s)], agent_logs_and_resources, lambda s: [sentiment(s)],
-               venue_clocks):
+               venue_auth):
         try:
             out += fn(settings)
         except Exception as e:  # noqa: BLE001 - report the checker's own failure as a finding
@@ -220,5 +221,5 @@ def coverage(settings: Any) -> list[Check]:
     return out
 
 
-__all__ = ["coverage", "watchdog_loops", "listener", "agent_logs_and_resources", "sentiment", "venue_clocks",
+__all__ = ["coverage", "watchdog_loops", "listener", "agent_logs_and_resources", "sentiment", "venue_auth",
            "agent_alive"]

@@ -44,8 +44,11 @@ def _open(settings: Any) -> sqlite3.Connection | None:
 
 def record(settings: Any, events: Iterable[Event], now: datetime | None = None) -> bool:
     """Append ``events`` and prune rows past the retention; True when written."""
+    from tracer.notify.format import redact
     now = now or datetime.now(timezone.utc)
-    rows = [(_iso(now), e.source.value, e.kind, e.name, int(e.level), e.message[:2000]) for e in events]
+    secrets = settings.secret_values()          # a message may quote a URL or a key: never into the DB
+    rows = [(_iso(now), e.source.value, e.kind, e.name, int(e.level), redact(e.message, secrets)[:2000])
+            for e in events]
     try:
         conn = _open(settings)
         if conn is None:
