@@ -77,10 +77,14 @@ def _check_db(settings: Any) -> tuple[Check, sqlite3.Connection | None]:
             conn.close()
             return Check("database", 2, f"CORRUPT: quick_check says {'; '.join(map(str, rows[:3]))}"), None
         conn.execute("SELECT COUNT(*) FROM heartbeats").fetchone()
+        # recent rows: the agents' cycles of the last hour (the heartbeat checks judge whether that is enough)
+        n_runs, last_run = conn.execute("SELECT COUNT(*), MAX(started_at) FROM runs WHERE started_at >= ?",
+                                        (_iso(_now() - timedelta(hours=1)),)).fetchone()
     except sqlite3.DatabaseError as e:
         return Check("database", 2, f"UNUSABLE: {p}: {e}"), None
     size = p.stat().st_size / 1e6
-    return Check("database", 0, f"quick_check ok ({p}, {size:.1f} MB, schema v{version})"), conn
+    return Check("database", 0, f"quick_check ok ({p}, {size:.1f} MB, schema v{version}; {n_runs} cycles in the "
+                                f"last hour, last {last_run or '-'})"), conn
 
 
 def _check_disk(settings: Any) -> Check:
