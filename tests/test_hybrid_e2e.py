@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -177,8 +178,8 @@ def test_bad_config_refuses_to_start_naming_the_variable(tmp_path):
     assert not (tmp_path / "state" / "tracer.db").exists()
 
 
-def test_bad_market_data_is_skipped_with_a_reason(tmp_path):
-    """A symbol with a gap in its candles is never traded; the skip and its reason are in the DB."""
+def _eth_with_a_hole(tmp_path: Path) -> Path:
+    """BTC as bundled; ETH without the bars opening 2022-01-09 20:00-22:00 (a 3-bar hole); no headlines.csv."""
     data = tmp_path / "data"
     data.mkdir()
     bundled = ROOT / "tracer" / "data" / "bundled"
@@ -186,12 +187,42 @@ def test_bad_market_data_is_skipped_with_a_reason(tmp_path):
     lines = (bundled / "candles_1h_ETHUSDT.csv").read_text().splitlines(keepends=True)
     gap_at = next(i for i, ln in enumerate(lines) if ln.startswith("2022-01-09T20:00:00Z"))
     (data / "candles_1h_ETHUSDT.csv").write_text("".join(lines[:gap_at] + lines[gap_at + 3:]))
+    return data
+
+
+def test_bad_market_data_is_skipped_with_a_reason(tmp_path):
+    """A symbol with a hole longer than TB_MAX_GAP_BARS is never traded; the skip and its reason are in the
+    DB, and the outage is alerted once."""
+    data = _eth_with_a_hole(tmp_path)
+    bundled = ROOT / "tracer" / "data" / "bundled"
     env = agent_env(tmp_path, TB_DATA_DIR=str(data), TB_HEADLINES_PATH=str(bundled / "headlines.csv"),
-                    TB_SYMBOLS="BTC/USD,ETH/USD")
+                    TB_SYMBOLS="BTC/USD,ETH/USD", TB_MAX_GAP_BARS="2")
     r = run_agent(tmp_path, "--cycles", "5", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     c = db(tmp_path)
     skips = c.execute("SELECT symbol, decision_reason FROM signals WHERE decision='skipped'").fetchall()
-    assert skips and all(s["symbol"] == "ETH/USD" and s["decision_reason"].startswith("bad_data: gap") for s in skips)
+    assert len(skips) == 5 and all(
+        s["symbol"] == "ETH/USD" and s["decision_reason"] ==
+        "bad_data: gap: 2022-01-09T20:00:00Z -> 2022-01-09T23:00:00Z (3 bars > 2 allowed)" for s in skips)
     assert c.execute("SELECT COUNT(*) FROM orders WHERE symbol='ETH/USD'").fetchone()[0] == 0
     assert c.execute("SELECT COUNT(*) FROM signals WHERE symbol='BTC/USD' AND decision!='skipped'").fetchone()[0] == 5
+    alerts = c.execute("SELECT message FROM notifications WHERE kind='data_outage'").fetchall()
+    assert len(alerts) == 1 and "3 bars missing from 2022-01-09T20:00:00Z" in alerts[0]["message"]
+
+
+def test_short_hole_and_no_headlines_replay_price_only(tmp_path):
+    """The same 3-bar hole is within the default TB_MAX_GAP_BARS: ETH is evaluated on the bars that exist,
+    the hole recorded; the folder has no headlines.csv, so the replay is price-only, with a logged note."""
+    data = _eth_with_a_hole(tmp_path)
+    r = run_agent(tmp_path, "--cycles", "5", env=agent_env(tmp_path, TB_DATA_DIR=str(data),
+                                                           TB_SYMBOLS="BTC/USD,ETH/USD"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "event=headlines_missing" in r.stderr + "".join(p.read_text() for p in (tmp_path / "logs").glob("*"))
+    c = db(tmp_path)
+    rows = c.execute("SELECT symbol, decision, headline_count, inputs_json FROM signals").fetchall()
+    assert len(rows) == 10 and all(x["decision"] != "skipped" and x["headline_count"] == 0 for x in rows)
+    hole = "2022-01-09T20:00:00Z -> 2022-01-09T23:00:00Z (3 bars)"
+    assert [json.loads(x["inputs_json"])["gaps"] for x in rows] == \
+           [[hole] if x["symbol"] == "ETH/USD" else [] for x in rows]
+    notes = [x["note"] for x in c.execute("SELECT note FROM runs")]
+    assert notes == [f"gap accepted: {hole} in ETH/USD"] * 5

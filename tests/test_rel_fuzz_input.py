@@ -56,9 +56,11 @@ DEFECTS = ("nan_price", "inf_price", "neg_price", "zero_price", "nan_volume", "i
            "high_below_low", "high_below_close", "duplicate", "out_of_order", "gap", "misaligned", "empty_cell")
 
 
-def oracle(ts: list[int], rows: list[list[float]], now_ns: int, stale_ns: int, min_bars: int) -> bool:
+def oracle(ts: list[int], rows: list[list[float]], now_ns: int, stale_ns: int, min_bars: int,
+           max_gap_bars: int | None = None) -> bool:
     """True when the window is fit to trade on: the rules of the README, checked row by row (independent of
-    tracer.data.validation)."""
+    tracer.data.validation). ``max_gap_bars``: the gap policy (a hole of up to that many missing bars is
+    fine, and the newest bar must be the last one closed before now); None: the strict rules."""
     if len(ts) < max(min_bars, 1):
         return False
     for o, h, lo, c, v in rows:
@@ -67,10 +69,13 @@ def oracle(ts: list[int], rows: list[list[float]], now_ns: int, stale_ns: int, m
         if min(o, h, lo, c) <= 0 or v < 0 or h < lo or h < max(o, c) or lo > min(o, c):
             return False
     for a, b in zip(ts, ts[1:]):
-        if b - a != H:
+        if max_gap_bars is None and b - a != H:
+            return False
+        if max_gap_bars is not None and (b - a <= 0 or (b - a) % H or (b - a) // H - 1 > max_gap_bars):
             return False
     last_close = ts[-1] + H
-    return last_close <= now_ns and now_ns - last_close <= stale_ns
+    fresh = max_gap_bars is None or now_ns - last_close < H
+    return last_close <= now_ns and now_ns - last_close <= stale_ns and fresh
 
 
 def clean_rows(n: int, seed: int) -> tuple[list[int], list[list[float]]]:
@@ -146,16 +151,18 @@ def _validation_fuzz(n_examples: int, reliability) -> None:
     @settings(max_examples=n_examples, **HS)
     @given(n=st.integers(0, 80), seed=st.integers(0, 2 ** 16), defects=DEFECT_LISTS,
            age_min=st.sampled_from([0, 0, 0, 30, 59, 60, 61, 90, 91, 240, -1, -60]),
-           min_bars=st.integers(1, 60), stale_min=st.sampled_from([60, 90, 180]))
-    def one(n, seed, defects, age_min, min_bars, stale_min):
+           min_bars=st.integers(1, 60), stale_min=st.sampled_from([60, 90, 180]),
+           max_gap=st.sampled_from([None, None, 0, 1, 2, 6]))
+    def one(n, seed, defects, age_min, min_bars, stale_min, max_gap):
         stats["windows"] += 1
         ts, rows = inject(*clean_rows(n, seed), defects)
         last_close = (ts[-1] + H) if ts else int(T0.value)
         now_ns = last_close + age_min * 60_000_000_000
         now = pd.Timestamp(now_ns, tz="UTC").to_pydatetime()
-        expected_ok = oracle(ts, rows, now_ns, stale_min * 60_000_000_000, min_bars)
-        reason = validate_bars(frame(ts, rows), now, timedelta(hours=1), timedelta(minutes=stale_min), min_bars)
-        assert (reason is None) == expected_ok, (reason, defects, age_min, min_bars, n)
+        expected_ok = oracle(ts, rows, now_ns, stale_min * 60_000_000_000, min_bars, max_gap)
+        reason = validate_bars(frame(ts, rows), now, timedelta(hours=1), timedelta(minutes=stale_min), min_bars,
+                               max_gap)
+        assert (reason is None) == expected_ok, (reason, defects, age_min, min_bars, n, max_gap)
         if reason is not None:
             assert reason.split(":")[0].split(" at")[0] in REASON_PREFIXES, reason
             stats["bad"] += 1
@@ -167,8 +174,9 @@ def _validation_fuzz(n_examples: int, reliability) -> None:
     # and every defect kind on its own, at a few places (hypothesis favours the simpler draws)
     for kind in DEFECTS:
         for k in range(4):
-            one.hypothesis.inner_test(n=70, seed=k, defects=[(kind, 30 + 9 * k, k)], age_min=0, min_bars=30,
-                                      stale_min=90)
+            for max_gap in (None, 2):      # the strict rules and the gap policy
+                one.hypothesis.inner_test(n=70, seed=k, defects=[(kind, 30 + 9 * k, k)], age_min=0, min_bars=30,
+                                          stale_min=90, max_gap=max_gap)
     reliability(f"fuzz: bar windows with bad values and times (validation){LONG if n_examples > 200 else ''}",
                 trials=stats["windows"], ok=True, inputs_fuzzed=stats["windows"],
                 checked="validate_bars agrees with a row-by-row oracle; every bad window has a documented reason",
@@ -298,9 +306,10 @@ def _agent_fuzz(n_examples: int, reliability) -> None:
         for run_id, clock in by_run.items():
             now_ns = int(clock.value)
             cutoff = now_ns - H
-            visible = [k for k, t in enumerate(ts) if t <= cutoff][-LOOKBACK:]
+            # the bars that opened in the last LOOKBACK hours, judged by the gap policy (TB_MAX_GAP_BARS=6)
+            visible = [k for k, t in enumerate(ts) if now_ns - (LOOKBACK + 1) * H < t <= cutoff]
             ok = oracle([ts[k] for k in visible], [rows[k] for k in visible], now_ns, 90 * 60_000_000_000,
-                        MIN_BARS)
+                        MIN_BARS, 6)
             row = eth.get(run_id)
             stats["cycles"] += 1
             if row is None:

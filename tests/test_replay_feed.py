@@ -268,14 +268,19 @@ def damaged_dir(tmp_path) -> Path:
 
 
 def test_damaged_symbols_rejected_others_pass(damaged_dir):
-    f = ReplayFeed(["BTC/USD", "ETH/USD", "SOL/USD"], data_dir=damaged_dir)
+    # a 3-bar hole is longer than the limit of 2 (the gap policy; the default limit accepts it, below)
+    f = ReplayFeed(["BTC/USD", "ETH/USD", "SOL/USD"], data_dir=damaged_dir, max_gap_bars=2)
     # before the damage: everything is fine
     early = f.snapshot(utc("2022-03-01T05:00:00Z"))
     assert early.rejected == {} and set(early.bars) == {"BTC/USD", "ETH/USD", "SOL/USD"}
     # gap in the window: ETH out (SOL's NaN bar has not closed yet)
     snap = f.snapshot(utc("2022-03-01T10:00:00Z"))
-    assert snap.rejected == {"ETH/USD": "gap: 2022-03-01T05:00:00Z -> 2022-03-01T08:00:00Z (3 bars)"}
+    assert snap.rejected == {"ETH/USD": "gap: 2022-03-01T05:00:00Z -> 2022-03-01T08:00:00Z (3 bars > 2 allowed)"}
     assert set(snap.bars) == {"BTC/USD", "SOL/USD"}
+    # the default limit (6 bars) accepts the hole: ETH is evaluated on the 253 bars that exist, the hole noted
+    snap = ReplayFeed(["BTC/USD", "ETH/USD", "SOL/USD"], data_dir=damaged_dir).snapshot(utc("2022-03-01T10:00:00Z"))
+    assert snap.rejected == {} and len(snap.bars["ETH/USD"]) == 253 and len(snap.bars["BTC/USD"]) == 256
+    assert snap.notes == {"ETH/USD": "gap accepted: 2022-03-01T05:00:00Z -> 2022-03-01T08:00:00Z (3 bars)"}
     # once SOL's NaN bar has closed, SOL is out too; BTC still comes through with headlines
     snap = f.snapshot(utc("2022-03-01T11:00:00Z"))
     assert snap.rejected["ETH/USD"].startswith("gap: ")

@@ -2,106 +2,19 @@
 python-binance / pybit clients over HTTP against the fake venues (tests/fakes)."""
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from fakes.binance_futures_venue import FakeBinanceFutures
 from fakes.bybit_venue import FakeBybit
 from tracer.db import Store
-from tracer.execution.broker import Bracket, client_order_id
+from tracer.execution.broker import Bracket
 from tracer.execution.venue_broker import VenueBroker, round_to_step, round_to_tick, stop_order_id, target_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.execution.venues.bybit import BybitFuturesClient
-from tracer.models import Order, OrderState, Side
+from tracer.models import OrderState, Side
 
-KEY, SECRET = "vb-key", "vb-secret-0123456789"
-BTC = "BTC/USD"
-T0 = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
-LOG = logging.getLogger("test.venue_broker")
-
-
-class Harness:
-    """The loop's write path in a few lines: write new, send, record; sync and write what happened."""
-
-    def __init__(self, tmp_path, clients, **kw):
-        self.store = Store(tmp_path / "tb.sqlite")
-        self.slept: list[float] = []
-        self.alerts: list[str] = []
-        self.broker = VenueBroker("futures", clients, self.store, LOG, futures=True, backoff_s=0.0,
-                                  sleep=self.slept.append, alert=self.alerts.append, **kw)
-        self.broker.last_price[BTC] = 42000.0
-        self.n = 0
-
-    def entry(self, side=Side.BUY, qty=0.01, lev=5, bracket=None) -> Order:
-        self.n += 1
-        agent = self.broker.agent
-        o = Order(client_order_id(agent, BTC, T0 + timedelta(hours=self.n), "entry"), agent, BTC, side, qty,
-                  leverage=lev, purpose="entry", created_at=T0)
-        return self.send(o, bracket or Bracket(stop_distance=1000.0, take_profit_distance=2000.0, trail_pct=0.0,
-                                              max_hold_s=0.0))
-
-    def send(self, o: Order, bracket=None) -> Order:
-        with self.store.transaction():
-            self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
-        upd = self.broker.submit(o, bracket)
-        with self.store.transaction():
-            self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
-        return o
-
-    def settle(self, now=T0):
-        trades = []
-        for _ in range(4):
-            for o, br in self.broker.take_outbox():
-                self.send(o, br)
-            rep = self.broker.sync(now)
-            if not (rep.fills or rep.updates or rep.trades or rep.exit_orders):
-                break
-            with self.store.transaction():
-                for o in rep.exit_orders:
-                    self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
-                for f in rep.fills:
-                    self.store.insert_fill(f, self.broker.agent)
-                for u in rep.updates:
-                    self.store.set_order_state(u.client_order_id, u.state, u.reason)
-                for t in rep.trades:
-                    self.store.insert_trade(t)
-                exits = {t.entry_order_id: t.exit_ts for t in rep.trades}
-                self.store.save_positions(self.broker.agent, self.broker.positions(),
-                                          [(p, exits[p.entry_order_id]) for p in rep.closed])
-            trades += rep.trades
-        return trades
-
-    def state(self, cid):
-        return self.store.order(cid)["state"]
-
-    def events(self, kind=None):
-        return [r["kind"] for r in self.store.venue_events("futures", kind)]
-
-
-@pytest.fixture
-def venue():
-    with FakeBinanceFutures(KEY, SECRET) as v:
-        yield v
-
-
-@pytest.fixture
-def h(venue, tmp_path):
-    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
-
-
-def booked(venue) -> dict[str, int]:
-    """How many orders the venue booked per client id."""
-    out: dict[str, int] = {}
-    for o in list(venue.orders.values()) + list(venue.algo_orders.values()):
-        cid = o.get("clientOrderId") or o.get("clientAlgoId")
-        out[cid] = out.get(cid, 0) + 1
-    return out
-
-
-def assert_no_duplicates(venue):
-    assert all(n == 1 for n in booked(venue).values()), booked(venue)
+from venue_harness import BTC, KEY, LOG, SECRET, T0, Harness, assert_no_duplicates, booked
 
 
 def test_entry_fills_and_puts_reduce_only_stop_and_target_on_the_venue(h, venue):
@@ -201,10 +114,10 @@ def test_short_429_waits_retry_after_long_429_leaves_the_venue_alone(h, venue):
     ev = h.store.venue_events("futures", "rate_limited")[0]
     assert '"used_weight": 2399' in ev["detail_json"]
     venue.inject("POST /fapi/v1/order", 429, retry_after=600)
-    o2 = h.entry()
+    o2 = h.entry(symbol="ETH/USD")                      # (one position per symbol: BTC has one)
     assert h.state(o2.client_order_id) == "new" and h.slept == [2.0]
     n = len(venue.requests)
-    o3 = h.entry()                                      # the venue is left alone until Retry-After ends
+    o3 = h.entry(symbol="ETH/USD")                      # the venue is left alone until Retry-After ends
     assert h.state(o3.client_order_id) == "new" and len(venue.requests) == n
 
 

@@ -68,8 +68,16 @@ def test_real_venue_on_the_replay_is_refused_but_a_local_test_venue_is_allowed()
     with pytest.raises(ConfigError) as e:
         load(dict(KEYS, TB_VENUE_FUTURES="binance"))
     assert "TB_FEED" in str(e.value)
-    s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL="http://127.0.0.1:9"))
-    assert s.futures_venue == "binance"
+    # the backup venue (bybit has keys) is checked too: on a real URL it would take replayed entries
+    with pytest.raises(ConfigError) as e:
+        load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL="http://127.0.0.1:9"))
+    assert "TB_FEED" in str(e.value) and "bybit" in str(e.value)
+    s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL="http://127.0.0.1:9",
+                  TB_BYBIT_URL="http://127.0.0.1:8"))
+    assert s.futures_venue == "binance" and s.futures_backup == "bybit"
+    s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL="http://127.0.0.1:9",
+                  TB_FUTURES_BACKUP_VENUE="none"))
+    assert s.futures_venue == "binance" and s.futures_backup is None
 
 
 def test_secret_without_its_pair_is_refused():
@@ -109,6 +117,56 @@ def test_health_check_probes_the_configured_venue_and_reports_venue_events(tmp_p
         venue.down()
         checks = {c.name: c for c in ops.health(s)}
         assert checks["venue[binance]"].level == 1 and "UNREACHABLE" in checks["venue[binance]"].message
+
+
+_URLS = {"binance": ("TB_BINANCE_FUTURES_URL", "https://testnet.binancefuture.com", "https://fapi.binance.com"),
+         "bybit": ("TB_BYBIT_URL", "https://api-testnet.bybit.com", "https://api.bybit.com")}
+
+
+@pytest.mark.parametrize("main", ["binance", "bybit"])
+@pytest.mark.parametrize("main_live", [False, True])
+@pytest.mark.parametrize("backup_live", [None, False, True])      # None: no backup venue
+@pytest.mark.parametrize("live_trading", ["no", "yes"])
+def test_live_gate_covers_the_main_and_the_backup_venue(main, main_live, backup_live, live_trading):
+    """Every combination: a live URL on any venue the futures agent may touch (its backup included, which
+    takes entries on a failover) needs TB_LIVE_TRADING=yes; the error names the variable of that URL."""
+    backup = "bybit" if main == "binance" else "binance"
+    env = dict(KEYS, TB_FEED="live", TB_VENUE_FUTURES=main, TB_LIVE_TRADING=live_trading,
+               TB_FUTURES_BACKUP_VENUE="none" if backup_live is None else backup)
+    var, test_url, live_url = _URLS[main]
+    env[var] = live_url if main_live else test_url
+    if backup_live is not None:
+        bvar, btest, blive = _URLS[backup]
+        env[bvar] = blive if backup_live else btest
+    live_used = [main] * main_live + [backup] * bool(backup_live)
+    if live_used and live_trading != "yes":
+        with pytest.raises(ConfigError) as e:
+            load(env)
+        for v in live_used:
+            assert _URLS[v][0] in str(e.value) and "TB_LIVE_TRADING=yes" in str(e.value)
+        return
+    s = load(env)
+    assert venue_names(s, "futures") == [main] + ([backup] if backup_live is not None else [])
+    from tracer.execution.venue_factory import make_client
+    clients = [make_client(s, v) for v in venue_names(s, "futures")]
+    assert [not c.is_test_venue for c in clients] == [main_live] + ([bool(backup_live)] if backup_live is not None else [])
+
+
+def test_venue_broker_refuses_a_live_client_that_bypassed_the_config_check(tmp_path):
+    """Defence in depth: settings that reach the factory without passing venue_problems (e.g. changed after
+    loading) still cannot build a real-money broker without TB_LIVE_TRADING=yes."""
+    import dataclasses
+    import logging
+    from datetime import timedelta
+    from tracer.db import Store
+    from tracer.execution.venue_factory import make_venue_broker
+    s = load(dict(KEYS, TB_FEED="live", TB_VENUE_FUTURES="binance"))
+    s = dataclasses.replace(s, bybit_url="https://api.bybit.com")           # the backup turned live
+    store = Store(tmp_path / "t.db")
+    with pytest.raises(ValueError, match="bybit without TB_LIVE_TRADING=yes"):
+        make_venue_broker(s, "futures", store, logging.getLogger("t"), timedelta(hours=1))
+    s = dataclasses.replace(s, live_trading="yes")
+    assert make_venue_broker(s, "futures", store, logging.getLogger("t"), timedelta(hours=1)) is not None
 
 
 def test_health_check_signs_a_request_with_the_keys_and_reads_the_venue_clock(tmp_path):

@@ -105,10 +105,16 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                 console.print(f"  futures: side {pos['side']}, leverage {pos['leverage']:g}x, isolated margin "
                               f"{pos['margin']:.2f}, liquidation price {liq if liq is None else f'{liq:.8g}'}, "
                               f"funding paid {pos['funding_paid']:+.4f}, entry ATR {pos['entry_atr']:.6g}")
-        tr = c.execute("SELECT * FROM trades WHERE entry_order_id=? OR exit_order_id=?",
-                       (o["client_order_id"], o["client_order_id"])).fetchone()
-        if tr is not None:
-            console.print(f"  trade: {tr['side']} {tr['symbol']} {tr['entry_ts']} @ {tr['entry_price']:.8g} -> "
+        fr = c.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0), MIN(ts), MAX(ts) FROM funding_payments "
+                       "WHERE entry_order_id=?", (o["client_order_id"],)).fetchone()
+        if fr[0]:
+            console.print(f"  funding (venue income history): {fr[0]} payment(s), paid {fr[1]:+.4f}, "
+                          f"{fr[2]} .. {fr[3]} (venue clock)")
+        # a position closed in parts (a venue's partial exit) has one trade per part
+        for tr in c.execute("SELECT * FROM trades WHERE entry_order_id=? OR exit_order_id=? ORDER BY id",
+                            (o["client_order_id"], o["client_order_id"])):
+            console.print(f"  trade: {tr['side']} {tr['symbol']} {tr['qty']:.8g} {tr['entry_ts']} @ "
+                          f"{tr['entry_price']:.8g} -> "
                           f"{tr['exit_ts']} @ {tr['exit_price']:.8g}, exit {tr['exit_reason']}, fees {tr['fees']:.2f}, "
                           f"funding {tr['funding']:.2f}, P&L {tr['pnl']:+.2f} ({tr['return_pct']:+.2%}); "
                           f"exit order {tr['exit_order_id']}")

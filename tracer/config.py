@@ -118,6 +118,11 @@ class Settings:
     max_staleness_min: float = _var("TB_MAX_STALENESS_MIN", "float", 90.0,
                                     "a symbol whose last bar closed longer ago than this is skipped",
                                     lo=1, hi=100000)
+    max_gap_bars: int = _var("TB_MAX_GAP_BARS", "int", 6,
+                             "most bars one hole in a look-back window may miss (an exchange maintenance hour) "
+                             "with the symbol still evaluated on the bars that exist; a longer hole skips the "
+                             "symbol, alerted, until it has left the window; 0 = any hole skips",
+                             lo=0, hi=1000)
     headline_lookback_h: float = _var("TB_HEADLINE_LOOKBACK_H", "float", 24.0,
                                       "hours of headlines considered for the narrative", lo=0.5, hi=720)
 
@@ -851,14 +856,18 @@ def venue_problems(s: "Settings") -> list[str]:
     real venue driven by the offline replay (its prices are not the venue's; only a local test venue)."""
     from tracer.execution.venue import is_local_url, is_test_url
     out: list[str] = []
-    for agent, venue in (("hybrid", s.hybrid_venue), ("futures", s.futures_venue)):
+    # every venue an agent may touch: the futures backup takes entries on a failover, so it is gated too
+    used = [("hybrid", s.hybrid_venue, ""), ("futures", s.futures_venue, "")]
+    if s.futures_backup:
+        used.append(("futures", s.futures_backup, " (the futures backup venue, TB_FUTURES_BACKUP_VENUE)"))
+    for agent, venue, role in used:
         if venue == "paper":
             continue
         attr, env = _VENUE_URL[venue]
         url = getattr(s, attr)
         if not is_test_url(venue, url) and s.live_trading != "yes":
-            out.append(f"{env}={url!r} is a live (real money) endpoint: set TB_LIVE_TRADING=yes to allow it, "
-                       f"or use the paper/testnet URL")
+            out.append(f"{env}={url!r} is a live (real money) endpoint{role}: set TB_LIVE_TRADING=yes to allow "
+                       f"it, or use the paper/testnet URL")
         key_attr, key_env = _VENUE_KEYS[venue]
         if not getattr(s, key_attr):
             out.append(f"{key_env} is missing: the {agent} agent trades on {venue} (TB_VENUE_{agent.upper()})")

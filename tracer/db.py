@@ -357,11 +357,59 @@ SCHEMA_V8 = """
 CREATE INDEX orders_agent_purpose_created ON orders(agent, purpose, created_at)
 """
 
+# v9: venue execution under faults. A position's exits and stops that ended without closing it (a partial
+# exit, a refused stop) are counted, so the next one gets a new client id; funding payments are booked from
+# the venue's income history, once each (the venue's id), on the position they were paid for. A position closed
+# in parts has one trade per part: a trade's exit order is unique, its entry order no longer.
+SCHEMA_V9 = """
+ALTER TABLE positions ADD COLUMN exit_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE positions ADD COLUMN stop_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE funding_payments (
+    id              INTEGER PRIMARY KEY,
+    agent           TEXT NOT NULL,
+    venue           TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    ts              TEXT NOT NULL,
+    amount          REAL NOT NULL,
+    venue_ref       TEXT NOT NULL,
+    entry_order_id  TEXT,
+    booked_at       TEXT NOT NULL,
+    UNIQUE (agent, venue, venue_ref)
+);
+CREATE INDEX funding_payments_entry ON funding_payments(entry_order_id);
+CREATE TABLE trades_v9 (
+    id              INTEGER PRIMARY KEY,
+    agent           TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL CHECK (side IN ('long','short')),
+    qty             REAL NOT NULL,
+    entry_ts        TEXT NOT NULL,
+    entry_price     REAL NOT NULL,
+    exit_ts         TEXT NOT NULL,
+    exit_price      REAL NOT NULL,
+    leverage        REAL NOT NULL DEFAULT 1,
+    fees            REAL NOT NULL,
+    funding         REAL NOT NULL DEFAULT 0,
+    pnl             REAL NOT NULL,
+    return_pct      REAL NOT NULL,
+    exit_reason     TEXT NOT NULL,
+    entry_order_id  TEXT NOT NULL REFERENCES orders(client_order_id),
+    exit_order_id   TEXT NOT NULL UNIQUE,
+    signal_id       INTEGER REFERENCES signals(id)
+);
+INSERT INTO trades_v9 SELECT id, agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage, fees,
+    funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id FROM trades;
+DROP TABLE trades;
+ALTER TABLE trades_v9 RENAME TO trades;
+CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
+CREATE INDEX trades_entry ON trades(entry_order_id)
+"""
+
 # ===== monitoring record (operations, tracer/monitor/records.py) ===========================================
-# v9: every health result, watchdog restart or give-up, heal action and alert, kept for
+# v10: every health result, watchdog restart or give-up, heal action and alert, kept for
 # TB_MONITOR_RETENTION_DAYS (pruned by tracer.monitor.records). Separate from the trading tables: written
 # only by the monitoring scripts, read by scripts/monitoring_status.sh.
-SCHEMA_V9_MONITORING = """
+SCHEMA_V10_MONITORING = """
 CREATE TABLE monitor_events (
     id       INTEGER PRIMARY KEY,
     ts       TEXT NOT NULL,
@@ -377,7 +425,7 @@ CREATE INDEX monitor_events_name_ts ON monitor_events(name, ts)
 # ===== end of the monitoring record ========================================================================
 
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-                         SCHEMA_V9_MONITORING]
+                         SCHEMA_V9, SCHEMA_V10_MONITORING]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -685,31 +733,50 @@ class Store:
                        closed: Sequence[tuple[Position, datetime]] = ()) -> None:
         """Make the DB's open positions equal to ``open_positions`` (upsert); write ``closed``
         positions (as they were at their close, even one opened and closed within a bar) as closed."""
-        keep = set()
-        for p in open_positions:
-            keep.add(p.entry_order_id)
-            self._upsert_position(p, "open", None)
+        # closed rows first: a symbol's old position closed and a new one opened (or adopted from the venue)
+        # in the same cycle must not meet the one-open-position-per-symbol index half way
+        keep = {p.entry_order_id for p in open_positions}
         for p, at in closed:
-            self._upsert_position(p, "closed", at)
+            if p.entry_order_id not in keep:
+                self._upsert_position(p, "closed", at)
         for row in self.conn.execute("SELECT entry_order_id FROM positions WHERE agent=? AND status='open'",
                                      (agent,)).fetchall():
             if row["entry_order_id"] not in keep:
                 self.conn.execute("UPDATE positions SET status='closed', closed_at=COALESCE(closed_at, ?) "
                                   "WHERE entry_order_id=?", (iso(utcnow()), row["entry_order_id"]))
+        for p in open_positions:
+            self._upsert_position(p, "open", None)
 
     def _upsert_position(self, p: Position, status: str, closed_at: datetime | None) -> None:
         self.conn.execute(
             """INSERT INTO positions(agent, symbol, side, qty, entry_price, opened_at, entry_fee, stop_loss,
                take_profit, trail_pct, best_price, max_hold_s, entry_order_id, signal_id, leverage, margin,
-               liquidation_price, funding_paid, entry_atr, status, closed_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               liquidation_price, funding_paid, entry_atr, status, closed_at, exit_seq, stop_seq)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(entry_order_id) DO UPDATE SET qty=excluded.qty, stop_loss=excluded.stop_loss,
-               take_profit=excluded.take_profit, best_price=excluded.best_price, margin=excluded.margin,
+               take_profit=excluded.take_profit, trail_pct=excluded.trail_pct, max_hold_s=excluded.max_hold_s,
+               best_price=excluded.best_price, margin=excluded.margin,
                liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid,
-               status=excluded.status, closed_at=excluded.closed_at""",
+               status=excluded.status, closed_at=excluded.closed_at, exit_seq=excluded.exit_seq,
+               stop_seq=excluded.stop_seq, entry_fee=excluded.entry_fee""",
             (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
              p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
-             p.margin, p.liquidation_price, p.funding_paid, p.entry_atr, status, iso(closed_at)))
+             p.margin, p.liquidation_price, p.funding_paid, p.entry_atr, status, iso(closed_at), p.exit_seq,
+             p.stop_seq))
+
+    def insert_funding(self, agent: str, venue: str, symbol: str, ts: datetime, amount: float, ref: str,
+                       entry_order_id: str | None) -> bool:
+        """Book one funding payment (what we paid, > 0); False when that payment (venue, ref) is booked already."""
+        cur = self.conn.execute(
+            "INSERT INTO funding_payments(agent, venue, symbol, ts, amount, venue_ref, entry_order_id, booked_at) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(agent, venue, venue_ref) DO NOTHING",
+            (agent, venue, symbol, iso(ts), float(amount), ref, entry_order_id, iso(utcnow())))
+        return cur.rowcount == 1
+
+    def funding_booked(self, agent: str) -> list[sqlite3.Row]:
+        """Every funding payment booked for ``agent``: venue, symbol, ts, amount, venue_ref, entry_order_id."""
+        return self.conn.execute("SELECT venue, symbol, ts, amount, venue_ref, entry_order_id FROM funding_payments "
+                                 "WHERE agent=? ORDER BY ts", (agent,)).fetchall()
 
     def open_positions(self, agent: str) -> list[Position]:
         rows = self.conn.execute("SELECT * FROM positions WHERE agent=? AND status='open' ORDER BY id",
@@ -720,17 +787,16 @@ class Store:
                          best_price=r["best_price"], max_hold_s=r["max_hold_s"], entry_order_id=r["entry_order_id"],
                          signal_id=r["signal_id"], leverage=r["leverage"], margin=r["margin"],
                          liquidation_price=r["liquidation_price"], funding_paid=r["funding_paid"],
-                         entry_atr=r["entry_atr"])
+                         entry_atr=r["entry_atr"], exit_seq=r["exit_seq"], stop_seq=r["stop_seq"])
                 for r in rows]
 
     def insert_trade(self, t: Trade) -> None:
-        basis = t.entry_price * t.qty / max(t.leverage, 1.0)
         self.conn.execute(
             """INSERT INTO trades(agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage,
                fees, funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id)
                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(exit_order_id) DO NOTHING""",
             (t.agent, t.symbol, t.side.value, t.qty, iso(t.entry_ts), t.entry_price, iso(t.exit_ts), t.exit_price,
-             t.leverage, t.fees, t.funding, t.pnl, t.pnl / basis if basis else 0.0, t.exit_reason,
+             t.leverage, t.fees, t.funding, t.pnl, t.return_pct, t.exit_reason,
              t.entry_order_id, t.exit_order_id, t.signal_id))
 
     def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:

@@ -11,7 +11,9 @@ matters to us:
 - **Orders**: MARKET on ``/fapi/v1/order``; STOP_MARKET / TAKE_PROFIT_MARKET (and TRAILING_STOP_MARKET,
   accepted, never triggered) on ``/fapi/v1/algoOrder`` (the conditional-order service; the old
   ``/fapi/v1/order`` route answers ``-4120`` for them, as Binance does since 2025-12). Client ids are
-  unique over every order the venue ever booked, regular and algo: a second one is ``-4116``.
+  unique **among open orders** only (Binance: "A unique id among open orders"): a second one while the first
+  is open is ``-4116``; once the first is filled, cancelled or expired the id is accepted again and a query by
+  it finds the newest order. The venue does not protect us from sending an id twice: the DB must.
   ``post_counts[cid]`` counts every order POST naming the id (booked, rejected or faulted).
 - **Strict parameters** on ``GET``/``DELETE /fapi/v1/algoOrder``: only ``algoId``/``clientAlgoId`` (plus
   ``recvWindow``, ``timestamp``, ``signature``), else ``-1104``.
@@ -25,7 +27,8 @@ matters to us:
   entry price averaged, realised P&L on reductions. ``set_price`` walks the events the move crosses in
   the order the price meets them: conditional orders whose trigger is crossed (on the mark price) fire a
   reduce-only MARKET order (the algo order goes FINISHED with ``actualOrderId``; EXPIRED when there is
-  nothing to reduce), and a position whose liquidation price is crossed is liquidated (closed at the
+  nothing to reduce; ``inject("trigger", "partial", fraction=f)`` makes the triggered order fill only ``f``
+  of it and expire, as a thin book does), and a position whose liquidation price is crossed is liquidated (closed at the
   liquidation price, its isolated margin lost, an ``autoclose-`` order and trade recorded).
 - **Funding**: ``apply_funding(symbol, rate)`` books a FUNDING_FEE income (longs pay a positive rate).
 
@@ -119,6 +122,7 @@ ERRORS: dict[int, tuple[int, str]] = {
     -4048: (400, "Margin type cannot be changed if there exists position."),
     -4028: (400, "Leverage is not valid"),
     -4116: (400, "ClientOrderId is duplicated."),
+    -4045: (400, "Reach max stop order limit."),
     -4120: (400, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."),
     -4164: (400, "Order's notional must be no smaller than 100 (unless you choose reduce only)."),
     -1102: (400, "Mandatory parameter was not sent, was empty/null, or malformed."),
@@ -333,6 +337,18 @@ class FakeBinanceFutures(FakeServer):
             for f in self.faults:
                 ep = f.endpoint
                 if ep == "*" or ep == req.path or ep == f"{req.method} {req.path}":
+                    if f.times is not None:
+                        f.times -= 1
+                        if f.times <= 0:
+                            self.faults.remove(f)
+                    return f
+        return None
+
+    def _take_named(self, name: str) -> _Fault | None:
+        """A fault injected for an internal event (``"trigger"``), not a request."""
+        with self._lock:
+            for f in self.faults:
+                if f.endpoint == name:
                     if f.times is not None:
                         f.times -= 1
                         if f.times <= 0:
@@ -562,7 +578,8 @@ class FakeBinanceFutures(FakeServer):
             cid = f"x-fake{next(self._ids)}"
         if not re.fullmatch(r"[.A-Z:/a-z0-9_-]{1,36}", cid):
             raise _Reject(-4015)
-        if cid in self.orders_by_client_id:
+        prev = self.orders_by_client_id.get(cid)
+        if prev is not None and (prev.get("status") in ("NEW", "PARTIALLY_FILLED") or prev.get("algoStatus") == "NEW"):
             raise _Reject(-4116)
         return cid
 
@@ -833,16 +850,24 @@ class FakeBinanceFutures(FakeServer):
             qty = min(qty, abs(amt))
         price = self.prices[sym]
         oid = next(self._ids)
+        fault = self._take_named("trigger")
+        fill, status = qty, "FILLED"
+        if fault is not None and fault.fault == "partial":
+            step = SYMBOLS[sym].step
+            fill = (qty * D(str(fault.kw.get("fraction", 0.5))) / step).to_integral_value(rounding="ROUND_DOWN") * step
+            status = "EXPIRED"
         order = {
-            "orderId": oid, "symbol": sym, "status": "FILLED", "clientOrderId": f"algo-{a['algoId']}",
-            "price": "0", "avgPrice": _fmt(price), "origQty": _fmt(qty), "executedQty": _fmt(qty),
-            "cumQty": _fmt(qty), "cumQuote": _fmt(float(qty) * price), "timeInForce": "GTC", "type": "MARKET",
+            "orderId": oid, "symbol": sym, "status": status, "clientOrderId": f"algo-{a['algoId']}",
+            "price": "0", "avgPrice": _fmt(price) if fill > 0 else "0", "origQty": _fmt(qty),
+            "executedQty": _fmt(fill), "cumQty": _fmt(fill), "cumQuote": _fmt(float(fill) * price),
+            "timeInForce": "GTC", "type": "MARKET",
             "reduceOnly": bool(a["reduceOnly"] or a["closePosition"]), "closePosition": a["closePosition"],
             "side": a["side"], "positionSide": "BOTH", "stopPrice": "0", "workingType": a["workingType"],
             "priceProtect": False, "origType": "MARKET", "time": now, "updateTime": now,
         }
         self.orders[oid] = order
-        self._execute(sym, a["side"], qty, price, oid)
+        if fill > 0:
+            self._execute(sym, a["side"], fill, price, oid)
         a["algoStatus"], a["actualOrderId"], a["actualPrice"] = "FINISHED", str(oid), _fmt(price)
 
     def _liquidate(self, sym: str, at: float) -> None:

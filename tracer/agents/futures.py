@@ -72,7 +72,7 @@ class FuturesPolicy:
                        (sig.action is Action.BUY and position.side is PositionSide.SHORT)
             if opposite and not pending_exit:
                 side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
-                order = Order(exit_order_id(position.entry_order_id), AGENT, sig.symbol, side, position.qty,
+                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, side, position.qty,
                               reduce_only=True, leverage=position.leverage, purpose="exit", reason="signal",
                               created_at=sig.ts)
                 return Decision("exit", f"opposite signal while {position.side.value}: {sig.reason}",
@@ -122,8 +122,7 @@ class FuturesPolicy:
         order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol,
                       Side.BUY if direction > 0 else Side.SELL, qty, leverage=float(lev), purpose="entry",
                       reason=sig.reason[:240], created_at=sig.ts)
-        bracket = Bracket(stop_distance=stop_d, take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
-                          trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+        bracket = self.protective_bracket(sig)
         margin = qty * sig.price / lev
         reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4   # fees and slippage, in and out
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price, risk_notional=target,
@@ -133,12 +132,18 @@ class FuturesPolicy:
                                  f"{rd.notional:.2f}, margin {margin:.2f}, liq {liq:.6g}",
                         Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
 
+    def protective_bracket(self, sig: Signal) -> Bracket:
+        """The exits the rules give a position of ``sig``'s symbol (every entry; a position adopted from a venue)."""
+        s = self.s
+        return Bracket(stop_distance=s.futures_stop_atr_mult * sig.atr,
+                       take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
+                       trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+
     def _explore(self, sig: Signal, direction: int, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
         """A near-miss entry at 1x and the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
         the risk rules approve), after the counter-regime rule and the cooldown, through every risk rule (so it
         counts against the daily trade cap), tagged ``exploration`` (:mod:`tracer.optimize.exploration`)."""
         s = self.s
-        stop_d = s.futures_stop_atr_mult * sig.atr
         rd = check_entry(Candidate(sig.symbol, sig.price, direction, 1.0, returns, leverage=1.0, spot=False),
                          book, self.limits)
         if not rd.approved:
@@ -154,8 +159,7 @@ class FuturesPolicy:
         order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol,
                       Side.BUY if direction > 0 else Side.SELL, qty, leverage=1.0, purpose="entry",
                       reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
-        bracket = Bracket(stop_distance=stop_d, take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
-                          trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+        bracket = self.protective_bracket(sig)
         margin = qty * sig.price
         reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4
         sizing = dict(rd.detail, notional=margin, qty=qty, price_est=sig.price, margin=margin,

@@ -44,7 +44,7 @@ class HybridPolicy:
                pending_exit: bool = False) -> Decision:
         if position is not None:
             if sig.action is Action.SELL and self.s.exit_on_sell_signal and not pending_exit:
-                order = Order(exit_order_id(position.entry_order_id), AGENT, sig.symbol, Side.SELL, position.qty,
+                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, Side.SELL, position.qty,
                               reduce_only=True, purpose="exit", reason="signal", created_at=sig.ts)
                 return Decision("exit", f"sell signal while holding: {sig.reason}",
                                 Intent(order, sig.symbol, sig.price))
@@ -64,13 +64,17 @@ class HybridPolicy:
         qty = math.floor(rd.qty / self.step + 1e-9) * self.step
         order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol, Side.BUY, qty,
                       purpose="entry", reason=sig.reason[:240], created_at=sig.ts)
-        bracket = Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
-                          take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
-                          trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
+        bracket = self.protective_bracket(sig)
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price,
                       stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult)
         return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
                         Intent(order, sig.symbol, sig.price, bracket, sizing))
+
+    def protective_bracket(self, sig: Signal) -> Bracket:
+        """The exits the rules give a position of ``sig``'s symbol (every entry; a position adopted from a venue)."""
+        return Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
+                       take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
+                       trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
 
     def _explore(self, sig: Signal, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
         """A near-miss long taken at the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
@@ -91,9 +95,7 @@ class HybridPolicy:
                                          "exploration": tag})
         order = Order(client_order_id(AGENT, sig.symbol, sig.ts, "entry"), AGENT, sig.symbol, Side.BUY, qty,
                       purpose="entry", reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
-        bracket = Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
-                          take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
-                          trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
+        bracket = self.protective_bracket(sig)
         sizing = dict(rd.detail, notional=qty * sig.price, qty=qty, price_est=sig.price,
                       stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult,
                       exploration=tag)

@@ -26,6 +26,7 @@ import numpy as np
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
+from tracer.data.gaps import outage_message, outages
 from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
@@ -42,6 +43,20 @@ from tracer.signals.evaluate import EvalParams, evaluate
 
 class _StopWaiting(Exception):
     """A stop was requested while the loop waited for the feed's next clock."""
+
+
+@dataclass(slots=True)
+class StorageFault:
+    """A storage fault while it lasts (the DB cannot take the cycle): written to ``storage_fault_<agent>.json``
+    for the health check, noted in the first cycle that commits again."""
+    since: str                       # when it started (UTC, ISO)
+    clock: str | None                # the clock of the first cycle not committed (None: the agent's start)
+    cycle: int
+    error: str
+    attempts: int = 0
+    last: str | None = None          # the last failed attempt
+    journaled: list[str] = field(default_factory=list)   # venue: orders sent (maybe) during the fault
+    bars_seen: str | None = None     # venue: the bars its exit checks looked at, up to this clock
 
 
 @dataclass(slots=True)
@@ -73,16 +88,33 @@ class Policy(Protocol):
 
 
 class TradingBroker(Protocol):
+    """The one broker protocol the cycle drives: paper brokers (tracer/execution/paper*.py) and the venue broker
+    (tracer/execution/venue_broker/). The venue-only parts (sync, outbox, protection, the wallet) are no-ops on
+    paper, so the cycle has one path."""
+    places_own_orders: bool            # True: a venue broker (sends its orders, learns fills from the venue)
+    realized_pnl: float
+    fees_paid: float
+    cash: float
+    last_price: dict[str, float]
+
     def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate: ...
     def get(self, client_order_id: str) -> OrderUpdate | None: ...
+    def find(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate | None: ...
     def positions(self) -> list[Position]: ...
     def on_bar(self, bar: Bar) -> BarReport: ...
     def equity(self) -> float: ...
     def balance(self) -> float: ...
-    def restore(self, positions, pending, realized_pnl, fees_paid, last_price) -> None: ...
-
-    realized_pnl: float
-    fees_paid: float
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
+                fees_paid: float, last_price: dict[str, float]) -> None: ...
+    def sync(self, now: datetime) -> BarReport: ...
+    def take_outbox(self) -> list[tuple[Order, Bracket | None]]: ...
+    def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None: ...
+    def ensure_protection(self) -> list[tuple[Order, Bracket | None]]: ...
+    def set_brackets(self, brackets: dict[str, Bracket | None]) -> None: ...
+    def check_wallet(self) -> float | None: ...
+    def bind_stop(self, stop: Any) -> None: ...
+    def starting_equity(self) -> float | None: ...
+    def venue_for(self, order: Order) -> str: ...
 
 
 @dataclass(slots=True)
@@ -152,10 +184,10 @@ class AgentLoop:
         self.processed_until: datetime | None = None
         self.day: str | None = None
         self.day_start_equity: float | None = None
-        self.venue = bool(getattr(broker, "places_own_orders", False))   # a real venue (VenueBroker)
+        self.venue = broker.places_own_orders      # a real venue (VenueBroker)
         # storage faults (the DB locked, read-only, full): see run() and _storage_fault()
         self._broker_template = None if self.venue else copy.deepcopy(broker)   # a paper broker as built
-        self.storage_fault: dict[str, Any] | None = None
+        self.storage_fault: StorageFault | None = None
         self._restores = 0                    # broker restores from the DB (a failed recovery: did it get there?)
         self._committed: datetime | None = None   # the clock of the last cycle this process committed
         self.storage_backoff_s = 1.0          # first retry after a storage fault, doubling up to the max
@@ -163,6 +195,7 @@ class AgentLoop:
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
         self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
         self._slept_since_hb = 0.0
+        broker.bind_stop(self.stop_event)
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -181,7 +214,7 @@ class AgentLoop:
         if acct is None:
             capital = self.initial_capital
             if self.venue:     # on a venue the capital is what its wallets hold at the first start
-                capital = self.broker.starting_equity() or capital  # type: ignore[attr-defined]
+                capital = self.broker.starting_equity() or capital
             with st.transaction():
                 st.save_account(self.agent, initial_capital=capital, cash=capital,
                                 realized_pnl=0.0, fees_paid=0.0, day=None, day_start_equity=None)
@@ -192,8 +225,7 @@ class AgentLoop:
         latest = getattr(self.feed, "latest_time", None)
         last = st.last_run(self.agent)
         self.reconcile(latest() if callable(latest) else (parse_iso(last["clock"]) if last is not None else None))
-        if self.venue:
-            self._send_broker_orders(self.broker.ensure_protection())  # type: ignore[attr-defined]
+        self._send_broker_orders(self.broker.ensure_protection())
 
         self.clock = self.processed_until = None
         self.cycle_no = 0
@@ -218,7 +250,7 @@ class AgentLoop:
         self._restores += 1
         if self.venue:
             self.initial_capital = float(acct["initial_capital"])
-        self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
+        self.broker.cash = acct["cash"]
         self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
         pending = []
         for r in st.orders_in_state(self.agent, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
@@ -260,6 +292,11 @@ class AgentLoop:
             self.log.warning(kv("clock_gap", after=iso(self.processed_until), clock=iso(now),
                                 bars_not_evaluated=missed))
         snap = self.feed.snapshot(now)
+        # holes the gap policy accepted (tracer.data.gaps), recorded in runs.note (one line per hole)
+        by_note: dict[str, list[str]] = {}
+        for sym, note in sorted(snap.notes.items()):
+            by_note.setdefault(note, []).append(sym)
+        self._notes += [f"{note} in {','.join(syms)}" for note, syms in by_note.items()]
         report = self._process_bars(snap, now)
         self._roll_day(now)
         on_close = getattr(self.policy, "on_trade_closed", None)
@@ -278,6 +315,12 @@ class AgentLoop:
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}
+        if any(p.stop_loss <= 0 for p in positions.values()):
+            # a position adopted from the venue gets the levels the agent's rules give its symbol now
+            by_sym = {sig.symbol: sig for sig in signals}
+            self.broker.set_brackets({s: self.policy.protective_bracket(by_sym[s]) if s in by_sym else None
+                                      for s, p in positions.items() if p.stop_loss <= 0})
+            positions = {p.symbol: p for p in self.broker.positions()}
         book = self._book(now, positions, report)
         decisions = decide_all(self.policy, signals, positions, book, returns, self.store.is_paused(self.agent))
 
@@ -292,7 +335,7 @@ class AgentLoop:
     def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None) -> BarReport:
         """The broker sees the bars that closed after ``after`` (default: the last processed clock)."""
         # a venue broker first learns what happened on the venue (fills, stops, liquidations)
-        total = self.broker.sync(now) if self.venue else BarReport()  # type: ignore[attr-defined]
+        total = self.broker.sync(now)
         interval = self.feed.interval
         after = self.processed_until if after is None else after
         for sym, bars in snap.bars.items():
@@ -326,13 +369,13 @@ class AgentLoop:
 
     def _book(self, now: datetime, positions: dict[str, Position], report: BarReport) -> Book:
         day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
-        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *  # type: ignore[attr-defined]
+        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *
                      (1 if p.side.value == "long" else -1) for s, p in positions.items()}
         return Book(equity=self.broker.equity(), cash=self.broker.balance(),
                     day_start_equity=self.day_start_equity or self.broker.equity(),
                     trades_today=self.store.entries_since(self.agent, day_start), exposures=exposures,
                     closed_returns=tuple((self.store.closed_trade_pnls(self.agent) + [
-                        t.pnl / (t.entry_price * t.qty / max(t.leverage, 1.0)) for t in report.trades])[-500:]))
+                        t.return_pct for t in report.trades])[-500:]))
 
     def _persist(self, now: datetime, started: datetime, snap: Snapshot, report: BarReport,
                  decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:
@@ -345,6 +388,8 @@ class AgentLoop:
             for sym, reason in sorted(snap.rejected.items()):
                 st.insert_skip(run_id, self.agent, sym, now, f"bad_data: {reason}")
                 res.skipped += 1
+            for o in outages(snap.rejected):    # a hole longer than TB_MAX_GAP_BARS: alerted once per hole
+                enqueue(st, self.s, "data_outage", outage_message(self.agent, o, self.s.lookback_bars), self.agent)
             self._write_events(run_id, report, now)
             res.fills += len(report.fills)
             res.trades += len(report.trades)
@@ -378,8 +423,8 @@ class AgentLoop:
             enqueue_periodic(st, self.s, self.agent, self.cycle_no, now, self.processed_until, res.equity,
                              len(self.broker.positions()))
             if fault is not None:
-                note = (f"storage_fault_recovered: {fault['error']}; {fault['attempts']} failed attempt(s) since "
-                        f"{fault['since']} at clock {fault['clock']}")
+                note = (f"storage_fault_recovered: {fault.error}; {fault.attempts} failed attempt(s) since "
+                        f"{fault.since} at clock {fault.clock}")
                 self._notes.append(note)
                 enqueue(st, self.s, "storage_recovered", f"✅ {self.agent} agent: storage fault cleared, cycles "
                         f"commit again from clock {iso(now)} ({note})", self.agent)
@@ -388,8 +433,8 @@ class AgentLoop:
                           **({"note": "; ".join(self._notes)} if self._notes else {}))
         self._committed = now
         if fault is not None:
-            self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault["attempts"], since=fault["since"],
-                             error=fault["error"]))
+            self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault.attempts, since=fault.since,
+                             error=fault.error))
             self.storage_fault = None
             self._fault_file(None)
         if self.s.write_artifacts:
@@ -409,6 +454,8 @@ class AgentLoop:
                                avg_price=u.avg_price, at=now)
         for t in report.trades:
             st.insert_trade(t)
+        for venue, fp, entry in report.funding:
+            st.insert_funding(self.agent, venue, fp.symbol, fp.ts, fp.amount, fp.ref, entry)
 
     def _write_book(self, report: BarReport) -> None:
         """Open positions (and those closed in ``report``) and the account, as the broker has them."""
@@ -439,9 +486,9 @@ class AgentLoop:
         book what the venue did with them, and write each round in its own transaction."""
         self.reconcile(now)      # orders left ``new`` by a venue that was down or could not confirm
         for _ in range(4):
-            self._send_broker_orders(self.broker.take_outbox())  # type: ignore[attr-defined]
-            rep = self.broker.sync(now)  # type: ignore[attr-defined]
-            if not (rep.fills or rep.updates or rep.trades or rep.exit_orders):
+            self._send_broker_orders(self.broker.take_outbox())
+            rep = self.broker.sync(now)
+            if not rep.any():
                 break
             with self.store.transaction():
                 self._write_report(res.run_id, rep, now)
@@ -449,6 +496,7 @@ class AgentLoop:
                 res.trades += len(rep.trades)
                 for msg_kind, msg in cycle_messages(rep, []):
                     enqueue(self.store, self.s, msg_kind, msg, self.agent)
+        self.broker.check_wallet()
         res.equity = self.broker.equity()
 
     def _send_broker_orders(self, orders) -> None:
@@ -468,7 +516,7 @@ class AgentLoop:
         except Exception:
             # a storage fault (or a DB read in submit): the unsent orders go back to the broker, to be sent
             # during the fault (_exits_during_fault, journaled) or after it; none is lost with the exception
-            self.broker.requeue(orders[unsent:])  # type: ignore[attr-defined]
+            self.broker.requeue(orders[unsent:])
             raise
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
@@ -612,8 +660,7 @@ class AgentLoop:
                 if self._restores != restores and self.storage_fault is not None and self.processed_until is not None:
                     # a start() that got as far as restoring the broker from the DB put it back at the last
                     # commit: the fault's exit checks go over the bars since then again
-                    self.storage_fault["bars_seen"] = min(self.storage_fault.get("bars_seen") or "~",
-                                                          iso(self.processed_until))
+                    self.storage_fault.bars_seen = min(self.storage_fault.bars_seen or "~", iso(self.processed_until))
 
     def _restore_during_fault(self) -> datetime | None:
         """A venue agent that (re)started while the DB cannot take writes (start() refused): the broker as
@@ -634,7 +681,7 @@ class AgentLoop:
                          fault_journal.pending(fault_journal.journal_path(self.s.state_dir, self.agent))]
             due = [(row_to_order(r), Bracket(**json.loads(r["bracket_json"])) if r["bracket_json"] else None)
                    for r in unsent if r["reduce_only"]]
-            due += self.broker.ensure_protection()  # type: ignore[attr-defined]
+            due += self.broker.ensure_protection()
         except Exception as e:
             # a DB that cannot be read, a journal that cannot be read: no exit can be sent safely (one may
             # have been sent already); tried again at the next attempt
@@ -643,12 +690,13 @@ class AgentLoop:
             self.log.error(kv("fault_restore_failed", error=type(e).__name__, message=str(e)[:200]))
             return None
         fault = self.storage_fault      # set by _note_fault before this runs
+        assert fault is not None
         # orders the DB has as new (maybe sent by the process that wrote them) are looked up on the venue
         # before any send, like those journaled; the reduce-only ones and the protective stops the venue
         # should hold and the DB does not know of go out during the fault; entries never do
-        fault["journaled"] = list(dict.fromkeys(journaled + [r["client_order_id"] for r in unsent]))  # type: ignore[index]
-        fault["bars_seen"] = last["clock"]  # type: ignore[index]
-        self.broker.requeue(due)  # type: ignore[attr-defined]
+        fault.journaled = list(dict.fromkeys(journaled + [r["client_order_id"] for r in unsent]))
+        fault.bars_seen = last["clock"]
+        self.broker.requeue(due)
         self.cycle_no = int(last["cycle"])
         self.clock = self.processed_until = parse_iso(last["clock"])
         self.log.warning(kv("fault_restore", after_clock=last["clock"], open_positions=len(self.broker.positions()),
@@ -674,7 +722,9 @@ class AgentLoop:
             return
         b = self.broker
         try:
-            seen = parse_iso(fault.setdefault("bars_seen", iso(clock)))  # the failed cycle saw the bars to it
+            if fault.bars_seen is None:
+                fault.bars_seen = iso(clock)                            # the failed cycle saw the bars to it
+            seen = parse_iso(fault.bars_seen)
             latest = getattr(self.feed, "latest_time", None)
             t = max(clock, latest()) if callable(latest) else clock
             held = {p.symbol for p in b.positions()}
@@ -687,12 +737,12 @@ class AgentLoop:
                 lasts = [snap.bars[s].index[-1].to_pydatetime() + self.feed.interval
                          for s in held if s in snap.bars and len(snap.bars[s])]
                 if len(lasts) == len(held):
-                    fault["bars_seen"] = iso(max(seen, min(lasts)))
+                    fault.bars_seen = iso(max(seen, min(lasts)))
             else:
-                b.sync(t)  # type: ignore[attr-defined]
+                b.sync(t)
                 if not held:
-                    fault["bars_seen"] = iso(max(t, seen))
-            due = b.take_outbox()  # type: ignore[attr-defined]
+                    fault.bars_seen = iso(max(t, seen))
+            due = b.take_outbox()
         except Exception as e:  # the feed or the venue failing too: try again at the next attempt
             self.log.error(kv("fault_exits_unavailable", error=type(e).__name__, message=str(e)[:200]))
             return
@@ -701,28 +751,29 @@ class AgentLoop:
             for o, br in due:
                 if not (o.reduce_only and self._send_during_fault(o, br)):
                     keep.append((o, br))
-            due = b.take_outbox()  # type: ignore[attr-defined]
+            due = b.take_outbox()
             if not due:
                 break
         keep += due
         if keep:
-            b.requeue(keep)  # type: ignore[attr-defined]
+            b.requeue(keep)
 
     def _send_during_fault(self, o: Order, br: Bracket | None) -> bool:
         """Journal (once) and send one reduce-only order while the DB cannot record it; False to keep it for
         the next attempt (journal not writable, the venue cannot say or could not be reached)."""
         b = self.broker
-        journaled = self.storage_fault.setdefault("journaled", [])  # type: ignore[union-attr]  (maybe sent)
-        cid, venue = o.client_order_id, b.venue_for(o)  # type: ignore[attr-defined]
+        assert self.storage_fault is not None
+        journaled = self.storage_fault.journaled          # maybe sent
+        cid, venue = o.client_order_id, b.venue_for(o)
         if cid in journaled:
             # sent before, maybe without an answer: ask the venue first, never a blind second POST
-            known = b.find(o, br)  # type: ignore[attr-defined]
+            known = b.find(o, br)
             if known is not None:
                 return known.state is not OrderState.NEW     # NEW: the venue cannot say now
         else:
             try:
                 fault_journal.append(fault_journal.journal_path(self.s.state_dir, self.agent), o, venue,
-                                     self.storage_fault)
+                                     {"since": self.storage_fault.since, "error": self.storage_fault.error})
             except OSError as e:
                 self.log.error(kv("fault_exit_not_sent", client_order_id=cid, symbol=o.symbol, reason=o.reason,
                                   error=type(e).__name__, why="journal not writable"))
@@ -742,17 +793,17 @@ class AgentLoop:
         f = self.storage_fault
         err = f"{type(e).__name__}: {e}"
         if f is None:
-            f = self.storage_fault = {"since": iso(utcnow()), "clock": iso(clock) if clock else None,
-                                      "cycle": self.cycle_no, "attempts": 0, "error": err}
-        f["attempts"] += 1
-        f["error"], f["last"] = err, iso(utcnow())
-        wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f["attempts"] - 1, 20))
-        self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f["clock"],
-                          attempt=f["attempts"], retry_in_s=round(wait, 2),
+            f = self.storage_fault = StorageFault(since=iso(utcnow()), clock=iso(clock) if clock else None,
+                                                  cycle=self.cycle_no, error=err)
+        f.attempts += 1
+        f.error, f.last = err, iso(utcnow())
+        wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f.attempts - 1, 20))
+        self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f.clock,
+                          attempt=f.attempts, retry_in_s=round(wait, 2),
                           action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
         self._fault_file(f)
-        if f["attempts"] == 1:
-            what = f"the cycle at clock {f['clock']}" if f["clock"] else "the agent's start"
+        if f.attempts == 1:
+            what = f"the cycle at clock {f.clock}" if f.clock else "the agent's start"
             alert_or_log(self.store, self.s, "storage_fault",
                          f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take {what} ({err}). "
                          f"No position is opened until it clears"
@@ -762,7 +813,7 @@ class AgentLoop:
                          f"the lock.", self.agent)
         return wait
 
-    def _fault_file(self, f: dict[str, Any] | None) -> None:
+    def _fault_file(self, f: StorageFault | None) -> None:
         """``TB_STATE_DIR/storage_fault_<agent>.json`` while a fault lasts (the health check reads it: the DB
         itself cannot say). Best effort: the disk may be what is full."""
         d = getattr(self.s, "state_dir", None)
@@ -775,7 +826,7 @@ class AgentLoop:
             else:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 from tracer.logs import private_write_text
-                private_write_text(p, json.dumps(dict(f, agent=self.agent, pid=os.getpid()), sort_keys=True))
+                private_write_text(p, json.dumps(dict(asdict(f), agent=self.agent, pid=os.getpid()), sort_keys=True))
         except OSError:
             pass
 

@@ -36,6 +36,7 @@ import numpy as np
 from tracer.agents.loop import decide_all
 from tracer.backtest.data import Series, candle_file, load_series
 from tracer.config import Settings
+from tracer.data.gaps import usable_rows
 from tracer.data.replay import bundled_dir, load_headlines
 from tracer.news.dedupe import source_weight
 from tracer.models import Bar, OrderState, Position, PositionSide, Trade
@@ -158,15 +159,12 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     if len(common) == 0:
         raise ValueError("the symbols share no bar time")
     rows = {sr.symbol: np.searchsorted(sr.ts_ns, common) for sr in series}
-    # a bar is usable when its look-back window (as the live feed sees it) has no gap
-    gap_free = {}
+    # a bar is usable when its look-back window (as the live and replay feeds see it) passes the gap policy
+    # (tracer.data.gaps); win_lo: the window's first row (the risk rules' returns start there)
+    usable, win_lo = {}, {}
     for sr in series:
-        gaps = np.concatenate([[0], (np.diff(sr.ts_ns) != iv_ns).astype(np.int64)])
-        cs = np.cumsum(gaps)
-        lb = s.lookback_bars
-        idx = np.arange(len(sr.ts_ns))
-        window_gaps = cs - cs[np.maximum(idx - lb + 1, 0)]
-        gap_free[sr.symbol] = (window_gaps == 0).tolist()
+        ok, lo = usable_rows(sr.ts_ns, iv_ns, s.lookback_bars, s.min_bars, s.max_gap_bars)
+        usable[sr.symbol], win_lo[sr.symbol] = ok.tolist(), lo.tolist()
 
     bars_per_year = timedelta(days=365) / interval
     tables = {sr.symbol: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, s.volume_z_window)
@@ -226,15 +224,14 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     closed_returns: list[float] = []
     recent_returns: tuple[float, ...] = ()     # the last 500 of them, rebuilt when a trade closes
     day, day_start_equity = None, capital
-    lb = s.lookback_bars
     total = hi_i - lo_i + 1
     # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
     syms = [sr.symbol for sr in series]
-    cols = [(sym, rows[sym].tolist(), ohlcv[sym], gap_free[sym], actions[sym], scores[sym].action.tolist(),
+    cols = [(sym, rows[sym].tolist(), ohlcv[sym], usable[sym], actions[sym], scores[sym].action.tolist(),
              scores[sym].direction.tolist()) for sym in syms]
     may_act = getattr(policy, "may_act", None)
     close_l, open_l = close_ns.tolist(), common.tolist()
-    min_bars, n_series = s.min_bars, len(series)
+    n_series = len(series)
     # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
     # close (no order is due, no exit to check), so the driver records it directly.
     idle_noop = type(broker) in _idle_noop_brokers()
@@ -259,8 +256,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                     rejected.add(u.client_order_id)
             for t in rep.trades:
                 res.trades.append(t)
-                basis = t.entry_price * t.qty / max(t.leverage, 1.0)
-                closed_returns.append(t.pnl / basis if basis else 0.0)
+                closed_returns.append(t.return_pct)
                 closed = True
                 if on_close is not None:
                     on_close(t.symbol, t.exit_ts)
@@ -274,9 +270,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         signals, at_row = [], {}
         positions = {p.symbol: p for p in broker.positions()}
         n_open = len(positions)
-        for sym, row, ohlc, gaps, act, acode, dcode in cols:
+        for sym, row, ohlc, ok, act, acode, dcode in cols:
             j = row[i]
-            if j + 1 < min_bars or not gaps[j]:
+            if not ok[j]:
                 continue
             at_row[sym] = j
             # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held);
@@ -290,7 +286,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym][j], params))
         if signals:
-            returns = {sym: logret[sym][max(j - lb + 2, 1):j + 1] for sym, j in at_row.items()}
+            returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()}
             exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
                          (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}
             trades_today = sum(1 for cid in entries_today if cid not in rejected)

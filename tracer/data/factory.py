@@ -72,11 +72,17 @@ def make_feed(settings: Settings, symbols: Sequence[str], interval: timedelta = 
     ``TB_DB_PATH`` when None) keeps the API-key rotation state."""
     s = settings
     if s.feed == "replay":
+        from pathlib import Path
+
         from tracer.data.replay import ReplayFeed
+        if s.headlines_path and not Path(s.headlines_path).is_file():
+            raise FileNotFoundError(f"TB_HEADLINES_PATH={s.headlines_path}: no such file "
+                                    f"(leave it empty for the candle folder's headlines.csv, or price-only)")
         return ReplayFeed(symbols, data_dir=s.data_dir or None, headlines_path=s.headlines_path or None,
                           interval=interval, lookback=s.lookback_bars,
                           max_staleness=timedelta(minutes=s.max_staleness_min), min_bars=s.min_bars,
-                          headline_lookback=timedelta(hours=s.headline_lookback_h))
+                          headline_lookback=timedelta(hours=s.headline_lookback_h), max_gap_bars=s.max_gap_bars,
+                          logger=logger)
     if s.feed == "live":
         from tracer.data.live import LiveFeed
         from tracer.data.sources.chain import SourceChain
@@ -97,5 +103,5 @@ def make_feed(settings: Settings, symbols: Sequence[str], interval: timedelta = 
         return LiveFeed(symbols, chain, news, interval=interval, lookback=s.lookback_bars, min_bars=s.min_bars,
                         max_staleness=timedelta(minutes=s.max_staleness_min), headline_lookback=lookback_h,
                         book=HeadlineBook(weights, retention=max(2 * lookback_h, timedelta(hours=1))),
-                        logger=logger)
+                        logger=logger, max_gap_bars=s.max_gap_bars)
     raise ValueError(f"TB_FEED={s.feed!r}: no such feed")

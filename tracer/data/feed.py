@@ -1,7 +1,7 @@
 """The market-data feed interface every agent reads from (replay or live)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -22,11 +22,14 @@ class Snapshot:
     ``headlines``: headlines published in the feed's look-back window ending at ``now``
     (inclusive), oldest first.
     ``rejected``: symbol -> validation reason for symbols left out of ``bars``.
+    ``notes``: symbol -> what is odd about an accepted window (a hole the gap policy of
+    :mod:`tracer.data.gaps` accepts), recorded with the cycle.
     """
     now: datetime
     bars: dict[str, pd.DataFrame]
     headlines: list[Headline]
     rejected: dict[str, str]
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

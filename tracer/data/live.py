@@ -10,6 +10,10 @@
   go into one :class:`tracer.news.dedupe.HeadlineBook` (one story once, across providers
   and cycles) and the snapshot holds the book's headlines in that window, oldest first.
 
+Holes in the bars follow the gap policy of :mod:`tracer.data.gaps` (``max_gap_bars``), as in
+the replay and the backtest: a venue that misses the bar closing at ``now`` fails over to the
+next; an accepted hole is named in ``Snapshot.notes``.
+
 No look-ahead, whatever the providers send: a bar closing after ``now`` (the one still
 forming) and a headline published after ``now`` are never returned.
 
@@ -29,6 +33,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from tracer.data.feed import Snapshot
+from tracer.data.gaps import DEFAULT_MAX_GAP_BARS, find_gaps
 from tracer.data.sources.chain import ChainFailure, SourceChain
 from tracer.data.validation import td_ns, to_ns
 from tracer.logs import kv
@@ -62,6 +67,7 @@ class LiveFeed:
         sleep: Callable[[float], None] = time.sleep,
         settle: timedelta = timedelta(seconds=5),
         logger: logging.Logger | None = None,
+        max_gap_bars: int = DEFAULT_MAX_GAP_BARS,
     ) -> None:
         self.symbols: list[str] = list(dict.fromkeys(canonical(s) for s in symbols))
         if not self.symbols:
@@ -70,6 +76,9 @@ class LiveFeed:
             raise ValueError(f"interval must be positive, got {interval!r}")
         if min_bars > lookback:
             raise ValueError(f"min_bars ({min_bars}) > lookback ({lookback}): every symbol would be rejected")
+        if int(max_gap_bars) < 0:
+            raise ValueError(f"max_gap_bars must be >= 0, got {max_gap_bars!r}")
+        self.max_gap_bars = int(max_gap_bars)
         self.interval: timedelta = interval
         self.chain = chain
         self.news = list(news)
@@ -92,9 +101,11 @@ class LiveFeed:
         iv_ns = td_ns(self.interval)
         bars: dict[str, pd.DataFrame] = {}
         rejected: dict[str, str] = {}
+        notes: dict[str, str] = {}
         for sym in self.symbols:
             try:
-                got = self.chain.fetch(sym, now, self.interval, self.lookback, self.min_bars, self.max_staleness)
+                got = self.chain.fetch(sym, now, self.interval, self.lookback, self.min_bars, self.max_staleness,
+                                       self.max_gap_bars)
             except ChainFailure as e:
                 rejected[sym] = e.reason
                 self.log.warning(kv("bars_rejected", symbol=sym, reason=e.reason))
@@ -106,7 +117,10 @@ class LiveFeed:
                 continue
             bars[sym] = df
             self.last_sources[sym] = got.source
-        return Snapshot(now=now, bars=bars, headlines=self.headlines(now), rejected=rejected)
+            gaps = find_gaps(df.index.as_unit("ns").asi8, iv_ns)
+            if gaps:
+                notes[sym] = "gap accepted: " + ", ".join(map(str, gaps))
+        return Snapshot(now=now, bars=bars, headlines=self.headlines(now), rejected=rejected, notes=notes)
 
     def headlines(self, now: datetime) -> list[Headline]:
         """Ask every provider, merge into the book, return the window ``(now - lookback, now]``."""

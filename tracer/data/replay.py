@@ -9,11 +9,15 @@ Files (see ``bundled/PROVENANCE.md``):
 Each file is read once into numpy arrays; ``ReplayFeed.snapshot(now)`` then finds the
 visible window with ``searchsorted`` (O(log n)) and validates it, so stepping an agent
 through the whole history costs the same per cycle at the start and at the end.
+
+Holes in the candles follow the gap policy of :mod:`tracer.data.gaps` (as the live feed and
+the backtest do). A folder without ``headlines.csv`` replays price-only (logged once).
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from tracer.data.feed import Snapshot
+from tracer.data.gaps import DEFAULT_MAX_GAP_BARS, find_gaps, window_bounds
 from tracer.data.validation import COLUMNS, td_ns, to_ns, validate_arrays
+from tracer.logs import kv
 from tracer.models import Headline
 from tracer.symbols import binance_symbol, canonical
 
@@ -160,10 +166,12 @@ def _utc_dt(ns: int) -> datetime:
 class ReplayFeed:
     """:class:`tracer.data.feed.Feed` over stored CSVs.
 
-    ``snapshot(now)`` gives, per symbol, the last ``lookback`` bars whose close time
-    (``ts + interval``) is <= ``now``, validated with ``validate_bars(max_staleness,
-    min_bars)`` (failures go to ``rejected``), and the headlines with
-    ``now - headline_lookback < published_at <= now``.
+    ``snapshot(now)`` gives, per symbol, the bars that opened in the last ``lookback`` intervals
+    and closed by ``now`` (``ts + interval <= now``; ``lookback`` rows when nothing is missing),
+    validated with ``validate_bars(max_staleness, min_bars, max_gap_bars)`` (failures go to
+    ``rejected``; an accepted window with a hole gets a ``notes`` entry), and the headlines with
+    ``now - headline_lookback < published_at <= now``. ``headlines_path`` None: the folder's
+    ``headlines.csv``, or none at all (price-only, logged) when the folder has none.
 
     Clock: ``timeline()`` lists the bar close times every symbol has; an agent starts at
     ``first_time(min_history)`` and steps with ``next_time(now)`` until it returns None.
@@ -179,6 +187,8 @@ class ReplayFeed:
         max_staleness: timedelta | None = None,
         min_bars: int = 60,
         headline_lookback: timedelta = timedelta(hours=24),
+        max_gap_bars: int = DEFAULT_MAX_GAP_BARS,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.symbols: list[str] = list(dict.fromkeys(canonical(s) for s in symbols))
         if not self.symbols:
@@ -197,6 +207,10 @@ class ReplayFeed:
         self._stale_ns = td_ns(self.max_staleness)
         self.headline_lookback = headline_lookback
         self._hl_ns = td_ns(headline_lookback)
+        if int(max_gap_bars) < 0:
+            raise ValueError(f"max_gap_bars must be >= 0, got {max_gap_bars!r}")
+        self.max_gap_bars = int(max_gap_bars)
+        log = logger or logging.getLogger("tracer.feed")
 
         self.data_dir = Path(data_dir) if data_dir is not None else bundled_dir()
         self._series: dict[str, _Series] = {}
@@ -206,11 +220,17 @@ class ReplayFeed:
                 raise FileNotFoundError(f"no candle file for {sym}: {path}")
             self._series[sym] = _Series(load_candles(path))
 
-        self.headlines_path = (Path(headlines_path) if headlines_path is not None
-                               else self.data_dir / "headlines.csv")
-        if not self.headlines_path.is_file():
+        self.headlines_path: Path | None = (Path(headlines_path) if headlines_path is not None
+                                            else self.data_dir / "headlines.csv")
+        self._headlines: list[Headline] = []
+        if self.headlines_path.is_file():
+            self._headlines = load_headlines(self.headlines_path)
+        elif headlines_path is not None:     # asked for by name: a typo must not turn into price-only
             raise FileNotFoundError(f"no headlines file: {self.headlines_path}")
-        self._headlines: list[Headline] = load_headlines(self.headlines_path)
+        else:
+            log.warning(kv("headlines_missing", path=str(self.headlines_path), mode="price-only",
+                           note="no headlines.csv in the candle folder: every decision is price-only"))
+            self.headlines_path = None
         self._h_ns = np.fromiter((to_ns(h.published_at) for h in self._headlines),
                                  dtype=np.int64, count=len(self._headlines))
 
@@ -227,26 +247,29 @@ class ReplayFeed:
         cutoff = now_ns - self._interval_ns  # visible bars have ts <= cutoff
         bars: dict[str, pd.DataFrame] = {}
         rejected: dict[str, str] = {}
-        lookback = self.lookback
+        notes: dict[str, str] = {}
+        lookback, iv = self.lookback, self._interval_ns
         for sym, s in self._series.items():
             if s.ordered:
-                hi = int(np.searchsorted(s.ts, cutoff, side="right"))
-                lo = max(0, hi - lookback)
+                lo, hi = window_bounds(s.ts, now_ns, iv, lookback)
                 ts, vals = s.ts[lo:hi], s.values[lo:hi]
                 take: slice | np.ndarray = slice(lo, hi)
             else:
-                take = np.flatnonzero(s.ts <= cutoff)[-lookback:]
+                take = np.flatnonzero((s.ts <= cutoff) & (s.ts > now_ns - (lookback + 1) * iv))
                 ts, vals = s.ts[take], s.values[take]
-            reason = validate_arrays(ts, vals, now_ns, self._interval_ns, self._stale_ns, self.min_bars)
+            reason = validate_arrays(ts, vals, now_ns, iv, self._stale_ns, self.min_bars, self.max_gap_bars)
             if reason is None:
                 # iloc on the full frame: cheap, and copy-on-write keeps the feed's own
                 # data safe from a caller that edits its slice.
                 bars[sym] = s.frame.iloc[take]
+                gaps = find_gaps(ts, iv)
+                if gaps:
+                    notes[sym] = "gap accepted: " + ", ".join(map(str, gaps))
             else:
                 rejected[sym] = reason
         h_lo = int(np.searchsorted(self._h_ns, now_ns - self._hl_ns, side="right"))
         h_hi = int(np.searchsorted(self._h_ns, now_ns, side="right"))
-        return Snapshot(now=now, bars=bars, headlines=self._headlines[h_lo:h_hi], rejected=rejected)
+        return Snapshot(now=now, bars=bars, headlines=self._headlines[h_lo:h_hi], rejected=rejected, notes=notes)
 
     # ------------------------------------------------------------------ clock
     def timeline(self) -> list[datetime]:

@@ -20,15 +20,26 @@ prefix               example
 ``gap``              ``gap: 2022-01-01T05:00:00Z -> 2022-01-01T08:00:00Z (3 bars)``:
                      the open times of the missing bars run from the first time to
                      just before the second, i.e. the bar before the gap opened at
-                     04:00 and the next one present opens at 08:00
+                     04:00 and the next one present opens at 08:00. Under the gap
+                     policy (``max_gap_bars`` given) only a hole longer than the
+                     limit is one: ``gap: ... (7 bars > 6 allowed)``
 ``misaligned``       ``misaligned at ... (step 30m, interval 1h)``: a step that is not
                      a whole number of intervals
 ``future_bar``       ``future_bar: last bar closes 2022-01-01T06:00:00Z, after now
                      2022-01-01T05:30:00Z`` (would be look-ahead)
-``stale``            ``stale: last bar closes 2022-01-01T05:00:00Z, 4h before now``
+``stale``            ``stale: last bar closes 2022-01-01T05:00:00Z, 4h before now``;
+                     under the gap policy also ``stale: last bar closes ..., 1h before
+                     now (the bar closing at ... is missing)``
 ``insufficient_bars`` ``insufficient_bars: 40 < 60`` (an empty window is always
                      ``insufficient_bars: 0 < N`` with N >= 1)
 ==================== ==========================================================
+
+The gap policy (``max_gap_bars`` not None; live, replay and backtest all use it, see
+:mod:`tracer.data.gaps`): a hole of at most ``max_gap_bars`` missing bars inside the window
+is accepted (the indicators run on the bars that exist), a longer one is a ``gap``; and the
+newest bar must be the one that closed last before ``now`` (a missing newest bar is
+``stale`` for that clock, whatever ``max_staleness`` allows). ``max_gap_bars=None`` keeps the
+strict rules (any hole is a ``gap``).
 
 Times in reasons are ISO-8601 UTC with a ``Z`` suffix. A bar's ``ts`` is its open
 time; it closes at ``ts + interval``.
@@ -109,11 +120,13 @@ def validate_arrays(
     interval_ns: int,
     max_staleness_ns: int,
     min_bars: int,
+    max_gap_bars: int | None = None,
 ) -> str | None:
     """Core of :func:`validate_bars` on arrays.
 
     ``ts``: int64 bar open times in ns since the epoch (UTC), in row order.
     ``values``: float array of shape ``(n, 5)``, columns open, high, low, close, volume.
+    ``max_gap_bars``: None for the strict rules, else the gap policy's limit (module docstring).
     """
     n = len(ts)
     need = max(int(min_bars), 1)
@@ -160,14 +173,20 @@ def validate_arrays(
             bad = step < 0
             if bad.any():
                 return f"out_of_order at {fmt_ts(ts[bad.argmax() + 1])}"
-            i = int((step != interval_ns).argmax())
-            d = int(step[i])
-            if d % interval_ns == 0:
-                missing = d // interval_ns - 1
-                return (f"gap: {fmt_ts(int(ts[i]) + interval_ns)} -> {fmt_ts(ts[i + 1])} "
-                        f"({missing} bars)")
-            return (f"misaligned at {fmt_ts(ts[i + 1])} "
-                    f"(step {fmt_duration(d)}, interval {fmt_duration(interval_ns)})")
+            # the first step that is off the interval grid or a hole longer than the limit (the
+            # gap policy accepts shorter holes; the strict rules none)
+            limit = 0 if max_gap_bars is None else int(max_gap_bars)
+            off = step % interval_ns != 0
+            bad = off | (step > (limit + 1) * interval_ns)
+            if bad.any():
+                i = int(bad.argmax())
+                d = int(step[i])
+                if not off[i]:
+                    missing = d // interval_ns - 1
+                    return (f"gap: {fmt_ts(int(ts[i]) + interval_ns)} -> {fmt_ts(ts[i + 1])} ({missing} bars"
+                            + (f" > {limit} allowed)" if max_gap_bars is not None else ")"))
+                return (f"misaligned at {fmt_ts(ts[i + 1])} "
+                        f"(step {fmt_duration(d)}, interval {fmt_duration(interval_ns)})")
 
     last_close = int(ts[-1]) + interval_ns
     if last_close > now_ns:
@@ -175,6 +194,10 @@ def validate_arrays(
     age = now_ns - last_close
     if age > max_staleness_ns:
         return f"stale: last bar closes {fmt_ts(last_close)}, {fmt_duration(age)} before now"
+    if max_gap_bars is not None and age >= interval_ns:
+        # decisions are made on the bar that just closed, never again on an older one
+        return (f"stale: last bar closes {fmt_ts(last_close)}, {fmt_duration(age)} before now "
+                f"(the bar closing at {fmt_ts(last_close + interval_ns)} is missing)")
 
     if n < need:
         return f"insufficient_bars: {n} < {need}"
@@ -208,6 +231,7 @@ def validate_bars(
     interval: timedelta,
     max_staleness: timedelta | None = None,
     min_bars: int = 1,
+    max_gap_bars: int | None = None,
 ) -> str | None:
     """Check a window of bars; ``None`` when good, else a short reason (see module docstring).
 
@@ -216,6 +240,7 @@ def validate_bars(
     ``now``: the decision time; the last bar must have closed (``ts + interval <= now``)
     and not more than ``max_staleness`` (default: one interval) before it.
     ``min_bars``: fewest rows accepted.
+    ``max_gap_bars``: None for the strict rules, else the gap policy's limit (module docstring).
 
     Raises ``TypeError`` / ``KeyError`` for a frame of the wrong shape (a programming
     error, not a data problem).
@@ -225,4 +250,6 @@ def validate_bars(
     if interval_ns <= 0:
         raise ValueError(f"interval must be positive, got {interval!r}")
     stale_ns = interval_ns if max_staleness is None else td_ns(max_staleness)
-    return validate_arrays(ts, values, to_ns(now), interval_ns, stale_ns, min_bars)
+    if max_gap_bars is not None and max_gap_bars < 0:
+        raise ValueError(f"max_gap_bars must be >= 0, got {max_gap_bars!r}")
+    return validate_arrays(ts, values, to_ns(now), interval_ns, stale_ns, min_bars, max_gap_bars)

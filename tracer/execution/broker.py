@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from tracer.models import Fill, Order, OrderState, Position, Trade
 from tracer.symbols import base_of
@@ -46,6 +46,12 @@ class BarReport:
     trades: list[Trade] = field(default_factory=list)
     exit_orders: list[Order] = field(default_factory=list)   # orders the broker created itself (stops, targets)
     closed: list[Position] = field(default_factory=list)     # positions as they were when they closed
+    # venue brokers: funding payments booked from the venue's income history, (venue, payment, entry order id)
+    funding: list[tuple[str, Any, str | None]] = field(default_factory=list)
+
+    def any(self) -> bool:
+        """Anything to write."""
+        return bool(self.fills or self.updates or self.trades or self.exit_orders or self.funding)
 
 
 class Broker(Protocol):
@@ -71,6 +77,14 @@ def client_order_id(agent: str, symbol: str, signal_ts: datetime, purpose: str) 
     return cid
 
 
-def exit_order_id(entry_order_id: str) -> str:
-    """The one exit id of a position: at most one exit per entry, ever."""
-    return f"{entry_order_id[:34]}-x"
+def numbered_id(entry_order_id: str, tag: str, seq: int) -> str:
+    """``entry-tag`` for the first of its kind, ``entry-tag2``, ``entry-tag3``... after; at most 36 characters."""
+    suffix = f"-{tag}" if seq <= 0 else f"-{tag}{seq + 1}"
+    return entry_order_id[:36 - len(suffix)] + suffix
+
+
+def exit_order_id(entry_order_id: str, seq: int = 0) -> str:
+    """The exit id of a position. ``seq`` counts the exits of that position that ended without closing it
+    (a venue's partial or refused exit, :attr:`Position.exit_seq`): each exit attempt has its own id, and
+    one id is sent at most once."""
+    return f"{entry_order_id[:34]}-x" if seq <= 0 else numbered_id(entry_order_id, "x", seq)

@@ -148,6 +148,7 @@ class FundingPayment:
     symbol: str
     ts: datetime
     amount: float                          # what we paid (> 0) or received (< 0)
+    ref: str = ""                          # the venue's id of the payment (booked once by it)
 
 
 class VenueClient(Protocol):
@@ -161,10 +162,14 @@ class VenueClient(Protocol):
     def sync_time(self) -> float: ...      # resync the clock offset with the venue; returns the offset in ms
     def rules(self, symbol: str) -> VenueRules: ...
     def place_order(self, spec: OrderSpec) -> VenueOrder: ...
-    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None: ...   # None: the venue never saw it
-    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None: ...  # None: unknown / already gone
+    # ``conditional``: True for a stop / take-profit, False for a market order, None when the caller does not
+    # know (a venue with two order services, Binance's, then asks only the right one)
+    def get_order(self, symbol: str, client_order_id: str,
+                  conditional: bool | None = None) -> VenueOrder | None: ...   # None: the venue never saw it
+    def cancel_order(self, symbol: str, client_order_id: str,
+                     conditional: bool | None = None) -> VenueOrder | None: ...  # None: unknown / already gone
     def open_orders(self, symbol: str | None = None) -> list[VenueOrder]: ...
-    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]: ...
+    def fills(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> list[VenueFill]: ...
     def positions(self) -> list[VenuePosition]: ...
     def balance(self) -> VenueBalance: ...
     # futures only (a spot client implements them as no-ops / empty)

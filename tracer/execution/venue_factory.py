@@ -13,7 +13,7 @@ from tracer.db import Store
 from tracer.execution.venue import VenueClient
 
 
-def make_client(s: Settings, venue: str) -> VenueClient:
+def make_client(s: Settings, venue: str, log: logging.Logger | None = None) -> VenueClient:
     """The venue client of ``venue`` from the settings (keys from .env, base URL from config)."""
     kw = dict(timeout_s=s.venue_timeout_s)
     if venue == "alpaca":
@@ -22,7 +22,7 @@ def make_client(s: Settings, venue: str) -> VenueClient:
     if venue == "binance":
         from tracer.execution.venues.binance_futures import BinanceFuturesClient
         return BinanceFuturesClient(s.binance_api_key, s.binance_api_secret, s.binance_futures_url,
-                                    recv_window_ms=s.venue_recv_window_ms, **kw)
+                                    recv_window_ms=s.venue_recv_window_ms, log=log, **kw)
     if venue == "bybit":
         from tracer.execution.venues.bybit import BybitFuturesClient
         return BybitFuturesClient(s.bybit_api_key, s.bybit_api_secret, s.bybit_url,
@@ -46,7 +46,12 @@ def make_venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger
     names = venue_names(s, agent)
     if not names:
         return None
-    clients = [make_client(s, v) for v in names]
+    clients = [make_client(s, v, log) for v in names]
+    live = [c.name for c in clients if not c.is_test_venue]
+    if live and s.live_trading != "yes":
+        # venue_problems refuses such settings at load; this guards any other way settings may arrive
+        raise ValueError(f"the {agent} agent would trade real money on {', '.join(live)} without "
+                         f"TB_LIVE_TRADING=yes")
     log.info("venue_broker agent=%s venues=%s test_venues=%s", agent, ",".join(names),
              ",".join(str(c.is_test_venue).lower() for c in clients))
     return VenueBroker(agent, clients, store, log, futures=agent == "futures", max_retries=s.venue_max_retries,

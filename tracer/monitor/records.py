@@ -1,4 +1,4 @@
-"""The monitoring record: ``monitor_events`` rows (schema v9), kept ``TB_MONITOR_RETENTION_DAYS``.
+"""The monitoring record: ``monitor_events`` rows (schema v10), kept ``TB_MONITOR_RETENTION_DAYS``.
 
 Sources: ``health`` (one row per check per run), ``watchdog`` (a restart, a give-up), ``heal`` (what
 ``health_check.sh --heal`` did), ``alert`` (each alert sent and each recovery message). Writing never

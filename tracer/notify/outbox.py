@@ -21,7 +21,7 @@ from tracer.logs import kv
 from tracer.notify.format import redact
 
 REMOTE_CHANNELS = ("discord", "telegram")
-ONCE_KINDS = ("kill_switch",)
+ONCE_KINDS = ("kill_switch", "data_outage")
 
 
 @dataclass

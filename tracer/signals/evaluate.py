@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tracer.data.gaps import find_gaps
+from tracer.data.validation import td_ns
 from tracer.models import Action, Regime, ScoredHeadline, Signal
 from tracer.news.dedupe import parse_weights
 from tracer.sentiment.narrative import NarrativeResult, narrative_score
@@ -72,6 +74,8 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
     extra = {
         "bars": len(close), "first_bar": bars.index[0], "last_bar": bars.index[-1],
+        # holes the gap policy accepted in this window (tracer.data.gaps): the indicators skip over them
+        "gaps": [str(g) for g in find_gaps(bars.index.as_unit("ns").asi8, td_ns(p.interval))],
         "last_ohlcv": [float(bars["open"].iloc[-1]), float(high[-1]), float(low[-1]), float(close[-1]),
                        float(vol[-1])],
         "headlines": [{"id": s.headline.id, "at": s.headline.published_at, "title": s.headline.title[:160],

@@ -7,7 +7,8 @@ For one symbol, :meth:`SourceChain.fetch` tries the sources in order:
    interval boundary at or before ``now`` (epoch-aligned); an error is a failure;
 3. bars still forming at ``now`` (``ts + interval > now``) are dropped, the last
    ``lookback`` kept, and :func:`tracer.data.validation.validate_bars` judges the rest:
-   bad bars (``high_below_low``, ``gap``, ``stale`` ...) are a failure of the source;
+   bad bars (``high_below_low``, ``gap``, ``stale`` ...) are a failure of the source (with
+   ``max_gap_bars``, the gap policy of :mod:`tracer.data.gaps` judges holes);
 4. a failure counts against the source's breaker; an :class:`UnsupportedSymbol` (or an
    empty answer: the venue does not list the symbol) does not.
 
@@ -71,7 +72,7 @@ class SourceChain:
             s.name: CircuitBreaker(self.threshold, self.cooldown_s, self.clock) for s in self.sources}
 
     def fetch(self, symbol: str, now: datetime, interval: timedelta, lookback: int, min_bars: int = 1,
-              max_staleness: timedelta | None = None) -> BarSet:
+              max_staleness: timedelta | None = None, max_gap_bars: int | None = None) -> BarSet:
         """Valid closed bars of ``symbol`` at ``now`` from the first source that has them.
 
         Raises :class:`ChainFailure` when none has."""
@@ -90,7 +91,7 @@ class SourceChain:
                 if raw.empty:  # the venue has nothing for this symbol: not a fault of the venue
                     raise UnsupportedSymbol(src.name, "no bars for this symbol")
                 bars = trim_closed(raw, now, interval, lookback)
-                reason = validate_bars(bars, now, interval, max_staleness, min_bars)
+                reason = validate_bars(bars, now, interval, max_staleness, min_bars, max_gap_bars)
                 if reason is not None:
                     raise SourceError(src.name, f"invalid: {reason}")
             except UnsupportedSymbol as e:

@@ -414,7 +414,7 @@ class AlpacaSpotClient:
             raise
         return self._parse("POST /v2/orders", lambda: self._order(placed))
 
-    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         try:
             order = self._call("GET /v2/orders:by_client_order_id",
                                lambda: self._tc.get_order_by_client_id(client_order_id))
@@ -424,7 +424,7 @@ class AlpacaSpotClient:
             raise
         return self._parse("GET /v2/orders:by_client_order_id", lambda: self._order(order))
 
-    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def cancel_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         """Cancel a working order; returns it as it stands afterwards (CANCELED, or FILLED if it filled
         first). None: the venue never saw it. Alpaca cancels asynchronously (pending_cancel, which
         maps to SUBMITTED), so a caller that needs the final state polls :meth:`get_order`."""
@@ -451,7 +451,7 @@ class AlpacaSpotClient:
             out = [o for o in out if o.symbol == to_alpaca(symbol)]
         return out
 
-    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+    def fills(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> list[VenueFill]:
         """One fill per order, from the order's cumulative ``filled_qty`` / ``filled_avg_price``
         (alpaca-py 0.44's TradingClient has no account-activities call, and Alpaca's FILL activities
         carry no fee). ``trade_id`` is the venue order id; for a partially filled order the fill grows

@@ -34,6 +34,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, Decimal
@@ -217,11 +218,13 @@ class WeightThrottle:
     ``sleep``: injectable for tests. ``waits`` counts the waits it made.
     """
 
-    def __init__(self, limit: int = 2400, headroom: float = 0.9, sleep: Callable[[float], None] = time.sleep,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(self, limit: int = 2400, headroom: float = 0.9, sleep: Callable[[float], None] | None = None,
+                 log: logging.Logger | None = None, stop: threading.Event | None = None) -> None:
         self.limit = int(limit)
         self.headroom = float(headroom)
         self._sleep = sleep
+        # a stop request (SIGTERM) ends the wait at once: the request is then not sent (VenueUnavailable)
+        self.stop = stop
         self._log = log or logging.getLogger("tracer.venue.binance")
         self.used = 0
         self._minute = -1          # the venue minute ``used`` belongs to
@@ -240,7 +243,10 @@ class WeightThrottle:
         self._log.warning(kv("venue_weight_throttle", venue="binance", used_weight=self.used, limit=self.limit,
                              wait_s=round(wait, 2)))
         self.waits += 1
-        self._sleep(wait)
+        if self._sleep is not None:
+            self._sleep(wait)
+        elif (self.stop or threading.Event()).wait(wait):
+            raise VenueUnavailable("binance: stop requested during the request-weight wait; request not sent")
         self.used, self._minute = 0, -1     # a new minute: the next answer says how much of it is used
 
     def set_limit(self, rate_limits: Any) -> None:
@@ -309,7 +315,7 @@ class BinanceFuturesClient:
     def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
                  recv_window_ms: int = 5000, symbols_map: dict[str, str] | None = None,
                  clock: Callable[[], float | datetime] | None = None,
-                 throttle: WeightThrottle | None = None) -> None:
+                 throttle: WeightThrottle | None = None, log: logging.Logger | None = None) -> None:
         root = (base_url or LIVE_URL).rstrip("/")
         if root.endswith("/fapi"):          # tolerate a root given with the API prefix
             root = root[: -len("/fapi")]
@@ -327,7 +333,7 @@ class BinanceFuturesClient:
         c.REQUEST_TIMEOUT = self.timeout_s
         c.REQUEST_RECVWINDOW = int(recv_window_ms)
         c.tb_clock = clock
-        c.tb_throttle = self.throttle = throttle or WeightThrottle()
+        c.tb_throttle = self.throttle = throttle or WeightThrottle(log=log)
         self._c = c
         self._rules: dict[str, VenueRules] = {}
         self._prepared: dict[str, int] = {}
@@ -470,27 +476,33 @@ class BinanceFuturesClient:
             return self._parse(what, lambda: self._algo(raw, spec.symbol, spec=spec))
         raise OrderRejected(f"{what}: order type {spec.type!r} is not supported")
 
-    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         vs = self.venue_symbol(symbol)
         what = f"get_order {client_order_id}"
-        raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
-        if raw is not None:
-            return self._parse(what, lambda: self._order(raw, symbol))
+        if conditional is not True:
+            raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
+            if raw is not None or conditional is False:
+                return None if raw is None else self._parse(what, lambda: self._order(raw, symbol))
         algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
         if algo is None:
             return None
         return self._algo_full(algo, symbol, what)
 
-    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def cancel_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         vs = self.venue_symbol(symbol)
         what = f"cancel_order {client_order_id}"
         # protective stops are what we cancel: the algo service first
-        res = self._maybe(what, self._c.futures_cancel_algo_order, clientAlgoId=client_order_id)
-        if res is not None:
-            algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
-            if algo is not None:
-                return self._algo_full(algo, symbol, what)
-            return None
+        if conditional is not False:
+            res = self._maybe(what, self._c.futures_cancel_algo_order, clientAlgoId=client_order_id)
+            if res is not None:
+                algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
+                if algo is not None:
+                    return self._algo_full(algo, symbol, what)
+                return None
+            if conditional is True:
+                # not cancellable (filled, expired, unknown): what the venue has of it
+                algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
+                return None if algo is None else self._algo_full(algo, symbol, what)
         raw = self._maybe(what, self._c.futures_cancel_order, symbol=vs, origClientOrderId=client_order_id)
         if raw is None:
             return None
@@ -508,12 +520,16 @@ class BinanceFuturesClient:
 
         return self._parse("open_orders", parse)
 
-    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+    def fills(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> list[VenueFill]:
         vs = self.venue_symbol(symbol)
         what = f"fills {client_order_id}"
-        raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
+        raw = None
+        if conditional is not True:
+            raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
         if raw is not None:
             order_id = self._parse(what, lambda: raw.get("orderId"))
+        elif conditional is False:
+            return []
         else:
             algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
             order_id = self._parse(what, lambda: (algo or {}).get("actualOrderId"))
@@ -599,12 +615,14 @@ class BinanceFuturesClient:
         for _ in range(50):   # pages of 1000
             rows = self._call("funding", self._c.futures_income_history, symbol=vs, incomeType="FUNDING_FEE",
                               startTime=start, limit=1000)
-            page = self._parse("funding", lambda: [(int(r["time"]), -_req(r["income"])) for r in rows
+            page = self._parse("funding", lambda: [(int(r["time"]), -_req(r["income"]),
+                                                    str(r.get("tranId") or f"{r['time']}:{r['income']}"))
+                                                   for r in rows
                                                    if r.get("incomeType", "FUNDING_FEE") == "FUNDING_FEE"])
-            out += [FundingPayment(symbol=symbol, ts=_utc_ms(t) or since, amount=a) for t, a in page]
+            out += [FundingPayment(symbol=symbol, ts=_utc_ms(t) or since, amount=a, ref=ref) for t, a, ref in page]
             if len(rows) < 1000 or not page:
                 break
-            start = max(t for t, _ in page) + 1
+            start = max(t for t, _, _ in page) + 1
         return out
 
     # --- response parsing -----------------------------------------------------------------------------

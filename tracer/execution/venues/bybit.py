@@ -402,7 +402,7 @@ class BybitFuturesClient:
             updated_at=_ts(o.get("updatedTime")), reason=reason)
 
     @_typed
-    def get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         vs = venue_symbol(symbol)
         for method in ("get_open_orders", "get_order_history"):
             res = self._call(method, f"query order {client_order_id}", category=CATEGORY, symbol=vs,
@@ -413,7 +413,7 @@ class BybitFuturesClient:
         return None
 
     @_typed
-    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+    def cancel_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
         self._call("cancel_order", f"cancel order {client_order_id}", ok_codes=frozenset(NOT_FOUND_CODES),
                          category=CATEGORY, symbol=venue_symbol(symbol), orderLinkId=client_order_id)
         # cancelled now, or too late (110001...): the venue's view of the order, so that a stop that
@@ -427,7 +427,7 @@ class BybitFuturesClient:
         return [self._order(o) for o in rows]
 
     @_typed
-    def fills(self, symbol: str, client_order_id: str) -> list[VenueFill]:
+    def fills(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> list[VenueFill]:
         order = self.get_order(symbol, client_order_id)
         if order is None or not order.venue_order_id:
             return []
@@ -509,6 +509,7 @@ class BybitFuturesClient:
                     continue
                 received = _f(t.get("funding")) if t.get("funding") not in (None, "") else _f(t.get("change"))
                 out[str(t.get("id"))] = FundingPayment(symbol=symbol, ts=_ts(t.get("transactionTime")) or stop,
-                                                       amount=-received)   # Bybit: positive = received
+                                                       amount=-received,   # Bybit: positive = received
+                                                       ref=str(t.get("id")))
             start = stop + timedelta(milliseconds=1)
         return sorted(out.values(), key=lambda f: f.ts)
