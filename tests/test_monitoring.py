@@ -82,6 +82,7 @@ def test_a_killed_watchdog_loop_is_seen_and_healed_within_its_cap(tmp_path):
         agent = pid_of(tmp_path, "hybrid")
         kill9(agent)
         wait_for(lambda: pid_of(tmp_path, "hybrid") != agent, 60, "the healed loop to restart the agent")
+        assert "healed watchdog[hybrid] started the hybrid watchdog loop again" in (tmp_path / "logs" / "heal.log").read_text()
         heal_rows = [e for e in events(tmp_path, "heal") if e["kind"] == "heal"]
         assert len(heal_rows) == 1 and heal_rows[0]["name"] == "watchdog[hybrid]"
         assert len(notes(tmp_path, "heal")) == 1 and "🩹" in notes(tmp_path, "heal")[0]["message"]

@@ -9,8 +9,8 @@ removes them, so a stopped system stays stopped):
   line; the newer pid file makes the watchdog watch it again.
 
 Each process gets at most ``TB_HEAL_MAX_PER_DAY`` heal restarts in 24 h (counted in the monitoring record);
-past that it only alerts (critical). Every action is printed, recorded (``monitor_events``, source ``heal``)
-and alerted (warning; the cap: critical).
+past that it only alerts (critical). Every action is printed, logged (``TB_LOG_DIR/heal.log``), recorded
+(``monitor_events``, source ``heal``) and alerted (warning; the cap: critical).
 """
 from __future__ import annotations
 
@@ -95,11 +95,20 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
         todo.append(("listener", "the Telegram listener", start_listener))
 
     actions: list[Action] = []
+
+    def logged(a: Action) -> Action:
+        from tracer.ops import log_line
+        try:
+            log_line(settings, "heal", None, f"{'healed' if a.done else 'not_healed'} {a.name} {a.message}")
+        except OSError:
+            pass
+        return a
+
     for name, what, how in todo:
         if _capped(settings, name, now):
             msg = (f"{what} is down and was already restarted {settings.heal_max_per_day} times by the health "
                    f"check in 24 h (TB_HEAL_MAX_PER_DAY): not again; look at {logs}")
-            actions.append(Action(name, False, msg))
+            actions.append(logged(Action(name, False, msg)))
             record(settings, [Event(Source.HEAL, "heal_capped", name, 2, msg)], now)
             from tracer.monitor.alerts import alert_once
             alert_once(settings, f"heal_capped:{name}", "heal_capped", f"🛑 heal: {msg}", now=now)
@@ -108,12 +117,12 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
             pid = how()
         except OSError as e:
             msg = f"could not start {what}: {type(e).__name__}: {e}"
-            actions.append(Action(name, False, msg))
+            actions.append(logged(Action(name, False, msg)))
             record(settings, [Event(Source.HEAL, "heal_failed", name, 2, msg)], now)
             send(settings, Level.CRITICAL, "heal_failed", f"🛑 heal: {msg}")
             continue
         msg = f"started {what} again (pid {pid}) because: {bad[name].message if name in bad else 'gave up'}"
-        actions.append(Action(name, True, msg))
+        actions.append(logged(Action(name, True, msg)))
         record(settings, [Event(Source.HEAL, "heal", name, 1, msg)], now)
         send(settings, Level.WARNING, "heal", f"🩹 heal: {msg}")
     return actions
