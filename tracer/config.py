@@ -265,6 +265,12 @@ class Settings:
     telegram_chat_id: str = _var("TB_TELEGRAM_CHAT_ID", "str", "",
                                  "the one Telegram chat that receives messages and may send commands",
                                  required_if=("telegram_bot_token", "<set>"))
+    telegram_allowed_user_ids: str = _var("TB_TELEGRAM_ALLOWED_USER_IDS", "ids", "",
+                                          "comma-separated Telegram user ids allowed to send commands (empty = "
+                                          "only the user whose private chat is TB_TELEGRAM_CHAT_ID)")
+    telegram_command_max_age_s: float = _var("TB_TELEGRAM_COMMAND_MAX_AGE_S", "float", 300.0,
+                                             "a command older than this (queued while the listener was down) "
+                                             "is ignored", lo=1, hi=86400)
     telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "url", "https://api.telegram.org/bot",
                                   "Telegram Bot API base URL (the token is appended); change only for tests")
     telegram_poll_timeout_s: int = _var("TB_TELEGRAM_POLL_TIMEOUT_S", "int", 25,
@@ -312,8 +318,29 @@ class Settings:
                                      "a notification still pending after this many minutes is a backlog warning",
                                      lo=0.1, hi=100000)
     health_alert_repeat_min: float = _var("TB_HEALTH_ALERT_REPEAT_MIN", "float", 60.0,
-                                          "the same health alert is not enqueued again within this many minutes",
-                                          lo=0, hi=100000)
+                                          "a failing check is not alerted again within this many minutes "
+                                          "(unless its level changes)", lo=0, hi=100000)
+    # monitoring (tracer/monitor): alert routing per level, per-check repeat windows, record, self-healing
+    alert_channels_info: str = _var("TB_ALERT_CHANNELS_INFO", "channels", "console",
+                                    "channels of info alerts (recoveries, heal actions that worked)")
+    alert_channels_warning: str = _var("TB_ALERT_CHANNELS_WARNING", "channels", "console,discord,telegram",
+                                       "channels of warning alerts (those enabled are used)")
+    alert_channels_critical: str = _var("TB_ALERT_CHANNELS_CRITICAL", "channels", "console,discord,telegram",
+                                        "channels of critical alerts (those enabled are used)")
+    health_alert_repeat_by_check: str = _var("TB_HEALTH_ALERT_REPEAT_BY_CHECK", "str", "",
+                                             "per-check repeat windows in minutes, e.g. disk=240,heartbeat=15 "
+                                             "(a name matches a check and its [agent] variants)")
+    monitor_retention_days: float = _var("TB_MONITOR_RETENTION_DAYS", "float", 30.0,
+                                         "days the monitoring record (monitor_events) is kept", lo=1, hi=3650)
+    heal_max_per_day: int = _var("TB_HEAL_MAX_PER_DAY", "int", 3,
+                                 "restarts of one process by health_check.sh --heal per 24 h before it only alerts",
+                                 lo=0, hi=1000)
+    health_log_stale_min: float = _var("TB_HEALTH_LOG_STALE_MIN", "float", 90.0,
+                                       "a running agent whose log was not written for this long is a warning",
+                                       lo=1, hi=100000)
+    health_agent_max_rss_mb: float = _var("TB_HEALTH_AGENT_MAX_RSS_MB", "float", 2048.0,
+                                          "an agent using more memory (resident) than this is a warning",
+                                          lo=16, hi=1000000)
 
     # --- live data (TB_FEED=live; tracer/data/sources, tracer/news) ---------------------------
     bar_sources: str = _var("TB_BAR_SOURCES", "str", "alpaca,binance_spot,yahoo,coingecko",
@@ -599,7 +626,7 @@ def _check_url(s: str) -> str:
 
 def _parse(kind: str, raw: str) -> Any:  # noqa: C901
     s = raw.strip()
-    if kind in ("str", "path", "url"):
+    if kind in ("str", "path", "url", "ids", "channels"):
         _check_text(s)
     if kind == "str":
         return s
@@ -633,6 +660,17 @@ def _parse(kind: str, raw: str) -> Any:  # noqa: C901
         raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
     if kind == "choice":
         return s
+    if kind == "channels":  # a comma list of notification channels, normalised to "console,telegram"
+        items = [x.strip().lower() for x in s.split(",") if x.strip()]
+        bad = [x for x in items if x not in ("console", "discord", "telegram")]
+        if bad:
+            raise ValueError(f"unknown channel(s) {', '.join(bad)}")
+        return ",".join(dict.fromkeys(items))
+    if kind == "ids":       # comma-separated integer ids (Telegram user ids), normalised to "1,2"
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not all(_INT_RE.fullmatch(x) for x in items):
+            raise ValueError("must be comma-separated integer ids")
+        return ",".join(str(int(x)) for x in items)
     if kind == "symbols":
         items = [x.strip() for x in s.split(",") if x.strip()]
         if not items:
@@ -664,7 +702,8 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
             "str": "text", "url": "an http(s) URL",
-            "symbols": "a comma list like BTC/USD,ETH/USD",
+            "symbols": "a comma list like BTC/USD,ETH/USD", "ids": "comma-separated integers (empty: none)",
+            "channels": "a comma list of console, discord, telegram (empty: none)",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
 
 

@@ -405,8 +405,27 @@ CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
 CREATE INDEX trades_entry ON trades(entry_order_id)
 """
 
+# ===== monitoring record (operations, tracer/monitor/records.py) ===========================================
+# v10: every health result, watchdog restart or give-up, heal action and alert, kept for
+# TB_MONITOR_RETENTION_DAYS (pruned by tracer.monitor.records). Separate from the trading tables: written
+# only by the monitoring scripts, read by scripts/monitoring_status.sh.
+SCHEMA_V10_MONITORING = """
+CREATE TABLE monitor_events (
+    id       INTEGER PRIMARY KEY,
+    ts       TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    level    INTEGER NOT NULL CHECK (level IN (0, 1, 2)),
+    message  TEXT NOT NULL
+);
+CREATE INDEX monitor_events_ts ON monitor_events(ts);
+CREATE INDEX monitor_events_name_ts ON monitor_events(name, ts)
+"""
+# ===== end of the monitoring record ========================================================================
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-                         SCHEMA_V9]
+                         SCHEMA_V9, SCHEMA_V10_MONITORING]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
