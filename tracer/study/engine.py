@@ -179,14 +179,22 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
         heads = data_dir / "headlines.csv"
     else:
         heads = default_headlines() if cfg.data_dir is None else None
-    symbols = list(cfg.symbols) or list(s.symbols if cfg.agent == "hybrid" else s.futures_symbols)
-    interval = timedelta(hours=1)
     from tracer.backtest.data import discover
     found = discover(data_dir)
+    if cfg.symbols:
+        symbols = list(cfg.symbols)
+    elif cfg.data_dir is not None:        # a folder of its own: every symbol in it (as tracer backtest)
+        symbols = sorted(found)
+        if not symbols:
+            raise ValueError(f"--data {data_dir}: no candles_<interval>_<SYMBOL>.csv file")
+    else:
+        symbols = list(s.symbols if cfg.agent == "hybrid" else s.futures_symbols)
+    interval = timedelta(hours=1)
     ivs = {found[sym][0] for sym in symbols if sym in found}
     if len(ivs) == 1:
         interval = ivs.pop()
     lo, hi = data_window(s, symbols, data_dir, interval)
+    hi = hi - timedelta(microseconds=1) + interval      # exclusive end on the bar grid: the folds' edges are whole bars
     lo = max(lo, cfg.start) if cfg.start else lo
     hi = min(hi, cfg.end) if cfg.end else hi
     purge_bars = s.lookback_bars if cfg.purge_bars is None else cfg.purge_bars

@@ -74,20 +74,29 @@ def work(job: opt.Job, worker: int = 0, ev: opt.Evaluator | None = None,
     return ran
 
 
-def _spawned(job: opt.Job, worker: int) -> None:
-    work(job, worker)
+def _spawned(job: opt.Job, worker: int, ready=None) -> None:
+    ev = opt.Evaluator(job)
+    if ready is not None:
+        ready.set()
+    work(job, worker, ev)
 
 
 def run_workers(job: opt.Job, jobs: int, ev: opt.Evaluator | None = None,
-                on_trial: Callable[[], None] | None = None) -> None:
-    """``jobs`` workers: this process plus ``jobs - 1`` spawned ones, all on ``job.storage``."""
-    procs = []
+                on_trial: Callable[[], None] | None = None, start_timeout_s: float = 300.0) -> None:
+    """``jobs`` workers: this process plus ``jobs - 1`` spawned ones, all on ``job.storage``. The workers
+    start pulling together (this one waits until the others have loaded their settings and scorer), so the
+    candidates are shared out instead of this process running most of them while the others start."""
+    procs, events = [], []
     ctx = mp.get_context("spawn")
     for w in range(1, jobs):
-        p = ctx.Process(target=_spawned, args=(job, w), daemon=False)
+        ready = ctx.Event()
+        p = ctx.Process(target=_spawned, args=(job, w, ready), daemon=False)
         p.start()
         procs.append(p)
+        events.append(ready)
     try:
+        for e in events:
+            e.wait(start_timeout_s)
         work(job, 0, ev, on_trial)
     finally:
         for p in procs:
