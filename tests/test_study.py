@@ -226,7 +226,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
                  "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60"}.items():
         monkeypatch.setenv(k, v)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
-            "--train-days", "8", "--test-days", "4", "--folds", "2", "--trials", "2", "--costs", "0,1,2",
+            "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "0,1,2",
             "--ablate", "--seed", "9"]
     docs = []
     for name in ("r1", "r2"):
