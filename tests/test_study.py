@@ -266,3 +266,16 @@ def test_bad_options_get_a_clear_error_naming_them(args, needle, tmp_path, capsy
     monkeypatch.setenv("TB_ACTIVE_PARAMS_PATH", str(tmp_path / "none.json"))
     rc = main(["--env-file", str(tmp_path / "none.env"), "study", "--out", str(tmp_path / "o"), *args])
     assert rc == 2 and needle in capsys.readouterr().err
+
+
+def test_ablation_verdict_reads_the_interval_of_the_sharpe_change():
+    from tracer.study.report import Verdict, verdict
+
+    def row(lo, hi, point=None, noop=False, dret=0.01):
+        return {"noop": noop, "delta_return": dret,
+                "delta_sharpe": {"point": (lo + hi) / 2 if point is None else point, "lo": lo, "hi": hi}}
+    assert verdict(row(-1.0, -0.1)) == Verdict.EARNS          # off is worse, even at the interval's top
+    assert verdict(row(0.1, 1.0)) == Verdict.COSTS            # off is better, even at the bottom
+    assert verdict(row(-0.5, 0.5)) == Verdict.UNCLEAR
+    assert verdict(row(0.0, 0.0, 0.0, dret=0.0)) == Verdict.NONE
+    assert verdict(row(-1.0, -0.1, noop=True)) == Verdict.NOOP

@@ -315,7 +315,7 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     psr = deflated_sharpe(agent_run.returns(), 1, 0.0)
     doc: dict[str, Any] = {
         "agent": cfg.agent, "profile": s.profile, "overrides": dict(cfg.overrides), "symbols": symbols,
-        "data_dir": str(data_dir), "headlines": str(heads) if heads else None, "code_version": code,
+        "data_dir": _shown(data_dir), "headlines": _shown(heads) if heads else None, "code_version": code,
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": cfg.seed,
         "interval_s": int(interval.total_seconds()),
         "design": {"train_days": cfg.train_days, "test_days": cfg.test_days, "purge_bars": purge_bars,
@@ -360,6 +360,15 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     if untuned:
         curves["untuned"] = chain("untuned", untuned)
     return Outcome(doc, curves, {"agent": oos})
+
+
+def _shown(p: Path) -> str:
+    """A path as the report shows it: relative to the package for the bundled data (no home folder in a report)."""
+    from tracer.data.replay import bundled_dir
+    try:
+        return "tracer/data/bundled/" + str(Path(p).resolve().relative_to(bundled_dir().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def _ck(c: float) -> str:

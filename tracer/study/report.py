@@ -16,6 +16,7 @@ class Verdict:
     COSTS = "costs OOS Sharpe"
     UNCLEAR = "not distinguishable from off"
     NOOP = "already off: no change"
+    NONE = "no effect on these windows"
 
 
 def verdict(row: Mapping[str, Any]) -> str:
@@ -23,6 +24,8 @@ def verdict(row: Mapping[str, Any]) -> str:
     if row.get("noop"):
         return Verdict.NOOP
     d = row["delta_sharpe"]
+    if d["point"] == 0.0 and d["lo"] == d["hi"] == 0.0 and row.get("delta_return") == 0.0:
+        return Verdict.NONE
     if d["hi"] is not None and d["hi"] < 0:
         return Verdict.EARNS
     if d["lo"] is not None and d["lo"] > 0:
