@@ -244,6 +244,11 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
                  "long/short around the 20-day mean", "Configurations tried: **"):
         assert part in md
     assert one["configurations_tried"]["this_study"] == sum(f["distinct"] for f in one["folds"])
+    ct = one["configurations_tried"]
+    assert ct["sharpe_variance_per_bar_at_oos_length"] == pytest.approx(
+        ct["sharpe_variance_per_bar"] * 8 * 24 / one["oos"]["bars"])           # 8 training days, rescaled
+    assert one["deflated_sharpe"]["n_trials"] == ct["total"] == 2 and one["deflated_sharpe"]["dsr"] <= \
+        one["probabilistic_sharpe"]["dsr"]
     assert {r["component"] for r in one["ablation"]} >= {"sentiment", "kelly", "var", "exploration"}
     c = one["costs"]
     assert c["x0"]["agent"]["fees_paid"] == 0.0 and c["x2"]["agent"]["fees_paid"] > 0

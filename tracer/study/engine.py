@@ -311,7 +311,11 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
         return m
 
     agent_m = summary(agent_run)
-    dsr = deflated_sharpe(agent_run.returns(), n_configs, var_sr)
+    # The trials' Sharpe ratios were measured on training windows; under the null of no skill their spread is
+    # estimation noise, whose variance falls as 1/length: rescale it to the length of the OOS series tested.
+    train_bars = cfg.train_days * timedelta(days=1) / interval
+    var_oos = var_sr * train_bars / max(len(agent_run.equity), 1)
+    dsr = deflated_sharpe(agent_run.returns(), n_configs, var_oos)
     psr = deflated_sharpe(agent_run.returns(), 1, 0.0)
     doc: dict[str, Any] = {
         "agent": cfg.agent, "profile": s.profile, "overrides": dict(cfg.overrides), "symbols": symbols,
@@ -322,14 +326,15 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
                    "folds": len(folds), "trials_per_fold": cfg.trials, "jobs": cfg.jobs,
                    "storage": _storage_shown(storage), "study": name, "objective": vars(ocfg),
                    "block_bars": cfg.block_bars, "reps": cfg.reps, "costs": list(cfg.costs),
-                   "data_from": lo.isoformat(), "data_to": hi.isoformat(),
+                   "data_from": lo.isoformat(), "data_to": (hi - interval).isoformat(),
                    "oos_from": folds[0].test_start.isoformat(), "oos_to": folds[-1].test_end.isoformat(),
                    "fees_bps": s.fee_bps, "slippage_bps": s.slippage_bps, "funding_rate_8h": funding,
                    "decision_blackout_bars": _blackout(series, int(folds[0].test_start.timestamp() * 1e9),
                                                        int(folds[-1].test_end.timestamp() * 1e9),
                                                        s.lookback_bars, int(interval.total_seconds() * 1e9))},
         "configurations_tried": {"this_study": n_configs - cfg.prior_trials, "prior": cfg.prior_trials,
-                                 "total": n_configs, "sharpe_variance_per_bar": var_sr},
+                                 "total": n_configs, "sharpe_variance_per_bar": var_sr,
+                                 "sharpe_variance_per_bar_at_oos_length": var_oos},
         "folds": fold_rows,
         "oos": agent_m,
         "deflated_sharpe": dsr.as_dict(),

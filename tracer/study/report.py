@@ -103,7 +103,7 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
         L.append("")
     L.append("## Design")
     L.append("")
-    L.append(f"- Data: `{doc['data_dir']}` ({', '.join(doc['symbols'])}), usable {d['data_from'][:16]} → "
+    L.append(f"- Data: `{doc['data_dir']}` ({', '.join(doc['symbols'])}), bar closes {d['data_from'][:16]} → "
              f"{d['data_to'][:16]} UTC; headlines: `{doc['headlines'] or 'none'}` (none before 2021-10-12: "
              f"decisions before that are price-only).")
     L.append(f"- Walk-forward: {d['folds']} rolling folds, train {d['train_days']:g} days, purge {d['purge_bars']} "
@@ -154,7 +154,9 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
     L.append(f"| observations, skewness, kurtosis | {ds['observations']}, {_num(ds['skew'])}, {_num(ds['kurtosis'])} |")
     L.append("")
     L.append("A deflated Sharpe ratio below 0.95 means the OOS result is not distinguishable from the best of that "
-             "many configurations without skill. The count is conservative (every candidate of every fold).")
+             "many configurations without skill. The count is conservative (every candidate of every fold); the "
+             "spread of unskilled Sharpe ratios is that of the candidates' in-sample ones, rescaled from the "
+             "training length to the OOS length (under no skill it is estimation noise, variance ~ 1/length).")
     L.append("")
     if "untuned" in doc:
         dci = doc["untuned"]["delta_sharpe_ci"]
