@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one TB_ setting")
     p.add_argument("--data", help="folder of candles_<interval>_<SYMBOL>.csv files (default: the bundled 16-month "
                                   "history)")
-    p.add_argument("--headlines", help="headlines CSV (default: headlines.csv of the data folder, or the bundled one)")
+    p.add_argument("--headlines", help="headlines CSV (default: headlines.csv in the data folder; for the bundled "
+                                       "history, the bundled headlines; none: price-only)")
     p.add_argument("--symbols", help="comma list (default: the agent's symbols)")
     p.add_argument("--from", dest="start", help="first UTC date/time used (default: start of the data)")
     p.add_argument("--to", dest="end", help="end of the data used (default: end of the data)")
@@ -39,8 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--costs", default="0,1,2", help="fee and slippage multipliers (default 0,1,2; must hold 1)")
     p.add_argument("--ablate", action="store_true", help="switch each component off in turn")
     p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the Optuna storage")
-    p.add_argument("--storage", help="Optuna RDB URL (default: SQLite in the output folder; postgresql://... "
-                                     "for several machines)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by the --jobs workers (default: SQLite in the output "
+                                     "folder; or postgresql://user@host/db)")
     p.add_argument("--out", help="output folder (default backtests/study/<agent>)")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
 
