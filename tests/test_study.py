@@ -241,7 +241,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     assert (tmp_path / "r1" / "equity.png").stat().st_size > 0 and not (tmp_path / "r2" / "equity.png").exists()
     md = (tmp_path / "r1" / "report.md").read_text()
     for part in ("Out-of-sample result", "deflated Sharpe ratio", "Cost sensitivity", "Ablation", "x2 net return",
-                 "long/short around the 20-day mean", "Configurations tried: **"):
+                 "long/short around the 20-day mean", "Configurations tried: **", "| `TB_FUTURES_STOP_ATR_MULT` |"):
         assert part in md
     assert one["configurations_tried"]["this_study"] == sum(f["distinct"] for f in one["folds"])
     ct = one["configurations_tried"]

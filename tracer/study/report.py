@@ -210,6 +210,15 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
                  f"{r['test_to'][:10]} | {_pct(r['oos']['total_return'])} | {_num(r['oos']['sharpe'])} | "
                  f"{_num(r['oos']['entries_per_day'])} | {_num(r.get('in_sample_objective'))} |")
     L.append("")
+    chosen = [r["params"] for r in doc["folds"] if r.get("params")]
+    if chosen:
+        L.append("Parameters chosen on each training window (fold 0 first): a value that jumps between folds is "
+                 "noise being fitted, not a stable optimum.")
+        L.append("")
+        L.append("| parameter | chosen per fold |\n|---|---|")
+        for k in chosen[0]:
+            L.append(f"| `{k}` | {', '.join(f'{c[k]:g}' for c in chosen)} |")
+        L.append("")
     L.append("Plots: `equity.png` (OOS equity, agent and benchmarks, drawdown below), `folds.png` (net return "
              "per test window). Every number: `study.json`.")
     return "\n".join(L) + "\n"
