@@ -227,7 +227,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
         monkeypatch.setenv(k, v)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
             "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "0,1,2",
-            "--ablate", "--seed", "9"]
+            "--ablate", "--seed", "9", "--set", "TB_OPTIMIZE_STORAGE=postgresql://tb:hunter2@127.0.0.1:9/x"]
     docs = []
     for name in ("r1", "r2"):
         assert main(argv + ["--out", str(tmp_path / name)] + (["--no-plot"] if name == "r2" else [])) == 0
@@ -240,6 +240,9 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     assert one == two                                           # same seed, same numbers
     assert (tmp_path / "r1" / "equity.png").stat().st_size > 0 and not (tmp_path / "r2" / "equity.png").exists()
     md = (tmp_path / "r1" / "report.md").read_text()
+    assert "hunter2" not in md + (tmp_path / "r1" / "study.json").read_text() + out     # a secret override
+    from tracer.study.cli import _masked_argv
+    assert _masked_argv(argv[2:]) == [*argv[2:-1], "TB_OPTIMIZE_STORAGE=***"]      # the Reproduce line
     for part in ("Out-of-sample result", "deflated Sharpe ratio", "Cost sensitivity", "Ablation", "x2 net return",
                  "long/short around the 20-day mean", "Configurations tried: **", "| `TB_FUTURES_STOP_ATR_MULT` |"):
         assert part in md
@@ -284,3 +287,4 @@ def test_ablation_verdict_reads_the_interval_of_the_sharpe_change():
     assert verdict(row(-0.5, 0.5)) == Verdict.UNCLEAR
     assert verdict(row(0.0, 0.0, 0.0, dret=0.0)) == Verdict.NONE
     assert verdict(row(-1.0, -0.1, noop=True)) == Verdict.NOOP
+

@@ -68,6 +68,16 @@ def _param_file(path: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def _masked_argv(argv: list[str]) -> list[str]:
+    """The command line as the report shows it: the value of a secret ``--set NAME=VALUE`` masked."""
+    from tracer.study.engine import _masked
+    out = []
+    for a in argv:
+        name, sep, value = a.partition("=")
+        out.append(f"{name}={_masked({name: value})[name]}" if sep and name.startswith("TB_") else a)
+    return out
+
+
 def run(args, env_file: str = ".env") -> int:
     from tracer.backtest.cli import _when
     from tracer.backtest.data import DataError
@@ -120,7 +130,8 @@ def run(args, env_file: str = ".env") -> int:
     except (ConfigError, DataError, ValueError, RuntimeError) as e:
         return _fail(str(e))
     argv = sys.argv[1:]
-    command = "tracer " + " ".join(shlex.quote(a) for a in argv[argv.index("study"):]) if "study" in argv else None
+    command = "tracer " + " ".join(shlex.quote(a) for a in _masked_argv(argv[argv.index("study"):])) \
+        if "study" in argv else None
     write(outcome, cfg.out, command, plots=not args.no_plot)
     m, ds = outcome.doc["oos"], outcome.doc["deflated_sharpe"]
     print(f"OOS {outcome.doc['design']['oos_from'][:10]} -> {outcome.doc['design']['oos_to'][:10]}: net return "

@@ -318,7 +318,7 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     dsr = deflated_sharpe(agent_run.returns(), n_configs, var_oos)
     psr = deflated_sharpe(agent_run.returns(), 1, 0.0)
     doc: dict[str, Any] = {
-        "agent": cfg.agent, "profile": s.profile, "overrides": dict(cfg.overrides), "symbols": symbols,
+        "agent": cfg.agent, "profile": s.profile, "overrides": _masked(cfg.overrides), "symbols": symbols,
         "data_dir": _shown(data_dir), "headlines": _shown(heads) if heads else None, "code_version": code,
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": cfg.seed,
         "interval_s": int(interval.total_seconds()),
@@ -365,6 +365,14 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     if untuned:
         curves["untuned"] = chain("untuned", untuned)
     return Outcome(doc, curves, {"agent": oos})
+
+
+def _masked(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The overrides as a report may show them: secret settings (keys, tokens, storage URLs) masked."""
+    from dataclasses import fields
+    from tracer.config import Settings
+    secret = {f.metadata["env"] for f in fields(Settings) if f.metadata.get("secret")}
+    return {k: ("***" if k in secret else v) for k, v in overrides.items()}
 
 
 def _shown(p: Path) -> str:
