@@ -288,3 +288,18 @@ def test_ablation_verdict_reads_the_interval_of_the_sharpe_change():
     assert verdict(row(0.0, 0.0, 0.0, dret=0.0)) == Verdict.NONE
     assert verdict(row(-1.0, -0.1, noop=True)) == Verdict.NOOP
 
+
+
+def test_params_file_takes_a_plain_set_or_a_proposal_and_names_unknown_settings(tmp_path):
+    from tracer.study.cli import _param_file
+    p = tmp_path / "proposal.json"
+    p.write_text(json.dumps({"agent": "hybrid", "params": {"TB_MIN_SIGNAL_QUALITY": 3.5, "TB_MAX_TRADES_PER_DAY": 4}}))
+    assert _param_file(str(p)) == {"TB_MIN_SIGNAL_QUALITY": "3.5", "TB_MAX_TRADES_PER_DAY": "4"}
+    p.write_text(json.dumps({"TB_STOP_ATR_MULT": 2.5}))
+    assert _param_file(str(p)) == {"TB_STOP_ATR_MULT": "2.5"}
+    p.write_text(json.dumps({"TB_STOP_ATR_MUL": 2.5}))
+    with pytest.raises(ValueError, match="TB_STOP_ATR_MUL"):
+        _param_file(str(p))
+    p.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="--params"):
+        _param_file(str(p))
