@@ -82,7 +82,7 @@ def run(args, env_file: str = ".env") -> int:
     from tracer.backtest.cli import _when
     from tracer.backtest.data import DataError
     from tracer.study.engine import StudyConfig, run_study
-    from tracer.study.report import markdown, write
+    from tracer.study.report import write
 
     overrides: dict[str, str] = {}
     try:

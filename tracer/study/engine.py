@@ -6,7 +6,6 @@ in-process (:func:`tracer.backtest.runner.run_backtest`) and keeps results in me
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,8 +18,8 @@ from tracer.optimize import study as opt
 from tracer.optimize.objective import ObjectiveConfig
 from tracer.optimize.walkforward import Fold
 from tracer.study import search
-from tracer.study.benchmarks import Market, Rule, rules_for, simulate, window_rows
-from tracer.study.components import Switch, cost_overrides, is_noop, switches
+from tracer.study.benchmarks import Market, rules_for, simulate, window_rows
+from tracer.study.components import cost_overrides, is_noop, switches
 from tracer.study.folds import check_folds, rolling_folds
 from tracer.study.metrics import Run, TradeRec, chain, study_metrics
 from tracer.study.uncertainty import (deflated_sharpe, mean_interval, sharpe_difference_interval,
@@ -155,11 +154,6 @@ def _blackout(series, lo_ns: int, hi_ns: int, lookback: int, iv_ns: int) -> int:
     close = common + iv_ns
     sel = (close >= lo_ns) & (close <= hi_ns)
     return int(bad[sel].sum())
-
-
-def _sharpe_pb(run: Run) -> float:
-    from tracer.study.uncertainty import sharpe
-    return sharpe(run.returns())
 
 
 def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome:

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 from tracer.optimize import study as opt
 from tracer.optimize.params import space
-from tracer.optimize.walkforward import Fold
 
 
 def candidates(agent: str, n: int, seed: int, fold: int, first: dict[str, float]) -> list[dict[str, float]]:
@@ -136,6 +135,3 @@ def choices(job: opt.Job, wait_s: float = 3600.0) -> list[FoldChoice]:
                               dict(best.user_attrs.get("metrics") or {}), len(complete), len(distinct), sharpes))
     return out
 
-
-def fold_of(job: opt.Job, index: int) -> Fold:
-    return next(f for f in job.folds if f.index == index)
