@@ -180,14 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (anchor: optimisation commands: optimize, params)
     from tracer.optimize import cli as optimize_cli
     optimize_cli.add_parsers(sub)
+    from tracer.study import cli as study_cli
+    study_cli.add_parser(sub)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
-    if args.cmd == "backtest":
-        from tracer.backtest.cli import run as run_backtest_cmd
-        return run_backtest_cmd(args, args.env_file)
-    if args.cmd == "download":
-        return download_cli.run(args, args.env_file)
+    from tracer.backtest.cli import run as run_backtest_cmd
+    # commands that load their own settings (their --set overrides apply before validation)
+    own_settings = {"backtest": run_backtest_cmd, "download": download_cli.run, "study": study_cli.run}
+    if args.cmd in own_settings:
+        return own_settings[args.cmd](args, args.env_file)
     # (anchor: research dispatch)
     if args.cmd in research_cli.COMMANDS:
         try:

@@ -151,7 +151,7 @@ class Settings:
     volume_z_window: int = _var("TB_VOLUME_Z_WINDOW", "int", 20, "bars in the volume z-score window",
                                 lo=5, hi=1000)
     divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
-                                       "base |narrative - price| that counts as a divergence", lo=0.05, hi=2)
+                                       "base |narrative - price| that counts as a divergence (10 = off)", lo=0.05, hi=10)
     min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", 0.1,
                                       "|0.6*price + 0.4*narrative| needed to call a direction", lo=0, hi=1)
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
