@@ -169,3 +169,24 @@ def test_sentiment_fallback_names_the_install_step_and_a_dead_listener_is_seen(t
     assert msg["status"] == "warning" and "not finbert" in msg["message"] and "pip install" in msg["message"]
     assert "canary" in msg["message"]
     assert levels(doc)["listener"] == "warning"
+
+
+def test_a_dead_listener_is_started_again_by_heal(tmp_path):
+    """--heal starts a new Telegram listener (against the fake Bot API) when the one in its pid file is gone."""
+    from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
+    assert run([TRACER, "init-db"], tmp_path).returncode == 0
+    (tmp_path / "state" / "telegram.pid").write_text("999999\n")          # a listener that died
+    with FakeTelegram() as tg:
+        extra = {"TB_TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TB_TELEGRAM_CHAT_ID": str(CHAT_ID),
+                 "TB_TELEGRAM_BASE_URL": tg.base_url}
+        healed = run(["bash", str(HEALTH), "--heal", "--no-alert"], tmp_path, **extra)
+        line = next(ln for ln in healed.stdout.splitlines() if "listener" in ln and "HEAL" in ln)
+        assert line.startswith("HEALED"), healed.stdout + healed.stderr
+        pid = pid_of(tmp_path, "telegram")
+        try:
+            assert pid != 999999 and alive(pid)
+            wait_for(lambda: any(m == "getUpdates" for m, _ in tg.calls), 60, "the new listener to poll")
+            assert levels(health_json(tmp_path, "--no-alert", **extra))["listener"] == "ok"
+        finally:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not alive(pid), 30, "the listener to stop")
