@@ -12,6 +12,10 @@ from enum import Enum
 from typing import Any, Mapping
 
 
+
+# the agents, in one place (their names are the DB's ``agent`` column, the CLI's --agent, the log files' names)
+AGENTS: tuple[str, ...] = ("hybrid", "futures")
+
 class Side(str, Enum):
     BUY = "buy"
     SELL = "sell"

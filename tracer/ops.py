@@ -40,8 +40,8 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from tracer.models import AGENTS
 
-AGENTS = ("hybrid", "futures")
 LEVELS = ("ok", "warning", "critical")
 HOUR_S = 3600.0
 

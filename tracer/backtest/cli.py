@@ -11,11 +11,12 @@ from pathlib import Path
 from rich.console import Console
 
 from tracer.config import ConfigError, env_names, load_settings
+from tracer.models import AGENTS
 
 
 def add_parser(sub) -> None:
     b = sub.add_parser("backtest", help="replay an agent's own decision code over history")
-    b.add_argument("--agent", choices=("hybrid", "futures"), default="hybrid")
+    b.add_argument("--agent", choices=AGENTS, default="hybrid")
     b.add_argument("--from", dest="start", help="first UTC date/time (ISO 8601), default: as early as the data allow")
     b.add_argument("--to", dest="end", help="last UTC date/time (ISO 8601), default: end of the data")
     b.add_argument("--symbols", help="comma list (default: the agent's TB_SYMBOLS / TB_FUTURES_SYMBOLS, or every "

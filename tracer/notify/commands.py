@@ -32,8 +32,9 @@ from tracer.db import Store
 from tracer.logs import kv
 from tracer.notify import stats
 from tracer.notify.format import redact
+from tracer.models import AGENTS
 
-KNOWN_AGENTS = ("hybrid", "futures")
+KNOWN_AGENTS = AGENTS
 OFFSET_KEY = "telegram_offset"
 
 HELP = """Tracer Bullet commands:

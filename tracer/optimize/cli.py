@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tracer.config import ConfigError, env_names, load_settings
+from tracer.models import AGENTS
 
 COMMANDS = ("optimize", "params")
 
@@ -19,7 +20,7 @@ COMMANDS = ("optimize", "params")
 def add_parsers(sub) -> None:
     o = sub.add_parser("optimize", help="walk-forward optimisation of an agent's parameters (Optuna over the "
                                         "backtest); writes a proposal, never applies it")
-    o.add_argument("--agent", choices=("hybrid", "futures"), default="hybrid")
+    o.add_argument("--agent", choices=AGENTS, default="hybrid")
     o.add_argument("--trials", type=int, help="trials per fold (default TB_OPTIMIZE_TRIALS)")
     o.add_argument("--from", dest="start", help="first UTC date/time of the data used (default: start of the data)")
     o.add_argument("--to", dest="end", help="end of the data used, exclusive (default: end of the data)")
@@ -45,12 +46,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("params", help="show, promote, roll back or auto-apply optimised parameter sets")
     psub = p.add_subparsers(dest="params_cmd", required=True)
     sh = psub.add_parser("show", help="active sets, their effect, the pending proposal and the promotion history")
-    sh.add_argument("--agent", choices=("hybrid", "futures"))
+    sh.add_argument("--agent", choices=AGENTS)
     pr = psub.add_parser("promote", help="make the proposal the agent's active set (guard rails apply)")
     pr.add_argument("--proposal", help="proposal file (default TB_PROPOSED_PARAMS_PATH)")
     pr.add_argument("--force", action="store_true", help="promote even when guard rails refuse (recorded)")
     rb = psub.add_parser("rollback", help="return to the set active before the latest promotion")
-    rb.add_argument("--agent", choices=("hybrid", "futures"), required=True)
+    rb.add_argument("--agent", choices=AGENTS, required=True)
     aa = psub.add_parser("auto-apply", help="promote the proposal if TB_AUTO_APPLY_ENABLED, no TB_AUTO_APPLY_KILL "
                                             "and every guard rail passes")
     aa.add_argument("--proposal", help="proposal file (default TB_PROPOSED_PARAMS_PATH)")

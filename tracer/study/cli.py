@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tracer.config import ConfigError, PROFILES, env_names
+from tracer.models import AGENTS
 
 PROG = "tracer study"
 
@@ -17,7 +18,7 @@ PROG = "tracer study"
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="walk-forward out-of-sample study of a profile: benchmarks, costs, ablation, "
                                      "uncertainty (report.md, study.json, plots)")
-    p.add_argument("--agent", choices=("hybrid", "futures"), default="hybrid")
+    p.add_argument("--agent", choices=AGENTS, default="hybrid")
     p.add_argument("--profile", choices=tuple(PROFILES), help="TB_PROFILE to study (default: the configured one)")
     p.add_argument("--params", help="JSON parameter set to study: {TB_NAME: value} or a proposal/active file "
                                     "with a 'params' object")

@@ -24,8 +24,8 @@ from tracer.study.folds import check_folds, rolling_folds
 from tracer.study.metrics import Run, TradeRec, chain, study_metrics
 from tracer.study.uncertainty import (deflated_sharpe, mean_interval, sharpe_difference_interval,
                                       sharpe_interval)
+from tracer.models import AGENTS
 
-AGENTS = ("hybrid", "futures")
 Progress = Callable[[str, int, int], None]          # (phase, done, total)
 
 
