@@ -773,6 +773,20 @@ class Store:
             (agent, venue, symbol, iso(ts), float(amount), ref, entry_order_id, iso(utcnow())))
         return cur.rowcount == 1
 
+    def last_close_by_symbol(self, agent: str) -> dict[str, datetime]:
+        """Each symbol's latest trade exit time for ``agent`` (the futures cooldown)."""
+        rows = self.conn.execute("SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (agent,))
+        return {r[0]: parse_iso(r[1]) for r in rows}
+
+    def agent_totals(self, agent: str) -> dict[str, Any]:
+        """Orders, fills, closed trades, their realised P&L and winners for ``agent`` (the run summary)."""
+        c = self.conn
+        tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=?",
+                       (agent,)).fetchone()
+        return {"orders": c.execute("SELECT COUNT(*) FROM orders WHERE agent=?", (agent,)).fetchone()[0],
+                "fills": c.execute("SELECT COUNT(*) FROM fills WHERE agent=?", (agent,)).fetchone()[0],
+                "closed_trades": tr[0], "pnl": tr[1], "winners": tr[2]}
+
     def funding_booked(self, agent: str) -> list[sqlite3.Row]:
         """Every funding payment booked for ``agent``: venue, symbol, ts, amount, venue_ref, entry_order_id."""
         return self.conn.execute("SELECT venue, symbol, ts, amount, venue_ref, entry_order_id FROM funding_payments "

@@ -176,7 +176,7 @@ def build(settings: Settings, logger, store=None):
     """Wire the futures agent on the offline replay with the paper futures broker."""
     from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
-    from tracer.db import Store, parse_iso
+    from tracer.db import Store
     from tracer.execution.paper_futures import PaperFuturesBroker
     from tracer.sentiment.factory import make_scorer
 
@@ -187,8 +187,7 @@ def build(settings: Settings, logger, store=None):
                                 s.futures_vol_stop_mult, feed.interval)
     store = store or Store(s.db_path)
     broker = venue_broker(s, AGENT, store, logger, feed.interval) or broker
-    last_close = {r[0]: parse_iso(r[1]) for r in store.conn.execute(
-        "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (AGENT,))}
+    last_close = store.last_close_by_symbol(AGENT)
     scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, s, feed, broker, store, scorer, FuturesPolicy(s, last_close=last_close), logger,
                      s.futures_capital)

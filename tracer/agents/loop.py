@@ -545,15 +545,12 @@ class AgentLoop(StorageFaultHandling):
             self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), at="wait_heartbeat"))
 
     def summary(self) -> dict[str, Any]:
-        c = self.store.conn
-        tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=?",
-                       (self.agent,)).fetchone()
-        orders = c.execute("SELECT COUNT(*) FROM orders WHERE agent=?", (self.agent,)).fetchone()[0]
-        fills = c.execute("SELECT COUNT(*) FROM fills WHERE agent=?", (self.agent,)).fetchone()[0]
+        t = self.store.agent_totals(self.agent)
         eq = self.broker.equity()
+        n = t["closed_trades"]
         return {"agent": self.agent, "cycles": self.cycle_no, "clock": iso(self.clock) if self.clock else None,
-                "orders": orders, "fills": fills, "closed_trades": tr[0], "realized_pnl": round(tr[1], 2),
-                "win_rate": round(tr[2] / tr[0], 3) if tr[0] else None, "equity": round(eq, 2),
+                "orders": t["orders"], "fills": t["fills"], "closed_trades": n, "realized_pnl": round(t["pnl"], 2),
+                "win_rate": round(t["winners"] / n, 3) if n else None, "equity": round(eq, 2),
                 "return_pct": round((eq / self.initial_capital - 1) * 100, 3),
                 "open_positions": len(self.broker.positions())}
 

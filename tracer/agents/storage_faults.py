@@ -85,9 +85,7 @@ class StorageFaultHandling:
                 if self._broker_template is not None:
                     self.broker = copy.deepcopy(self._broker_template)
                 if isinstance(getattr(self.policy, "last_close", None), dict):   # futures cooldowns, from the DB
-                    rows = self.store.conn.execute(
-                        "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (self.agent,))
-                    self.policy.last_close = {r[0]: parse_iso(r[1]) for r in rows}  # type: ignore[attr-defined]
+                    self.policy.last_close = self.store.last_close_by_symbol(self.agent)  # type: ignore[attr-defined]
                 return self.start()
             except Exception as e2:
                 if not is_storage_fault(e2):
