@@ -16,7 +16,7 @@ from tracer.execution.venue_broker import stop_order_id, target_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient, WeightThrottle
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
-from venue_harness import BTC, KEY, SECRET, T0, assert_no_duplicates, booked
+from venue_harness import BTC, KEY, SECRET, T0, Harness, assert_no_duplicates, booked
 
 ETH = "ETH/USD"
 
@@ -319,3 +319,19 @@ def test_explain_shows_every_part_of_a_position_closed_in_parts_and_its_funding(
     assert explain(h.store, Console(file=buf, width=250), order_id=o.client_order_id) == 0
     out = buf.getvalue()
     assert out.count("  trade: ") == 2 and "funding (venue income history): 1 payment(s)" in out
+
+
+def test_a_backup_venue_first_reached_later_joins_the_wallet_check_without_a_false_alarm(venue, tmp_path):
+    from fakes.bybit_venue import FakeBybit
+    from tracer.execution.venues.bybit import BybitFuturesClient
+    with FakeBybit("yk", "ys") as by:
+        by.down()
+        hb = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5),
+                                BybitFuturesClient("yk", "ys", by.url, timeout_s=0.5)], down_cooldown_s=0.0)
+        hb.settle()
+        assert "wallet_anchored" in hb.events() and hb.wallet_diff == pytest.approx(0.0, abs=0.01)
+        by.up()                                                     # the backup answers from now on
+        for k in range(3):
+            hb.settle(T0 + timedelta(hours=1 + k))
+        assert "wallet_mismatch" not in hb.events() and hb.wallet_diff == pytest.approx(0.0, abs=0.01)
+        assert len(hb.broker._balance) == 2

@@ -107,13 +107,16 @@ class Money(VenueCalls):
             if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()):
                 return None     # an order in flight: anchor once nothing is moving
             since = dict((a or {}).get("since_ms", {}))
-            for v in self._balance:
-                if v not in since:
-                    try:
-                        since[v] = int(self._call(v, "server_time").timestamp() * 1000)
-                    except VenueError:
-                        return None
-            a = {"offset": wallet - self.ledger() if a is None else a["offset"], "since_ms": since}
+            added = [v for v in self._balance if v not in since]
+            for v in added:
+                try:
+                    since[v] = int(self._call(v, "server_time").timestamp() * 1000)
+                except VenueError:
+                    return None
+            # a venue first seen now (a backup reached for the first time) brings its wallet into the comparison
+            offset = wallet - self.ledger() if a is None else \
+                float(a["offset"]) + sum(self._balance[v].wallet for v in added)
+            a = {"offset": offset, "since_ms": since}
             try:
                 with self.store.transaction():
                     self.store.set_notify_state(self._anchor_key(), json.dumps(a))
