@@ -51,6 +51,28 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 8,
         "confidence_sizing": True,
     },
+    # the default: the higher-timeframe trend model, exits that let a trend run (docs/study/edge.md)
+    "trend": {
+        "min_signal_quality": 1.0,
+        "min_conviction_score": 2.0,
+        "max_trades_per_day": 4,
+        "confidence_sizing": True,
+        "trend_window_h": 480.0,
+        "lookback_bars": 600,
+        "min_direction_score": 0.3,
+        "stop_atr_mult": 8.0,
+        "take_profit_atr_mult": 100.0,
+        "trail_pct": 0.15,
+        "max_hold_h": 0.0,
+        "futures_stop_atr_mult": 8.0,
+        "futures_take_profit_atr_mult": 100.0,
+        "futures_trail_pct": 0.15,
+        "futures_max_hold_h": 0.0,
+        "futures_vol_stop_mult": 0.0,
+        "futures_cooldown_h": 24.0,
+        "futures_max_leverage": 3.0,
+        "futures_max_trades_per_day": 4,
+    },
 }
 
 ALL_SYMBOLS = "BTC/USD,ETH/USD,SOL/USD,XRP/USD,DOGE/USD,ADA/USD,BNB/USD,LINK/USD,AVAX/USD"
@@ -151,6 +173,11 @@ class Settings:
                                        "base |narrative - price| that counts as a divergence", lo=0.05, hi=2)
     min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", 0.1,
                                       "|0.6*price + 0.4*narrative| needed to call a direction", lo=0, hi=1)
+    trend_window_h: float = _var("TB_TREND_WINDOW_H", "float", 0.0,
+                                 "hours in the higher-timeframe mean the trend model reads (480 = 20 days); the "
+                                 "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
+                                 "band around it; 0 = the seed's hourly oscillators (profile trend sets it)",
+                                 lo=0, hi=5000)
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,
@@ -764,6 +791,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
         lb = values.get("lookback_bars", Settings.lookback_bars)
         if mb > lb:
             problems.append(f"TB_MIN_BARS={mb!r}: must not exceed TB_LOOKBACK_BARS={lb}")
+    tw, lb = values.get("trend_window_h", Settings.trend_window_h), values.get("lookback_bars", Settings.lookback_bars)
+    if tw > lb:
+        problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
+                        f"TB_LOOKBACK_BARS={lb}")
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:
         problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
