@@ -130,7 +130,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", default="main")
     ap.add_argument("--out", default="docs/study")
-    ap.add_argument("--only", help="comma list of config names (quick look, no fold selection)")
+    ap.add_argument("--only", help="comma list of config names")
+    ap.add_argument("--agents", default="hybrid,futures", help="comma list (one agent: a quick look at a design)")
     args = ap.parse_args()
     from bench.edge_grid import GRIDS as G
     grid = G[args.grid]
@@ -139,13 +140,13 @@ def main() -> int:
     px = daily(closes())
     runs: dict[str, dict[str, pd.Series]] = {}
     for name, ov in grid.items():
-        runs[name] = {a: run_agent(a, ov) for a in ("hybrid", "futures")}
+        runs[name] = {a: run_agent(a, ov) for a in args.agents.split(",")}
         print(f"ran {name}", file=sys.stderr)
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
     fl = folds(end)
     bench = benchmark_equity(px)
     rows, chosen = [], []
-    oos = {"hybrid": [], "futures": []}
+    oos = {a: [] for a in args.agents.split(",")}
     for f in fl:
         score = {}
         for name in runs:
