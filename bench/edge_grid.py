@@ -98,3 +98,14 @@ GRIDS["final"] = {f"w{w}_b{b}_t{t}": {"TB_PROFILE": "trend", "TB_TREND_WINDOW_H"
 # the profiles as shipped (no selection: rows of the README table on the same OOS days)
 GRIDS["profiles"] = {"trend": {"TB_PROFILE": "trend"}, "phase1c": {"TB_PROFILE": "phase1c"},
                      "conservative": {"TB_PROFILE": "conservative"}}
+
+# round 10 (both agents): the honest walk-forward. Rounds 3-8 compared designs on the mean over *all* folds'
+# training windows, which overlap later folds' test windows; here those structural choices (the seed's risk
+# set vs the trend one: Kelly, VaR, positions) are picked again per fold on that fold's training window only,
+# with the window, the band and the trailing stop.
+_SEED_RISK = {"TB_KELLY_MIN_TRADES": "20", "TB_PORTFOLIO_VAR_LIMIT": "0.02", "TB_MAX_POSITIONS": "5"}
+GRIDS["final2"] = {f"w{w}_b{b}_t{t}_{rk}": {"TB_PROFILE": "trend", "TB_TREND_WINDOW_H": w, "TB_MIN_DIRECTION_SCORE": b,
+                                            "TB_TRAIL_PCT": t, "TB_FUTURES_TRAIL_PCT": t,
+                                            **(_SEED_RISK if rk == "seedrisk" else {})}
+                   for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08")
+                   for rk in ("trendrisk", "seedrisk")}

@@ -30,6 +30,7 @@ import pandas as pd
 HISTORY = Path("/work/shared/data/history")
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
+TOTAL_TRIALS = 77       # every configuration this study backtested, all rounds (docs/study/edge_trials.md)
 COST_BPS = 10.0 + 5.0                                         # fee + slippage per side, as the agents pay
 
 
@@ -74,6 +75,36 @@ def summary(r: pd.Series) -> dict:
     eq = (1 + r).cumprod()
     return {"net_return": float(eq.iloc[-1] - 1) if len(eq) else 0.0, "sharpe": sharpe(r),
             "max_drawdown": max_dd(pd.concat([pd.Series([1.0]), eq])), "days": int(len(r))}
+
+
+# --- uncertainty -----------------------------------------------------------------------------------
+def block_bootstrap_sharpe(r: pd.Series, seed: int = 7, n_boot: int = 2000, block: int = 10) -> tuple[float, float]:
+    """90% interval of the annualised daily Sharpe by a moving-block bootstrap (blocks of ``block`` days)."""
+    x = r.to_numpy(float)
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    k = int(np.ceil(n / block))
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        starts = rng.integers(0, n - block + 1, size=k)
+        y = np.concatenate([x[s:s + block] for s in starts])[:n]
+        sd = y.std(ddof=1)
+        out[b] = y.mean() / sd * math.sqrt(365) if sd > 0 else 0.0
+    return float(np.quantile(out, 0.05)), float(np.quantile(out, 0.95))
+
+
+def deflated_sharpe(r: pd.Series, n_trials: int, trial_sharpes_daily: list[float]) -> float:
+    """Bailey & Lopez de Prado (2014): P(true Sharpe > SR0), SR0 the expected best of ``n_trials`` unskilled
+    trials with the variance of the trials' (daily, not annualised) Sharpe ratios."""
+    from scipy.stats import kurtosis, norm, skew
+    x = r.to_numpy(float)
+    sr = x.mean() / x.std(ddof=1)
+    g3, g4 = skew(x), kurtosis(x, fisher=False)
+    v = float(np.var(trial_sharpes_daily, ddof=1)) if len(trial_sharpes_daily) > 1 else 0.0
+    em = 0.5772156649
+    sr0 = math.sqrt(v) * ((1 - em) * norm.ppf(1 - 1 / n_trials) + em * norm.ppf(1 - 1 / (n_trials * math.e)))
+    z = (sr - sr0) * math.sqrt(len(x) - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr * sr)
+    return float(norm.cdf(z))
 
 
 # --- benchmarks (daily, equal weight, same costs) ---------------------------------------------------
@@ -162,7 +193,14 @@ def main() -> int:
               "configs_tried": len(grid), "grid": args.grid, "oos_window": [str(lo.date()), str(hi.date())]}
     table = {}
     for a in oos:
-        table[f"walk-forward {a}"] = summary(pd.concat(oos[a]))
+        r = pd.concat(oos[a])
+        m = summary(r)
+        m["sharpe_90ci"] = block_bootstrap_sharpe(r)
+        # every configuration of this grid on the same OOS days: the spread the deflation uses
+        trial_sr = [float(window_returns(daily(runs[n][a]), lo, hi).pipe(lambda x: x.mean() / x.std(ddof=1)))
+                    for n in runs]
+        m["deflated_sharpe_p"] = {str(k): deflated_sharpe(r, k, trial_sr) for k in (len(grid), TOTAL_TRIALS)}
+        table[f"walk-forward {a}"] = m
     # design choices (not the per-fold pick) are compared on the mean train-window Sharpe over the folds
     train_mean = {name: float(np.mean([sharpe(window_returns(daily(runs[name][a]), *f.train))
                                        for f in fl for a in runs[name]])) for name in runs}
@@ -186,7 +224,9 @@ def main() -> int:
     print(f"OOS {lo.date()} -> {hi.date()}")
     for k, m in table.items():
         print(f"{k:34s} ret {m['net_return']:+8.2%}  sharpe {m['sharpe']:+5.2f}  maxdd {m['max_drawdown']:6.2%}"
-              + (f"  entries/day {m['entries_per_day']:.2f}" if "entries_per_day" in m else ""))
+              + (f"  entries/day {m['entries_per_day']:.2f}" if "entries_per_day" in m else "")
+              + (f"  90% CI {m['sharpe_90ci'][0]:+.2f}..{m['sharpe_90ci'][1]:+.2f}  DSR p {m['deflated_sharpe_p']}"
+                 if "sharpe_90ci" in m else ""))
     return 0
 
 
