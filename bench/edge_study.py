@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HISTORY = Path("/work/shared/data/history")
+HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", "/work/shared/data/history"))   # candles_1h_*USDT.csv
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
 TOTAL_TRIALS = 77       # every configuration this study backtested, all rounds (docs/study/edge_trials.md)

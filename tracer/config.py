@@ -214,11 +214,13 @@ class Settings:
     divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
                                        "base |narrative - price| that counts as a divergence", lo=0.05, hi=2)
     min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", None,
-                                      "|0.6*price + 0.4*narrative| needed to call a direction", lo=0, hi=1, profile=True)
+                                      "|0.6*price + 0.4*narrative| needed to call a direction (trend model: the band "
+                                      "around the mean inside which a held position is kept)",
+                                      lo=0, hi=1, profile=True)
     trend_window_h: float = _var("TB_TREND_WINDOW_H", "float", None,
                                  "hours in the higher-timeframe mean the trend model reads (480 = 20 days); the "
                                  "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
-                                 "band around it; 0 = the seed's hourly oscillators (profile trend sets it)",
+                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 240)",
                                  lo=0, hi=5000, profile=True)
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
@@ -266,12 +268,14 @@ class Settings:
     fee_bps: float = _var("TB_FEE_BPS", "float", 10.0, "taker fee in basis points", lo=0, hi=500)
     slippage_bps: float = _var("TB_SLIPPAGE_BPS", "float", 5.0, "slippage in basis points against us",
                                lo=0, hi=1000)
-    stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", None, "stop-loss distance in ATRs", lo=0.1, hi=50, profile=True)
+    stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", None, "stop-loss distance in ATRs",
+                                lo=0.1, hi=50, profile=True)
     take_profit_atr_mult: float = _var("TB_TAKE_PROFIT_ATR_MULT", "float", None,
                                        "take-profit distance in ATRs", lo=0.1, hi=100, profile=True)
     trail_pct: float = _var("TB_TRAIL_PCT", "float", None,
                             "trailing stop as a fraction below the best price (0 = off)", lo=0, hi=0.9, profile=True)
-    max_hold_h: float = _var("TB_MAX_HOLD_H", "float", None, "time stop in hours (0 = off)", lo=0, hi=10000, profile=True)
+    max_hold_h: float = _var("TB_MAX_HOLD_H", "float", None, "time stop in hours (0 = off)",
+                             lo=0, hi=10000, profile=True)
     exit_on_sell_signal: bool = _var("TB_EXIT_ON_SELL_SIGNAL", "bool", True,
                                      "close a spot position when its symbol's decision turns to sell")
 
@@ -298,7 +302,8 @@ class Settings:
     futures_var_limit: float = _var("TB_FUTURES_VAR_LIMIT", "float", 0.25,
                                     "futures portfolio VaR limit as a fraction of equity", lo=0.0001, hi=10)
     futures_cooldown_h: float = _var("TB_FUTURES_COOLDOWN_H", "float", None,
-                                     "hours after a close before the same symbol is traded again", lo=0, hi=1000, profile=True)
+                                     "hours after a close before the same symbol is traded again",
+                                     lo=0, hi=1000, profile=True)
     futures_counter_regime_quality: float = _var("TB_FUTURES_COUNTER_REGIME_QUALITY", "float", 6.0,
                                                  "quality needed to trade against the regime", lo=0, hi=10)
     futures_mmr: float = _var("TB_FUTURES_MMR", "float", 0.004,
@@ -313,11 +318,13 @@ class Settings:
     futures_take_profit_atr_mult: float = _var("TB_FUTURES_TAKE_PROFIT_ATR_MULT", "float", None,
                                                "futures take-profit distance in ATRs", lo=0.1, hi=100, profile=True)
     futures_trail_pct: float = _var("TB_FUTURES_TRAIL_PCT", "float", None,
-                                    "futures trailing stop distance from the best price (0 = off)", lo=0, hi=0.9, profile=True)
+                                    "futures trailing stop distance from the best price (0 = off)",
+                                    lo=0, hi=0.9, profile=True)
     futures_max_hold_h: float = _var("TB_FUTURES_MAX_HOLD_H", "float", None, "futures time stop in hours (0 = off)",
                                      lo=0, hi=10000, profile=True)
     futures_vol_stop_mult: float = _var("TB_FUTURES_VOL_STOP_MULT", "float", None,
-                                        "exit when a bar's range exceeds this many entry ATRs (0 = off)", lo=0, hi=100, profile=True)
+                                        "exit when a bar's range exceeds this many entry ATRs (0 = off)",
+                                        lo=0, hi=100, profile=True)
 
     # --- notifications ---------------------------------------------------------------------
     notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
