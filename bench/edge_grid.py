@@ -109,3 +109,6 @@ GRIDS["final2"] = {f"w{w}_b{b}_t{t}_{rk}": {"TB_PROFILE": "trend", "TB_TREND_WIN
                                             **(_SEED_RISK if rk == "seedrisk" else {})}
                    for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08")
                    for rk in ("trendrisk", "seedrisk")}
+
+# round 11 (hybrid only): a stronger regime gate for longs in a bear regime (the adverse-regime penalty)
+GRIDS["bear_gate"] = {f"r11_bear{b}": {"TB_PROFILE": "trend", "TB_BEAR_QUALITY_PENALTY": b} for b in ("1", "3", "5")}
