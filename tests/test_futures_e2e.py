@@ -26,7 +26,8 @@ CYCLES = 1500
 def futures_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("futures")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "high_risk_futures_agent.py"), "--cycles", str(CYCLES)],
-                       cwd=tmp, env=agent_env(tmp), capture_output=True, text=True, timeout=600)
+                       cwd=tmp, env=agent_env(tmp, TB_PROFILE="phase1c"),   # every exit rule needs the seed's
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp
 
