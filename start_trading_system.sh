@@ -37,8 +37,20 @@ fi
 scripts/bootstrap.sh
 PY=.venv/bin/python
 
+# .env holds API keys: user-only. A copy of .env.example is 0644 (readable by every account on the Mac).
+if [ -f .env ] && [ -n "$(find .env -perm -004 -o -perm -040 2>/dev/null)" ]; then
+  chmod 600 .env
+  echo "start_trading_system.sh: .env was readable by other users; made it user-only (chmod 600)" >&2
+fi
+
 # Paths from the one typed config (env and .env), so the script and the agents agree.
-read -r STATE_DIR LOG_DIR < <($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir, s.log_dir)' 2>/dev/null || echo "state logs")
+# One path per line, never split on spaces ("Application Support", "My Drive"): a folder name with a space
+# must not scatter pid files into a stray tree. A broken config falls back to the defaults here; check-config
+# below refuses to start anything.
+paths=$($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir); print(s.log_dir)' 2>/dev/null \
+  || printf 'state\nlogs\n')
+STATE_DIR=$(printf '%s\n' "$paths" | sed -n 1p)
+LOG_DIR=$(printf '%s\n' "$paths" | sed -n 2p)
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 chmod 700 "$STATE_DIR" 2>/dev/null || true
 
@@ -53,11 +65,52 @@ script_of() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# --- launchd (macOS, scripts/install_launchd.sh): when the jobs are installed, launchd keeps each agent's
+# watchdog loop alive (and the loop the agent), so a start loads them instead of starting loops here, and a
+# stop boots them out AND disables them: a job left loaded (or only unloaded) comes back at the next login.
+LAUNCH_DIR="$HOME/Library/LaunchAgents"
+LAUNCHD_JOBS="com.tracerbullet.hybrid com.tracerbullet.futures com.tracerbullet.health"
+launchd_installed() {   # the installed jobs this script manages, one per line (none without launchctl)
+  local l
+  command -v launchctl >/dev/null 2>&1 || return 0
+  for l in $LAUNCHD_JOBS; do [ -f "$LAUNCH_DIR/$l.plist" ] && echo "$l"; done
+  return 0
+}
+launchd_domain="gui/$(id -u)"
+launchd_loaded() { launchctl print "$launchd_domain/$1" >/dev/null 2>&1; }
+launchd_start() {
+  local l
+  for l in $(launchd_installed); do
+    launchctl enable "$launchd_domain/$l" 2>/dev/null || true
+    if launchd_loaded "$l"; then echo "launchd: $l already loaded"; continue; fi
+    if launchctl bootstrap "$launchd_domain" "$LAUNCH_DIR/$l.plist" 2>/dev/null; then echo "launchd: $l loaded"
+    else echo "launchd: $l could not be loaded (see: launchctl print $launchd_domain/$l)" >&2; fi
+  done
+}
+launchd_stop() {
+  local l
+  for l in $(launchd_installed); do
+    launchctl bootout "$launchd_domain/$l" 2>/dev/null || true
+    launchctl disable "$launchd_domain/$l" 2>/dev/null || true
+    echo "launchd: $l unloaded and disabled (not started at login until ./start_trading_system.sh)"
+  done
+}
+launchd_status() {
+  local l
+  for l in $(launchd_installed); do
+    if launchd_loaded "$l"; then echo "launchd: $l loaded"; else echo "launchd: $l installed, not loaded"; fi
+  done
+}
+
 # Watchdogs: one scripts/watchdog_<agent>.sh --loop per agent (pid file watchdog_<agent>.pid), restarting a
 # dead or hung agent (README "Operations"); off with TB_WATCHDOG_ENABLED=false.
 start_watchdogs() {
   if [ "$($PY -c 'from tracer.config import load_settings as l; print(l().watchdog_enabled)' 2>/dev/null)" != True ]; then
     echo "watchdogs: disabled (TB_WATCHDOG_ENABLED=false)"; return 0
+  fi
+  if [ -n "$(launchd_installed)" ]; then
+    launchd_start           # launchd runs the watchdog loops (one supervisor per agent)
+    return 0
   fi
   for a in "${AGENTS[@]}"; do
     pidf="$STATE_DIR/watchdog_$a.pid"
@@ -152,13 +205,14 @@ status_agents() {
     if pid_alive "$pidf"; then echo "watchdog_$a: running (pid $(cat "$pidf"))"; else echo "watchdog_$a: not running"; fi
   done
   if pid_alive "$STATE_DIR/telegram.pid"; then echo "telegram listener: running (pid $(cat "$STATE_DIR/telegram.pid"))"; fi
+  launchd_status
   $PY -m tracer.cli status
 }
 
 case "$mode" in
   start) start_agents ;;
-  stop) stop_watchdogs; stop_agents; stop_listener ;;
-  restart) stop_watchdogs; stop_agents; stop_listener; start_agents ;;
+  stop) launchd_stop; stop_watchdogs; stop_agents; stop_listener ;;
+  restart) launchd_stop; stop_watchdogs; stop_agents; stop_listener; start_agents ;;
   status) status_agents ;;
   foreground)
     $PY -m tracer.cli check-config >/dev/null

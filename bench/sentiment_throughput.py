@@ -111,7 +111,7 @@ def main() -> int:
               f"{args.threads} threads of {default_threads()} cores", file=sys.stderr, flush=True)
 
         clf = pipeline("text-classification", model=str(model_dir), tokenizer=str(model_dir), device=-1, top_k=None)
-        base = rate(lambda xs: [clf(x) for x in xs], single, warm[:2])
+        base = rate(lambda xs, c=clf: [c(x) for x in xs], single, warm[:2])
         add("pipeline, one at a time", base, "baseline")
         del clf
 

@@ -7,6 +7,17 @@ extra="${1:-}"
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
 stamp=".venv/.installed${extra:+-$extra}"
+# A venv whose Python vanished (a Homebrew upgrade removes the interpreter it links to) looks installed but
+# cannot run: rebuild it from scratch, or its install stamp would block the reinstall forever.
+if [ -e .venv ] || [ -L .venv/bin/python ]; then
+  if ! .venv/bin/python -c '' >/dev/null 2>&1; then
+    echo "bootstrap: .venv's Python no longer runs (its interpreter was removed or upgraded): rebuilding .venv" >&2
+    rm -rf .venv
+  elif ! .venv/bin/python -c 'import tracer.cli' >/dev/null 2>&1; then
+    echo "bootstrap: .venv cannot import tracer (an incomplete install): reinstalling" >&2
+    rm -f .venv/.installed .venv/.installed-*
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   py="${TB_PYTHON:-}"
   if [ -z "$py" ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install (or remove) the launchd jobs of launchd/*.plist: the two agents (KeepAlive), their watchdogs
-# (every 60 s) and the health check (every 900 s).
+# Install (or remove) the launchd jobs of launchd/*.plist: one supervisor per agent (its watchdog loop, kept
+# alive by launchd, which keeps the agent alive), the health check (every 900 s) and the weekly optimisation.
 #
 #   scripts/install_launchd.sh               fill in the paths, write ~/Library/LaunchAgents/<label>.plist, load them
 #   scripts/install_launchd.sh --uninstall   unload and remove them
@@ -74,7 +74,9 @@ for tpl in launchd/*.plist; do
     [ "$target" != "$default_target" ] || echo "would run: launchctl bootstrap $domain $dest"
     continue
   fi
-  mkdir -p "$target" "$log_dir"
+  mkdir -p "$target"
+  # logs hold tracebacks and account data: user-only, like everything the agents write
+  if [ ! -d "$log_dir" ]; then (umask 077; mkdir -p "$log_dir"); fi
   tmp="$dest.tmp.$$"
   sed -e "s|__REPO__|$ROOT|g" -e "s|__LOG_DIR__|$log_dir|g" -e "s|__PATH__|$path_env|g" "$tpl" > "$tmp"
   if grep -q '__[A-Z_]*__' "$tmp"; then
@@ -86,6 +88,16 @@ for tpl in launchd/*.plist; do
   load "$label" "$dest"
 done
 [ "$n" -gt 0 ] || { echo "install_launchd.sh: no launchd/*.plist templates found" >&2; exit 1; }
+# jobs of earlier versions: a watchdog pass every 60 s beside the agent job (two supervisors that fought);
+# the agent's job now runs its watchdog loop, so they go
+for legacy in com.tracerbullet.watchdog.hybrid com.tracerbullet.watchdog.futures; do
+  f="$target/$legacy.plist"
+  [ -f "$f" ] || continue
+  if [ "$dry" = 1 ]; then echo "would remove $f (superseded)"; continue; fi
+  unload "$legacy" "$f"
+  rm -f "$f"
+  echo "removed $f (superseded by the agent's supervising job)"
+done
 if [ "$uninstall" = 0 ] && [ "$dry" = 0 ] && [ "$use_launchctl" = 0 ]; then
   echo "launchctl not used (target $target, or no launchctl here): the files are written, nothing is loaded"
 fi

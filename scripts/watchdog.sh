@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Watchdog of one agent: restarts it when its process is gone or its heartbeat is stale.
 #
-#   scripts/watchdog.sh AGENT              one pass, then exit (cron, launchd StartInterval)
+#   scripts/watchdog.sh AGENT              one pass, then exit (cron)
 #   scripts/watchdog.sh AGENT --loop       a pass every TB_WATCHDOG_INTERVAL_S seconds until SIGTERM
-#   scripts/watchdog.sh AGENT --exec [ARG] run the agent in the foreground with its pid file (launchd job)
+#   scripts/watchdog.sh AGENT --supervise [ARG]  the launchd job (KeepAlive): start the agent when it is not
+#                                          running, then --loop; waits (never exits) while another loop runs
+#   scripts/watchdog.sh AGENT --exec [ARG] run the agent in the foreground with its pid file; when it is
+#                                          already running, exit 75 (a supervisor retries, never "done")
 #
+# Who supervises what: launchd (or ./start_trading_system.sh, or cron) keeps the watchdog loop alive; the
+# loop keeps the agent alive; the health check (--heal) restarts a dead loop or listener.
 # AGENT is hybrid or futures; scripts/watchdog_hybrid.sh and scripts/watchdog_futures.sh call this.
 # The decision (ok / absent / stopped / restart / capped) comes from `tracer watchdog-check` (tracer/ops.py):
 # down = pid gone or heartbeat older than TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN; an agent that stopped cleanly
@@ -17,12 +22,12 @@ set -euo pipefail
 umask 077   # state, logs, pid and lock files: user-only (they can hold tracebacks and account data)
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/watchdog.sh hybrid|futures [--loop | --exec [AGENT OPTIONS]]" >&2; exit 2; }
+usage() { echo "usage: scripts/watchdog.sh hybrid|futures [--loop | --supervise [AGENT OPTIONS] | --exec [AGENT OPTIONS]]" >&2; exit 2; }
 agent="${1:-}"
 case "$agent" in
   hybrid) script=scripts/hybrid_crypto_trader.py ;;
   futures) script=scripts/high_risk_futures_agent.py ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   *) usage ;;
 esac
 shift
@@ -31,16 +36,19 @@ if [ $# -gt 0 ]; then
   case "$1" in
     --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
     --exec) mode="exec"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --supervise) mode=supervise; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 fi
 
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "watchdog[$agent]: $PY is missing (run ./start_trading_system.sh once)" >&2; exit 2; }
-cfg=$("$PY" -c 'from tracer.config import load_settings as l; s = l()
+# an invalid .env must not silence the watchdog: the salvaged settings find the pid files, and each pass
+# reports (and alerts) the invalid configuration instead of restarting onto it
+cfg=$("$PY" -c 'from tracer.monitor.fallback import load_for_monitoring as l; s = l().settings
 print(s.state_dir); print(s.log_dir); print(s.watchdog_interval_s); print(int(s.watchdog_stop_grace_s * 5) + 1)') || {
-  echo "watchdog[$agent]: configuration invalid (see .venv/bin/tracer check-config)" >&2; exit 2; }
+  echo "watchdog[$agent]: $PY cannot load tracer (run scripts/bootstrap.sh)" >&2; exit 2; }
 STATE_DIR=$(printf '%s\n' "$cfg" | sed -n 1p)
 LOG_DIR=$(printf '%s\n' "$cfg" | sed -n 2p)
 INTERVAL=$(printf '%s\n' "$cfg" | sed -n 3p)
@@ -142,14 +150,17 @@ stop_pid() {  # SIGTERM, wait up to TB_WATCHDOG_STOP_GRACE_S, then SIGKILL
 
 one_pass() {
   local out action rest pid state reason
-  if ! out=$("$PY" -m tracer.cli watchdog-check "$agent"); then
+  if ! out=$("$PY" -m tracer.cli watchdog-check "$agent" 2>/dev/null); then
     log "error: tracer watchdog-check failed; nothing done"
+    "$PY" -m tracer.cli alert watchdog_error "🚨 watchdog of $agent: the check itself failed; nothing done" \
+      --agent "$agent" --repeat-key "watchdog_error_$agent" >/dev/null 2>&1 || true
     return 0
   fi
   # <action> <pid|-> <alive|gone> <reason>
   action=${out%% *}; rest=${out#* }; pid=${rest%% *}; rest=${rest#* }; state=${rest%% *}; reason=${rest#* }
   case "$action" in
     ok|absent|stopped|capped) say "$action: $reason" ;;
+    error) log "error: $reason; nothing done" ;;
     restart)
       if ! lock_acquire "$STATE_DIR/$agent.launch.lock"; then
         say "another start of $agent is in progress (pid $LOCK_OWNER); nothing done"
@@ -181,10 +192,30 @@ case "$mode" in
     fi
     one_pass
     ;;
-  loop)
-    if ! lock_acquire "$STATE_DIR/watchdog_$agent.lock"; then
+  loop|supervise)
+    if [ "$mode" = supervise ]; then
+      # under KeepAlive an exit would only be retried in a few seconds: wait for the lock instead
+      until lock_acquire "$STATE_DIR/watchdog_$agent.lock"; do
+        say "another watchdog of $agent is running (pid $LOCK_OWNER); waiting"
+        sleep "$INTERVAL" & sleeper=$!; wait "$sleeper" || true; sleeper=""
+      done
+    elif ! lock_acquire "$STATE_DIR/watchdog_$agent.lock"; then
       say "another watchdog of $agent is running (pid $LOCK_OWNER); exiting"
       exit 0
+    fi
+    echo "$$" > "$STATE_DIR/watchdog_$agent.pid"     # whoever started the loop: --status and --heal find it
+    if [ "$mode" = supervise ]; then
+      if [ $# -gt 0 ]; then : > "$ARGSF"; for a in "$@"; do printf '%s\n' "$a" >> "$ARGSF"; done; fi
+      if lock_acquire "$STATE_DIR/$agent.launch.lock"; then
+        if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
+          && ps -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
+          say "agent already running (pid $(cat "$PIDF"))"
+        else
+          launch
+          log "started by the supervisor (pid $new_pid)"
+        fi
+        lock_release "$STATE_DIR/$agent.launch.lock"
+      fi
     fi
     log "loop started (pid $$, a pass every ${INTERVAL}s)"
     trap 'log "loop stopped (SIGTERM)"; exit 0' TERM
@@ -204,8 +235,9 @@ case "$mode" in
     if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
       && ps -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
       lock_release "$STATE_DIR/$agent.launch.lock"
-      say "already running (pid $(cat "$PIDF")); exiting"
-      exit 0
+      # not 0: under launchd's KeepAlive{SuccessfulExit:false} an exit 0 would end supervision for good
+      say "already running (pid $(cat "$PIDF")); exiting (75: try again later)"
+      exit 75
     fi
     : > "$ARGSF"
     for a in ${1+"$@"}; do printf '%s\n' "$a" >> "$ARGSF"; done

@@ -81,3 +81,19 @@ class Recorder:
 @pytest.fixture
 def reliability(request) -> Recorder:
     return Recorder(request.node.nodeid)
+
+
+# --- the venue broker tests' fake Binance venue and harness (tests/venue_harness.py) ---------------------------
+@pytest.fixture
+def venue():
+    from fakes.binance_futures_venue import FakeBinanceFutures
+    from venue_harness import KEY, SECRET
+    with FakeBinanceFutures(KEY, SECRET) as v:
+        yield v
+
+
+@pytest.fixture
+def h(venue, tmp_path):
+    from tracer.execution.venues.binance_futures import BinanceFuturesClient
+    from venue_harness import KEY, SECRET, Harness
+    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])

@@ -86,6 +86,8 @@ def test_artifacts_are_git_committed_and_pushed_when_enabled(tmp_path):
     sp.run(["git", "-C", str(art), "remote", "add", "origin", str(remote)], check=True)
     sp.run(["git", "-C", str(art), "checkout", "-q", "-b", "main"], check=True)
     sp.run(["git", "-C", str(art), "config", "push.default", "current"], check=True)
+    # a repository made by hand (for its remote) is adopted explicitly; any other one is refused
+    sp.run(["git", "-C", str(art), "config", "tracer.artifacts", "true"], check=True)
     s = load_settings({"TB_DB_PATH": str(tmp_path / "a.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
                        "TB_WRITE_ARTIFACTS": "true", "TB_ARTIFACT_DIR": str(art), "TB_SYMBOLS": "BTC/USD",
                        "TB_AUTOCOMMIT_ARTIFACTS": "true", "TB_AUTOCOMMIT_EVERY": "2",
@@ -108,7 +110,7 @@ def test_autocommit_failure_never_stops_the_agent(tmp_path):
     from tracer.artifacts import autocommit
     log = logging.getLogger("autocommit-fail")
     log.addHandler(logging.NullHandler())
-    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "f.json").write_text("{}")
     assert autocommit(tmp_path, "first", push=True, log=log) is True     # push fails: no upstream, logged
     assert autocommit(tmp_path, "nothing new", push=False, log=log) is False
 
@@ -131,3 +133,33 @@ def test_log_file_rotates_at_its_size_and_every_file_is_user_only(tmp_path):
     assert files == ["rot.log", "rot.log.1", "rot.log.2"]
     assert all(os.stat(tmp_path / f).st_mode & 0o077 == 0 for f in files)
     assert "n=99" in (tmp_path / "rot.log").read_text()
+
+
+def test_autocommit_never_commits_in_a_repository_it_did_not_create_nor_non_artifacts(tmp_path):
+    """Pointed at an existing repository (the code checkout, say), nothing is staged there; in its own
+    repository only JSON and CSV artifacts are committed, never a stray .env.bak."""
+    import subprocess as sp
+    from tracer.artifacts import autocommit
+    log = logging.getLogger("autocommit-owner")
+    log.addHandler(logging.NullHandler())
+    code = tmp_path / "checkout"
+    code.mkdir()
+    sp.run(["git", "init", "-q", str(code)], check=True)
+    (code / ".env.bak").write_text("TB_BINANCE_API_SECRET=supersecret\n")
+    (code / "runs").mkdir()
+    (code / "runs" / "1.json").write_text("{}")
+    assert autocommit(code, "should not happen", push=False, log=log) is False
+    status = sp.run(["git", "-C", str(code), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert "A " not in status and sp.run(["git", "-C", str(code), "log"], capture_output=True).returncode != 0
+    # a folder inside the checkout gets a repository of its own; only its artifacts are committed
+    art = code / "state" / "artifacts"
+    (art / "runs").mkdir(parents=True)
+    (art / "runs" / "2.json").write_text("{}")
+    (art / "bars").mkdir()
+    (art / "bars" / "2_BTCUSD.csv").write_text("ts,close\n")
+    (art / ".env.bak").write_text("TB_BINANCE_API_SECRET=supersecret\n")
+    (art / "notes.txt").write_text("x")
+    assert autocommit(art, "artifacts", push=False, log=log) is True
+    tracked = sp.run(["git", "-C", str(art), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert sorted(tracked) == ["bars/2_BTCUSD.csv", "runs/2.json"]
+    assert sp.run(["git", "-C", str(code), "log"], capture_output=True).returncode != 0   # the checkout: untouched

@@ -24,6 +24,8 @@ GARBAGE: dict[str, list[str]] = {
     "path": ["", "   "],
     "symbols": ["BTC USD!!", ",,", "", "BTC/USD,ETH$/USD", "/USD", "BTC/EUR", "BTC/USD/X", "BTC\u00b2/USD"],
     "datetime": ["yesterday", "2022-13-01T00:00:00Z", "10/01/2022"],
+    "ids": ["alice", "1,two", "1.5", "12abc,3"],
+    "channels": ["email", "console,sms", "tele gram"],
     "url": ["not a url", "ftp://example.com/x", "https://", "http://exa mple.com"],
 }
 KINDS = {f.metadata["kind"] for f in FIELDS}

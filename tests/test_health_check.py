@@ -176,3 +176,130 @@ def test_alert_command_enqueues_for_every_channel(tmp_path):
     with db(tmp_path) as c:
         row = c.execute("SELECT * FROM notifications WHERE kind='test_alert'").fetchone()
     assert row["message"] == "hello ops" and row["agent"] == "futures" and row["channel"] == "console"
+
+
+class _Ping:
+    """A tiny HTTP service on 127.0.0.1 answering 200 to every GET (stands in for the public data APIs)."""
+
+    def __enter__(self) -> "_Ping":
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a) -> None:
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_live_feed_is_probed_per_source_and_can_pass(tmp_path):
+    """TB_FEED=live names a mode, not a venue: each bar source is probed at its URL; none named `live`."""
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    with _Ping() as up:
+        env = dict(TB_FEED="live", TB_BAR_SOURCES="binance_spot,coingecko", TB_NEWS_SOURCES="",
+                   TB_BINANCE_SPOT_URL=up.url, TB_COINGECKO_URL=up.url)
+        lv = levels(health_json(tmp_path, **env))
+        assert not any("live" in name for name in lv), lv
+        assert lv["feed[binance_spot]"] == "ok" and lv["feed[coingecko]"] == "ok" and lv["venue"] == "ok"
+        down = levels(health_json(tmp_path, **dict(env, TB_COINGECKO_URL="http://127.0.0.1:9")))
+        assert down["feed[coingecko]"] == "warning" and down["feed[binance_spot]"] == "ok"
+
+
+def test_invalid_env_file_still_reports_json_and_alerts(tmp_path):
+    """A typo in .env: the agents refuse it, and monitoring says so (JSON on stdout, an alert), both from the
+    health check and from every watchdog pass, which restarts nothing onto it (alerting once per window)."""
+    envf = tmp_path / "bad.env"
+    envf.write_text("TB_WATCHDOG_MAX_RESTARTS_PER_HOUR=zero\n")
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    r = run([str(ROOT / ".venv/bin/tracer"), "--env-file", str(envf), "health", "--json"], tmp_path)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["exit_code"] == 2
+    assert levels(doc)["config"] == "critical" and "TB_WATCHDOG_MAX_RESTARTS_PER_HOUR" in \
+        next(c["message"] for c in doc["checks"] if c["name"] == "config")
+    assert levels(doc)["database"] == "ok"          # the salvaged settings still found the DB
+    with db(tmp_path) as c:
+        crit = c.execute("SELECT message FROM notifications WHERE kind='health_critical'").fetchall()
+    assert len(crit) == 1 and "TB_WATCHDOG_MAX_RESTARTS_PER_HOUR" in crit[0]["message"]
+    # the same through the script, with the variable in the environment
+    doc = json.loads(health(tmp_path, "--json", "--no-alert", TB_WATCHDOG_MAX_RESTARTS_PER_HOUR="zero").stdout)
+    assert doc["status"] == "critical" and levels(doc)["config"] == "critical"
+    # the watchdog: reports the invalid config, restarts nothing, alerts once
+    (tmp_path / "state" / "hybrid.pid").write_text("999999\n")
+    for _ in range(2):
+        w = run(["bash", str(ROOT / "scripts" / "watchdog_hybrid.sh")], tmp_path,
+                TB_WATCHDOG_MAX_RESTARTS_PER_HOUR="zero")
+        assert w.returncode == 0 and "configuration invalid" in w.stdout, w.stdout + w.stderr
+    assert (tmp_path / "state" / "hybrid.pid").read_text().strip() == "999999"
+    with db(tmp_path) as c:
+        sent = c.execute("SELECT message FROM notifications WHERE kind='config_invalid'").fetchall()
+    assert len(sent) == 1 and "TB_WATCHDOG_MAX_RESTARTS_PER_HOUR" in sent[0]["message"]
+
+
+def test_bare_cron_environment_other_folder_and_a_closed_pipe(tmp_path):
+    """cron: PATH=/usr/bin:/bin, HOME, cwd elsewhere; `| head` closing the pipe is no traceback."""
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TB_STATE_DIR": str(tmp_path / "state"),
+           "TB_LOG_DIR": str(tmp_path / "logs"), "TB_DB_PATH": str(tmp_path / "state" / "t.db"),
+           "TB_HEALTH_DISK_WARN_PCT": "0", "TB_HEALTH_DISK_CRITICAL_PCT": "0"}
+    r = subprocess.run(["/bin/bash", str(HEALTH), "--json", "--no-alert"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    doc = json.loads(r.stdout)
+    assert r.returncode == doc["exit_code"] == 1 and levels(doc)["database"] == "ok"   # agents never started
+    assert not (tmp_path / "state" / "tracer.db").exists() and not (tmp_path / "logs" / "tracer.db").exists()
+    p = subprocess.run(f"/bin/bash '{HEALTH}' --no-alert | head -0; echo \"rc=${{PIPESTATUS[0]}}\"", shell=True,
+                       executable="/bin/bash", env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+    assert p.stdout.strip() == "rc=1"
+
+
+def test_venv_whose_python_vanished_is_reported_as_json(tmp_path):
+    """A copy of the scripts whose .venv/bin/python points at a Python that is gone (a Homebrew upgrade)."""
+    import shutil
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(HEALTH, repo / "scripts" / "health_check.sh")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(tmp_path / "gone" / "python3.12")
+    for args in (["--json"], []):
+        r = subprocess.run(["bash", str(repo / "scripts" / "health_check.sh"), *args], env=env_for(tmp_path),
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert r.returncode == 2
+        out = json.loads(r.stdout)["checks"][0]["message"] if args else r.stdout
+        assert "bootstrap.sh" in out and "Python is gone" in out
+    shutil.rmtree(repo / ".venv")
+    doc = json.loads(subprocess.run(["bash", str(repo / "scripts" / "health_check.sh"), "--json"],
+                                    env=env_for(tmp_path), capture_output=True, text=True, timeout=60).stdout)
+    assert doc["exit_code"] == 2 and "missing" in doc["checks"][0]["message"]
+
+
+def test_env_file_readable_by_others_is_a_warning(tmp_path):
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path).returncode == 0
+    envf = tmp_path / "copied.env"
+    envf.write_text("TB_PROFILE=phase1c\n")
+    envf.chmod(0o644)                                    # what `cp .env.example .env` gives
+    tracer = [str(ROOT / ".venv/bin/tracer"), "--env-file", str(envf), "health", "--json", "--no-alert"]
+    doc = json.loads(run(tracer, tmp_path).stdout)
+    check = next(c for c in doc["checks"] if c["name"] == "env_file")
+    assert check["status"] == "warning" and "chmod 600" in check["message"] and "0644" in check["message"]
+    envf.chmod(0o600)
+    assert levels(json.loads(run(tracer, tmp_path).stdout))["env_file"] == "ok"
+
+
+def test_status_from_another_folder_does_not_create_a_db(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    r = subprocess.run([str(ROOT / ".venv/bin/tracer"), "status"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "TB_DB_PATH" in r.stderr and "no database" in r.stderr
+    assert not (tmp_path / "state").exists()

@@ -87,6 +87,8 @@ def test_600_cycles_trade_and_every_order_explains_itself(full_run):
             assert o["signal_id"] is not None, o["client_order_id"]
             for word in ("signal quality", "conviction", "regime", "gates", "decision", o["client_order_id"]):
                 assert word in out, (word, o["client_order_id"])
+            # the divergence is a score, printed as one (not 0.42395366781936444)
+            assert re.search(r"divergence\W+[+-]\d+\.\d{3} \(trigger \d+\.\d{3}\)", out), out
             if o["purpose"] == "entry":
                 assert '"var"' in out and "size_fraction" in out
             if o["state"] == "filled":

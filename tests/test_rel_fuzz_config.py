@@ -116,6 +116,15 @@ def garbage(f: dataclasses.Field) -> st.SearchStrategy[str]:
         return st.one_of(text.filter(bad),
                          st.sampled_from(["", ",,", "BT\u017f/USD", "\u212a/USD", "BTC/EUR", "BTC USD",
                                           "BTC/USD/X", "BTC\u00b2/USD", "/USD", "BTC/USD,\x00"]))
+    if kind == "ids":
+        def bad_ids(s: str) -> bool:
+            return any(not _INT_OK.fullmatch(x.strip()) for x in s.split(",") if x.strip())
+        return st.one_of(text.filter(bad_ids),
+                         st.sampled_from(["alice", "1,two", "1.5", "\u0661\u0662", "1_000", "12abc,3", "0x10"]))
+    if kind == "channels":
+        def bad_channels(s: str) -> bool:
+            return any(x.strip().lower() not in ("console", "discord", "telegram") for x in s.split(",") if x.strip())
+        return st.one_of(text.filter(bad_channels), st.sampled_from(["email", "console,sms", "tele gram", "slack"]))
     if kind == "path":
         return _texty(st.sampled_from(["", "   ", "\t"]))
     if kind == "url":

@@ -33,7 +33,6 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 
 import fakes.discord as fake_discord
 from fakes.discord import FakeDiscord

@@ -34,6 +34,12 @@ CASH = 100_000.0
 PRICES = (("BTC/USD", 47000.0), ("ETH/USD", 3700.0), ("DOGE/USD", 0.17))
 
 
+
+def _fault(loop, attr: str, default=None):
+    """A field of the loop's storage fault (``default`` while there is none)."""
+    v = None if loop.storage_fault is None else getattr(loop.storage_fault, attr)
+    return default if v is None else v
+
 def _settings(tmp: Path, venue: FakeAlpacaTrading, **extra: str):
     env = agent_env(tmp, TB_VENUE_HYBRID="alpaca", TB_ALPACA_TRADING_URL=venue.url, TB_ALPACA_API_KEY="ak",
                     TB_ALPACA_SECRET_KEY="as", TB_SYMBOLS=",".join(s for s, _ in PRICES),
@@ -275,9 +281,9 @@ def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliab
         state["locked"].set()
         try:
             # the cycle at t0 + 1 h cannot commit; nothing is due at it (time stop at 2 h, stops far away)
-            wait_for(lambda: (loop.storage_fault or {}).get("attempts", 0) >= 3 or "error" in state, 60,
+            wait_for(lambda: _fault(loop, "attempts", 0) >= 3 or "error" in state, 60,
                      "three storage fault attempts")
-            assert loop.storage_fault["clock"] == iso(t0 + H)
+            assert loop.storage_fault.clock == iso(t0 + H)
             assert len(_sells(venue)) == sells_before and len(venue.orders) == n_orders, \
                 [ln for ln in h.lines if "fault_exit" in ln or "event=cycle" in ln][-6:]
             wall.t += H                                   # the next bar closes while the DB is still locked
@@ -292,7 +298,7 @@ def test_a_bar_closing_during_the_fault_gets_its_exit_live_feed(tmp_path, reliab
             # from now on the recovery attempts cannot even start (the journal must go to the DB first): the
             # fault loop itself fetches each new bar close for the positions' exits
             wall.t += H
-            wait_for(lambda: (loop.storage_fault or {}).get("bars_seen") == iso(t0 + 3 * H) or "error" in state, 60,
+            wait_for(lambda: _fault(loop, "bars_seen") == iso(t0 + 3 * H) or "error" in state, 60,
                      "the fault loop to see the bar closing at t0 + 3 h")
             ro = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True)
             assert ro.execute("SELECT MAX(clock) FROM runs").fetchone()[0] == iso(t0), "a cycle committed under the lock"
@@ -368,16 +374,16 @@ def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_p
         a["locked"].set()
         try:
             # A: the cycle at t0 + 1 h cannot commit (nothing due at it); A dies during the fault
-            wait_for(lambda: (a["loop"].storage_fault or {}).get("attempts", 0) >= 2 or "error" in a, 60,
+            wait_for(lambda: _fault(a["loop"], "attempts", 0) >= 2 or "error" in a, 60,
                      "A's storage fault")
             _stop(runner, a)
             assert not journal.exists() and len(venue.orders) == n_orders
 
             # B: starts under the lock; start() refuses (probe write), the fault path restores from the DB
             runner, b = _run_in_thread(process("B"))
-            wait_for(lambda: (b["loop"].storage_fault or {}).get("attempts", 0) >= 3 or "error" in b, 60,
+            wait_for(lambda: _fault(b["loop"], "attempts", 0) >= 3 or "error" in b, 60,
                      "B's storage fault attempts")
-            assert b["loop"].storage_fault["clock"] is None            # refused at start, before any cycle
+            assert b["loop"].storage_fault.clock is None            # refused at start, before any cycle
             restore = [ln for ln in b["h"].lines if "event=fault_restore" in ln]
             assert len(restore) == 1 and f"after_clock={iso(t0)}" in restore[0] and \
                 f"open_positions={len(held)}" in restore[0] and "journaled_before=0" in restore[0], restore
@@ -393,11 +399,11 @@ def test_an_agent_started_during_the_fault_manages_exits_and_never_resends(tmp_p
 
             # C: starts under the lock with B's journal left behind: the same exits fall due, none is resent
             runner, c = _run_in_thread(process("C"))
-            wait_for(lambda: (c["loop"].storage_fault or {}).get("attempts", 0) >= 4 or "error" in c, 60,
+            wait_for(lambda: _fault(c["loop"], "attempts", 0) >= 4 or "error" in c, 60,
                      "C's storage fault attempts")
             restore = [ln for ln in c["h"].lines if "event=fault_restore" in ln]
             assert len(restore) == 1 and f"journaled_before={len(rows)}" in restore[0], restore
-            assert (c["loop"].storage_fault or {}).get("bars_seen", "") >= iso(t0 + 2 * H)   # it looked at the bar
+            assert _fault(c["loop"], "bars_seen", "") >= iso(t0 + 2 * H)   # it looked at the bar
             assert len(venue.orders) == n_orders + len(new), "an exit was sent twice"
         finally:
             locker.execute("ROLLBACK")
@@ -449,10 +455,10 @@ def test_an_exit_written_but_never_sent_goes_out_during_a_start_time_fault(tmp_p
         try:
             runner, b = _run_in_thread(process("B"))
             wait_for(lambda: venue.orders_for(cid) or "error" in b, 60, "the unsent exit sent during the fault")
-            assert b["loop"].storage_fault is not None and b["loop"].storage_fault["clock"] is None
+            assert b["loop"].storage_fault is not None and b["loop"].storage_fault.clock is None
             restore = [ln for ln in b["h"].lines if "event=fault_restore" in ln]
             assert len(restore) == 1 and "new_in_db=1" in restore[0], restore
-            wait_for(lambda: (b["loop"].storage_fault or {}).get("attempts", 0) >= 4 or "error" in b, 60,
+            wait_for(lambda: _fault(b["loop"], "attempts", 0) >= 4 or "error" in b, 60,
                      "more fault attempts")
             new = _orders(venue)[n_orders:]
             assert [(o["client_order_id"], o["side"]) for o in new] == [(cid, "sell")]   # once, and nothing else

@@ -324,3 +324,23 @@ def test_digest_send_goes_through_the_outbox_to_discord_and_telegram(tmp_path, m
         assert BOT_TOKEN not in "".join(sent_d + sent_t)
         assert cli(env, monkeypatch, "digest", "--print-md") == 0
         assert "**Tracer Bullet digest**" in capsys.readouterr().out
+
+
+def test_universe_top_carries_into_the_digest_and_plans_name_the_timeframe_signal(tmp_path, monkeypatch, capsys):
+    """`universe --top 3` then `digest`: the same 3 assets; each plan line names its timeframe's own signal
+    first, so a conditional plan against it reads as a wait for the turn."""
+    env, s = settings_for(tmp_path)
+    assert cli(env, monkeypatch, "universe", "--as-of", "2022-03-01T12:00Z", "--top", "3") == 0
+    table = capsys.readouterr().out
+    shown = [ln.split(".", 1)[1].split(":", 1)[0].strip() for ln in table.splitlines() if ln[:2] in ("1.", "2.", "3.", "4.")]
+    assert len(shown) == 3
+    assert cli(env, monkeypatch, "digest") == 0
+    out = capsys.readouterr().out
+    ranked = [ln for ln in out.splitlines() if ln[:1] in "⚪🟢🔴" and ". " in ln]
+    assert len(ranked) == 3 and "showing top 3" in out
+    assert [ln.split(". ", 1)[1].split(" — ")[0] for ln in ranked] == shown
+    doc = json.loads(sqlite3.connect(s.db_path).execute("SELECT doc_json FROM universe_runs").fetchone()[0])
+    for a in doc["assets"][:3]:
+        for tf, t in a["timeframes"].items():
+            side = "long" if t["plan"]["side"] > 0 else "short"
+            assert f"• {tf}: signal {t['scores']['action']} now; plan {side}" in out

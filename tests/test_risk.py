@@ -334,7 +334,7 @@ def test_portfolio_var_rule():
     assert d.detail["var"] == pytest.approx(expected)
 
 
-def test_var_insufficient_history():
+def test_var_insufficient_history_blocks_the_entry():
     short = {k: v[-10:] for k, v in rets().items()}
     d = check_entry(cand(returns=short), book(), limits())
     assert d.rule == "var_insufficient_history" and "10" in d.detail["reason"]

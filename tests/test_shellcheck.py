@@ -42,8 +42,37 @@ def test_shellcheck_clean(script):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-# bash >= 4 only: mapfile/readarray, associative arrays, namerefs, case conversion, |& and &>> redirections
-BASH4 = re.compile(r"\b(mapfile|readarray)\b|declare -[aA]*A|local -n\b|\$\{[A-Za-z_]+(\^\^?|,,?)\}|\|&|&>>")
+# bash >= 4 only (no bash 3.2 build is in the package registries to run the scripts under, so the syntax is
+# checked): mapfile/readarray, associative arrays, namerefs, case conversion, |& and &>> redirections, coproc,
+# the ;& and ;;& case fall-throughs, negative array indexes, ${x@Q}-style transformations, wait -n, read -i,
+# globstar/lastpipe, {a..z..step} ranges, $BASHPID, $EPOCHSECONDS/$EPOCHREALTIME, ${x: -1} is fine (bash 3)
+BASH4 = re.compile(
+    r"\b(mapfile|readarray|coproc)\b"
+    r"|\b(declare|local|typeset)\s+-[a-zA-Z]*[An]"
+    r"|\$\{[A-Za-z_][A-Za-z_0-9]*(\[[^]]*\])?(\^\^?|,,?)[^}]*\}"
+    r"|\|&|&>>|;;&|(?<![;]);&"
+    r"|\$\{[A-Za-z_][A-Za-z_0-9]*\[-[0-9]+\]\}"
+    r"|\$\{[A-Za-z_][A-Za-z_0-9]*@[QEPAaKkUuL]\}"
+    r"|\bwait\s+-n\b|\bread\b[^#|;]*\s-i\s"
+    r"|\bshopt\s+-s\s+(globstar|lastpipe|autocd|checkjobs|direxpand)\b"
+    r"|\{[^{}\s]+\.\.[^{}\s]+\.\.[^{}\s]+\}"
+    r"|\$\{?(BASHPID|EPOCHSECONDS|EPOCHREALTIME|BASH_ARGV0)\b")
+
+
+@pytest.mark.parametrize("snippet", [
+    "mapfile -t lines < f", "readarray x", "declare -A m", "local -A m=()", "typeset -A x", "local -n ref=$1",
+    "echo ${name,,}", "echo ${name^^}", "echo ${name^}", "cmd |& tee x", "cmd &>> log", "coproc cat",
+    "  a) echo ;;&", "  a) echo ;&", "echo ${arr[-1]}", "echo ${v@Q}", "wait -n", "read -r -i def x",
+    "shopt -s globstar", "echo {1..10..2}", "echo $BASHPID", "echo $EPOCHSECONDS"])
+def test_the_bash4_check_catches(snippet):
+    assert BASH4.search(snippet), snippet
+
+
+@pytest.mark.parametrize("snippet", [
+    'echo "${x:-}"', "case $a in x) ;; esac", 'echo "${arr[@]}"', "${extra[@]+\"${extra[@]}\"}",
+    "read -r line", 'echo "${x: -1}"', "for i in {1..5}; do :; done", "local name=\"$1\" dir", "wait \"$p\""])
+def test_the_bash4_check_allows_bash3(snippet):
+    assert not BASH4.search(snippet), snippet
 
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -227,3 +227,60 @@ def test_listener_script_serves_commands_and_stops_on_sigterm(tmp_path, fake):
     st.close()
     log = (tmp_path / "logs" / "telegram.log").read_text()
     assert "telegram_command_ignored" in log and "chat_id=31337" in log and BOT_TOKEN not in log
+
+
+def push_raw(fake: FakeTelegram, text: str, user_id: int, age_s: float = 0.0, chat_id: int = CHAT_ID,
+             **message: object) -> None:
+    """Queue an update the way the Bot API sends one (a group member, a forward, an old message)."""
+    with fake._cond:
+        uid = fake._next_update
+        fake._next_update += 1
+        fake._updates.append({"update_id": uid, "message": dict({
+            "message_id": 900 + uid, "date": int(time.time() - age_s), "text": text,
+            "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
+            "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}", "username": f"u{user_id}"}},
+            **message)})
+        fake._cond.notify_all()
+
+
+def test_only_allowed_users_fresh_unforwarded_commands_are_obeyed(tmp_path, fake, caplog):
+    group = -100777
+    s = settings_for(tmp_path, fake, TB_TELEGRAM_CHAT_ID=str(group), TB_TELEGRAM_ALLOWED_USER_IDS="111, 222",
+                     TB_TELEGRAM_COMMAND_MAX_AGE_S="60")
+    store = Store(s.db_path)
+    client = TelegramClient(BOT_TOKEN, str(group), fake.base_url, 5.0)
+    try:
+        listener = CommandListener(store, client, s, LOG)
+        push_raw(fake, "/pause", 333, chat_id=group)                        # a member not on the list
+        push_raw(fake, "/pause hybrid", 111, chat_id=group, forward_origin={   # a forward of an allowed user's text
+            "type": "user", "date": int(time.time()) - 5,
+            "sender_user": {"id": 111, "is_bot": False, "first_name": "u111"}})
+        push_raw(fake, "/resume futures", 222, age_s=3600, chat_id=group)  # queued for an hour
+        with caplog.at_level(logging.WARNING, logger="test-telegram"):
+            assert listener.poll_once() == 3
+        assert controls(store) == {} and replies(store) == []
+        refused = [r for r in caplog.records if "telegram_command_refused" in r.getMessage()]
+        assert len(refused) == 3
+        text = caplog.text
+        assert "user_id=333" in text and "TB_TELEGRAM_ALLOWED_USER_IDS" in text
+        assert "forwarded" in text and "TB_TELEGRAM_COMMAND_MAX_AGE_S" in text
+        push_raw(fake, "/pause futures", 222, age_s=5, chat_id=group)       # allowed, fresh, typed by the user
+        assert listener.poll_once() == 1
+        assert controls(store) == {"futures": 1} and "paused futures" in replies(store)[0]
+    finally:
+        client.close()
+        store.close()
+
+
+def test_without_a_list_only_the_private_chats_own_user_is_obeyed(env, fake):
+    s, store, listener = env
+    push_raw(fake, "/pause", 999)               # someone else in the configured chat: refused
+    fake.push_message("/pause hybrid")          # the chat's own user (private chat: user id == chat id)
+    assert listener.poll_once() == 2
+    assert controls(store) == {"hybrid": 1}
+
+
+def test_allowed_user_ids_are_validated():
+    with pytest.raises(Exception) as e:
+        load_settings({"TB_TELEGRAM_ALLOWED_USER_IDS": "alice,123"}, dotenv_path=None)
+    assert "TB_TELEGRAM_ALLOWED_USER_IDS" in str(e.value)

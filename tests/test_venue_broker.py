@@ -2,21 +2,19 @@
 python-binance / pybit clients over HTTP against the fake venues (tests/fakes)."""
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from fakes.binance_futures_venue import FakeBinanceFutures
 from fakes.bybit_venue import FakeBybit
 from tracer.db import Store
-from tracer.execution.broker import Bracket, client_order_id
+from tracer.execution.broker import Bracket
 from tracer.execution.venue_broker import VenueBroker, round_to_step, round_to_tick, stop_order_id, target_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.execution.venues.bybit import BybitFuturesClient
-from tracer.models import Order, OrderState, Side
+from tracer.models import OrderState, Side
 
-from venue_harness import BTC, KEY, LOG, SECRET, T0, Harness, assert_no_duplicates, booked, h, venue  # noqa: F401
+from venue_harness import BTC, KEY, LOG, SECRET, T0, Harness, assert_no_duplicates, booked
 
 
 def test_entry_fills_and_puts_reduce_only_stop_and_target_on_the_venue(h, venue):

@@ -167,3 +167,18 @@ def test_venue_broker_refuses_a_live_client_that_bypassed_the_config_check(tmp_p
         make_venue_broker(s, "futures", store, logging.getLogger("t"), timedelta(hours=1))
     s = dataclasses.replace(s, live_trading="yes")
     assert make_venue_broker(s, "futures", store, logging.getLogger("t"), timedelta(hours=1)) is not None
+
+
+def test_health_check_signs_a_request_with_the_keys_and_reads_the_venue_clock(tmp_path):
+    """venue_auth[binance] through the agents' own client against the fake venue: the right keys pass with the
+    clock offset shown; a wrong secret is critical ("keys refused")."""
+    from fakes.binance_futures_venue import FakeBinanceFutures
+    from tracer.monitor.checks import venue_auth
+    with FakeBinanceFutures("k", "s") as venue:
+        env = dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL=venue.url, TB_FUTURES_BACKUP_VENUE="none",
+                   TB_VENUE_HYBRID="paper", TB_BINANCE_API_KEY="k", TB_BINANCE_API_SECRET="s")
+        [ok] = venue_auth(load(env))
+        assert ok.name == "venue_auth[binance]" and ok.level == 0, ok.message
+        assert "keys work" in ok.message and "s off the venue's" in ok.message
+        [bad] = venue_auth(load(dict(env, TB_BINANCE_API_SECRET="wrong")))
+        assert bad.level == 2 and "KEYS REFUSED" in bad.message and "wrong" not in bad.message

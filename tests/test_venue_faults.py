@@ -16,7 +16,7 @@ from tracer.execution.venue_broker import stop_order_id, target_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient, WeightThrottle
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
-from venue_harness import BTC, KEY, SECRET, T0, Harness, assert_no_duplicates, booked, h, venue  # noqa: F401
+from venue_harness import BTC, KEY, SECRET, T0, assert_no_duplicates, booked
 
 ETH = "ETH/USD"
 
@@ -300,7 +300,7 @@ def test_client_built_by_the_factory_logs_through_the_agent_logger(venue):
 def test_reduce_only_type_of_protective_orders_is_conditional():
     o = Order(client_order_id("futures", BTC, T0, "entry") + "-sl", "futures", BTC, Side.SELL, 1.0, OrderType.STOP,
               reduce_only=True, stop_price=1.0)
-    from tracer.execution.venue_broker import _conditional
+    from tracer.execution.venue_broker import conditional as _conditional
     assert _conditional(o) and not _conditional(Order("x", "futures", BTC, Side.SELL, 1.0))
 
 

@@ -330,3 +330,27 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     os.utime(pf, (old, old))
     v = ops.watchdog_check(s, "hybrid")
     assert v.action == "restart" and "no heartbeat since the start" in v.reason
+
+
+def test_paths_with_spaces_keep_supervision_working(tmp_path):
+    """"Application Support" and "My Drive" are ordinary macOS folders: the pid files go into the folder as
+    named (no stray tree split at the space) and the watchdog loop restarts a killed agent."""
+    state, logs = tmp_path / "my state", tmp_path / "my logs"
+    extra = {"TB_STATE_DIR": str(state), "TB_LOG_DIR": str(logs), "TB_DB_PATH": str(state / "t.db"),
+             "TB_WATCHDOG_ENABLED": "true", "TB_WATCHDOG_INTERVAL_S": "0.5"}
+    before = set(ROOT.iterdir())
+    start(tmp_path, "--interval", "30", **extra)
+    try:
+        assert (state / "hybrid.pid").is_file() and (state / "watchdog_hybrid.pid").is_file()
+        assert not (tmp_path / "my").exists() and set(ROOT.iterdir()) == before
+        old = int((state / "hybrid.pid").read_text())
+        kill9(old)
+        wait_for(lambda: int((state / "hybrid.pid").read_text()) != old, 60, "the watchdog loop to restart hybrid")
+        new = int((state / "hybrid.pid").read_text())
+        assert alive(new)
+        wait_for(lambda: f"restarted old_pid={old} new_pid={new}" in (logs / "watchdog.log").read_text(), 60,
+                 "the restart to be recorded")
+    finally:
+        stop = run(["bash", str(START), "--stop"], tmp_path, **extra)
+    assert stop.returncode == 0 and "hybrid: stopped" in stop.stdout
+    assert not (state / "hybrid.pid").exists()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from fakes.binance_futures_venue import FakeBinanceFutures
 from tracer.db import Store
 from tracer.execution.broker import Bracket, client_order_id
 from tracer.execution.venue_broker import VenueBroker
-from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.models import Order, OrderState, Side
 
 KEY, SECRET = "vb-key", "vb-secret-0123456789"
@@ -93,17 +90,6 @@ class Harness:
 
     def events(self, kind=None):
         return [r["kind"] for r in self.store.venue_events("futures", kind)]
-
-
-@pytest.fixture
-def venue():
-    with FakeBinanceFutures(KEY, SECRET) as v:
-        yield v
-
-
-@pytest.fixture
-def h(venue, tmp_path):
-    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
 
 
 def booked(venue) -> dict[str, int]:

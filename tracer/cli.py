@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
@@ -60,8 +61,7 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                        f"{sig['trend_score'] or 0:+.3f}), volatility {sig['volatility']} "
                        f"({(sig['annual_vol'] or 0):.0%}/yr), volume {sig['volume_regime']}"),
             ("price score", sig["price_score"]), ("narrative", sig["narrative"]),
-            ("divergence", f"{sig['divergence'] if sig['divergence'] is not None else ''} "
-                           f"(trigger {sig['divergence_trigger'] if sig['divergence_trigger'] is not None else ''})"),
+            ("divergence", f"{_fmt(sig['divergence'], '+.3f')} (trigger {_fmt(sig['divergence_trigger'], '.3f')})"),
             ("volume z", sig["volume_z"]), ("RSI", sig["rsi"]), ("ATR", sig["atr"]),
             ("size fraction", sig["size_fraction"]), ("headlines", sig["headline_count"]),
             ("sentiment scorer", sig["scorer_id"] or "(no relevant headline)"),
@@ -121,6 +121,10 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
     return 0
 
 
+def _fmt(x: float | None, spec: str) -> str:
+    return "" if x is None else format(x, spec)
+
+
 def _exploration_label(sizing_json: str | None) -> str:
     """Whether the order is an exploration entry (tracer/optimize/exploration.py), and why."""
     from tracer.optimize.exploration import label
@@ -167,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sentiment", help="score texts from stdin as JSON lines; `sentiment train` retrains the shipped model"))
     from tracer.backtest.cli import add_parser as add_backtest
     add_backtest(sub)
+    from tracer.data import download_cli
+    download_cli.add_parser(sub)
     ops.add_parsers(sub)   # health, alert, heartbeat-age, dashboard, watchdog-check, watchdog-restarted
     # (anchor: research commands: run, universe, digest, eval)
     from tracer.research import cli as research_cli
@@ -174,12 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (anchor: optimisation commands: optimize, params)
     from tracer.optimize import cli as optimize_cli
     optimize_cli.add_parsers(sub)
+    from tracer.study import cli as study_cli
+    study_cli.add_parser(sub)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
-    if args.cmd == "backtest":
-        from tracer.backtest.cli import run as run_backtest_cmd
-        return run_backtest_cmd(args, args.env_file)
+    from tracer.backtest.cli import run as run_backtest_cmd
+    # commands that load their own settings (their --set overrides apply before validation)
+    own_settings = {"backtest": run_backtest_cmd, "download": download_cli.run, "study": study_cli.run}
+    if args.cmd in own_settings:
+        return own_settings[args.cmd](args, args.env_file)
     # (anchor: research dispatch)
     if args.cmd in research_cli.COMMANDS:
         try:
@@ -191,6 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (anchor: optimisation dispatch)
     if args.cmd in optimize_cli.COMMANDS:
         return optimize_cli.dispatch(args, args.env_file)
+    if args.cmd in ops.COMMANDS:
+        # monitoring must still report, and alert, when the configuration is broken: a best-effort
+        # salvage of it, with the problems as a critical finding (never used to trade)
+        from tracer.monitor.fallback import load_for_monitoring
+        loaded = load_for_monitoring(dotenv_path=args.env_file)
+        for problem in loaded.problems:
+            print(f"tracer: invalid configuration: {problem}", file=sys.stderr)
+        return ops.dispatch(args, loaded.settings, console, loaded.problems)
     if args.cmd == "config-example":
         print(env_example())
         return 0
@@ -211,8 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "notify":
         from tracer.notify.worker import notify_command
         return notify_command(s, test=args.test, timeout_s=args.timeout)
-    if args.cmd in ops.COMMANDS:   # before Store(): the health check must not create a missing DB
-        return ops.dispatch(args, s, console)
+    if args.cmd in ("status", "explain") and not Path(s.db_path).is_file():
+        # run from another folder, a relative TB_DB_PATH points nowhere: say so instead of creating an empty DB
+        print(f"tracer: no database at {Path(s.db_path).resolve()} (TB_DB_PATH={str(s.db_path)!r}, relative to "
+              f"{Path.cwd()}): run from the checkout, set TB_DB_PATH, or create it with `tracer init-db`",
+              file=sys.stderr)
+        return 2
     store = Store(s.db_path)
     try:
         if args.cmd == "init-db":

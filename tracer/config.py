@@ -15,6 +15,7 @@ explicitly always overrides its profile value.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,10 +23,12 @@ import unicodedata
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from tracer.symbols import canonical      # a leaf: the configuration imports no other tracer module
 
 
 class ConfigError(ValueError):
@@ -212,7 +215,7 @@ class Settings:
     volume_z_window: int = _var("TB_VOLUME_Z_WINDOW", "int", 20, "bars in the volume z-score window",
                                 lo=5, hi=1000)
     divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
-                                       "base |narrative - price| that counts as a divergence", lo=0.05, hi=2)
+                                       "base |narrative - price| that counts as a divergence (10 = off)", lo=0.05, hi=10)
     min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", None,
                                       "|0.6*price + 0.4*narrative| needed to call a direction (trend model: the band "
                                       "around the mean inside which a held position is kept)",
@@ -338,6 +341,12 @@ class Settings:
     telegram_chat_id: str = _var("TB_TELEGRAM_CHAT_ID", "str", "",
                                  "the one Telegram chat that receives messages and may send commands",
                                  required_if=("telegram_bot_token", "<set>"))
+    telegram_allowed_user_ids: str = _var("TB_TELEGRAM_ALLOWED_USER_IDS", "ids", "",
+                                          "comma-separated Telegram user ids allowed to send commands (empty = "
+                                          "only the user whose private chat is TB_TELEGRAM_CHAT_ID)")
+    telegram_command_max_age_s: float = _var("TB_TELEGRAM_COMMAND_MAX_AGE_S", "float", 300.0,
+                                             "a command older than this (queued while the listener was down) "
+                                             "is ignored", lo=1, hi=86400)
     telegram_base_url: str = _var("TB_TELEGRAM_BASE_URL", "url", "https://api.telegram.org/bot",
                                   "Telegram Bot API base URL (the token is appended); change only for tests")
     telegram_poll_timeout_s: int = _var("TB_TELEGRAM_POLL_TIMEOUT_S", "int", 25,
@@ -385,8 +394,29 @@ class Settings:
                                      "a notification still pending after this many minutes is a backlog warning",
                                      lo=0.1, hi=100000)
     health_alert_repeat_min: float = _var("TB_HEALTH_ALERT_REPEAT_MIN", "float", 60.0,
-                                          "the same health alert is not enqueued again within this many minutes",
-                                          lo=0, hi=100000)
+                                          "a failing check is not alerted again within this many minutes "
+                                          "(unless its level changes)", lo=0, hi=100000)
+    # monitoring (tracer/monitor): alert routing per level, per-check repeat windows, record, self-healing
+    alert_channels_info: str = _var("TB_ALERT_CHANNELS_INFO", "channels", "console",
+                                    "channels of info alerts (recoveries, heal actions that worked)")
+    alert_channels_warning: str = _var("TB_ALERT_CHANNELS_WARNING", "channels", "console,discord,telegram",
+                                       "channels of warning alerts (those enabled are used)")
+    alert_channels_critical: str = _var("TB_ALERT_CHANNELS_CRITICAL", "channels", "console,discord,telegram",
+                                        "channels of critical alerts (those enabled are used)")
+    health_alert_repeat_by_check: str = _var("TB_HEALTH_ALERT_REPEAT_BY_CHECK", "str", "",
+                                             "per-check repeat windows in minutes, e.g. disk=240,heartbeat=15 "
+                                             "(a name matches a check and its [agent] variants)")
+    monitor_retention_days: float = _var("TB_MONITOR_RETENTION_DAYS", "float", 30.0,
+                                         "days the monitoring record (monitor_events) is kept", lo=1, hi=3650)
+    heal_max_per_day: int = _var("TB_HEAL_MAX_PER_DAY", "int", 3,
+                                 "restarts of one process by health_check.sh --heal per 24 h before it only alerts",
+                                 lo=0, hi=1000)
+    health_log_stale_min: float = _var("TB_HEALTH_LOG_STALE_MIN", "float", 90.0,
+                                       "a running agent whose log was not written for this long is a warning",
+                                       lo=1, hi=100000)
+    health_agent_max_rss_mb: float = _var("TB_HEALTH_AGENT_MAX_RSS_MB", "float", 2048.0,
+                                          "an agent using more memory (resident) than this is a warning",
+                                          lo=16, hi=1000000)
 
     # --- live data (TB_FEED=live; tracer/data/sources, tracer/news) ---------------------------
     bar_sources: str = _var("TB_BAR_SOURCES", "str", "alpaca,binance_spot,yahoo,coingecko",
@@ -670,9 +700,9 @@ def _check_url(s: str) -> str:
     return s
 
 
-def _parse(kind: str, raw: str) -> Any:
+def _parse(kind: str, raw: str) -> Any:  # noqa: C901
     s = raw.strip()
-    if kind in ("str", "path", "url"):
+    if kind in ("str", "path", "url", "ids", "channels"):
         _check_text(s)
     if kind == "str":
         return s
@@ -706,8 +736,18 @@ def _parse(kind: str, raw: str) -> Any:
         raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
     if kind == "choice":
         return s
+    if kind == "channels":  # a comma list of notification channels, normalised to "console,telegram"
+        items = [x.strip().lower() for x in s.split(",") if x.strip()]
+        bad = [x for x in items if x not in ("console", "discord", "telegram")]
+        if bad:
+            raise ValueError(f"unknown channel(s) {', '.join(bad)}")
+        return ",".join(dict.fromkeys(items))
+    if kind == "ids":       # comma-separated integer ids (Telegram user ids), normalised to "1,2"
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not all(_INT_RE.fullmatch(x) for x in items):
+            raise ValueError("must be comma-separated integer ids")
+        return ",".join(str(int(x)) for x in items)
     if kind == "symbols":
-        from tracer.symbols import canonical
         items = [x.strip() for x in s.split(",") if x.strip()]
         if not items:
             raise ValueError("must list at least one symbol, e.g. BTC/USD,ETH/USD")
@@ -738,7 +778,8 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
             "str": "text", "url": "an http(s) URL",
-            "symbols": "a comma list like BTC/USD,ETH/USD",
+            "symbols": "a comma list like BTC/USD,ETH/USD", "ids": "comma-separated integers (empty: none)",
+            "channels": "a comma list of console, discord, telegram (empty: none)",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
 
 
@@ -768,7 +809,7 @@ def pplx_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k.strip() for k in raw if k.strip()))
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",  # noqa: C901
                   warn: Callable[[str], None] | None = None) -> Settings:
     """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
 
@@ -780,7 +821,6 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     merged.update(os.environ if environ is None else environ)
     # promoted parameters (tracer params promote): under the variables set in the environment or .env,
     # above the profile and the defaults; validated below like any other value
-    from tracer.optimize.params import active_overlay
     for k, v in active_overlay(merged.get("TB_ACTIVE_PARAMS_PATH") or "config/active_params.json").items():
         merged.setdefault(k, v)
 
@@ -862,13 +902,11 @@ def feed_problems(s: "Settings") -> list[str]:
     variable, rather than when the feed is built)."""
     if s.feed != "live":
         return []
-    from tracer.data.factory import BAR_SOURCES, NEWS_SOURCES, _names
-    from tracer.news.dedupe import parse_weights
     out: list[str] = []
     for env, spec, allowed in (("TB_BAR_SOURCES", s.bar_sources, BAR_SOURCES),
                                ("TB_NEWS_SOURCES", s.news_sources, NEWS_SOURCES)):
         try:
-            names = _names(spec, allowed, env)
+            names = source_names(spec, allowed, env)
         except ValueError as e:
             out.append(f"{env}={spec!r}: {str(e).split(': ', 1)[-1]}")
             continue
@@ -895,7 +933,6 @@ def venue_problems(s: "Settings") -> list[str]:
     """Refuse a venue set-up that is unsafe or cannot work, naming the variable:
     a live (non-paper, non-testnet) URL without TB_LIVE_TRADING=yes, a venue without keys, and a
     real venue driven by the offline replay (its prices are not the venue's; only a local test venue)."""
-    from tracer.execution.venue import is_local_url, is_test_url
     out: list[str] = []
     # every venue an agent may touch: the futures backup takes entries on a failover, so it is gated too
     used = [("hybrid", s.hybrid_venue, ""), ("futures", s.futures_venue, "")]
@@ -937,3 +974,75 @@ def env_example() -> str:
                 lines += ["# PPLX_API_KEY_1=", "# PPLX_API_KEY_2=", "# PPLX_API_KEYS=", "# PPLX_API_KEY="]
         lines.append("")
     return "\n".join(lines)
+
+
+# --- what the checks need, here so that the configuration is a leaf (it imports no other tracer module but the
+# leaf tracer.symbols): the feed's source names, the news source weights, venue URL classes, the promoted overlay
+BAR_SOURCES = ("alpaca", "binance_spot", "binance_usdm", "yahoo", "coingecko")
+NEWS_SOURCES = ("alpaca", "perplexity")
+
+
+def source_names(spec: str, allowed: Sequence[str], var: str) -> list[str]:
+    """``"binance_spot, yahoo"`` -> ``["binance_spot", "yahoo"]`` (unique, lower case); ValueError naming ``var``
+    on an unknown name."""
+    names = list(dict.fromkeys(x.strip().lower() for x in spec.split(",") if x.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(f"{var}: unknown source(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return names
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """``"alpaca=1, perplexity=0.7"`` -> ``{"alpaca": 1.0, "perplexity": 0.7}``; ValueError on a bad item."""
+    out: dict[str, float] = {}
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        name, sep, val = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"source weight {item!r} is not name=number")
+        try:
+            w = float(val)
+        except ValueError:
+            raise ValueError(f"source weight {item!r} is not name=number") from None
+        if not 0 <= w <= 10:
+            raise ValueError(f"source weight {item!r} out of range [0, 10]")
+        out[name.strip().lower()] = w
+    return out
+
+
+def is_local_url(url: str) -> bool:
+    """127.0.0.1 / localhost URLs are the tests' fake venues: treated as test venues."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+# Known paper/testnet hosts; any other host is a live venue and needs TB_LIVE_TRADING=yes.
+TEST_HOSTS = {
+    "alpaca": ("paper-api.alpaca.markets",),
+    "binance": ("testnet.binancefuture.com", "demo-fapi.binance.com"),
+    "bybit": ("api-testnet.bybit.com", "api-demo.bybit.com"),
+}
+
+
+def is_test_url(venue: str, url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return is_local_url(url) or host in TEST_HOSTS.get(venue, ())
+
+
+def active_overlay(path: str | Path) -> dict[str, str]:
+    """The promoted parameters of every agent (``tracer params promote``, the file ``TB_ACTIVE_PARAMS_PATH``) as
+    ``TB_NAME -> text``, applied by :func:`load_settings` under explicit variables. A file that cannot be read
+    stops the configuration."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text()) if p.is_file() else {}
+        sets = {a: dict(v.get("params", {})) for a, v in (data.get("agents") or {}).items()}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError([f"TB_ACTIVE_PARAMS_PATH={str(path)!r}: unreadable promoted parameter file ({e}); "
+                           f"fix it or roll back (tracer params rollback)"]) from None
+    out: dict[str, str] = {}
+    for params in sets.values():
+        for k, v in params.items():
+            out[k] = str(v)
+    return out

@@ -405,8 +405,27 @@ CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
 CREATE INDEX trades_entry ON trades(entry_order_id)
 """
 
+# ===== monitoring record (operations, tracer/monitor/records.py) ===========================================
+# v10: every health result, watchdog restart or give-up, heal action and alert, kept for
+# TB_MONITOR_RETENTION_DAYS (pruned by tracer.monitor.records). Separate from the trading tables: written
+# only by the monitoring scripts, read by scripts/monitoring_status.sh.
+SCHEMA_V10_MONITORING = """
+CREATE TABLE monitor_events (
+    id       INTEGER PRIMARY KEY,
+    ts       TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    level    INTEGER NOT NULL CHECK (level IN (0, 1, 2)),
+    message  TEXT NOT NULL
+);
+CREATE INDEX monitor_events_ts ON monitor_events(ts);
+CREATE INDEX monitor_events_name_ts ON monitor_events(name, ts)
+"""
+# ===== end of the monitoring record ========================================================================
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-                         SCHEMA_V9]
+                         SCHEMA_V9, SCHEMA_V10_MONITORING]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -772,13 +791,12 @@ class Store:
                 for r in rows]
 
     def insert_trade(self, t: Trade) -> None:
-        basis = t.entry_price * t.qty / max(t.leverage, 1.0)
         self.conn.execute(
             """INSERT INTO trades(agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage,
                fees, funding, pnl, return_pct, exit_reason, entry_order_id, exit_order_id, signal_id)
                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(exit_order_id) DO NOTHING""",
             (t.agent, t.symbol, t.side.value, t.qty, iso(t.entry_ts), t.entry_price, iso(t.exit_ts), t.exit_price,
-             t.leverage, t.fees, t.funding, t.pnl, t.pnl / basis if basis else 0.0, t.exit_reason,
+             t.leverage, t.fees, t.funding, t.pnl, t.return_pct, t.exit_reason,
              t.entry_order_id, t.exit_order_id, t.signal_id))
 
     def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:

@@ -199,3 +199,11 @@ class Trade:
     exit_order_id: str
     leverage: float = 1.0
     signal_id: int | None = None
+
+    @property
+    def return_pct(self) -> float:
+        """The trade's return on the capital it tied up: P&L over the entry notional divided by the leverage
+        (the isolated margin of a futures trade, the notional of a spot one); 0 when that basis is 0. The one
+        trade-return formula: the DB, the backtest, the risk book and the notifications all use it."""
+        basis = self.entry_price * self.qty / max(self.leverage, 1.0)
+        return self.pnl / basis if basis else 0.0

@@ -1,4 +1,5 @@
-"""Operations helpers behind the watchdog, health-check and dashboard scripts.
+"""Operations helpers behind the watchdog, health-check and dashboard scripts (the health checks themselves:
+tracer/monitor/health.py and tracer/monitor/checks.py, still reachable as ``ops.health``, ``ops.Check``).
 
 The shell scripts (``scripts/watchdog.sh``, ``scripts/health_check.sh``, ``scripts/monitoring_status.sh``)
 only manage processes and locks; every decision that needs the DB, the clock or bookkeeping is here and
@@ -8,7 +9,7 @@ is reached through ``tracer`` subcommands (``watchdog-check``, ``watchdog-restar
 Files in ``TB_STATE_DIR``: ``<agent>.pid`` (written by whoever starts the agent), ``<agent>.args`` (the
 agent's command-line options, one per line, so a restart uses the same command line),
 ``watchdog_<agent>.json`` (restart timestamps of the last hour and the "gave up" mark),
-``health_alert.json`` (the last health alert, to avoid repeating it every 15 minutes).
+``health_alert_state.json`` (each failing check and when it was last alerted: tracer/monitor/alerts.py).
 ``TB_LOG_DIR/watchdog.log`` gets one line per watchdog action.
 
 Definitions (documented in the README, tested in tests/test_watchdog.py and tests/test_health_check.py):
@@ -29,12 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -197,31 +197,13 @@ def _deliver_now(settings: Any) -> None:
         print(f"alert queued, immediate delivery failed ({type(e).__name__})", file=sys.stderr)
 
 
-def alert(settings: Any, kind: str, message: str, agent: str | None = None) -> list[int]:
-    """Enqueue ``message`` in the notifications outbox for every enabled channel (one transaction).
+def alert(settings: Any, kind: str, message: str, agent: str | None = None, level: int = 1) -> list[int]:
+    """Enqueue ``message`` on the channels of its level (``TB_ALERT_CHANNELS_<LEVEL>``; default warning).
 
     Never raises: when the DB cannot take it (missing, corrupt, locked), the alert goes to
-    ``TB_LOG_DIR/alerts.log`` and to stderr instead, and ``[]`` is returned."""
-    try:
-        from tracer.db import Store
-        from tracer.notify.outbox import enqueue
-        if not Path(settings.db_path).is_file():
-            raise FileNotFoundError(f"{settings.db_path} does not exist")
-        store = Store(settings.db_path)
-        try:
-            with store.transaction():
-                ids = list(enqueue(store, settings, kind, message, agent))
-        finally:
-            store.close()
-        _deliver_now(settings)
-        return ids
-    except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
-        print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
-        try:
-            log_line(settings, "alerts", agent, f"kind={kind} not enqueued ({type(e).__name__}): {message}")
-        except OSError:
-            pass
-        return []
+    ``TB_LOG_DIR/alerts.log`` and to stderr instead, and ``[]`` is returned (tracer.monitor.alerts.send)."""
+    from tracer.monitor.alerts import Level, send
+    return send(settings, Level(level), kind, message, agent)
 
 
 # --- heartbeat -----------------------------------------------------------------------------------
@@ -359,7 +341,8 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None) -> Ve
                f"times in the last hour (cap TB_WATCHDOG_MAX_RESTARTS_PER_HOUR={cap}). Not restarting; "
                f"check {Path(settings.log_dir) / (agent + '.log')} and start it with ./start_trading_system.sh")
         log_line(settings, "watchdog", agent, f"gave_up reason=\"{down}\" restarts_last_hour={len(book['restarts'])}")
-        alert(settings, "watchdog_gave_up", msg, agent)
+        alert(settings, "watchdog_gave_up", msg, agent, level=2)
+        _record_watchdog(settings, agent, "gave_up", 2, msg)
         return Verdict("capped", st.pid, f"{down}; restart cap {cap}/h reached: alerted, not restarting")
     return Verdict("restart", st.pid, down, alive=st.alive)
 
@@ -378,218 +361,13 @@ def watchdog_restarted(settings: Any, agent: str, old_pid: int | None, new_pid: 
     msg = (f"🔄 {agent} agent restarted by watchdog: {reason}; new pid {new_pid or '?'} "
            f"(restart {n}/{cap} this hour)")
     alert(settings, "watchdog_restart", msg, agent)
+    _record_watchdog(settings, agent, "restart", 1, msg)
     return msg
 
 
-# --- health check ---------------------------------------------------------------------------------
-@dataclass
-class Check:
-    name: str
-    level: int
-    message: str
-
-    @property
-    def status(self) -> str:
-        return LEVELS[self.level]
-
-
-def _check_processes(settings: Any, now: datetime) -> list[Check]:
-    out = []
-    limit_s = settings.watchdog_max_heartbeat_age_min * 60
-    for a in AGENTS:
-        st = agent_state(settings, a, now)
-        if st.alive:
-            up = human_age(now.timestamp() - st.started) if st.started else "?"
-            out.append(Check(f"process[{a}]", 0, f"running (pid {st.pid}, up {up})"))
-        elif st.stopped_cleanly:
-            out.append(Check(f"process[{a}]", 0, f"stopped cleanly at cycle {st.hb_cycle} (not running)"))
-        elif st.managed:
-            out.append(Check(f"process[{a}]", 2, f"DOWN: pid {st.pid} is gone without a clean stop"))
-        elif st.hb_status == "running" and agent_alive(st.hb_pid, a):
-            out.append(Check(f"process[{a}]", 0, f"running (pid {st.hb_pid} from its heartbeat; no pid file)"))
-        elif st.hb_status == "running":
-            out.append(Check(f"process[{a}]", 2, f"DOWN: heartbeat says running but pid {st.hb_pid} is gone"))
-        else:
-            out.append(Check(f"process[{a}]", 1, "not started (no pid file, no heartbeat)"))
-        # heartbeat freshness of a live agent
-        if st.alive or (not st.managed and st.hb_status == "running" and agent_alive(st.hb_pid, a)):
-            age = st.age_s if st.managed else st.hb_age_s
-            if age is not None and age > limit_s:
-                what = "heartbeat" if (st.own_hb or not st.managed) else "no heartbeat since the start,"
-                out.append(Check(f"heartbeat[{a}]", 1, f"STALE: {what} {human_age(age)} old "
-                                                       f"(limit {human_age(limit_s)}): hung?"))
-            elif st.own_hb or not st.managed:
-                out.append(Check(f"heartbeat[{a}]", 0, f"fresh ({human_age(age)} old, cycle {st.hb_cycle}, "
-                                                       f"clock {st.hb_clock})"))
-            else:
-                out.append(Check(f"heartbeat[{a}]", 0, f"starting (no heartbeat yet, up {human_age(age)})"))
-        else:
-            out.append(Check(f"heartbeat[{a}]", 0, "n/a (not running)"))
-    return out
-
-
-def _check_db(settings: Any) -> tuple[Check, sqlite3.Connection | None]:
-    p = Path(settings.db_path)
-    if not p.is_file():
-        return Check("database", 2, f"MISSING: {p} does not exist (run ./start_trading_system.sh or "
-                                    f"tracer init-db)"), None
-    try:
-        conn = connect_existing(p)
-        assert conn is not None
-        rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if rows != ["ok"]:
-            conn.close()
-            return Check("database", 2, f"CORRUPT: quick_check says {'; '.join(map(str, rows[:3]))}"), None
-        conn.execute("SELECT COUNT(*) FROM heartbeats").fetchone()
-    except sqlite3.DatabaseError as e:
-        return Check("database", 2, f"UNUSABLE: {p}: {e}"), None
-    size = p.stat().st_size / 1e6
-    return Check("database", 0, f"quick_check ok ({p}, {size:.1f} MB, schema v{version})"), conn
-
-
-def _check_disk(settings: Any) -> Check:
-    p = Path(settings.db_path).resolve().parent
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    u = shutil.disk_usage(p)
-    pct = 100.0 * u.free / u.total if u.total else 0.0
-    msg = f"{pct:.1f}% free ({u.free / 1e9:.1f} GB of {u.total / 1e9:.1f} GB) on the DB's volume"
-    if pct < settings.health_disk_critical_pct:
-        return Check("disk", 2, f"NEARLY FULL: {msg} (critical below {settings.health_disk_critical_pct:g}%)")
-    if pct < settings.health_disk_warn_pct:
-        return Check("disk", 1, f"LOW: {msg} (warning below {settings.health_disk_warn_pct:g}%)")
-    return Check("disk", 0, msg)
-
-
-def _error_lines(path: Path, since: datetime, max_bytes: int = 512_000) -> list[str]:
-    """ERROR lines (and event=agent_error) of a log written after ``since`` (reads only the tail)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            text = fh.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) < 3 or not (parts[1] in ("ERROR", "CRITICAL") or "event=agent_error" in line):
-            continue
-        ts = _parse_iso(parts[0])
-        if ts is not None and ts >= since:
-            out.append(line)
-    return out
-
-
-def _check_errors(settings: Any, conn: sqlite3.Connection | None, now: datetime) -> Check:
-    win = settings.health_error_window_min
-    since = now - timedelta(minutes=win)
-    total = bad = 0
-    if conn is not None:
-        total, bad = conn.execute("SELECT COUNT(*), COALESCE(SUM(status != 'ok'), 0) FROM runs WHERE started_at >= ?",
-                                  (_iso(since),)).fetchone()
-    errs = []
-    for a in AGENTS:
-        errs += [(a, ln) for ln in _error_lines(Path(settings.log_dir) / f"{a}.log", since)]
-    rate = bad / total if total else 0.0
-    base = f"{bad}/{total} cycles not ok, {len(errs)} error log lines in the last {win:g} min"
-    if errs or (total and rate > settings.health_error_rate_warn):
-        last = errs[-1][1].split(" ", 3)[-1][:160] if errs else ""
-        return Check("errors", 1, f"ERRORS: {base}" + (f"; last ({errs[-1][0]}): {last}" if errs else ""))
-    return Check("errors", 0, base)
-
-
-def _check_backlog(settings: Any, conn: sqlite3.Connection | None, now: datetime) -> Check:
-    if conn is None:
-        return Check("notifications", 2, "unknown (DB unusable)")
-    cutoff = _iso(now - timedelta(minutes=settings.health_backlog_min))
-    n, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM notifications WHERE status='pending' AND "
-                             "created_at < ?", (cutoff,)).fetchone()
-    failed = conn.execute("SELECT COUNT(*) FROM notifications WHERE status='failed' AND created_at >= ?",
-                          (_iso(now - timedelta(minutes=settings.health_error_window_min)),)).fetchone()[0]
-    pending = conn.execute("SELECT COUNT(*) FROM notifications WHERE status='pending'").fetchone()[0]
-    if n or failed:
-        bits = []
-        if n:
-            bits.append(f"{n} pending for more than {settings.health_backlog_min:g} min (oldest {oldest})")
-        if failed:
-            bits.append(f"{failed} failed in the last {settings.health_error_window_min:g} min")
-        return Check("notifications", 1, "BACKLOG: " + "; ".join(bits))
-    return Check("notifications", 0, f"no backlog ({pending} pending, none older than "
-                                     f"{settings.health_backlog_min:g} min)")
-
-
-# Public endpoints probed when a live venue is configured (no credentials needed for these).
-VENUE_PROBES = {
-    "binance": "https://api.binance.com/api/v3/ping",
-    "binance_futures": "https://fapi.binance.com/fapi/v1/ping",
-    "bybit": "https://api.bybit.com/v5/market/time",
-    "alpaca": "https://api.alpaca.markets/v2/clock",
-}
-
-
-def live_venues(settings: Any) -> list[str]:
-    """Venues the configuration trades or reads live ([] for the offline replay with paper brokers)."""
-    out = []
-    feed = getattr(settings, "feed", "replay")
-    if feed and feed != "replay":
-        out.append(str(feed))
-    for name in ("hybrid_venue", "futures_venue", "futures_backup"):
-        v = getattr(settings, name, None)
-        if v and v not in ("paper", "replay"):
-            out.append(str(v))
-    return list(dict.fromkeys(out))
-
-
-def _probe_url(settings: Any, venue: str) -> str | None:
-    """The trading venues are probed at their configured (paper/testnet/test) URL; data feeds at the public one."""
-    configured = {"alpaca": ("alpaca_trading_url", "/v2/clock"), "binance": ("binance_futures_url", "/fapi/v1/ping"),
-                  "bybit": ("bybit_url", "/v5/market/time")}
-    if venue in configured and getattr(settings, configured[venue][0], None):
-        return getattr(settings, configured[venue][0]).rstrip("/") + configured[venue][1]
-    return next((u for k, u in VENUE_PROBES.items() if venue.lower().startswith(k)), None)
-
-
-# venue events that need a person: a ban, refused keys, an unprotected or adopted position, a mismatch
-VENUE_ALERT_KINDS = ("ip_banned", "auth_error", "position_unprotected", "position_adopted", "position_mismatch",
-                     "order_missing", "exit_refused", "cancel_failed", "failover")
-
-
-def _check_venue_events(settings: Any, conn: Any, now: datetime) -> Check:
-    if conn is None:
-        return Check("venue_events", 0, "skipped (no DB)")
-    try:
-        since = (now - timedelta(minutes=settings.health_error_window_min)).strftime("%Y-%m-%dT%H:%M:%S")
-        q = ",".join("?" * len(VENUE_ALERT_KINDS))
-        rows = conn.execute(f"SELECT kind, COUNT(*) FROM venue_events WHERE ts >= ? AND kind IN ({q}) "
-                            f"GROUP BY kind ORDER BY kind", (since, *VENUE_ALERT_KINDS)).fetchall()
-    except Exception as e:      # an old DB without the table: nothing to report
-        return Check("venue_events", 0, f"skipped ({type(e).__name__})")
-    if not rows:
-        return Check("venue_events", 0, f"none needing attention in the last {settings.health_error_window_min:g} min")
-    return Check("venue_events", 1, "ATTENTION: " + ", ".join(f"{k} x{n}" for k, n in rows))
-
-
-def _check_venues(settings: Any) -> list[Check]:
-    venues = live_venues(settings)
-    if not venues:
-        return [Check("venue", 0, "skipped (offline replay)")]
-    import requests
-    out = []
-    for v in venues:
-        url = _probe_url(settings, v)
-        if url is None:
-            out.append(Check(f"venue[{v}]", 1, "no reachability probe known for this venue"))
-            continue
-        try:
-            r = requests.get(url, timeout=5)
-            lvl = 0 if r.status_code < 500 else 1
-            out.append(Check(f"venue[{v}]", lvl, f"HTTP {r.status_code} from {url}"))
-        except requests.RequestException as e:
-            out.append(Check(f"venue[{v}]", 1, f"UNREACHABLE: {url}: {type(e).__name__}"))
-    return out
+def _record_watchdog(settings: Any, agent: str, kind: str, level: int, message: str) -> None:
+    from tracer.monitor.records import Event, Source, record
+    record(settings, [Event(Source.WATCHDOG, kind, agent, level, message)])
 
 
 def storage_fault_of(settings: Any, agent: str) -> dict[str, Any] | None:
@@ -605,80 +383,9 @@ def storage_fault_of(settings: Any, agent: str) -> dict[str, Any] | None:
     return f
 
 
-def _check_storage(settings: Any, conn: sqlite3.Connection | None, now: datetime) -> Check:
-    """Storage faults of the agents (tracer/agents/loop.py): the DB could not take a cycle (locked, read-only,
-    disk full). While one lasts the agent keeps ``TB_STATE_DIR/storage_fault_<agent>.json`` (the DB cannot
-    say): critical. A fault cleared within ``TB_HEALTH_ERROR_WINDOW_MIN`` (its note on the recovering
-    ``runs`` row): warning."""
-    ongoing = []
-    for a in AGENTS:
-        f = storage_fault_of(settings, a)
-        if f is None:
-            continue          # none, or its process is gone: the next start retries the same way (and clears it)
-        ongoing.append(f"{a} cannot write the DB since {f.get('since')} ({f.get('attempts')} attempts, clock "
-                       f"{f.get('clock')}): {f.get('error')}")
-    if ongoing:
-        return Check("storage", 2, "STORAGE FAULT: " + "; ".join(ongoing))
-    recovered = []
-    if conn is not None:
-        try:
-            since = _iso(now - timedelta(minutes=settings.health_error_window_min))
-            recovered = conn.execute("SELECT agent, note FROM runs WHERE started_at >= ? AND note LIKE "
-                                     "'%storage_fault_recovered%' ORDER BY id", (since,)).fetchall()
-        except sqlite3.DatabaseError:
-            pass
-    if recovered:
-        return Check("storage", 1, f"RECOVERED: {len(recovered)} storage fault(s) cleared in the last "
-                                   f"{settings.health_error_window_min:g} min; last ({recovered[-1][0]}): "
-                                   f"{recovered[-1][1][:200]}")
-    return Check("storage", 0, "no storage fault")
-
-
-def health(settings: Any, now: datetime | None = None) -> list[Check]:
-    now = now or _now()
-    checks = _check_processes(settings, now)
-    db, conn = _check_db(settings)
-    checks.append(db)
-    try:
-        checks.append(_check_disk(settings))
-        checks.append(_check_storage(settings, conn, now))
-        checks.append(_check_errors(settings, conn, now))
-        checks.append(_check_backlog(settings, conn, now))
-        checks.append(_check_venue_events(settings, conn, now))
-    finally:
-        if conn is not None:
-            conn.close()
-    checks += _check_venues(settings)
-    return checks
-
-
-def health_alert(settings: Any, checks: Sequence[Check], now: datetime | None = None) -> bool:
-    """Enqueue one alert naming the failing checks, unless the same set was alerted within
-    ``TB_HEALTH_ALERT_REPEAT_MIN``. Returns True when an alert was enqueued (or logged)."""
-    now = now or _now()
-    bad = [c for c in checks if c.level > 0]
-    if not bad:
-        return False
-    worst = max(c.level for c in bad)
-    key = sorted(f"{c.name}:{c.level}" for c in bad)
-    path = Path(settings.state_dir) / "health_alert.json"
-    try:
-        last = json.loads(path.read_text())
-        if last.get("key") == key and now.timestamp() - float(last["ts"]) < settings.health_alert_repeat_min * 60:
-            return False
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        pass
-    icon = "🚨" if worst == 2 else "⚠️"
-    msg = f"{icon} health {LEVELS[worst]}: " + "; ".join(f"{c.name}: {c.message}" for c in bad)
-    alert(settings, f"health_{LEVELS[worst]}", msg, None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from tracer.logs import private_write_text
-    private_write_text(path, json.dumps({"key": key, "ts": now.timestamp()}))     # user-only state file
-    return True
-
-
 # --- dashboard ----------------------------------------------------------------------------------------
 def _last_errors(settings: Any, agent: str, n: int = 3) -> list[str]:
+    from tracer.monitor.health import _error_lines
     lines = _error_lines(Path(settings.log_dir) / f"{agent}.log", datetime(1970, 1, 1, tzinfo=timezone.utc))
     return lines[-n:]
 
@@ -773,13 +480,19 @@ def add_parsers(sub: Any) -> None:
     h = sub.add_parser("health", help="health checks: exit 0 ok, 1 warning, 2 critical (alerts on failure)")
     h.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     h.add_argument("--no-alert", action="store_true", help="do not enqueue an alert on warning/critical")
+    h.add_argument("--heal", action="store_true",
+                   help="restart dead watchdog loops, the listener and given-up agents (tracer/monitor/heal.py)")
     a = sub.add_parser("alert", help="enqueue an alert for every enabled notification channel")
     a.add_argument("kind")
     a.add_argument("message")
     a.add_argument("--agent", default=None)
+    a.add_argument("--repeat-key", default=None,
+                   help="send only if no alert with this key went out within TB_HEALTH_ALERT_REPEAT_MIN")
     b = sub.add_parser("heartbeat-age", help="print: <age seconds> <status> <cycle> <pid> ('-' when unknown)")
     b.add_argument("agent", choices=AGENTS)
-    sub.add_parser("dashboard", help="both agents at a glance (rich table)")
+    d = sub.add_parser("dashboard", help="both agents at a glance, then the monitoring record (rich tables)")
+    d.add_argument("--events", action="store_true", help="only the monitoring record: recent events, check history")
+    d.add_argument("--hours", type=float, default=24.0, help="hours of check history (default 24)")
     w = sub.add_parser("watchdog-check", help="(for scripts/watchdog.sh) print: <action> <pid> <reason>")
     w.add_argument("agent", choices=AGENTS)
     r = sub.add_parser("watchdog-restarted", help="(for scripts/watchdog.sh) record a restart, log and alert")
@@ -789,23 +502,46 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--reason", default="down")
 
 
-def dispatch(args: argparse.Namespace, settings: Any, console: Console) -> int:
+def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
-        checks = health(settings)
+        from tracer.monitor.checks import coverage
+        from tracer.monitor.health import config_check, env_file_check, health
+        checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
+        checks += coverage(settings)
+        from tracer.monitor.records import Event, Source, record
+        record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
+        if not args.no_alert:
+            from tracer.monitor.alerts import health_alerts
+            health_alerts(settings, checks)
         worst = max(c.level for c in checks)
-        if worst and not args.no_alert:
-            health_alert(settings, checks)
-        if args.json:
-            print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
-                              "checks": [dict(asdict(c), status=c.status) for c in checks]}, indent=2))
-        else:
-            for c in checks:
-                print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
-            n1 = sum(c.level == 1 for c in checks)
-            n2 = sum(c.level == 2 for c in checks)
-            print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
+        healed = []
+        if args.heal and not problems:          # never restart anything onto an invalid configuration
+            from tracer.monitor.heal import heal
+            healed = heal(settings, checks)
+        try:
+            if args.json:
+                print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
+                                  "checks": [dict(asdict(c), status=c.status) for c in checks],
+                                  "heal": [asdict(h) for h in healed]}, indent=2))
+            else:
+                for c in checks:
+                    print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
+                for h in healed:
+                    print(h.line())
+                n1 = sum(c.level == 1 for c in checks)
+                n2 = sum(c.level == 2 for c in checks)
+                print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `health_check.sh | head`: the reader left; the exit code still carries the result
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return worst
     if args.cmd == "alert":
+        if args.repeat_key:
+            from tracer.monitor.alerts import alert_once
+            sent = alert_once(settings, args.repeat_key, args.kind, args.message, args.agent)
+            print("alert enqueued" if sent else f"alert not repeated (key {args.repeat_key} sent recently)")
+            return 0
         ids = alert(settings, args.kind, args.message, args.agent)
         print(f"alert enqueued: {len(ids)} channel(s)")
         return 0
@@ -816,8 +552,19 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console) -> int:
                         f(st.hb_pid)]))
         return 0
     if args.cmd == "dashboard":
-        return dashboard(settings, console)
+        from tracer.monitor.view import show
+        rc = 0 if args.events else dashboard(settings, console)
+        show(settings, console, args.hours)
+        return rc
     if args.cmd == "watchdog-check":
+        if problems:
+            # restarting on an invalid config would only fail (the agent refuses it): say so, and alert
+            from tracer.monitor.alerts import alert_once
+            alert_once(settings, "config_invalid", "config_invalid",
+                       f"🚨 configuration invalid: the watchdog cannot restart the {args.agent} agent until "
+                       f".env is fixed (.venv/bin/tracer check-config): " + "; ".join(problems), args.agent)
+            print(Verdict("error", None, "configuration invalid: " + "; ".join(problems)).line())
+            return 0
         print(watchdog_check(settings, args.agent).line())
         return 0
     if args.cmd == "watchdog-restarted":
@@ -826,6 +573,17 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console) -> int:
     raise AssertionError(args.cmd)
 
 
-__all__ = ["AGENTS", "AgentState", "agent_alive", "Check", "Verdict", "agent_state", "alert", "dashboard", "dashboard_rows",
-           "health", "health_alert", "human_age", "pid_alive", "watchdog_check", "watchdog_restarted",
-           "add_parsers", "dispatch", "COMMANDS"]
+__all__ = ["AGENTS", "AgentState", "agent_alive", "Verdict", "agent_state", "alert", "dashboard", "dashboard_rows",
+           "human_age", "pid_alive", "watchdog_check", "watchdog_restarted", "add_parsers", "dispatch", "COMMANDS"]
+
+
+_HEALTH_NAMES = ("Check", "health", "live_venues", "live_feed_sources", "config_check", "env_file_check")
+
+
+def __getattr__(name: str) -> Any:
+    """``ops.health``, ``ops.Check``...: the health checks live in tracer/monitor/health.py (which builds on the
+    helpers here, hence resolved on first use rather than imported at the top)."""
+    if name in _HEALTH_NAMES:
+        from tracer.monitor import health as _health
+        return getattr(_health, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -144,7 +144,6 @@ class FuturesPolicy:
         the risk rules approve), after the counter-regime rule and the cooldown, through every risk rule (so it
         counts against the daily trade cap), tagged ``exploration`` (:mod:`tracer.optimize.exploration`)."""
         s = self.s
-        stop_d = s.futures_stop_atr_mult * sig.atr
         rd = check_entry(Candidate(sig.symbol, sig.price, direction, 1.0, returns, leverage=1.0, spot=False),
                          book, self.limits)
         if not rd.approved:

@@ -4,6 +4,9 @@
 (entries through risk, exits) -> persist the whole cycle in one transaction -> submit the
 new orders -> notify -> heartbeat``.
 
+The cycle's types are in :mod:`tracer.agents.protocols`, its storage-fault handling in
+:mod:`tracer.agents.storage_faults`.
+
 Crash-only: start-up and recovery are the same code path (:meth:`AgentLoop.start`). The
 clock resumes after the last committed cycle, the broker is rebuilt from the DB, and
 orders the DB has as ``new`` are reconciled with the broker by client order id before
@@ -14,13 +17,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,11 +32,13 @@ from tracer.data.gaps import outage_message, outages
 from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
+from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
+from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
-from tracer.notify.outbox import alert_or_log, deliver_console, enqueue, enqueue_periodic
-from tracer.models import Bar, Order, OrderState, Position, ScoredHeadline, Signal
+from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
+from tracer.models import Bar, OrderState, Position, ScoredHeadline, Signal
 from tracer.risk.limits import Book
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
@@ -43,59 +47,6 @@ from tracer.signals.evaluate import EvalParams, evaluate
 
 class _StopWaiting(Exception):
     """A stop was requested while the loop waited for the feed's next clock."""
-
-
-@dataclass(slots=True)
-class Intent:
-    """An order the policy wants, with everything needed to explain it later."""
-    order: Order
-    signal_symbol: str
-    price_est: float
-    bracket: Bracket | None = None
-    sizing: dict[str, Any] | None = None
-    cash_needed: float | None = None     # cash the entry ties up (spot: notional; futures: margin)
-
-
-@dataclass(slots=True)
-class Decision:
-    decision: str                  # enter / exit / blocked / none / hold_position
-    reason: str
-    intent: Intent | None = None
-    risk_rule: str | None = None
-    risk_detail: dict[str, Any] | None = None
-
-
-class Policy(Protocol):
-    """The agent-specific part: direction rules, risk and sizing. Pure given its inputs."""
-    agent: str
-
-    def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
-               pending_exit: bool) -> Decision: ...
-
-
-class TradingBroker(Protocol):
-    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate: ...
-    def get(self, client_order_id: str) -> OrderUpdate | None: ...
-    def positions(self) -> list[Position]: ...
-    def on_bar(self, bar: Bar) -> BarReport: ...
-    def equity(self) -> float: ...
-    def balance(self) -> float: ...
-    def restore(self, positions, pending, realized_pnl, fees_paid, last_price) -> None: ...
-
-    realized_pnl: float
-    fees_paid: float
-
-
-@dataclass(slots=True)
-class CycleResult:
-    run_id: int
-    clock: datetime
-    signals: int = 0
-    skipped: int = 0
-    orders: list[str] = field(default_factory=list)
-    fills: int = 0
-    trades: int = 0
-    equity: float = 0.0
 
 
 def decide_all(policy: Policy, signals: Sequence[Signal], positions: dict[str, Position], book: Book,
@@ -134,7 +85,7 @@ def venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger, int
     return make_venue_broker(s, agent, store, log, interval, alert)
 
 
-class AgentLoop:
+class AgentLoop(StorageFaultHandling):
     def __init__(self, agent: str, settings: Settings, feed: Feed, broker: TradingBroker, store: Store,
                  scorer: SentimentScorer, policy: Policy, logger: logging.Logger, initial_capital: float):
         self.agent = agent
@@ -153,10 +104,10 @@ class AgentLoop:
         self.processed_until: datetime | None = None
         self.day: str | None = None
         self.day_start_equity: float | None = None
-        self.venue = bool(getattr(broker, "places_own_orders", False))   # a real venue (VenueBroker)
+        self.venue = broker.places_own_orders      # a real venue (VenueBroker)
         # storage faults (the DB locked, read-only, full): see run() and _storage_fault()
         self._broker_template = None if self.venue else copy.deepcopy(broker)   # a paper broker as built
-        self.storage_fault: dict[str, Any] | None = None
+        self.storage_fault: StorageFault | None = None
         self._restores = 0                    # broker restores from the DB (a failed recovery: did it get there?)
         self._committed: datetime | None = None   # the clock of the last cycle this process committed
         self.storage_backoff_s = 1.0          # first retry after a storage fault, doubling up to the max
@@ -164,8 +115,7 @@ class AgentLoop:
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
         self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
         self._slept_since_hb = 0.0
-        if self.venue:
-            broker.bind_stop(self.stop_event)  # type: ignore[attr-defined]
+        broker.bind_stop(self.stop_event)
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -184,7 +134,7 @@ class AgentLoop:
         if acct is None:
             capital = self.initial_capital
             if self.venue:     # on a venue the capital is what its wallets hold at the first start
-                capital = self.broker.starting_equity() or capital  # type: ignore[attr-defined]
+                capital = self.broker.starting_equity() or capital
             with st.transaction():
                 st.save_account(self.agent, initial_capital=capital, cash=capital,
                                 realized_pnl=0.0, fees_paid=0.0, day=None, day_start_equity=None)
@@ -195,8 +145,7 @@ class AgentLoop:
         latest = getattr(self.feed, "latest_time", None)
         last = st.last_run(self.agent)
         self.reconcile(latest() if callable(latest) else (parse_iso(last["clock"]) if last is not None else None))
-        if self.venue:
-            self._send_broker_orders(self.broker.ensure_protection())  # type: ignore[attr-defined]
+        self._send_broker_orders(self.broker.ensure_protection())
 
         self.clock = self.processed_until = None
         self.cycle_no = 0
@@ -221,7 +170,7 @@ class AgentLoop:
         self._restores += 1
         if self.venue:
             self.initial_capital = float(acct["initial_capital"])
-        self.broker.cash = acct["cash"]  # type: ignore[attr-defined]
+        self.broker.cash = acct["cash"]
         self.day, self.day_start_equity = acct["day"], acct["day_start_equity"]
         pending = []
         for r in st.orders_in_state(self.agent, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
@@ -286,10 +235,10 @@ class AgentLoop:
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}
-        if self.venue and any(p.stop_loss <= 0 for p in positions.values()):
+        if any(p.stop_loss <= 0 for p in positions.values()):
             # a position adopted from the venue gets the levels the agent's rules give its symbol now
             by_sym = {sig.symbol: sig for sig in signals}
-            self.broker.set_brackets({s: self.policy.protective_bracket(by_sym[s]) if s in by_sym else None  # type: ignore[attr-defined]
+            self.broker.set_brackets({s: self.policy.protective_bracket(by_sym[s]) if s in by_sym else None
                                       for s, p in positions.items() if p.stop_loss <= 0})
             positions = {p.symbol: p for p in self.broker.positions()}
         book = self._book(now, positions, report)
@@ -306,7 +255,7 @@ class AgentLoop:
     def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None) -> BarReport:
         """The broker sees the bars that closed after ``after`` (default: the last processed clock)."""
         # a venue broker first learns what happened on the venue (fills, stops, liquidations)
-        total = self.broker.sync(now) if self.venue else BarReport()  # type: ignore[attr-defined]
+        total = self.broker.sync(now)
         interval = self.feed.interval
         after = self.processed_until if after is None else after
         for sym, bars in snap.bars.items():
@@ -340,13 +289,13 @@ class AgentLoop:
 
     def _book(self, now: datetime, positions: dict[str, Position], report: BarReport) -> Book:
         day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
-        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *  # type: ignore[attr-defined]
+        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *
                      (1 if p.side.value == "long" else -1) for s, p in positions.items()}
         return Book(equity=self.broker.equity(), cash=self.broker.balance(),
                     day_start_equity=self.day_start_equity or self.broker.equity(),
                     trades_today=self.store.entries_since(self.agent, day_start), exposures=exposures,
                     closed_returns=tuple((self.store.closed_trade_pnls(self.agent) + [
-                        t.pnl / (t.entry_price * t.qty / max(t.leverage, 1.0)) for t in report.trades])[-500:]))
+                        t.return_pct for t in report.trades])[-500:]))
 
     def _persist(self, now: datetime, started: datetime, snap: Snapshot, report: BarReport,
                  decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:
@@ -394,8 +343,8 @@ class AgentLoop:
             enqueue_periodic(st, self.s, self.agent, self.cycle_no, now, self.processed_until, res.equity,
                              len(self.broker.positions()))
             if fault is not None:
-                note = (f"storage_fault_recovered: {fault['error']}; {fault['attempts']} failed attempt(s) since "
-                        f"{fault['since']} at clock {fault['clock']}")
+                note = (f"storage_fault_recovered: {fault.error}; {fault.attempts} failed attempt(s) since "
+                        f"{fault.since} at clock {fault.clock}")
                 self._notes.append(note)
                 enqueue(st, self.s, "storage_recovered", f"✅ {self.agent} agent: storage fault cleared, cycles "
                         f"commit again from clock {iso(now)} ({note})", self.agent)
@@ -404,8 +353,8 @@ class AgentLoop:
                           **({"note": "; ".join(self._notes)} if self._notes else {}))
         self._committed = now
         if fault is not None:
-            self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault["attempts"], since=fault["since"],
-                             error=fault["error"]))
+            self.log.info(kv("storage_recovered", clock=iso(now), attempts=fault.attempts, since=fault.since,
+                             error=fault.error))
             self.storage_fault = None
             self._fault_file(None)
         if self.s.write_artifacts:
@@ -457,8 +406,8 @@ class AgentLoop:
         book what the venue did with them, and write each round in its own transaction."""
         self.reconcile(now)      # orders left ``new`` by a venue that was down or could not confirm
         for _ in range(4):
-            self._send_broker_orders(self.broker.take_outbox())  # type: ignore[attr-defined]
-            rep = self.broker.sync(now)  # type: ignore[attr-defined]
+            self._send_broker_orders(self.broker.take_outbox())
+            rep = self.broker.sync(now)
             if not rep.any():
                 break
             with self.store.transaction():
@@ -467,7 +416,7 @@ class AgentLoop:
                 res.trades += len(rep.trades)
                 for msg_kind, msg in cycle_messages(rep, []):
                     enqueue(self.store, self.s, msg_kind, msg, self.agent)
-        self.broker.check_wallet()  # type: ignore[attr-defined]
+        self.broker.check_wallet()
         res.equity = self.broker.equity()
 
     def _send_broker_orders(self, orders) -> None:
@@ -487,7 +436,7 @@ class AgentLoop:
         except Exception:
             # a storage fault (or a DB read in submit): the unsent orders go back to the broker, to be sent
             # during the fault (_exits_during_fault, journaled) or after it; none is lost with the exception
-            self.broker.requeue(orders[unsent:])  # type: ignore[attr-defined]
+            self.broker.requeue(orders[unsent:])
             raise
 
     def _notify(self, res: CycleResult, report: BarReport, decisions) -> None:
@@ -595,209 +544,6 @@ class AgentLoop:
                 raise
             self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), at="wait_heartbeat"))
 
-    # --- storage faults ----------------------------------------------------------------------
-    def _storage_fault(self, clock: datetime | None, e: BaseException) -> datetime | None:
-        """The DB could not take the cycle (locked past the busy timeout, read-only, disk full, I/O error).
-
-        The cycle's transaction was rolled back, so none of its orders exists and none was sent (orders are
-        sent only after the commit); a venue agent still sends its due exits (:meth:`_exits_during_fault`).
-        Log and alert (outbox, else ``logs/alerts.log``), wait with a doubling
-        backoff, then recover through the start-up path: reopen the DB, rebuild the paper broker as built
-        and restore it from the DB (it processed bars the DB never got), resume after the last committed
-        cycle. Repeats until the DB takes writes again; returns the clock to run (None: stop requested)."""
-        while True:
-            wait = self._note_fault(clock, e)
-            if clock is None and self.venue:
-                clock = self._restore_during_fault()
-            self._exits_during_fault(clock)
-            if self.stop_event.wait(wait):
-                return None
-            restores = self._restores
-            try:
-                self.store.reopen()
-                # start() below reconciles and may send orders: only once the DB takes writes again
-                self.store.probe_write()
-                if self._broker_template is not None:
-                    self.broker = copy.deepcopy(self._broker_template)
-                if isinstance(getattr(self.policy, "last_close", None), dict):   # futures cooldowns, from the DB
-                    rows = self.store.conn.execute(
-                        "SELECT symbol, MAX(exit_ts) FROM trades WHERE agent=? GROUP BY symbol", (self.agent,))
-                    self.policy.last_close = {r[0]: parse_iso(r[1]) for r in rows}  # type: ignore[attr-defined]
-                return self.start()
-            except Exception as e2:
-                if not is_storage_fault(e2):
-                    raise
-                e = e2
-                if self._restores != restores and self.storage_fault is not None and self.processed_until is not None:
-                    # a start() that got as far as restoring the broker from the DB put it back at the last
-                    # commit: the fault's exit checks go over the bars since then again
-                    self.storage_fault["bars_seen"] = min(self.storage_fault.get("bars_seen") or "~",
-                                                          iso(self.processed_until))
-
-    def _restore_during_fault(self) -> datetime | None:
-        """A venue agent that (re)started while the DB cannot take writes (start() refused): the broker as
-        the DB has it (reads only; a DB that cannot even be read leaves None, retried next attempt), and
-        orders an earlier process journaled in its fault counted as maybe sent (looked up on the venue,
-        never sent blind again). The fault's exit checks look at the bars after the last committed clock:
-        returns the clock they go to (a live feed: its newest close, looked up at each attempt; a replay:
-        the next clock, the one that cannot commit), None when nothing was committed yet (no position)."""
-        if getattr(self.s, "state_dir", None) is None:     # no journal: nothing can be sent during the fault
-            return None
-        try:
-            acct, last = self.store.account(self.agent), self.store.last_run(self.agent)
-            if acct is None or last is None:
-                return None
-            self._restore(acct)
-            unsent = self.store.orders_in_state(self.agent, OrderState.NEW)
-            journaled = [r["client_order_id"] for r in
-                         fault_journal.pending(fault_journal.journal_path(self.s.state_dir, self.agent))]
-            due = [(row_to_order(r), Bracket(**json.loads(r["bracket_json"])) if r["bracket_json"] else None)
-                   for r in unsent if r["reduce_only"]]
-            due += self.broker.ensure_protection()  # type: ignore[attr-defined]
-        except Exception as e:
-            # a DB that cannot be read, a journal that cannot be read: no exit can be sent safely (one may
-            # have been sent already); tried again at the next attempt
-            if not (is_storage_fault(e) or isinstance(e, OSError)):
-                raise
-            self.log.error(kv("fault_restore_failed", error=type(e).__name__, message=str(e)[:200]))
-            return None
-        fault = self.storage_fault      # set by _note_fault before this runs
-        # orders the DB has as new (maybe sent by the process that wrote them) are looked up on the venue
-        # before any send, like those journaled; the reduce-only ones and the protective stops the venue
-        # should hold and the DB does not know of go out during the fault; entries never do
-        fault["journaled"] = list(dict.fromkeys(journaled + [r["client_order_id"] for r in unsent]))  # type: ignore[index]
-        fault["bars_seen"] = last["clock"]  # type: ignore[index]
-        self.broker.requeue(due)  # type: ignore[attr-defined]
-        self.cycle_no = int(last["cycle"])
-        self.clock = self.processed_until = parse_iso(last["clock"])
-        self.log.warning(kv("fault_restore", after_clock=last["clock"], open_positions=len(self.broker.positions()),
-                            journaled_before=len(journaled), new_in_db=len(unsent),
-                            action="exits managed during the fault"))
-        if callable(getattr(self.feed, "latest_time", None)):
-            return self.processed_until
-        return self.feed.next_time(self.processed_until) or self.processed_until  # type: ignore[attr-defined]
-
-    def _exits_during_fault(self, clock: datetime | None) -> None:
-        """A venue agent keeps managing its exits while the DB cannot take a cycle, where it can.
-
-        No entry is ever sent. The broker (the venue agent's, kept through the fault) learns from the venue
-        what happened (fills, venue stops), sees the bars that closed since (a live feed's newest close;
-        a replay stays at the clock that failed), and its due reduce-only orders are sent: agent-side exits
-        (stop, target, trailing, time, volatility) and the protective stops of fills it learned of. Each is
-        journaled durably first (:mod:`tracer.agents.fault_journal`) and not sent when that fails (the
-        disk may be full). Exit ids are deterministic per position, so nothing can be sent twice; at
-        recovery the journal goes to the DB and reconciliation books the venue's fills. A paper agent has
-        nothing to do here: its bars wait with it (the missed ones are processed when the DB is back)."""
-        fault = self.storage_fault
-        if not self.venue or clock is None or fault is None or getattr(self.s, "state_dir", None) is None:
-            return
-        b = self.broker
-        try:
-            seen = parse_iso(fault.setdefault("bars_seen", iso(clock)))  # the failed cycle saw the bars to it
-            latest = getattr(self.feed, "latest_time", None)
-            t = max(clock, latest()) if callable(latest) else clock
-            held = {p.symbol for p in b.positions()}
-            if t > seen and held:
-                snap = self.feed.snapshot(t)
-                snap = replace(snap, bars={s: df for s, df in snap.bars.items() if s in held})
-                self._process_bars(snap, t, after=seen)
-                # seen up to the earliest last close among the positions: a bar a source did not have yet
-                # (or a symbol rejected this time) is looked at again at the next attempt
-                lasts = [snap.bars[s].index[-1].to_pydatetime() + self.feed.interval
-                         for s in held if s in snap.bars and len(snap.bars[s])]
-                if len(lasts) == len(held):
-                    fault["bars_seen"] = iso(max(seen, min(lasts)))
-            else:
-                b.sync(t)  # type: ignore[attr-defined]
-                if not held:
-                    fault["bars_seen"] = iso(max(t, seen))
-            due = b.take_outbox()  # type: ignore[attr-defined]
-        except Exception as e:  # the feed or the venue failing too: try again at the next attempt
-            self.log.error(kv("fault_exits_unavailable", error=type(e).__name__, message=str(e)[:200]))
-            return
-        keep: list = []
-        for _ in range(4):      # a stop refused as already through becomes a market exit: sent in this attempt
-            for o, br in due:
-                if not (o.reduce_only and self._send_during_fault(o, br)):
-                    keep.append((o, br))
-            due = b.take_outbox()  # type: ignore[attr-defined]
-            if not due:
-                break
-        keep += due
-        if keep:
-            b.requeue(keep)  # type: ignore[attr-defined]
-
-    def _send_during_fault(self, o: Order, br: Bracket | None) -> bool:
-        """Journal (once) and send one reduce-only order while the DB cannot record it; False to keep it for
-        the next attempt (journal not writable, the venue cannot say or could not be reached)."""
-        b = self.broker
-        journaled = self.storage_fault.setdefault("journaled", [])  # type: ignore[union-attr]  (maybe sent)
-        cid, venue = o.client_order_id, b.venue_for(o)  # type: ignore[attr-defined]
-        if cid in journaled:
-            # sent before, maybe without an answer: ask the venue first, never a blind second POST
-            known = b.find(o, br)  # type: ignore[attr-defined]
-            if known is not None:
-                return known.state is not OrderState.NEW     # NEW: the venue cannot say now
-        else:
-            try:
-                fault_journal.append(fault_journal.journal_path(self.s.state_dir, self.agent), o, venue,
-                                     self.storage_fault)
-            except OSError as e:
-                self.log.error(kv("fault_exit_not_sent", client_order_id=cid, symbol=o.symbol, reason=o.reason,
-                                  error=type(e).__name__, why="journal not writable"))
-                return False
-            journaled.append(cid)
-        try:
-            upd = b.submit(o, br)
-        except Exception as e:       # e.g. the DB read in submit: journaled, reconciled later
-            self.log.error(kv("fault_exit_not_sent", client_order_id=cid, error=type(e).__name__))
-            return False
-        self.log.warning(kv("fault_exit_" + upd.state.value, client_order_id=cid, symbol=o.symbol, side=o.side.value,
-                            qty=o.qty, purpose=o.purpose, reason=upd.reason or o.reason, venue=venue))
-        return upd.state is not OrderState.NEW       # not sent or not confirmed: asked again next attempt
-
-    def _note_fault(self, clock: datetime | None, e: BaseException) -> float:
-        """Record one failed attempt (log, state file; alert on the first); returns the wait before the next."""
-        f = self.storage_fault
-        err = f"{type(e).__name__}: {e}"
-        if f is None:
-            f = self.storage_fault = {"since": iso(utcnow()), "clock": iso(clock) if clock else None,
-                                      "cycle": self.cycle_no, "attempts": 0, "error": err}
-        f["attempts"] += 1
-        f["error"], f["last"] = err, iso(utcnow())
-        wait = min(self.storage_backoff_max_s, self.storage_backoff_s * 2 ** min(f["attempts"] - 1, 20))
-        self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), clock=f["clock"],
-                          attempt=f["attempts"], retry_in_s=round(wait, 2),
-                          action="no entries until it clears" + ("; exits still sent" if self.venue else "")))
-        self._fault_file(f)
-        if f["attempts"] == 1:
-            what = f"the cycle at clock {f['clock']}" if f["clock"] else "the agent's start"
-            alert_or_log(self.store, self.s, "storage_fault",
-                         f"🚨 {self.agent} agent: STORAGE FAULT, the DB cannot take {what} ({err}). "
-                         f"No position is opened until it clears"
-                         f"{' (due exits are still sent to the venue, journaled)' if self.venue else ''}; "
-                         f"retrying with backoff up to "
-                         f"{self.storage_backoff_max_s:g} s. Check the disk, the file's permissions and who holds "
-                         f"the lock.", self.agent)
-        return wait
-
-    def _fault_file(self, f: dict[str, Any] | None) -> None:
-        """``TB_STATE_DIR/storage_fault_<agent>.json`` while a fault lasts (the health check reads it: the DB
-        itself cannot say). Best effort: the disk may be what is full."""
-        d = getattr(self.s, "state_dir", None)
-        if d is None:
-            return
-        p = Path(d) / f"storage_fault_{self.agent}.json"
-        try:
-            if f is None:
-                p.unlink(missing_ok=True)
-            else:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                from tracer.logs import private_write_text
-                private_write_text(p, json.dumps(dict(f, agent=self.agent, pid=os.getpid()), sort_keys=True))
-        except OSError:
-            pass
-
     def summary(self) -> dict[str, Any]:
         c = self.store.conn
         tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=?",
@@ -810,3 +556,7 @@ class AgentLoop:
                 "win_rate": round(tr[2] / tr[0], 3) if tr[0] else None, "equity": round(eq, 2),
                 "return_pct": round((eq / self.initial_capital - 1) * 100, 3),
                 "open_positions": len(self.broker.positions())}
+
+
+__all__ = ["AgentLoop", "CycleResult", "Decision", "Intent", "Policy", "StorageFault", "TradingBroker", "decide_all",
+           "venue_broker"]

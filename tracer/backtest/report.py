@@ -47,10 +47,9 @@ def write_outputs(res: BacktestResult, out: Path, plot: bool = True) -> dict:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TRADE_COLUMNS)
         for t in res.trades:
-            basis = t.entry_price * t.qty / max(t.leverage, 1.0)
             w.writerow([iso(t.entry_ts), iso(t.exit_ts), t.symbol, t.side.value, _f(t.qty), _f(t.entry_price),
                         _f(t.exit_price), _f(t.leverage), _f(t.fees), _f(t.funding), _f(t.pnl),
-                        _f(t.pnl / basis if basis else 0.0), t.exit_reason, t.entry_order_id, t.exit_order_id,
+                        _f(t.return_pct), t.exit_reason, t.entry_order_id, t.exit_order_id,
                         _signal_key(t.entry_order_id, t.symbol)])
     with open(out / "equity.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -146,7 +146,7 @@ def load_history(symbols: Sequence[str], data_dir: Path | None, interval: timede
     return [load_series(candle_file(d, sym, interval), sym) for sym in symbols]
 
 
-def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: SentimentScorer,
+def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: SentimentScorer,  # noqa: C901
                  start: datetime | None = None, end: datetime | None = None, data_dir: Path | None = None,
                  headlines_path: Path | None = None, interval: timedelta = timedelta(hours=1),
                  close_at_end: bool = True, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
@@ -257,8 +257,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                     rejected.add(u.client_order_id)
             for t in rep.trades:
                 res.trades.append(t)
-                basis = t.entry_price * t.qty / max(t.leverage, 1.0)
-                closed_returns.append(t.pnl / basis if basis else 0.0)
+                closed_returns.append(t.return_pct)
                 closed = True
                 if on_close is not None:
                     on_close(t.symbol, t.exit_ts)

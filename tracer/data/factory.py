@@ -8,16 +8,7 @@ from typing import Any, Sequence
 from tracer.config import Settings
 from tracer.data.feed import Feed
 
-BAR_SOURCES = ("alpaca", "binance_spot", "binance_usdm", "yahoo", "coingecko")
-NEWS_SOURCES = ("alpaca", "perplexity")
-
-
-def _names(spec: str, allowed: Sequence[str], var: str) -> list[str]:
-    names = list(dict.fromkeys(x.strip().lower() for x in spec.split(",") if x.strip()))
-    bad = [n for n in names if n not in allowed]
-    if bad:
-        raise ValueError(f"{var}: unknown source(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
-    return names
+from tracer.config import BAR_SOURCES, NEWS_SOURCES, source_names as _names  # noqa: F401  (with the config)
 
 
 def make_bar_source(name: str, s: Settings) -> Any:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any, Sequence
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules
 from tracer.models import Order, OrderState, OrderType, Position
 
 
 class PaperLedger:
+    """The bookkeeping every paper broker shares, and the venue-only parts of the one broker protocol
+    (:class:`tracer.agents.loop.TradingBroker`) as no-ops: a paper broker fills its own orders on the bars, holds
+    no venue stop, pays no venue funding and has no venue to reconcile with."""
     MIN_NOTIONAL = 1.0
+    places_own_orders = False      # a venue broker sends orders and learns their fills from the venue
 
     def __init__(self, agent: str, cash: float, fee_bps: float, slippage_bps: float, interval: timedelta,
                  step_size: float):
@@ -36,6 +41,37 @@ class PaperLedger:
             self._known[order.client_order_id] = OrderUpdate(order.client_order_id, OrderState.SUBMITTED)
         self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
         self.last_price.update(last_price)
+
+    # --- the venue-only parts of the broker protocol: nothing to do on paper ------------------------------
+    def sync(self, now: datetime) -> BarReport:
+        return BarReport()
+
+    def take_outbox(self) -> list[tuple[Order, Bracket | None]]:
+        return []
+
+    def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None:
+        return None
+
+    def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
+        return []
+
+    def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
+        return None
+
+    def check_wallet(self) -> float | None:
+        return None
+
+    def bind_stop(self, stop: Any) -> None:
+        return None
+
+    def starting_equity(self) -> float | None:
+        return None
+
+    def venue_for(self, order: Order) -> str:
+        return "paper"
+
+    def find(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate | None:
+        return self._known.get(order.client_order_id)
 
     # --- Broker interface ------------------------------------------------------------------
     def rules(self, symbol: str) -> VenueRules:

@@ -177,22 +177,5 @@ class VenueClient(Protocol):
     def funding(self, symbol: str, since: datetime) -> list[FundingPayment]: ...
 
 
-def is_local_url(url: str) -> bool:
-    """127.0.0.1 / localhost URLs are the tests' fake venues: treated as test venues."""
-    from urllib.parse import urlsplit
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-# Known paper/testnet hosts; any other host is a live venue and needs TB_LIVE_TRADING=yes.
-TEST_HOSTS = {
-    "alpaca": ("paper-api.alpaca.markets",),
-    "binance": ("testnet.binancefuture.com", "demo-fapi.binance.com"),
-    "bybit": ("api-testnet.bybit.com", "api-demo.bybit.com"),
-}
-
-
-def is_test_url(venue: str, url: str) -> bool:
-    from urllib.parse import urlsplit
-    host = (urlsplit(url).hostname or "").lower()
-    return is_local_url(url) or host in TEST_HOSTS.get(venue, ())
+# the URL classes live with the configuration (a leaf); imported here for the venue code
+from tracer.config import TEST_HOSTS, is_local_url, is_test_url  # noqa: E402,F401

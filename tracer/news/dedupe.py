@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
+from tracer.config import parse_weights  # noqa: F401  (the weights' parser lives with the configuration)
 from tracer.models import Headline
 
 __all__ = ["normalise_title", "story_key", "parse_weights", "source_weight", "dedupe", "HeadlineBook"]
@@ -39,25 +40,6 @@ def normalise_title(title: str) -> str:
 
 def story_key(h: Headline) -> str:
     return normalise_title(h.title)
-
-
-def parse_weights(spec: str) -> dict[str, float]:
-    """``"alpaca=1, perplexity=0.7"`` -> ``{"alpaca": 1.0, "perplexity": 0.7}``; ValueError on a bad item."""
-    out: dict[str, float] = {}
-    for item in (x.strip() for x in spec.split(",")):
-        if not item:
-            continue
-        name, sep, val = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"source weight {item!r} is not name=number")
-        try:
-            w = float(val)
-        except ValueError:
-            raise ValueError(f"source weight {item!r} is not name=number") from None
-        if not 0 <= w <= 10:
-            raise ValueError(f"source weight {item!r} out of range [0, 10]")
-        out[name.strip().lower()] = w
-    return out
 
 
 def source_weight(source: str, weights: Mapping[str, float], default: float = 1.0) -> float:

@@ -10,6 +10,11 @@ Contract of :class:`CommandListener`:
 
 - Only messages from ``TB_TELEGRAM_CHAT_ID`` are obeyed; any other chat is ignored (nothing changes,
   no reply) and logged with its chat id.
+- Within that chat, only senders in ``TB_TELEGRAM_ALLOWED_USER_IDS`` are obeyed (unset: only the user
+  whose private chat it is, so in a group nobody until the list is set); a forwarded message (its author
+  is someone else) and a command older than ``TB_TELEGRAM_COMMAND_MAX_AGE_S`` (queued while the
+  listener was down) are refused too. Each refusal is logged (``telegram_command_refused``) and changes
+  nothing; the offset still moves past it.
 - Each update is handled in one DB transaction together with the new ``getUpdates`` offset (kept in
   ``notify_state``), so a restart neither loses nor repeats a command.
 - Replies go through the outbox (channel ``telegram``, kind ``command_reply``), so they are tracked,
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from tracer.db import Store
@@ -138,6 +144,28 @@ def handle_command(store: Store, text: str, who: str = "telegram") -> str | None
     return f"unknown command /{cmd.name}\n\n{HELP}"
 
 
+def allowed_user_ids(settings: Any) -> set[int]:
+    """The user ids whose commands are obeyed: the configured list, else the private chat's own user."""
+    ids = {int(x) for x in str(settings.telegram_allowed_user_ids).split(",") if x.strip()}
+    if ids:
+        return ids
+    chat = str(settings.telegram_chat_id).strip()
+    return {int(chat)} if chat.isdigit() else set()      # a private chat's id is its user's id; groups are < 0
+
+
+def refusal(settings: Any, u: Any, now: datetime) -> str | None:
+    """Why the update ``u`` from the configured chat must not be obeyed (None: obey it)."""
+    if u.user_id is None or u.user_id not in allowed_user_ids(settings):
+        return "sender not in TB_TELEGRAM_ALLOWED_USER_IDS"
+    if u.forwarded:
+        return "forwarded message (its author is not the sender)"
+    if u.sent_at is not None:
+        age = (now - u.sent_at).total_seconds()
+        if age > settings.telegram_command_max_age_s:
+            return f"sent {age:.0f}s ago, older than TB_TELEGRAM_COMMAND_MAX_AGE_S={settings.telegram_command_max_age_s:g}"
+    return None
+
+
 class CommandListener:
     """Polls ``getUpdates`` through a :class:`~tracer.notify.telegram.TelegramClient` and obeys the
     configured chat (see the module docstring)."""
@@ -157,9 +185,13 @@ class CommandListener:
         replied = False
         for u in ups:
             with self.store.transaction():
+                why = refusal(self.s, u, datetime.now(timezone.utc))
                 if str(u.chat_id) != str(self.s.telegram_chat_id).strip():
                     self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
                                         reason="not the configured chat"))
+                elif why is not None and parse_command(u.text).name:
+                    self.log.warning(kv("telegram_command_refused", chat_id=u.chat_id, user=u.user,
+                                        user_id=u.user_id, text=u.text[:100], reason=why))
                 else:
                     reply = handle_command(self.store, u.text, who=f"telegram:{u.user}")
                     self.log.info(kv("telegram_command", user=u.user, text=u.text[:100],

@@ -31,8 +31,7 @@ def cycle_messages(report: Any, decisions: Sequence[tuple[Any, Any]]) -> list[tu
                             f"(fee {f.fee:.2f}) [{f.client_order_id}]"))
     for t in report.trades:
         icon = "✅" if t.pnl > 0 else ("💥" if t.exit_reason == "liquidation" else "🔻")
-        basis = t.entry_price * t.qty / max(t.leverage, 1.0)
-        ret = f", {t.pnl / basis:+.2%}" if basis else ""
+        ret = f", {t.return_pct:+.2%}" if t.entry_price * t.qty else ""
         out.append(("trade_closed", f"{icon} closed {t.side.value}{_lev(t.leverage)} {t.qty:.6g} {t.symbol}: "
                                     f"{t.exit_reason}, P&L {t.pnl:+.2f}{ret} "
                                     f"({t.entry_price:.6g} -> {t.exit_price:.6g})"))

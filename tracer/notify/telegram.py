@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import Bot, LinkPreviewOptions
@@ -38,6 +38,9 @@ class Incoming:
     chat_id: int | None
     user: str
     text: str
+    user_id: int | None = None      # the sender's Telegram user id (None: a channel post, no sender)
+    forwarded: bool = False         # a forwarded message: its author is not the sender
+    sent_at: datetime | None = None  # when Telegram received it (UTC)
 
 
 def retry_after_seconds(e: RetryAfter) -> float:
@@ -105,7 +108,11 @@ class TelegramClient:
             user = u.effective_user
             out.append(Incoming(u.update_id, chat.id if chat else None,
                                 (user.username or str(user.id)) if user else "",
-                                (msg.text or "") if msg else ""))
+                                (msg.text or "") if msg else "",
+                                user_id=user.id if user else None,
+                                forwarded=bool(msg is not None and (msg.forward_origin is not None
+                                                                    or msg.is_automatic_forward)),
+                                sent_at=msg.date if msg is not None else None))
         return out
 
     def close(self) -> None:

@@ -134,20 +134,7 @@ def active_sets(path: str | Path) -> dict[str, dict[str, Any]]:
     return {a: dict(v.get("params", {})) for a, v in (data.get("agents") or {}).items()}
 
 
-def active_overlay(path: str | Path) -> dict[str, str]:
-    """The promoted parameters of every agent as ``TB_NAME -> text`` for :func:`tracer.config.load_settings`
-    (which applies them under explicit variables). A file that cannot be read stops the configuration."""
-    try:
-        sets = active_sets(path)
-    except (OSError, ValueError, AttributeError) as e:
-        from tracer.config import ConfigError
-        raise ConfigError([f"TB_ACTIVE_PARAMS_PATH={str(path)!r}: unreadable promoted parameter file ({e}); "
-                           f"fix it or roll back (tracer params rollback)"]) from None
-    out: dict[str, str] = {}
-    for params in sets.values():
-        for k, v in params.items():
-            out[k] = str(v)
-    return out
+from tracer.config import active_overlay  # noqa: E402,F401  (the overlay is read with the configuration)
 
 
 def write_active(path: str | Path, agent: str, params: Mapping[str, Any], promotion_id: int | None,

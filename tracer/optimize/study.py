@@ -79,10 +79,11 @@ def open_storage(url: str):
     # a worker that dies mid-trial: its trial is marked failed after the grace period
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kw)
-    except ImportError as e:      # e.g. postgresql:// without psycopg2: say what to install, not a traceback
+    except ImportError as e:      # e.g. postgresql:// without its driver: say what to install, not a traceback
         scheme = url.split(":", 1)[0]
         raise SystemExit(f"tracer optimize: the storage driver for {scheme!r} is not installed "
-                         f"({type(e).__name__}: {e.name or e}); for PostgreSQL: pip install psycopg2-binary") from None
+                         f"({type(e).__name__}: {e.name or e}); for PostgreSQL: pip install 'psycopg[binary]' "
+                         f"(SQLAlchemy 2.1's driver for postgresql://)") from None
 
 
 def _quiet() -> None:

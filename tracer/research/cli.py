@@ -242,8 +242,11 @@ def cmd_universe(args: Any, s: Any, store: Store, console: Any) -> int:
     from rich.table import Table
 
     cfg, feed, scorer = _universe_setup(args, s, store)
+    if args.top is not None:    # recorded in the scan, so the digest of this run shows the same assets
+        import dataclasses
+        cfg = dataclasses.replace(cfg, top=args.top)
     times = scan_times(args, feed, s)
-    top = args.top if args.top is not None else cfg.top
+    top = cfg.top
     docs = []
     for now in times:
         doc, path, rid, created = run_scan(now, cfg, feed, scorer, s, store)

@@ -55,12 +55,15 @@ def _when(s: str | None) -> str:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _plan_text(tf: str, p: dict) -> str:
+def _plan_text(tf: str, p: dict, scores: dict | None = None) -> str:
+    """The plan follows the thesis' lean; the timeframe's own signal is named first, so a 1h `sell` under a
+    conditional long plan reads as what it is (wait for the turn), not as a contradiction."""
     lo, hi = p["entry_zone"]
     tg = " / ".join(_num(t) for t in p["targets"])
-    cond = " (if it turns)" if p.get("conditional") else ""
     side = "long" if p["side"] > 0 else "short"
-    return (f"{tf}: {side}{cond} entry {_num(lo)}–{_num(hi)}, stop {_num(p['stop'])}, "
+    cond = f" if it turns {'up' if p['side'] > 0 else 'down'}" if p.get("conditional") else ""
+    now = f"signal {scores['action']} now; " if scores and scores.get("action") else ""
+    return (f"{tf}: {now}plan {side}{cond}: entry {_num(lo)}–{_num(hi)}, stop {_num(p['stop'])}, "
             f"targets {tg}, by {_when(p['horizon_end'])}")
 
 
@@ -96,7 +99,7 @@ def blocks(doc: dict, markdown: bool, top: int = 0, headlines: bool = True) -> l
         for tf in tf_order(doc, a):
             t = a["timeframes"][tf]
             s = t["scores"]
-            lines.append(("- " if markdown else "• ") + esc(clean(_plan_text(tf, t["plan"]), 300))
+            lines.append(("- " if markdown else "• ") + esc(clean(_plan_text(tf, t["plan"], s), 300))
                          + f" · q {s['quality']:.1f} c {s['conviction']:.1f}")
         for tf, why in (a.get("skipped") or {}).items():
             lines.append(("- " if markdown else "• ") + esc(clean(f"{tf}: skipped ({why})", 200)))

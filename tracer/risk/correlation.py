@@ -25,7 +25,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def _flat(norm: float, v: np.ndarray) -> bool:
     """Constant up to rounding: a constant series such as 0.01 repeated has a spread of ~1e-18, not 0,
     and would otherwise look perfectly correlated with another constant one."""
-    return norm <= 1e-12 * float(np.abs(v).max()) * np.sqrt(len(v))
+    return bool(norm <= 1e-12 * float(np.abs(v).max()) * np.sqrt(len(v)))
 
 
 def _centred(v: np.ndarray) -> tuple[np.ndarray, float, bool]:

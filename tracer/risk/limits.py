@@ -6,7 +6,7 @@ blocks, with the numbers that made it block (written to ``risk_events``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class RiskLimits:
     slippage_bps: float = 5.0
 
     @classmethod
-    def from_settings(cls, s) -> "RiskLimits":
+    def from_settings(cls, s: Any) -> "RiskLimits":
         return cls(max_positions=s.max_positions, max_trades_per_day=s.max_trades_per_day,
                    max_position_pct=s.max_position_pct, max_trade_notional=s.max_trade_notional,
                    min_trade_notional=s.min_trade_notional, daily_loss_limit_pct=s.daily_loss_limit_pct,
@@ -80,10 +80,10 @@ def _block(rule: str, **detail: Any) -> RiskDecision:
     return RiskDecision(False, 0.0, 0.0, rule, detail)
 
 
-_KELLY_MEMO: list = [None]      # [(fn, returns, args, result)] of the last Kelly sizing call
+_KELLY_MEMO: list[Any] = [None]      # [(fn, returns, args, result)] of the last Kelly sizing call
 
 
-def _memo_kelly(fn, returns, *args):
+def _memo_kelly(fn: Callable[..., Any], returns: Any, *args: Any) -> Any:
     """``fn(returns, *args)``, remembered for the last arguments: the closed-trade returns change only when a
     trade closes, while every candidate of every cycle asks for the sizing (up to 500 returns to convert).
     Pure functions of equal arguments give equal results; only tuples (immutable) are remembered. The

@@ -10,9 +10,11 @@ def horizon_returns(log_returns: np.ndarray, horizon: int) -> np.ndarray:
     """Overlapping ``horizon``-bar simple returns from one-bar log returns (along axis 0)."""
     lr = np.asarray(log_returns, dtype=float)
     if horizon <= 1:
-        return np.expm1(lr)
+        out: np.ndarray = np.expm1(lr)
+        return out
     cs = np.cumsum(np.vstack([np.zeros((1,) + lr.shape[1:]), lr]), axis=0)
-    return np.expm1(cs[horizon:] - cs[:-horizon])
+    out = np.expm1(cs[horizon:] - cs[:-horizon])
+    return out
 
 
 def historical_var(log_returns: np.ndarray, notionals: np.ndarray, confidence: float = 0.95,

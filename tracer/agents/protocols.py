@@ -1,0 +1,84 @@
+"""The types of the agent cycle: an order the policy wants (:class:`Intent`), its :class:`Decision`, the
+:class:`Policy` protocol (the agent-specific, pure part), the one :class:`TradingBroker` protocol every broker
+speaks, and a cycle's :class:`CycleResult`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate
+from tracer.models import Bar, Order, Position, Signal
+from tracer.risk.limits import Book
+
+
+@dataclass(slots=True)
+class Intent:
+    """An order the policy wants, with everything needed to explain it later."""
+    order: Order
+    signal_symbol: str
+    price_est: float
+    bracket: Bracket | None = None
+    sizing: dict[str, Any] | None = None
+    cash_needed: float | None = None     # cash the entry ties up (spot: notional; futures: margin)
+
+
+@dataclass(slots=True)
+class Decision:
+    decision: str                  # enter / exit / blocked / none / hold_position
+    reason: str
+    intent: Intent | None = None
+    risk_rule: str | None = None
+    risk_detail: dict[str, Any] | None = None
+
+
+class Policy(Protocol):
+    """The agent-specific part: direction rules, risk and sizing. Pure given its inputs."""
+    agent: str
+
+    def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
+               pending_exit: bool) -> Decision: ...
+
+
+class TradingBroker(Protocol):
+    """The one broker protocol the cycle drives: paper brokers (tracer/execution/paper*.py) and the venue broker
+    (tracer/execution/venue_broker/). The venue-only parts (sync, outbox, protection, the wallet) are no-ops on
+    paper, so the cycle has one path."""
+    places_own_orders: bool            # True: a venue broker (sends its orders, learns fills from the venue)
+    realized_pnl: float
+    fees_paid: float
+    cash: float
+    last_price: dict[str, float]
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate: ...
+    def get(self, client_order_id: str) -> OrderUpdate | None: ...
+    def find(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate | None: ...
+    def positions(self) -> list[Position]: ...
+    def on_bar(self, bar: Bar) -> BarReport: ...
+    def equity(self) -> float: ...
+    def balance(self) -> float: ...
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
+                fees_paid: float, last_price: dict[str, float]) -> None: ...
+    def sync(self, now: datetime) -> BarReport: ...
+    def take_outbox(self) -> list[tuple[Order, Bracket | None]]: ...
+    def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None: ...
+    def ensure_protection(self) -> list[tuple[Order, Bracket | None]]: ...
+    def set_brackets(self, brackets: dict[str, Bracket | None]) -> None: ...
+    def check_wallet(self) -> float | None: ...
+    def bind_stop(self, stop: Any) -> None: ...
+    def starting_equity(self) -> float | None: ...
+    def venue_for(self, order: Order) -> str: ...
+
+
+@dataclass(slots=True)
+class CycleResult:
+    run_id: int
+    clock: datetime
+    signals: int = 0
+    skipped: int = 0
+    orders: list[str] = field(default_factory=list)
+    fills: int = 0
+    trades: int = 0
+    equity: float = 0.0

@@ -1,0 +1,342 @@
+"""The venue broker: a broker over real venues: the safety every venue client gets (tracer/execution/venue.py).
+
+The agent cycle (tracer/agents/loop.py) drives it exactly like a paper broker, plus one call,
+:meth:`VenueBroker.sync`, which asks the venue what happened:
+
+- **Order safety.** Orders are written to the DB as ``new`` before they are sent. Quantities are
+  rounded *down* to the venue's step; an order below the minimum quantity or notional is refused
+  with a recorded reason and never sent. Client order ids are deterministic. An order POST is never
+  blindly retried: after a timeout, a 5xx or a dropped connection (``Ambiguous``) the venue is
+  queried by client order id, and the order is sent again only if the venue does not know it. When
+  even the query cannot be answered, the order stays ``new`` and the next cycle (or a restart)
+  reconciles it the same way.
+- **Rate limits and bans.** 429: wait ``Retry-After`` in the cycle when it is short
+  (``TB_VENUE_MAX_WAIT_S``), otherwise leave the venue alone until then. 418: no request to the
+  venue until the ban ends, alert. -1021: resync the clock offset and retry once. Signature,
+  permission and margin errors: no retry, a record and an alert.
+- **Stops on the venue.** After an entry fills, a reduce-only stop (and take-profit) rest on the
+  venue where it supports them, so a dead agent still has its stops; they are cancelled when their
+  position closes, so no orphaned stop can open a position. Trailing, time and volatility stops are
+  the agent's (on bars), sent as reduce-only market orders.
+- **Reconciliation** every cycle (and at start): pending orders are looked up, their fills booked;
+  DB positions are compared with the venue's; a position closed on the venue (its stop or target
+  filled, or liquidated) is booked as such; a venue position the DB does not know is adopted; every
+  discrepancy goes to ``venue_events`` and to the alerts.
+- **Failover** (futures): entries go to the first venue of ``clients`` that is up and not banned; a
+  position stays on the venue that opened it (``orders.venue``) for its exits.
+
+It keeps no state the DB does not have: it is rebuilt from the DB at every start.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+from tracer.db import Store, parse_iso, utcnow
+from tracer.execution.broker import Bracket, OrderUpdate, VenueRules
+from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
+from tracer.execution.venue_broker.calls import VenueState
+from tracer.execution.venue_broker.ids import TERMINAL, conditional, round_to_step, rules_reject
+from tracer.execution.venue_broker.reconcile import Reconciliation
+from tracer.logs import kv
+from tracer.models import Order, OrderState, OrderType, Position
+
+
+class VenueBroker(Reconciliation):
+    """The agents' broker over one or more venues (the first is the main one, the others backups)."""
+    places_own_orders = True
+
+    def __init__(self, agent: str, clients: Sequence[VenueClient], store: Store, log: logging.Logger, *,
+                 futures: bool, max_retries: int = 3, backoff_s: float = 0.5, max_wait_s: float = 30.0,
+                 down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
+                 interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
+                 stop_attempts: int = 3, adopt_stop_pct: float = 0.05):
+        if not clients:
+            raise ValueError("VenueBroker needs at least one venue client")
+        self.agent = agent
+        self.venues = {c.name: VenueState(c) for c in clients}
+        self.order_of_venues = [c.name for c in clients]
+        self.store = store
+        self.log = log
+        self.futures = futures
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.down_cooldown_s = down_cooldown_s
+        self.vol_stop_mult = vol_stop_mult
+        self.interval = interval
+        self.sleep = sleep
+        self.clock = clock
+        self.alert = alert
+        self._positions: dict[str, Position] = {}
+        self._pos_venue: dict[str, str] = {}                       # symbol -> venue holding the position
+        self._tracked: dict[str, tuple[Order, Bracket | None, str]] = {}   # cid -> (order, bracket, venue)
+        self._outbox: list[tuple[Order, Bracket | None]] = []
+        self._balance: dict[str, Any] = {}
+        self._entry_now: str | None = None
+        self.last_price: dict[str, float] = {}
+        self.realized_pnl = 0.0
+        self.fees_paid = 0.0
+        self.cash = 0.0
+        self.stop_attempts = max(1, int(stop_attempts))   # stops sent per position before the agent only watches
+        self.adopt_stop_pct = adopt_stop_pct                # an adopted position no signal covers: stop this far
+        self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
+        self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
+        self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
+        self._wallet_alerted: float | None = None
+
+    def bind_stop(self, stop: Any) -> None:
+        """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit."""
+        for st in self.venues.values():
+            throttle = getattr(st.client, "throttle", None)
+            if throttle is not None:
+                throttle.stop = stop
+
+    def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
+                fees_paid: float, last_price: dict[str, float]) -> None:
+        self._positions = {p.symbol: p for p in positions}
+        for p in positions:
+            self._pos_venue[p.symbol] = self._venue_of(p.entry_order_id) or self.order_of_venues[0]
+        for order, br in pending:
+            self._tracked[order.client_order_id] = (order, br, self._venue_of(order.client_order_id)
+                                                    or self.order_of_venues[0])
+        self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
+        self.last_price.update(last_price)
+        for r in self.store.funding_booked(self.agent):
+            self._funding_refs.add((r["venue"], r["venue_ref"]))
+            key = (r["venue"], r["symbol"])
+            nxt = parse_iso(r["ts"]) + timedelta(milliseconds=1)
+            self._funding_since[key] = max(self._funding_since.get(key, nxt), nxt)
+        for v in self.order_of_venues:      # last known balances: a venue banned or down at start still counts
+            raw = self.store.notify_state(self._balance_key(v))
+            if raw and v not in self._balance:
+                try:
+                    d = json.loads(raw)
+                    self._balance[v] = VenueBalance(float(d["wallet"]), float(d["available"]), float(d["equity"]))
+                except (ValueError, KeyError, TypeError):
+                    pass
+
+    def _balance_key(self, venue: str) -> str:
+        return f"venue_balance:{self.agent}:{venue}"
+
+    def _venue_of(self, cid: str) -> str | None:
+        row = self.store.order(cid)
+        v = row["venue"] if row is not None else None
+        return v if v in self.venues else None
+
+    def balance(self) -> float:
+        return sum(b.available for b in self._balance.values()) if self._balance else self.cash
+
+    def equity(self) -> float:
+        if not self._balance:
+            return self.cash
+        return sum(b.equity for b in self._balance.values())
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    def starting_equity(self) -> float | None:
+        """The venues' equity now (every configured venue), for the account's initial capital at a first start."""
+        self._refresh_balances()
+        if self._balance:
+            self.check_wallet()     # anchors the money before the first order: every later payment is booked
+        return self.equity() if self._balance else None
+
+    def open_orders(self) -> list[Order]:
+        return [o for o, _, _ in self._tracked.values()]
+
+    def rules(self, symbol: str) -> VenueRules:
+        return self._call(self._entry_venue(), "rules", symbol)
+
+    def _entry_venue(self) -> str:
+        """The first usable venue, main first. Switching to a backup (or back) is recorded and alerted."""
+        now = self._now()
+        chosen = next((v for v in self.order_of_venues if self.venues[v].usable(now)), self.order_of_venues[0])
+        main = self.order_of_venues[0]
+        if chosen != (self._entry_now or main):
+            self._event(chosen, "failover" if chosen != main else "failback", alert=True,
+                        message=f"new entries go to {chosen}" + (f" ({main} unavailable)" if chosen != main else ""),
+                        previous=self._entry_now or main)
+        self._entry_now = chosen
+        return chosen
+
+    def get(self, client_order_id: str) -> OrderUpdate | None:
+        """What the venue knows of an order (restart reconciliation). Starts tracking it when found."""
+        row = self.store.order(client_order_id)
+        if row is None:
+            return None
+        venue = row["venue"] if row["venue"] in self.venues else self._entry_venue()
+        try:
+            vo = self._call(venue, "get_order", row["symbol"], client_order_id,
+                            conditional=row["type"] in (OrderType.STOP.value, OrderType.LIMIT.value))
+        except VenueError as e:
+            # cannot tell: report it as still unsent-or-unknown; never a blind resubmit
+            return OrderUpdate(client_order_id, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
+        if vo is None:
+            return None
+        from tracer.db import row_to_order
+        import json
+        br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
+        self._tracked[client_order_id] = (row_to_order(row), Bracket(**br) if br else None, venue)
+        self._set_venue(client_order_id, venue, vo.venue_order_id)
+        return OrderUpdate(client_order_id, OrderState.SUBMITTED if vo.state is not OrderState.REJECTED
+                           else OrderState.REJECTED, vo.reason)
+
+    def _set_venue(self, cid: str, venue: str, venue_order_id: str | None) -> None:
+        try:
+            with self.store.transaction():
+                self.store.set_order_venue(cid, venue, venue_order_id or None)
+        except Exception as e:
+            self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
+
+    def venue_for(self, order: Order) -> str:
+        """Where :meth:`submit` sends ``order``: a closing order to the venue holding its position, anything
+        else to the entry venue (the main one, or the backup while the main one is down or banned)."""
+        pos = self._positions.get(order.symbol)
+        venue = self._pos_venue.get(order.symbol) if (order.reduce_only and pos is not None) else None
+        return venue or self._entry_venue()
+
+    def find(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate | None:
+        """What the venue knows of ``order`` by its client id, without the DB (an order sent while the DB
+        could not record it): None when the venue never saw it, NEW when it cannot say now; when found,
+        the broker tracks it (its fills are booked by the next :meth:`sync`)."""
+        cid = order.client_order_id
+        if cid in self._tracked:
+            return OrderUpdate(cid, OrderState.SUBMITTED)
+        venue = self.venue_for(order)
+        try:
+            vo = self._call(venue, "get_order", order.symbol, cid, conditional=conditional(order))
+        except VenueError as e:
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
+        if vo is None:
+            return None
+        if vo.state is OrderState.REJECTED:
+            return OrderUpdate(cid, OrderState.REJECTED, vo.reason)
+        self._tracked[cid] = (order, bracket, venue)
+        return OrderUpdate(cid, OrderState.SUBMITTED)
+
+    def requeue(self, orders: Sequence[tuple[Order, Bracket | None]]) -> None:
+        """Put orders taken with :meth:`take_outbox` but not sent (a storage fault stopped the sending) back
+        at the front of the outbox."""
+        self._outbox[:0] = list(orders)
+
+    def submit(self, order: Order, bracket: Bracket | None = None) -> OrderUpdate:
+        """Send one order safely. Returns SUBMITTED when the venue has it (its fills are booked by the
+        next :meth:`sync`), REJECTED with the reason, or NEW when it could not be sent or confirmed
+        (it is reconciled, never blindly re-sent)."""
+        cid = order.client_order_id
+        if cid in self._tracked:
+            return OrderUpdate(cid, OrderState.SUBMITTED)
+        row = self.store.order(cid)
+        if row is not None and OrderState(row["state"]) in TERMINAL:
+            # a client id is sent at most once: a refused exit is not re-sent under the same id
+            return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
+        pos = self._positions.get(order.symbol)
+        venue = self.venue_for(order)
+        client = self.venues[venue].client
+        try:
+            rules = self._call(venue, "rules", order.symbol)
+        except OrderRejected as e:      # e.g. the venue does not list the symbol: definitive
+            self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=str(e)[:200])
+            return OrderUpdate(cid, OrderState.REJECTED, f"{venue} has no rules for {order.symbol}: {str(e)[:160]}")
+        except VenueError as e:
+            return OrderUpdate(cid, OrderState.NEW, f"not sent: {venue} rules unavailable ({type(e).__name__})")
+        qty = round_to_step(order.qty, rules.step_size)
+        if order.reduce_only and pos is not None:
+            qty = min(qty, round_to_step(pos.qty, rules.step_size)) or qty
+        price = order.stop_price or self.last_price.get(order.symbol, 0.0)
+        why = rules_reject(qty, price, rules)
+        if why and not (order.reduce_only and qty > 0):   # a closing order is never refused for its notional
+            self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=why)
+            return OrderUpdate(cid, OrderState.REJECTED, why)
+        if not order.reduce_only and order.purpose == "entry":
+            blocked = self._entry_blocked(order, venue)
+            if blocked is not None:
+                return blocked
+        if self.futures and not order.reduce_only and order.purpose == "entry":
+            try:
+                self._call(venue, "prepare_symbol", order.symbol, int(order.leverage))
+            except VenueError as e:
+                return self._refused(venue, order, e, "leverage/margin type not set")
+        vtype = {OrderType.MARKET: VenueOrderType.MARKET, OrderType.STOP: VenueOrderType.STOP_MARKET,
+                 OrderType.LIMIT: VenueOrderType.TAKE_PROFIT_MARKET}[order.type]
+        spec = OrderSpec(cid, order.symbol, order.side, qty, vtype, order.reduce_only, order.stop_price)
+        vo = self._place(venue, client, spec)
+        if isinstance(vo, OrderUpdate):
+            if vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
+                self._protection_refused(order, vo)
+            elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
+                # most often the venue's own stop or target closed it a moment earlier: sync books that;
+                # if the venue still holds the position, say so loudly
+                vp = self._venue_position(venue, order.symbol)
+                if vp is not None:
+                    self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
+                                message=vo.reason or "", venue_qty=vp.qty)
+            return vo
+        self._tracked[cid] = (replace(order, qty=qty), bracket, venue)
+        self._set_venue(cid, venue, vo.venue_order_id)
+        self.log.info(kv("venue_order", venue=venue, client_order_id=cid, symbol=order.symbol, side=order.side.value,
+                         qty=qty, state=vo.state.value))
+        if vo.state is OrderState.REJECTED:
+            self._tracked.pop(cid, None)
+            return OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
+        return OrderUpdate(cid, OrderState.SUBMITTED, None)
+
+    def _entry_blocked(self, order: Order, venue: str) -> OrderUpdate | None:
+        """One position per symbol per agent, at the venue. An entry is sent only when no position and no
+        other entry of its symbol is open or in flight: an older entry the DB still has as ``new`` (never sent,
+        e.g. during a ban) is cancelled once the venue confirms it never saw it, and an entry is never sent
+        after a newer decision for its symbol. When the venue cannot say, nothing is sent (NEW: asked again)."""
+        cid, sym = order.client_order_id, order.symbol
+        if sym in self._positions:
+            return OrderUpdate(cid, OrderState.REJECTED, f"a {sym} position is already open")
+        other = next((c for c, (o, _, _) in self._tracked.items()
+                      if o.symbol == sym and o.purpose == "entry" and not o.reduce_only and c != cid), None)
+        if other is not None:
+            return OrderUpdate(cid, OrderState.REJECTED, f"an entry for {sym} is already on the venue ({other})")
+        mine = self.store.order(cid)
+        created = parse_iso(mine["created_at"]) if mine is not None else order.created_at
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            if r["symbol"] != sym or r["purpose"] != "entry" or r["reduce_only"] or r["client_order_id"] == cid:
+                continue
+            if created is not None and parse_iso(r["created_at"]) > created:
+                return OrderUpdate(cid, OrderState.CANCELED,
+                                   f"superseded by a newer entry decision ({r['client_order_id']}); never sent")
+            try:
+                vo = self._call(venue, "get_order", sym, r["client_order_id"], conditional=False)
+            except VenueError as e:
+                return self._refused(venue, order, e, f"an older {sym} entry ({r['client_order_id']}) "
+                                                      f"cannot be confirmed")
+            if vo is not None:      # it was sent after all: it is the symbol's entry, tracked from now on
+                self.get(r["client_order_id"])
+                return OrderUpdate(cid, OrderState.REJECTED,
+                                   f"an older {sym} entry is on the venue ({r['client_order_id']})")
+            try:
+                with self.store.transaction():
+                    self.store.set_order_state(r["client_order_id"], OrderState.CANCELED,
+                                               f"stale: superseded by {cid} before it was ever sent")
+            except Exception as e:   # not recorded: send nothing now, the next attempt cancels it
+                self.log.error(kv("stale_entry_not_cancelled", client_order_id=r["client_order_id"],
+                                  error=type(e).__name__))
+                return OrderUpdate(cid, OrderState.NEW, "not sent: an older entry could not be cancelled")
+            self._event(venue, "stale_entry_cancelled", symbol=sym, cid=r["client_order_id"], superseded_by=cid)
+        try:
+            vp = next((p for p in self._call(venue, "positions") if p.symbol == sym), None)
+        except VenueError as e:
+            return self._refused(venue, order, e, f"{venue} positions unavailable")
+        if vp is not None:
+            self._event(venue, "entry_refused_position_on_venue", symbol=sym, cid=cid, alert=True,
+                        venue_qty=vp.qty, venue_side=vp.side.value)
+            return OrderUpdate(cid, OrderState.REJECTED, f"the venue already holds a {sym} position "
+                                                         f"({vp.side.value} {vp.qty:g}): not entered twice")
+        return None
+
+    def take_outbox(self) -> list[tuple[Order, Bracket | None]]:
+        """Orders the broker itself needs sent (protective stops, agent exits), already in the DB as new."""
+        out, self._outbox = self._outbox, []
+        return out

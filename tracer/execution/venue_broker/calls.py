@@ -1,0 +1,181 @@
+"""The venue calls with the retry policy: reads retried with backoff, 429 / 418 / -1021 handled, and the one
+place an order is POSTed (never twice unless the venue says it never saw the first). Venue events are recorded
+in their own transaction and alerted."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from tracer.db import Store
+from tracer.execution.broker import OrderUpdate
+from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
+                                    RateLimited, TimestampDrift, VenueClient, VenueError, VenueOrder,
+                                    VenueOrderType, VenueUnavailable)
+from tracer.logs import kv
+from tracer.models import Order, OrderState
+
+
+@dataclass
+class VenueState:
+    """Per-venue health, in memory only (a restart starts optimistic and learns again)."""
+    client: VenueClient
+    down_until: datetime | None = None      # unreachable / rate limited: skip until then
+    banned_until: datetime | None = None    # 418
+    last_error: str | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return not ((self.down_until and now < self.down_until) or (self.banned_until and now < self.banned_until))
+
+
+class VenueCalls:
+    """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: its calls to the venues."""
+    agent: str
+    venues: dict[str, VenueState]
+    store: Store
+    log: logging.Logger
+    max_retries: int
+    backoff_s: float
+    max_wait_s: float
+    down_cooldown_s: float
+    sleep: Callable[[float], None]
+    clock: Callable[[], datetime]
+    alert: Callable[[str], None] | None
+
+    def _now(self) -> datetime:
+        return self.clock()
+
+    def _event(self, venue: str, kind: str, *, symbol: str | None = None, cid: str | None = None,
+               alert: bool = False, **detail: Any) -> None:
+        """Record a venue event in its own transaction (the cycle's transaction is not open here)."""
+        try:
+            with self.store.transaction():
+                self.store.insert_venue_event(self.agent, venue, kind, symbol=symbol, client_order_id=cid,
+                                              detail=detail, ts=self._now())
+        except Exception as e:   # the DB may be the thing that fails; the log still has it
+            self.log.error(kv("venue_event_not_recorded", kind=kind, error=type(e).__name__))
+        self.log.warning(kv("venue_" + kind, venue=venue, symbol=symbol, client_order_id=cid,
+                            **{k: v for k, v in detail.items() if isinstance(v, (str, int, float, bool))}))
+        if alert and self.alert is not None:
+            self.alert(f"{self.agent} on {venue}: {kind.replace('_', ' ')}"
+                       f"{' ' + symbol if symbol else ''}{': ' + str(detail.get('message', '')) if detail.get('message') else ''}")
+
+    def _mark_down(self, venue: str, e: VenueError, seconds: float) -> None:
+        st = self.venues[venue]
+        st.down_until = self._now() + timedelta(seconds=seconds)
+        st.last_error = type(e).__name__
+        self._event(venue, "venue_down", alert=True, error=type(e).__name__, message=str(e)[:200],
+                    until=st.down_until.isoformat())
+
+    def _ban(self, venue: str, e: IpBanned) -> None:
+        st = self.venues[venue]
+        st.banned_until = e.until
+        self._event(venue, "ip_banned", alert=True, until=e.until.isoformat(), message=str(e)[:200])
+
+    def _call(self, venue: str, method: str, *args: Any, **kw: Any) -> Any:
+        """A *read* (or an idempotent call) with retries: backoff on Ambiguous, Retry-After on 429 when
+        short, one clock resync on -1021. Raises the last VenueError when it cannot be done."""
+        st = self.venues[venue]
+        if not st.usable(self._now()):
+            raise VenueUnavailable(f"{venue} is {'banned' if st.banned_until else 'down'} until "
+                                   f"{(st.banned_until or st.down_until).isoformat()}")   # type: ignore[union-attr]
+        resynced = False
+        delay = self.backoff_s
+        for attempt in range(1, self.max_retries + 1):
+            try:
+                return getattr(st.client, method)(*args, **kw)
+            except TimestampDrift as e:
+                if resynced:
+                    raise
+                self._resync(venue, e)
+                resynced = True
+            except RateLimited as e:
+                self._event(venue, "rate_limited", retry_after_s=e.retry_after_s, used_weight=e.used_weight,
+                            call=method)
+                if e.retry_after_s > self.max_wait_s or attempt == self.max_retries:
+                    self._mark_down(venue, e, e.retry_after_s)
+                    raise
+                self.sleep(e.retry_after_s)
+            except IpBanned as e:
+                self._ban(venue, e)
+                raise
+            except Ambiguous:
+                if attempt == self.max_retries:
+                    raise
+                self.sleep(delay * (1 + random.random() * 0.25))
+                delay *= 2
+            except VenueUnavailable as e:
+                self._mark_down(venue, e, self.down_cooldown_s)
+                raise
+        raise AssertionError("unreachable")
+
+    def _resync(self, venue: str, e: Exception) -> None:
+        try:
+            offset = self.venues[venue].client.sync_time()
+        except VenueError as e2:
+            self._event(venue, "clock_resync_failed", error=type(e2).__name__)
+            raise e
+        self._event(venue, "clock_resync", offset_ms=round(offset, 1), message=str(e)[:120])
+
+    def _refused(self, venue: str, order: Order, e: VenueError, what: str) -> OrderUpdate:
+        kind = {AuthError: "auth_error", InsufficientMargin: "insufficient_margin"}.get(type(e), "order_rejected")
+        self._event(venue, kind, symbol=order.symbol, cid=order.client_order_id,
+                    alert=kind != "order_rejected", message=str(e)[:200], code=e.code)
+        if isinstance(e, (AuthError, InsufficientMargin, OrderRejected)):
+            return OrderUpdate(order.client_order_id, OrderState.REJECTED, f"{what}: {type(e).__name__}: {str(e)[:160]}")
+        return OrderUpdate(order.client_order_id, OrderState.NEW, f"not sent: {what} ({type(e).__name__})")
+
+    def _place(self, venue: str, client: VenueClient, spec: OrderSpec) -> VenueOrder | OrderUpdate:
+        """The one place an order is POSTed. Never two POSTs unless the venue said it never saw the first."""
+        st = self.venues[venue]
+        if not st.usable(self._now()):
+            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+        resynced = False
+        for attempt in range(1, self.max_retries + 1):
+            try:
+                return client.place_order(spec)
+            except TimestampDrift as e:       # rejected before processing: safe to send again once
+                if resynced:
+                    return self._refused(venue, _as_order(spec, self.agent), e, "clock drift after resync")
+                try:
+                    self._resync(venue, e)
+                except VenueError:
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: clock resync failed")
+                resynced = True
+            except RateLimited as e:          # 429 is refused before processing: safe to send again
+                self._event(venue, "rate_limited", symbol=spec.symbol, cid=spec.client_order_id,
+                            retry_after_s=e.retry_after_s, used_weight=e.used_weight, call="place_order")
+                if e.retry_after_s > self.max_wait_s or attempt == self.max_retries:
+                    self._mark_down(venue, e, e.retry_after_s)
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: rate limited")
+                self.sleep(e.retry_after_s)
+            except IpBanned as e:
+                self._ban(venue, e)
+                return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: IP banned by the venue")
+            except VenueUnavailable as e:
+                self._mark_down(venue, e, self.down_cooldown_s)
+                return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+            except (AuthError, InsufficientMargin, OrderRejected) as e:
+                return self._refused(venue, _as_order(spec, self.agent), e, "refused by the venue")
+            except VenueError as e:   # Ambiguous, or any unclassified venue error: the order may exist
+                self._event(venue, "order_ambiguous", symbol=spec.symbol, cid=spec.client_order_id,
+                            error=str(e)[:160], status=e.status)
+                try:
+                    found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
+                                       conditional=spec.type is not VenueOrderType.MARKET)
+                except VenueError as e2:
+                    # cannot confirm either way: leave it to the reconciliation, never re-POST blind
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW,
+                                       f"unconfirmed after {type(e).__name__}: lookup failed ({type(e2).__name__})")
+                if found is not None:
+                    self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
+                    return found
+                # the venue never saw it: sending again cannot duplicate it
+        return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
+
+
+def _as_order(spec: OrderSpec, agent: str) -> Order:
+    return Order(spec.client_order_id, agent, spec.symbol, spec.side, spec.qty, reduce_only=spec.reduce_only)
+

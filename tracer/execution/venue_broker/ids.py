@@ -1,0 +1,54 @@
+"""Client order ids of a position's protective orders, and the venue's quantity and price grids (pure)."""
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+
+from tracer.execution.broker import VenueRules, numbered_id
+from tracer.models import Order, OrderState, OrderType
+
+# an order in one of these states is over: its client id is never sent again
+TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
+
+
+def stop_order_id(entry_order_id: str, seq: int = 0) -> str:
+    """The venue stop of a position; ``seq`` (:attr:`Position.stop_seq`) counts the stops of that position the
+    venue refused or that filled only in part: a re-placed stop gets a new id."""
+    return f"{entry_order_id[:33]}-sl" if seq <= 0 else numbered_id(entry_order_id, "sl", seq)
+
+
+def target_order_id(entry_order_id: str, seq: int = 0) -> str:
+    """The venue take-profit of a position (``seq`` as for the stop)."""
+    return f"{entry_order_id[:33]}-tp" if seq <= 0 else numbered_id(entry_order_id, "tp", seq)
+
+
+def round_to_step(qty: float, step: float) -> float:
+    """``qty`` rounded down to a multiple of ``step``, in decimal arithmetic (no 0.30000000000000004)."""
+    if step <= 0:
+        return qty
+    d = (Decimal(repr(qty)) / Decimal(repr(step))).to_integral_value(rounding=ROUND_DOWN) * Decimal(repr(step))
+    return float(d)
+
+
+def round_to_tick(price: float, tick: float, side_up: bool) -> float:
+    """A trigger price on the tick grid, rounded away from the market (a stop never gets closer)."""
+    if tick <= 0:
+        return price
+    q = Decimal(repr(price)) / Decimal(repr(tick))
+    q = q.to_integral_value(rounding="ROUND_CEILING" if side_up else "ROUND_FLOOR")
+    return float(q * Decimal(repr(tick)))
+
+
+def rules_reject(qty: float, price: float, rules: VenueRules) -> str | None:
+    """Why an order of ``qty`` at about ``price`` cannot be sent (None if it can)."""
+    if qty <= 0:
+        return f"quantity rounds to zero at step {rules.step_size:g}"
+    if qty < rules.min_qty:
+        return f"quantity {qty:g} below the venue minimum {rules.min_qty:g}"
+    if price > 0 and qty * price < rules.min_notional:
+        return f"notional {qty * price:.2f} below the venue minimum {rules.min_notional:g}"
+    return None
+
+
+def conditional(order: Order) -> bool:
+    """A stop or a take-profit: on Binance, an order of the algo (conditional) service."""
+    return order.type in (OrderType.STOP, OrderType.LIMIT)

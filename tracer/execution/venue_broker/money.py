@@ -1,0 +1,138 @@
+"""Money reconciles: funding booked from each venue's income history on the venue's own clock (once per
+payment, on the position it was paid for, asked again after a failed lookup), and the venues' wallets compared
+with the DB's ledger every cycle (a difference beyond fee rounding is recorded and alerted)."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tracer.db import Store
+from tracer.execution.broker import BarReport, Bracket
+from tracer.execution.venue import VenueBalance, VenueError
+from tracer.execution.venue_broker.calls import VenueCalls, VenueState
+from tracer.logs import kv
+from tracer.models import Order, OrderType, Position
+
+
+class Money(VenueCalls):
+    """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: funding and the wallet."""
+    agent: str
+    venues: dict[str, VenueState]
+    order_of_venues: list[str]
+    store: Store
+    log: logging.Logger
+    futures: bool
+    interval: timedelta
+    stop_attempts: int
+    adopt_stop_pct: float
+    last_price: dict[str, float]
+    realized_pnl: float
+    fees_paid: float
+    _positions: dict[str, Position]
+    _pos_venue: dict[str, str]
+    _tracked: dict[str, tuple[Order, Bracket | None, str]]
+    _outbox: list[tuple[Order, Bracket | None]]
+    _balance: dict[str, VenueBalance]
+    _funding_refs: set[tuple[str, str]]
+    _funding_since: dict[tuple[str, str], datetime]
+    _wallet_seen: float | None
+    _wallet_alerted: float | None
+
+    def _book_funding(self, rep: BarReport) -> None:
+        """Funding payments from each venue's income history, on the venue's own clock, since the last one
+        booked (or since the agent's money was first reconciled on that venue): each booked once (the venue's
+        id), on the position open when it was paid. A lookup that fails is simply done again next cycle (the
+        payment is booked late, never as 0)."""
+        if not self.futures:
+            return
+        for sym, pos in list(self._positions.items()):
+            venue = self._pos_venue.get(sym, self.order_of_venues[0])
+            if not self.venues[venue].usable(self._now()):
+                continue
+            since = self._funding_since.get((venue, sym)) or self._money_since(venue)
+            if since is None:
+                continue
+            try:
+                pays = self._call(venue, "funding", sym, since)
+            except VenueError as e:
+                self.log.warning(kv("funding_unavailable", venue=venue, symbol=sym, error=type(e).__name__,
+                                    action="asked again next cycle"))
+                continue
+            for fp in sorted(pays, key=lambda f: f.ts):
+                ref = fp.ref or f"{fp.ts.isoformat()}:{fp.amount}"
+                self._funding_since[(venue, sym)] = max(self._funding_since.get((venue, sym), since),
+                                                        fp.ts + timedelta(milliseconds=1))
+                if (venue, ref) in self._funding_refs:
+                    continue
+                self._funding_refs.add((venue, ref))
+                pos = self._positions[sym]
+                self._positions[sym] = replace(pos, funding_paid=pos.funding_paid + fp.amount)
+                rep.funding.append((venue, replace(fp, ref=ref), pos.entry_order_id))
+
+    def _anchor_key(self) -> str:
+        return f"wallet_anchor:{self.agent}"
+
+    def _anchor(self) -> dict[str, Any] | None:
+        raw = self.store.notify_state(self._anchor_key())
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _money_since(self, venue: str) -> datetime | None:
+        """The venue time from which this agent's money is reconciled on ``venue`` (None before the first)."""
+        a = self._anchor()
+        ms = (a or {}).get("since_ms", {}).get(venue)
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
+
+    def ledger(self) -> float:
+        """What the booked trades, fees and funding say the wallets changed by: realised P&L (closed trades
+        and closed parts, net of their fees and funding) less the open positions' entry fees and funding."""
+        return self.realized_pnl - sum(p.entry_fee + p.funding_paid for p in self._positions.values())
+
+    def check_wallet(self) -> float | None:
+        """Money reconciles: the venues' wallets against the DB's ledger, once per cycle (after the cycle's
+        fills are booked). The first check, with nothing in flight, anchors the comparison (and the venue time
+        from which funding is booked); after that a difference beyond fee rounding, seen twice in a row (not a
+        fill racing the check), is a ``wallet_mismatch`` venue event and an alert, once per difference.
+        Returns the difference (None when it cannot be checked now)."""
+        if not self._balance:
+            return None
+        wallet = sum(b.wallet for b in self._balance.values())
+        a = self._anchor()
+        if a is None or set(a.get("since_ms", {})) != set(self._balance):
+            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()):
+                return None     # an order in flight: anchor once nothing is moving
+            since = dict((a or {}).get("since_ms", {}))
+            for v in self._balance:
+                if v not in since:
+                    try:
+                        since[v] = int(self._call(v, "server_time").timestamp() * 1000)
+                    except VenueError:
+                        return None
+            a = {"offset": wallet - self.ledger() if a is None else a["offset"], "since_ms": since}
+            try:
+                with self.store.transaction():
+                    self.store.set_notify_state(self._anchor_key(), json.dumps(a))
+            except Exception as e:
+                self.log.warning(kv("wallet_anchor_not_saved", error=type(e).__name__))
+                return None
+            self._event(self.order_of_venues[0], "wallet_anchored", wallet=round(wallet, 8),
+                        ledger=round(self.ledger(), 8))
+        diff = wallet - (float(a["offset"]) + self.ledger())
+        tol = 0.01 + 1e-6 * abs(wallet)
+        if abs(diff) <= tol:
+            self._wallet_seen = self._wallet_alerted = None
+            return diff
+        seen, self._wallet_seen = self._wallet_seen, diff
+        if seen is not None and abs(seen - diff) <= tol and \
+                (self._wallet_alerted is None or abs(self._wallet_alerted - diff) > tol):
+            self._wallet_alerted = diff
+            self._event(self.order_of_venues[0], "wallet_mismatch", alert=True, wallet=round(wallet, 8),
+                        expected=round(float(a["offset"]) + self.ledger(), 8), difference=round(diff, 8),
+                        message=f"venue wallet {wallet:.2f} vs the DB's trades, fees and funding "
+                                f"{float(a['offset']) + self.ledger():.2f} (difference {diff:+.2f})")
+        return diff

@@ -1,0 +1,198 @@
+"""A venue broker's protection of its positions: the venue stop and take-profit of each position (re-placed
+under a new client id when refused or ended, a bounded number of times), the agent's own checks on every bar
+while no stop rests on the venue (and its trailing, time and volatility stops), and the levels of a position
+adopted from the venue."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from tracer.db import Store
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.exits import advance, check_exit
+from tracer.execution.venue import VenueBalance, VenueError
+from tracer.execution.venue_broker.calls import VenueCalls, VenueState
+from tracer.execution.venue_broker.ids import TERMINAL, round_to_tick, stop_order_id, target_order_id
+from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
+
+
+class Protection(VenueCalls):
+    """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: every open position stays protected."""
+    agent: str
+    venues: dict[str, VenueState]
+    order_of_venues: list[str]
+    store: Store
+    log: logging.Logger
+    futures: bool
+    interval: timedelta
+    stop_attempts: int
+    adopt_stop_pct: float
+    last_price: dict[str, float]
+    realized_pnl: float
+    fees_paid: float
+    _positions: dict[str, Position]
+    _pos_venue: dict[str, str]
+    _tracked: dict[str, tuple[Order, Bracket | None, str]]
+    _outbox: list[tuple[Order, Bracket | None]]
+    _balance: dict[str, VenueBalance]
+
+    def _protection_refused(self, order: Order, upd: OrderUpdate) -> None:
+        """A venue refused a stop or target. When the market is already through its level (Binance -2021
+        "would immediately trigger"), the exit it protects is due now: a reduce-only market order.
+        Otherwise the position is unprotected on the venue: recorded and alerted (the agent's own checks
+        on every bar still apply)."""
+        pos = self._positions.get(order.symbol)
+        if pos is None:
+            return
+        mark = self.last_price.get(order.symbol, pos.entry_price)
+        long = pos.side is PositionSide.LONG
+        level = order.stop_price or 0.0
+        crossed = (mark <= level if long else mark >= level) if order.purpose == "stop" else \
+                  (mark >= level if long else mark <= level)
+        if crossed or "immediately trigger" in (upd.reason or ""):
+            self._queue_exit(pos, order.reason or order.purpose, order.created_at)
+            return
+        venue = self._pos_venue.get(order.symbol, self.order_of_venues[0])
+        if order.purpose == "stop" and order.client_order_id == stop_order_id(pos.entry_order_id, pos.stop_seq):
+            # the next stop goes out under a new client id (ensure_protection, next sync), a bounded number of
+            # times; meanwhile, and after, the agent watches the stop itself on every bar (on_bar)
+            pos = replace(pos, stop_seq=pos.stop_seq + 1)
+            self._positions[pos.symbol] = pos
+            retry = pos.stop_seq < self.stop_attempts
+            self._event(venue, "position_unprotected", symbol=order.symbol, cid=order.client_order_id, alert=True,
+                        message=upd.reason or "", attempt=pos.stop_seq,
+                        action=("stop re-placed under a new id next cycle; " if retry else
+                                f"no more stops sent after {pos.stop_seq} refusals; ") + "the agent watches it on every bar")
+        else:   # a refused take-profit: the agent takes profit itself at the level (on_bar)
+            self._event(venue, "target_refused", symbol=order.symbol, cid=order.client_order_id,
+                        message=upd.reason or "", action="the agent watches the target on every bar")
+
+    def on_bar(self, bar: Bar) -> BarReport:
+        rep = BarReport()
+        self.last_price[bar.symbol] = bar.close
+        pos = self._positions.get(bar.symbol)
+        if pos is None or any(o.symbol == bar.symbol and o.reduce_only and o.type is OrderType.MARKET
+                              for o, _, _ in self._tracked.values()):
+            return rep
+        close_time = bar.ts + self.interval
+        hit = check_exit(pos, bar.open, bar.high, bar.low, bar.close, close_time)
+        reason = hit.reason if hit else None
+        # the venue's own stop / target does it (booked by sync) only while one rests there; otherwise (refused,
+        # expired, a venue without them, not placed yet) the agent watches the level itself
+        if (reason == "stop_loss" and stop_order_id(pos.entry_order_id, pos.stop_seq) in self._tracked) or \
+                (reason == "take_profit" and target_order_id(pos.entry_order_id) in self._tracked):
+            reason = None
+        if reason is None and self.vol_stop_mult > 0 and pos.entry_atr and \
+                bar.high - bar.low > self.vol_stop_mult * pos.entry_atr:
+            reason = "volatility_stop"
+        if reason is None:
+            self._positions[bar.symbol] = advance(pos, bar.high, bar.low)
+            return rep
+        rep.exit_orders.append(self._queue_exit(pos, reason, close_time))
+        return rep
+
+    def _queue_exit(self, pos: Position, reason: str, created_at: datetime | None) -> Order:
+        """A reduce-only market exit of the whole position, under the position's current exit id."""
+        o = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), self.agent, pos.symbol,
+                  Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty, OrderType.MARKET,
+                  reduce_only=True, leverage=pos.leverage, purpose="exit", reason=reason, created_at=created_at)
+        if not any(q.client_order_id == o.client_order_id for q, _ in self._outbox):
+            self._outbox.append((o, None))
+        return o
+
+    def _protect(self, pos: Position, venue: str, rep: BarReport, target: bool = True) -> None:
+        """Queue the venue stop and target of a position (written to the DB as new, then sent)."""
+        if not self.venues[venue].client.supports_venue_stops:
+            return
+        close_side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
+        up = pos.side is PositionSide.SHORT     # a short's stop is above: round it up
+        made = []
+        if pos.stop_loss > 0 and pos.stop_seq < self.stop_attempts:
+            made.append(Order(stop_order_id(pos.entry_order_id, pos.stop_seq), self.agent, pos.symbol, close_side,
+                              pos.qty, OrderType.STOP, reduce_only=True, stop_price=pos.stop_loss, leverage=pos.leverage,
+                              purpose="stop", reason="stop_loss", created_at=pos.opened_at))
+        if pos.take_profit > 0 and target and self.store.order(target_order_id(pos.entry_order_id)) is None:
+            made.append(Order(target_order_id(pos.entry_order_id), self.agent, pos.symbol, close_side, pos.qty,
+                              OrderType.LIMIT, reduce_only=True, stop_price=pos.take_profit, leverage=pos.leverage,
+                              purpose="target", reason="take_profit", created_at=pos.opened_at))
+        try:
+            tick = self._call(venue, "rules", pos.symbol).tick_size
+        except VenueError:
+            tick = 0.0
+        for o in made:
+            px = round_to_tick(o.stop_price or 0.0, tick, up if o.purpose == "stop" else not up)
+            o = replace(o, stop_price=px)
+            rep.exit_orders.append(o)
+            if not any(q.client_order_id == o.client_order_id for q, _ in self._outbox):
+                self._outbox.append((o, None))
+
+    def _cancel_protection(self, pos: Position, venue: str, rep: BarReport, keep: str | None = None) -> None:
+        """Cancel the position's resting stop/target, so no orphan can ever open a position."""
+        ids = [stop_order_id(pos.entry_order_id, k) for k in range(pos.stop_seq + 1)] + \
+              [target_order_id(pos.entry_order_id)]
+        for cid in ids:
+            if cid == keep:
+                continue
+            self._tracked.pop(cid, None)
+            row = self.store.order(cid)
+            if cid not in (ids[0], ids[-1]) and (row is None or OrderState(row["state"]) in TERMINAL):
+                continue       # a re-placed stop that was never sent, or is over: nothing rests on the venue
+            try:
+                vo = self._call(venue, "cancel_order", pos.symbol, cid, conditional=True)
+            except VenueError as e:
+                self._event(venue, "cancel_failed", symbol=pos.symbol, cid=cid, alert=True, error=type(e).__name__)
+                continue
+            if self.store.order(cid) is not None:
+                if vo is not None and vo.state is OrderState.FILLED:
+                    continue
+                rep.updates.append(OrderUpdate(cid, OrderState.CANCELED, "position closed"))
+
+    def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
+        """Stops the positions should have on the venue and do not (a crash right after a fill, a stop the venue
+        refused, expired or that filled only in part, an adopted position that just got its levels): each goes
+        out under the position's current stop id, at most ``stop_attempts`` stops per position. Beyond that, or
+        on a venue without stops, the agent watches the stop on every bar (:meth:`on_bar`)."""
+        rep = BarReport()
+        for sym, pos in list(self._positions.items()):
+            venue = self._pos_venue.get(sym, self.order_of_venues[0])
+            if not self.venues[venue].client.supports_venue_stops or pos.stop_loss <= 0:
+                continue
+            if pos.stop_seq >= self.stop_attempts:
+                continue
+            sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+            if sid in self._tracked or any(o.client_order_id == sid for o, _ in self._outbox):
+                continue
+            row = self.store.order(sid)
+            if row is not None:
+                if OrderState(row["state"]) in TERMINAL:      # ended before this process saw it (a restart)
+                    self._positions[sym] = replace(pos, stop_seq=pos.stop_seq + 1)
+                continue       # NEW: reconciliation sends it or finds it on the venue
+            self._protect(pos, venue, rep, target=pos.stop_seq == 0)
+        return [(o, None) for o in rep.exit_orders]
+
+    def _queue_protection(self) -> None:
+        """Every sync: the stops :meth:`ensure_protection` finds missing go to the outbox (sent this cycle)."""
+        self.ensure_protection()
+
+    def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
+        """Levels for positions that have none (adopted from the venue): the stop, target, trailing and time stop
+        the agent's rules give a position of that symbol now (``brackets``, from this cycle's signals), or, for
+        a symbol no signal covers, a stop ``adopt_stop_pct`` from the entry. The venue stop goes out with the
+        cycle's other orders; until it rests there the agent watches it on every bar."""
+        for sym, pos in list(self._positions.items()):
+            if pos.stop_loss > 0:
+                continue
+            s = 1 if pos.side is PositionSide.LONG else -1
+            b = brackets.get(sym)
+            if b is None or not (b.stop_distance > 0):
+                b = Bracket(stop_distance=pos.entry_price * self.adopt_stop_pct, take_profit_distance=0.0,
+                            trail_pct=0.0, max_hold_s=0.0)
+            pos = replace(pos, stop_loss=pos.entry_price - s * b.stop_distance,
+                          take_profit=pos.entry_price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                          trail_pct=b.trail_pct, max_hold_s=b.max_hold_s, entry_atr=b.entry_atr or pos.entry_atr)
+            self._positions[sym] = pos
+            self._event(self._pos_venue.get(sym, self.order_of_venues[0]), "position_protected", symbol=sym,
+                        cid=pos.entry_order_id, stop_loss=round(pos.stop_loss, 8),
+                        take_profit=round(pos.take_profit, 8), rule="signal" if brackets.get(sym) else "adopt_stop_pct")
+        self._queue_protection()

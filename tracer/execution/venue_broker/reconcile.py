@@ -1,0 +1,343 @@
+"""What happened on the venue, booked: pending orders looked up and their fills booked (a part-filled exit
+closes only what filled), positions compared with the venue's (closed on the venue, adopted, mismatched), and
+orphaned resting orders cancelled."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.venue import VenueError, VenueFill, VenueOrder, VenuePosition
+from tracer.execution.venue_broker.ids import TERMINAL, conditional, stop_order_id, target_order_id
+from tracer.execution.venue_broker.money import Money
+from tracer.execution.venue_broker.protection import Protection
+from tracer.logs import kv
+from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+
+
+class Reconciliation(Protection, Money):
+    """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: the venue is the truth, booked in the DB."""
+
+    def sync(self, now: datetime) -> BarReport:
+        rep = BarReport()
+        self._refresh_balances()
+        self._book_funding(rep)        # first: a payment belongs to the position open when it was paid
+        self._sync_orders(rep, now)
+        self._sync_positions(rep, now)
+        self._queue_protection()
+        return rep
+
+    def _refresh_balances(self) -> None:
+        """Every configured venue's balance (the last known one while a venue is unreachable), so that equity
+        never jumps when a backup venue starts or stops being used (the daily loss stop compares equities)."""
+        now = self._now()
+        for v in self.order_of_venues:
+            if not self.venues[v].usable(now):
+                continue
+            try:
+                b = self._call(v, "balance")
+            except VenueError as e:
+                self.log.warning(kv("balance_unavailable", venue=v, error=type(e).__name__))
+                continue
+            if b != self._balance.get(v):
+                self._balance[v] = b
+                try:       # kept so that a restart while this venue is unreachable still counts its money
+                    with self.store.transaction():
+                        self.store.set_notify_state(self._balance_key(v), json.dumps(
+                            {"wallet": b.wallet, "available": b.available, "equity": b.equity}))
+                except Exception as e:
+                    self.log.warning(kv("balance_not_saved", venue=v, error=type(e).__name__))
+
+    def _active_venues(self) -> list[str]:
+        used = {self._entry_venue()} | set(self._pos_venue.values()) | {v for _, _, v in self._tracked.values()}
+        return [v for v in self.order_of_venues if v in used]
+
+    def _sync_orders(self, rep: BarReport, now: datetime) -> None:
+        for cid, (order, bracket, venue) in list(self._tracked.items()):
+            if cid not in self._tracked:      # cancelled with its position earlier in this pass
+                continue
+            try:
+                vo = self._call(venue, "get_order", order.symbol, cid, conditional=conditional(order))
+            except VenueError:
+                continue
+            if vo is None:
+                self._event(venue, "order_missing", symbol=order.symbol, cid=cid, alert=True,
+                            message="an order the DB has as sent is unknown to the venue")
+                self._tracked.pop(cid)
+                rep.updates.append(OrderUpdate(cid, OrderState.REJECTED, "unknown to the venue"))
+                continue
+            if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
+                continue          # a resting stop / target: nothing to book yet
+            if vo.state in (OrderState.SUBMITTED,) and vo.filled_qty <= 0:
+                continue
+            if vo.state is OrderState.PARTIALLY_FILLED:
+                continue          # book once the venue says it is done
+            self._tracked.pop(cid, None)
+            if vo.filled_qty <= 0:
+                rep.updates.append(OrderUpdate(cid, vo.state, vo.reason or vo.state.value))
+                if order.reduce_only:
+                    self._exit_ended_unfilled(order, vo, venue)
+                continue
+            fill = self._fill_of(venue, order, vo)
+            if fill is None:
+                self._tracked[cid] = (order, bracket, venue)     # fills not readable now: next cycle
+                continue
+            # times on the agent's clock: a venue fill stamped after the cycle's clock counts at the clock
+            fill = replace(fill, ts=min(fill.ts, now))
+            if order.purpose == "entry" and not order.reduce_only:
+                self._open(order, bracket, venue, fill, rep)
+            else:
+                self._exit_filled(order, fill, venue, rep, vo.state)
+
+    def _exit_filled(self, order: Order, fill: Fill, venue: str, rep: BarReport,
+                     state: OrderState = OrderState.FILLED) -> None:
+        """A reduce-only order (exit, stop, target) filled: the whole position, or only part of it (a market
+        exit that expired part-filled, a triggered stop or target that met a thin book). A part closes that
+        part as a trade of its own; the rest stays open, protected, and its exit goes out again at once
+        under the position's next exit id (the reason to exit still holds: the stop or target level was
+        crossed, or the agent decided to leave)."""
+        pos = self._positions.get(order.symbol)
+        reason = order.reason or order.purpose
+        if pos is None or fill.qty >= pos.qty - 1e-9 * max(1.0, pos.qty) or self._untradeable(venue, pos, fill.qty):
+            self._close_by(order.symbol, fill, reason, venue, rep)
+            return
+        s = 1 if pos.side is PositionSide.LONG else -1
+        frac = fill.qty / pos.qty
+        fee_part, fund_part = pos.entry_fee * frac, pos.funding_paid * frac
+        pnl = s * (fill.price - pos.entry_price) * fill.qty - fee_part - fill.fee - fund_part
+        self.fees_paid += fill.fee
+        self.realized_pnl += pnl
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(fill.client_order_id, state, f"partially filled: {fill.qty:g} of "
+                                       f"{order.qty:g}; {pos.qty - fill.qty:g} left open", fill.qty, fill.price))
+        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=fill.qty,
+                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=fill.ts,
+                                exit_price=fill.price, fees=fee_part + fill.fee, funding=-fund_part, pnl=pnl,
+                                exit_reason=reason, entry_order_id=pos.entry_order_id,
+                                exit_order_id=fill.client_order_id, leverage=pos.leverage, signal_id=pos.signal_id))
+        cid = fill.client_order_id
+        pos = replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
+                      funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac),
+                      exit_seq=pos.exit_seq + (cid == exit_order_id(pos.entry_order_id, pos.exit_seq)),
+                      stop_seq=pos.stop_seq + (cid == stop_order_id(pos.entry_order_id, pos.stop_seq)))
+        self._positions[pos.symbol] = pos
+        self._event(venue, "partial_exit", symbol=pos.symbol, cid=cid, alert=True, filled=fill.qty,
+                    ordered=order.qty, left=pos.qty, action="the rest exits now under a new id")
+        self._queue_exit(pos, reason, order.created_at)
+
+    def _untradeable(self, venue: str, pos: Position, filled: float) -> bool:
+        """What a fill leaves is below the venue's step or minimum quantity (e.g. an exit rounded down to the
+        step after a spot fee taken in the coin): no order can close it, so the position is closed."""
+        try:
+            r = self._call(venue, "rules", pos.symbol)
+        except VenueError:
+            return False
+        return pos.qty - filled < max(r.min_qty, r.step_size) - 1e-12
+
+    def _exit_ended_unfilled(self, order: Order, vo: VenueOrder, venue: str) -> None:
+        """A reduce-only order ended without a fill (a market exit expired, a stop expired or was cancelled on
+        the venue, not by us): the position's next one gets a new id. A market exit is sent again now."""
+        pos = self._positions.get(order.symbol)
+        if pos is None:
+            return
+        cid = order.client_order_id
+        if cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+            pos = replace(pos, exit_seq=pos.exit_seq + 1)
+            self._positions[pos.symbol] = pos
+            self._event(venue, "exit_not_filled", symbol=pos.symbol, cid=cid, alert=True,
+                        message=vo.reason or vo.state.value, action="sent again under a new id")
+            self._queue_exit(pos, order.reason or "exit", order.created_at)
+        elif cid == stop_order_id(pos.entry_order_id, pos.stop_seq):
+            pos = replace(pos, stop_seq=pos.stop_seq + 1)
+            self._positions[pos.symbol] = pos
+            self._event(venue, "stop_ended_on_venue", symbol=pos.symbol, cid=cid, alert=True,
+                        message=vo.reason or vo.state.value, action="a new stop is placed; the agent watches it")
+
+    def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
+        try:
+            fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id,
+                                                conditional=conditional(order))
+        except VenueError:
+            return None         # its fees and prices cannot be read now: booked next cycle, never with fee 0
+        qty = sum(f.qty for f in fills)
+        if qty > 0:
+            px = sum(f.qty * f.price for f in fills) / qty
+            fee = sum(f.fee for f in fills)
+            ts = max(f.ts for f in fills)
+        elif vo.avg_price:
+            qty, px, fee, ts = vo.filled_qty, vo.avg_price, 0.0, vo.updated_at or self._now()
+        else:
+            return None
+        return Fill(order.client_order_id, order.symbol, order.side, qty, px, fee, ts)
+
+    def _open(self, order: Order, bracket: Bracket | None, venue: str, fill: Fill, rep: BarReport) -> None:
+        s = 1 if order.side is Side.BUY else -1
+        b = bracket or Bracket(0.0, 0.0, 0.0, 0.0)
+        vp = self._venue_position(venue, order.symbol)
+        # spot venues take the buy fee in the coin: the position is what the venue holds, not what was bought
+        qty = min(fill.qty, vp.qty) if (vp is not None and not self.futures) else fill.qty
+        pos = Position(agent=self.agent, symbol=order.symbol, side=PositionSide.LONG if s > 0 else PositionSide.SHORT,
+                       qty=qty, entry_price=fill.price, opened_at=fill.ts, entry_fee=fill.fee,
+                       stop_loss=fill.price - s * b.stop_distance if b.stop_distance else 0.0,
+                       take_profit=fill.price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                       trail_pct=b.trail_pct, best_price=fill.price, max_hold_s=b.max_hold_s,
+                       entry_order_id=order.client_order_id, signal_id=b.signal_id, leverage=order.leverage,
+                       margin=(vp.margin if vp and vp.margin else fill.qty * fill.price / max(order.leverage, 1.0))
+                       if self.futures else 0.0,
+                       liquidation_price=vp.liquidation_price if vp else None, entry_atr=b.entry_atr)
+        self._positions[order.symbol] = pos
+        self._pos_venue[order.symbol] = venue
+        self.fees_paid += fill.fee
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(order.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
+        self._protect(pos, venue, rep)
+
+    def _venue_position(self, venue: str, symbol: str) -> VenuePosition | None:
+        try:
+            return next((p for p in self._call(venue, "positions") if p.symbol == symbol), None)
+        except VenueError:
+            return None
+
+    def _close_by(self, symbol: str, fill: Fill, reason: str, venue: str, rep: BarReport,
+                  liquidated: bool = False) -> None:
+        pos = self._positions.pop(symbol, None)
+        self._pos_venue.pop(symbol, None)
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(fill.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
+        if pos is None:
+            return
+        s = 1 if pos.side is PositionSide.LONG else -1
+        funding = pos.funding_paid      # booked from the venue's income history as it was paid (_book_funding)
+        gross = s * (fill.price - pos.entry_price) * pos.qty
+        # liquidated: the isolated margin (as the venue last reported it) is lost
+        pnl = (-(pos.margin) - pos.entry_fee - funding) if liquidated else gross - pos.entry_fee - fill.fee - funding
+        self.fees_paid += fill.fee
+        self.realized_pnl += pnl
+        rep.closed.append(pos)
+        rep.trades.append(Trade(agent=self.agent, symbol=symbol, side=pos.side, qty=pos.qty, entry_ts=pos.opened_at,
+                                entry_price=pos.entry_price, exit_ts=fill.ts, exit_price=fill.price,
+                                fees=pos.entry_fee + fill.fee, funding=-funding, pnl=pnl,
+                                exit_reason="liquidation" if liquidated else reason,
+                                entry_order_id=pos.entry_order_id, exit_order_id=fill.client_order_id,
+                                leverage=pos.leverage, signal_id=pos.signal_id))
+        self._cancel_protection(pos, venue, rep, keep=fill.client_order_id)
+
+    def _sync_positions(self, rep: BarReport, now: datetime) -> None:
+        for venue in self._active_venues():
+            try:
+                vps = {p.symbol: p for p in self._call(venue, "positions")}
+            except VenueError:
+                continue
+            ours = {s: p for s, p in self._positions.items() if self._pos_venue.get(s) == venue}
+            for sym, pos in ours.items():
+                vp = vps.get(sym)
+                pending_exit = any(o.symbol == sym and o.reduce_only for o, _, _ in self._tracked.values()
+                                   if o.type is OrderType.MARKET)
+                if vp is None and not pending_exit:
+                    self._closed_on_venue(venue, pos, rep, now)
+                elif vp is not None:
+                    if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
+                        self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
+                                    venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
+                        pos = replace(pos, qty=vp.qty, side=vp.side)
+                    self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
+                                                   margin=vp.margin or pos.margin)
+                    if vp.mark_price:
+                        self.last_price[sym] = vp.mark_price
+            for sym, vp in vps.items():
+                if sym not in self._positions and not self._dust(venue, vp):
+                    self._adopt(venue, vp, rep, now)
+            self._cancel_orphans(venue, rep)
+
+    def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime) -> None:
+        """The venue no longer holds a position the DB has: its stop or target filled, or liquidation."""
+        # our own orders of this position that may have closed it, the latest first
+        ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), "stop_loss", OrderType.STOP),
+                (target_order_id(pos.entry_order_id), "take_profit", OrderType.LIMIT),
+                (exit_order_id(pos.entry_order_id, pos.exit_seq), "exit", OrderType.MARKET)]
+        for cid, reason, typ in ours:
+            row = self.store.order(cid)
+            if row is not None and OrderState(row["state"]) in TERMINAL:
+                continue        # booked already: not what closed the rest
+            try:
+                vo = self._call(venue, "get_order", pos.symbol, cid, conditional=typ is not OrderType.MARKET)
+            except VenueError:
+                return          # cannot tell now: next cycle
+            if vo is not None and vo.state in TERMINAL and vo.filled_qty > 0:
+                o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY,
+                          pos.qty, typ, reduce_only=True, purpose="exit", reason=reason,
+                          created_at=pos.opened_at)
+                fill = self._fill_of(venue, o, vo)
+                if fill is None:
+                    return
+                fill = replace(fill, ts=min(fill.ts, now))
+                if row is None:
+                    rep.exit_orders.append(o)
+                self._tracked.pop(cid, None)
+                self._exit_filled(o, fill, venue, rep, vo.state)
+                if pos.symbol not in self._positions:
+                    return
+                pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
+                break
+        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
+        cid = exit_order_id(pos.entry_order_id)
+        liq = self.futures and pos.liquidation_price
+        px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
+                  OrderType.MARKET, reduce_only=True, purpose="exit",
+                  reason="liquidation" if liq else "closed_on_venue", created_at=now)
+        if self.store.order(cid) is None:
+            rep.exit_orders.append(o)
+        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
+                    assumed="liquidation" if liq else "closed outside the agent", price=px)
+        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), 0.0, now),
+                       o.reason, venue, rep, liquidated=bool(liq))
+
+    def _dust(self, venue: str, vp: VenuePosition) -> bool:
+        """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""
+        try:
+            r = self._call(venue, "rules", vp.symbol)
+        except VenueError:
+            return False
+        px = vp.mark_price or self.last_price.get(vp.symbol, vp.entry_price)
+        return vp.qty < r.min_qty or vp.qty * px < r.min_notional
+
+    def _adopt(self, venue: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
+        """A venue position the DB does not know: adopt the venue's truth, record it, alert."""
+        cid = f"tb-adopt-{vp.symbol.replace('/', '')[:8]}-{now:%y%m%d%H%M}"
+        side = Side.BUY if vp.side is PositionSide.LONG else Side.SELL
+        o = Order(cid, self.agent, vp.symbol, side, vp.qty, OrderType.MARKET, leverage=vp.leverage,
+                  purpose="adopted", reason="position found on the venue", created_at=now)
+        rep.exit_orders.append(o)
+        fill = Fill(cid, vp.symbol, side, vp.qty, vp.entry_price, 0.0, now)
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "adopted from the venue", vp.qty, vp.entry_price))
+        self._positions[vp.symbol] = Position(
+            agent=self.agent, symbol=vp.symbol, side=vp.side, qty=vp.qty, entry_price=vp.entry_price, opened_at=now,
+            entry_fee=0.0, stop_loss=0.0, take_profit=0.0, trail_pct=0.0, best_price=vp.entry_price, max_hold_s=0.0,
+            entry_order_id=cid, leverage=vp.leverage, margin=vp.margin, liquidation_price=vp.liquidation_price)
+        self._pos_venue[vp.symbol] = venue
+        self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
+                    side=vp.side.value, entry_price=vp.entry_price)
+
+    def _cancel_orphans(self, venue: str, rep: BarReport) -> None:
+        """Our resting orders (client id ``tb-``) whose position is gone are cancelled."""
+        try:
+            open_ = self._call(venue, "open_orders")
+        except VenueError:
+            return
+        for vo in open_:
+            if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked:
+                continue
+            pos = self._positions.get(vo.symbol)
+            if pos is not None and vo.client_order_id in (stop_order_id(pos.entry_order_id),
+                                                          target_order_id(pos.entry_order_id)):
+                continue
+            try:
+                self._call(venue, "cancel_order", vo.symbol, vo.client_order_id)
+            except VenueError:
+                continue
+            self._event(venue, "orphan_cancelled", symbol=vo.symbol, cid=vo.client_order_id, alert=True)
+            if self.store.order(vo.client_order_id) is not None:
+                rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.CANCELED, "orphan: its position is closed"))

@@ -1,0 +1,176 @@
+"""Levelled alerts (info / warning / critical), routed per level, with a repeat window per check and a
+recovery message when a check turns green again.
+
+- :func:`send` enqueues one alert on the channels ``TB_ALERT_CHANNELS_<LEVEL>`` names that are enabled
+  (console, Discord, Telegram), delivers the remote ones at once (the agents, whose workers normally do it,
+  may be what is down), records it in the monitoring record, and never raises: when the DB cannot take it
+  the alert goes to ``TB_LOG_DIR/alerts.log`` and stderr.
+- :func:`health_alerts` decides per check: a failing check alerts when it first fails, when its level
+  changes, and again once its repeat window (``TB_HEALTH_ALERT_REPEAT_MIN``, or its entry in
+  ``TB_HEALTH_ALERT_REPEAT_BY_CHECK``) has passed; a check that was failing and is ok again gets one info
+  "recovered" message. State: ``TB_STATE_DIR/health_alert_state.json`` (user-only).
+- :func:`alert_once` is the same window for an alert that is not a check (an invalid config seen by every
+  watchdog pass), in ``TB_STATE_DIR/alerts_sent.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Sequence
+
+from tracer.logs import private_write_text
+from tracer.monitor.records import Event, Source, record
+
+
+class Level(IntEnum):
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a health check found (``tracer.ops.Check`` has the same fields)."""
+    name: str
+    level: int
+    message: str
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def route(settings: Any, level: Level) -> list[str]:
+    """The enabled channels ``level`` goes to."""
+    from tracer.notify.outbox import channels
+    wanted = {Level.INFO: settings.alert_channels_info, Level.WARNING: settings.alert_channels_warning,
+              Level.CRITICAL: settings.alert_channels_critical}[Level(level)]
+    names = [x for x in str(wanted).split(",") if x]
+    return [ch for ch in channels(settings) if ch in names]
+
+
+def send(settings: Any, level: Level, kind: str, message: str, agent: str | None = None) -> list[int]:
+    """Enqueue ``message`` on ``level``'s channels (see the module docstring). Returns the outbox row ids."""
+    from tracer.notify.format import redact
+    ids: list[int] = []
+    chans = route(settings, level)
+    message = redact(message, settings.secret_values())      # nowhere, not even alerts.log, gets a secret
+    try:
+        if not Path(settings.db_path).is_file():
+            raise FileNotFoundError(f"{settings.db_path} does not exist")
+        from tracer.db import Store
+        store = Store(settings.db_path)
+        try:
+            text = message
+            with store.transaction():
+                ids = [store.enqueue_notification(ch, kind, text, agent) for ch in chans]
+        finally:
+            store.close()
+        if any(ch != "console" for ch in chans):
+            from tracer.ops import _deliver_now
+            _deliver_now(settings)
+    except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
+        print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
+        try:
+            from tracer.ops import log_line
+            log_line(settings, "alerts", agent, f"kind={kind} level={Level(level).name.lower()} not enqueued "
+                                                f"({type(e).__name__}): {message}")
+        except OSError:
+            pass
+    record(settings, [Event(Source.ALERT, "alert", kind, int(level),
+                            f"{'+'.join(chans) or 'no channel'}: {message}")])
+    return ids
+
+
+# --- per-check repeat windows ------------------------------------------------------------------------------
+def repeat_minutes(settings: Any, check: str) -> float:
+    """``check``'s repeat window: its TB_HEALTH_ALERT_REPEAT_BY_CHECK entry (``disk=240``; ``heartbeat``
+    also covers ``heartbeat[hybrid]``), else TB_HEALTH_ALERT_REPEAT_MIN."""
+    base = check.split("[", 1)[0]
+    for item in str(settings.health_alert_repeat_by_check).split(","):
+        name, _, minutes = item.partition("=")
+        if name.strip() in (check, base) and minutes.strip():
+            try:
+                return float(minutes)
+            except ValueError:
+                break            # a typo there must not silence alerts: the default window
+    return float(settings.health_alert_repeat_min)
+
+
+def _state_path(settings: Any, name: str) -> Path:
+    return Path(settings.state_dir) / name
+
+
+def _load(settings: Any, name: str) -> dict[str, Any]:
+    try:
+        d = json.loads(_state_path(settings, name).read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(settings: Any, name: str, d: dict[str, Any]) -> None:
+    p = _state_path(settings, name)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(f".tmp{os.getpid()}")
+        private_write_text(tmp, json.dumps(d))
+        os.replace(tmp, p)
+    except OSError:
+        pass         # an unwritable state folder: alerts may repeat, never stop
+
+
+def health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> list[str]:
+    """Alert the failing checks that are due and the recoveries; returns the alert kinds sent."""
+    now = now or _now()
+    t = now.timestamp()
+    state = _load(settings, "health_alert_state.json")
+    due, recovered = [], []
+    for c in checks:
+        prev = state.get(c.name)
+        if c.level > 0:
+            fresh = not isinstance(prev, dict) or prev.get("level") != c.level
+            if fresh or t - float(prev.get("alerted", 0)) >= repeat_minutes(settings, c.name) * 60:
+                due.append(c)
+                state[c.name] = {"level": c.level, "since": prev.get("since", t) if not fresh else t, "alerted": t}
+        elif isinstance(prev, dict):
+            recovered.append((c, prev))
+            del state[c.name]
+    sent = []
+    if due:
+        worst = Level(max(c.level for c in due))
+        icon = "🚨" if worst == Level.CRITICAL else "⚠️"
+        kind = f"health_{worst.name.lower()}"
+        send(settings, worst, kind, f"{icon} health {worst.name.lower()}: "
+                                    + "; ".join(f"{c.name}: {c.message}" for c in due))
+        sent.append(kind)
+    if recovered:
+        from tracer.ops import human_age
+        send(settings, Level.INFO, "health_recovered", "✅ recovered: " + "; ".join(
+            f"{c.name} ({['ok', 'warning', 'critical'][int(p.get('level', 1))]} for "
+            f"{human_age(t - float(p.get('since', t)))}): {c.message}" for c, p in recovered))
+        sent.append("health_recovered")
+    _save(settings, "health_alert_state.json", state)
+    return sent
+
+
+def alert_once(settings: Any, key: str, kind: str, message: str, agent: str | None = None,
+               now: datetime | None = None, level: Level = Level.CRITICAL) -> bool:
+    """Alert ``message`` unless ``key`` was alerted within ``TB_HEALTH_ALERT_REPEAT_MIN``; True when sent."""
+    t = (now or _now()).timestamp()
+    book = _load(settings, "alerts_sent.json")
+    try:
+        last = float(book.get(key, float("-inf")))
+    except (TypeError, ValueError):
+        last = float("-inf")
+    if t - last < settings.health_alert_repeat_min * 60:
+        return False
+    send(settings, level, kind, message, agent)
+    book[key] = t
+    _save(settings, "alerts_sent.json", book)
+    return True
