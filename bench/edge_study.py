@@ -22,7 +22,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +177,7 @@ def main() -> int:
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
     fl = folds(end)
     bench = benchmark_equity(px)
-    rows, chosen = [], []
+    chosen = []
     oos = {a: [] for a in args.agents.split(",")}
     for f in fl:
         score = {}
