@@ -42,9 +42,10 @@ def settings(tmp: Path, **extra: str):
     return load_settings(env, dotenv_path=None)
 
 
+@pytest.mark.parametrize("profile", ["trend", "phase1c"])
 @pytest.mark.parametrize("agent", ["hybrid", "futures"])
-def test_backtest_trades_equal_the_live_agent(tmp_path, agent):
-    s = settings(tmp_path)
+def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
+    s = settings(tmp_path, TB_PROFILE=profile)
     build = hybrid_agent.build if agent == "hybrid" else futures_agent.build
     loop = build(s, quiet())
     loop.run(cycles=CYCLES)
@@ -376,7 +377,7 @@ def test_may_act_false_means_no_intent(tmp_path, explore):
     from tracer.risk.limits import Book
     from tracer.sentiment.narrative import NarrativeResult
 
-    s = settings(tmp_path, TB_EXPLORE_SHARE=explore)
+    s = settings(tmp_path, TB_EXPLORE_SHARE=explore, TB_PROFILE="phase1c")   # thousands of buy/sell signals
     params = EvalParams.from_settings(s)
     nar = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
     bars = load_candles(bundled_dir() / "candles_1h_BTCUSDT.csv").iloc[:1500]

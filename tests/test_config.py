@@ -46,7 +46,9 @@ def companions(env_name: str, value: str) -> dict[str, str]:
     if env_name == "TB_MIN_BARS":
         return {"TB_LOOKBACK_BARS": "5000"}
     if env_name == "TB_LOOKBACK_BARS":
-        return {"TB_MIN_BARS": "30"}
+        return {"TB_MIN_BARS": "30", "TB_TREND_WINDOW_H": "0"}
+    if env_name == "TB_TREND_WINDOW_H":
+        return {"TB_LOOKBACK_BARS": "5000"}
     return {}
 
 
@@ -57,17 +59,34 @@ def fmt(x: float, kind: str) -> str:
 # --- profiles ----------------------------------------------------------------------------------
 
 
-def test_defaults_are_phase1c_profile():
+def test_defaults_are_trend_profile():
     s = load()
-    assert s.profile == "phase1c"
+    assert s.profile == "trend"
     assert s.min_signal_quality == 1.0
     assert s.min_conviction_score == 2.0
-    assert s.max_trades_per_day == 8
+    assert s.max_trades_per_day == 4
     assert s.confidence_sizing is True
+    assert s.trend_window_h == 240.0 and s.lookback_bars >= s.trend_window_h
+    assert (s.trail_pct, s.max_hold_h, s.futures_vol_stop_mult) == (0.0, 0.0, 0.0)   # exits let a trend run
     # every field gets a concrete value (profile-driven ones included)
     for f in FIELDS:
         if f.name != "replay_end":
             assert getattr(s, f.name) is not None, f.name
+
+
+def test_phase1c_profile_is_the_seed():
+    s = load({"TB_PROFILE": "phase1c"})
+    assert (s.min_signal_quality, s.min_conviction_score, s.max_trades_per_day) == (1.0, 2.0, 8)
+    assert s.trend_window_h == 0.0 and s.lookback_bars == 256
+    assert (s.stop_atr_mult, s.take_profit_atr_mult, s.trail_pct, s.max_hold_h) == (2.0, 4.0, 0.05, 48.0)
+    assert (s.futures_max_leverage, s.futures_vol_stop_mult, s.kelly_min_trades) == (10.0, 3.0, 20)
+
+
+def test_trend_window_must_fit_the_lookback():
+    with pytest.raises(ConfigError) as ei:
+        load({"TB_LOOKBACK_BARS": "200"})          # the trend profile's 240-hour mean needs 240 bars
+    assert "TB_TREND_WINDOW_H=240.0" in str(ei.value) and "TB_LOOKBACK_BARS=200" in str(ei.value)
+    assert load({"TB_LOOKBACK_BARS": "200", "TB_TREND_WINDOW_H": "200"}).trend_window_h == 200.0
 
 
 def test_conservative_profile():

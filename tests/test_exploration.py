@@ -170,7 +170,8 @@ def test_exploration_tag_is_stored_and_explained(tmp_path):
     st.close()
 
 
-def test_backtest_equals_live_with_exploration(tmp_path):
+@pytest.mark.parametrize("profile", ["phase1c", "trend"])
+def test_backtest_equals_live_with_exploration(tmp_path, profile):
     import logging
     from tracer.agents import hybrid as hybrid_agent
     from tracer.backtest.runner import run_backtest
@@ -181,7 +182,12 @@ def test_backtest_equals_live_with_exploration(tmp_path):
     log.propagate = False
     s = load_settings({"TB_DB_PATH": str(tmp_path / "live.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
                        "TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_EXPLORE_SHARE": "0.5",
-                       "TB_SYMBOLS": "BTC/USD,ETH/USD,SOL/USD"}, dotenv_path=None)
+                       "TB_SYMBOLS": "BTC/USD,ETH/USD,SOL/USD", "TB_PROFILE": profile,
+                       # the trend model holds for weeks and its gates at 1.0 leave few near misses: within 150
+                       # bars a stricter quality gate gives the exploration near misses to take, and the seed's
+                       # 2-ATR stop closes trades to compare (the evaluation is still the trend model's)
+                       **({"TB_MIN_SIGNAL_QUALITY": "3", "TB_STOP_ATR_MULT": "2"} if profile == "trend" else {})},
+                      dotenv_path=None)
     loop = hybrid_agent.build(s, log)
     loop.run(cycles=150)
     end = loop.clock

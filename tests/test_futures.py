@@ -878,7 +878,7 @@ def test_same_cycle_entries_fit_the_wallet_together():
     book passed on has 1000 - 970.87 = 29.13 free, so N2 = 29.13 / 0.103 = 282.8 (margin + fee 28.58 at
     the fill), but the wallet holds 1000 - 9708.74 * 1.0005 * (0.1 + 0.001) = 18.9 after the first fill.
     """
-    s = load_settings({"TB_FUTURES_MAX_NOTIONAL_USD": "1e9", "TB_FUTURES_MAX_NOTIONAL_PCT": "50",
+    s = load_settings({"TB_PROFILE": "phase1c", "TB_FUTURES_MAX_NOTIONAL_USD": "1e9", "TB_FUTURES_MAX_NOTIONAL_PCT": "50",
                        "TB_FUTURES_RISK_PER_TRADE": "0.2", "TB_FUTURES_VAR_LIMIT": "10",
                        "TB_MAX_CORRELATION": "1"}, None)
     policy = FuturesPolicy(s)
@@ -903,7 +903,7 @@ def test_same_cycle_entries_fit_the_wallet_together():
 
 
 def test_policy_smoke_default_settings_long_short_and_guards():
-    s = load_settings({}, None)
+    s = load_settings({"TB_PROFILE": "phase1c"}, None)     # the seed's settings: 10x leverage, 2-ATR stops
     policy = FuturesPolicy(s)
     rng = np.random.default_rng(1)
     returns = {sym: rng.normal(0, 0.01, 300) for sym in SYMS}

@@ -26,7 +26,8 @@ CYCLES = 1500
 def futures_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("futures")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "high_risk_futures_agent.py"), "--cycles", str(CYCLES)],
-                       cwd=tmp, env=agent_env(tmp), capture_output=True, text=True, timeout=600)
+                       cwd=tmp, env=agent_env(tmp, TB_PROFILE="phase1c"),   # every exit rule needs the seed's
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp
 
@@ -39,7 +40,7 @@ def test_1500_cycles_long_and_short_every_exit_rule(futures_run):
     reasons = {r[0] for r in c.execute("SELECT DISTINCT exit_reason FROM trades WHERE agent='futures'")}
     assert {"stop_loss", "trailing_stop", "take_profit", "time_stop", "volatility_stop", "signal"} <= reasons, reasons
     # limits held: leverage, positions, trades per UTC day, notional cap, stop inside liquidation
-    s = load_settings({}, None)
+    s = load_settings({"TB_PROFILE": "phase1c"}, None)
     for o in c.execute("SELECT * FROM orders WHERE agent='futures' AND purpose='entry'"):
         assert 1 <= o["leverage"] <= s.futures_max_leverage
         assert o["notional_est"] <= s.futures_max_notional + 1e-6

@@ -43,7 +43,9 @@ def env(tmp: Path, **extra: str) -> dict[str, str]:
          "TB_DATA_DIR": str(FIXTURE), "TB_SYMBOLS": ",".join(SYMBOLS), "TB_REPLAY_START": "",
          "TB_LOOKBACK_BARS": str(LOOKBACK), "TB_MIN_BARS": str(MIN_BARS), "TB_SENTIMENT_SCORER": "lexicon",
          "TB_ACTIVE_PARAMS_PATH": str(tmp / "none.json"), "TB_NOTIFY_HEARTBEAT_EVERY": "0",
-         # permissive gates so that the agent trades around the hole (decisions worth comparing)
+         # permissive gates so that the agent trades around the hole (decisions worth comparing); the seed's
+         # hourly model (phase1c) trades within the two days around it, the trend model's 10-day mean does not
+         "TB_PROFILE": "phase1c",
          "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1", "TB_MAX_TRADES_PER_DAY": "1000",
          "TB_MAX_POSITIONS": "3", "TB_MAX_CORRELATION": "1", "TB_PORTFOLIO_VAR_LIMIT": "1"}
     e.update(extra)

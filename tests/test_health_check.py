@@ -126,7 +126,11 @@ def test_running_system_ok_then_warning_then_critical(tmp_path):
         assert dash.returncode == 0, dash.stderr
         rows = {ln.split("│")[1].strip(): ln for ln in dash.stdout.splitlines() if ln.count("│") > 5}
         assert "up" in rows["hybrid"] and "DOWN" in rows["futures"]
-        assert "/8" in rows["hybrid"] and "/8" in rows["futures"]        # trades today against the daily limit
+        # trades today against the daily limit of the profile in force
+        from tracer.config import load_settings
+        cfg = load_settings(env_for(tmp_path), dotenv_path=None)
+        assert f"/{cfg.max_trades_per_day}" in rows["hybrid"]
+        assert f"/{cfg.futures_max_trades_per_day}" in rows["futures"]
         assert "agent_error" in dash.stdout                                # the last error, from futures.log
     finally:
         run(["bash", str(START), "--stop"], tmp_path)

@@ -166,7 +166,8 @@ def test_make_feed_live_from_settings(tmp_path):
         env = {"TB_FEED": "live", "TB_BAR_SOURCES": "yahoo,binance_spot", "TB_NEWS_SOURCES": "alpaca,perplexity",
                "TB_YAHOO_URL": yh.url, "TB_BINANCE_SPOT_URL": bn.url, "TB_PPLX_URL": px.url,
                "PPLX_API_KEY_1": KEY, "PPLX_API_KEY_2": "pplx-second-key-2",
-               "TB_DB_PATH": str(tmp_path / "live.db"), "TB_LOOKBACK_BARS": "60", "TB_MIN_BARS": "30"}
+               "TB_DB_PATH": str(tmp_path / "live.db"), "TB_LOOKBACK_BARS": "60", "TB_MIN_BARS": "30",
+               "TB_PROFILE": "phase1c"}     # a 60-bar window: the seed's hourly model (trend needs 240 bars)
         s = load_settings(env, dotenv_path=None)
         store = Store(s.db_path)
         feed = make_feed(s, ["BTC/USD"], store=store)

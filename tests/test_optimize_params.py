@@ -14,7 +14,9 @@ from tracer.optimize import params as pm
 
 @pytest.fixture()
 def env(tmp_path):
-    return {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "active.json"), "TB_DB_PATH": str(tmp_path / "t.db"),
+    # the optimiser's search space is the seed model's (tracer/optimize/params.py): phase1c lies inside it
+    return {"TB_PROFILE": "phase1c", "TB_ACTIVE_PARAMS_PATH": str(tmp_path / "active.json"),
+            "TB_DB_PATH": str(tmp_path / "t.db"),
             "TB_PROPOSED_PARAMS_PATH": str(tmp_path / "proposed.json"),
             "TB_DISCORD_WEBHOOK_URL": "https://discord.invalid/api/webhooks/1/x"}
 

@@ -174,7 +174,8 @@ class FuturesSide:
         return agent_env(tmp, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL=v.url, TB_BINANCE_API_KEY="ck",
                          TB_BINANCE_API_SECRET="cs", TB_FUTURES_SYMBOLS="BTC/USD,ETH/USD,SOL/USD",
                          TB_SENTIMENT_SCORER="lexicon", TB_FUTURES_BACKUP_VENUE="none", TB_VENUE_TIMEOUT_S="2",
-                         TB_REPLAY_START="2022-01-10T10:00:00Z", TB_NOTIFY_CONSOLE="false")
+                         TB_REPLAY_START="2022-01-10T10:00:00Z", TB_NOTIFY_CONSOLE="false",
+                         TB_PROFILE="phase1c")   # the seed's frequent entries: positions to crash with
 
     def booked(self) -> list[str]:
         v = self.venue
@@ -245,7 +246,8 @@ class HybridSide:
         return agent_env(tmp, TB_VENUE_HYBRID="alpaca", TB_ALPACA_TRADING_URL=self.venue.url,
                          TB_ALPACA_API_KEY="ak", TB_ALPACA_SECRET_KEY="as", TB_SYMBOLS="BTC/USD,ETH/USD,DOGE/USD",
                          TB_SENTIMENT_SCORER="lexicon", TB_VENUE_TIMEOUT_S="2",
-                         TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false")
+                         TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false",
+                         TB_PROFILE="phase1c")   # the seed's frequent entries: positions to crash with
 
     def booked(self) -> list[str]:
         return [o["client_order_id"] for o in self.venue.orders.values()]

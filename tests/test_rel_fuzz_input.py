@@ -251,7 +251,8 @@ def _run_agent_on(tmp: Path, eth_ts, eth_rows, empty: set[tuple[int, int]], cycl
         "TB_NOTIFY_CONSOLE": "false", "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1",
         "TB_MAX_TRADES_PER_DAY": "1000", "TB_MAX_POSITIONS": "10", "TB_MAX_CORRELATION": "1",
         "TB_PORTFOLIO_VAR_LIMIT": "1", "TB_ACTIVE_PARAMS_PATH": str(tmp / "none.json"),
-        "TB_NOTIFY_HEARTBEAT_EVERY": "0"}, None)
+        "TB_NOTIFY_HEARTBEAT_EVERY": "0",
+        "TB_PROFILE": "phase1c"}, None)    # a 60-bar window: the seed's hourly model (trend needs 240 bars)
     log = logging.getLogger("fuzz-input-agent")
     loop = build(s, log)
     try:

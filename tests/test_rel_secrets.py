@@ -91,7 +91,9 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
     return agent_env(tmp, TB_SENTIMENT_SCORER="lexicon", TB_NOTIFY_CONSOLE="true", TB_NOTIFY_POLL_S="0.1",
                      TB_NOTIFY_BACKOFF_S="0.1", TB_NOTIFY_BACKOFF_MAX_S="0.5", TB_NOTIFY_HEARTBEAT_EVERY="5",
                      TB_VENUE_TIMEOUT_S="2", TB_WRITE_ARTIFACTS="true",
-                     TB_ARTIFACT_DIR=str(tmp / "state" / "artifacts"), **extra)
+                     TB_ARTIFACT_DIR=str(tmp / "state" / "artifacts"),
+                     TB_PROFILE="phase1c",    # the seed's frequent orders reach every venue, the backup too
+                     **extra)
 
 
 def test_no_secret_leaks_anywhere_and_state_files_are_user_only(tmp_path, monkeypatch, reliability):

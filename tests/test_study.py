@@ -149,7 +149,8 @@ def _slice(dst: Path, alter_after: datetime | None = None, seed: int = 0) -> Pat
 def _cfg(tmp_path: Path, data: Path, name: str, **kw):
     from tracer.study.engine import StudyConfig
     env = {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_SENTIMENT_SCORER": "lexicon",
-           "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60"}
+           "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60",
+           "TB_PROFILE": "phase1c"}     # a 60-bar window on a small slice: the seed's hourly model
     args = dict(agent="hybrid", out=tmp_path / name, data_dir=data, env=env, env_file=None, train_days=8.0,
                 test_days=4.0, folds=2, trials=3, seed=5, costs=(1.0,), reps=200)
     args.update(kw)
@@ -223,7 +224,8 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     from tracer.cli import main
     data = _slice(tmp_path / "d")
     for k, v in {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_SENTIMENT_SCORER": "lexicon",
-                 "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60"}.items():
+                 "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60",
+                 "TB_PROFILE": "phase1c"}.items():     # a 60-bar window: the seed's hourly model
         monkeypatch.setenv(k, v)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
             "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "0,1,2",

@@ -39,20 +39,83 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-# Profiles: defaults for a group of variables. The default profile is phase1c, the
-# one that shows real activity on the offline replay (see README).
+# Profiles: defaults for a group of variables; each profile sets every variable marked profile=True.
+# The default is trend, the one the walk-forward study chose (README "Decision model"); phase1c is the
+# seed's ultra-aggressive set (many trades) and conservative its cautious one, both still selectable.
 PROFILES: dict[str, dict[str, Any]] = {
     "conservative": {
         "min_signal_quality": 5.0,
         "min_conviction_score": 6.0,
         "max_trades_per_day": 4,
         "confidence_sizing": False,
+        "trend_window_h": 0.0,
+        "lookback_bars": 256,
+        "min_direction_score": 0.1,
+        "stop_atr_mult": 2.0,
+        "take_profit_atr_mult": 4.0,
+        "trail_pct": 0.05,
+        "max_hold_h": 48.0,
+        "max_positions": 5,
+        "portfolio_var_limit": 0.02,
+        "kelly_min_trades": 20,
+        "futures_stop_atr_mult": 2.0,
+        "futures_take_profit_atr_mult": 3.0,
+        "futures_trail_pct": 0.04,
+        "futures_max_hold_h": 24.0,
+        "futures_vol_stop_mult": 3.0,
+        "futures_cooldown_h": 4.0,
+        "futures_max_leverage": 10.0,
+        "futures_max_trades_per_day": 8,
     },
     "phase1c": {
         "min_signal_quality": 1.0,
         "min_conviction_score": 2.0,
         "max_trades_per_day": 8,
         "confidence_sizing": True,
+        "trend_window_h": 0.0,
+        "lookback_bars": 256,
+        "min_direction_score": 0.1,
+        "stop_atr_mult": 2.0,
+        "take_profit_atr_mult": 4.0,
+        "trail_pct": 0.05,
+        "max_hold_h": 48.0,
+        "max_positions": 5,
+        "portfolio_var_limit": 0.02,
+        "kelly_min_trades": 20,
+        "futures_stop_atr_mult": 2.0,
+        "futures_take_profit_atr_mult": 3.0,
+        "futures_trail_pct": 0.04,
+        "futures_max_hold_h": 24.0,
+        "futures_vol_stop_mult": 3.0,
+        "futures_cooldown_h": 4.0,
+        "futures_max_leverage": 10.0,
+        "futures_max_trades_per_day": 8,
+    },
+    # the default: the higher-timeframe trend model with exits that let a trend run; every value below was
+    # chosen on walk-forward training windows only (docs/study/edge.md, bench/edge_study.py)
+    "trend": {
+        "min_signal_quality": 1.0,
+        "min_conviction_score": 2.0,
+        "max_trades_per_day": 4,
+        "confidence_sizing": True,
+        "trend_window_h": 240.0,            # the 10-day mean
+        "lookback_bars": 600,
+        "min_direction_score": 0.1,         # band: about 1% from the mean before a direction is called
+        "stop_atr_mult": 8.0,
+        "take_profit_atr_mult": 100.0,      # no near target: the trend flip or the stop closes the position
+        "trail_pct": 0.0,
+        "max_hold_h": 0.0,
+        "max_positions": 9,
+        "portfolio_var_limit": 0.06,
+        "kelly_min_trades": 100000,         # half-Kelly on the trade history cost Sharpe in every fold: off
+        "futures_stop_atr_mult": 8.0,
+        "futures_take_profit_atr_mult": 100.0,
+        "futures_trail_pct": 0.0,
+        "futures_max_hold_h": 0.0,
+        "futures_vol_stop_mult": 0.0,
+        "futures_cooldown_h": 24.0,
+        "futures_max_leverage": 3.0,
+        "futures_max_trades_per_day": 4,
     },
 }
 
@@ -70,8 +133,9 @@ def _var(env: str, kind: str, default: Any, help: str, *, lo: float | None = Non
 @dataclass(frozen=True)
 class Settings:
     # --- run-time placement --------------------------------------------------------------
-    profile: str = _var("TB_PROFILE", "choice", "phase1c",
-                        "strategy profile: conservative (quality>=5, conviction>=6) or phase1c "
+    profile: str = _var("TB_PROFILE", "choice", "trend",
+                        "strategy profile: trend (the 10-day-mean trend model with exits that let a trend run, "
+                        "chosen out of sample), conservative (quality>=5, conviction>=6) or phase1c "
                         "(quality>=1, conviction>=2, 8 trades/day, confidence sizing)",
                         choices=tuple(PROFILES))
     db_path: Path = _var("TB_DB_PATH", "path", Path("state/tracer.db"), "SQLite audit DB file")
@@ -114,8 +178,8 @@ class Settings:
     replay_interval_s: float = _var("TB_REPLAY_INTERVAL_S", "float", 1.0,
                                     "seconds between replay cycles (one bar each); 0 = as fast as possible",
                                     lo=0, hi=3600)
-    lookback_bars: int = _var("TB_LOOKBACK_BARS", "int", 256, "bars of history given to each evaluation",
-                              lo=60, hi=5000)
+    lookback_bars: int = _var("TB_LOOKBACK_BARS", "int", None, "bars of history given to each evaluation",
+                              lo=60, hi=5000, profile=True)
     min_bars: int = _var("TB_MIN_BARS", "int", 180, "fewest valid bars needed to evaluate a symbol",
                          lo=30, hi=5000)
     max_staleness_min: float = _var("TB_MAX_STALENESS_MIN", "float", 90.0,
@@ -152,8 +216,15 @@ class Settings:
                                 lo=5, hi=1000)
     divergence_threshold: float = _var("TB_DIVERGENCE_THRESHOLD", "float", 0.5,
                                        "base |narrative - price| that counts as a divergence (10 = off)", lo=0.05, hi=10)
-    min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", 0.1,
-                                      "|0.6*price + 0.4*narrative| needed to call a direction", lo=0, hi=1)
+    min_direction_score: float = _var("TB_MIN_DIRECTION_SCORE", "float", None,
+                                      "|0.6*price + 0.4*narrative| needed to call a direction (trend model: the band "
+                                      "around the mean inside which a held position is kept)",
+                                      lo=0, hi=1, profile=True)
+    trend_window_h: float = _var("TB_TREND_WINDOW_H", "float", None,
+                                 "hours in the higher-timeframe mean the trend model reads (480 = 20 days); the "
+                                 "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
+                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 240)",
+                                 lo=0, hi=5000, profile=True)
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,
@@ -172,7 +243,7 @@ class Settings:
     max_trades_per_day: int = _var("TB_MAX_TRADES_PER_DAY", "int", None,
                                    "new entries per agent per UTC day (profile default)", lo=0, hi=1000,
                                    profile=True)
-    max_positions: int = _var("TB_MAX_POSITIONS", "int", 5, "open positions per agent", lo=0, hi=100)
+    max_positions: int = _var("TB_MAX_POSITIONS", "int", None, "open positions per agent", lo=0, hi=100, profile=True)
     max_position_pct: float = _var("TB_MAX_POSITION_PCT", "float", 0.10,
                                    "largest position as a fraction of equity", lo=0.001, hi=1)
     max_trade_notional: float = _var("TB_MAX_TRADE_NOTIONAL_USD", "float", 10_000.0,
@@ -182,16 +253,16 @@ class Settings:
     daily_loss_limit_pct: float = _var("TB_DAILY_LOSS_LIMIT_PCT", "float", 0.03,
                                        "loss from the UTC day's starting equity that stops new entries",
                                        lo=0.001, hi=1)
-    kelly_min_trades: int = _var("TB_KELLY_MIN_TRADES", "int", 20,
-                                 "closed trades needed before half-Kelly sizing applies", lo=2, hi=100000)
+    kelly_min_trades: int = _var("TB_KELLY_MIN_TRADES", "int", None,
+                                 "closed trades needed before half-Kelly sizing applies", lo=2, hi=100000, profile=True)
     kelly_cap: float = _var("TB_KELLY_CAP", "float", 0.25, "cap on the half-Kelly fraction", lo=0.001, hi=1)
     kelly_floor: float = _var("TB_KELLY_FLOOR", "float", 0.01,
                               "smallest position fraction when Kelly says no edge", lo=0, hi=1)
     max_correlation: float = _var("TB_MAX_CORRELATION", "float", 0.9,
                                   "|correlation| of returns with an open position that blocks an entry",
                                   lo=0, hi=1)
-    portfolio_var_limit: float = _var("TB_PORTFOLIO_VAR_LIMIT", "float", 0.02,
-                                      "portfolio VaR limit as a fraction of equity", lo=0.0001, hi=1)
+    portfolio_var_limit: float = _var("TB_PORTFOLIO_VAR_LIMIT", "float", None,
+                                      "portfolio VaR limit as a fraction of equity", lo=0.0001, hi=1, profile=True)
     var_confidence: float = _var("TB_VAR_CONFIDENCE", "float", 0.95, "VaR confidence level", lo=0.5, hi=0.999)
     var_horizon_bars: int = _var("TB_VAR_HORIZON_BARS", "int", 24, "VaR horizon in bars (historical simulation)",
                                  lo=1, hi=500)
@@ -200,12 +271,14 @@ class Settings:
     fee_bps: float = _var("TB_FEE_BPS", "float", 10.0, "taker fee in basis points", lo=0, hi=500)
     slippage_bps: float = _var("TB_SLIPPAGE_BPS", "float", 5.0, "slippage in basis points against us",
                                lo=0, hi=1000)
-    stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", 2.0, "stop-loss distance in ATRs", lo=0.1, hi=50)
-    take_profit_atr_mult: float = _var("TB_TAKE_PROFIT_ATR_MULT", "float", 4.0,
-                                       "take-profit distance in ATRs", lo=0.1, hi=100)
-    trail_pct: float = _var("TB_TRAIL_PCT", "float", 0.05,
-                            "trailing stop as a fraction below the best price (0 = off)", lo=0, hi=0.9)
-    max_hold_h: float = _var("TB_MAX_HOLD_H", "float", 48.0, "time stop in hours (0 = off)", lo=0, hi=10000)
+    stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", None, "stop-loss distance in ATRs",
+                                lo=0.1, hi=50, profile=True)
+    take_profit_atr_mult: float = _var("TB_TAKE_PROFIT_ATR_MULT", "float", None,
+                                       "take-profit distance in ATRs", lo=0.1, hi=100, profile=True)
+    trail_pct: float = _var("TB_TRAIL_PCT", "float", None,
+                            "trailing stop as a fraction below the best price (0 = off)", lo=0, hi=0.9, profile=True)
+    max_hold_h: float = _var("TB_MAX_HOLD_H", "float", None, "time stop in hours (0 = off)",
+                             lo=0, hi=10000, profile=True)
     exit_on_sell_signal: bool = _var("TB_EXIT_ON_SELL_SIGNAL", "bool", True,
                                      "close a spot position when its symbol's decision turns to sell")
 
@@ -214,12 +287,12 @@ class Settings:
                                             "comma-separated symbols the futures agent trades")
     futures_capital: float = _var("TB_FUTURES_CAPITAL", "float", 10_000.0,
                                   "starting wallet of the futures agent's paper account (USD)", lo=100, hi=1e9)
-    futures_max_leverage: float = _var("TB_FUTURES_MAX_LEVERAGE", "float", 10.0,
-                                       "highest leverage of a futures trade", lo=1, hi=125)
+    futures_max_leverage: float = _var("TB_FUTURES_MAX_LEVERAGE", "float", None,
+                                       "highest leverage of a futures trade", lo=1, hi=125, profile=True)
     futures_max_positions: int = _var("TB_FUTURES_MAX_POSITIONS", "int", 5, "open futures positions",
                                       lo=0, hi=100)
-    futures_max_trades_per_day: int = _var("TB_FUTURES_MAX_TRADES_PER_DAY", "int", 8,
-                                           "new futures entries per UTC day", lo=0, hi=1000)
+    futures_max_trades_per_day: int = _var("TB_FUTURES_MAX_TRADES_PER_DAY", "int", None,
+                                           "new futures entries per UTC day", lo=0, hi=1000, profile=True)
     futures_risk_per_trade: float = _var("TB_FUTURES_RISK_PER_TRADE", "float", 0.01,
                                          "capital lost if the stop is hit, as a fraction of equity", lo=0.0001, hi=0.2)
     futures_max_notional: float = _var("TB_FUTURES_MAX_NOTIONAL_USD", "float", 20_000.0,
@@ -231,8 +304,9 @@ class Settings:
                                                lo=0.001, hi=1)
     futures_var_limit: float = _var("TB_FUTURES_VAR_LIMIT", "float", 0.25,
                                     "futures portfolio VaR limit as a fraction of equity", lo=0.0001, hi=10)
-    futures_cooldown_h: float = _var("TB_FUTURES_COOLDOWN_H", "float", 4.0,
-                                     "hours after a close before the same symbol is traded again", lo=0, hi=1000)
+    futures_cooldown_h: float = _var("TB_FUTURES_COOLDOWN_H", "float", None,
+                                     "hours after a close before the same symbol is traded again",
+                                     lo=0, hi=1000, profile=True)
     futures_counter_regime_quality: float = _var("TB_FUTURES_COUNTER_REGIME_QUALITY", "float", 6.0,
                                                  "quality needed to trade against the regime", lo=0, hi=10)
     futures_mmr: float = _var("TB_FUTURES_MMR", "float", 0.004,
@@ -242,16 +316,18 @@ class Settings:
                                        lo=-0.05, hi=0.05)
     futures_liq_guard: float = _var("TB_FUTURES_LIQ_GUARD", "float", 0.5,
                                     "largest stop distance as a fraction of the liquidation distance", lo=0.01, hi=0.99)
-    futures_stop_atr_mult: float = _var("TB_FUTURES_STOP_ATR_MULT", "float", 2.0,
-                                        "futures stop-loss distance in ATRs", lo=0.1, hi=50)
-    futures_take_profit_atr_mult: float = _var("TB_FUTURES_TAKE_PROFIT_ATR_MULT", "float", 3.0,
-                                               "futures take-profit distance in ATRs", lo=0.1, hi=100)
-    futures_trail_pct: float = _var("TB_FUTURES_TRAIL_PCT", "float", 0.04,
-                                    "futures trailing stop distance from the best price (0 = off)", lo=0, hi=0.9)
-    futures_max_hold_h: float = _var("TB_FUTURES_MAX_HOLD_H", "float", 24.0, "futures time stop in hours (0 = off)",
-                                     lo=0, hi=10000)
-    futures_vol_stop_mult: float = _var("TB_FUTURES_VOL_STOP_MULT", "float", 3.0,
-                                        "exit when a bar's range exceeds this many entry ATRs (0 = off)", lo=0, hi=100)
+    futures_stop_atr_mult: float = _var("TB_FUTURES_STOP_ATR_MULT", "float", None,
+                                        "futures stop-loss distance in ATRs", lo=0.1, hi=50, profile=True)
+    futures_take_profit_atr_mult: float = _var("TB_FUTURES_TAKE_PROFIT_ATR_MULT", "float", None,
+                                               "futures take-profit distance in ATRs", lo=0.1, hi=100, profile=True)
+    futures_trail_pct: float = _var("TB_FUTURES_TRAIL_PCT", "float", None,
+                                    "futures trailing stop distance from the best price (0 = off)",
+                                    lo=0, hi=0.9, profile=True)
+    futures_max_hold_h: float = _var("TB_FUTURES_MAX_HOLD_H", "float", None, "futures time stop in hours (0 = off)",
+                                     lo=0, hi=10000, profile=True)
+    futures_vol_stop_mult: float = _var("TB_FUTURES_VOL_STOP_MULT", "float", None,
+                                        "exit when a bar's range exceeds this many entry ATRs (0 = off)",
+                                        lo=0, hi=100, profile=True)
 
     # --- notifications ---------------------------------------------------------------------
     notify_console: bool = _var("TB_NOTIFY_CONSOLE", "bool", True, "print trade notifications to the log")
@@ -799,11 +875,15 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
                 when = f"{other_env} is set" if wanted == "<set>" else f"{other_env}={wanted}"
                 problems.append(f"{f.metadata['env']} is missing: it is required when {when}")
 
-    if "min_bars" in values or "lookback_bars" in values:
+    if "lookback_bars" in values:     # set by every profile
         mb = values.get("min_bars", Settings.min_bars)
-        lb = values.get("lookback_bars", Settings.lookback_bars)
+        lb = values["lookback_bars"]
         if mb > lb:
             problems.append(f"TB_MIN_BARS={mb!r}: must not exceed TB_LOOKBACK_BARS={lb}")
+    tw, lb = values.get("trend_window_h"), values.get("lookback_bars")
+    if tw is not None and lb is not None and tw > lb:
+        problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
+                        f"TB_LOOKBACK_BARS={lb}")
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:
         problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")

@@ -167,8 +167,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         usable[sr.symbol], win_lo[sr.symbol] = ok.tolist(), lo.tolist()
 
     bars_per_year = timedelta(days=365) / interval
-    tables = {sr.symbol: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, s.volume_z_window)
-              for sr in series}
+    trend_bars = EvalParams.from_settings(s, interval).trend_bars
+    tables = {sr.symbol: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, s.volume_z_window,
+                                       trend_bars) for sr in series}
     logret = {sr.symbol: np.concatenate([[np.nan], np.diff(np.log(sr.close))]) for sr in series}
     ohlcv = {sr.symbol: (sr.open.tolist(), sr.high.tolist(), sr.low.tolist(), sr.close.tolist(), sr.volume.tolist())
              for sr in series}
@@ -201,7 +202,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
                                         ft.annual_vol, ft.participation, list(map(_SCORE, nars)), counts, params,
                                         narrative_confidence(counts, list(map(_DISPERSION, nars)),
-                                                             list(map(weights.__getitem__, ids))))
+                                                             list(map(weights.__getitem__, ids))), ft.trend_gap)
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those

@@ -35,6 +35,12 @@ class EvalParams:
     divergence_threshold: float = 0.5
     min_direction_score: float = 0.1
     source_weights: tuple[tuple[str, float], ...] = ()   # headline source -> weight in the narrative
+    trend_window_h: float = 0.0     # hours in the higher-timeframe mean of the trend model (0 = the oscillators)
+
+    @property
+    def trend_bars(self) -> int:
+        """Bars of ``interval`` in the trend window (0 = off)."""
+        return int(round(self.trend_window_h * 3600.0 / self.interval.total_seconds())) if self.trend_window_h else 0
 
     @classmethod
     def from_settings(cls, s, interval: timedelta = timedelta(hours=1)) -> "EvalParams":
@@ -45,7 +51,8 @@ class EvalParams:
                    interval=interval, halflife_min=s.narrative_halflife_min, sentiment_trim=s.sentiment_trim,
                    volume_z_window=s.volume_z_window, divergence_threshold=s.divergence_threshold,
                    min_direction_score=s.min_direction_score,
-                   source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())))
+                   source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())),
+                   trend_window_h=s.trend_window_h)
 
 
 def direction_of(price: float, narrative: float, headline_count: int, min_score: float) -> tuple[int, float]:
@@ -68,7 +75,7 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     high = bars["high"].to_numpy(dtype=float)
     low = bars["low"].to_numpy(dtype=float)
     vol = bars["volume"].to_numpy(dtype=float)
-    table = feature_table(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window)
+    table = feature_table(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_bars)
     nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim,
                           source_weights=dict(p.source_weights))
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
@@ -91,7 +98,7 @@ def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: Narrati
     h = np.full((1, len(HORIZONS)), np.nan)
     h[0, :len(f.horizon_scores)] = f.horizon_scores
     t = score_table([f.rsi], [f.macd_hist_z], [f.ema_spread_z], [f.volume_z], h, [f.annual_vol], [f.participation],
-                    [nar.score], [nar.count], p, narrative_confidence_of(nar))
+                    [nar.score], [nar.count], p, narrative_confidence_of(nar), [f.trend_gap])
     return signal_at(symbol, now, price, t, 0, f, nar, p, extra)
 
 
@@ -135,6 +142,7 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
         inputs.update({
             "composite": composite,
             "price_components": {"rsi_component": float(t.rsi_component[i]), "macd_hist_z": f.macd_hist_z,
+                                 "trend_gap": f.trend_gap, "trend_bars": p.trend_bars,
                                  "ema_spread_z": f.ema_spread_z, "volume_damping": float(t.damping[i])},
             "narrative": {"count": nar.count, "effective_weight": nar.effective_weight,
                           "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min,

@@ -36,23 +36,27 @@ class FeatureRow:
     horizon_scores: tuple[float, ...]
     annual_vol: float
     participation: float
+    trend_gap: float = 0.0     # log(close / its mean over the trend window); 0 when off or short of history
 
 
 class FeatureTable:
     """Column arrays (length n) with a cheap :meth:`row` accessor (Python lists under the hood)."""
 
     def __init__(self, volume_z: np.ndarray, rsi: np.ndarray, macd_hist_z: np.ndarray, ema_spread_z: np.ndarray,
-                 atr: np.ndarray, horizons: list[np.ndarray], annual_vol: np.ndarray, participation: np.ndarray):
+                 atr: np.ndarray, horizons: list[np.ndarray], annual_vol: np.ndarray, participation: np.ndarray,
+                 trend_gap: np.ndarray | None = None):
         self.volume_z, self.rsi, self.macd_hist_z, self.ema_spread_z = volume_z, rsi, macd_hist_z, ema_spread_z
         self.atr, self.horizons, self.annual_vol, self.participation = atr, horizons, annual_vol, participation
-        self._lists = [a.tolist() for a in (volume_z, rsi, macd_hist_z, ema_spread_z, atr, annual_vol, participation)]
+        self.trend_gap = np.zeros(len(volume_z)) if trend_gap is None else trend_gap
+        self._lists = [a.tolist() for a in (volume_z, rsi, macd_hist_z, ema_spread_z, atr, annual_vol, participation,
+                                            self.trend_gap)]
         self._h = [h.tolist() for h in horizons]
         self.n = len(volume_z)
 
     def row(self, i: int) -> FeatureRow:
-        vz, r, mz, sz, a, av, part = self._lists
+        vz, r, mz, sz, a, av, part, tg = self._lists
         hs = tuple([x for x in [h[i] for h in self._h] if x == x])     # horizons with enough history (not NaN)
-        return FeatureRow(vz[i], r[i], mz[i], sz[i], a[i], hs, av[i], part[i])
+        return FeatureRow(vz[i], r[i], mz[i], sz[i], a[i], hs, av[i], part[i], tg[i])
 
 
 def rolling_z_last(x: np.ndarray, window: int, scale: np.ndarray | float) -> np.ndarray:
@@ -89,9 +93,24 @@ def rolling_trend(log_close: np.ndarray, h: int) -> np.ndarray:
     return out
 
 
+def trend_gap(close: np.ndarray, window: int) -> np.ndarray:
+    """At each i: ``log(close[i] / mean(close[i-window+1 .. i]))``, the distance from the higher-timeframe
+    mean (a 480-bar window on hourly bars is the 20-day mean); 0 where fewer than ``window`` bars exist or
+    ``window`` is 0 (off). A plain rolling mean, so the live window and the full history give the same
+    number once the window holds ``window`` bars."""
+    c = np.asarray(close, dtype=float)
+    out = np.zeros(len(c))
+    if window <= 0 or len(c) < window:
+        return out
+    mean = sliding_window_view(c, window).mean(axis=1)
+    out[window - 1:] = np.log(c[window - 1:] / mean)
+    return out
+
+
 def feature_table(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                  bars_per_year: float, volume_z_window: int = 20) -> FeatureTable:
-    """Every feature the evaluation needs, for every bar of the series (oldest first)."""
+                  bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureTable:
+    """Every feature the evaluation needs, for every bar of the series (oldest first); ``trend_window``
+    bars in the higher-timeframe mean of :func:`trend_gap` (0 = off)."""
     c = np.asarray(close, dtype=float)
     hi = np.asarray(high, dtype=float)
     lo = np.asarray(low, dtype=float)
@@ -126,7 +145,7 @@ def feature_table(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: 
     part = np.ones(n)
     pos = long_mean > 0
     part[pos] = short_mean[pos] / long_mean[pos]
-    return FeatureTable(vz, r, mz, sz, a, horizons, av, part)
+    return FeatureTable(vz, r, mz, sz, a, horizons, av, part, trend_gap(c, trend_window))
 
 
 def _trailing_mean(v: np.ndarray, window: int) -> np.ndarray:

@@ -22,6 +22,7 @@ _ALIGN_LONG = np.array([0.0, 0.2, 0.5, 0.8, 1.0])   # by trend code
 _VOL_SCORE = np.array([0.7, 1.0, 0.6, 0.2])          # by volatility code
 PRICE_WEIGHT, NARRATIVE_WEIGHT = 0.6, 0.4
 SIZE_FLOOR = 0.2
+TREND_SCALE = 0.10      # a close 10% above its higher-timeframe mean reads as a strong up-trend (tanh(1) = 0.76)
 EXTREME = VOL_LABELS.index("extreme")
 
 
@@ -50,6 +51,12 @@ def divergence_trigger(base: float, vz) -> np.ndarray:
     v = _f(vz)
     v = np.where(np.isfinite(v), v, 0.0)
     return base * np.clip(1.0 - 0.15 * v, 0.6, 1.4)
+
+
+def trend_price_score(gap) -> np.ndarray:
+    """The price score of the trend model: ``tanh(trend_gap / TREND_SCALE)`` with ``trend_gap`` the log
+    distance of the close from its higher-timeframe mean (:func:`tracer.signals.features.trend_gap`)."""
+    return np.tanh(np.nan_to_num(_f(gap)) / TREND_SCALE)
 
 
 # --- quality ---------------------------------------------------------------------------------
@@ -224,11 +231,16 @@ def narrative_confidence(count, dispersion, weight) -> np.ndarray:
 
 
 def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, participation, narrative, count,
-                p, nar_confidence=1.0) -> ScoreTable:
+                p, nar_confidence=1.0, trend_gap=0.0) -> ScoreTable:
     """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
 
-    The narrative enters every score scaled by its confidence (:func:`narrative_confidence`)."""
+    The narrative enters every score scaled by its confidence (:func:`narrative_confidence`). With a trend
+    window (``p.trend_bars > 0``) the price score is the higher-timeframe trend (:func:`trend_price_score`)
+    instead of the hourly oscillators, so ``min_direction_score`` is the band around the mean inside which
+    no direction is called (a held position is kept: hysteresis)."""
     price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
+    if p.trend_bars > 0:
+        price = trend_price_score(np.broadcast_to(_f(trend_gap), np.shape(price)))
     count = np.asarray(count)
     narrative = np.where(count > 0, _f(narrative) * _f(nar_confidence), 0.0)
     nar = narrative

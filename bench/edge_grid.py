@@ -1,0 +1,114 @@
+"""The configurations the edge study tried (each counts as a trial; docs/study/edge_trials.md)."""
+from __future__ import annotations
+
+BASE = {"TB_PROFILE": "trend", "TB_LOOKBACK_BARS": "800"}
+
+
+def _cfg(**kw: str) -> dict[str, str]:
+    return {**BASE, **{f"TB_{k.upper()}": v for k, v in kw.items()}}
+
+
+GRIDS = {
+    # round 1: the higher-timeframe window and the band around its mean
+    "window_band": {f"w{w}_b{b}": _cfg(trend_window_h=str(w), min_direction_score=str(b))
+                    for w in (240, 480, 720) for b in (0.1, 0.3)},
+}
+
+# round 2: the exits (stop width in hourly ATRs, trailing stop), at the round-1 middle window and band
+GRIDS["exits"] = {f"s{st}_t{tr}": _cfg(trend_window_h="480", min_direction_score="0.1", stop_atr_mult=st,
+                                       futures_stop_atr_mult=st, trail_pct=tr, futures_trail_pct=tr)
+                  for st in ("4", "8", "16") for tr in ("0", "0.08", "0.15")}
+
+# round 3 (hybrid only): which risk rule turns the daily trend rule's train Sharpe (+0.90) into a loss?
+_R3 = _cfg(trend_window_h="480", min_direction_score="0.1", trail_pct="0")
+GRIDS["hybrid_rules"] = {
+    "r3_base": _R3,
+    "r3_no_kelly": {**_R3, "TB_KELLY_MIN_TRADES": "100000"},
+    "r3_no_corr": {**_R3, "TB_MAX_CORRELATION": "1"},
+    "r3_no_var": {**_R3, "TB_PORTFOLIO_VAR_LIMIT": "1"},
+    "r3_9pos": {**_R3, "TB_MAX_POSITIONS": "9"},
+    "r3_no_stop": {**_R3, "TB_STOP_ATR_MULT": "50"},
+    "r3_no_gates": {**_R3, "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1",
+                    "TB_BEAR_QUALITY_PENALTY": "0", "TB_EXTREME_VOL_QUALITY_PENALTY": "0"},
+}
+
+# round 4 (hybrid only): the helpful changes of round 3 together, then the window and band again on top
+_R4 = {**_R3, "TB_KELLY_MIN_TRADES": "100000", "TB_MAX_POSITIONS": "9"}
+GRIDS["hybrid_combo"] = {
+    "r4_nk_9p": _R4,
+    "r4_nk_9p_nogates": {**_R4, "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1",
+                         "TB_BEAR_QUALITY_PENALTY": "0", "TB_EXTREME_VOL_QUALITY_PENALTY": "0"},
+    "r4_nk_9p_b0.3": {**_R4, "TB_MIN_DIRECTION_SCORE": "0.3"},
+    "r4_nk_9p_w240": {**_R4, "TB_TREND_WINDOW_H": "240"},
+    "r4_nk_9p_w720": {**_R4, "TB_TREND_WINDOW_H": "720"},
+}
+
+# round 5 (hybrid only, diagnosis): every rule off = the hourly twin of the daily trend rule; is the
+# hourly evaluation itself the gap to the daily rule?
+_PURE = {**_R4, "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1", "TB_BEAR_QUALITY_PENALTY": "0",
+         "TB_EXTREME_VOL_QUALITY_PENALTY": "0", "TB_STOP_ATR_MULT": "50", "TB_CONFIDENCE_SIZING": "false",
+         "TB_MAX_CORRELATION": "1", "TB_PORTFOLIO_VAR_LIMIT": "1", "TB_MAX_TRADES_PER_DAY": "100"}
+GRIDS["hybrid_pure"] = {
+    "r5_pure_b0.1": _PURE,
+    "r5_pure_b0.01": {**_PURE, "TB_MIN_DIRECTION_SCORE": "0.01"},
+    "r5_pure_b0.3": {**_PURE, "TB_MIN_DIRECTION_SCORE": "0.3"},
+}
+
+# round 6 (hybrid only): from the pure twin, each component switched back on alone
+GRIDS["hybrid_addback"] = {
+    "r6_+gates": {**_PURE, "TB_MIN_SIGNAL_QUALITY": "1", "TB_MIN_CONVICTION_SCORE": "2",
+                  "TB_BEAR_QUALITY_PENALTY": "1", "TB_EXTREME_VOL_QUALITY_PENALTY": "2"},
+    "r6_+stop8": {**_PURE, "TB_STOP_ATR_MULT": "8"},
+    "r6_+confsize": {**_PURE, "TB_CONFIDENCE_SIZING": "true"},
+    "r6_+corr": {**_PURE, "TB_MAX_CORRELATION": "0.9"},
+    "r6_+var": {**_PURE, "TB_PORTFOLIO_VAR_LIMIT": "0.02"},
+    "r6_+cap4": {**_PURE, "TB_MAX_TRADES_PER_DAY": "4"},
+    "r6_+kelly": {**_PURE, "TB_KELLY_MIN_TRADES": "20"},
+}
+
+# round 7 (hybrid only): the two rules that cost most, at looser settings instead of off
+GRIDS["hybrid_loose"] = {
+    "r7_+var0.06": {**_PURE, "TB_PORTFOLIO_VAR_LIMIT": "0.06"},
+    "r7_+var0.10": {**_PURE, "TB_PORTFOLIO_VAR_LIMIT": "0.10"},
+    "r7_+kelly100": {**_PURE, "TB_KELLY_MIN_TRADES": "100"},
+}
+
+# round 8 (futures only): the futures rules, one at a time, from the round-2 best exits with Kelly off
+_F8 = {**_cfg(trend_window_h="480", min_direction_score="0.1", futures_stop_atr_mult="8", futures_trail_pct="0.08"),
+       "TB_KELLY_MIN_TRADES": "100000"}
+GRIDS["futures_rules"] = {
+    "r8_base": _F8,
+    "r8_kelly_on": {**_F8, "TB_KELLY_MIN_TRADES": "20"},
+    "r8_no_counter_regime": {**_F8, "TB_FUTURES_COUNTER_REGIME_QUALITY": "0"},
+    "r8_no_cooldown": {**_F8, "TB_FUTURES_COOLDOWN_H": "0"},
+    "r8_9pos": {**_F8, "TB_FUTURES_MAX_POSITIONS": "9"},
+    "r8_no_gates": {**_F8, "TB_MIN_SIGNAL_QUALITY": "0", "TB_MIN_CONVICTION_SCORE": "1",
+                    "TB_BEAR_QUALITY_PENALTY": "0", "TB_EXTREME_VOL_QUALITY_PENALTY": "0"},
+    "r8_no_confsize": {**_F8, "TB_CONFIDENCE_SIZING": "false"},
+    "r8_no_corr": {**_F8, "TB_MAX_CORRELATION": "1"},
+    "r8_trail0": {**_F8, "TB_FUTURES_TRAIL_PCT": "0"},
+}
+
+# round 9 (both agents): the walk-forward selection. Structure fixed by rounds 3-8 (train windows only), in
+# the profile; per fold the training window picks the window, the band and the trailing stop.
+GRIDS["final"] = {f"w{w}_b{b}_t{t}": {"TB_PROFILE": "trend", "TB_TREND_WINDOW_H": w, "TB_MIN_DIRECTION_SCORE": b,
+                                      "TB_TRAIL_PCT": t, "TB_FUTURES_TRAIL_PCT": t}
+                  for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08")}
+
+# the profiles as shipped (no selection: rows of the README table on the same OOS days)
+GRIDS["profiles"] = {"trend": {"TB_PROFILE": "trend"}, "phase1c": {"TB_PROFILE": "phase1c"},
+                     "conservative": {"TB_PROFILE": "conservative"}}
+
+# round 10 (both agents): the honest walk-forward. Rounds 3-8 compared designs on the mean over *all* folds'
+# training windows, which overlap later folds' test windows; here those structural choices (the seed's risk
+# set vs the trend one: Kelly, VaR, positions) are picked again per fold on that fold's training window only,
+# with the window, the band and the trailing stop.
+_SEED_RISK = {"TB_KELLY_MIN_TRADES": "20", "TB_PORTFOLIO_VAR_LIMIT": "0.02", "TB_MAX_POSITIONS": "5"}
+GRIDS["final2"] = {f"w{w}_b{b}_t{t}_{rk}": {"TB_PROFILE": "trend", "TB_TREND_WINDOW_H": w, "TB_MIN_DIRECTION_SCORE": b,
+                                            "TB_TRAIL_PCT": t, "TB_FUTURES_TRAIL_PCT": t,
+                                            **(_SEED_RISK if rk == "seedrisk" else {})}
+                   for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08")
+                   for rk in ("trendrisk", "seedrisk")}
+
+# round 11 (hybrid only): a stronger regime gate for longs in a bear regime (the adverse-regime penalty)
+GRIDS["bear_gate"] = {f"r11_bear{b}": {"TB_PROFILE": "trend", "TB_BEAR_QUALITY_PENALTY": b} for b in ("1", "3", "5")}
