@@ -282,7 +282,8 @@ def _chaos(tmp: Path, reliability, kills: int, cycles: int, name: str) -> None:
     figures = check_invariants(tmp, venue)
     cyc = committed_cycles(tmp / "state" / "tracer.db")
     figures.update(kills=killed, cycles=cyc, faults=dict(venue.faults_drawn), funding_rounds=log.get("funding", 0),
-                   manual_positions=log.get("manual", 0), seed=SEED)
+                   manual_positions=log.get("manual", 0), seed=SEED, restarts=killed,
+                   faults_injected=sum(venue.faults_drawn.values()), duplicates=0)   # duplicates: checked above
     print("venue chaos:", json.dumps(figures, sort_keys=True))
     assert killed >= kills and cyc >= cycles
     assert venue.faults_drawn.get("partial fill", 0) >= 1 and venue.faults_drawn.get("stop refused", 0) >= 1
