@@ -204,3 +204,27 @@ def test_the_shipped_universe_file_equals_the_built_in_defaults():
     shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "universe.yaml")
     assert shipped.as_dict() == default_config().as_dict()
     assert len(shipped.symbols) == 9 and [t.label for t in shipped.timeframes] == ["1h", "4h", "1d"]
+
+
+def test_naive_baseline_is_the_sign_of_the_20_day_trend_and_reads_no_later_bar():
+    from tracer.research.evaluation import baseline_comparison, baseline_outcome, trend_side
+    idx = pd.date_range("2022-01-01", periods=24 * 30, freq="h", tz="UTC")
+    close = np.linspace(100.0, 130.0, len(idx))                      # a steady rise
+    bars = pd.DataFrame({"open": close, "high": close + 1, "low": close - 1, "close": close, "volume": 1.0},
+                        index=idx)
+    as_of = idx[24 * 25].to_pydatetime()
+    assert trend_side(bars, as_of) == 1
+    later = bars.copy()
+    later.loc[later.index >= as_of, ["open", "high", "low", "close"]] = 1.0    # every later bar altered
+    assert trend_side(later, as_of) == 1                                      # nothing after as_of is read
+    falling = bars.assign(close=close[::-1])
+    assert trend_side(falling, as_of) == -1                                   # a fall: short
+    assert trend_side(bars, idx[24 * 10].to_pydatetime()) is None            # fewer than 20 days of bars
+    o = baseline_outcome(1, float(close[24 * 25 - 1]), 2.0, as_of, idx[24 * 26].to_pydatetime(), bars)
+    assert o is not None and o.hit and o.r_multiple == pytest.approx(o.move / 2.0)
+    rows = [{"action": "Buy", "hit": 1, "r_multiple": 0.5, "baseline_hit": 0, "baseline_r": -0.2},
+            {"action": "Sell", "hit": 0, "r_multiple": -1.0, "baseline_hit": 1, "baseline_r": 0.4},
+            {"action": "Watch", "hit": 1, "r_multiple": None, "baseline_hit": None, "baseline_r": None}]
+    cmp = baseline_comparison(rows)
+    assert cmp["calls"] == 2 and cmp["model"]["hits"] == 1 and cmp["baseline"]["hits"] == 1
+    assert cmp["model"]["avg_r"] == pytest.approx(-0.25) and cmp["baseline"]["avg_r"] == pytest.approx(0.1)

@@ -268,6 +268,19 @@ def test_universe_series_then_eval_over_the_bundled_period_reconciles(tmp_path, 
     made = {r[0]: r[1] for r in con.execute("SELECT action, COUNT(*) FROM research_calls WHERE horizon_end <= ? "
                                            "GROUP BY action", (summary["as_of"],))}
     assert {k: v["calls"] for k, v in hr["by_action"].items()} == made
+    # the naive baseline (sign of the 20-day trend) on the same Buy/Sell calls, bars and horizons
+    cmp = summary["baseline"]
+    with_b = con.execute("SELECT c.side, c.price, c.risk, o.exit_price, o.hit, o.baseline_side, o.baseline_hit, "
+                         "o.baseline_r FROM research_calls c JOIN research_outcomes o ON o.call_id=c.id "
+                         "WHERE c.action IN ('Buy','Sell') AND o.baseline_hit IS NOT NULL").fetchall()
+    assert cmp["calls"] == len(with_b) > 0 and "20-day" in cmp["rule"]
+    assert cmp["model"]["hits"] == sum(x["hit"] for x in with_b)
+    assert cmp["baseline"]["hits"] == sum(x["baseline_hit"] for x in with_b)
+    for x in with_b:
+        assert x["baseline_side"] in (1, -1)
+        assert x["baseline_r"] == pytest.approx(x["baseline_side"] * (x["exit_price"] - x["price"]) / x["risk"])
+        assert x["baseline_hit"] == int(x["baseline_r"] > 0)
+    assert "baseline: 20-day trend sign" in out
     # outcomes only use bars after the call: every exit is at the horizon, after the call
     bad = con.execute("SELECT COUNT(*) FROM research_calls c JOIN research_outcomes o ON o.call_id=c.id "
                       "WHERE o.exit_ts <= c.as_of OR o.exit_ts > c.horizon_end").fetchone()[0]

@@ -424,8 +424,15 @@ CREATE INDEX monitor_events_name_ts ON monitor_events(name, ts)
 """
 # ===== end of the monitoring record ========================================================================
 
+# v11: research calls scored against a naive baseline (the sign of the 20-day trend) on the same bars
+SCHEMA_V11 = """
+ALTER TABLE research_outcomes ADD COLUMN baseline_side INTEGER;
+ALTER TABLE research_outcomes ADD COLUMN baseline_hit INTEGER;
+ALTER TABLE research_outcomes ADD COLUMN baseline_r REAL
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-                         SCHEMA_V9, SCHEMA_V10_MONITORING]
+                         SCHEMA_V9, SCHEMA_V10_MONITORING, SCHEMA_V11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

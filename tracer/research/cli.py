@@ -356,6 +356,9 @@ def cmd_eval(args: Any, s: Any, store: Store, console: Any) -> int:
                   "-" if v["hit_rate"] is None else f"{v['hit_rate']:.1%}",
                   "-" if v["avg_r"] is None else f"{v['avg_r']:+.2f}", str(v["r_calls"]))
     row("overall", "", rates["overall"])
+    cmp = summary["baseline"]          # Buy/Sell calls vs the naive baseline on the same bars and horizons
+    row("Buy/Sell calls", "model", cmp["model"])
+    row("Buy/Sell calls", "baseline: 20-day trend sign", cmp["baseline"])
     for key in ("action", "risk_band", "readiness", "timeframe"):
         for k, v in rates[f"by_{key}"].items():
             row(key, k, v)
@@ -370,7 +373,8 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
     from tracer.data.factory import make_feed
     from tracer.db import parse_iso
     from tracer.research import store as rs
-    from tracer.research.evaluation import hit_rates, outcome
+    from tracer.research.evaluation import BASELINE_WINDOW, baseline_comparison, baseline_outcome, hit_rates, outcome, \
+        trend_side
 
     calls = rs.open_calls(store)
     symbols = sorted({c["symbol"] for c in calls}) or ["BTC/USD"]
@@ -380,7 +384,8 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
     bars: dict[str, pd.DataFrame] = {}
     if due:
         oldest = min(parse_iso(c["as_of"]) for c in due)
-        hours = int((now - oldest) / timedelta(hours=1)) + 2
+        # and the 20 days before the oldest call: the naive baseline's trend at each call
+        hours = int((now - oldest + BASELINE_WINDOW) / timedelta(hours=1)) + 2
         cap = hours if s.feed == "replay" else min(hours, 5000)
         feed = make_feed(replace(s, lookback_bars=cap, min_bars=1), sorted({c["symbol"] for c in due}),
                          store=store, logger=log)
@@ -397,11 +402,15 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
             if o is None:
                 no_data += 1
                 continue
-            rs.insert_outcome(store, int(c["id"]), eid, o)
+            side_b = trend_side(b, parse_iso(c["as_of"])) if c["action"] in ("Buy", "Sell") else None
+            ob = None if side_b is None or b is None else baseline_outcome(
+                side_b, float(c["price"]), float(c["risk"]), parse_iso(c["as_of"]), parse_iso(c["horizon_end"]), b)
+            rs.insert_outcome(store, int(c["id"]), eid, o, side_b if ob is not None else None, ob)
         rows = rs.evaluated_rows(store)
         total = rs.count_calls(store)
         summary = {"as_of": iso(now), "calls": total, "evaluated": len(rows), "newly_evaluated": len(due) - no_data,
-                   "pending": len(calls) - len(due), "no_data": no_data, "hit_rates": hit_rates(rows)}
+                   "pending": len(calls) - len(due), "no_data": no_data, "hit_rates": hit_rates(rows),
+                   "baseline": baseline_comparison(rows)}
         store.conn.execute("UPDATE eval_runs SET calls=?, evaluated=?, pending=?, no_data=?, summary_json=? "
                            "WHERE id=?", (total, len(rows), summary["pending"], no_data, to_json(summary), eid))
     out = Path(s.research_dir) / "eval_runs"

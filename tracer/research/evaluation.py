@@ -91,6 +91,39 @@ def outcome(action: str, side: int, price: float, risk: float, stop: float, targ
                    mfe_r=float(max(fav, 0.0) / risk), mae_r=float(max(adv, 0.0) / risk))
 
 
+BASELINE_WINDOW = timedelta(days=20)
+BASELINE_RULE = "sign of the 20-day trend: long when the last close is above its 20-day mean, else short"
+
+
+def trend_side(bars: pd.DataFrame, as_of: datetime, base: timedelta = timedelta(hours=1),
+               window: timedelta = BASELINE_WINDOW) -> int | None:
+    """The naive baseline's call at ``as_of``: +1 when the last close before ``as_of`` is above the mean close of
+    the bars that closed in the ``window`` before it, else -1; None with fewer bars than the window holds. Uses
+    only bars that closed by ``as_of``."""
+    b = pd.Timedelta(base)
+    closed = bars[bars.index + b <= pd.Timestamp(as_of)]
+    need = int(window / base)
+    if len(closed) < need:
+        return None
+    c = closed["close"].to_numpy(dtype=float)[-need:]
+    return 1 if c[-1] > c.mean() else -1
+
+
+def baseline_outcome(side: int, price: float, risk: float, as_of: datetime, horizon_end: datetime,
+                     bars: pd.DataFrame, base: timedelta = timedelta(hours=1)) -> Outcome | None:
+    """The baseline call's outcome on the same bars, price, risk and horizon as the call it is compared with."""
+    return outcome("Buy" if side > 0 else "Sell", side, price, risk, price - side * risk, price + 2 * side * risk,
+                   as_of, horizon_end, bars, base)
+
+
+def baseline_comparison(rows: Iterable[Mapping]) -> dict:
+    """The Buy/Sell calls that have a baseline, and the baseline's calls on the same symbols, times and horizons:
+    ``{"rule", "calls", "model": group, "baseline": group}``."""
+    rows = [r for r in rows if r["action"] in ("Buy", "Sell") and r.get("baseline_hit") is not None]
+    base = [{"hit": r["baseline_hit"], "r_multiple": r["baseline_r"]} for r in rows]
+    return {"rule": BASELINE_RULE, "calls": len(rows), "model": _group(rows), "baseline": _group(base)}
+
+
 def _group(rows: Sequence[Mapping]) -> dict:
     n = len(rows)
     hits = sum(1 for r in rows if r["hit"])

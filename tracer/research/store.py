@@ -50,7 +50,8 @@ def open_calls(store: Store) -> list[Any]:
 
 def evaluated_rows(store: Store) -> list[dict]:
     rows = store.conn.execute("SELECT c.id, c.symbol, c.timeframe, c.as_of, c.action, c.risk_band, c.readiness, "
-                              "o.hit, o.r_multiple, o.return_pct, o.first_touch FROM research_calls c "
+                              "o.hit, o.r_multiple, o.return_pct, o.first_touch, o.baseline_side, o.baseline_hit, "
+                              "o.baseline_r FROM research_calls c "
                               "JOIN research_outcomes o ON o.call_id=c.id ORDER BY c.id").fetchall()
     return [dict(r) for r in rows]
 
@@ -71,8 +72,13 @@ def set_eval_artifact(store: Store, eval_id: int, path: str) -> None:
     store.conn.execute("UPDATE eval_runs SET artifact=? WHERE id=?", (path, eval_id))
 
 
-def insert_outcome(store: Store, call_id: int, eval_id: int, o: Any) -> None:
+def insert_outcome(store: Store, call_id: int, eval_id: int, o: Any, baseline_side: int | None = None,
+                   baseline: Any = None) -> None:
+    """One call's outcome, with the naive baseline's call on the same bars (None when it has none)."""
     store.conn.execute("INSERT INTO research_outcomes(call_id, eval_run_id, exit_ts, exit_price, move, return_pct, "
-                       "r_multiple, hit, first_touch, mfe_r, mae_r) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       "r_multiple, hit, first_touch, mfe_r, mae_r, baseline_side, baseline_hit, baseline_r) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (call_id, eval_id, iso(o.exit_ts), o.exit_price, o.move, o.return_pct, o.r_multiple,
-                        int(o.hit), o.first_touch, o.mfe_r, o.mae_r))
+                        int(o.hit), o.first_touch, o.mfe_r, o.mae_r, baseline_side,
+                        None if baseline is None else int(baseline.hit),
+                        None if baseline is None else baseline.r_multiple))
