@@ -26,6 +26,7 @@ import pytest
 from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
 from procs import committed_cycles
 from test_hybrid_e2e import agent_env
+from test_venue_crash import last_clock, replay_closes
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "high_risk_futures_agent.py"
@@ -103,20 +104,10 @@ class ChaosVenue(FakeBinanceFutures):
 def market_driver(venue: ChaosVenue, dbfile: Path, stop: threading.Event, rng: random.Random, log: dict) -> None:
     """The venue's marks follow the replay (the close of the bar the agent last committed); funding is paid at
     each 00/08/16 UTC boundary of that clock; once, a SOL position is opened on the venue by hand."""
-    closes = {}
-    for b in BASES:
-        df = pd.read_csv(ROOT / "tracer" / "data" / "bundled" / f"candles_1h_{b}USDT.csv")
-        closes[b + "USDT"] = dict(zip((pd.to_datetime(df.timestamp) + pd.Timedelta(hours=1)).astype(str), df.close))
+    closes = replay_closes(BASES)
     last = None
     while not stop.is_set():
-        clock = None
-        if dbfile.exists():
-            try:
-                c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=1)
-                clock = c.execute("SELECT MAX(clock) FROM runs").fetchone()[0]
-                c.close()
-            except sqlite3.Error:
-                pass
+        clock = last_clock(dbfile)
         if clock and clock != last:
             ts = pd.Timestamp(clock)
             for sym, m in closes.items():

@@ -50,22 +50,35 @@ class KillingVenue(FakeBinanceFutures):
         return out
 
 
-def follow_prices(venue: FakeBinanceFutures, dbfile: Path, stop: threading.Event) -> None:
-    """The venue's mark price follows the replay: the close of the bar the agent last processed."""
+def replay_closes(bases=BASES) -> dict[str, dict[str, float]]:
+    """Venue symbol -> {bar close time: close} of the bundled replay."""
     closes = {}
-    for b in BASES:
+    for b in bases:
         df = pd.read_csv(ROOT / "tracer" / "data" / "bundled" / f"candles_1h_{b}USDT.csv")
         closes[b + "USDT"] = dict(zip((pd.to_datetime(df.timestamp) + pd.Timedelta(hours=1)).astype(str), df.close))
+    return closes
+
+
+def last_clock(dbfile: Path) -> str | None:
+    """The clock of the agent's last committed cycle (read-only; None while it cannot be read)."""
+    if not dbfile.exists():
+        return None
+    try:
+        c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=1)
+        try:
+            return c.execute("SELECT MAX(clock) FROM runs").fetchone()[0]
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return None
+
+
+def follow_prices(venue: FakeBinanceFutures, dbfile: Path, stop: threading.Event) -> None:
+    """The venue's mark price follows the replay: the close of the bar the agent last processed."""
+    closes = replay_closes()
     last = None
     while not stop.is_set():
-        clock = None
-        if dbfile.exists():
-            try:
-                c = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=1)
-                clock = c.execute("SELECT MAX(clock) FROM runs").fetchone()[0]
-                c.close()
-            except sqlite3.Error:
-                pass
+        clock = last_clock(dbfile)
         if clock and clock != last:
             key = str(pd.Timestamp(clock))
             for sym, m in closes.items():

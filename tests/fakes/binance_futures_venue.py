@@ -333,22 +333,17 @@ class FakeBinanceFutures(FakeServer):
 
     # --- routing -------------------------------------------------------------------------------------------
     def _take_fault(self, req: RawRequest) -> _Fault | None:
-        with self._lock:
-            for f in self.faults:
-                ep = f.endpoint
-                if ep == "*" or ep == req.path or ep == f"{req.method} {req.path}":
-                    if f.times is not None:
-                        f.times -= 1
-                        if f.times <= 0:
-                            self.faults.remove(f)
-                    return f
-        return None
+        return self._take(lambda ep: ep == "*" or ep == req.path or ep == f"{req.method} {req.path}")
 
     def _take_named(self, name: str) -> _Fault | None:
         """A fault injected for an internal event (``"trigger"``), not a request."""
+        return self._take(lambda ep: ep == name)
+
+    def _take(self, matches) -> _Fault | None:
+        """The first injected fault whose endpoint ``matches``, counted down (removed when used up)."""
         with self._lock:
             for f in self.faults:
-                if f.endpoint == name:
+                if matches(f.endpoint):
                     if f.times is not None:
                         f.times -= 1
                         if f.times <= 0:

@@ -5,11 +5,12 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from tracer.cli_args import parse_when
 from tracer.config import ConfigError, env_names, load_settings
 from tracer.models import AGENTS
 
@@ -29,14 +30,7 @@ def add_parser(sub) -> None:
 
 
 def _when(s: str | None, opt: str, prog: str = "tracer backtest") -> datetime | None:
-    """An ISO 8601 date/time option as UTC (a naive one is UTC); a clear exit naming the option otherwise."""
-    if not s:
-        return None
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"{prog}: {opt} {s!r} is not an ISO 8601 date/time") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return parse_when(s, opt, prog)
 
 
 def run(args, env_file: str = ".env") -> int:

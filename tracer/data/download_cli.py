@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tracer.cli_args import parse_when
 from tracer.config import ConfigError, load_settings
 
 
@@ -24,13 +25,7 @@ def add_parser(sub) -> None:
 
 
 def _when(s: str | None, opt: str) -> datetime | None:
-    if not s:
-        return None
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"tracer download: {opt} {s!r} is not an ISO 8601 date/time") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return parse_when(s, opt, "tracer download")
 
 
 def run(args, env_file: str) -> int:

@@ -89,6 +89,7 @@ class VenueBroker(Reconciliation):
         self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
         self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
         self._wallet_alerted: float | None = None
+        self._funding_checked_at: datetime | None = None   # the cycle whose funding was last looked up
 
     def bind_stop(self, stop: Any) -> None:
         """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit."""

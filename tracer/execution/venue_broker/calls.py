@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from tracer.db import Store
-from tracer.execution.broker import OrderUpdate
+from tracer.execution.broker import Bracket, OrderUpdate
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
-                                    RateLimited, TimestampDrift, VenueClient, VenueError, VenueOrder,
+                                    RateLimited, TimestampDrift, VenueBalance, VenueClient, VenueError, VenueOrder,
                                     VenueOrderType, VenueUnavailable)
 from tracer.logs import kv
-from tracer.models import Order, OrderState
+from tracer.models import Order, OrderState, Position
 
 
 @dataclass
@@ -43,6 +43,20 @@ class VenueCalls:
     sleep: Callable[[float], None]
     clock: Callable[[], datetime]
     alert: Callable[[str], None] | None
+    # the broker's state, set by VenueBroker.__init__ (declared once here for the mixins that share it)
+    order_of_venues: list[str]
+    futures: bool
+    interval: timedelta
+    stop_attempts: int
+    adopt_stop_pct: float
+    last_price: dict[str, float]
+    realized_pnl: float
+    fees_paid: float
+    _positions: dict[str, Position]
+    _pos_venue: dict[str, str]
+    _tracked: dict[str, tuple[Order, Bracket | None, str]]
+    _outbox: list[tuple[Order, Bracket | None]]
+    _balance: dict[str, VenueBalance]
 
     def _now(self) -> datetime:
         return self.clock()

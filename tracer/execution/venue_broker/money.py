@@ -4,50 +4,34 @@ with the DB's ledger every cycle (a difference beyond fee rounding is recorded a
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tracer.db import Store
-from tracer.execution.broker import BarReport, Bracket
-from tracer.execution.venue import VenueBalance, VenueError
-from tracer.execution.venue_broker.calls import VenueCalls, VenueState
+from tracer.execution.broker import BarReport
+from tracer.execution.venue import VenueError
+from tracer.execution.venue_broker.calls import VenueCalls
 from tracer.logs import kv
-from tracer.models import Order, OrderType, Position
+from tracer.models import OrderType
 
 
 class Money(VenueCalls):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: funding and the wallet."""
-    agent: str
-    venues: dict[str, VenueState]
-    order_of_venues: list[str]
-    store: Store
-    log: logging.Logger
-    futures: bool
-    interval: timedelta
-    stop_attempts: int
-    adopt_stop_pct: float
-    last_price: dict[str, float]
-    realized_pnl: float
-    fees_paid: float
-    _positions: dict[str, Position]
-    _pos_venue: dict[str, str]
-    _tracked: dict[str, tuple[Order, Bracket | None, str]]
-    _outbox: list[tuple[Order, Bracket | None]]
-    _balance: dict[str, VenueBalance]
     _funding_refs: set[tuple[str, str]]
     _funding_since: dict[tuple[str, str], datetime]
     _wallet_seen: float | None
     _wallet_alerted: float | None
+    _funding_checked_at: datetime | None
 
-    def _book_funding(self, rep: BarReport) -> None:
+    def _book_funding(self, rep: BarReport, now: datetime) -> None:
         """Funding payments from each venue's income history, on the venue's own clock, since the last one
         booked (or since the agent's money was first reconciled on that venue): each booked once (the venue's
         id), on the position open when it was paid. A lookup that fails is simply done again next cycle (the
         payment is booked late, never as 0)."""
-        if not self.futures:
+        # once per cycle: sync runs several times in one (the settle rounds); funding is paid every 8 hours
+        if not self.futures or self._funding_checked_at == now:
             return
+        self._funding_checked_at = now
         for sym, pos in list(self._positions.items()):
             venue = self._pos_venue.get(sym, self.order_of_venues[0])
             if not self.venues[venue].usable(self._now()):

@@ -4,38 +4,19 @@ while no stop rests on the venue (and its trailing, time and volatility stops), 
 adopted from the venue."""
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from tracer.db import Store
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.exits import advance, check_exit
-from tracer.execution.venue import VenueBalance, VenueError
-from tracer.execution.venue_broker.calls import VenueCalls, VenueState
+from tracer.execution.venue import VenueError
+from tracer.execution.venue_broker.calls import VenueCalls
 from tracer.execution.venue_broker.ids import TERMINAL, round_to_tick, stop_order_id, target_order_id
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 
 class Protection(VenueCalls):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: every open position stays protected."""
-    agent: str
-    venues: dict[str, VenueState]
-    order_of_venues: list[str]
-    store: Store
-    log: logging.Logger
-    futures: bool
-    interval: timedelta
-    stop_attempts: int
-    adopt_stop_pct: float
-    last_price: dict[str, float]
-    realized_pnl: float
-    fees_paid: float
-    _positions: dict[str, Position]
-    _pos_venue: dict[str, str]
-    _tracked: dict[str, tuple[Order, Bracket | None, str]]
-    _outbox: list[tuple[Order, Bracket | None]]
-    _balance: dict[str, VenueBalance]
 
     def _protection_refused(self, order: Order, upd: OrderUpdate) -> None:
         """A venue refused a stop or target. When the market is already through its level (Binance -2021
@@ -171,10 +152,6 @@ class Protection(VenueCalls):
             self._protect(pos, venue, rep, target=pos.stop_seq == 0)
         return [(o, None) for o in rep.exit_orders]
 
-    def _queue_protection(self) -> None:
-        """Every sync: the stops :meth:`ensure_protection` finds missing go to the outbox (sent this cycle)."""
-        self.ensure_protection()
-
     def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
         """Levels for positions that have none (adopted from the venue): the stop, target, trailing and time stop
         the agent's rules give a position of that symbol now (``brackets``, from this cycle's signals), or, for
@@ -195,4 +172,4 @@ class Protection(VenueCalls):
             self._event(self._pos_venue.get(sym, self.order_of_venues[0]), "position_protected", symbol=sym,
                         cid=pos.entry_order_id, stop_loss=round(pos.stop_loss, 8),
                         take_profit=round(pos.take_profit, 8), rule="signal" if brackets.get(sym) else "adopt_stop_pct")
-        self._queue_protection()
+        self.ensure_protection()

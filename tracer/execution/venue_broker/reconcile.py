@@ -22,10 +22,10 @@ class Reconciliation(Protection, Money):
     def sync(self, now: datetime) -> BarReport:
         rep = BarReport()
         self._refresh_balances()
-        self._book_funding(rep)        # first: a payment belongs to the position open when it was paid
+        self._book_funding(rep, now)        # first: a payment belongs to the position open when it was paid
         self._sync_orders(rep, now)
         self._sync_positions(rep, now)
-        self._queue_protection()
+        self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         return rep
 
     def _refresh_balances(self) -> None:
