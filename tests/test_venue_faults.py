@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -245,6 +246,59 @@ def test_funding_is_booked_from_the_venue_income_history_and_the_wallet_reconcil
     assert trades[0].funding == pytest.approx(-paid)
     assert h.wallet_diff == pytest.approx(0.0, abs=0.01)
     assert "wallet_mismatch" not in h.events()
+
+
+def test_funding_paid_before_a_close_is_booked_on_its_trade_when_the_lookup_fails_that_cycle(h, venue):
+    o = h.entry(qty=0.01)
+    h.settle()
+    pos = h.broker.positions()[0]
+    paid = -venue.apply_funding("BTCUSDT", 0.0002)
+    venue.inject("/fapi/v1/income", "5xx", times=20)            # every lookup of this cycle fails
+    exit_of(h, pos)
+    trades = h.settle(T0 + timedelta(hours=8))                  # the position closes; its funding is not known
+    assert len(trades) == 1 and trades[0].funding == 0 and h.store.funding_booked("futures") == []
+    venue.faults.clear()
+    h.settle(T0 + timedelta(hours=9))                           # asked again although nothing is open: booked
+    rows = h.store.funding_booked("futures")
+    assert len(rows) == 1 and rows[0]["amount"] == pytest.approx(paid)
+    assert rows[0]["entry_order_id"] == o.client_order_id
+    t = h.store.conn.execute("SELECT funding, pnl, return_pct FROM trades").fetchone()
+    assert t["funding"] == pytest.approx(-paid) and t["pnl"] == pytest.approx(trades[0].pnl - paid)
+    assert t["return_pct"] == pytest.approx(replace(trades[0], pnl=trades[0].pnl - paid).return_pct)
+    assert h.wallet_diff == pytest.approx(0.0, abs=0.01)
+    h.settle(T0 + timedelta(hours=10))                          # answered: not asked, not booked again
+    assert len(h.store.funding_booked("futures")) == 1
+
+
+def test_funding_paid_between_the_lookup_and_the_close_is_on_the_trade_of_that_cycle(h, venue):
+    h.entry(qty=0.01)
+    h.settle()
+    pos = h.broker.positions()[0]
+    paid = -venue.apply_funding("BTCUSDT", 0.0001)
+    venue.inject("/fapi/v1/income", "empty", times=1)          # not in the history at this cycle's first lookup
+    exit_of(h, pos)
+    assert paid > 0
+    trades = h.settle(T0 + timedelta(hours=8))
+    assert len(trades) == 1 and trades[0].funding == pytest.approx(-paid)
+    assert h.wallet_diff == pytest.approx(0.0, abs=0.01)
+
+
+def test_funding_still_owed_for_a_closed_position_survives_a_restart(tmp_path, venue):
+    h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
+    o = h.entry(qty=0.01)
+    h.settle()
+    paid = -venue.apply_funding("BTCUSDT", 0.0003)
+    venue.inject("/fapi/v1/income", "5xx", times=20)
+    exit_of(h, h.broker.positions()[0])
+    h.settle(T0 + timedelta(hours=8))
+    assert h.store.funding_booked("futures") == []
+    venue.faults.clear()
+    h2 = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])   # a new process
+    h2.broker.restore(h2.store.open_positions("futures"), [], h.broker.realized_pnl, h.broker.fees_paid, {})
+    h2.settle(T0 + timedelta(hours=9))
+    rows = h2.store.funding_booked("futures")
+    assert [r["entry_order_id"] for r in rows] == [o.client_order_id] and rows[0]["amount"] == pytest.approx(paid)
+    assert h2.wallet_diff == pytest.approx(0.0, abs=0.01)
 
 
 def test_a_wallet_difference_is_recorded_and_alerted_once(h, venue):

@@ -76,6 +76,10 @@ class Harness:
                     self.store.insert_trade(t)
                 for v, fp, entry in rep.funding:
                     self.store.insert_funding(self.broker.agent, v, fp.symbol, fp.ts, fp.amount, fp.ref, entry)
+                for entry, amount in rep.late_funding:
+                    self.store.add_trade_funding(self.broker.agent, entry, amount)
+                for key, value in rep.memos.items():
+                    self.store.set_notify_state(key, value)
                 exits = {t.entry_order_id: t.exit_ts for t in rep.trades}
                 self.store.save_positions(self.broker.agent, self.broker.positions(),
                                           [(p, exits[p.entry_order_id]) for p in rep.closed])

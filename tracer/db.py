@@ -820,6 +820,23 @@ class Store:
              t.leverage, t.fees, t.funding, t.pnl, t.return_pct, t.exit_reason,
              t.entry_order_id, t.exit_order_id, t.signal_id))
 
+    def add_trade_funding(self, agent: str, entry_order_id: str, amount: float) -> bool:
+        """Funding paid (``amount`` > 0) that the venue reported after the trade closing ``entry_order_id`` was
+        written: charged to that trade's last part (funding, P&L and return). False when no such trade."""
+        r = self.conn.execute("SELECT * FROM trades WHERE agent=? AND entry_order_id=? "
+                              "ORDER BY exit_ts DESC, id DESC LIMIT 1", (agent, entry_order_id)).fetchone()
+        if r is None:
+            return False
+        pnl = r["pnl"] - amount
+        ret = Trade(agent=agent, symbol=r["symbol"], side=PositionSide(r["side"]), qty=r["qty"],
+                    entry_ts=parse_iso(r["entry_ts"]), entry_price=r["entry_price"], exit_ts=parse_iso(r["exit_ts"]),
+                    exit_price=r["exit_price"], fees=r["fees"], funding=r["funding"] - amount, pnl=pnl,
+                    exit_reason=r["exit_reason"], entry_order_id=entry_order_id, exit_order_id=r["exit_order_id"],
+                    leverage=r["leverage"]).return_pct
+        self.conn.execute("UPDATE trades SET funding=funding-?, pnl=?, return_pct=? WHERE id=?",
+                          (amount, pnl, ret, r["id"]))
+        return True
+
     def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:
         rows = self.conn.execute("SELECT return_pct FROM trades WHERE agent=? ORDER BY exit_ts DESC, id DESC LIMIT ?",
                                  (agent, limit)).fetchall()

@@ -49,7 +49,8 @@ Faults: ``inject(endpoint, fault, times=1, **kw)``; ``endpoint`` is ``"POST /fap
 (``retry_after`` or ``until_ms``), an error code such as ``-1111``/``-4164``/``-2019``/``-1021``/``-1001``/
 ``-1007`` (answered without processing), ``"partial"`` (a MARKET order fills ``fraction``; the rest
 ``status`` EXPIRED), ``"lost"`` (processed, then the connection is closed without a response; ``mode``
-``"503"`` answers 503 instead), ``"drop"`` (closed without processing). ``down()`` closes the listening
+``"503"`` answers 503 instead), ``"drop"`` (closed without processing), ``"empty"`` (a history answered as
+``[]``: its latest rows not visible yet). ``down()`` closes the listening
 socket (connections refused), ``up()`` opens it again on the same port.
 
 Also served: ``/fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/premiumIndex`` (the marks), ``/fapi/v1/klines``
@@ -415,6 +416,8 @@ class FakeBinanceFutures(FakeServer):
                                                       "Please use the websocket for live updates to avoid bans."}
         if f.fault == "drop":
             raise _Drop()
+        if f.fault == "empty":     # a history that does not show the latest rows yet (it is not instantaneous)
+            return 200, {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}, []
         if isinstance(f.fault, int) or (isinstance(f.fault, str) and f.fault.lstrip("-").isdigit()):
             code = int(f.fault)
             st, msg = ERRORS.get(code, (400, "error"))

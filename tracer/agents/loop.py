@@ -376,6 +376,10 @@ class AgentLoop(StorageFaultHandling):
             st.insert_trade(t)
         for venue, fp, entry in report.funding:
             st.insert_funding(self.agent, venue, fp.symbol, fp.ts, fp.amount, fp.ref, entry)
+        for entry, amount in report.late_funding:
+            st.add_trade_funding(self.agent, entry, amount)
+        for key, value in report.memos.items():
+            st.set_notify_state(key, value)
 
     def _write_book(self, report: BarReport) -> None:
         """Open positions (and those closed in ``report``) and the account, as the broker has them."""

@@ -48,10 +48,15 @@ class BarReport:
     closed: list[Position] = field(default_factory=list)     # positions as they were when they closed
     # venue brokers: funding payments booked from the venue's income history, (venue, payment, entry order id)
     funding: list[tuple[str, Any, str | None]] = field(default_factory=list)
+    # funding found after its trade was written: (entry order id, amount paid), added to that trade's row
+    late_funding: list[tuple[str, float]] = field(default_factory=list)
+    # broker state written with the report, in the same transaction (notify_state key -> value)
+    memos: dict[str, str] = field(default_factory=dict)
 
     def any(self) -> bool:
         """Anything to write."""
-        return bool(self.fills or self.updates or self.trades or self.exit_orders or self.funding)
+        return bool(self.fills or self.updates or self.trades or self.exit_orders or self.funding
+                    or self.late_funding or self.memos)
 
 
 class Broker(Protocol):

@@ -90,6 +90,8 @@ class VenueBroker(Reconciliation):
         self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
         self._wallet_alerted: float | None = None
         self._funding_checked_at: datetime | None = None   # the cycle whose funding was last looked up
+        # positions closed whose last funding lookup is still to be answered: entry id -> (venue, symbol, seen)
+        self._funding_owed: dict[str, tuple[str, str, datetime]] = {}
 
     def bind_stop(self, stop: Any) -> None:
         """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit."""
@@ -108,6 +110,7 @@ class VenueBroker(Reconciliation):
                                                     or self.order_of_venues[0])
         self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
         self.last_price.update(last_price)
+        self._restore_owed_funding()
         for r in self.store.funding_booked(self.agent):
             self._funding_refs.add((r["venue"], r["venue_ref"]))
             key = (r["venue"], r["symbol"])

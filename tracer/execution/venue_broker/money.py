@@ -22,6 +22,7 @@ class Money(VenueCalls):
     _wallet_seen: float | None
     _wallet_alerted: float | None
     _funding_checked_at: datetime | None
+    _funding_owed: dict[str, tuple[str, str, datetime]]
 
     def _book_funding(self, rep: BarReport, now: datetime) -> None:
         """Funding payments from each venue's income history, on the venue's own clock, since the last one
@@ -32,29 +33,87 @@ class Money(VenueCalls):
         if not self.futures or self._funding_checked_at == now:
             return
         self._funding_checked_at = now
-        for sym, pos in list(self._positions.items()):
-            venue = self._pos_venue.get(sym, self.order_of_venues[0])
-            if not self.venues[venue].usable(self._now()):
+        keys = {(self._pos_venue.get(sym, self.order_of_venues[0]), sym) for sym in self._positions}
+        for venue, sym in sorted(keys | {(v, s) for v, s, _ in self._funding_owed.values()}):
+            self._lookup_funding(venue, sym, rep)
+
+    def _owe_funding(self, venue: str, symbol: str, entry_order_id: str, rep: BarReport) -> None:
+        """A position just closed: the funding paid on it up to now may not be in the history yet asked (paid
+        between the cycle's lookup and the close, or the lookup failed). It is asked for once more after the
+        close, and again every cycle (across restarts: the memo is written with the trade) until answered."""
+        if not self.futures:
+            return
+        self._funding_owed[entry_order_id] = (venue, symbol, self._now())
+        rep.memos[self._owed_key()] = self._owed_memo()
+
+    def _book_owed_funding(self, rep: BarReport) -> None:
+        """The last lookup for positions closed in this sync (after their close, so nothing paid is missed)."""
+        for venue, sym in sorted({(v, s) for v, s, _ in self._funding_owed.values()}):
+            self._lookup_funding(venue, sym, rep)
+
+    def _lookup_funding(self, venue: str, sym: str, rep: BarReport) -> None:
+        if not self.venues[venue].usable(self._now()):
+            return
+        since = self._funding_since.get((venue, sym)) or self._money_since(venue)
+        if since is None:
+            return
+        try:
+            pays = self._call(venue, "funding", sym, since)
+        except VenueError as e:
+            self.log.warning(kv("funding_unavailable", venue=venue, symbol=sym, error=type(e).__name__,
+                                action="asked again next cycle"))
+            return
+        owed = sorted((until, entry) for entry, (v, s, until) in self._funding_owed.items() if (v, s) == (venue, sym))
+        open_here = sym in self._positions and self._pos_venue.get(sym, self.order_of_venues[0]) == venue
+        for fp in sorted(pays, key=lambda f: f.ts):
+            ref = fp.ref or f"{fp.ts.isoformat()}:{fp.amount}"
+            self._funding_since[(venue, sym)] = max(self._funding_since.get((venue, sym), since),
+                                                    fp.ts + timedelta(milliseconds=1))
+            if (venue, ref) in self._funding_refs:
                 continue
-            since = self._funding_since.get((venue, sym)) or self._money_since(venue)
-            if since is None:
-                continue
-            try:
-                pays = self._call(venue, "funding", sym, since)
-            except VenueError as e:
-                self.log.warning(kv("funding_unavailable", venue=venue, symbol=sym, error=type(e).__name__,
-                                    action="asked again next cycle"))
-                continue
-            for fp in sorted(pays, key=lambda f: f.ts):
-                ref = fp.ref or f"{fp.ts.isoformat()}:{fp.amount}"
-                self._funding_since[(venue, sym)] = max(self._funding_since.get((venue, sym), since),
-                                                        fp.ts + timedelta(milliseconds=1))
-                if (venue, ref) in self._funding_refs:
-                    continue
-                self._funding_refs.add((venue, ref))
+            self._funding_refs.add((venue, ref))
+            fp = replace(fp, ref=ref)
+            # paid while a closed position was open (up to when its close was seen), else on the open one;
+            # a payment neither explains (a clock skew) goes to the last closed one: the money is never dropped
+            closed = next((e for until, e in owed if fp.ts <= until), None)
+            if closed is None and open_here:
                 pos = self._positions[sym]
                 self._positions[sym] = replace(pos, funding_paid=pos.funding_paid + fp.amount)
-                rep.funding.append((venue, replace(fp, ref=ref), pos.entry_order_id))
+                rep.funding.append((venue, fp, pos.entry_order_id))
+                continue
+            closed = closed or (owed[-1][1] if owed else None)
+            self.realized_pnl -= fp.amount
+            rep.funding.append((venue, fp, closed))
+            if closed is not None:
+                self._charge_closed_trade(rep, closed, fp.amount)
+        if owed:
+            for _, entry in owed:
+                del self._funding_owed[entry]
+            rep.memos[self._owed_key()] = self._owed_memo()
+
+    @staticmethod
+    def _charge_closed_trade(rep: BarReport, entry_order_id: str, amount: float) -> None:
+        """Funding found for a closed position: on its trade in this report, else on its trade in the DB."""
+        for i in range(len(rep.trades) - 1, -1, -1):
+            t = rep.trades[i]
+            if t.entry_order_id == entry_order_id:
+                rep.trades[i] = replace(t, funding=t.funding - amount, pnl=t.pnl - amount)
+                return
+        rep.late_funding.append((entry_order_id, amount))
+
+    def _owed_key(self) -> str:
+        return f"funding_owed:{self.agent}"
+
+    def _owed_memo(self) -> str:
+        return json.dumps({e: [v, s, u.isoformat()] for e, (v, s, u) in sorted(self._funding_owed.items())})
+
+    def _restore_owed_funding(self) -> None:
+        raw = self.store.notify_state(self._owed_key())
+        try:
+            owed = json.loads(raw) if raw else {}
+            self._funding_owed = {e: (v, s, datetime.fromisoformat(u)) for e, (v, s, u) in owed.items()}
+        except (ValueError, TypeError):
+            self.log.warning(kv("funding_owed_unreadable", action="funding of closed positions not asked again"))
 
     def _anchor_key(self) -> str:
         return f"wallet_anchor:{self.agent}"

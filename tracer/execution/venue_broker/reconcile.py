@@ -25,6 +25,7 @@ class Reconciliation(Protection, Money):
         self._book_funding(rep, now)        # first: a payment belongs to the position open when it was paid
         self._sync_orders(rep, now)
         self._sync_positions(rep, now)
+        self._book_owed_funding(rep)     # positions closed just now: what was paid up to their close
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         return rep
 
@@ -222,6 +223,7 @@ class Reconciliation(Protection, Money):
                                 entry_order_id=pos.entry_order_id, exit_order_id=fill.client_order_id,
                                 leverage=pos.leverage, signal_id=pos.signal_id))
         self._cancel_protection(pos, venue, rep, keep=fill.client_order_id)
+        self._owe_funding(venue, symbol, pos.entry_order_id, rep)
 
     def _sync_positions(self, rep: BarReport, now: datetime) -> None:
         for venue in self._active_venues():
