@@ -175,7 +175,7 @@ def bench_feed(rows: list) -> None:
 
 
 def bench_sqlite(rows: list) -> None:
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.models import Action, Regime, Signal
     reg = Regime("bull", 0.3, "normal", 0.6, "normal", 1.0, 0.7, (0.2, 0.3, 0.4))
     sig = Signal("BTC/USD", datetime(2022, 1, 1, tzinfo=timezone.utc), 40000.0, Action.HOLD, 0, "hold: test", 2.0,
@@ -209,7 +209,7 @@ def bench_memory(rows: list, n_cycles: int) -> None:
     from tracer.agents.loop import AgentLoop
     from tracer.config import load_settings
     from tracer.data.replay import ReplayFeed, bundled_dir
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.execution.paper import PaperSpotBroker
     from tracer.sentiment.factory import make_scorer
     data = Path(__file__).resolve().parent / "data"

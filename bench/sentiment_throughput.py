@@ -83,7 +83,7 @@ def main() -> int:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.sentiment.cache import PersistentScorer, ScoreCache
     from tracer.sentiment.finbert import FinBertScorer, default_threads
     from tracer.sentiment.lexicon import VaderScorer

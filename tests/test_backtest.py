@@ -16,7 +16,7 @@ from tracer.agents import hybrid as hybrid_agent
 from tracer.backtest.runner import run_backtest
 from tracer.config import load_settings
 from tracer.data.replay import bundled_dir, load_candles
-from tracer.db import parse_iso
+from tracer.store import parse_iso
 from tracer.sentiment.factory import make_scorer
 from tracer.sentiment.lexicon import VaderScorer
 from tracer.sentiment.narrative import narrative_score

@@ -35,7 +35,7 @@ def test_check_config_masks_secrets_and_fails_on_bad_values(tmp_path):
 
 def test_init_db_and_status(tmp_path):
     r = cli(tmp_path, "init-db")
-    from tracer.db import SCHEMA_VERSION
+    from tracer.store import SCHEMA_VERSION
     assert r.returncode == 0 and f"schema version {SCHEMA_VERSION}" in r.stdout and "integrity ok" in r.stdout
     assert (tmp_path / "t.db").stat().st_mode & 0o077 == 0   # user-only permissions
     assert cli(tmp_path, "status").returncode == 0

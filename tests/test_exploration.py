@@ -151,7 +151,7 @@ def test_exploration_counts_against_the_daily_trade_cap():
 
 def test_exploration_tag_is_stored_and_explained(tmp_path):
     from tracer.cli import explain
-    from tracer.db import Store
+    from tracer.store import Store
     s = settings()
     ts = exploring_times("hybrid", "BTC/USD", 0.5)[0]
     sig = signal(ts=ts)
@@ -175,7 +175,7 @@ def test_backtest_equals_live_with_exploration(tmp_path, profile):
     import logging
     from tracer.agents import hybrid as hybrid_agent
     from tracer.backtest.runner import run_backtest
-    from tracer.db import parse_iso
+    from tracer.store import parse_iso
     from tracer.sentiment.factory import make_scorer
     log = logging.getLogger("explore-test")
     log.addHandler(logging.NullHandler())

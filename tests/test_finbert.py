@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tracer.config import load_settings  # noqa: E402
-from tracer.db import Store  # noqa: E402
+from tracer.store import Store  # noqa: E402
 from tracer.sentiment.cache import PersistentScorer, ScoreCache, normalise_text, text_hash  # noqa: E402
 from tracer.sentiment.factory import make_scorer  # noqa: E402
 from tracer.sentiment.finbert import FinBertScorer, is_local_path, label_indices, scores_from_probs  # noqa: E402

@@ -13,7 +13,7 @@ from rich.console import Console
 from tracer.agents import futures, hybrid
 from tracer.cli import explain
 from tracer.config import load_settings
-from tracer.db import Store
+from tracer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from tracer.cli import explain
-from tracer.db import Store
+from tracer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"

@@ -20,7 +20,7 @@ from tracer.data.sources.binance import BinanceSource
 from tracer.data.sources.chain import SourceChain
 from tracer.data.sources.yahoo import YahooSource
 from tracer.data.validation import validate_bars
-from tracer.db import Store
+from tracer.store import Store
 from tracer.news.alpaca_news import AlpacaNews
 from tracer.news.dedupe import HeadlineBook, parse_weights
 from tracer.news.keys import KeyRing

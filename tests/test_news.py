@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from fakes.alpaca_data import FakeAlpacaData
 from fakes.perplexity import FakePerplexity
-from tracer.db import Store
+from tracer.store import Store
 from tracer.models import Headline
 from tracer.news.alpaca_news import AlpacaNews
 from tracer.news.dedupe import HeadlineBook, dedupe, normalise_title, parse_weights, source_weight

@@ -14,7 +14,7 @@ import pytest
 from fakes.discord import WEBHOOK_TOKEN, FakeDiscord, Reply
 from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
 from tracer.config import ConfigError, load_settings
-from tracer.db import Store
+from tracer.store import Store
 from tracer.models import Order, PositionSide, Side, Trade
 from tracer.notify import outbox
 from tracer.notify.format import DISCORD_LIMIT, TELEGRAM_LIMIT, escape_discord, redact, split_text, utf16_len

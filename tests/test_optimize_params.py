@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from tracer.config import load_settings
-from tracer.db import Store
+from tracer.store import Store
 from tracer.optimize import params as pm
 
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
 from test_telegram_commands import controls, replies, settings_for
-from tracer.db import Store
+from tracer.store import Store
 from tracer.notify import outbox
 from tracer.notify.commands import CommandListener
 from tracer.notify.telegram import TelegramClient

@@ -16,7 +16,7 @@ import pytest
 
 from tracer import ops
 from tracer.config import load_settings
-from tracer.db import Store
+from tracer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"
@@ -193,7 +193,7 @@ def test_wall_clock_jumps_back_2h_and_forward_26h_under_a_live_feed(tmp_path, mo
     from tracer.execution.paper import PaperSpotBroker
     from tracer.sentiment.factory import make_scorer
     import tracer.agents.loop as loop_mod
-    import tracer.db as db_mod
+    import tracer.store.trading as db_mod
 
     symbols = ["BTC/USD", "ETH/USD", "SOL/USD"]
     settings = load_settings(environ=agent_env(tmp_path, TB_SYMBOLS=",".join(symbols)), dotenv_path=None)
@@ -201,7 +201,7 @@ def test_wall_clock_jumps_back_2h_and_forward_26h_under_a_live_feed(tmp_path, mo
     frames = {s: replay._series[s].frame for s in symbols}
     wall = FakeWall(datetime(2022, 2, 1, 20, 0, 5, tzinfo=timezone.utc))
     # the agent's own wall-clock stamps (heartbeats, started_at) follow the same fake system clock
-    monkeypatch.setattr(db_mod, "utcnow", wall)
+    monkeypatch.setattr(db_mod, "utcnow", wall)        # heartbeats, runs
     monkeypatch.setattr(loop_mod, "utcnow", wall)
     feed = LiveFeed(symbols, SourceChain([BundledSource(frames)]), [], interval=H, lookback=settings.lookback_bars,
                     min_bars=settings.min_bars, clock=wall, sleep=wall.sleep, settle=timedelta(seconds=5))

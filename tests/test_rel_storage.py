@@ -31,7 +31,7 @@ import pytest
 
 from tracer import ops
 from tracer.config import load_settings
-from tracer.db import Store
+from tracer.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"

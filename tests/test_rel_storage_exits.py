@@ -27,7 +27,7 @@ from test_hybrid_e2e import agent_env
 from test_rel_clock import BundledSource, FakeWall, quiet_logger
 from tracer.agents import fault_journal
 from tracer.config import load_settings
-from tracer.db import Store, iso, utcnow
+from tracer.store import Store, iso, utcnow
 from tracer.models import Order, OrderType, Side
 
 CASH = 100_000.0

@@ -43,9 +43,9 @@ def test_the_checks_can_fail(tmp_path):
     shutil.copytree(ROOT / "tracer", tmp_path / "tracer", ignore=shutil.ignore_patterns("__pycache__", "bundled"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     bad = tmp_path / "tracer" / "risk" / "_shape_probe.py"
-    bad.write_text("from tracer.db import Store\n\nx = undefined_name\n")
+    bad.write_text("from tracer.store import Store\n\nx = undefined_name\n")
     r = subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
-    assert r.returncode != 0 and "tracer.risk._shape_probe -> tracer.db" in r.stdout, r.stdout[-2000:]
+    assert r.returncode != 0 and "tracer.risk._shape_probe -> tracer.store" in r.stdout, r.stdout[-2000:]
     r = run("ruff", "check", "--output-format", "concise", str(bad))
     assert r.returncode != 0 and "F821" in r.stdout

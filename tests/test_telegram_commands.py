@@ -16,7 +16,7 @@ import pytest
 
 from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
 from tracer.config import load_settings
-from tracer.db import Store
+from tracer.store import Store
 from tracer.models import Order, Position, PositionSide, Side
 from tracer.notify import outbox
 from tracer.notify.commands import Command, CommandListener, parse_command, run_listener

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from fakes.bybit_venue import FakeBybit
-from tracer.db import Store
+from tracer.store import Store
 from tracer.execution.broker import Bracket
 from tracer.execution.venue_broker import VenueBroker, round_to_step, round_to_tick, stop_order_id, target_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
@@ -173,7 +173,7 @@ def test_restart_rebuilds_from_the_db_and_agrees_with_the_venue(h, venue, tmp_pa
     # a new broker, as after a crash: restored from the DB, then synced
     b2 = VenueBroker("futures", [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], h.store, LOG,
                      futures=True, backoff_s=0.0, sleep=lambda s: None)
-    from tracer.db import row_to_order
+    from tracer.store import row_to_order
     pending = [(row_to_order(r), None) for r in h.store.orders_in_state("futures", OrderState.SUBMITTED)]
     b2.restore(h.store.open_positions("futures"), pending, 0.0, 0.0, {})
     assert b2.ensure_protection() == []                  # its stop and target are already there

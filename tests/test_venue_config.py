@@ -99,7 +99,7 @@ def test_url_classification():
 def test_health_check_probes_the_configured_venue_and_reports_venue_events(tmp_path):
     from fakes.binance_futures_venue import FakeBinanceFutures
     from tracer import ops
-    from tracer.db import Store
+    from tracer.store import Store
     with FakeBinanceFutures("k", "s") as venue:
         s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL=venue.url,
                       TB_FUTURES_BACKUP_VENUE="none", TB_DB_PATH=str(tmp_path / "t.db"), TB_STATE_DIR=str(tmp_path)))
@@ -158,7 +158,7 @@ def test_venue_broker_refuses_a_live_client_that_bypassed_the_config_check(tmp_p
     import dataclasses
     import logging
     from datetime import timedelta
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.execution.venue_factory import make_venue_broker
     s = load(dict(KEYS, TB_FEED="live", TB_VENUE_FUTURES="binance"))
     s = dataclasses.replace(s, bybit_url="https://api.bybit.com")           # the backup turned live

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tracer.db import Store
+from tracer.store import Store
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.venue import OrderSpec, VenueUnavailable
 from tracer.execution.venue_broker import stop_order_id, target_order_id

@@ -279,7 +279,7 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     """tracer.ops.watchdog_check, the decision behind every pass, on crafted states."""
     from tracer import ops
     from tracer.config import load_settings
-    from tracer.db import Store
+    from tracer.store import Store
 
     s = load_settings(environ=env_for(tmp_path), dotenv_path=None)
     live = {"v": True}

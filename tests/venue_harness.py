@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 
-from tracer.db import Store
+from tracer.store import Store
 from tracer.execution.broker import Bracket, client_order_id
 from tracer.execution.venue_broker import VenueBroker
 from tracer.models import Order, OrderState, Side
@@ -47,7 +47,7 @@ class Harness:
 
     def reconcile(self):
         """The loop's reconciliation of orders left ``new``: asked on the venue first, sent only if unknown."""
-        from tracer.db import row_to_order
+        from tracer.store import row_to_order
         for r in self.store.orders_in_state(self.broker.agent, OrderState.NEW):
             known = self.broker.get(r["client_order_id"])
             if known is not None and known.state is OrderState.NEW:

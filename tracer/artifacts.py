@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from tracer.db import iso, to_json
+from tracer.store import iso, to_json
 from tracer.logs import kv, private_dir, private_open, private_write_text
 
 _IDENTITY = ["-c", "user.name=tracer-bullet", "-c", "user.email=tracer-bullet@localhost"]

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tracer.config import ConfigError, env_example, load_settings
-from tracer.db import Store
+from tracer.store import Store
 from tracer import ops
 
 

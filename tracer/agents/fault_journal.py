@@ -8,7 +8,7 @@ order id and books what it did) with a ``venue_events`` row saying when and why,
 Importing twice is harmless: an order id already in the DB is never inserted again.
 
 File: ``TB_STATE_DIR/fault_orders_<agent>.jsonl``, user-only; one JSON object per line with the
-``orders`` columns :func:`tracer.db.row_to_order` reads.
+``orders`` columns :func:`tracer.store.row_to_order` reads.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tracer.db import Store, iso, parse_iso, row_to_order, utcnow
+from tracer.store import Store, iso, parse_iso, row_to_order, utcnow
 from tracer.logs import kv
 from tracer.models import Order
 

@@ -176,7 +176,7 @@ def build(settings: Settings, logger, store=None):
     """Wire the futures agent on the offline replay with the paper futures broker."""
     from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.execution.paper_futures import PaperFuturesBroker
     from tracer.sentiment.factory import make_scorer
 

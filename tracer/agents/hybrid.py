@@ -107,7 +107,7 @@ def build(settings: Settings, logger, store=None):
     """Wire the hybrid agent on the offline replay with the paper spot broker."""
     from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.execution.paper import PaperSpotBroker
     from tracer.sentiment.factory import make_scorer
 

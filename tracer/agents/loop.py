@@ -29,7 +29,7 @@ import numpy as np
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
 from tracer.data.gaps import outage_message, outages
-from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
+from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracer.agents import fault_journal
 from tracer.config import Settings
-from tracer.db import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
+from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import Bracket
 from tracer.logs import kv
 from tracer.models import Order, OrderState

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from tracer.backtest.metrics import compute_metrics, drawdown_series
 from tracer.backtest.runner import BacktestResult
-from tracer.db import iso
+from tracer.store import iso
 
 TRADE_COLUMNS = ("entry_ts", "exit_ts", "symbol", "side", "qty", "entry_price", "exit_price", "leverage", "fees",
                  "funding", "pnl", "return_pct", "exit_reason", "entry_order_id", "exit_order_id", "signal")

@@ -59,7 +59,7 @@ def make_news_sources(s: Settings, store=None, logger: logging.Logger | None = N
 
 def make_feed(settings: Settings, symbols: Sequence[str], interval: timedelta = timedelta(hours=1),
               store=None, logger: logging.Logger | None = None) -> Feed:
-    """The feed of ``TB_FEED``. For ``live``, ``store`` (a :class:`tracer.db.Store`; opened on
+    """The feed of ``TB_FEED``. For ``live``, ``store`` (a :class:`tracer.store.Store`; opened on
     ``TB_DB_PATH`` when None) keeps the API-key rotation state."""
     s = settings
     if s.feed == "replay":
@@ -86,7 +86,7 @@ def make_feed(settings: Settings, symbols: Sequence[str], interval: timedelta = 
         news: list[Any] = []
         if s.news_sources.strip():
             if store is None and "perplexity" in s.news_sources.lower() and s.pplx_keys:
-                from tracer.db import Store
+                from tracer.store import Store
                 store = Store(s.db_path)
             news = make_news_sources(s, store, logger)
         chain = SourceChain(sources, threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s, logger=logger)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Callable
 
 from tracer.config import Settings
-from tracer.db import Store
+from tracer.store import Store
 from tracer.execution.venue import VenueClient
 
 

@@ -63,7 +63,7 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
     try:
         if not Path(settings.db_path).is_file():
             raise FileNotFoundError(f"{settings.db_path} does not exist")
-        from tracer.db import Store
+        from tracer.store import Store
         store = Store(settings.db_path)
         try:
             text = message

@@ -38,7 +38,7 @@ def _open(settings: Any) -> sqlite3.Connection | None:
     """The existing DB, migrated (never created here: a missing DB is the health check's finding)."""
     if not Path(settings.db_path).is_file():
         return None
-    from tracer.db import Store
+    from tracer.store import Store
     return Store(settings.db_path, busy_timeout_s=10.0).conn
 
 

@@ -86,7 +86,7 @@ class KeyRing:
     """Rotation state of one provider's keys.
 
     ``clock`` returns epoch seconds (wall time: a cool-down must survive a restart).
-    ``store`` is a :class:`tracer.db.Store` (or None for an in-memory ring).
+    ``store`` is a :class:`tracer.store.Store` (or None for an in-memory ring).
     """
 
     def __init__(self, provider: str, keys: Sequence[str], store=None, *, clock: Callable[[], float] = time.time,

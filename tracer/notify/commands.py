@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from tracer.db import Store
+from tracer.store import Store
 from tracer.logs import kv
 from tracer.notify import stats
 from tracer.notify.format import redact

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from tracer.db import Store, iso, parse_iso
+from tracer.store import Store, iso, parse_iso
 from tracer.models import Position
 
 

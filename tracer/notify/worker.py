@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from tracer.db import Store
+from tracer.store import Store
 from tracer.logs import kv
 from tracer.notify.format import redact
 from tracer.notify.outbox import DeliveryError, Sender, make_sender, remote_channels

@@ -183,7 +183,7 @@ def run_optimize(args, env_file: str = ".env") -> int:
 
 
 def _alert_proposal(s, proposal: dict, ppath: Path) -> None:
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.notify.outbox import enqueue
     from tracer.optimize.params import _fmt, _metrics_line
     store = Store(s.db_path)
@@ -240,7 +240,7 @@ def print_report(proposal: dict, console: Console) -> None:
 
 
 def run_params(args, env_file: str = ".env") -> int:
-    from tracer.db import Store
+    from tracer.store import Store
     from tracer.optimize import params as pm
     try:
         s = load_settings(dotenv_path=env_file)

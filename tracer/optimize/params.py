@@ -236,7 +236,7 @@ def promote(store, s, proposal: Mapping[str, Any], *, actor: str, force: bool = 
     reasons = guard_rails(proposal, cur, s, head=code_version())
     if reasons and (auto or not force):
         return _refused(store, s, agent, reasons, auto)
-    from tracer.db import iso, utcnow
+    from tracer.store import iso, utcnow
     path = s.active_params_path
     previous = active_sets(path).get(agent, {})
     new = {k: v for k, v in sorted(proposal["params"].items())}
@@ -265,7 +265,7 @@ def _refused(store, s, agent, reasons: list[str], auto: bool) -> Outcome:
 
 def rollback(store, s, agent: str, *, actor: str) -> Outcome:
     """Restore the set that was active before the agent's latest (not yet rolled back) promotion."""
-    from tracer.db import iso, utcnow
+    from tracer.store import iso, utcnow
     row = store.last_live_promotion(agent)
     if row is None:
         return Outcome(False, f"nothing to roll back for {agent}", ["no promotion recorded"])

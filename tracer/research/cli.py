@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from tracer.db import Store, iso, to_json, utcnow
+from tracer.store import Store, iso, to_json, utcnow
 
 COMMANDS = ("run", "universe", "digest", "eval")
 log = logging.getLogger("tracer.research")
@@ -371,7 +371,7 @@ def cmd_eval(args: Any, s: Any, store: Store, console: Any) -> int:
 def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
     """Evaluate every open call whose horizon has passed, store the outcomes, and summarise all of them."""
     from tracer.data.factory import make_feed
-    from tracer.db import parse_iso
+    from tracer.store import parse_iso
     from tracer.research import store as rs
     from tracer.research.evaluation import BASELINE_WINDOW, baseline_comparison, baseline_outcome, hit_rates, outcome, \
         trend_side

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from tracer.db import iso
+from tracer.store import iso
 from tracer.models import Headline, ScoredHeadline, Signal
 from tracer.research.evidence import evidence_line
 from tracer.research.plan import Plan, make_plan

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from tracer.db import Store, iso, to_json, utcnow
+from tracer.store import Store, iso, to_json, utcnow
 
 
 def save_universe_run(store: Store, doc: dict, artifact: str | None) -> tuple[int, bool]:

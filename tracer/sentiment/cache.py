@@ -36,7 +36,7 @@ def text_hash(text: str) -> str:
 
 
 class ScoreCache:
-    """Reads and writes the ``sentiment_cache`` table through a :class:`tracer.db.Store`."""
+    """Reads and writes the ``sentiment_cache`` table through a :class:`tracer.store.Store`."""
 
     def __init__(self, store) -> None:
         self._store = store

@@ -36,7 +36,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
-from tracer.db import Store, parse_iso, utcnow
+from tracer.store import Store, parse_iso, utcnow
 from tracer.execution.broker import Bracket, OrderUpdate, VenueRules
 from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
 from tracer.execution.venue_broker.calls import VenueState
@@ -183,7 +183,7 @@ class VenueBroker(Reconciliation):
             return OrderUpdate(client_order_id, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
         if vo is None:
             return None
-        from tracer.db import row_to_order
+        from tracer.store import row_to_order
         import json
         br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
         self._tracked[client_order_id] = (row_to_order(row), Bracket(**br) if br else None, venue)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from tracer.db import Store
+from tracer.store import Store
 from tracer.execution.broker import Bracket, OrderUpdate
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
                                     RateLimited, TimestampDrift, VenueBalance, VenueClient, VenueError, VenueOrder,

@@ -1,0 +1,86 @@
+"""The notifications outbox (claims, attempts, delivery) and the notifiers' small state."""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+
+from tracer.store.codec import iso, utcnow
+from tracer.store.connection import Connection
+
+
+class OutboxTables(Connection):
+    """Mixin of :class:`~tracer.store.Store`: the outbox."""
+
+    # --- notifications outbox ------------------------------------------------------------
+    def enqueue_notification(self, channel: str, kind: str, message: str, agent: str | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO notifications(created_at, agent, channel, kind, message) VALUES (?,?,?,?,?)",
+            (iso(utcnow()), agent, channel, kind, message))
+        return int(cur.lastrowid)
+
+    def pending_notifications(self, channel: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM notifications WHERE channel=? AND status='pending' ORDER BY id",
+                                 (channel,)).fetchall()
+
+    def mark_notification(self, nid: int, status: str, error: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE notifications SET status=?, attempts=attempts+1, last_error=?, "
+            "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=?",
+            (status, error, status, iso(utcnow()), nid))
+
+    # Delivery claims (tracer.notify.worker): a row is sent only by the worker holding its claim; a claim
+    # whose lease ran out (its process died) can be taken again, so a restart resends what was pending.
+    def claim_notification(self, channel: str, worker: str, lease_s: float) -> sqlite3.Row | None:
+        """Atomically claim the oldest pending, unclaimed (or lease-expired) row of ``channel``."""
+        now = utcnow().replace(microsecond=0)
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT id FROM notifications WHERE channel=? AND status='pending' "
+                "AND (claim_until IS NULL OR claim_until < ?) ORDER BY id LIMIT 1", (channel, iso(now))).fetchone()
+            if row is None:
+                return None
+            self.conn.execute("UPDATE notifications SET claimed_by=?, claim_until=? WHERE id=?",
+                              (worker, iso(now + timedelta(seconds=lease_s)), row["id"]))
+            return self.conn.execute("SELECT * FROM notifications WHERE id=?", (row["id"],)).fetchone()
+
+    def record_notification_attempt(self, nid: int, worker: str, *, parts_sent: int, error: str | None,
+                                    extend_s: float | None = None) -> None:
+        """Count one delivery attempt (still pending); optionally extend the claim's lease."""
+        until = iso(utcnow().replace(microsecond=0) + timedelta(seconds=extend_s)) if extend_s else None
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE notifications SET attempts=attempts+1, parts_sent=?, last_error=?, "
+                "claim_until=COALESCE(?, claim_until) WHERE id=? AND claimed_by=?",
+                (parts_sent, error, until, nid, worker))
+
+    def finish_notification(self, nid: int, worker: str, status: str, error: str | None = None) -> None:
+        """Final state of a claimed row: ``sent`` or ``failed`` (with the error); the claim is dropped."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE notifications SET status=?, last_error=?, claimed_by=NULL, claim_until=NULL, "
+                "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=? AND claimed_by=?",
+                (status, error, status, iso(utcnow()), nid, worker))
+
+    def release_notification(self, nid: int, worker: str) -> None:
+        """Give a claimed row back (still pending) so the next worker pass or process sends it."""
+        with self.transaction():
+            self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=NULL "
+                              "WHERE id=? AND claimed_by=?", (nid, worker))
+
+    def notify_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM notify_state WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_notify_state(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
+                          "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+                          (key, value, iso(utcnow())))
+
+    def trade_stats(self, agent: str, since: datetime | None = None, until: datetime | None = None
+                    ) -> tuple[int, float, int]:
+        """(closed trades, summed P&L, winning trades) of ``agent`` with since <= exit_ts < until."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=? "
+            "AND (? IS NULL OR exit_ts>=?) AND (? IS NULL OR exit_ts<?)",
+            (agent, iso(since), iso(since), iso(until), iso(until))).fetchone()
+        return int(row[0]), float(row[1]), int(row[2])
