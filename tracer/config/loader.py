@@ -1,0 +1,131 @@
+"""Building validated settings from ``.env``, the environment, the profile and the promoted overlay; the text
+of ``.env.example``."""
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dotenv import dotenv_values
+
+from tracer.config.checks import feed_problems, venue_problems
+from tracer.config.errors import ConfigError
+from tracer.config.keys import pplx_keys_from
+from tracer.config.overlay import active_overlay
+from tracer.config.parse import _allowed, _parse
+from tracer.config.profiles import PROFILES
+from tracer.config.settings import Settings, _render, mask
+
+
+def env_names() -> set[str]:
+    return {f.metadata["env"] for f in fields(Settings)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",  # noqa: C901
+                  warn: Callable[[str], None] | None = None) -> Settings:
+    """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
+
+    Raises :class:`ConfigError` listing every problem; calls ``warn`` for unknown ``TB_`` names.
+    """
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    # promoted parameters (tracer params promote): under the variables set in the environment or .env,
+    # above the profile and the defaults; validated below like any other value
+    for k, v in active_overlay(merged.get("TB_ACTIVE_PARAMS_PATH") or "config/active_params.json").items():
+        merged.setdefault(k, v)
+
+    known = env_names()
+    for name in sorted(merged):
+        if name.startswith("TB_") and name not in known and warn is not None:
+            warn(f"unknown variable {name} (ignored; check the spelling against .env.example)")
+
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        meta = f.metadata
+        name = meta["env"]
+        if name not in merged:
+            continue
+        raw = merged[name]
+        shown = mask(raw) if meta["secret"] else repr(raw)
+        try:
+            v = _parse(meta["kind"], raw)
+        except ValueError as e:
+            problems.append(f"{name}={shown}: {e}; allowed: {_allowed(meta)}")
+            continue
+        if meta["choices"] and v not in meta["choices"]:
+            problems.append(f"{name}={shown}: not allowed; allowed: {_allowed(meta)}")
+            continue
+        if meta["kind"] == "url" and not v and f.default:      # only an optional URL (default empty) may be empty
+            problems.append(f"{name}={shown}: must not be empty; allowed: {_allowed(meta)}")
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if (meta["lo"] is not None and v < meta["lo"]) or (meta["hi"] is not None and v > meta["hi"]):
+                problems.append(f"{name}={shown}: out of range; allowed: {_allowed(meta)}")
+                continue
+        values[f.name] = v
+
+    pplx = pplx_keys_from(merged)
+    if pplx:
+        values["pplx_api_keys"] = ",".join(pplx)
+
+    profile = values.get("profile", Settings.profile)
+    if profile in PROFILES:
+        for key, pv in PROFILES[profile].items():
+            values.setdefault(key, pv)
+
+    for f in fields(Settings):
+        cond = f.metadata["required_if"]
+        if cond:
+            other, wanted = cond
+            other_value = values.get(other, getattr(Settings, other, None))
+            hit = bool(other_value) if wanted == "<set>" else other_value == wanted
+            if hit and not values.get(f.name):
+                other_env = next(g.metadata["env"] for g in fields(Settings) if g.name == other)
+                when = f"{other_env} is set" if wanted == "<set>" else f"{other_env}={wanted}"
+                problems.append(f"{f.metadata['env']} is missing: it is required when {when}")
+
+    if "lookback_bars" in values:     # set by every profile
+        mb = values.get("min_bars", Settings.min_bars)
+        lb = values["lookback_bars"]
+        if mb > lb:
+            problems.append(f"TB_MIN_BARS={mb!r}: must not exceed TB_LOOKBACK_BARS={lb}")
+    tw, lb = values.get("trend_window_h"), values.get("lookback_bars")
+    if tw is not None and lb is not None and tw > lb:
+        problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
+                        f"TB_LOOKBACK_BARS={lb}")
+    rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
+    if rs is not None and re_ is not None and re_ <= rs:
+        problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
+
+    if problems:
+        raise ConfigError(problems)
+    settings = Settings(**values)
+    problems = feed_problems(settings) + venue_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, its default and its meaning."""
+    lines = ["# Tracer Bullet configuration. Copy to .env and edit; the environment overrides .env.",
+             "# Every variable is optional: the offline replay runs with none set.",
+             "# Profile-driven variables (empty default) take their value from TB_PROFILE unless set.", ""]
+    for f in fields(Settings):
+        meta = f.metadata
+        default = f.default
+        if meta["profile"]:
+            per = ", ".join(f"{p}={_render(v[f.name])}" for p, v in PROFILES.items())
+            lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}; profile: {per}")
+            lines.append(f"# {meta['env']}=")
+        else:
+            lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}")
+            lines.append(f"{'# ' if meta['secret'] else ''}{meta['env']}={_render(default)}")
+            if f.name == "pplx_api_keys":  # the other accepted spellings (see pplx_keys_from)
+                lines += ["# PPLX_API_KEY_1=", "# PPLX_API_KEY_2=", "# PPLX_API_KEYS=", "# PPLX_API_KEY="]
+        lines.append("")
+    return "\n".join(lines)
