@@ -112,10 +112,7 @@ class KeyRing:
     def _load(self) -> None:
         if self.store is None or not self._state:
             return
-        rows = self.store.conn.execute(
-            "SELECT key_id, failures, cooldown_until, last_status, last_error FROM api_keys WHERE provider = ?",
-            (self.provider,)).fetchall()
-        for r in rows:
+        for r in self.store.api_key_states(self.provider):
             st = self._state.get(r["key_id"])
             if st is not None:
                 st.failures = int(r["failures"])
@@ -126,15 +123,10 @@ class KeyRing:
     def _save(self, st: KeyState) -> None:
         if self.store is None:
             return
-        with self.store.transaction() as c:
-            c.execute(
-                "INSERT INTO api_keys (provider, key_id, failures, cooldown_until, last_status, last_error, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, key_id) DO UPDATE SET "
-                "failures = excluded.failures, cooldown_until = excluded.cooldown_until, "
-                "last_status = excluded.last_status, last_error = excluded.last_error, "
-                "updated_at = excluded.updated_at",
-                (self.provider, st.kid, st.failures, _iso(st.cooldown_until) if st.cooldown_until else None,
-                 st.last_status, st.last_error or None, _iso(self.clock())))
+        with self.store.transaction():
+            self.store.save_api_key_state(self.provider, st.kid, st.failures,
+                                          _iso(st.cooldown_until) if st.cooldown_until else None,
+                                          st.last_status, st.last_error or None, _iso(self.clock()))
 
     # ------------------------------------------------------------------ use
     def state(self, key: str) -> KeyState:

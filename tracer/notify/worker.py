@@ -88,8 +88,7 @@ def release_dead_claims(store: Store, channel: str) -> int:
     """Free the claims held by processes of this host that no longer exist. Returns how many."""
     host = socket.gethostname()
     n = 0
-    for r in store.conn.execute("SELECT id, claimed_by FROM notifications WHERE channel=? AND status='pending' "
-                                "AND claimed_by IS NOT NULL", (channel,)).fetchall():
+    for r in store.claimed_notifications(channel):
         parts = str(r["claimed_by"]).split(":")
         if len(parts) >= 2 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             store.release_notification(r["id"], r["claimed_by"])

@@ -108,12 +108,12 @@ def cmd_run(args: Any, s: Any, store: Store, console: Any) -> int:
     snap = feed.snapshot(now)
     agent = f"research:{sym}"
     with store.transaction():
-        row = store.conn.execute("SELECT id FROM runs WHERE agent=? AND clock=?", (agent, iso(now))).fetchone()
-        if row is None:
+        known = store.run_at(agent, now)
+        if known is None:
             run_id = store.insert_run(agent, 0, now, started)
         else:                                   # the same pass again: replace its signal
-            run_id = int(row["id"])
-            store.conn.execute("DELETE FROM signals WHERE run_id=?", (run_id,))
+            run_id = known
+            store.delete_signals(run_id)
         if sym not in snap.bars:
             reason = snap.rejected.get(sym, "no bars")
             store.insert_skip(run_id, agent, sym, now, reason)
@@ -189,7 +189,6 @@ def scan_times(args: Any, feed: Any, s: Any) -> list[datetime]:
 def run_scan(now: datetime, cfg: Any, feed: Any, scorer: Any, s: Any, store: Store) -> tuple[dict, Path, int, bool]:
     """One scan: rank, write the JSON and the metrics rows, store the run and its calls."""
     from tracer.research.scan import scan_universe, universe_doc
-    from tracer.research.store import save_universe_run
     from tracer.research.universe import params_hash
 
     res = scan_universe(feed, scorer, now, cfg, s)
@@ -201,7 +200,7 @@ def run_scan(now: datetime, cfg: Any, feed: Any, scorer: Any, s: Any, store: Sto
     path.write_text(json.dumps(doc, sort_keys=True, indent=1))
     _append_metrics(out / "metrics.csv", doc)
     with store.transaction():
-        rid, created = save_universe_run(store, doc, str(path))
+        rid, created = store.save_universe_run(doc, str(path))
     return doc, path, rid, created
 
 
@@ -288,9 +287,8 @@ def cmd_universe(args: Any, s: Any, store: Store, console: Any) -> int:
 
 def cmd_digest(args: Any, s: Any, store: Store, console: Any) -> int:
     from tracer.research import digest
-    from tracer.research.store import latest_universe_doc
 
-    got = latest_universe_doc(store, args.run_id)
+    got = store.latest_universe_doc(args.run_id)
     if got is None:
         print("tracer digest: no universe run yet (run `tracer universe` first)", file=sys.stderr)
         return 1
@@ -329,8 +327,7 @@ def send_digest(doc: dict, s: Any, store: Store, top: int, timeout_s: float) -> 
                 ids.append(store.enqueue_notification(ch, "digest", redact(m, secrets), None))
     from tracer.notify.worker import flush
     flush(s, log, timeout_s=timeout_s)
-    rows = store.conn.execute(f"SELECT channel, status FROM notifications WHERE id IN ({','.join('?' * len(ids))})",
-                              ids).fetchall()
+    rows = store.notification_states(ids)
     bad = [r for r in rows if r["status"] != "sent"]
     summary = ", ".join(f"{ch}: {sum(1 for r in rows if r['channel'] == ch and r['status'] == 'sent')}/"
                         f"{sum(1 for r in rows if r['channel'] == ch)} sent" for ch in chans)
@@ -372,11 +369,10 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
     """Evaluate every open call whose horizon has passed, store the outcomes, and summarise all of them."""
     from tracer.data.factory import make_feed
     from tracer.store import parse_iso
-    from tracer.research import store as rs
     from tracer.research.evaluation import BASELINE_WINDOW, baseline_comparison, baseline_outcome, hit_rates, outcome, \
         trend_side
 
-    calls = rs.open_calls(store)
+    calls = store.open_calls()
     symbols = sorted({c["symbol"] for c in calls}) or ["BTC/USD"]
     probe = make_feed(replace(s, lookback_bars=60, min_bars=1), symbols, store=store, logger=log)
     now = parse_time(args.as_of) if getattr(args, "as_of", None) else _default_now(probe, s)
@@ -393,7 +389,7 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
         bars = snap.bars
     no_data = 0
     with store.transaction():
-        eid = rs.insert_eval_run(store, now, 0, 0, 0, 0, {})
+        eid = store.insert_eval_run(now, 0, 0, 0, 0, {})
         for c in due:
             b = bars.get(c["symbol"])
             o = None if b is None else outcome(c["action"], int(c["side"]), float(c["price"]), float(c["risk"]),
@@ -405,18 +401,17 @@ def run_eval(args: Any, s: Any, store: Store) -> tuple[dict, Path]:
             side_b = trend_side(b, parse_iso(c["as_of"])) if c["action"] in ("Buy", "Sell") else None
             ob = None if side_b is None or b is None else baseline_outcome(
                 side_b, float(c["price"]), float(c["risk"]), parse_iso(c["as_of"]), parse_iso(c["horizon_end"]), b)
-            rs.insert_outcome(store, int(c["id"]), eid, o, side_b if ob is not None else None, ob)
-        rows = rs.evaluated_rows(store)
-        total = rs.count_calls(store)
+            store.insert_outcome(int(c["id"]), eid, o, side_b if ob is not None else None, ob)
+        rows = store.evaluated_rows()
+        total = store.count_calls()
         summary = {"as_of": iso(now), "calls": total, "evaluated": len(rows), "newly_evaluated": len(due) - no_data,
                    "pending": len(calls) - len(due), "no_data": no_data, "hit_rates": hit_rates(rows),
                    "baseline": baseline_comparison(rows)}
-        store.conn.execute("UPDATE eval_runs SET calls=?, evaluated=?, pending=?, no_data=?, summary_json=? "
-                           "WHERE id=?", (total, len(rows), summary["pending"], no_data, to_json(summary), eid))
+        store.update_eval_run(eid, total, len(rows), summary["pending"], no_data, summary)
     out = Path(s.research_dir) / "eval_runs"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{_stamp(now)}.json"
     path.write_text(json.dumps(json.loads(to_json({**summary, "eval_run_id": eid})), sort_keys=True, indent=1))
     with store.transaction():
-        rs.set_eval_artifact(store, eid, str(path))
+        store.set_eval_artifact(eid, str(path))
     return summary, path

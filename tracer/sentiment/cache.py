@@ -22,7 +22,6 @@ from tracer.models import Score
 from tracer.sentiment.scorer import LABELS, SentimentScorer
 
 _SPACE = re.compile(r"\s+")
-_CHUNK = 500          # keys per SELECT ... IN (...) (well under SQLite's variable limit)
 
 
 def normalise_text(text: str) -> str:
@@ -43,31 +42,19 @@ class ScoreCache:
 
     def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, tuple[float, str]]:
         """{text_hash: (score, label)} for the hashes stored under ``model_id``."""
-        found: dict[str, tuple[float, str]] = {}
-        conn = self._store.conn
-        for i in range(0, len(hashes), _CHUNK):
-            chunk = list(hashes[i:i + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT text_hash, score, label FROM sentiment_cache "
-                                    f"WHERE model_id=? AND text_hash IN ({marks})", [model_id, *chunk]):
-                found[row[0]] = (float(row[1]), str(row[2]))
-        return found
+        return self._store.sentiment_scores(model_id, hashes)
 
     def put_many(self, model_id: str, rows: Iterable[tuple[str, float, str]]) -> int:
         """Store (text_hash, score, label) rows; a key already stored is kept. Returns rows given."""
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         data = [(model_id, h, float(v), lab, now) for h, v, lab in rows]
         if data:
-            with self._store.transaction() as conn:
-                conn.executemany("INSERT OR IGNORE INTO sentiment_cache(model_id, text_hash, score, label, "
-                                 "created_at) VALUES (?,?,?,?,?)", data)
+            with self._store.transaction():
+                self._store.put_sentiment_scores(data)
         return len(data)
 
     def count(self, model_id: str | None = None) -> int:
-        if model_id is None:
-            return int(self._store.conn.execute("SELECT COUNT(*) FROM sentiment_cache").fetchone()[0])
-        return int(self._store.conn.execute("SELECT COUNT(*) FROM sentiment_cache WHERE model_id=?",
-                                            (model_id,)).fetchone()[0])
+        return self._store.sentiment_count(model_id)
 
 
 class PersistentScorer:

@@ -67,6 +67,18 @@ class OutboxTables(Connection):
             self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=NULL "
                               "WHERE id=? AND claimed_by=?", (nid, worker))
 
+    def notification_states(self, ids: list[int]) -> list[sqlite3.Row]:
+        """(channel, status) of the notifications ``ids``."""
+        if not ids:
+            return []
+        return self.conn.execute(f"SELECT id, channel, status FROM notifications WHERE id IN ({','.join('?' * len(ids))})",
+                                 ids).fetchall()
+
+    def claimed_notifications(self, channel: str) -> list[sqlite3.Row]:
+        """(id, claimed_by) of the pending notifications of ``channel`` that a worker has claimed."""
+        return self.conn.execute("SELECT id, claimed_by FROM notifications WHERE channel=? AND status='pending' "
+                                 "AND claimed_by IS NOT NULL", (channel,)).fetchall()
+
     def notify_state(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM notify_state WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]

@@ -39,6 +39,14 @@ class TradingTables(Connection):
             "pid=excluded.pid, status=excluded.status, detail_json=excluded.detail_json",
             (agent, iso(utcnow()), iso(clock), cycle, os.getpid(), status, to_json(detail or {})))
 
+    def run_at(self, agent: str, clock: datetime) -> int | None:
+        """The id of ``agent``'s run at ``clock`` (a research pass done again replaces its signal)."""
+        row = self.conn.execute("SELECT id FROM runs WHERE agent=? AND clock=?", (agent, iso(clock))).fetchone()
+        return None if row is None else int(row["id"])
+
+    def delete_signals(self, run_id: int) -> None:
+        self.conn.execute("DELETE FROM signals WHERE run_id=?", (run_id,))
+
     # --- signals and risk events ---------------------------------------------------------
     def insert_signal(self, run_id: int, agent: str, sig: Signal, decision: str, decision_reason: str) -> int:
         r = sig.regime
