@@ -1,0 +1,82 @@
+"""scripts/bootstrap.sh, run for real with a real venv and pip, offline: a tiny project whose build backend
+lives in the tree (no download), so the test is fast and needs no network."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BACKEND = '''
+import base64, hashlib, os, zipfile
+NAME, VERSION = "tbfake", "0.1"
+DI = f"{NAME}-{VERSION}.dist-info"
+META = f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n"
+
+def _wheel(d, files):
+    name = f"{NAME}-{VERSION}-py3-none-any.whl"
+    files = dict(files, **{f"{DI}/METADATA": META,
+                           f"{DI}/WHEEL": "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"})
+    rec = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+           f"{len(t.encode())}" for p, t in files.items()] + [f"{DI}/RECORD,,"]
+    with zipfile.ZipFile(os.path.join(d, name), "w") as z:
+        for p, t in files.items():
+            z.writestr(p, t)
+        z.writestr(f"{DI}/RECORD", "\\n".join(rec) + "\\n")
+    return name
+
+def get_requires_for_build_editable(config_settings=None):
+    return []
+
+def prepare_metadata_for_build_editable(d, config_settings=None):
+    os.makedirs(os.path.join(d, DI), exist_ok=True)
+    with open(os.path.join(d, DI, "METADATA"), "w") as f:
+        f.write(META)
+    return DI
+
+def build_editable(d, config_settings=None, metadata_directory=None):
+    return _wheel(d, {f"{NAME}.pth": os.path.abspath(".") + "\\n"})
+
+build_wheel = build_editable
+get_requires_for_build_wheel = get_requires_for_build_editable
+'''
+
+
+def fake_repo(tmp: Path) -> Path:
+    repo = tmp / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "bootstrap.sh", repo / "scripts" / "bootstrap.sh")
+    (repo / "tracer").mkdir()
+    (repo / "tracer" / "__init__.py").write_text("")
+    (repo / "tracer" / "cli.py").write_text("")
+    (repo / "tb_backend.py").write_text(BACKEND)
+    (repo / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "tb_backend"\n'
+                                         'backend-path = ["."]\n[project]\nname = "tbfake"\nversion = "0.1"\n')
+    return repo
+
+
+def bootstrap(repo: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TB_PYTHON=sys.executable, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return subprocess.run(["bash", str(repo / "scripts" / "bootstrap.sh")], env=env, cwd=repo, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_venv_whose_python_vanished_is_rebuilt(tmp_path):
+    repo = fake_repo(tmp_path)
+    first = bootstrap(repo)
+    assert first.returncode == 0, first.stderr
+    assert (repo / ".venv" / ".installed").exists()
+    assert bootstrap(repo).stderr == ""                      # up to date: nothing done
+    # the interpreter the venv links to is removed (what a Homebrew upgrade does)
+    for exe in (repo / ".venv" / "bin").glob("python*"):
+        exe.unlink()
+        exe.symlink_to(tmp_path / "Cellar" / "python@3.11" / "gone" / "python3.11")
+    again = bootstrap(repo)
+    assert again.returncode == 0, again.stderr
+    assert "no longer runs" in again.stderr and "installing" in again.stderr
+    ok = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-c", "import tracer.cli"], capture_output=True,
+                        cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr                        # the editable install is back, from any folder

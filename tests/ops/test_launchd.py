@@ -1,0 +1,175 @@
+"""launchd/*.plist parse (plistlib) and, once installed by scripts/install_launchd.sh --target DIR (no
+launchctl needed), point at files that exist; the agent job's command really supervises the agent (starts it,
+restarts it after kill -9, waits rather than exits beside another loop); and start_trading_system.sh loads,
+reports, boots out and disables the installed jobs (a stand-in launchctl records what it is asked)."""
+from __future__ import annotations
+
+import os
+import plistlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from procs import alive, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL = ROOT / "scripts" / "install_launchd.sh"
+TEMPLATES = sorted((ROOT / "launchd").glob("*.plist"))
+LABELS = {"com.tracerbullet.hybrid", "com.tracerbullet.futures", "com.tracerbullet.health",
+          "com.tracerbullet.optimize"}
+
+
+def env_for(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"),
+               HOME=str(tmp / "home"))
+    env.update(extra)
+    return env
+
+
+def install(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(["bash", str(INSTALL), "--target", str(tmp / "LaunchAgents"), *args], env=env_for(tmp),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_templates_parse_and_declare_the_jobs():
+    plists = {p.stem: plistlib.loads(p.read_bytes()) for p in TEMPLATES}
+    assert set(plists) == LABELS
+    for label, pl in plists.items():
+        assert pl["Label"] == label
+        assert pl["ProgramArguments"][0] == "/bin/bash" and pl["ProgramArguments"][1].startswith("__REPO__/scripts/")
+        assert pl["WorkingDirectory"] == "__REPO__"
+    for a in ("hybrid", "futures"):
+        # one supervisor per agent: launchd keeps the watchdog loop alive (KeepAlive true, not "until exit 0"),
+        # the loop keeps the agent alive; the agent outlives a restart of its loop
+        job = plists[f"com.tracerbullet.{a}"]
+        assert job["KeepAlive"] is True and job["RunAtLoad"] and job["AbandonProcessGroup"] is True
+        assert job["ProgramArguments"][1:] == ["__REPO__/scripts/watchdog.sh", a, "--supervise"]
+    assert plists["com.tracerbullet.health"]["StartInterval"] == 900
+    assert plists["com.tracerbullet.health"]["ProgramArguments"][1] == "__REPO__/scripts/health_check.sh"
+
+
+def test_install_fills_paths_that_exist_and_uninstall_removes(tmp_path):
+    target = tmp_path / "LaunchAgents"
+    dry = install(tmp_path, "--dry-run")
+    assert "would write" in dry.stdout and not target.exists()
+    r = install(tmp_path)
+    assert r.stdout.count("installed ") == len(LABELS) and "nothing is loaded" in r.stdout
+    files = sorted(target.glob("*.plist"))
+    assert {f.stem for f in files} == LABELS
+    for f in files:
+        text = f.read_text()
+        assert "__REPO__" not in text and "__LOG_DIR__" not in text and "__PATH__" not in text
+        pl = plistlib.loads(f.read_bytes())
+        prog = [Path(x) for x in pl["ProgramArguments"] if x.startswith("/")]
+        assert prog and all(p.exists() for p in prog), prog
+        assert os.access(prog[0], os.X_OK)
+        assert Path(pl["ProgramArguments"][1]).parent == ROOT / "scripts"
+        assert Path(pl["WorkingDirectory"]) == ROOT
+        for key in ("StandardOutPath", "StandardErrorPath"):
+            assert Path(pl[key]).parent.is_dir(), pl[key]
+        assert Path(pl["StandardErrorPath"]).parent in (tmp_path / "logs", Path("/dev"))
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700     # logs hold tracebacks: user-only
+    again = install(tmp_path)                       # idempotent
+    assert again.stdout.count("installed ") == len(LABELS)
+    gone = install(tmp_path, "--uninstall")
+    assert gone.stdout.count("removed ") == len(LABELS) and not list(target.glob("*.plist"))
+
+
+def test_installed_agent_job_supervises_the_agent(tmp_path):
+    install(tmp_path)
+    pl = plistlib.loads((tmp_path / "LaunchAgents" / "com.tracerbullet.hybrid.plist").read_bytes())
+    env = env_for(tmp_path, TB_WATCHDOG_INTERVAL_S="0.5")
+    job = subprocess.Popen(pl["ProgramArguments"] + ["--interval", "30"], cwd=pl["WorkingDirectory"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = tmp_path / "state"
+    try:
+        wait_for(lambda: (state / "hybrid.pid").exists() and alive(int((state / "hybrid.pid").read_text())),
+                 60, "the job to start the agent")
+        first = int((state / "hybrid.pid").read_text())
+        assert int((state / "watchdog_hybrid.pid").read_text()) == job.pid
+        assert (state / "hybrid.args").read_text().split() == ["--interval", "30"]
+        os.kill(first, signal.SIGKILL)                       # the loop restarts it
+        wait_for(lambda: int((state / "hybrid.pid").read_text()) != first, 60, "the restart")
+        second = int((state / "hybrid.pid").read_text())
+        wait_for(lambda: alive(second), 30, "the new agent")
+        # a second copy (launchd retrying, or a stray loop) waits for the lock instead of exiting
+        other = subprocess.Popen(pl["ProgramArguments"], cwd=pl["WorkingDirectory"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(3)
+        assert other.poll() is None
+        other.terminate()
+        other.wait(30)
+        # --exec on a running agent is no "success" that would end a KeepAlive{SuccessfulExit:false}
+        ex = subprocess.run(["bash", str(ROOT / "scripts" / "watchdog.sh"), "hybrid", "--exec"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert ex.returncode == 75 and "already running" in ex.stdout
+        # the job's loop ends (launchd bootout): the agent goes on (AbandonProcessGroup)
+        job.terminate()
+        job.wait(30)
+        assert alive(second)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        subprocess.run(["bash", str(ROOT / "start_trading_system.sh"), "--stop"], env=env, capture_output=True,
+                       timeout=120)
+    assert not alive(second)
+
+
+FAKE_LAUNCHCTL = """#!/bin/bash
+# stands in for macOS launchctl: records each call; print answers from the loaded state it keeps
+echo "$*" >> "$FAKE_LAUNCHCTL_DIR/calls"
+label() { basename "$1" .plist; }
+case "$1" in
+  print) [ -f "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$2")" ] ;;
+  bootstrap) touch "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$3")" ;;
+  bootout) rm -f "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$2")" ;;
+  enable|disable) echo "$1" > "$FAKE_LAUNCHCTL_DIR/$1d.$(label "$2")"; rm -f "$FAKE_LAUNCHCTL_DIR/$([ "$1" = enable ] && echo disabled || echo enabled).$(label "$2")" ;;
+esac
+"""
+
+
+def test_start_status_stop_manage_the_installed_launchd_jobs(tmp_path):
+    home = tmp_path / "home"
+    agents = home / "Library" / "LaunchAgents"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "launchctl").write_text(FAKE_LAUNCHCTL)
+    (fake / "launchctl").chmod(0o755)
+    env = env_for(tmp_path, PATH=f"{fake}:{os.environ['PATH']}", FAKE_LAUNCHCTL_DIR=str(fake))
+    r = subprocess.run(["bash", str(INSTALL), "--target", str(agents)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    start = ROOT / "start_trading_system.sh"
+    sh = (lambda *a: subprocess.run(["bash", str(start), *a], env=env, capture_output=True, text=True, timeout=240))
+    uid = os.getuid()
+    jobs = ("hybrid", "futures", "health")
+    assert all((fake / f"loaded.com.tracerbullet.{j}").exists() for j in jobs)     # install loaded them
+    for round_ in (1, 2):
+        up = sh("--interval", "30")
+        try:
+            assert up.returncode == 0, up.stderr
+            for job in jobs:
+                # the first start finds the jobs the install loaded; after a --stop it loads them again
+                want = "already loaded" if round_ == 1 else "loaded"
+                assert f"launchd: com.tracerbullet.{job} {want}" in up.stdout, up.stdout
+                assert (fake / f"loaded.com.tracerbullet.{job}").exists()
+                assert (fake / f"enabled.com.tracerbullet.{job}").read_text().strip() == "enable"
+            assert "watchdog_hybrid: started" not in up.stdout          # launchd runs the loops, not the script
+            st = sh("--status")
+            assert "launchd: com.tracerbullet.hybrid loaded" in st.stdout, st.stdout + st.stderr
+        finally:
+            down = sh("--stop")
+        assert down.returncode == 0
+        calls = (fake / "calls").read_text()
+        for job in jobs:
+            assert f"bootout gui/{uid}/com.tracerbullet.{job}" in calls
+            # disabled, not only unloaded: it does not come back at the next login
+            assert (fake / f"disabled.com.tracerbullet.{job}").read_text().strip() == "disable"
+            assert not (fake / f"loaded.com.tracerbullet.{job}").exists()
+        assert down.stdout.index("launchd: com.tracerbullet.hybrid unloaded") < down.stdout.index("hybrid: stopped")
+        assert "installed, not loaded" in sh("--status").stdout
+    assert (fake / "loaded.com.tracerbullet.optimize").exists()     # the weekly optimisation is not the agents'
