@@ -1,7 +1,17 @@
-"""Test-wide isolation."""
+"""Test-wide isolation, and the shared fixtures."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path as _Path
+
+# The tests mirror the package (tests/<package>/test_*.py, basenames unique) and share helpers across folders
+# (tests/envs.py, tests/fakes, a scenario's harness reused by another): every folder is importable by name,
+# whatever order the files are collected in.
+_TESTS = _Path(__file__).resolve().parent
+for _d in [_TESTS, *sorted(p for p in _TESTS.iterdir() if p.is_dir() and p.name not in ("fakes", "__pycache__"))]:
+    if str(_d) not in sys.path:
+        sys.path.insert(0, str(_d))
 
 import pytest
 from hypothesis import settings as hypothesis_settings

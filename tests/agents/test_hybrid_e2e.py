@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
 import sqlite3
@@ -17,18 +16,12 @@ from rich.console import Console
 
 from tracer.cli import explain
 from tracer.store import Store
+from envs import agent_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"
 CYCLES = 600
 
-
-def agent_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_DB_PATH=str(tmp / "state" / "tracer.db"), TB_LOG_DIR=str(tmp / "logs"),
-               TB_STATE_DIR=str(tmp / "state"), TB_REPLAY_INTERVAL_S="0")
-    env.update(extra)
-    return env
 
 
 def run_agent(tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300):

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from procs import alive, db, wait_for
+from envs import ops_env as env_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START = ROOT / "start_trading_system.sh"
@@ -19,14 +20,6 @@ HEALTH = ROOT / "scripts" / "health_check.sh"
 DASH = ROOT / "scripts" / "monitoring_status.sh"
 TRACER = str(ROOT / ".venv" / "bin" / "tracer")
 
-
-def env_for(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"),
-               TB_WATCHDOG_ENABLED="false", TB_HEALTH_DISK_WARN_PCT="0", TB_HEALTH_DISK_CRITICAL_PCT="0",
-               TB_WATCHDOG_STOP_GRACE_S="10")
-    env.update(extra)
-    return env
 
 
 def run(cmd: list[str], tmp: Path, **extra: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from procs import alive, wait_for
+from envs import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "scripts" / "install_launchd.sh"
@@ -21,11 +22,7 @@ LABELS = {"com.tracerbullet.hybrid", "com.tracerbullet.futures", "com.tracerbull
 
 
 def env_for(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"),
-               HOME=str(tmp / "home"))
-    env.update(extra)
-    return env
+    return process_env(tmp, db="t.db", **{"HOME": str(tmp / "home"), **extra})
 
 
 def install(tmp: Path, *args: str) -> subprocess.CompletedProcess:

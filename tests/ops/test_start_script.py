@@ -5,20 +5,15 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from envs import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "start_trading_system.sh"
 
 
-def env_for(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"))
-    env.update(extra)
-    return env
-
 
 def sh(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env_for(tmp, **extra), capture_output=True, text=True,
+    return subprocess.run(["bash", str(SCRIPT), *args], env=process_env(tmp, db="t.db", **extra), capture_output=True, text=True,
                           timeout=300)
 
 

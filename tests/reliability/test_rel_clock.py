@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import os
 import sqlite3
 import subprocess
 import sys
@@ -23,13 +22,6 @@ SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"
 H = timedelta(hours=1)
 
 
-def agent_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_DB_PATH=str(tmp / "state" / "tracer.db"), TB_LOG_DIR=str(tmp / "logs"),
-               TB_STATE_DIR=str(tmp / "state"), TB_REPLAY_INTERVAL_S="0")
-    env.update(extra)
-    return env
-
 
 def connect(path: Path) -> sqlite3.Connection:
     c = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -38,6 +30,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 from procs import ListHandler  # noqa: E402
+from envs import agent_env
 
 
 def quiet_logger(name: str) -> tuple[logging.Logger, ListHandler]:

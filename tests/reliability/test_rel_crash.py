@@ -34,7 +34,7 @@ import pytest
 
 from fakes.alpaca_trading import ASSETS as ALPACA_ASSETS
 from fakes.alpaca_trading import FakeAlpacaTrading
-from test_hybrid_e2e import agent_env
+from envs import agent_env
 from procs import committed_cycles
 from test_venue_crash import KillingVenue
 

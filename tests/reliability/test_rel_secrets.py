@@ -43,7 +43,7 @@ from fakes.binance_futures_venue import FakeBinanceFutures
 from fakes.bybit_venue import FakeBybit
 from fakes.perplexity import FakePerplexity
 from fakes.telegram import FakeTelegram
-from test_hybrid_e2e import agent_env
+from envs import agent_env
 from test_rel_crash import PriceFollower
 from tracer.config import Settings
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from envs import agent_env
 
 from tracer import ops
 from tracer.config import load_settings
@@ -40,13 +41,6 @@ TOTAL = 36          # cycles of every scenario, and of the reference run
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 SETPRIV = shutil.which("setpriv")
 
-
-def agent_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env.update(TB_DB_PATH=str(tmp / "state" / "tracer.db"), TB_LOG_DIR=str(tmp / "logs"),
-               TB_STATE_DIR=str(tmp / "state"), TB_REPLAY_INTERVAL_S="0")
-    env.update(extra)
-    return env
 
 
 def run_agent(tmp: Path, *args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

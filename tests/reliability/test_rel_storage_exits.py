@@ -23,7 +23,7 @@ import pytest
 
 from fakes.alpaca_trading import FakeAlpacaTrading
 from procs import wait_for
-from test_hybrid_e2e import agent_env
+from envs import agent_env
 from test_rel_clock import BundledSource, FakeWall, quiet_logger
 from tracer.agents import fault_journal
 from tracer.config import load_settings

@@ -25,7 +25,7 @@ import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
 from procs import committed_cycles
-from test_hybrid_e2e import agent_env
+from envs import agent_env
 from test_venue_crash import last_clock, replay_closes
 
 ROOT = Path(__file__).resolve().parents[2]

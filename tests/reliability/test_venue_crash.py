@@ -20,7 +20,7 @@ import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures
 from procs import committed_cycles
-from test_hybrid_e2e import agent_env
+from envs import agent_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "high_risk_futures_agent.py"
