@@ -17,7 +17,7 @@
 # usable .venv it still prints its report (and its JSON) and exits 0/1/2.
 # Alerts (tracer/monitor/alerts.py): a failing check alerts at its level (warning/critical, routed by
 # TB_ALERT_CHANNELS_<LEVEL>) when it starts failing, changes level, or its repeat window passed; a check that
-# turns green again sends an info "recovered". The checks: tracer/ops.py and tracer/monitor/checks.py.
+# turns green again sends an info "recovered". The checks: tracer/ops/ and tracer/monitor/checks.py.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 json=0

@@ -11,7 +11,7 @@
 # Who supervises what: launchd (or ./start_trading_system.sh, or cron) keeps the watchdog loop alive; the
 # loop keeps the agent alive; the health check (--heal) restarts a dead loop or listener.
 # AGENT is hybrid or futures; scripts/watchdog_hybrid.sh and scripts/watchdog_futures.sh call this.
-# The decision (ok / absent / stopped / restart / capped) comes from `tracer watchdog-check` (tracer/ops.py):
+# The decision (ok / absent / stopped / restart / capped) comes from `tracer watchdog-check` (tracer/ops/):
 # down = pid gone or heartbeat older than TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN; an agent that stopped cleanly
 # or has no pid file is left alone; at most TB_WATCHDOG_MAX_RESTARTS_PER_HOUR restarts, then an alert and
 # no more tries. A restart uses the agent's recorded command line ($TB_STATE_DIR/AGENT.args), a hung agent

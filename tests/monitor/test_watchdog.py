@@ -276,7 +276,10 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
 
     s = load_settings(environ=env_for(tmp_path), dotenv_path=None)
     live = {"v": True}
-    monkeypatch.setattr(ops, "agent_alive", lambda pid, agent: live["v"])
+    import tracer.ops.heartbeat
+    import tracer.ops.watchdog
+    for where in (tracer.ops.heartbeat, tracer.ops.watchdog):        # every module that asks
+        monkeypatch.setattr(where, "agent_alive", lambda pid, agent: live["v"])
     assert ops.watchdog_check(s, "hybrid").action == "absent"            # no pid file: never touched
     pf = tmp_path / "state" / "hybrid.pid"
     pf.parent.mkdir(parents=True)

@@ -1,0 +1,74 @@
+"""Agent processes: pid files, whether a pid is alive and is that agent, file times."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when ``pid`` is a live process (a zombie, exited but not reaped, is not alive)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+    try:   # macOS: no /proc
+        out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        return out.returncode == 0 and not out.stdout.strip().startswith("Z")
+    except (OSError, subprocess.SubprocessError):
+        return True
+
+
+AGENT_SCRIPTS = {"hybrid": "hybrid_crypto_trader.py", "futures": "high_risk_futures_agent.py"}
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of ``pid`` (None when it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def agent_alive(pid: int | None, agent: str) -> bool:
+    """``pid`` is alive and runs ``agent`` (or the ``watchdog.sh --exec`` wrapper about to exec it): a pid
+    recycled by an unrelated process after a reboot or a crash does not count, and is never signalled."""
+    if not pid_alive(pid):
+        return False
+    cmd = _cmdline(pid)  # type: ignore[arg-type]
+    return cmd is None or AGENT_SCRIPTS.get(agent, agent) in cmd or "watchdog" in cmd
+
+
+def pid_file(settings: Any, agent: str) -> Path:
+    return Path(settings.state_dir) / f"{agent}.pid"
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
