@@ -64,20 +64,22 @@ def write_outputs(res: BacktestResult, out: Path, plot: bool = True) -> dict:
 
 
 def plot_report(res: BacktestResult, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the object API with the Agg canvas: no pyplot (its import and global figure state cost more than the plot)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     ts = [p.ts for p in res.equity]
     eq = [p.equity for p in res.equity]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = Figure(figsize=(12, 7))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax1.plot(ts, eq, lw=1.0, color="#1f77b4", label="equity")
     by_ts = dict(zip(ts, eq))
-    for t in res.trades:
-        y = by_ts.get(t.exit_ts)
-        if y is None:
-            continue
-        ax1.scatter([t.exit_ts], [y], s=10, color="#2ca02c" if t.pnl > 0 else "#d62728", zorder=3)
+    exits = [(t.exit_ts, by_ts[t.exit_ts], t.pnl > 0) for t in res.trades if t.exit_ts in by_ts]
+    for won, color in ((True, "#2ca02c"), (False, "#d62728")):     # one collection per colour, not one per trade
+        pts = [(x, y) for x, y, w in exits if w is won]
+        if pts:
+            ax1.scatter([x for x, _ in pts], [y for _, y in pts], s=10, color=color, zorder=3)
     ax1.set_title(f"{res.agent} backtest {iso(res.start)} -> {iso(res.end)} ({len(res.trades)} trades; "
                   f"green/red = winning/losing exits)")
     ax1.set_ylabel("equity (USD)")
@@ -88,7 +90,6 @@ def plot_report(res: BacktestResult, path: Path) -> None:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def summary_table(m: dict) -> Table:
