@@ -135,19 +135,17 @@ def _exploration_label(sizing_json: str | None) -> str:
 
 
 def status(store: Store, console: Console) -> int:
-    c = store.conn
     t = Table(title="Agents", title_justify="left")
     for col in ("agent", "cycle", "clock", "status", "heartbeat (UTC)", "cash", "equity", "open", "trades", "P&L"):
         t.add_column(col)
-    for hb in c.execute("SELECT * FROM heartbeats ORDER BY agent"):
+    for hb in store.heartbeats():
         a = hb["agent"]
         acct = store.account(a)
         run = store.last_run(a)
-        tr = c.execute("SELECT COUNT(*), COALESCE(SUM(pnl),0) FROM trades WHERE agent=?", (a,)).fetchone()
-        n_open = c.execute("SELECT COUNT(*) FROM positions WHERE agent=? AND status='open'", (a,)).fetchone()[0]
+        n_trades, pnl, _ = store.trade_stats(a)
         t.add_row(a, str(hb["cycle"]), hb["clock"] or "", hb["status"], hb["ts"],
                   f"{acct['cash']:.2f}" if acct else "", f"{run['equity']:.2f}" if run and run["equity"] else "",
-                  str(n_open), str(tr[0]), f"{tr[1]:+.2f}")
+                  str(store.open_position_count(a)), str(n_trades), f"{pnl:+.2f}")
     console.print(t)
     return 0
 

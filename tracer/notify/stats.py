@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from tracer.store import Store, iso, parse_iso
+from tracer.store import Store, parse_iso
 from tracer.models import Position
 
 
@@ -57,10 +57,9 @@ def _day_start(d: date) -> datetime:
 
 def equity_before(store: Store, agent: str, t: datetime) -> float | None:
     """Equity after the last cycle whose clock is before ``t`` (else the initial capital, if known)."""
-    row = store.conn.execute("SELECT equity FROM runs WHERE agent=? AND clock<? AND equity IS NOT NULL "
-                             "ORDER BY clock DESC LIMIT 1", (agent, iso(t))).fetchone()
-    if row is not None:
-        return float(row[0])
+    eq = store.equity_before(agent, t)
+    if eq is not None:
+        return eq
     acct = store.account(agent)
     return float(acct["initial_capital"]) if acct else None
 
@@ -73,16 +72,14 @@ def day_stats(store: Store, agent: str, day: date) -> DayStats:
 
 def agents(store: Store) -> list[str]:
     """Agents the DB knows (heartbeats or accounts), sorted."""
-    rows = store.conn.execute("SELECT agent FROM heartbeats UNION SELECT agent FROM accounts ORDER BY agent")
-    return [r[0] for r in rows]
+    return store.known_agents()
 
 
 def agent_status(store: Store, agent: str) -> AgentStatus:
-    hb = store.conn.execute("SELECT * FROM heartbeats WHERE agent=?", (agent,)).fetchone()
+    hb = store.heartbeat_of(agent)
     run = store.last_run(agent)
     acct = store.account(agent)
-    n_open = store.conn.execute("SELECT COUNT(*) FROM positions WHERE agent=? AND status='open'",
-                                (agent,)).fetchone()[0]
+    n_open = store.open_position_count(agent)
     n, pnl, wins = store.trade_stats(agent)
     clock = parse_iso(run["clock"]) if run else None
     return AgentStatus(agent=agent, cycle=int(run["cycle"]) if run else None, clock=clock,

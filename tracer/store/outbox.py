@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from tracer.store.codec import iso, utcnow
 from tracer.store.connection import Connection
@@ -87,12 +87,3 @@ class OutboxTables(Connection):
         self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
                           "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
                           (key, value, iso(utcnow())))
-
-    def trade_stats(self, agent: str, since: datetime | None = None, until: datetime | None = None
-                    ) -> tuple[int, float, int]:
-        """(closed trades, summed P&L, winning trades) of ``agent`` with since <= exit_ts < until."""
-        row = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=? "
-            "AND (? IS NULL OR exit_ts>=?) AND (? IS NULL OR exit_ts<?)",
-            (agent, iso(since), iso(since), iso(until), iso(until))).fetchone()
-        return int(row[0]), float(row[1]), int(row[2])

@@ -47,6 +47,23 @@ class TradingTables(Connection):
     def delete_signals(self, run_id: int) -> None:
         self.conn.execute("DELETE FROM signals WHERE run_id=?", (run_id,))
 
+    def heartbeats(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM heartbeats ORDER BY agent").fetchall()
+
+    def heartbeat_of(self, agent: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM heartbeats WHERE agent=?", (agent,)).fetchone()
+
+    def known_agents(self) -> list[str]:
+        """Agents the DB knows (heartbeats or accounts), sorted."""
+        return [r[0] for r in self.conn.execute("SELECT agent FROM heartbeats UNION SELECT agent FROM accounts "
+                                                "ORDER BY agent")]
+
+    def equity_before(self, agent: str, t: datetime) -> float | None:
+        """Equity after ``agent``'s last cycle whose clock is before ``t`` (None before its first)."""
+        row = self.conn.execute("SELECT equity FROM runs WHERE agent=? AND clock<? AND equity IS NOT NULL "
+                                "ORDER BY clock DESC LIMIT 1", (agent, iso(t))).fetchone()
+        return None if row is None else float(row[0])
+
     # --- signals and risk events ---------------------------------------------------------
     def insert_signal(self, run_id: int, agent: str, sig: Signal, decision: str, decision_reason: str) -> int:
         r = sig.regime
@@ -231,6 +248,10 @@ class TradingTables(Connection):
                          entry_atr=r["entry_atr"], exit_seq=r["exit_seq"], stop_seq=r["stop_seq"])
                 for r in rows]
 
+    def open_position_count(self, agent: str) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM positions WHERE agent=? AND status='open'",
+                                     (agent,)).fetchone()[0])
+
     def insert_trade(self, t: Trade) -> None:
         self.conn.execute(
             """INSERT INTO trades(agent, symbol, side, qty, entry_ts, entry_price, exit_ts, exit_price, leverage,
@@ -256,6 +277,15 @@ class TradingTables(Connection):
         self.conn.execute("UPDATE trades SET funding=funding-?, pnl=?, return_pct=? WHERE id=?",
                           (amount, pnl, ret, r["id"]))
         return True
+
+    def trade_stats(self, agent: str, since: datetime | None = None, until: datetime | None = None
+                    ) -> tuple[int, float, int]:
+        """(closed trades, summed P&L, winning trades) of ``agent`` with since <= exit_ts < until."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(pnl),0), COALESCE(SUM(pnl>0),0) FROM trades WHERE agent=? "
+            "AND (? IS NULL OR exit_ts>=?) AND (? IS NULL OR exit_ts<?)",
+            (agent, iso(since), iso(since), iso(until), iso(until))).fetchone()
+        return int(row[0]), float(row[1]), int(row[2])
 
     def closed_trade_pnls(self, agent: str, limit: int = 500) -> list[float]:
         rows = self.conn.execute("SELECT return_pct FROM trades WHERE agent=? ORDER BY exit_ts DESC, id DESC LIMIT ?",
