@@ -15,9 +15,9 @@
 # 2 critical (agent down without a clean stop, DB missing/corrupt, disk nearly full, invalid config,
 # the .venv unusable). Runs from cron's bare environment and any folder; with an invalid .env or no
 # usable .venv it still prints its report (and its JSON) and exits 0/1/2.
-# Alerts (tracer/monitor/alerts.py): a failing check alerts at its level (warning/critical, routed by
+# Alerts (tracer/ops/alerts.py): a failing check alerts at its level (warning/critical, routed by
 # TB_ALERT_CHANNELS_<LEVEL>) when it starts failing, changes level, or its repeat window passed; a check that
-# turns green again sends an info "recovered". The checks: tracer/ops/ and tracer/monitor/checks.py.
+# turns green again sends an info "recovered". The checks: tracer/ops/ and tracer/ops/checks.py.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 json=0

@@ -7,7 +7,7 @@
 #   scripts/monitoring_status.sh --events [H] only the monitoring record: recent watchdog, heal and alert
 #                                             events, and each health check's history over H hours (24)
 #
-# Rendered by `tracer dashboard` (tracer/ops/, tracer/monitor/view.py).
+# Rendered by `tracer dashboard` (tracer/ops/, tracer/ops/view.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

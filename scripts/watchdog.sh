@@ -46,7 +46,7 @@ PY=.venv/bin/python
 [ -x "$PY" ] || { echo "watchdog[$agent]: $PY is missing (run ./start_trading_system.sh once)" >&2; exit 2; }
 # an invalid .env must not silence the watchdog: the salvaged settings find the pid files, and each pass
 # reports (and alerts) the invalid configuration instead of restarting onto it
-cfg=$("$PY" -c 'from tracer.monitor.fallback import load_for_monitoring as l; s = l().settings
+cfg=$("$PY" -c 'from tracer.ops.fallback import load_for_monitoring as l; s = l().settings
 print(s.state_dir); print(s.log_dir); print(s.watchdog_interval_s); print(int(s.watchdog_stop_grace_s * 5) + 1)') || {
   echo "watchdog[$agent]: $PY cannot load tracer (run scripts/bootstrap.sh)" >&2; exit 2; }
 STATE_DIR=$(printf '%s\n' "$cfg" | sed -n 1p)

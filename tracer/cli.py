@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd in ops.COMMANDS:
         # monitoring must still report, and alert, when the configuration is broken: a best-effort
         # salvage of it, with the problems as a critical finding (never used to trade)
-        from tracer.monitor.fallback import load_for_monitoring
+        from tracer.ops.fallback import load_for_monitoring
         loaded = load_for_monitoring(dotenv_path=args.env_file)
         for problem in loaded.problems:
             print(f"tracer: invalid configuration: {problem}", file=sys.stderr)

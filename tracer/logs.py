@@ -121,3 +121,12 @@ def setup_logging(agent: str, log_dir: Path | None, level: str = "INFO", secrets
         sh.setFormatter(fmt)
         logger.addHandler(sh)
     return logger
+
+
+def log_line(settings: Any, name: str, agent: str | None, message: str) -> None:
+    """Append ``<UTC time> <agent> <message>`` to ``TB_LOG_DIR/<name>.log`` (the operations logs: watchdog, alerts
+    that could not be enqueued, heal actions)."""
+    from datetime import datetime, timezone
+    d = private_dir(Path(settings.log_dir))
+    with private_open(d / f"{name}.log", "a") as fh:          # user-only, like every log and state file
+        fh.write(f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} {agent or '-'} {message}\n")

@@ -98,24 +98,24 @@ def test_url_classification():
 
 def test_health_check_probes_the_configured_venue_and_reports_venue_events(tmp_path):
     from fakes.binance_futures_venue import FakeBinanceFutures
-    from tracer import ops
+    from tracer.ops.health import health as run_health
     from tracer.store import Store
     with FakeBinanceFutures("k", "s") as venue:
         s = load(dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL=venue.url,
                       TB_FUTURES_BACKUP_VENUE="none", TB_DB_PATH=str(tmp_path / "t.db"), TB_STATE_DIR=str(tmp_path)))
         store = Store(s.db_path)
-        checks = {c.name: c for c in ops.health(s)}
+        checks = {c.name: c for c in run_health(s)}
         assert checks["venue[binance]"].level == 0 and venue.url in checks["venue[binance]"].message
         assert checks["venue_events"].level == 0
         with store.transaction():
             store.insert_venue_event("futures", "binance", "ip_banned", detail={"until": "later"})
             store.insert_venue_event("futures", "binance", "rate_limited", detail={})
         store.close()
-        checks = {c.name: c for c in ops.health(s)}
+        checks = {c.name: c for c in run_health(s)}
         assert checks["venue_events"].level == 1 and "ip_banned x1" in checks["venue_events"].message
         assert "rate_limited" not in checks["venue_events"].message      # routine: no attention needed
         venue.down()
-        checks = {c.name: c for c in ops.health(s)}
+        checks = {c.name: c for c in run_health(s)}
         assert checks["venue[binance]"].level == 1 and "UNREACHABLE" in checks["venue[binance]"].message
 
 
@@ -173,7 +173,7 @@ def test_health_check_signs_a_request_with_the_keys_and_reads_the_venue_clock(tm
     """venue_auth[binance] through the agents' own client against the fake venue: the right keys pass with the
     clock offset shown; a wrong secret is critical ("keys refused")."""
     from fakes.binance_futures_venue import FakeBinanceFutures
-    from tracer.monitor.checks import venue_auth
+    from tracer.ops.checks import venue_auth
     with FakeBinanceFutures("k", "s") as venue:
         env = dict(KEYS, TB_VENUE_FUTURES="binance", TB_BINANCE_FUTURES_URL=venue.url, TB_FUTURES_BACKUP_VENUE="none",
                    TB_VENUE_HYBRID="paper", TB_BINANCE_API_KEY="k", TB_BINANCE_API_SECRET="s")

@@ -30,7 +30,8 @@ from typing import Iterator
 import pytest
 from envs import agent_env
 
-from tracer import ops
+from tracer.ops.health import Check
+from tracer.ops.health import health as run_health
 from tracer.config import load_settings
 from tracer.store import Store
 
@@ -127,9 +128,9 @@ def alerted(tmp: Path, dbfile: Path) -> str:
     raise AssertionError("the storage fault was not alerted")
 
 
-def health_storage(env: dict[str, str]) -> ops.Check:
+def health_storage(env: dict[str, str]) -> Check:
     s = load_settings(environ=env, dotenv_path=None)
-    return next(c for c in ops.health(s) if c.name == "storage")
+    return next(c for c in run_health(s) if c.name == "storage")
 
 
 @pytest.fixture(scope="module")

@@ -285,7 +285,7 @@ class Settings:
     health_alert_repeat_min: float = _var("TB_HEALTH_ALERT_REPEAT_MIN", "float", 60.0,
                                           "a failing check is not alerted again within this many minutes "
                                           "(unless its level changes)", lo=0, hi=100000)
-    # monitoring (tracer/monitor): alert routing per level, per-check repeat windows, record, self-healing
+    # monitoring (tracer/ops): alert routing per level, per-check repeat windows, record, self-healing
     alert_channels_info: str = _var("TB_ALERT_CHANNELS_INFO", "channels", "console",
                                     "channels of info alerts (recoveries, heal actions that worked)")
     alert_channels_warning: str = _var("TB_ALERT_CHANNELS_WARNING", "channels", "console,discord,telegram",

@@ -20,7 +20,7 @@ import requests
 from discord_webhook import DiscordWebhook
 
 from tracer.notify.format import DISCORD_LIMIT, escape_discord, split_text
-from tracer.notify.outbox import DeliveryError
+from tracer.notify.delivery import DeliveryError
 
 SUPPRESS_EMBEDS = 1 << 2
 

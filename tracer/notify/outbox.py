@@ -13,36 +13,15 @@ Channels are switched on by their settings: ``TB_NOTIFY_CONSOLE``; ``TB_DISCORD_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta, timezone
-from typing import Any, Protocol
+from typing import Any
 
-from tracer.logs import kv
+from tracer.logs import kv, log_line
+from tracer.notify.delivery import Sender
 from tracer.notify.format import redact
 
 REMOTE_CHANNELS = ("discord", "telegram")
 ONCE_KINDS = ("kill_switch", "data_outage")
-
-
-@dataclass
-class DeliveryError(Exception):
-    """A failed send. ``transient``: worth retrying (after ``retry_after`` seconds when the server
-    said so); otherwise the message is marked failed at once. ``message`` never holds a URL or token."""
-    message: str
-    transient: bool
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class Sender(Protocol):
-    """One remote channel: how a text is cut into parts, and how one part is sent."""
-    channel: str
-
-    def parts(self, text: str) -> list[str]: ...
-    def send_part(self, part: str) -> None: ...   # raises DeliveryError
-    def close(self) -> None: ...
 
 
 def remote_channels(settings: Any) -> list[str]:
@@ -79,7 +58,7 @@ def enqueue(store: Any, settings: Any, kind: str, message: str, agent: str | Non
 def make_sender(channel: str, settings: Any) -> Sender:
     """The sender of ``channel`` built from the settings (call it in the thread that will use it)."""
     if channel == "discord":
-        from tracer.notify.discord import DiscordSender
+        from tracer.notify.discord import DiscordSender      # built on demand: a channel not configured costs no import
         return DiscordSender(settings.discord_webhook_url, settings.notify_timeout_s)
     if channel == "telegram":
         from tracer.notify.telegram import TelegramClient
@@ -151,7 +130,6 @@ def alert_or_log(store: Any, settings: Any, kind: str, message: str, agent: str 
             if conn is not None:
                 conn.execute(f"PRAGMA busy_timeout={int(getattr(store, 'busy_timeout_s', 30.0) * 1000)}")
     except (sqlite3.Error, OSError) as e:
-        from tracer.ops import log_line
         try:
             log_line(settings, "alerts", agent, f"kind={kind} not enqueued ({type(e).__name__}: {e}): {message}")
         except OSError:

@@ -6,7 +6,7 @@ it. It is used from the thread that created it only.
 
 - :meth:`TelegramClient.send_part` sends one plain-text message (no ``parse_mode``: Markdown or
   HTML in the text is shown literally; link previews off) to the configured chat. Errors are
-  classified into :class:`~tracer.notify.outbox.DeliveryError`: ``RetryAfter`` -> transient with
+  classified into :class:`~tracer.notify.delivery.DeliveryError`: ``RetryAfter`` -> transient with
   its ``retry_after``; ``TimedOut``/``NetworkError`` (5xx, connection) -> transient;
   ``BadRequest``, ``Forbidden``, ``InvalidToken`` (401/404), ``ChatMigrated`` -> permanent.
 - :meth:`TelegramClient.updates` long-polls ``getUpdates`` from an offset (the caller persists it).
@@ -28,7 +28,7 @@ from telegram.error import (BadRequest, ChatMigrated, Conflict, Forbidden, Inval
 from telegram.request import HTTPXRequest
 
 from tracer.notify.format import TELEGRAM_LIMIT, split_text
-from tracer.notify.outbox import DeliveryError
+from tracer.notify.delivery import DeliveryError
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from tracer.store import Store
 from tracer.logs import kv
 from tracer.notify.format import redact
-from tracer.notify.outbox import DeliveryError, Sender, make_sender, remote_channels
+from tracer.notify.delivery import DeliveryError, Sender
+from tracer.notify.outbox import make_sender, remote_channels
 
 LEASE_BASE_S = 60.0
 
@@ -323,3 +325,18 @@ def notify_command(settings: Any, test: bool = False, timeout_s: float = 20.0) -
         print(f"{ch}: sent {counts['sent']}, failed {counts['failed']}, still pending {counts['released']}"
               + (f" (last error: {errors[-1]})" if errors else ""))
     return 1 if failed else 0
+
+
+def deliver_now(settings: Any) -> None:
+    """Send what is pending on Discord/Telegram now, from a process that is not an agent (an alert from the health
+    check or a watchdog): the agents, whose worker threads normally deliver, may be the very thing that is down."""
+    if not remote_channels(settings):
+        return
+    log = logging.getLogger("alert")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    try:
+        flush(settings, log, timeout_s=10.0)
+    except Exception as e:  # noqa: BLE001 - delivery is retried by the workers later
+        print(f"alert queued, immediate delivery failed ({type(e).__name__})", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Operations behind the watchdog, health-check and dashboard scripts (the health checks themselves:
-tracer/monitor/health.py and tracer/monitor/checks.py, still reachable as ``ops.health``, ``ops.Check``).
+``health`` and ``checks`` below).
 
 The shell scripts (``scripts/watchdog.sh``, ``scripts/health_check.sh``, ``scripts/monitoring_status.sh``)
 only manage processes and locks; every decision that needs the DB, the clock or bookkeeping is here and
@@ -9,7 +9,7 @@ is reached through ``tracer`` subcommands (``watchdog-check``, ``watchdog-restar
 Files in ``TB_STATE_DIR``: ``<agent>.pid`` (written by whoever starts the agent), ``<agent>.args`` (the
 agent's command-line options, one per line, so a restart uses the same command line),
 ``watchdog_<agent>.json`` (restart timestamps of the last hour and the "gave up" mark),
-``health_alert_state.json`` (each failing check and when it was last alerted: tracer/monitor/alerts.py).
+``health_alert_state.json`` (each failing check and when it was last alerted: tracer/ops/alerts.py).
 ``TB_LOG_DIR/watchdog.log`` gets one line per watchdog action.
 
 Definitions (documented in the README, tested in tests/monitor/test_watchdog.py and tests/monitor/test_health_check.py):
@@ -26,14 +26,15 @@ Definitions (documented in the README, tested in tests/monitor/test_watchdog.py 
   database or failing ``PRAGMA quick_check``; disk nearly full).
 
 The package by job: ``common`` (levels, UTC times), ``processes`` (pid files), ``heartbeat`` (the DB's view of an
-agent), ``alerting``, ``watchdog``, ``dashboard``, ``commands`` (the subcommands).
+agent), ``alerts`` (levelled alerts, recovery messages), ``health`` and ``checks``, ``heal``,
+``records`` (the monitoring record), ``view``, ``fallback`` (settings when .env is invalid), ``watchdog``, ``dashboard``, ``commands`` (the subcommands).
 """
 from __future__ import annotations
 
-from typing import Any
-
 from tracer.models import AGENTS
-from tracer.ops.alerting import _deliver_now, alert, log_line
+from tracer.logs import log_line
+from tracer.notify.worker import deliver_now as _deliver_now
+from tracer.ops.alerts import alert
 from tracer.ops.commands import COMMANDS, add_parsers, dispatch
 from tracer.ops.common import HOUR_S, LEVELS, _iso, _now, _parse_iso, human_age
 from tracer.ops.dashboard import dashboard, dashboard_rows
@@ -46,14 +47,3 @@ __all__ = ["AGENTS", "AGENT_SCRIPTS", "COMMANDS", "HOUR_S", "LEVELS", "AgentStat
            "alert", "connect_existing", "dashboard", "dashboard_rows", "dispatch", "human_age", "log_line",
            "pid_alive", "pid_file", "read_pid", "restarts_last_hour", "storage_fault_of", "watchdog_check",
            "watchdog_restarted"]
-
-_HEALTH_NAMES = ("Check", "health", "live_venues", "live_feed_sources", "config_check", "env_file_check")
-
-
-def __getattr__(name: str) -> Any:
-    """``ops.health``, ``ops.Check``...: the health checks live in tracer/monitor/health.py (which builds on the
-    helpers here, hence resolved on first use rather than imported at the top)."""
-    if name in _HEALTH_NAMES:
-        from tracer.monitor import health as _health
-        return getattr(_health, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from tracer.models import AGENTS
-from tracer.ops.alerting import alert
+from tracer.ops.alerts import alert
 from tracer.ops.common import LEVELS, _iso, _now
 from tracer.ops.dashboard import dashboard
 from tracer.ops.heartbeat import agent_state
@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
     h.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     h.add_argument("--no-alert", action="store_true", help="do not enqueue an alert on warning/critical")
     h.add_argument("--heal", action="store_true",
-                   help="restart dead watchdog loops, the listener and given-up agents (tracer/monitor/heal.py)")
+                   help="restart dead watchdog loops, the listener and given-up agents (tracer/ops/heal.py)")
     a = sub.add_parser("alert", help="enqueue an alert for every enabled notification channel")
     a.add_argument("kind")
     a.add_argument("message")
@@ -50,19 +50,19 @@ def add_parsers(sub: Any) -> None:
 
 def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
-        from tracer.monitor.checks import coverage
-        from tracer.monitor.health import config_check, env_file_check, health
+        from tracer.ops.checks import coverage
+        from tracer.ops.health import config_check, env_file_check, health
         checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
         checks += coverage(settings)
-        from tracer.monitor.records import Event, Source, record
+        from tracer.ops.records import Event, Source, record
         record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
         if not args.no_alert:
-            from tracer.monitor.alerts import health_alerts
+            from tracer.ops.alerts import health_alerts
             health_alerts(settings, checks)
         worst = max(c.level for c in checks)
         healed = []
         if args.heal and not problems:          # never restart anything onto an invalid configuration
-            from tracer.monitor.heal import heal
+            from tracer.ops.heal import heal
             healed = heal(settings, checks)
         try:
             if args.json:
@@ -84,7 +84,7 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
         return worst
     if args.cmd == "alert":
         if args.repeat_key:
-            from tracer.monitor.alerts import alert_once
+            from tracer.ops.alerts import alert_once
             sent = alert_once(settings, args.repeat_key, args.kind, args.message, args.agent)
             print("alert enqueued" if sent else f"alert not repeated (key {args.repeat_key} sent recently)")
             return 0
@@ -98,14 +98,14 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
                         f(st.hb_pid)]))
         return 0
     if args.cmd == "dashboard":
-        from tracer.monitor.view import show
+        from tracer.ops.view import show
         rc = 0 if args.events else dashboard(settings, console)
         show(settings, console, args.hours)
         return rc
     if args.cmd == "watchdog-check":
         if problems:
             # restarting on an invalid config would only fail (the agent refuses it): say so, and alert
-            from tracer.monitor.alerts import alert_once
+            from tracer.ops.alerts import alert_once
             alert_once(settings, "config_invalid", "config_invalid",
                        f"🚨 configuration invalid: the watchdog cannot restart the {args.agent} agent until "
                        f".env is fixed (.venv/bin/tracer check-config): " + "; ".join(problems), args.agent)

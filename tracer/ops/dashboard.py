@@ -18,7 +18,7 @@ from tracer.ops.watchdog import _wd_load, restarts_last_hour
 
 # --- dashboard ----------------------------------------------------------------------------------------
 def _last_errors(settings: Any, agent: str, n: int = 3) -> list[str]:
-    from tracer.monitor.health import _error_lines
+    from tracer.ops.health import _error_lines
     lines = _error_lines(Path(settings.log_dir) / f"{agent}.log", datetime(1970, 1, 1, tzinfo=timezone.utc))
     return lines[-n:]
 

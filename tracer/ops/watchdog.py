@@ -8,7 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tracer.ops.alerting import alert, log_line
+from tracer.logs import log_line
+from tracer.ops.alerts import alert
 from tracer.ops.common import HOUR_S, _now, _parse_iso, human_age
 from tracer.ops.heartbeat import agent_state
 from tracer.ops.processes import agent_alive, pid_alive
@@ -131,7 +132,7 @@ def watchdog_restarted(settings: Any, agent: str, old_pid: int | None, new_pid: 
 
 
 def _record_watchdog(settings: Any, agent: str, kind: str, level: int, message: str) -> None:
-    from tracer.monitor.records import Event, Source, record
+    from tracer.ops.records import Event, Source, record
     record(settings, [Event(Source.WATCHDOG, kind, agent, level, message)])
 
 

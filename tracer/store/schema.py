@@ -387,9 +387,9 @@ CREATE INDEX trades_agent_exit ON trades(agent, exit_ts);
 CREATE INDEX trades_entry ON trades(entry_order_id)
 """
 
-# ===== monitoring record (operations, tracer/monitor/records.py) ===========================================
+# ===== monitoring record (operations, tracer/ops/records.py) ===========================================
 # v10: every health result, watchdog restart or give-up, heal action and alert, kept for
-# TB_MONITOR_RETENTION_DAYS (pruned by tracer.monitor.records). Separate from the trading tables: written
+# TB_MONITOR_RETENTION_DAYS (pruned by tracer.ops.records). Separate from the trading tables: written
 # only by the monitoring scripts, read by scripts/monitoring_status.sh.
 SCHEMA_V10_MONITORING = """
 CREATE TABLE monitor_events (

@@ -22,9 +22,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from tracer.monitor.alerts import Level, send
-from tracer.monitor.records import Event, Source, count, record
-from tracer.ops import AGENT_SCRIPTS, AGENTS, _wd_load, agent_state, read_pid
+from tracer.ops.alerts import Level, send
+from tracer.ops.records import Event, Source, count, record
+from tracer.models import AGENTS
+from tracer.ops.heartbeat import agent_state
+from tracer.ops.processes import AGENT_SCRIPTS, read_pid
+from tracer.ops.watchdog import _wd_load
 
 ROOT = Path(__file__).resolve().parents[2]        # the checkout: scripts/ live there
 
@@ -97,7 +100,7 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
     actions: list[Action] = []
 
     def logged(a: Action) -> Action:
-        from tracer.ops import log_line
+        from tracer.logs import log_line
         try:
             log_line(settings, "heal", None, f"{'healed' if a.done else 'not_healed'} {a.name} {a.message}")
         except OSError:
@@ -110,7 +113,7 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
                    f"check in 24 h (TB_HEAL_MAX_PER_DAY): not again; look at {logs}")
             actions.append(logged(Action(name, False, msg)))
             record(settings, [Event(Source.HEAL, "heal_capped", name, 2, msg)], now)
-            from tracer.monitor.alerts import alert_once
+            from tracer.ops.alerts import alert_once
             alert_once(settings, f"heal_capped:{name}", "heal_capped", f"🛑 heal: {msg}", now=now)
             continue
         try:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tracer.monitor.records import history, recent
+from tracer.ops.records import history, recent
 
 _STYLE = {0: "green", 1: "yellow", 2: "bold red"}
 _NAME = {0: "ok", 1: "warning", 2: "critical"}

@@ -23,8 +23,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Sequence
 
-from tracer.logs import private_write_text
-from tracer.monitor.records import Event, Source, record
+from tracer.logs import log_line, private_write_text
+from tracer.ops.records import Event, Source, record
 
 
 class Level(IntEnum):
@@ -72,12 +72,11 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
         finally:
             store.close()
         if any(ch != "console" for ch in chans):
-            from tracer.ops import _deliver_now
-            _deliver_now(settings)
+            from tracer.notify.worker import deliver_now
+            deliver_now(settings)
     except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
         print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
         try:
-            from tracer.ops import log_line
             log_line(settings, "alerts", agent, f"kind={kind} level={Level(level).name.lower()} not enqueued "
                                                 f"({type(e).__name__}): {message}")
         except OSError:
@@ -150,7 +149,7 @@ def health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None = N
                                     + "; ".join(f"{c.name}: {c.message}" for c in due))
         sent.append(kind)
     if recovered:
-        from tracer.ops import human_age
+        from tracer.ops.common import human_age
         send(settings, Level.INFO, "health_recovered", "✅ recovered: " + "; ".join(
             f"{c.name} ({['ok', 'warning', 'critical'][int(p.get('level', 1))]} for "
             f"{human_age(t - float(p.get('since', t)))}): {c.message}" for c, p in recovered))
@@ -174,3 +173,11 @@ def alert_once(settings: Any, key: str, kind: str, message: str, agent: str | No
     book[key] = t
     _save(settings, "alerts_sent.json", book)
     return True
+
+
+def alert(settings: Any, kind: str, message: str, agent: str | None = None, level: int = 1) -> list[int]:
+    """Enqueue ``message`` on the channels of its level (``TB_ALERT_CHANNELS_<LEVEL>``; default warning).
+
+    Never raises: when the DB cannot take it (missing, corrupt, locked), the alert goes to
+    ``TB_LOG_DIR/alerts.log`` and to stderr instead, and ``[]`` is returned (:func:`send`)."""
+    return send(settings, Level(level), kind, message, agent)

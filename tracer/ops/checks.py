@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tracer.monitor.health import Check, live_venues
-from tracer.ops import AGENTS, agent_alive, agent_state, human_age, pid_alive, read_pid
+from tracer.ops.health import Check, live_venues
+from tracer.models import AGENTS
+from tracer.ops.common import human_age
+from tracer.ops.heartbeat import agent_state
+from tracer.ops.processes import agent_alive, pid_alive, read_pid
 
 
 def _proc_runs(pid: int | None, word: str) -> bool:
-    from tracer.ops import _cmdline
+    from tracer.ops.processes import _cmdline
     if not pid_alive(pid):
         return False
     cmd = _cmdline(pid)  # type: ignore[arg-type]

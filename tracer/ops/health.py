@@ -1,7 +1,7 @@
 """The health checks behind ``scripts/health_check.sh`` (``tracer health``): configuration, ``.env``
 permissions, agent processes and heartbeats, the DB, disk, recent errors, the notification backlog, storage
 faults, venue events, and for a live configuration its data sources and venues. The monitoring layer's own
-coverage (watchdog loops, listener, logs, resources, scorer, venue clocks) is in :mod:`tracer.monitor.checks`.
+coverage (watchdog loops, listener, logs, resources, scorer, venue clocks) is in :mod:`tracer.ops.checks`.
 Levels: 0 ok, 1 warning, 2 critical (see the README, "Operations")."""
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from tracer.ops import (AGENTS, LEVELS, _iso, _now, _parse_iso, agent_alive, agent_state, connect_existing,
-                        human_age, storage_fault_of)
+from tracer.models import AGENTS
+from tracer.ops.common import LEVELS, _iso, _now, _parse_iso, human_age
+from tracer.ops.heartbeat import agent_state, connect_existing
+from tracer.ops.processes import agent_alive
+from tracer.ops.watchdog import storage_fault_of
 
 
 @dataclass
