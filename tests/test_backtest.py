@@ -42,18 +42,24 @@ def settings(tmp: Path, **extra: str):
     return load_settings(env, dotenv_path=None)
 
 
-@pytest.mark.parametrize("profile", ["trend", "phase1c"])
+MARKET = {"TB_MARKET_FILTER": "BTC/USD", "TB_MARKET_WINDOW_H": "120"}   # the market filter (BTC above its 5-day mean)
+
+
+@pytest.mark.parametrize("profile", ["trend", "phase1c", "trend+market"])
 @pytest.mark.parametrize("agent", ["hybrid", "futures"])
 def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
-    s = settings(tmp_path, TB_PROFILE=profile)
+    s = settings(tmp_path, TB_PROFILE=profile.split("+")[0], **(MARKET if "market" in profile else {}))
     build = hybrid_agent.build if agent == "hybrid" else futures_agent.build
     loop = build(s, quiet())
     loop.run(cycles=CYCLES)
     end = loop.clock
     rows = loop.store.conn.execute("SELECT * FROM trades WHERE agent=? ORDER BY exit_ts, entry_order_id",
                                    (agent,)).fetchall()
+    blocked = loop.store.conn.execute("SELECT COUNT(*) FROM risk_events WHERE agent=? AND rule='market_filter'",
+                                      (agent,)).fetchone()[0]
     loop.store.close()
     assert len(rows) >= 5
+    assert (blocked > 0) == ("market" in profile)     # the filter refused entries in this span (and only with it)
     symbols = list(s.symbols if agent == "hybrid" else s.futures_symbols)
     # the scorer the live agent used (the factory's choice), as `tracer backtest` does
     res = run_backtest(s, agent, symbols, make_scorer(s, quiet()), start=START, end=end, close_at_end=False)

@@ -49,6 +49,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 4,
         "confidence_sizing": False,
         "trend_window_h": 0.0,
+        "market_filter": "none",
         "lookback_bars": 256,
         "min_direction_score": 0.1,
         "stop_atr_mult": 2.0,
@@ -73,6 +74,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 8,
         "confidence_sizing": True,
         "trend_window_h": 0.0,
+        "market_filter": "none",
         "lookback_bars": 256,
         "min_direction_score": 0.1,
         "stop_atr_mult": 2.0,
@@ -99,6 +101,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 4,
         "confidence_sizing": True,
         "trend_window_h": 240.0,            # the 10-day mean
+        "market_filter": "none",
         "lookback_bars": 600,
         "min_direction_score": 0.1,         # band: about 1% from the mean before a direction is called
         "stop_atr_mult": 8.0,
@@ -225,6 +228,14 @@ class Settings:
                                  "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
                                  "band around it; 0 = the seed's hourly oscillators (profile trend: 240)",
                                  lo=0, hi=5000, profile=True)
+    market_filter: str = _var("TB_MARKET_FILTER", "str", None,
+                              "market filter: a new long only while this symbol's close is above its mean over "
+                              "TB_MARKET_WINDOW_H, a new short only while below (exits are never blocked); it must "
+                              "be one of the agent's symbols; none = off", profile=True)
+    market_window_h: float = _var("TB_MARKET_WINDOW_H", "float", 0.0,
+                                  "hours in the market filter's mean; 0 = TB_TREND_WINDOW_H", lo=0, hi=5000)
+    futures_market_filter: bool = _var("TB_FUTURES_MARKET_FILTER", "bool", True,
+                                       "the futures agent obeys TB_MARKET_FILTER too (false: the hybrid only)")
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,
@@ -884,6 +895,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if tw is not None and lb is not None and tw > lb:
         problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
                         f"TB_LOOKBACK_BARS={lb}")
+    problems += _market_problems(values)
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:
         problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
@@ -895,6 +907,38 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _market_problems(values: dict[str, Any]) -> list[str]:
+    """The market filter's symbol is read from the agents' own feed (one code path live and in the backtest),
+    so it must be traded by every agent that obeys it; its mean needs a window and that many bars."""
+    mf = values.get("market_filter")
+    if mf is None:
+        return []
+    if str(mf).strip().lower() == "none":
+        values["market_filter"] = "none"
+        return []
+    if not _SYMBOL_RE.fullmatch(str(mf).strip()):
+        return [f"TB_MARKET_FILTER={mf!r}: must be a symbol like BTC/USD, or none"]
+    sym = canonical(str(mf).strip())
+    values["market_filter"] = sym
+    out = []
+    lists = [("TB_SYMBOLS", values.get("symbols", Settings.symbols))]
+    if values.get("futures_market_filter", Settings.futures_market_filter):
+        lists.append(("TB_FUTURES_SYMBOLS", values.get("futures_symbols", Settings.futures_symbols)))
+    for env, syms in lists:
+        if sym not in syms:
+            out.append(f"TB_MARKET_FILTER={sym!r}: the filter reads that symbol's bars from the feed, so it must be "
+                       f"one of {env}")
+    win = values.get("market_window_h") or values.get("trend_window_h") or 0.0
+    lb = values.get("lookback_bars")
+    if not win:
+        out.append(f"TB_MARKET_WINDOW_H={values.get('market_window_h', 0.0)!r}: the market filter needs a window "
+                   "(TB_TREND_WINDOW_H is 0 too)")
+    elif lb is not None and win > lb:
+        out.append(f"TB_MARKET_WINDOW_H={win!r}: the market filter's mean needs that many hourly bars, more than "
+                   f"TB_LOOKBACK_BARS={lb}")
+    return out
 
 
 def feed_problems(s: "Settings") -> list[str]:
