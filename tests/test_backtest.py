@@ -42,13 +42,16 @@ def settings(tmp: Path, **extra: str):
     return load_settings(env, dotenv_path=None)
 
 
-MARKET = {"TB_MARKET_FILTER": "BTC/USD", "TB_MARKET_WINDOW_H": "120"}   # the market filter (BTC above its 5-day mean)
+# the trend profile's market filter (BTC above its own mean), off, and at a shorter window than the trend's
+VARIANTS = {"trend": {}, "trend-nomarket": {"TB_MARKET_FILTER": "none"}, "trend-market120": {"TB_MARKET_WINDOW_H": "120"},
+            "phase1c": {}}
 
 
-@pytest.mark.parametrize("profile", ["trend", "phase1c", "trend+market"])
+@pytest.mark.parametrize("profile", list(VARIANTS))
 @pytest.mark.parametrize("agent", ["hybrid", "futures"])
 def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
-    s = settings(tmp_path, TB_PROFILE=profile.split("+")[0], **(MARKET if "market" in profile else {}))
+    s = settings(tmp_path, TB_PROFILE=profile.split("-")[0], **VARIANTS[profile])
+    assert (s.market_filter == "BTC/USD") == profile.startswith("trend") and profile != "trend-nomarket"
     build = hybrid_agent.build if agent == "hybrid" else futures_agent.build
     loop = build(s, quiet())
     loop.run(cycles=CYCLES)
@@ -59,7 +62,7 @@ def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
                                       (agent,)).fetchone()[0]
     loop.store.close()
     assert len(rows) >= 5
-    assert (blocked > 0) == ("market" in profile)     # the filter refused entries in this span (and only with it)
+    assert (blocked > 0) == (s.market_filter != "none")   # the filter refused entries in this span (only with it)
     symbols = list(s.symbols if agent == "hybrid" else s.futures_symbols)
     # the scorer the live agent used (the factory's choice), as `tracer backtest` does
     res = run_backtest(s, agent, symbols, make_scorer(s, quiet()), start=START, end=end, close_at_end=False)

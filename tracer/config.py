@@ -100,8 +100,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "min_conviction_score": 2.0,
         "max_trades_per_day": 4,
         "confidence_sizing": True,
-        "trend_window_h": 240.0,            # the 10-day mean
-        "market_filter": "none",
+        "trend_window_h": 480.0,            # the 20-day mean (round 12; 240 h before)
+        "market_filter": "BTC/USD",         # new longs only while BTC is above its own 20-day mean (round 12)
         "lookback_bars": 600,
         "min_direction_score": 0.1,         # band: about 1% from the mean before a direction is called
         "stop_atr_mult": 8.0,
@@ -226,14 +226,16 @@ class Settings:
     trend_window_h: float = _var("TB_TREND_WINDOW_H", "float", None,
                                  "hours in the higher-timeframe mean the trend model reads (480 = 20 days); the "
                                  "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
-                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 240)",
+                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 480)",
                                  lo=0, hi=5000, profile=True)
-    market_filter: str = _var("TB_MARKET_FILTER", "str", None,
+    market_filter: str = _var("TB_MARKET_FILTER", "market", None,
                               "market filter: a new long only while this symbol's close is above its mean over "
-                              "TB_MARKET_WINDOW_H, a new short only while below (exits are never blocked); it must "
-                              "be one of the agent's symbols; none = off", profile=True)
+                              "TB_MARKET_WINDOW_H, a new short only while below (exits are never blocked); an agent "
+                              "whose symbols lack it trades without it; none = off (profile trend: BTC/USD)",
+                              profile=True)
     market_window_h: float = _var("TB_MARKET_WINDOW_H", "float", 0.0,
-                                  "hours in the market filter's mean; 0 = TB_TREND_WINDOW_H", lo=0, hi=5000)
+                                  "hours in the market filter's mean; 0 = TB_TREND_WINDOW_H (both 0: the profile's "
+                                  "filter is off)", lo=0, hi=5000)
     futures_market_filter: bool = _var("TB_FUTURES_MARKET_FILTER", "bool", True,
                                        "the futures agent obeys TB_MARKET_FILTER too (false: the hybrid only)")
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
@@ -758,6 +760,12 @@ def _parse(kind: str, raw: str) -> Any:  # noqa: C901
         if not all(_INT_RE.fullmatch(x) for x in items):
             raise ValueError("must be comma-separated integer ids")
         return ",".join(str(int(x)) for x in items)
+    if kind == "market":        # one symbol, or none
+        if s.strip().lower() == "none":
+            return "none"
+        if not _SYMBOL_RE.fullmatch(s.strip()) or "," in s:
+            raise ValueError("must be one symbol like BTC/USD, or none")
+        return canonical(s.strip())
     if kind == "symbols":
         items = [x.strip() for x in s.split(",") if x.strip()]
         if not items:
@@ -789,7 +797,7 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
             "str": "text", "url": "an http(s) URL",
-            "symbols": "a comma list like BTC/USD,ETH/USD", "ids": "comma-separated integers (empty: none)",
+            "symbols": "a comma list like BTC/USD,ETH/USD", "market": "a symbol like BTC/USD, or none", "ids": "comma-separated integers (empty: none)",
             "channels": "a comma list of console, discord, telegram (empty: none)",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng
 
@@ -870,6 +878,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if pplx:
         values["pplx_api_keys"] = ",".join(pplx)
 
+    market_explicit = "market_filter" in values      # set by the user, not by the profile
     profile = values.get("profile", Settings.profile)
     if profile in PROFILES:
         for key, pv in PROFILES[profile].items():
@@ -895,7 +904,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if tw is not None and lb is not None and tw > lb:
         problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
                         f"TB_LOOKBACK_BARS={lb}")
-    problems += _market_problems(values)
+    problems += _market_problems(values, market_explicit)
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:
         problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
@@ -909,34 +918,28 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     return settings
 
 
-def _market_problems(values: dict[str, Any]) -> list[str]:
-    """The market filter's symbol is read from the agents' own feed (one code path live and in the backtest),
-    so it must be traded by every agent that obeys it; its mean needs a window and that many bars."""
-    mf = values.get("market_filter")
-    if mf is None:
+def _market_problems(values: dict[str, Any], explicit: bool) -> list[str]:
+    """The market filter's symbol is read from the agent's own feed (one code path live and in the backtest): an
+    agent whose symbols lack it trades without the filter (:meth:`EvalParams.from_settings`), and a symbol set
+    explicitly that no agent trades is an error. Its mean needs a window and that many bars."""
+    sym = values.get("market_filter")
+    if sym is None or sym == "none":
         return []
-    if str(mf).strip().lower() == "none":
-        values["market_filter"] = "none"
-        return []
-    if not _SYMBOL_RE.fullmatch(str(mf).strip()):
-        return [f"TB_MARKET_FILTER={mf!r}: must be a symbol like BTC/USD, or none"]
-    sym = canonical(str(mf).strip())
-    values["market_filter"] = sym
     out = []
-    lists = [("TB_SYMBOLS", values.get("symbols", Settings.symbols))]
+    traded = set(values.get("symbols", Settings.symbols))
     if values.get("futures_market_filter", Settings.futures_market_filter):
-        lists.append(("TB_FUTURES_SYMBOLS", values.get("futures_symbols", Settings.futures_symbols)))
-    for env, syms in lists:
-        if sym not in syms:
-            out.append(f"TB_MARKET_FILTER={sym!r}: the filter reads that symbol's bars from the feed, so it must be "
-                       f"one of {env}")
-    win = values.get("market_window_h") or values.get("trend_window_h") or 0.0
-    lb = values.get("lookback_bars")
-    if not win:
-        out.append(f"TB_MARKET_WINDOW_H={values.get('market_window_h', 0.0)!r}: the market filter needs a window "
-                   "(TB_TREND_WINDOW_H is 0 too)")
-    elif lb is not None and win > lb:
-        out.append(f"TB_MARKET_WINDOW_H={win!r}: the market filter's mean needs that many hourly bars, more than "
+        traded |= set(values.get("futures_symbols", Settings.futures_symbols))
+    if explicit and sym not in traded:
+        out.append(f"TB_MARKET_FILTER={sym!r}: the filter reads that symbol's bars from the agent's feed, so it must "
+                   "be one of TB_SYMBOLS (or of TB_FUTURES_SYMBOLS)")
+    mw, lb = values.get("market_window_h") or 0.0, values.get("lookback_bars")
+    if not (mw or values.get("trend_window_h")):
+        if not explicit:            # the profile's filter follows the trend window the user switched off
+            values["market_filter"] = "none"
+            return out
+        out.append(f"TB_MARKET_WINDOW_H={mw!r}: the market filter needs a window (TB_TREND_WINDOW_H is 0 too)")
+    elif mw and lb is not None and mw > lb:     # (the trend window's own check covers the default)
+        out.append(f"TB_MARKET_WINDOW_H={mw!r}: the market filter's mean needs that many hourly bars, more than "
                    f"TB_LOOKBACK_BARS={lb}")
     return out
 

@@ -97,7 +97,7 @@ class AgentLoop(StorageFaultHandling):
         self.policy = policy
         self.log = logger
         self.initial_capital = initial_capital
-        self.params = EvalParams.from_settings(settings, feed.interval)
+        self.params = EvalParams.from_settings(settings, feed.interval, feed.symbols)
         self.stop_event = threading.Event()
         self.cycle_no = 0
         self.clock: datetime | None = None
@@ -161,7 +161,8 @@ class AgentLoop(StorageFaultHandling):
         if self.s.replay_start is not None and self.s.replay_start > first:
             first = self.feed.next_time(self.s.replay_start - timedelta(microseconds=1))  # type: ignore[attr-defined]
         self.log.info(kv("start", first_clock=iso(first) if first else "end-of-data", capital=self.initial_capital,
-                         symbols=",".join(self.feed.symbols), profile=self.s.profile))
+                         symbols=",".join(self.feed.symbols), profile=self.s.profile,
+                         market_filter=self.s.market_filter if self.params.market_bars else "off"))
         return first
 
     def _restore(self, acct) -> None:

@@ -176,7 +176,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
 
     hp = Path(headlines_path) if headlines_path else ((Path(data_dir) if data_dir else bundled_dir()) / "headlines.csv")
     headlines = load_headlines(hp) if hp.is_file() else []
-    params = EvalParams.from_settings(s, interval)
+    params = EvalParams.from_settings(s, interval, symbols)
     narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
                        timedelta(hours=s.headline_lookback_h), params.source_weights,
                        Path(s.state_dir) / SCORE_CACHE_DIR)

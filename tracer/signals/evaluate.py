@@ -49,7 +49,11 @@ class EvalParams:
         return int(round(self.market_window_h * 3600.0 / self.interval.total_seconds())) if self.market_window_h else 0
 
     @classmethod
-    def from_settings(cls, s, interval: timedelta = timedelta(hours=1)) -> "EvalParams":
+    def from_settings(cls, s, interval: timedelta = timedelta(hours=1),
+                      symbols: Sequence[str] | None = None) -> "EvalParams":
+        """``symbols``: the agent's feed. The market filter is on only when its symbol is among them (the
+        filter reads its bars from that feed); without ``symbols`` (single-asset research) it is off."""
+        market_on = s.market_filter != "none" and symbols is not None and s.market_filter in symbols
         return cls(gates=GateThresholds(min_quality=s.min_signal_quality, min_conviction=s.min_conviction_score,
                                         adverse_regime_penalty=s.bear_quality_penalty,
                                         extreme_vol_penalty=s.extreme_vol_quality_penalty,
@@ -59,7 +63,7 @@ class EvalParams:
                    min_direction_score=s.min_direction_score,
                    source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())),
                    trend_window_h=s.trend_window_h,
-                   market_window_h=(s.market_window_h or s.trend_window_h) if s.market_filter != "none" else 0.0)
+                   market_window_h=(s.market_window_h or s.trend_window_h) if market_on else 0.0)
 
 
 def direction_of(price: float, narrative: float, headline_count: int, min_score: float) -> tuple[int, float]:
