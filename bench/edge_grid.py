@@ -112,3 +112,11 @@ GRIDS["final2"] = {f"w{w}_b{b}_t{t}_{rk}": {"TB_PROFILE": "trend", "TB_TREND_WIN
 
 # round 11 (hybrid only): a stronger regime gate for longs in a bear regime (the adverse-regime penalty)
 GRIDS["bear_gate"] = {f"r11_bear{b}": {"TB_PROFILE": "trend", "TB_BEAR_QUALITY_PENALTY": b} for b in ("1", "3", "5")}
+
+# round 12 (both agents): the market filter (a new long only while BTC is above its own mean, a new short only
+# while below; never an exit), its window = the trend window. The round-9 grid without the filter (already
+# counted), with it for both agents, and with it for the hybrid only; the training folds choose among all 24.
+_MKT = {"none": {}, "mkt": {"TB_MARKET_FILTER": "BTC/USD"},
+        "mkth": {"TB_MARKET_FILTER": "BTC/USD", "TB_FUTURES_MARKET_FILTER": "false"}}
+GRIDS["market"] = {f"w{w}_b{b}_t{t}_{m}": {**GRIDS["final"][f"w{w}_b{b}_t{t}"], **_MKT[m]}
+                   for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MKT}

@@ -31,7 +31,7 @@ import pandas as pd
 HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", "/work/shared/data/history"))   # candles_1h_*USDT.csv
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
-TOTAL_TRIALS = 77       # configurations backtested up to round 10 (79 with round 11) (docs/study/edge_trials.md)
+TOTAL_TRIALS = 95       # configurations backtested up to round 12 (77 to round 10) (docs/study/edge_trials.md)
 COST_BPS = 10.0 + 5.0                                         # fee + slippage per side, as the agents pay
 
 
@@ -171,8 +171,14 @@ def main() -> int:
         grid = {k: v for k, v in grid.items() if k in args.only.split(",")}
     px = daily(closes())
     runs: dict[str, dict[str, pd.Series]] = {}
+    memo: dict[tuple, pd.Series] = {}
     for name, ov in grid.items():
-        runs[name] = {a: run_agent(a, ov) for a in args.agents.split(",")}
+        runs[name] = {}
+        for a in args.agents.split(","):
+            key = (a, tuple(sorted(_effective(a, ov).items())))
+            if key not in memo:       # the same backtest twice (e.g. a futures-only switch seen by the hybrid)
+                memo[key] = run_agent(a, ov)
+            runs[name][a] = memo[key]
         print(f"ran {name}", file=sys.stderr)
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
     fl = folds(end)
@@ -229,6 +235,19 @@ def main() -> int:
               + (f"  90% CI {m['sharpe_90ci'][0]:+.2f}..{m['sharpe_90ci'][1]:+.2f}  DSR p {m['deflated_sharpe_p']}"
                  if "sharpe_90ci" in m else ""))
     return 0
+
+
+def _effective(agent: str, ov: dict[str, str]) -> dict[str, str]:
+    """The overrides that can change ``agent``'s backtest: the futures agent's market-filter switch means
+    nothing to the hybrid, and a futures agent told to ignore the filter trades as without it."""
+    out = dict(ov)
+    if agent == "hybrid":
+        out.pop("TB_FUTURES_MARKET_FILTER", None)
+    elif out.get("TB_FUTURES_MARKET_FILTER") == "false":
+        out.pop("TB_FUTURES_MARKET_FILTER")
+        out.pop("TB_MARKET_FILTER", None)
+        out.pop("TB_MARKET_WINDOW_H", None)
+    return out
 
 
 def _entries_per_day(eq: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp) -> float:

@@ -125,6 +125,7 @@ class Signal:
     scorer_id: str
     gates: Mapping[str, Any] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    market_ok: bool = True          # the market filter allows a new entry in ``direction`` (exits: always)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,7 @@ def test_exploration_tag_is_stored_and_explained(tmp_path):
     st.close()
 
 
-@pytest.mark.parametrize("profile", ["phase1c", "trend"])
+@pytest.mark.parametrize("profile", ["phase1c", "trend", "trend-nomarket"])
 def test_backtest_equals_live_with_exploration(tmp_path, profile):
     import logging
     from tracer.agents import hybrid as hybrid_agent
@@ -182,11 +182,15 @@ def test_backtest_equals_live_with_exploration(tmp_path, profile):
     log.propagate = False
     s = load_settings({"TB_DB_PATH": str(tmp_path / "live.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
                        "TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_EXPLORE_SHARE": "0.5",
-                       "TB_SYMBOLS": "BTC/USD,ETH/USD,SOL/USD", "TB_PROFILE": profile,
+                       "TB_SYMBOLS": "BTC/USD,ETH/USD,SOL/USD", "TB_PROFILE": profile.split("-")[0],
+                       # trend: with its market filter (BTC above its 20-day mean) and without
+                       **({"TB_MARKET_FILTER": "none"} if profile == "trend-nomarket" else {}),
                        # the trend model holds for weeks and its gates at 1.0 leave few near misses: within 150
                        # bars a stricter quality gate gives the exploration near misses to take, and the seed's
                        # 2-ATR stop closes trades to compare (the evaluation is still the trend model's)
-                       **({"TB_MIN_SIGNAL_QUALITY": "3", "TB_STOP_ATR_MULT": "2"} if profile == "trend" else {})},
+                       # (from mid-March 2022, a rally: before it the market filter refuses most longs)
+                       **({"TB_MIN_SIGNAL_QUALITY": "3", "TB_STOP_ATR_MULT": "2",
+                           "TB_REPLAY_START": "2022-03-14T00:00:00Z"} if profile != "phase1c" else {})},
                       dotenv_path=None)
     loop = hybrid_agent.build(s, log)
     loop.run(cycles=150)
@@ -196,7 +200,7 @@ def test_backtest_equals_live_with_exploration(tmp_path, profile):
                                    "ORDER BY t.exit_ts, t.entry_order_id").fetchall()
     loop.store.close()
     assert any('"exploration"' in (r["sizing_json"] or "") for r in rows)
-    res = run_backtest(s, "hybrid", list(s.symbols), make_scorer(s, log), start=datetime(2022, 1, 10, tzinfo=timezone.utc),
+    res = run_backtest(s, "hybrid", list(s.symbols), make_scorer(s, log), start=s.replay_start,
                        end=end, close_at_end=False)
     bt = sorted(res.trades, key=lambda t: (t.exit_ts, t.entry_order_id))
     assert [(t.entry_order_id, t.exit_ts) for t in bt] == [(r["entry_order_id"], parse_iso(r["exit_ts"])) for r in rows]

@@ -42,22 +42,35 @@ def settings(tmp: Path, **extra: str):
     return load_settings(env, dotenv_path=None)
 
 
-@pytest.mark.parametrize("profile", ["trend", "phase1c"])
+# The trend profile holds for weeks and its market filter refuses most longs in January 2022: from February, with
+# the seed's 2-ATR stops, 300 bars close enough trades to compare (the evaluation is still the trend model's).
+_TREND = {"TB_REPLAY_START": "2022-02-01T00:00:00Z", "TB_STOP_ATR_MULT": "2", "TB_FUTURES_STOP_ATR_MULT": "2"}
+# the trend profile with its market filter (BTC above its own mean), without it, and at a shorter market window
+VARIANTS = {"trend": _TREND, "trend-nomarket": {**_TREND, "TB_MARKET_FILTER": "none"},
+            "trend-market120": {**_TREND, "TB_MARKET_WINDOW_H": "120"}, "phase1c": {}}
+
+
+@pytest.mark.parametrize("profile", list(VARIANTS))
 @pytest.mark.parametrize("agent", ["hybrid", "futures"])
 def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
-    s = settings(tmp_path, TB_PROFILE=profile)
+    s = settings(tmp_path, TB_PROFILE=profile.split("-")[0], **VARIANTS[profile])
+    assert (s.market_filter == "BTC/USD") == (profile.startswith("trend") and profile != "trend-nomarket")
     build = hybrid_agent.build if agent == "hybrid" else futures_agent.build
     loop = build(s, quiet())
     loop.run(cycles=CYCLES)
     end = loop.clock
     rows = loop.store.conn.execute("SELECT * FROM trades WHERE agent=? ORDER BY exit_ts, entry_order_id",
                                    (agent,)).fetchall()
+    blocked = loop.store.conn.execute("SELECT COUNT(*) FROM risk_events WHERE agent=? AND rule='market_filter'",
+                                      (agent,)).fetchone()[0]
     loop.store.close()
     assert len(rows) >= 5
+    assert (blocked > 0) == (s.market_filter != "none")   # the filter refused entries in this span (only with it)
     symbols = list(s.symbols if agent == "hybrid" else s.futures_symbols)
     # the scorer the live agent used (the factory's choice), as `tracer backtest` does
-    res = run_backtest(s, agent, symbols, make_scorer(s, quiet()), start=START, end=end, close_at_end=False)
-    assert res.start == START and res.end == end and len(res.equity) == CYCLES
+    start = s.replay_start
+    res = run_backtest(s, agent, symbols, make_scorer(s, quiet()), start=start, end=end, close_at_end=False)
+    assert res.start == start and res.end == end and len(res.equity) == CYCLES
     bt = sorted(res.trades, key=lambda t: (t.exit_ts, t.entry_order_id))
     assert [(t.entry_order_id, t.exit_order_id, t.exit_reason, t.entry_ts, t.exit_ts) for t in bt] == \
            [(r["entry_order_id"], r["exit_order_id"], r["exit_reason"], parse_iso(r["entry_ts"]),
@@ -126,7 +139,8 @@ def test_accounting_and_determinism(tmp_path):
 
 
 def test_futures_accounting(tmp_path):
-    s = settings(tmp_path)
+    # the previous default (10-day mean, no market filter): in these 19 days of May 2022 it trades both sides
+    s = settings(tmp_path, TB_MARKET_FILTER="none", TB_TREND_WINDOW_H="240")
     res = run_backtest(s, "futures", ["BTC/USD", "ETH/USD", "SOL/USD"], CachedScorer(VaderScorer()),
                        start=datetime(2022, 5, 1, tzinfo=timezone.utc), end=datetime(2022, 5, 20, tzinfo=timezone.utc))
     assert res.trades and {t.side.value for t in res.trades} == {"long", "short"}

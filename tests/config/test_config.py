@@ -23,6 +23,7 @@ GARBAGE: dict[str, list[str]] = {
     "choice": ["bogus", ""],
     "path": ["", "   "],
     "symbols": ["BTC USD!!", ",,", "", "BTC/USD,ETH$/USD", "/USD", "BTC/EUR", "BTC/USD/X", "BTC\u00b2/USD"],
+    "market": ["BTC USD!!", "BTC/USD,ETH/USD", "", "/USD", "BTC/EUR"],
     "datetime": ["yesterday", "2022-13-01T00:00:00Z", "10/01/2022"],
     "ids": ["alice", "1,two", "1.5", "12abc,3"],
     "channels": ["email", "console,sms", "tele gram"],
@@ -47,7 +48,7 @@ def companions(env_name: str, value: str) -> dict[str, str]:
         return {"TB_LOOKBACK_BARS": "5000"}
     if env_name == "TB_LOOKBACK_BARS":
         return {"TB_MIN_BARS": "30", "TB_TREND_WINDOW_H": "0"}
-    if env_name == "TB_TREND_WINDOW_H":
+    if env_name in ("TB_TREND_WINDOW_H", "TB_MARKET_WINDOW_H"):
         return {"TB_LOOKBACK_BARS": "5000"}
     return {}
 
@@ -66,7 +67,8 @@ def test_defaults_are_trend_profile():
     assert s.min_conviction_score == 2.0
     assert s.max_trades_per_day == 4
     assert s.confidence_sizing is True
-    assert s.trend_window_h == 240.0 and s.lookback_bars >= s.trend_window_h
+    assert s.trend_window_h == 480.0 and s.lookback_bars >= s.trend_window_h
+    assert (s.market_filter, s.market_window_h, s.futures_market_filter) == ("BTC/USD", 0.0, True)
     assert (s.trail_pct, s.max_hold_h, s.futures_vol_stop_mult) == (0.0, 0.0, 0.0)   # exits let a trend run
     # every field gets a concrete value (profile-driven ones included)
     for f in FIELDS:
@@ -84,8 +86,8 @@ def test_phase1c_profile_is_the_seed():
 
 def test_trend_window_must_fit_the_lookback():
     with pytest.raises(ConfigError) as ei:
-        load({"TB_LOOKBACK_BARS": "200"})          # the trend profile's 240-hour mean needs 240 bars
-    assert "TB_TREND_WINDOW_H=240.0" in str(ei.value) and "TB_LOOKBACK_BARS=200" in str(ei.value)
+        load({"TB_LOOKBACK_BARS": "200"})          # the trend profile's 480-hour mean needs 480 bars
+    assert "TB_TREND_WINDOW_H=480.0" in str(ei.value) and "TB_LOOKBACK_BARS=200" in str(ei.value)
     assert load({"TB_LOOKBACK_BARS": "200", "TB_TREND_WINDOW_H": "200"}).trend_window_h == 200.0
 
 
@@ -334,6 +336,24 @@ def test_env_names_are_unique_and_prefixed():
 # --- cross-field rules ---------------------------------------------------------------------------------
 
 
+def test_market_filter_settings():
+    assert load({"TB_MARKET_FILTER": "none"}).market_filter == "none"
+    assert load({"TB_MARKET_FILTER": "ethusdt"}).market_filter == "ETH/USD"
+    with pytest.raises(ConfigError) as ei:       # explicit, but no agent trades it: its bars are never read
+        load({"TB_MARKET_FILTER": "BTC/USD", "TB_SYMBOLS": "ETH/USD", "TB_FUTURES_SYMBOLS": "SOL/USD"})
+    assert "TB_SYMBOLS" in problem_for(ei.value, "TB_MARKET_FILTER")
+    # from the profile, an agent without BTC trades without the filter (EvalParams.from_settings): no error
+    assert load({"TB_SYMBOLS": "ETH/USD", "TB_FUTURES_SYMBOLS": "SOL/USD"}).market_filter == "BTC/USD"
+    with pytest.raises(ConfigError) as ei:
+        load({"TB_MARKET_WINDOW_H": "700"})      # more than the trend profile's 600-bar look-back
+    assert "TB_LOOKBACK_BARS=600" in problem_for(ei.value, "TB_MARKET_WINDOW_H")
+    with pytest.raises(ConfigError) as ei:
+        load({"TB_PROFILE": "phase1c", "TB_MARKET_FILTER": "BTC/USD"})   # no trend window to follow
+    assert "window" in problem_for(ei.value, "TB_MARKET_WINDOW_H")
+    assert load({"TB_PROFILE": "phase1c", "TB_MARKET_FILTER": "BTC/USD", "TB_MARKET_WINDOW_H": "240"}).market_window_h == 240
+    assert load({"TB_TREND_WINDOW_H": "0"}).market_filter == "none"      # the profile's filter follows the trend
+
+
 def test_min_bars_above_lookback_refused():
     with pytest.raises(ConfigError) as ei:
         load({"TB_MIN_BARS": "300", "TB_LOOKBACK_BARS": "256"})
@@ -341,7 +361,7 @@ def test_min_bars_above_lookback_refused():
     with pytest.raises(ConfigError) as ei:
         load({"TB_LOOKBACK_BARS": "100"})  # below the default TB_MIN_BARS=180
     assert "TB_LOOKBACK_BARS" in str(ei.value) and "TB_MIN_BARS" in str(ei.value)
-    s = load({"TB_MIN_BARS": "300", "TB_LOOKBACK_BARS": "300"})
+    s = load({"TB_MIN_BARS": "300", "TB_LOOKBACK_BARS": "300", "TB_TREND_WINDOW_H": "240"})
     assert s.min_bars == s.lookback_bars == 300
 
 

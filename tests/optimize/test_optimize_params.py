@@ -64,7 +64,7 @@ def test_a_parameter_beyond_its_bound_is_refused(env):
     out = pm.guard_rails(proposal(s, TB_MIN_SIGNAL_QUALITY=3.0), cur, s)
     assert len(out) == 1 and "TB_MIN_SIGNAL_QUALITY: change 1 -> 3" in out[0] and "exceeds its bound 1.5" in out[0]
     assert pm.guard_rails(proposal(s, TB_NOT_TUNABLE=1.0), cur, s) == [
-        "TB_NOT_TUNABLE: not a tunable parameter of the hybrid agent"]
+        "TB_NOT_TUNABLE: not a tunable parameter of the hybrid agent (profile phase1c)"]
     # a proposal made against other parameters than those in force now is stale
     p = proposal(s)
     p["current"]["TB_STOP_ATR_MULT"] = 3.0
@@ -167,3 +167,49 @@ def test_corrupt_active_file_stops_the_configuration(env, tmp_path):
     (tmp_path / "active.json").write_text("{not json")
     with pytest.raises(ConfigError, match="TB_ACTIVE_PARAMS_PATH"):
         load(env)
+
+
+# --- the trend profile's search space (the default) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("agent", pm.AGENTS)
+def test_trend_space_contains_the_trend_defaults(tmp_path, agent):
+    """Every default of the trend profile lies inside its search range (and on its grid), so the optimiser's
+    baseline is the set in force and a proposal can move from it; the seed's space does not hold them."""
+    s = load({"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json")})
+    assert s.profile == "trend"
+    sp = pm.space(agent, "trend")
+    assert sp.keys() != pm.space(agent, "phase1c").keys() or agent == "futures"
+    for k, v in pm.current_values(s, agent).items():
+        p = sp[k]
+        assert p.lo <= v <= p.hi, (k, v, p)
+        assert abs((v - p.lo) / p.step - round((v - p.lo) / p.step)) < 1e-9, (k, v, p)
+    assert any(not (p.lo <= pm.current_values(s, agent)[k] <= p.hi) for k, p in pm.space(agent, "phase1c").items()
+               if k in pm.current_values(s, agent))
+    if agent == "hybrid":   # the trend model's own parameters are tunable; its window fits the 600-bar look-back
+        assert {"TB_TREND_WINDOW_H", "TB_MIN_DIRECTION_SCORE"} <= set(sp)
+        assert sp["TB_TREND_WINDOW_H"].hi <= s.lookback_bars
+
+
+def test_trend_promotion_passes_the_guard_rails_and_applies(tmp_path):
+    env = {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "active.json"), "TB_DB_PATH": str(tmp_path / "t.db")}
+    s = load(env)
+    seed = proposal(load(env, TB_PROFILE="phase1c"))     # (before the promotion: it would overlay phase1c too)
+    seed["profile"] = "phase1c"
+    p = proposal(s, TB_TREND_WINDOW_H=432.0, TB_STOP_ATR_MULT=7.0)
+    p["profile"] = "trend"
+    assert pm.guard_rails(p, pm.current_values(s, "hybrid"), s, head=pm.code_version()) == []
+    st = Store(s.db_path)
+    o = pm.promote(st, s, p, actor="test")
+    assert o.ok, o.message
+    s2 = load(env)
+    assert (s2.trend_window_h, s2.stop_atr_mult) == (432.0, 7.0)
+    # a proposal from the seed's space (phase1c values) is refused under trend, with the reasons
+    reasons = pm.guard_rails(seed, pm.current_values(s2, "hybrid"), s2)
+    assert any("made under profile phase1c" in r for r in reasons)
+    assert any("TB_MAX_HOLD_H: not a tunable parameter of the hybrid agent (profile trend)" in r for r in reasons)
+    st.close()
+
+
+def test_a_trend_variable_in_the_environment_shadows_a_promotion():
+    assert pm.shadowed("hybrid", {"TB_TREND_WINDOW_H": "300"}, None) == ["TB_TREND_WINDOW_H"]

@@ -49,8 +49,10 @@ def test_objective_penalises_drawdown_freeze_and_churn():
 def _job(tmp_path, name="s", trials=3, seed=7, n_folds=1):
     from tracer.optimize.study import Job
     fl = folds(datetime(2022, 1, 10, tzinfo=UTC), datetime(2022, 1, 31, tzinfo=UTC), 14 * D, 7 * D, n_folds)
+    # January 2022: the default's BTC filter keeps the trend model out of the market; the 10-day trend without
+    # it trades in these windows (the trend space's draws set their own window)
     env = {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_SENTIMENT_SCORER": "lexicon",
-           "TB_STATE_DIR": str(tmp_path)}
+           "TB_STATE_DIR": str(tmp_path), "TB_MARKET_FILTER": "none", "TB_TREND_WINDOW_H": "240"}
     return Job(agent="hybrid", symbols=["BTC/USD", "ETH/USD"], folds=fl, trials=trials, seed=seed,
                storage=f"sqlite:///{tmp_path / (name + '.db')}", study=name, base_env=env, env_file=None)
 
@@ -80,6 +82,8 @@ def test_same_seed_same_proposal(tmp_path):
     assert a["params"] == b["params"] and a["metrics"] == b["metrics"] and a["folds"] == b["folds"]
     assert a["metrics"]["objective"]["in_sample"] >= a["metrics"]["objective"]["current_in_sample"] - 1e-9
     assert set(a["params"]) == set(a["current"]) and a["data"]["test"]["from"] == a["data"]["train"]["to"]
+    # the default profile draws from its own space: the trend model's window and band are tuned
+    assert a["profile"] == "trend" and {"TB_TREND_WINDOW_H", "TB_MIN_DIRECTION_SCORE"} <= set(a["params"])
 
 
 def test_two_worker_processes_share_one_study_without_duplicates(tmp_path):

@@ -132,5 +132,5 @@ def test_decide_on_one_row_equals_the_table_row(btc):
 def test_trend_profile_settings_build_trend_params():
     s = load_settings({}, dotenv_path=None)
     p = EvalParams.from_settings(s)
-    assert s.profile == "trend" and p.trend_bars == 240 and p.min_direction_score == 0.1
+    assert s.profile == "trend" and p.trend_bars == 480 and p.min_direction_score == 0.1
     assert EvalParams.from_settings(load_settings({"TB_PROFILE": "phase1c"}, dotenv_path=None)).trend_bars == 0

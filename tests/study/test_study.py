@@ -108,6 +108,8 @@ def test_every_off_switch_is_a_valid_setting_that_changes_what_it_names(agent, t
     expl = next(x for x in sw if x.component is Component.EXPLORATION)
     assert is_noop(expl, current)                                       # off by default
     assert not is_noop(expl, {**current, "TB_EXPLORE_SHARE": "0.1"})
+    mkt = next(x for x in sw if x.component is Component.MARKET_FILTER)
+    assert not is_noop(mkt, current) and is_noop(mkt, {**current, "TB_MARKET_FILTER": "none"})   # on by default
 
 
 def test_divergence_off_switch_never_triggers():

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
+from tracer.agents.protocols import market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
@@ -93,6 +94,8 @@ class FuturesPolicy:
                             risk_detail={"last_close": last.isoformat(), "cooldown_h": s.futures_cooldown_h})
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
+        if s.futures_market_filter and not sig.market_ok:
+            return market_blocked(sig, s.market_filter, explore)
 
         if explore is not None:
             return self._explore(sig, direction, book, returns, explore)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
+from tracer.agents.protocols import market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.models import Action, Order, Position, Side, Signal
@@ -54,10 +55,14 @@ class HybridPolicy:
         if sig.action is not Action.BUY:
             tag = exploration(AGENT, sig, self.s) if sig.direction > 0 else None
             if tag is not None:
+                if not sig.market_ok:
+                    return market_blocked(sig, self.s.market_filter, tag)
                 return self._explore(sig, book, returns, tag)
             return Decision("none", sig.reason)
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
+        if not sig.market_ok:
+            return market_blocked(sig, self.s.market_filter)
         rd = check_entry(Candidate(sig.symbol, sig.price, +1, sig.size_fraction, returns), book, self.limits)
         if not rd.approved:
             return Decision("blocked", f"risk rule {rd.rule}", risk_rule=rd.rule, risk_detail=dict(rd.detail))

@@ -42,7 +42,7 @@ from tracer.models import Bar, OrderState, Position, ScoredHeadline, Signal
 from tracer.risk.limits import Book
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
-from tracer.signals.evaluate import EvalParams, evaluate
+from tracer.signals.evaluate import EvalParams, evaluate, market_context
 
 
 class _StopWaiting(Exception):
@@ -97,7 +97,7 @@ class AgentLoop(StorageFaultHandling):
         self.policy = policy
         self.log = logger
         self.initial_capital = initial_capital
-        self.params = EvalParams.from_settings(settings, feed.interval)
+        self.params = EvalParams.from_settings(settings, feed.interval, feed.symbols)
         self.stop_event = threading.Event()
         self.cycle_no = 0
         self.clock: datetime | None = None
@@ -161,7 +161,8 @@ class AgentLoop(StorageFaultHandling):
         if self.s.replay_start is not None and self.s.replay_start > first:
             first = self.feed.next_time(self.s.replay_start - timedelta(microseconds=1))  # type: ignore[attr-defined]
         self.log.info(kv("start", first_clock=iso(first) if first else "end-of-data", capital=self.initial_capital,
-                         symbols=",".join(self.feed.symbols), profile=self.s.profile))
+                         symbols=",".join(self.feed.symbols), profile=self.s.profile,
+                         market_filter=self.s.market_filter if self.params.market_bars else "off"))
         return first
 
     def _restore(self, acct) -> None:
@@ -229,9 +230,12 @@ class AgentLoop(StorageFaultHandling):
         # one batched call for every relevant title of the cycle (a model call has a fixed cost per batch)
         titles = list(dict.fromkeys(h.title for hs in rel.values() for h in hs))
         by_title = dict(zip(titles, self.scorer.score(titles))) if titles else {}
+        # the market filter's symbol, read from this cycle's own snapshot (absent when the gap policy refused it:
+        # unknown, no new entries); the backtest builds the same numbers (tracer.backtest.runner._market_gaps)
+        market = market_context(snap.bars.get(self.s.market_filter), self.params)
         for sym, bars in snap.bars.items():
             scored = [ScoredHeadline(h, by_title[h.title]) for h in rel[sym]]
-            signals.append(evaluate(sym, bars, scored, now, self.params))
+            signals.append(evaluate(sym, bars, scored, now, self.params, market))
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}

@@ -34,6 +34,24 @@ class Decision:
     risk_detail: dict[str, Any] | None = None
 
 
+def market_blocked(sig: Signal, market: str, exploration: dict | None = None) -> Decision:
+    """The decision of an entry the market filter refuses (``sig.market_ok`` False): both agents' words."""
+    side = "long" if sig.direction > 0 else "short"
+    inputs = sig.inputs or {}
+    gap = inputs.get("market_gap")
+    if "market_gap" not in inputs:       # a backtest signal records no inputs
+        state = "against it or unknown"
+    elif gap is None:
+        state = "unknown (no bar at this time, or too short a history)"
+    else:
+        state = f"{'below' if sig.direction > 0 else 'above'} its mean (gap {gap:+.4f})"
+    detail: dict[str, Any] = {"market": market, "direction": sig.direction, "market_gap": gap}
+    if exploration is not None:
+        detail["exploration"] = exploration
+    return Decision("blocked", f"market filter: no new {side} while {market} is {state}; {sig.reason}",
+                    risk_rule="market_filter", risk_detail=detail)
+
+
 class Policy(Protocol):
     """The agent-specific part: direction rules, risk and sizing. Pure given its inputs."""
     agent: str

@@ -46,7 +46,7 @@ from tracer.sentiment.narrative import NarrativeResult, narrative_series, releva
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
 from tracer.signals.scoring import narrative_confidence, score_table, scorer_weight
-from tracer.signals.features import feature_table
+from tracer.signals.features import feature_table, market_gap
 
 NS = 1_000_000_000
 _SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", "count", "score", "dispersion"))
@@ -176,7 +176,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
 
     hp = Path(headlines_path) if headlines_path else ((Path(data_dir) if data_dir else bundled_dir()) / "headlines.csv")
     headlines = load_headlines(hp) if hp.is_file() else []
-    params = EvalParams.from_settings(s, interval)
+    params = EvalParams.from_settings(s, interval, symbols)
     narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
                        timedelta(hours=s.headline_lookback_h), params.source_weights,
                        Path(s.state_dir) / SCORE_CACHE_DIR)
@@ -187,6 +187,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     narratives: dict[str, list[NarrativeResult]] = {}
     scores = {}
     weights: dict[str, float] = {}
+    mgaps = _market_gaps(series, usable, params, s.market_filter)
     for sr in series:
         n = len(sr.ts_ns)
         nars = [_NO_NARRATIVE] * n
@@ -202,7 +203,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
                                         ft.annual_vol, ft.participation, list(map(_SCORE, nars)), counts, params,
                                         narrative_confidence(counts, list(map(_DISPERSION, nars)),
-                                                             list(map(weights.__getitem__, ids))), ft.trend_gap)
+                                                             list(map(weights.__getitem__, ids))), ft.trend_gap,
+                                        mgaps[sr.symbol])
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
@@ -315,6 +317,26 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     res.fees_paid = broker.fees_paid
     res.rejected = len(rejected)
     return res
+
+
+def _market_gaps(series: Sequence[Series], usable: dict[str, list[bool]], params: EvalParams,
+                 market: str) -> dict[str, np.ndarray]:
+    """Per symbol and row: the market symbol's gap from its own mean at the bar with the same open time, NaN
+    (unknown) where the market has no such bar or its window fails the gap policy (the live snapshot then
+    leaves it out); a row reads the market's rows up to its own time only. All NaN when the filter is off
+    (ignored then)."""
+    nan = {sr.symbol: np.full(len(sr.ts_ns), np.nan) for sr in series}
+    if params.market_bars <= 0:
+        return nan
+    m = next((sr for sr in series if sr.symbol == market), None)
+    if m is None:
+        raise ValueError(f"TB_MARKET_FILTER={market}: the market filter needs {market} among the symbols")
+    g = np.where(np.asarray(usable[m.symbol], dtype=bool), market_gap(m.close, params.market_bars), np.nan)
+    out = {}
+    for sr in series:
+        k = np.clip(np.searchsorted(m.ts_ns, sr.ts_ns), 0, len(m.ts_ns) - 1)
+        out[sr.symbol] = np.where(m.ts_ns[k] == sr.ts_ns, g[k], np.nan)
+    return out
 
 
 def _point(now: datetime, broker) -> EquityPoint:

@@ -72,6 +72,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if pplx:
         values["pplx_api_keys"] = ",".join(pplx)
 
+    market_explicit = "market_filter" in values      # set by the user, not by the profile
     profile = values.get("profile", Settings.profile)
     if profile in PROFILES:
         for key, pv in PROFILES[profile].items():
@@ -97,6 +98,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if tw is not None and lb is not None and tw > lb:
         problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
                         f"TB_LOOKBACK_BARS={lb}")
+    problems += _market_problems(values, market_explicit)
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:
         problems.append(f"TB_REPLAY_END={_render(re_)!r}: must be after TB_REPLAY_START={_render(rs)}")
@@ -108,6 +110,32 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _market_problems(values: dict[str, Any], explicit: bool) -> list[str]:
+    """The market filter's symbol is read from the agent's own feed (one code path live and in the backtest): an
+    agent whose symbols lack it trades without the filter (:meth:`EvalParams.from_settings`), and a symbol set
+    explicitly that no agent trades is an error. Its mean needs a window and that many bars."""
+    sym = values.get("market_filter")
+    if sym is None or sym == "none":
+        return []
+    out = []
+    traded = set(values.get("symbols", Settings.symbols))
+    if values.get("futures_market_filter", Settings.futures_market_filter):
+        traded |= set(values.get("futures_symbols", Settings.futures_symbols))
+    if explicit and sym not in traded:
+        out.append(f"TB_MARKET_FILTER={sym!r}: the filter reads that symbol's bars from the agent's feed, so it must "
+                   "be one of TB_SYMBOLS (or of TB_FUTURES_SYMBOLS)")
+    mw, lb = values.get("market_window_h") or 0.0, values.get("lookback_bars")
+    if not (mw or values.get("trend_window_h")):
+        if not explicit:            # the profile's filter follows the trend window the user switched off
+            values["market_filter"] = "none"
+            return out
+        out.append(f"TB_MARKET_WINDOW_H={mw!r}: the market filter needs a window (TB_TREND_WINDOW_H is 0 too)")
+    elif mw and lb is not None and mw > lb:     # (the trend window's own check covers the default)
+        out.append(f"TB_MARKET_WINDOW_H={mw!r}: the market filter's mean needs that many hourly bars, more than "
+                   f"TB_LOOKBACK_BARS={lb}")
+    return out
 
 
 def env_example() -> str:

@@ -93,6 +93,12 @@ def _parse(kind: str, raw: str) -> Any:  # noqa: C901
         if not all(_INT_RE.fullmatch(x) for x in items):
             raise ValueError("must be comma-separated integer ids")
         return ",".join(str(int(x)) for x in items)
+    if kind == "market":        # one symbol, or none
+        if s.strip().lower() == "none":
+            return "none"
+        if not _SYMBOL_RE.fullmatch(s.strip()) or "," in s:
+            raise ValueError("must be one symbol like BTC/USD, or none")
+        return canonical(s.strip())
     if kind == "symbols":
         items = [x.strip() for x in s.split(",") if x.strip()]
         if not items:
@@ -124,6 +130,7 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         rng = f" in [{meta['lo']}, {meta['hi']}]"
     return {"int": "an integer", "float": "a number", "bool": "true/false", "path": "a path",
             "str": "text", "url": "an http(s) URL",
-            "symbols": "a comma list like BTC/USD,ETH/USD", "ids": "comma-separated integers (empty: none)",
+            "symbols": "a comma list like BTC/USD,ETH/USD", "market": "a symbol like BTC/USD, or none",
+            "ids": "comma-separated integers (empty: none)",
             "channels": "a comma list of console, discord, telegram (empty: none)",
             "datetime": "an ISO 8601 UTC time or empty"}[kind] + rng

@@ -13,6 +13,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 4,
         "confidence_sizing": False,
         "trend_window_h": 0.0,
+        "market_filter": "none",
         "lookback_bars": 256,
         "min_direction_score": 0.1,
         "stop_atr_mult": 2.0,
@@ -37,6 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_trades_per_day": 8,
         "confidence_sizing": True,
         "trend_window_h": 0.0,
+        "market_filter": "none",
         "lookback_bars": 256,
         "min_direction_score": 0.1,
         "stop_atr_mult": 2.0,
@@ -62,7 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "min_conviction_score": 2.0,
         "max_trades_per_day": 4,
         "confidence_sizing": True,
-        "trend_window_h": 240.0,            # the 10-day mean
+        "trend_window_h": 480.0,            # the 20-day mean (round 12; 240 h before)
+        "market_filter": "BTC/USD",         # new longs only while BTC is above its own 20-day mean (round 12)
         "lookback_bars": 600,
         "min_direction_score": 0.1,         # band: about 1% from the mean before a direction is called
         "stop_atr_mult": 8.0,

@@ -112,8 +112,18 @@ class Settings:
     trend_window_h: float = _var("TB_TREND_WINDOW_H", "float", None,
                                  "hours in the higher-timeframe mean the trend model reads (480 = 20 days); the "
                                  "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
-                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 240)",
+                                 "band around it; 0 = the seed's hourly oscillators (profile trend: 480)",
                                  lo=0, hi=5000, profile=True)
+    market_filter: str = _var("TB_MARKET_FILTER", "market", None,
+                              "market filter: a new long only while this symbol's close is above its mean over "
+                              "TB_MARKET_WINDOW_H, a new short only while below (exits are never blocked); an agent "
+                              "whose symbols lack it trades without it; none = off (profile trend: BTC/USD)",
+                              profile=True)
+    market_window_h: float = _var("TB_MARKET_WINDOW_H", "float", 0.0,
+                                  "hours in the market filter's mean; 0 = TB_TREND_WINDOW_H (both 0: the profile's "
+                                  "filter is off)", lo=0, hi=5000)
+    futures_market_filter: bool = _var("TB_FUTURES_MARKET_FILTER", "bool", True,
+                                       "the futures agent obeys TB_MARKET_FILTER too (false: the hybrid only)")
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,

@@ -148,7 +148,7 @@ def run_optimize(args, env_file: str = ".env") -> int:
     job = st.Job(agent=args.agent, symbols=symbols, folds=fl, trials=trials, seed=seed, storage=storage, study=name,
                  base_env=environ, env_file=env_file, data_dir=str(data_dir) if data_dir else None,
                  headlines=args.headlines, interval_s=int(interval.total_seconds()), objective=cfg,
-                 overrides=overrides)
+                 overrides=overrides, profile=s.profile)
     err = Console(stderr=True)
     log = lambda m: err.print(m, highlight=False)  # noqa: E731
     if args.worker is not None:
@@ -291,7 +291,7 @@ def _show(store, s, console: Console, agent: str | None, env_file: str) -> int:
             t.add_column(c)
         cur = pm.current_values(s, a)
         sh = set(pm.shadowed(a, dotenv_path=env_file))
-        for k in pm.space(a):
+        for k in pm.space(a, s.profile):
             prom = sets.get(a, {}).get(k)
             src = "environment/.env" if k in sh else ("promoted" if prom is not None else "profile/default")
             t.add_row(k, f"{cur[k]:g}", "" if prom is None else f"{prom:g}", src)

@@ -73,13 +73,42 @@ SPACES: dict[str, tuple[Param, ...]] = {
         _p("TB_FUTURES_COOLDOWN_H", 0.0, 12.0, 1.0),
     ),
 }
+
+# The trend profile's space: the parameters the trend model uses, with bounds that contain its defaults (so a
+# proposal can move from them). Its window and band are signal parameters (hybrid space, both agents), the
+# window at most the profile's 600-bar look-back; a take-profit of 100 ATR is "none", the trend's exit.
+TREND_SPACES: dict[str, tuple[Param, ...]] = {
+    "hybrid": (
+        _p("TB_TREND_WINDOW_H", 120.0, 600.0, 24.0),
+        _p("TB_MIN_DIRECTION_SCORE", 0.0, 0.4, 0.02),
+        _p("TB_MIN_SIGNAL_QUALITY", 0.0, 6.0, 0.25),
+        _p("TB_MIN_CONVICTION_SCORE", 1.0, 7.0, 0.25),
+        _p("TB_STOP_ATR_MULT", 2.0, 16.0, 0.5),
+        _p("TB_TAKE_PROFIT_ATR_MULT", 4.0, 100.0, 4.0),
+        _p("TB_TRAIL_PCT", 0.0, 0.15, 0.01),
+        _p("TB_MAX_POSITION_PCT", 0.02, 0.20, 0.01),
+        _p("TB_MAX_TRADES_PER_DAY", 2, 12, 1, "int"),
+    ),
+    "futures": (
+        _p("TB_FUTURES_COUNTER_REGIME_QUALITY", 3.0, 9.0, 0.25),
+        _p("TB_FUTURES_STOP_ATR_MULT", 2.0, 16.0, 0.5),
+        _p("TB_FUTURES_TAKE_PROFIT_ATR_MULT", 4.0, 100.0, 4.0),
+        _p("TB_FUTURES_TRAIL_PCT", 0.0, 0.15, 0.01),
+        _p("TB_FUTURES_RISK_PER_TRADE", 0.002, 0.02, 0.001),
+        _p("TB_FUTURES_MAX_LEVERAGE", 1.0, 10.0, 1.0),
+        _p("TB_FUTURES_MAX_TRADES_PER_DAY", 2, 12, 1, "int"),
+        _p("TB_FUTURES_COOLDOWN_H", 0.0, 48.0, 4.0),
+    ),
+}
+SPACES_BY_PROFILE = {"trend": TREND_SPACES}     # any other profile (phase1c, conservative): the seed's SPACES
 AGENTS = tuple(SPACES)
 
 
-def space(agent: str) -> dict[str, Param]:
+def space(agent: str, profile: str | None = None) -> dict[str, Param]:
+    """The agent's search space under ``profile`` (the trend profile has its own; the others the seed's)."""
     if agent not in SPACES:
         raise ValueError(f"unknown agent {agent!r} (hybrid or futures)")
-    return {p.env: p for p in SPACES[agent]}
+    return {p.env: p for p in SPACES_BY_PROFILE.get(profile or "", SPACES)[agent]}
 
 
 def field_of(env: str) -> str:
@@ -93,7 +122,7 @@ def field_of(env: str) -> str:
 def current_values(s: Any, agent: str) -> dict[str, float]:
     """The values in force now (whatever their source) of the agent's tunable parameters."""
     out: dict[str, float] = {}
-    for env, p in space(agent).items():
+    for env, p in space(agent, s.profile).items():
         v = getattr(s, field_of(env))
         out[env] = int(v) if p.kind == "int" else float(v)
     return out
@@ -152,7 +181,7 @@ def shadowed(agent: str, environ: Mapping[str, str] | None = None, dotenv_path: 
              ) -> list[str]:
     """The agent's tunable variables set in the environment or ``.env``: a promoted value for them has no effect."""
     from dotenv import dotenv_values
-    names = set(space(agent))
+    names = {p.env for sp in (SPACES, *SPACES_BY_PROFILE.values()) for p in sp[agent]} if agent in SPACES else set()
     env = dict(os.environ if environ is None else environ)
     if dotenv_path is not None and Path(dotenv_path).is_file():
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
@@ -167,14 +196,17 @@ def guard_rails(proposal: Mapping[str, Any], current: Mapping[str, float], s: An
     agent = proposal.get("agent")
     if agent not in SPACES:
         return [f"proposal for unknown agent {agent!r}"]
-    sp = space(agent)
+    sp = space(agent, s.profile)
     params = proposal.get("params") or {}
+    made_under = proposal.get("profile")
+    if made_under is not None and made_under != s.profile:
+        reasons.append(f"the proposal was made under profile {made_under}, the agents run {s.profile} (TB_PROFILE)")
     if not params:
         reasons.append("the proposal has no parameters")
     for name, v in sorted(params.items()):
         p = sp.get(name)
         if p is None:
-            reasons.append(f"{name}: not a tunable parameter of the {agent} agent")
+            reasons.append(f"{name}: not a tunable parameter of the {agent} agent (profile {s.profile})")
             continue
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (p.lo <= v <= p.hi):
             reasons.append(f"{name}={v!r}: outside its bound [{p.lo:g}, {p.hi:g}]")

@@ -51,9 +51,17 @@ class Job:
     interval_s: int = 3600
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     overrides: dict[str, str] = field(default_factory=dict)   # the --set ones (recorded in the proposal)
+    profile: str | None = None         # TB_PROFILE of the settings (None: read from base_env): the search space
 
     def fold_study(self, f: Fold) -> str:
         return f"{self.study}.fold{f.index}"
+
+    def space_profile(self) -> str:
+        """The profile whose search space the study draws from: the one its settings run."""
+        if self.profile is None:
+            from tracer.config import load_settings
+            self.profile = load_settings(self.base_env, dotenv_path=self.env_file).profile
+        return self.profile
 
 
 def default_study_name(agent: str, symbols: Sequence[str], folds: Sequence[Fold], trials: int, seed: int,
@@ -96,7 +104,7 @@ def _quiet() -> None:
 def baseline(s, agent: str) -> dict[str, float]:
     """The parameters in force, clipped into the search space (enqueued as each study's first trial)."""
     from tracer.optimize.params import current_values
-    sp = space(agent)
+    sp = space(agent, s.profile)
     return {k: min(max(v, sp[k].lo), sp[k].hi) for k, v in current_values(s, agent).items()}
 
 
@@ -132,9 +140,9 @@ class Evaluator:
         return {k: m.get(k) for k in KEEP}, res
 
 
-def suggest(trial, agent: str) -> dict[str, float]:
+def suggest(trial, agent: str, profile: str | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
-    for env, p in space(agent).items():
+    for env, p in space(agent, profile).items():
         if p.kind == "int":
             out[env] = trial.suggest_int(env, int(p.lo), int(p.hi), step=int(p.step))
         else:
@@ -150,7 +158,7 @@ def _trial_objective(job: Job, ev: Evaluator, fold: Fold, worker: int = 0):
             trial.study.stop()
             raise optuna.TrialPruned("over the trial budget")
         trial.set_user_attr("worker", worker)
-        params = suggest(trial, job.agent)
+        params = suggest(trial, job.agent, job.space_profile())
         for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if t.params == trial.params:       # already scored by this or another worker: no second backtest
                 trial.set_user_attr("duplicate_of", t.number)
@@ -266,7 +274,7 @@ def run_optimisation(job: Job, jobs: int = 1, log: Callable[[str], None] = lambd
         if not complete:
             raise RuntimeError(f"study {job.fold_study(f)} has no complete trial")
         best = max(complete, key=lambda t: (t.value, -t.number))
-        params = {k: best.params[k] for k in space(job.agent)}
+        params = {k: best.params[k] for k in space(job.agent, job.space_profile())}
         ins = dict(best.user_attrs.get("metrics") or {})
         ins_obj = float(best.value)
         oos, oos_res = ev.run(params, *f.test_range())
@@ -303,6 +311,7 @@ def proposal_from(job: Job, result: Mapping[str, Any], code: str, storage_shown:
         return sum(r["objective"][key] for r in result["folds"]) / n
     return {
         "agent": job.agent,
+        "profile": job.space_profile(),
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "code_version": code,
         "params": last["params"],

@@ -17,7 +17,7 @@ from tracer.data.validation import td_ns
 from tracer.models import Action, Regime, ScoredHeadline, Signal
 from tracer.news.dedupe import parse_weights
 from tracer.sentiment.narrative import NarrativeResult, narrative_score
-from tracer.signals.features import FeatureRow, feature_table
+from tracer.signals.features import FeatureRow, feature_table, market_gap
 from tracer.signals.gates import GateThresholds
 from tracer.signals.regime import HORIZONS
 from tracer.signals.scoring import TREND_LABELS, direction, narrative_confidence, scorer_weight, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
@@ -36,14 +36,24 @@ class EvalParams:
     min_direction_score: float = 0.1
     source_weights: tuple[tuple[str, float], ...] = ()   # headline source -> weight in the narrative
     trend_window_h: float = 0.0     # hours in the higher-timeframe mean of the trend model (0 = the oscillators)
+    market_window_h: float = 0.0    # hours in the market filter's mean (0 = no market filter)
 
     @property
     def trend_bars(self) -> int:
         """Bars of ``interval`` in the trend window (0 = off)."""
         return int(round(self.trend_window_h * 3600.0 / self.interval.total_seconds())) if self.trend_window_h else 0
 
+    @property
+    def market_bars(self) -> int:
+        """Bars of ``interval`` in the market filter's mean (0 = off)."""
+        return int(round(self.market_window_h * 3600.0 / self.interval.total_seconds())) if self.market_window_h else 0
+
     @classmethod
-    def from_settings(cls, s, interval: timedelta = timedelta(hours=1)) -> "EvalParams":
+    def from_settings(cls, s, interval: timedelta = timedelta(hours=1),
+                      symbols: Sequence[str] | None = None) -> "EvalParams":
+        """``symbols``: the agent's feed. The market filter is on only when its symbol is among them (the
+        filter reads its bars from that feed); without ``symbols`` (single-asset research) it is off."""
+        market_on = s.market_filter != "none" and symbols is not None and s.market_filter in symbols
         return cls(gates=GateThresholds(min_quality=s.min_signal_quality, min_conviction=s.min_conviction_score,
                                         adverse_regime_penalty=s.bear_quality_penalty,
                                         extreme_vol_penalty=s.extreme_vol_quality_penalty,
@@ -52,7 +62,8 @@ class EvalParams:
                    volume_z_window=s.volume_z_window, divergence_threshold=s.divergence_threshold,
                    min_direction_score=s.min_direction_score,
                    source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())),
-                   trend_window_h=s.trend_window_h)
+                   trend_window_h=s.trend_window_h,
+                   market_window_h=(s.market_window_h or s.trend_window_h) if market_on else 0.0)
 
 
 def direction_of(price: float, narrative: float, headline_count: int, min_score: float) -> tuple[int, float]:
@@ -62,10 +73,28 @@ def direction_of(price: float, narrative: float, headline_count: int, min_score:
     return int(d), float(comp)
 
 
+def market_context(bars: pd.DataFrame | None, p: EvalParams) -> pd.Series | None:
+    """The market symbol's gap from its own mean at each of its ``bars`` (NaN where its window is short), computed
+    from those bars only; None when the filter is off or the market symbol has no usable bars this cycle."""
+    if p.market_bars <= 0 or bars is None or len(bars) == 0:
+        return None
+    return pd.Series(market_gap(bars["close"].to_numpy(dtype=float), p.market_bars), index=bars.index)
+
+
+def market_at(ctx: pd.Series | None, bar_open: pd.Timestamp) -> float:
+    """The market gap at the bar that opens at ``bar_open`` (the evaluated symbol's last bar); NaN (unknown: the
+    filter then refuses new entries) when the market symbol has no bar at that very time."""
+    if ctx is None:
+        return float("nan")
+    v = ctx.get(bar_open)
+    return float(v) if v is not None else float("nan")
+
+
 def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime,
-             p: EvalParams) -> Signal:
+             p: EvalParams, market: pd.Series | None = None) -> Signal:
     """Evaluate ``symbol`` from its validated ``bars`` (oldest first, index = bar open time) and the
-    scored headlines relevant to it, as of ``now``.
+    scored headlines relevant to it, as of ``now``; ``market`` is :func:`market_context` of the market
+    filter's symbol (read at this symbol's last bar; ignored when the filter is off).
 
     Pipeline: features (volume z, RSI, MACD/EMA z-scores, ATR, regime parts; :mod:`tracer.signals.features`)
     -> price score -> decayed narrative -> divergence (volume-adaptive trigger) -> quality -> regime ->
@@ -88,17 +117,20 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
         "headlines": [{"id": s.headline.id, "at": s.headline.published_at, "title": s.headline.title[:160],
                        "score": s.score.value} for s in top],
     }
-    return decide(symbol, now, float(close[-1]), table.row(len(close) - 1), nar, p, extra)
+    mg = market_at(market, bars.index[-1])
+    if p.market_bars > 0:
+        extra["market_gap"] = mg if np.isfinite(mg) else None     # None: unknown, no new entry
+    return decide(symbol, now, float(close[-1]), table.row(len(close) - 1), nar, p, extra, mg)
 
 
 def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: NarrativeResult, p: EvalParams,
-           extra: dict | None = None) -> Signal:
+           extra: dict | None = None, market_gap: float = float("nan")) -> Signal:
     """The scores and the decision from one bar's features and the narrative: :func:`score_table` on
     one-element arrays, the same arithmetic the backtest runs over every bar at once."""
     h = np.full((1, len(HORIZONS)), np.nan)
     h[0, :len(f.horizon_scores)] = f.horizon_scores
     t = score_table([f.rsi], [f.macd_hist_z], [f.ema_spread_z], [f.volume_z], h, [f.annual_vol], [f.participation],
-                    [nar.score], [nar.count], p, narrative_confidence_of(nar), [f.trend_gap])
+                    [nar.score], [nar.count], p, narrative_confidence_of(nar), [f.trend_gap], [market_gap])
     return signal_at(symbol, now, price, t, 0, f, nar, p, extra)
 
 
@@ -134,6 +166,9 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
         if t.gates["conviction"][i]:
             parts.append(f"conviction {conv:.2f} < {p.gates.min_conviction:.2f}")
         reason = "hold: " + "; ".join(parts)
+    market_ok = not bool(t.gates["market"][i])
+    if not market_ok:
+        reason += "; market filter: no new entry this way"
 
     inputs: dict = {}
     gates: dict = {}
@@ -158,9 +193,10 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
         gates = {"passed": act != 0, "failed": [k for k in ("no_direction", "quality", "conviction")
                                                 if t.gates[k][i]],
                  "required_quality": req_q, "required_conviction": p.gates.min_conviction,
-                 "min_direction_score": p.min_direction_score, "confidence_sizing": p.gates.confidence_sizing}
+                 "min_direction_score": p.min_direction_score, "confidence_sizing": p.gates.confidence_sizing,
+                 "market_ok": market_ok}
     return Signal(symbol=symbol, ts=now, price=price, action=action, direction=direction, reason=reason,
                   quality=q_total, conviction=conv, regime=regime, price_score=float(t.price[i]),
                   narrative=nar.score, divergence=float(t.divergence[i]), divergence_trigger=float(t.trigger[i]),
                   volume_z=f.volume_z, rsi=f.rsi, atr=f.atr, size_fraction=float(t.size_fraction[i]),
-                  headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs)
+                  headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs, market_ok=market_ok)

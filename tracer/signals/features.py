@@ -107,6 +107,17 @@ def trend_gap(close: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def market_gap(close: np.ndarray, window: int) -> np.ndarray:
+    """:func:`trend_gap` of the market symbol for the market filter, but NaN (unknown: no new entries) where
+    fewer than ``window`` bars exist, instead of 0 (which would read as "at the mean")."""
+    g = trend_gap(close, window)
+    if window > 0:
+        g[:min(window - 1, len(g))] = np.nan
+        if len(g) < window:
+            g[:] = np.nan
+    return g
+
+
 def feature_table(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
                   bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureTable:
     """Every feature the evaluation needs, for every bar of the series (oldest first); ``trend_window``

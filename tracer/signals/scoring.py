@@ -179,6 +179,17 @@ def gates(quality, conviction_, direction_, tcode, vcode, min_quality: float, mi
             "quality": low_q, "conviction": low_c}
 
 
+def market_blocked(direction_, market_gap, on: bool) -> np.ndarray:
+    """True where the market filter refuses a new entry in ``direction_``: a long needs the market above its
+    mean (gap > 0), a short below it (gap < 0); an unknown market (NaN: its bar missing or too little history)
+    refuses both. All False when the filter is off or there is no direction."""
+    d = np.asarray(direction_)
+    if not on:
+        return np.zeros(d.shape, dtype=bool)
+    g = np.broadcast_to(_f(market_gap), d.shape)
+    return np.where(d > 0, ~(g > 0), np.where(d < 0, ~(g < 0), False))
+
+
 def size_fraction(conviction_, min_conviction: float, confidence_sizing: bool) -> np.ndarray:
     """``0.2 + 0.8 * clip((conviction - min) / (10 - min), 0, 1)`` with confidence sizing, else 1."""
     c = _f(conviction_)
@@ -231,13 +242,18 @@ def narrative_confidence(count, dispersion, weight) -> np.ndarray:
 
 
 def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, participation, narrative, count,
-                p, nar_confidence=1.0, trend_gap=0.0) -> ScoreTable:
+                p, nar_confidence=1.0, trend_gap=0.0, market_gap=np.nan) -> ScoreTable:
     """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
 
     The narrative enters every score scaled by its confidence (:func:`narrative_confidence`). With a trend
     window (``p.trend_bars > 0``) the price score is the higher-timeframe trend (:func:`trend_price_score`)
     instead of the hourly oscillators, so ``min_direction_score`` is the band around the mean inside which
-    no direction is called (a held position is kept: hysteresis)."""
+    no direction is called (a held position is kept: hysteresis).
+
+    With a market filter (``p.market_bars > 0``) ``market_gap`` is the market symbol's :func:`trend_gap` at the
+    same bar (NaN: unknown); ``gates["market"]`` marks a direction the market opposes (a long while the market
+    is not above its mean, a short while it is not below, any direction while unknown): no new entry then. The
+    action is left as it is, because an opposite action is also how a held position exits."""
     price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
     if p.trend_bars > 0:
         price = trend_price_score(np.broadcast_to(_f(trend_gap), np.shape(price)))
@@ -256,6 +272,7 @@ def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, partic
     g = p.gates
     gt = gates(q["total"], conv["total"], d, tc, vc, g.min_quality, g.min_conviction, g.adverse_regime_penalty,
                g.extreme_vol_penalty)
+    gt["market"] = market_blocked(d, market_gap, p.market_bars > 0)
     action = np.where(gt["passed"], d, 0)
     frac = np.where(gt["passed"], size_fraction(conv["total"], g.min_conviction, g.confidence_sizing), 0.0)
     return ScoreTable(price, rc, damp, div, trig, q, combined, tc, vc, uc, conf, d, comp, conv, gt, action, frac)

@@ -22,6 +22,7 @@ class Component(str, Enum):
     VAR = "var"
     CORRELATION_CAP = "correlation_cap"
     EXPLORATION = "exploration"
+    MARKET_FILTER = "market_filter"      # new entries only with the market symbol's trend (TB_MARKET_FILTER)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def switches(agent: str) -> list[Switch]:
                how="TB_FUTURES_VAR_LIMIT=10" if fut else "TB_PORTFOLIO_VAR_LIMIT=1 (100% of equity)"),
         Switch(Component.CORRELATION_CAP, {"TB_MAX_CORRELATION": "1"}, how="TB_MAX_CORRELATION=1"),
         Switch(Component.EXPLORATION, {"TB_EXPLORE_SHARE": "0"}, how="TB_EXPLORE_SHARE=0"),
+        Switch(Component.MARKET_FILTER, {"TB_MARKET_FILTER": "none"}, how="TB_MARKET_FILTER=none"),
     ]
 
 

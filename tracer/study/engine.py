@@ -207,7 +207,8 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     job = opt.Job(agent=cfg.agent, symbols=symbols, folds=folds, trials=trials, seed=cfg.seed, storage=storage,
                   study=name, base_env=env, env_file=cfg.env_file, data_dir=str(data_dir),
                   headlines=str(heads) if heads else str(out / "no-headlines.csv"),
-                  interval_s=int(interval.total_seconds()), objective=ocfg, overrides=dict(cfg.overrides))
+                  interval_s=int(interval.total_seconds()), objective=ocfg, overrides=dict(cfg.overrides),
+                  profile=s.profile)
     no_heads = out / "no-headlines.csv"
     no_heads.write_text("published_at,source,title,symbols\n")
     ev = opt.Evaluator(job)

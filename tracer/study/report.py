@@ -197,7 +197,8 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
         cost = [r["component"] for r in doc["ablation"] if verdict(r) == Verdict.COSTS]
         L.append(f"Plainly: earning their keep OOS: {', '.join(earn) or 'none'}; costing OOS Sharpe: "
                  f"{', '.join(cost) or 'none'}; the rest cannot be told apart from off at 90%.")
-        L.append("Not ablatable: none of the nine components lacks a switch. Side effects: the conviction gate "
+        L.append(f"Not ablatable: none of the {len(doc['ablation'])} components lacks a switch. Side effects: the "
+                 "conviction gate "
                  "at 1 also widens the 20–100% sizing span (and, futures, the leverage choice); sentiment off "
                  "removes the headlines, so divergence is off with it.")
         L.append("")

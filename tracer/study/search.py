@@ -22,7 +22,8 @@ from tracer.optimize import study as opt
 from tracer.optimize.params import space
 
 
-def candidates(agent: str, n: int, seed: int, fold: int, first: dict[str, float]) -> list[dict[str, float]]:
+def candidates(agent: str, n: int, seed: int, fold: int, first: dict[str, float],
+               profile: str | None = None) -> list[dict[str, float]]:
     """``first`` (the parameters in force) and ``n - 1`` seeded random draws from the agent's search space."""
     import optuna
     opt._quiet()
@@ -31,7 +32,7 @@ def candidates(agent: str, n: int, seed: int, fold: int, first: dict[str, float]
     out = [dict(first)]
     while len(out) < n:
         t = draw.ask()
-        out.append(opt.suggest(t, agent))
+        out.append(opt.suggest(t, agent, profile))
         draw.tell(t, 0.0)
     return out[:n]
 
@@ -46,7 +47,7 @@ def prepare(job: opt.Job, baseline: dict[str, float]) -> None:
                                                        direction="maximize", load_if_exists=True))
         if study.get_trials(deepcopy=False):
             continue
-        for i, params in enumerate(candidates(job.agent, job.trials, job.seed, f.index, baseline)):
+        for i, params in enumerate(candidates(job.agent, job.trials, job.seed, f.index, baseline, job.space_profile())):
             study.enqueue_trial(params, user_attrs={"baseline": i == 0}, skip_if_exists=False)
 
 
@@ -122,7 +123,7 @@ def choices(job: opt.Job, wait_s: float = 3600.0) -> list[FoldChoice]:
     import optuna
     storage = opt._retry(lambda: opt.open_storage(job.storage))
     out = []
-    keys = list(space(job.agent))
+    keys = list(space(job.agent, job.space_profile()))
     for f in job.folds:
         study = optuna.load_study(study_name=job.fold_study(f), storage=storage)
         complete = opt._wait_complete(study, job.trials, wait_s)
