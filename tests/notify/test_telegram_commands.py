@@ -157,12 +157,13 @@ def test_status_positions_pnl_and_help_read_the_db(env, fake):
     assert unknown.startswith("unknown command /frobnicate")
 
 
-def test_a_paused_agent_opens_nothing(env, fake):
+def test_a_paused_agent_opens_nothing(env, fake, tmp_path):
     from tracer.agents.hybrid import build
     s, store, listener = env
     fake.push_message("/pause hybrid")
     listener.poll_once()
-    loop = build(s, LOG)              # the first replay cycle would enter (bundled data, default profile)
+    # phase1c's first replay cycle would enter (the trend default holds cash in January 2022)
+    loop = build(settings_for(tmp_path, fake, TB_PROFILE="phase1c"), LOG)
     loop.run(cycles=2)
     c = loop.store.conn
     assert c.execute("SELECT COUNT(*) FROM orders WHERE purpose='entry'").fetchone()[0] == 0

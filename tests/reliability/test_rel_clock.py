@@ -70,7 +70,7 @@ def decisions(db: Path) -> dict[str, list[tuple]]:
 
 def run_in_tz(tmp: Path, tz: str, start: str, cycles: int) -> dict[str, list[tuple]]:
     tmp.mkdir(parents=True, exist_ok=True)
-    env = agent_env(tmp, TZ=tz, TB_REPLAY_START=start)
+    env = agent_env(tmp, TZ=tz, TB_REPLAY_START=start, TB_PROFILE="phase1c")   # a profile that trades here
     r = subprocess.run([sys.executable, str(SCRIPT), "--cycles", str(cycles)], cwd=tmp, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -116,6 +116,11 @@ def garbage(f: dataclasses.Field) -> st.SearchStrategy[str]:
         return st.one_of(text.filter(bad),
                          st.sampled_from(["", ",,", "BT\u017f/USD", "\u212a/USD", "BTC/EUR", "BTC USD",
                                           "BTC/USD/X", "BTC\u00b2/USD", "/USD", "BTC/USD,\x00"]))
+    if kind == "market":        # one symbol or "none"; a list or anything else is refused
+        def bad_market(s: str) -> bool:
+            return s.strip().lower() != "none" and not _SYMBOL_OK.fullmatch(s.strip())
+        return st.one_of(text.filter(bad_market),
+                         st.sampled_from(["", "BTC/USD,ETH/USD", "nonee", "BTC/EUR", "\u212a/USD", "BTC USD"]))
     if kind == "ids":
         def bad_ids(s: str) -> bool:
             return any(not _INT_OK.fullmatch(x.strip()) for x in s.split(",") if x.strip())

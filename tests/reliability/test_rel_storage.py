@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from envs import agent_env
-
+from envs import agent_env as _agent_env
 from tracer.ops.health import Check
 from tracer.ops.health import health as run_health
 from tracer.config import load_settings
@@ -37,6 +36,14 @@ from tracer.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "hybrid_crypto_trader.py"
+
+
+def trading_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The hybrid agent on the phase1c profile, which enters within the first cycles of the bundled
+    replay (the trend default holds cash through January 2022): the faults strike while orders are live."""
+    return _agent_env(tmp, **{"TB_PROFILE": "phase1c", **extra})
+
+
 TOTAL = 36          # cycles of every scenario, and of the reference run
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -137,7 +144,7 @@ def health_storage(env: dict[str, str]) -> Check:
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted run of TOTAL cycles."""
     tmp = tmp_path_factory.mktemp("reference")
-    r = run_agent(tmp, "--cycles", str(TOTAL), env=agent_env(tmp))
+    r = run_agent(tmp, "--cycles", str(TOTAL), env=trading_env(tmp))
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp / "state" / "tracer.db"
 
@@ -145,7 +152,7 @@ def reference(tmp_path_factory) -> Path:
 # --- read-only ------------------------------------------------------------------------------------
 @pytest.mark.skipif(not (IS_ROOT and SETPRIV), reason="needs root and setpriv to drop CAP_DAC_OVERRIDE")
 def test_db_read_only_stops_trading_alerts_and_resumes_without_a_gap(tmp_path, reference, reliability):
-    env = agent_env(tmp_path)
+    env = trading_env(tmp_path)
     first = 12
     r = run_agent(tmp_path, "--cycles", str(first), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -219,7 +226,7 @@ def test_disk_full_stops_trading_alerts_and_resumes_without_a_gap(tmp_path, refe
     if not _can_mount_tmpfs(tmp_path):
         pytest.skip("needs root and tmpfs mounts (a real, small filesystem for the DB)")
     with small_tmpfs(tmp_path / "dbfs", "1m") as dbdir:
-        env = agent_env(tmp_path, TB_DB_PATH=str(dbdir / "tracer.db"))
+        env = trading_env(tmp_path, TB_DB_PATH=str(dbdir / "tracer.db"))
         dbfile = dbdir / "tracer.db"
         proc = subprocess.Popen([sys.executable, str(SCRIPT), "--cycles", str(TOTAL)], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -275,7 +282,7 @@ def hold_lock(dbfile: Path, seconds: float) -> subprocess.Popen:
 
 
 def in_process_agent(tmp: Path, busy_timeout_s: float, agent: str = "hybrid"):
-    env = agent_env(tmp)
+    env = trading_env(tmp)
     settings = load_settings(environ=env, dotenv_path=None)
     log = logging.getLogger(f"rel_storage.{agent}.{id(tmp)}")
     log.setLevel(logging.INFO)

@@ -38,9 +38,7 @@ def settings_for(tmp: Path, **env: str):
             "TB_LOG_DIR": str(tmp / "logs"), "TB_STATE_DIR": str(tmp / "state"), "TB_NOTIFY_CONSOLE": "false",
             "TB_UNIVERSE_CONFIG": str(REPO / "config" / "universe.yaml"), "TB_NOTIFY_BACKOFF_S": "0.01",
             "TB_NOTIFY_BACKOFF_MAX_S": "0.05", "TB_NOTIFY_TIMEOUT_S": "5",
-            "TB_ACTIVE_PARAMS_PATH": str(tmp / "no_active_params.json"),
-            # the same 1h window as the scan's (TB_UNIVERSE_LOOKBACK_BARS): the signals compare bit for bit
-            "TB_LOOKBACK_BARS": "256"}
+            "TB_ACTIVE_PARAMS_PATH": str(tmp / "no_active_params.json")}
     base.update(env)
     return base, load_settings(base, dotenv_path=None)
 

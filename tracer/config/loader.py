@@ -89,6 +89,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
                 when = f"{other_env} is set" if wanted == "<set>" else f"{other_env}={wanted}"
                 problems.append(f"{f.metadata['env']} is missing: it is required when {when}")
 
+    if "lookback_bars" in values and "universe_lookback_bars" not in values:
+        # a universe scan sees as many 1h bars as the agents do, so its 1h signal equals theirs
+        values["universe_lookback_bars"] = values["lookback_bars"]
     if "lookback_bars" in values:     # set by every profile
         mb = values.get("min_bars", Settings.min_bars)
         lb = values["lookback_bars"]
@@ -152,7 +155,8 @@ def env_example() -> str:
             lines.append(f"# {meta['env']}=")
         else:
             lines.append(f"# {meta['help']}; allowed: {_allowed(meta)}")
-            lines.append(f"{'# ' if meta['secret'] else ''}{meta['env']}={_render(default)}")
+            unset = meta["secret"] or default is None       # no default: left unset, derived (see help)
+            lines.append(f"{'# ' if unset else ''}{meta['env']}={'' if default is None else _render(default)}")
             if f.name == "pplx_api_keys":  # the other accepted spellings (see pplx_keys_from)
                 lines += ["# PPLX_API_KEY_1=", "# PPLX_API_KEY_2=", "# PPLX_API_KEYS=", "# PPLX_API_KEY="]
         lines.append("")

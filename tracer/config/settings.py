@@ -401,9 +401,9 @@ class Settings:
                                  "universe file of `tracer universe` (symbols, timeframes, horizons, plan)")
     research_dir: Path = _var("TB_RESEARCH_DIR", "path", Path("state/research"),
                               "where `tracer run/universe/eval` write runs/, bars/, universe_runs/, eval_runs/")
-    universe_lookback_bars: int = _var("TB_UNIVERSE_LOOKBACK_BARS", "int", 256,
-                                       "bars of each timeframe given to a universe evaluation (as many as "
-                                       "TB_LOOKBACK_BARS gives the agents: the 1h signal equals theirs)",
+    universe_lookback_bars: int = _var("TB_UNIVERSE_LOOKBACK_BARS", "int", None,
+                                       "bars of each timeframe given to a universe evaluation (unset: as many "
+                                       "as TB_LOOKBACK_BARS gives the agents, so the 1h signal equals theirs)",
                                        lo=30, hi=2000)
     universe_min_bars: int = _var("TB_UNIVERSE_MIN_BARS", "int", 60,
                                   "fewest complete bars a timeframe needs to be evaluated in a scan", lo=30, hi=2000)

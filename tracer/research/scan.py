@@ -66,7 +66,7 @@ def scan_asset(symbol: str, bars_1h: pd.DataFrame, scored: Sequence[ScoredHeadli
                cfg: UniverseConfig, settings: Any) -> AssetResult:
     """Evaluate one asset on every configured timeframe with :func:`evaluate`, then alignment,
     thesis, evidence line and per-timeframe plans."""
-    lookback = int(getattr(settings, "universe_lookback_bars", 256))
+    lookback = int(getattr(settings, "universe_lookback_bars", None) or getattr(settings, "lookback_bars", None) or 256)
     min_bars = int(getattr(settings, "universe_min_bars", 60))
     signals: dict[str, Signal] = {}
     skipped: dict[str, str] = {}
