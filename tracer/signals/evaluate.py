@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ class EvalParams:
         return int(round(self.market_window_h * 3600.0 / self.interval.total_seconds())) if self.market_window_h else 0
 
     @classmethod
-    def from_settings(cls, s, interval: timedelta = timedelta(hours=1),
+    def from_settings(cls, s: Any, interval: timedelta = timedelta(hours=1),
                       symbols: Sequence[str] | None = None) -> "EvalParams":
         """``symbols``: the agent's feed. The market filter is on only when its symbol is among them (the
         filter reads its bars from that feed); without ``symbols`` (single-asset research) it is off."""
@@ -124,7 +124,7 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
 
 
 def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: NarrativeResult, p: EvalParams,
-           extra: dict | None = None, market_gap: float = float("nan")) -> Signal:
+           extra: dict[str, Any] | None = None, market_gap: float = float("nan")) -> Signal:
     """The scores and the decision from one bar's features and the narrative: :func:`score_table` on
     one-element arrays, the same arithmetic the backtest runs over every bar at once."""
     h = np.full((1, len(HORIZONS)), np.nan)
@@ -140,7 +140,7 @@ def narrative_confidence_of(nar: NarrativeResult) -> float:
 
 
 def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f: FeatureRow, nar: NarrativeResult,
-              p: EvalParams, extra: dict | None = None) -> Signal:
+              p: EvalParams, extra: dict[str, Any] | None = None) -> Signal:
     """The :class:`Signal` of row ``i`` of a :class:`ScoreTable` (``extra``: inputs to record, or None)."""
     q_total = float(t.quality["total"][i])
     conv = float(t.conviction["total"][i])
@@ -170,8 +170,8 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
     if not market_ok:
         reason += "; market filter: no new entry this way"
 
-    inputs: dict = {}
-    gates: dict = {}
+    inputs: dict[str, Any] = {}
+    gates: dict[str, Any] = {}
     if extra is not None:
         inputs = dict(extra)
         inputs.update({

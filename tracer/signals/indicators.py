@@ -96,10 +96,10 @@ def _wrap(values: np.ndarray, index: pd.Index | None) -> np.ndarray | pd.Series:
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    checked = int(value)
+    if checked < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {checked}")
+    return checked
 
 
 def _first_valid(*arrays: np.ndarray) -> int:

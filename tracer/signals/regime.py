@@ -4,6 +4,8 @@ Pure functions on numpy arrays; no I/O.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from tracer.models import Regime
@@ -47,7 +49,7 @@ def volume_label(participation: float) -> str:
     return scoring.VOLUME_LABELS[int(scoring.volume_code(participation))]
 
 
-def regime_confidence(horizon_scores, combined: float, vol_label: str) -> float:
+def regime_confidence(horizon_scores: Sequence[float], combined: float, vol_label: str) -> float:
     """Confidence in [0, 1] computed from the data:
 
     ``0.5 * agreement + 0.5 * margin``, where ``agreement = |mean(sign(horizon scores))|`` (1 when

@@ -9,8 +9,16 @@ arrays, so the live agents and the backtest share this code exactly. Labels are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:      # evaluate imports this module; the parameters' type is needed by the checker only
+    from tracer.signals.evaluate import EvalParams
+
+ArrayLike = npt.ArrayLike       # a scalar or an array: every input broadcasts
+Array = npt.NDArray[Any]
 
 TREND_LABELS = ("strong_bear", "bear", "sideways", "bull", "strong_bull")
 VOL_LABELS = ("low", "normal", "high", "extreme")
@@ -26,18 +34,18 @@ TREND_SCALE = 0.10      # a close 10% above its higher-timeframe mean reads as a
 EXTREME = VOL_LABELS.index("extreme")
 
 
-def _f(x) -> np.ndarray:
+def _f(x: ArrayLike) -> Array:
     return np.asarray(x, dtype=float)
 
 
 # --- price, divergence ------------------------------------------------------------------------
-def volume_damping(vz) -> np.ndarray:
+def volume_damping(vz: ArrayLike) -> Array:
     """``clip(1 + 0.25 * min(volume_z, 0), 0.5, 1)``; 1 for a non-finite volume z."""
     v = _f(vz)
     return np.where(np.isfinite(v), np.clip(1.0 + 0.25 * np.minimum(np.nan_to_num(v), 0.0), 0.5, 1.0), 1.0)
 
 
-def price_score(rsi, macd_hist_z, ema_spread_z, vz) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def price_score(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike) -> tuple[Array, Array, Array]:
     """``(clip(raw * damping, -1, 1), rsi_component, damping)`` with
     ``raw = 0.30 * (RSI - 50)/50 + 0.35 * tanh(z_macd / 2) + 0.35 * tanh(z_spread / 2)``."""
     rc = (_f(rsi) - 50.0) / 50.0
@@ -46,21 +54,21 @@ def price_score(rsi, macd_hist_z, ema_spread_z, vz) -> tuple[np.ndarray, np.ndar
     return np.clip(raw * damp, -1.0, 1.0), rc, damp
 
 
-def divergence_trigger(base: float, vz) -> np.ndarray:
+def divergence_trigger(base: float, vz: ArrayLike) -> Array:
     """``base * clip(1 - 0.15 * volume_z, 0.6, 1.4)`` (volume z of 0 when not finite)."""
     v = _f(vz)
     v = np.where(np.isfinite(v), v, 0.0)
     return base * np.clip(1.0 - 0.15 * v, 0.6, 1.4)
 
 
-def trend_price_score(gap) -> np.ndarray:
+def trend_price_score(gap: ArrayLike) -> Array:
     """The price score of the trend model: ``tanh(trend_gap / TREND_SCALE)`` with ``trend_gap`` the log
     distance of the close from its higher-timeframe mean (:func:`tracer.signals.features.trend_gap`)."""
     return np.tanh(np.nan_to_num(_f(gap)) / TREND_SCALE)
 
 
 # --- quality ---------------------------------------------------------------------------------
-def quality_points(narrative, count, price, vz, rsi, diverged) -> dict[str, np.ndarray]:
+def quality_points(narrative: ArrayLike, count: ArrayLike, price: ArrayLike, vz: ArrayLike, rsi: ArrayLike, diverged: ArrayLike) -> dict[str, Array]:
     """Signal-quality points (see :func:`tracer.signals.quality.signal_quality`)."""
     nar, pr, r = _f(narrative), _f(price), _f(rsi)
     has = np.asarray(count) > 0
@@ -77,23 +85,23 @@ def quality_points(narrative, count, price, vz, rsi, diverged) -> dict[str, np.n
 
 
 # --- regime ----------------------------------------------------------------------------------
-def trend_code(score) -> np.ndarray:
+def trend_code(score: ArrayLike) -> Array:
     s = _f(score)
     return np.select([s >= STRONG, s >= BULL, s <= -STRONG, s <= -BULL], [4, 3, 0, 1], 2)
 
 
-def vol_code(annual_vol) -> np.ndarray:
+def vol_code(annual_vol: ArrayLike) -> Array:
     a = _f(annual_vol)
     lo, mid, hi = VOL_BANDS
     return np.select([a < lo, a < mid, a < hi], [0, 1, 2], 3)
 
 
-def volume_code(participation) -> np.ndarray:
+def volume_code(participation: ArrayLike) -> Array:
     p = _f(participation)
     return np.select([p < VOLUME_BANDS[0], p > VOLUME_BANDS[1]], [0, 2], 1)
 
 
-def combined_trend(horizons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def combined_trend(horizons: ArrayLike) -> tuple[Array, Array]:
     """(mean of the available horizon scores (0 if none), how many are available); ``horizons`` is
     n x k with NaN where a horizon lacks history."""
     h = np.atleast_2d(_f(horizons))
@@ -103,7 +111,7 @@ def combined_trend(horizons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(n > 0, total / np.maximum(n, 1), 0.0), n
 
 
-def regime_confidence(horizons: np.ndarray, combined, vcode) -> np.ndarray:
+def regime_confidence(horizons: ArrayLike, combined: ArrayLike, vcode: ArrayLike) -> Array:
     """``0.5 * agreement + 0.5 * margin`` (x0.75 in extreme volatility), clipped to [0, 1]:
     agreement = |mean(sign(horizon scores))|, margin = distance of the combined score from the nearest
     label boundary (+-0.15, +-0.5) / 0.15, clipped to [0, 1]."""
@@ -117,11 +125,11 @@ def regime_confidence(horizons: np.ndarray, combined, vcode) -> np.ndarray:
     margin = np.clip(dist / BULL, 0.0, 1.0)
     conf = 0.5 * agreement + 0.5 * margin
     conf = np.where(np.asarray(vcode) == EXTREME, conf * 0.75, conf)
-    return np.clip(conf, 0.0, 1.0)
+    return np.asarray(np.clip(conf, 0.0, 1.0))
 
 
 # --- direction, conviction, gates, size --------------------------------------------------------
-def direction(price, narrative, count, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+def direction(price: ArrayLike, narrative: ArrayLike, count: ArrayLike, min_score: float) -> tuple[Array, Array]:
     """``composite = 0.6 * price + 0.4 * narrative`` (price alone without a relevant headline);
     direction = sign(composite) when ``|composite| >= min_score`` else 0."""
     pr, nar = _f(price), _f(narrative)
@@ -130,7 +138,7 @@ def direction(price, narrative, count, min_score: float) -> tuple[np.ndarray, np
     return d, comp
 
 
-def alignment(direction_, tcode, confidence) -> np.ndarray:
+def alignment(direction_: ArrayLike, tcode: ArrayLike, confidence: ArrayLike) -> Array:
     """Raw support of the regime for the direction (strong_bull 1.0 ... strong_bear 0.0 for a long,
     mirrored for a short, 0.5 with none), pulled toward 0.5 by low confidence."""
     raw = _ALIGN_LONG[np.asarray(tcode)]
@@ -139,11 +147,11 @@ def alignment(direction_, tcode, confidence) -> np.ndarray:
     return 0.5 + (raw - 0.5) * _f(confidence)
 
 
-def volatility_score(vcode) -> np.ndarray:
-    return _VOL_SCORE[np.asarray(vcode)]
+def volatility_score(vcode: ArrayLike) -> Array:
+    return np.asarray(_VOL_SCORE[np.asarray(vcode)])
 
 
-def confirmation(vz, narrative, price, count) -> np.ndarray:
+def confirmation(vz: ArrayLike, narrative: ArrayLike, price: ArrayLike, count: ArrayLike) -> Array:
     """0.5 for volume_z > 0 + 0.5 when news and price agree in sign."""
     v = _f(vz)
     vol = np.where(np.isfinite(v) & (np.nan_to_num(v) > 0), 0.5, 0.0)
@@ -151,7 +159,7 @@ def confirmation(vz, narrative, price, count) -> np.ndarray:
     return vol + agree
 
 
-def conviction(quality, direction_, tcode, confidence, vcode, vz, narrative, price, count) -> dict[str, np.ndarray]:
+def conviction(quality: ArrayLike, direction_: ArrayLike, tcode: ArrayLike, confidence: ArrayLike, vcode: ArrayLike, vz: ArrayLike, narrative: ArrayLike, price: ArrayLike, count: ArrayLike) -> dict[str, Array]:
     """``clip(4 * quality/10 + 3 * alignment + 2 * volatility_score + 1 * confirmation, 1, 10)``."""
     q = 4.0 * _f(quality) / 10.0
     a = alignment(direction_, tcode, confidence)
@@ -161,14 +169,13 @@ def conviction(quality, direction_, tcode, confidence, vcode, vz, narrative, pri
             "volatility": v, "confirmation": c}
 
 
-def adverse(direction_, tcode) -> np.ndarray:
+def adverse(direction_: ArrayLike, tcode: ArrayLike) -> Array:
     """A long in bear/strong_bear, or a short in bull/strong_bull."""
     d, t = np.asarray(direction_), np.asarray(tcode)
     return ((d > 0) & (t <= 1)) | ((d < 0) & (t >= 3))
 
 
-def gates(quality, conviction_, direction_, tcode, vcode, min_quality: float, min_conviction: float,
-          adverse_penalty: float, extreme_penalty: float) -> dict[str, np.ndarray]:
+def gates(quality: ArrayLike, conviction_: ArrayLike, direction_: ArrayLike, tcode: ArrayLike, vcode: ArrayLike, min_quality: float, min_conviction: float, adverse_penalty: float, extreme_penalty: float) -> dict[str, Array]:
     """required quality = min + adverse penalty (regime opposes the direction) + extreme-volatility
     penalty; fails: no direction, quality below required, conviction below its minimum."""
     req = min_quality + adverse_penalty * adverse(direction_, tcode) + extreme_penalty * (np.asarray(vcode) == EXTREME)
@@ -179,7 +186,7 @@ def gates(quality, conviction_, direction_, tcode, vcode, min_quality: float, mi
             "quality": low_q, "conviction": low_c}
 
 
-def market_blocked(direction_, market_gap, on: bool) -> np.ndarray:
+def market_blocked(direction_: ArrayLike, market_gap: ArrayLike, on: bool) -> Array:
     """True where the market filter refuses a new entry in ``direction_``: a long needs the market above its
     mean (gap > 0), a short below it (gap < 0); an unknown market (NaN: its bar missing or too little history)
     refuses both. All False when the filter is off or there is no direction."""
@@ -190,7 +197,7 @@ def market_blocked(direction_, market_gap, on: bool) -> np.ndarray:
     return np.where(d > 0, ~(g > 0), np.where(d < 0, ~(g < 0), False))
 
 
-def size_fraction(conviction_, min_conviction: float, confidence_sizing: bool) -> np.ndarray:
+def size_fraction(conviction_: ArrayLike, min_conviction: float, confidence_sizing: bool) -> Array:
     """``0.2 + 0.8 * clip((conviction - min) / (10 - min), 0, 1)`` with confidence sizing, else 1."""
     c = _f(conviction_)
     if not confidence_sizing:
@@ -202,23 +209,23 @@ def size_fraction(conviction_, min_conviction: float, confidence_sizing: bool) -
 @dataclass
 class ScoreTable:
     """Every score and the decision for n bars (arrays of length n)."""
-    price: np.ndarray
-    rsi_component: np.ndarray
-    damping: np.ndarray
-    divergence: np.ndarray
-    trigger: np.ndarray
-    quality: dict[str, np.ndarray]
-    trend_score: np.ndarray
-    trend_code: np.ndarray
-    vol_code: np.ndarray
-    volume_code: np.ndarray
-    confidence: np.ndarray
-    direction: np.ndarray
-    composite: np.ndarray
-    conviction: dict[str, np.ndarray]
-    gates: dict[str, np.ndarray]
-    action: np.ndarray             # +1 buy, -1 sell, 0 hold
-    size_fraction: np.ndarray
+    price: Array
+    rsi_component: Array
+    damping: Array
+    divergence: Array
+    trigger: Array
+    quality: dict[str, Array]
+    trend_score: Array
+    trend_code: Array
+    vol_code: Array
+    volume_code: Array
+    confidence: Array
+    direction: Array
+    composite: Array
+    conviction: dict[str, Array]
+    gates: dict[str, Array]
+    action: Array             # +1 buy, -1 sell, 0 hold
+    size_fraction: Array
 
 
 _SCORER_WEIGHT = (("finbert", 1.0), ("tfidf", 0.9), ("vader", 0.7))
@@ -234,15 +241,14 @@ def scorer_weight(scorer_id: str) -> float:
     return min(ws)
 
 
-def narrative_confidence(count, dispersion, weight) -> np.ndarray:
+def narrative_confidence(count: ArrayLike, dispersion: ArrayLike, weight: ArrayLike) -> Array:
     """Confidence in the narrative, in [0, 1]: ``min(1, count / 3) * (1 - 0.5 * min(dispersion, 1)) * weight``
     (more headlines, more agreement between them and a better scorer mean more confidence)."""
     c = np.asarray(count, dtype=float)
     return np.clip(np.minimum(1.0, c / 3.0) * (1.0 - 0.5 * np.minimum(_f(dispersion), 1.0)) * _f(weight), 0.0, 1.0)
 
 
-def score_table(rsi, macd_hist_z, ema_spread_z, vz, horizons, annual_vol, participation, narrative, count,
-                p, nar_confidence=1.0, trend_gap=0.0, market_gap=np.nan) -> ScoreTable:
+def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike, horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike, narrative: ArrayLike, count: ArrayLike, p: EvalParams, nar_confidence: ArrayLike = 1.0, trend_gap: ArrayLike = 0.0, market_gap: ArrayLike = np.nan) -> ScoreTable:
     """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
 
     The narrative enters every score scaled by its confidence (:func:`narrative_confidence`). With a trend
