@@ -13,7 +13,7 @@ from rich.console import Console
 
 from tracer.agents.futures import FuturesPolicy
 from tracer.agents.hybrid import HybridPolicy
-from tracer.agents.loop import decide_all
+from tracer.agents.kernel import decide_all
 from tracer.config import load_settings
 from tracer.models import Action, Regime, Signal
 from tracer.optimize import exploration as ex

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,14 +32,14 @@ from tracer.data.gaps import outage_message, outages
 from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
+from tracer.agents.kernel import Day, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
 from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
 from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
-from tracer.models import Bar, OrderState, Position, ScoredHeadline, Signal
-from tracer.risk.limits import Book
+from tracer.models import Bar, OrderState, ScoredHeadline, Signal
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, evaluate, market_context
@@ -47,27 +47,6 @@ from tracer.signals.evaluate import EvalParams, evaluate, market_context
 
 class _StopWaiting(Exception):
     """A stop was requested while the loop waited for the feed's next clock."""
-
-
-def decide_all(policy: Policy, signals: Sequence[Signal], positions: dict[str, Position], book: Book,
-               returns: dict[str, np.ndarray], paused: bool = False) -> list[tuple[Signal, Decision]]:
-    """The policy's decision for every signal, best conviction first; the book is updated after each
-    approved entry so that later entries of the same cycle see it. Used by the agents and the backtest."""
-    decisions: list[tuple[Signal, Decision]] = []
-    for sig in sorted(signals, key=lambda x: (-x.conviction, x.symbol)):
-        d = policy.decide(sig, positions.get(sig.symbol), book, returns, pending_exit=False)
-        if paused and d.decision == "enter":
-            d = Decision("blocked", "agent paused by the operator: no new entries", risk_rule="paused",
-                         risk_detail={"paused": True})
-        decisions.append((sig, d))
-        if d.intent is not None and d.decision == "enter":
-            o = d.intent.order
-            exp = dict(book.exposures)
-            exp[o.symbol] = d.intent.price_est * o.qty * (1 if o.side.value == "buy" else -1)
-            used = d.intent.cash_needed if d.intent.cash_needed is not None else d.intent.price_est * o.qty
-            book = Book(equity=book.equity, cash=book.cash - used, day_start_equity=book.day_start_equity,
-                        trades_today=book.trades_today + 1, exposures=exp, closed_returns=book.closed_returns)
-    return decisions
 
 
 def venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger, interval: timedelta):
@@ -219,11 +198,7 @@ class AgentLoop(StorageFaultHandling):
             by_note.setdefault(note, []).append(sym)
         self._notes += [f"{note} in {','.join(syms)}" for note, syms in by_note.items()]
         report = self._process_bars(snap, now)
-        self._roll_day(now)
-        on_close = getattr(self.policy, "on_trade_closed", None)
-        if on_close is not None:
-            for t in report.trades:
-                on_close(t.symbol, t.exit_ts)
+        notify_closed(self.policy, report.trades)
 
         signals: list[Signal] = []
         rel = relevant_to(list(snap.bars), snap.headlines)
@@ -245,8 +220,14 @@ class AgentLoop(StorageFaultHandling):
             self.broker.set_brackets({s: self.policy.protective_bracket(by_sym[s]) if s in by_sym else None
                                       for s, p in positions.items() if p.stop_loss <= 0})
             positions = {p.symbol: p for p in self.broker.positions()}
-        book = self._book(now, positions, report)
-        decisions = decide_all(self.policy, signals, positions, book, returns, self.store.is_paused(self.agent))
+        # the decision step the backtest runs too (tracer.agents.kernel): day roll, risk book, decisions
+        done = step(self.policy, now, Day(self.day, self.day_start_equity), self.broker.equity(),
+                    self.broker.balance(), positions, self.broker.last_price, signals, returns,
+                    entries_today=lambda day: self.store.entries_since(self.agent, day.start()),
+                    closed_returns=lambda: recent_returns(self.store.closed_trade_pnls(self.agent), report.trades),
+                    paused=self.store.is_paused(self.agent))
+        self._set_day(done.day, now)
+        decisions = done.decisions
 
         res = self._persist(now, started, snap, report, decisions)
         self._submit([d.intent for _, d in decisions if d.intent is not None])
@@ -283,23 +264,13 @@ class AgentLoop(StorageFaultHandling):
         return total
 
     def _roll_day(self, now: datetime) -> None:
-        """A new UTC day (daily trade cap, daily loss stop) starts once: never again for a day already
-        seen, whatever the clock does (a restart at midnight, a clock going back over midnight)."""
-        day = now.astimezone(timezone.utc).strftime("%Y-%m-%d")
-        if self.day is None or day > self.day:
-            self.day = day
-            self.day_start_equity = self.broker.equity()
-            self.log.info(kv("day_start", day=day, clock=iso(now), day_start_equity=round(self.day_start_equity, 2)))
+        """The UTC day at ``now`` (:func:`tracer.agents.kernel.roll_day`: a day already seen never starts again)."""
+        self._set_day(roll_day(Day(self.day, self.day_start_equity), now, self.broker.equity()), now)
 
-    def _book(self, now: datetime, positions: dict[str, Position], report: BarReport) -> Book:
-        day_start = datetime.strptime(self.day, "%Y-%m-%d").replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
-        exposures = {s: p.qty * self.broker.last_price.get(s, p.entry_price) *
-                     (1 if p.side.value == "long" else -1) for s, p in positions.items()}
-        return Book(equity=self.broker.equity(), cash=self.broker.balance(),
-                    day_start_equity=self.day_start_equity or self.broker.equity(),
-                    trades_today=self.store.entries_since(self.agent, day_start), exposures=exposures,
-                    closed_returns=tuple((self.store.closed_trade_pnls(self.agent) + [
-                        t.return_pct for t in report.trades])[-500:]))
+    def _set_day(self, day: Day, now: datetime) -> None:
+        if day.day != self.day:
+            self.log.info(kv("day_start", day=day.day, clock=iso(now), day_start_equity=round(day.start_equity or 0.0, 2)))
+        self.day, self.day_start_equity = day.day, day.start_equity
 
     def _persist(self, now: datetime, started: datetime, snap: Snapshot, report: BarReport,
                  decisions: Sequence[tuple[Signal, Decision]]) -> CycleResult:

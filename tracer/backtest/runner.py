@@ -2,9 +2,9 @@
 
 What is shared with the live agents (no second implementation of the strategy): the features and
 :func:`tracer.signals.evaluate.decide`, the relevance filter, the sentiment scorer, the narrative, the
-agent's policy (:class:`HybridPolicy` / :class:`FuturesPolicy` with the risk rules), the ordering of
-decisions (:func:`tracer.agents.loop.decide_all`) and the paper brokers (fills, fees, slippage,
-funding, liquidation, exits). What differs is the driver: features are computed once over the whole
+agent's policy (:class:`HybridPolicy` / :class:`FuturesPolicy` with the risk rules), the decision step
+(:func:`tracer.agents.kernel.step`: day roll, risk book, decisions in order) and the paper brokers (fills,
+fees, slippage, funding, liquidation, exits). What differs is the driver: features are computed once over the whole
 history with vectorised code (:func:`tracer.signals.features.feature_table`) instead of once per cycle
 on a window, and nothing is written to SQLite per cycle (results are collected in memory).
 
@@ -33,14 +33,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tracer.agents.loop import decide_all
+from tracer.agents.kernel import RECENT_RETURNS, Day, notify_closed, step
 from tracer.backtest.data import Series, candle_file, load_series
 from tracer.config import Settings
 from tracer.data.gaps import usable_rows
 from tracer.data.replay import bundled_dir, load_headlines
 from tracer.news.dedupe import source_weight
-from tracer.models import Bar, OrderState, Position, PositionSide, Trade
-from tracer.risk.limits import Book
+from tracer.models import Bar, OrderState, Position, Trade
 from tracer.sentiment.cache import ScoreFile
 from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
@@ -221,12 +220,14 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         raise ValueError("no bar in the requested window (after the warm-up of TB_MIN_BARS bars)")
 
     res = BacktestResult(agent, list(symbols), interval, _utc(int(close_ns[lo_i])), _utc(int(close_ns[hi_i])), capital)
-    on_close = getattr(policy, "on_trade_closed", None)
-    entries_today: list[str] = []              # client order ids of today's entries (daily trade cap)
+    entries: dict[str, list[str]] = {}         # client order ids of the entries of each UTC day (daily cap)
     rejected: set[str] = set()
     closed_returns: list[float] = []
-    recent_returns: tuple[float, ...] = ()     # the last 500 of them, rebuilt when a trade closes
-    day, day_start_equity = None, capital
+    recent: tuple[float, ...] = ()             # the last RECENT_RETURNS of them, rebuilt when a trade closes
+    day = Day()
+
+    def entries_today(d: Day) -> int:
+        return sum(1 for cid in entries.get(d.day or "", ()) if cid not in rejected)
     total = hi_i - lo_i + 1
     # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
     syms = [sr.symbol for sr in series]
@@ -261,14 +262,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                 res.trades.append(t)
                 closed_returns.append(t.return_pct)
                 closed = True
-                if on_close is not None:
-                    on_close(t.symbol, t.exit_ts)
+            notify_closed(policy, rep.trades)
         if closed:
-            recent_returns = tuple(closed_returns[-500:])
-        d = now.toordinal()                     # the UTC day
-        if d != day:
-            day, day_start_equity = d, broker.equity()
-            entries_today = []
+            recent = tuple(closed_returns[-RECENT_RETURNS:])
 
         signals, at_row = [], {}
         positions = {p.symbol: p for p in broker.positions()}
@@ -288,22 +284,20 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                 continue
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym][j], params))
-        if signals:
-            returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()}
-            exposures = {p.symbol: p.qty * broker.last_price.get(p.symbol, p.entry_price) *
-                         (1 if p.side is PositionSide.LONG else -1) for p in positions.values()}
-            trades_today = sum(1 for cid in entries_today if cid not in rejected)
-            book = Book(equity=broker.equity(), cash=broker.balance(), day_start_equity=day_start_equity,
-                        trades_today=trades_today, exposures=exposures, closed_returns=recent_returns)
-            for sig, dcs in decide_all(policy, signals, positions, book, returns):
-                if dcs.intent is None:
-                    continue
-                upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
-                if dcs.intent.order.purpose == "entry":
-                    entries_today.append(dcs.intent.order.client_order_id)
-                    res.entries += 1
-                    if upd.state is OrderState.REJECTED:
-                        rejected.add(dcs.intent.order.client_order_id)
+        # the decision step the live loop runs too (tracer.agents.kernel): day roll, risk book, decisions
+        returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()} if signals else {}
+        done = step(policy, now, day, broker.equity(), broker.balance(), positions, broker.last_price, signals,
+                    returns, entries_today, lambda: recent)
+        day = done.day
+        for sig, dcs in done.decisions:
+            if dcs.intent is None:
+                continue
+            upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
+            if dcs.intent.order.purpose == "entry":
+                entries.setdefault(day.day or "", []).append(dcs.intent.order.client_order_id)
+                res.entries += 1
+                if upd.state is OrderState.REJECTED:
+                    rejected.add(dcs.intent.order.client_order_id)
         res.equity.append(_point(now, broker))
         res.bar_steps += n_series
         if progress is not None and (k % 256 == 0 or k == total - 1):
