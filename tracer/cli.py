@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimize_cli.add_parsers(sub)
     from tracer.study import cli as study_cli
     study_cli.add_parser(sub)
+    from tracer.web import server as web_server    # the only importer of tracer.web
+    web_server.add_parser(sub)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -211,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(t)
         console.print("configuration OK")
         return 0
+    if args.cmd == "web":
+        return web_server.run(args, s, args.env_file)
     if args.cmd == "notify":
         from tracer.notify.worker import notify_command
         return notify_command(s, test=args.test, timeout_s=args.timeout)
