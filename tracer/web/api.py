@@ -19,9 +19,14 @@ AgentName = Literal["hybrid", "futures"]
 AgentOrAll = Literal["hybrid", "futures", "all"]
 
 
+class RequestStore(Store):
+    """A request's own connection: opened, used and closed in turn by the server's worker threads."""
+    same_thread = False
+
+
 def get_store(request: Request) -> Iterator[Store]:
-    """One connection per request (SQLite connections stay in their thread)."""
-    store = Store(request.app.state.settings.db_path)
+    """One connection per request."""
+    store = RequestStore(request.app.state.settings.db_path)
     try:
         yield store
     finally:
