@@ -158,6 +158,7 @@ class ControlResult(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or wrong token"},
                                            403: {"description": "CSRF check failed"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such record"}}
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
 
@@ -200,7 +201,7 @@ def signals(agent: AgentName | None = None, symbol: str | None = Query(None, max
     return data.rows(store.signals_list(agent, symbol, since, limit))
 
 
-@router.get("/orders/{order_id}", summary="one order's explanation (the same record as `tracer explain`)")
+@router.get("/orders/{order_id}", responses=NOT_FOUND, summary="one order's explanation (the same record as `tracer explain`)")
 def order(order_id: str, store: Store = Depends(get_store)) -> dict[str, Any]:
     got = data.explanation(store, order_id)
     if got is None:
@@ -235,7 +236,7 @@ def universe_runs(limit: int = Query(20, ge=1, le=500), store: Store = Depends(g
     return data.rows(store.universe_runs(limit))
 
 
-@router.get("/research/universe-runs/{run_id}", summary="one scan's calls, outcomes and digest")
+@router.get("/research/universe-runs/{run_id}", responses=NOT_FOUND, summary="one scan's calls, outcomes and digest")
 def universe_run(run_id: int, store: Store = Depends(get_store)) -> dict[str, Any]:
     got = data.universe_run(store, run_id)
     if got is None:
@@ -253,7 +254,7 @@ def backtests(request: Request) -> list[dict[str, Any]]:
     return data.backtest_runs(request.app.state.settings.backtest_dir)
 
 
-@router.get("/backtests/equity", summary="a backtest's equity curve")
+@router.get("/backtests/equity", responses=NOT_FOUND, summary="a backtest's equity curve")
 def backtest_equity(request: Request, name: str = Query(..., min_length=1, max_length=200)) -> dict[str, Any]:
     got = data.backtest_equity(request.app.state.settings.backtest_dir, name)
     if got is None:
