@@ -167,12 +167,17 @@ def test_force_exit_end_to_end_on_a_paper_agent(server, browser):
     st = Store(server.settings.db_path)
     held = st.open_positions("hybrid")[0]
     login(browser, server.url)
+    # entries stopped first (the button writes controls as /stopentry does): the closed symbol is not bought again
+    browser.find_element(By.CSS_SELECTOR, "button.ctl[data-action='stop-entry'][data-agent='hybrid']").click()
+    assert "paused hybrid" in wait(lambda: browser.find_element(By.ID, "control-message").text)
+    assert st.is_paused("hybrid") and st.control_of("hybrid")["reason"] == "stopentry by web"
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, "#agent-hybrid [data-field='paused']").is_displayed())
     sel = f"#positions tr[data-agent='hybrid'][data-symbol='{held.symbol}']"
     button = browser.find_element(By.CSS_SELECTOR, sel + " button.force-exit")
     button.click()
     assert button.text == "Confirm" and st.pending_requests("hybrid") == []     # the first click only arms it
     button.click()
-    msg = wait(lambda: browser.find_element(By.ID, "control-message").text)
+    msg = wait(lambda: (lambda t: t if "forced exit" in t else "")(browser.find_element(By.ID, "control-message").text))
     assert "forced exit queued" in msg
     [req] = st.pending_requests("hybrid", "force_exit")
     assert req["target"] == held.symbol and req["actor"] == "web"

@@ -86,7 +86,8 @@ def overview(request: Request, store: Store = Depends(get_store)) -> HTMLRespons
     equity = {a["agent"]: data.equity(store, a["agent"], None, 2000)["points"] for a in agents}
     return render(request, "overview.html", "overview", "Overview", agents=agents, equity=equity,
                   positions=data.positions(store, None), trades=data.rows(store.trades(limit=15)),
-                  alerts=data.rows(store.recent_alerts(8)), health=data.health(request.app.state.settings))
+                  alerts=data.rows(store.recent_alerts(8)), health=data.health(request.app.state.settings),
+                  requests=data.rows(store.control_requests(limit=6)))
 
 
 @router.get("/symbol", response_class=HTMLResponse)

@@ -147,13 +147,43 @@ async function refreshOverview() {
   const body = document.querySelector("#positions tbody");
   const key = (p) => p.agent + "|" + p.symbol;
   const now = new Set(pos.map(key));
-  body.querySelectorAll("tr[data-symbol]").forEach((tr) => { if (!now.has(tr.dataset.agent + "|" + tr.dataset.symbol)) tr.remove(); });
-  if (!pos.length && !body.querySelector("tr.empty")) {
+  const shown = new Set();
+  body.querySelectorAll("tr[data-symbol]").forEach((tr) => {
+    const k = tr.dataset.agent + "|" + tr.dataset.symbol;
+    if (!now.has(k)) tr.remove(); else shown.add(k);
+  });
+  pos.filter((p) => !shown.has(key(p))).forEach((p) => body.appendChild(positionRow(p)));
+  const blank = body.querySelector("tr.empty");
+  if (pos.length && blank) blank.remove();
+  if (!pos.length && !blank) {
     body.insertAdjacentHTML("beforeend", '<tr class="empty"><td colspan="9" class="muted">no open position</td></tr>');
   }
   const h = await api("/health");
   document.querySelectorAll("#health li").forEach((li, i) => { if (h.checks[i]) li.className = "lvl" + h.checks[i].level; });
   document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+function cell(tr, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  tr.appendChild(td);
+  return td;
+}
+
+function positionRow(p) {
+  const tr = document.createElement("tr");
+  tr.dataset.symbol = p.symbol; tr.dataset.agent = p.agent;
+  cell(tr, p.agent);
+  const link = document.createElement("a");
+  link.href = "/symbol?symbol=" + encodeURIComponent(p.symbol); link.textContent = p.symbol;
+  cell(tr, "").appendChild(link);
+  [p.side, Number(p.qty).toPrecision(6), Number(p.entry_price).toPrecision(6), Number(p.stop_loss).toPrecision(6),
+   Number(p.take_profit).toPrecision(6), p.opened_at.slice(0, 16)].forEach((t) => cell(tr, t));
+  const b = document.createElement("button");
+  b.className = "force-exit"; b.dataset.symbol = p.symbol; b.dataset.agent = p.agent; b.textContent = "Force exit";
+  wireForceExit(b);
+  cell(tr, "").appendChild(b);
+  return tr;
 }
 
 function armedClick(button, action) {
@@ -173,14 +203,18 @@ function controlMessage(text) {
   if (el) el.textContent = text;
 }
 
-function wireControls() {
-  document.querySelectorAll("button.force-exit").forEach((b) => b.addEventListener("click", () => armedClick(b, async () => {
+function wireForceExit(b) {
+  b.addEventListener("click", () => armedClick(b, async () => {
     try {
       const r = await api("/controls/force-exit", { symbol: b.dataset.symbol, agent: b.dataset.agent });
       controlMessage(r.message);
       b.disabled = true; b.textContent = "exit queued";
     } catch (e) { controlMessage("refused: " + e.message); }
-  })));
+  }));
+}
+
+function wireControls() {
+  document.querySelectorAll("button.force-exit").forEach(wireForceExit);
   document.querySelectorAll("button.ctl").forEach((b) => b.addEventListener("click", async () => {
     try { controlMessage((await api("/controls/" + b.dataset.action, { agent: b.dataset.agent })).message); }
     catch (e) { controlMessage("refused: " + e.message); }
