@@ -16,6 +16,7 @@ import pytest
 from tracer.config import load_settings
 
 TOKEN = "test-web-token-0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[2]
 LOG = logging.getLogger("test-web")
 
 
@@ -39,6 +40,16 @@ def seeded(tmp_path_factory) -> Path:
         loop.run(cycles=40)
         loop.store.close()
     (tmp / "empty.env").write_text("")
+    # a universe scan and its evaluation, in the same DB (the research page and endpoints)
+    import subprocess
+    import sys
+
+    from envs import process_env
+    env = process_env(tmp, TB_RESEARCH_DIR=str(tmp / "research"))
+    for cmd in (["universe", "--as-of", "2022-01-05T00:00:00Z"], ["eval", "--as-of", "2022-01-20T00:00:00Z"]):
+        r = subprocess.run([sys.executable, "-m", "tracer.cli", "--env-file", str(tmp / "empty.env"), *cmd], env=env,
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
     for agent in ("hybrid", "futures"):
         rc = main(["--env-file", str(tmp / "empty.env"), "backtest", "--agent", agent, "--from", "2022-01-01",
                    "--to", "2022-01-20", "--symbols", "BTC/USD,ETH/USD", "--out", str(tmp / "backtests" / f"{agent}-jan"),

@@ -97,9 +97,15 @@ def test_reads_answer_with_the_db_numbers(server):
         lines = (server.folder / "backtests" / "hybrid-jan" / "equity.csv").read_text().splitlines()
         assert curve[-1]["equity"] == pytest.approx(float(lines[-1].split(",")[1]))
         assert c.get("/api/v1/backtests/equity", headers=BEARER, params={"name": "../state"}).status_code == 404
-        assert c.get("/api/v1/research/universe-runs", headers=BEARER).json() == []
-        assert c.get("/api/v1/research/universe-runs/1", headers=BEARER).status_code == 404
-        assert c.get("/api/v1/research/evals", headers=BEARER).json() == []
+        [scan] = c.get("/api/v1/research/universe-runs", headers=BEARER).json()
+        assert scan["as_of"] == "2022-01-05T00:00:00Z" and scan["assets"] >= 5
+        one = c.get(f"/api/v1/research/universe-runs/{scan['id']}", headers=BEARER).json()
+        n_calls = c_.execute("SELECT COUNT(*) FROM research_calls WHERE universe_run_id=?", (scan["id"],)).fetchone()[0]
+        assert len(one["calls"]) == n_calls > 0 and all(x["hit"] in (0, 1) for x in one["calls"])
+        assert one["digest"] and one["calls"][0]["symbol"] in one["digest"]
+        assert c.get("/api/v1/research/universe-runs/999", headers=BEARER).status_code == 404
+        [ev] = c.get("/api/v1/research/evals", headers=BEARER).json()
+        assert ev["evaluated"] == n_calls and isinstance(ev["summary"], dict)
         assert isinstance(c.get("/api/v1/alerts", headers=BEARER).json(), list)
         assert set(c.get("/api/v1/controls", headers=BEARER).json()) == {"agents", "requests"}
     st.close()

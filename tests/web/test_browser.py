@@ -129,7 +129,10 @@ def test_pages_load_without_console_errors_and_charts_carry_the_db_numbers(serve
     assert len(browser.find_elements(By.CSS_SELECTOR, "#signals tbody tr")) == 300
     shot(browser, "signals")
     browser.get(server.url + "/research")
-    assert browser.find_element(By.ID, "universe-runs").is_displayed()
+    calls = st.conn.execute("SELECT COUNT(*) FROM research_calls").fetchone()[0]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#calls tbody tr")) == calls > 0
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#evals tbody tr")) == 1
+    assert browser.find_element(By.CSS_SELECTOR, "pre.digest").text
     shot(browser, "research")
     browser.get(server.url + "/backtests")
     overlay = browser.find_element(By.ID, "overlay")
