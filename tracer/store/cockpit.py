@@ -17,7 +17,8 @@ class CockpitTables(Connection):
     # --- the explanation of one order or signal (tracer explain, /explain, GET /api/v1/orders/{id}) --------
     def find_order(self, order_id: str) -> sqlite3.Row | None:
         """An order by client order id, else by numeric id."""
-        row = self.conn.execute("SELECT * FROM orders WHERE client_order_id=?", (order_id,)).fetchone()
+        row: sqlite3.Row | None = self.conn.execute("SELECT * FROM orders WHERE client_order_id=?",
+                                                    (order_id,)).fetchone()
         if row is None and order_id.isdigit():
             row = self.conn.execute("SELECT * FROM orders WHERE id=?", (int(order_id),)).fetchone()
         return row
@@ -128,7 +129,8 @@ class CockpitTables(Connection):
         return self.conn.execute("SELECT * FROM eval_runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
 
     def control_of(self, agent: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM controls WHERE agent=?", (agent,)).fetchone()
+        row: sqlite3.Row | None = self.conn.execute("SELECT * FROM controls WHERE agent=?", (agent,)).fetchone()
+        return row
 
     # --- operator requests -----------------------------------------------------------------------------
     def request_control(self, agent: str, kind: str, target: str | None, actor: str) -> int:
@@ -140,7 +142,7 @@ class CockpitTables(Connection):
             return int(row["id"])
         cur = self.conn.execute("INSERT INTO control_requests(ts, agent, kind, target, actor) VALUES (?,?,?,?,?)",
                                 (iso(utcnow()), agent, kind, target, actor))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def pending_requests(self, agent: str, kind: str | None = None) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM control_requests WHERE agent=? AND status='pending' "

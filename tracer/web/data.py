@@ -140,7 +140,8 @@ def candles(settings: Any, store: Store, symbol: str, limit: int, until: datetim
         return out
     df = load_candles(path)
     if until is None:
-        clocks = [parse_iso(r["clock"]) for r in (store.last_run(a) for a in known_agents(store)) if r is not None]
+        clocks = [c for c in (parse_iso(r["clock"]) for r in (store.last_run(a) for a in known_agents(store))
+                              if r is not None) if c is not None]
         until = max(clocks) if clocks else None
     if until is not None:
         df = df[df.index <= until]
