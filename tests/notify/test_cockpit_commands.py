@@ -171,3 +171,41 @@ def test_reload_is_done_at_the_next_cycle_and_refused_when_invalid(chat):
     assert req["status"] == "failed" and "TB_STOP_ATR_MULT" in req["result"] and loop.s.stop_atr_mult == 3.5
     assert "reload" in say("/health")
     loop.store.close()
+
+
+def test_forceexit_all_closes_every_futures_position_once_even_if_the_request_is_seen_again(tmp_path):
+    """Longs and shorts of the futures agent closed by reduce-only orders on the other side; a request found pending
+    again (a crash after the cycle committed, before the request was marked done) sends nothing twice."""
+    from tracer.agents.futures import build
+    from tracer.notify import controls
+    with FakeTelegram() as fake:
+        s = settings_for(tmp_path, fake, TB_PROFILE="phase1c")
+        loop = build(s, LOG)
+        loop.run(cycles=40)
+        st = loop.store
+        held = st.open_positions("futures")
+        assert held
+        out = controls.force_exit(st, "all", "test", ["futures"])
+        assert out.ok and out.agents == ("futures",)
+        with st.transaction():                       # entries stopped, so the closed symbols stay closed
+            st.set_paused("futures", True, "test")
+        loop.run(cycles=1)
+        [req] = st.control_requests("futures")
+        assert req["status"] == "done"
+        with st.transaction():                       # as if the process died before marking it done
+            st.conn.execute("UPDATE control_requests SET status='pending', result=NULL WHERE id=?", (req["id"],))
+        loop.run(cycles=2)
+        c = st.conn
+        exits = c.execute("SELECT * FROM orders WHERE reason='force_exit' ORDER BY id").fetchall()
+        # every position open at the forced cycle (those held after 40 cycles, and the entries that filled in it)
+        closed = c.execute("SELECT * FROM trades WHERE exit_reason='force_exit'").fetchall()
+        assert len(exits) == len(closed) == len({o["client_order_id"] for o in exits}) >= len(held)
+        assert {t["exit_order_id"] for t in closed} == {o["client_order_id"] for o in exits}
+        assert {p.entry_order_id for p in held} <= {t["entry_order_id"] for t in closed}
+        for t in closed:
+            [o] = [o for o in exits if o["client_order_id"] == t["exit_order_id"]]
+            assert o["reduce_only"] == 1 and o["side"] == ("sell" if t["side"] == "long" else "buy")
+            assert o["leverage"] == t["leverage"] and o["state"] == "filled" and o["qty"] == pytest.approx(t["qty"])
+        assert st.open_positions("futures") == []
+        assert st.control_requests("futures")[0]["status"] == "done"
+        st.close()
