@@ -236,6 +236,9 @@ case "$mode" in
   restart) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web; start_agents ;;
   status) status_agents ;;
   foreground)
+    if [ "$web" = 1 ]; then
+      echo "start_trading_system.sh: --web starts the cockpit with the background agents; here, run .venv/bin/tracer web in another terminal" >&2
+    fi
     $PY -m tracer.cli check-config >/dev/null
     $PY -m tracer.cli init-db
     pids=()
