@@ -46,7 +46,7 @@ def browser(tmp_path) -> Iterator[Any]:
         driver.quit()
 
 
-def wait(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
     end = time.time() + timeout
     while True:
         got = cond()
@@ -72,7 +72,7 @@ def login(driver: Any, url: str) -> None:
 def shot(driver: Any, name: str) -> None:
     if os.environ.get("TB_WRITE_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
-        height = driver.execute_script("return Math.min(document.body.scrollHeight, 2400)")
+        height = driver.execute_script("return Math.min(document.body.scrollHeight, 1500)")
         driver.set_window_size(1280, max(800, height + 40))
         driver.save_screenshot(str(SHOTS / f"{name}.png"))
         driver.set_window_size(1280, 1100)
@@ -190,7 +190,7 @@ def test_force_exit_end_to_end_on_a_paper_agent(server, browser):
     [t] = st.conn.execute("SELECT * FROM trades WHERE entry_order_id=?", (held.entry_order_id,)).fetchall()
     assert t["exit_reason"] == "force_exit"
     # the live refresh drops the closed position from the table without a reload
-    wait(lambda: not browser.find_elements(By.CSS_SELECTOR, sel), timeout=15)
+    wait(lambda: not browser.find_elements(By.CSS_SELECTOR, sel), timeout=30)
     assert st.control_requests("hybrid")[0]["status"] == "done"
     assert errors(browser) == []
     st.close()

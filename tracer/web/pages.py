@@ -38,7 +38,7 @@ def sign(x: float | None) -> str:
 
 def fmt(x: Any) -> str:
     if isinstance(x, float):
-        return f"{x:.4g}"
+        return f"{x:,.2f}" if abs(x) >= 1000 else f"{x:.4g}"
     return "" if x is None else str(x)
 
 

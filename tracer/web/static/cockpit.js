@@ -235,7 +235,8 @@ async function drawOverlay() {
   const series = [];
   for (const name of picks) {
     const eq = await api("/backtests/equity?name=" + encodeURIComponent(name));
-    series.push({ name, points: eq.points.map((p) => ({ x: Date.parse(p.t), y: p.equity })) });
+    const first = eq.points.length ? eq.points[0].equity : 1;     // runs of different capital: compare returns
+    series.push({ name: name + " (return %)", points: eq.points.map((p) => ({ x: Date.parse(p.t), y: (p.equity / first - 1) * 100 })) });
   }
   canvas.dataset.runs = picks.join(",");
   if (series.length) drawLines(canvas, series); else empty(canvas, "tick a run to draw its equity curve");
