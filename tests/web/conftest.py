@@ -3,29 +3,14 @@ trade in the first cycles of the bundled replay), two real backtests on disk, an
 uvicorn on 127.0.0.1."""
 from __future__ import annotations
 
-import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
-from tracer.config import load_settings
-
-TOKEN = "test-web-token-0123456789abcdef"
-ROOT = Path(__file__).resolve().parents[2]
-LOG = logging.getLogger("test-web")
-
-
-def web_settings(tmp: Path, **extra: str) -> Any:
-    env = {"TB_DB_PATH": str(tmp / "state" / "tracer.db"), "TB_LOG_DIR": str(tmp / "logs"),
-           "TB_STATE_DIR": str(tmp / "state"), "TB_BACKTEST_DIR": str(tmp / "backtests"), "TB_PROFILE": "phase1c",
-           "TB_REPLAY_INTERVAL_S": "0", "TB_NOTIFY_CONSOLE": "false", "TB_WEB_TOKEN": TOKEN, **extra}
-    return load_settings(env, dotenv_path=None)
-
+from cockpit_env import LOG, ROOT, TOKEN, Server, free_port, web_settings
 
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory) -> Path:
@@ -56,19 +41,6 @@ def seeded(tmp_path_factory) -> Path:
                    "--no-plot", "--set", "TB_PROFILE=phase1c", "--set", f"TB_DB_PATH={tmp / 'bt.db'}"])
         assert rc == 0
     return tmp
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    settings: Any
-    folder: Path
 
 
 @pytest.fixture

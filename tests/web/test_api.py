@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import TOKEN, free_port, web_settings
+from cockpit_env import TOKEN, free_port, web_settings
 from envs import process_env
 from tracer.store import Store
 from tracer.web.auth import csrf_value, ensure_token

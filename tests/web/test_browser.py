@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import TOKEN, web_settings
+from cockpit_env import TOKEN, web_settings
 from tracer.store import Store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from conftest import TOKEN, web_settings
+from cockpit_env import TOKEN, web_settings
 from tracer.web.auth import csrf_value
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": csrf_value(TOKEN)}

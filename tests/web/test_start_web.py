@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import TOKEN, free_port
+from cockpit_env import TOKEN, free_port
 from envs import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
