@@ -3,6 +3,7 @@ write it exactly as the Telegram commands do (:mod:`tracer.notify.controls`), an
 cycle."""
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any, Iterator, Literal
 
@@ -215,9 +216,23 @@ def candles(request: Request, symbol: str = Query(..., min_length=1, max_length=
     return data.candles(request.app.state.settings, store, symbol.upper(), limit)
 
 
-@router.get("/health", response_model=Health, summary="the health checks (tracer health)")
+HEALTH_MAX_AGE_S = 20.0       # the checks read the DB (quick_check), logs and the disk: not on every page refresh
+
+
+def cached_health(request: Request) -> dict[str, Any]:
+    """The health checks, run again when the last run is older than :data:`HEALTH_MAX_AGE_S`."""
+    st = request.app.state
+    got: tuple[float, dict[str, Any]] | None = getattr(st, "health_cache", None)
+    now = time.monotonic()
+    if got is None or now - got[0] > HEALTH_MAX_AGE_S:
+        got = (now, data.health(st.settings))
+        st.health_cache = got
+    return got[1]
+
+
+@router.get("/health", response_model=Health, summary="the health checks (tracer health), at most 20 s old")
 def health(request: Request) -> dict[str, Any]:
-    return data.health(request.app.state.settings)
+    return cached_health(request)
 
 
 @router.get("/alerts", summary="the latest alerts and notifications")

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from tracer.store import Store
 from tracer.web import data
-from tracer.web.api import get_store
+from tracer.web.api import cached_health, get_store
 from tracer.web.auth import clear_session, set_session
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -86,7 +86,7 @@ def overview(request: Request, store: Store = Depends(get_store)) -> HTMLRespons
     equity = {a["agent"]: data.equity(store, a["agent"], None, 2000)["points"] for a in agents}
     return render(request, "overview.html", "overview", "Overview", agents=agents, equity=equity,
                   positions=data.positions(store, None), trades=data.rows(store.trades(limit=15)),
-                  alerts=data.rows(store.recent_alerts(8)), health=data.health(request.app.state.settings),
+                  alerts=data.rows(store.recent_alerts(8)), health=cached_health(request),
                   requests=data.rows(store.control_requests(limit=6)))
 
 
