@@ -37,7 +37,7 @@ def browser(tmp_path) -> Iterator[Any]:
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-extensions", "--window-size=1280,1100", f"--user-data-dir={tmp_path / 'chromium'}"):
         opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
     driver.set_page_load_timeout(30)
     try:
@@ -59,6 +59,17 @@ def wait(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 def errors(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def requested_urls(driver: Any) -> set[str]:
+    """Every URL the pages asked for since the last call (Chrome's performance log)."""
+    import json
+    out = set()
+    for e in driver.get_log("performance"):
+        msg = json.loads(e["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            out.add(msg["params"]["request"]["url"])
+    return out
 
 
 def login(driver: Any, url: str) -> None:
@@ -140,6 +151,11 @@ def test_pages_load_without_console_errors_and_charts_carry_the_db_numbers(serve
     assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 2
     shot(browser, "backtests")
     assert errors(browser) == []
+    # nothing fetched from anywhere but the cockpit itself (no CDN, font or script from the network)
+    urls = requested_urls(browser)
+    assert any(u.endswith("/static/cockpit.js") for u in urls) and any("/api/v1/" in u for u in urls)
+    web = {u for u in urls if u.split(":", 1)[0] in ("http", "https", "ws", "wss")}   # not the browser's own chrome://
+    assert web and {u for u in web if not u.startswith(server.url + "/")} == set()
     st.close()
 
 
