@@ -148,7 +148,11 @@ def force_exit_text(store: Store, args: Sequence[str], who: str, now: datetime |
     if len(args) > 1 and args[1] == "confirm":
         asked = store.notify_state(key)
         store.set_notify_state(key, "")
-        if not asked or (now - datetime.fromisoformat(asked)).total_seconds() > CONFIRM_S:
+        try:
+            age = (now - datetime.fromisoformat(asked)).total_seconds() if asked else None
+        except ValueError:
+            age = None
+        if age is None or not 0 <= age <= CONFIRM_S:
             return f"no /forceexit {target} to confirm in the last {CONFIRM_S:.0f} s: send /forceexit {target} first"
         return controls.force_exit(store, target, who).message
     held = controls.holders(store, target)
