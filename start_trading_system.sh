@@ -7,6 +7,7 @@
 #   ./start_trading_system.sh --status     pids, heartbeats, cash, equity, trades
 #   ./start_trading_system.sh --stop       graceful stop (SIGTERM, wait, then SIGKILL)
 #   ./start_trading_system.sh --restart    stop, then start
+#   ./start_trading_system.sh --web        also serve the web cockpit on 127.0.0.1 (TB_WEB_PORT, token TB_WEB_TOKEN)
 #
 # Safe to run twice: a running agent (live pid in $TB_STATE_DIR/<agent>.pid) is not started again.
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")"
 
 mode=start
 cycles=""
+web=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,9 +24,10 @@ while [ $# -gt 0 ]; do
     --status) mode=status ;;
     --restart) mode=restart ;;
     --foreground) mode=foreground ;;
+    --web) web=1 ;;
     --cycles) cycles="${2:?--cycles needs a number}"; shift ;;
     --interval) extra+=(--interval "${2:?--interval needs seconds}"); shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "start_trading_system.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -160,6 +163,22 @@ stop_listener() {
   else rm -f "$STATE_DIR/telegram.pid"; fi
 }
 
+# The web cockpit (tracer web, --web only): 127.0.0.1:TB_WEB_PORT. A missing token is generated into .env and
+# printed here, once, before the server goes to the background (its output is not kept: the token is never logged).
+start_web() {
+  [ "$web" = 1 ] || return 0
+  pidf="$STATE_DIR/web.pid"
+  if pid_alive "$pidf"; then echo "web cockpit: already running (pid $(cat "$pidf"))"; return 0; fi
+  $PY -m tracer.cli web --init-token
+  nohup $PY -m tracer.cli web >/dev/null 2>>"$LOG_DIR/web.err" </dev/null &
+  echo $! > "$pidf"
+  echo "web cockpit: started (pid $!), http://127.0.0.1:$($PY -c 'from tracer.config import load_settings as l; print(l().web_port)' 2>/dev/null || echo 8787)/ (token: TB_WEB_TOKEN in .env)"
+}
+stop_web() {
+  if pid_alive "$STATE_DIR/web.pid"; then stop_pidfile "web cockpit" "$STATE_DIR/web.pid" 10
+  else rm -f "$STATE_DIR/web.pid"; fi
+}
+
 start_agents() {
   if ! $PY -m tracer.cli check-config >/dev/null 2>"$STATE_DIR/check-config.err"; then
     cat "$STATE_DIR/check-config.err" >&2
@@ -182,6 +201,7 @@ start_agents() {
   done
   start_watchdogs
   start_listener
+  start_web
   echo
   echo "Follow:  tail -f $LOG_DIR/hybrid.log $LOG_DIR/futures.log"
   echo "Status:  ./start_trading_system.sh --status"
@@ -205,16 +225,20 @@ status_agents() {
     if pid_alive "$pidf"; then echo "watchdog_$a: running (pid $(cat "$pidf"))"; else echo "watchdog_$a: not running"; fi
   done
   if pid_alive "$STATE_DIR/telegram.pid"; then echo "telegram listener: running (pid $(cat "$STATE_DIR/telegram.pid"))"; fi
+  if pid_alive "$STATE_DIR/web.pid"; then echo "web cockpit: running (pid $(cat "$STATE_DIR/web.pid"))"; fi
   launchd_status
   $PY -m tracer.cli status
 }
 
 case "$mode" in
   start) start_agents ;;
-  stop) launchd_stop; stop_watchdogs; stop_agents; stop_listener ;;
-  restart) launchd_stop; stop_watchdogs; stop_agents; stop_listener; start_agents ;;
+  stop) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web ;;
+  restart) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web; start_agents ;;
   status) status_agents ;;
   foreground)
+    if [ "$web" = 1 ]; then
+      echo "start_trading_system.sh: --web starts the cockpit with the background agents; here, run .venv/bin/tracer web in another terminal" >&2
+    fi
     $PY -m tracer.cli check-config >/dev/null
     $PY -m tracer.cli init-db
     pids=()

@@ -35,23 +35,14 @@ def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
 
 
 def explain(store: Store, console: Console, order_id: str | None = None, signal_id: int | None = None) -> int:
-    """Print the whole decision trail of an order (client order id or numeric id) or a signal."""
-    c = store.conn
-    order = None
-    if order_id is not None:
-        order = c.execute("SELECT * FROM orders WHERE client_order_id=?", (order_id,)).fetchone()
-        if order is None and order_id.isdigit():
-            order = c.execute("SELECT * FROM orders WHERE id=?", (int(order_id),)).fetchone()
-        if order is None:
-            console.print(f"no order {order_id!r}")
-            return 1
-        signal_id = order["signal_id"]
-    sig = c.execute("SELECT * FROM signals WHERE id=?", (signal_id,)).fetchone() if signal_id else None
-    if order is None and sig is None:
-        console.print(f"no signal {signal_id!r}")
+    """Print the whole decision trail of an order (client order id or numeric id) or a signal
+    (:meth:`Store.order_trail`, the same data the web cockpit and /explain show)."""
+    trail = store.order_trail(order_id, signal_id)
+    if trail is None:
+        console.print(f"no order {order_id!r}" if order_id is not None else f"no signal {signal_id!r}")
         return 1
+    sig, run = trail["signal"], trail["run"]
     if sig is not None:
-        run = c.execute("SELECT * FROM runs WHERE id=?", (sig["run_id"],)).fetchone()
         console.print(_kv_table(f"Signal {sig['id']} — {sig['agent']} {sig['symbol']} at {sig['ts']}", [
             ("cycle", f"{run['cycle']} (clock {run['clock']})"), ("price", sig["price"]),
             ("action", sig["action"]), ("evaluation", sig["reason"]),
@@ -79,11 +70,10 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                 for h in heads:
                     t.add_row(h["at"], f"{h['score']:+.3f}", h["title"])
                 console.print(t)
-        for ev in c.execute("SELECT * FROM risk_events WHERE signal_id=?", (sig["id"],)):
+        for ev in trail["risk_events"]:
             console.print(_kv_table(f"Risk block: {ev['rule']}", [("detail", ev["detail_json"])]))
-    orders = [order] if order is not None else c.execute("SELECT * FROM orders WHERE signal_id=?",
-                                                         (signal_id,)).fetchall()
-    for o in orders:
+    for part in trail["orders"]:
+        o = part["order"]
         console.print(_kv_table(f"Order {o['client_order_id']}", [
             ("purpose", o["purpose"]), ("side", o["side"]), ("type", o["type"]), ("qty", o["qty"]),
             ("est. price", o["price_est"]), ("est. notional", o["notional_est"]), ("leverage", o["leverage"]),
@@ -92,11 +82,11 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
             ("exploration", _exploration_label(o["sizing_json"])),
             ("venue", (o["venue"] or "paper") + (f" (venue order id {o['venue_order_id']})" if o["venue_order_id"] else "")),
             ("created", o["created_at"]), ("updated", o["updated_at"])]))
-        for ev in c.execute("SELECT * FROM venue_events WHERE client_order_id=? ORDER BY id", (o["client_order_id"],)):
+        for ev in part["venue_events"]:
             console.print(f"  venue event {ev['ts']}: {ev['venue']} {ev['kind']} {ev['detail_json']}")
-        for f in c.execute("SELECT * FROM fills WHERE client_order_id=?", (o["client_order_id"],)):
+        for f in part["fills"]:
             console.print(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
-        pos = c.execute("SELECT * FROM positions WHERE entry_order_id=?", (o["client_order_id"],)).fetchone()
+        pos = part["position"]
         if pos is not None:
             console.print(f"  position: {pos['status']} {pos['side']} {pos['qty']:.8g} entry {pos['entry_price']:.8g} "
                           f"stop {pos['stop_loss']:.8g} target {pos['take_profit']:.8g} trail {pos['trail_pct']:.2%}")
@@ -105,14 +95,11 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                 console.print(f"  futures: side {pos['side']}, leverage {pos['leverage']:g}x, isolated margin "
                               f"{pos['margin']:.2f}, liquidation price {liq if liq is None else f'{liq:.8g}'}, "
                               f"funding paid {pos['funding_paid']:+.4f}, entry ATR {pos['entry_atr']:.6g}")
-        fr = c.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0), MIN(ts), MAX(ts) FROM funding_payments "
-                       "WHERE entry_order_id=?", (o["client_order_id"],)).fetchone()
+        fr = part["funding"]
         if fr[0]:
             console.print(f"  funding (venue income history): {fr[0]} payment(s), paid {fr[1]:+.4f}, "
                           f"{fr[2]} .. {fr[3]} (venue clock)")
-        # a position closed in parts (a venue's partial exit) has one trade per part
-        for tr in c.execute("SELECT * FROM trades WHERE entry_order_id=? OR exit_order_id=? ORDER BY id",
-                            (o["client_order_id"], o["client_order_id"])):
+        for tr in part["trades"]:
             console.print(f"  trade: {tr['side']} {tr['symbol']} {tr['qty']:.8g} {tr['entry_ts']} @ "
                           f"{tr['entry_price']:.8g} -> "
                           f"{tr['exit_ts']} @ {tr['exit_price']:.8g}, exit {tr['exit_reason']}, fees {tr['fees']:.2f}, "
@@ -180,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimize_cli.add_parsers(sub)
     from tracer.study import cli as study_cli
     study_cli.add_parser(sub)
+    from tracer.web import server as web_server    # the only importer of tracer.web
+    web_server.add_parser(sub)
     args = p.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -224,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(t)
         console.print("configuration OK")
         return 0
+    if args.cmd == "web":
+        return web_server.run(args, s, args.env_file)
     if args.cmd == "notify":
         from tracer.notify.worker import notify_command
         return notify_command(s, test=args.test, timeout_s=args.timeout)

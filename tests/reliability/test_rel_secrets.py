@@ -60,6 +60,7 @@ S = {
     "byb_key": "SENTINEL-bybkey-8c9d", "byb_sec": "SENTINEL-bybsec-0e1f",
     "pplx1": "SENTINEL-pplx1-aa11", "pplx2": "SENTINEL-pplx2-bb22",
     "db_pw": "SENTINEL-dbpw-4f4f", "discord": "SENTINEL-dchook-2b7e", "telegram": "SENTINEL-tgtok-9d1c",
+    "web": "SENTINEL-webtok-6e5d",
 }
 TG_TOKEN = f"987654321:{S['telegram']}"
 STORAGE = f"postgresql://tb:{S['db_pw']}@127.0.0.1:9/optuna"
@@ -115,7 +116,7 @@ def test_no_secret_leaks_anywhere_and_state_files_are_user_only(tmp_path, monkey
                 "TB_BINANCE_API_KEY": S["bin_key"], "TB_BINANCE_API_SECRET": S["bin_sec"],
                 "TB_BYBIT_API_KEY": S["byb_key"], "TB_BYBIT_API_SECRET": S["byb_sec"],
                 "TB_PPLX_API_KEYS": f"{S['pplx1']},{S['pplx2']}", "TB_OPTIMIZE_STORAGE": STORAGE,
-                "TB_DISCORD_WEBHOOK_URL": dc.url, "TB_TELEGRAM_BOT_TOKEN": TG_TOKEN,
+                "TB_DISCORD_WEBHOOK_URL": dc.url, "TB_TELEGRAM_BOT_TOKEN": TG_TOKEN, "TB_WEB_TOKEN": S["web"],
             }
             # every secret setting carries a sentinel (a new secret variable must be added here)
             secret_envs = {f.metadata["env"] for f in fields(Settings) if f.metadata["secret"]}
@@ -208,6 +209,31 @@ def test_no_secret_leaks_anywhere_and_state_files_are_user_only(tmp_path, monkey
             run("status", tracer + ["status"], cwd=ROOT)
             run("explain", tracer + ["explain", cid], cwd=ROOT)
             run("notify --test", tracer + ["notify", "--test"], cwd=ROOT)
+            # the web cockpit: served, asked with and without the token, a wrong one, a refused POST
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                web_port = so.getsockname()[1]
+            web = subprocess.Popen(tracer + ["web", "--port", str(web_port)], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                import httpx
+                base = f"http://127.0.0.1:{web_port}"
+                for _ in range(200):
+                    try:
+                        httpx.get(base + "/login", timeout=2)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                auth = {"Authorization": f"Bearer {S['web']}"}
+                assert httpx.get(base + "/api/v1/agents", headers=auth).status_code == 200
+                assert httpx.get(base + f"/api/v1/orders/{cid}", headers=auth).status_code == 200
+                assert httpx.get(base + "/", headers=auth).status_code == 200
+                assert httpx.get(base + "/api/v1/agents", headers={"Authorization": "Bearer nope"}).status_code == 401
+                assert httpx.post(base + "/api/v1/controls/pause", headers=auth, json={}).status_code == 403
+            finally:
+                web.send_signal(signal.SIGINT)
+                out, err = web.communicate(timeout=30)
+                procs.append(("tracer web", out, err))
             # the listener got its commands; then stop it
             deadline = time.time() + 30
             while time.time() < deadline and not any(t.startswith("Open positions") for t in tg.texts()):

@@ -53,6 +53,11 @@ class FuturesPolicy:
         self.step = step_size
         self.last_close: dict[str, datetime] = dict(last_close or {})   # symbol -> time of the last close
 
+    def reload(self, s: Settings) -> None:
+        """Decide on ``s`` from now on (an operator reload of the promoted parameters)."""
+        self.s = s
+        self.limits = futures_limits(s)
+
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
         """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
         -1 sell, 0 hold) and ``direction`` without an intent, whatever else the signal holds ("none",

@@ -30,6 +30,11 @@ class HybridPolicy:
         self.limits = RiskLimits.from_settings(s)
         self.step = step_size
 
+    def reload(self, s: Settings) -> None:
+        """Decide on ``s`` from now on (an operator reload of the promoted parameters)."""
+        self.s = s
+        self.limits = RiskLimits.from_settings(s)
+
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
         """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
         -1 sell, 0 hold) and ``direction`` without an intent, whatever else the signal holds ("none",

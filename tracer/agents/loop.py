@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from tracer.data.gaps import outage_message, outages
 from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
+from tracer.agents.controls import apply_force_exits, apply_reload, finish
 from tracer.agents.kernel import Day, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
 from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
@@ -94,7 +95,17 @@ class AgentLoop(StorageFaultHandling):
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
         self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
         self._slept_since_hb = 0.0
+        # operator /reload (tracer.agents.controls): how to read the configuration again; None: refused
+        self.settings_source: Callable[[], Settings] | None = None
         broker.bind_stop(self.stop_event)
+
+    def reconfigure(self, s: Settings) -> None:
+        """Run on ``s`` from the next cycle (an operator reload, validated by tracer.agents.controls)."""
+        self.s = s
+        self.params = EvalParams.from_settings(s, self.feed.interval, self.feed.symbols)
+        reload = getattr(self.policy, "reload", None)
+        if callable(reload):
+            reload(s)
 
     # --- start-up == recovery ------------------------------------------------------------
     def start(self) -> datetime | None:
@@ -183,6 +194,7 @@ class AgentLoop(StorageFaultHandling):
     def run_cycle(self, now: datetime) -> CycleResult:
         started = utcnow()
         self._notes = []
+        apply_reload(self, now, self.settings_source, self.log)      # an operator /reload, at the cycle boundary
         if self.processed_until is not None and now - self.processed_until > self.feed.interval:
             # the clock jumped (a live feed after a stall, a wall-clock jump, a restart after a while): the
             # broker still sees every bar in between (below); the bars never evaluated are recorded here
@@ -227,9 +239,10 @@ class AgentLoop(StorageFaultHandling):
                     closed_returns=lambda: recent_returns(self.store.closed_trade_pnls(self.agent), report.trades),
                     paused=self.store.is_paused(self.agent))
         self._set_day(done.day, now)
-        decisions = done.decisions
+        decisions, settled = apply_force_exits(self.store, self.agent, done.decisions, positions)   # operator requests
 
         res = self._persist(now, started, snap, report, decisions)
+        finish(self.store, settled, now)
         self._submit([d.intent for _, d in decisions if d.intent is not None])
         if self.venue:
             self._settle(res, now)

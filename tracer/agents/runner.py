@@ -43,6 +43,7 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     for w in warnings:
         log.warning(kv("config_warning", message=w))
     loop = build(settings, log)
+    loop.settings_source = lambda: load_settings(dotenv_path=args.env_file)     # an operator /reload
 
     def _stop(signum, _frame):
         log.info(kv("signal", name=signal.Signals(signum).name, action="finishing the cycle, then exiting"))

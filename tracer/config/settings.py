@@ -488,6 +488,15 @@ class Settings:
                               "Perplexity API keys, comma list; PPLX_API_KEY_1..N, PPLX_API_KEYS or PPLX_API_KEY "
                               "are read too and win; rotated on 401/403/429/5xx", secret=True)
 
+    # --- the local web cockpit (tracer web) ---------------------------------------------------
+    web_token: str = _var("TB_WEB_TOKEN", "str", "",
+                          "the web cockpit's access token (empty: `tracer web` generates one on its first start, "
+                          "writes it here in .env and prints it once)", secret=True)
+    web_port: int = _var("TB_WEB_PORT", "int", 8787, "port of the web cockpit (always bound to 127.0.0.1)",
+                         lo=1024, hi=65535)
+    backtest_dir: Path = _var("TB_BACKTEST_DIR", "path", Path("backtests"),
+                              "folder the web cockpit lists backtests (metrics.json, equity.csv) and studies from")
+
     # --- derived helpers -------------------------------------------------------------------
     def __repr__(self) -> str:
         parts = []

@@ -1,4 +1,7 @@
-"""Telegram commands: ``/status``, ``/positions``, ``/pnl``, ``/pause``, ``/resume``, ``/help``.
+"""Telegram commands: ``/status``, ``/positions``, ``/pnl``, ``/balance``, ``/profit``, ``/daily``, ``/weekly``,
+``/trades``, ``/performance``, ``/count``, ``/health``, ``/explain``, ``/pause``, ``/resume``, ``/stopentry``,
+``/startentry``, ``/forceexit``, ``/reload``, ``/version``, ``/help`` (the read-only answers are in
+:mod:`tracer.notify.answers`, the controls, shared with the web cockpit, in :mod:`tracer.notify.controls`).
 
 Only one process may poll a bot token (Telegram answers 409 Conflict to a second ``getUpdates``), so
 commands are served by one listener process (``scripts/telegram_listener.py``, started by the start
@@ -30,7 +33,7 @@ from typing import Any, Sequence
 
 from tracer.store import Store
 from tracer.logs import kv
-from tracer.notify import stats
+from tracer.notify import answers, controls, stats
 from tracer.notify.format import redact
 from tracer.models import AGENTS
 
@@ -41,9 +44,26 @@ HELP = """Tracer Bullet commands:
 /status - each agent: state, cycle, clock, equity, open positions, paused or not, today's trades
 /positions - open positions of each agent
 /pnl - realized P&L, trades and win rate (today and in total)
+/balance - equity, cash, starting capital, realized P&L and fees of each agent
+/profit [days] - P&L, trades, win rate and mean return (all time, or the last N days)
+/daily [n] - P&L of each of the last n days (default 7)
+/weekly [n] - P&L of each of the last n weeks (default 4)
+/trades [n] - the last n closed trades (default 10)
+/performance - P&L per symbol
+/count - open positions and today's entries of each agent
+/health - the health checks, and the last operator requests
+/explain ID - the decision trail of an order (client or numeric id)
 /pause [hybrid|futures|all] - stop new entries (exits are still managed); default all
 /resume [hybrid|futures|all] - allow new entries again; default all
+/stopentry [hybrid|futures|all] - same as /pause: no new entries, exits still managed
+/startentry [hybrid|futures|all] - same as /resume
+/forceexit SYMBOL|all - close a position at the next cycle (asks for confirmation first)
+/reload [hybrid|futures|all] - read the configuration and promoted parameters again at the next cycle
+/version - version, DB schema and commit
 /help - this text"""
+
+CONFIRM_S = 60.0            # /forceexit X confirm must follow /forceexit X within this many seconds
+CONFIRM_KEY = "forceexit_confirm:"
 
 
 @dataclass(frozen=True)
@@ -118,30 +138,67 @@ def pnl_text(store: Store) -> str:
     return "\n".join(lines)
 
 
-def handle_command(store: Store, text: str, who: str = "telegram") -> str | None:
+def force_exit_text(store: Store, args: Sequence[str], who: str, now: datetime | None = None) -> str:
+    """``/forceexit X`` asks for confirmation; ``/forceexit X confirm`` within :data:`CONFIRM_S` queues it."""
+    if not args:
+        return "usage: /forceexit SYMBOL|all (then /forceexit SYMBOL confirm)"
+    target = args[0].upper() if args[0].lower() != "all" else "all"
+    now = now or datetime.now(timezone.utc)
+    key = CONFIRM_KEY + target
+    if len(args) > 1 and args[1] == "confirm":
+        asked = store.notify_state(key)
+        store.set_notify_state(key, "")
+        try:
+            age = (now - datetime.fromisoformat(asked)).total_seconds() if asked else None
+        except ValueError:
+            age = None
+        if age is None or not 0 <= age <= CONFIRM_S:
+            return f"no /forceexit {target} to confirm in the last {CONFIRM_S:.0f} s: send /forceexit {target} first"
+        return controls.force_exit(store, target, who).message
+    held = controls.holders(store, target)
+    if not held:
+        return f"no open position in {target}"
+    store.set_notify_state(key, now.isoformat())
+    what = "; ".join(f"{a}: {', '.join(syms)}" for a, syms in held.items())
+    return f"⚠️ force exit {what}? Send /forceexit {target.lower()} confirm within {CONFIRM_S:.0f} s"
+
+
+_READ = {"status": status_text, "positions": positions_text, "pnl": pnl_text, "balance": answers.balance_text,
+         "performance": answers.performance_text, "count": answers.count_text}
+_READ_ARGS = {"profit": answers.profit_text, "daily": answers.daily_text, "weekly": answers.weekly_text,
+              "trades": answers.trades_text, "explain": answers.explain_text}
+_ENTRIES = {"pause": False, "stopentry": False, "resume": True, "startentry": True}
+
+
+def handle_command(store: Store, text: str, who: str = "telegram", settings: Any = None) -> str | None:
     """Act on one command text from the authorised chat and return the reply (``None``: not a
-    command, no reply). ``/pause`` and ``/resume`` write ``controls`` (inside the caller's
+    command, no reply). The controls write ``controls`` / ``control_requests`` (inside the caller's
     transaction when there is one)."""
     cmd = parse_command(text)
     if not cmd.name:
         return None
     if cmd.name in ("help", "start"):
         return HELP
-    if cmd.name == "status":
-        return status_text(store)
-    if cmd.name == "positions":
-        return positions_text(store)
-    if cmd.name == "pnl":
-        return pnl_text(store)
-    if cmd.name in ("pause", "resume"):
+    if cmd.name in _READ:
+        return _READ[cmd.name](store)
+    if cmd.name in _READ_ARGS:
+        # /explain keeps the id's case (client order ids are case-sensitive)
+        args = tuple(text.split()[1:]) if cmd.name == "explain" else cmd.args
+        return _READ_ARGS[cmd.name](store, args)
+    if cmd.name == "health":
+        extra = answers.requests_text(store)
+        return answers.health_text(settings) + (f"\n\n{extra}" if extra else "")
+    if cmd.name == "version":
+        return answers.version_text()
+    if cmd.name == "forceexit":
+        return force_exit_text(store, cmd.args, who)
+    if cmd.name in _ENTRIES or cmd.name == "reload":
         targets = _targets(cmd.args)
         if targets is None:
             return f"unknown agent {cmd.args[0]!r}: use hybrid, futures or all"
-        pause = cmd.name == "pause"
-        for a in targets:
-            store.set_paused(a, pause, f"{cmd.name} by {who}")
-        return (f"⏸ paused {', '.join(targets)}: no new entries (open positions are still managed)" if pause
-                else f"▶️ resumed {', '.join(targets)}: new entries allowed")
+        if cmd.name == "reload":
+            return controls.reload(store, targets, who).message
+        return controls.set_entries(store, targets, _ENTRIES[cmd.name], who, cmd.name).message
     return f"unknown command /{cmd.name}\n\n{HELP}"
 
 
@@ -194,7 +251,7 @@ class CommandListener:
                     self.log.warning(kv("telegram_command_refused", chat_id=u.chat_id, user=u.user,
                                         user_id=u.user_id, text=u.text[:100], reason=why))
                 else:
-                    reply = handle_command(self.store, u.text, who=f"telegram:{u.user}")
+                    reply = handle_command(self.store, u.text, who=f"telegram:{u.user}", settings=self.s)
                     self.log.info(kv("telegram_command", user=u.user, text=u.text[:100],
                                      handled=reply is not None))
                     if reply is not None:

@@ -10,6 +10,7 @@ Times are stored as ISO 8601 UTC text (``2022-01-10T05:00:00Z``).
 from __future__ import annotations
 
 from tracer.store.caches import CacheTables
+from tracer.store.cockpit import CockpitTables
 from tracer.store.codec import is_storage_fault, iso, parse_iso, row_to_order, to_json, utcnow
 from tracer.store.connection import Connection
 from tracer.store.outbox import OutboxTables
@@ -19,7 +20,7 @@ from tracer.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tracer.store.trading import TradingTables
 
 
-class Store(TradingTables, OutboxTables, Promotions, ResearchTables, CacheTables, Connection):
+class Store(TradingTables, OutboxTables, Promotions, ResearchTables, CacheTables, CockpitTables, Connection):
     """The project's single SQLite file. Thin: SQL in, rows out; no trading logic."""
 
 

@@ -22,6 +22,9 @@ class Connection:
     """The connection to the project's single SQLite file: WAL, foreign keys, a busy timeout, migrations,
     one transaction per cycle (nested calls join it), healing after a storage fault."""
     conn: sqlite3.Connection
+    # False: the connection may be closed or used by another thread than the one that opened it, one at a time
+    # (a web request's connection: its dependency opens and closes it in the server's worker threads)
+    same_thread: bool = True
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
         self.path = Path(path)
@@ -36,7 +39,8 @@ class Connection:
     def _connect(self) -> None:
         """Open the connection. A write that waits longer than ``busy_timeout_s`` for another process's
         lock fails with ``database is locked`` (a storage fault for the agent loop)."""
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.busy_timeout_s)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.busy_timeout_s,
+                                    check_same_thread=self.same_thread)
         self.conn.row_factory = sqlite3.Row
         self._depth = 0
         self.conn.execute("PRAGMA journal_mode=WAL")

@@ -413,8 +413,26 @@ ALTER TABLE research_outcomes ADD COLUMN baseline_hit INTEGER;
 ALTER TABLE research_outcomes ADD COLUMN baseline_r REAL
 """
 
+# v12: the cockpit's operator requests (Telegram /forceexit and /reload, the web API's force-exit): written by the
+# listener or the web server, carried out by the agent at its next cycle, which records the outcome on the row
+SCHEMA_V12 = """
+CREATE TABLE control_requests (
+    id          INTEGER PRIMARY KEY,
+    ts          TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('force_exit','reload')),
+    target      TEXT,                         -- force_exit: a symbol or 'all'
+    actor       TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','done','failed')),
+    result      TEXT,
+    done_at     TEXT,
+    done_clock  TEXT
+);
+CREATE INDEX control_requests_agent_status ON control_requests(agent, status, id)
+"""
+
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-                         SCHEMA_V9, SCHEMA_V10_MONITORING, SCHEMA_V11]
+                         SCHEMA_V9, SCHEMA_V10_MONITORING, SCHEMA_V11, SCHEMA_V12]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
