@@ -1,15 +1,17 @@
 """What the cockpit shows, as JSON-ready dicts: read from the DB (through :class:`~tracer.store.Store`), the candle
-files and the backtest folders. Nothing here writes."""
+files (or, on a live feed, the bar sources) and the backtest folders. Nothing here writes."""
 from __future__ import annotations
 
 import csv
 import json
 import sqlite3
+from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from tracer.models import AGENTS
 from tracer.notify import stats
@@ -127,22 +129,45 @@ def _candle_file(settings: Any, symbol: str) -> Path | None:
     return None
 
 
+def live_bars(settings: Any, symbol: str, n: int) -> pd.DataFrame | None:
+    """TB_FEED=live: the last ``n`` closed hourly bars of ``symbol`` from the agents' bar sources (the same
+    failover chain and validation as theirs); the news sources are not asked (a page view costs no API call)."""
+    from tracer.data.factory import make_feed
+    s = replace(settings, news_sources="", lookback_bars=min(max(n, 60), 5000), min_bars=1)
+    from tracer.data.live import LiveFeed
+    feed = make_feed(s, [symbol])
+    assert isinstance(feed, LiveFeed)        # TB_FEED=live
+    return feed.snapshot(feed.latest_time()).bars.get(symbol)
+
+
 def candles(settings: Any, store: Store, symbol: str, limit: int, until: datetime | None = None) -> dict[str, Any]:
     """The last ``limit`` hourly bars of ``symbol`` up to ``until`` (default: the agents' latest clock), the
-    trend mean the model uses (TB_TREND_WINDOW_H bars), RSI 14, and the filled orders with their reasons."""
+    trend mean the model uses (TB_TREND_WINDOW_H bars), RSI 14, and the filled orders with their reasons. On a
+    live feed the bars come from the bar sources (:func:`live_bars`), else from the replay's candle files."""
     from tracer.data.replay import load_candles
     from tracer.signals.indicators import rsi, sma
 
-    path = _candle_file(settings, symbol)
     win = int(settings.trend_window_h or 240)       # unset (a profile without the trend model): a 10-day mean
     out: dict[str, Any] = {"symbol": symbol, "trend_window_h": win, "bars": [], "markers": []}
-    if path is None:
-        return out
-    df = load_candles(path)
-    if until is None:
-        clocks = [c for c in (parse_iso(r["clock"]) for r in (store.last_run(a) for a in known_agents(store))
-                              if r is not None) if c is not None]
-        until = max(clocks) if clocks else None
+    if getattr(settings, "feed", "replay") == "live":
+        try:
+            got = live_bars(settings, symbol, limit + max(win, 15))
+        except Exception as e:        # a source down or a symbol it does not list: the page says so
+            out["error"] = f"live bars unavailable: {type(e).__name__}: {e}"
+            return out
+        if got is None:
+            out["error"] = "live bars unavailable: every bar source refused this symbol"
+            return out
+        df = got
+    else:
+        path = _candle_file(settings, symbol)
+        if path is None:
+            return out
+        df = load_candles(path)
+        if until is None:
+            clocks = [c for c in (parse_iso(r["clock"]) for r in (store.last_run(a) for a in known_agents(store))
+                                  if r is not None) if c is not None]
+            until = max(clocks) if clocks else None
     if until is not None:
         df = df[df.index <= until]
     df = df.iloc[-(limit + max(win, 15)):]
