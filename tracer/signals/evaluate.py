@@ -17,7 +17,7 @@ from tracer.data.validation import td_ns
 from tracer.models import Action, Regime, ScoredHeadline, Signal
 from tracer.news.dedupe import parse_weights
 from tracer.sentiment.narrative import NarrativeResult, narrative_score
-from tracer.signals.features import FeatureRow, feature_table, market_gap
+from tracer.signals.features import FeatureRow, feature_row, market_gap
 from tracer.signals.gates import GateThresholds
 from tracer.signals.regime import HORIZONS
 from tracer.signals.scoring import TREND_LABELS, direction, narrative_confidence, scorer_weight, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
@@ -104,7 +104,7 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     high = bars["high"].to_numpy(dtype=float)
     low = bars["low"].to_numpy(dtype=float)
     vol = bars["volume"].to_numpy(dtype=float)
-    table = feature_table(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_bars)
+    row = feature_row(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_bars)
     nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim,
                           source_weights=dict(p.source_weights))
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
@@ -120,7 +120,7 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     mg = market_at(market, bars.index[-1])
     if p.market_bars > 0:
         extra["market_gap"] = mg if np.isfinite(mg) else None     # None: unknown, no new entry
-    return decide(symbol, now, float(close[-1]), table.row(len(close) - 1), nar, p, extra, mg)
+    return decide(symbol, now, float(close[-1]), row, nar, p, extra, mg)
 
 
 def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: NarrativeResult, p: EvalParams,

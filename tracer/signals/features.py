@@ -2,7 +2,8 @@
 
 One implementation serves both paths:
 
-- live: the agent computes :func:`feature_table` on its look-back window and reads the last row;
+- live: the agent computes :func:`feature_row`, the last row of :func:`feature_table` on its look-back window
+  (rolling windows over the last bars only);
 - backtest: :func:`feature_table` runs once over the whole history and the replay reads row ``i``.
 
 Rolling windows (z-scores, regime slopes, volatility, participation, volume z) give the same numbers
@@ -168,3 +169,41 @@ def _trailing_mean(v: np.ndarray, window: int) -> np.ndarray:
     if n >= window:
         out[window - 1:] = sliding_window_view(v, window).mean(axis=1)
     return out
+
+
+def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
+                bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureRow:
+    """The last row of :func:`feature_table`, what the live cycle reads: the recursive indicators (EMA, RSI,
+    MACD, ATR) still run over the whole series, but every rolling window is taken over the last bars only, so
+    a 600-bar look-back costs one window per feature instead of 600. The same numbers up to float rounding
+    (tests/signals/test_features.py compares them with the table's last row)."""
+    c = np.asarray(close, dtype=float)
+    hi = np.asarray(high, dtype=float)
+    lo = np.asarray(low, dtype=float)
+    v = np.asarray(volume, dtype=float)
+    n = len(c)
+    if n <= max(VOL_WINDOW + 1, Z_WINDOW, volume_z_window + 1):      # a short series: the table is cheap
+        return feature_table(hi, lo, c, v, bars_per_year, volume_z_window, trend_window).row(n - 1)
+
+    vz_last = float(np.asarray(volume_z(v[-(volume_z_window + 1):], volume_z_window), dtype=float)[-1])
+    vz = vz_last if np.isfinite(vz_last) else 0.0
+    r_last = float(np.asarray(rsi(c, 14), dtype=float)[-1])
+    r = r_last if r_last == r_last else 50.0
+    _, _, hist = macd(c, 12, 26, 9)
+    spread = (np.asarray(ema(c, 12)) - np.asarray(ema(c, 26))) / c
+    tail = c[-Z_WINDOW:]
+    abs_mean = np.zeros(Z_WINDOW)
+    abs_mean[-1] = sliding_window_view(np.abs(tail), Z_WINDOW).mean(axis=1)[0]
+    mz = float(rolling_z_last(np.asarray(hist, dtype=float)[-Z_WINDOW:], Z_WINDOW, abs_mean)[-1])
+    sz = float(rolling_z_last(spread[-Z_WINDOW:], Z_WINDOW, 1.0)[-1])
+    a = float(np.asarray(atr(hi, lo, c, 14), dtype=float)[-1])
+
+    lc = np.log(c)
+    hs = tuple(t for t in (float(rolling_trend(lc[-h:], h)[-1]) for h in HORIZONS) if t == t)
+    rets = np.diff(lc[-(VOL_WINDOW + 1):])
+    av = float(sliding_window_view(rets, VOL_WINDOW).std(axis=1)[0] * np.sqrt(bars_per_year))
+    short_mean = _trailing_mean(v[-PART_SHORT:], PART_SHORT)[-1]
+    long_mean = _trailing_mean(v[-PART_LONG:], PART_LONG)[-1]
+    part = float(short_mean / long_mean) if long_mean > 0 else 1.0
+    tg = float(trend_gap(c[-trend_window:], trend_window)[-1]) if 0 < trend_window <= n else 0.0
+    return FeatureRow(vz, r, mz, sz, a, hs, av, part, tg)
