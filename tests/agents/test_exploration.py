@@ -150,7 +150,7 @@ def test_exploration_counts_against_the_daily_trade_cap():
 
 
 def test_exploration_tag_is_stored_and_explained(tmp_path):
-    from tracer.cli import explain
+    from tracer.explain import explain
     from tracer.store import Store
     s = settings()
     ts = exploring_times("hybrid", "BTC/USD", 0.5)[0]

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from tracer.agents import futures, hybrid
-from tracer.cli import explain
+from tracer.explain import explain
 from tracer.config import load_settings
 from tracer.store import Store
 

@@ -94,7 +94,7 @@ def dispatch(args: Any, settings: Any, console: Any) -> int:
 # ---------------------------------------------------------------------------------------- run
 
 def cmd_run(args: Any, s: Any, store: Store, console: Any) -> int:
-    from tracer.cli import explain
+    from tracer.explain import explain
     from tracer.data.factory import make_feed
     from tracer.research.scan import score_headlines
     from tracer.sentiment.factory import make_scorer
