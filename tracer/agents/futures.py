@@ -25,6 +25,7 @@ from tracer.agents.protocols import market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
+from tracer.execution.paper_futures import PaperFuturesBroker
 from tracer.models import Action, Order, Position, PositionSide, Side, Signal
 from tracer.optimize.exploration import exploration
 from tracer.risk.leverage import choose_leverage, risk_notional
@@ -35,27 +36,35 @@ AGENT = "futures"
 
 
 def futures_limits(s: Settings) -> RiskLimits:
-    return RiskLimits(max_positions=s.futures_max_positions, max_trades_per_day=s.futures_max_trades_per_day,
-                      max_position_pct=s.futures_max_notional_pct, max_trade_notional=s.futures_max_notional,
-                      min_trade_notional=s.min_trade_notional, daily_loss_limit_pct=s.futures_daily_loss_limit_pct,
+    f = s.futures
+    return RiskLimits(max_positions=f.max_positions, max_trades_per_day=f.max_trades_per_day,
+                      max_position_pct=f.max_notional_pct, max_trade_notional=f.max_notional,
+                      min_trade_notional=s.min_trade_notional, daily_loss_limit_pct=f.daily_loss_limit_pct,
                       kelly_min_trades=s.kelly_min_trades, kelly_cap=s.kelly_cap, kelly_floor=s.kelly_floor,
-                      max_correlation=s.max_correlation, var_limit_pct=s.futures_var_limit,
+                      max_correlation=s.max_correlation, var_limit_pct=f.var_limit,
                       var_confidence=s.var_confidence, var_horizon_bars=s.var_horizon_bars,
-                      fee_bps=s.fee_bps, slippage_bps=s.slippage_bps)
+                      fee_bps=f.costs.fee_bps, slippage_bps=f.costs.slippage_bps)
+
+
+def paper_broker(s: Settings, interval: timedelta) -> PaperFuturesBroker:
+    """The simulated futures broker of the replay and the backtest, from the futures section."""
+    f = s.futures
+    return PaperFuturesBroker(AGENT, f.capital, f.costs.fee_bps, f.costs.slippage_bps, f.mmr, f.funding_rate,
+                              f.max_leverage, f.liq_guard, f.vol_stop_mult, interval)
 
 
 class FuturesPolicy:
     agent = AGENT
 
     def __init__(self, s: Settings, step_size: float = 1e-6, last_close: dict[str, datetime] | None = None):
-        self.s = s
+        self.s, self.f = s, s.futures
         self.limits = futures_limits(s)
         self.step = step_size
         self.last_close: dict[str, datetime] = dict(last_close or {})   # symbol -> time of the last close
 
     def reload(self, s: Settings) -> None:
         """Decide on ``s`` from now on (an operator reload of the promoted parameters)."""
-        self.s = s
+        self.s, self.f = s, s.futures
         self.limits = futures_limits(s)
 
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
@@ -72,7 +81,7 @@ class FuturesPolicy:
 
     def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
                pending_exit: bool = False) -> Decision:
-        s = self.s
+        s, f = self.s, self.f
         if position is not None:
             opposite = (sig.action is Action.SELL and position.side is PositionSide.LONG) or \
                        (sig.action is Action.BUY and position.side is PositionSide.SHORT)
@@ -90,35 +99,35 @@ class FuturesPolicy:
             if explore is None:
                 return Decision("none", sig.reason)
         direction = (1 if sig.action is Action.BUY else -1) if explore is None else sig.direction
-        if adverse(direction, sig.regime) and sig.quality < s.futures_counter_regime_quality:
+        if adverse(direction, sig.regime) and sig.quality < f.counter_regime_quality:
             return Decision("none", f"against the {sig.regime.label} regime: quality {sig.quality:.2f} < "
-                                    f"{s.futures_counter_regime_quality:.2f} (TB_FUTURES_COUNTER_REGIME_QUALITY)")
+                                    f"{f.counter_regime_quality:.2f} (TB_FUTURES_COUNTER_REGIME_QUALITY)")
         last = self.last_close.get(sig.symbol)
-        if last is not None and sig.ts - last < timedelta(hours=s.futures_cooldown_h):
+        if last is not None and sig.ts - last < timedelta(hours=f.cooldown_h):
             return Decision("blocked", "risk rule cooldown", risk_rule="cooldown",
-                            risk_detail={"last_close": last.isoformat(), "cooldown_h": s.futures_cooldown_h})
+                            risk_detail={"last_close": last.isoformat(), "cooldown_h": f.cooldown_h})
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
-        if s.futures_market_filter and not sig.market_ok:
+        if f.market_filter and not sig.market_ok:
             return market_blocked(sig, s.market_filter, explore)
 
         if explore is not None:
             return self._explore(sig, direction, book, returns, explore)
-        lev = choose_leverage(sig.conviction, s.min_conviction_score, sig.regime.volatility, s.futures_max_leverage)
-        stop_d = s.futures_stop_atr_mult * sig.atr
+        lev = choose_leverage(sig.conviction, s.min_conviction_score, sig.regime.volatility, f.max_leverage)
+        stop_d = f.exits.stop_atr_mult * sig.atr
         # the guard is checked at the expected fill (the price moved against us by the slippage)
         fill_est = sig.price * (1 + direction * s.slippage_bps / 1e4)
         stop = fill_est - direction * stop_d
         probe_qty = 1.0
         liq = liquidation_price(direction, probe_qty, fill_est, initial_margin(probe_qty, fill_est, lev),
-                                s.futures_mmr)
-        ok, ratio = stop_inside_liquidation(direction, fill_est, stop, liq, s.futures_liq_guard)
+                                f.mmr)
+        ok, ratio = stop_inside_liquidation(direction, fill_est, stop, liq, f.liq_guard)
         guard = {"leverage": lev, "stop": stop, "liquidation_price": liq, "stop_to_liquidation": ratio,
-                 "max_fraction": s.futures_liq_guard}
+                 "max_fraction": f.liq_guard}
         if not ok:
             return Decision("blocked", "risk rule liquidation_guard", risk_rule="liquidation_guard", risk_detail=guard)
 
-        target = risk_notional(book.equity, s.futures_risk_per_trade, sig.price, stop_d)
+        target = risk_notional(book.equity, f.risk_per_trade, sig.price, stop_d)
         rd = check_entry(Candidate(sig.symbol, sig.price, direction, sig.size_fraction, returns, leverage=lev,
                                    spot=False, risk_notional=target), book, self.limits)
         if not rd.approved:
@@ -135,17 +144,17 @@ class FuturesPolicy:
         reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4   # fees and slippage, in and out
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price, risk_notional=target,
                       margin=margin, side="long" if direction > 0 else "short", guard=guard,
-                      risk_per_trade=s.futures_risk_per_trade)
+                      risk_per_trade=f.risk_per_trade)
         return Decision("enter", f"{'long' if direction > 0 else 'short'} {lev}x approved: notional "
                                  f"{rd.notional:.2f}, margin {margin:.2f}, liq {liq:.6g}",
                         Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
 
     def protective_bracket(self, sig: Signal) -> Bracket:
         """The exits the rules give a position of ``sig``'s symbol (every entry; a position adopted from a venue)."""
-        s = self.s
-        return Bracket(stop_distance=s.futures_stop_atr_mult * sig.atr,
-                       take_profit_distance=s.futures_take_profit_atr_mult * sig.atr,
-                       trail_pct=s.futures_trail_pct, max_hold_s=s.futures_max_hold_h * 3600.0, entry_atr=sig.atr)
+        f = self.f
+        return Bracket(stop_distance=f.exits.stop_atr_mult * sig.atr,
+                       take_profit_distance=f.exits.take_profit_atr_mult * sig.atr,
+                       trail_pct=f.exits.trail_pct, max_hold_s=f.exits.max_hold_h * 3600.0, entry_atr=sig.atr)
 
     def _explore(self, sig: Signal, direction: int, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
         """A near-miss entry at 1x and the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
@@ -185,17 +194,14 @@ def build(settings: Settings, logger, store=None):
     from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
     from tracer.store import Store
-    from tracer.execution.paper_futures import PaperFuturesBroker
     from tracer.sentiment.factory import make_scorer
 
     s = settings
-    feed = make_feed(settings, s.futures_symbols)
-    broker = PaperFuturesBroker(AGENT, s.futures_capital, s.fee_bps, s.slippage_bps, s.futures_mmr,
-                                s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
-                                s.futures_vol_stop_mult, feed.interval)
+    feed = make_feed(settings, s.futures.symbols)
+    broker = paper_broker(s, feed.interval)
     store = store or Store(s.db_path)
     broker = venue_broker(s, AGENT, store, logger, feed.interval) or broker
     last_close = store.last_close_by_symbol(AGENT)
     scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, s, feed, broker, store, scorer, FuturesPolicy(s, last_close=last_close), logger,
-                     s.futures_capital)
+                     s.futures.capital)

@@ -8,6 +8,7 @@ and not traded (spot cannot short).
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from tracer.agents.loop import Decision, Intent
 from tracer.agents.protocols import market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
+from tracer.execution.paper import PaperSpotBroker
 from tracer.models import Action, Order, Position, Side, Signal
 from tracer.optimize.exploration import exploration
 from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
@@ -22,17 +24,23 @@ from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
 AGENT = "hybrid"
 
 
+def paper_broker(s: Settings, interval: timedelta) -> PaperSpotBroker:
+    """The simulated spot broker of the replay and the backtest, from the hybrid section."""
+    h = s.hybrid
+    return PaperSpotBroker(AGENT, h.capital, h.costs.fee_bps, h.costs.slippage_bps, interval)
+
+
 class HybridPolicy:
     agent = AGENT
 
     def __init__(self, s: Settings, step_size: float = 1e-8):
-        self.s = s
+        self.s, self.exits = s, s.hybrid.exits
         self.limits = RiskLimits.from_settings(s)
         self.step = step_size
 
     def reload(self, s: Settings) -> None:
         """Decide on ``s`` from now on (an operator reload of the promoted parameters)."""
-        self.s = s
+        self.s, self.exits = s, s.hybrid.exits
         self.limits = RiskLimits.from_settings(s)
 
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
@@ -76,15 +84,15 @@ class HybridPolicy:
                       purpose="entry", reason=sig.reason[:240], created_at=sig.ts)
         bracket = self.protective_bracket(sig)
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price,
-                      stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult)
+                      stop_atr_mult=self.exits.stop_atr_mult, take_profit_atr_mult=self.exits.take_profit_atr_mult)
         return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
                         Intent(order, sig.symbol, sig.price, bracket, sizing))
 
     def protective_bracket(self, sig: Signal) -> Bracket:
         """The exits the rules give a position of ``sig``'s symbol (every entry; a position adopted from a venue)."""
-        return Bracket(stop_distance=self.s.stop_atr_mult * sig.atr,
-                       take_profit_distance=self.s.take_profit_atr_mult * sig.atr,
-                       trail_pct=self.s.trail_pct, max_hold_s=self.s.max_hold_h * 3600.0)
+        x = self.exits
+        return Bracket(stop_distance=x.stop_atr_mult * sig.atr, take_profit_distance=x.take_profit_atr_mult * sig.atr,
+                       trail_pct=x.trail_pct, max_hold_s=x.max_hold_h * 3600.0)
 
     def _explore(self, sig: Signal, book: Book, returns: dict[str, np.ndarray], tag: dict) -> Decision:
         """A near-miss long taken at the fixed exploration notional (TB_EXPLORE_NOTIONAL_USD, never more than
@@ -107,7 +115,7 @@ class HybridPolicy:
                       purpose="entry", reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
         bracket = self.protective_bracket(sig)
         sizing = dict(rd.detail, notional=qty * sig.price, qty=qty, price_est=sig.price,
-                      stop_atr_mult=self.s.stop_atr_mult, take_profit_atr_mult=self.s.take_profit_atr_mult,
+                      stop_atr_mult=self.exits.stop_atr_mult, take_profit_atr_mult=self.exits.take_profit_atr_mult,
                       exploration=tag)
         return Decision("enter", f"exploration entry (near miss: {', '.join(tag['missed'])}): fixed notional "
                                  f"{qty * sig.price:.2f}; {sig.reason}", Intent(order, sig.symbol, sig.price, bracket, sizing))
@@ -118,13 +126,12 @@ def build(settings: Settings, logger, store=None):
     from tracer.agents.loop import AgentLoop, venue_broker
     from tracer.data.factory import make_feed
     from tracer.store import Store
-    from tracer.execution.paper import PaperSpotBroker
     from tracer.sentiment.factory import make_scorer
 
-    feed = make_feed(settings, settings.symbols)
-    broker = PaperSpotBroker(AGENT, settings.hybrid_capital, settings.fee_bps, settings.slippage_bps, feed.interval)
+    feed = make_feed(settings, settings.hybrid.symbols)
+    broker = paper_broker(settings, feed.interval)
     store = store or Store(settings.db_path)
     broker = venue_broker(settings, AGENT, store, logger, feed.interval) or broker
     scorer = make_scorer(settings, logger, store)
     return AgentLoop(AGENT, settings, feed, broker, store, scorer, HybridPolicy(settings), logger,
-                     settings.hybrid_capital)
+                     settings.hybrid.capital)

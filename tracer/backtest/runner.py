@@ -126,17 +126,11 @@ def _idle_noop_brokers() -> tuple[type, ...]:
 def make_agent(agent: str, s: Settings, interval: timedelta):
     """The agent's own policy and paper broker, configured from the settings exactly as live."""
     if agent == "hybrid":
-        from tracer.agents.hybrid import HybridPolicy
-        from tracer.execution.paper import PaperSpotBroker
-        return (HybridPolicy(s), PaperSpotBroker("hybrid", s.hybrid_capital, s.fee_bps, s.slippage_bps, interval),
-                s.hybrid_capital)
+        from tracer.agents import hybrid
+        return hybrid.HybridPolicy(s), hybrid.paper_broker(s, interval), s.hybrid.capital
     if agent == "futures":
-        from tracer.agents.futures import FuturesPolicy
-        from tracer.execution.paper_futures import PaperFuturesBroker
-        broker = PaperFuturesBroker("futures", s.futures_capital, s.fee_bps, s.slippage_bps, s.futures_mmr,
-                                    s.futures_funding_rate, s.futures_max_leverage, s.futures_liq_guard,
-                                    s.futures_vol_stop_mult, interval)
-        return FuturesPolicy(s), broker, s.futures_capital
+        from tracer.agents import futures
+        return futures.FuturesPolicy(s), futures.paper_broker(s, interval), s.futures.capital
     raise ValueError(f"unknown agent {agent!r} (hybrid or futures)")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from tracer.config.keys import _split_keys
 from tracer.config.profiles import ALL_SYMBOLS, PROFILES
+from tracer.config.sections import FuturesSection, HybridSection, futures_section, hybrid_section
 from tracer.config.venues import _VENUE_KEYS
 
 
@@ -540,6 +541,16 @@ class Settings:
         if b == "none" or b == self.futures_venue or self.futures_venue == "paper":
             return None
         return b if getattr(self, _VENUE_KEYS[b][0]) else None
+
+    @property
+    def hybrid(self) -> HybridSection:
+        """The spot agent's variables as one typed section (tracer.config.sections)."""
+        return hybrid_section(self)
+
+    @property
+    def futures(self) -> FuturesSection:
+        """The futures agent's variables as one typed section (tracer.config.sections)."""
+        return futures_section(self)
 
     @property
     def pplx_keys(self) -> tuple[str, ...]:
