@@ -7,6 +7,7 @@
   warm headline-score cache; backtrader on the same candles for scale
 - sentiment headlines per second: lexicon, trained model, and a FinBERT-sized BERT-base model with random
   weights (speed only: built locally from a BertConfig, no download) through our FinBERT scorer on the CPU
+- a walk-forward study as users run it: a fresh ``tracer study`` process, 3 folds x 30 trials, 2 jobs
 - SQLite decision writes per second (one signal row per insert, committed per 9-row cycle)
 - resident memory of the live loop after 100 and after N cycles (N = 10,000; 1,000 with --quick), one symbol
   of one-minute bars (bench/data, 30,240 bars) so that 10,000 cycles fit in the data
@@ -258,11 +259,40 @@ def bench_memory_fresh(rows: list, n_cycles: int) -> None:
     rows.append(tuple(json.loads(r.stdout.strip().splitlines()[-1])))
 
 
+def bench_study(rows: list, folds: int = 3, trials: int = 30) -> None:
+    """The whole ``tracer study`` command (hybrid, bundled history), ``folds`` x ``trials`` with 2 jobs."""
+    import os
+    import subprocess
+    with tempfile.TemporaryDirectory() as d:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+        env["TB_STATE_DIR"] = str(Path(d) / "state")
+        cmd = [sys.executable, "-m", "tracer.cli", "--env-file", str(Path(d) / "none.env"), "study", "--agent",
+               "hybrid", "--folds", str(folds), "--trials", str(trials), "--jobs", "2", "--seed", "1", "--no-plot",
+               "--out", str(Path(d) / "out")]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, env=env, check=True, capture_output=True,
+                       timeout=1800)
+        dt = time.perf_counter() - t0
+    rows.append((f"study hybrid, fresh `tracer study` process, {folds} folds x {trials} trials, 2 jobs",
+                 f"{folds * trials} backtests + tests", f"{dt:.1f} s", f"{dt / (folds * trials):.2f} s per trial"))
+
+
+# what issue 17 asks of each row (on an idle 2-core machine)
+TARGETS = {"cycle latency, 9 symbols": "median <= 10 ms", "cycle latency, 50 symbols": "median <= 100 ms",
+           "backtest hybrid, 9 symbols x 1h, fresh `tracer backtest` process, warm score cache": "<= 2 s",
+           "peer: backtrader EMA cross, 9 symbols x 1h": "ours >= 20x", "study hybrid": "<= 60 s"}
+
+
+def target_of(name: str) -> str:
+    return next((t for k, t in TARGETS.items() if name.startswith(k)), "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="fewer cycles and repeats (memory: 1,000 cycles; latency: 50; FinBERT: 64 headlines)")
     ap.add_argument("--memory-cycles", type=int, help=argparse.SUPPRESS)    # the memory row's own process
+    ap.add_argument("--no-study", action="store_true", help="leave out the study row (about a minute)")
     a = ap.parse_args()
     if a.memory_cycles:
         import json
@@ -279,16 +309,18 @@ def main() -> int:
                      f"mean {mean:.1f} ms"))
     bench_backtest(rows, 1 if a.quick else 3)
     bench_peer(rows)
+    if not a.no_study:
+        bench_study(rows)
     bench_sentiment(rows)
     bench_finbert(rows, 64 if a.quick else 256)
     bench_feed(rows)
     bench_sqlite(rows)
     bench_memory_fresh(rows, 1_000 if a.quick else 10_000)
     t = Table(title="Tracer Bullet benchmarks", title_justify="left")
-    for col in ("benchmark", "size", "time", "rate"):
+    for col in ("benchmark", "size", "time", "rate", "target"):
         t.add_column(col)
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*r, target_of(r[0]))
     Console(width=160).print(t)
     return 0
 
