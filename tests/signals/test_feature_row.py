@@ -41,3 +41,22 @@ def test_short_and_degenerate_series(n):
     for close, vol in ((c, v), (np.full(n, 50.0), np.full(n, 3.0)), (c, np.zeros(n))):
         table = feature_table(close * 1.01, close * 0.99, close, vol, YEAR_H, 20, 48)
         same(feature_row(close * 1.01, close * 0.99, close, vol, YEAR_H, 20, 48), table.row(n - 1))
+
+
+def test_one_score_table_for_many_symbols_gives_each_symbols_own_signal():
+    """decide_many (the live cycle: all symbols in one table) == evaluate of each symbol alone, field for field."""
+    from datetime import timedelta
+
+    from tracer.config import load_settings
+    from tracer.signals.evaluate import EvalParams, decide_many, evaluate, prepare
+
+    s = load_settings({"TB_ACTIVE_PARAMS_PATH": "/nonexistent.json", "TB_PROFILE": "phase1c"}, dotenv_path=None)
+    p = EvalParams.from_settings(s, timedelta(hours=1))
+    frames = {c: pd.read_csv(BUNDLED / f"candles_1h_{c}USDT.csv", index_col="timestamp", parse_dates=True)
+              for c in ("BTC", "ETH", "DOGE", "ADA")}
+    for end in (400, 3000, 7000):
+        now = frames["BTC"].index[end - 1] + timedelta(hours=1)
+        bars = {c: f.iloc[end - 256:end] for c, f in frames.items()}
+        many = decide_many([prepare(c, b, [], now, p) for c, b in bars.items()], p)
+        for sig, (c, b) in zip(many, bars.items()):
+            assert sig == evaluate(c, b, [], now, p)

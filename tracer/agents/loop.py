@@ -43,7 +43,7 @@ from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
 from tracer.models import Bar, OrderState, ScoredHeadline, Signal
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
-from tracer.signals.evaluate import EvalParams, evaluate, market_context
+from tracer.signals.evaluate import EvalParams, decide_many, market_context, prepare
 
 
 class _StopWaiting(Exception):
@@ -212,7 +212,6 @@ class AgentLoop(StorageFaultHandling):
         report = self._process_bars(snap, now)
         notify_closed(self.policy, report.trades)
 
-        signals: list[Signal] = []
         rel = relevant_to(list(snap.bars), snap.headlines)
         # one batched call for every relevant title of the cycle (a model call has a fixed cost per batch)
         titles = list(dict.fromkeys(h.title for hs in rel.values() for h in hs))
@@ -220,9 +219,10 @@ class AgentLoop(StorageFaultHandling):
         # the market filter's symbol, read from this cycle's own snapshot (absent when the gap policy refused it:
         # unknown, no new entries); the backtest builds the same numbers (tracer.backtest.runner._market_gaps)
         market = market_context(snap.bars.get(self.s.market_filter), self.params)
-        for sym, bars in snap.bars.items():
-            scored = [ScoredHeadline(h, by_title[h.title]) for h in rel[sym]]
-            signals.append(evaluate(sym, bars, scored, now, self.params, market))
+        # every symbol prepared, then one score table for all of them (the per-symbol signals are the same)
+        prepared = [prepare(sym, bars, [ScoredHeadline(h, by_title[h.title]) for h in rel[sym]], now, self.params,
+                            market) for sym, bars in snap.bars.items()]
+        signals: list[Signal] = decide_many(prepared, self.params)
 
         returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
         positions = {p.symbol: p for p in self.broker.positions()}

@@ -1,4 +1,5 @@
-"""The one evaluation function. Both agents and the backtest call :func:`evaluate`.
+"""The one evaluation function. Both agents and the backtest call :func:`evaluate` (the live cycle in two steps:
+:func:`prepare` per symbol, :func:`decide_many` for all of them).
 
 Pure: bars, scored headlines, a time and parameters in; a :class:`~tracer.models.Signal`
 with every input, score, label and the decision with its reason out. No I/O, no clock.
@@ -90,16 +91,23 @@ def market_at(ctx: pd.Series | None, bar_open: pd.Timestamp) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime,
-             p: EvalParams, market: pd.Series | None = None) -> Signal:
-    """Evaluate ``symbol`` from its validated ``bars`` (oldest first, index = bar open time) and the
-    scored headlines relevant to it, as of ``now``; ``market`` is :func:`market_context` of the market
-    filter's symbol (read at this symbol's last bar; ignored when the filter is off).
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One symbol's inputs at a bar close, before the scores: what :func:`decide_many` turns into a signal."""
+    symbol: str
+    now: datetime
+    price: float
+    row: FeatureRow
+    nar: NarrativeResult
+    extra: dict[str, Any] | None
+    market_gap: float
 
-    Pipeline: features (volume z, RSI, MACD/EMA z-scores, ATR, regime parts; :mod:`tracer.signals.features`)
-    -> price score -> decayed narrative -> divergence (volume-adaptive trigger) -> quality -> regime ->
-    direction -> conviction -> regime-aware gates -> size fraction -> action (:func:`decide`).
-    """
+
+def prepare(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime, p: EvalParams,
+            market: pd.Series | None = None) -> Prepared:
+    """The features of ``symbol``'s validated ``bars`` (oldest first, index = bar open time), the decayed narrative
+    of the scored headlines relevant to it as of ``now``, and the market filter's gap at its last bar (``market``:
+    :func:`market_context` of the market symbol; ignored when the filter is off)."""
     close = bars["close"].to_numpy(dtype=float)
     high = bars["high"].to_numpy(dtype=float)
     low = bars["low"].to_numpy(dtype=float)
@@ -120,18 +128,43 @@ def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], 
     mg = market_at(market, bars.index[-1])
     if p.market_bars > 0:
         extra["market_gap"] = mg if np.isfinite(mg) else None     # None: unknown, no new entry
-    return decide(symbol, now, float(close[-1]), row, nar, p, extra, mg)
+    return Prepared(symbol, now, float(close[-1]), row, nar, extra, mg)
+
+
+def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime,
+             p: EvalParams, market: pd.Series | None = None) -> Signal:
+    """Evaluate ``symbol`` from its validated ``bars`` and the scored headlines relevant to it, as of ``now``
+    (:func:`prepare`, then :func:`decide_many` on that one symbol).
+
+    Pipeline: features (volume z, RSI, MACD/EMA z-scores, ATR, regime parts; :mod:`tracer.signals.features`)
+    -> price score -> decayed narrative -> divergence (volume-adaptive trigger) -> quality -> regime ->
+    direction -> conviction -> regime-aware gates -> size fraction -> action (:func:`decide`).
+    """
+    return decide_many([prepare(symbol, bars, scored, now, p, market)], p)[0]
+
+
+def decide_many(items: Sequence[Prepared], p: EvalParams) -> list[Signal]:
+    """The signals of several symbols at once: one :func:`score_table` over their rows (element-wise, so each
+    signal is the one :func:`decide` gives its symbol alone; the live cycle pays numpy's call overhead once)."""
+    n = len(items)
+    if n == 0:
+        return []
+    h = np.full((n, len(HORIZONS)), np.nan)
+    for i, it in enumerate(items):
+        h[i, :len(it.row.horizon_scores)] = it.row.horizon_scores
+    rows, nars = [it.row for it in items], [it.nar for it in items]
+    t = score_table([f.rsi for f in rows], [f.macd_hist_z for f in rows], [f.ema_spread_z for f in rows],
+                    [f.volume_z for f in rows], h, [f.annual_vol for f in rows], [f.participation for f in rows],
+                    [x.score for x in nars], [x.count for x in nars], p, [narrative_confidence_of(x) for x in nars],
+                    [f.trend_gap for f in rows], [it.market_gap for it in items])
+    return [signal_at(it.symbol, it.now, it.price, t, i, it.row, it.nar, p, it.extra) for i, it in enumerate(items)]
 
 
 def decide(symbol: str, now: datetime, price: float, f: FeatureRow, nar: NarrativeResult, p: EvalParams,
            extra: dict[str, Any] | None = None, market_gap: float = float("nan")) -> Signal:
     """The scores and the decision from one bar's features and the narrative: :func:`score_table` on
     one-element arrays, the same arithmetic the backtest runs over every bar at once."""
-    h = np.full((1, len(HORIZONS)), np.nan)
-    h[0, :len(f.horizon_scores)] = f.horizon_scores
-    t = score_table([f.rsi], [f.macd_hist_z], [f.ema_spread_z], [f.volume_z], h, [f.annual_vol], [f.participation],
-                    [nar.score], [nar.count], p, narrative_confidence_of(nar), [f.trend_gap], [market_gap])
-    return signal_at(symbol, now, price, t, 0, f, nar, p, extra)
+    return decide_many([Prepared(symbol, now, price, f, nar, extra, market_gap)], p)[0]
 
 
 def narrative_confidence_of(nar: NarrativeResult) -> float:
