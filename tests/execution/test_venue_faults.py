@@ -98,6 +98,33 @@ def test_a_stop_that_fills_only_in_part_exits_the_rest_at_once(h, venue):
     assert_no_duplicates(venue)
 
 
+def test_a_target_filled_in_part_and_the_rest_liquidated_in_one_sync_are_each_booked(h, venue):
+    """Found by the long chaos run: the target's part fill was booked in a sync, then the closed-position check
+    of the same sync asked the venue for that target again (its DB row not yet written) and booked its fill a
+    second time as the rest's close; the trades table's unique exit id dropped that trade, so the rest (a
+    liquidation) never reached the books and the DB's wallet drifted from the venue's by the lost margin."""
+    o = h.entry(qty=0.01, bracket=Bracket(stop_distance=0.0, take_profit_distance=2000.0, trail_pct=0.0,
+                                          max_hold_s=0.0))
+    h.settle()
+    liq = h.broker.positions()[0].liquidation_price
+    venue.inject("trigger", "partial", fraction=0.4)
+    venue.set_price("BTCUSDT", 44500.0)                          # through the target (entry + 2000): 40% fills
+    assert algo(venue, target_order_id(o.client_order_id))["algoStatus"] != "NEW"
+    venue.set_price("BTCUSDT", liq * 0.98)                       # then the rest is liquidated
+    assert venue_qty(venue) == 0
+    h.settle(T0 + timedelta(hours=2))
+    rows = h.store.conn.execute("SELECT qty, exit_reason, exit_order_id FROM trades ORDER BY id").fetchall()
+    assert [(r["qty"], r["exit_reason"]) for r in rows] == [(pytest.approx(0.004), "take_profit"),
+                                                            (pytest.approx(0.006), "liquidation")]
+    assert rows[0]["exit_order_id"] == target_order_id(o.client_order_id) != rows[1]["exit_order_id"]
+    assert db_open(h) == {} and h.broker.positions() == []
+    assert h.wallet_diff == pytest.approx(0.0, abs=0.05)
+    # the exit queued for the rest after the target's part is not sent once the rest is known to be gone
+    h.settle(T0 + timedelta(hours=3))
+    assert rows[1]["exit_order_id"] not in booked(venue) and "order_rejected" not in h.events()
+    assert_no_duplicates(venue)
+
+
 # --- 2 and 3. adoption in the cycle that closes the old row; adopted positions get a stop -------------------
 def test_save_positions_closes_the_old_row_before_the_new_open_one_of_the_same_symbol(tmp_path):
     st = Store(tmp_path / "p.sqlite")

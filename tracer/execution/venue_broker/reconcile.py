@@ -204,6 +204,9 @@ class Reconciliation(Protection, Money):
                   liquidated: bool = False) -> None:
         pos = self._positions.pop(symbol, None)
         self._pos_venue.pop(symbol, None)
+        if pos is not None:         # its exits and stops not sent yet have nothing left to close
+            self._outbox = [(q, b) for q, b in self._outbox
+                            if not (q.reduce_only and q.client_order_id.startswith(pos.entry_order_id))]
         rep.fills.append(fill)
         rep.updates.append(OrderUpdate(fill.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
         if pos is None:
@@ -258,9 +261,11 @@ class Reconciliation(Protection, Money):
         ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), "stop_loss", OrderType.STOP),
                 (target_order_id(pos.entry_order_id), "take_profit", OrderType.LIMIT),
                 (exit_order_id(pos.entry_order_id, pos.exit_seq), "exit", OrderType.MARKET)]
+        # booked earlier in this sync (its DB row is written with the cycle): not what closed the rest either
+        booked_now = {u.client_order_id for u in rep.updates}
         for cid, reason, typ in ours:
             row = self.store.order(cid)
-            if row is not None and OrderState(row["state"]) in TERMINAL:
+            if cid in booked_now or (row is not None and OrderState(row["state"]) in TERMINAL):
                 continue        # booked already: not what closed the rest
             try:
                 vo = self._call(venue, "get_order", pos.symbol, cid, conditional=typ is not OrderType.MARKET)
@@ -282,8 +287,10 @@ class Reconciliation(Protection, Money):
                     return
                 pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
                 break
-        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
-        cid = exit_order_id(pos.entry_order_id)
+        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue. Booked under the
+        # position's current exit id: an earlier part's exit id is taken in the trades, and a second trade under
+        # it would be dropped as a duplicate
+        cid = exit_order_id(pos.entry_order_id, pos.exit_seq)
         liq = self.futures and pos.liquidation_price
         px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
