@@ -125,13 +125,14 @@ def load_run(tmp: Path, agent: str, n_symbols: int, n_headlines: int, cycles: in
     loop = build(s, log)
     build_s = time.perf_counter() - t0
     phases = {"snapshot": Timer(loop.feed.snapshot), "relevance": Timer(loop_mod.relevant_to),
-              "scoring": Timer(loop.scorer.score), "evaluate": Timer(loop_mod.evaluate),
-              "persist": Timer(loop._persist)}
+              "scoring": Timer(loop.scorer.score), "evaluate": Timer(loop_mod.prepare),
+              "decide": Timer(loop_mod.decide_many), "persist": Timer(loop._persist)}
     loop.feed.snapshot = phases["snapshot"]
     loop.scorer.score = phases["scoring"]
     loop._persist = phases["persist"]
     monkeypatch.setattr(loop_mod, "relevant_to", phases["relevance"])
-    monkeypatch.setattr(loop_mod, "evaluate", phases["evaluate"])
+    monkeypatch.setattr(loop_mod, "prepare", phases["evaluate"])       # features and narrative, per symbol
+    monkeypatch.setattr(loop_mod, "decide_many", phases["decide"])     # the scores of every symbol at once
     real_cycle, real_snapshot = loop.run_cycle, phases["snapshot"]
     per_cycle: list[dict] = []
     seen: list[int] = []
