@@ -171,6 +171,25 @@ def _trailing_mean(v: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def _z_of_last(x: np.ndarray, scale: float) -> float:
+    """:func:`rolling_z_last` at the last element of a window-long ``x`` (0 when it holds a NaN or its std is
+    rounding noise)."""
+    sd = float(x.std())
+    if not (np.isfinite(sd) and sd > _NOISE_REL * scale):
+        return 0.0
+    return float((x[-1] - x.mean()) / sd)
+
+
+def _trend_of_last(log_close: np.ndarray, h: int) -> float:
+    """:func:`rolling_trend` at the last bar of ``log_close`` (its last ``h`` values; NaN when fewer)."""
+    if len(log_close) < max(3, h):
+        return float("nan")
+    xc = np.arange(h, dtype=float) - (h - 1) / 2.0
+    slope = float(log_close @ xc / float(xc @ xc))
+    sigma = float(np.diff(log_close).std())
+    return float(np.tanh(slope * h / (sigma * np.sqrt(h)) / 2.0)) if sigma > 0 else 0.0
+
+
 def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
                 bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureRow:
     """The last row of :func:`feature_table`, what the live cycle reads: the recursive indicators (EMA, RSI,
@@ -191,19 +210,15 @@ def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np
     r = r_last if r_last == r_last else 50.0
     _, _, hist = macd(c, 12, 26, 9)
     spread = (np.asarray(ema(c, 12)) - np.asarray(ema(c, 26))) / c
-    tail = c[-Z_WINDOW:]
-    abs_mean = np.zeros(Z_WINDOW)
-    abs_mean[-1] = sliding_window_view(np.abs(tail), Z_WINDOW).mean(axis=1)[0]
-    mz = float(rolling_z_last(np.asarray(hist, dtype=float)[-Z_WINDOW:], Z_WINDOW, abs_mean)[-1])
-    sz = float(rolling_z_last(spread[-Z_WINDOW:], Z_WINDOW, 1.0)[-1])
+    mz = _z_of_last(np.asarray(hist, dtype=float)[-Z_WINDOW:], float(np.abs(c[-Z_WINDOW:]).mean()))
+    sz = _z_of_last(spread[-Z_WINDOW:], 1.0)
     a = float(np.asarray(atr(hi, lo, c, 14), dtype=float)[-1])
 
     lc = np.log(c)
-    hs = tuple(t for t in (float(rolling_trend(lc[-h:], h)[-1]) for h in HORIZONS) if t == t)
-    rets = np.diff(lc[-(VOL_WINDOW + 1):])
-    av = float(sliding_window_view(rets, VOL_WINDOW).std(axis=1)[0] * np.sqrt(bars_per_year))
-    short_mean = _trailing_mean(v[-PART_SHORT:], PART_SHORT)[-1]
-    long_mean = _trailing_mean(v[-PART_LONG:], PART_LONG)[-1]
-    part = float(short_mean / long_mean) if long_mean > 0 else 1.0
-    tg = float(trend_gap(c[-trend_window:], trend_window)[-1]) if 0 < trend_window <= n else 0.0
+    hs = tuple(t for t in (_trend_of_last(lc[-h:], h) for h in HORIZONS) if t == t)
+    av = float(np.diff(lc[-(VOL_WINDOW + 1):]).std() * np.sqrt(bars_per_year))
+    short_mean = float(v[-PART_SHORT:].mean())
+    long_mean = float(v[-PART_LONG:].mean())          # fewer than PART_LONG bars: the mean of all (as the table)
+    part = short_mean / long_mean if long_mean > 0 else 1.0
+    tg = float(np.log(c[-1] / c[-trend_window:].mean())) if 0 < trend_window <= n else 0.0
     return FeatureRow(vz, r, mz, sz, a, hs, av, part, tg)
