@@ -33,7 +33,7 @@ class Day:
 def roll_day(current: Day, now: datetime, equity: float) -> Day:
     """A new UTC day starts once, at its first clock, with the equity then: never again for a day already
     seen, whatever the clock does (a restart at midnight, a clock going back over midnight)."""
-    day = now.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    day = now.astimezone(timezone.utc).date().isoformat()      # every bar of a backtest: cheaper than strftime
     if current.day is None or day > current.day:
         return Day(day, equity)
     return current

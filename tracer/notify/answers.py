@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from tracer.notify import stats
 from tracer.store import SCHEMA_VERSION, Store, parse_iso
@@ -18,6 +18,11 @@ def _agents(store: Store) -> list[str]:
 def _clock(store: Store, agent: str) -> datetime | None:
     run = store.last_run(agent)
     return parse_iso(run["clock"]) if run else None
+
+
+def _midnight(d: date) -> datetime:
+    """The UTC start of day ``d``."""
+    return datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc)
 
 
 def _money(x: float | None) -> str:
@@ -54,7 +59,7 @@ def profit_text(store: Store, args: tuple[str, ...] = ()) -> str:
         clock = _clock(store, a)
         since = None
         if days and clock is not None:
-            since = datetime.combine(clock.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=timezone.utc)
+            since = _midnight(clock.date() - timedelta(days=days - 1))
         n, pnl, wins = store.trade_stats(a, since)
         wr = f"{wins / n:.0%}" if n else "n/a"
         best = store.trades(a, since=since, limit=1000)
@@ -66,8 +71,7 @@ def profit_text(store: Store, args: tuple[str, ...] = ()) -> str:
 def _day_lines(store: Store, agent: str, days: list[tuple[date, date]], label: str) -> list[str]:
     out = []
     for start, end in days:
-        s = datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
-        e = datetime.combine(end, datetime.min.time(), tzinfo=timezone.utc)
+        s, e = _midnight(start), _midnight(end)
         n, pnl, wins = store.trade_stats(agent, s, e)
         b, f = stats.equity_before(store, agent, s), stats.equity_before(store, agent, e)
         chg = f", equity {f - b:+,.2f}" if b is not None and f is not None else ""
@@ -75,34 +79,31 @@ def _day_lines(store: Store, agent: str, days: list[tuple[date, date]], label: s
     return out
 
 
-def daily_text(store: Store, args: tuple[str, ...] = ()) -> str:
-    n = _int_arg(args, 7, 1, 60)
-    lines = [f"Daily P&L (last {n} days of each agent's clock, UTC)"]
+def _period_text(store: Store, title: str, n: int, step: timedelta, first: Callable[[date], date],
+                 label: str) -> str:
+    """P&L of each agent over its last ``n`` periods of length ``step``, the newest starting at ``first(clock's day)``."""
+    lines = [title]
     for a in _agents(store):
         clock = _clock(store, a)
         if clock is None:
             lines.append(f"{a}: no cycle yet")
             continue
-        d0 = clock.date()
+        d0 = first(clock.date())
         lines.append(f"{a}:")
-        lines += _day_lines(store, a, [(d0 - timedelta(days=i), d0 - timedelta(days=i - 1)) for i in range(n)],
-                            "{:%Y-%m-%d}")
+        lines += _day_lines(store, a, [(d0 - i * step, d0 - (i - 1) * step) for i in range(n)], label)
     return "\n".join(lines)
+
+
+def daily_text(store: Store, args: tuple[str, ...] = ()) -> str:
+    n = _int_arg(args, 7, 1, 60)
+    return _period_text(store, f"Daily P&L (last {n} days of each agent's clock, UTC)", n, timedelta(days=1),
+                        lambda d: d, "{:%Y-%m-%d}")
 
 
 def weekly_text(store: Store, args: tuple[str, ...] = ()) -> str:
     n = _int_arg(args, 4, 1, 52)
-    lines = [f"Weekly P&L (last {n} weeks, Monday to Sunday, UTC)"]
-    for a in _agents(store):
-        clock = _clock(store, a)
-        if clock is None:
-            lines.append(f"{a}: no cycle yet")
-            continue
-        mon = clock.date() - timedelta(days=clock.weekday())
-        lines.append(f"{a}:")
-        lines += _day_lines(store, a, [(mon - timedelta(weeks=i), mon - timedelta(weeks=i - 1)) for i in range(n)],
-                            "week of {:%Y-%m-%d}")
-    return "\n".join(lines)
+    return _period_text(store, f"Weekly P&L (last {n} weeks, Monday to Sunday, UTC)", n, timedelta(weeks=1),
+                        lambda d: d - timedelta(days=d.weekday()), "week of {:%Y-%m-%d}")
 
 
 def trades_text(store: Store, args: tuple[str, ...] = ()) -> str:
@@ -135,7 +136,7 @@ def count_text(store: Store) -> str:
         clock = _clock(store, a)
         today = 0
         if clock is not None:
-            today = store.entries_since(a, datetime.combine(clock.date(), datetime.min.time(), tzinfo=timezone.utc))
+            today = store.entries_since(a, _midnight(clock.date()))
         c = store.control_of(a)
         state = " (entries stopped)" if c is not None and c["paused"] else ""
         lines.append(f"{a}: {store.open_position_count(a)} open, {today} entries today{state}")
