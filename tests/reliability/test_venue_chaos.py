@@ -171,7 +171,10 @@ def run_chaos(tmp: Path, kills_wanted: int, min_cycles: int, seed: int) -> tuple
             err = p.stderr.read() if p.stderr else ""
             assert p.returncode in (-signal.SIGKILL, 0), err[-3000:]
             kills += p.returncode == -signal.SIGKILL
-        # the chaos ends: a clean run lets reconciliation settle everything
+        # the chaos ends: the market stops first (funding paid on the settle run's last committed clock would
+        # land after its last lookup, booked only by a later run), then a clean run settles everything
+        stop.set()
+        th.join(5)
         venue.kill_after_post = 0.0
         venue.rng = random.Random(0)
         venue.rng.random = lambda: 1.0                 # no more faults drawn
