@@ -19,6 +19,7 @@ from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.paper import PaperSpotBroker
 from tracer.models import Action, Order, Position, Side, Signal
 from tracer.optimize.exploration import exploration
+from tracer.risk.leverage import risk_notional
 from tracer.risk.limits import Book, Candidate, RiskLimits, check_entry
 
 AGENT = "hybrid"
@@ -76,7 +77,11 @@ class HybridPolicy:
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
         if not sig.market_ok:
             return market_blocked(sig, self.s.market_filter)
-        rd = check_entry(Candidate(sig.symbol, sig.price, +1, sig.size_fraction, returns), book, self.limits)
+        rpt = self.s.hybrid.risk_per_trade
+        # volatility-targeted size: the notional whose loss at the stop is rpt of equity (capped as usual)
+        target = risk_notional(book.equity, rpt, sig.price, self.exits.stop_atr_mult * sig.atr) if rpt > 0 else None
+        rd = check_entry(Candidate(sig.symbol, sig.price, +1, sig.size_fraction, returns, risk_notional=target),
+                         book, self.limits)
         if not rd.approved:
             return Decision("blocked", f"risk rule {rd.rule}", risk_rule=rd.rule, risk_detail=dict(rd.detail))
         qty = math.floor(rd.qty / self.step + 1e-9) * self.step
@@ -85,6 +90,8 @@ class HybridPolicy:
         bracket = self.protective_bracket(sig)
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price,
                       stop_atr_mult=self.exits.stop_atr_mult, take_profit_atr_mult=self.exits.take_profit_atr_mult)
+        if target is not None:
+            sizing.update(risk_notional=target, risk_per_trade=rpt)
         return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
                         Intent(order, sig.symbol, sig.price, bracket, sizing))
 

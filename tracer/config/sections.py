@@ -33,6 +33,7 @@ class HybridSection:
     max_positions: int
     max_trades_per_day: int
     exit_on_sell_signal: bool
+    risk_per_trade: float       # 0: a fixed share of equity per entry
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def hybrid_section(s: Any) -> HybridSection:
         capital=s.hybrid_capital, symbols=tuple(s.symbols),
         exits=Exits(s.stop_atr_mult, s.take_profit_atr_mult, s.trail_pct, s.max_hold_h),
         costs=PaperCosts(s.fee_bps, s.slippage_bps), max_positions=s.max_positions,
-        max_trades_per_day=s.max_trades_per_day, exit_on_sell_signal=s.exit_on_sell_signal)
+        max_trades_per_day=s.max_trades_per_day, exit_on_sell_signal=s.exit_on_sell_signal,
+        risk_per_trade=s.risk_per_trade)
 
 
 def futures_section(s: Any) -> FuturesSection:

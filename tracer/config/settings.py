@@ -24,7 +24,7 @@ def _var(env: str, kind: str, default: Any, help: str, *, lo: float | None = Non
 class Settings:
     # --- run-time placement --------------------------------------------------------------
     profile: str = _var("TB_PROFILE", "choice", "trend",
-                        "strategy profile: trend (the 10-day-mean trend model with exits that let a trend run, "
+                        "strategy profile: trend (the 20-day-mean trend model with exits that let a trend run, "
                         "chosen out of sample), conservative (quality>=5, conviction>=6) or phase1c "
                         "(quality>=1, conviction>=2, 8 trades/day, confidence sizing)",
                         choices=tuple(PROFILES))
@@ -146,6 +146,10 @@ class Settings:
     max_positions: int = _var("TB_MAX_POSITIONS", "int", None, "open positions per agent", lo=0, hi=100, profile=True)
     max_position_pct: float = _var("TB_MAX_POSITION_PCT", "float", 0.10,
                                    "largest position as a fraction of equity", lo=0.001, hi=1)
+    risk_per_trade: float = _var("TB_RISK_PER_TRADE", "float", None,
+                                 "hybrid: size an entry so that its stop-loss costs this fraction of equity "
+                                 "(volatility-targeted, never above TB_MAX_POSITION_PCT); 0 = a fixed "
+                                 "TB_MAX_POSITION_PCT of equity (profile default)", lo=0, hi=0.2, profile=True)
     max_trade_notional: float = _var("TB_MAX_TRADE_NOTIONAL_USD", "float", 10_000.0,
                                      "hard cap on one order's notional (USD)", lo=1, hi=1e9)
     min_trade_notional: float = _var("TB_MIN_TRADE_NOTIONAL_USD", "float", 10.0,

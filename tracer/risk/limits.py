@@ -106,7 +106,8 @@ def check_entry(c: Candidate, book: Book, lim: RiskLimits) -> RiskDecision:
     3. ``max_positions``: as many positions open as allowed; ``position_open``: one is open in the symbol.
     4. sizing: ``notional = equity * pct * size_fraction`` with ``pct = max_position_pct`` or the capped
        half-Kelly once ``kelly_min_trades`` trades have closed; then capped by ``max_trade_notional`` and,
-       for spot, by the cash left after fee and slippage. Futures (``risk_notional`` set): ``notional =
+       for spot, by the cash left after fee and slippage. With ``risk_notional`` set (futures; a hybrid entry
+       under ``TB_RISK_PER_TRADE``): ``notional =
        risk_notional * size_fraction * kelly_scale``, capped by ``equity * max_position_pct``,
        ``max_trade_notional`` and the margin the free balance can post at the candidate's leverage. ``below_min_notional`` if the result is too small.
     5. ``correlation``: |rho| of the candidate's returns with an open position's above ``max_correlation``.
