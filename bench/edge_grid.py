@@ -121,10 +121,16 @@ _MKT = {"none": {}, "mkt": {"TB_MARKET_FILTER": "BTC/USD"},
 GRIDS["market"] = {f"w{w}_b{b}_t{t}_{m}": {**GRIDS["final"][f"w{w}_b{b}_t{t}"], **_MKT[m]}
                    for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MKT}
 
+# rounds 0-12 ran before the hybrid's volatility-targeted size existed (a fixed share of equity): pinned, so that
+# they reproduce now that the trend profile sets it
+for _name, _grid in GRIDS.items():
+    if _name != "profiles":
+        for _ov in _grid.values():
+            _ov.setdefault("TB_RISK_PER_TRADE", "0")
+
 # round 13 (hybrid only): volatility-targeted size (TB_RISK_PER_TRADE: the notional whose loss at the 8-ATR stop
 # is that share of equity, capped at the fixed 10%), on the round-12 grid with the market filter; rpt 0 is the
 # round-12 configuration itself (already counted), so 16 new configurations. The training folds choose.
-GRIDS["risk"] = {f"w{w}_b{b}_t{t}_mkt_r{r}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"],
-                                              **({"TB_RISK_PER_TRADE": r} if r != "0" else {})}
+GRIDS["risk"] = {f"w{w}_b{b}_t{t}_mkt_r{r}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], "TB_RISK_PER_TRADE": r}
                  for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for r in ("0", "0.003", "0.006")}
 GRIDS["risk_off"] = {k: v for k, v in GRIDS["risk"].items() if k.endswith("_r0")}   # the same selection without it

@@ -241,6 +241,8 @@ def _effective(agent: str, ov: dict[str, str]) -> dict[str, str]:
     """The overrides that can change ``agent``'s backtest: the futures agent's market-filter switch means
     nothing to the hybrid, and a futures agent told to ignore the filter trades as without it."""
     out = dict(ov)
+    if agent == "futures":
+        out.pop("TB_RISK_PER_TRADE", None)       # the hybrid's entry size
     if agent == "hybrid":
         out.pop("TB_FUTURES_MARKET_FILTER", None)
     elif out.get("TB_FUTURES_MARKET_FILTER") == "false":
