@@ -307,3 +307,23 @@ def test_params_file_takes_a_plain_set_or_a_proposal_and_names_unknown_settings(
     p.write_text("[1, 2]")
     with pytest.raises(ValueError, match="--params"):
         _param_file(str(p))
+
+
+def test_the_blackout_count_follows_the_gap_policy():
+    """The report's count of OOS bars on which some symbol could not be evaluated applies the gap policy as the
+    backtest does: a short hole is accepted (nothing skipped), a long one blocks the symbol while it is inside
+    the look-back window."""
+    from types import SimpleNamespace
+
+    from tracer.study.engine import _blackout
+    iv = 3_600 * 10**9
+    full = np.arange(200, dtype=np.int64) * iv
+    short = np.delete(full, [100, 101])                  # a 2-bar hole: accepted with max_gap_bars 6
+    long_ = np.delete(full, range(100, 110))             # a 10-bar hole: longer than 6
+    lo, hi = int(full[0]), int(full[-1] + iv)
+    a, b, c = (SimpleNamespace(ts_ns=t) for t in (full, short, long_))
+    assert _blackout([a, b], lo, hi, 20, iv, 1, 6) == 0
+    # the window is the last 20 hours: the hole (hours 100-109) is inside it, with the bar before it, for
+    # the decisions on the bars of hours 110-118 (from hour 119 the window starts after the hole)
+    assert _blackout([a, c], lo, hi, 20, iv, 1, 6) == 9
+    assert _blackout([a, b], lo, hi, 20, iv, 1, 0) > 0       # every hole a long one

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from tracer.backtest.runner import BacktestResult, load_history, run_backtest
+from tracer.data.gaps import usable_rows
 from tracer.optimize import study as opt
 from tracer.optimize.objective import ObjectiveConfig
 from tracer.optimize.walkforward import Fold
@@ -138,19 +139,17 @@ class _Runner:
                    np.array([p.positions > 0 for p in res.equity]), res.entries)
 
 
-def _blackout(series, lo_ns: int, hi_ns: int, lookback: int, iv_ns: int) -> int:
-    """Bars of [lo, hi] (close times) on which some symbol cannot be evaluated because its look-back window
-    holds a missing bar (the backtest and the live agent skip such a symbol)."""
+def _blackout(series, lo_ns: int, hi_ns: int, lookback: int, iv_ns: int, min_bars: int, max_gap_bars: int) -> int:
+    """Bars of [lo, hi] (close times) on which some symbol cannot be evaluated under the gap policy (a hole
+    longer than ``max_gap_bars`` in its look-back window, or fewer than ``min_bars`` bars): the rule the
+    backtest and the live agent apply (:func:`tracer.data.gaps.usable_rows`)."""
     common = series[0].ts_ns
     for sr in series[1:]:
         common = np.intersect1d(common, sr.ts_ns, assume_unique=True)
     bad = np.zeros(len(common), dtype=bool)
     for sr in series:
-        gaps = np.concatenate([[0], (np.diff(sr.ts_ns) != iv_ns).astype(np.int64)])
-        cs = np.cumsum(gaps)
-        idx = np.arange(len(sr.ts_ns))
-        window_gaps = cs - cs[np.maximum(idx - lookback + 1, 0)]
-        bad |= (window_gaps != 0)[np.searchsorted(sr.ts_ns, common)]
+        ok, _ = usable_rows(sr.ts_ns, iv_ns, lookback, min_bars, max_gap_bars)
+        bad |= ~ok[np.searchsorted(sr.ts_ns, common)]
     close = common + iv_ns
     sel = (close >= lo_ns) & (close <= hi_ns)
     return int(bad[sel].sum())
@@ -326,7 +325,9 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
                    "fees_bps": s.fee_bps, "slippage_bps": s.slippage_bps, "funding_rate_8h": funding,
                    "decision_blackout_bars": _blackout(series, int(folds[0].test_start.timestamp() * 1e9),
                                                        int(folds[-1].test_end.timestamp() * 1e9),
-                                                       s.lookback_bars, int(interval.total_seconds() * 1e9))},
+                                                       s.lookback_bars, int(interval.total_seconds() * 1e9),
+                                                       s.min_bars, s.max_gap_bars),
+                   "max_gap_bars": s.max_gap_bars},
         "configurations_tried": {"this_study": n_configs - cfg.prior_trials, "prior": cfg.prior_trials,
                                  "total": n_configs, "sharpe_variance_per_bar": var_sr,
                                  "sharpe_variance_per_bar_at_oos_length": var_oos},

@@ -124,10 +124,14 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
              + "; benchmarks pay the same.")
     L.append(f"- Uncertainty: circular block bootstrap, blocks of {d['block_bars']} bars, {d['reps']} resamples, "
              f"90% percentile intervals (seed {doc['seed']}).")
+    gap_rule = (f"the gap policy, as live: holes of up to {d['max_gap_bars']} bars are accepted"
+                if d.get("max_gap_bars") is not None else "the gap policy, as live")
     if d["decision_blackout_bars"]:
         L.append(f"- Data gaps: on {d['decision_blackout_bars']} OOS bars some symbol could not be evaluated "
-                 f"(its look-back window holds a missing exchange hour; the agent skips it, as live). The "
+                 f"(a longer hole in its look-back window, or too short a history; {gap_rule}). The "
                  f"benchmarks trade through the gaps.")
+    else:
+        L.append(f"- Data gaps: no OOS decision was skipped for missing bars ({gap_rule}).")
     L.append("")
     L.append("## Out-of-sample result against the benchmarks")
     L.append("")
