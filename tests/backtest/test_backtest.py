@@ -5,7 +5,9 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -386,7 +388,8 @@ def test_relevant_to_equals_relevant_per_symbol():
 @pytest.mark.parametrize("explore", ["0", "0.3"])
 def test_may_act_false_means_no_intent(tmp_path, explore):
     """The backtest skips signals whose policy ``may_act`` is False: ``decide`` must answer each of those
-    without an intent (flat, long, short; an empty book and a full one; with and without exploration)."""
+    without an intent (flat, long, short; an empty book and a full one; the market filter for or against;
+    with and without exploration)."""
     from tracer.models import Action, Position, PositionSide
     from tracer.risk.limits import Book
     from tracer.sentiment.narrative import NarrativeResult
@@ -404,9 +407,10 @@ def test_may_act_false_means_no_intent(tmp_path, explore):
         full = {f"X{k}/USD": 100.0 for k in range(policy.limits.max_positions)}
         for i in range(s.min_bars, len(close), 3):
             now = now0 + timedelta(hours=i)
-            sig = decide("BTC/USD", now, float(close[i]), table.row(i), nar, params)
-            act = {Action.BUY: 1, Action.SELL: -1}.get(sig.action, 0)
-            for side in (None, PositionSide.LONG, PositionSide.SHORT):
+            sig0 = decide("BTC/USD", now, float(close[i]), table.row(i), nar, params)
+            act = {Action.BUY: 1, Action.SELL: -1}.get(sig0.action, 0)
+            for sig, side in product((sig0, replace(sig0, market_ok=not sig0.market_ok)),
+                                     (None, PositionSide.LONG, PositionSide.SHORT)):
                 if side is PositionSide.SHORT and policy.agent == "hybrid":
                     continue
                 pos = None if side is None else Position(
@@ -418,7 +422,7 @@ def test_may_act_false_means_no_intent(tmp_path, explore):
                     book = Book(equity=10_000.0, cash=5_000.0, day_start_equity=10_000.0, trades_today=0,
                                 exposures=expo, closed_returns=())
                     checked += 1
-                    if policy.may_act(act, sig.direction, pos, len(expo)):
+                    if policy.may_act(act, sig.direction, pos, len(expo), sig.market_ok):
                         continue
                     skipped += 1
                     d = policy.decide(sig, pos, book, returns, pending_exit=False)

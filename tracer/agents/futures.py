@@ -67,15 +67,19 @@ class FuturesPolicy:
         self.s, self.f = s, s.futures
         self.limits = futures_limits(s)
 
-    def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0) -> bool:
+    def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0,
+                market_ok: bool = True) -> bool:
         """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
-        -1 sell, 0 hold) and ``direction`` without an intent, whatever else the signal holds ("none",
-        "hold_position", or "blocked" by ``max_positions`` when the book already has ``open_positions``
-        open): the backtest, which keeps only intents, skips building such signals."""
+        -1 sell, 0 hold), ``direction`` and ``market_ok`` without an intent, whatever else the signal holds
+        ("none", "hold_position", or "blocked" by ``max_positions`` when the book already has
+        ``open_positions`` open, or by the market filter when it is on): the backtest, which keeps only
+        intents, skips building such signals."""
         if position is not None:
             return (action < 0 and position.side is PositionSide.LONG) or \
                    (action > 0 and position.side is PositionSide.SHORT)
         if open_positions >= self.limits.max_positions:   # check_entry blocks every entry (and exploration)
+            return False
+        if self.f.market_filter and not market_ok:        # every entry, exploration too, is market_blocked
             return False
         return action != 0 or direction != 0
 

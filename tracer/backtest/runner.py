@@ -8,16 +8,19 @@ fees, slippage, funding, liquidation, exits). What differs is the driver: featur
 history with vectorised code (:func:`tracer.signals.features.feature_table`) instead of once per cycle
 on a window, and nothing is written to SQLite per cycle (results are collected in memory).
 
-Also driver-only, each exact (tests/test_backtest.py compares each with what it replaces): every distinct
-relevant title is scored once, in one batch, through a score file under ``TB_STATE_DIR/score_cache`` keyed
-by scorer id and scorer code (:class:`tracer.sentiment.cache.ScoreFile`: a repeated backtest neither scores
-nor loads the model); the narrative of every bar comes from one call
-(:func:`tracer.sentiment.narrative.narrative_series`, bit for bit the per-bar computation); and a symbol
-with neither a position nor a pending order has its close recorded without ``broker.on_bar`` (the paper
-brokers' ``on_bar`` does nothing else for it); and a signal that the policy's ``may_act`` says it can only
-answer without an intent (a hold; spot: a sell while flat, a buy while held; futures: a same-side signal
-while held; any entry once ``max_positions`` are open) is neither built nor decided (the backtest keeps only
-intents, and decide_all's order and book for the other signals do not depend on it).
+Also driver-only, each exact (tests/backtest compares each with what it replaces): the files, the gap
+policy's rows, the feature tables and the narratives come from a :class:`tracer.backtest.history.History`
+(the study and the optimiser pass one, so that hundreds of backtests over the same files compute each piece
+once; without one a fresh one is built); every distinct relevant title is scored once, in one batch, through
+a score file under ``TB_STATE_DIR/score_cache`` keyed by scorer id and scorer code
+(:class:`tracer.sentiment.cache.ScoreFile`: a repeated backtest neither scores nor loads the model); the
+narrative of every bar comes from one call (:func:`tracer.sentiment.narrative.narrative_series`, bit for bit
+the per-bar computation); a symbol with neither a position nor a pending order has its close recorded
+without ``broker.on_bar`` (the paper brokers' ``on_bar`` does nothing else for it); and a signal that the
+policy's ``may_act`` says it can only answer without an intent (a hold; spot: a sell while flat, a buy while
+held; futures: a same-side signal while held; any entry once ``max_positions`` are open or against the
+market filter) is neither built nor decided (the backtest keeps only intents, and decide_all's order and
+book for the other signals do not depend on it).
 
 Order of one step, as in :meth:`tracer.agents.loop.AgentLoop.run_cycle`: the broker processes the bar
 that just closed (fills of the previous step's orders at its open, then exits), the UTC day rolls,
@@ -26,31 +29,24 @@ every symbol is evaluated, the policy decides, new orders are submitted, equity 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import attrgetter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from tracer.agents.kernel import RECENT_RETURNS, Day, notify_closed, step
-from tracer.backtest.data import Series, candle_file, load_series
+from tracer.backtest.data import Series
+from tracer.backtest.history import History
 from tracer.config import Settings
-from tracer.data.gaps import usable_rows
-from tracer.data.replay import bundled_dir, load_headlines
-from tracer.news.dedupe import source_weight
 from tracer.models import Bar, OrderState, Position, Trade
-from tracer.sentiment.cache import ScoreFile
-from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
-from tracer.signals.scoring import narrative_confidence, score_table, scorer_weight
-from tracer.signals.features import feature_table, market_gap
+from tracer.signals.scoring import score_table
+from tracer.signals.features import market_gap
 
 NS = 1_000_000_000
-_SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", "count", "score", "dispersion"))
 SCORE_CACHE_DIR = "score_cache"     # under TB_STATE_DIR: headline scores by scorer id and title
-_NO_NARRATIVE = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
 
 
 @dataclass
@@ -82,40 +78,6 @@ def _utc(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / NS, tz=timezone.utc)
 
 
-class _Narratives:
-    """Per-symbol relevant headlines, every distinct relevant title scored once (one batch, through the
-    score file of ``cache_dir`` when given), and the decayed narrative at any set of times."""
-
-    def __init__(self, symbols: Sequence[str], headlines, scorer: SentimentScorer, halflife: float, trim: float,
-                 lookback: timedelta, source_weights=(), cache_dir: Path | None = None):
-        self.halflife, self.trim = halflife, trim
-        self.lookback_ns = int(lookback.total_seconds() * NS)
-        self.source_weights = dict(source_weights)
-        rel = relevant_to(symbols, headlines)
-        titles = list(dict.fromkeys(h.title for sym in symbols for h in rel[sym]))
-        if not titles:
-            scores = []
-        elif cache_dir is not None:
-            scores = ScoreFile(cache_dir).score(scorer, titles)
-        else:
-            scores = scorer.score(titles)
-        by_title = dict(zip(titles, scores))
-        self.arrays: dict[str, tuple[np.ndarray, list[float], list[str], list[float] | None]] = {}
-        for sym in symbols:
-            hs = rel[sym]
-            sc = [by_title[h.title] for h in hs]
-            t = np.array([int(h.published_at.timestamp() * NS) for h in hs], dtype=np.int64)
-            self.arrays[sym] = (t, [x.value for x in sc], [x.scorer_id for x in sc],
-                                [source_weight(h.source, self.source_weights) for h in hs]
-                                if self.source_weights else None)
-
-    def series(self, symbol: str, now_ns: np.ndarray) -> list[NarrativeResult]:
-        """The narrative at each time of ``now_ns`` (int ns): exactly what the live agent computes from the
-        headlines of the look-back window (:func:`tracer.sentiment.narrative.narrative_series`)."""
-        t, values, ids, sw = self.arrays[symbol]
-        return narrative_series(now_ns, t, values, ids, self.lookback_ns, self.halflife, self.trim, sw)
-
-
 def _idle_noop_brokers() -> tuple[type, ...]:
     """Brokers whose ``on_bar`` for a symbol without a position or a pending order only records the close."""
     from tracer.execution.paper import PaperSpotBroker
@@ -135,16 +97,21 @@ def make_agent(agent: str, s: Settings, interval: timedelta):
 
 
 def load_history(symbols: Sequence[str], data_dir: Path | None, interval: timedelta) -> list[Series]:
-    d = Path(data_dir) if data_dir else bundled_dir()
-    return [load_series(candle_file(d, sym, interval), sym) for sym in symbols]
+    h = History(data_dir, interval)
+    return [h.series(sym) for sym in symbols]
 
 
 def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: SentimentScorer,  # noqa: C901
                  start: datetime | None = None, end: datetime | None = None, data_dir: Path | None = None,
                  headlines_path: Path | None = None, interval: timedelta = timedelta(hours=1),
-                 close_at_end: bool = True, progress: Callable[[int, int], None] | None = None) -> BacktestResult:
-    series = load_history(symbols, data_dir, interval)
-    iv_ns = int(interval.total_seconds() * NS)
+                 close_at_end: bool = True, progress: Callable[[int, int], None] | None = None,
+                 history: History | None = None) -> BacktestResult:
+    if history is None:
+        history = History(data_dir, interval)
+    elif not history.same_files(data_dir, interval):
+        raise ValueError("the prepared history is of another folder or interval than the backtest asks for")
+    series = [history.series(sym) for sym in symbols]
+    iv_ns = history.iv_ns
     # the common clock: bar close times every symbol has (as the replay feed)
     common = series[0].ts_ns
     for sr in series[1:]:
@@ -156,48 +123,29 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     # (tracer.data.gaps); win_lo: the window's first row (the risk rules' returns start there)
     usable, win_lo = {}, {}
     for sr in series:
-        ok, lo = usable_rows(sr.ts_ns, iv_ns, s.lookback_bars, s.min_bars, s.max_gap_bars)
-        usable[sr.symbol], win_lo[sr.symbol] = ok.tolist(), lo.tolist()
+        usable[sr.symbol], win_lo[sr.symbol] = history.usable(sr.symbol, s.lookback_bars, s.min_bars, s.max_gap_bars)
 
     bars_per_year = timedelta(days=365) / interval
     trend_bars = EvalParams.from_settings(s, interval).trend_bars
-    tables = {sr.symbol: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, s.volume_z_window,
-                                       trend_bars) for sr in series}
-    logret = {sr.symbol: np.concatenate([[np.nan], np.diff(np.log(sr.close))]) for sr in series}
-    ohlcv = {sr.symbol: (sr.open.tolist(), sr.high.tolist(), sr.low.tolist(), sr.close.tolist(), sr.volume.tolist())
-             for sr in series}
+    tables = {sr.symbol: history.features(sr.symbol, bars_per_year, s.volume_z_window, trend_bars) for sr in series}
+    logret = {sr.symbol: history.log_returns(sr.symbol) for sr in series}
+    ohlcv = {sr.symbol: history.ohlcv(sr.symbol) for sr in series}
 
-    hp = Path(headlines_path) if headlines_path else ((Path(data_dir) if data_dir else bundled_dir()) / "headlines.csv")
-    headlines = load_headlines(hp) if hp.is_file() else []
     params = EvalParams.from_settings(s, interval, symbols)
-    narr = _Narratives(symbols, headlines, scorer, params.halflife_min, params.sentiment_trim,
-                       timedelta(hours=s.headline_lookback_h), params.source_weights,
-                       Path(s.state_dir) / SCORE_CACHE_DIR)
-
-    policy, broker, capital = make_agent(agent, s, interval)
     # the decision arithmetic for every bar at once (the same code the live agent runs on one bar)
     need_lo = max(s.min_bars - 1, 0)
-    narratives: dict[str, list[NarrativeResult]] = {}
-    scores = {}
-    weights: dict[str, float] = {}
+    narratives = history.narratives(symbols, headlines_path, scorer, params.halflife_min, params.sentiment_trim,
+                                   timedelta(hours=s.headline_lookback_h), params.source_weights,
+                                   Path(s.state_dir) / SCORE_CACHE_DIR, need_lo)
+
+    policy, broker, capital = make_agent(agent, s, interval)
     mgaps = _market_gaps(series, usable, params, s.market_filter)
+    scores = {}
     for sr in series:
-        n = len(sr.ts_ns)
-        nars = [_NO_NARRATIVE] * n
-        nars[need_lo:] = narr.series(sr.symbol, sr.ts_ns[need_lo:] + iv_ns)
-        narratives[sr.symbol] = nars
-        ids = list(map(_SCORER_ID, nars))
-        for sid in dict.fromkeys(ids):
-            if sid not in weights:
-                weights[sid] = scorer_weight(sid)
-        counts = list(map(_COUNT, nars))
-        ft = tables[sr.symbol]
-        horizons = np.column_stack(ft.horizons)
-        scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, horizons,
-                                        ft.annual_vol, ft.participation, list(map(_SCORE, nars)), counts, params,
-                                        narrative_confidence(counts, list(map(_DISPERSION, nars)),
-                                                             list(map(weights.__getitem__, ids))), ft.trend_gap,
-                                        mgaps[sr.symbol])
+        ft, nc = tables[sr.symbol], narratives[sr.symbol]
+        scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, np.column_stack(ft.horizons),
+                                        ft.annual_vol, ft.participation, nc.score, nc.count, params, nc.confidence,
+                                        ft.trend_gap, mgaps[sr.symbol])
     actions = {sym: t.action.tolist() for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
@@ -225,74 +173,105 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     total = hi_i - lo_i + 1
     # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
     syms = [sr.symbol for sr in series]
-    cols = [(sym, rows[sym].tolist(), ohlcv[sym], usable[sym], actions[sym], scores[sym].action.tolist(),
-             scores[sym].direction.tolist()) for sym in syms]
     may_act = getattr(policy, "may_act", None)
+    cols = [(sym, rows[sym].tolist(), ohlcv[sym], usable[sym], actions[sym], scores[sym].action.tolist(),
+             scores[sym].direction.tolist(), (~scores[sym].gates["market"].astype(bool)).tolist()) for sym in syms]
     close_l, open_l = close_ns.tolist(), common.tolist()
     n_series = len(series)
     # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
     # close (no order is due, no exit to check), so the driver records it directly.
     idle_noop = type(broker) in _idle_noop_brokers()
+    lp = broker.last_price
+    # Per bar of the common clock: every symbol's close (recorded at once while no symbol is busy), and the
+    # symbols whose signal a flat book may act on (usable, not a hold, and ``may_act`` with no position open:
+    # more open positions only ever block more). A held symbol's signal is checked at its bar.
+    closes = np.column_stack([sr.close[rows[sr.symbol]] for sr in series]).tolist()
+    flat_act = []
+    for sym in syms:
+        r = rows[sym]
+        ok = np.asarray(usable[sym], dtype=bool)[r] & (np.asarray(actions[sym])[r] != 0)
+        if may_act is not None:
+            ok &= _flat_may_act(may_act, scores[sym].action, scores[sym].direction,
+                                ~scores[sym].gates["market"].astype(bool))[r]
+        flat_act.append(ok[lo_i:hi_i + 1])
+    flat_cands = [[k for k, f in enumerate(r) if f] for r in np.column_stack(flat_act).tolist()]
+    col_of = {sym: k for k, sym in enumerate(syms)}
     for k, i in enumerate(range(lo_i, hi_i + 1)):
-        now_ns = close_l[i]
-        now = _utc(now_ns)
-        ts_open = None
+        now = _utc(close_l[i])
+        closed = False
+        busy = None
         if idle_noop:
             busy = {p.symbol for p in broker.positions()}
             busy.update(o.symbol for o in broker.open_orders())
-        closed = False
-        for sym, row, (o, h, l, c, v), _, _, _, _ in cols:
-            j = row[i]
-            if idle_noop and sym not in busy:
-                broker.last_price[sym] = c[j]
-                continue
-            if ts_open is None:
-                ts_open = _utc(open_l[i])
-            rep = broker.on_bar(Bar(sym, ts_open, o[j], h[j], l[j], c[j], v[j]))
-            for u in rep.updates:
-                if u.state is OrderState.REJECTED:
-                    rejected.add(u.client_order_id)
-            for t in rep.trades:
-                res.trades.append(t)
-                closed_returns.append(t.return_pct)
-                closed = True
-            notify_closed(policy, rep.trades)
+        if busy is not None and not busy:
+            lp.update(zip(syms, closes[i]))
+        else:
+            ts_open = None
+            for sym, row, (o, h, l, c, v), _, _, _, _, _ in cols:
+                j = row[i]
+                if busy is not None and sym not in busy:
+                    lp[sym] = c[j]
+                    continue
+                if ts_open is None:
+                    ts_open = _utc(open_l[i])
+                rep = broker.on_bar(Bar(sym, ts_open, o[j], h[j], l[j], c[j], v[j]))
+                for u in rep.updates:
+                    if u.state is OrderState.REJECTED:
+                        rejected.add(u.client_order_id)
+                for t in rep.trades:
+                    res.trades.append(t)
+                    closed_returns.append(t.return_pct)
+                    closed = True
+                notify_closed(policy, rep.trades)
         if closed:
             recent = tuple(closed_returns[-RECENT_RETURNS:])
 
-        signals, at_row = [], {}
+        signals: list = []
         positions = {p.symbol: p for p in broker.positions()}
         n_open = len(positions)
-        for sym, row, ohlc, ok, act, acode, dcode in cols:
+        # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held); only buy/sell
+        # decisions can enter or exit (the backtest == live test holds this); nor does any signal the policy
+        # can only answer without an intent (its ``may_act``): decide_all's order of the others and its book
+        # are the same without it (it orders them by conviction and symbol, not by this loop)
+        for k in flat_cands[i - lo_i]:
+            sym, row, ohlc, ok, act, acode, dcode, mok = cols[k]
+            if sym in positions:
+                continue
             j = row[i]
-            if not ok[j]:
-                continue
-            at_row[sym] = j
-            # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held);
-            # only buy/sell decisions can enter or exit (the backtest == live test holds this)
-            if act[j] == 0:
-                continue
-            # nor does any signal the policy can only answer without an intent (its ``may_act``):
-            # decide_all's order of the others and its book are the same without it
-            if may_act is not None and not may_act(acode[j], dcode[j], positions.get(sym), n_open):
+            if may_act is not None and not may_act(acode[j], dcode[j], None, n_open, mok[j]):
                 continue
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
-                                     narratives[sym][j], params))
+                                     narratives[sym].results[j], params))
+        for sym, pos in positions.items():
+            sym, row, ohlc, ok, act, acode, dcode, mok = cols[col_of[sym]]
+            j = row[i]
+            if not ok[j] or act[j] == 0:
+                continue
+            if may_act is not None and not may_act(acode[j], dcode[j], pos, n_open, mok[j]):
+                continue
+            signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
+                                     narratives[sym].results[j], params))
+        at_row = {sym: row[i] for sym, row, _, ok, *_ in cols if ok[row[i]]} if signals else {}
         # the decision step the live loop runs too (tracer.agents.kernel): day roll, risk book, decisions
         returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()} if signals else {}
-        done = step(policy, now, day, broker.equity(), broker.balance(), positions, broker.last_price, signals,
-                    returns, entries_today, lambda: recent)
+        equity, cash = broker.equity(), broker.balance()
+        done = step(policy, now, day, equity, cash, positions, lp, signals, returns, entries_today, lambda: recent)
         day = done.day
+        submitted = False
         for sig, dcs in done.decisions:
             if dcs.intent is None:
                 continue
             upd = broker.submit(dcs.intent.order, dcs.intent.bracket)
+            submitted = True
             if dcs.intent.order.purpose == "entry":
                 entries.setdefault(day.day or "", []).append(dcs.intent.order.client_order_id)
                 res.entries += 1
                 if upd.state is OrderState.REJECTED:
                     rejected.add(dcs.intent.order.client_order_id)
-        res.equity.append(_point(now, broker))
+        if submitted:       # a broker may book something at submission: read it again
+            res.equity.append(_point(now, broker))
+        else:
+            res.equity.append(EquityPoint(now, equity, cash, _exposure(positions.values(), lp), len(positions)))
         res.bar_steps += n_series
         if progress is not None and (k % 256 == 0 or k == total - 1):
             progress(k + 1, total)
@@ -327,7 +306,24 @@ def _market_gaps(series: Sequence[Series], usable: dict[str, list[bool]], params
     return out
 
 
+def _flat_may_act(may_act: Callable[..., bool], action: np.ndarray, direction: np.ndarray,
+                  market_ok: np.ndarray) -> np.ndarray:
+    """``may_act(action, direction, None, 0, market_ok)`` per row, asked once per distinct triple."""
+    code = (np.asarray(action, dtype=np.int64) + 1) * 6 + (np.asarray(direction, dtype=np.int64) + 1) * 2 \
+        + np.asarray(market_ok, dtype=np.int64)
+    if len(code) and not (np.isin(action, (-1, 0, 1)).all() and np.isin(direction, (-1, 0, 1)).all()):
+        raise ValueError("actions and directions are -1, 0 or +1")
+    out = np.zeros(18, dtype=bool)
+    for c in np.unique(code).tolist():
+        out[c] = bool(may_act(c // 6 - 1, c % 6 // 2 - 1, None, 0, bool(c % 2)))
+    return out[code]
+
+
 def _point(now: datetime, broker) -> EquityPoint:
     pos: list[Position] = broker.positions()
-    expo = sum(p.qty * broker.last_price.get(p.symbol, p.entry_price) for p in pos)
-    return EquityPoint(now, broker.equity(), broker.balance(), expo, len(pos))
+    return EquityPoint(now, broker.equity(), broker.balance(), _exposure(pos, broker.last_price), len(pos))
+
+
+def _exposure(positions: Iterable[Position], last_price: Mapping[str, float]) -> float:
+    """Gross notional of the positions at their last prices."""
+    return sum(p.qty * last_price.get(p.symbol, p.entry_price) for p in positions)

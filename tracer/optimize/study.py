@@ -120,6 +120,9 @@ class Evaluator:
         log.addHandler(logging.NullHandler())
         log.propagate = False
         self.scorer = make_scorer(self.base, log)
+        # the files read, the features and narratives computed once for every backtest of this process
+        from tracer.backtest.history import History
+        self.history = History(Path(job.data_dir) if job.data_dir else None, timedelta(seconds=job.interval_s))
 
     def settings(self, overrides: Mapping[str, Any] | None):
         from tracer.config import load_settings
@@ -135,7 +138,7 @@ class Evaluator:
         j = self.job
         res = run_backtest(self.settings(overrides), j.agent, j.symbols, self.scorer, start, end,
                            Path(j.data_dir) if j.data_dir else None, Path(j.headlines) if j.headlines else None,
-                           timedelta(seconds=j.interval_s))
+                           timedelta(seconds=j.interval_s), history=self.history)
         m = metrics_of(res)
         return {k: m.get(k) for k in KEEP}, res
 

@@ -101,16 +101,15 @@ class _Runner:
         s = self.settings(overrides)
         heads = self.no_headlines if price_only else (Path(j.headlines) if j.headlines else None)
         res = run_backtest(s, j.agent, j.symbols, self.ev.scorer, *fold.test_range(),
-                           Path(j.data_dir) if j.data_dir else None, heads, timedelta(seconds=j.interval_s))
+                           Path(j.data_dir) if j.data_dir else None, heads, timedelta(seconds=j.interval_s),
+                           history=self.ev.history)
         return self._as_run(res, s), res
 
     def _atr_of(self, symbol: str, s) -> tuple[np.ndarray, np.ndarray]:
         if symbol not in self._atr:
-            from tracer.signals.features import feature_table
-            sr = load_history([symbol], Path(self.job.data_dir), timedelta(seconds=self.job.interval_s))[0]
-            iv = timedelta(seconds=self.job.interval_s)
-            t = feature_table(sr.high, sr.low, sr.close, sr.volume, timedelta(days=365) / iv, s.volume_z_window)
-            self._atr[symbol] = (sr.ts_ns + int(iv.total_seconds() * 1e9), t.atr)
+            h = self.ev.history
+            t = h.features(symbol, timedelta(days=365) / h.interval, s.volume_z_window, 0)
+            self._atr[symbol] = (h.series(symbol).ts_ns + h.iv_ns, t.atr)
         return self._atr[symbol]
 
     def _r(self, t, s) -> float | None:

@@ -1,0 +1,194 @@
+"""What a backtest prepares from its files before the first step, kept for the next backtest over them.
+
+The study and the optimiser run hundreds of backtests over one history that differ only in their settings
+(and their window). Reading the candle files, applying the gap policy, computing the feature tables,
+parsing the headlines, filtering them by relevance, scoring them and computing every bar's narrative are
+each a pure function of the files and of a few settings, and cost about two thirds of a backtest over the
+bundled data. :class:`History` computes each piece once per distinct input, memoised by exactly the
+settings it depends on, so a trial pays only for what its settings change. ``run_backtest`` without a
+history builds a fresh one (nothing is kept between calls): the result is the same either way
+(tests/backtest/test_history.py compares them).
+
+The files are read when first needed and not again: a :class:`History` is for one run of the study or
+optimiser, not for a folder that changes under it.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import timedelta
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence, TypeVar
+
+import numpy as np
+
+from tracer.backtest.data import Series, candle_file, load_series
+from tracer.data.gaps import usable_rows
+from tracer.data.replay import bundled_dir, load_headlines
+from tracer.news.dedupe import source_weight
+from tracer.sentiment.cache import ScoreFile
+from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
+from tracer.sentiment.scorer import SentimentScorer
+from tracer.signals.features import FeatureTable, feature_table
+from tracer.signals.scoring import narrative_confidence, scorer_weight
+
+NS = 1_000_000_000
+T = TypeVar("T")
+
+
+class _Memo:
+    """A bounded memo (least recently used out first): a search over a parameter that a piece depends on
+    (the trend window, the narrative's half-life) must not keep every trial's tables."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._d: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key in self._d:
+            self._d.move_to_end(key)
+            return self._d[key]
+        value = make()
+        self._d[key] = value
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return value
+
+
+class _Narratives:
+    """Per-symbol relevant headlines, every distinct relevant title scored once (one batch, through the
+    score file of ``cache_dir`` when given), and the decayed narrative at any set of times."""
+
+    def __init__(self, symbols: Sequence[str], headlines, scorer: SentimentScorer, halflife: float, trim: float,
+                 lookback: timedelta, source_weights=(), cache_dir: Path | None = None):
+        self.halflife, self.trim = halflife, trim
+        self.lookback_ns = int(lookback.total_seconds() * NS)
+        self.source_weights = dict(source_weights)
+        rel = relevant_to(symbols, headlines)
+        titles = list(dict.fromkeys(h.title for sym in symbols for h in rel[sym]))
+        if not titles:
+            scores = []
+        elif cache_dir is not None:
+            scores = ScoreFile(cache_dir).score(scorer, titles)
+        else:
+            scores = scorer.score(titles)
+        by_title = dict(zip(titles, scores))
+        self.arrays: dict[str, tuple[np.ndarray, list[float], list[str], list[float] | None]] = {}
+        for sym in symbols:
+            hs = rel[sym]
+            sc = [by_title[h.title] for h in hs]
+            t = np.array([int(h.published_at.timestamp() * NS) for h in hs], dtype=np.int64)
+            self.arrays[sym] = (t, [x.value for x in sc], [x.scorer_id for x in sc],
+                                [source_weight(h.source, self.source_weights) for h in hs]
+                                if self.source_weights else None)
+
+    def series(self, symbol: str, now_ns: np.ndarray) -> list[NarrativeResult]:
+        """The narrative at each time of ``now_ns`` (int ns): exactly what the live agent computes from the
+        headlines of the look-back window (:func:`tracer.sentiment.narrative.narrative_series`)."""
+        t, values, ids, sw = self.arrays[symbol]
+        return narrative_series(now_ns, t, values, ids, self.lookback_ns, self.halflife, self.trim, sw)
+
+
+class History:
+    """The candle files of one folder at one interval, and the headlines read with them, prepared for
+    backtests (see the module's docstring)."""
+
+    def __init__(self, data_dir: Path | None = None, interval: timedelta = timedelta(hours=1)):
+        self.data_dir = Path(data_dir) if data_dir else bundled_dir()
+        self.interval = interval
+        self.iv_ns = int(interval.total_seconds() * NS)
+        self._series: dict[str, Series] = {}
+        self._lists: dict[str, tuple[list[float], ...]] = {}
+        self._logret: dict[str, np.ndarray] = {}
+        self._usable = _Memo(64)
+        self._features = _Memo(64)
+        self._headlines = _Memo(4)
+        self._narratives = _Memo(4)
+
+    def same_files(self, data_dir: Path | None, interval: timedelta) -> bool:
+        return (Path(data_dir) if data_dir else bundled_dir()) == self.data_dir and interval == self.interval
+
+    def series(self, symbol: str) -> Series:
+        if symbol not in self._series:
+            self._series[symbol] = load_series(candle_file(self.data_dir, symbol, self.interval), symbol)
+        return self._series[symbol]
+
+    def ohlcv(self, symbol: str) -> tuple[list[float], ...]:
+        """Open, high, low, close and volume as Python lists (the step loop reads scalars from them)."""
+        if symbol not in self._lists:
+            sr = self.series(symbol)
+            self._lists[symbol] = (sr.open.tolist(), sr.high.tolist(), sr.low.tolist(), sr.close.tolist(),
+                                   sr.volume.tolist())
+        return self._lists[symbol]
+
+    def log_returns(self, symbol: str) -> np.ndarray:
+        """Bar-to-bar log returns (NaN first), what the risk rules read over a window."""
+        if symbol not in self._logret:
+            c = self.series(symbol).close
+            self._logret[symbol] = np.concatenate([[np.nan], np.diff(np.log(c))])
+        return self._logret[symbol]
+
+    def usable(self, symbol: str, lookback_bars: int, min_bars: int, max_gap_bars: int) -> tuple[list[bool], list[int]]:
+        """The gap policy per row (:func:`tracer.data.gaps.usable_rows`): usable?, and the window's first row."""
+        def make() -> tuple[list[bool], list[int]]:
+            ok, lo = usable_rows(self.series(symbol).ts_ns, self.iv_ns, lookback_bars, min_bars, max_gap_bars)
+            return ok.tolist(), lo.tolist()
+        return self._usable.get((symbol, lookback_bars, min_bars, max_gap_bars), make)
+
+    def features(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> FeatureTable:
+        def make() -> FeatureTable:
+            sr = self.series(symbol)
+            return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
+        return self._features.get((symbol, bars_per_year, volume_z_window, trend_bars), make)
+
+    def headlines(self, path: Path | None) -> list:
+        """The headlines file (None: ``headlines.csv`` of the data folder); none when it does not exist
+        (the backtest is then price-only)."""
+        p = Path(path) if path else self.data_dir / "headlines.csv"
+        return self._headlines.get(p, lambda: load_headlines(p) if p.is_file() else [])
+
+    def narratives(self, symbols: Sequence[str], headlines_path: Path | None, scorer: SentimentScorer,
+                   halflife: float, trim: float, lookback: timedelta, source_weights: Sequence[tuple[str, float]],
+                   cache_dir: Path | None, from_row: int) -> dict[str, NarrativeColumns]:
+        """Every symbol's narrative at the close of each of its bars, exactly as the live agent computes it at
+        that time, from row ``from_row`` on (the empty narrative before it). Shared between calls: read only."""
+        sw = tuple(source_weights)
+        hp = Path(headlines_path) if headlines_path else self.data_dir / "headlines.csv"
+        key = (tuple(symbols), hp, id(scorer), halflife, trim, lookback, sw, cache_dir)
+
+        def make() -> tuple[SentimentScorer, _Narratives, dict]:
+            # the scorer is kept with its entry so that its id cannot be reused by another while the entry lives
+            return scorer, _Narratives(symbols, self.headlines(hp), scorer, halflife, trim, lookback, sw,
+                                       cache_dir), {}
+        _, narr, rows = self._narratives.get(key, make)
+        out = {}
+        for sym in symbols:
+            if (sym, from_row) not in rows:
+                ts = self.series(sym).ts_ns
+                nars = [_EMPTY] * len(ts)
+                nars[from_row:] = narr.series(sym, ts[from_row:] + self.iv_ns)
+                rows[sym, from_row] = NarrativeColumns.of(nars)
+            out[sym] = rows[sym, from_row]
+        return out
+
+
+_EMPTY = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
+_SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", "count", "score", "dispersion"))
+
+
+@dataclass(frozen=True)
+class NarrativeColumns:
+    """One symbol's narratives per row, and the columns the score table reads from them."""
+    results: list[NarrativeResult]
+    score: list[float]
+    count: list[int]
+    confidence: np.ndarray
+
+    @classmethod
+    def of(cls, nars: list[NarrativeResult]) -> NarrativeColumns:
+        ids = list(map(_SCORER_ID, nars))
+        weights = {sid: scorer_weight(sid) for sid in dict.fromkeys(ids)}
+        counts = list(map(_COUNT, nars))
+        conf = narrative_confidence(counts, list(map(_DISPERSION, nars)), list(map(weights.__getitem__, ids)))
+        return cls(nars, list(map(_SCORE, nars)), counts, np.asarray(conf))
