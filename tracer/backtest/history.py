@@ -101,6 +101,8 @@ class History:
         self._series: dict[str, Series] = {}
         self._lists: dict[str, tuple[list[float], ...]] = {}
         self._logret: dict[str, np.ndarray] = {}
+        self._clock = _Memo(8)
+        self._derived = _Memo(16)
         self._usable = _Memo(64)
         self._features = _Memo(64)
         self._headlines = _Memo(4)
@@ -113,6 +115,24 @@ class History:
         if symbol not in self._series:
             self._series[symbol] = load_series(candle_file(self.data_dir, symbol, self.interval), symbol)
         return self._series[symbol]
+
+    def clock(self, symbols: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The bar open times every symbol of ``symbols`` has (the replay feed's clock), and each symbol's row
+        at each of them."""
+        def make() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            series = [self.series(sym) for sym in symbols]
+            common = series[0].ts_ns
+            for sr in series[1:]:
+                common = np.intersect1d(common, sr.ts_ns, assume_unique=True)
+            if len(common) == 0:
+                raise ValueError("the symbols share no bar time")
+            return common, {sr.symbol: np.searchsorted(sr.ts_ns, common) for sr in series}
+        return self._clock.get(tuple(symbols), make)
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """A caller's piece computed from this history alone, memoised by ``key``, which must name every
+        setting ``make`` reads."""
+        return self._derived.get(key, make)
 
     def ohlcv(self, symbol: str) -> tuple[list[float], ...]:
         """Open, high, low, close and volume as Python lists (the step loop reads scalars from them)."""
@@ -181,8 +201,8 @@ _SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", 
 class NarrativeColumns:
     """One symbol's narratives per row, and the columns the score table reads from them."""
     results: list[NarrativeResult]
-    score: list[float]
-    count: list[int]
+    score: np.ndarray
+    count: np.ndarray
     confidence: np.ndarray
 
     @classmethod
@@ -191,4 +211,4 @@ class NarrativeColumns:
         weights = {sid: scorer_weight(sid) for sid in dict.fromkeys(ids)}
         counts = list(map(_COUNT, nars))
         conf = narrative_confidence(counts, list(map(_DISPERSION, nars)), list(map(weights.__getitem__, ids)))
-        return cls(nars, list(map(_SCORE, nars)), counts, np.asarray(conf))
+        return cls(nars, np.array(list(map(_SCORE, nars)), dtype=float), np.array(counts), np.asarray(conf))

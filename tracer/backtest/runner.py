@@ -112,13 +112,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         raise ValueError("the prepared history is of another folder or interval than the backtest asks for")
     series = [history.series(sym) for sym in symbols]
     iv_ns = history.iv_ns
-    # the common clock: bar close times every symbol has (as the replay feed)
-    common = series[0].ts_ns
-    for sr in series[1:]:
-        common = np.intersect1d(common, sr.ts_ns, assume_unique=True)
-    if len(common) == 0:
-        raise ValueError("the symbols share no bar time")
-    rows = {sr.symbol: np.searchsorted(sr.ts_ns, common) for sr in series}
+    # the common clock: bar open times every symbol has (as the replay feed), and each symbol's row at each
+    common, rows = history.clock(symbols)
     # a bar is usable when its look-back window (as the live and replay feeds see it) passes the gap policy
     # (tracer.data.gaps); win_lo: the window's first row (the risk rules' returns start there)
     usable, win_lo = {}, {}
@@ -139,7 +134,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                                    Path(s.state_dir) / SCORE_CACHE_DIR, need_lo)
 
     policy, broker, capital = make_agent(agent, s, interval)
-    mgaps = _market_gaps(series, usable, params, s.market_filter)
+    mgaps = history.derived(("market_gaps", tuple(symbols), s.market_filter, params.market_bars, s.lookback_bars,
+                             s.min_bars, s.max_gap_bars), lambda: _market_gaps(series, usable, params, s.market_filter))
     scores = {}
     for sr in series:
         ft, nc = tables[sr.symbol], narratives[sr.symbol]
@@ -194,7 +190,10 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             ok &= _flat_may_act(may_act, scores[sym].action, scores[sym].direction,
                                 ~scores[sym].gates["market"].astype(bool))[r]
         flat_act.append(ok[lo_i:hi_i + 1])
-    flat_cands = [[k for k, f in enumerate(r) if f] for r in np.column_stack(flat_act).tolist()]
+    # the symbols of each bar as a bit mask (column k is bit k), expanded through a table of the masks seen
+    masks = (np.column_stack(flat_act).astype(np.int64) << np.arange(len(syms), dtype=np.int64)).sum(axis=1)
+    expand = {m: [k for k in range(len(syms)) if m >> k & 1] for m in np.unique(masks).tolist()}
+    flat_cands = [expand[m] for m in masks.tolist()]
     col_of = {sym: k for k, sym in enumerate(syms)}
     for k, i in enumerate(range(lo_i, hi_i + 1)):
         now = _utc(close_l[i])
@@ -311,7 +310,7 @@ def _flat_may_act(may_act: Callable[..., bool], action: np.ndarray, direction: n
     """``may_act(action, direction, None, 0, market_ok)`` per row, asked once per distinct triple."""
     code = (np.asarray(action, dtype=np.int64) + 1) * 6 + (np.asarray(direction, dtype=np.int64) + 1) * 2 \
         + np.asarray(market_ok, dtype=np.int64)
-    if len(code) and not (np.isin(action, (-1, 0, 1)).all() and np.isin(direction, (-1, 0, 1)).all()):
+    if len(code) and not (-1 <= min(action.min(), direction.min()) and max(action.max(), direction.max()) <= 1):
         raise ValueError("actions and directions are -1, 0 or +1")
     out = np.zeros(18, dtype=bool)
     for c in np.unique(code).tolist():
