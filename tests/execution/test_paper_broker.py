@@ -481,3 +481,34 @@ def test_stop_loss_zero_means_no_hard_stop_for_both_sides():
     assert check_exit(short_trail, 100.0, 106.0, 99.0, 101.0, CLOSE_1H) == ExitHit("trailing_stop", 105.0)
     long_trail = replace(long, trail_pct=0.05)
     assert check_exit(long_trail, 100.0, 101.0, 94.0, 99.0, CLOSE_1H) == ExitHit("trailing_stop", 95.0)
+
+
+def test_check_exit_without_a_trailing_stop_uses_protective_stops_level():
+    """check_exit's shortcut for a position without a trailing stop gives what protective_stop's level
+    gives, for longs and shorts, with and without a hard stop, over random bars."""
+    import random
+
+    def reference(p, o, h, l, c):
+        stop, why = protective_stop(p)
+        long = p.side is PositionSide.LONG
+        if (o <= stop) if long else (o >= stop):
+            return ExitHit(why, o)
+        if (l <= stop) if long else (h >= stop):
+            return ExitHit(why, stop)
+        return None
+
+    rng = random.Random(3)
+    t0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    hits = 0
+    for _ in range(3000):
+        side = rng.choice([PositionSide.LONG, PositionSide.SHORT])
+        stop = rng.choice([0.0, rng.uniform(80, 120)])
+        p = Position(agent="hybrid", symbol="BTC/USD", side=side, qty=1.0, entry_price=100.0, opened_at=t0,
+                     entry_fee=0.0, stop_loss=stop, take_profit=0.0, trail_pct=0.0, best_price=100.0,
+                     max_hold_s=0.0, entry_order_id="e1")
+        o, c = rng.uniform(70, 130), rng.uniform(70, 130)
+        h, l = max(o, c) + rng.uniform(0, 10), min(o, c) - rng.uniform(0, 10)
+        got = check_exit(p, o, h, l, c, t0 + timedelta(hours=1))
+        assert got == reference(p, o, h, l, c)
+        hits += got is not None
+    assert 300 < hits < 2700

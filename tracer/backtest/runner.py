@@ -202,7 +202,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         if idle_noop:
             busy = {p.symbol for p in broker.positions()}
             busy.update(o.symbol for o in broker.open_orders())
-        if busy is not None and not busy:
+        flat = busy is not None and not busy
+        if flat:
             lp.update(zip(syms, closes[i]))
         else:
             ts_open = None
@@ -217,16 +218,18 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                 for u in rep.updates:
                     if u.state is OrderState.REJECTED:
                         rejected.add(u.client_order_id)
-                for t in rep.trades:
-                    res.trades.append(t)
-                    closed_returns.append(t.return_pct)
+                if rep.trades:
+                    for t in rep.trades:
+                        res.trades.append(t)
+                        closed_returns.append(t.return_pct)
                     closed = True
-                notify_closed(policy, rep.trades)
+                    notify_closed(policy, rep.trades)
         if closed:
             recent = tuple(closed_returns[-RECENT_RETURNS:])
 
         signals: list = []
-        positions = {p.symbol: p for p in broker.positions()}
+        # no bar went to the broker while nothing was busy: nothing can be open
+        positions = {} if flat else {p.symbol: p for p in broker.positions()}
         n_open = len(positions)
         # a hold changes nothing: both policies answer "none" (flat) or "hold_position" (held); only buy/sell
         # decisions can enter or exit (the backtest == live test holds this); nor does any signal the policy

@@ -38,8 +38,12 @@ def protective_stop(p: Position) -> tuple[float, str]:
 def check_exit(p: Position, o: float, h: float, l: float, c: float, bar_close_time: datetime) -> ExitHit | None:
     """The exit this bar triggers for ``p``, if any. The trailing level uses the best price seen
     *before* this bar (updated afterwards by :func:`advance`), so no intra-bar look-ahead."""
-    stop, stop_reason = protective_stop(p)
     long = p.side is PositionSide.LONG
+    if p.trail_pct > 0:
+        stop, stop_reason = protective_stop(p)
+    else:       # no trailing stop: the hard stop (-inf / +inf without one), as protective_stop gives it
+        stop = p.stop_loss if p.stop_loss > 0 else (float("-inf") if long else float("inf"))
+        stop_reason = "stop_loss"
     if long:
         if o <= stop:
             return ExitHit(stop_reason, o)
