@@ -86,12 +86,36 @@ def open_storage(url: str):
         kw["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     # a worker that dies mid-trial: its trial is marked failed after the grace period
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kw)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kw)
     except ImportError as e:      # e.g. postgresql:// without its driver: say what to install, not a traceback
         scheme = url.split(":", 1)[0]
         raise SystemExit(f"tracer optimize: the storage driver for {scheme!r} is not installed "
                          f"({type(e).__name__}: {e.name or e}); for PostgreSQL: pip install 'psycopg[binary]' "
                          f"(SQLAlchemy 2.1's driver for postgresql://)") from None
+    if url.startswith("sqlite"):
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+def _serialise_sqlite(engine) -> None:
+    """Every transaction on a SQLite storage takes the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna hands an enqueued trial to a worker by reading that it is WAITING and writing RUNNING in one
+    transaction ``SELECT ... FOR UPDATE``, which SQLite ignores: under its default deferred transactions
+    two workers can both read WAITING, both run the trial, and the second one's result is refused ("Cannot
+    tell a COMPLETE trial", optuna/optuna#4002, #4621), which stopped a 2-job study. PostgreSQL locks the
+    row. SQLAlchemy's documented recipe for pysqlite: let the driver emit no BEGIN, and emit our own."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()        # connections opened before the listeners: closed, new ones get them
 
 
 def _quiet() -> None:
