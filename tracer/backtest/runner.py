@@ -49,7 +49,7 @@ NS = 1_000_000_000
 SCORE_CACHE_DIR = "score_cache"     # under TB_STATE_DIR: headline scores by scorer id and title
 
 
-@dataclass
+@dataclass(slots=True)
 class EquityPoint:
     ts: datetime
     equity: float
