@@ -104,7 +104,9 @@ class History:
         self._clock = _Memo(8)
         self._derived = _Memo(16)
         self._usable = _Memo(64)
-        self._features = _Memo(64)
+        # a feature table of the 16-month history holds about 5 MB (arrays and the step loop's lists): two
+        # trials' worth of 9 symbols; the optimiser searches the trend window, which each table depends on
+        self._features = _Memo(18)
         self._headlines = _Memo(4)
         self._narratives = _Memo(4)
 
