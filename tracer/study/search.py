@@ -52,17 +52,22 @@ def prepare(job: opt.Job, baseline: dict[str, float]) -> None:
 
 
 def work(job: opt.Job, worker: int = 0, ev: opt.Evaluator | None = None,
-         on_trial: Callable[[], None] | None = None) -> int:
-    """One worker: run enqueued candidates of every fold until none is left. Returns how many it ran."""
+         on_trial: Callable[[], None] | None = None, ready=None) -> int:
+    """One worker: run enqueued candidates of every fold until none is left. Returns how many it ran.
+    ``ready`` (an event) is set once the storage is open and every fold's study loaded, just before the first
+    trial: the pulling starts then."""
     import optuna
     opt._quiet()
     ev = ev or opt.Evaluator(job)
     storage = opt._retry(lambda: opt.open_storage(job.storage))
     TS = optuna.trial.TrialState
+    studies = [opt._retry(lambda f=f: optuna.load_study(study_name=job.fold_study(f), storage=storage,
+                                                        sampler=optuna.samplers.RandomSampler(seed=job.seed)))
+               for f in job.folds]
+    if ready is not None:
+        ready.set()
     ran = 0
-    for f in job.folds:
-        study = opt._retry(lambda: optuna.load_study(study_name=job.fold_study(f), storage=storage,
-                                                     sampler=optuna.samplers.RandomSampler(seed=job.seed)))
+    for f, study in zip(job.folds, studies):
         cbs = [optuna.study.MaxTrialsCallback(job.trials, states=(TS.COMPLETE, TS.RUNNING, TS.PRUNED))]
         if on_trial is not None:
             cbs.append(lambda _s, _t: on_trial())
@@ -75,17 +80,14 @@ def work(job: opt.Job, worker: int = 0, ev: opt.Evaluator | None = None,
 
 
 def _spawned(job: opt.Job, worker: int, ready=None) -> None:
-    ev = opt.Evaluator(job)
-    if ready is not None:
-        ready.set()
-    work(job, worker, ev)
+    work(job, worker, opt.Evaluator(job), ready=ready)
 
 
 def run_workers(job: opt.Job, jobs: int, ev: opt.Evaluator | None = None,
                 on_trial: Callable[[], None] | None = None, start_timeout_s: float = 300.0) -> None:
     """``jobs`` workers: this process plus ``jobs - 1`` spawned ones, all on ``job.storage``. The workers
-    start pulling together (this one waits until the others have loaded their settings and scorer), so the
-    candidates are shared out instead of this process running most of them while the others start."""
+    start pulling together (this one waits until the others have loaded their settings and scorer, opened the
+    storage and loaded the studies), so the candidates are shared out instead of this process running most of them while the others start."""
     procs, events = [], []
     ctx = mp.get_context("spawn")
     for w in range(1, jobs):
