@@ -134,3 +134,13 @@ for _name, _grid in GRIDS.items():
 GRIDS["risk"] = {f"w{w}_b{b}_t{t}_mkt_r{r}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], "TB_RISK_PER_TRADE": r}
                  for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for r in ("0", "0.003", "0.006")}
 GRIDS["risk_off"] = {k: v for k, v in GRIDS["risk"].items() if k.endswith("_r0")}   # the same selection without it
+
+# round 14 (written down before any run): the market filter also exits (TB_MARKET_EXIT: a held long is sold when BTC
+# closes below its own mean by more than the band, a short bought back above it; the 0b daily rule "coin and BTC
+# above their means" does this, and round 12 listed it as not tried). Hybrid: round 13's 24 cells without (already
+# counted) and with it, chosen per fold on the hybrid's own training Sharpe: 24 new. Futures: round 12's 8 cells with
+# the filter for both agents, without and with it, chosen on the futures agent's own training Sharpe: 8 new.
+GRIDS["market_exit"] = {**GRIDS["risk"], **{f"{k}_mx": {**v, "TB_MARKET_EXIT": "true"} for k, v in GRIDS["risk"].items()}}
+_MKT_BOTH = {k: v for k, v in GRIDS["market"].items() if k.endswith("_mkt")}
+GRIDS["market_exit_futures"] = {**_MKT_BOTH, **{f"{k}_mx": {**v, "TB_MARKET_EXIT": "true"} for k, v in _MKT_BOTH.items()}}
+GRIDS["market_exit_futures_off"] = dict(_MKT_BOTH)      # the same futures selection without the option (nothing new)

@@ -126,6 +126,7 @@ class Signal:
     gates: Mapping[str, Any] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
     market_ok: bool = True          # the market filter allows a new entry in ``direction`` (exits: always)
+    market_side: int = 0            # the market filter's symbol +1 above its mean (by the band), -1 below, else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,10 @@ def settings(tmp: Path, **extra: str):
 _TREND = {"TB_REPLAY_START": "2022-02-01T00:00:00Z", "TB_STOP_ATR_MULT": "2", "TB_FUTURES_STOP_ATR_MULT": "2"}
 # the trend profile with its market filter (BTC above its own mean), without it, and at a shorter market window
 VARIANTS = {"trend": _TREND, "trend-nomarket": {**_TREND, "TB_MARKET_FILTER": "none"},
-            "trend-market120": {**_TREND, "TB_MARKET_WINDOW_H": "120"}, "phase1c": {}}
+            "trend-market120": {**_TREND, "TB_MARKET_WINDOW_H": "120"},
+            # from 10 February: BTC falls through its mean (and the band) on the 17th while both agents hold longs
+            "trend-marketexit": {**_TREND, "TB_MARKET_EXIT": "true", "TB_REPLAY_START": "2022-02-10T00:00:00Z"},
+            "phase1c": {}}
 
 
 @pytest.mark.parametrize("profile", list(VARIANTS))
@@ -68,6 +71,8 @@ def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
     loop.store.close()
     assert len(rows) >= 5
     assert (blocked > 0) == (s.market_filter != "none")   # the filter refused entries in this span (only with it)
+    # the market exit closed positions in this span (only with it)
+    assert any(r["exit_reason"] == "market_exit" for r in rows) == (profile == "trend-marketexit")
     symbols = list(s.symbols if agent == "hybrid" else s.futures_symbols)
     # the scorer the live agent used (the factory's choice), as `tracer backtest` does
     start = s.replay_start
@@ -385,16 +390,18 @@ def test_relevant_to_equals_relevant_per_symbol():
     assert sum(len(v) for v in got.values()) > 3000
 
 
+@pytest.mark.parametrize("market_exit", ["false", "true"])
 @pytest.mark.parametrize("explore", ["0", "0.3"])
-def test_may_act_false_means_no_intent(tmp_path, explore):
+def test_may_act_false_means_no_intent(tmp_path, explore, market_exit):
     """The backtest skips signals whose policy ``may_act`` is False: ``decide`` must answer each of those
-    without an intent (flat, long, short; an empty book and a full one; the market filter for or against;
-    with and without exploration)."""
+    without an intent (flat, long, short; an empty book and a full one; the market filter for or against,
+    the market above, below or unknown; with and without exploration and the market exit)."""
     from tracer.models import Action, Position, PositionSide
     from tracer.risk.limits import Book
     from tracer.sentiment.narrative import NarrativeResult
 
-    s = settings(tmp_path, TB_EXPLORE_SHARE=explore, TB_PROFILE="phase1c")   # thousands of buy/sell signals
+    s = settings(tmp_path, TB_EXPLORE_SHARE=explore, TB_PROFILE="phase1c",   # thousands of buy/sell signals
+                 TB_MARKET_FILTER="BTC/USD", TB_MARKET_WINDOW_H="240", TB_MARKET_EXIT=market_exit)
     params = EvalParams.from_settings(s)
     nar = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="", latest_age_min=None)
     bars = load_candles(bundled_dir() / "candles_1h_BTCUSDT.csv").iloc[:1500]
@@ -402,14 +409,15 @@ def test_may_act_false_means_no_intent(tmp_path, explore):
     table = feature_table(high, low, close, vol, timedelta(days=365) / timedelta(hours=1), s.volume_z_window)
     returns = {"BTC/USD": np.diff(np.log(close[-400:])), "ETH/USD": np.diff(np.log(close[-401:-1]))}
     now0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
-    checked = skipped = 0
+    checked = skipped = exits = 0
     for policy in (hybrid_agent.HybridPolicy(s), futures_agent.FuturesPolicy(s)):
         full = {f"X{k}/USD": 100.0 for k in range(policy.limits.max_positions)}
         for i in range(s.min_bars, len(close), 3):
             now = now0 + timedelta(hours=i)
             sig0 = decide("BTC/USD", now, float(close[i]), table.row(i), nar, params)
             act = {Action.BUY: 1, Action.SELL: -1}.get(sig0.action, 0)
-            for sig, side in product((sig0, replace(sig0, market_ok=not sig0.market_ok)),
+            for sig, side in product([replace(sig0, market_ok=ok, market_side=m)
+                                      for ok in (True, False) for m in (-1, 0, 1)],
                                      (None, PositionSide.LONG, PositionSide.SHORT)):
                 if side is PositionSide.SHORT and policy.agent == "hybrid":
                     continue
@@ -422,12 +430,15 @@ def test_may_act_false_means_no_intent(tmp_path, explore):
                     book = Book(equity=10_000.0, cash=5_000.0, day_start_equity=10_000.0, trades_today=0,
                                 exposures=expo, closed_returns=())
                     checked += 1
-                    if policy.may_act(act, sig.direction, pos, len(expo), sig.market_ok):
+                    d = policy.decide(sig, pos, book, returns, pending_exit=False)
+                    exits += d.decision == "exit" and d.intent is not None and \
+                        d.intent.order.reason == "market_exit"
+                    if policy.may_act(act, sig.direction, pos, len(expo), sig.market_ok, sig.market_side):
                         continue
                     skipped += 1
-                    d = policy.decide(sig, pos, book, returns, pending_exit=False)
                     assert d.intent is None, (policy.agent, sig.action, sig.direction, side, len(expo), d)
     assert skipped > 100 and checked > skipped
+    assert (exits > 0) == (market_exit == "true")
 
 
 def test_with_best_price_is_dataclasses_replace():

@@ -189,3 +189,49 @@ def test_the_filter_is_on_only_for_a_feed_that_holds_the_market():
     assert EvalParams.from_settings(s, H).market_bars == 0                       # single-asset research
     off = load_settings({"TB_MARKET_FILTER": "none"}, dotenv_path=None)
     assert EvalParams.from_settings(off, H, ["BTC/USD"]).market_bars == 0
+
+
+@pytest.mark.parametrize("agent", ["hybrid", "futures"])
+def test_the_market_exit_closes_a_position_the_market_turned_against(agent):
+    """TB_MARKET_EXIT: a held long is sold (a short bought back) at the first close of the market symbol below
+    (above) its mean, whatever the coin's own signal; an unknown market exits nothing; off by default."""
+    base = load_settings({"TB_ACTIVE_PARAMS_PATH": "/nonexistent.json"}, dotenv_path=None)
+    assert base.market_exit is False
+    on = dataclasses.replace(base, market_exit=True)
+    make = HybridPolicy if agent == "hybrid" else FuturesPolicy
+    hold = _sig(Action.HOLD, 1, True)
+    sides = [PositionSide.LONG] if agent == "hybrid" else [PositionSide.LONG, PositionSide.SHORT]
+    for side in sides:
+        against = -1 if side is PositionSide.LONG else 1
+        for m in (-1, 0, 1):
+            sig = dataclasses.replace(hold, market_side=m)
+            assert make(base).decide(sig, _pos(side), BOOK, RET).decision == "hold_position"
+            d = make(on).decide(sig, _pos(side), BOOK, RET)
+            if m == against:
+                assert d.decision == "exit" and d.intent is not None and d.intent.order.reason == "market_exit"
+                assert d.intent.order.reduce_only and d.intent.order.qty == 1.0
+                assert d.intent.order.side.value == ("sell" if side is PositionSide.LONG else "buy")
+                assert "market exit: BTC/USD closed" in d.reason
+                # an exit already on its way is not sent twice
+                assert make(on).decide(sig, _pos(side), BOOK, RET, pending_exit=True).intent is None
+            else:
+                assert d.decision == "hold_position" and d.intent is None
+    if agent == "futures":       # the futures agent out of the filter is out of its exit too
+        off = FuturesPolicy(dataclasses.replace(on, futures_market_filter=False))
+        d = off.decide(dataclasses.replace(hold, market_side=-1), _pos(PositionSide.LONG), BOOK, RET)
+        assert d.decision == "hold_position"
+
+
+def test_the_market_side_reads_the_market_like_a_coin_with_its_band():
+    """+1 / -1 only beyond the band around the mean (TB_MIN_DIRECTION_SCORE on the trend score: about 1% at
+    0.1), 0 inside it, where the market is unknown, or with the filter off."""
+    gaps = np.array([0.02, -0.02, 0.005, -0.005, 0.0, np.nan])
+    n = len(gaps)
+    z = np.zeros(n)
+
+    def side(p: EvalParams) -> list[int]:
+        return score_table(np.full(n, 50.0), z, z, z, np.zeros((n, 3)), np.full(n, 0.5), np.ones(n), z,
+                           np.zeros(n, int), p, trend_gap=np.full(n, 0.05), market_gap=gaps).market_side.tolist()
+    assert side(dataclasses.replace(P, min_direction_score=0.1)) == [1, -1, 0, 0, 0, 0]
+    assert side(dataclasses.replace(P, min_direction_score=0.0)) == [1, -1, 1, -1, 0, 0]
+    assert side(dataclasses.replace(P, market_window_h=0.0)) == [0] * n

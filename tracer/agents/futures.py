@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
-from tracer.agents.protocols import market_blocked
+from tracer.agents.protocols import MARKET_EXIT, market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
@@ -68,20 +68,26 @@ class FuturesPolicy:
         self.limits = futures_limits(s)
 
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0,
-                market_ok: bool = True) -> bool:
+                market_ok: bool = True, market_side: int = 0) -> bool:
         """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
-        -1 sell, 0 hold), ``direction`` and ``market_ok`` without an intent, whatever else the signal holds
-        ("none", "hold_position", or "blocked" by ``max_positions`` when the book already has
+        -1 sell, 0 hold), ``direction``, ``market_ok`` and ``market_side`` without an intent, whatever else the
+        signal holds ("none", "hold_position", or "blocked" by ``max_positions`` when the book already has
         ``open_positions`` open, or by the market filter when it is on): the backtest, which keeps only
         intents, skips building such signals."""
         if position is not None:
             return (action < 0 and position.side is PositionSide.LONG) or \
-                   (action > 0 and position.side is PositionSide.SHORT)
+                   (action > 0 and position.side is PositionSide.SHORT) or self._market_exit(position, market_side)
         if open_positions >= self.limits.max_positions:   # check_entry blocks every entry (and exploration)
             return False
         if self.f.market_filter and not market_ok:        # every entry, exploration too, is market_blocked
             return False
         return action != 0 or direction != 0
+
+    def _market_exit(self, position: Position, market_side: int) -> bool:
+        """TB_MARKET_EXIT (with the filter on for this agent): the market closed on the other side of its mean."""
+        if not (self.s.market_exit and self.f.market_filter):
+            return False
+        return market_side < 0 if position.side is PositionSide.LONG else market_side > 0
 
     def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
                pending_exit: bool = False) -> Decision:
@@ -95,6 +101,15 @@ class FuturesPolicy:
                               reduce_only=True, leverage=position.leverage, purpose="exit", reason="signal",
                               created_at=sig.ts)
                 return Decision("exit", f"opposite signal while {position.side.value}: {sig.reason}",
+                                Intent(order, sig.symbol, sig.price))
+            if self._market_exit(position, sig.market_side) and not pending_exit:
+                side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
+                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, side,
+                              position.qty, reduce_only=True, leverage=position.leverage, purpose="exit",
+                              reason=MARKET_EXIT, created_at=sig.ts)
+                where = "below" if position.side is PositionSide.LONG else "above"
+                return Decision("exit", f"market exit: {s.market_filter} closed {where} its mean while "
+                                        f"{position.side.value} (TB_MARKET_EXIT); {sig.reason}",
                                 Intent(order, sig.symbol, sig.price))
             return Decision("hold_position", f"holding {position.side.value}; {sig.reason}")
         explore = None

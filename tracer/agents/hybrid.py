@@ -13,7 +13,7 @@ from datetime import timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
-from tracer.agents.protocols import market_blocked
+from tracer.agents.protocols import MARKET_EXIT, market_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.paper import PaperSpotBroker
@@ -45,14 +45,14 @@ class HybridPolicy:
         self.limits = RiskLimits.from_settings(s)
 
     def may_act(self, action: int, direction: int, position: Position | None, open_positions: int = 0,
-                market_ok: bool = True) -> bool:
+                market_ok: bool = True, market_side: int = 0) -> bool:
         """False when :meth:`decide` (with ``pending_exit`` False) answers a signal of this ``action`` (+1 buy,
-        -1 sell, 0 hold), ``direction`` and ``market_ok`` without an intent, whatever else the signal holds
-        ("none", "hold_position", or "blocked" by ``max_positions`` when the book already has
+        -1 sell, 0 hold), ``direction``, ``market_ok`` and ``market_side`` without an intent, whatever else the
+        signal holds ("none", "hold_position", or "blocked" by ``max_positions`` when the book already has
         ``open_positions`` open, or by the market filter): the backtest, which keeps only intents, skips
         building such signals."""
         if position is not None:
-            return action < 0 and self.s.exit_on_sell_signal
+            return (action < 0 and self.s.exit_on_sell_signal) or (self.s.market_exit and market_side < 0)
         if open_positions >= self.limits.max_positions:   # check_entry blocks every entry (and exploration)
             return False
         if not market_ok:                                 # every entry, exploration too, is market_blocked
@@ -67,6 +67,11 @@ class HybridPolicy:
                               reduce_only=True, purpose="exit", reason="signal", created_at=sig.ts)
                 return Decision("exit", f"sell signal while holding: {sig.reason}",
                                 Intent(order, sig.symbol, sig.price))
+            if self.s.market_exit and sig.market_side < 0 and not pending_exit:
+                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, Side.SELL,
+                              position.qty, reduce_only=True, purpose="exit", reason=MARKET_EXIT, created_at=sig.ts)
+                return Decision("exit", f"market exit: {self.s.market_filter} closed below its mean while holding "
+                                        f"(TB_MARKET_EXIT); {sig.reason}", Intent(order, sig.symbol, sig.price))
             return Decision("hold_position", f"holding; {sig.reason}")
         if sig.action is Action.SELL:
             return Decision("none", f"spot is long-only, bearish signal not traded; {sig.reason}")

@@ -34,6 +34,9 @@ class Decision:
     risk_detail: dict[str, Any] | None = None
 
 
+MARKET_EXIT = "market_exit"    # an exit order's reason (and its trade's exit_reason) when TB_MARKET_EXIT closed it
+
+
 def market_blocked(sig: Signal, market: str, exploration: dict | None = None) -> Decision:
     """The decision of an entry the market filter refuses (``sig.market_ok`` False): both agents' words."""
     side = "long" if sig.direction > 0 else "short"

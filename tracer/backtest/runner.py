@@ -170,8 +170,11 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     # per-symbol columns as Python lists, indexed by position in ``series`` (no numpy scalars in the loop)
     syms = [sr.symbol for sr in series]
     may_act = getattr(policy, "may_act", None)
+    # the market filter's side per row, which a held position's market exit reads (zeros without TB_MARKET_EXIT:
+    # a hold then never reaches the policy)
     cols = [(sym, rows[sym].tolist(), ohlcv[sym], usable[sym], actions[sym], scores[sym].action.tolist(),
-             scores[sym].direction.tolist(), (~scores[sym].gates["market"].astype(bool)).tolist()) for sym in syms]
+             scores[sym].direction.tolist(), (~scores[sym].gates["market"].astype(bool)).tolist(),
+             scores[sym].market_side.tolist() if s.market_exit else [0] * len(rows[sym])) for sym in syms]
     close_l, open_l = close_ns.tolist(), common.tolist()
     n_series = len(series)
     # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
@@ -207,7 +210,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             lp.update(zip(syms, closes[i]))
         else:
             ts_open = None
-            for sym, row, (o, h, l, c, v), _, _, _, _, _ in cols:
+            for sym, row, (o, h, l, c, v), *_ in cols:
                 j = row[i]
                 if busy is not None and sym not in busy:
                     lp[sym] = c[j]
@@ -236,7 +239,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         # can only answer without an intent (its ``may_act``): decide_all's order of the others and its book
         # are the same without it (it orders them by conviction and symbol, not by this loop)
         for k in flat_cands[i - lo_i]:
-            sym, row, ohlc, ok, act, acode, dcode, mok = cols[k]
+            sym, row, ohlc, ok, act, acode, dcode, mok, _ = cols[k]
             if sym in positions:
                 continue
             j = row[i]
@@ -245,11 +248,11 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym].results[j], params))
         for sym, pos in positions.items():
-            sym, row, ohlc, ok, act, acode, dcode, mok = cols[col_of[sym]]
+            sym, row, ohlc, ok, act, acode, dcode, mok, mside = cols[col_of[sym]]
             j = row[i]
-            if not ok[j] or act[j] == 0:
+            if not ok[j] or (act[j] == 0 and not mside[j]):
                 continue
-            if may_act is not None and not may_act(acode[j], dcode[j], pos, n_open, mok[j]):
+            if may_act is not None and not may_act(acode[j], dcode[j], pos, n_open, mok[j], mside[j]):
                 continue
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym].results[j], params))

@@ -125,6 +125,11 @@ class Settings:
                                   "filter is off)", lo=0, hi=5000)
     futures_market_filter: bool = _var("TB_FUTURES_MARKET_FILTER", "bool", True,
                                        "the futures agent obeys TB_MARKET_FILTER too (false: the hybrid only)")
+    market_exit: bool = _var("TB_MARKET_EXIT", "bool", False,
+                             "the market filter also exits: a held long is sold when the market symbol closes below "
+                             "its mean by more than the band TB_MIN_DIRECTION_SCORE, a held short bought back when "
+                             "above it (the futures agent only with TB_FUTURES_MARKET_FILTER); false = the filter "
+                             "only refuses new entries")
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,

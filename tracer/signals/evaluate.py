@@ -227,9 +227,10 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
                                                 if t.gates[k][i]],
                  "required_quality": req_q, "required_conviction": p.gates.min_conviction,
                  "min_direction_score": p.min_direction_score, "confidence_sizing": p.gates.confidence_sizing,
-                 "market_ok": market_ok}
+                 "market_ok": market_ok, "market_side": int(t.market_side[i])}
     return Signal(symbol=symbol, ts=now, price=price, action=action, direction=direction, reason=reason,
                   quality=q_total, conviction=conv, regime=regime, price_score=float(t.price[i]),
                   narrative=nar.score, divergence=float(t.divergence[i]), divergence_trigger=float(t.trigger[i]),
                   volume_z=f.volume_z, rsi=f.rsi, atr=f.atr, size_fraction=float(t.size_fraction[i]),
-                  headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs, market_ok=market_ok)
+                  headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs, market_ok=market_ok,
+                  market_side=int(t.market_side[i]))

@@ -197,6 +197,19 @@ def market_blocked(direction_: ArrayLike, market_gap: ArrayLike, on: bool) -> Ar
     return np.where(d > 0, ~(g > 0), np.where(d < 0, ~(g < 0), False))
 
 
+def market_side(market_gap: ArrayLike, on: bool, band: float, shape: tuple[int, ...]) -> Array:
+    """The market filter's exit side (TB_MARKET_EXIT reads it): +1 where the market symbol's trend score
+    (:func:`trend_price_score` of its gap) is at least ``band`` (TB_MIN_DIRECTION_SCORE) above its mean, -1 at
+    least that far below, 0 inside the band (a held position is kept: the same hysteresis as the coin's own
+    direction, so an hourly close that wavers around the mean does not exit and re-enter every coin), where
+    the market is unknown (NaN), or when the filter is off."""
+    if not on:
+        return np.zeros(shape, dtype=np.int64)
+    g = np.broadcast_to(_f(market_gap), shape)
+    score = np.where(np.isnan(g), 0.0, trend_price_score(g))
+    return np.where(score >= band, 1, np.where(score <= -band, -1, 0)).astype(np.int64)
+
+
 def size_fraction(conviction_: ArrayLike, min_conviction: float, confidence_sizing: bool) -> Array:
     """``0.2 + 0.8 * clip((conviction - min) / (10 - min), 0, 1)`` with confidence sizing, else 1."""
     c = _f(conviction_)
@@ -226,6 +239,7 @@ class ScoreTable:
     gates: dict[str, Array]
     action: Array             # +1 buy, -1 sell, 0 hold
     size_fraction: Array
+    market_side: Array        # +1 the market symbol above its mean by the band, -1 below, 0 inside, unknown, off
 
 
 _SCORER_WEIGHT = (("finbert", 1.0), ("tfidf", 0.9), ("vader", 0.7))
@@ -281,4 +295,6 @@ def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike,
     gt["market"] = market_blocked(d, market_gap, p.market_bars > 0)
     action = np.where(gt["passed"], d, 0)
     frac = np.where(gt["passed"], size_fraction(conv["total"], g.min_conviction, g.confidence_sizing), 0.0)
-    return ScoreTable(price, rc, damp, div, trig, q, combined, tc, vc, uc, conf, d, comp, conv, gt, action, frac)
+    side = market_side(market_gap, p.market_bars > 0, max(p.min_direction_score, 1e-12), np.shape(d))
+    return ScoreTable(price, rc, damp, div, trig, q, combined, tc, vc, uc, conf, d, comp, conv, gt, action, frac,
+                      side)
