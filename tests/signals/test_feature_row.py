@@ -60,3 +60,17 @@ def test_one_score_table_for_many_symbols_gives_each_symbols_own_signal():
         many = decide_many([prepare(c, b, [], now, p) for c, b in bars.items()], p)
         for sig, (c, b) in zip(many, bars.items()):
             assert sig == evaluate(c, b, [], now, p)
+
+
+def test_ohlcv_columns_are_the_frames_columns_whatever_their_types():
+    """The live cycle's one-conversion read of a candle frame gives each column's values, contiguous, as the
+    per-column read does; a frame with other column types (an int volume, a text column) falls back to it."""
+    from tracer.signals.evaluate import ohlcv_columns
+
+    df = pd.read_csv(BUNDLED / "candles_1h_ETHUSDT.csv").iloc[-600:].set_index("timestamp")
+    names = ("open", "high", "low", "close", "volume")
+    for frame in (df, df[list(reversed(names))], df.assign(volume=df["volume"].round().astype(int), note="x")):
+        got = ohlcv_columns(frame)
+        for name, arr in zip(names, got):
+            assert arr.dtype == np.float64 and arr.flags["C_CONTIGUOUS"]
+            assert np.array_equal(arr, frame[name].to_numpy(dtype=float)), name

@@ -103,15 +103,25 @@ class Prepared:
     market_gap: float
 
 
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def ohlcv_columns(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """``bars``' open, high, low, close and volume as contiguous float arrays: one conversion of the frame when
+    every column is a float64 (the feeds' candles), column by column otherwise. The same values either way."""
+    cols = list(bars.columns)
+    a = bars.to_numpy()                      # float64 only when every column is one (no conversion then)
+    if a.dtype == np.float64 and all(c in cols for c in _OHLCV):
+        return tuple(np.ascontiguousarray(a[:, cols.index(c)]) for c in _OHLCV)
+    return tuple(bars[c].to_numpy(dtype=float) for c in _OHLCV)
+
+
 def prepare(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime, p: EvalParams,
             market: pd.Series | None = None) -> Prepared:
     """The features of ``symbol``'s validated ``bars`` (oldest first, index = bar open time), the decayed narrative
     of the scored headlines relevant to it as of ``now``, and the market filter's gap at its last bar (``market``:
     :func:`market_context` of the market symbol; ignored when the filter is off)."""
-    close = bars["close"].to_numpy(dtype=float)
-    high = bars["high"].to_numpy(dtype=float)
-    low = bars["low"].to_numpy(dtype=float)
-    vol = bars["volume"].to_numpy(dtype=float)
+    o, high, low, close, vol = ohlcv_columns(bars)
     row = feature_row(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_bars)
     nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim,
                           source_weights=dict(p.source_weights))
@@ -120,7 +130,7 @@ def prepare(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], n
         "bars": len(close), "first_bar": bars.index[0], "last_bar": bars.index[-1],
         # holes the gap policy accepted in this window (tracer.data.gaps): the indicators skip over them
         "gaps": [str(g) for g in find_gaps(bars.index.as_unit("ns").asi8, td_ns(p.interval))],
-        "last_ohlcv": [float(bars["open"].iloc[-1]), float(high[-1]), float(low[-1]), float(close[-1]),
+        "last_ohlcv": [float(o[-1]), float(high[-1]), float(low[-1]), float(close[-1]),
                        float(vol[-1])],
         "headlines": [{"id": s.headline.id, "at": s.headline.published_at, "title": s.headline.title[:160],
                        "score": s.score.value} for s in top],

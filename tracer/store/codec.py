@@ -29,7 +29,15 @@ def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _jsonable(v: Any) -> Any:
+    t = type(v)
+    if t is float:                             # the common cases first: a signal's inputs are mostly numbers
+        return None if v != v else v
+    if t in _PLAIN:
+        return v
     if isinstance(v, datetime):
         return iso(v)
     if isinstance(v, Enum):
