@@ -374,3 +374,37 @@ def test_no_look_ahead():
         for i in checkpoints:
             # Bit-identical: the prefix computation performs the same float operations.
             assert_array_equal(f(i + 1)[i], full[i], err_msg=f"{name} at {i}")
+
+
+def _bits(x: float) -> bytes:
+    return np.float64(x).tobytes()
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 20, 48])
+def test_volume_z_last_is_the_arrays_last_value_bit_for_bit(candles, window):
+    """The live cycle's scalar form against the vectorised one: every end of the real volumes, and windows
+    with NaNs, a flat history (with an inexact mean), zeros, an infinity and a zero-spread window."""
+    v = candles["volume"].to_numpy(float)
+    cases = [v[:end] for end in range(window + 1, min(len(v), 400))]
+    flat = np.full(window + 1, 0.1)
+    cases += [flat, np.r_[flat[:-1], 7.0], np.r_[flat[:-1], np.nan], np.zeros(window + 1),
+              np.r_[np.nan, v[:window]], np.r_[v[:window], np.inf], np.full(window + 1, np.inf), v[:window]]
+    rng = np.random.default_rng(5)
+    cases += [rng.lognormal(0, 2, window + 1 + k) for k in range(50)]
+    for x in cases:
+        with np.errstate(all="ignore"):       # inf - inf in the infinite cases
+            want = float(np.asarray(ind.volume_z(x, window))[-1])
+        got = ind.volume_z_last(x, window)
+        assert _bits(got) == _bits(want) or (math.isnan(got) and math.isnan(want)), (x[-3:], got, want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(min_value=0, max_value=1e12), st.just(float("nan")), st.sampled_from([0.0, 1.0])),
+                min_size=1, max_size=30),
+       st.integers(min_value=1, max_value=25))
+def test_volume_z_last_equals_the_vectorised_form_on_any_volumes(vals, window):
+    x = np.asarray(vals, dtype=float)
+    with np.errstate(all="ignore"):
+        want = float(np.asarray(ind.volume_z(x, window))[-1])
+    got = ind.volume_z_last(x, window)
+    assert _bits(got) == _bits(want) or (math.isnan(got) and math.isnan(want))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tracer.signals.indicators import atr, ema, macd, rsi, volume_z
+from tracer.signals.indicators import atr, ema, macd, rsi, volume_z, volume_z_last
 from tracer.signals.regime import HORIZONS
 
 Z_WINDOW = 50           # bars in the MACD-histogram and EMA-spread z-scores
@@ -204,7 +204,7 @@ def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np
     if n <= max(VOL_WINDOW + 1, Z_WINDOW, volume_z_window + 1):      # a short series: the table is cheap
         return feature_table(hi, lo, c, v, bars_per_year, volume_z_window, trend_window).row(n - 1)
 
-    vz_last = float(np.asarray(volume_z(v[-(volume_z_window + 1):], volume_z_window), dtype=float)[-1])
+    vz_last = volume_z_last(v, volume_z_window)
     vz = vz_last if np.isfinite(vz_last) else 0.0
     r_last = float(np.asarray(rsi(c, 14), dtype=float)[-1])
     r = r_last if r_last == r_last else 50.0

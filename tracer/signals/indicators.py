@@ -362,6 +362,37 @@ def volume_z(volume: Any, window: int = 20) -> np.ndarray | pd.Series:
     return _wrap(out, index)
 
 
+def volume_z_last(volume: np.ndarray, window: int = 20) -> float:
+    """``volume_z(volume, window)[-1]`` for a float array, bit for bit, without the arrays: the live cycle wants
+    the last bar only, and the vectorised form's ``2 * window`` one-element array operations cost more than
+    the arithmetic. The same operations in the same order (a sequential sum, the two-pass deviation, the exact
+    flat-window test), in IEEE double either way."""
+    window = _check_int("window", window)
+    n = len(volume)
+    if n <= window:
+        return float("nan")
+    w = [float(x) for x in volume[n - window - 1:]]       # the history window, then the current bar
+    total = w[0]
+    for j in range(1, window):
+        total += w[j]
+    mean = total / window
+    dev = w[0] - mean
+    sq = dev * dev
+    for j in range(1, window):
+        dev = w[j] - mean
+        sq += dev * dev
+    std = math.sqrt(sq / window) if sq / window >= 0 else float("nan")
+    cur = w[window]
+    num = cur - mean
+    if std != 0.0 or num != num:
+        z = num / std if std == std and std != 0.0 else float("nan")
+    else:                                     # x / 0 as numpy gives it: +-inf, or NaN for 0 / 0
+        z = math.copysign(math.inf, num) if num != 0.0 else float("nan")
+    if cur == cur and all(w[j] == w[j + 1] for j in range(window - 1)):
+        z = 0.0                               # a flat history window (equal neighbours, exactly)
+    return z
+
+
 def log_returns(close: Any) -> np.ndarray | pd.Series:
     """Log returns ``r[t] = log(close[t] / close[t-1])``; ``r[0]`` is NaN.
 
