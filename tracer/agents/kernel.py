@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -33,7 +33,8 @@ class Day:
 def roll_day(current: Day, now: datetime, equity: float) -> Day:
     """A new UTC day starts once, at its first clock, with the equity then: never again for a day already
     seen, whatever the clock does (a restart at midnight, a clock going back over midnight)."""
-    day = now.astimezone(timezone.utc).date().isoformat()      # every bar of a backtest: cheaper than strftime
+    utc = now if now.tzinfo is timezone.utc else now.astimezone(timezone.utc)   # every bar of a backtest
+    day = utc.date().isoformat()
     if current.day is None or day > current.day:
         return Day(day, equity)
     return current
@@ -79,8 +80,8 @@ def decide_all(policy: Policy, signals: Sequence[Signal], positions: dict[str, P
     return decisions
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
+    """What a step returns (a named tuple: the backtest makes one per bar, most of them without signals)."""
     day: Day
     decisions: list[tuple[Signal, Decision]]
 
