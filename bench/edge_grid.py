@@ -157,3 +157,4 @@ GRIDS["market_window"] = {f"w{w}_b{b}_t{t}_mkt_r0.006_{m}": {**GRIDS["risk"][f"w
                           for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MW}
 GRIDS["market_window_futures"] = {f"w{w}_b{b}_t{t}_mkt_{m}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], **_MW[m]}
                                   for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MW}
+GRIDS["market_window_off"] = {k: v for k, v in GRIDS["market_window"].items() if k.endswith("_mw0")}  # nothing new
