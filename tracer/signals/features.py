@@ -14,6 +14,7 @@ default window. The parity test holds decisions identical and scores within 1e-6
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -180,12 +181,21 @@ def _z_of_last(x: np.ndarray, scale: float) -> float:
     return float((x[-1] - x.mean()) / sd)
 
 
+@lru_cache(maxsize=16)
+def _centred_time(h: int) -> tuple[np.ndarray, float]:
+    """``(xc, xc @ xc)`` with ``xc = arange(h) - (h - 1) / 2`` (read-only, cached: the live cycle asks for the
+    same few horizons every cycle)."""
+    xc = np.arange(h, dtype=float) - (h - 1) / 2.0
+    xc.flags.writeable = False
+    return xc, float(xc @ xc)
+
+
 def _trend_of_last(log_close: np.ndarray, h: int) -> float:
     """:func:`rolling_trend` at the last bar of ``log_close`` (its last ``h`` values; NaN when fewer)."""
     if len(log_close) < max(3, h):
         return float("nan")
-    xc = np.arange(h, dtype=float) - (h - 1) / 2.0
-    slope = float(log_close @ xc / float(xc @ xc))
+    xc, xx = _centred_time(h)
+    slope = float(log_close @ xc / xx)
     sigma = float(np.diff(log_close).std())
     return float(np.tanh(slope * h / (sigma * np.sqrt(h)) / 2.0)) if sigma > 0 else 0.0
 

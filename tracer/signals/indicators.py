@@ -104,6 +104,8 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def _first_valid(*arrays: np.ndarray) -> int:
     """First index at which no array is NaN (len if none): TA-Lib wrapper's ``begidx``."""
+    if arrays[0].size and not any(math.isnan(a[0]) for a in arrays):
+        return 0                                  # the usual case, without a pass over the series
     bad = np.isnan(arrays[0])
     for a in arrays[1:]:
         bad = bad | np.isnan(a)
