@@ -125,6 +125,32 @@ def test_a_target_filled_in_part_and_the_rest_liquidated_in_one_sync_are_each_bo
     assert_no_duplicates(venue)
 
 
+def test_a_liquidation_after_a_refused_exit_is_booked_under_its_own_id(h, venue):
+    """Found by the long chaos run (another seed): the position was liquidated on the venue, the agent's own exit
+    then sent was refused (-2022, nothing to reduce), and the liquidation was booked under that refused exit's
+    id, turning its row 'filled' with the exit's reason and the venue's refusal as its state reason. The
+    liquidation gets the next exit id, its own row (reason 'liquidation'); the refused exit stays refused."""
+    o = h.entry(qty=0.01, bracket=Bracket(stop_distance=0.0, take_profit_distance=0.0, trail_pct=0.0,
+                                          max_hold_s=0.0))
+    h.settle()
+    pos = h.broker.positions()[0]
+    venue.set_price("BTCUSDT", pos.liquidation_price * 0.98)         # liquidated on the venue
+    assert venue_qty(venue) == 0
+    x = exit_of(h, pos, reason="stop_loss")                           # the agent's own stop, a moment late
+    assert h.state(x.client_order_id) == "rejected"
+    h.settle(T0 + timedelta(hours=6))
+    rows = h.store.conn.execute("SELECT qty, exit_reason, exit_order_id FROM trades").fetchall()
+    assert [(r["qty"], r["exit_reason"]) for r in rows] == [(pytest.approx(0.01), "liquidation")]
+    liq_id = rows[0]["exit_order_id"]
+    assert liq_id == exit_order_id(o.client_order_id, 1) != x.client_order_id
+    assert h.state(x.client_order_id) == "rejected"
+    liq_row = h.store.order(liq_id)
+    assert (liq_row["state"], liq_row["reason"]) == ("filled", "liquidation")
+    assert db_open(h) == {} and h.broker.positions() == []
+    assert h.wallet_diff == pytest.approx(0.0, abs=0.05)
+    assert_no_duplicates(venue)
+
+
 # --- 2 and 3. adoption in the cycle that closes the old row; adopted positions get a stop -------------------
 def test_save_positions_closes_the_old_row_before_the_new_open_one_of_the_same_symbol(tmp_path):
     st = Store(tmp_path / "p.sqlite")

@@ -225,16 +225,33 @@ def check_invariants(tmp: Path, venue: ChaosVenue) -> dict:
         if a.get("actualOrderId"):
             owner[int(a["actualOrderId"])] = a["clientAlgoId"]
     v_qty: dict[str, float] = {}
+    v_liq: dict[str, float] = {}
     v_fee = 0.0
     for t in venue.trades:
         cid = owner.get(t["orderId"]) or ""
         if cid.startswith("tb-"):
             v_qty[cid] = v_qty.get(cid, 0.0) + float(t["qty"])
             v_fee += float(t["commission"])
+        elif cid.startswith("autoclose-"):     # the venue's liquidation order (Binance's id for it)
+            v_liq[t["symbol"]] = v_liq.get(t["symbol"], 0.0) + float(t["qty"])
     adopted = {r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE purpose='adopted'")}
-    d_qty = {r[0]: r[1] for r in c.execute("SELECT client_order_id, SUM(qty) FROM fills GROUP BY client_order_id")
-             if r[0] not in adopted}        # an adopted position's "fill" is the venue's position, not a trade
+    # a liquidation is booked under an exit id of the position (its trade's exit reason 'liquidation', its order's
+    # reason too): it matches the venue's autoclose order, symbol by symbol, not an order of ours
+    liquidated = {r[0]: r[1] for r in c.execute("SELECT exit_order_id, symbol FROM trades WHERE exit_reason='liquidation'")}
+    assert all(c.execute("SELECT reason FROM orders WHERE client_order_id=?", (k,)).fetchone()[0] == "liquidation"
+               for k in liquidated)
+    d_liq: dict[str, float] = {}
+    d_qty: dict[str, float] = {}
+    for cid, qty in c.execute("SELECT client_order_id, SUM(qty) FROM fills GROUP BY client_order_id"):
+        if cid in adopted:                  # an adopted position's "fill" is the venue's position, not a trade
+            continue
+        if cid in liquidated:
+            sym = liquidated[cid].split("/")[0] + "USDT"
+            d_liq[sym] = d_liq.get(sym, 0.0) + qty
+        else:
+            d_qty[cid] = qty
     assert {k: round(v, 8) for k, v in d_qty.items()} == {k: round(v, 8) for k, v in v_qty.items()}
+    assert {k: round(v, 8) for k, v in d_liq.items()} == {k: round(v, 8) for k, v in v_liq.items()}
     d_fee = c.execute("SELECT COALESCE(SUM(fee), 0) FROM fills").fetchone()[0]
     assert d_fee == pytest.approx(v_fee, abs=1e-6)
     # funding: every payment the venue made is booked once
@@ -268,6 +285,7 @@ def check_invariants(tmp: Path, venue: ChaosVenue) -> dict:
     return {"orders": len(booked), "trades": c.execute("SELECT COUNT(*) FROM trades").fetchone()[0],
             "partial_exits": c.execute("SELECT COUNT(*) FROM venue_events WHERE kind='partial_exit'").fetchone()[0],
             "adopted": c.execute("SELECT COUNT(*) FROM venue_events WHERE kind='position_adopted'").fetchone()[0],
+            "liquidations": sum(1 for o in venue.orders.values() if o["clientOrderId"].startswith("autoclose-")),
             "funding_payments": d_funding[1], "wallet": round(venue.balance, 2)}
 
 

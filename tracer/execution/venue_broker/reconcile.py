@@ -288,16 +288,21 @@ class Reconciliation(Protection, Money):
                 pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
                 break
         # nothing of ours closed it: liquidated (futures) or closed by hand on the venue. Booked under the
-        # position's current exit id: an earlier part's exit id is taken in the trades, and a second trade under
-        # it would be dropped as a duplicate
-        cid = exit_order_id(pos.entry_order_id, pos.exit_seq)
+        # position's current exit id (an earlier part's exit id is taken in the trades, and a second trade under
+        # it would be dropped as a duplicate), or the next one when an exit of ours under it came to nothing
+        # (refused: nothing left to reduce; cancelled): that row keeps its own story
+        seq = pos.exit_seq
+        cid = exit_order_id(pos.entry_order_id, seq)
+        taken = {u.client_order_id for u in rep.updates} | {q.client_order_id for q in rep.exit_orders}
+        while cid in taken or self.store.order(cid) is not None:
+            seq += 1
+            cid = exit_order_id(pos.entry_order_id, seq)
         liq = self.futures and pos.liquidation_price
         px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
                   OrderType.MARKET, reduce_only=True, purpose="exit",
                   reason="liquidation" if liq else "closed_on_venue", created_at=now)
-        if self.store.order(cid) is None:
-            rep.exit_orders.append(o)
+        rep.exit_orders.append(o)
         self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
                     assumed="liquidation" if liq else "closed outside the agent", price=px)
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), 0.0, now),
