@@ -210,7 +210,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             lp.update(zip(syms, closes[i]))
         else:
             ts_open = None
-            for sym, row, (o, h, l, c, v), *_ in cols:
+            for sym, row, (o, h, l, c, v), _, _, _, _, _, _ in cols:
                 j = row[i]
                 if busy is not None and sym not in busy:
                     lp[sym] = c[j]
@@ -256,7 +256,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                 continue
             signals.append(signal_at(sym, now, ohlc[3][j], scores[sym], j, tables[sym].row(j),
                                      narratives[sym].results[j], params))
-        at_row = {sym: row[i] for sym, row, _, ok, *_ in cols if ok[row[i]]} if signals else {}
+        at_row = {sym: row[i] for sym, row, _, ok, _, _, _, _, _ in cols if ok[row[i]]} if signals else {}
         # the decision step the live loop runs too (tracer.agents.kernel): day roll, risk book, decisions
         returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()} if signals else {}
         equity, cash = broker.equity(), broker.balance()
