@@ -89,6 +89,14 @@ class FuturesPolicy:
             return False
         return market_side < 0 if position.side is PositionSide.LONG else market_side > 0
 
+    @staticmethod
+    def _exit(sig: Signal, position: Position, reason: str, text: str) -> Decision:
+        """Close the whole held position (reduce-only, at its leverage) under its current exit id."""
+        side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
+        order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, side, position.qty,
+                      reduce_only=True, leverage=position.leverage, purpose="exit", reason=reason, created_at=sig.ts)
+        return Decision("exit", text, Intent(order, sig.symbol, sig.price))
+
     def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
                pending_exit: bool = False) -> Decision:
         s, f = self.s, self.f
@@ -96,21 +104,13 @@ class FuturesPolicy:
             opposite = (sig.action is Action.SELL and position.side is PositionSide.LONG) or \
                        (sig.action is Action.BUY and position.side is PositionSide.SHORT)
             if opposite and not pending_exit:
-                side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
-                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, side, position.qty,
-                              reduce_only=True, leverage=position.leverage, purpose="exit", reason="signal",
-                              created_at=sig.ts)
-                return Decision("exit", f"opposite signal while {position.side.value}: {sig.reason}",
-                                Intent(order, sig.symbol, sig.price))
+                return self._exit(sig, position, "signal",
+                                  f"opposite signal while {position.side.value}: {sig.reason}")
             if self._market_exit(position, sig.market_side) and not pending_exit:
-                side = Side.SELL if position.side is PositionSide.LONG else Side.BUY
-                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, side,
-                              position.qty, reduce_only=True, leverage=position.leverage, purpose="exit",
-                              reason=MARKET_EXIT, created_at=sig.ts)
                 where = "below" if position.side is PositionSide.LONG else "above"
-                return Decision("exit", f"market exit: {s.market_filter} closed {where} its mean while "
-                                        f"{position.side.value} (TB_MARKET_EXIT); {sig.reason}",
-                                Intent(order, sig.symbol, sig.price))
+                return self._exit(sig, position, MARKET_EXIT,
+                                  f"market exit: {s.market_filter} closed {where} its mean while "
+                                  f"{position.side.value} (TB_MARKET_EXIT); {sig.reason}")
             return Decision("hold_position", f"holding {position.side.value}; {sig.reason}")
         explore = None
         if sig.action is Action.HOLD:

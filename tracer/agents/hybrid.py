@@ -63,15 +63,10 @@ class HybridPolicy:
                pending_exit: bool = False) -> Decision:
         if position is not None:
             if sig.action is Action.SELL and self.s.exit_on_sell_signal and not pending_exit:
-                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, Side.SELL, position.qty,
-                              reduce_only=True, purpose="exit", reason="signal", created_at=sig.ts)
-                return Decision("exit", f"sell signal while holding: {sig.reason}",
-                                Intent(order, sig.symbol, sig.price))
+                return self._exit(sig, position, "signal", f"sell signal while holding: {sig.reason}")
             if self.s.market_exit and sig.market_side < 0 and not pending_exit:
-                order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, Side.SELL,
-                              position.qty, reduce_only=True, purpose="exit", reason=MARKET_EXIT, created_at=sig.ts)
-                return Decision("exit", f"market exit: {self.s.market_filter} closed below its mean while holding "
-                                        f"(TB_MARKET_EXIT); {sig.reason}", Intent(order, sig.symbol, sig.price))
+                return self._exit(sig, position, MARKET_EXIT, f"market exit: {self.s.market_filter} closed below its "
+                                                              f"mean while holding (TB_MARKET_EXIT); {sig.reason}")
             return Decision("hold_position", f"holding; {sig.reason}")
         if sig.action is Action.SELL:
             return Decision("none", f"spot is long-only, bearish signal not traded; {sig.reason}")
@@ -103,6 +98,13 @@ class HybridPolicy:
             sizing.update(risk_notional=target, risk_per_trade=rpt)
         return Decision("enter", f"entry approved: notional {rd.notional:.2f} ({sig.size_fraction:.0%} of max)",
                         Intent(order, sig.symbol, sig.price, bracket, sizing))
+
+    @staticmethod
+    def _exit(sig: Signal, position: Position, reason: str, text: str) -> Decision:
+        """Sell the whole held position under its current exit id."""
+        order = Order(exit_order_id(position.entry_order_id, position.exit_seq), AGENT, sig.symbol, Side.SELL,
+                      position.qty, reduce_only=True, purpose="exit", reason=reason, created_at=sig.ts)
+        return Decision("exit", text, Intent(order, sig.symbol, sig.price))
 
     def protective_bracket(self, sig: Signal) -> Bracket:
         """The exits the rules give a position of ``sig``'s symbol (every entry; a position adopted from a venue)."""

@@ -383,13 +383,13 @@ def volume_z_last(volume: np.ndarray, window: int = 20) -> float:
     for j in range(1, window):
         dev = w[j] - mean
         sq += dev * dev
-    std = math.sqrt(sq / window) if sq / window >= 0 else float("nan")
+    std = math.sqrt(sq / window)              # a sum of squares: never negative (NaN stays NaN)
     cur = w[window]
     num = cur - mean
-    if std != 0.0 or num != num:
-        z = num / std if std == std and std != 0.0 else float("nan")
-    else:                                     # x / 0 as numpy gives it: +-inf, or NaN for 0 / 0
-        z = math.copysign(math.inf, num) if num != 0.0 else float("nan")
+    if std == 0.0:                            # x / 0 as numpy gives it: +-inf, or NaN for 0 / 0 and NaN / 0
+        z = math.copysign(math.inf, num) if num != 0.0 and num == num else float("nan")
+    else:
+        z = num / std
     if cur == cur and all(w[j] == w[j + 1] for j in range(window - 1)):
         z = 0.0                               # a flat history window (equal neighbours, exactly)
     return z
