@@ -35,9 +35,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tracer.agents.kernel import RECENT_RETURNS, Day, notify_closed, step
+from tracer.agents.kernel import RECENT_RETURNS, Day, notify_closed, roll_day, step
 from tracer.backtest.data import Series
 from tracer.backtest.history import History
+from tracer.backtest.quiet import QuietRuns, SignalEvents
 from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
 from tracer.sentiment.scorer import SentimentScorer
@@ -72,6 +73,7 @@ class BacktestResult:
     entries: int = 0
     rejected: int = 0
     bar_steps: int = 0
+    quiet_steps: int = 0     # of the bar-steps, those passed over in runs of quiet bars (tracer.backtest.quiet)
 
 
 def _utc(ns: int) -> datetime:
@@ -105,7 +107,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                  start: datetime | None = None, end: datetime | None = None, data_dir: Path | None = None,
                  headlines_path: Path | None = None, interval: timedelta = timedelta(hours=1),
                  close_at_end: bool = True, progress: Callable[[int, int], None] | None = None,
-                 history: History | None = None) -> BacktestResult:
+                 history: History | None = None, quiet_runs: bool = True) -> BacktestResult:
     if history is None:
         history = History(data_dir, interval)
     elif not history.same_files(data_dir, interval):
@@ -186,19 +188,28 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     # more open positions only ever block more). A held symbol's signal is checked at its bar.
     closes = np.column_stack([sr.close[rows[sr.symbol]] for sr in series]).tolist()
     flat_act = []
+    flat_full = {}
     for sym in syms:
         r = rows[sym]
         ok = np.asarray(usable[sym], dtype=bool)[r] & (np.asarray(actions[sym])[r] != 0)
         if may_act is not None:
             ok &= _flat_may_act(may_act, scores[sym].action, scores[sym].direction,
                                 ~scores[sym].gates["market"].astype(bool))[r]
+        flat_full[sym] = ok
         flat_act.append(ok[lo_i:hi_i + 1])
+    # runs of quiet bars (tracer.backtest.quiet) are passed over in one go; a policy without may_act, or a
+    # broker that is not a paper broker, steps every bar
+    quiet = _quiet_runs(may_act, series, rows, flat_full, usable, actions, scores, s.market_exit, common) \
+        if quiet_runs and may_act is not None and idle_noop else None
     # the symbols of each bar as a bit mask (column k is bit k), expanded through a table of the masks seen
     masks = (np.column_stack(flat_act).astype(np.int64) << np.arange(len(syms), dtype=np.int64)).sum(axis=1)
     expand = {m: [k for k in range(len(syms)) if m >> k & 1] for m in np.unique(masks).tolist()}
     flat_cands = [expand[m] for m in masks.tolist()]
     col_of = {sym: k for k, sym in enumerate(syms)}
-    for k, i in enumerate(range(lo_i, hi_i + 1)):
+    i = lo_i - 1
+    while i < hi_i:
+        i += 1
+        k = i - lo_i
         now = _utc(close_l[i])
         closed = False
         busy = None
@@ -238,8 +249,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         # decisions can enter or exit (the backtest == live test holds this); nor does any signal the policy
         # can only answer without an intent (its ``may_act``): decide_all's order of the others and its book
         # are the same without it (it orders them by conviction and symbol, not by this loop)
-        for k in flat_cands[i - lo_i]:
-            sym, row, ohlc, ok, act, acode, dcode, mok, _ = cols[k]
+        for kc in flat_cands[i - lo_i]:
+            sym, row, ohlc, ok, act, acode, dcode, mok, _ = cols[kc]
             if sym in positions:
                 continue
             j = row[i]
@@ -280,6 +291,12 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         res.bar_steps += n_series
         if progress is not None and (k % 256 == 0 or k == total - 1):
             progress(k + 1, total)
+        if quiet is not None and i < hi_i and not submitted and not broker.open_orders():
+            end = quiet.span(broker, positions, i + 1, hi_i + 1)
+            if end > i + 1:
+                day = _pass_over(quiet, broker, positions, i + 1, end, day, res, close_l, closes, syms, lo_i, total,
+                                 progress)
+                i = end - 1
 
     if close_at_end and broker.positions():
         last = {sr.symbol: sr.close[int(rows[sr.symbol][hi_i])] for sr in series}
@@ -289,6 +306,57 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     res.fees_paid = broker.fees_paid
     res.rejected = len(rejected)
     return res
+
+
+def _quiet_runs(may_act: Callable[..., bool], series: Sequence[Series], rows: Mapping[str, np.ndarray],
+                flat_act: Mapping[str, np.ndarray], usable: Mapping[str, list[bool]], actions: Mapping[str, list[int]],
+                scores: Mapping, market_exit: bool, common: np.ndarray) -> QuietRuns:
+    """What finds the runs of quiet bars, from the columns the step loop reads, aligned to the clock."""
+    def at(sym: str, col) -> np.ndarray:
+        return np.asarray(col)[rows[sym]]
+    syms = [sr.symbol for sr in series]
+    events = SignalEvents(
+        may_act, flat_act, {s: at(s, usable[s]) for s in syms}, {s: at(s, actions[s]) for s in syms},
+        {s: at(s, scores[s].action) for s in syms}, {s: at(s, scores[s].direction) for s in syms},
+        {s: at(s, ~scores[s].gates["market"].astype(bool)) for s in syms},
+        {s: at(s, scores[s].market_side) if market_exit else np.zeros(len(common), dtype=np.int64) for s in syms})
+    cols = {sr.symbol: (sr.open[rows[sr.symbol]], sr.high[rows[sr.symbol]], sr.low[rows[sr.symbol]],
+                        sr.close[rows[sr.symbol]]) for sr in series}
+    return QuietRuns(events, cols, common)
+
+
+def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm: int, end: int, day: Day,
+               res: BacktestResult, close_l: list[int], closes: list[list[float]], syms: list[str], lo_i: int,
+               total: int, progress: Callable[[int, int], None] | None) -> Day:
+    """Bars ``frm`` to ``end - 1``, found quiet: what stepping each would do (the broker marks its positions,
+    the day rolls at its first bar, an equity point per bar), in one go."""
+    n = end - frm
+    marks = {sym: quiet.columns[sym][3][frm:end] for sym in positions}
+    equity = broker.equity_path(marks, n)
+    exposure: list = [0] * n         # _exposure() of no position: the int 0
+    if positions:
+        acc: np.ndarray | int = 0    # _exposure()'s sum, in its order
+        for p in positions.values():
+            acc = acc + p.qty * marks[p.symbol]
+        exposure = acc.tolist() if isinstance(acc, np.ndarray) else exposure
+    for sym in positions:
+        o, h, l, c = quiet.columns[sym]
+        broker.pass_quiet(sym, h[frm:end], l[frm:end], c[frm:end])
+    broker.last_price.update(zip(syms, closes[end - 1]))
+    cash, n_pos = broker.balance(), len(positions)
+    ordinal = day.start().toordinal() if day.day is not None else None
+    for b in range(frm, end):
+        now = _utc(close_l[b])
+        if now.toordinal() != ordinal:          # roll_day changes nothing within the day it last saw
+            day = roll_day(day, now, equity[b - frm])
+            ordinal = now.toordinal()
+        res.equity.append(EquityPoint(now, equity[b - frm], cash, exposure[b - frm], n_pos))
+        res.bar_steps += len(syms)
+        res.quiet_steps += len(syms)
+        k = b - lo_i
+        if progress is not None and (k % 256 == 0 or k == total - 1):
+            progress(k + 1, total)
+    return day
 
 
 def _market_gaps(series: Sequence[Series], usable: dict[str, list[bool]], params: EvalParams,

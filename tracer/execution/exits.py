@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from operator import attrgetter
 
+import numpy as np
+
 from tracer.models import Position, PositionSide
 
 
@@ -87,3 +89,39 @@ def advance(p: Position, h: float, l: float) -> Position:
     """The position after a bar it survived: best price updated for the trailing stop."""
     best = max(p.best_price, h) if p.side is PositionSide.LONG else min(p.best_price, l)
     return p if best == p.best_price else with_best_price(p, best)
+
+
+# A relative margin by which :func:`exit_possible` errs towards "possible": its answer only lets a backtest
+# skip bars on which nothing can happen, so it may flag a bar on which nothing does, never miss one.
+_SLACK = 1e-9
+
+
+def exit_possible(p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, close_ns: np.ndarray) -> np.ndarray:
+    """Per bar of a run of bars (numpy columns, in order, all prices finite and positive) that ``p`` lives
+    through untouched but for its best price (advanced bar by bar as :func:`advance` does): whether
+    :func:`check_exit` could fire there (stop, trailing stop, take-profit, time stop). Conservative: the
+    price levels are widened by a relative 1e-9 and the time stop by a second."""
+    long = p.side is PositionSide.LONG
+    if long:
+        best = np.maximum.accumulate(np.concatenate(([p.best_price], h[:-1])))
+        hard = p.stop_loss if p.stop_loss > 0 else float("-inf")
+        stop = np.maximum(best * (1.0 - p.trail_pct), hard) if p.trail_pct > 0 else np.full(len(o), hard)
+        hit = (o - stop <= _SLACK * o) | (l - stop <= _SLACK * l)
+        if p.take_profit > 0:
+            hit |= (p.take_profit - o <= _SLACK * o) | (p.take_profit - h <= _SLACK * h)
+    else:
+        best = np.minimum.accumulate(np.concatenate(([p.best_price], l[:-1])))
+        hard = p.stop_loss if p.stop_loss > 0 else float("inf")
+        stop = np.minimum(best * (1.0 + p.trail_pct), hard) if p.trail_pct > 0 else np.full(len(o), hard)
+        hit = (stop - o <= _SLACK * o) | (stop - h <= _SLACK * h)
+        if p.take_profit > 0:
+            hit |= (o - p.take_profit <= _SLACK * o) | (l - p.take_profit <= _SLACK * l)
+    if p.max_hold_s > 0:
+        opened_ns = p.opened_at.timestamp() * 1e9
+        hit |= (close_ns - opened_ns) / 1e9 >= p.max_hold_s - 1.0
+    return hit
+
+
+def best_after(p: Position, h: np.ndarray, l: np.ndarray) -> Position:
+    """``p`` after a run of bars it survived: :func:`advance` bar by bar, at once."""
+    return advance(p, float(h.max()), float(l.min())) if len(h) else p

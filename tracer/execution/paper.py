@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Mapping
+
+import numpy as np
 
 from tracer.models import Bar
 from tracer.execution.paper_ledger import PaperLedger
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.exits import advance, check_exit
+from tracer.execution.exits import advance, check_exit, exit_possible
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
 
 
@@ -44,6 +47,18 @@ class PaperSpotBroker(PaperLedger):
     # --- the simulation --------------------------------------------------------------------
     def equity(self) -> float:
         return self.cash + sum(p.qty * self.last_price.get(s, p.entry_price) for s, p in self._positions.items())
+
+    def equity_path(self, marks: Mapping[str, np.ndarray], n: int) -> list[float]:
+        if not self._positions:
+            return [self.cash + 0] * n
+        acc: np.ndarray | int = 0      # sum() of the positions' values, in the same order, as equity() adds them
+        for s, p in self._positions.items():
+            acc = acc + p.qty * marks[s]
+        return (self.cash + acc).tolist()
+
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
+                    open_ns: np.ndarray) -> np.ndarray:
+        return exit_possible(p, o, h, l, open_ns + int(self.interval.total_seconds() * 1e9))
 
     def on_bar(self, bar: Bar) -> BarReport:
         """Process one new bar of ``bar.symbol``: fill due orders at its open, then check exits."""

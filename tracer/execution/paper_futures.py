@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Mapping
+
+import numpy as np
 
 from tracer.execution.paper_ledger import PaperLedger
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.exits import protective_stop, with_best_price
-from tracer.execution.margin import (funding_payment, funding_times, initial_margin, liquidation_price,
-                                     stop_inside_liquidation)
+from tracer.execution.exits import exit_possible, protective_stop, with_best_price
+from tracer.execution.margin import (FUNDING_HOURS, funding_payment, funding_times, initial_margin,
+                                     liquidation_price, stop_inside_liquidation)
 from tracer.models import Bar, Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
 
 
@@ -69,6 +72,33 @@ class PaperFuturesBroker(PaperLedger):
             mark = self.last_price.get(s, p.entry_price)
             eq += p.margin + side_sign(p) * (mark - p.entry_price) * p.qty
         return eq
+
+    def equity_path(self, marks: Mapping[str, np.ndarray], n: int) -> list[float]:
+        eq: np.ndarray | float = self.cash
+        for s, p in self._positions.items():     # equity()'s terms, in its order
+            eq = eq + (p.margin + side_sign(p) * (marks[s] - p.entry_price) * p.qty)
+        return eq.tolist() if isinstance(eq, np.ndarray) else [eq] * n
+
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
+                    open_ns: np.ndarray) -> np.ndarray:
+        """The stops, the take-profit and the time stop (:func:`exit_possible`), and this broker's own: the
+        liquidation price, the volatility stop and a funding time (a bar of over an hour: every bar)."""
+        iv_ns = int(self.interval.total_seconds() * 1e9)
+        close_ns = open_ns + iv_ns
+        hit = exit_possible(p, o, h, l, close_ns)
+        s = side_sign(p)
+        adverse = l if s > 0 else h
+        if p.liquidation_price is not None and p.liquidation_price > 0:
+            hit |= s * (adverse - p.liquidation_price) <= 1e-9 * adverse
+        if p.entry_atr and self.vol_stop_mult > 0:
+            hit |= (h - l) > self.vol_stop_mult * p.entry_atr * (1 - 1e-9)
+        if self.funding_rate != 0:
+            hour = 3_600_000_000_000
+            if iv_ns > hour:
+                return np.ones(len(o), dtype=bool)
+            k = close_ns // hour        # the one whole hour a bar of at most an hour can end in or after
+            hit |= (k * hour > open_ns) & np.isin(k % 24, FUNDING_HOURS)
+        return hit
 
     def on_bar(self, bar: Bar) -> BarReport:
         rep = BarReport()

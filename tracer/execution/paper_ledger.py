@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, VenueRules
+from tracer.execution.exits import best_after
 from tracer.models import Order, OrderState, OrderType, Position
 
 
@@ -110,6 +113,43 @@ class PaperLedger:
 
     def _reject_reason(self, o: Order) -> str | None:     # venue-specific rules
         return None
+
+    # --- quiet bars: what a backtest may pass over in one go ----------------------------------------------
+    def quiet_bars(self, symbol: str, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
+                   open_ns: np.ndarray) -> int:
+        """How many of the next bars of ``symbol`` (numpy columns in order, bar open times in int ns) ``on_bar``
+        would process without a fill, an exit or a funding payment, moving only the position's best price and
+        the last price (:meth:`pass_quiet` does that at once). None with an order pending for the symbol or a
+        price that is not finite and positive. Conservative: may answer fewer, never more."""
+        n = len(o)
+        if n == 0 or any(order.symbol == symbol for order, _ in self._pending.values()):
+            return 0
+        p = self._positions.get(symbol)
+        if p is None:
+            return n
+        for col in (o, h, l, c):
+            if not (col > 0).all() or not np.isfinite(col).all():
+                return 0
+        hit = self._event_bars(p, o, h, l, c, open_ns)
+        return int(hit.argmax()) if hit.any() else n
+
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
+                    open_ns: np.ndarray) -> np.ndarray:
+        """Per bar: could ``on_bar`` do more than move ``p``'s best price there? (conservative)"""
+        raise NotImplementedError
+
+    def pass_quiet(self, symbol: str, h: np.ndarray, l: np.ndarray, c: np.ndarray) -> None:
+        """``on_bar`` over bars that :meth:`quiet_bars` found quiet: the best price and the last price move."""
+        p = self._positions.get(symbol)
+        if p is not None:
+            self._positions[symbol] = best_after(p, h, l)
+        if len(c):
+            self.last_price[symbol] = float(c[-1])
+
+    def equity_path(self, marks: Mapping[str, np.ndarray], n: int) -> list[float]:
+        """:meth:`equity` at each of ``n`` bars with every position unchanged and marked at ``marks`` (one
+        column per held symbol): the same arithmetic in the same order, so the same floats."""
+        raise NotImplementedError
 
     def _finish(self, rep: BarReport, upd: OrderUpdate) -> None:
         self._known[upd.client_order_id] = upd
