@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence, TypeVar
@@ -102,6 +102,7 @@ class History:
         self._lists: dict[str, tuple[list[float], ...]] = {}
         self._logret: dict[str, np.ndarray] = {}
         self._clock = _Memo(8)
+        self._times = _Memo(4)
         self._derived = _Memo(16)
         self._usable = _Memo(64)
         # a feature table of the 16-month history holds about 5 MB (arrays and the step loop's lists): two
@@ -131,6 +132,12 @@ class History:
             return common, {sr.symbol: np.searchsorted(sr.ts_ns, common) for sr in series}
         return self._clock.get(tuple(symbols), make)
 
+    def close_times(self, symbols: Sequence[str]) -> list[datetime]:
+        """The close time of each bar of the clock of ``symbols`` (:meth:`clock`), as UTC datetimes."""
+        def make() -> list[datetime]:
+            return [datetime.fromtimestamp(ns / NS, tz=timezone.utc) for ns in (self.clock(symbols)[0] + self.iv_ns).tolist()]
+        return self._times.get(tuple(symbols), make)
+
     def derived(self, key: Hashable, make: Callable[[], T]) -> T:
         """A caller's piece computed from this history alone, memoised by ``key``, which must name every
         setting ``make`` reads."""
@@ -153,9 +160,18 @@ class History:
 
     def usable(self, symbol: str, lookback_bars: int, min_bars: int, max_gap_bars: int) -> tuple[list[bool], list[int]]:
         """The gap policy per row (:func:`tracer.data.gaps.usable_rows`): usable?, and the window's first row."""
-        def make() -> tuple[list[bool], list[int]]:
+        ok, lo, _ = self._usable_rows(symbol, lookback_bars, min_bars, max_gap_bars)
+        return ok, lo
+
+    def usable_mask(self, symbol: str, lookback_bars: int, min_bars: int, max_gap_bars: int) -> np.ndarray:
+        """:meth:`usable`'s first column as a boolean array."""
+        return self._usable_rows(symbol, lookback_bars, min_bars, max_gap_bars)[2]
+
+    def _usable_rows(self, symbol: str, lookback_bars: int, min_bars: int,
+                     max_gap_bars: int) -> tuple[list[bool], list[int], np.ndarray]:
+        def make() -> tuple[list[bool], list[int], np.ndarray]:
             ok, lo = usable_rows(self.series(symbol).ts_ns, self.iv_ns, lookback_bars, min_bars, max_gap_bars)
-            return ok.tolist(), lo.tolist()
+            return ok.tolist(), lo.tolist(), np.asarray(ok, dtype=bool)
         return self._usable.get((symbol, lookback_bars, min_bars, max_gap_bars), make)
 
     def features(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> FeatureTable:

@@ -43,7 +43,7 @@ from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
-from tracer.signals.scoring import score_table
+from tracer.signals.scoring import regime_columns, score_table
 from tracer.signals.features import market_gap
 
 NS = 1_000_000_000
@@ -118,9 +118,10 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     common, rows = history.clock(symbols)
     # a bar is usable when its look-back window (as the live and replay feeds see it) passes the gap policy
     # (tracer.data.gaps); win_lo: the window's first row (the risk rules' returns start there)
-    usable, win_lo = {}, {}
+    usable, win_lo, usable_np = {}, {}, {}
     for sr in series:
         usable[sr.symbol], win_lo[sr.symbol] = history.usable(sr.symbol, s.lookback_bars, s.min_bars, s.max_gap_bars)
+        usable_np[sr.symbol] = history.usable_mask(sr.symbol, s.lookback_bars, s.min_bars, s.max_gap_bars)
 
     bars_per_year = timedelta(days=365) / interval
     trend_bars = EvalParams.from_settings(s, interval).trend_bars
@@ -137,17 +138,21 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
 
     policy, broker, capital = make_agent(agent, s, interval)
     mgaps = history.derived(("market_gaps", tuple(symbols), s.market_filter, params.market_bars, s.lookback_bars,
-                             s.min_bars, s.max_gap_bars), lambda: _market_gaps(series, usable, params, s.market_filter))
+                             s.min_bars, s.max_gap_bars), lambda: _market_gaps(series, usable_np, params, s.market_filter))
     scores = {}
     for sr in series:
         ft, nc = tables[sr.symbol], narratives[sr.symbol]
-        scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, np.column_stack(ft.horizons),
+        # the regime columns depend on the feature table alone: computed once per table of the history
+        reg = history.derived(("regime", sr.symbol, bars_per_year, s.volume_z_window, trend_bars),
+                              lambda: regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation))
+        scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, ft.horizons,
                                         ft.annual_vol, ft.participation, nc.score, nc.count, params, nc.confidence,
-                                        ft.trend_gap, mgaps[sr.symbol])
-    actions = {sym: t.action.tolist() for sym, t in scores.items()}
+                                        ft.trend_gap, mgaps[sr.symbol], reg)
+    act_np = {sym: t.action for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
-        actions = {sym: ((t.action != 0) | (t.direction != 0)).astype(int).tolist() for sym, t in scores.items()}
+        act_np = {sym: ((t.action != 0) | (t.direction != 0)).astype(int) for sym, t in scores.items()}
+    actions = {sym: a.tolist() for sym, a in act_np.items()}
     close_ns = common + iv_ns
     first = max(s.min_bars - 1, 0)
     lo_i = first
@@ -177,7 +182,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     cols = [(sym, rows[sym].tolist(), ohlcv[sym], usable[sym], actions[sym], scores[sym].action.tolist(),
              scores[sym].direction.tolist(), (~scores[sym].gates["market"].astype(bool)).tolist(),
              scores[sym].market_side.tolist() if s.market_exit else [0] * len(rows[sym])) for sym in syms]
-    close_l, open_l = close_ns.tolist(), common.tolist()
+    open_l = common.tolist()
+    times = history.close_times(symbols)          # _utc(close) of every bar of the clock, shared between runs
     n_series = len(series)
     # A symbol with neither a position nor a pending order: the paper brokers' on_bar only records its
     # close (no order is due, no exit to check), so the driver records it directly.
@@ -186,12 +192,13 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     # Per bar of the common clock: every symbol's close (recorded at once while no symbol is busy), and the
     # symbols whose signal a flat book may act on (usable, not a hold, and ``may_act`` with no position open:
     # more open positions only ever block more). A held symbol's signal is checked at its bar.
-    closes = np.column_stack([sr.close[rows[sr.symbol]] for sr in series]).tolist()
+    closes = history.derived(("clock_closes", tuple(symbols)),
+                             lambda: np.column_stack([sr.close[rows[sr.symbol]] for sr in series]).tolist())
     flat_act = []
     flat_full = {}
     for sym in syms:
         r = rows[sym]
-        ok = np.asarray(usable[sym], dtype=bool)[r] & (np.asarray(actions[sym])[r] != 0)
+        ok = usable_np[sym][r] & (act_np[sym][r] != 0)
         if may_act is not None:
             ok &= _flat_may_act(may_act, scores[sym].action, scores[sym].direction,
                                 ~scores[sym].gates["market"].astype(bool))[r]
@@ -199,7 +206,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         flat_act.append(ok[lo_i:hi_i + 1])
     # runs of quiet bars (tracer.backtest.quiet) are passed over in one go; a policy without may_act, or a
     # broker that is not a paper broker, steps every bar
-    quiet = _quiet_runs(may_act, series, rows, flat_full, usable, actions, scores, s.market_exit, common) \
+    quiet = _quiet_runs(may_act, history, series, rows, flat_full, usable_np, act_np, scores, s.market_exit, common) \
         if quiet_runs and may_act is not None and idle_noop else None
     # the symbols of each bar as a bit mask (column k is bit k), expanded through a table of the masks seen
     masks = (np.column_stack(flat_act).astype(np.int64) << np.arange(len(syms), dtype=np.int64)).sum(axis=1)
@@ -210,7 +217,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     while i < hi_i:
         i += 1
         k = i - lo_i
-        now = _utc(close_l[i])
+        now = times[i]
         closed = False
         busy = None
         if idle_noop:
@@ -294,7 +301,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         if quiet is not None and i < hi_i and not submitted and not broker.open_orders():
             end = quiet.span(broker, positions, i + 1, hi_i + 1)
             if end > i + 1:
-                day = _pass_over(quiet, broker, positions, i + 1, end, day, res, close_l, closes, syms, lo_i, total,
+                day = _pass_over(quiet, broker, positions, i + 1, end, day, res, times, closes, syms, lo_i, total,
                                  progress)
                 i = end - 1
 
@@ -308,8 +315,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     return res
 
 
-def _quiet_runs(may_act: Callable[..., bool], series: Sequence[Series], rows: Mapping[str, np.ndarray],
-                flat_act: Mapping[str, np.ndarray], usable: Mapping[str, list[bool]], actions: Mapping[str, list[int]],
+def _quiet_runs(may_act: Callable[..., bool], history: History, series: Sequence[Series], rows: Mapping[str, np.ndarray],
+                flat_act: Mapping[str, np.ndarray], usable: Mapping[str, np.ndarray], actions: Mapping[str, np.ndarray],
                 scores: Mapping, market_exit: bool, common: np.ndarray) -> QuietRuns:
     """What finds the runs of quiet bars, from the columns the step loop reads, aligned to the clock."""
     def at(sym: str, col) -> np.ndarray:
@@ -320,13 +327,14 @@ def _quiet_runs(may_act: Callable[..., bool], series: Sequence[Series], rows: Ma
         {s: at(s, scores[s].action) for s in syms}, {s: at(s, scores[s].direction) for s in syms},
         {s: at(s, ~scores[s].gates["market"].astype(bool)) for s in syms},
         {s: at(s, scores[s].market_side) if market_exit else np.zeros(len(common), dtype=np.int64) for s in syms})
-    cols = {sr.symbol: (sr.open[rows[sr.symbol]], sr.high[rows[sr.symbol]], sr.low[rows[sr.symbol]],
-                        sr.close[rows[sr.symbol]]) for sr in series}
+    cols = history.derived(("clock_ohlc", tuple(syms)), lambda: {
+        sr.symbol: (sr.open[rows[sr.symbol]], sr.high[rows[sr.symbol]], sr.low[rows[sr.symbol]],
+                    sr.close[rows[sr.symbol]]) for sr in series})
     return QuietRuns(events, cols, common)
 
 
 def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm: int, end: int, day: Day,
-               res: BacktestResult, close_l: list[int], closes: list[list[float]], syms: list[str], lo_i: int,
+               res: BacktestResult, times: list[datetime], closes: list[list[float]], syms: list[str], lo_i: int,
                total: int, progress: Callable[[int, int], None] | None) -> Day:
     """Bars ``frm`` to ``end - 1``, found quiet: what stepping each would do (the broker marks its positions,
     the day rolls at its first bar, an equity point per bar), in one go."""
@@ -346,7 +354,7 @@ def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm:
     cash, n_pos = broker.balance(), len(positions)
     ordinal = day.start().toordinal() if day.day is not None else None
     for b in range(frm, end):
-        now = _utc(close_l[b])
+        now = times[b]
         if now.toordinal() != ordinal:          # roll_day changes nothing within the day it last saw
             day = roll_day(day, now, equity[b - frm])
             ordinal = now.toordinal()
@@ -359,7 +367,7 @@ def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm:
     return day
 
 
-def _market_gaps(series: Sequence[Series], usable: dict[str, list[bool]], params: EvalParams,
+def _market_gaps(series: Sequence[Series], usable: dict[str, np.ndarray], params: EvalParams,
                  market: str) -> dict[str, np.ndarray]:
     """Per symbol and row: the market symbol's gap from its own mean at the bar with the same open time, NaN
     (unknown) where the market has no such bar or its window fails the gap policy (the live snapshot then
@@ -371,7 +379,7 @@ def _market_gaps(series: Sequence[Series], usable: dict[str, list[bool]], params
     m = next((sr for sr in series if sr.symbol == market), None)
     if m is None:
         raise ValueError(f"TB_MARKET_FILTER={market}: the market filter needs {market} among the symbols")
-    g = np.where(np.asarray(usable[m.symbol], dtype=bool), market_gap(m.close, params.market_bars), np.nan)
+    g = np.where(usable[m.symbol], market_gap(m.close, params.market_bars), np.nan)
     out = {}
     for sr in series:
         k = np.clip(np.searchsorted(m.ts_ns, sr.ts_ns), 0, len(m.ts_ns) - 1)

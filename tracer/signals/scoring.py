@@ -121,7 +121,9 @@ def regime_confidence(horizons: ArrayLike, combined: ArrayLike, vcode: ArrayLike
     signs = np.where(ok, np.sign(np.where(ok, h, 0.0)), 0.0).sum(axis=1)
     agreement = np.where(n > 0, np.abs(signs / np.maximum(n, 1)), 0.0)
     c = _f(combined)
-    dist = np.min(np.abs(c[..., None] - np.array([-STRONG, -BULL, BULL, STRONG])), axis=-1)
+    # the distance to the nearest of the four boundaries (np.minimum pairwise: the same values as a min over
+    # a stacked axis, without building it)
+    dist = np.minimum(np.minimum(np.abs(c + STRONG), np.abs(c + BULL)), np.minimum(np.abs(c - BULL), np.abs(c - STRONG)))
     margin = np.clip(dist / BULL, 0.0, 1.0)
     conf = 0.5 * agreement + 0.5 * margin
     conf = np.where(np.asarray(vcode) == EXTREME, conf * 0.75, conf)
@@ -242,6 +244,25 @@ class ScoreTable:
     market_side: Array        # +1 the market symbol above its mean by the band, -1 below, 0 inside, unknown, off
 
 
+@dataclass(frozen=True)
+class RegimeColumns:
+    """The regime of n bars, a function of their feature table alone (a backtest over a prepared history
+    computes it once per table, :func:`score_table` otherwise)."""
+    trend_score: Array
+    trend_code: Array
+    vol_code: Array
+    volume_code: Array
+    confidence: Array
+
+
+def regime_columns(horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike) -> RegimeColumns:
+    """The combined trend, its label, the volatility and volume bands and the regime's confidence."""
+    combined, _ = combined_trend(horizons)
+    vc = vol_code(annual_vol)
+    return RegimeColumns(combined, trend_code(combined), vc, volume_code(participation),
+                         regime_confidence(horizons, combined, vc))
+
+
 _SCORER_WEIGHT = (("finbert", 1.0), ("tfidf", 0.9), ("vader", 0.7))
 
 
@@ -262,7 +283,7 @@ def narrative_confidence(count: ArrayLike, dispersion: ArrayLike, weight: ArrayL
     return np.clip(np.minimum(1.0, c / 3.0) * (1.0 - 0.5 * np.minimum(_f(dispersion), 1.0)) * _f(weight), 0.0, 1.0)
 
 
-def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike, horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike, narrative: ArrayLike, count: ArrayLike, p: EvalParams, nar_confidence: ArrayLike = 1.0, trend_gap: ArrayLike = 0.0, market_gap: ArrayLike = np.nan) -> ScoreTable:
+def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike, horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike, narrative: ArrayLike, count: ArrayLike, p: EvalParams, nar_confidence: ArrayLike = 1.0, trend_gap: ArrayLike = 0.0, market_gap: ArrayLike = np.nan, regime: RegimeColumns | None = None) -> ScoreTable:
     """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
 
     The narrative enters every score scaled by its confidence (:func:`narrative_confidence`). With a trend
@@ -273,7 +294,8 @@ def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike,
     With a market filter (``p.market_bars > 0``) ``market_gap`` is the market symbol's :func:`trend_gap` at the
     same bar (NaN: unknown); ``gates["market"]`` marks a direction the market opposes (a long while the market
     is not above its mean, a short while it is not below, any direction while unknown): no new entry then. The
-    action is left as it is, because an opposite action is also how a held position exits."""
+    action is left as it is, because an opposite action is also how a held position exits. ``regime``: the
+    :func:`regime_columns` of ``horizons``, ``annual_vol`` and ``participation`` when already computed."""
     price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
     if p.trend_bars > 0:
         price = trend_price_score(np.broadcast_to(_f(trend_gap), np.shape(price)))
@@ -284,9 +306,8 @@ def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike,
     trig = divergence_trigger(p.divergence_threshold, vz)
     diverged = (count > 0) & (np.abs(div) >= trig)
     q = quality_points(narrative, count, price, vz, rsi, diverged)
-    combined, _ = combined_trend(horizons)
-    tc, vc, uc = trend_code(combined), vol_code(annual_vol), volume_code(participation)
-    conf = regime_confidence(horizons, combined, vc)
+    r = regime if regime is not None else regime_columns(horizons, annual_vol, participation)
+    combined, tc, vc, uc, conf = r.trend_score, r.trend_code, r.vol_code, r.volume_code, r.confidence
     d, comp = direction(price, narrative, count, p.min_direction_score)
     conv = conviction(q["total"], d, tc, conf, vc, vz, narrative, price, count)
     g = p.gates
