@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Iterator, Sequence, TypeVar, overload
 
 import numpy as np
 
 from tracer.backtest.data import Series, candle_file, load_series
+from tracer.backtest.prep_cache import PrepCache, file_digest
 from tracer.data.gaps import usable_rows
 from tracer.data.replay import bundled_dir, load_headlines
 from tracer.news.dedupe import source_weight
-from tracer.sentiment.cache import ScoreFile
+from tracer.sentiment.cache import ScoreFile, scorer_code_fingerprint
 from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.features import FeatureTable, feature_table
@@ -94,8 +95,14 @@ class History:
     """The candle files of one folder at one interval, and the headlines read with them, prepared for
     backtests (see the module's docstring)."""
 
-    def __init__(self, data_dir: Path | None = None, interval: timedelta = timedelta(hours=1)):
+    def __init__(self, data_dir: Path | None = None, interval: timedelta = timedelta(hours=1),
+                 cache_dir: Path | None = None):
+        """``cache_dir``: a :class:`tracer.backtest.prep_cache.PrepCache` folder for the candles, feature tables
+        and narratives (kept between processes); None: nothing is kept beyond this object."""
         self.data_dir = Path(data_dir) if data_dir else bundled_dir()
+        self._disk = PrepCache(cache_dir) if cache_dir is not None else None
+        self._digests: dict[Path, str] = {}
+        self._narrative_columns = _Memo(4)
         self.interval = interval
         self.iv_ns = int(interval.total_seconds() * NS)
         self._series: dict[str, Series] = {}
@@ -116,8 +123,25 @@ class History:
 
     def series(self, symbol: str) -> Series:
         if symbol not in self._series:
-            self._series[symbol] = load_series(candle_file(self.data_dir, symbol, self.interval), symbol)
+            path = candle_file(self.data_dir, symbol, self.interval)
+            self._series[symbol] = load_series(path, symbol) if self._disk is None else self._disk_series(path, symbol)
         return self._series[symbol]
+
+    def _digest(self, path: Path) -> str:
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        return self._digests[path]
+
+    def _disk_series(self, path: Path, symbol: str) -> Series:
+        assert self._disk is not None
+        key = PrepCache.key("series", self._digest(path))
+        got = self._disk.load("series", key)
+        if got is not None:
+            return Series(symbol, path, got["ts_ns"], *got["ohlcv"])
+        sr = load_series(path, symbol)
+        self._disk.save("series", key, {"ts_ns": sr.ts_ns, "ohlcv": np.array([sr.open, sr.high, sr.low, sr.close,
+                                                                              sr.volume])})
+        return sr
 
     def clock(self, symbols: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The bar open times every symbol of ``symbols`` has (the replay feed's clock), and each symbol's row
@@ -177,7 +201,18 @@ class History:
     def features(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> FeatureTable:
         def make() -> FeatureTable:
             sr = self.series(symbol)
-            return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
+            if self._disk is None:
+                return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
+            key = PrepCache.key("features", self._digest(sr.path), bars_per_year, volume_z_window, trend_bars)
+            got = self._disk.load("features", key)
+            if got is not None:
+                vz, r, mz, sz, a, av, part, tg = got["columns"]
+                return FeatureTable(vz, r, mz, sz, a, list(got["horizons"]), av, part, tg)
+            ft = feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
+            self._disk.save("features", key, {
+                "columns": np.array([ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.atr, ft.annual_vol,
+                                     ft.participation, ft.trend_gap]), "horizons": np.array(ft.horizons)})
+            return ft
         return self._features.get((symbol, bars_per_year, volume_z_window, trend_bars), make)
 
     def headlines(self, path: Path | None) -> list:
@@ -193,6 +228,28 @@ class History:
         that time, from row ``from_row`` on (the empty narrative before it). Shared between calls: read only."""
         sw = tuple(source_weights)
         hp = Path(headlines_path) if headlines_path else self.data_dir / "headlines.csv"
+        if self._disk is None:
+            return self._computed_narratives(symbols, hp, scorer, halflife, trim, lookback, sw, cache_dir, from_row)
+        disk = self._disk
+
+        def from_disk() -> dict[str, NarrativeColumns]:
+            key = PrepCache.key("narratives", tuple(symbols), self._digest(hp),
+                                tuple(self._digest(self.series(sym).path) for sym in symbols), self.iv_ns,
+                                scorer.scorer_id, scorer_code_fingerprint(), halflife, trim, lookback.total_seconds(),
+                                sw, from_row)
+            got = disk.load("narratives", key)
+            if got is not None:
+                return {sym: NarrativeColumns.from_arrays(got, f"{k}.") for k, sym in enumerate(symbols)}
+            out = self._computed_narratives(symbols, hp, scorer, halflife, trim, lookback, sw, cache_dir, from_row)
+            disk.save("narratives", key, {f"{k}.{name}": a for k, sym in enumerate(symbols)
+                                          for name, a in out[sym].arrays().items()})
+            return out
+        return self._narrative_columns.get((tuple(symbols), hp, id(scorer), halflife, trim, lookback, sw, cache_dir,
+                                            from_row), lambda: (scorer, from_disk()))[1]
+
+    def _computed_narratives(self, symbols: Sequence[str], hp: Path, scorer: SentimentScorer, halflife: float, trim: float,
+                    lookback: timedelta, sw: tuple[tuple[str, float], ...], cache_dir: Path | None,
+                    from_row: int) -> dict[str, NarrativeColumns]:
         key = (tuple(symbols), hp, id(scorer), halflife, trim, lookback, sw, cache_dir)
 
         def make() -> tuple[SentimentScorer, _Narratives, dict]:
@@ -215,13 +272,63 @@ _EMPTY = NarrativeResult(score=0.0, count=0, effective_weight=0.0, scorer_id="",
 _SCORER_ID, _COUNT, _SCORE, _DISPERSION = (attrgetter(a) for a in ("scorer_id", "count", "score", "dispersion"))
 
 
+class _Results(Sequence[NarrativeResult]):
+    """Narrative results built on access from their columns (a backtest reads a few hundred of a history's
+    tens of thousands): equal to the results the columns were taken from."""
+
+    def __init__(self, score: np.ndarray, count: np.ndarray, weight: np.ndarray, ids: list[str], id_code: np.ndarray,
+                 latest: np.ndarray, dispersion: np.ndarray):
+        self._score, self._count, self._weight = score.tolist(), count.tolist(), weight.tolist()
+        self._ids, self._id_code = ids, id_code.tolist()
+        self._latest, self._dispersion = latest.tolist(), dispersion.tolist()
+
+    def __len__(self) -> int:
+        return len(self._score)
+
+    @overload
+    def __getitem__(self, i: int) -> NarrativeResult: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[NarrativeResult]: ...
+
+    def __getitem__(self, i: int | slice) -> NarrativeResult | list[NarrativeResult]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        latest = self._latest[i]
+        return NarrativeResult(self._score[i], self._count[i], self._weight[i], self._ids[self._id_code[i]],
+                               None if latest != latest else latest, self._dispersion[i])
+
+    def __iter__(self) -> Iterator[NarrativeResult]:
+        return (self[k] for k in range(len(self)))
+
+
 @dataclass(frozen=True)
 class NarrativeColumns:
     """One symbol's narratives per row, and the columns the score table reads from them."""
-    results: list[NarrativeResult]
+    results: Sequence[NarrativeResult]
     score: np.ndarray
     count: np.ndarray
     confidence: np.ndarray
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every field of every result as columns (:meth:`from_arrays` rebuilds equal results): the scorer ids
+        as codes into a table, a missing age (no headline) as NaN."""
+        ids = list(dict.fromkeys(r.scorer_id for r in self.results))
+        code = {sid: k for k, sid in enumerate(ids)}
+        if any(r.latest_age_min is not None and r.latest_age_min != r.latest_age_min for r in self.results):
+            raise ValueError("a narrative's age is NaN: it could not be told from a missing one")
+        floats = [self.score, self.confidence, [r.effective_weight for r in self.results],
+                  [np.nan if r.latest_age_min is None else r.latest_age_min for r in self.results],
+                  [r.dispersion for r in self.results]]
+        return {"floats": np.array(floats, dtype=float), "ids": np.array(ids, dtype=str),
+                "ints": np.array([self.count, [code[r.scorer_id] for r in self.results]], dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray], prefix: str = "") -> NarrativeColumns:
+        score, confidence, weight, latest, dispersion = a[prefix + "floats"]
+        count, id_code = a[prefix + "ints"]
+        return cls(_Results(score, count, weight, a[prefix + "ids"].tolist(), id_code, latest, dispersion), score,
+                   count, confidence)
 
     @classmethod
     def of(cls, nars: list[NarrativeResult]) -> NarrativeColumns:

@@ -29,6 +29,7 @@ every symbol is evaluated, the policy decides, new orders are submitted, equity 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ import numpy as np
 from tracer.agents.kernel import RECENT_RETURNS, Day, notify_closed, roll_day, step
 from tracer.backtest.data import Series
 from tracer.backtest.history import History
+from tracer.backtest.prep_cache import PREP_CACHE_DIR
 from tracer.backtest.quiet import QuietRuns, SignalEvents
 from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
@@ -108,8 +110,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                  headlines_path: Path | None = None, interval: timedelta = timedelta(hours=1),
                  close_at_end: bool = True, progress: Callable[[int, int], None] | None = None,
                  history: History | None = None, quiet_runs: bool = True) -> BacktestResult:
-    if history is None:
-        history = History(data_dir, interval)
+    if history is None:     # a fresh one, with the candles, features and narratives kept on disk between runs
+        history = History(data_dir, interval, Path(s.state_dir) / PREP_CACHE_DIR)
     elif not history.same_files(data_dir, interval):
         raise ValueError("the prepared history is of another folder or interval than the backtest asks for")
     series = [history.series(sym) for sym in symbols]
@@ -352,18 +354,20 @@ def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm:
         broker.pass_quiet(sym, h[frm:end], l[frm:end], c[frm:end])
     broker.last_price.update(zip(syms, closes[end - 1]))
     cash, n_pos = broker.balance(), len(positions)
+    span = times[frm:end]
     ordinal = day.start().toordinal() if day.day is not None else None
-    for b in range(frm, end):
-        now = times[b]
+    for k, now in enumerate(span):
         if now.toordinal() != ordinal:          # roll_day changes nothing within the day it last saw
-            day = roll_day(day, now, equity[b - frm])
+            day = roll_day(day, now, equity[k])
             ordinal = now.toordinal()
-        res.equity.append(EquityPoint(now, equity[b - frm], cash, exposure[b - frm], n_pos))
-        res.bar_steps += len(syms)
-        res.quiet_steps += len(syms)
-        k = b - lo_i
-        if progress is not None and (k % 256 == 0 or k == total - 1):
-            progress(k + 1, total)
+    res.equity.extend(map(EquityPoint, span, equity, repeat(cash, n), exposure, repeat(n_pos, n)))
+    res.bar_steps += n * len(syms)
+    res.quiet_steps += n * len(syms)
+    if progress is not None:                    # as the step loop reports: every 256th bar and the last
+        for b in range(frm, end):
+            k = b - lo_i
+            if k % 256 == 0 or k == total - 1:
+                progress(k + 1, total)
     return day
 
 

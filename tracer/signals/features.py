@@ -42,7 +42,8 @@ class FeatureRow:
 
 
 class FeatureTable:
-    """Column arrays (length n) with a cheap :meth:`row` accessor (Python lists under the hood)."""
+    """Column arrays (length n) with a cheap :meth:`row` accessor (``ndarray.item``: Python floats, without
+    converting whole columns that a backtest reads at a few hundred rows)."""
 
     def __init__(self, volume_z: np.ndarray, rsi: np.ndarray, macd_hist_z: np.ndarray, ema_spread_z: np.ndarray,
                  atr: np.ndarray, horizons: list[np.ndarray], annual_vol: np.ndarray, participation: np.ndarray,
@@ -50,15 +51,15 @@ class FeatureTable:
         self.volume_z, self.rsi, self.macd_hist_z, self.ema_spread_z = volume_z, rsi, macd_hist_z, ema_spread_z
         self.atr, self.horizons, self.annual_vol, self.participation = atr, horizons, annual_vol, participation
         self.trend_gap = np.zeros(len(volume_z)) if trend_gap is None else trend_gap
-        self._lists = [a.tolist() for a in (volume_z, rsi, macd_hist_z, ema_spread_z, atr, annual_vol, participation,
-                                            self.trend_gap)]
-        self._h = [h.tolist() for h in horizons]
+        self._items = [np.asarray(a, dtype=float).item for a in (volume_z, rsi, macd_hist_z, ema_spread_z, atr,
+                                                                  annual_vol, participation, self.trend_gap)]
+        self._h = [np.asarray(h, dtype=float).item for h in horizons]
         self.n = len(volume_z)
 
     def row(self, i: int) -> FeatureRow:
-        vz, r, mz, sz, a, av, part, tg = self._lists
-        hs = tuple([x for x in [h[i] for h in self._h] if x == x])     # horizons with enough history (not NaN)
-        return FeatureRow(vz[i], r[i], mz[i], sz[i], a[i], hs, av[i], part[i], tg[i])
+        vz, r, mz, sz, a, av, part, tg = self._items
+        hs = tuple([x for x in [h(i) for h in self._h] if x == x])     # horizons with enough history (not NaN)
+        return FeatureRow(vz(i), r(i), mz(i), sz(i), a(i), hs, av(i), part(i), tg(i))
 
 
 def rolling_z_last(x: np.ndarray, window: int, scale: np.ndarray | float) -> np.ndarray:
