@@ -45,16 +45,20 @@ def _cache(tmp_path: Path) -> Path:
     return tmp_path / "state" / prep_cache.PREP_CACHE_DIR
 
 
+def _entries(tmp_path: Path) -> set[Path]:
+    return {p for p in _cache(tmp_path).iterdir() if p.suffix in (".npy", ".npz")}
+
+
 def test_a_warm_cache_gives_the_same_backtest_without_reading_or_computing_anything(tmp_path, data, monkeypatch):
     plain, plain_futures = _uncached(tmp_path, data), _uncached(tmp_path, data, "futures")
     cold, cold_futures = _run(tmp_path, data), _run(tmp_path, data, "futures")
-    kinds = sorted({p.name.split("-")[0] for p in _cache(tmp_path).glob("*.npz")})
-    assert kinds == ["features", "narratives", "series"]
+    kinds = sorted({p.name.split("-")[0] for p in _entries(tmp_path)})
+    assert kinds == ["features", "narratives", "regime", "series"]
     assert len(plain.trades) > 10
 
     def refuse(*a, **k):
         raise AssertionError("a warm cache must not compute this again")
-    for name in ("load_series", "feature_table", "narrative_series", "load_headlines", "relevant_to"):
+    for name in ("load_series", "feature_table", "narrative_series", "load_headlines", "relevant_to", "regime_columns"):
         monkeypatch.setattr(history_mod, name, refuse)
     warm, warm_futures = _run(tmp_path, data), _run(tmp_path, data, "futures")
     assert _fingerprint(plain) == _fingerprint(cold) == _fingerprint(warm)
@@ -79,27 +83,28 @@ def test_a_changed_file_a_changed_setting_or_changed_code_miss_the_cache(tmp_pat
     extra = {"TB_TREND_WINDOW_H": "240", "TB_NARRATIVE_HALFLIFE_MIN": "30"}
     assert _fingerprint(_run(tmp_path, data, **extra)) == _fingerprint(_uncached(tmp_path, data, **extra))
     # other code: nothing stored under the old fingerprint is read
-    before = set(_cache(tmp_path).glob("*.npz"))
+    before = _entries(tmp_path)
     monkeypatch.setattr(prep_cache, "code_fingerprint", lambda: "another version")
-    loads = []
-    real_load = prep_cache.PrepCache.load
-    monkeypatch.setattr(prep_cache.PrepCache, "load", lambda self, kind, key: loads.append(real_load(self, kind, key))
-                        or loads[-1])
+    loads: list = []
+    for name in ("load", "load_table"):
+        real = getattr(prep_cache.PrepCache, name)
+        monkeypatch.setattr(prep_cache.PrepCache, name,
+                            lambda self, kind, key, real=real: loads.append(real(self, kind, key)) or loads[-1])
     _run(tmp_path, data)
-    assert loads and all(x is None for x in loads)
-    assert set(_cache(tmp_path).glob("*.npz")) > before
+    assert len(loads) >= 4 and all(x is None for x in loads)
+    assert _entries(tmp_path) > before
 
 
 def test_unreadable_entries_are_misses_and_the_cache_stays_bounded(tmp_path, data, monkeypatch):
     plain = _uncached(tmp_path, data)
     _run(tmp_path, data)
-    for p in _cache(tmp_path).glob("*.npz"):
+    for p in _entries(tmp_path):
         p.write_bytes(p.read_bytes()[:100])                 # truncated, as by a crash mid-write
     assert _fingerprint(_run(tmp_path, data)) == _fingerprint(plain)
-    assert all(p.stat().st_size > 1000 for p in _cache(tmp_path).glob("*.npz"))   # written again, whole
+    assert all(p.stat().st_size > 1000 for p in _entries(tmp_path))   # written again, whole
     monkeypatch.setattr(prep_cache, "MAX_ENTRIES", 4)
     _run(tmp_path, data, TB_TREND_WINDOW_H="240")
-    assert len(list(_cache(tmp_path).glob("*.npz"))) == 4
+    assert len(_entries(tmp_path)) == 4
     assert not list(_cache(tmp_path).glob("*.tmp"))
 
 

@@ -32,7 +32,7 @@ from tracer.sentiment.cache import ScoreFile, scorer_code_fingerprint
 from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.features import FeatureTable, feature_table
-from tracer.signals.scoring import narrative_confidence, scorer_weight
+from tracer.signals.scoring import RegimeColumns, narrative_confidence, regime_columns, scorer_weight
 
 NS = 1_000_000_000
 T = TypeVar("T")
@@ -135,12 +135,13 @@ class History:
     def _disk_series(self, path: Path, symbol: str) -> Series:
         assert self._disk is not None
         key = PrepCache.key("series", self._digest(path))
-        got = self._disk.load("series", key)
-        if got is not None:
-            return Series(symbol, path, got["ts_ns"], *got["ohlcv"])
+        got = self._disk.load_table("series", key)
+        if got is not None and len(got) == 6:
+            # the bar times' int64 bits travel in the float64 matrix as they are (a view, not a conversion)
+            return Series(symbol, path, got[0].view(np.int64), *got[1:])
         sr = load_series(path, symbol)
-        self._disk.save("series", key, {"ts_ns": sr.ts_ns, "ohlcv": np.array([sr.open, sr.high, sr.low, sr.close,
-                                                                              sr.volume])})
+        self._disk.save_table("series", key, np.array([sr.ts_ns.view(np.float64), sr.open, sr.high, sr.low,
+                                                       sr.close, sr.volume]))
         return sr
 
     def clock(self, symbols: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -204,16 +205,35 @@ class History:
             if self._disk is None:
                 return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
             key = PrepCache.key("features", self._digest(sr.path), bars_per_year, volume_z_window, trend_bars)
-            got = self._disk.load("features", key)
-            if got is not None:
-                vz, r, mz, sz, a, av, part, tg = got["columns"]
-                return FeatureTable(vz, r, mz, sz, a, list(got["horizons"]), av, part, tg)
+            got = self._disk.load_table("features", key)
+            if got is not None and len(got) > 8:
+                vz, r, mz, sz, a, av, part, tg = got[:8]
+                return FeatureTable(vz, r, mz, sz, a, list(got[8:]), av, part, tg)
             ft = feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
-            self._disk.save("features", key, {
-                "columns": np.array([ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.atr, ft.annual_vol,
-                                     ft.participation, ft.trend_gap]), "horizons": np.array(ft.horizons)})
+            self._disk.save_table("features", key, np.array([ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z,
+                                                             ft.atr, ft.annual_vol, ft.participation, ft.trend_gap,
+                                                             *ft.horizons]))
             return ft
         return self._features.get((symbol, bars_per_year, volume_z_window, trend_bars), make)
+
+    def regime(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> RegimeColumns:
+        """The regime columns of :meth:`features`'s table (:func:`tracer.signals.scoring.regime_columns`)."""
+        def make() -> RegimeColumns:
+            ft = self.features(symbol, bars_per_year, volume_z_window, trend_bars)
+            if self._disk is None:
+                return regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation)
+            key = PrepCache.key("regime", self._digest(self.series(symbol).path), bars_per_year, volume_z_window,
+                                trend_bars)
+            got = self._disk.load_table("regime", key)
+            if got is not None and len(got) == 5:
+                score, conf, tc, vc, uc = got
+                return RegimeColumns(score, tc.astype(np.int64), vc.astype(np.int64), uc.astype(np.int64), conf)
+            reg = regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation)
+            # the codes are small integers: exact as floats
+            self._disk.save_table("regime", key, np.array([reg.trend_score, reg.confidence, reg.trend_code,
+                                                           reg.vol_code, reg.volume_code], dtype=np.float64))
+            return reg
+        return self._derived.get(("regime", symbol, bars_per_year, volume_z_window, trend_bars), make)
 
     def headlines(self, path: Path | None) -> list:
         """The headlines file (None: ``headlines.csv`` of the data folder); none when it does not exist
@@ -278,12 +298,14 @@ class _Results(Sequence[NarrativeResult]):
 
     def __init__(self, score: np.ndarray, count: np.ndarray, weight: np.ndarray, ids: list[str], id_code: np.ndarray,
                  latest: np.ndarray, dispersion: np.ndarray):
-        self._score, self._count, self._weight = score.tolist(), count.tolist(), weight.tolist()
-        self._ids, self._id_code = ids, id_code.tolist()
-        self._latest, self._dispersion = latest.tolist(), dispersion.tolist()
+        # ndarray.item: a Python float or int per access, without converting whole columns
+        self._score, self._count, self._weight = score.item, count.item, weight.item
+        self._ids, self._id_code = ids, id_code.item
+        self._latest, self._dispersion = latest.item, dispersion.item
+        self._n = len(score)
 
     def __len__(self) -> int:
-        return len(self._score)
+        return self._n
 
     @overload
     def __getitem__(self, i: int) -> NarrativeResult: ...
@@ -294,9 +316,9 @@ class _Results(Sequence[NarrativeResult]):
     def __getitem__(self, i: int | slice) -> NarrativeResult | list[NarrativeResult]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        latest = self._latest[i]
-        return NarrativeResult(self._score[i], self._count[i], self._weight[i], self._ids[self._id_code[i]],
-                               None if latest != latest else latest, self._dispersion[i])
+        latest = self._latest(i)
+        return NarrativeResult(self._score(i), self._count(i), self._weight(i), self._ids[self._id_code(i)],
+                               None if latest != latest else latest, self._dispersion(i))
 
     def __iter__(self) -> Iterator[NarrativeResult]:
         return (self[k] for k in range(len(self)))

@@ -45,7 +45,7 @@ from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
-from tracer.signals.scoring import regime_columns, score_table
+from tracer.signals.scoring import score_table
 from tracer.signals.features import market_gap
 
 NS = 1_000_000_000
@@ -145,8 +145,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     for sr in series:
         ft, nc = tables[sr.symbol], narratives[sr.symbol]
         # the regime columns depend on the feature table alone: computed once per table of the history
-        reg = history.derived(("regime", sr.symbol, bars_per_year, s.volume_z_window, trend_bars),
-                              lambda: regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation))
+        reg = history.regime(sr.symbol, bars_per_year, s.volume_z_window, trend_bars)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, ft.horizons,
                                         ft.annual_vol, ft.participation, nc.score, nc.count, params, nc.confidence,
                                         ft.trend_gap, mgaps[sr.symbol], reg)
@@ -191,11 +190,14 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     # close (no order is due, no exit to check), so the driver records it directly.
     idle_noop = type(broker) in _idle_noop_brokers()
     lp = broker.last_price
-    # Per bar of the common clock: every symbol's close (recorded at once while no symbol is busy), and the
-    # symbols whose signal a flat book may act on (usable, not a hold, and ``may_act`` with no position open:
-    # more open positions only ever block more). A held symbol's signal is checked at its bar.
-    closes = history.derived(("clock_closes", tuple(symbols)),
-                             lambda: np.column_stack([sr.close[rows[sr.symbol]] for sr in series]).tolist())
+    # every symbol's close at a bar of the clock (recorded at once on a flat bar and at the end of a quiet run)
+    close_cols = [(row, ohlc[3]) for _, row, ohlc, *_ in cols]
+
+    def closes_at(i: int) -> list[float]:
+        return [c[row[i]] for row, c in close_cols]
+    # Per bar of the common clock: the symbols whose signal a flat book may act on (usable, not a hold, and
+    # ``may_act`` with no position open: more open positions only ever block more). A held symbol's signal is
+    # checked at its bar.
     flat_act = []
     flat_full = {}
     for sym in syms:
@@ -227,7 +229,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
             busy.update(o.symbol for o in broker.open_orders())
         flat = busy is not None and not busy
         if flat:
-            lp.update(zip(syms, closes[i]))
+            lp.update(zip(syms, closes_at(i)))
         else:
             ts_open = None
             for sym, row, (o, h, l, c, v), _, _, _, _, _, _ in cols:
@@ -303,7 +305,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         if quiet is not None and i < hi_i and not submitted and not broker.open_orders():
             end = quiet.span(broker, positions, i + 1, hi_i + 1)
             if end > i + 1:
-                day = _pass_over(quiet, broker, positions, i + 1, end, day, res, times, closes, syms, lo_i, total,
+                day = _pass_over(quiet, broker, positions, i + 1, end, day, res, times, closes_at, syms, lo_i, total,
                                  progress)
                 i = end - 1
 
@@ -336,7 +338,7 @@ def _quiet_runs(may_act: Callable[..., bool], history: History, series: Sequence
 
 
 def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm: int, end: int, day: Day,
-               res: BacktestResult, times: list[datetime], closes: list[list[float]], syms: list[str], lo_i: int,
+               res: BacktestResult, times: list[datetime], closes_at: Callable[[int], list[float]], syms: list[str], lo_i: int,
                total: int, progress: Callable[[int, int], None] | None) -> Day:
     """Bars ``frm`` to ``end - 1``, found quiet: what stepping each would do (the broker marks its positions,
     the day rolls at its first bar, an equity point per bar), in one go."""
@@ -352,7 +354,7 @@ def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm:
     for sym in positions:
         o, h, l, c = quiet.columns[sym]
         broker.pass_quiet(sym, h[frm:end], l[frm:end], c[frm:end])
-    broker.last_price.update(zip(syms, closes[end - 1]))
+    broker.last_price.update(zip(syms, closes_at(end - 1)))
     cash, n_pos = broker.balance(), len(positions)
     span = times[frm:end]
     ordinal = day.start().toordinal() if day.day is not None else None
