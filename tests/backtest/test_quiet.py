@@ -99,6 +99,12 @@ def _futures(p: Position, funding: float) -> PaperFuturesBroker:
     return b
 
 
+def _ohlc(bars: list[Bar]) -> tuple[np.ndarray, np.ndarray]:
+    """The bars as quiet_bars takes them: a 4 x n array of open, high, low, close, and the open times."""
+    o, h, l, c, ts = _columns(bars)
+    return np.array([o, h, l, c]), ts
+
+
 def _columns(bars: list[Bar]) -> tuple[np.ndarray, ...]:
     return (np.array([b.open for b in bars]), np.array([b.high for b in bars]), np.array([b.low for b in bars]),
             np.array([b.close for b in bars]), np.array([int(b.ts.timestamp()) * NS for b in bars], dtype=np.int64))
@@ -125,7 +131,8 @@ def test_quiet_bars_are_those_on_which_on_bar_only_moves_the_best_price(futures,
         return _futures(p, funding) if futures else _spot(p)
     fast, slow = make(), make()
     o, h, l, c, ts = _columns(bars)
-    n = fast.quiet_bars("BTC/USD", o, h, l, c, ts)
+    ohlc = np.array([o, h, l, c])
+    n = fast.quiet_bars("BTC/USD", ohlc, ts)
     assert 0 <= n <= len(bars)
     equity = fast.equity_path({"BTC/USD": c[:n]}, n)
     fast.pass_quiet("BTC/USD", h[:n], l[:n], c[:n])
@@ -136,22 +143,22 @@ def test_quiet_bars_are_those_on_which_on_bar_only_moves_the_best_price(futures,
     assert slow.positions() == fast.positions()
     assert slow.last_price == fast.last_price and slow.cash == fast.cash
     if n < len(bars):                                   # a bar that ends the run: something could happen there
-        assert fast.quiet_bars("BTC/USD", o[n:], h[n:], l[n:], c[n:], ts[n:]) == 0
+        assert fast.quiet_bars("BTC/USD", ohlc[:, n:], ts[n:]) == 0
 
 
 def test_bars_far_from_every_level_are_quiet_and_a_pending_order_is_not():
     p = _position(PositionSide.LONG, 40_000.0, 0.2, 0.5, 0.0, 0.0)
     bars = _bars(40_000.0, [0.001, -0.001] * 10, [0.001] * 20)
     b = _spot(p)
-    assert b.quiet_bars("BTC/USD", *_columns(bars)) == 20
+    assert b.quiet_bars("BTC/USD", *_ohlc(bars)) == 20
     from tracer.models import Order, OrderType, Side
     b.submit(Order("x1", "t", "BTC/USD", Side.SELL, 0.5, OrderType.MARKET, reduce_only=True, purpose="exit",
                    created_at=T0))
-    assert b.quiet_bars("BTC/USD", *_columns(bars)) == 0
+    assert b.quiet_bars("BTC/USD", *_ohlc(bars)) == 0
 
 
 def test_a_price_that_is_not_finite_makes_no_bar_quiet():
     p = _position(PositionSide.LONG, 40_000.0, 0.2, 0.0, 0.0, 0.0)
     o, h, l, c, ts = _columns(_bars(40_000.0, [0.001] * 5, [0.001] * 5))
     l[3] = np.nan
-    assert _spot(p).quiet_bars("BTC/USD", o, h, l, c, ts) == 0
+    assert _spot(p).quiet_bars("BTC/USD", np.array([o, h, l, c]), ts) == 0

@@ -568,8 +568,13 @@ def test_centred_is_the_textbook_computation_bit_for_bit():
     cases = [rng.normal(size=int(rng.integers(3, 700))) * 10.0 ** rng.integers(-12, 6) for _ in range(300)]
     cases += [np.full(50, 0.01), np.full(9, -3.0), np.zeros(5), np.array([-0.0, 0.0, -0.0]),
               np.full(600, 1e-300), np.array([1e150, -1e150, 1e150])]
+    # around the flatness threshold: a constant plus noise of 1e-15 to 1e-10 of it
+    cases += [np.full(256, 0.003) * (1 + rng.normal(size=256) * 10.0 ** -k) for k in range(10, 16)]
+    cases += [np.full(256, -250.0) + rng.normal(size=256) * 10.0 ** -k for k in range(8, 14)]
     for v in cases:
         d, s, flat = _centred(v)
         d0 = v - v.mean()
         s0 = float(np.sqrt(d0 @ d0))
         assert d.tobytes() == d0.tobytes() and s.hex() == s0.hex() and flat == _flat(s0, v)
+    assert {_flat(float(np.sqrt((v - v.mean()) @ (v - v.mean()))), v) for v in cases[-12:]} == {True, False}
+    assert _centred(np.array([0.1, np.nan, 0.2])) is None and _centred(np.array([np.inf, 0.0, 1.0])) is None

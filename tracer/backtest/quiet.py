@@ -95,9 +95,10 @@ class SignalEvents:
 
 class QuietRuns:
     """Where the next run of quiet bars of a backtest ends (see the module's docstring). ``columns``: per
-    symbol its open, high, low and close at each bar of the clock; ``open_ns``: the clock's bar open times."""
+    symbol its open, high, low and close at each bar of the clock (the rows of a 4 x n array); ``open_ns``:
+    the clock's bar open times."""
 
-    def __init__(self, events: SignalEvents, columns: Mapping[str, tuple[np.ndarray, ...]], open_ns: np.ndarray):
+    def __init__(self, events: SignalEvents, columns: Mapping[str, np.ndarray], open_ns: np.ndarray):
         self.events = events
         self.columns = columns
         self.open_ns = open_ns
@@ -114,6 +115,5 @@ class QuietRuns:
         for sym in positions:
             if end <= frm:
                 return frm
-            o, h, l, c = self.columns[sym]
-            end = frm + broker.quiet_bars(sym, o[frm:end], h[frm:end], l[frm:end], c[frm:end], self.open_ns[frm:end])
+            end = frm + broker.quiet_bars(sym, self.columns[sym][:, frm:end], self.open_ns[frm:end])
         return max(end, frm)

@@ -332,8 +332,7 @@ def _quiet_runs(may_act: Callable[..., bool], history: History, series: Sequence
         {s: at(s, ~scores[s].gates["market"].astype(bool)) for s in syms},
         {s: at(s, scores[s].market_side) if market_exit else np.zeros(len(common), dtype=np.int64) for s in syms})
     cols = history.derived(("clock_ohlc", tuple(syms)), lambda: {
-        sr.symbol: (sr.open[rows[sr.symbol]], sr.high[rows[sr.symbol]], sr.low[rows[sr.symbol]],
-                    sr.close[rows[sr.symbol]]) for sr in series})
+        sr.symbol: np.array([sr.open, sr.high, sr.low, sr.close])[:, rows[sr.symbol]] for sr in series})
     return QuietRuns(events, cols, common)
 
 

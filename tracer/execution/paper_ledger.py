@@ -115,21 +115,21 @@ class PaperLedger:
         return None
 
     # --- quiet bars: what a backtest may pass over in one go ----------------------------------------------
-    def quiet_bars(self, symbol: str, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
-                   open_ns: np.ndarray) -> int:
-        """How many of the next bars of ``symbol`` (numpy columns in order, bar open times in int ns) ``on_bar``
-        would process without a fill, an exit or a funding payment, moving only the position's best price and
-        the last price (:meth:`pass_quiet` does that at once). None with an order pending for the symbol or a
-        price that is not finite and positive. Conservative: may answer fewer, never more."""
-        n = len(o)
+    def quiet_bars(self, symbol: str, ohlc: np.ndarray, open_ns: np.ndarray) -> int:
+        """How many of the next bars of ``symbol`` (``ohlc``: their open, high, low and close as the rows of a
+        4 x n array, in order; ``open_ns``: their open times in int ns) ``on_bar`` would process without a fill,
+        an exit or a funding payment, moving only the position's best price and the last price
+        (:meth:`pass_quiet` does that at once). None with an order pending for the symbol or a price that is
+        not finite and positive. Conservative: may answer fewer, never more."""
+        n = ohlc.shape[1]
         if n == 0 or any(order.symbol == symbol for order, _ in self._pending.values()):
             return 0
         p = self._positions.get(symbol)
         if p is None:
             return n
-        for col in (o, h, l, c):
-            if not (col > 0).all() or not np.isfinite(col).all():
-                return 0
+        if not (np.isfinite(ohlc).all() and (ohlc > 0).all()):
+            return 0
+        o, h, l, c = ohlc
         hit = self._event_bars(p, o, h, l, c, open_ns)
         return int(hit.argmax()) if hit.any() else n
 

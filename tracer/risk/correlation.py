@@ -31,14 +31,23 @@ def _flat(norm: float, v: np.ndarray) -> bool:
     return bool(norm <= 1e-12 * float(np.abs(v).max()) * np.sqrt(len(v)))
 
 
-def _centred(v: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """(deviations from the mean, their norm, flat?) of a finite series, as :func:`correlation` computes them,
-    bit for bit, with fewer numpy calls (the risk check runs it for every open position at every entry):
-    ``v.mean()`` is ``add.reduce(v) / n``, numpy's and math's square roots are both correctly rounded, and
-    the largest absolute value is the larger of ``max`` and ``-min``."""
+def _centred(v: np.ndarray) -> tuple[np.ndarray, float, bool] | None:
+    """(deviations from the mean, their norm, flat?) of a series, as :func:`correlation` computes them, bit
+    for bit, with fewer numpy calls (the risk check runs it for every open position at every entry); None
+    when the series is not all finite (its sum is not finite then). ``v.mean()`` is ``add.reduce(v) / n``,
+    numpy's and math's square roots are both correctly rounded, and the largest absolute value is the larger
+    of ``max`` and ``-min``; it is read only when the spread could be rounding noise: it is at most
+    ``sqrt(s**2 + n * mean**2)`` (the root of the sum of squares), so a spread above twice
+    ``1e-12 * sqrt(n)`` times that cannot be flat."""
     n = len(v)
-    d = v - float(_ADD(v)) / n
+    total = float(_ADD(v))
+    if not math.isfinite(total):
+        return None
+    mean = total / n
+    d = v - mean
     s = math.sqrt(float(d @ d))
+    if s > 2e-12 * math.sqrt(n) * math.sqrt(s * s + n * mean * mean):
+        return d, s, False
     big = max(float(_MAX(v)), -float(_MIN(v)))
     return d, s, s <= 1e-12 * big * math.sqrt(n)
 
@@ -50,15 +59,13 @@ def most_correlated(candidate: np.ndarray, others: Mapping[str, np.ndarray]) -> 
     are finite (the usual case: aligned look-back windows), the candidate's deviations are computed once."""
     best, rho = None, 0.0
     x = np.asarray(candidate, float).ravel()
-    x_ok = len(x) >= 3 and bool(np.isfinite(x).all())
-    cx = None
+    cx = _centred(x) if len(x) >= 3 else None
     for sym, r in others.items():
         y = np.asarray(r, float).ravel()
-        if x_ok and len(y) == len(x) and np.isfinite(y).all():
-            if cx is None:
-                cx = _centred(x)
+        cy = _centred(y) if cx is not None and len(y) == len(x) else None
+        if cx is not None and cy is not None:
             dx, sx, fx = cx
-            dy, sy, fy = _centred(y)
+            dy, sy, fy = cy
             c = 0.0 if fx or fy else min(1.0, max(-1.0, float(dx @ dy) / (sx * sy)))
         else:
             c = correlation(candidate, r)
