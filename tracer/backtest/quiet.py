@@ -60,9 +60,15 @@ class SignalEvents:
                 raise ValueError("actions, directions and market sides are -1, 0 or +1")
         self._flat: dict[tuple[str, int], np.ndarray] = {}
         self._held: dict[tuple[str, object, int], np.ndarray] = {}
+        self._tables: dict[tuple[object, int], np.ndarray] = {}
 
     def _table(self, position: Position | None, n_open: int) -> np.ndarray:
-        out = np.zeros(_CODES, dtype=bool)
+        """``may_act``'s answer per code, for a flat symbol (``position`` None) or a held one of that side."""
+        key = (None if position is None else position.side, n_open)
+        out = self._tables.get(key)
+        if out is not None:
+            return out
+        out = self._tables[key] = np.zeros(_CODES, dtype=bool)
         for c in range(_CODES):
             a, d, mok, ms = _decode(c)
             out[c] = bool(self.may_act(a, d, None, n_open, mok) if position is None
