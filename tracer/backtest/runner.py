@@ -11,7 +11,11 @@ on a window, and nothing is written to SQLite per cycle (results are collected i
 Also driver-only, each exact (tests/backtest compares each with what it replaces): the files, the gap
 policy's rows, the feature tables and the narratives come from a :class:`tracer.backtest.history.History`
 (the study and the optimiser pass one, so that hundreds of backtests over the same files compute each piece
-once; without one a fresh one is built); every distinct relevant title is scored once, in one batch, through
+once; without one a fresh one is built, which keeps the candles, feature tables, regime columns and narratives
+in the preparation cache under ``TB_STATE_DIR/prep_cache``: :mod:`tracer.backtest.prep_cache`); runs of quiet
+bars (no order due, no exit or funding possible, no signal the policy could act on) are passed over in one go
+(:mod:`tracer.backtest.quiet`: the broker marks its positions, the equity points and the day roll come out as
+stepping each bar gives them; ``quiet_runs=False`` steps every bar); every distinct relevant title is scored once, in one batch, through
 a score file under ``TB_STATE_DIR/score_cache`` keyed by scorer id and scorer code
 (:class:`tracer.sentiment.cache.ScoreFile`: a repeated backtest neither scores nor loads the model); the
 narrative of every bar comes from one call (:func:`tracer.sentiment.narrative.narrative_series`, bit for bit
