@@ -39,28 +39,29 @@ def _decode(c: int) -> tuple[int, int, bool, int]:
 
 class SignalEvents:
     """Per symbol and bar of the clock (arrays aligned to the clock's bars): where the step loop would hand a
-    signal to the policy. ``flat_act``: the bars the loop considers for a flat symbol (usable, not a hold
-    and allowed by ``may_act`` with no position open); ``usable``, ``act`` (the action the loop tests, not
-    a hold), ``action``, ``direction``, ``market_ok``, ``market_side``: the columns the loop reads."""
+    signal to the policy. ``usable``, ``act`` (the action the loop tests, not a hold), ``action``,
+    ``direction``, ``market_ok``, ``market_side``: the columns the loop reads. :attr:`flat_act`: the bars the
+    loop considers for a flat symbol (usable, not a hold, and allowed by ``may_act`` with no position open:
+    more open positions only ever block more)."""
 
-    def __init__(self, may_act: Callable[..., bool], flat_act: Mapping[str, np.ndarray],
-                 usable: Mapping[str, np.ndarray], act: Mapping[str, np.ndarray], action: Mapping[str, np.ndarray],
-                 direction: Mapping[str, np.ndarray], market_ok: Mapping[str, np.ndarray],
-                 market_side: Mapping[str, np.ndarray]):
+    def __init__(self, may_act: Callable[..., bool], usable: Mapping[str, np.ndarray], act: Mapping[str, np.ndarray],
+                 action: Mapping[str, np.ndarray], direction: Mapping[str, np.ndarray],
+                 market_ok: Mapping[str, np.ndarray], market_side: Mapping[str, np.ndarray]):
         self.may_act = may_act
-        self.flat_act = flat_act
-        self.held_seen = {s: np.asarray(usable[s], dtype=bool) & ((np.asarray(act[s]) != 0)
-                                                                  | (np.asarray(market_side[s]) != 0))
-                          for s in flat_act}
+        for cols in (action, direction, market_side):
+            if any(len(c) and not (-1 <= int(np.min(c)) and int(np.max(c)) <= 1) for c in cols.values()):
+                raise ValueError("actions, directions and market sides are -1, 0 or +1")
         self.code = {s: (((np.asarray(action[s], dtype=np.int64) + 1) * 3 + np.asarray(direction[s], dtype=np.int64)
                           + 1) * 6 + np.asarray(market_ok[s], dtype=np.int64) * 3
-                         + np.asarray(market_side[s], dtype=np.int64) + 1) for s in flat_act}
-        for s, c in self.code.items():
-            if len(c) and (c.min() < 0 or c.max() >= _CODES):
-                raise ValueError("actions, directions and market sides are -1, 0 or +1")
+                         + np.asarray(market_side[s], dtype=np.int64) + 1) for s in usable}
+        self._tables: dict[tuple[object, int], np.ndarray] = {}
+        seen = {s: np.asarray(usable[s], dtype=bool) & (np.asarray(act[s]) != 0) for s in usable}
+        self.flat_act = {s: seen[s] & self._table(None, 0)[self.code[s]] for s in usable}
+        self.held_seen = {s: np.asarray(usable[s], dtype=bool) & ((np.asarray(act[s]) != 0)
+                                                                  | (np.asarray(market_side[s]) != 0))
+                          for s in usable}
         self._flat: dict[tuple[str, int], np.ndarray] = {}
         self._held: dict[tuple[str, object, int], np.ndarray] = {}
-        self._tables: dict[tuple[object, int], np.ndarray] = {}
 
     def _table(self, position: Position | None, n_open: int) -> np.ndarray:
         """``may_act``'s answer per code, for a flat symbol (``position`` None) or a held one of that side."""

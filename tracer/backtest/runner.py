@@ -199,23 +199,18 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
 
     def closes_at(i: int) -> list[float]:
         return [c[row[i]] for row, c in close_cols]
-    # Per bar of the common clock: the symbols whose signal a flat book may act on (usable, not a hold, and
-    # ``may_act`` with no position open: more open positions only ever block more). A held symbol's signal is
-    # checked at its bar.
-    flat_act = []
-    flat_full = {}
-    for sym in syms:
-        r = rows[sym]
-        ok = usable_np[sym][r] & (act_np[sym][r] != 0)
-        if may_act is not None:
-            ok &= _flat_may_act(may_act, scores[sym].action, scores[sym].direction,
-                                ~scores[sym].gates["market"].astype(bool))[r]
-        flat_full[sym] = ok
-        flat_act.append(ok[lo_i:hi_i + 1])
+    # Per bar of the common clock: the symbols whose signal a flat book may act on (SignalEvents.flat_act;
+    # without may_act: usable and not a hold). A held symbol's signal is checked at its bar.
+    events = _signal_events(may_act, syms, rows, usable_np, act_np, scores, s.market_exit) \
+        if may_act is not None else None
+    flat_act = [(events.flat_act[sym] if events is not None else usable_np[sym][rows[sym]] & (act_np[sym][rows[sym]] != 0))
+                [lo_i:hi_i + 1] for sym in syms]
     # runs of quiet bars (tracer.backtest.quiet) are passed over in one go; a policy without may_act, or a
     # broker that is not a paper broker, steps every bar
-    quiet = _quiet_runs(may_act, history, series, rows, flat_full, usable_np, act_np, scores, s.market_exit, common) \
-        if quiet_runs and may_act is not None and idle_noop else None
+    quiet = None
+    if quiet_runs and events is not None and idle_noop:
+        quiet = QuietRuns(events, history.derived(("clock_ohlc", tuple(syms)), lambda: {
+            sr.symbol: np.array([sr.open, sr.high, sr.low, sr.close])[:, rows[sr.symbol]] for sr in series}), common)
     # the symbols of each bar as a bit mask (column k is bit k), expanded through a table of the masks seen
     masks = (np.column_stack(flat_act).astype(np.int64) << np.arange(len(syms), dtype=np.int64)).sum(axis=1)
     expand = {m: [k for k in range(len(syms)) if m >> k & 1] for m in np.unique(masks).tolist()}
@@ -323,21 +318,18 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     return res
 
 
-def _quiet_runs(may_act: Callable[..., bool], history: History, series: Sequence[Series], rows: Mapping[str, np.ndarray],
-                flat_act: Mapping[str, np.ndarray], usable: Mapping[str, np.ndarray], actions: Mapping[str, np.ndarray],
-                scores: Mapping, market_exit: bool, common: np.ndarray) -> QuietRuns:
-    """What finds the runs of quiet bars, from the columns the step loop reads, aligned to the clock."""
+def _signal_events(may_act: Callable[..., bool], syms: list[str], rows: Mapping[str, np.ndarray],
+                   usable: Mapping[str, np.ndarray], actions: Mapping[str, np.ndarray], scores: Mapping,
+                   market_exit: bool) -> SignalEvents:
+    """Where the step loop hands signals to the policy, from the columns it reads, aligned to the clock (the
+    market side only with TB_MARKET_EXIT, as the loop reads it)."""
     def at(sym: str, col) -> np.ndarray:
         return np.asarray(col)[rows[sym]]
-    syms = [sr.symbol for sr in series]
-    events = SignalEvents(
-        may_act, flat_act, {s: at(s, usable[s]) for s in syms}, {s: at(s, actions[s]) for s in syms},
+    return SignalEvents(
+        may_act, {s: at(s, usable[s]) for s in syms}, {s: at(s, actions[s]) for s in syms},
         {s: at(s, scores[s].action) for s in syms}, {s: at(s, scores[s].direction) for s in syms},
         {s: at(s, ~scores[s].gates["market"].astype(bool)) for s in syms},
-        {s: at(s, scores[s].market_side) if market_exit else np.zeros(len(common), dtype=np.int64) for s in syms})
-    cols = history.derived(("clock_ohlc", tuple(syms)), lambda: {
-        sr.symbol: np.array([sr.open, sr.high, sr.low, sr.close])[:, rows[sr.symbol]] for sr in series})
-    return QuietRuns(events, cols, common)
+        {s: at(s, scores[s].market_side) if market_exit else np.zeros(len(rows[s]), dtype=np.int64) for s in syms})
 
 
 def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm: int, end: int, day: Day,
@@ -350,12 +342,10 @@ def _pass_over(quiet: QuietRuns, broker, positions: Mapping[str, Position], frm:
     equity = broker.equity_path(marks, n)
     exposure: list = [0] * n         # _exposure() of no position: the int 0
     if positions:
-        acc: np.ndarray | int = 0    # _exposure()'s sum, in its order
-        for p in positions.values():
-            acc = acc + p.qty * marks[p.symbol]
-        exposure = acc.tolist() if isinstance(acc, np.ndarray) else exposure
+        acc = sum(p.qty * marks[p.symbol] for p in positions.values())   # _exposure()'s sum, in its order
+        exposure = acc.tolist()
     for sym in positions:
-        o, h, l, c = quiet.columns[sym]
+        _, h, l, c = quiet.columns[sym]
         broker.pass_quiet(sym, h[frm:end], l[frm:end], c[frm:end])
     broker.last_price.update(zip(syms, closes_at(end - 1)))
     cash, n_pos = broker.balance(), len(positions)
@@ -394,19 +384,6 @@ def _market_gaps(series: Sequence[Series], usable: dict[str, np.ndarray], params
         k = np.clip(np.searchsorted(m.ts_ns, sr.ts_ns), 0, len(m.ts_ns) - 1)
         out[sr.symbol] = np.where(m.ts_ns[k] == sr.ts_ns, g[k], np.nan)
     return out
-
-
-def _flat_may_act(may_act: Callable[..., bool], action: np.ndarray, direction: np.ndarray,
-                  market_ok: np.ndarray) -> np.ndarray:
-    """``may_act(action, direction, None, 0, market_ok)`` per row, asked once per distinct triple."""
-    code = (np.asarray(action, dtype=np.int64) + 1) * 6 + (np.asarray(direction, dtype=np.int64) + 1) * 2 \
-        + np.asarray(market_ok, dtype=np.int64)
-    if len(code) and not (-1 <= min(action.min(), direction.min()) and max(action.max(), direction.max()) <= 1):
-        raise ValueError("actions and directions are -1, 0 or +1")
-    out = np.zeros(18, dtype=bool)
-    for c in np.unique(code).tolist():
-        out[c] = bool(may_act(c // 6 - 1, c % 6 // 2 - 1, None, 0, bool(c % 2)))
-    return out[code]
 
 
 def _point(now: datetime, broker) -> EquityPoint:

@@ -56,9 +56,9 @@ class PaperSpotBroker(PaperLedger):
             acc = acc + p.qty * marks[s]
         return (self.cash + acc).tolist()
 
-    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
-                    open_ns: np.ndarray) -> np.ndarray:
-        return exit_possible(p, o, h, l, open_ns + int(self.interval.total_seconds() * 1e9))
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, open_ns: np.ndarray,
+                    close_ns: np.ndarray) -> np.ndarray:
+        return exit_possible(p, o, h, l, close_ns)
 
     def on_bar(self, bar: Bar) -> BarReport:
         """Process one new bar of ``bar.symbol``: fill due orders at its open, then check exits."""

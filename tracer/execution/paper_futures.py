@@ -79,12 +79,10 @@ class PaperFuturesBroker(PaperLedger):
             eq = eq + (p.margin + side_sign(p) * (marks[s] - p.entry_price) * p.qty)
         return eq.tolist() if isinstance(eq, np.ndarray) else [eq] * n
 
-    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
-                    open_ns: np.ndarray) -> np.ndarray:
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, open_ns: np.ndarray,
+                    close_ns: np.ndarray) -> np.ndarray:
         """The stops, the take-profit and the time stop (:func:`exit_possible`), and this broker's own: the
         liquidation price, the volatility stop and a funding time (a bar of over an hour: every bar)."""
-        iv_ns = int(self.interval.total_seconds() * 1e9)
-        close_ns = open_ns + iv_ns
         hit = exit_possible(p, o, h, l, close_ns)
         s = side_sign(p)
         adverse = l if s > 0 else h
@@ -94,7 +92,7 @@ class PaperFuturesBroker(PaperLedger):
             hit |= (h - l) > self.vol_stop_mult * p.entry_atr * (1 - 1e-9)
         if self.funding_rate != 0:
             hour = 3_600_000_000_000
-            if iv_ns > hour:
+            if self.interval > timedelta(hours=1):
                 return np.ones(len(o), dtype=bool)
             k = close_ns // hour        # the one whole hour a bar of at most an hour can end in or after
             hit |= (k * hour > open_ns) & np.isin(k % 24, FUNDING_HOURS)

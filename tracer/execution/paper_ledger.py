@@ -129,12 +129,12 @@ class PaperLedger:
             return n
         if not (np.isfinite(ohlc).all() and (ohlc > 0).all()):
             return 0
-        o, h, l, c = ohlc
-        hit = self._event_bars(p, o, h, l, c, open_ns)
+        o, h, l, _ = ohlc
+        hit = self._event_bars(p, o, h, l, open_ns, open_ns + int(self.interval.total_seconds() * 1e9))
         return int(hit.argmax()) if hit.any() else n
 
-    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
-                    open_ns: np.ndarray) -> np.ndarray:
+    def _event_bars(self, p: Position, o: np.ndarray, h: np.ndarray, l: np.ndarray, open_ns: np.ndarray,
+                    close_ns: np.ndarray) -> np.ndarray:
         """Per bar: could ``on_bar`` do more than move ``p``'s best price there? (conservative)"""
         raise NotImplementedError
 
