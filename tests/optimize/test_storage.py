@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import optuna
 
@@ -16,6 +17,7 @@ def _pop_all(url: str, out, start) -> None:
     got = []
     while (tid := study._pop_waiting_trial_id()) is not None:     # what study.optimize does for each trial
         got.append(tid)
+        time.sleep(0.001)    # a trial's work between pops: on a loaded machine one worker could drain them all
     out.put(got)
 
 
