@@ -158,3 +158,19 @@ GRIDS["market_window"] = {f"w{w}_b{b}_t{t}_mkt_r0.006_{m}": {**GRIDS["risk"][f"w
 GRIDS["market_window_futures"] = {f"w{w}_b{b}_t{t}_mkt_{m}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], **_MW[m]}
                                   for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MW}
 GRIDS["market_window_off"] = {k: v for k, v in GRIDS["market_window"].items() if k.endswith("_mw0")}  # nothing new
+
+# round 16 (written down and committed before any run): a multi-horizon trend (TB_TREND_ENSEMBLE: the trend gap is the
+# mean of the log gaps from the means over half, one and two trend windows, e.g. 10, 20 and 40 days at 480 h; the
+# classic time-series-momentum blend of Hurst, Ooi & Pedersen 2017, instead of one window the folds must pick). The
+# market filter keeps the trend window's single mean. Look-back 1,000 bars in every ensemble cell (the 40-day mean
+# fits). Hybrid: round 13's 8 cells at 0.6% risk per trade; futures: round 12's 8 cells with the filter for both
+# agents; each × {one window (already counted), ensemble}, chosen per fold on its own agent's training Sharpe among
+# its 16: 16 new configurations, 191 in all. Decision rule, fixed now: the option is adopted for an agent only if
+# (a) that agent's walk-forward OOS Sharpe with it (16 cells) is above the same selection without it (its 8 counted
+# cells: grids market_window_off / market_exit_futures_off) and (b) the round-9 rule (best mean training Sharpe over
+# all folds among the 16) picks an ensemble cell, which then becomes the default; otherwise it stays off.
+_ENS = {"one": {}, "ens": {"TB_TREND_ENSEMBLE": "true", "TB_LOOKBACK_BARS": "1000"}}
+GRIDS["ensemble"] = {f"w{w}_b{b}_t{t}_mkt_r0.006_{e}": {**GRIDS["risk"][f"w{w}_b{b}_t{t}_mkt_r0.006"], **_ENS[e]}
+                     for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for e in _ENS}
+GRIDS["ensemble_futures"] = {f"w{w}_b{b}_t{t}_mkt_{e}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], **_ENS[e]}
+                             for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for e in _ENS}
