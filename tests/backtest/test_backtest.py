@@ -52,6 +52,8 @@ VARIANTS = {"trend": _TREND, "trend-nomarket": {**_TREND, "TB_MARKET_FILTER": "n
             "trend-market120": {**_TREND, "TB_MARKET_WINDOW_H": "120"},
             # from 10 February: BTC falls through its mean (and the band) on the 17th while both agents hold longs
             "trend-marketexit": {**_TREND, "TB_MARKET_EXIT": "true", "TB_REPLAY_START": "2022-02-10T00:00:00Z"},
+            # the multi-horizon trend (10, 20 and 40-day means: a 1,000-bar look-back)
+            "trend-ensemble": {**_TREND, "TB_TREND_ENSEMBLE": "true", "TB_LOOKBACK_BARS": "1000"},
             "phase1c": {}}
 
 

@@ -23,7 +23,7 @@ def same(a: FeatureRow, b: FeatureRow) -> None:
 
 
 @pytest.mark.parametrize("coin", ["BTC", "DOGE", "AVAX"])
-@pytest.mark.parametrize("trend", [0, 240, 480])
+@pytest.mark.parametrize("trend", [0, 240, 480, (120, 240, 480)])
 def test_the_live_row_equals_the_tables_last_row_on_real_candles(coin, trend):
     df = pd.read_csv(BUNDLED / f"candles_1h_{coin}USDT.csv")
     c, h, lo, v = (df[k].to_numpy(float) for k in ("close", "high", "low", "volume"))

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import talib
 
-from tracer.config import load_settings
+from tracer.config import ConfigError, load_settings
 from tracer.models import Action
 from tracer.sentiment.narrative import NarrativeResult
 from tracer.signals.evaluate import EvalParams, decide, evaluate
-from tracer.signals.features import feature_table, trend_gap
+from tracer.signals.features import feature_table, trend_gap, trend_gap_last
 from tracer.signals.gates import GateThresholds
 from tracer.signals.scoring import TREND_SCALE, score_table, trend_price_score
 
@@ -42,6 +42,33 @@ def test_trend_gap_is_the_log_distance_from_talib_sma(btc):
         np.testing.assert_allclose(got[n - 1:], ref[n - 1:], rtol=0, atol=1e-12)
     assert np.all(trend_gap(c, 0) == 0.0)                     # window 0: the model is off
     assert np.all(trend_gap(c[:100], 240) == 0.0)             # shorter than the window
+
+
+def test_the_multi_horizon_gap_is_the_mean_of_the_three_gaps(btc):
+    """TB_TREND_ENSEMBLE: the mean of the log gaps from the 120, 240 and 480-bar means (TA-Lib's SMA as the
+    reference), 0 until the longest mean holds its bars; the live row and a later window agree with it."""
+    c = btc["close"].to_numpy(float)[:3000]
+    ws = (120, 240, 480)
+    got = trend_gap(c, ws)
+    ref = np.mean([np.log(c / talib.SMA(c, timeperiod=n)) for n in ws], axis=0)
+    assert np.all(got[:479] == 0.0)
+    np.testing.assert_allclose(got[479:], ref[479:], rtol=0, atol=1e-12)
+    assert not np.allclose(got[479:], trend_gap(c, 240)[479:], atol=1e-3)     # not the middle window alone
+    assert trend_gap(c, (240,)).tolist() == trend_gap(c, 240).tolist()         # one window: the same bits
+    for end in (479, 480, 1500, 3000):
+        assert trend_gap_last(c[:end], ws) == pytest.approx(got[end - 1], abs=1e-12)
+    for end in (600, 1500, 3000):       # the live agent's 600-bar window
+        assert trend_gap(c[end - 600:end], ws)[-1] == pytest.approx(got[end - 1], abs=1e-12)
+
+
+def test_the_ensemble_windows_and_their_look_back():
+    p = EvalParams(gates=GateThresholds(1, 2), trend_window_h=480, trend_ensemble=True)
+    assert p.trend_windows == (240, 480, 960) and p.trend_bars == 480
+    assert trend_params(480).trend_windows == (480,) and trend_params(0).trend_windows == ()
+    s = load_settings({"TB_TREND_ENSEMBLE": "true", "TB_LOOKBACK_BARS": "1000"}, dotenv_path=None)
+    assert EvalParams.from_settings(s).trend_windows == (240, 480, 960)
+    with pytest.raises(ConfigError, match="TB_TREND_ENSEMBLE.*TB_LOOKBACK_BARS=600"):
+        load_settings({"TB_TREND_ENSEMBLE": "true"}, dotenv_path=None)    # the trend profile's 600 bars < 960
 
 
 def test_trend_gap_of_the_live_window_equals_the_full_history(btc):

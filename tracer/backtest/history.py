@@ -31,7 +31,7 @@ from tracer.news.dedupe import source_weight
 from tracer.sentiment.cache import ScoreFile, scorer_code_fingerprint
 from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
-from tracer.signals.features import FeatureTable, feature_table
+from tracer.signals.features import FeatureTable, TrendWindows, feature_table
 from tracer.signals.scoring import RegimeColumns, narrative_confidence, regime_columns, scorer_weight
 
 NS = 1_000_000_000
@@ -199,7 +199,8 @@ class History:
             return ok.tolist(), lo.tolist(), np.asarray(ok, dtype=bool)
         return self._usable.get((symbol, lookback_bars, min_bars, max_gap_bars), make)
 
-    def features(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> FeatureTable:
+    def features(self, symbol: str, bars_per_year: float, volume_z_window: int,
+                 trend_bars: TrendWindows) -> FeatureTable:
         def make() -> FeatureTable:
             sr = self.series(symbol)
             if self._disk is None:
@@ -216,7 +217,8 @@ class History:
             return ft
         return self._features.get((symbol, bars_per_year, volume_z_window, trend_bars), make)
 
-    def regime(self, symbol: str, bars_per_year: float, volume_z_window: int, trend_bars: int) -> RegimeColumns:
+    def regime(self, symbol: str, bars_per_year: float, volume_z_window: int,
+               trend_bars: TrendWindows) -> RegimeColumns:
         """The regime columns of :meth:`features`'s table (:func:`tracer.signals.scoring.regime_columns`)."""
         def make() -> RegimeColumns:
             ft = self.features(symbol, bars_per_year, volume_z_window, trend_bars)

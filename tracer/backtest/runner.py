@@ -130,8 +130,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         usable_np[sr.symbol] = history.usable_mask(sr.symbol, s.lookback_bars, s.min_bars, s.max_gap_bars)
 
     bars_per_year = timedelta(days=365) / interval
-    trend_bars = EvalParams.from_settings(s, interval).trend_bars
-    tables = {sr.symbol: history.features(sr.symbol, bars_per_year, s.volume_z_window, trend_bars) for sr in series}
+    trend_windows = EvalParams.from_settings(s, interval).trend_windows
+    tables = {sr.symbol: history.features(sr.symbol, bars_per_year, s.volume_z_window, trend_windows) for sr in series}
     logret = {sr.symbol: history.log_returns(sr.symbol) for sr in series}
     ohlcv = {sr.symbol: history.ohlcv(sr.symbol) for sr in series}
 
@@ -149,7 +149,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     for sr in series:
         ft, nc = tables[sr.symbol], narratives[sr.symbol]
         # the regime columns depend on the feature table alone: computed once per table of the history
-        reg = history.regime(sr.symbol, bars_per_year, s.volume_z_window, trend_bars)
+        reg = history.regime(sr.symbol, bars_per_year, s.volume_z_window, trend_windows)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, ft.horizons,
                                         ft.annual_vol, ft.participation, nc.score, nc.count, params, nc.confidence,
                                         ft.trend_gap, mgaps[sr.symbol], reg)

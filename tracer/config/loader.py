@@ -101,6 +101,9 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if tw is not None and lb is not None and tw > lb:
         problems.append(f"TB_TREND_WINDOW_H={tw!r}: the trend mean needs that many hourly bars, more than "
                         f"TB_LOOKBACK_BARS={lb}")
+    elif tw and lb is not None and values.get("trend_ensemble") and 2 * tw > lb:
+        problems.append(f"TB_TREND_ENSEMBLE=true: its longest mean is twice TB_TREND_WINDOW_H={tw!r}, more hourly "
+                        f"bars than TB_LOOKBACK_BARS={lb}")
     problems += _market_problems(values, market_explicit)
     rs, re_ = values.get("replay_start", Settings.replay_start), values.get("replay_end")
     if rs is not None and re_ is not None and re_ <= rs:

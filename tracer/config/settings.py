@@ -115,6 +115,10 @@ class Settings:
                                  "price score is then the close's distance from it, and TB_MIN_DIRECTION_SCORE the "
                                  "band around it; 0 = the seed's hourly oscillators (profile trend: 480)",
                                  lo=0, hi=5000, profile=True)
+    trend_ensemble: bool = _var("TB_TREND_ENSEMBLE", "bool", False,
+                                "multi-horizon trend: the trend model's gap is the mean of the gaps from the means "
+                                "over half, one and two TB_TREND_WINDOW_H (10, 20 and 40 days at 480), so "
+                                "TB_LOOKBACK_BARS must hold twice the window")
     market_filter: str = _var("TB_MARKET_FILTER", "market", None,
                               "market filter: a new long only while this symbol's close is above its mean over "
                               "TB_MARKET_WINDOW_H, a new short only while below (exits are never blocked); an agent "

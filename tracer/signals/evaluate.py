@@ -38,11 +38,21 @@ class EvalParams:
     source_weights: tuple[tuple[str, float], ...] = ()   # headline source -> weight in the narrative
     trend_window_h: float = 0.0     # hours in the higher-timeframe mean of the trend model (0 = the oscillators)
     market_window_h: float = 0.0    # hours in the market filter's mean (0 = no market filter)
+    trend_ensemble: bool = False    # the trend gap is the mean over half, one and two trend windows
 
     @property
     def trend_bars(self) -> int:
         """Bars of ``interval`` in the trend window (0 = off)."""
         return int(round(self.trend_window_h * 3600.0 / self.interval.total_seconds())) if self.trend_window_h else 0
+
+    @property
+    def trend_windows(self) -> tuple[int, ...]:
+        """The windows (bars) whose mean gaps make the trend gap: () off, one window, or with
+        ``trend_ensemble`` half, one and two trend windows (the multi-horizon trend)."""
+        w = self.trend_bars
+        if w <= 0:
+            return ()
+        return (max(w // 2, 1), w, 2 * w) if self.trend_ensemble else (w,)
 
     @property
     def market_bars(self) -> int:
@@ -63,7 +73,7 @@ class EvalParams:
                    volume_z_window=s.volume_z_window, divergence_threshold=s.divergence_threshold,
                    min_direction_score=s.min_direction_score,
                    source_weights=tuple(sorted(parse_weights(s.news_source_weights).items())),
-                   trend_window_h=s.trend_window_h,
+                   trend_window_h=s.trend_window_h, trend_ensemble=s.trend_ensemble,
                    market_window_h=(s.market_window_h or s.trend_window_h) if market_on else 0.0)
 
 
@@ -122,7 +132,7 @@ def prepare(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], n
     of the scored headlines relevant to it as of ``now``, and the market filter's gap at its last bar (``market``:
     :func:`market_context` of the market symbol; ignored when the filter is off)."""
     o, high, low, close, vol = ohlcv_columns(bars)
-    row = feature_row(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_bars)
+    row = feature_row(high, low, close, vol, timedelta(days=365) / p.interval, p.volume_z_window, p.trend_windows)
     nar = narrative_score(scored, now, halflife_min=p.halflife_min, trim=p.sentiment_trim,
                           source_weights=dict(p.source_weights))
     top = sorted(scored, key=lambda s: s.headline.published_at, reverse=True)[:10]
@@ -221,6 +231,7 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
             "composite": composite,
             "price_components": {"rsi_component": float(t.rsi_component[i]), "macd_hist_z": f.macd_hist_z,
                                  "trend_gap": f.trend_gap, "trend_bars": p.trend_bars,
+                                 "trend_windows": list(p.trend_windows),
                                  "ema_spread_z": f.ema_spread_z, "volume_damping": float(t.damping[i])},
             "narrative": {"count": nar.count, "effective_weight": nar.effective_weight,
                           "latest_age_min": nar.latest_age_min, "halflife_min": p.halflife_min,

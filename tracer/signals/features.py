@@ -13,8 +13,10 @@ default window. The parity test holds decisions identical and scores within 1e-6
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeAlias
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -96,18 +98,46 @@ def rolling_trend(log_close: np.ndarray, h: int) -> np.ndarray:
     return out
 
 
-def trend_gap(close: np.ndarray, window: int) -> np.ndarray:
+TrendWindows: TypeAlias = int | Sequence[int]     # one window, or several (the multi-horizon trend)
+
+
+def trend_windows(window: TrendWindows) -> tuple[int, ...]:
+    """The trend windows as a tuple (an int is one window; 0 or none = off)."""
+    ws = (window,) if isinstance(window, (int, np.integer)) else tuple(window)
+    return tuple(int(w) for w in ws if w > 0)
+
+
+def trend_gap(close: np.ndarray, window: TrendWindows) -> np.ndarray:
     """At each i: ``log(close[i] / mean(close[i-window+1 .. i]))``, the distance from the higher-timeframe
     mean (a 480-bar window on hourly bars is the 20-day mean); 0 where fewer than ``window`` bars exist or
     ``window`` is 0 (off). A plain rolling mean, so the live window and the full history give the same
-    number once the window holds ``window`` bars."""
+    number once the window holds ``window`` bars. Several windows (the multi-horizon trend,
+    ``TB_TREND_ENSEMBLE``): the mean of their gaps, 0 until the longest window holds its bars."""
     c = np.asarray(close, dtype=float)
+    ws = trend_windows(window)
     out = np.zeros(len(c))
-    if window <= 0 or len(c) < window:
+    if not ws or len(c) < max(ws):
         return out
-    mean = sliding_window_view(c, window).mean(axis=1)
-    out[window - 1:] = np.log(c[window - 1:] / mean)
+    if len(ws) == 1:
+        mean = sliding_window_view(c, ws[0]).mean(axis=1)
+        out[ws[0] - 1:] = np.log(c[ws[0] - 1:] / mean)
+        return out
+    start = max(ws) - 1
+    for w in ws:
+        out[start:] += np.log(c[start:] / sliding_window_view(c, w).mean(axis=1)[start - w + 1:])
+    out[start:] /= len(ws)
     return out
+
+
+def trend_gap_last(close: np.ndarray, window: TrendWindows) -> float:
+    """:func:`trend_gap` at the last bar only (the live cycle)."""
+    c = np.asarray(close, dtype=float)
+    ws = trend_windows(window)
+    if not ws or len(c) < max(ws):
+        return 0.0
+    if len(ws) == 1:
+        return float(np.log(c[-1] / c[-ws[0]:].mean()))
+    return float(sum(np.log(c[-1] / c[-w:].mean()) for w in ws) / len(ws))
 
 
 def market_gap(close: np.ndarray, window: int) -> np.ndarray:
@@ -122,7 +152,7 @@ def market_gap(close: np.ndarray, window: int) -> np.ndarray:
 
 
 def feature_table(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                  bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureTable:
+                  bars_per_year: float, volume_z_window: int = 20, trend_window: TrendWindows = 0) -> FeatureTable:
     """Every feature the evaluation needs, for every bar of the series (oldest first); ``trend_window``
     bars in the higher-timeframe mean of :func:`trend_gap` (0 = off)."""
     c = np.asarray(close, dtype=float)
@@ -202,7 +232,7 @@ def _trend_of_last(log_close: np.ndarray, h: int) -> float:
 
 
 def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                bars_per_year: float, volume_z_window: int = 20, trend_window: int = 0) -> FeatureRow:
+                bars_per_year: float, volume_z_window: int = 20, trend_window: TrendWindows = 0) -> FeatureRow:
     """The last row of :func:`feature_table`, what the live cycle reads: the recursive indicators (EMA, RSI,
     MACD, ATR) still run over the whole series, but every rolling window is taken over the last bars only, so
     a 600-bar look-back costs one window per feature instead of 600. The same numbers up to float rounding
@@ -231,5 +261,5 @@ def feature_row(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np
     short_mean = float(v[-PART_SHORT:].mean())
     long_mean = float(v[-PART_LONG:].mean())          # fewer than PART_LONG bars: the mean of all (as the table)
     part = short_mean / long_mean if long_mean > 0 else 1.0
-    tg = float(np.log(c[-1] / c[-trend_window:].mean())) if 0 < trend_window <= n else 0.0
+    tg = trend_gap_last(c, trend_window)
     return FeatureRow(vz, r, mz, sz, a, hs, av, part, tg)
