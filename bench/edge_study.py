@@ -31,7 +31,7 @@ import pandas as pd
 HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", "/work/shared/data/history"))   # candles_1h_*USDT.csv
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
-TOTAL_TRIALS = 175      # configurations backtested up to round 15 (143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
+TOTAL_TRIALS = 191      # configurations backtested up to round 16 (175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
 COST_BPS = 10.0 + 5.0                                         # fee + slippage per side, as the agents pay
 
 
