@@ -200,32 +200,32 @@ class History:
         return self._usable.get((symbol, lookback_bars, min_bars, max_gap_bars), make)
 
     def features(self, symbol: str, bars_per_year: float, volume_z_window: int,
-                 trend_bars: TrendWindows) -> FeatureTable:
+                 trend_windows: TrendWindows) -> FeatureTable:
         def make() -> FeatureTable:
             sr = self.series(symbol)
             if self._disk is None:
-                return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
-            key = PrepCache.key("features", self._digest(sr.path), bars_per_year, volume_z_window, trend_bars)
+                return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_windows)
+            key = PrepCache.key("features", self._digest(sr.path), bars_per_year, volume_z_window, trend_windows)
             got = self._disk.load_table("features", key)
             if got is not None and len(got) > 8:
                 vz, r, mz, sz, a, av, part, tg = got[:8]
                 return FeatureTable(vz, r, mz, sz, a, list(got[8:]), av, part, tg)
-            ft = feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_bars)
+            ft = feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_windows)
             self._disk.save_table("features", key, np.array([ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z,
                                                              ft.atr, ft.annual_vol, ft.participation, ft.trend_gap,
                                                              *ft.horizons]))
             return ft
-        return self._features.get((symbol, bars_per_year, volume_z_window, trend_bars), make)
+        return self._features.get((symbol, bars_per_year, volume_z_window, trend_windows), make)
 
     def regime(self, symbol: str, bars_per_year: float, volume_z_window: int,
-               trend_bars: TrendWindows) -> RegimeColumns:
+               trend_windows: TrendWindows) -> RegimeColumns:
         """The regime columns of :meth:`features`'s table (:func:`tracer.signals.scoring.regime_columns`)."""
         def make() -> RegimeColumns:
-            ft = self.features(symbol, bars_per_year, volume_z_window, trend_bars)
+            ft = self.features(symbol, bars_per_year, volume_z_window, trend_windows)
             if self._disk is None:
                 return regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation)
             key = PrepCache.key("regime", self._digest(self.series(symbol).path), bars_per_year, volume_z_window,
-                                trend_bars)
+                                trend_windows)
             got = self._disk.load_table("regime", key)
             if got is not None and len(got) == 5:
                 score, conf, tc, vc, uc = got
@@ -235,7 +235,7 @@ class History:
             self._disk.save_table("regime", key, np.array([reg.trend_score, reg.confidence, reg.trend_code,
                                                            reg.vol_code, reg.volume_code], dtype=np.float64))
             return reg
-        return self._derived.get(("regime", symbol, bars_per_year, volume_z_window, trend_bars), make)
+        return self._derived.get(("regime", symbol, bars_per_year, volume_z_window, trend_windows), make)
 
     def headlines(self, path: Path | None) -> list:
         """The headlines file (None: ``headlines.csv`` of the data folder); none when it does not exist
