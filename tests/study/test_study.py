@@ -327,3 +327,23 @@ def test_the_blackout_count_follows_the_gap_policy():
     # the decisions on the bars of hours 110-118 (from hour 119 the window starts after the hole)
     assert _blackout([a, c], lo, hi, 20, iv, 1, 6) == 9
     assert _blackout([a, b], lo, hi, 20, iv, 1, 0) > 0       # every hole a long one
+
+
+def test_prior_trials_deflate_a_study_that_searched_nothing(tmp_path):
+    """--trials 0 measures no spread of candidate Sharpe ratios; the prior configurations must still deflate: the
+    null's own estimation variance (1 / training length per bar), not zero."""
+    from tracer.study.engine import run_study
+    data = _slice(tmp_path / "d")
+    alone = run_study(_cfg(tmp_path, data, "alone", trials=0, folds=1)).doc
+    prior = run_study(_cfg(tmp_path, data, "prior", trials=0, folds=1, prior_trials=50)).doc
+    ct = prior["configurations_tried"]
+    assert ct["total"] == 51 and ct["sharpe_variance_source"] == "null"
+    assert ct["sharpe_variance_per_bar"] == pytest.approx(1 / (8 * 24))
+    assert ct["sharpe_variance_per_bar_at_oos_length"] == pytest.approx(1 / prior["oos"]["bars"])
+    assert prior["deflated_sharpe"]["sr0"] > 0
+    assert prior["deflated_sharpe"]["dsr"] < prior["probabilistic_sharpe"]["dsr"]
+    # one configuration and nothing before it: nothing to deflate
+    assert alone["configurations_tried"]["total"] == 1 and alone["deflated_sharpe"]["sr0"] == 0.0
+    assert alone["deflated_sharpe"]["dsr"] == alone["probabilistic_sharpe"]["dsr"]
+    from tracer.study.report import markdown
+    assert "searched nothing" in markdown(prior) and "searched nothing" not in markdown(alone)

@@ -307,6 +307,12 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     # The trials' Sharpe ratios were measured on training windows; under the null of no skill their spread is
     # estimation noise, whose variance falls as 1/length: rescale it to the length of the OOS series tested.
     train_bars = cfg.train_days * timedelta(days=1) / interval
+    # With fewer than two candidate Sharpe ratios (no search: --trials 0) their spread cannot be measured, yet the
+    # prior trials still count: take the null's own estimation variance, 1/length per bar (as if the trials were
+    # independent: conservative), rather than no spread, which would deflate nothing.
+    var_source = "candidates"
+    if var_sr <= 0 and n_configs > 1:
+        var_sr, var_source = 1.0 / train_bars, "null"
     var_oos = var_sr * train_bars / max(len(agent_run.equity), 1)
     dsr = deflated_sharpe(agent_run.returns(), n_configs, var_oos)
     psr = deflated_sharpe(agent_run.returns(), 1, 0.0)
@@ -329,7 +335,8 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
                    "max_gap_bars": s.max_gap_bars},
         "configurations_tried": {"this_study": n_configs - cfg.prior_trials, "prior": cfg.prior_trials,
                                  "total": n_configs, "sharpe_variance_per_bar": var_sr,
-                                 "sharpe_variance_per_bar_at_oos_length": var_oos},
+                                 "sharpe_variance_per_bar_at_oos_length": var_oos,
+                                 "sharpe_variance_source": var_source},
         "folds": fold_rows,
         "oos": agent_m,
         "deflated_sharpe": dsr.as_dict(),

@@ -161,6 +161,10 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
              "many configurations without skill. The count is conservative (every candidate of every fold); the "
              "spread of unskilled Sharpe ratios is that of the candidates' in-sample ones, rescaled from the "
              "training length to the OOS length (under no skill it is estimation noise, variance ~ 1/length).")
+    if doc["configurations_tried"].get("sharpe_variance_source") == "null":
+        L.append("")
+        L.append("This study searched nothing, so that spread was not measured: it is the null's own, 1/length, as if "
+                 "the prior configurations were independent trials (conservative: correlated ones would deflate less).")
     L.append("")
     if "untuned" in doc:
         dci = doc["untuned"]["delta_sharpe_ci"]
