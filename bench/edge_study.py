@@ -246,8 +246,9 @@ def _effective(agent: str, ov: dict[str, str]) -> dict[str, str]:
     if agent == "hybrid":
         out.pop("TB_FUTURES_MARKET_FILTER", None)
     elif out.get("TB_FUTURES_MARKET_FILTER") == "false":
+        # "none", not unset: since round 12 the trend profile itself sets the filter
         out.pop("TB_FUTURES_MARKET_FILTER")
-        out.pop("TB_MARKET_FILTER", None)
+        out["TB_MARKET_FILTER"] = "none"
         out.pop("TB_MARKET_WINDOW_H", None)
     return out
 
