@@ -32,6 +32,7 @@ from tracer.sentiment.cache import ScoreFile, scorer_code_fingerprint
 from tracer.sentiment.narrative import NarrativeResult, narrative_series, relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.features import FeatureTable, TrendWindows, feature_table
+from tracer.signals.regime import HORIZONS
 from tracer.signals.scoring import RegimeColumns, narrative_confidence, regime_columns, scorer_weight
 
 NS = 1_000_000_000
@@ -124,7 +125,11 @@ class History:
     def series(self, symbol: str) -> Series:
         if symbol not in self._series:
             path = candle_file(self.data_dir, symbol, self.interval)
-            self._series[symbol] = load_series(path, symbol) if self._disk is None else self._disk_series(path, symbol)
+            # the bar times' int64 bits travel in the float64 matrix as they are (a view, not a conversion)
+            self._series[symbol] = self._kept(
+                "series", lambda: (self._digest(path),), lambda: load_series(path, symbol),
+                lambda sr: [sr.ts_ns.view(np.float64), sr.open, sr.high, sr.low, sr.close, sr.volume],
+                lambda m: Series(symbol, path, m[0].view(np.int64), *m[1:]), 6)
         return self._series[symbol]
 
     def _digest(self, path: Path) -> str:
@@ -132,17 +137,19 @@ class History:
             self._digests[path] = file_digest(path)
         return self._digests[path]
 
-    def _disk_series(self, path: Path, symbol: str) -> Series:
-        assert self._disk is not None
-        key = PrepCache.key("series", self._digest(path))
-        got = self._disk.load_table("series", key)
-        if got is not None and len(got) == 6:
-            # the bar times' int64 bits travel in the float64 matrix as they are (a view, not a conversion)
-            return Series(symbol, path, got[0].view(np.int64), *got[1:])
-        sr = load_series(path, symbol)
-        self._disk.save_table("series", key, np.array([sr.ts_ns.view(np.float64), sr.open, sr.high, sr.low,
-                                                       sr.close, sr.volume]))
-        return sr
+    def _kept(self, kind: str, key: Callable[[], tuple], compute: Callable[[], T],
+              rows_of: Callable[[T], list[np.ndarray]], from_rows: Callable[[np.ndarray], T], n_rows: int) -> T:
+        """``compute()``, or with a preparation cache its entry for ``key()`` (a float64 matrix of ``n_rows``
+        rows: ``rows_of`` writes it, ``from_rows`` reads it back; any other shape is a miss)."""
+        if self._disk is None:
+            return compute()
+        k = PrepCache.key(kind, *key())
+        got = self._disk.load_table(kind, k)
+        if got is not None and len(got) == n_rows:
+            return from_rows(got)
+        out = compute()
+        self._disk.save_table(kind, k, np.array(rows_of(out), dtype=np.float64))
+        return out
 
     def clock(self, symbols: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The bar open times every symbol of ``symbols`` has (the replay feed's clock), and each symbol's row
@@ -203,18 +210,13 @@ class History:
                  trend_windows: TrendWindows) -> FeatureTable:
         def make() -> FeatureTable:
             sr = self.series(symbol)
-            if self._disk is None:
-                return feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_windows)
-            key = PrepCache.key("features", self._digest(sr.path), bars_per_year, volume_z_window, trend_windows)
-            got = self._disk.load_table("features", key)
-            if got is not None and len(got) > 8:
-                vz, r, mz, sz, a, av, part, tg = got[:8]
-                return FeatureTable(vz, r, mz, sz, a, list(got[8:]), av, part, tg)
-            ft = feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window, trend_windows)
-            self._disk.save_table("features", key, np.array([ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z,
-                                                             ft.atr, ft.annual_vol, ft.participation, ft.trend_gap,
-                                                             *ft.horizons]))
-            return ft
+            return self._kept(
+                "features", lambda: (self._digest(sr.path), bars_per_year, volume_z_window, trend_windows),
+                lambda: feature_table(sr.high, sr.low, sr.close, sr.volume, bars_per_year, volume_z_window,
+                                      trend_windows),
+                lambda ft: [ft.volume_z, ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.atr, ft.annual_vol,
+                            ft.participation, ft.trend_gap, *ft.horizons],
+                lambda m: FeatureTable(*m[:5], list(m[8:]), m[5], m[6], m[7]), 8 + len(HORIZONS))
         return self._features.get((symbol, bars_per_year, volume_z_window, trend_windows), make)
 
     def regime(self, symbol: str, bars_per_year: float, volume_z_window: int,
@@ -222,19 +224,14 @@ class History:
         """The regime columns of :meth:`features`'s table (:func:`tracer.signals.scoring.regime_columns`)."""
         def make() -> RegimeColumns:
             ft = self.features(symbol, bars_per_year, volume_z_window, trend_windows)
-            if self._disk is None:
-                return regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation)
-            key = PrepCache.key("regime", self._digest(self.series(symbol).path), bars_per_year, volume_z_window,
-                                trend_windows)
-            got = self._disk.load_table("regime", key)
-            if got is not None and len(got) == 5:
-                score, conf, tc, vc, uc = got
-                return RegimeColumns(score, tc.astype(np.int64), vc.astype(np.int64), uc.astype(np.int64), conf)
-            reg = regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation)
             # the codes are small integers: exact as floats
-            self._disk.save_table("regime", key, np.array([reg.trend_score, reg.confidence, reg.trend_code,
-                                                           reg.vol_code, reg.volume_code], dtype=np.float64))
-            return reg
+            return self._kept(
+                "regime", lambda: (self._digest(self.series(symbol).path), bars_per_year, volume_z_window,
+                                   trend_windows),
+                lambda: regime_columns(np.column_stack(ft.horizons), ft.annual_vol, ft.participation),
+                lambda r: [r.trend_score, r.confidence, r.trend_code, r.vol_code, r.volume_code],
+                lambda m: RegimeColumns(m[0], m[2].astype(np.int64), m[3].astype(np.int64), m[4].astype(np.int64),
+                                        m[1]), 5)
         return self._derived.get(("regime", symbol, bars_per_year, volume_z_window, trend_windows), make)
 
     def headlines(self, path: Path | None) -> list:

@@ -119,7 +119,7 @@ class PaperLedger:
         """How many of the next bars of ``symbol`` (``ohlc``: their open, high, low and close as the rows of a
         4 x n array, in order; ``open_ns``: their open times in int ns) ``on_bar`` would process without a fill,
         an exit or a funding payment, moving only the position's best price and the last price
-        (:meth:`pass_quiet` does that at once). None with an order pending for the symbol or a price that is
+        (:meth:`pass_quiet` does that at once). 0 with an order pending for the symbol or a price that is
         not finite and positive. Conservative: may answer fewer, never more."""
         n = ohlc.shape[1]
         if n == 0 or any(order.symbol == symbol for order, _ in self._pending.values()):

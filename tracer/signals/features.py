@@ -118,11 +118,7 @@ def trend_gap(close: np.ndarray, window: TrendWindows) -> np.ndarray:
     out = np.zeros(len(c))
     if not ws or len(c) < max(ws):
         return out
-    if len(ws) == 1:
-        mean = sliding_window_view(c, ws[0]).mean(axis=1)
-        out[ws[0] - 1:] = np.log(c[ws[0] - 1:] / mean)
-        return out
-    start = max(ws) - 1
+    start = max(ws) - 1         # (one window: 0 + gap, / 1, the same bits as the gap itself)
     for w in ws:
         out[start:] += np.log(c[start:] / sliding_window_view(c, w).mean(axis=1)[start - w + 1:])
     out[start:] /= len(ws)
@@ -135,8 +131,6 @@ def trend_gap_last(close: np.ndarray, window: TrendWindows) -> float:
     ws = trend_windows(window)
     if not ws or len(c) < max(ws):
         return 0.0
-    if len(ws) == 1:
-        return float(np.log(c[-1] / c[-ws[0]:].mean()))
     return float(sum(np.log(c[-1] / c[-w:].mean()) for w in ws) / len(ws))
 
 

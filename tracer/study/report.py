@@ -163,8 +163,9 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
              "training length to the OOS length (under no skill it is estimation noise, variance ~ 1/length).")
     if doc["configurations_tried"].get("sharpe_variance_source") == "null":
         L.append("")
-        L.append("This study searched nothing, so that spread was not measured: it is the null's own, 1/length, as if "
-                 "the prior configurations were independent trials (conservative: correlated ones would deflate less).")
+        L.append("This study searched nothing (or its candidates' Sharpe ratios did not vary), so that spread was not "
+                 "measured: it is the null's own, 1/length, as if the prior configurations were independent trials "
+                 "(conservative: correlated ones would deflate less).")
     L.append("")
     if "untuned" in doc:
         dci = doc["untuned"]["delta_sharpe_ci"]
