@@ -11,8 +11,9 @@ import pytest
 from fakes.binance_futures_venue import FakeBinanceFutures
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
                                     RateLimited, TimestampDrift, VenueError, VenueOrderType, VenueUnavailable)
-from tracer.execution.venues.binance_futures import (BinanceFuturesClient, WeightThrottle, format_step,
-                                                     translate_api_error, translate_request_error)
+from tracer.execution.venues.binance_errors import WeightThrottle, translate_api_error, translate_request_error
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
+from tracer.execution.venues.numbers import format_step
 from tracer.models import OrderState, PositionSide, Side
 
 KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"

@@ -14,7 +14,8 @@ from tracer.store import Store
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.venue import OrderSpec, VenueUnavailable
 from tracer.execution.venue_broker import stop_order_id, target_order_id
-from tracer.execution.venues.binance_futures import BinanceFuturesClient, WeightThrottle
+from tracer.execution.venues.binance_errors import WeightThrottle
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 from venue_harness import BTC, KEY, SECRET, T0, Harness, assert_no_duplicates, booked

@@ -2,9 +2,9 @@
 
 Thin: one venue call per method where possible, no retries, no trading state (the venue is the truth);
 the only caches are the exchange rules and what :meth:`prepare_symbol` already set. Requests wait for the
-next minute when the venue's used-weight header nears its limit (:class:`WeightThrottle`). Every python-binance
-/ requests error is translated into the typed errors of :mod:`tracer.execution.venue` (see
-:func:`translate_api_error`); nothing else escapes.
+next minute when the venue's used-weight header nears its limit (:class:`binance_errors.WeightThrottle`). Every
+python-binance / requests error is translated into the typed errors of :mod:`tracer.execution.venue` (see
+:mod:`tracer.execution.venues.binance_errors`); nothing else escapes.
 
 Checked against python-binance 1.0.37 (``binance/client.py``, ``binance/base_client.py``):
 
@@ -33,31 +33,24 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
-import threading
 import time
-from datetime import datetime, timedelta, timezone
-from decimal import ROUND_FLOOR, Decimal
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 from tracer.execution.broker import VenueRules
-from tracer.execution.venue import (Ambiguous, AuthError, FundingPayment, InsufficientMargin, IpBanned, OrderRejected,
-                                    OrderSpec, RateLimited, TimestampDrift, VenueBalance, VenueError, VenueFill,
-                                    VenueOrder, VenueOrderType, VenuePosition, VenueUnavailable, is_test_url)
-from tracer.logs import kv
+from tracer.execution.venue import (Ambiguous, FundingPayment, OrderRejected, OrderSpec, VenueBalance, VenueFill,
+                                    VenueOrder, VenueOrderType, VenuePosition, is_test_url)
+from tracer.execution.venues.binance_errors import (NOT_FOUND_CODES, WeightThrottle, translate_api_error,
+                                                    translate_request_error)
+from tracer.execution.venues.numbers import finite, format_step, required, utc_from_ms
 from tracer.models import OrderState, PositionSide, Side
 from tracer.symbols import binance_symbol
 
-__all__ = ["BinanceFuturesClient", "WeightThrottle", "translate_api_error", "translate_request_error", "format_step",
-           "LIVE_URL"]
+__all__ = ["BinanceFuturesClient", "LIVE_URL"]
 
 LIVE_URL = "https://fapi.binance.com"
 
-NOT_FOUND_CODES = (-2013, -2011)          # "Order does not exist." / "Unknown order sent."
-AMBIGUOUS_CODES = (-1000, -1001, -1006, -1007)
-AUTH_CODES = (-1022, -2014, -2015, -1002)
-MARGIN_CODES = (-2018, -2019)
-RATE_CODES = (-1003, -1015)   # too many requests / too many new orders
 CONDITIONAL_TYPES = (VenueOrderType.STOP_MARKET, VenueOrderType.TAKE_PROFIT_MARKET)
 _STABLE = ("USDT", "USDC", "BUSD", "FDUSD")
 
@@ -73,191 +66,6 @@ _ALGO_STATE = {
 }
 _TYPES = {"MARKET": VenueOrderType.MARKET, "STOP_MARKET": VenueOrderType.STOP_MARKET,
           "TAKE_PROFIT_MARKET": VenueOrderType.TAKE_PROFIT_MARKET}
-
-
-# --- helpers -------------------------------------------------------------------------------------------
-def _utc_ms(ms: Any) -> datetime | None:
-    try:
-        v = int(ms)
-        return datetime.fromtimestamp(v / 1000, tz=timezone.utc) if v > 0 else None
-    except (TypeError, ValueError, OverflowError, OSError):   # garbage, or a time no calendar has
-        return None
-
-
-def _f(x: Any, default: float = 0.0) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return default
-
-
-def _v(x: Any, default: float = 0.0) -> float:
-    """A number of a venue answer: ``default`` when absent (None or ""), else a finite float; anything else
-    (``"abc"``, ``NaN``, ``Infinity``, ``1e999``, a 400-digit number, a list ...) raises ValueError, which
-    :meth:`BinanceFuturesClient._parse` turns into :class:`Ambiguous` (never a NaN reaching the broker)."""
-    if x is None or x == "":
-        return default
-    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
-        raise ValueError(f"not a number: {type(x).__name__}")
-    try:
-        v = float(x)
-    except OverflowError:
-        raise ValueError("number out of range") from None
-    if not math.isfinite(v):
-        raise ValueError(f"not a finite number: {x!r:.40}")
-    return v
-
-
-def _req(x: Any) -> float:
-    """A number the answer must carry (see :func:`_v`)."""
-    if x is None or x == "":
-        raise ValueError("missing number")
-    return _v(x)
-
-
-def format_step(value: float, step: float | str, *, mode: str = "floor") -> str:
-    """``value`` as an exact decimal string on the grid of ``step`` (no float artefacts).
-
-    ``mode="floor"`` (quantities): the largest multiple not above the value, except that a value within
-    1e-9 steps of a multiple (a float artefact such as 0.30000000000000004) snaps to it.
-    ``mode="nearest"`` (prices): the nearest multiple.
-    """
-    d_step = Decimal(str(step))
-    if d_step <= 0:
-        raise ValueError(f"step must be > 0, got {step}")
-    n = Decimal(repr(float(value))) / d_step
-    nearest = n.to_integral_value()
-    if mode == "nearest" or abs(n - nearest) <= Decimal("1e-9"):
-        units = nearest
-    else:
-        units = n.to_integral_value(rounding=ROUND_FLOOR)
-    q = (units * d_step).quantize(d_step) if d_step.as_tuple().exponent < 0 else units * d_step
-    s = format(q, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s if s not in ("-0", "") else "0"
-
-
-def _headers(e: Any) -> Any:
-    resp = getattr(e, "response", None)
-    return getattr(resp, "headers", None) or {}
-
-
-def translate_api_error(e: Any, what: str) -> VenueError:
-    """A ``BinanceAPIException`` (or anything with ``status_code``/``code``/``message``/``response``) as ours."""
-    status = getattr(e, "status_code", None)
-    code = getattr(e, "code", None) or None
-    msg = str(getattr(e, "message", "") or "")[:300]
-    text = f"{what}: {msg} (HTTP {status}, code {code})"
-    h = _headers(e)
-    if status == 418:
-        # the later of Retry-After and the "banned until <ms>" of the message; 2 minutes if neither
-        candidates = []
-        ra = h.get("Retry-After")
-        if ra is not None and _f(ra, -1) >= 0:
-            candidates.append(datetime.now(timezone.utc) + timedelta(seconds=_f(ra)))
-        m = re.search(r"banned until (\d{10,})", msg)
-        if m and _utc_ms(m.group(1)) is not None:
-            candidates.append(_utc_ms(m.group(1)))
-        until = max(candidates) if candidates else datetime.now(timezone.utc) + timedelta(minutes=2)
-        return IpBanned(text, until=until, code=code, status=status)
-    if status == 429 or code in RATE_CODES:
-        ra = h.get("Retry-After")
-        uw = h.get("X-MBX-USED-WEIGHT-1M")
-        retry = _f(ra, 60.0) if ra is not None else 60.0
-        return RateLimited(text, retry_after_s=max(retry, 0.0), used_weight=int(_f(uw)) if uw is not None else None,
-                           code=code, status=status)
-    if code == -1021:
-        return TimestampDrift(text, code=code, status=status)
-    if code in AUTH_CODES or status == 401:
-        return AuthError(text, code=code, status=status)
-    if code in AMBIGUOUS_CODES or (status is not None and status >= 500) or status == 408:
-        return Ambiguous(text, code=code, status=status)
-    if status == 403:   # WAF / CDN block: the request never reached the matching engine
-        return VenueUnavailable(text, code=code, status=status)
-    if code in MARGIN_CODES:
-        return InsufficientMargin(text, code=code, status=status)
-    return OrderRejected(text, code=code, status=status)
-
-
-def translate_request_error(e: BaseException, what: str) -> VenueError:
-    """A requests exception as ours: refused before sending -> VenueUnavailable, else Ambiguous."""
-    import requests
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
-
-    name = type(e).__name__
-    if isinstance(e, requests.exceptions.ConnectTimeout):
-        return VenueUnavailable(f"{what}: connect timeout ({name})")
-    if isinstance(e, requests.exceptions.Timeout):
-        return Ambiguous(f"{what}: no response in time ({name})")
-    if isinstance(e, requests.exceptions.SSLError):
-        return VenueUnavailable(f"{what}: TLS handshake failed ({name})")
-    if isinstance(e, requests.exceptions.ConnectionError):
-        inner = e.args[0] if e.args else None
-        reason = getattr(inner, "reason", None) if isinstance(inner, MaxRetryError) else inner
-        if isinstance(reason, NewConnectionError):
-            return VenueUnavailable(f"{what}: cannot connect ({type(reason).__name__})")
-        return Ambiguous(f"{what}: connection lost ({type(reason).__name__ if reason is not None else name})")
-    if isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                      requests.exceptions.InvalidSchema)):
-        return VenueUnavailable(f"{what}: bad venue URL ({name})")
-    return Ambiguous(f"{what}: request failed ({name})")
-
-
-class WeightThrottle:
-    """Keeps a client under Binance's IP request-weight limit instead of running into it: Binance counts
-    weight per calendar minute (``X-MBX-USED-WEIGHT-1M`` on every answer), answers 429 past the limit and
-    bans the IP (418, minutes to days) for clients that keep going. When the last answer said the used
-    weight is at ``headroom`` of the limit or more, the next request waits for the next minute on the
-    venue's clock (at most 61 s, once per minute; the agent's cycles are an hour apart). Every answer counts
-    (errors such as "order does not exist" carry the header too) but 429/418: those are the caller's
-    :class:`RateLimited` / :class:`IpBanned`, with their own wait. The weight is counted in the minute the
-    request was sent.
-
-    ``limit``: the venue's ``REQUEST_WEIGHT`` per minute, from ``exchangeInfo`` (2,400 until then).
-    ``sleep``: injectable for tests. ``waits`` counts the waits it made.
-    """
-
-    def __init__(self, limit: int = 2400, headroom: float = 0.9, sleep: Callable[[float], None] | None = None,
-                 log: logging.Logger | None = None, stop: threading.Event | None = None) -> None:
-        self.limit = int(limit)
-        self.headroom = float(headroom)
-        self._sleep = sleep
-        # a stop request (SIGTERM) ends the wait at once: the request is then not sent (VenueUnavailable)
-        self.stop = stop
-        self._log = log or logging.getLogger("tracer.venue.binance")
-        self.used = 0
-        self._minute = -1          # the venue minute ``used`` belongs to
-        self.waits = 0
-
-    def after_response(self, header: Any, now_s: float) -> None:
-        """Record the weight the venue reported; an absent or unreadable header changes nothing."""
-        w = _f(header, -1.0)
-        if w >= 0 and math.isfinite(w):
-            self.used, self._minute = int(w), int(now_s // 60)
-
-    def before_request(self, now_s: float) -> None:
-        if int(now_s // 60) != self._minute or self.used < self.headroom * self.limit:
-            return
-        wait = min(61.0, (self._minute + 1) * 60 - now_s + 0.25)
-        self._log.warning(kv("venue_weight_throttle", venue="binance", used_weight=self.used, limit=self.limit,
-                             wait_s=round(wait, 2)))
-        self.waits += 1
-        if self._sleep is not None:
-            self._sleep(wait)
-        elif (self.stop or threading.Event()).wait(wait):
-            raise VenueUnavailable("binance: stop requested during the request-weight wait; request not sent")
-        self.used, self._minute = 0, -1     # a new minute: the next answer says how much of it is used
-
-    def set_limit(self, rate_limits: Any) -> None:
-        """The per-minute ``REQUEST_WEIGHT`` from ``exchangeInfo``'s ``rateLimits`` (kept when absent)."""
-        for r in rate_limits if isinstance(rate_limits, list) else ():
-            if (isinstance(r, dict) and r.get("rateLimitType") == "REQUEST_WEIGHT"
-                    and r.get("interval") == "MINUTE" and _f(r.get("intervalNum"), 0) >= 1):
-                per_min = _f(r.get("limit"), 0) / _f(r.get("intervalNum"), 1)
-                if 0 < per_min < math.inf:
-                    self.limit = int(per_min)
-                    return
 
 
 def _epoch_s(clock: Callable[[], Any]) -> float:
@@ -382,7 +190,7 @@ class BinanceFuturesClient:
     # --- time -----------------------------------------------------------------------------------------
     def server_time(self) -> datetime:
         r = self._call("server_time", self._c.futures_time)
-        t = self._parse("server_time", lambda: _utc_ms(r["serverTime"]))
+        t = self._parse("server_time", lambda: utc_from_ms(r["serverTime"]))
         if t is None:
             raise Ambiguous(f"server_time: unreadable serverTime {str(r)[:80]}")
         return t
@@ -392,7 +200,7 @@ class BinanceFuturesClient:
         r = self._call("sync_time", self._c.futures_time)
         t1 = _epoch_s(self._clock) * 1000
         def offset_of() -> float:
-            off = float(_req(r["serverTime"])) - (t0 + t1) / 2
+            off = float(required(r["serverTime"])) - (t0 + t1) / 2
             if abs(off) > 366 * 86_400_000:     # a year off: not a clock, a broken answer
                 raise ValueError(f"implausible server time offset {off:.0f} ms")
             return off
@@ -417,11 +225,11 @@ class BinanceFuturesClient:
             # MARKET orders are checked against MARKET_LOT_SIZE, others against LOT_SIZE: the coarser wins
             f = {x["filterType"]: x for x in s.get("filters", [])}
             lot, mkt = f.get("LOT_SIZE", {}), f.get("MARKET_LOT_SIZE", {})
-            steps = [Decimal(x["stepSize"]) for x in (lot, mkt) if _v(x.get("stepSize")) > 0]
+            steps = [Decimal(x["stepSize"]) for x in (lot, mkt) if finite(x.get("stepSize")) > 0]
             mins = [Decimal(x["minQty"]) for x in (lot, mkt) if x.get("minQty") is not None]
             r = VenueRules(tick_size=float(Decimal(f["PRICE_FILTER"]["tickSize"])), step_size=float(max(steps)),
                            min_qty=float(max(mins)) if mins else float(max(steps)),
-                           min_notional=_v(f.get("MIN_NOTIONAL", {}).get("notional")))
+                           min_notional=finite(f.get("MIN_NOTIONAL", {}).get("notional")))
             if not (0 < r.tick_size < math.inf and 0 < r.step_size < math.inf and 0 <= r.min_qty < math.inf):
                 raise ValueError(f"unusable filters tick {r.tick_size} step {r.step_size} min {r.min_qty}")
             return r
@@ -541,7 +349,7 @@ class BinanceFuturesClient:
         def parse() -> list[VenueFill]:
             out = []
             for t in trades:
-                fee = _v(t.get("commission"))
+                fee = finite(t.get("commission"))
                 asset = t.get("commissionAsset") or "USDT"
                 if asset not in _STABLE and fee:
                     if asset not in rates:
@@ -549,16 +357,16 @@ class BinanceFuturesClient:
                     fee *= rates[asset]
                 out.append(VenueFill(
                     client_order_id=client_order_id, symbol=symbol,
-                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=_req(t["qty"]),
-                    price=_req(t["price"]), fee=abs(fee), ts=_utc_ms(t["time"]) or datetime.now(timezone.utc),
-                    trade_id=str(t["id"]), realized_pnl=_v(t.get("realizedPnl"))))
+                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=required(t["qty"]),
+                    price=required(t["price"]), fee=abs(fee), ts=utc_from_ms(t["time"]) or datetime.now(timezone.utc),
+                    trade_id=str(t["id"]), realized_pnl=finite(t.get("realizedPnl"))))
             return out
 
         return self._parse(what, parse)
 
     def _usdt_price(self, asset: str) -> float:
         r = self._call(f"price {asset}", self._c.futures_mark_price, symbol=f"{asset}USDT")
-        return self._parse(f"price {asset}", lambda: _req(r["markPrice"]))
+        return self._parse(f"price {asset}", lambda: required(r["markPrice"]))
 
     # --- account -----------------------------------------------------------------------------------------
     def positions(self) -> list[VenuePosition]:
@@ -567,15 +375,15 @@ class BinanceFuturesClient:
         def parse() -> list[VenuePosition]:
             out = []
             for p in rows:
-                amt = _req(p["positionAmt"])
+                amt = required(p["positionAmt"])
                 if amt == 0:
                     continue
-                liq = _v(p.get("liquidationPrice"))
+                liq = finite(p.get("liquidationPrice"))
                 out.append(VenuePosition(
                     symbol=self.our_symbol(p["symbol"]), side=PositionSide.LONG if amt > 0 else PositionSide.SHORT,
-                    qty=abs(amt), entry_price=_req(p["entryPrice"]), leverage=_v(p.get("leverage"), 1.0),
-                    liquidation_price=liq if liq > 0 else None, margin=_v(p.get("isolatedWallet")),
-                    unrealized_pnl=_v(p.get("unRealizedProfit")), mark_price=_v(p.get("markPrice")) or None))
+                    qty=abs(amt), entry_price=required(p["entryPrice"]), leverage=finite(p.get("leverage"), 1.0),
+                    liquidation_price=liq if liq > 0 else None, margin=finite(p.get("isolatedWallet")),
+                    unrealized_pnl=finite(p.get("unRealizedProfit")), mark_price=finite(p.get("markPrice")) or None))
             return out
 
         return self._parse("positions", parse)
@@ -587,9 +395,9 @@ class BinanceFuturesClient:
             usdt = next((a for a in acct["assets"] if a["asset"] == "USDT"), None)
             if usdt is None:
                 return VenueBalance(wallet=0.0, available=0.0, equity=0.0)
-            wallet = _req(usdt["walletBalance"])
-            return VenueBalance(wallet=wallet, available=_req(usdt["availableBalance"]),
-                                equity=wallet + _v(usdt.get("unrealizedProfit")))
+            wallet = required(usdt["walletBalance"])
+            return VenueBalance(wallet=wallet, available=required(usdt["availableBalance"]),
+                                equity=wallet + finite(usdt.get("unrealizedProfit")))
 
         return self._parse("balance", parse)
 
@@ -615,11 +423,11 @@ class BinanceFuturesClient:
         for _ in range(50):   # pages of 1000
             rows = self._call("funding", self._c.futures_income_history, symbol=vs, incomeType="FUNDING_FEE",
                               startTime=start, limit=1000)
-            page = self._parse("funding", lambda: [(int(r["time"]), -_req(r["income"]),
+            page = self._parse("funding", lambda: [(int(r["time"]), -required(r["income"]),
                                                     str(r.get("tranId") or f"{r['time']}:{r['income']}"))
                                                    for r in rows
                                                    if r.get("incomeType", "FUNDING_FEE") == "FUNDING_FEE"])
-            out += [FundingPayment(symbol=symbol, ts=_utc_ms(t) or since, amount=a, ref=ref) for t, a, ref in page]
+            out += [FundingPayment(symbol=symbol, ts=utc_from_ms(t) or since, amount=a, ref=ref) for t, a, ref in page]
             if len(rows) < 1000 or not page:
                 break
             start = max(t for t, _, _ in page) + 1
@@ -637,19 +445,19 @@ class BinanceFuturesClient:
 
     def _order(self, o: dict[str, Any], symbol: str) -> VenueOrder:
         status = o["status"]
-        filled = _v(o.get("executedQty"))
-        avg = _v(o.get("avgPrice"))
+        filled = finite(o.get("executedQty"))
+        avg = finite(o.get("avgPrice"))
         state = _STATE.get(status, OrderState.SUBMITTED)
         reason = None
         if status in ("EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
             reason = status.lower() + (" after a partial fill" if filled > 0 else "")
         typ = _TYPES.get(o.get("origType") or o.get("type"), VenueOrderType.MARKET)
-        stop = _v(o.get("stopPrice"))
+        stop = finite(o.get("stopPrice"))
         return VenueOrder(
             client_order_id=o["clientOrderId"], symbol=symbol, side=Side.BUY if o["side"] == "BUY" else Side.SELL,
-            qty=_req(o["origQty"]), filled_qty=filled, avg_price=avg if avg > 0 and filled > 0 else None,
+            qty=required(o["origQty"]), filled_qty=filled, avg_price=avg if avg > 0 and filled > 0 else None,
             state=state, type=typ, reduce_only=bool(o.get("reduceOnly")), stop_price=stop or None,
-            venue_order_id=str(o.get("orderId", "")), updated_at=_utc_ms(o.get("updateTime")), reason=reason)
+            venue_order_id=str(o.get("orderId", "")), updated_at=utc_from_ms(o.get("updateTime")), reason=reason)
 
     def _algo(self, a: dict[str, Any], symbol: str, *, actual: dict[str, Any] | None = None,
               spec: OrderSpec | None = None) -> VenueOrder:
@@ -657,8 +465,8 @@ class BinanceFuturesClient:
         state = _ALGO_STATE.get(status, OrderState.SUBMITTED)
         filled, avg, reason = 0.0, None, None
         if actual is not None:
-            filled = _v(actual.get("executedQty"))
-            p = _v(actual.get("avgPrice"))
+            filled = finite(actual.get("executedQty"))
+            p = finite(actual.get("avgPrice"))
             avg = p if p > 0 and filled > 0 else None
             state = _STATE.get(actual.get("status"), state)
             if actual.get("status") in ("EXPIRED", "CANCELED", "REJECTED"):
@@ -667,7 +475,7 @@ class BinanceFuturesClient:
             state = OrderState.FILLED   # no actual order to look at: trust the service
         if status in ("EXPIRED", "REJECTED"):
             reason = f"algo order {status.lower()}"
-        qty = _v(a.get("quantity"))
+        qty = finite(a.get("quantity"))
         if qty == 0 and spec is not None:
             qty = spec.qty
         return VenueOrder(
@@ -675,8 +483,8 @@ class BinanceFuturesClient:
             qty=qty, filled_qty=filled, avg_price=avg, state=state,
             type=_TYPES.get(a.get("orderType"), VenueOrderType.STOP_MARKET),
             reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
-            stop_price=_v(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
-            updated_at=_utc_ms(a.get("updateTime")), reason=reason)
+            stop_price=finite(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
+            updated_at=utc_from_ms(a.get("updateTime")), reason=reason)
 
     def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
         """An algo order, with its triggered order's fill when it has one."""

@@ -39,7 +39,6 @@ P&L per fill is ``execPnl`` when Bybit sends it, else 0.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -56,6 +55,7 @@ from tracer.execution.venue import (
     TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
     VenueUnavailable, is_test_url,
 )
+from tracer.execution.venues.numbers import finite, utc_from_ms
 from tracer.models import OrderState, PositionSide, Side
 from tracer.symbols import binance_symbol
 
@@ -102,32 +102,6 @@ def venue_symbol(symbol: str) -> str:
 
 def our_symbol(vs: str) -> str:
     return f"{vs[:-len(SETTLE)]}/USD" if vs.endswith(SETTLE) else vs
-
-
-def _f(v: Any, default: float = 0.0) -> float:
-    """A number of a venue answer: ``default`` when absent (None or ""), else a finite float. Anything else
-    (``"abc"``, ``NaN``, ``Infinity``, ``1e999``, a 400-digit number, a list ...) raises ValueError, which the
-    public methods turn into :class:`Ambiguous` (a NaN quantity or price never reaches the broker)."""
-    if v is None or v == "":
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError(f"not a number: {type(v).__name__}")
-    try:
-        x = float(v)
-    except OverflowError:
-        raise ValueError("number out of range") from None
-    if not math.isfinite(x):
-        raise ValueError(f"not a finite number: {v!r:.40}")
-    return x
-
-
-def _ts(ms: Any) -> datetime | None:
-    if ms in (None, "", "0"):
-        return None
-    try:
-        return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
-    except (TypeError, ValueError, OverflowError, OSError):     # garbage, or a time no calendar has
-        return None
 
 
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, OSError)
@@ -327,8 +301,8 @@ class BybitFuturesClient:
                 raise OrderRejected(f"bybit: unknown symbol {vs}", code="unknown_symbol")
             i = items[0]
             pf, lf = i.get("priceFilter") or {}, i.get("lotSizeFilter") or {}
-            r = VenueRules(tick_size=_f(pf.get("tickSize")), step_size=_f(lf.get("qtyStep")),
-                           min_qty=_f(lf.get("minOrderQty")), min_notional=_f(lf.get("minNotionalValue")))
+            r = VenueRules(tick_size=finite(pf.get("tickSize")), step_size=finite(lf.get("qtyStep")),
+                           min_qty=finite(lf.get("minOrderQty")), min_notional=finite(lf.get("minNotionalValue")))
             if r.tick_size <= 0 or r.step_size <= 0:
                 raise ValueError(f"unusable filters: tick {r.tick_size}, step {r.step_size}")
             self._rules[vs] = r
@@ -381,7 +355,7 @@ class BybitFuturesClient:
 
     def _order(self, o: dict) -> VenueOrder:
         side = Side.BUY if o.get("side") == "Buy" else Side.SELL
-        trigger = _f(o.get("triggerPrice"))
+        trigger = finite(o.get("triggerPrice"))
         if trigger > 0:
             rising = str(o.get("triggerDirection")) == "1"
             stop = (side is Side.SELL and not rising) or (side is Side.BUY and rising)
@@ -393,13 +367,13 @@ class BybitFuturesClient:
         if state in (OrderState.CANCELED, OrderState.REJECTED):
             rr = o.get("rejectReason")
             reason = rr if rr and rr != "EC_NoError" else (o.get("cancelType") or str(o.get("orderStatus")))
-        avg = _f(o.get("avgPrice"))
+        avg = finite(o.get("avgPrice"))
         return VenueOrder(
             client_order_id=str(o.get("orderLinkId") or ""), symbol=our_symbol(str(o.get("symbol"))), side=side,
-            qty=_f(o.get("qty")), filled_qty=_f(o.get("cumExecQty")), avg_price=avg if avg > 0 else None,
+            qty=finite(o.get("qty")), filled_qty=finite(o.get("cumExecQty")), avg_price=avg if avg > 0 else None,
             state=state, type=otype, reduce_only=bool(o.get("reduceOnly")),
             stop_price=trigger if trigger > 0 else None, venue_order_id=str(o.get("orderId") or ""),
-            updated_at=_ts(o.get("updatedTime")), reason=reason)
+            updated_at=utc_from_ms(o.get("updatedTime")), reason=reason)
 
     @_typed
     def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
@@ -439,9 +413,9 @@ class BybitFuturesClient:
                 continue
             out.append(VenueFill(
                 client_order_id=client_order_id, symbol=symbol, side=Side.BUY if e.get("side") == "Buy" else Side.SELL,
-                qty=_f(e.get("execQty")), price=_f(e.get("execPrice")), fee=_f(e.get("execFee")),
-                ts=_ts(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
-                realized_pnl=_f(e.get("execPnl"))))
+                qty=finite(e.get("execQty")), price=finite(e.get("execPrice")), fee=finite(e.get("execFee")),
+                ts=utc_from_ms(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
+                realized_pnl=finite(e.get("execPnl"))))
         return sorted(out, key=lambda f: f.ts)
 
     # --- account ------------------------------------------------------------------------------------
@@ -450,18 +424,18 @@ class BybitFuturesClient:
         rows = self._pages("get_positions", "positions", category=CATEGORY, settleCoin=SETTLE, limit=200)
         out = []
         for p in rows:
-            size = _f(p.get("size"))
+            size = finite(p.get("size"))
             if size <= 0 or p.get("side") not in ("Buy", "Sell"):
                 continue
-            liq = _f(p.get("liqPrice"))
-            mark = _f(p.get("markPrice"))
+            liq = finite(p.get("liqPrice"))
+            mark = finite(p.get("markPrice"))
             out.append(VenuePosition(
                 symbol=our_symbol(str(p.get("symbol"))),
                 side=PositionSide.LONG if p["side"] == "Buy" else PositionSide.SHORT, qty=size,
-                entry_price=_f(p.get("avgPrice")), leverage=_f(p.get("leverage"), 1.0),
+                entry_price=finite(p.get("avgPrice")), leverage=finite(p.get("leverage"), 1.0),
                 liquidation_price=liq if liq > 0 else None,
-                margin=_f(p.get("positionIM")) or _f(p.get("positionBalance")),
-                unrealized_pnl=_f(p.get("unrealisedPnl")), mark_price=mark if mark > 0 else None))
+                margin=finite(p.get("positionIM")) or finite(p.get("positionBalance")),
+                unrealized_pnl=finite(p.get("unrealisedPnl")), mark_price=mark if mark > 0 else None))
         return out
 
     @_typed
@@ -472,14 +446,14 @@ class BybitFuturesClient:
         coin = next((c for c in acct.get("coin") or [] if c.get("coin") == SETTLE), None)
         if coin is None:
             return VenueBalance(wallet=0.0, available=0.0, equity=0.0)
-        wallet = _f(coin.get("walletBalance"))
+        wallet = finite(coin.get("walletBalance"))
         if coin.get("availableToWithdraw") not in (None, ""):
-            available = _f(coin.get("availableToWithdraw"))
+            available = finite(coin.get("availableToWithdraw"))
         elif acct.get("totalAvailableBalance") not in (None, ""):
-            available = _f(acct.get("totalAvailableBalance"))
+            available = finite(acct.get("totalAvailableBalance"))
         else:
-            available = wallet - _f(coin.get("totalPositionIM")) - _f(coin.get("totalOrderIM"))
-        return VenueBalance(wallet=wallet, available=available, equity=_f(coin.get("equity"), wallet))
+            available = wallet - finite(coin.get("totalPositionIM")) - finite(coin.get("totalOrderIM"))
+        return VenueBalance(wallet=wallet, available=available, equity=finite(coin.get("equity"), wallet))
 
     @_typed
     def prepare_symbol(self, symbol: str, leverage: int) -> None:
@@ -507,8 +481,8 @@ class BybitFuturesClient:
             for t in rows:
                 if t.get("symbol") != vs:
                     continue
-                received = _f(t.get("funding")) if t.get("funding") not in (None, "") else _f(t.get("change"))
-                out[str(t.get("id"))] = FundingPayment(symbol=symbol, ts=_ts(t.get("transactionTime")) or stop,
+                received = finite(t.get("funding")) if t.get("funding") not in (None, "") else finite(t.get("change"))
+                out[str(t.get("id"))] = FundingPayment(symbol=symbol, ts=utc_from_ms(t.get("transactionTime")) or stop,
                                                        amount=-received,   # Bybit: positive = received
                                                        ref=str(t.get("id")))
             start = stop + timedelta(milliseconds=1)
