@@ -190,6 +190,24 @@ def test_foreign_data_folder_one_minute_bars(tmp_path):
     assert m["bar_steps"] == 3000 - 180 + 1          # after the TB_MIN_BARS warm-up
 
 
+def test_a_folder_without_the_market_symbol_says_the_filter_is_off(tmp_path):
+    # the default profile's market filter reads BTC/USD from the agent's own feed: a folder without BTC runs
+    # without the filter, and the run says so instead of trading differently in silence
+    data = tmp_path / "data"
+    data.mkdir()
+    for sym in ("ETHUSDT", "BTCUSDT"):
+        lines = (ROOT / "tracer" / "data" / "bundled" / f"candles_1h_{sym}.csv").read_text().splitlines(keepends=True)
+        (data / f"candles_1h_{sym}.csv").write_text("".join(lines[:1200]))
+    r = cli("backtest", "--symbols", "ETH/USD", "--data", str(data), "--out", str(tmp_path / "o1"), "--no-plot")
+    assert r.returncode == 0, r.stderr
+    assert "BTC/USD is not among the symbols (ETH/USD)" in r.stderr and "TB_MARKET_FILTER" in r.stderr
+    r = cli("backtest", "--data", str(data), "--out", str(tmp_path / "o2"), "--no-plot")
+    assert r.returncode == 0 and "market filter" not in r.stderr, r.stderr
+    r = cli("backtest", "--agent", "futures", "--symbols", "ETH/USD", "--data", str(data), "--out",
+            str(tmp_path / "o3"), "--no-plot", "--set", "TB_FUTURES_MARKET_FILTER=false")
+    assert r.returncode == 0 and "market filter" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("line,bad,problem", [
     (5, "2022-01-01T04:00:00Z,1,abc,1,1,1", "high 'abc' is not a finite number"),
     (3, "yesterday,1,1,1,1,1", "timestamp 'yesterday' is not an ISO 8601 time"),

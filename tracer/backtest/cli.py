@@ -74,6 +74,12 @@ def run(args, env_file: str = ".env") -> int:
             return 2
         if ivs:
             interval = ivs.pop()
+    if (s.market_filter != "none" and s.market_filter not in symbols
+            and (args.agent == "hybrid" or s.futures_market_filter)):
+        # the filter reads its symbol from the agent's own feed (as live): without it the run has no filter
+        print(f"tracer backtest: note: the market filter's symbol {s.market_filter} is not among the symbols "
+              f"({', '.join(symbols)}): this run trades without the market filter (TB_MARKET_FILTER)",
+              file=sys.stderr)
     log = logging.getLogger("backtest")
     log.addHandler(logging.NullHandler())
     log.propagate = False
