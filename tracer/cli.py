@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tracer.config import ConfigError, env_example, load_settings
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for col in ("variable", "value", "meaning"):
             t.add_column(col, overflow="fold")
         for row in s.describe():
-            t.add_row(*row)
+            t.add_row(*(escape(str(c)) for c in row))     # values and help are text, not markup
         console.print(t)
         console.print("configuration OK")
         return 0

@@ -6,6 +6,7 @@ import json
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tracer.store import Store
@@ -18,7 +19,8 @@ def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
     for k, v in rows:
         if isinstance(v, float):
             v = f"{v:.6g}"
-        t.add_row(k, "" if v is None else str(v))
+        # stored text is shown as it is: a headline's "[video]" or "[/]" is not markup (it vanished or crashed)
+        t.add_row(escape(k), "" if v is None else escape(str(v)))
     return t
 
 
@@ -27,7 +29,7 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
     (:meth:`Store.order_trail`, the same data the web cockpit and /explain show)."""
     trail = store.order_trail(order_id, signal_id)
     if trail is None:
-        console.print(f"no order {order_id!r}" if order_id is not None else f"no signal {signal_id!r}")
+        console.print(f"no order {order_id!r}" if order_id is not None else f"no signal {signal_id!r}", markup=False)
         return 1
     sig, run = trail["signal"], trail["run"]
     if sig is not None:
@@ -56,7 +58,7 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
                 for col in ("published", "score", "title"):
                     t.add_column(col)
                 for h in heads:
-                    t.add_row(h["at"], f"{h['score']:+.3f}", h["title"])
+                    t.add_row(escape(str(h["at"])), f"{h['score']:+.3f}", escape(str(h["title"])))
                 console.print(t)
         for ev in trail["risk_events"]:
             console.print(_kv_table(f"Risk block: {ev['rule']}", [("detail", ev["detail_json"])]))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    e.update(TB_DB_PATH=str(tmp / "t.db"), **env)
+    e.update({"TB_DB_PATH": str(tmp / "t.db"), **env})
     return subprocess.run([sys.executable, "-m", "tracer.cli", *args], cwd=tmp, env=e, capture_output=True,
                           text=True, timeout=120)
 
@@ -163,3 +163,40 @@ def test_autocommit_never_commits_in_a_repository_it_did_not_create_nor_non_arti
     tracked = sp.run(["git", "-C", str(art), "ls-files"], capture_output=True, text=True).stdout.split()
     assert sorted(tracked) == ["bars/2_BTCUSD.csv", "runs/2.json"]
     assert sp.run(["git", "-C", str(code), "log"], capture_output=True).returncode != 0   # the checkout: untouched
+
+
+def test_explain_prints_stored_text_verbatim(tmp_path):
+    # headlines come from the wild: "[video]" is not a style and "[/]" closes nothing; neither may vanish or crash
+    import io
+    import sqlite3
+
+    from rich.console import Console
+
+    from tracer.explain import explain
+    from tracer.store import Store
+
+    s = load_settings({"TB_DB_PATH": str(tmp_path / "e.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
+                       "TB_SYMBOLS": "BTC/USD"}, dotenv_path=None)
+    log = logging.getLogger("explain-markup-test")
+    log.addHandler(logging.NullHandler())
+    loop = build(s, log)
+    loop.run(cycles=1)
+    loop.store.close()
+    c = sqlite3.connect(tmp_path / "e.db")
+    sid, inputs = c.execute("SELECT id, inputs_json FROM signals ORDER BY id LIMIT 1").fetchone()
+    doc = json.loads(inputs or "{}")
+    doc["headlines"] = [{"at": "2022-01-10T00:00:00Z", "score": 0.5, "title": "[video] ETF [/] verdict"}]
+    c.execute("UPDATE signals SET inputs_json=?, decision_reason=? WHERE id=?",
+              (json.dumps(doc), "held [bold]on[/bold]", sid))
+    c.commit()
+    c.close()
+    store = Store(tmp_path / "e.db")
+    try:
+        buf = io.StringIO()
+        assert explain(store, Console(file=buf, width=200), signal_id=sid) == 0
+    finally:
+        store.close()
+    out = buf.getvalue()
+    assert "[video] ETF [/] verdict" in out and "held [bold]on[/bold]" in out
+    missing = cli(tmp_path, "explain", "[/]", TB_DB_PATH=str(tmp_path / "e.db"))
+    assert missing.returncode == 1 and "no order '[/]'" in missing.stdout, missing.stderr
