@@ -2,11 +2,13 @@
 # Tracer Bullet: set up (.venv) and start the trading agents in the background.
 #
 #   ./start_trading_system.sh              set up, validate config, init the DB, start the agents
-#   ./start_trading_system.sh --cycles N   bounded run: each agent stops after N cycles
+#   ./start_trading_system.sh --cycles N   bounded run: each agent stops after N cycles (the watchdog loops
+#                                          stay, leaving a cleanly stopped agent alone, until --stop)
+#   ./start_trading_system.sh --interval S seconds between cycles (default TB_REPLAY_INTERVAL_S offline)
 #   ./start_trading_system.sh --foreground run the agents in this terminal (Ctrl-C stops them)
 #   ./start_trading_system.sh --status     pids, heartbeats, cash, equity, trades
 #   ./start_trading_system.sh --stop       graceful stop (SIGTERM, wait, then SIGKILL)
-#   ./start_trading_system.sh --restart    stop, then start
+#   ./start_trading_system.sh --restart    stop, then start (the web cockpit too, when it was running)
 #   ./start_trading_system.sh --web        also serve the web cockpit on 127.0.0.1 (TB_WEB_PORT, token TB_WEB_TOKEN)
 #
 # Safe to run twice: a running agent (live pid in $TB_STATE_DIR/<agent>.pid) is not started again.
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
     --web) web=1 ;;
     --cycles) cycles="${2:?--cycles needs a number}"; shift ;;
     --interval) extra+=(--interval "${2:?--interval needs seconds}"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "start_trading_system.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -233,7 +235,9 @@ status_agents() {
 case "$mode" in
   start) start_agents ;;
   stop) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web ;;
-  restart) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web; start_agents ;;
+  restart)
+    if pid_alive "$STATE_DIR/web.pid"; then web=1; fi    # a running cockpit comes back with the agents
+    launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web; start_agents ;;
   status) status_agents ;;
   foreground)
     if [ "$web" = 1 ]; then

@@ -39,6 +39,20 @@ def test_start_script_web_flag_serves_the_cockpit_and_stop_stops_it(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/agents").status_code == 401
         st = sh(tmp_path, "--status", **env)
         assert f"web cockpit: running (pid {pid})" in st.stdout
+        # --restart brings a running cockpit back with the agents (it used to stop it for good)
+        again = sh(tmp_path, "--restart", "--cycles", "3", "--interval", "0", **env)
+        assert again.returncode == 0, again.stderr
+        assert "web cockpit: stopped" in again.stdout and "web cockpit: started" in again.stdout
+        new = int((tmp_path / "state" / "web.pid").read_text())
+        assert new != pid
+        ok = None
+        for _ in range(150):
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/agents", headers={"Authorization": f"Bearer {TOKEN}"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert ok is not None and ok.status_code == 200
     finally:
         stop = sh(tmp_path, "--stop", **env)
     assert "web cockpit: stopped" in stop.stdout and not (tmp_path / "state" / "web.pid").exists()
