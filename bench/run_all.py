@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 
@@ -343,7 +344,8 @@ def main() -> int:
     for col in ("benchmark", "size", "time", "rate", "target"):
         t.add_column(col)
     for r in rows:
-        t.add_row(*r, target_of(r[0]))
+        # plain text, not markup: an install hint such as '.[bench]' would otherwise vanish as a style tag
+        t.add_row(*(escape(str(c)) for c in r), escape(target_of(r[0])))
     Console(width=160).print(t)
     return 0
 

@@ -22,7 +22,9 @@ if [ ! -x .venv/bin/python ]; then
   py="${TB_PYTHON:-}"
   if [ -z "$py" ]; then
     for cand in python3.13 python3.12 python3.11 python3; do
-      if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+      # quiet: a pyenv shim exists for versions pyenv does not have, and says so on stderr when run
+      if command -v "$cand" >/dev/null 2>&1 \
+          && "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; then
         py="$cand"; break
       fi
     done
