@@ -111,7 +111,9 @@ GRIDS["final2"] = {f"w{w}_b{b}_t{t}_{rk}": {"TB_PROFILE": "trend", "TB_TREND_WIN
                    for rk in ("trendrisk", "seedrisk")}
 
 # round 11 (hybrid only): a stronger regime gate for longs in a bear regime (the adverse-regime penalty)
-GRIDS["bear_gate"] = {f"r11_bear{b}": {"TB_PROFILE": "trend", "TB_BEAR_QUALITY_PENALTY": b} for b in ("1", "3", "5")}
+# (the trend profile's window was 240 h then: pinned, since round 12 moved the profile to 480 h)
+GRIDS["bear_gate"] = {f"r11_bear{b}": {"TB_PROFILE": "trend", "TB_TREND_WINDOW_H": "240", "TB_BEAR_QUALITY_PENALTY": b}
+                      for b in ("1", "3", "5")}
 
 # round 12 (both agents): the market filter (a new long only while BTC is above its own mean, a new short only
 # while below; never an exit), its window = the trend window. The round-9 grid without the filter (already
@@ -121,12 +123,13 @@ _MKT = {"none": {}, "mkt": {"TB_MARKET_FILTER": "BTC/USD"},
 GRIDS["market"] = {f"w{w}_b{b}_t{t}_{m}": {**GRIDS["final"][f"w{w}_b{b}_t{t}"], **_MKT[m]}
                    for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for m in _MKT}
 
-# rounds 0-12 ran before the hybrid's volatility-targeted size existed (a fixed share of equity): pinned, so that
-# they reproduce now that the trend profile sets it
+# rounds 0-12 ran before the hybrid's volatility-targeted size existed (a fixed share of equity), and their cells
+# without the market filter before the trend profile set it (round 12): both pinned, so that they reproduce now
 for _name, _grid in GRIDS.items():
     if _name != "profiles":
         for _ov in _grid.values():
             _ov.setdefault("TB_RISK_PER_TRADE", "0")
+            _ov.setdefault("TB_MARKET_FILTER", "none")
 
 # round 13 (hybrid only): volatility-targeted size (TB_RISK_PER_TRADE: the notional whose loss at the 8-ATR stop
 # is that share of equity, capped at the fixed 10%), on the round-12 grid with the market filter; rpt 0 is the

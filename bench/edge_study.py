@@ -11,7 +11,7 @@ A private research script, not a package module (the `tracer study` tool is the 
 - the concatenated test windows are the out-of-sample (OOS) result; the benchmarks run on the same days
   with the same costs (fee + slippage per side on every change of position).
 
-Usage: .venv/bin/python bench/edge_study.py [--grid NAME] [--out docs/study]
+Usage: .venv/bin/python -m bench.edge_study [--grid NAME] [--out docs/study] [--offset-days D]
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", "/work/shared/data/history"))   # candles_1h_*USDT.csv
+# the bundled 16-month history (the same files as the data set's history/ folder); EDGE_STUDY_DATA for another
+HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", Path(__file__).resolve().parents[1] / "tracer" / "data" / "bundled"
+                              / "history"))
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
 TOTAL_TRIALS = 191      # configurations backtested up to round 16 (175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
@@ -41,8 +43,9 @@ class Fold:
     test: tuple[pd.Timestamp, pd.Timestamp]
 
 
-def folds(end: pd.Timestamp) -> list[Fold]:
-    out, t0 = [], pd.Timestamp(FIRST_TRAIN)
+def folds(end: pd.Timestamp, offset_days: int = 0) -> list[Fold]:
+    """``offset_days`` shifts every fold later (a check of how much the result owes to where the folds fall)."""
+    out, t0 = [], pd.Timestamp(FIRST_TRAIN) + pd.Timedelta(days=offset_days)
     while True:
         tr_end = t0 + pd.Timedelta(days=TRAIN_DAYS)
         te_end = min(tr_end + pd.Timedelta(days=TEST_DAYS), end)
@@ -164,6 +167,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs/study")
     ap.add_argument("--only", help="comma list of config names")
     ap.add_argument("--agents", default="hybrid,futures", help="comma list (one agent: a quick look at a design)")
+    ap.add_argument("--offset-days", type=int, default=0,
+                    help="shift the folds later by this many days (the output file gets an _o<days> suffix)")
     args = ap.parse_args()
     from bench.edge_grid import GRIDS as G
     grid = G[args.grid]
@@ -181,7 +186,7 @@ def main() -> int:
             runs[name][a] = memo[key]
         print(f"ran {name}", file=sys.stderr)
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
-    fl = folds(end)
+    fl = folds(end, args.offset_days)
     bench = benchmark_equity(px)
     chosen = []
     oos = {a: [] for a in args.agents.split(",")}
@@ -226,7 +231,8 @@ def main() -> int:
     report["table"] = table
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"edge_{args.grid}.json").write_text(json.dumps(report, indent=1, default=str))
+    suffix = f"_o{args.offset_days}" if args.offset_days else ""
+    (out / f"edge_{args.grid}{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report["folds"], indent=1))
     print(f"OOS {lo.date()} -> {hi.date()}")
     for k, m in table.items():
