@@ -13,7 +13,7 @@ from tracer.store import Store
 
 
 def _kv_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=escape(title), show_header=False, title_justify="left")
     t.add_column("field", style="bold")
     t.add_column("value", overflow="fold")
     for k, v in rows:
@@ -32,6 +32,9 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
         console.print(f"no order {order_id!r}" if order_id is not None else f"no signal {signal_id!r}", markup=False)
         return 1
     sig, run = trail["signal"], trail["run"]
+
+    def say(text: str) -> None:   # stored text (venue messages, ids) printed as it is, never read as markup
+        console.print(text, markup=False)
     if sig is not None:
         console.print(_kv_table(f"Signal {sig['id']} — {sig['agent']} {sig['symbol']} at {sig['ts']}", [
             ("cycle", f"{run['cycle']} (clock {run['clock']})"), ("price", sig["price"]),
@@ -73,24 +76,24 @@ def explain(store: Store, console: Console, order_id: str | None = None, signal_
             ("venue", (o["venue"] or "paper") + (f" (venue order id {o['venue_order_id']})" if o["venue_order_id"] else "")),
             ("created", o["created_at"]), ("updated", o["updated_at"])]))
         for ev in part["venue_events"]:
-            console.print(f"  venue event {ev['ts']}: {ev['venue']} {ev['kind']} {ev['detail_json']}")
+            say(f"  venue event {ev['ts']}: {ev['venue']} {ev['kind']} {ev['detail_json']}")
         for f in part["fills"]:
-            console.print(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
+            say(f"  fill: {f['side']} {f['qty']:.8g} @ {f['price']:.8g} fee {f['fee']:.4f} at {f['ts']}")
         pos = part["position"]
         if pos is not None:
-            console.print(f"  position: {pos['status']} {pos['side']} {pos['qty']:.8g} entry {pos['entry_price']:.8g} "
+            say(f"  position: {pos['status']} {pos['side']} {pos['qty']:.8g} entry {pos['entry_price']:.8g} "
                           f"stop {pos['stop_loss']:.8g} target {pos['take_profit']:.8g} trail {pos['trail_pct']:.2%}")
             if pos["agent"] == "futures" or pos["leverage"] != 1:
                 liq = pos["liquidation_price"]
-                console.print(f"  futures: side {pos['side']}, leverage {pos['leverage']:g}x, isolated margin "
+                say(f"  futures: side {pos['side']}, leverage {pos['leverage']:g}x, isolated margin "
                               f"{pos['margin']:.2f}, liquidation price {liq if liq is None else f'{liq:.8g}'}, "
                               f"funding paid {pos['funding_paid']:+.4f}, entry ATR {pos['entry_atr']:.6g}")
         fr = part["funding"]
         if fr[0]:
-            console.print(f"  funding (venue income history): {fr[0]} payment(s), paid {fr[1]:+.4f}, "
+            say(f"  funding (venue income history): {fr[0]} payment(s), paid {fr[1]:+.4f}, "
                           f"{fr[2]} .. {fr[3]} (venue clock)")
         for tr in part["trades"]:
-            console.print(f"  trade: {tr['side']} {tr['symbol']} {tr['qty']:.8g} {tr['entry_ts']} @ "
+            say(f"  trade: {tr['side']} {tr['symbol']} {tr['qty']:.8g} {tr['entry_ts']} @ "
                           f"{tr['entry_price']:.8g} -> "
                           f"{tr['exit_ts']} @ {tr['exit_price']:.8g}, exit {tr['exit_reason']}, fees {tr['fees']:.2f}, "
                           f"funding {tr['funding']:.2f}, P&L {tr['pnl']:+.2f} ({tr['return_pct']:+.2%}); "

@@ -175,15 +175,20 @@ def test_explain_prints_stored_text_verbatim(tmp_path):
     from tracer.explain import explain
     from tracer.store import Store
 
+    # phase1c trades within a few hourly cycles: an order to hang a venue event on
     s = load_settings({"TB_DB_PATH": str(tmp_path / "e.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
-                       "TB_SYMBOLS": "BTC/USD"}, dotenv_path=None)
+                       "TB_SYMBOLS": "BTC/USD,ETH/USD,SOL/USD", "TB_PROFILE": "phase1c"}, dotenv_path=None)
     log = logging.getLogger("explain-markup-test")
     log.addHandler(logging.NullHandler())
     loop = build(s, log)
-    loop.run(cycles=1)
+    loop.run(cycles=12)
     loop.store.close()
     c = sqlite3.connect(tmp_path / "e.db")
-    sid, inputs = c.execute("SELECT id, inputs_json FROM signals ORDER BY id LIMIT 1").fetchone()
+    cid, sid = c.execute("SELECT client_order_id, signal_id FROM orders ORDER BY id LIMIT 1").fetchone()
+    c.execute("INSERT INTO venue_events (agent, venue, ts, kind, symbol, client_order_id, detail_json) "
+              "VALUES ('hybrid', 'alpaca', '2022-01-10T01:00:00Z', 'rejected', 'BTC/USD', ?, ?)",
+              (cid, json.dumps({"message": "venue says [/] and [red]no"})))
+    inputs = c.execute("SELECT inputs_json FROM signals WHERE id=?", (sid,)).fetchone()[0]
     doc = json.loads(inputs or "{}")
     doc["headlines"] = [{"at": "2022-01-10T00:00:00Z", "score": 0.5, "title": "[video] ETF [/] verdict"}]
     c.execute("UPDATE signals SET inputs_json=?, decision_reason=? WHERE id=?",
@@ -193,10 +198,13 @@ def test_explain_prints_stored_text_verbatim(tmp_path):
     store = Store(tmp_path / "e.db")
     try:
         buf = io.StringIO()
-        assert explain(store, Console(file=buf, width=200), signal_id=sid) == 0
+        assert explain(store, Console(file=buf, width=300), signal_id=sid) == 0
+        by_order = io.StringIO()
+        assert explain(store, Console(file=by_order, width=300), cid) == 0
     finally:
         store.close()
     out = buf.getvalue()
     assert "[video] ETF [/] verdict" in out and "held [bold]on[/bold]" in out
+    assert "venue says [/] and [red]no" in by_order.getvalue() and "[video] ETF [/] verdict" in by_order.getvalue()
     missing = cli(tmp_path, "explain", "[/]", TB_DB_PATH=str(tmp_path / "e.db"))
     assert missing.returncode == 1 and "no order '[/]'" in missing.stdout, missing.stderr
