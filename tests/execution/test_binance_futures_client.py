@@ -13,7 +13,7 @@ from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, Ip
                                     RateLimited, TimestampDrift, VenueError, VenueOrderType, VenueUnavailable)
 from tracer.execution.venues.binance_errors import WeightThrottle, translate_api_error, translate_request_error
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
-from tracer.execution.venues.numbers import format_step
+from tracer.execution.venues.fields import format_step
 from tracer.models import OrderState, PositionSide, Side
 
 KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, RateLimited,
                                     TimestampDrift, VenueError, VenueUnavailable)
-from tracer.execution.venues.numbers import lenient, utc_from_ms
+from tracer.execution.venues.fields import lenient, utc_from_ms
 from tracer.logs import kv
 
 __all__ = ["translate_api_error", "translate_request_error", "WeightThrottle", "NOT_FOUND_CODES"]

@@ -43,7 +43,7 @@ from tracer.execution.venue import (Ambiguous, FundingPayment, OrderRejected, Or
                                     VenueOrder, VenueOrderType, VenuePosition, is_test_url)
 from tracer.execution.venues.binance_errors import (NOT_FOUND_CODES, WeightThrottle, translate_api_error,
                                                     translate_request_error)
-from tracer.execution.venues.numbers import finite, format_step, required, utc_from_ms
+from tracer.execution.venues.fields import finite, format_step, required, utc_from_ms
 from tracer.models import OrderState, PositionSide, Side
 from tracer.symbols import binance_symbol
 

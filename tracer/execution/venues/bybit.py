@@ -55,7 +55,7 @@ from tracer.execution.venue import (
     TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
     VenueUnavailable, is_test_url,
 )
-from tracer.execution.venues.numbers import finite, utc_from_ms
+from tracer.execution.venues.fields import finite, utc_from_ms
 from tracer.models import OrderState, PositionSide, Side
 from tracer.symbols import binance_symbol
 

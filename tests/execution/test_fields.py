@@ -1,4 +1,4 @@
-"""Reading numbers and times in venue answers (tracer.execution.venues.numbers), shared by every venue client."""
+"""Reading numbers and times in venue answers (tracer.execution.venues.fields), shared by every venue client."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tracer.execution.venues.numbers import finite, format_step, lenient, required, utc_from_ms
+from tracer.execution.venues.fields import finite, format_step, lenient, required, utc_from_ms
 
 
 @pytest.mark.parametrize("garbage", ["abc", "NaN", "nan", "Infinity", "-inf", "1e999", "9" * 400, [1], {"a": 1},
