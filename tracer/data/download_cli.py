@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tracer.cli_args import parse_when
@@ -63,7 +64,8 @@ def run(args, env_file: str) -> int:
                 reports.append(download_symbol(source, sym, interval, start, end, out, now=now,
                                                step=lambda n: bar.advance(task, n)))
             except SourceError as e:     # what was written so far stays: run the command again to resume
-                console.print(f"[red]{sym}: {e}[/red] (written so far is kept; run again to resume)")
+                # the venue's message is text, not markup
+                console.print(f"[red]{escape(f'{sym}: {e}')}[/red] (written so far is kept; run again to resume)")
                 rc = 1
     manifest = write_manifest(out, args.venue, interval, reports)
     for r in reports:
