@@ -154,10 +154,25 @@ def _blackout(series, lo_ns: int, hi_ns: int, lookback: int, iv_ns: int, min_bar
     return int(bad[sel].sum())
 
 
-def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome:  # noqa: C901  (one pass over folds, costs and ablations; to be split)
+@dataclass
+class _Inputs:
+    """What the study runs on: settings, data, symbols, the bar interval and the folds."""
+    s: Any
+    env: dict[str, str]
+    data_dir: Path
+    heads: Path | None
+    symbols: list[str]
+    interval: timedelta
+    lo: datetime
+    hi: datetime
+    purge_bars: int
+    folds: list[Fold]
+
+
+def _inputs(cfg: StudyConfig) -> _Inputs:
+    from tracer.backtest.data import discover
     from tracer.config import load_settings
     from tracer.optimize.cli import data_window
-    from tracer.optimize.params import code_version
 
     env = dict(cfg.env)
     if cfg.profile:
@@ -166,12 +181,11 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     s = load_settings(env, dotenv_path=cfg.env_file)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else history_dir()
     if cfg.headlines:
-        heads = Path(cfg.headlines)
+        heads: Path | None = Path(cfg.headlines)
     elif (data_dir / "headlines.csv").is_file():
         heads = data_dir / "headlines.csv"
     else:
         heads = default_headlines() if cfg.data_dir is None else None
-    from tracer.backtest.data import discover
     found = discover(data_dir)
     if cfg.symbols:
         symbols = list(cfg.symbols)
@@ -193,6 +207,111 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     folds = rolling_folds(lo, hi, timedelta(days=cfg.train_days), timedelta(days=cfg.test_days),
                           purge_bars * interval, cfg.folds)
     check_folds(folds)
+    return _Inputs(s, env, data_dir, heads, symbols, interval, lo, hi, purge_bars, folds)
+
+
+@dataclass
+class _Search:
+    """The in-fold search's outcome: each fold's parameters, and what the deflation needs."""
+    params: list[dict[str, float]]
+    choices: list[search.FoldChoice]
+    n_configs: int              # distinct candidates of this study plus the prior trials
+    var_sr: float               # spread of the candidates' Sharpe ratios per bar (0: not measured)
+
+
+def _search(cfg: StudyConfig, job: opt.Job, ev: opt.Evaluator, inp: _Inputs, progress: Progress) -> _Search:
+    """Training windows only: the best of ``cfg.trials`` candidates per fold (none searched with 0 trials)."""
+    out = _Search([{} for _ in inp.folds], [], 1, 0.0)
+    if cfg.trials > 0:
+        total = len(inp.folds) * cfg.trials
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            progress("search", min(done[0], total), total)
+        progress("search", 0, total)
+        search.prepare(job, opt.baseline(ev.base, cfg.agent))
+        search.run_workers(job, cfg.jobs, ev, tick)
+        out.choices = search.choices(job)
+        out.params = [dict(c.params) for c in out.choices]
+        out.n_configs = sum(c.distinct for c in out.choices)
+        per_bar = math.sqrt(timedelta(days=365) / inp.interval)
+        dev = [x / per_bar - np.mean(c.sharpes) / per_bar for c in out.choices for x in c.sharpes]
+        out.var_sr = float(np.var(dev, ddof=1)) if len(dev) > 1 else 0.0
+    out.n_configs += cfg.prior_trials
+    return out
+
+
+@dataclass
+class _OutOfSample:
+    """Every test-window run: the chosen parameters, untuned, each other cost level and each ablation."""
+    oos: list[Run]
+    untuned: list[Run]
+    costs: dict[float, list[Run]]
+    ablations: dict[str, list[Run]]
+    fold_rows: list[dict[str, Any]]
+
+
+def _out_of_sample(cfg: StudyConfig, runner: _Runner, inp: _Inputs, found: _Search, sw: list[Any],
+                   progress: Progress) -> _OutOfSample:
+    s = inp.s
+    extra_costs = [c for c in cfg.costs if c != 1.0]
+    per_fold = 1 + (1 if cfg.trials > 0 else 0) + len(extra_costs) + len(sw)
+    total = len(inp.folds) * per_fold
+    k = 0
+    res = _OutOfSample([], [], {c: [] for c in extra_costs}, {x.component.value: [] for x in sw}, [])
+
+    def step() -> None:
+        nonlocal k
+        k += 1
+        progress("out-of-sample", k, total)
+    progress("out-of-sample", 0, total)
+    for f, params in zip(inp.folds, found.params):
+        run, _ = runner.run(params, f)
+        res.oos.append(run)
+        step()
+        if cfg.trials > 0:
+            res.untuned.append(runner.run({}, f)[0])
+            step()
+        for c in extra_costs:
+            res.costs[c].append(runner.run({**params, **cost_overrides(c, s.fee_bps, s.slippage_bps)}, f)[0])
+            step()
+        for x in sw:
+            res.ablations[x.component.value].append(runner.run({**params, **x.overrides}, f, x.price_only)[0])
+            step()
+        fm = study_metrics(run)
+        res.fold_rows.append(dict(f.as_dict(), params=params, oos={k2: fm.get(k2) for k2 in
+                                                                    ("total_return", "sharpe", "max_drawdown",
+                                                                     "trades", "entries_per_day")}))
+    for row, c in zip(res.fold_rows, found.choices):
+        row.update(best_trial=c.best_trial, trials=c.trials, distinct=c.distinct,
+                   in_sample_objective=c.in_sample_objective,
+                   in_sample={k2: c.in_sample.get(k2) for k2 in ("total_return", "sharpe", "max_drawdown", "trades")})
+    return res
+
+
+def _benchmarks(cfg: StudyConfig, inp: _Inputs, market: Market, funding: float, capital: float
+                ) -> dict[str, dict[float, list[Run]]]:
+    """The agent's benchmark rules on the same test windows, at every cost level."""
+    s = inp.s
+    bench: dict[str, dict[float, list[Run]]] = {}
+    for rule in rules_for(cfg.agent):
+        bench[rule.value] = {}
+        for c in cfg.costs:
+            runs = []
+            for f in inp.folds:
+                r0, r1 = window_rows(market, *f.test_range())
+                runs.append(simulate(rule, market, r0, r1, capital, s.fee_bps * c, s.slippage_bps * c, funding))
+            bench[rule.value][c] = runs
+    return bench
+
+
+def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome:
+    from tracer.optimize.params import code_version
+
+    inp = _inputs(cfg)
+    s, symbols, folds, interval, data_dir, heads = inp.s, inp.symbols, inp.folds, inp.interval, inp.data_dir, inp.heads
+    lo, hi, purge_bars = inp.lo, inp.hi, inp.purge_bars
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +322,7 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     name = "study-" + opt.default_study_name(cfg.agent, symbols, folds, trials, cfg.seed, dict(cfg.overrides),
                                              code, ocfg)
     job = opt.Job(agent=cfg.agent, symbols=symbols, folds=folds, trials=trials, seed=cfg.seed, storage=storage,
-                  study=name, base_env=env, env_file=cfg.env_file, data_dir=str(data_dir),
+                  study=name, base_env=inp.env, env_file=cfg.env_file, data_dir=str(data_dir),
                   headlines=str(heads) if heads else str(out / "no-headlines.csv"),
                   interval_s=int(interval.total_seconds()), objective=ocfg, overrides=dict(cfg.overrides),
                   profile=s.profile)
@@ -212,82 +331,18 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     ev = opt.Evaluator(job)
     runner = _Runner(cfg, job, ev, no_heads)
 
-    # --- the search, on training windows only ------------------------------------------------------
-    fold_params: list[dict[str, float]] = [{} for _ in folds]
-    fold_choices: list[search.FoldChoice] = []
-    n_configs = 1
-    var_sr = 0.0
-    if cfg.trials > 0:
-        total = len(folds) * cfg.trials
-        done = [0]
-
-        def tick() -> None:
-            done[0] += 1
-            progress("search", min(done[0], total), total)
-        progress("search", 0, total)
-        search.prepare(job, opt.baseline(ev.base, cfg.agent))
-        search.run_workers(job, cfg.jobs, ev, tick)
-        fold_choices = search.choices(job)
-        fold_params = [dict(c.params) for c in fold_choices]
-        n_configs = sum(c.distinct for c in fold_choices)
-        per_bar = math.sqrt(timedelta(days=365) / interval)
-        dev = [x / per_bar - np.mean(c.sharpes) / per_bar for c in fold_choices for x in c.sharpes]
-        var_sr = float(np.var(dev, ddof=1)) if len(dev) > 1 else 0.0
-    n_configs += cfg.prior_trials
-
-    # --- out of sample -------------------------------------------------------------------------------
+    found = _search(cfg, job, ev, inp, progress)
+    n_configs, var_sr = found.n_configs, found.var_sr
     sw = switches(cfg.agent) if cfg.ablate else []
     current = {k: str(v) for k, v in _current_text(s).items()}
-    extra_costs = [c for c in cfg.costs if c != 1.0]
-    per_fold = 1 + (1 if cfg.trials > 0 else 0) + len(extra_costs) + len(sw)
-    total = len(folds) * per_fold
-    k = 0
-    oos: list[Run] = []
-    untuned: list[Run] = []
-    costs: dict[float, list[Run]] = {c: [] for c in extra_costs}
-    ablations: dict[str, list[Run]] = {x.component.value: [] for x in sw}
-    fold_rows = []
-    progress("out-of-sample", 0, total)
-    for f, params in zip(folds, fold_params):
-        run, _ = runner.run(params, f)
-        oos.append(run)
-        k += 1
-        progress("out-of-sample", k, total)
-        if cfg.trials > 0:
-            untuned.append(runner.run({}, f)[0])
-            k += 1
-            progress("out-of-sample", k, total)
-        for c in extra_costs:
-            costs[c].append(runner.run({**params, **cost_overrides(c, s.fee_bps, s.slippage_bps)}, f)[0])
-            k += 1
-            progress("out-of-sample", k, total)
-        for x in sw:
-            ablations[x.component.value].append(runner.run({**params, **x.overrides}, f, x.price_only)[0])
-            k += 1
-            progress("out-of-sample", k, total)
-        fm = study_metrics(run)
-        fold_rows.append(dict(f.as_dict(), params=params, oos={k2: fm.get(k2) for k2 in
-                                                                ("total_return", "sharpe", "max_drawdown", "trades",
-                                                                 "entries_per_day")}))
-    for row, c in zip(fold_rows, fold_choices):
-        row.update(best_trial=c.best_trial, trials=c.trials, distinct=c.distinct,
-                   in_sample_objective=c.in_sample_objective,
-                   in_sample={k2: c.in_sample.get(k2) for k2 in ("total_return", "sharpe", "max_drawdown", "trades")})
+    runs_oos = _out_of_sample(cfg, runner, inp, found, sw, progress)
+    oos, untuned, costs, ablations, fold_rows = (runs_oos.oos, runs_oos.untuned, runs_oos.costs, runs_oos.ablations,
+                                                 runs_oos.fold_rows)
 
-    # --- benchmarks on the same windows with the same costs -----------------------------------------
     series = load_history(symbols, data_dir, interval)
-    market = Market.from_series(series, interval)
     funding = s.futures_funding_rate if cfg.agent == "futures" else 0.0
     capital = s.futures_capital if cfg.agent == "futures" else s.hybrid_capital
-    bench: dict[str, dict[float, list[Run]]] = {}
-    for rule in rules_for(cfg.agent):
-        bench[rule.value] = {}
-        for c in cfg.costs:
-            runs = []
-            for f in folds:
-                r0, r1 = window_rows(market, *f.test_range())
-                runs.append(simulate(rule, market, r0, r1, capital, s.fee_bps * c, s.slippage_bps * c, funding))
-            bench[rule.value][c] = runs
+    bench = _benchmarks(cfg, inp, Market.from_series(series, interval), funding, capital)
 
     # --- numbers -------------------------------------------------------------------------------------
     ppy = timedelta(days=365) / interval
