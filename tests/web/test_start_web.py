@@ -19,6 +19,16 @@ def sh(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
                           env=process_env(tmp, db="t.db", **extra), capture_output=True, text=True, timeout=300)
 
 
+def _agents_with_token(port: int) -> httpx.Response:
+    """The cockpit's agents endpoint with the token, once the server listens (up to 15 s)."""
+    for _ in range(150):
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v1/agents", headers={"Authorization": f"Bearer {TOKEN}"})
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answered on 127.0.0.1:{port}")
+
+
 def test_start_script_web_flag_serves_the_cockpit_and_stop_stops_it(tmp_path):
     port = free_port()
     env = {"TB_WEB_TOKEN": TOKEN, "TB_WEB_PORT": str(port), "TB_WATCHDOG_ENABLED": "false"}
@@ -28,14 +38,7 @@ def test_start_script_web_flag_serves_the_cockpit_and_stop_stops_it(tmp_path):
         assert "web cockpit: started" in r.stdout and f"http://127.0.0.1:{port}/" in r.stdout
         assert TOKEN not in r.stdout + r.stderr                  # a token from the environment is never printed
         pid = int((tmp_path / "state" / "web.pid").read_text())
-        ok = None
-        for _ in range(150):
-            try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/agents", headers={"Authorization": f"Bearer {TOKEN}"})
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert ok is not None and ok.status_code == 200
+        assert _agents_with_token(port).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/agents").status_code == 401
         st = sh(tmp_path, "--status", **env)
         assert f"web cockpit: running (pid {pid})" in st.stdout
@@ -45,14 +48,7 @@ def test_start_script_web_flag_serves_the_cockpit_and_stop_stops_it(tmp_path):
         assert "web cockpit: stopped" in again.stdout and "web cockpit: started" in again.stdout
         new = int((tmp_path / "state" / "web.pid").read_text())
         assert new != pid
-        ok = None
-        for _ in range(150):
-            try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/agents", headers={"Authorization": f"Bearer {TOKEN}"})
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert ok is not None and ok.status_code == 200
+        assert _agents_with_token(port).status_code == 200
     finally:
         stop = sh(tmp_path, "--stop", **env)
     assert "web cockpit: stopped" in stop.stdout and not (tmp_path / "state" / "web.pid").exists()

@@ -38,6 +38,7 @@ def run(args, env_file: str = ".env") -> int:
     from tracer.backtest.report import print_summary, write_outputs
     from tracer.backtest.runner import run_backtest
     from tracer.sentiment.factory import make_scorer
+    from tracer.signals.evaluate import EvalParams
 
     environ = dict(os.environ)
     for item in args.set:
@@ -74,9 +75,10 @@ def run(args, env_file: str = ".env") -> int:
             return 2
         if ivs:
             interval = ivs.pop()
-    if (s.market_filter != "none" and s.market_filter not in symbols
+    # the evaluation's own decision: the filter reads its symbol from the agent's feed (as live), so a run whose
+    # symbols lack it has no filter
+    if (s.market_filter != "none" and not EvalParams.from_settings(s, interval, symbols).market_bars
             and (args.agent == "hybrid" or s.futures_market_filter)):
-        # the filter reads its symbol from the agent's own feed (as live): without it the run has no filter
         print(f"tracer backtest: note: the market filter's symbol {s.market_filter} is not among the symbols "
               f"({', '.join(symbols)}): this run trades without the market filter (TB_MARKET_FILTER)",
               file=sys.stderr)
