@@ -177,3 +177,21 @@ GRIDS["ensemble"] = {f"w{w}_b{b}_t{t}_mkt_r0.006_{e}": {**GRIDS["risk"][f"w{w}_b
                      for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for e in _ENS}
 GRIDS["ensemble_futures"] = {f"w{w}_b{b}_t{t}_mkt_{e}": {**GRIDS["market"][f"w{w}_b{b}_t{t}_mkt"], **_ENS[e]}
                              for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for e in _ENS}
+
+# round 17 (written down and committed before any run; hybrid only): a cross-sectional relative-strength filter
+# (TB_STRENGTH_TOP_K: a new long only for a coin whose trend gap, the log distance of its close from its trend-window
+# mean that its direction already reads, ranks among the K highest of the symbols evaluated at that bar; held
+# positions are never exited by it). Cross-sectional momentum is the other classic trend effect in crypto (Liu,
+# Tsyvinski & Wu 2022); it is the first of the two ideas the closing note listed as untried. K = 3 (the top third
+# of the 9 coins) and 5; round 13's 8 cells at 0.6% risk per trade, each × {off (already counted), 3, 5}, chosen per
+# fold on the hybrid's own training Sharpe among its 24: 16 new configurations, 207 in all. The futures agent is not
+# part of this round (its policy ignores the filter unless TB_FUTURES_STRENGTH_TOP_K is set; default 0).
+# Decision rule, fixed now, stricter than round 16's because round 16's check showed that where the folds fall moves
+# the hybrid's walk-forward Sharpe by up to 0.87: the option is adopted only if (a) the walk-forward OOS Sharpe of
+# the selection among the 24 beats the same selection among the 8 counted cells (grid market_window_off) both at the
+# reported fold placement and on the mean over the four placements (--offset-days 0, 15, 30, 45), and (b) the
+# round-9 rule (best mean training Sharpe over all folds at placement 0 among the 24) picks a K > 0 cell, which then
+# becomes the trend profile's hybrid default; otherwise it stays off and selectable.
+_RS = {"rs0": {}, "rs3": {"TB_STRENGTH_TOP_K": "3"}, "rs5": {"TB_STRENGTH_TOP_K": "5"}}
+GRIDS["strength"] = {f"w{w}_b{b}_t{t}_mkt_r0.006_{k}": {**GRIDS["risk"][f"w{w}_b{b}_t{t}_mkt_r0.006"], **_RS[k]}
+                     for w in ("240", "480") for b in ("0.1", "0.2") for t in ("0", "0.08") for k in _RS}
