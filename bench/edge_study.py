@@ -11,7 +11,8 @@ A private research script, not a package module (the `tracer study` tool is the 
 - the concatenated test windows are the out-of-sample (OOS) result; the benchmarks run on the same days
   with the same costs (fee + slippage per side on every change of position).
 
-Usage: .venv/bin/python -m bench.edge_study [--grid NAME] [--out docs/study] [--offset-days D]
+Usage: .venv/bin/python -m bench.edge_study [--grid NAME] [--out docs/study] [--offset-days D[,D...]]
+       [--compare GRID]
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", Path(__file__).resolve().parent
                               / "history"))
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
-TOTAL_TRIALS = 191      # configurations backtested up to round 16 (175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
+TOTAL_TRIALS = 207      # configurations backtested up to round 17 (191 to 16, 175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
 COST_BPS = 10.0 + 5.0                                         # fee + slippage per side, as the agents pay
 
 
@@ -167,29 +168,49 @@ def main() -> int:
     ap.add_argument("--out", default="docs/study")
     ap.add_argument("--only", help="comma list of config names")
     ap.add_argument("--agents", default="hybrid,futures", help="comma list (one agent: a quick look at a design)")
-    ap.add_argument("--offset-days", type=int, default=0,
-                    help="shift the folds later by this many days (the output file gets an _o<days> suffix)")
+    ap.add_argument("--offset-days", default="0",
+                    help="shift the folds later by this many days, or a comma list of shifts evaluated on the same "
+                         "backtests (each output file gets an _o<days> suffix)")
+    ap.add_argument("--compare", help="another grid evaluated on the same folds (its cells that are the same "
+                                      "configurations reuse the backtests)")
     args = ap.parse_args()
     from bench.edge_grid import GRIDS as G
-    grid = G[args.grid]
+    grids = {args.grid: G[args.grid]}
+    if args.compare:
+        grids[args.compare] = G[args.compare]
     if args.only:
-        grid = {k: v for k, v in grid.items() if k in args.only.split(",")}
-    px = daily(closes())
-    runs: dict[str, dict[str, pd.Series]] = {}
+        grids = {g: {k: v for k, v in cells.items() if k in args.only.split(",")} for g, cells in grids.items()}
+    agents = args.agents.split(",")
     memo: dict[tuple, pd.Series] = {}
+    all_runs = {g: _run_grid(cells, agents, memo) for g, cells in grids.items()}
+    px = daily(closes())
+    for offset in (int(o) for o in args.offset_days.split(",")):
+        for g, runs in all_runs.items():
+            _report(g, len(grids[g]), runs, agents, px, offset, Path(args.out))
+    return 0
+
+
+def _run_grid(grid: dict[str, dict[str, str]], agents: list[str],
+              memo: dict[tuple, pd.Series]) -> dict[str, dict[str, pd.Series]]:
+    runs: dict[str, dict[str, pd.Series]] = {}
     for name, ov in grid.items():
         runs[name] = {}
-        for a in args.agents.split(","):
+        for a in agents:
             key = (a, tuple(sorted(_effective(a, ov).items())))
             if key not in memo:       # the same backtest twice (e.g. a futures-only switch seen by the hybrid)
                 memo[key] = run_agent(a, ov)
             runs[name][a] = memo[key]
         print(f"ran {name}", file=sys.stderr)
+    return runs
+
+
+def _report(grid_name: str, n_cells: int, runs: dict[str, dict[str, pd.Series]], agents: list[str],
+            px: pd.DataFrame, offset_days: int, out: Path) -> None:
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
-    fl = folds(end, args.offset_days)
+    fl = folds(end, offset_days)
     bench = benchmark_equity(px)
     chosen = []
-    oos = {a: [] for a in args.agents.split(",")}
+    oos: dict[str, list[pd.Series]] = {a: [] for a in agents}
     for f in fl:
         score = {}
         for name in runs:
@@ -202,7 +223,8 @@ def main() -> int:
     report = {"folds": [{"train": [str(f.train[0].date()), str(f.train[1].date())],
                          "test": [str(f.test[0].date()), str(f.test[1].date())], "chosen": b,
                          "train_mean_sharpe": round(sc, 3)} for f, b, sc in chosen],
-              "configs_tried": len(grid), "grid": args.grid, "oos_window": [str(lo.date()), str(hi.date())]}
+              "configs_tried": n_cells, "grid": grid_name, "offset_days": offset_days,
+              "oos_window": [str(lo.date()), str(hi.date())]}
     table = {}
     for a in oos:
         r = pd.concat(oos[a])
@@ -211,12 +233,13 @@ def main() -> int:
         # every configuration of this grid on the same OOS days: the spread the deflation uses
         trial_sr = [float(window_returns(daily(runs[n][a]), lo, hi).pipe(lambda x: x.mean() / x.std(ddof=1)))
                     for n in runs]
-        m["deflated_sharpe_p"] = {str(k): deflated_sharpe(r, k, trial_sr) for k in (len(grid), TOTAL_TRIALS)}
+        m["deflated_sharpe_p"] = {str(k): deflated_sharpe(r, k, trial_sr) for k in (n_cells, TOTAL_TRIALS)}
         table[f"walk-forward {a}"] = m
     # design choices (not the per-fold pick) are compared on the mean train-window Sharpe over the folds
     train_mean = {name: float(np.mean([sharpe(window_returns(daily(runs[name][a]), *f.train))
                                        for f in fl for a in runs[name]])) for name in runs}
     report["train_mean_sharpe"] = train_mean
+    print(f"=== grid {grid_name}, folds offset {offset_days} days")
     for name in runs:
         print(f"train {name:24s} mean Sharpe {train_mean[name]:+.3f}  " + "  ".join(
             f"{a} {np.mean([sharpe(window_returns(daily(runs[name][a]), *f.train)) for f in fl]):+.2f}"
@@ -229,10 +252,9 @@ def main() -> int:
     for name, eq in bench.items():
         table[f"bench {name}"] = summary(window_returns(eq, lo, hi))
     report["table"] = table
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = f"_o{args.offset_days}" if args.offset_days else ""
-    (out / f"edge_{args.grid}{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
+    suffix = f"_o{offset_days}" if offset_days else ""
+    (out / f"edge_{grid_name}{suffix}.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report["folds"], indent=1))
     print(f"OOS {lo.date()} -> {hi.date()}")
     for k, m in table.items():
@@ -240,7 +262,6 @@ def main() -> int:
               + (f"  entries/day {m['entries_per_day']:.2f}" if "entries_per_day" in m else "")
               + (f"  90% CI {m['sharpe_90ci'][0]:+.2f}..{m['sharpe_90ci'][1]:+.2f}  DSR p {m['deflated_sharpe_p']}"
                  if "sharpe_90ci" in m else ""))
-    return 0
 
 
 def _effective(agent: str, ov: dict[str, str]) -> dict[str, str]:

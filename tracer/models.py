@@ -127,6 +127,8 @@ class Signal:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     market_ok: bool = True          # the market filter allows a new entry in ``direction`` (exits: always)
     market_side: int = 0            # the market filter's symbol +1 above its mean (by the band), -1 below, else 0
+    stronger: int = -1              # symbols evaluated at this bar with a higher trend gap (-1: unknown)
+    weaker: int = -1                # ... with a lower one (the relative-strength filter reads both)
 
 
 @dataclass(frozen=True, slots=True)

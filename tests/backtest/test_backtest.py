@@ -54,6 +54,8 @@ VARIANTS = {"trend": _TREND, "trend-nomarket": {**_TREND, "TB_MARKET_FILTER": "n
             "trend-marketexit": {**_TREND, "TB_MARKET_EXIT": "true", "TB_REPLAY_START": "2022-02-10T00:00:00Z"},
             # the multi-horizon trend (10, 20 and 40-day means: a 1,000-bar look-back)
             "trend-ensemble": {**_TREND, "TB_TREND_ENSEMBLE": "true", "TB_LOOKBACK_BARS": "1000"},
+            # the relative-strength filter: new longs only among the 5 strongest trends, shorts among the 5 weakest
+            "trend-strength": {**_TREND, "TB_STRENGTH_TOP_K": "5", "TB_FUTURES_STRENGTH_TOP_K": "5"},
             "phase1c": {}}
 
 
@@ -70,7 +72,10 @@ def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
                                    (agent,)).fetchall()
     blocked = loop.store.conn.execute("SELECT COUNT(*) FROM risk_events WHERE agent=? AND rule='market_filter'",
                                       (agent,)).fetchone()[0]
+    weak = loop.store.conn.execute("SELECT COUNT(*) FROM risk_events WHERE agent=? AND rule='strength_filter'",
+                                   (agent,)).fetchone()[0]
     loop.store.close()
+    assert (weak > 0) == (profile == "trend-strength")   # the filter refused entries (only when it is on)
     assert len(rows) >= 5
     assert (blocked > 0) == (s.market_filter != "none")   # the filter refused entries in this span (only with it)
     # the market exit closed positions in this span (only with it)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
-from tracer.agents.protocols import MARKET_EXIT, market_blocked
+from tracer.agents.protocols import MARKET_EXIT, market_blocked, strength_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.margin import initial_margin, liquidation_price, stop_inside_liquidation
@@ -129,6 +129,9 @@ class FuturesPolicy:
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
         if f.market_filter and not sig.market_ok:
             return market_blocked(sig, s.market_filter, explore)
+        weak = strength_blocked(sig, f.strength_top_k, direction, explore)
+        if weak is not None:
+            return weak
 
         if explore is not None:
             return self._explore(sig, direction, book, returns, explore)

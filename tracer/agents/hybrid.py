@@ -13,7 +13,7 @@ from datetime import timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
-from tracer.agents.protocols import MARKET_EXIT, market_blocked
+from tracer.agents.protocols import MARKET_EXIT, market_blocked, strength_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.paper import PaperSpotBroker
@@ -75,12 +75,16 @@ class HybridPolicy:
             if tag is not None:
                 if not sig.market_ok:
                     return market_blocked(sig, self.s.market_filter, tag)
-                return self._explore(sig, book, returns, tag)
+                weak = strength_blocked(sig, self.s.hybrid.strength_top_k, +1, tag)
+                return weak if weak is not None else self._explore(sig, book, returns, tag)
             return Decision("none", sig.reason)
         if not (np.isfinite(sig.atr) and sig.atr > 0):
             return Decision("none", f"no valid ATR ({sig.atr}) to place a stop")
         if not sig.market_ok:
             return market_blocked(sig, self.s.market_filter)
+        weak = strength_blocked(sig, self.s.hybrid.strength_top_k, +1)
+        if weak is not None:
+            return weak
         rpt = self.s.hybrid.risk_per_trade
         # volatility-targeted size: the notional whose loss at the stop is rpt of equity (capped as usual)
         target = risk_notional(book.equity, rpt, sig.price, self.exits.stop_atr_mult * sig.atr) if rpt > 0 else None

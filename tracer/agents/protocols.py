@@ -55,6 +55,24 @@ def market_blocked(sig: Signal, market: str, exploration: dict | None = None) ->
                     risk_rule="market_filter", risk_detail=detail)
 
 
+def strength_blocked(sig: Signal, top_k: int, direction: int, exploration: dict | None = None) -> Decision | None:
+    """The relative-strength filter (TB_STRENGTH_TOP_K / TB_FUTURES_STRENGTH_TOP_K = ``top_k``; 0 = off): a new long
+    only for a symbol among the ``top_k`` highest trend gaps of the symbols evaluated at its bar, a new short only
+    among the ``top_k`` lowest; an unknown rank (no trend gap) refuses both. None when it lets the entry through."""
+    if top_k <= 0:
+        return None
+    ahead = sig.stronger if direction > 0 else sig.weaker
+    if 0 <= ahead < top_k:
+        return None
+    side, way = ("long", "stronger") if direction > 0 else ("short", "weaker")
+    where = "unknown (no trend gap)" if ahead < 0 else f"{ahead} symbol(s) {way} at this bar"
+    detail: dict[str, Any] = {"top_k": top_k, "direction": direction, "stronger": sig.stronger, "weaker": sig.weaker}
+    if exploration is not None:
+        detail["exploration"] = exploration
+    return Decision("blocked", f"relative strength: no new {side} outside the top {top_k} by trend ({where}); "
+                               f"{sig.reason}", risk_rule="strength_filter", risk_detail=detail)
+
+
 class Policy(Protocol):
     """The agent-specific part: direction rules, risk and sizing. Pure given its inputs."""
     agent: str

@@ -49,7 +49,7 @@ from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
-from tracer.signals.scoring import score_table
+from tracer.signals.scoring import score_table, strength_counts
 from tracer.signals.features import market_gap
 
 NS = 1_000_000_000
@@ -145,6 +145,10 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     policy, broker, capital = make_agent(agent, s, interval)
     mgaps = history.derived(("market_gaps", tuple(symbols), s.market_filter, params.market_bars, s.lookback_bars,
                              s.min_bars, s.max_gap_bars), lambda: _market_gaps(series, usable_np, params, s.market_filter))
+    # the relative-strength filter's cross-section: every symbol's trend gap at each bar of the clock (the live
+    # cycle compares the symbols of its snapshot, those the gap policy let through)
+    strength = history.derived(("strength", tuple(symbols), trend_windows, s.lookback_bars, s.min_bars, s.max_gap_bars),
+                               lambda: _strength(series, rows, usable_np, {sym: t.trend_gap for sym, t in tables.items()}))
     scores = {}
     for sr in series:
         ft, nc = tables[sr.symbol], narratives[sr.symbol]
@@ -152,7 +156,7 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
         reg = history.regime(sr.symbol, bars_per_year, s.volume_z_window, trend_windows)
         scores[sr.symbol] = score_table(ft.rsi, ft.macd_hist_z, ft.ema_spread_z, ft.volume_z, ft.horizons,
                                         ft.annual_vol, ft.participation, nc.score, nc.count, params, nc.confidence,
-                                        ft.trend_gap, mgaps[sr.symbol], reg)
+                                        ft.trend_gap, mgaps[sr.symbol], reg, strength[sr.symbol])
     act_np = {sym: t.action for sym, t in scores.items()}
     from tracer.optimize.exploration import allowed as explore_allowed
     if explore_allowed(s)[0]:   # an exploration entry may come from a near-miss hold: the policy must see those
@@ -383,6 +387,21 @@ def _market_gaps(series: Sequence[Series], usable: dict[str, np.ndarray], params
     for sr in series:
         k = np.clip(np.searchsorted(m.ts_ns, sr.ts_ns), 0, len(m.ts_ns) - 1)
         out[sr.symbol] = np.where(m.ts_ns[k] == sr.ts_ns, g[k], np.nan)
+    return out
+
+
+def _strength(series: Sequence[Series], rows: Mapping[str, np.ndarray], usable: Mapping[str, np.ndarray],
+              gaps: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per symbol and row: :func:`strength_counts` among the symbols at that bar of the clock whose window the gap
+    policy lets through (NaN off the clock: such a row is never evaluated)."""
+    table = np.column_stack([np.where(usable[sr.symbol][rows[sr.symbol]], gaps[sr.symbol][rows[sr.symbol]], np.nan)
+                             for sr in series])
+    up, down = strength_counts(table)
+    out = {}
+    for k, sr in enumerate(series):
+        a, b = np.full(len(sr.ts_ns), np.nan), np.full(len(sr.ts_ns), np.nan)
+        a[rows[sr.symbol]], b[rows[sr.symbol]] = up[:, k], down[:, k]
+        out[sr.symbol] = (a, b)
     return out
 
 

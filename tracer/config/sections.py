@@ -34,6 +34,7 @@ class HybridSection:
     max_trades_per_day: int
     exit_on_sell_signal: bool
     risk_per_trade: float       # 0: a fixed share of equity per entry
+    strength_top_k: int = 0     # relative-strength filter: new longs only among the K strongest (0: off)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class FuturesSection:
     mmr: float                  # maintenance margin rate of the paper broker's liquidation price
     funding_rate: float         # per 8 hours, paper broker
     liq_guard: float
+    strength_top_k: int = 0     # new longs only among the K strongest, new shorts among the K weakest (0: off)
 
 
 def hybrid_section(s: Any) -> HybridSection:
@@ -66,7 +68,7 @@ def hybrid_section(s: Any) -> HybridSection:
         exits=Exits(s.stop_atr_mult, s.take_profit_atr_mult, s.trail_pct, s.max_hold_h),
         costs=PaperCosts(s.fee_bps, s.slippage_bps), max_positions=s.max_positions,
         max_trades_per_day=s.max_trades_per_day, exit_on_sell_signal=s.exit_on_sell_signal,
-        risk_per_trade=s.risk_per_trade)
+        risk_per_trade=s.risk_per_trade, strength_top_k=s.strength_top_k)
 
 
 def futures_section(s: Any) -> FuturesSection:
@@ -81,4 +83,4 @@ def futures_section(s: Any) -> FuturesSection:
         var_limit=s.futures_var_limit, cooldown_h=s.futures_cooldown_h,
         counter_regime_quality=s.futures_counter_regime_quality, market_filter=s.futures_market_filter,
         vol_stop_mult=s.futures_vol_stop_mult, mmr=s.futures_mmr, funding_rate=s.futures_funding_rate,
-        liq_guard=s.futures_liq_guard)
+        liq_guard=s.futures_liq_guard, strength_top_k=s.futures_strength_top_k)

@@ -134,6 +134,13 @@ class Settings:
                              "its mean by more than the band TB_MIN_DIRECTION_SCORE, a held short bought back when "
                              "above it (the futures agent only with TB_FUTURES_MARKET_FILTER); false = the filter "
                              "only refuses new entries")
+    strength_top_k: int = _var("TB_STRENGTH_TOP_K", "int", 0,
+                               "hybrid: relative-strength filter, a new long only for a coin whose trend gap (the "
+                               "close's distance from its TB_TREND_WINDOW_H mean) ranks among the K highest of the "
+                               "symbols evaluated at that bar; never an exit; 0 = off", lo=0, hi=100)
+    futures_strength_top_k: int = _var("TB_FUTURES_STRENGTH_TOP_K", "int", 0,
+                                       "futures: the same filter, a new long only among the K strongest, a new "
+                                       "short only among the K weakest; 0 = off", lo=0, hi=100)
     min_signal_quality: float = _var("TB_MIN_SIGNAL_QUALITY", "float", None,
                                      "signal quality gate 0-10 (profile default)", lo=0, hi=10, profile=True)
     min_conviction_score: float = _var("TB_MIN_CONVICTION_SCORE", "float", None,

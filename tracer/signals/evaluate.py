@@ -21,7 +21,7 @@ from tracer.sentiment.narrative import NarrativeResult, narrative_score
 from tracer.signals.features import FeatureRow, feature_row, market_gap
 from tracer.signals.gates import GateThresholds
 from tracer.signals.regime import HORIZONS
-from tracer.signals.scoring import TREND_LABELS, direction, narrative_confidence, scorer_weight, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table
+from tracer.signals.scoring import TREND_LABELS, direction, narrative_confidence, scorer_weight, VOL_LABELS, VOLUME_LABELS, ScoreTable, score_table, strength_counts
 
 
 
@@ -111,6 +111,7 @@ class Prepared:
     nar: NarrativeResult
     extra: dict[str, Any] | None
     market_gap: float
+    bar_open: Any = None       # its last bar's open time: the symbols compared by the relative-strength filter
 
 
 _OHLCV = ("open", "high", "low", "close", "volume")
@@ -148,7 +149,7 @@ def prepare(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], n
     mg = market_at(market, bars.index[-1])
     if p.market_bars > 0:
         extra["market_gap"] = mg if np.isfinite(mg) else None     # None: unknown, no new entry
-    return Prepared(symbol, now, float(close[-1]), row, nar, extra, mg)
+    return Prepared(symbol, now, float(close[-1]), row, nar, extra, mg, bars.index[-1])
 
 
 def evaluate(symbol: str, bars: pd.DataFrame, scored: Sequence[ScoredHeadline], now: datetime,
@@ -173,10 +174,17 @@ def decide_many(items: Sequence[Prepared], p: EvalParams) -> list[Signal]:
     for i, it in enumerate(items):
         h[i, :len(it.row.horizon_scores)] = it.row.horizon_scores
     rows, nars = [it.row for it in items], [it.nar for it in items]
+    stronger, weaker = np.full(n, np.nan), np.full(n, np.nan)
+    groups: dict[Any, list[int]] = {}     # the cross-section of the relative-strength filter: one bar
+    for i, it in enumerate(items):
+        groups.setdefault(it.bar_open if it.bar_open is not None else it.now, []).append(i)
+    for members in groups.values():
+        up, down = strength_counts([[rows[i].trend_gap for i in members]])
+        stronger[members], weaker[members] = up[0], down[0]
     t = score_table([f.rsi for f in rows], [f.macd_hist_z for f in rows], [f.ema_spread_z for f in rows],
                     [f.volume_z for f in rows], h, [f.annual_vol for f in rows], [f.participation for f in rows],
                     [x.score for x in nars], [x.count for x in nars], p, [narrative_confidence_of(x) for x in nars],
-                    [f.trend_gap for f in rows], [it.market_gap for it in items])
+                    [f.trend_gap for f in rows], [it.market_gap for it in items], strength=(stronger, weaker))
     return [signal_at(it.symbol, it.now, it.price, t, i, it.row, it.nar, p, it.extra) for i, it in enumerate(items)]
 
 
@@ -219,6 +227,8 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
         if t.gates["conviction"][i]:
             parts.append(f"conviction {conv:.2f} < {p.gates.min_conviction:.2f}")
         reason = "hold: " + "; ".join(parts)
+    up, down = float(t.stronger[i]), float(t.weaker[i])
+    stronger, weaker = (int(up), int(down)) if np.isfinite(up) and np.isfinite(down) else (-1, -1)
     market_ok = not bool(t.gates["market"][i])
     if not market_ok:
         reason += "; market filter: no new entry this way"
@@ -248,10 +258,11 @@ def signal_at(symbol: str, now: datetime, price: float, t: ScoreTable, i: int, f
                                                 if t.gates[k][i]],
                  "required_quality": req_q, "required_conviction": p.gates.min_conviction,
                  "min_direction_score": p.min_direction_score, "confidence_sizing": p.gates.confidence_sizing,
-                 "market_ok": market_ok, "market_side": int(t.market_side[i])}
+                 "market_ok": market_ok, "market_side": int(t.market_side[i]),
+                 "stronger": stronger, "weaker": weaker}
     return Signal(symbol=symbol, ts=now, price=price, action=action, direction=direction, reason=reason,
                   quality=q_total, conviction=conv, regime=regime, price_score=float(t.price[i]),
                   narrative=nar.score, divergence=float(t.divergence[i]), divergence_trigger=float(t.trigger[i]),
                   volume_z=f.volume_z, rsi=f.rsi, atr=f.atr, size_fraction=float(t.size_fraction[i]),
                   headline_count=nar.count, scorer_id=nar.scorer_id, gates=gates, inputs=inputs, market_ok=market_ok,
-                  market_side=int(t.market_side[i]))
+                  market_side=int(t.market_side[i]), stronger=stronger, weaker=weaker)

@@ -212,6 +212,20 @@ def market_side(market_gap: ArrayLike, on: bool, band: float, shape: tuple[int, 
     return np.where(score >= band, 1, np.where(score <= -band, -1, 0)).astype(np.int64)
 
 
+def strength_counts(gaps: ArrayLike) -> tuple[Array, Array]:
+    """The relative-strength filter's cross-section (TB_STRENGTH_TOP_K): ``gaps`` is a (bars, symbols) table of the
+    symbols' trend gaps at the same bar (NaN: not evaluated there, or too short a history). Per cell: how many of
+    the other symbols of its row have a strictly higher gap (stronger) and a strictly lower one (weaker); NaN for
+    a NaN cell (unknown: the filter then refuses the entry)."""
+    g = np.atleast_2d(_f(gaps))
+    known = ~np.isnan(g)
+    gi, gj = g[:, :, None], g[:, None, :]          # a cell against every other symbol of its row
+    both = known[:, :, None] & known[:, None, :]
+    stronger = np.where(known, (both & (gj > gi)).sum(axis=2), np.nan)
+    weaker = np.where(known, (both & (gj < gi)).sum(axis=2), np.nan)
+    return stronger, weaker
+
+
 def size_fraction(conviction_: ArrayLike, min_conviction: float, confidence_sizing: bool) -> Array:
     """``0.2 + 0.8 * clip((conviction - min) / (10 - min), 0, 1)`` with confidence sizing, else 1."""
     c = _f(conviction_)
@@ -242,6 +256,8 @@ class ScoreTable:
     action: Array             # +1 buy, -1 sell, 0 hold
     size_fraction: Array
     market_side: Array        # +1 the market symbol above its mean by the band, -1 below, 0 inside, unknown, off
+    stronger: Array           # symbols with a higher trend gap at the same bar (:func:`strength_counts`; NaN unknown)
+    weaker: Array             # symbols with a lower one
 
 
 @dataclass(frozen=True)
@@ -283,7 +299,7 @@ def narrative_confidence(count: ArrayLike, dispersion: ArrayLike, weight: ArrayL
     return np.clip(np.minimum(1.0, c / 3.0) * (1.0 - 0.5 * np.minimum(_f(dispersion), 1.0)) * _f(weight), 0.0, 1.0)
 
 
-def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike, horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike, narrative: ArrayLike, count: ArrayLike, p: EvalParams, nar_confidence: ArrayLike = 1.0, trend_gap: ArrayLike = 0.0, market_gap: ArrayLike = np.nan, regime: RegimeColumns | None = None) -> ScoreTable:
+def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike, vz: ArrayLike, horizons: ArrayLike, annual_vol: ArrayLike, participation: ArrayLike, narrative: ArrayLike, count: ArrayLike, p: EvalParams, nar_confidence: ArrayLike = 1.0, trend_gap: ArrayLike = 0.0, market_gap: ArrayLike = np.nan, regime: RegimeColumns | None = None, strength: tuple[ArrayLike, ArrayLike] = (np.nan, np.nan)) -> ScoreTable:
     """All scores and the decision, vectorised. ``p`` is an :class:`~tracer.signals.evaluate.EvalParams`.
 
     The narrative enters every score scaled by its confidence (:func:`narrative_confidence`). With a trend
@@ -295,7 +311,9 @@ def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike,
     same bar (NaN: unknown); ``gates["market"]`` marks a direction the market opposes (a long while the market
     is not above its mean, a short while it is not below, any direction while unknown): no new entry then. The
     action is left as it is, because an opposite action is also how a held position exits. ``regime``: the
-    :func:`regime_columns` of ``horizons``, ``annual_vol`` and ``participation`` when already computed."""
+    :func:`regime_columns` of ``horizons``, ``annual_vol`` and ``participation`` when already computed.
+    ``strength``: the (stronger, weaker) counts of :func:`strength_counts` at each bar, carried to the signal (the
+    policies apply their own TB_STRENGTH_TOP_K to them)."""
     price, rc, damp = price_score(rsi, macd_hist_z, ema_spread_z, vz)
     if p.trend_bars > 0:
         price = trend_price_score(np.broadcast_to(_f(trend_gap), np.shape(price)))
@@ -317,5 +335,6 @@ def score_table(rsi: ArrayLike, macd_hist_z: ArrayLike, ema_spread_z: ArrayLike,
     action = np.where(gt["passed"], d, 0)
     frac = np.where(gt["passed"], size_fraction(conv["total"], g.min_conviction, g.confidence_sizing), 0.0)
     side = market_side(market_gap, p.market_bars > 0, max(p.min_direction_score, 1e-12), np.shape(d))
+    shape = np.shape(d)
     return ScoreTable(price, rc, damp, div, trig, q, combined, tc, vc, uc, conf, d, comp, conv, gt, action, frac,
-                      side)
+                      side, np.broadcast_to(_f(strength[0]), shape), np.broadcast_to(_f(strength[1]), shape))
