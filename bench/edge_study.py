@@ -183,10 +183,10 @@ def main() -> int:
     agents = args.agents.split(",")
     memo: dict[tuple, pd.Series] = {}
     all_runs = {g: _run_grid(cells, agents, memo) for g, cells in grids.items()}
-    px = daily(closes())
+    bench = benchmark_equity(daily(closes()))
     for offset in (int(o) for o in args.offset_days.split(",")):
         for g, runs in all_runs.items():
-            _report(g, len(grids[g]), runs, agents, px, offset, Path(args.out))
+            _report(g, len(grids[g]), runs, agents, bench, offset, Path(args.out))
     return 0
 
 
@@ -205,10 +205,9 @@ def _run_grid(grid: dict[str, dict[str, str]], agents: list[str],
 
 
 def _report(grid_name: str, n_cells: int, runs: dict[str, dict[str, pd.Series]], agents: list[str],
-            px: pd.DataFrame, offset_days: int, out: Path) -> None:
+            bench: dict[str, pd.Series], offset_days: int, out: Path) -> None:
     end = min(daily(runs[n][a]).index[-1] for n in runs for a in runs[n])
     fl = folds(end, offset_days)
-    bench = benchmark_equity(px)
     chosen = []
     oos: dict[str, list[pd.Series]] = {a: [] for a in agents}
     for f in fl:

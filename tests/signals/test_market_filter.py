@@ -20,13 +20,14 @@ from tracer.backtest.runner import _market_gaps, run_backtest
 from tracer.config import load_settings
 from tracer.data.gaps import usable_rows
 from tracer.data.replay import bundled_dir, load_candles
-from tracer.models import Action, Position, PositionSide, Regime, Signal
-from tracer.risk.limits import Book
+from tracer.models import Action, PositionSide, Signal
 from tracer.sentiment.factory import make_scorer
 from tracer.signals.evaluate import EvalParams, evaluate, market_context
 from tracer.signals.features import market_gap, trend_gap
 from tracer.signals.gates import GateThresholds
 from tracer.signals.scoring import market_blocked, score_table
+
+from policy_inputs import BOOK, RET, held, signal
 
 H = timedelta(hours=1)
 NS = 1_000_000_000
@@ -143,23 +144,7 @@ def test_no_look_ahead_altering_the_market_after_t_changes_nothing_before(tmp_pa
 
 
 def _sig(action: Action, direction: int, market_ok: bool) -> Signal:
-    reg = Regime(label="sideways", trend_score=0.0, volatility="normal", annual_vol=0.5, volume="normal",
-                 participation=1.0, confidence=0.5)
-    return Signal(symbol="ETH/USD", ts=datetime(2022, 1, 10, tzinfo=timezone.utc), price=3000.0, action=action,
-                  direction=direction, reason="test", quality=5.0, conviction=6.0, regime=reg, price_score=0.5,
-                  narrative=0.0, divergence=0.0, divergence_trigger=0.5, volume_z=0.0, rsi=50.0, atr=30.0,
-                  size_fraction=1.0, headline_count=0, scorer_id="", inputs={"market_gap": -0.02},
-                  market_ok=market_ok)
-
-
-def _pos(side: PositionSide) -> Position:
-    return Position(agent="x", symbol="ETH/USD", side=side, qty=1.0, entry_price=3000.0,
-                    opened_at=datetime(2022, 1, 1, tzinfo=timezone.utc), entry_fee=1.0, stop_loss=2000.0,
-                    take_profit=9000.0, trail_pct=0.0, best_price=3000.0, max_hold_s=0.0, entry_order_id="e1")
-
-
-BOOK = Book(equity=100_000.0, cash=100_000.0, day_start_equity=100_000.0, trades_today=0, exposures={})
-RET = {"ETH/USD": np.random.default_rng(0).normal(0, 0.01, 500)}
+    return signal(action, direction, market_ok=market_ok, inputs={"market_gap": -0.02})
 
 
 @pytest.mark.parametrize("agent", ["hybrid", "futures"])
@@ -171,11 +156,11 @@ def test_policies_block_entries_and_keep_exits(agent):
     assert "no new long while BTC/USD is below its mean" in d.reason
     assert pol.decide(_sig(Action.BUY, 1, True), None, BOOK, RET).decision == "enter"
     # a held long still exits on a sell the filter marks (the market is against a new short / unknown)
-    ex = pol.decide(_sig(Action.SELL, -1, False), _pos(PositionSide.LONG), BOOK, RET)
+    ex = pol.decide(_sig(Action.SELL, -1, False), held(PositionSide.LONG), BOOK, RET)
     assert ex.decision == "exit" and ex.intent is not None
     if agent == "futures":
         assert pol.decide(_sig(Action.SELL, -1, False), None, BOOK, RET).risk_rule == "market_filter"
-        ex = pol.decide(_sig(Action.BUY, 1, False), _pos(PositionSide.SHORT), BOOK, RET)
+        ex = pol.decide(_sig(Action.BUY, 1, False), held(PositionSide.SHORT), BOOK, RET)
         assert ex.decision == "exit"
         # TB_FUTURES_MARKET_FILTER=false: the futures agent ignores the filter
         off = FuturesPolicy(dataclasses.replace(s, futures_market_filter=False))
@@ -205,20 +190,20 @@ def test_the_market_exit_closes_a_position_the_market_turned_against(agent):
         against = -1 if side is PositionSide.LONG else 1
         for m in (-1, 0, 1):
             sig = dataclasses.replace(hold, market_side=m)
-            assert make(base).decide(sig, _pos(side), BOOK, RET).decision == "hold_position"
-            d = make(on).decide(sig, _pos(side), BOOK, RET)
+            assert make(base).decide(sig, held(side), BOOK, RET).decision == "hold_position"
+            d = make(on).decide(sig, held(side), BOOK, RET)
             if m == against:
                 assert d.decision == "exit" and d.intent is not None and d.intent.order.reason == "market_exit"
                 assert d.intent.order.reduce_only and d.intent.order.qty == 1.0
                 assert d.intent.order.side.value == ("sell" if side is PositionSide.LONG else "buy")
                 assert "market exit: BTC/USD closed" in d.reason
                 # an exit already on its way is not sent twice
-                assert make(on).decide(sig, _pos(side), BOOK, RET, pending_exit=True).intent is None
+                assert make(on).decide(sig, held(side), BOOK, RET, pending_exit=True).intent is None
             else:
                 assert d.decision == "hold_position" and d.intent is None
     if agent == "futures":       # the futures agent out of the filter is out of its exit too
         off = FuturesPolicy(dataclasses.replace(on, futures_market_filter=False))
-        d = off.decide(dataclasses.replace(hold, market_side=-1), _pos(PositionSide.LONG), BOOK, RET)
+        d = off.decide(dataclasses.replace(hold, market_side=-1), held(PositionSide.LONG), BOOK, RET)
         assert d.decision == "hold_position"
 
 

@@ -3,7 +3,7 @@ per comparison, and both policies refusing a new entry outside the top K while k
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -11,15 +11,14 @@ import pytest
 
 from tracer.agents.futures import FuturesPolicy
 from tracer.agents.hybrid import HybridPolicy
-from tracer.config import load_settings
-from tracer.models import Action, Position, PositionSide, Regime, Signal
+from tracer.config import ConfigError, load_settings
+from tracer.models import Action, PositionSide, Signal
 from tracer.optimize import exploration as ex
-from tracer.risk.limits import Book
 from tracer.signals.evaluate import EvalParams, decide_many, prepare
 from tracer.signals.gates import GateThresholds
 from tracer.signals.scoring import strength_counts
 
-T0 = datetime(2022, 1, 10, tzinfo=timezone.utc)
+from policy_inputs import BOOK, RET, T0, held, signal
 
 
 def test_counts_are_strict_and_skip_unknown_cells():
@@ -55,23 +54,10 @@ def test_the_signals_carry_their_rank_among_the_symbols_of_the_same_bar():
 
 
 def _sig(action: Action, direction: int, stronger: int, weaker: int, ts: datetime = T0) -> Signal:
-    reg = Regime(label="sideways", trend_score=0.0, volatility="normal", annual_vol=0.5, volume="normal",
-                 participation=1.0, confidence=0.5)
-    return Signal(symbol="ETH/USD", ts=ts, price=3000.0, action=action, direction=direction,
-                  reason="hold: quality 0.80 < 1.00" if action is Action.HOLD else "test", quality=0.8
-                  if action is Action.HOLD else 5.0, conviction=6.0, regime=reg, price_score=0.5, narrative=0.0,
-                  divergence=0.0, divergence_trigger=0.5, volume_z=0.0, rsi=50.0, atr=30.0, size_fraction=1.0,
-                  headline_count=0, scorer_id="", stronger=stronger, weaker=weaker)
-
-
-def _pos(side: PositionSide) -> Position:
-    return Position(agent="x", symbol="ETH/USD", side=side, qty=1.0, entry_price=3000.0,
-                    opened_at=datetime(2022, 1, 1, tzinfo=timezone.utc), entry_fee=1.0, stop_loss=2000.0,
-                    take_profit=9000.0, trail_pct=0.0, best_price=3000.0, max_hold_s=0.0, entry_order_id="e1")
-
-
-BOOK = Book(equity=100_000.0, cash=100_000.0, day_start_equity=100_000.0, trades_today=0, exposures={})
-RET = {"ETH/USD": np.random.default_rng(0).normal(0, 0.01, 500)}
+    if action is Action.HOLD:    # a near miss of the quality gate: what exploration takes
+        return signal(action, direction, stronger=stronger, weaker=weaker, ts=ts, quality=0.8,
+                      reason="hold: quality 0.80 < 1.00")
+    return signal(action, direction, stronger=stronger, weaker=weaker, ts=ts)
 
 
 def _settings(**env: str):
@@ -83,7 +69,7 @@ def test_off_by_default_and_a_named_variable_when_out_of_range():
     s = _settings()
     assert s.hybrid.strength_top_k == 0 and s.futures.strength_top_k == 0
     assert HybridPolicy(s).decide(_sig(Action.BUY, 1, 8, 0), None, BOOK, RET).decision == "enter"
-    with pytest.raises(Exception, match="TB_STRENGTH_TOP_K"):
+    with pytest.raises(ConfigError, match="TB_STRENGTH_TOP_K"):
         _settings(TB_STRENGTH_TOP_K="-1")
 
 
@@ -96,7 +82,7 @@ def test_hybrid_buys_only_among_the_strongest_and_keeps_its_exits():
     unknown = pol.decide(_sig(Action.BUY, 1, -1, -1), None, BOOK, RET)
     assert unknown.risk_rule == "strength_filter" and "unknown" in unknown.reason
     # a held long is sold on a sell signal wherever it ranks
-    assert pol.decide(_sig(Action.SELL, -1, 8, 0), _pos(PositionSide.LONG), BOOK, RET).decision == "exit"
+    assert pol.decide(_sig(Action.SELL, -1, 8, 0), held(PositionSide.LONG), BOOK, RET).decision == "exit"
 
 
 def test_exploration_is_filtered_too():
@@ -119,4 +105,4 @@ def test_futures_shorts_only_among_the_weakest():
     # the hybrid's variable does not reach the futures agent
     assert FuturesPolicy(_settings(TB_STRENGTH_TOP_K="1")).decide(
         _sig(Action.SELL, -1, 7, 1), None, book, RET).decision == "enter"
-    assert pol.decide(_sig(Action.BUY, 1, 8, 0), _pos(PositionSide.SHORT), book, RET).decision == "exit"
+    assert pol.decide(_sig(Action.BUY, 1, 8, 0), held(PositionSide.SHORT), book, RET).decision == "exit"
