@@ -13,8 +13,8 @@ from pybit.unified_trading import HTTP
 
 from fakes.bybit_venue import FakeBybit
 from tracer.execution.venue import (
-    Ambiguous, AuthError, InsufficientMargin, OrderRejected, OrderSpec, RateLimited, TimestampDrift,
-    VenueError, VenueOrderType, VenueUnavailable,
+    Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned, OrderRejected, OrderSpec, RateLimited,
+    TimestampDrift, VenueError, VenueOrderType, VenueUnavailable,
 )
 from tracer.execution.venues.bybit import BybitFuturesClient, fmt_step
 from tracer.models import OrderState, PositionSide, Side
@@ -144,6 +144,7 @@ def test_protective_stop_found_cancelled_and_triggered(venue):
         c.place_order(OrderSpec("e1-bad", "BTC/USD", Side.SELL, 0.1, type=VenueOrderType.STOP_MARKET,
                                 reduce_only=True, stop_price=43000))
     assert e.value.code == 110093
+    assert "would immediately trigger" in str(e.value) and "expect Falling" in str(e.value)   # ours + Bybit's
 
     venue.set_price("BTCUSDT", 39990.0)                                  # crosses the stop
     done = c.get_order("BTC/USD", "e1-s")
@@ -263,9 +264,9 @@ def test_natural_rejects(venue):
         c.place_order(buy("n2", qty=100))
     assert e.value.code == 110007
     c.place_order(buy("n3"))
-    with pytest.raises(OrderRejected) as e:                               # duplicate orderLinkId
+    with pytest.raises(DuplicateClientId) as d:                           # duplicate orderLinkId (n3 filled)
         c.place_order(buy("n3"))
-    assert e.value.code == 110072
+    assert d.value.code == 110072 and "OrderLinkedID is duplicate" in str(d.value)
     assert venue.post_counts["n3"] == 2 and len([o for o in venue.orders.values() if o["orderLinkId"] == "n3"]) == 1
 
 
@@ -364,3 +365,74 @@ def test_plain_pybit_would_resend_an_order_our_client_does_not(venue):
     with pytest.raises(TimestampDrift):
         client(venue).place_order(buy("ours1"))
     assert venue.post_counts["ours1"] == 1
+
+
+def test_short_stop_already_through_its_trigger_reads_would_immediately_trigger(venue):
+    c = client(venue)
+    c.place_order(OrderSpec("s2", "BTC/USD", Side.SELL, 0.05))
+    with pytest.raises(OrderRejected) as e:                               # a buy stop below the price
+        c.place_order(OrderSpec("s2-s", "BTC/USD", Side.BUY, 0.05, type=VenueOrderType.STOP_MARKET,
+                                reduce_only=True, stop_price=41000))
+    assert e.value.code == 110092 and "would immediately trigger" in str(e.value) and "expect Rising" in str(e.value)
+    with pytest.raises(OrderRejected) as other:                           # other rejects keep their own words
+        c.place_order(OrderSpec("s3", "BTC/USD", Side.SELL, 0.001, reduce_only=True))   # adds to the short
+    assert other.value.code == 110017 and "immediately" not in str(other.value)
+
+
+def test_late_processed_post_resent_is_a_duplicate_client_id_and_found(venue):
+    """A POST that timed out was processed: sending it again is refused 110072, and the order is ours to find."""
+    c = client(venue, timeout_s=0.4)
+    venue.fail_next("timeout", s=1.0)
+    with pytest.raises(Ambiguous):
+        c.place_order(buy("late1"))
+    with pytest.raises(DuplicateClientId) as e:
+        c.place_order(buy("late1"))
+    assert e.value.code == 110072 and not isinstance(e.value, OrderRejected)
+    assert venue.post_counts["late1"] == 2
+    assert len([o for o in venue.orders.values() if o["orderLinkId"] == "late1"]) == 1
+    assert c.get_order("BTC/USD", "late1").state is OrderState.FILLED
+
+
+@pytest.mark.parametrize("code, msg, low, high", [
+    (429, "The trading service is experiencing a high server load. Please retry.", 0.5, 1.6),
+    (10018, "Exceeded the IP Rate Limit.", 600, 600),                       # an IP limit: at least 10 minutes
+])
+def test_overload_and_ip_rate_limit_codes_are_rate_limited(venue, code, msg, low, high):
+    c = client(venue)
+    venue.fail_next("rate_limit", code=code, msg=msg, reset_ms=1500)
+    with pytest.raises(RateLimited) as e:
+        c.place_order(buy("ov1"))
+    assert e.value.code == code and low <= e.value.retry_after_s <= high and msg in str(e.value)
+    assert venue.post_counts["ov1"] == 1 and c.get_order("BTC/USD", "ov1") is None
+
+
+def test_ip_banned_code_stops_for_half_an_hour(venue):
+    c = client(venue)
+    venue.fail_next("reject", path="/v5/position/list", code=10009, msg="IP has been banned.")
+    with pytest.raises(IpBanned) as e:
+        c.positions()
+    left = (e.value.until - datetime.now(timezone.utc)).total_seconds()
+    assert e.value.code == 10009 and 1790 < left <= 1800 and not isinstance(e.value, AuthError)
+
+
+def test_just_filled_order_is_found_while_history_lags(venue):
+    """History lags a finished order; realtime queried by orderLinkId still has it (its recent-closed cache)."""
+    c = client(venue)
+    venue.history_lag_s = 60.0
+    o = c.place_order(buy("jf1", qty=0.01))
+    assert o.state is OrderState.FILLED and o.avg_price == 42000.0          # read back at once, not SUBMITTED
+    got = c.get_order("BTC/USD", "jf1")
+    assert got is not None and got.state is OrderState.FILLED and got.filled_qty == pytest.approx(0.01)
+    history = [r for r in venue.requests if r.path == "/v5/order/history"]
+    assert history == []                                                   # realtime answered; history not needed
+    assert c.fills("BTC/USD", "jf1")[0].qty == pytest.approx(0.01)
+    # the fake as documented: openOnly=0 lists open orders only, openOnly=1 the recently closed ones
+    assert c._http.get_open_orders(category="linear", symbol="BTCUSDT")["result"]["list"] == []
+    closed = c._http.get_open_orders(category="linear", symbol="BTCUSDT", openOnly=1)["result"]["list"]
+    assert [x["orderLinkId"] for x in closed] == ["jf1"]
+    assert c._http.get_order_history(category="linear", symbol="BTCUSDT")["result"]["list"] == []   # lagging
+    # after a Bybit restart realtime forgets closed orders: missing until history catches up
+    venue.restart()
+    assert c.get_order("BTC/USD", "jf1") is None
+    venue.history_lag_s = 0.0
+    assert c.get_order("BTC/USD", "jf1").state is OrderState.FILLED

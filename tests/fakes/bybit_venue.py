@@ -7,7 +7,14 @@ raw query string | raw JSON body); unknown key -> 10003, bad signature -> 10004,
 ``POST /v5/order/create|cancel``, ``GET /v5/order/realtime|history``, ``GET /v5/execution/list``,
 ``GET /v5/position/list``, ``POST /v5/position/switch-isolated|set-leverage``,
 ``POST /v5/account/set-margin-mode``, ``GET /v5/account/info``, ``GET /v5/account/wallet-balance``,
-``GET /v5/account/transaction-log``. An orderLinkId can never be reused (live or finished): 110072.
+``GET /v5/account/transaction-log``. An orderLinkId can never be reused (live or finished; Bybit: perps'
+orderLinkId is "always unique"): 110072 "OrderLinkedID is duplicate".
+
+Order queries as Bybit documents them: ``/v5/order/realtime`` returns open orders (``openOnly=0``, the default)
+or the account's 500 most recent closed orders (``openOnly=1``; 2 on a classic account), and ignores
+``openOnly`` when queried by ``orderId``/``orderLinkId`` (open or recently closed). ``restart()`` empties that
+closed-order cache, as a Bybit restart does. ``/v5/order/history`` holds closed orders, each only
+``history_lag_s`` (default 0) after it finished ("the data returned from this endpoint may delay").
 
 Market orders fill at once at the price the test sets (``set_price("BTCUSDT", 42000.0)``), 5.5 bps taker
 fee. Conditional orders (``triggerPrice``/``triggerDirection``) rest as ``Untriggered`` and fill when a
@@ -17,7 +24,8 @@ position margin is lost). ``settle_funding(symbol, rate)`` pays/charges funding 
 
 Faults, one-shot, for the next matching request (``path`` defaults to ``/v5/order/create``):
 ``fail_next(kind, path=None, **kw)`` with kind ``latency`` (``s``), ``timeout`` (processed, the answer comes
-after ``s`` seconds), ``5xx`` (502, not processed), ``rate_limit`` (retCode 10006 + reset header),
+after ``s`` seconds), ``5xx`` (502, not processed), ``rate_limit`` (retCode ``code``, default 10006, + reset
+header ``reset_ms`` ahead; 429 "high server load" and 10018 "IP rate limit" answer so too),
 ``403`` (IP limit), ``malformed`` (200 with a truncated JSON body), ``10002``, ``reject`` (``code``, ``msg``:
 e.g. precision 170136, min notional 110094, insufficient balance 110007; the natural checks raise 110094,
 110007, 110017, 110092/110093 and 10001 by themselves), ``partial`` (``ratio`` of a market order fills, the
@@ -98,6 +106,9 @@ class FakeBybit(FakeServer):
         self.faults: list[Fault] = []
         self.clock_offset_ms = 0                     # the venue's clock minus ours
         self.is_down = False
+        self.history_lag_s = 0.0
+        self._finished: dict[str, float] = {}       # orderId -> when it reached a closed status
+        self._recent_closed: list[str] = []         # realtime's cache of closed orders, oldest first, <= 500
         self._lock = threading.RLock()
         self._conns: set[socket.socket] = set()
 
@@ -174,6 +185,19 @@ class FakeBybit(FakeServer):
                     o["orderStatus"] = "Triggered"
                     self._execute(o, price)
             self._check_liquidation(symbol, price)
+            self._sweep()
+
+    def restart(self) -> None:
+        """A Bybit service restart: realtime forgets closed orders (history still has them)."""
+        with self._lock:
+            self._recent_closed.clear()
+
+    def _sweep(self) -> None:
+        """Stamp orders that have just closed: realtime's recent-closed cache and history's lag start now."""
+        for oid, o in self.orders.items():
+            if o["orderStatus"] not in OPEN_STATES and oid not in self._finished:
+                self._finished[oid] = time.time()
+                self._recent_closed = (self._recent_closed + [oid])[-500:]
 
     def settle_funding(self, symbol: str, rate: float, ts_ms: int | None = None) -> float:
         """Funding at ``rate`` on the position's notional at the current price; returns what we paid."""
@@ -225,7 +249,8 @@ class FakeBybit(FakeServer):
         if fault and fault.kind == "rate_limit":
             reset = self.now_ms() + int(fault.kw.get("reset_ms", 1500))
             return 200, {"X-Bapi-Limit": "10", "X-Bapi-Limit-Status": "0",
-                         "X-Bapi-Limit-Reset-Timestamp": str(reset)}, _err(10006, "Too many visits!")
+                         "X-Bapi-Limit-Reset-Timestamp": str(reset)}, _err(fault.kw.get("code", 10006),
+                                                                           fault.kw.get("msg", "Too many visits!"))
         if fault and fault.kind == "10002":
             return 200, {}, _err(10002, "invalid request, please check your server timestamp or recv_window param")
         if fault and fault.kind == "reject":
@@ -234,6 +259,7 @@ class FakeBybit(FakeServer):
         with self._lock:
             _tl.partial = fault.kw.get("ratio", 0.5) if fault and fault.kind == "partial" else None
             body = self._dispatch(req.method, req.path, params)
+            self._sweep()
         if fault and fault.kind == "timeout":
             time.sleep(fault.kw.get("s", 1.0))
         if fault and fault.kind == "lost":
@@ -270,8 +296,8 @@ class FakeBybit(FakeServer):
             ("GET", "/v5/market/instruments-info"): self._instruments,
             ("POST", "/v5/order/create"): self._create,
             ("POST", "/v5/order/cancel"): self._cancel,
-            ("GET", "/v5/order/realtime"): lambda p: self._query_orders(p, open_=True),
-            ("GET", "/v5/order/history"): lambda p: self._query_orders(p, open_=False),
+            ("GET", "/v5/order/realtime"): lambda p: self._query_orders(p, realtime=True),
+            ("GET", "/v5/order/history"): lambda p: self._query_orders(p, realtime=False),
             ("GET", "/v5/execution/list"): self._executions,
             ("GET", "/v5/position/list"): self._positions,
             ("POST", "/v5/position/switch-isolated"): self._switch_isolated,
@@ -451,11 +477,18 @@ class FakeBybit(FakeServer):
                  updatedTime=str(self.now_ms()))
         return _ok({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
 
-    def _query_orders(self, p: dict, open_: bool) -> dict:
+    def _query_orders(self, p: dict, realtime: bool) -> dict:
         rows = []
-        for o in reversed(list(self.orders.values())):
+        by_id = bool(p.get("orderId") or p.get("orderLinkId"))
+        closed_only = str(p.get("openOnly", "0")) == ("1" if self.unified else "2")
+        settled = time.time() - self.history_lag_s
+        for oid, o in reversed(list(self.orders.items())):
             is_open = o["orderStatus"] in OPEN_STATES
-            if is_open != open_:
+            if realtime:
+                recent = oid in self._recent_closed
+                if not ((is_open or recent) if by_id else (recent if closed_only else is_open)):
+                    continue
+            elif is_open or self._finished.get(oid, 0.0) > settled:
                 continue
             if p.get("symbol") and o["symbol"] != p["symbol"]:
                 continue

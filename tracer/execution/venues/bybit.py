@@ -32,9 +32,19 @@ the whole account with ``/v5/account/set-margin-mode`` (ISOLATED_MARGIN), only w
 does not already say ISOLATED_MARGIN. Leverage: ``set-leverage``
 (110043 "not modified" = already so).
 
-Known limits: Bybit's order history and execution endpoints may lag a freshly finished order by a moment;
-:meth:`get_order` then returns None for an order the venue did accept (the VenueBroker re-queries). Realised
-P&L per fill is ``execPnl`` when Bybit sends it, else 0.
+Order lookup: ``/v5/order/history`` may lag a freshly finished order ("order creation/cancellation is
+asynchronous, the data returned from this endpoint may delay"), so :meth:`get_order` asks
+``/v5/order/realtime`` first: queried by ``orderLinkId`` it ignores ``openOnly`` and also returns the most recent
+500 closed orders of the account (Filled, Cancelled...). Only after a Bybit restart, which empties that cache, can
+a just-finished order be briefly missing from both (None; the VenueBroker re-queries). Realised P&L per fill is
+``execPnl`` when Bybit sends it, else 0.
+
+Error codes read as (v5 "Error Codes", UTA table): 10006 (UID rate limit), 10018 (IP rate limit, listed as
+retired but still handled) and 429 ("high server load, please retry") -> :class:`RateLimited`, nothing done;
+10009 "IP has been banned" -> :class:`IpBanned` (30 minutes: the rate-limit page's "usually 30 minutes");
+110072 "OrderLinkedID is duplicate" (``orderLinkId`` is "always unique" for perps, live or finished) ->
+:class:`DuplicateClientId`; 110092/110093 (trigger price already crossed) -> :class:`OrderRejected` worded
+"would immediately trigger", the VenueBroker's cue to exit at market.
 """
 from __future__ import annotations
 
@@ -51,8 +61,8 @@ from pybit.unified_trading import HTTP
 
 from tracer.execution.broker import VenueRules
 from tracer.execution.venue import (
-    Ambiguous, AuthError, FundingPayment, InsufficientMargin, OrderRejected, OrderSpec, RateLimited,
-    TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
+    Ambiguous, AuthError, DuplicateClientId, FundingPayment, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
+    RateLimited, TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
     VenueUnavailable, is_test_url,
 )
 from tracer.execution.venues.fields import finite, utc_from_ms
@@ -61,10 +71,13 @@ from tracer.symbols import binance_symbol
 
 CATEGORY = "linear"
 SETTLE = "USDT"
-RATE_LIMIT_DEFAULT_S = 1.0        # 10006 without a reset header
+RATE_LIMIT_DEFAULT_S = 1.0        # 10006 / 429 without a reset header
 IP_LIMIT_DEFAULT_S = 600.0        # HTTP 403 "access too frequent": Bybit lifts an IP limit after 10 minutes
+IP_BAN_S = 1800.0                 # 10009: "your IP will be banned for a set period of time (usually 30 minutes)"
 
-AUTH_CODES = {10003, 10004, 10005, 10007, 10009, 10010, 33004, -2015}
+AUTH_CODES = {10003, 10004, 10005, 10007, 10010, 33004, -2015}
+RATE_CODES = {10006: RATE_LIMIT_DEFAULT_S, 10018: IP_LIMIT_DEFAULT_S, 429: RATE_LIMIT_DEFAULT_S}
+TRIGGER_CROSSED_CODES = {110092, 110093}    # "expect Rising/Falling, but trigger_price[..] <= / >= current[..]"
 MARGIN_CODES = {110004, 110006, 110007, 110012, 110044, 110045}
 AMBIGUOUS_CODES = {10000, 10016, 10019}   # server timeout / internal error: may or may not have happened
 NOT_FOUND_CODES = {110001, 110008, 110010}  # order does not exist / finished / already cancelled
@@ -215,9 +228,19 @@ class BybitFuturesClient:
             if secret:
                 msg = msg.replace(secret, "***")
         text = f"bybit {what}: {msg} (retCode {code})"
-        if code == 10006:
-            return RateLimited(text, retry_after_s=self._reset_after(headers, RATE_LIMIT_DEFAULT_S),
-                               used_weight=self._used(headers), code=code, status=200)
+        if code in RATE_CODES:              # refused before processing: nothing to reconcile, retry later
+            wait = self._reset_after(headers, RATE_CODES[code])
+            if code == 10018:               # the reset header is the UID limit's; an IP limit lasts longer
+                wait = max(wait, IP_LIMIT_DEFAULT_S)
+            return RateLimited(text, retry_after_s=wait, used_weight=self._used(headers), code=code, status=200)
+        if code == 10009:
+            until = datetime.now(timezone.utc) + timedelta(seconds=IP_BAN_S)
+            return IpBanned(text, until=until, code=code, status=200)
+        if code == 110072:
+            return DuplicateClientId(text, code=code, status=200)
+        if code in TRIGGER_CROSSED_CODES:   # the broker's cue (Binance -2021's wording) to exit at market now
+            return OrderRejected(f"bybit {what}: stop would immediately trigger: {msg} (retCode {code})",
+                                 code=code, status=200)
         if code == 10002:
             return TimestampDrift(text, code=code, status=200)
         if code in AUTH_CODES:
