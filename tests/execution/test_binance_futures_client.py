@@ -9,8 +9,9 @@ from urllib.parse import parse_qsl
 import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures
-from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
-                                    RateLimited, TimestampDrift, VenueError, VenueOrderType, VenueUnavailable)
+from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned,
+                                    OrderRejected, OrderSpec, RateLimited, TimestampDrift, VenueError, VenueOrderType,
+                                    VenueUnavailable)
 from tracer.execution.venues.binance_errors import WeightThrottle, translate_api_error, translate_request_error
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.execution.venues.fields import format_step
@@ -345,7 +346,7 @@ def test_lost_algo_order_found_by_client_id(client, venue):
     assert g is not None and g.state == OrderState.SUBMITTED and g.type == VenueOrderType.STOP_MARKET
     assert client.get_order(BTC, "tb-la-s", conditional=True) == g
     assert client.get_order(BTC, "tb-la-s", conditional=False) is None     # not a regular order
-    with pytest.raises(OrderRejected) as e:                     # open: its id is refused while it rests
+    with pytest.raises(DuplicateClientId) as e:                 # open: its id is refused while it rests
         client.place_order(stop("tb-la-s", Side.SELL, 0.01, 40000.0))
     assert e.value.code == -4116
 
@@ -380,7 +381,7 @@ def test_ip_banned_until_from_message_or_retry_after(client, venue):
 
 
 @pytest.mark.parametrize("code,exc", [(-1111, OrderRejected), (-4164, OrderRejected), (-2019, InsufficientMargin),
-                                      (-2018, InsufficientMargin), (-1121, OrderRejected), (-4116, OrderRejected),
+                                      (-2018, InsufficientMargin), (-1121, OrderRejected), (-4116, DuplicateClientId),
                                       (-1021, TimestampDrift), (-2014, AuthError), (-2015, AuthError)])
 def test_venue_codes_map_to_typed_errors(client, venue, code, exc):
     venue.inject("POST /fapi/v1/order", code)
@@ -576,3 +577,24 @@ def test_unreadable_weight_header_changes_nothing():
         t.after_response(bad, 121.0)
     assert t.used == 2300
     t.before_request(181.0)                                       # a later minute: no wait
+
+
+@pytest.mark.parametrize("code", [-4015, -2022])
+def test_bad_client_id_and_reduce_only_refusal_are_not_duplicates(client, venue, code):
+    """-4015 (malformed id) and -2022 (reduce-only refused) are refusals: never read as "the order exists"."""
+    venue.inject("POST /fapi/v1/order", code)
+    with pytest.raises(OrderRejected) as e:
+        client.place_order(market("tb-nd", Side.BUY, 0.01))
+    assert e.value.code == code and not isinstance(e.value, DuplicateClientId)
+
+
+def test_late_processed_post_resent_is_a_duplicate_client_id(client, venue):
+    """The first POST was booked but its answer lost; the same id sent again while the order rests is -4116."""
+    client.place_order(market("tb-dup-e", Side.BUY, 0.01))
+    venue.inject("POST /fapi/v1/algoOrder", "lost")
+    with pytest.raises(Ambiguous):
+        client.place_order(stop("tb-dup-s", Side.SELL, 0.01, 40000.0))
+    with pytest.raises(DuplicateClientId) as e:
+        client.place_order(stop("tb-dup-s", Side.SELL, 0.01, 40000.0))
+    assert e.value.code == -4116 and e.value.status == 400 and "duplicated" in str(e.value).lower()
+    assert client.get_order(BTC, "tb-dup-s").state == OrderState.SUBMITTED

@@ -11,8 +11,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, RateLimited,
-                                    TimestampDrift, VenueError, VenueUnavailable)
+from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned,
+                                    OrderRejected, RateLimited, TimestampDrift, VenueError, VenueUnavailable)
 from tracer.execution.venues.fields import lenient, utc_from_ms
 from tracer.logs import kv
 
@@ -23,6 +23,9 @@ AMBIGUOUS_CODES = (-1000, -1001, -1006, -1007)
 AUTH_CODES = (-1022, -2014, -2015, -1002)
 MARGIN_CODES = (-2018, -2019)
 RATE_CODES = (-1003, -1015)   # too many requests / too many new orders
+# -4116 DUPLICATED_CLIENT_ORDER_ID "ClientOrderId is duplicated": an order under this id exists (often our own
+# earlier POST, processed late). Not -4015 (the id is malformed) nor -2022 (reduce-only refused): real refusals.
+DUPLICATE_CODE = -4116
 
 
 
@@ -65,6 +68,8 @@ def translate_api_error(e: Any, what: str) -> VenueError:
         return VenueUnavailable(text, code=code, status=status)
     if code in MARGIN_CODES:
         return InsufficientMargin(text, code=code, status=status)
+    if code == DUPLICATE_CODE:
+        return DuplicateClientId(text, code=code, status=status)
     return OrderRejected(text, code=code, status=status)
 
 
