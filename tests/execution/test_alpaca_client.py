@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from fakes.alpaca_trading import FakeAlpacaTrading
-from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, OrderRejected, OrderSpec,
-                                    RateLimited, VenueClient, VenueError, VenueOrderType, VenueUnavailable)
+from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, OrderRejected,
+                                    OrderSpec, RateLimited, VenueClient, VenueError, VenueOrderType,
+                                    VenueUnavailable)
 from tracer.execution.venues.alpaca import AlpacaSpotClient, from_alpaca, legacy_symbol, qty_string
 from tracer.models import OrderState, PositionSide, Side
 
@@ -99,7 +100,7 @@ def test_buy_then_sell_round_trip(venue, client):
     assert o.updated_at is not None and o.updated_at.tzinfo is not None
     body = venue.post_bodies[-1]
     assert body == {"symbol": "BTC/USD", "qty": "0.01", "side": "buy", "type": "market",
-                    "time_in_force": "gtc", "client_order_id": CID}
+                    "time_in_force": "ioc", "client_order_id": CID}
     assert venue.post_counts[CID] == 1
 
     got = client.get_order("BTC/USD", CID)
@@ -168,9 +169,25 @@ def test_float_noise_becomes_an_exact_step_string(venue, client):
     assert venue.post_bodies[-1]["qty"] == "0.0012"
 
 
-def test_partial_fill_open_orders_and_cancel(venue, client):
+def test_market_partial_fill_is_ioc_the_rest_is_canceled(venue, client):
+    """The collar can leave a market order partly filled: sent IOC, the rest is canceled, not left resting."""
     venue.inject("POST /v2/orders", "partial", fraction=0.5)
     o = client.place_order(buy(0.01))
+    assert venue.post_bodies[-1]["time_in_force"] == "ioc"
+    assert o.state is OrderState.CANCELED and o.filled_qty == 0.005 and o.avg_price == 42000.0
+    assert client.open_orders() == [] and client.fills("BTC/USD", CID)[0].qty == 0.005
+    assert client.get_order("BTC/USD", CID).state is OrderState.CANCELED
+
+
+def rest_order(client, body: dict) -> None:
+    """An order placed around our client (by hand, or by an older version that sent GTC): it rests."""
+    client._tc.post("/orders", {"symbol": "BTC/USD", "time_in_force": "gtc", **body})
+
+
+def test_gtc_partial_fill_rests_open_orders_and_cancel(venue, client):
+    venue.inject("POST /v2/orders", "partial", fraction=0.5)
+    rest_order(client, {"qty": "0.01", "side": "buy", "type": "market", "client_order_id": CID})
+    o = client.get_order("BTC/USD", CID)
     assert o.state is OrderState.PARTIALLY_FILLED and o.filled_qty == 0.005
     assert [x.client_order_id for x in client.open_orders("BTC/USD")] == [CID]
     assert [x.client_order_id for x in client.open_orders()] == [CID]
@@ -205,13 +222,45 @@ def test_no_stops_no_reduce_only_buy_nothing_sent(venue, client):
     assert not venue.post_counts
 
 
-def test_duplicate_client_id_is_rejected_and_booked_once(venue, client):
-    client.place_order(buy(0.01))
-    with pytest.raises(OrderRejected) as ex:
+def test_duplicate_client_id_is_typed_and_booked_once(venue, client):
+    client.place_order(buy(0.01))                                   # filled: the id stays taken for good
+    with pytest.raises(DuplicateClientId) as ex:
         client.place_order(buy(0.01))
-    assert (ex.value.status, ex.value.code) == (422, 40010001)
+    assert (ex.value.status, ex.value.code) == (422, 40010001) and not isinstance(ex.value, OrderRejected)
     assert "client_order_id must be unique" in str(ex.value)
     assert len(venue.orders_for(CID)) == 1 and venue.post_counts[CID] == 2
+    with pytest.raises(OrderRejected) as other:                     # another 422 of the same code: a refusal
+        client.place_order(buy(0.01, cid="x" * 129))
+    assert other.value.code == 40010001 and not isinstance(other.value, DuplicateClientId)
+
+
+def test_late_processed_post_resent_is_a_duplicate_client_id(venue, client):
+    venue.inject("POST /v2/orders", "timeout")
+    with pytest.raises(Ambiguous):
+        client.place_order(buy(0.01))
+    with pytest.raises(DuplicateClientId):                          # the first POST was booked after all
+        client.place_order(buy(0.01))
+    assert venue.post_counts[CID] == 2 and len(venue.orders_for(CID)) == 1
+    assert client.get_order("BTC/USD", CID).state is OrderState.FILLED
+
+
+def test_reduce_only_sell_is_capped_at_qty_available(venue, client):
+    """Coins held by an open sell order are not available: the cap is qty_available, not qty."""
+    client.place_order(buy(0.01))                                   # 0.009975 held after the fee
+    rest_order(client, {"qty": "0.005", "side": "sell", "type": "limit", "limit_price": "99999",
+                        "client_order_id": "resting-tp"})
+    [raw] = client._tc.get_all_positions()
+    assert (raw.qty, raw.qty_available) == ("0.009975", "0.004975")
+    x = client.place_order(sell(0.01, CID + "-x", reduce_only=True))
+    assert venue.post_bodies[-1]["qty"] == "0.0049" and x.state is OrderState.FILLED
+
+
+def test_reduce_only_cap_falls_back_to_qty(venue, client):
+    venue.send_qty_available = False
+    client.place_order(buy(0.01))
+    assert client._tc.get_all_positions()[0].qty_available is None
+    client.place_order(sell(0.01, CID + "-x", reduce_only=True))
+    assert venue.post_bodies[-1]["qty"] == "0.0099"
 
 
 def test_business_refusals(venue, client):

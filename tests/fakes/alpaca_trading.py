@@ -9,13 +9,16 @@ Behaviour, as Alpaca's:
 
 * Auth by the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers; a wrong pair -> 401
   ``{"code": 40110000, "message": "request is not authorized"}``.
-* ``client_order_id`` unique per account: a second POST with it -> 422
-  ``{"code": 40010001, "message": "client_order_id must be unique"}``. ``post_counts[cid]`` counts every
+* ``client_order_id`` unique per account, for good: a second POST with it, even after the first order was
+  filled or canceled (alpaca-py issue #260), -> 422 ``{"code": 40010001, "message": "client_order_id must be
+  unique"}``. ``post_counts[cid]`` counts every
   POST /v2/orders per client id (faulted ones too).
 * Crypto: types market / limit / stop_limit, time_in_force gtc / ioc (else 422); qty on the
   ``min_trade_increment`` grid and >= ``min_order_size`` (else 422); a USD-quoted order under $10 ->
   403 40310000 "cost basis must be >= minimal amount of order 10"; buying more than the cash or
-  selling more than held -> 403 40310000 "insufficient balance for USD|BTC (requested: .., available: ..)".
+  selling more than held and not held by open sell orders -> 403 40310000 "insufficient balance for USD|BTC
+  (requested: .., available: ..)". Positions report that as ``qty_available`` ("available minus open orders";
+  ``send_qty_available=False`` omits the field).
 * MARKET orders fill at once at ``set_price(symbol, price)`` (with ``async_fills=True`` the POST
   answers ``pending_new``, as Alpaca usually does, and the fill shows on the next read); the taker fee (``fee_rate``, 25 bps) is
   taken from what is received: a buy credits ``qty * (1 - fee)`` coins, a sell ``qty * price * (1 - fee)``
@@ -28,7 +31,8 @@ Faults: ``inject(endpoint, fault, times=1, **opts)``; ``endpoint`` is ``"POST /v
 sleeps ``delay_s`` before answering: the client gives up but the order *is* booked), ``500`` / ``502``
 / ``503`` / ``504`` (nothing handled), ``429`` (``retry_after`` seconds header, or None to omit it;
 ``reset_in_s`` for X-RateLimit-Reset), ``forbidden`` (403 ``{"message": "forbidden"}``), ``partial``
-(POST: fills ``fraction`` of a market order, which stays partially_filled), ``lost`` (handled, then
+(POST: fills ``fraction`` of a market order; time_in_force ioc cancels the rest -- status canceled with the
+partial filled_qty -- while gtc leaves it resting, partially_filled), ``lost`` (handled, then
 the connection is closed without an answer), ``lost_504`` (handled, then 504), ``garbled``
 (handled, then a 200 whose JSON is cut off), ``drop`` (connection
 closed, nothing handled). ``down()`` closes the port (and the open connections): connection refused
@@ -101,6 +105,7 @@ class FakeAlpacaTrading(FakeServer):
         self.fee_rate = Decimal(str(fee_rate))
         self.clock_skew_s = clock_skew_s
         self.async_fills = async_fills             # the POST answers pending_new; the fill shows on reads
+        self.send_qty_available = True
         self.prices: dict[str, Decimal] = {}
         self.orders: dict[str, dict] = {}          # by venue id, in submission order
         self.by_cid: dict[str, str] = {}
@@ -345,7 +350,7 @@ class FakeAlpacaTrading(FakeServer):
         if side == "buy" and qty * ref > self.cash:
             return reject(403, 40310000, f"insufficient balance for USD (requested: {_num(qty * ref)}, "
                                          f"available: {_num(self.cash)})")
-        held = self.holdings.get(sym, Decimal(0))
+        held = self.holdings.get(sym, Decimal(0)) - self._reserved(sym)
         if side == "sell" and qty > held:
             return reject(403, 40310000, f"insufficient balance for {base} (requested: {_num(qty)}, "
                                          f"available: {_num(held)})")
@@ -369,6 +374,8 @@ class FakeAlpacaTrading(FakeServer):
                 step = Decimal(a["min_trade_increment"])
                 fill = (qty * Decimal(str(partial.get("fraction", 0.5))) / step).to_integral_value() * step
             self._fill(o, sym, side, fill, price, now, complete=fill == qty)
+            if fill < qty and tif == "ioc":        # IOC: what did not fill at once is canceled
+                o.update(status="canceled", canceled_at=now)
         return 200, {}, answer if self.async_fills else o
 
     def _fill(self, o: dict, sym: str, side: str, qty: Decimal, price: Decimal, now: str,
@@ -397,6 +404,11 @@ class FakeAlpacaTrading(FakeServer):
                 "maintenance_margin_requirement": 100, "shortable": False, "easy_to_borrow": False,
                 "fractionable": True, "attributes": [], **a}
 
+    def _reserved(self, sym: str) -> Decimal:
+        """Coins held by the open sell orders of ``sym`` (what they have not sold yet)."""
+        return sum((Decimal(o["qty"]) - Decimal(o["filled_qty"]) for o in self.orders.values()
+                    if o["symbol"] == sym and o["side"] == "sell" and o["status"] in OPEN), Decimal(0))
+
     def _position(self, sym: str) -> dict:
         q = self.holdings[sym]
         px = self.prices.get(sym, Decimal(0))
@@ -411,7 +423,7 @@ class FakeAlpacaTrading(FakeServer):
                 "unrealized_plpc": _num(upl / cost if cost else Decimal(0)),
                 "unrealized_intraday_pl": _num(upl), "unrealized_intraday_plpc": "0",
                 "current_price": _num(px), "lastday_price": _num(px), "change_today": "0",
-                "qty_available": _num(q)}
+                **({"qty_available": _num(q - self._reserved(sym))} if self.send_qty_available else {})}
 
     def _account(self) -> dict:
         mv = sum((q * self.prices.get(s, Decimal(0)) for s, q in self.holdings.items()), Decimal(0))

@@ -19,15 +19,20 @@ What this client does to alpaca-py (0.44), and why:
 
 Venue facts this client relies on (Alpaca docs "Crypto Orders" / "Crypto Spot Trading"):
 
-* Crypto order types: market, limit, stop_limit; time_in_force: gtc, ioc. Market orders are sent GTC.
+* Crypto order types: market, limit, stop_limit; time_in_force: gtc, ioc. Market orders are sent IOC: Alpaca
+  turns a market order into a limit order with a price collar, so it can fill partially; IOC cancels the
+  remainder (status canceled with filled_qty > 0: a partial fill the VenueBroker books and re-sends the rest
+  of) where GTC would leave it resting, holding the coins (or cash) it would trade.
 * There is no stop-market for crypto. A stop_limit can gap through its limit and never fill, and it
   holds the coins it would sell (a later market exit is refused "insufficient balance" until it is
   canceled). So ``supports_venue_stops = False``: only MARKET orders are placed (others are refused
   before anything is sent) and the VenueBroker keeps protective exits itself.
 * There is no reduce-only for crypto either. A reduce-only SELL is emulated: it is capped at the held
   quantity (GET /v2/positions, floored to the step), since the buy fee leaves less than the entry
-  quantity on the account; nothing held -> :class:`OrderRejected`. A reduce-only BUY is refused (spot
-  cannot be short).
+  quantity on the account; nothing held -> :class:`OrderRejected`. Held means the position's
+  ``qty_available`` ("total number of shares available minus open orders"), falling back to ``qty``: coins
+  held by a working sell order cannot be sold again (403 insufficient balance). A reduce-only BUY is refused
+  (spot cannot be short).
 * Fees: the taker fee (25 bps in the lowest volume tier) is charged in the asset *received*: a buy
   of 0.01 BTC credits 0.01 * (1 - 0.0025) BTC; a sell is credited USD less the fee. The order does not
   report the fee and fee activities (CFEE) are posted later, so :meth:`fills` reports the fee as
@@ -46,7 +51,8 @@ Venue facts this client relies on (Alpaca docs "Crypto Orders" / "Crypto Spot Tr
   (default ``time.time``), as the other venue clients take it.
 * Errors: 401 -> :class:`AuthError`; 403 is both "not authorized" and a business refusal (code
   40310000: "insufficient balance for BTC ...", "insufficient buying power", "cost basis must be >=
-  ...") and is told apart by its message; 422 (40010001 "client_order_id must be unique", invalid
+  ...") and is told apart by its message; 422 40010001 "client_order_id must be unique" (any earlier
+  order of the account with the id, live or finished) -> :class:`DuplicateClientId`; other 422s (invalid
   qty...) -> :class:`OrderRejected`; 429 -> :class:`RateLimited` from ``Retry-After`` or
   ``X-RateLimit-Reset`` (epoch seconds); 5xx, timeouts, dropped connections -> :class:`Ambiguous`;
   refused / unresolvable / connect timeout -> :class:`VenueUnavailable`.
@@ -70,7 +76,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tracer.execution.broker import VenueRules
-from tracer.execution.venue import (Ambiguous, AuthError, FundingPayment, InsufficientMargin,
+from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, FundingPayment, InsufficientMargin,
                                     OrderRejected, OrderSpec, RateLimited, VenueBalance, VenueError,
                                     VenueFill, VenueOrder, VenueOrderType, VenuePosition,
                                     VenueUnavailable, is_test_url)
@@ -290,7 +296,9 @@ class AlpacaSpotClient:
                                                       "permission", "api key", "access key")):
                 return AuthError(msg, **kw)
             return OrderRejected(msg, **kw)          # 40310000 business refusal: min order value...
-        return OrderRejected(msg, **kw)              # 400, 404, 422 (duplicate client id, bad qty...)
+        if status == 422 and code in (40010001, "40010001") and "client_order_id must be unique" in low:
+            return DuplicateClientId(msg, **kw)      # an order under this id exists: ours, processed late
+        return OrderRejected(msg, **kw)              # 400, 404, other 422s (bad qty, id too long...)
 
     def _rate_limit(self, headers: Any) -> tuple[float, int | None]:
         wait = DEFAULT_RATE_LIMIT_WAIT_S
@@ -384,7 +392,7 @@ class AlpacaSpotClient:
             # Spot has no reduce-only flag; emulate it: a reduce-only SELL sells at most what is held
             # (floored to the step). Needed because the buy fee is taken in the coin: an entry of 0.01
             # BTC leaves 0.009975 held, and a SELL of 0.01 would be refused "insufficient balance".
-            held = sum((Decimal(repr(p.qty)) for p in self.positions() if p.symbol == sym), Decimal(0))
+            held = self._sellable(sym)
             cap = qty_string(float(held), step) if held > 0 else "0"
             if Decimal(cap) <= 0:
                 raise OrderRejected(f"alpaca spot: reduce-only SELL of {sym} but no position of at least "
@@ -392,7 +400,7 @@ class AlpacaSpotClient:
             if Decimal(cap) < Decimal(qty):
                 qty = cap
         try:
-            req = MarketOrderRequest(symbol=sym, qty=float(qty), time_in_force=TimeInForce.GTC,
+            req = MarketOrderRequest(symbol=sym, qty=float(qty), time_in_force=TimeInForce.IOC,
                                      side=OrderSide.BUY if spec.side is Side.BUY else OrderSide.SELL,
                                      client_order_id=spec.client_order_id)
         except ValueError as e:      # pydantic validation of our own request: nothing was sent
@@ -487,6 +495,21 @@ class AlpacaSpotClient:
     def positions(self) -> list[VenuePosition]:
         raw = self._call("GET /v2/positions", self._tc.get_all_positions)
         return self._parse("GET /v2/positions", lambda: self._positions(raw))
+
+    def _sellable(self, sym: str) -> Decimal:
+        """Coins of ``sym`` that a sell may use: ``qty_available`` (held minus what open orders hold), or ``qty``
+        when the venue does not send it."""
+        raw = self._call("GET /v2/positions", self._tc.get_all_positions)
+
+        def read() -> Decimal:
+            total = Decimal(0)
+            for p in raw:
+                if getattr(p.asset_class, "value", p.asset_class) == "crypto" and from_alpaca(p.symbol) == sym:
+                    avail = _dec(p.qty_available)
+                    total += avail if avail is not None else (_dec(p.qty) or Decimal(0))
+            return total
+
+        return self._parse("GET /v2/positions", read)
 
     def _positions(self, raw: Any) -> list[VenuePosition]:
         out = []
