@@ -2,7 +2,9 @@
 write what happened; reconcile the wallet."""
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 
@@ -15,6 +17,19 @@ KEY, SECRET = "vb-key", "vb-secret-0123456789"
 BTC = "BTC/USD"
 T0 = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
 LOG = logging.getLogger("test.venue_broker")
+
+
+class Clock:
+    """The broker's clock, moved by the test (the grace before "the venue does not know it" is believed)."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
 
 
 class Harness:
@@ -39,7 +54,9 @@ class Harness:
 
     def send(self, o: Order, bracket=None) -> Order:
         with self.store.transaction():
-            self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
+            # the bracket is kept with the order, as the loop does: an order found later is booked with it
+            self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price,
+                                    bracket=asdict(bracket) if bracket is not None else None)
         upd = self.broker.submit(o, bracket)
         with self.store.transaction():
             self.store.set_order_state(o.client_order_id, upd.state, upd.reason)
@@ -52,7 +69,8 @@ class Harness:
             known = self.broker.get(r["client_order_id"])
             if known is not None and known.state is OrderState.NEW:
                 continue
-            upd = known or self.broker.submit(row_to_order(r))
+            br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
+            upd = known or self.broker.submit(row_to_order(r), Bracket(**br) if br else None)
             with self.store.transaction():
                 self.store.set_order_state(r["client_order_id"], upd.state, upd.reason)
 

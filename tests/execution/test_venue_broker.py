@@ -84,14 +84,6 @@ def test_lost_response_is_found_by_client_id_and_never_sent_twice(h, venue):
     assert_no_duplicates(venue)
 
 
-def test_timeout_before_processing_is_sent_again_once_the_venue_says_it_never_saw_it(h, venue):
-    venue.inject("POST /fapi/v1/order", "timeout", when="before", seconds=1.0)
-    o = h.entry()
-    assert h.state(o.client_order_id) == "submitted"
-    assert venue.post_counts[o.client_order_id] == 2     # the first never reached the book
-    assert booked(venue)[o.client_order_id] == 1
-
-
 def test_unconfirmable_order_stays_new_and_is_not_resent(h, venue):
     venue.inject("POST /fapi/v1/order", "5xx", when="after")
     venue.inject("GET /fapi/v1/order", "5xx", times=None)

@@ -45,7 +45,10 @@ SOLUSDT       0.01      1         1        5
 Faults: ``inject(endpoint, fault, times=1, **kw)``; ``endpoint`` is ``"POST /fapi/v1/order"``, a bare path
 (any method) or ``"*"``. Faults: ``"latency"`` (``seconds``), ``"timeout"`` (``seconds``; ``when`` =
 ``"after"``: processed, answered late; ``"before"``: answered late without processing), ``"5xx"``
-(``status`` 503, ``when`` ``"before"``/``"after"``), ``429`` (``retry_after``, ``used_weight``), ``418``
+(``status`` 503, ``when`` ``"before"``/``"after"``; ``"late"``: answered 504 at once and processed only when
+the test calls ``process_late()``, as a request Binance reports "execution status unknown" (-1007) and
+processes after our lookup said "Order does not exist"; with ``process_after=n`` it is processed just before
+the n-th request that follows is handled), ``429`` (``retry_after``, ``used_weight``), ``418``
 (``retry_after`` or ``until_ms``), an error code such as ``-1111``/``-4164``/``-2019``/``-1021``/``-1001``/
 ``-1007`` (answered without processing), ``"partial"`` (a MARKET order fills ``fraction``; the rest
 ``status`` EXPIRED), ``"lost"`` (processed, then the connection is closed without a response; ``mode``
@@ -194,6 +197,8 @@ class FakeBinanceFutures(FakeServer):
         self.income: list[dict[str, Any]] = []
         self.faults: list[_Fault] = []
         self.is_down = False
+        self.late: list[tuple[RawRequest, dict[str, str]]] = []   # timed-out requests still to be processed
+        self._late_after: list[list[Any]] = []          # [requests to go, request, params] (process_after)
         self._ids = itertools.count(1_000_001)
         self._lock = threading.RLock()
         self._port = 0
@@ -205,6 +210,18 @@ class FakeBinanceFutures(FakeServer):
     def inject(self, endpoint: str, fault: Any, times: int | None = 1, **kw: Any) -> None:
         with self._lock:
             self.faults.append(_Fault(endpoint, fault, times, kw))
+
+    def process_late(self) -> list[Response]:
+        """Process the requests a ``"timeout", when="late"`` fault answered without processing."""
+        with self._lock:
+            todo, self.late = self.late, []
+        out = []
+        for req, params in todo:
+            try:
+                out.append(self._dispatch(req, params, None))
+            except _Reject as r:
+                out.append((r.status, {}, {"code": r.code, "msg": r.msg}))
+        return out
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -361,6 +378,16 @@ class FakeBinanceFutures(FakeServer):
     def _route(self, req: Request) -> Response:
         assert isinstance(req, RawRequest)
         params = self._params(req)
+        with self._lock:
+            for item in self._late_after:
+                item[0] -= 1
+            due = [(r, p) for n, r, p in self._late_after if n <= 0]
+            self._late_after = [x for x in self._late_after if x[0] > 0]
+        for r, p in due:              # a timed-out request the venue processes only now
+            try:
+                self._dispatch(r, p, None)
+            except _Reject:
+                pass
         if req.method == "POST" and req.path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
             cid = params.get("newClientOrderId") or params.get("clientAlgoId")
             if cid:
@@ -373,6 +400,14 @@ class FakeBinanceFutures(FakeServer):
             if out is not None:
                 return out
             after = fault
+            if fault.fault == "timeout" and fault.kw.get("when") == "late":
+                with self._lock:
+                    if fault.kw.get("process_after"):
+                        self._late_after.append([int(fault.kw["process_after"]), req, params])
+                    else:
+                        self.late.append((req, params))
+                time.sleep(fault.kw.get("seconds", 1.0))
+                return 504, {}, "<html>gateway timeout</html>"
         try:
             status, headers, payload = self._dispatch(req, params, after)
         except _Reject as r:
@@ -397,6 +432,8 @@ class FakeBinanceFutures(FakeServer):
             time.sleep(kw.get("seconds", 0.1))
             return None
         if f.fault == "timeout":
+            if kw.get("when") == "late":
+                return None       # kept for process_late() by _route
             if kw.get("when", "after") == "before":
                 time.sleep(kw.get("seconds", 1.0))
                 return 504, {}, "<html>gateway timeout</html>"

@@ -71,8 +71,14 @@ class InsufficientMargin(VenueError):
 
 
 class OrderRejected(VenueError):
-    """A definitive reject of an order (precision, min notional, reduce-only rejected, unknown symbol,
-    duplicate client id...). Never retried; ``reason`` is recorded."""
+    """A definitive reject of an order (precision, min notional, reduce-only rejected, unknown symbol...).
+    Never retried; ``reason`` is recorded."""
+
+
+class DuplicateClientId(VenueError):
+    """The venue already has an order under this client id (Binance -4116, Bybit 110072, Alpaca 422
+    40010001): most often our own earlier POST that timed out and was processed late. Not a refusal: the
+    order is looked up by its id and tracked."""
 
 
 # --- what a venue returns --------------------------------------------------------------------------

@@ -150,6 +150,12 @@ class TradingTables(Connection):
             q, args = q + " AND kind=?", args + [kind]
         return self.conn.execute(q + " ORDER BY id", args).fetchall()
 
+    def last_venue_event_at(self, client_order_id: str, kind: str) -> datetime | None:
+        """When the latest venue event ``kind`` of an order was recorded (None: never)."""
+        row = self.conn.execute("SELECT ts FROM venue_events WHERE client_order_id=? AND kind=? "
+                                "ORDER BY id DESC LIMIT 1", (client_order_id, kind)).fetchone()
+        return parse_iso(row["ts"]) if row is not None else None
+
     def set_order_venue(self, client_order_id: str, venue: str, venue_order_id: str | None = None) -> None:
         self.conn.execute("UPDATE orders SET venue=?, venue_order_id=COALESCE(?, venue_order_id) "
                           "WHERE client_order_id=?", (venue, venue_order_id, client_order_id))

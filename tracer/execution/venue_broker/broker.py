@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 from tracer.store import Store, parse_iso, utcnow
-from tracer.execution.broker import Bracket, OrderUpdate, VenueRules
+from tracer.execution.broker import Bracket, OrderUpdate, VenueRules, exit_order_id
 from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
 from tracer.execution.venue_broker.calls import VenueState
 from tracer.execution.venue_broker.ids import TERMINAL, conditional, round_to_step, rules_reject
@@ -55,7 +55,8 @@ class VenueBroker(Reconciliation):
                  down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
                  interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
-                 stop_attempts: int = 3, adopt_stop_pct: float = 0.05):
+                 stop_attempts: int = 3, adopt_stop_pct: float = 0.05,
+                 unconfirmed_grace: timedelta = timedelta(minutes=15)):
         if not clients:
             raise ValueError("VenueBroker needs at least one venue client")
         self.agent = agent
@@ -85,6 +86,12 @@ class VenueBroker(Reconciliation):
         self.cash = 0.0
         self.stop_attempts = max(1, int(stop_attempts))   # stops sent per position before the agent only watches
         self.adopt_stop_pct = adopt_stop_pct                # an adopted position no signal covers: stop this far
+        # how long "the venue does not know this order" is not believed: right after a timed-out POST, or for an
+        # order it acknowledged, a lookup can miss an order that exists (a timed-out request processed late, a
+        # history that lags); an entry is not sent again, and a sent order not given up, before this has passed
+        self.unconfirmed_grace = unconfirmed_grace
+        self._missing_since: dict[str, datetime] = {}       # cid -> first lookup that did not find it
+        self._fills_short_since: dict[str, datetime] = {}   # cid -> first time its fills did not add up
         self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
         self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
         self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
@@ -259,6 +266,9 @@ class VenueBroker(Reconciliation):
             self._event(venue, "order_refused", symbol=order.symbol, cid=cid, reason=why)
             return OrderUpdate(cid, OrderState.REJECTED, why)
         if not order.reduce_only and order.purpose == "entry":
+            held = self._held_unconfirmed(order, bracket, venue)
+            if held is not None:
+                return held
             blocked = self._entry_blocked(order, venue)
             if blocked is not None:
                 return blocked
@@ -279,8 +289,14 @@ class VenueBroker(Reconciliation):
                 # if the venue still holds the position, say so loudly
                 vp = self._venue_position(venue, order.symbol)
                 if vp is not None:
+                    # the position's next exit goes out under a new id (a refused id is never sent again):
+                    # without it, every later exit of this position would be refused by the DB, unsent
+                    nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
+                    if nxt:
+                        self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
                     self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
-                                message=vo.reason or "", venue_qty=vp.qty)
+                                message=vo.reason or "", venue_qty=vp.qty,
+                                action="the next exit goes out under a new id" if nxt else "")
             return vo
         self._tracked[cid] = (replace(order, qty=qty), bracket, venue)
         self._set_venue(cid, venue, vo.venue_order_id)
@@ -290,6 +306,25 @@ class VenueBroker(Reconciliation):
             self._tracked.pop(cid, None)
             return OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
         return OrderUpdate(cid, OrderState.SUBMITTED, None)
+
+    def _held_unconfirmed(self, order: Order, bracket: Bracket | None, venue: str) -> OrderUpdate | None:
+        """An entry left unconfirmed after an unclear POST is not sent again within ``unconfirmed_grace``:
+        the venue is asked for it instead (a lookup right after a timeout can miss an order processed late)."""
+        cid = order.client_order_id
+        since = self.store.last_venue_event_at(cid, "order_unconfirmed")
+        if since is None or self._now() - since >= self.unconfirmed_grace:
+            return None
+        try:
+            vo = self._call(venue, "get_order", order.symbol, cid, conditional=False)
+        except VenueError as e:
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: lookup failed ({type(e).__name__})")
+        if vo is None:
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: not sent again before "
+                                                    f"{(since + self.unconfirmed_grace).isoformat()}")
+        self._event(venue, "order_found_after_ambiguous", symbol=order.symbol, cid=cid)
+        self._tracked[cid] = (order, bracket, venue)
+        self._set_venue(cid, venue, vo.venue_order_id)
+        return OrderUpdate(cid, OrderState.SUBMITTED)
 
     def _entry_blocked(self, order: Order, venue: str) -> OrderUpdate | None:
         """One position per symbol per agent, at the venue. An entry is sent only when no position and no
@@ -333,7 +368,7 @@ class VenueBroker(Reconciliation):
             vp = next((p for p in self._call(venue, "positions") if p.symbol == sym), None)
         except VenueError as e:
             return self._refused(venue, order, e, f"{venue} positions unavailable")
-        if vp is not None:
+        if vp is not None and not self._dust(venue, vp):   # a spot fee's remainder is no position
             self._event(venue, "entry_refused_position_on_venue", symbol=sym, cid=cid, alert=True,
                         venue_qty=vp.qty, venue_side=vp.side.value)
             return OrderUpdate(cid, OrderState.REJECTED, f"the venue already holds a {sym} position "

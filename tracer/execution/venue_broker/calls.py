@@ -1,5 +1,5 @@
 """The venue calls with the retry policy: reads retried with backoff, 429 / 418 / -1021 handled, and the one
-place an order is POSTed (never twice unless the venue says it never saw the first). Venue events are recorded
+place an order is POSTed (an entry never twice in one call; see ``_place``). Venue events are recorded
 in their own transaction and alerted."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 from tracer.store import Store
 from tracer.execution.broker import Bracket, OrderUpdate
-from tracer.execution.venue import (Ambiguous, AuthError, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
-                                    RateLimited, TimestampDrift, VenueBalance, VenueClient, VenueError, VenueOrder,
-                                    VenueOrderType, VenueUnavailable)
+from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned,
+                                    OrderRejected, OrderSpec, RateLimited, TimestampDrift, VenueBalance, VenueClient,
+                                    VenueError, VenueOrder, VenueOrderType, VenueUnavailable)
 from tracer.logs import kv
 from tracer.models import Order, OrderState, Position
 
@@ -142,17 +142,23 @@ class VenueCalls:
         return OrderUpdate(order.client_order_id, OrderState.NEW, f"not sent: {what} ({type(e).__name__})")
 
     def _place(self, venue: str, client: VenueClient, spec: OrderSpec) -> VenueOrder | OrderUpdate:
-        """The one place an order is POSTed. Never two POSTs unless the venue said it never saw the first."""
+        """The one place an order is POSTed. An entry is POSTed at most once per call: after an unclear answer
+        that the venue does not confirm, it stays ``new`` and the next cycle asks again before anything is sent
+        (Binance's client ids are unique only among *open* orders, and a timed-out request can still be
+        processed after a lookup said "does not exist": a second POST of a market entry would be a second
+        position). A reduce-only order may go again (it cannot open anything), and any refusal of that second
+        POST is checked against the venue first: the first may have filled meanwhile."""
         st = self.venues[venue]
         if not st.usable(self._now()):
             return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
         resynced = False
+        unclear = False        # an earlier POST of this call may still be processed by the venue
         for attempt in range(1, self.max_retries + 1):
             try:
                 return client.place_order(spec)
             except TimestampDrift as e:       # rejected before processing: safe to send again once
                 if resynced:
-                    return self._refused(venue, _as_order(spec, self.agent), e, "clock drift after resync")
+                    return self._refused_unless_found(venue, spec, e, "clock drift after resync", unclear)
                 try:
                     self._resync(venue, e)
                 except VenueError:
@@ -171,11 +177,17 @@ class VenueCalls:
             except VenueUnavailable as e:
                 self._mark_down(venue, e, self.down_cooldown_s)
                 return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+            except DuplicateClientId as e:
+                # the venue has an order under this id: ours (an earlier POST processed late), never a refusal
+                self._event(venue, "duplicate_client_id", symbol=spec.symbol, cid=spec.client_order_id,
+                            message=str(e)[:160])
+                return self._lookup_or_new(venue, spec, "the venue has an order under this id")
             except (AuthError, InsufficientMargin, OrderRejected) as e:
-                return self._refused(venue, _as_order(spec, self.agent), e, "refused by the venue")
+                return self._refused_unless_found(venue, spec, e, "refused by the venue", unclear)
             except VenueError as e:   # Ambiguous, or any unclassified venue error: the order may exist
                 self._event(venue, "order_ambiguous", symbol=spec.symbol, cid=spec.client_order_id,
                             error=str(e)[:160], status=e.status)
+                unclear = True
                 try:
                     found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
                                        conditional=spec.type is not VenueOrderType.MARKET)
@@ -186,8 +198,37 @@ class VenueCalls:
                 if found is not None:
                     self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
                     return found
-                # the venue never saw it: sending again cannot duplicate it
+                if not spec.reduce_only:
+                    # "does not exist" right after a timeout is not proof: the next cycle asks again (and
+                    # checks the venue's positions) before this entry is ever sent again
+                    self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
+                                action="not sent again now; asked again next cycle")
+                    return OrderUpdate(spec.client_order_id, OrderState.NEW,
+                                       f"unconfirmed after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
+
+    def _lookup_or_new(self, venue: str, spec: OrderSpec, why: str) -> VenueOrder | OrderUpdate:
+        """The venue's order under ``spec``'s id, or NEW (asked again next cycle) when it cannot be read now."""
+        try:
+            found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
+                               conditional=spec.type is not VenueOrderType.MARKET)
+        except VenueError as e:
+            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"unconfirmed: {why}; lookup failed "
+                                                                     f"({type(e).__name__})")
+        if found is None:
+            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"unconfirmed: {why}; not found yet")
+        self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
+        return found
+
+    def _refused_unless_found(self, venue: str, spec: OrderSpec, e: VenueError, what: str,
+                              unclear: bool) -> VenueOrder | OrderUpdate:
+        """A refusal; but after an unclear earlier POST of the same order, the refusal may be *because* that
+        one was processed meanwhile (a reduce-only exit with nothing left to reduce): the venue is asked first."""
+        if unclear:
+            found = self._lookup_or_new(venue, spec, f"{what} after an unclear first POST")
+            if not isinstance(found, OrderUpdate):
+                return found
+        return self._refused(venue, _as_order(spec, self.agent), e, what)
 
 
 def _as_order(spec: OrderSpec, agent: str) -> Order:

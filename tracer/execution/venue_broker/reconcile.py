@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.venue import VenueError, VenueFill, VenueOrder, VenuePosition
+from tracer.execution.venue import VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
 from tracer.execution.venue_broker.ids import TERMINAL, conditional, stop_order_id, target_order_id
 from tracer.execution.venue_broker.money import Money
 from tracer.execution.venue_broker.protection import Protection
@@ -63,11 +63,22 @@ class Reconciliation(Protection, Money):
             except VenueError:
                 continue
             if vo is None:
+                # a lookup can miss an order that exists (a history that lags, a request processed late):
+                # given up only when the venue still does not know it after the grace
+                t = self._now()
+                first = self._missing_since.setdefault(cid, t)
+                if t - first < self.unconfirmed_grace:
+                    if first == t:
+                        self._event(venue, "order_not_visible", symbol=order.symbol, cid=cid,
+                                    action="kept; asked again until the grace ends")
+                    continue
+                self._missing_since.pop(cid, None)
                 self._event(venue, "order_missing", symbol=order.symbol, cid=cid, alert=True,
                             message="an order the DB has as sent is unknown to the venue")
                 self._tracked.pop(cid)
                 rep.updates.append(OrderUpdate(cid, OrderState.REJECTED, "unknown to the venue"))
                 continue
+            self._missing_since.pop(cid, None)
             if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
                 continue          # a resting stop / target: nothing to book yet
             if vo.state in (OrderState.SUBMITTED,) and vo.filled_qty <= 0:
@@ -162,15 +173,27 @@ class Reconciliation(Protection, Money):
         except VenueError:
             return None         # its fees and prices cannot be read now: booked next cycle, never with fee 0
         qty = sum(f.qty for f in fills)
-        if qty > 0:
+        cid = order.client_order_id
+        if qty < vo.filled_qty * (1 - 1e-6):
+            # the venue's trade history lags its order status: booked next cycle with its real fees and
+            # prices; only after the grace from what the order says (the fees it lacks scaled in, or 0)
+            first = self._fills_short_since.setdefault(cid, self._now())
+            if self._now() - first < self.unconfirmed_grace or not (vo.avg_price or qty > 0):
+                return None
+            self._event(venue, "fills_incomplete", symbol=order.symbol, cid=cid, alert=True,
+                        order_filled=vo.filled_qty, fills_qty=qty, action="booked from the order's own figures")
+            fee = sum(f.fee for f in fills) * (vo.filled_qty / qty) if qty > 0 else 0.0
+            px = vo.avg_price or sum(f.qty * f.price for f in fills) / qty
+            ts = max((f.ts for f in fills), default=vo.updated_at or self._now())
+            qty = vo.filled_qty
+        elif qty > 0:
             px = sum(f.qty * f.price for f in fills) / qty
             fee = sum(f.fee for f in fills)
             ts = max(f.ts for f in fills)
-        elif vo.avg_price:
-            qty, px, fee, ts = vo.filled_qty, vo.avg_price, 0.0, vo.updated_at or self._now()
         else:
             return None
-        return Fill(order.client_order_id, order.symbol, order.side, qty, px, fee, ts)
+        self._fills_short_since.pop(cid, None)
+        return Fill(cid, order.symbol, order.side, qty, px, fee, ts)
 
     def _open(self, order: Order, bracket: Bracket | None, venue: str, fill: Fill, rep: BarReport) -> None:
         s = 1 if order.side is Side.BUY else -1
@@ -245,13 +268,16 @@ class Reconciliation(Protection, Money):
                     if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
                         self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
                                     venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
+                        grew = vp.qty > pos.qty or vp.side is not pos.side
                         pos = replace(pos, qty=vp.qty, side=vp.side)
+                        if grew:       # its resting stop covers less than the venue holds: re-placed
+                            pos = self._resize_stop(venue, pos, rep)
                     self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
                                                    margin=vp.margin or pos.margin)
                     if vp.mark_price:
                         self.last_price[sym] = vp.mark_price
             for sym, vp in vps.items():
-                if sym not in self._positions and not self._dust(venue, vp):
+                if sym not in self._positions and not self._dust(venue, vp) and not self._entry_in_flight(venue, sym):
                     self._adopt(venue, vp, rep, now)
             self._cancel_orphans(venue, rep)
 
@@ -335,6 +361,40 @@ class Reconciliation(Protection, Money):
         self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                     side=vp.side.value, entry_price=vp.entry_price)
 
+    def _entry_in_flight(self, venue: str, symbol: str) -> bool:
+        """An entry of ``symbol`` is on its way (tracked and not booked yet, or left ``new`` after an unclear
+        POST): a venue position of that symbol is most likely its fill, booked with its stop by the order's own
+        lookup, not adopted as a second position. The DB's unconfirmed entries are asked for now."""
+        if any(o.symbol == symbol and o.purpose == "entry" and not o.reduce_only for o, _, _ in self._tracked.values()):
+            return True
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"]:
+                continue
+            found = self.get(r["client_order_id"])      # tracked from now on when the venue has it
+            if found is not None or self.store.last_venue_event_at(r["client_order_id"], "order_unconfirmed"):
+                self._event(venue, "adoption_deferred", symbol=symbol, cid=r["client_order_id"],
+                            action="the entry's own lookup books this position")
+                return True
+        return False
+
+    def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position:
+        """The venue holds more than the position's resting stop covers: that stop is cancelled and the next
+        one (under the next stop id, sent by :meth:`ensure_protection`) covers the whole position."""
+        sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+        if sid not in self._tracked:
+            return pos
+        try:
+            vo = self._call(venue, "cancel_order", pos.symbol, sid, conditional=True)
+        except VenueError as e:
+            self._event(venue, "cancel_failed", symbol=pos.symbol, cid=sid, alert=True, error=type(e).__name__)
+            return pos
+        if vo is not None and vo.state is OrderState.FILLED:
+            return pos          # it filled meanwhile: the next sync books it
+        self._tracked.pop(sid, None)
+        rep.updates.append(OrderUpdate(sid, OrderState.CANCELED, f"resized: the venue holds {pos.qty:g}"))
+        self._event(venue, "stop_resized", symbol=pos.symbol, cid=sid, qty=pos.qty)
+        return replace(pos, stop_seq=pos.stop_seq + 1)
+
     def _cancel_orphans(self, venue: str, rep: BarReport) -> None:
         """Our resting orders (client id ``tb-``) whose position is gone are cancelled."""
         try:
@@ -348,6 +408,10 @@ class Reconciliation(Protection, Money):
             if pos is not None and vo.client_order_id in (stop_order_id(pos.entry_order_id),
                                                           target_order_id(pos.entry_order_id)):
                 continue
+            if pos is not None and vo.type is VenueOrderType.STOP_MARKET and vo.reduce_only and \
+                    vo.side is (Side.SELL if pos.side is PositionSide.LONG else Side.BUY) and \
+                    stop_order_id(pos.entry_order_id, pos.stop_seq) not in self._tracked:
+                continue     # an older stop still protects this position (adopted after a crash): kept until its own rests
             try:
                 self._call(venue, "cancel_order", vo.symbol, vo.client_order_id)
             except VenueError:

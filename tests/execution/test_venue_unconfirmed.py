@@ -1,0 +1,164 @@
+"""Orders the venue does not confirm at once, against the fake Binance USD-M venue through python-binance over HTTP.
+
+Binance's client ids are unique only among *open* orders, a timed-out request ("execution status unknown") can
+be processed after a lookup said "Order does not exist", and that answer can lag an order that exists. So: an
+entry is never POSTed twice in one go, a refusal after an unclear POST is checked against the venue, a duplicate
+id means "ours, look it up", and an order the venue does not show is not given up (nor its position adopted as
+a second one) before a grace has passed."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tracer.execution.broker import exit_order_id
+from tracer.execution.venue_broker import stop_order_id
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
+from tracer.models import Order, OrderState, PositionSide, Side
+
+from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness, assert_no_duplicates, booked
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def hc(venue, tmp_path, clock):
+    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
+
+
+def venue_qty(venue, sym="BTCUSDT") -> float:
+    p = venue.positions.get(sym)
+    return float(p["amt"]) if p else 0.0
+
+
+def algo(venue, cid):
+    return next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == cid)
+
+
+def test_entry_processed_after_the_lookup_is_booked_once_with_a_stop_for_all_of_it(hc, venue):
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    assert hc.state(cid) == "new" and venue.post_counts[cid] == 1
+    assert "order_unconfirmed" in hc.events()
+    venue.process_late()                      # the venue processes it only now: a position of 0.01
+    assert venue_qty(venue) == pytest.approx(0.01)
+    hc.settle()                               # the same cycle's reconciliation: found, not sent again
+    assert venue.post_counts[cid] == 1 and booked(venue)[cid] == 1
+    assert hc.state(cid) == "filled"
+    pos = hc.broker.positions()[0]
+    assert pos.qty == pytest.approx(0.01) == venue_qty(venue) and pos.entry_order_id == cid
+    assert float(algo(venue, stop_order_id(cid))["quantity"]) == pytest.approx(0.01)
+    assert "position_adopted" not in hc.events()
+    assert_no_duplicates(venue)
+
+
+def test_entry_the_venue_never_saw_is_sent_again_only_after_the_grace(hc, venue, clock):
+    venue.inject("POST /fapi/v1/order", "timeout", when="before", seconds=0.6)
+    o = hc.entry()
+    cid = o.client_order_id
+    assert hc.state(cid) == "new" and venue.post_counts[cid] == 1
+    hc.settle()                               # the same cycle: still not known, not sent again
+    assert hc.state(cid) == "new" and venue.post_counts[cid] == 1
+    assert "not sent again before" in hc.store.order(cid)["state_reason"]
+    clock.advance(minutes=16)
+    hc.settle()                               # the next cycle: the venue still does not know it, so it goes
+    assert venue.post_counts[cid] == 2 and booked(venue)[cid] == 1
+    assert hc.state(cid) == "filled" and venue_qty(venue) == pytest.approx(0.01)
+
+
+def test_exit_processed_between_the_lookup_and_the_second_post_is_booked_at_its_fill(hc, venue):
+    o = hc.entry(qty=0.01)
+    hc.settle()
+    pos = hc.broker.positions()[0]
+    venue.set_price("BTCUSDT", 42500.0)
+    # the exit times out; the lookup finds nothing; the venue processes it; our second POST is refused (-2022)
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6, process_after=2)
+    ex = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+               reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5))
+    hc.send(ex)
+    assert venue.post_counts[ex.client_order_id] == 2 and venue_qty(venue) == 0.0
+    assert hc.state(ex.client_order_id) == "submitted"       # the first POST's fill, not the second's refusal
+    trades = hc.settle()
+    assert [(t.exit_reason, t.exit_price) for t in trades] == [("signal", pytest.approx(42500.0))]
+    assert trades[0].pnl == pytest.approx(500.0 * 0.01 - trades[0].fees)
+    assert hc.state(ex.client_order_id) == "filled" and not hc.broker.positions()
+    assert "position_closed_on_venue" not in hc.events()
+    assert abs(hc.wallet_diff or 0.0) < 1e-6
+    assert o.client_order_id in booked(venue)
+
+
+def test_stop_found_under_a_duplicate_id_is_tracked_not_counted_as_refused(hc, venue):
+    venue.inject("POST /fapi/v1/algoOrder", "timeout", when="late", seconds=0.6, process_after=2)
+    o = hc.entry(qty=0.01)
+    hc.settle()
+    sl = stop_order_id(o.client_order_id)
+    assert venue.post_counts[sl] == 2                 # the second POST met the first, processed late: -4116
+    assert {"duplicate_client_id", "order_found_after_ambiguous"} & set(hc.events())
+    assert hc.state(sl) == "submitted" and algo(venue, sl)["algoStatus"] == "NEW"
+    pos = hc.broker.positions()[0]
+    assert pos.stop_seq == 0 and "position_unprotected" not in hc.events()
+    assert_no_duplicates(venue)
+
+
+def test_filled_entry_the_venue_briefly_does_not_show_is_kept_then_booked_not_adopted(hc, venue):
+    o = hc.entry(qty=0.01)
+    venue.inject("GET /fapi/v1/order", -2013)         # "Order does not exist." once, for an order that exists
+    hc.settle()
+    assert "order_not_visible" in hc.events() and "order_missing" not in hc.events()
+    assert "position_adopted" not in hc.events()
+    hc.settle()
+    assert hc.state(o.client_order_id) == "filled"
+    pos = hc.broker.positions()[0]
+    assert pos.entry_order_id == o.client_order_id and pos.stop_loss > 0
+    assert hc.state(stop_order_id(o.client_order_id)) == "submitted"
+
+
+def test_order_the_venue_never_shows_is_given_up_after_the_grace_and_its_position_adopted(hc, venue, clock):
+    o = hc.entry(qty=0.01)
+    venue.inject("GET /fapi/v1/order", -2013, times=None)
+    hc.settle()
+    assert hc.state(o.client_order_id) == "submitted" and not hc.broker.positions()
+    clock.advance(minutes=16)
+    hc.settle()
+    assert hc.state(o.client_order_id) == "rejected" and "order_missing" in hc.events()
+    pos = hc.broker.positions()[0]            # the venue's truth is kept: adopted, and it gets a stop
+    assert pos.entry_order_id.startswith("tb-adopt-") and pos.side is PositionSide.LONG
+    assert pos.qty == pytest.approx(0.01)
+
+
+def test_venue_holding_more_than_the_stop_covers_gets_a_stop_for_all_of_it(hc, venue):
+    o = hc.entry(qty=0.01)
+    hc.settle()
+    with venue._lock:                         # something outside the agent adds to the position
+        venue.positions["BTCUSDT"]["amt"] = venue.positions["BTCUSDT"]["amt"] * 2
+    hc.settle()
+    assert "position_mismatch" in hc.events() and "stop_resized" in hc.events()
+    pos = hc.broker.positions()[0]
+    assert pos.qty == pytest.approx(0.02) and pos.stop_seq == 1
+    old, new = stop_order_id(o.client_order_id, 0), stop_order_id(o.client_order_id, 1)
+    assert algo(venue, old)["algoStatus"] == "CANCELED" and hc.state(old) == "canceled"
+    assert float(algo(venue, new)["quantity"]) == pytest.approx(0.02) and hc.state(new) == "submitted"
+
+
+def test_refused_exit_moves_the_position_to_its_next_exit_id(hc, venue):
+    hc.entry(qty=0.01)
+    hc.settle()
+    pos = hc.broker.positions()[0]
+    venue.inject("POST /fapi/v1/order", -1111)        # refused once (a precision error, say)
+    first = exit_order_id(pos.entry_order_id, pos.exit_seq)
+    hc.send(Order(first, "futures", BTC, Side.SELL, pos.qty, reduce_only=True, purpose="exit", reason="signal",
+                  created_at=T0 + timedelta(hours=5)))
+    assert hc.state(first) == "rejected" and "exit_refused" in hc.events()
+    pos = hc.broker.positions()[0]
+    assert pos.exit_seq == 1
+    second = exit_order_id(pos.entry_order_id, pos.exit_seq)
+    assert second != first
+    hc.send(Order(second, "futures", BTC, Side.SELL, pos.qty, reduce_only=True, purpose="exit", reason="signal",
+                  created_at=T0 + timedelta(hours=6)))
+    trades = hc.settle()
+    assert [t.exit_order_id for t in trades] == [second] and venue_qty(venue) == 0.0
+    assert hc.broker.positions() == [] and OrderState(hc.state(second)) is OrderState.FILLED
