@@ -162,3 +162,44 @@ def test_refused_exit_moves_the_position_to_its_next_exit_id(hc, venue):
     trades = hc.settle()
     assert [t.exit_order_id for t in trades] == [second] and venue_qty(venue) == 0.0
     assert hc.broker.positions() == [] and OrderState(hc.state(second)) is OrderState.FILLED
+
+
+def test_adopted_position_keeps_its_old_venue_stop_until_its_own_rests(venue, tmp_path):
+    first = Harness(tmp_path / "a", [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
+    o = first.entry(qty=0.01)
+    first.settle()
+    old = stop_order_id(o.client_order_id)
+    assert algo(venue, old)["algoStatus"] == "NEW"
+    # a new process with an empty DB (the old one lost): the venue's position is adopted
+    second = Harness(tmp_path / "b", [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
+    second.settle()
+    pos = second.broker.positions()[0]
+    assert pos.entry_order_id.startswith("tb-adopt-")
+    assert algo(venue, old)["algoStatus"] == "NEW"     # still the only stop on the venue: kept
+    second.broker.set_brackets({})                    # the cycle gives it its levels; its stop goes out
+    second.settle()
+    second.settle()
+    mine = stop_order_id(pos.entry_order_id)
+    assert algo(venue, mine)["algoStatus"] == "NEW"
+    assert algo(venue, old)["algoStatus"] == "CANCELED"
+    assert "orphan_cancelled" in second.events()
+
+
+def test_fill_whose_trades_do_not_show_yet_is_booked_later_with_its_real_fee(hc, venue, clock):
+    o = hc.entry(qty=0.01)
+    venue.inject("GET /fapi/v1/userTrades", "empty")   # the trade history lags the order's status
+    hc.settle()
+    q = "SELECT qty, fee FROM fills WHERE client_order_id=?"
+    assert hc.store.conn.execute(q, (o.client_order_id,)).fetchall() == []    # not booked with a fee of 0
+    hc.settle()                                        # the next cycle: the trades show, with their fee
+    fills = hc.store.conn.execute(q, (o.client_order_id,)).fetchall()
+    assert [(f["qty"], f["fee"]) for f in fills] == [(pytest.approx(0.01), pytest.approx(0.01 * 42000 * 0.0004))]
+    assert "fills_incomplete" not in hc.events()
+    o2 = hc.entry(qty=0.01, symbol="ETH/USD")
+    hc.broker.last_price["ETH/USD"] = 2500.0
+    venue.inject("GET /fapi/v1/userTrades", "empty", times=None)
+    hc.settle()
+    assert hc.state(o2.client_order_id) == "submitted"   # not booked with a fee of 0
+    clock.advance(minutes=16)
+    hc.settle()
+    assert hc.state(o2.client_order_id) == "filled" and "fills_incomplete" in hc.events()

@@ -34,7 +34,8 @@ sleeps ``delay_s`` before answering: the client gives up but the order *is* book
 (POST: fills ``fraction`` of a market order; time_in_force ioc cancels the rest -- status canceled with the
 partial filled_qty -- while gtc leaves it resting, partially_filled), ``lost`` (handled, then
 the connection is closed without an answer), ``lost_504`` (handled, then 504), ``garbled``
-(handled, then a 200 whose JSON is cut off), ``drop`` (connection
+(handled, then a 200 whose JSON is cut off), ``stale`` (an order read answered as the order was when
+accepted, unfilled, while positions already show its fill), ``drop`` (connection
 closed, nothing handled). ``down()`` closes the port (and the open connections): connection refused
 until ``up()``.
 """
@@ -265,6 +266,9 @@ class FakeAlpacaTrading(FakeServer):
             return 504, {}, "<html><body>504 Gateway Time-out</body></html>"
         elif kind == "garbled":
             return 200, {"Content-Type": "application/json"}, b'{"id": "'  # cut off by a proxy
+        elif kind == "stale" and resp[0] == 200 and isinstance(resp[2], dict):
+            # a read that lags the book: the order as accepted, before its fill (positions already show it)
+            return 200, {}, dict(resp[2], status="accepted", filled_qty="0", filled_avg_price=None, filled_at=None)
         return resp
 
     def _handle(self, req: Request, ep: str, partial: dict | None) -> Response:

@@ -1,0 +1,85 @@
+"""The venue broker on a spot venue (the fake Alpaca, through alpaca-py over HTTP): the fee taken in the coin
+leaves dust that is no position, an order read that lags its fill does not make the fill a second (adopted)
+position, and an exit the venue refuses once is sent again under the position's next exit id."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from fakes.alpaca_trading import FakeAlpacaTrading
+from tracer.execution.broker import exit_order_id
+from tracer.execution.venue_broker import VenueBroker
+from tracer.execution.venues.alpaca import AlpacaSpotClient
+from tracer.models import Order, Position, Side
+
+from venue_harness import BTC, T0, Harness
+
+KEYS = ("PKTESTKEYID0001", "s3cr3t-value-never-shown")
+
+
+@pytest.fixture
+def alpaca():
+    with FakeAlpacaTrading(keys=KEYS, cash=10_000.0) as v:
+        v.set_price(BTC, 42000.0)
+        yield v
+
+
+@pytest.fixture
+def hs(alpaca, tmp_path):
+    client = AlpacaSpotClient(*KEYS, alpaca.url, timeout_s=2)
+    h = Harness(tmp_path, [client])
+    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False,
+                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append)
+    h.broker.last_price[BTC] = 42000.0
+    return h
+
+
+def exit_of(h, pos: Position, hours: int) -> Order:
+    return h.send(Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+                        reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=hours)))
+
+
+def test_the_dust_a_coin_fee_leaves_does_not_block_the_next_entry(hs, alpaca):
+    hs.entry(qty=0.01)
+    hs.settle()
+    exit_of(hs, hs.broker.positions()[0], 5)
+    trades = hs.settle(T0 + timedelta(hours=5))
+    assert len(trades) == 1 and not hs.broker.positions()
+    assert 0 < alpaca.holding(BTC) < 0.0001          # the fee's remainder, below the venue's minimum
+    again = hs.entry(qty=0.01)
+    assert hs.state(again.client_order_id) == "submitted"
+    hs.settle(T0 + timedelta(hours=6))
+    assert hs.state(again.client_order_id) == "filled" and hs.broker.positions()[0].entry_order_id == \
+        again.client_order_id
+    assert "entry_refused_position_on_venue" not in hs.events()
+
+
+def test_a_fill_the_order_read_does_not_show_yet_is_not_adopted_as_a_second_position(hs, alpaca):
+    alpaca.inject("GET /v2/orders:by_client_order_id", "stale")
+    o = hs.entry(qty=0.01)
+    hs.settle()                                        # the order reads "accepted"; the position is there
+    assert "position_adopted" not in hs.events() and "adoption_deferred" not in hs.events()
+    assert not hs.broker.positions()
+    hs.settle(T0 + timedelta(hours=1))
+    assert hs.state(o.client_order_id) == "filled"
+    assert [p.entry_order_id for p in hs.broker.positions()] == [o.client_order_id]
+    fills = hs.store.conn.execute("SELECT client_order_id FROM fills").fetchall()
+    assert [f["client_order_id"] for f in fills] == [o.client_order_id]
+
+
+def test_an_exit_refused_once_goes_again_under_the_next_exit_id(hs, alpaca):
+    hs.entry(qty=0.01)
+    hs.settle()
+    pos = hs.broker.positions()[0]
+    alpaca.inject("POST /v2/orders", "forbidden")
+    first = exit_of(hs, pos, 5)
+    assert hs.state(first.client_order_id) == "rejected" and "exit_refused" in hs.events()
+    pos = hs.broker.positions()[0]
+    assert pos.exit_seq == 1
+    second = exit_of(hs, pos, 6)
+    assert second.client_order_id != first.client_order_id
+    trades = hs.settle(T0 + timedelta(hours=6))
+    assert [t.exit_order_id for t in trades] == [second.client_order_id]
+    assert not hs.broker.positions() and alpaca.holding(BTC) < 0.0001
