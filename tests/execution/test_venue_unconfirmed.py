@@ -203,3 +203,19 @@ def test_fill_whose_trades_do_not_show_yet_is_booked_later_with_its_real_fee(hc,
     clock.advance(minutes=16)
     hc.settle()
     assert hc.state(o2.client_order_id) == "filled" and "fills_incomplete" in hc.events()
+
+
+def test_position_closed_by_hand_on_the_venue_is_not_booked_as_a_liquidation(hc, venue):
+    from tracer.execution.venue import OrderSpec
+    hc.entry(qty=0.01)
+    hc.settle()
+    pos = hc.broker.positions()[0]
+    venue.set_price("BTCUSDT", 42300.0)
+    hc.broker.last_price[BTC] = 42300.0
+    # the user closes it in the venue's app: an order the agent never sent
+    BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(
+        OrderSpec("web_manual_close_1", BTC, Side.SELL, 0.01, reduce_only=True))
+    trades = hc.settle()
+    assert [t.exit_reason for t in trades] == ["closed_on_venue"]
+    assert trades[0].pnl == pytest.approx(300.0 * 0.01 - pos.entry_fee, abs=1e-6)   # not minus the margin
+    assert trades[0].pnl > -pos.margin / 2

@@ -58,7 +58,7 @@ socket (connections refused), ``up()`` opens it again on the same port.
 
 Also served: ``/fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/premiumIndex`` (the marks), ``/fapi/v1/klines``
 (the bars of :mod:`fakes.market`), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
-``/fapi/v1/userTrades``, ``/fapi/v1/income``, ``/fapi/v1/marginType``, ``/fapi/v1/leverage``, ``/fapi/v1/openOrders``,
+``/fapi/v1/userTrades``, ``/fapi/v1/forceOrders``, ``/fapi/v1/income``, ``/fapi/v1/marginType``, ``/fapi/v1/leverage``, ``/fapi/v1/openOrders``,
 ``/fapi/v1/openAlgoOrders``. Every response carries ``X-MBX-USED-WEIGHT-1M`` (``used_weight``, 12 unless set);
 ``exchangeInfo`` carries Binance's ``rateLimits``; connections are not kept alive.
 """
@@ -503,6 +503,7 @@ class FakeBinanceFutures(FakeServer):
             ("DELETE", "/fapi/v1/algoOrder"): lambda: self._cancel_algo(params),
             ("GET", "/fapi/v1/openAlgoOrders"): lambda: self._open_algos(params),
             ("GET", "/fapi/v1/userTrades"): lambda: self._user_trades(params),
+            ("GET", "/fapi/v1/forceOrders"): lambda: self._force_orders(params),
             ("GET", "/fapi/v1/income"): lambda: self._income_history(params),
             ("GET", "/fapi/v2/positionRisk"): lambda: self._position_risk(params),
             ("GET", "/fapi/v3/positionRisk"): lambda: [r for r in self._position_risk(params)
@@ -932,6 +933,15 @@ class FakeBinanceFutures(FakeServer):
         if params.get("startTime"):
             out = [t for t in out if t["time"] >= int(params["startTime"])]
         return [dict(t) for t in out[-int(params.get("limit", 500)):]]
+
+    def _force_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """The account's liquidation orders (``autoclose-``), newest first, as "User's Force Orders" answers."""
+        out = [o for o in self.orders.values() if str(o["clientOrderId"]).startswith(("autoclose-", "adl_autoclose"))]
+        if params.get("symbol"):
+            out = [o for o in out if o["symbol"] == params["symbol"]]
+        if params.get("startTime"):
+            out = [o for o in out if o["time"] >= int(params["startTime"])]
+        return [dict(o) for o in sorted(out, key=lambda o: -o["time"])[: int(params.get("limit", 50))]]
 
     def _income_history(self, params: dict[str, str]) -> list[dict[str, Any]]:
         out = list(self.income)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.venue import VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
@@ -325,6 +325,19 @@ class Reconciliation(Protection, Money):
             cid = exit_order_id(pos.entry_order_id, seq)
         liq = self.futures and pos.liquidation_price
         px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
+        if self.futures and hasattr(self.venues[venue].client, "forced_closes"):
+            # the venue says whether it closed the position itself (liquidation, auto-deleveraging): a close by
+            # hand is not booked as the loss of the whole margin
+            try:
+                forced = [f for f in self._call(venue, "forced_closes", pos.symbol,
+                                                pos.opened_at - timedelta(minutes=1)) if f.filled_qty > 0]
+            except VenueError:
+                return          # cannot tell now: next cycle
+            liq = bool(forced)
+            if forced:
+                px = forced[0].avg_price or pos.liquidation_price or px
+            else:
+                px = self.last_price.get(pos.symbol, pos.entry_price)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
                   OrderType.MARKET, reduce_only=True, purpose="exit",
                   reason="liquidation" if liq else "closed_on_venue", created_at=now)

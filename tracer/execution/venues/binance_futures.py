@@ -416,6 +416,14 @@ class BinanceFuturesClient:
         self._call(f"leverage {vs}", self._c.futures_change_leverage, symbol=vs, leverage=lev)
         self._prepared[vs] = lev
 
+    def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
+        """The venue's own closes of our positions since ``since``: liquidations and auto-deleveraging
+        ("User's Force Orders", ``GET /fapi/v1/forceOrders``; their client ids are ``autoclose-``/``adl_autoclose``)."""
+        vs = self.venue_symbol(symbol)
+        rows = self._call("forced closes", self._c.futures_liquidation_orders, symbol=vs,
+                          startTime=int(since.timestamp() * 1000), limit=100)
+        return self._parse("forced closes", lambda: [self._order(o, symbol) for o in rows])
+
     def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
         vs = self.venue_symbol(symbol)
         start = int(since.timestamp() * 1000)
