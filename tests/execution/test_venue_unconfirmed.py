@@ -219,3 +219,12 @@ def test_position_closed_by_hand_on_the_venue_is_not_booked_as_a_liquidation(hc,
     assert [t.exit_reason for t in trades] == ["closed_on_venue"]
     assert trades[0].pnl == pytest.approx(300.0 * 0.01 - pos.entry_fee, abs=1e-6)   # not minus the margin
     assert trades[0].pnl > -pos.margin / 2
+
+
+def test_an_account_in_hedge_mode_gets_no_entry_and_says_why(hc, venue):
+    venue.hedge_mode = True
+    o = hc.entry(qty=0.01)
+    assert hc.state(o.client_order_id) == "rejected"
+    assert "hedge mode" in hc.store.order(o.client_order_id)["state_reason"]
+    assert o.client_order_id not in venue.post_counts and not venue.positions
+    assert any("hedge mode" in a for a in hc.alerts)

@@ -58,7 +58,7 @@ socket (connections refused), ``up()`` opens it again on the same port.
 
 Also served: ``/fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/premiumIndex`` (the marks), ``/fapi/v1/klines``
 (the bars of :mod:`fakes.market`), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
-``/fapi/v1/userTrades``, ``/fapi/v1/forceOrders``, ``/fapi/v1/income``, ``/fapi/v1/marginType``, ``/fapi/v1/leverage``, ``/fapi/v1/openOrders``,
+``/fapi/v1/userTrades``, ``/fapi/v1/forceOrders``, ``/fapi/v1/positionSide/dual`` (``hedge_mode``), ``/fapi/v1/income``, ``/fapi/v1/marginType``, ``/fapi/v1/leverage``, ``/fapi/v1/openOrders``,
 ``/fapi/v1/openAlgoOrders``. Every response carries ``X-MBX-USED-WEIGHT-1M`` (``used_weight``, 12 unless set);
 ``exchangeInfo`` carries Binance's ``rateLimits``; connections are not kept alive.
 """
@@ -182,6 +182,7 @@ class FakeBinanceFutures(FakeServer):
         self.api_key, self.api_secret = api_key, api_secret
         self.taker_fee, self.mmr = taker_fee, mmr
         self.fee_asset = "USDT"
+        self.hedge_mode = False                           # GET /fapi/v1/positionSide/dual
         self.clock_offset_ms = 0
         self.used_weight = 12                             # what X-MBX-USED-WEIGHT-1M says on every answer
         self.balance = float(wallet)                      # USDT wallet (isolated margins included)
@@ -504,6 +505,7 @@ class FakeBinanceFutures(FakeServer):
             ("GET", "/fapi/v1/openAlgoOrders"): lambda: self._open_algos(params),
             ("GET", "/fapi/v1/userTrades"): lambda: self._user_trades(params),
             ("GET", "/fapi/v1/forceOrders"): lambda: self._force_orders(params),
+            ("GET", "/fapi/v1/positionSide/dual"): lambda: {"dualSidePosition": self.hedge_mode},
             ("GET", "/fapi/v1/income"): lambda: self._income_history(params),
             ("GET", "/fapi/v2/positionRisk"): lambda: self._position_risk(params),
             ("GET", "/fapi/v3/positionRisk"): lambda: [r for r in self._position_risk(params)

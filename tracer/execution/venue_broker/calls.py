@@ -136,7 +136,7 @@ class VenueCalls:
     def _refused(self, venue: str, order: Order, e: VenueError, what: str) -> OrderUpdate:
         kind = {AuthError: "auth_error", InsufficientMargin: "insufficient_margin"}.get(type(e), "order_rejected")
         self._event(venue, kind, symbol=order.symbol, cid=order.client_order_id,
-                    alert=kind != "order_rejected", message=str(e)[:200], code=e.code)
+                    alert=kind != "order_rejected" or e.code == "hedge_mode", message=str(e)[:200], code=e.code)
         if isinstance(e, (AuthError, InsufficientMargin, OrderRejected)):
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, f"{what}: {type(e).__name__}: {str(e)[:160]}")
         return OrderUpdate(order.client_order_id, OrderState.NEW, f"not sent: {what} ({type(e).__name__})")

@@ -146,6 +146,7 @@ class BinanceFuturesClient:
         self._rules: dict[str, VenueRules] = {}
         self._prepared: dict[str, int] = {}
         self._isolated: set[str] = set()
+        self._one_way = False                   # the account's position mode was checked: one-way
 
     def __repr__(self) -> str:   # never the key or the secret
         return f"BinanceFuturesClient(base_url={self.base_url!r}, test={self.is_test_venue})"
@@ -406,6 +407,14 @@ class BinanceFuturesClient:
         lev = int(leverage)
         if self._prepared.get(vs) == lev:
             return
+        if not self._one_way:
+            # our orders carry no positionSide: in hedge mode Binance refuses all of them (-4061), stops included
+            mode = self._call("position mode", self._c.futures_get_position_mode)
+            if self._parse("position mode", lambda: bool(mode["dualSidePosition"])):
+                raise OrderRejected("binance: the account is in hedge mode (dual-side positions); the agent trades "
+                                    "in one-way mode: switch it in the futures settings (Position Mode: One-way)",
+                                    code="hedge_mode")
+            self._one_way = True
         if vs not in self._isolated:
             try:
                 self._call(f"margin_type {vs}", self._c.futures_change_margin_type, symbol=vs, marginType="ISOLATED")
