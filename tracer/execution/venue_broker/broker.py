@@ -7,9 +7,9 @@ The agent cycle (tracer/agents/loop.py) drives it exactly like a paper broker, p
   rounded *down* to the venue's step; an order below the minimum quantity or notional is refused
   with a recorded reason and never sent. Client order ids are deterministic. An order POST is never
   blindly retried: after a timeout, a 5xx or a dropped connection (``Ambiguous``) the venue is
-  queried by client order id, and the order is sent again only if the venue does not know it. When
-  even the query cannot be answered, the order stays ``new`` and the next cycle (or a restart)
-  reconciles it the same way.
+  queried by client order id; an entry the venue does not know yet is not sent again before
+  ``unconfirmed_grace`` (see ``VenueCalls._place``). When even the query cannot be answered, the order
+  stays ``new`` and the next cycle (or a restart) reconciles it the same way.
 - **Rate limits and bans.** 429: wait ``Retry-After`` in the cycle when it is short
   (``TB_VENUE_MAX_WAIT_S``), otherwise leave the venue alone until then. 418: no request to the
   venue until the ban ends, alert. -1021: resync the clock offset and retry once. Signature,
