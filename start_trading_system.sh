@@ -12,6 +12,7 @@
 #   ./start_trading_system.sh --web        also serve the web cockpit on 127.0.0.1 (TB_WEB_PORT, token TB_WEB_TOKEN)
 #
 # Safe to run twice: a running agent (live pid in $TB_STATE_DIR/<agent>.pid) is not started again.
+# --stop and --status skip the setup step (no pip, no network): they work offline and with a broken .venv.
 set -euo pipefail
 umask 077   # state, logs, pid and lock files: user-only (they can hold tracebacks and account data)
 cd "$(dirname "$0")"
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --web) web=1 ;;
     --cycles) cycles="${2:?--cycles needs a number}"; shift ;;
     --interval) extra+=(--interval "${2:?--interval needs seconds}"); shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "start_trading_system.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -39,8 +40,11 @@ if [ -n "$cycles" ]; then
   extra+=(--cycles "$cycles")
 fi
 
-scripts/bootstrap.sh
+# Only what starts things runs the setup step: offline, or with a broken .venv, it fails inside pip, and a
+# --stop behind it would leave the agents running.
+case "$mode" in start|restart|foreground) scripts/bootstrap.sh ;; esac
 PY=.venv/bin/python
+py_usable() { "$PY" -c 'import tracer.ops.fallback' >/dev/null 2>&1; }
 
 # .env holds API keys: user-only. A copy of .env.example is 0644 (readable by every account on the Mac).
 if [ -f .env ] && [ -n "$(find .env -perm -004 -o -perm -040 2>/dev/null)" ]; then
@@ -48,14 +52,68 @@ if [ -f .env ] && [ -n "$(find .env -perm -004 -o -perm -040 2>/dev/null)" ]; th
   echo "start_trading_system.sh: .env was readable by other users; made it user-only (chmod 600)" >&2
 fi
 
-# Paths from the one typed config (env and .env), so the script and the agents agree.
-# One path per line, never split on spaces ("Application Support", "My Drive"): a folder name with a space
-# must not scatter pid files into a stray tree. A broken config falls back to the defaults here; check-config
-# below refuses to start anything.
-paths=$($PY -c 'from tracer.config import load_settings as l; s=l(); print(s.state_dir); print(s.log_dir)' 2>/dev/null \
-  || printf 'state\nlogs\n')
-STATE_DIR=$(printf '%s\n' "$paths" | sed -n 1p)
-LOG_DIR=$(printf '%s\n' "$paths" | sed -n 2p)
+# --- where the pid files are ------------------------------------------------------------------------------
+# dotenv_value NAME: NAME's last assignment in .env, read without Python (plain or quoted, "export ", a
+# trailing comment). Exit 1: .env does not set it; 2: it cannot be read safely here ($-expansion, escapes, an
+# unreadable .env), and a guess could point --stop at the wrong folder.
+dotenv_value() {
+  local line v
+  [ -e .env ] || return 1
+  [ -r .env ] || return 2
+  line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" .env | tail -n 1) || true
+  [ -n "$line" ] || return 1
+  v=${line#*=}
+  v=${v%$'\r'}
+  v=${v#"${v%%[![:space:]]*}"}
+  case "$v" in
+    \"*) v=${v#\"}
+         case "$v" in *\"*) v=${v%%\"*} ;; *) return 2 ;; esac
+         case "$v" in *'$'*|*\\*) return 2 ;; esac ;;
+    \'*) v=${v#\'}
+         case "$v" in *\'*) v=${v%%\'*} ;; *) return 2 ;; esac ;;
+    *)   v=${v%%[[:space:]]#*}
+         case "$v" in *'$'*) return 2 ;; esac ;;
+  esac
+  printf '%s\n' "$v"
+}
+# shell_path NAME ENV_VALUE ENV_IS_SET DEFAULT: one folder as the config loader reads it (env over .env)
+shell_path() {
+  local v rc=0
+  if [ -n "$3" ]; then
+    v=$2
+  else
+    v=$(dotenv_value "$1") || rc=$?
+    if [ "$rc" = 1 ]; then v=$4
+    elif [ "$rc" != 0 ]; then echo "start_trading_system.sh: $1 in .env cannot be read without Python" >&2; return 1; fi
+  fi
+  v=${v#"${v%%[![:space:]]*}"}
+  v=${v%"${v##*[![:space:]]}"}
+  [ -n "$v" ] || { echo "start_trading_system.sh: $1 is empty" >&2; return 1; }
+  case "$v" in \~) v=$HOME ;; \~/*) v="$HOME/${v#\~/}" ;; esac   # what expanduser does
+  printf '%s\n' "$v"
+}
+# STATE_DIR and LOG_DIR as the agents see them. An invalid .env must not send --stop to the default folders
+# (it would say "not running" and leave the agents running): the salvaged settings keep every valid variable
+# (tracer/ops/fallback.py); without a usable .venv the two variables are read here. Fails, saying why, when
+# they cannot be determined. One path per line: "Application Support" keeps its space.
+resolve_paths() {
+  local paths s l
+  if py_usable; then
+    paths=$("$PY" -c 'import sys; from tracer.ops.fallback import print_script_paths as p; sys.exit(p())') || return 1
+    s=$(printf '%s\n' "$paths" | sed -n 1p)
+    l=$(printf '%s\n' "$paths" | sed -n 2p)
+  else
+    s=$(shell_path TB_STATE_DIR "${TB_STATE_DIR-}" "${TB_STATE_DIR+set}" state) || return 1
+    l=$(shell_path TB_LOG_DIR "${TB_LOG_DIR-}" "${TB_LOG_DIR+set}" logs) || return 1
+  fi
+  STATE_DIR=$s
+  LOG_DIR=$l
+}
+if ! resolve_paths; then
+  echo "start_trading_system.sh: cannot tell where the pid files are (TB_STATE_DIR, TB_LOG_DIR): nothing done." \
+       "Fix .env (.venv/bin/tracer check-config) or set them in the environment" >&2
+  exit 2
+fi
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 chmod 700 "$STATE_DIR" 2>/dev/null || true
 
@@ -68,7 +126,72 @@ script_of() {
 }
 [ -f scripts/high_risk_futures_agent.py ] && AGENTS+=(futures)
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# --- processes: a pid file counts only while its pid runs what it names ---------------------------------------
+PS_OK=""
+if ps -o command= -p $$ >/dev/null 2>&1; then PS_OK=1; fi
+what_of() {   # NAME: what the command line of NAME's process contains (an extended regex)
+  case "$1" in
+    hybrid) echo 'hybrid_crypto_trader[.]py|watchdog' ;;   # watchdog.sh --exec writes its pid, then execs the agent
+    futures) echo 'high_risk_futures_agent[.]py|watchdog' ;;
+    watchdog_*) echo 'watchdog' ;;
+    telegram) echo 'telegram_listener[.]py' ;;
+    web) echo 'tracer[.]cli web' ;;
+  esac
+}
+pid_of() { cat "$STATE_DIR/$1.pid" 2>/dev/null || true; }
+# running NAME: $STATE_DIR/NAME.pid names a live process that runs NAME. After a reboot the pid may belong to
+# another program: that is never reported as running, nor signalled (tracer.ops.processes.agent_alive, in shell).
+runs() {   # PID REGEX: PID is alive and its command line matches REGEX
+  local cmd re="$2"
+  kill -0 "$1" 2>/dev/null || return 1
+  [ -n "$PS_OK" ] || return 0           # no usable ps here: kill -0 is all there is
+  cmd=$(ps -o command= -p "$1" 2>/dev/null) || return 1
+  [[ "$cmd" =~ $re ]]
+}
+running() {
+  local pid
+  pid=$(pid_of "$1")
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  runs "$pid" "$(what_of "$1")"
+}
+
+# --- launch locks: $STATE_DIR/<agent>.launch.lock (owner pid inside), shared with scripts/watchdog.sh and the
+# health check's heal. Whoever starts or stops an agent holds it: a watchdog pass never restarts an agent that
+# --stop is stopping, nor writes a pid file that the stop then removes.
+LOCK_OWNERS='watchdog|start_trading_system|tracer[.]cli|bin/tracer'
+LOCKS=""        # the locks held, one per line (the state folder may have spaces)
+LOCK_OWNER=""
+lock_take() {   # AGENT SECONDS: waits up to SECONDS for the holder; a lock whose owner is gone is taken over
+  local dir="$STATE_DIR/$1.launch.lock" owner n=0
+  until mkdir "$dir" 2>/dev/null; do
+    owner=$(cat "$dir/pid" 2>/dev/null || true)
+    if [ "$n" -ge "$2" ]; then LOCK_OWNER=${owner:-"(starting)"}; return 1; fi
+    n=$((n + 1))
+    if { [ -n "$owner" ] && ! runs "$owner" "$LOCK_OWNERS"; } \
+        || { [ -z "$owner" ] && [ -n "$(find "$dir" -maxdepth 0 -mmin +1 2>/dev/null)" ]; }; then
+      rm -rf "$dir"
+    else
+      sleep 1
+    fi
+  done
+  echo "$$" > "$dir/pid"
+  LOCKS="$LOCKS$dir
+"
+}
+locks_release() {
+  local d
+  while IFS= read -r d; do
+    [ -n "$d" ] || continue
+    if [ "$(cat "$d/pid" 2>/dev/null || true)" = "$$" ]; then rm -rf "$d"; fi
+  done <<LOCKS_HELD
+$LOCKS
+LOCKS_HELD
+  LOCKS=""
+}
+on_exit() { locks_release; }
+trap on_exit EXIT
+trap 'exit 130' INT        # a signal ends the script through its EXIT trap: no lock is left behind
+trap 'exit 143' TERM
 
 # --- launchd (macOS, scripts/install_launchd.sh): when the jobs are installed, launchd keeps each agent's
 # watchdog loop alive (and the loop the agent), so a start loads them instead of starting loops here, and a
@@ -92,10 +215,18 @@ launchd_start() {
     else echo "launchd: $l could not be loaded (see: launchctl print $launchd_domain/$l)" >&2; fi
   done
 }
+# Fails when a job is still loaded after its bootout: its KeepAlive would start the agents again behind the stop.
 launchd_stop() {
-  local l
+  local l n
   for l in $(launchd_installed); do
-    launchctl bootout "$launchd_domain/$l" 2>/dev/null || true
+    launchctl bootout "$launchd_domain/$l" 2>/dev/null || true   # "not loaded" fails too: what counts is below
+    n=0
+    while launchd_loaded "$l" && [ "$n" -lt 10 ]; do sleep 0.5; n=$((n + 1)); done
+    if launchd_loaded "$l"; then
+      echo "launchd: $l is still loaded after launchctl bootout: nothing stopped (launchd would start the" \
+           "agents again). Try: launchctl bootout $launchd_domain/$l, then ./start_trading_system.sh --stop" >&2
+      return 1
+    fi
     launchctl disable "$launchd_domain/$l" 2>/dev/null || true
     echo "launchd: $l unloaded and disabled (not started at login until ./start_trading_system.sh)"
   done
@@ -118,34 +249,41 @@ start_watchdogs() {
     return 0
   fi
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/watchdog_$a.pid"
-    if pid_alive "$pidf"; then echo "watchdog_$a: already running (pid $(cat "$pidf"))"; continue; fi
+    if running "watchdog_$a"; then echo "watchdog_$a: already running (pid $(pid_of "watchdog_$a"))"; continue; fi
     nohup "scripts/watchdog_$a.sh" --loop >/dev/null 2>>"$LOG_DIR/watchdog.err" </dev/null &
-    echo $! > "$pidf"
+    echo $! > "$STATE_DIR/watchdog_$a.pid"
     echo "watchdog_$a: started (pid $!), log $LOG_DIR/watchdog.log"
   done
 }
-# stop_pidfile NAME PIDFILE SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL; remove the pid file.
-# Prints "NAME: stopped" (or "NAME: not running").
-stop_pidfile() {
-  local name="$1" pidf="$2" secs="$3" pid
-  if ! pid_alive "$pidf"; then
-    echo "$name: not running"; rm -f "$pidf"; return 0
+# stop_proc NAME LABEL SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL. Prints "LABEL: stopped" (or "LABEL:
+# not running", removing a stale pid file). The pid file goes only while it still names the pid stopped here;
+# one written meanwhile by another start is left, and the stop fails saying so.
+stop_proc() {
+  local pidf="$STATE_DIR/$1.pid" label="$2" secs="$3" pid now
+  if ! running "$1"; then
+    rm -f "$pidf"; echo "$label: not running"; return 0
   fi
-  pid=$(cat "$pidf")
+  pid=$(pid_of "$1")
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 $((secs * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "$name: did not stop within $secs s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+    echo "$label: did not stop within $secs s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+  fi
+  now=$(pid_of "$1")
+  if [ -n "$now" ] && [ "$now" != "$pid" ]; then
+    echo "$label: stopped pid $pid, but $pidf now names pid $now (started meanwhile): run --stop again" >&2
+    return 1
   fi
   rm -f "$pidf"
-  echo "$name: stopped"
+  echo "$label: stopped"
+}
+stop_quietly() {   # NAME LABEL SECONDS: stop_proc, without a "not running" line
+  if running "$1"; then stop_proc "$@"; else rm -f "$STATE_DIR/$1.pid"; fi
 }
 stop_watchdogs() {   # before the agents, so that no watchdog restarts an agent being stopped
-  for a in "${AGENTS[@]}"; do
-    if pid_alive "$STATE_DIR/watchdog_$a.pid"; then stop_pidfile "watchdog_$a" "$STATE_DIR/watchdog_$a.pid" 10
-    else rm -f "$STATE_DIR/watchdog_$a.pid"; fi
-  done
+  local a rc=0
+  for a in "${AGENTS[@]}"; do stop_quietly "watchdog_$a" "watchdog_$a" 10 || rc=1; done
+  return $rc
 }
 
 # Telegram listener: the one process that polls the bot (commands /status /pause ...), acting on the agents
@@ -154,52 +292,58 @@ start_listener() {
   if [ "$($PY -c 'from tracer.config import load_settings as l; s=l(); print(bool(s.telegram_bot_token and s.telegram_chat_id))' 2>/dev/null)" != True ]; then
     return 0
   fi
-  pidf="$STATE_DIR/telegram.pid"
-  if pid_alive "$pidf"; then echo "telegram listener: already running (pid $(cat "$pidf"))"; return 0; fi
+  if running telegram; then echo "telegram listener: already running (pid $(pid_of telegram))"; return 0; fi
   nohup $PY scripts/telegram_listener.py >/dev/null 2>>"$LOG_DIR/telegram.err" </dev/null &
-  echo $! > "$pidf"
+  echo $! > "$STATE_DIR/telegram.pid"
   echo "telegram listener: started (pid $!), log $LOG_DIR/telegram.log"
 }
-stop_listener() {
-  if pid_alive "$STATE_DIR/telegram.pid"; then stop_pidfile "telegram listener" "$STATE_DIR/telegram.pid" 30
-  else rm -f "$STATE_DIR/telegram.pid"; fi
-}
 
-# The web cockpit (tracer web, --web only): 127.0.0.1:TB_WEB_PORT. A missing token is generated into .env and
-# printed here, once, before the server goes to the background (its output is not kept: the token is never logged).
+# The web cockpit (tracer web, --web only): 127.0.0.1:TB_WEB_PORT. A missing token is generated into .env; it is
+# shown only on a terminal: from cron or launchd, or redirected into start.log, it would land in a log.
 start_web() {
   [ "$web" = 1 ] || return 0
-  pidf="$STATE_DIR/web.pid"
-  if pid_alive "$pidf"; then echo "web cockpit: already running (pid $(cat "$pidf"))"; return 0; fi
-  $PY -m tracer.cli web --init-token
+  if running web; then echo "web cockpit: already running (pid $(pid_of web))"; return 0; fi
+  if [ -t 1 ]; then
+    $PY -m tracer.cli web --init-token
+  else
+    $PY -m tracer.cli web --init-token >/dev/null
+    echo "web cockpit: the access token is TB_WEB_TOKEN in .env (not printed here: this output is no terminal)"
+  fi
   nohup $PY -m tracer.cli web >/dev/null 2>>"$LOG_DIR/web.err" </dev/null &
-  echo $! > "$pidf"
+  echo $! > "$STATE_DIR/web.pid"
   echo "web cockpit: started (pid $!), http://127.0.0.1:$($PY -c 'from tracer.config import load_settings as l; print(l().web_port)' 2>/dev/null || echo 8787)/ (token: TB_WEB_TOKEN in .env)"
 }
-stop_web() {
-  if pid_alive "$STATE_DIR/web.pid"; then stop_pidfile "web cockpit" "$STATE_DIR/web.pid" 10
-  else rm -f "$STATE_DIR/web.pid"; fi
+
+write_args() {   # AGENT: its options, one per line: a watchdog restarts it with the same command line
+  : > "$STATE_DIR/$1.args"
+  for x in ${extra[@]+"${extra[@]}"}; do printf '%s\n' "$x" >> "$STATE_DIR/$1.args"; done
 }
 
-start_agents() {
+check_config() {
   if ! $PY -m tracer.cli check-config >/dev/null 2>"$STATE_DIR/check-config.err"; then
     cat "$STATE_DIR/check-config.err" >&2
     echo "start_trading_system.sh: configuration invalid; nothing started" >&2
     exit 2
   fi
+}
+
+start_agents() {
+  check_config
   $PY -m tracer.cli init-db
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/$a.pid"
-    if pid_alive "$pidf"; then
-      echo "$a: already running (pid $(cat "$pidf"))"
+    if ! lock_take "$a" 60; then
+      echo "$a: a start or stop of it is in progress (pid $LOCK_OWNER): not started" >&2
       continue
     fi
-    nohup $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} >/dev/null 2>>"$LOG_DIR/$a.err" &
-    echo $! > "$pidf"
-    # the agent's options, one per line: a watchdog restarts it with the same command line
-    : > "$STATE_DIR/$a.args"
-    for x in ${extra[@]+"${extra[@]}"}; do printf '%s\n' "$x" >> "$STATE_DIR/$a.args"; done
-    echo "$a: started (pid $!), log $LOG_DIR/$a.log"
+    if running "$a"; then
+      echo "$a: already running (pid $(pid_of "$a"))"
+    else
+      nohup $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} >/dev/null 2>>"$LOG_DIR/$a.err" &
+      echo $! > "$STATE_DIR/$a.pid"
+      write_args "$a"
+      echo "$a: started (pid $!), log $LOG_DIR/$a.log"
+    fi
+    locks_release
   done
   start_watchdogs
   start_listener
@@ -211,47 +355,97 @@ start_agents() {
   echo "Stop:    ./start_trading_system.sh --stop"
 }
 
-stop_agents() {
+# The whole stop holds every agent's launch lock: a watchdog pass (cron, a loop not yet stopped) or the health
+# check's heal cannot start an agent behind it. A watchdog in the middle of a restart is waited for (its grace,
+# TB_WATCHDOG_STOP_GRACE_S, is 30 s by default).
+stop_all() {
+  local a rc=0
   for a in "${AGENTS[@]}"; do
-    stop_pidfile "$a" "$STATE_DIR/$a.pid" 30
+    if ! lock_take "$a" 60; then
+      echo "$a: its launch lock is still held by pid $LOCK_OWNER after 60 s: stopping anyway" >&2
+    fi
   done
+  launchd_stop || exit 1
+  stop_watchdogs || rc=1
+  for a in "${AGENTS[@]}"; do stop_proc "$a" "$a" 30 || rc=1; done
+  stop_quietly telegram "telegram listener" 30 || rc=1
+  stop_quietly web "web cockpit" 10 || rc=1
+  locks_release
+  return $rc
 }
 
 status_agents() {
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/$a.pid"
-    if pid_alive "$pidf"; then echo "$a: running (pid $(cat "$pidf"))"; else echo "$a: not running"; fi
+    if running "$a"; then echo "$a: running (pid $(pid_of "$a"))"; else echo "$a: not running"; fi
   done
   for a in "${AGENTS[@]}"; do
-    pidf="$STATE_DIR/watchdog_$a.pid"
-    if pid_alive "$pidf"; then echo "watchdog_$a: running (pid $(cat "$pidf"))"; else echo "watchdog_$a: not running"; fi
+    if running "watchdog_$a"; then echo "watchdog_$a: running (pid $(pid_of "watchdog_$a"))"; else echo "watchdog_$a: not running"; fi
   done
-  if pid_alive "$STATE_DIR/telegram.pid"; then echo "telegram listener: running (pid $(cat "$STATE_DIR/telegram.pid"))"; fi
-  if pid_alive "$STATE_DIR/web.pid"; then echo "web cockpit: running (pid $(cat "$STATE_DIR/web.pid"))"; fi
+  if running telegram; then echo "telegram listener: running (pid $(pid_of telegram))"; fi
+  if running web; then echo "web cockpit: running (pid $(pid_of web))"; fi
   launchd_status
-  $PY -m tracer.cli status
+  if py_usable; then
+    $PY -m tracer.cli status
+  else
+    echo "(heartbeats, cash and trades need the .venv, which does not run here: scripts/bootstrap.sh sets it up)"
+  fi
+}
+
+# --foreground: the agents are children of this shell, with pid files like background ones (the watchdog, the
+# health check and --status see them, and a second start finds them running); never beside running agents,
+# which would share the DB.
+fg_pids=()
+fg_cleanup() {   # the pid files of this run only (one rewritten since by someone else stays)
+  local i=0 a
+  for a in "${AGENTS[@]}"; do
+    if [ "${#fg_pids[@]}" -gt "$i" ] && [ "$(pid_of "$a")" = "${fg_pids[$i]}" ]; then rm -f "$STATE_DIR/$a.pid"; fi
+    i=$((i + 1))
+  done
+}
+run_foreground() {
+  local a p r rc=0
+  if [ "$web" = 1 ]; then
+    echo "start_trading_system.sh: --web starts the cockpit with the background agents; here, run .venv/bin/tracer web in another terminal" >&2
+  fi
+  check_config
+  $PY -m tracer.cli init-db
+  for a in "${AGENTS[@]}"; do
+    if ! lock_take "$a" 60; then
+      echo "start_trading_system.sh: a start or stop of $a is in progress (pid $LOCK_OWNER): nothing started" >&2
+      exit 1
+    fi
+    if running "$a"; then
+      echo "start_trading_system.sh: $a already runs in the background (pid $(pid_of "$a")): two copies would" \
+           "share one DB; stop it first (./start_trading_system.sh --stop)" >&2
+      exit 1
+    fi
+  done
+  trap 'fg_cleanup; locks_release' EXIT
+  for a in "${AGENTS[@]}"; do
+    $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} &
+    fg_pids+=($!)
+    echo $! > "$STATE_DIR/$a.pid"
+    write_args "$a"
+  done
+  locks_release
+  trap 'kill -TERM "${fg_pids[@]}" 2>/dev/null || true' INT TERM
+  for p in "${fg_pids[@]}"; do
+    # a trap interrupts wait (status > 128) while the agent is still finishing: wait again
+    until wait "$p"; do
+      r=$?
+      if ! kill -0 "$p" 2>/dev/null; then rc=$r; break; fi
+    done
+  done
+  exit $rc
 }
 
 case "$mode" in
   start) start_agents ;;
-  stop) launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web ;;
+  stop) stop_all ;;
   restart)
-    if pid_alive "$STATE_DIR/web.pid"; then web=1; fi    # a running cockpit comes back with the agents
-    launchd_stop; stop_watchdogs; stop_agents; stop_listener; stop_web; start_agents ;;
+    if running web; then web=1; fi    # a running cockpit comes back with the agents
+    stop_all
+    start_agents ;;
   status) status_agents ;;
-  foreground)
-    if [ "$web" = 1 ]; then
-      echo "start_trading_system.sh: --web starts the cockpit with the background agents; here, run .venv/bin/tracer web in another terminal" >&2
-    fi
-    $PY -m tracer.cli check-config >/dev/null
-    $PY -m tracer.cli init-db
-    pids=()
-    for a in "${AGENTS[@]}"; do
-      $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} &
-      pids+=($!)
-    done
-    trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
-    rc=0
-    for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-    exit $rc ;;
+  foreground) run_foreground ;;
 esac

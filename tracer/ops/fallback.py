@@ -74,3 +74,46 @@ def load_for_monitoring(environ: Mapping[str, str] | None = None,
         except ConfigError:
             continue
     return Loaded(Settings(), tuple(found))
+
+
+def script_paths(environ: Mapping[str, str] | None = None,
+                 dotenv_path: str | Path | None = ".env") -> tuple[Path, Path] | str:
+    """``(state_dir, log_dir)`` for the start script's stop and status, or why they cannot be told.
+
+    An invalid configuration still gives them when its salvage kept the configured ``TB_STATE_DIR`` and
+    ``TB_LOG_DIR``; a default substituted for a configured folder would let ``--stop`` look in the wrong place,
+    say "not running" and leave the agents running."""
+    loaded = load_for_monitoring(environ, dotenv_path)
+    s = loaded.settings
+    if loaded.valid:
+        return s.state_dir, s.log_dir
+    env = _merged(environ, dotenv_path)
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        try:
+            dotenv_values(dotenv_path)
+        except (OSError, UnicodeDecodeError) as e:
+            if not {"TB_STATE_DIR", "TB_LOG_DIR"} <= set(env):
+                return f"{dotenv_path} cannot be read ({type(e).__name__})"
+    from tracer.config.parse import _parse
+    for name, got in (("TB_STATE_DIR", s.state_dir), ("TB_LOG_DIR", s.log_dir)):
+        if name not in env:
+            continue                                   # the default, as for the agents
+        try:
+            want = _parse("path", env[name])
+        except ValueError as e:
+            return f"{name} is invalid: {e}"
+        if want != got:
+            return f"{name} could not be kept from the invalid configuration"
+    return s.state_dir, s.log_dir
+
+
+def print_script_paths() -> int:
+    """The state and log folders, one per line (for the start script); exit 3 with the reason on stderr."""
+    import sys
+    got = script_paths()
+    if isinstance(got, str):
+        print(f"start_trading_system.sh: {got}", file=sys.stderr)
+        return 3
+    print(got[0])
+    print(got[1])
+    return 0
