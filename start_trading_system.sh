@@ -259,14 +259,15 @@ start_watchdogs() {
 # not running", removing a stale pid file). The pid file goes only while it still names the pid stopped here;
 # one written meanwhile by another start is left, and the stop fails saying so.
 stop_proc() {
-  local pidf="$STATE_DIR/$1.pid" label="$2" secs="$3" pid now
+  local pidf="$STATE_DIR/$1.pid" label="$2" secs="$3" pid re now
   if ! running "$1"; then
     rm -f "$pidf"; echo "$label: not running"; return 0
   fi
-  pid=$(pid_of "$1")
+  pid=$(pid_of "$1") re=$(what_of "$1")
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 $((secs * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
+  # runs, not kill -0: an exited process its parent has not reaped yet (a zombie) is stopped
+  for _ in $(seq 1 $((secs * 5))); do runs "$pid" "$re" || break; sleep 0.2; done
+  if runs "$pid" "$re"; then
     echo "$label: did not stop within $secs s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
   fi
   now=$(pid_of "$1")

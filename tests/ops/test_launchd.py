@@ -117,13 +117,14 @@ def test_installed_agent_job_supervises_the_agent(tmp_path):
 
 
 FAKE_LAUNCHCTL = """#!/bin/bash
-# stands in for macOS launchctl: records each call; print answers from the loaded state it keeps
+# stands in for macOS launchctl: records each call; print answers from the loaded state it keeps;
+# FAKE_LAUNCHCTL_STUCK: bootout fails and the job stays loaded
 echo "$*" >> "$FAKE_LAUNCHCTL_DIR/calls"
 label() { basename "$1" .plist; }
 case "$1" in
   print) [ -f "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$2")" ] ;;
   bootstrap) touch "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$3")" ;;
-  bootout) rm -f "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$2")" ;;
+  bootout) [ -n "${FAKE_LAUNCHCTL_STUCK:-}" ] && exit 5; rm -f "$FAKE_LAUNCHCTL_DIR/loaded.$(label "$2")" ;;
   enable|disable) echo "$1" > "$FAKE_LAUNCHCTL_DIR/$1d.$(label "$2")"; rm -f "$FAKE_LAUNCHCTL_DIR/$([ "$1" = enable ] && echo disabled || echo enabled).$(label "$2")" ;;
 esac
 """
@@ -170,3 +171,36 @@ def test_start_status_stop_manage_the_installed_launchd_jobs(tmp_path):
         assert down.stdout.index("launchd: com.tracerbullet.hybrid unloaded") < down.stdout.index("hybrid: stopped")
         assert "installed, not loaded" in sh("--status").stdout
     assert (fake / "loaded.com.tracerbullet.optimize").exists()     # the weekly optimisation is not the agents'
+
+
+def test_stop_aborts_when_a_job_stays_loaded_after_bootout(tmp_path):
+    """A job still loaded after `launchctl bootout` would start the agents again (KeepAlive): --stop says so,
+    exits non-zero and stops nothing (it used to print "unloaded" whatever launchctl answered)."""
+    from ops_standins import reap, standin_agent
+    agents = tmp_path / "home" / "Library" / "LaunchAgents"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "launchctl").write_text(FAKE_LAUNCHCTL)
+    (fake / "launchctl").chmod(0o755)
+    env = env_for(tmp_path, PATH=f"{fake}:{os.environ['PATH']}", FAKE_LAUNCHCTL_DIR=str(fake),
+                  FAKE_LAUNCHCTL_STUCK="1")
+    r = subprocess.run(["bash", str(INSTALL), "--target", str(agents)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    for job in ("hybrid", "futures", "health"):
+        (fake / f"loaded.com.tracerbullet.{job}").touch()
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    agent = standin_agent(tmp_path)
+    try:
+        (state / "hybrid.pid").write_text(f"{agent.pid}\n")
+        down = subprocess.run(["bash", str(ROOT / "start_trading_system.sh"), "--stop"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert "com.tracerbullet.hybrid is still loaded after launchctl bootout" in down.stderr
+        assert "unloaded" not in down.stdout and "stopped" not in down.stdout
+        assert agent.poll() is None and (state / "hybrid.pid").exists()       # nothing stopped
+        assert not (fake / "disabled.com.tracerbullet.hybrid").exists()
+        assert not list(state.glob("*.launch.lock"))                           # its locks released
+    finally:
+        reap(agent)
