@@ -3,8 +3,9 @@
 #
 #   scripts/watchdog.sh AGENT              one pass, then exit (cron)
 #   scripts/watchdog.sh AGENT --loop       a pass every TB_WATCHDOG_INTERVAL_S seconds until SIGTERM
-#   scripts/watchdog.sh AGENT --supervise [ARG]  the launchd job (KeepAlive): start the agent when it is not
-#                                          running, then --loop; waits (never exits) while another loop runs
+#   scripts/watchdog.sh AGENT --supervise [ARG]  the launchd job (KeepAlive): start the agent when it has no
+#                                          pid file or died (a clean stop is left alone), then --loop; waits
+#                                          (never exits) while another loop runs
 #   scripts/watchdog.sh AGENT --exec [ARG] run the agent in the foreground with its pid file; when it is
 #                                          already running, exit 75 (a supervisor retries, never "done")
 #
@@ -27,7 +28,7 @@ agent="${1:-}"
 case "$agent" in
   hybrid) script=scripts/hybrid_crypto_trader.py ;;
   futures) script=scripts/high_risk_futures_agent.py ;;
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
   *) usage ;;
 esac
 shift
@@ -37,7 +38,7 @@ if [ $# -gt 0 ]; then
     --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
     --exec) mode="exec"; shift ;;
     --supervise) mode=supervise; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 fi
@@ -63,32 +64,39 @@ log() {
   say "$*"
 }
 
-# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is no watchdog) leaves a stale lock --------
-HELD=""        # the locks this process holds, space-separated
+# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is none of the lock takers) leaves a stale lock
+# The takers: this script, start_trading_system.sh (start, stop) and the health check's heal (tracer.cli).
+HELD=""        # the locks this process holds, one per line (the state folder may have spaces)
 LOCK_OWNER=""
-owner_alive() {  # a live process that runs this script (the ps check guards against a recycled pid)
+LOCK_OWNERS='watchdog|start_trading_system|tracer[.]cli|bin/tracer'
+owner_alive() {  # a live lock taker (the ps check guards against a recycled pid)
+  local cmd
   kill -0 "$1" 2>/dev/null || return 1
   command -v ps >/dev/null 2>&1 || return 0
-  ps -o command= -p "$1" 2>/dev/null | grep -q watchdog
+  cmd=$(ps -o command= -p "$1" 2>/dev/null) || return 1
+  [[ "$cmd" =~ $LOCK_OWNERS ]]
 }
+# The TERM handler in force, kept here: lock_acquire swaps it out for a moment. `$(trap -p TERM)` cannot
+# save it: a command substitution sees the caller's traps only from bash 4.2, and macOS has bash 3.2.
+TERM_ACTION="exit 143"
+on_term() { TERM_ACTION="$1"; trap 'eval "$TERM_ACTION"' TERM; }
 lock_acquire() {
   local dir="$1" owner tries=0
   while [ $tries -lt 3 ]; do
     tries=$((tries + 1))
     # a SIGTERM between mkdir and writing the pid would leave an ownerless lock: hold it until the
     # pid is written, then deliver it
-    local saved_term
-    saved_term=$(trap -p TERM)
     TERM_PENDING=""
     trap 'TERM_PENDING=1' TERM
     if mkdir "$dir" 2>/dev/null; then
       echo "$$" > "$dir/pid"
-      HELD="$HELD $dir"
-      eval "${saved_term:-trap - TERM}"
+      HELD="$HELD$dir
+"
+      trap 'eval "$TERM_ACTION"' TERM
       [ -z "$TERM_PENDING" ] || kill -TERM $$
       return 0
     fi
-    eval "${saved_term:-trap - TERM}"
+    trap 'eval "$TERM_ACTION"' TERM
     [ -z "$TERM_PENDING" ] || kill -TERM $$
     owner=$(cat "$dir/pid" 2>/dev/null || true)
     if [ -n "$owner" ] && owner_alive "$owner"; then LOCK_OWNER="$owner"; return 1; fi
@@ -104,19 +112,29 @@ lock_acquire() {
   return 1
 }
 lock_release() {
-  local dir="$1"
-  [ "$(cat "$dir/pid" 2>/dev/null || true)" = "$$" ] && rm -rf "$dir"
-  HELD=$(printf '%s' "$HELD" | sed "s| $dir||")
+  local dir="$1" d rest=""
+  if [ "$(cat "$dir/pid" 2>/dev/null || true)" = "$$" ]; then rm -rf "$dir"; fi
+  while IFS= read -r d; do
+    if [ -n "$d" ] && [ "$d" != "$dir" ]; then rest="$rest$d
+"; fi
+  done <<HELD_LOCKS
+$HELD
+HELD_LOCKS
+  HELD=$rest
 }
 sleeper=""
 cleanup() {
   local d
   [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null || true
-  for d in $HELD; do [ "$(cat "$d/pid" 2>/dev/null || true)" = "$$" ] && rm -rf "$d"; done
+  while IFS= read -r d; do
+    if [ -n "$d" ] && [ "$(cat "$d/pid" 2>/dev/null || true)" = "$$" ]; then rm -rf "$d"; fi
+  done <<HELD_LOCKS
+$HELD
+HELD_LOCKS
   return 0
 }
 trap cleanup EXIT
-trap 'exit 143' TERM
+on_term 'exit 143'
 trap 'exit 130' INT
 
 # --- the agent's command line: the same as start_trading_system.sh's (options recorded in AGENT.args) -------
@@ -206,19 +224,22 @@ case "$mode" in
     echo "$$" > "$STATE_DIR/watchdog_$agent.pid"     # whoever started the loop: --status and --heal find it
     if [ "$mode" = supervise ]; then
       if [ $# -gt 0 ]; then : > "$ARGSF"; for a in "$@"; do printf '%s\n' "$a" >> "$ARGSF"; done; fi
+      # a load (login, KeepAlive after a crash of this loop) starts the agent only when it was never started
+      # (no pid file) or died; one that stopped cleanly (end of data, --cycles), was given up on, or runs on
+      # an invalid config is left to the loop's passes, which say why
       if lock_acquire "$STATE_DIR/$agent.launch.lock"; then
-        if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
-          && ps -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
-          say "agent already running (pid $(cat "$PIDF"))"
-        else
-          launch
-          log "started by the supervisor (pid $new_pid)"
-        fi
+        verdict=$("$PY" -m tracer.cli watchdog-check "$agent" 2>/dev/null || echo "error - gone watchdog-check failed")
+        case "$verdict" in
+          "absent "*|"restart "*" gone "*)
+            launch
+            log "started by the supervisor (pid $new_pid): ${verdict#* * * }" ;;
+          *) say "not started by the supervisor: $verdict" ;;
+        esac
         lock_release "$STATE_DIR/$agent.launch.lock"
       fi
     fi
     log "loop started (pid $$, a pass every ${INTERVAL}s)"
-    trap 'log "loop stopped (SIGTERM)"; exit 0' TERM
+    on_term 'log "loop stopped (SIGTERM)"; exit 0'
     while true; do
       one_pass || true
       sleep "$INTERVAL" &

@@ -45,7 +45,8 @@ def test_shellcheck_clean(script):
 # bash >= 4 only (no bash 3.2 build is in the package registries to run the scripts under, so the syntax is
 # checked): mapfile/readarray, associative arrays, namerefs, case conversion, |& and &>> redirections, coproc,
 # the ;& and ;;& case fall-throughs, negative array indexes, ${x@Q}-style transformations, wait -n, read -i,
-# globstar/lastpipe, {a..z..step} ranges, $BASHPID, $EPOCHSECONDS/$EPOCHREALTIME, ${x: -1} is fine (bash 3)
+# globstar/lastpipe, {a..z..step} ranges, $BASHPID, $EPOCHSECONDS/$EPOCHREALTIME, $(trap -p) (bash >= 4.2),
+# ${x: -1} is fine (bash 3)
 BASH4 = re.compile(
     r"\b(mapfile|readarray|coproc)\b"
     r"|\b(declare|local|typeset)\s+-[a-zA-Z]*[An]"
@@ -56,21 +57,25 @@ BASH4 = re.compile(
     r"|\bwait\s+-n\b|\bread\b[^#|;]*\s-i\s"
     r"|\bshopt\s+-s\s+(globstar|lastpipe|autocd|checkjobs|direxpand)\b"
     r"|\{[^{}\s]+\.\.[^{}\s]+\.\.[^{}\s]+\}"
-    r"|\$\{?(BASHPID|EPOCHSECONDS|EPOCHREALTIME|BASH_ARGV0)\b")
+    r"|\$\{?(BASHPID|EPOCHSECONDS|EPOCHREALTIME|BASH_ARGV0)\b"
+    # bash < 4.2 runs a command substitution without the caller's traps: $(trap -p TERM) is empty there
+    r"|\$\(\s*trap\b|`\s*trap\b")
 
 
 @pytest.mark.parametrize("snippet", [
     "mapfile -t lines < f", "readarray x", "declare -A m", "local -A m=()", "typeset -A x", "local -n ref=$1",
     "echo ${name,,}", "echo ${name^^}", "echo ${name^}", "cmd |& tee x", "cmd &>> log", "coproc cat",
     "  a) echo ;;&", "  a) echo ;&", "echo ${arr[-1]}", "echo ${v@Q}", "wait -n", "read -r -i def x",
-    "shopt -s globstar", "echo {1..10..2}", "echo $BASHPID", "echo $EPOCHSECONDS"])
+    "shopt -s globstar", "echo {1..10..2}", "echo $BASHPID", "echo $EPOCHSECONDS",
+    "saved=$(trap -p TERM)", "saved=`trap -p TERM`"])
 def test_the_bash4_check_catches(snippet):
     assert BASH4.search(snippet), snippet
 
 
 @pytest.mark.parametrize("snippet", [
     'echo "${x:-}"', "case $a in x) ;; esac", 'echo "${arr[@]}"', "${extra[@]+\"${extra[@]}\"}",
-    "read -r line", 'echo "${x: -1}"', "for i in {1..5}; do :; done", "local name=\"$1\" dir", "wait \"$p\""])
+    "read -r line", 'echo "${x: -1}"', "for i in {1..5}; do :; done", "local name=\"$1\" dir", "wait \"$p\"",
+    "trap 'eval \"$TERM_ACTION\"' TERM"])
 def test_the_bash4_check_allows_bash3(snippet):
     assert not BASH4.search(snippet), snippet
 

@@ -350,3 +350,79 @@ def test_paths_with_spaces_keep_supervision_working(tmp_path):
         stop = run(["bash", str(START), "--stop"], tmp_path, **extra)
     assert stop.returncode == 0 and "hybrid: stopped" in stop.stdout
     assert not (state / "hybrid.pid").exists()
+
+
+def test_a_state_dir_with_a_space_leaves_no_lock_behind(tmp_path):
+    """The locks a pass holds were a space-separated list: "Application Support" split in two, the lock stayed
+    after every pass, and the next one logged "stale lock taken over" (every minute from cron)."""
+    state = tmp_path / "Application Support" / "state"
+    extra = {"TB_STATE_DIR": str(state), "TB_DB_PATH": str(state / "t.db")}
+    for _ in range(2):
+        r = watchdog(tmp_path, **extra)
+        assert "absent" in r.stdout and "stale lock" not in r.stdout, r.stdout
+        assert not list(state.glob("*.lock"))
+    log = tmp_path / "logs" / "watchdog.log"
+    assert not log.exists() or "stale lock" not in log.read_text()
+
+
+def test_sigterm_after_a_restart_pass_still_runs_the_loop_cleanup(tmp_path):
+    """lock_acquire swaps the TERM handler out for a moment; bash 3.2 (macOS) could not restore it from
+    $(trap -p TERM), so after a restart pass SIGTERM killed the loop without its cleanup: the lock stayed and
+    "loop stopped" was never logged. (Also run with a state folder that has a space.)"""
+    state = tmp_path / "my state"
+    extra = {"TB_STATE_DIR": str(state), "TB_DB_PATH": str(state / "t.db"), "TB_WATCHDOG_INTERVAL_S": "300"}
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path, **extra).returncode == 0
+    (state / "hybrid.pid").write_text(f"{dead_pid()}\n")           # crashed: the first pass restarts it
+    (state / "hybrid.args").write_text("--cycles\n1\n--interval\n0\n")
+    loop = subprocess.Popen(["bash", str(ROOT / "scripts" / "watchdog_hybrid.sh"), "--loop"],
+                            env=env_for(tmp_path, **extra), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    new = 0
+    try:
+        log = tmp_path / "logs" / "watchdog.log"
+        wait_for(lambda: log.exists() and "restarted old_pid" in log.read_text(), 60, "the restart pass")
+        new = int((state / "hybrid.pid").read_text())
+
+        def sleeping() -> bool:
+            try:
+                return any(c.name() == "sleep" for c in psutil.Process(loop.pid).children())
+            except psutil.NoSuchProcess:
+                return False
+        wait_for(sleeping, what="the pass to end")
+        loop.terminate()
+        assert loop.wait(timeout=30) == 0, loop.stderr.read()
+        assert "loop stopped (SIGTERM)" in log.read_text()
+        assert not list(state.glob("*.lock"))
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait(30)
+        if new:
+            wait_for(lambda: not alive(new), 60, "the restarted agent's one cycle")
+
+
+def test_supervise_leaves_a_cleanly_stopped_agent_alone(tmp_path):
+    """The launchd job (--supervise) runs at every load and KeepAlive restart: an agent that stopped cleanly
+    (end of data, --cycles) is not started again; the loop's passes then say "stopped"."""
+    extra = {"TB_WATCHDOG_INTERVAL_S": "300"}
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path, **extra).returncode == 0
+    ended = dead_pid()
+    (tmp_path / "state" / "hybrid.pid").write_text(f"{ended}\n")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with db(tmp_path) as c:
+        c.execute("INSERT INTO heartbeats(agent, ts, clock, cycle, pid, status) VALUES ('hybrid',?,?,5,?,'stopped')",
+                  (now, now, ended))
+    out = tmp_path / "supervise.out"
+    with out.open("w") as fh:
+        job = subprocess.Popen(["bash", str(ROOT / "scripts" / "watchdog.sh"), "hybrid", "--supervise"],
+                               env=env_for(tmp_path, **extra), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            log = tmp_path / "logs" / "watchdog.log"
+            wait_for(lambda: log.exists() and "loop started" in log.read_text(), 60, "the loop")
+            wait_for(lambda: "stopped: stopped cleanly" in out.read_text(), 60, "the first pass")
+        finally:
+            job.terminate()
+            job.wait(30)
+    text = out.read_text()
+    assert "not started by the supervisor: stopped" in text, text
+    assert pid_of(tmp_path, "hybrid") == ended and "started by the supervisor" not in log.read_text()
