@@ -183,3 +183,37 @@ def test_a_dead_listener_is_started_again_by_heal(tmp_path):
         finally:
             os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not alive(pid), 30, "the listener to stop")
+
+
+def test_heal_waits_for_the_launch_lock_of_a_start_or_stop(tmp_path):
+    """--stop holds each agent's launch lock while it stops it: heal must not start the agent (or its loop)
+    behind it. Once the lock is free, the same heal goes ahead."""
+    assert run([TRACER, "init-db"], tmp_path).returncode == 0
+    state = tmp_path / "state"
+    crashed = subprocess.Popen(["true"])
+    crashed.wait()
+    (state / "hybrid.pid").write_text(f"{crashed.pid}\n")
+    (state / "hybrid.args").write_text("--cycles\n1\n--interval\n0\n")
+    (state / "watchdog_hybrid.json").write_text(json.dumps({"restarts": [], "gave_up_at": time.time()}))
+    lock = state / "hybrid.launch.lock"
+    holder = subprocess.Popen(["bash", "-c", "sleep 120; true", "start_trading_system.sh"])   # a stop going on
+    new = 0
+    try:
+        lock.mkdir()
+        (lock / "pid").write_text(f"{holder.pid}\n")
+        h = run(["bash", str(HEALTH), "--heal", "--no-alert"], tmp_path)
+        line = next(ln for ln in h.stdout.splitlines() if "process[hybrid]" in ln and "HEAL" in ln)
+        assert line.startswith("NOT HEALED") and f"in progress (pid {holder.pid})" in line, h.stdout
+        assert pid_of(tmp_path, "hybrid") == crashed.pid and (lock / "pid").read_text().strip() == str(holder.pid)
+        holder.kill()
+        holder.wait()
+        h = run(["bash", str(HEALTH), "--heal", "--no-alert"], tmp_path)    # its holder is gone: taken over
+        assert "HEALED     process[hybrid]" in h.stdout, h.stdout
+        new = pid_of(tmp_path, "hybrid")
+        assert new != crashed.pid and not lock.exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        if new:
+            wait_for(lambda: not alive(new), 60, "the healed agent's one cycle")

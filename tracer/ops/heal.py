@@ -8,6 +8,10 @@ removes them, so a stopped system stays stopped):
 * an agent its watchdog gave up on (restart cap reached) is started once more with its recorded command
   line; the newer pid file makes the watchdog watch it again.
 
+An agent's loop and the agent are started under the agent's launch lock (``TB_STATE_DIR/<agent>.launch.lock``,
+the one ``scripts/watchdog.sh`` and ``start_trading_system.sh`` hold; a ``--stop`` holds it throughout), once the
+need is confirmed again under it: nothing is started behind a stop.
+
 Each process gets at most ``TB_HEAL_MAX_PER_DAY`` heal restarts in 24 h (counted in the monitoring record);
 past that it only alerts (critical). Every action is printed, logged (``TB_LOG_DIR/heal.log``), recorded
 (``monitor_events``, source ``heal``) and alerted (warning; the cap: critical).
@@ -26,7 +30,7 @@ from tracer.ops.alerts import Level, send
 from tracer.ops.records import Event, Source, count, record
 from tracer.models import AGENTS
 from tracer.ops.heartbeat import agent_state
-from tracer.ops.processes import AGENT_SCRIPTS, read_pid
+from tracer.ops.processes import AGENT_SCRIPTS, launch_lock_holder, launch_lock_release, read_pid
 from tracer.ops.watchdog import _wd_load
 
 ROOT = Path(__file__).resolve().parents[2]        # the checkout: scripts/ live there
@@ -77,19 +81,33 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
     state = Path(settings.state_dir)
     logs = Path(settings.log_dir)
     todo: list[tuple[str, str, Any]] = []          # (check name, what, how)
+    # an agent's loop and the agent itself are started under its launch lock (held by start_trading_system.sh
+    # for a whole --stop), and only when the need is still there once it is held: never behind a stop
+    lock_of: dict[str, str] = {}
+    still: dict[str, Any] = {}
+
+    def agent_down(a: str) -> bool:
+        st = agent_state(settings, a, now)
+        return st.managed and not st.alive and not st.stopped_cleanly
+
     for a in AGENTS:
         if f"watchdog[{a}]" in bad:
+            from tracer.ops.checks import _proc_runs
             todo.append((f"watchdog[{a}]", f"the {a} watchdog loop",
                          lambda a=a: _spawn(["bash", str(ROOT / "scripts" / f"watchdog_{a}.sh"), "--loop"],
                                             logs / "watchdog.err")))
-        st = agent_state(settings, a, now)
-        if st.managed and not st.alive and not st.stopped_cleanly and _wd_load(settings, a)["gave_up_at"] is not None:
+            lock_of[f"watchdog[{a}]"] = a
+            still[f"watchdog[{a}]"] = (lambda a=a: (state / f"{a}.pid").exists()
+                                       and not _proc_runs(read_pid(state / f"watchdog_{a}.pid"), "watchdog"))
+        if agent_down(a) and _wd_load(settings, a)["gave_up_at"] is not None:
             def start_agent(a: str = a) -> int:
                 pid = _spawn([sys.executable, str(ROOT / "scripts" / AGENT_SCRIPTS[a]), *_agent_args(settings, a)],
                              logs / f"{a}.err")
                 _write_pid(state / f"{a}.pid", pid)       # newer than the give-up: the watchdog watches it again
                 return pid
             todo.append((f"process[{a}]", f"the {a} agent (its watchdog gave up after the restart cap)", start_agent))
+            lock_of[f"process[{a}]"] = a
+            still[f"process[{a}]"] = lambda a=a: agent_down(a)
     if "listener" in bad:
         def start_listener() -> int:
             pid = _spawn([sys.executable, str(ROOT / "scripts" / "telegram_listener.py")], logs / "telegram.err")
@@ -116,7 +134,16 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
             from tracer.ops.alerts import alert_once
             alert_once(settings, f"heal_capped:{name}", "heal_capped", f"🛑 heal: {msg}", now=now)
             continue
+        agent = lock_of.get(name)
+        holder = launch_lock_holder(state, agent) if agent else None
+        if holder is not None:
+            actions.append(logged(Action(name, False, f"not now: a start or stop of the {agent} agent is in "
+                                                      f"progress (pid {holder or '?'})")))
+            continue
         try:
+            if name in still and not still[name]():
+                actions.append(logged(Action(name, False, f"not now: {what} is no longer down or was stopped")))
+                continue
             pid = how()
         except OSError as e:
             msg = f"could not start {what}: {type(e).__name__}: {e}"
@@ -124,6 +151,9 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
             record(settings, [Event(Source.HEAL, "heal_failed", name, 2, msg)], now)
             send(settings, Level.CRITICAL, "heal_failed", f"🛑 heal: {msg}")
             continue
+        finally:
+            if agent:
+                launch_lock_release(state, agent)
         msg = f"started {what} again (pid {pid}) because: {bad[name].message if name in bad else 'gave up'}"
         actions.append(logged(Action(name, True, msg)))
         record(settings, [Event(Source.HEAL, "heal", name, 1, msg)], now)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,37 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except FileNotFoundError:
         return None
+
+
+# what may hold a launch lock: scripts/watchdog.sh, start_trading_system.sh, the health check's heal (tracer.cli)
+LOCK_TAKERS = ("watchdog", "start_trading_system", "tracer.cli", "bin/tracer")
+
+
+def launch_lock_holder(state_dir: Path | str, agent: str) -> int | None:
+    """Take ``TB_STATE_DIR/<agent>.launch.lock`` (the mkdir lock scripts/watchdog.sh and start_trading_system.sh
+    hold while they start or stop the agent). Returns None when taken (release with :func:`launch_lock_release`),
+    else the holder's pid (0: just created, pid not written yet). A lock whose holder is gone is taken over."""
+    d = Path(state_dir) / f"{agent}.launch.lock"
+    for _ in range(3):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            owner = read_pid(d / "pid")
+            if owner is None:
+                fresh = (_mtime(d) or 0) > time.time() - 60
+                if fresh:
+                    return 0
+            elif pid_alive(owner) and ((cmd := _cmdline(owner)) is None or any(w in cmd for w in LOCK_TAKERS)):
+                return owner
+            shutil.rmtree(d, ignore_errors=True)          # stale: its holder is gone
+            continue
+        from tracer.logs import private_write_text
+        private_write_text(d / "pid", f"{os.getpid()}\n")
+        return None
+    return 0
+
+
+def launch_lock_release(state_dir: Path | str, agent: str) -> None:
+    d = Path(state_dir) / f"{agent}.launch.lock"
+    if read_pid(d / "pid") == os.getpid():
+        shutil.rmtree(d, ignore_errors=True)
