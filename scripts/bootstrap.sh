@@ -21,7 +21,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   py="${TB_PYTHON:-}"
   if [ -z "$py" ]; then
-    for cand in python3.13 python3.12 python3.11 python3; do
+    # cron's PATH (/usr/bin:/bin) finds only Apple's python3 (3.9): Homebrew's folders are probed too
+    for cand in python3.14 python3.13 python3.12 python3.11 \
+        /opt/homebrew/bin/python3.14 /opt/homebrew/bin/python3.13 /opt/homebrew/bin/python3.12 \
+        /opt/homebrew/bin/python3.11 /opt/homebrew/bin/python3 \
+        /usr/local/bin/python3.14 /usr/local/bin/python3.13 /usr/local/bin/python3.12 \
+        /usr/local/bin/python3.11 /usr/local/bin/python3 python3; do
       # quiet: a pyenv shim exists for versions pyenv does not have, and says so on stderr when run
       if command -v "$cand" >/dev/null 2>&1 \
           && "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; then
@@ -37,7 +42,9 @@ fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
 # an install with the dev extra also satisfies the plain one
 if ! fresh "$stamp" && ! { [ -z "$extra" ] && fresh .venv/.installed-dev; }; then
   echo "bootstrap: installing $spec into .venv" >&2
-  .venv/bin/python -m pip install -q --upgrade pip >&2
+  # a newer pip is nice to have, not needed: offline (or behind a proxy) the install goes on with the one there
+  .venv/bin/python -m pip install -q --upgrade pip >&2 \
+    || echo "bootstrap: could not upgrade pip (offline?); going on with $(.venv/bin/python -m pip --version 2>/dev/null | cut -d' ' -f1-2)" >&2
   .venv/bin/python -m pip install -q -e "$spec" >&2
   touch "$stamp"
 fi

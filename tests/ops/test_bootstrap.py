@@ -80,3 +80,30 @@ def test_a_venv_whose_python_vanished_is_rebuilt(tmp_path):
     ok = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-c", "import tracer.cli"], capture_output=True,
                         cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr                        # the editable install is back, from any folder
+
+
+def test_a_failed_pip_upgrade_does_not_stop_the_install(tmp_path):
+    """Offline the pip upgrade fails; the project install does not need it (it used to abort the setup, and
+    with it the start). A constraint no index can satisfy makes the upgrade fail here, the install not."""
+    repo = fake_repo(tmp_path)
+    (tmp_path / "constraints.txt").write_text("pip==0.0.1\n")
+    env = dict(os.environ, TB_PYTHON=sys.executable, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PIP_CONSTRAINT=str(tmp_path / "constraints.txt"))
+    r = subprocess.run(["bash", str(repo / "scripts" / "bootstrap.sh")], env=env, cwd=repo, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "could not upgrade pip" in r.stderr and (repo / ".venv" / ".installed").exists()
+
+
+def test_the_newest_python_is_found_by_name(tmp_path):
+    """python3.14 is a candidate (the list stopped at 3.13, and fell back to an older python3)."""
+    repo = fake_repo(tmp_path)
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    (fakebin / "python3.14").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != "TB_PYTHON"}
+    env.update(PATH=f"{fakebin}:/usr/bin:/bin", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    r = subprocess.run(["bash", str(repo / "scripts" / "bootstrap.sh")], env=env, cwd=repo, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "creating .venv with python3.14" in r.stderr
