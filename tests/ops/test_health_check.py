@@ -297,3 +297,32 @@ def test_status_from_another_folder_does_not_create_a_db(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2 and "TB_DB_PATH" in r.stderr and "no database" in r.stderr
     assert not (tmp_path / "state").exists()
+
+
+def _watch_output(tmp: Path, *args: str, want: str, timeout: float = 60) -> str:
+    """Run the dashboard in --watch mode until ``want`` shows up (or the timeout), then stop it."""
+    out = tmp / "watch.out"
+    with out.open("w") as fh:
+        p = subprocess.Popen(["bash", str(DASH), *args], env=env_for(tmp), cwd=ROOT, stdout=fh,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: want in out.read_text() or p.poll() is not None, timeout, want)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)      # the loop and its dashboard, this test's own group
+            p.wait(30)
+    return out.read_text()
+
+
+def test_dashboard_options_take_optional_values_and_refuse_zero(tmp_path):
+    """README: `[--watch [SECONDS]] [--events [HOURS]]`: `--watch --events` used to fail ("--watch needs
+    seconds"), and `--watch 0` redrew in a busy loop."""
+    assert run([str(ROOT / ".venv" / "bin" / "tracer"), "init-db"], tmp_path).returncode == 0
+    for args in (["--watch", "0"], ["--watch", "0.0"], ["--events", "0"], ["--events", "12", "--watch", "00"]):
+        r = run(["bash", str(DASH), *args], tmp_path)
+        assert r.returncode == 2 and "above 0" in r.stderr, (args, r.stderr)
+    assert run(["bash", str(DASH), "--watch", "x"], tmp_path).returncode == 2          # not a value: unknown option
+    text = _watch_output(tmp_path, "--watch", "--events", want="Health checks, last 24 h")
+    assert "Health checks, last 24 h" in text and "needs" not in text, text
+    text = _watch_output(tmp_path, "--events", "12", "--watch", "0.5", want="Health checks, last 12 h")
+    assert text.count("Health checks, last 12 h") >= 1, text
