@@ -6,6 +6,7 @@
 #   scripts/health_check.sh --no-alert   do not enqueue an alert
 #   scripts/health_check.sh --heal   also act: restart dead watchdog loops, the Telegram listener and agents
 #                                    the watchdog gave up on (own cap TB_HEAL_MAX_PER_DAY); says what it did
+#   scripts/health_check.sh --quiet  print nothing when all is ok (cron mails only trouble); same exit codes
 #
 # Checks: configuration, .env permissions, agent processes, heartbeat freshness, DB PRAGMA quick_check, free
 # disk, errors in recent cycles and logs, notification backlog, live data sources, venues and their clocks,
@@ -18,14 +19,16 @@
 # Alerts (tracer/ops/alerts.py): a failing check alerts at its level (warning/critical, routed by
 # TB_ALERT_CHANNELS_<LEVEL>) when it starts failing, changes level, or its repeat window passed; a check that
 # turns green again sends an info "recovered". The checks: tracer/ops/ and tracer/ops/checks.py.
+# Each run also rotates the operations logs (health.log, watchdog.log, heal.log, alerts.log, start.log, *.err)
+# at TB_LOG_MAX_MB into NAME.1 ... NAME.<TB_LOG_BACKUPS> (tracer/ops/logrotate.py).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 json=0
 for arg in "$@"; do
   case "$arg" in
     --json) json=1 ;;
-    --no-alert|--heal) ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --no-alert|--heal|--quiet) ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "health_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -326,3 +326,60 @@ def test_dashboard_options_take_optional_values_and_refuse_zero(tmp_path):
     assert "Health checks, last 24 h" in text and "needs" not in text, text
     text = _watch_output(tmp_path, "--events", "12", "--watch", "0.5", want="Health checks, last 12 h")
     assert text.count("Health checks, last 12 h") >= 1, text
+
+
+def _all_ok(tmp: Path) -> None:
+    """A DB whose agents both stopped cleanly just now: every check ok."""
+    assert run([str(ROOT / ".venv" / "bin" / "tracer"), "init-db"], tmp).returncode == 0
+    now = iso(datetime.now(timezone.utc))
+    with db(tmp) as c:
+        for a in ("hybrid", "futures"):
+            c.execute("INSERT INTO heartbeats(agent, ts, clock, cycle, pid, status) VALUES (?,?,?,?,?,?)",
+                      (a, now, now, 5, 1, "stopped"))
+
+
+def test_quiet_prints_only_when_not_ok(tmp_path):
+    """--quiet (for cron, which mails any output): nothing when all is ok, the full report otherwise; the exit
+    codes are those without it."""
+    _all_ok(tmp_path)
+    for args in ([], ["--json"], ["--heal"]):
+        ok = health(tmp_path, "--quiet", "--no-alert", *args)
+        assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == "", (args, ok.stdout, ok.stderr)
+    assert "health: ok" in health(tmp_path, "--no-alert").stdout
+    with db(tmp_path) as c:
+        c.execute("DELETE FROM heartbeats WHERE agent='futures'")           # never started: a warning
+    warn = health(tmp_path, "--quiet", "--no-alert")
+    assert warn.returncode == 1 and "WARNING  process[futures]" in warn.stdout and "health: warning" in warn.stdout
+
+
+def test_health_check_rotates_the_operations_logs_at_their_size(tmp_path):
+    """health.log, watchdog.log, *.err ... grew without end (only <agent>.log rotated): each health check rotates
+    those past TB_LOG_MAX_MB into NAME.1 .. NAME.<TB_LOG_BACKUPS>, user-only, in place, so a writer that keeps
+    the file open (cron's >>, an agent's 2>>) goes on at its start; an agent's own log is its handler's."""
+    _all_ok(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    cap = {"TB_LOG_MAX_MB": "0.001", "TB_LOG_BACKUPS": "2"}               # about 1 KB
+    big = "x" * 99 + "\n"
+    for name in ("watchdog.log", "start.log", "hybrid.err", "hybrid.log"):
+        (logs / name).write_text(big * 30)
+    (logs / "heal.log").write_text(big)                                    # under the cap: left alone
+    writer = (logs / "hybrid.err").open("a")                               # an agent's stderr, held open
+    try:
+        for round_ in range(3):
+            r = health(tmp_path, "--no-alert", **cap)
+            assert r.returncode == 0, r.stdout
+            for name in ("watchdog.log", "start.log", "hybrid.err"):
+                assert (logs / name).stat().st_size < 1100, (round_, name)
+                assert big in (logs / f"{name}.1").read_text()
+                assert (logs / f"{name}.1").stat().st_mode & 0o777 == 0o600
+            writer.write(f"round {round_}\n" + big * 20)
+            writer.flush()
+            (logs / "watchdog.log").write_text(big * 30)
+        assert (logs / "watchdog.log.2").exists() and not (logs / "watchdog.log.3").exists()   # TB_LOG_BACKUPS
+        err = (logs / "hybrid.err").read_text()
+        assert "\0" not in err and err.startswith("round 2")    # appended at the new end, no hole before it
+    finally:
+        writer.close()
+    assert (logs / "heal.log").read_text() == big and not (logs / "heal.log.1").exists()
+    assert (logs / "hybrid.log").read_text() == big * 30 and not (logs / "hybrid.log.1").exists()

@@ -28,6 +28,8 @@ def add_parsers(sub: Any) -> None:
     h.add_argument("--no-alert", action="store_true", help="do not enqueue an alert on warning/critical")
     h.add_argument("--heal", action="store_true",
                    help="restart dead watchdog loops, the listener and given-up agents (tracer/ops/heal.py)")
+    h.add_argument("--quiet", action="store_true",
+                   help="print nothing when all is ok (for cron: output only on trouble); exit codes unchanged")
     a = sub.add_parser("alert", help="enqueue an alert for every enabled notification channel")
     a.add_argument("kind")
     a.add_argument("message")
@@ -54,6 +56,8 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
         from tracer.ops.health import config_check, env_file_check, health
         checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
         checks += coverage(settings)
+        from tracer.ops.logrotate import rotate_ops_logs
+        rotate_ops_logs(settings)           # health.log, watchdog.log, *.err ...: capped at TB_LOG_MAX_MB
         from tracer.ops.records import Event, Source, record
         record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
         if not args.no_alert:
@@ -64,6 +68,8 @@ def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems
         if args.heal and not problems:          # never restart anything onto an invalid configuration
             from tracer.ops.heal import heal
             healed = heal(settings, checks)
+        if args.quiet and worst == 0 and not healed:
+            return worst
         try:
             if args.json:
                 print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
