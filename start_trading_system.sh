@@ -145,7 +145,7 @@ runs() {   # PID REGEX: PID is alive and its command line matches REGEX
   local cmd re="$2"
   kill -0 "$1" 2>/dev/null || return 1
   [ -n "$PS_OK" ] || return 0           # no usable ps here: kill -0 is all there is
-  cmd=$(ps -o command= -p "$1" 2>/dev/null) || return 1
+  cmd=$(ps -ww -o command= -p "$1" 2>/dev/null) || return 1
   [[ "$cmd" =~ $re ]]
 }
 running() {

@@ -73,7 +73,7 @@ owner_alive() {  # a live lock taker (the ps check guards against a recycled pid
   local cmd
   kill -0 "$1" 2>/dev/null || return 1
   command -v ps >/dev/null 2>&1 || return 0
-  cmd=$(ps -o command= -p "$1" 2>/dev/null) || return 1
+  cmd=$(ps -ww -o command= -p "$1" 2>/dev/null) || return 1
   [[ "$cmd" =~ $LOCK_OWNERS ]]
 }
 # The TERM handler in force, kept here: lock_acquire swaps it out for a moment. `$(trap -p TERM)` cannot
@@ -254,7 +254,7 @@ case "$mode" in
       exit 0
     fi
     if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
-      && ps -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
+      && ps -ww -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
       lock_release "$STATE_DIR/$agent.launch.lock"
       # not 0: under launchd's KeepAlive{SuccessfulExit:false} an exit 0 would end supervision for good
       say "already running (pid $(cat "$PIDF")); exiting (75: try again later)"
