@@ -314,14 +314,10 @@ class VenueBroker(Reconciliation):
         since = self.store.last_venue_event_at(cid, "order_unconfirmed")
         if since is None or self._now() - since >= self.unconfirmed_grace:
             return None
-        try:
-            vo = self._call(venue, "get_order", order.symbol, cid, conditional=False)
-        except VenueError as e:
-            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: lookup failed ({type(e).__name__})")
-        if vo is None:
-            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: not sent again before "
-                                                    f"{(since + self.unconfirmed_grace).isoformat()}")
-        self._event(venue, "order_found_after_ambiguous", symbol=order.symbol, cid=cid)
+        vo = self._lookup_or_new(venue, order.symbol, cid, False,
+                                 f"not sent again before {(since + self.unconfirmed_grace).isoformat()}")
+        if isinstance(vo, OrderUpdate):
+            return vo
         self._tracked[cid] = (order, bracket, venue)
         self._set_venue(cid, venue, vo.venue_order_id)
         return OrderUpdate(cid, OrderState.SUBMITTED)

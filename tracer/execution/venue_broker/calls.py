@@ -181,7 +181,8 @@ class VenueCalls:
                 # the venue has an order under this id: ours (an earlier POST processed late), never a refusal
                 self._event(venue, "duplicate_client_id", symbol=spec.symbol, cid=spec.client_order_id,
                             message=str(e)[:160])
-                return self._lookup_or_new(venue, spec, "the venue has an order under this id")
+                return self._lookup_or_new(venue, spec.symbol, spec.client_order_id,
+                                           spec.type is not VenueOrderType.MARKET, "the venue has an order under this id")
             except (AuthError, InsufficientMargin, OrderRejected) as e:
                 return self._refused_unless_found(venue, spec, e, "refused by the venue", unclear)
             except VenueError as e:   # Ambiguous, or any unclassified venue error: the order may exist
@@ -207,17 +208,15 @@ class VenueCalls:
                                        f"unconfirmed after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
 
-    def _lookup_or_new(self, venue: str, spec: OrderSpec, why: str) -> VenueOrder | OrderUpdate:
-        """The venue's order under ``spec``'s id, or NEW (asked again next cycle) when it cannot be read now."""
+    def _lookup_or_new(self, venue: str, symbol: str, cid: str, conditional: bool, why: str) -> VenueOrder | OrderUpdate:
+        """The venue's order under ``cid``, or NEW (asked again next cycle) when it cannot be read now."""
         try:
-            found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
-                               conditional=spec.type is not VenueOrderType.MARKET)
+            found = self._call(venue, "get_order", symbol, cid, conditional=conditional)
         except VenueError as e:
-            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"unconfirmed: {why}; lookup failed "
-                                                                     f"({type(e).__name__})")
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {why}; lookup failed ({type(e).__name__})")
         if found is None:
-            return OrderUpdate(spec.client_order_id, OrderState.NEW, f"unconfirmed: {why}; not found yet")
-        self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
+            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {why}; not found yet")
+        self._event(venue, "order_found_after_ambiguous", symbol=symbol, cid=cid)
         return found
 
     def _refused_unless_found(self, venue: str, spec: OrderSpec, e: VenueError, what: str,
@@ -225,7 +224,8 @@ class VenueCalls:
         """A refusal; but after an unclear earlier POST of the same order, the refusal may be *because* that
         one was processed meanwhile (a reduce-only exit with nothing left to reduce): the venue is asked first."""
         if unclear:
-            found = self._lookup_or_new(venue, spec, f"{what} after an unclear first POST")
+            found = self._lookup_or_new(venue, spec.symbol, spec.client_order_id, spec.type is not VenueOrderType.MARKET,
+                                        f"{what} after an unclear first POST")
             if not isinstance(found, OrderUpdate):
                 return found
         return self._refused(venue, _as_order(spec, self.agent), e, what)

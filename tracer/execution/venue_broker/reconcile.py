@@ -65,10 +65,9 @@ class Reconciliation(Protection, Money):
             if vo is None:
                 # a lookup can miss an order that exists (a history that lags, a request processed late):
                 # given up only when the venue still does not know it after the grace
-                t = self._now()
-                first = self._missing_since.setdefault(cid, t)
-                if t - first < self.unconfirmed_grace:
-                    if first == t:
+                first_time, waiting = self._grace(self._missing_since, cid)
+                if waiting:
+                    if first_time:
                         self._event(venue, "order_not_visible", symbol=order.symbol, cid=cid,
                                     action="kept; asked again until the grace ends")
                     continue
@@ -166,6 +165,13 @@ class Reconciliation(Protection, Money):
             self._event(venue, "stop_ended_on_venue", symbol=pos.symbol, cid=cid, alert=True,
                         message=vo.reason or vo.state.value, action="a new stop is placed; the agent watches it")
 
+    def _grace(self, since: dict[str, datetime], cid: str) -> tuple[bool, bool]:
+        """(first seen now, still within ``unconfirmed_grace``) for a doubt about ``cid`` noted in ``since``
+        (the caller forgets it once settled)."""
+        t = self._now()
+        first = since.setdefault(cid, t)
+        return first == t, t - first < self.unconfirmed_grace
+
     def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
         try:
             fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id,
@@ -177,8 +183,7 @@ class Reconciliation(Protection, Money):
         if qty < vo.filled_qty * (1 - 1e-6):
             # the venue's trade history lags its order status: booked next cycle with its real fees and
             # prices; only after the grace from what the order says (the fees it lacks scaled in, or 0)
-            first = self._fills_short_since.setdefault(cid, self._now())
-            if self._now() - first < self.unconfirmed_grace or not (vo.avg_price or qty > 0):
+            if self._grace(self._fills_short_since, cid)[1] or not (vo.avg_price or qty > 0):
                 return None
             self._event(venue, "fills_incomplete", symbol=order.symbol, cid=cid, alert=True,
                         order_filled=vo.filled_qty, fills_qty=qty, action="booked from the order's own figures")
