@@ -926,6 +926,28 @@ class FakeBinanceFutures(FakeServer):
         self.orders_by_client_id[cid] = order
         self._execute(sym, side, qty, at, oid, liquidation=True, realized_override=-pos["margin"])
 
+    def adl(self, symbol: str, qty: float, price: float) -> None:
+        """Auto-deleveraging: the venue closes ``qty`` of the position at ``price`` (a counterparty's bankruptcy
+        price) under an order of its own (``adl_autoclose-``, listed by "User's Force Orders"), without a fee."""
+        with self._lock:
+            pos = self.positions[symbol]
+            side = "SELL" if pos["amt"] > 0 else "BUY"
+            q = D(str(qty))
+            oid = next(self._ids)
+            now = self.now_ms()
+            cid = f"adl_autoclose-{oid}"
+            order = {
+                "orderId": oid, "symbol": symbol, "status": "FILLED", "clientOrderId": cid, "price": _fmt(price),
+                "avgPrice": _fmt(price), "origQty": _fmt(q), "executedQty": _fmt(q), "cumQty": _fmt(q),
+                "cumQuote": _fmt(float(q) * price), "timeInForce": "IOC", "type": "LIMIT", "reduceOnly": True,
+                "closePosition": False, "side": side, "positionSide": "BOTH", "stopPrice": "0",
+                "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "LIMIT", "time": now,
+                "updateTime": now,
+            }
+            self.orders[oid] = order
+            self.orders_by_client_id[cid] = order
+            self._execute(symbol, side, q, price, oid, liquidation=True)
+
     # --- account ---------------------------------------------------------------------------------------
     def _user_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
         sym, _ = self._symbol(params)

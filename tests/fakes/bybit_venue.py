@@ -50,6 +50,7 @@ from typing import Any
 from fakes.server import FakeServer, Request, Response
 
 TAKER_FEE = 0.00055
+MAKER_FEE = 0.0002         # what an auto-deleveraged position pays (help centre, "What is Auto-Deleveraging")
 MMR = 0.005
 OPEN_STATES = ("New", "PartiallyFilled", "Untriggered")
 _tl = threading.local()
@@ -407,7 +408,8 @@ class FakeBybit(FakeServer):
             qty = min(qty, pos.size)
         if ratio is not None:
             qty = round(int(qty * ratio / step) * step, 10)
-        fee = qty * price * TAKER_FEE
+        rate = MAKER_FEE if exec_type == "AdlTrade" else TAKER_FEE
+        fee = qty * price * rate
         pnl = 0.0
         lev = self.leverage.get(sym, 10)
         if not pos.side or pos.side == o["side"]:
@@ -431,7 +433,7 @@ class FakeBybit(FakeServer):
         self.executions.append({"symbol": sym, "orderId": o["orderId"], "orderLinkId": o["orderLinkId"],
                                 "side": o["side"], "orderType": "Market", "execId": str(uuid.uuid4()),
                                 "execPrice": _d(price), "execQty": _d(qty), "execValue": _d(qty * price),
-                                "execFee": _d(fee), "feeRate": _d(TAKER_FEE), "execType": exec_type,
+                                "execFee": _d(fee), "feeRate": _d(rate), "execType": exec_type,
                                 "execTime": now, "isMaker": False, "execPnl": _d(pnl), "closedSize": "0"})
         filled = qty
         o.update(cumExecQty=_d(filled), cumExecValue=_d(filled * price), cumExecFee=_d(fee), avgPrice=_d(price),
@@ -467,6 +469,26 @@ class FakeBybit(FakeServer):
             last = self.executions[-1]
             self.wallet += -margin - float(last["execPnl"])
             last["execPnl"] = _d(-margin)
+
+    def adl(self, symbol: str, qty: float, price: float) -> None:
+        """Auto-deleveraging: the venue closes ``qty`` of the position at ``price`` (a liquidated counterparty's
+        bankruptcy price) under an order of its own (execType AdlTrade, no orderLinkId), charging the maker fee;
+        the trader's active orders are cancelled first ("have all of their active orders closed")."""
+        with self._lock:
+            p = self.positions[symbol]
+            now = str(self.now_ms())
+            for other in self.orders.values():
+                if other["orderStatus"] in OPEN_STATES:
+                    other.update(orderStatus="Deactivated" if other["triggerPrice"] else "Cancelled",
+                                 cancelType="CancelAllBeforeAdl", updatedTime=now)
+            o = {"orderId": str(uuid.uuid4()), "orderLinkId": "", "symbol": symbol,
+                 "side": "Sell" if p.side == "Buy" else "Buy", "orderType": "Market", "qty": _d(qty),
+                 "reduceOnly": True, "triggerPrice": "", "triggerDirection": 0, "orderStatus": "New",
+                 "rejectReason": "EC_NoError", "cancelType": "UNKNOWN", "positionIdx": 0,
+                 "createdTime": now, "updatedTime": now, "stopOrderType": ""}
+            self.orders[o["orderId"]] = o
+            self._execute(o, price, exec_type="AdlTrade")
+            self._sweep()
 
     def _cancel(self, p: dict) -> dict:
         o = self.order_by_link(p.get("orderLinkId", "")) if p.get("orderLinkId") else self.orders.get(
@@ -508,10 +530,27 @@ class FakeBybit(FakeServer):
         return _ok({"category": "linear", "list": chunk, "nextPageCursor": nxt})
 
     def _executions(self, p: dict) -> dict:
+        # v5 "Get Trade History": at most 7 days per query; none given: the last 7 days; only one given: the 7
+        # days after the start / before the end (an order's own executions are asked by its id, not by time)
+        week = 7 * 24 * 3600 * 1000
+        start, end = p.get("startTime"), p.get("endTime")
+        if start and end and int(end) - int(start) > week:
+            return _err(10001, "The time range between startTime and endTime cannot exceed 7 days")
+        by_id = bool(p.get("orderId") or p.get("orderLinkId"))
+        if not by_id or start or end:
+            if start and not end:
+                end = int(start) + week
+            elif end and not start:
+                start = int(end) - week
+            elif not start:
+                end = self.now_ms()
+                start = end - week
         rows = [e for e in reversed(self.executions)
                 if (not p.get("symbol") or e["symbol"] == p["symbol"])
                 and (not p.get("orderId") or e["orderId"] == p["orderId"])
-                and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])]
+                and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])
+                and (not p.get("execType") or e["execType"] == p["execType"])
+                and (start is None or int(start) <= int(e["execTime"]) <= int(end or 0))]
         return self._page(rows, p, 50)
 
     # --- positions and account ---------------------------------------------------------------------

@@ -88,6 +88,12 @@ class VenueOrderType(str, Enum):
     TAKE_PROFIT_MARKET = "take_profit_market"
 
 
+class ForcedClose(str, Enum):
+    """Why the venue closed (part of) a position itself: the ``reason`` of a ``forced_closes`` order."""
+    LIQUIDATION = "liquidation"            # margin exhausted: the isolated margin of what it closed is lost
+    ADL = "adl"                            # auto-deleveraging: closed at a counterparty's bankruptcy price, in profit
+
+
 @dataclass(frozen=True, slots=True)
 class OrderSpec:
     client_order_id: str
@@ -114,6 +120,7 @@ class VenueOrder:
     venue_order_id: str = ""
     updated_at: datetime | None = None
     reason: str | None = None              # why it was rejected/canceled/expired, when the venue says
+    fee: float | None = None               # its fees, where the venue reports them with it (forced closes)
 
 
 @dataclass(frozen=True, slots=True)

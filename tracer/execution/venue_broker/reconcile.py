@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.venue import VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
+from tracer.execution.venue import ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
 from tracer.execution.venue_broker.ids import TERMINAL, conditional, stop_order_id, target_order_id
 from tracer.execution.venue_broker.money import Money
 from tracer.execution.venue_broker.protection import Protection
@@ -55,13 +55,20 @@ class Reconciliation(Protection, Money):
         return [v for v in self.order_of_venues if v in used]
 
     def _sync_orders(self, rep: BarReport, now: datetime) -> None:
+        # exits of ours that may have changed a venue position without being booked yet (part-filled, or not
+        # readable now): a smaller venue position of their symbol is theirs, booked with them
+        self._unsettled = set()
         for cid, (order, bracket, venue) in list(self._tracked.items()):
             if cid not in self._tracked:      # cancelled with its position earlier in this pass
                 continue
             try:
                 vo = self._call(venue, "get_order", order.symbol, cid, conditional=conditional(order))
             except VenueError:
+                if order.reduce_only:
+                    self._unsettled.add(cid)
                 continue
+            if order.reduce_only and (vo is None or vo.filled_qty > 0):
+                self._unsettled.add(cid)        # until its fill is booked below
             if vo is None:
                 # a lookup can miss an order that exists (a history that lags, a request processed late):
                 # given up only when the venue still does not know it after the grace
@@ -100,6 +107,7 @@ class Reconciliation(Protection, Money):
                 self._open(order, bracket, venue, fill, rep)
             else:
                 self._exit_filled(order, fill, venue, rep, vo.state)
+                self._unsettled.discard(cid)
 
     def _exit_filled(self, order: Order, fill: Fill, venue: str, rep: BarReport,
                      state: OrderState = OrderState.FILLED) -> None:
@@ -113,6 +121,20 @@ class Reconciliation(Protection, Money):
         if pos is None or fill.qty >= pos.qty - 1e-9 * max(1.0, pos.qty) or self._untradeable(venue, pos, fill.qty):
             self._close_by(order.symbol, fill, reason, venue, rep)
             return
+        pos = self._book_part(pos, fill, reason, rep, state, f"partially filled: {fill.qty:g} of {order.qty:g}; "
+                                                         f"{pos.qty - fill.qty:g} left open")
+        cid = fill.client_order_id
+        pos = replace(pos, exit_seq=pos.exit_seq + (cid == exit_order_id(pos.entry_order_id, pos.exit_seq)),
+                      stop_seq=pos.stop_seq + (cid == stop_order_id(pos.entry_order_id, pos.stop_seq)))
+        self._positions[pos.symbol] = pos
+        self._event(venue, "partial_exit", symbol=pos.symbol, cid=cid, alert=True, filled=fill.qty,
+                    ordered=order.qty, left=pos.qty, action="the rest exits now under a new id")
+        self._queue_exit(pos, reason, order.created_at)
+
+    def _book_part(self, pos: Position, fill: Fill, reason: str, rep: BarReport, state: OrderState,
+                   note: str) -> Position:
+        """Part of ``pos`` closed by ``fill``: booked as a trade of its own (its share of the entry fee and of the
+        funding with it); returns what is left open."""
         s = 1 if pos.side is PositionSide.LONG else -1
         frac = fill.qty / pos.qty
         fee_part, fund_part = pos.entry_fee * frac, pos.funding_paid * frac
@@ -120,22 +142,14 @@ class Reconciliation(Protection, Money):
         self.fees_paid += fill.fee
         self.realized_pnl += pnl
         rep.fills.append(fill)
-        rep.updates.append(OrderUpdate(fill.client_order_id, state, f"partially filled: {fill.qty:g} of "
-                                       f"{order.qty:g}; {pos.qty - fill.qty:g} left open", fill.qty, fill.price))
+        rep.updates.append(OrderUpdate(fill.client_order_id, state, note, fill.qty, fill.price))
         rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=fill.qty,
                                 entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=fill.ts,
                                 exit_price=fill.price, fees=fee_part + fill.fee, funding=-fund_part, pnl=pnl,
                                 exit_reason=reason, entry_order_id=pos.entry_order_id,
                                 exit_order_id=fill.client_order_id, leverage=pos.leverage, signal_id=pos.signal_id))
-        cid = fill.client_order_id
-        pos = replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
-                      funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac),
-                      exit_seq=pos.exit_seq + (cid == exit_order_id(pos.entry_order_id, pos.exit_seq)),
-                      stop_seq=pos.stop_seq + (cid == stop_order_id(pos.entry_order_id, pos.stop_seq)))
-        self._positions[pos.symbol] = pos
-        self._event(venue, "partial_exit", symbol=pos.symbol, cid=cid, alert=True, filled=fill.qty,
-                    ordered=order.qty, left=pos.qty, action="the rest exits now under a new id")
-        self._queue_exit(pos, reason, order.created_at)
+        return replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
+                       funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac))
 
     def _untradeable(self, venue: str, pos: Position, filled: float) -> bool:
         """What a fill leaves is below the venue's step or minimum quantity (e.g. an exit rounded down to the
@@ -271,8 +285,17 @@ class Reconciliation(Protection, Money):
                     self._closed_on_venue(venue, pos, rep, now)
                 elif vp is not None:
                     if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
+                        shrank = vp.side is pos.side and vp.qty < pos.qty
+                        if shrank and (pending_exit or any(self._tracked[c][0].symbol == sym
+                                                           for c in self._unsettled if c in self._tracked)):
+                            continue    # an exit of ours filled in part: booked with that order, not here
                         self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
                                     venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
+                        if shrank and not self._untradeable(venue, pos, vp.qty):
+                            reduced = self._reduced_on_venue(venue, pos, vp, rep, now)
+                            if reduced is None:
+                                continue        # cannot tell by what now: next cycle
+                            pos = reduced
                         grew = vp.qty > pos.qty or vp.side is not pos.side
                         pos = replace(pos, qty=vp.qty, side=vp.side)
                         if grew:       # its resting stop covers less than the venue holds: re-placed
@@ -318,39 +341,89 @@ class Reconciliation(Protection, Money):
                     return
                 pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
                 break
-        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue. Booked under the
-        # position's current exit id (an earlier part's exit id is taken in the trades, and a second trade under
-        # it would be dropped as a duplicate), or the next one when an exit of ours under it came to nothing
-        # (refused: nothing left to reduce; cancelled): that row keeps its own story
+        # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
+        seq, cid = self._free_exit_id(pos, rep)
+        liq = self.futures and pos.liquidation_price
+        px, fee, forced_ids = (pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)), 0.0, ""
+        reason = ForcedClose.LIQUIDATION.value if liq else "closed_on_venue"
+        if self._reports_forced(venue):
+            # the venue says whether it closed the position itself (liquidation, auto-deleveraging): a close by
+            # hand is not booked as the loss of the whole margin, nor an auto-deleveraging (closed in profit)
+            try:
+                forced = self._new_forced(venue, pos)
+            except VenueError:
+                return          # cannot tell now: next cycle
+            reason, px, fee, forced_ids = self._forced_terms(pos, forced)
+            liq = reason == ForcedClose.LIQUIDATION.value
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
+                  OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
+        rep.exit_orders.append(o)
+        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
+                    assumed={"liquidation": "liquidation", "adl": "auto-deleveraging"}.get(reason, "closed outside the agent"),
+                    price=px, forced_orders=forced_ids)
+        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
+                       o.reason, venue, rep, liquidated=bool(liq))
+
+    def _reduced_on_venue(self, venue: str, pos: Position, vp: VenuePosition, rep: BarReport,
+                          now: datetime) -> Position | None:
+        """The venue holds less than the DB and no order of ours explains it: a partial liquidation or an
+        auto-deleveraging (the venue's forced closes say so), or a part closed by hand. The missing part is
+        booked as a trade of its own under the position's next free exit id; None when the venue cannot say now."""
+        forced: list[VenueOrder] = []
+        if self._reports_forced(venue):
+            try:
+                forced = self._new_forced(venue, pos)
+            except VenueError:
+                return None
+        reason, px, fee, forced_ids = self._forced_terms(pos, forced)
+        missing = pos.qty - vp.qty
+        seq, cid = self._free_exit_id(pos, rep)
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
+                  OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
+        rep.exit_orders.append(o)
+        pos = self._book_part(pos, Fill(cid, pos.symbol, o.side, missing, px, fee, now), reason, rep,
+                              OrderState.FILLED, f"{missing:g} closed on the venue ({reason}); {vp.qty:g} left open")
+        self._event(venue, "position_reduced_on_venue", symbol=pos.symbol, cid=cid, alert=True, qty=missing,
+                    left=vp.qty, price=px, reason=reason, forced_orders=forced_ids)
+        return replace(pos, exit_seq=seq + 1)
+
+    def _reports_forced(self, venue: str) -> bool:
+        return self.futures and hasattr(self.venues[venue].client, "forced_closes")
+
+    def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
+        """The venue's own closes (liquidation, auto-deleveraging) of ``pos``'s symbol since it opened and not
+        booked yet (their venue ids are kept in the events that booked them). Raises VenueError."""
+        booked: set[str] = set()
+        for kind in ("position_closed_on_venue", "position_reduced_on_venue"):
+            for r in self.store.venue_events(self.agent, kind):
+                if r["symbol"] == pos.symbol:
+                    booked.update(filter(None, str(json.loads(r["detail_json"] or "{}").get("forced_orders") or "")
+                                         .split(",")))
+        return [f for f in self._call(venue, "forced_closes", pos.symbol, pos.opened_at - timedelta(minutes=1))
+                if f.filled_qty > 0 and not (f.venue_order_id and f.venue_order_id in booked)]
+
+    def _forced_terms(self, pos: Position, forced: list[VenueOrder]) -> tuple[str, float, float, str]:
+        """(reason, price, fee, the forced orders' venue ids) of a close the DB did not order: the venue's forced
+        closes at their average price (a liquidation if any of them is one), or a close by hand at the last price."""
+        if not forced:
+            return "closed_on_venue", float(self.last_price.get(pos.symbol, pos.entry_price)), 0.0, ""
+        qty = sum(f.filled_qty for f in forced)
+        px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / qty
+        liq = any(f.reason != ForcedClose.ADL.value for f in forced)
+        return ((ForcedClose.LIQUIDATION if liq else ForcedClose.ADL).value, px, sum(f.fee or 0.0 for f in forced),
+                ",".join(f.venue_order_id for f in forced))
+
+    def _free_exit_id(self, pos: Position, rep: BarReport) -> tuple[int, str]:
+        """The position's current exit id, or the next one not taken: an earlier part's exit id is taken in the
+        trades (a second trade under it would be dropped as a duplicate), and an exit of ours under it that came
+        to nothing (refused: nothing left to reduce; cancelled) keeps its own story."""
         seq = pos.exit_seq
         cid = exit_order_id(pos.entry_order_id, seq)
         taken = {u.client_order_id for u in rep.updates} | {q.client_order_id for q in rep.exit_orders}
         while cid in taken or self.store.order(cid) is not None:
             seq += 1
             cid = exit_order_id(pos.entry_order_id, seq)
-        liq = self.futures and pos.liquidation_price
-        px = pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)
-        if self.futures and hasattr(self.venues[venue].client, "forced_closes"):
-            # the venue says whether it closed the position itself (liquidation, auto-deleveraging): a close by
-            # hand is not booked as the loss of the whole margin
-            try:
-                forced = [f for f in self._call(venue, "forced_closes", pos.symbol,
-                                                pos.opened_at - timedelta(minutes=1)) if f.filled_qty > 0]
-            except VenueError:
-                return          # cannot tell now: next cycle
-            liq = bool(forced)
-            if forced:
-                px = forced[0].avg_price or pos.liquidation_price or px
-            else:
-                px = self.last_price.get(pos.symbol, pos.entry_price)
-        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
-                  OrderType.MARKET, reduce_only=True, purpose="exit",
-                  reason="liquidation" if liq else "closed_on_venue", created_at=now)
-        rep.exit_orders.append(o)
-        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
-                    assumed="liquidation" if liq else "closed outside the agent", price=px)
-        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), 0.0, now),
-                       o.reason, venue, rep, liquidated=bool(liq))
+        return seq, cid
 
     def _dust(self, venue: str, vp: VenuePosition) -> bool:
         """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""

@@ -34,12 +34,13 @@ import functools
 import logging
 import math
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
 from tracer.execution.broker import VenueRules
-from tracer.execution.venue import (Ambiguous, FundingPayment, OrderRejected, OrderSpec, VenueBalance, VenueFill,
+from tracer.execution.venue import (Ambiguous, ForcedClose, FundingPayment, OrderRejected, OrderSpec, VenueBalance, VenueFill,
                                     VenueOrder, VenueOrderType, VenuePosition, is_test_url)
 from tracer.execution.venues.binance_errors import (NOT_FOUND_CODES, WeightThrottle, translate_api_error,
                                                     translate_request_error)
@@ -431,7 +432,10 @@ class BinanceFuturesClient:
         vs = self.venue_symbol(symbol)
         rows = self._call("forced closes", self._c.futures_liquidation_orders, symbol=vs,
                           startTime=int(since.timestamp() * 1000), limit=100)
-        return self._parse("forced closes", lambda: [self._order(o, symbol) for o in rows])
+        return self._parse("forced closes", lambda: [
+            replace(o, reason=(ForcedClose.ADL if o.client_order_id.startswith("adl_autoclose")
+                               else ForcedClose.LIQUIDATION).value)
+            for o in (self._order(r, symbol) for r in rows)])
 
     def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
         vs = self.venue_symbol(symbol)

@@ -37,7 +37,8 @@ asynchronous, the data returned from this endpoint may delay"), so :meth:`get_or
 ``/v5/order/realtime`` first: queried by ``orderLinkId`` it ignores ``openOnly`` and also returns the most recent
 500 closed orders of the account (Filled, Cancelled...). Only after a Bybit restart, which empties that cache, can
 a just-finished order be briefly missing from both (None; the VenueBroker re-queries). Realised P&L per fill is
-``execPnl`` when Bybit sends it, else 0.
+``execPnl`` when Bybit sends it, else 0. The venue's own closes (a liquidation, auto-deleveraging) are read from
+the execution list's ``execType`` (BustTrade, AdlTrade; "Enums": execType), at most 7 days per query.
 
 Error codes read as (v5 "Error Codes", UTA table): 10006 (UID rate limit), 10018 (IP rate limit, listed as
 retired but still handled) and 429 ("high server load, please retry") -> :class:`RateLimited`, nothing done;
@@ -61,7 +62,7 @@ from pybit.unified_trading import HTTP
 
 from tracer.execution.broker import VenueRules
 from tracer.execution.venue import (
-    Ambiguous, AuthError, DuplicateClientId, FundingPayment, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
+    Ambiguous, AuthError, DuplicateClientId, ForcedClose, FundingPayment, InsufficientMargin, IpBanned, OrderRejected, OrderSpec,
     RateLimited, TimestampDrift, VenueBalance, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition,
     VenueUnavailable, is_test_url,
 )
@@ -71,6 +72,8 @@ from tracer.symbols import binance_symbol
 
 CATEGORY = "linear"
 SETTLE = "USDT"
+# executions the venue made itself to close a position: liquidation takeover, auto-deleveraging
+FORCED_EXEC_TYPES = ("BustTrade", "AdlTrade")
 RATE_LIMIT_DEFAULT_S = 1.0        # 10006 / 429 without a reset header
 IP_LIMIT_DEFAULT_S = 600.0        # HTTP 403 "access too frequent": Bybit lifts an IP limit after 10 minutes
 IP_BAN_S = 1800.0                 # 10009: "your IP will be banned for a set period of time (usually 30 minutes)"
@@ -440,6 +443,37 @@ class BybitFuturesClient:
                 ts=utc_from_ms(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
                 realized_pnl=finite(e.get("execPnl"))))
         return sorted(out, key=lambda f: f.ts)
+
+    @_typed
+    def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
+        """The venue's own closes of our positions since ``since``: liquidations (``execType`` BustTrade) and
+        auto-deleveraging (AdlTrade) in ``/v5/execution/list``, one per venue order, the latest first. The
+        list answers at most 7 days per query, so a longer span is asked in 7-day slices."""
+        vs = venue_symbol(symbol)
+        end = datetime.fromtimestamp(self._now_ms() / 1000, tz=timezone.utc)
+        start = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        by_order: dict[str, list[dict]] = {}
+        while start < end:
+            stop = min(end, start + timedelta(days=7) - timedelta(milliseconds=1))
+            rows = self._pages("get_executions", f"forced closes {vs}", category=CATEGORY, symbol=vs, limit=100,
+                               startTime=int(start.timestamp() * 1000), endTime=int(stop.timestamp() * 1000))
+            for e in rows:
+                if e.get("execType") in FORCED_EXEC_TYPES:
+                    by_order.setdefault(str(e.get("orderId") or e.get("execId")), []).append(e)
+            start = stop + timedelta(milliseconds=1)
+        out = []
+        for oid, execs in by_order.items():
+            qty = sum(finite(e.get("execQty")) for e in execs)
+            value = sum(finite(e.get("execQty")) * finite(e.get("execPrice")) for e in execs)
+            out.append(VenueOrder(
+                client_order_id=str(execs[0].get("orderLinkId") or ""), symbol=symbol,
+                side=Side.BUY if execs[0].get("side") == "Buy" else Side.SELL, qty=qty, filled_qty=qty,
+                avg_price=value / qty if qty > 0 else None, state=OrderState.FILLED, reduce_only=True,
+                venue_order_id=oid, updated_at=max((t for e in execs if (t := utc_from_ms(e.get("execTime")))),
+                                                   default=None),
+                fee=sum(finite(e.get("execFee")) for e in execs),
+                reason=(ForcedClose.ADL if execs[0].get("execType") == "AdlTrade" else ForcedClose.LIQUIDATION).value))
+        return sorted(out, key=lambda o: o.updated_at or since, reverse=True)
 
     # --- account ------------------------------------------------------------------------------------
     @_typed
