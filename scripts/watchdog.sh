@@ -19,6 +19,7 @@
 # gets SIGTERM, then SIGKILL after TB_WATCHDOG_STOP_GRACE_S. Every action: $TB_LOG_DIR/watchdog.log.
 # A lock directory ($TB_STATE_DIR/watchdog_AGENT.lock, holding the owner pid) keeps copies from piling up:
 # a second copy exits at once (status 0); a lock whose owner is gone is taken over.
+# Exit 2, nothing done, when TB_STATE_DIR or TB_LOG_DIR is itself invalid (the pid files cannot be found).
 set -euo pipefail
 umask 077   # state, logs, pid and lock files: user-only (they can hold tracebacks and account data)
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ agent="${1:-}"
 case "$agent" in
   hybrid) script=scripts/hybrid_crypto_trader.py ;;
   futures) script=scripts/high_risk_futures_agent.py ;;
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
   *) usage ;;
 esac
 shift
@@ -38,7 +39,7 @@ if [ $# -gt 0 ]; then
     --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
     --exec) mode="exec"; shift ;;
     --supervise) mode=supervise; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 fi
@@ -46,10 +47,17 @@ fi
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "watchdog[$agent]: $PY is missing (run ./start_trading_system.sh once)" >&2; exit 2; }
 # an invalid .env must not silence the watchdog: the salvaged settings find the pid files, and each pass
-# reports (and alerts) the invalid configuration instead of restarting onto it
-cfg=$("$PY" -c 'from tracer.ops.fallback import load_for_monitoring as l; s = l().settings
-print(s.state_dir); print(s.log_dir); print(s.watchdog_interval_s); print(int(s.watchdog_stop_grace_s * 5) + 1)') || {
-  echo "watchdog[$agent]: $PY cannot load tracer (run scripts/bootstrap.sh)" >&2; exit 2; }
+# reports (and alerts) the invalid configuration instead of restarting onto it. When TB_STATE_DIR or TB_LOG_DIR
+# is itself invalid the pid files cannot be found: exit 2 saying why (stderr, and logs/alerts.log when the log
+# folder is known), never a guess at state/ (a duplicate agent, or a live one declared dead)
+cfg_rc=0
+cfg=$("$PY" -c 'import sys; from tracer.ops.fallback import print_watchdog_config as p; sys.exit(p(sys.argv[1]))' \
+  "$agent") || cfg_rc=$?
+case "$cfg_rc" in
+  0) ;;
+  3) exit 2 ;;        # print_watchdog_config said why
+  *) echo "watchdog[$agent]: $PY cannot load tracer (run scripts/bootstrap.sh)" >&2; exit 2 ;;
+esac
 STATE_DIR=$(printf '%s\n' "$cfg" | sed -n 1p)
 LOG_DIR=$(printf '%s\n' "$cfg" | sed -n 2p)
 INTERVAL=$(printf '%s\n' "$cfg" | sed -n 3p)

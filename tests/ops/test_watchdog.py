@@ -426,3 +426,45 @@ def test_supervise_leaves_a_cleanly_stopped_agent_alone(tmp_path):
     text = out.read_text()
     assert "not started by the supervisor: stopped" in text, text
     assert pid_of(tmp_path, "hybrid") == ended and "started by the supervisor" not in log.read_text()
+
+
+def test_an_invalid_state_dir_stops_the_watchdog_before_it_looks_anywhere(tmp_path):
+    """TB_STATE_DIR (or TB_LOG_DIR) that is itself invalid: the salvaged settings would put the default state/
+    in its place, and the watchdog would look for the pid files there (restart an agent that runs elsewhere: a
+    duplicate trading process; or take a live one for dead). Every mode exits 2 naming the variable, touches no
+    state/ and starts nothing; the line also goes to the log folder's alerts.log when that folder is known. (An
+    invalid value elsewhere still runs the passes: test_health_check's invalid .env test.)"""
+    from ops_standins import sandbox
+    repo = sandbox(tmp_path, venv="real")
+    for name in ("watchdog.sh", "watchdog_hybrid.sh"):
+        assert (repo / "scripts" / name).resolve() == ROOT / "scripts" / name     # the real scripts
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def wd(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        env = env_for(tmp_path, HOME=str(tmp_path / "home"), TB_WATCHDOG_INTERVAL_S="300", **extra)
+        return subprocess.run(["bash", str(repo / "scripts" / "watchdog.sh"), "hybrid", *args], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    for mode in ([], ["--loop"], ["--supervise", "--interval", "30"], ["--exec", "--interval", "30"]):
+        r = wd(*mode, TB_STATE_DIR="")
+        assert r.returncode == 2, (mode, r.stdout, r.stderr)
+        assert "TB_STATE_DIR is invalid" in r.stderr and "nothing done" in r.stderr, (mode, r.stderr)
+        assert "restarted" not in r.stdout and "started" not in r.stdout, (mode, r.stdout)
+    assert not (repo / "state").exists() and not (tmp_path / "state").exists()     # no guess at state/
+    assert not list(tmp_path.rglob("*.pid")) and not list(tmp_path.rglob("*.args"))  # nothing started
+    assert not list(tmp_path.rglob("*.lock"))
+    alerted = (logs / "alerts.log").read_text().splitlines()
+    assert len(alerted) == 4 and all("TB_STATE_DIR is invalid" in a for a in alerted), alerted
+    assert "TB_STATE_DIR is invalid" in (logs / "watchdog.log").read_text()
+
+    # TB_LOG_DIR invalid in .env, TB_STATE_DIR fine: the same refusal, nothing written in either folder
+    state = tmp_path / "my state"
+    state.mkdir()
+    (repo / ".env").write_text("TB_LOG_DIR=\n")
+    env = env_for(tmp_path, HOME=str(tmp_path / "home"), TB_STATE_DIR=str(state))
+    del env["TB_LOG_DIR"]
+    r = subprocess.run(["bash", str(repo / "scripts" / "watchdog_hybrid.sh")], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "TB_LOG_DIR is invalid" in r.stderr, r.stdout + r.stderr
+    assert list(state.iterdir()) == [] and not (repo / "logs").exists() and not (repo / "state").exists()

@@ -76,6 +76,21 @@ def load_for_monitoring(environ: Mapping[str, str] | None = None,
     return Loaded(Settings(), tuple(found))
 
 
+def _folder_problem(name: str, got: Path, env: Mapping[str, str]) -> str | None:
+    """Why the folder ``name`` configures is not ``got`` (the salvaged settings' value), or None when it is
+    (or ``name`` is not set: the default, as for the agents)."""
+    if name not in env:
+        return None
+    from tracer.config.parse import _parse
+    try:
+        want = _parse("path", env[name])
+    except ValueError as e:
+        return f"{name} is invalid: {e}"
+    if want != got:
+        return f"{name} could not be kept from the invalid configuration"
+    return None
+
+
 def script_paths(environ: Mapping[str, str] | None = None,
                  dotenv_path: str | Path | None = ".env") -> tuple[Path, Path] | str:
     """``(state_dir, log_dir)`` for the start script's stop and status, or why they cannot be told.
@@ -94,16 +109,10 @@ def script_paths(environ: Mapping[str, str] | None = None,
         except (OSError, UnicodeDecodeError) as e:
             if not {"TB_STATE_DIR", "TB_LOG_DIR"} <= set(env):
                 return f"{dotenv_path} cannot be read ({type(e).__name__})"
-    from tracer.config.parse import _parse
     for name, got in (("TB_STATE_DIR", s.state_dir), ("TB_LOG_DIR", s.log_dir)):
-        if name not in env:
-            continue                                   # the default, as for the agents
-        try:
-            want = _parse("path", env[name])
-        except ValueError as e:
-            return f"{name} is invalid: {e}"
-        if want != got:
-            return f"{name} could not be kept from the invalid configuration"
+        problem = _folder_problem(name, got, env)
+        if problem:
+            return problem
     return s.state_dir, s.log_dir
 
 
@@ -117,3 +126,36 @@ def print_script_paths() -> int:
     print(got[0])
     print(got[1])
     return 0
+
+
+def print_watchdog_config(agent: str, environ: Mapping[str, str] | None = None,
+                          dotenv_path: str | Path | None = ".env") -> int:
+    """For scripts/watchdog.sh: the state folder, the log folder, the pass interval and the stop grace in 0.2 s
+    steps, one per line (exit 0), as the salvaged settings give them when ``.env`` is invalid elsewhere (each pass
+    then reports and alerts that). When the folders cannot be told (:func:`script_paths`: ``TB_STATE_DIR`` or
+    ``TB_LOG_DIR`` is itself invalid), exit 3 saying why on stderr; beside a bad ``TB_STATE_DIR`` the same line
+    also goes to ``TB_LOG_DIR/alerts.log`` and ``watchdog.log`` when the log folder is valid and exists. No folder
+    is created, and the default ``state/`` is never used (its pid files may not be the running agents')."""
+    import sys
+    got = script_paths(environ, dotenv_path)
+    loaded = load_for_monitoring(environ, dotenv_path)
+    s = loaded.settings
+    if not isinstance(got, str):
+        for line in (got[0], got[1], s.watchdog_interval_s, int(s.watchdog_stop_grace_s * 5) + 1):
+            print(line)
+        return 0
+    message = (f"cannot tell where the pid files are (TB_STATE_DIR, TB_LOG_DIR): {got}; nothing done (no pass, "
+               f"no restart). Fix .env (.venv/bin/tracer check-config) or set them in the environment")
+    print(f"watchdog[{agent}]: {message}", file=sys.stderr)
+    log_dir = Path(s.log_dir)
+    # only beside a bad TB_STATE_DIR: the log folder checked as script_paths checks it (never a guess)
+    if got.startswith("TB_STATE_DIR") and _folder_problem("TB_LOG_DIR", log_dir, _merged(environ, dotenv_path)) \
+            is None and log_dir.is_dir():
+        from tracer.logs import log_line
+        for name, line in (("alerts", f"kind=watchdog_paths_invalid level=critical not enqueued: {message}"),
+                           ("watchdog", f"error: {message}")):
+            try:
+                log_line(s, name, agent, line)
+            except OSError as e:
+                print(f"watchdog[{agent}]: cannot append to {log_dir / (name + '.log')} ({e})", file=sys.stderr)
+    return 3
