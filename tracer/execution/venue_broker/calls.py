@@ -57,6 +57,8 @@ class VenueCalls:
     _tracked: dict[str, tuple[Order, Bracket | None, str]]
     _outbox: list[tuple[Order, Bracket | None]]
     _balance: dict[str, VenueBalance]
+    _resized: set[str]
+    _unsettled: set[str]
 
     def _now(self) -> datetime:
         return self.clock()

@@ -8,6 +8,8 @@ from tracer.models import Order, OrderState, OrderType
 
 # an order in one of these states is over: its client id is never sent again
 TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
+# the reason a stop is cancelled with when the venue holds more than it covers (a new stop covers all of it)
+RESIZED = "resized"
 
 
 def stop_order_id(entry_order_id: str, seq: int = 0) -> str:

@@ -11,7 +11,7 @@ from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import VenueError
 from tracer.execution.venue_broker.calls import VenueCalls
-from tracer.execution.venue_broker.ids import TERMINAL, round_to_tick, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import RESIZED, TERMINAL, round_to_tick, stop_order_id, target_order_id
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 
@@ -40,11 +40,11 @@ class Protection(VenueCalls):
             # times; meanwhile, and after, the agent watches the stop itself on every bar (on_bar)
             pos = replace(pos, stop_seq=pos.stop_seq + 1)
             self._positions[pos.symbol] = pos
-            retry = pos.stop_seq < self.stop_attempts
+            retry = self._stop_tries(pos) < self.stop_attempts
             self._event(venue, "position_unprotected", symbol=order.symbol, cid=order.client_order_id, alert=True,
-                        message=upd.reason or "", attempt=pos.stop_seq,
+                        message=upd.reason or "", attempt=self._stop_tries(pos),
                         action=("stop re-placed under a new id next cycle; " if retry else
-                                f"no more stops sent after {pos.stop_seq} refusals; ") + "the agent watches it on every bar")
+                                f"no more stops sent after {self._stop_tries(pos)} refusals; ") + "the agent watches it on every bar")
         else:   # a refused take-profit: the agent takes profit itself at the level (on_bar)
             self._event(venue, "target_refused", symbol=order.symbol, cid=order.client_order_id,
                         message=upd.reason or "", action="the agent watches the target on every bar")
@@ -89,7 +89,7 @@ class Protection(VenueCalls):
         close_side = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
         up = pos.side is PositionSide.SHORT     # a short's stop is above: round it up
         made = []
-        if pos.stop_loss > 0 and pos.stop_seq < self.stop_attempts:
+        if pos.stop_loss > 0 and self._stop_tries(pos) < self.stop_attempts:
             made.append(Order(stop_order_id(pos.entry_order_id, pos.stop_seq), self.agent, pos.symbol, close_side,
                               pos.qty, OrderType.STOP, reduce_only=True, stop_price=pos.stop_loss, leverage=pos.leverage,
                               purpose="stop", reason="stop_loss", created_at=pos.opened_at))
@@ -129,6 +129,15 @@ class Protection(VenueCalls):
                     continue
                 rep.updates.append(OrderUpdate(cid, OrderState.CANCELED, "position closed"))
 
+    def _stop_tries(self, pos: Position) -> int:
+        """The position's stops that came to nothing (refused, ended on the venue): its stop ids so far, less
+        those we cancelled only to cover a larger position (:meth:`_resize_stop`), which are no failed try."""
+        resized = sum(1 for k in range(pos.stop_seq)
+                      if (sid := stop_order_id(pos.entry_order_id, k)) in self._resized or
+                      ((row := self.store.order(sid)) is not None and OrderState(row["state"]) is OrderState.CANCELED
+                       and str(row["state_reason"] or "").startswith(RESIZED)))
+        return pos.stop_seq - resized
+
     def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
         """Stops the positions should have on the venue and do not (a crash right after a fill, a stop the venue
         refused, expired or that filled only in part, an adopted position that just got its levels): each goes
@@ -139,7 +148,7 @@ class Protection(VenueCalls):
             venue = self._pos_venue.get(sym, self.order_of_venues[0])
             if not self.venues[venue].client.supports_venue_stops or pos.stop_loss <= 0:
                 continue
-            if pos.stop_seq >= self.stop_attempts:
+            if self._stop_tries(pos) >= self.stop_attempts:
                 continue
             sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
             if sid in self._tracked or any(o.client_order_id == sid for o, _ in self._outbox):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.venue import ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
-from tracer.execution.venue_broker.ids import TERMINAL, conditional, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
 from tracer.execution.venue_broker.money import Money
 from tracer.execution.venue_broker.protection import Protection
 from tracer.logs import kv
@@ -482,7 +482,8 @@ class Reconciliation(Protection, Money):
         if vo is not None and vo.state is OrderState.FILLED:
             return pos          # it filled meanwhile: the next sync books it
         self._tracked.pop(sid, None)
-        rep.updates.append(OrderUpdate(sid, OrderState.CANCELED, f"resized: the venue holds {pos.qty:g}"))
+        self._resized.add(sid)
+        rep.updates.append(OrderUpdate(sid, OrderState.CANCELED, f"{RESIZED}: the venue holds {pos.qty:g}"))
         self._event(venue, "stop_resized", symbol=pos.symbol, cid=sid, qty=pos.qty)
         return replace(pos, stop_seq=pos.stop_seq + 1)
 
