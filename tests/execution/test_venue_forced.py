@@ -128,3 +128,22 @@ def test_a_shrunken_position_waits_while_an_exit_of_ours_cannot_be_read(h, venue
     venue.faults.clear()
     trades = h.settle(T0 + timedelta(hours=2))
     assert [(t.exit_reason, t.qty) for t in trades] == [("closed_on_venue", pytest.approx(0.005))]
+
+
+def test_a_venue_that_cannot_say_what_closed_a_position_is_judged_by_the_price_after_the_grace(venue, tmp_path):
+    """Before, a failing force-order lookup left a vanished position on the books forever."""
+    from venue_harness import Clock
+    clock = Clock()
+    h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
+    open_long(h, 0.01)
+    venue.set_price("BTCUSDT", 42300.0)
+    h.broker.last_price[BTC] = 42300.0
+    BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(
+        OrderSpec("web_manual_close_1", BTC, Side.SELL, 0.01, reduce_only=True))
+    venue.inject("GET /fapi/v1/forceOrders", -1000, times=None)
+    assert h.settle(T0 + timedelta(hours=1)) == []           # not guessed at once
+    assert "forced_closes_unreadable" in h.events() and len(h.broker.positions()) == 1
+    clock.advance(minutes=16)
+    trades = h.settle(T0 + timedelta(hours=2))
+    assert [(t.exit_reason, t.exit_price) for t in trades] == [("closed_on_venue", pytest.approx(42300.0))]
+    assert any("forced closes unreadable" in a for a in h.alerts)

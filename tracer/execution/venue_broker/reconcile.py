@@ -342,19 +342,12 @@ class Reconciliation(Protection, Money):
                 pos = self._positions[pos.symbol]       # part of it: the rest closed outside the agent
                 break
         # nothing of ours closed it: liquidated (futures) or closed by hand on the venue
-        seq, cid = self._free_exit_id(pos, rep)
-        liq = self.futures and pos.liquidation_price
-        px, fee, forced_ids = (pos.liquidation_price if liq else self.last_price.get(pos.symbol, pos.entry_price)), 0.0, ""
-        reason = ForcedClose.LIQUIDATION.value if liq else "closed_on_venue"
-        if self._reports_forced(venue):
-            # the venue says whether it closed the position itself (liquidation, auto-deleveraging): a close by
-            # hand is not booked as the loss of the whole margin, nor an auto-deleveraging (closed in profit)
-            try:
-                forced = self._new_forced(venue, pos)
-            except VenueError:
-                return          # cannot tell now: next cycle
-            reason, px, fee, forced_ids = self._forced_terms(pos, forced)
-            liq = reason == ForcedClose.LIQUIDATION.value
+        terms = self._outside_close_terms(venue, pos)
+        if terms is None:
+            return              # cannot tell now: next cycle
+        reason, px, fee, forced_ids = terms
+        liq = reason == ForcedClose.LIQUIDATION.value
+        _, cid = self._free_exit_id(pos, rep)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
                   OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
         rep.exit_orders.append(o)
@@ -369,13 +362,10 @@ class Reconciliation(Protection, Money):
         """The venue holds less than the DB and no order of ours explains it: a partial liquidation or an
         auto-deleveraging (the venue's forced closes say so), or a part closed by hand. The missing part is
         booked as a trade of its own under the position's next free exit id; None when the venue cannot say now."""
-        forced: list[VenueOrder] = []
-        if self._reports_forced(venue):
-            try:
-                forced = self._new_forced(venue, pos)
-            except VenueError:
-                return None
-        reason, px, fee, forced_ids = self._forced_terms(pos, forced)
+        terms = self._outside_close_terms(venue, pos)
+        if terms is None:
+            return None
+        reason, px, fee, forced_ids = terms
         missing = pos.qty - vp.qty
         seq, cid = self._free_exit_id(pos, rep)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
@@ -387,8 +377,36 @@ class Reconciliation(Protection, Money):
                     left=vp.qty, price=px, reason=reason, forced_orders=forced_ids)
         return replace(pos, exit_seq=seq + 1)
 
-    def _reports_forced(self, venue: str) -> bool:
-        return self.futures and hasattr(self.venues[venue].client, "forced_closes")
+    def _outside_close_terms(self, venue: str, pos: Position) -> tuple[str, float, float, str] | None:
+        """(reason, price, fee, forced orders) of a close the DB did not order, from the venue's own closes where
+        it reports them (a liquidation loses the margin; an auto-deleveraging or a close by hand does not). None
+        while the venue cannot say; after ``unconfirmed_grace`` of that, the price decides, alerted."""
+        if not (self.futures and hasattr(self.venues[venue].client, "forced_closes")):
+            return self._assumed_terms(pos)
+        try:
+            forced = self._new_forced(venue, pos)
+        except VenueError as e:
+            first_time, waiting = self._grace(self._forced_unknown_since, pos.entry_order_id)
+            if waiting:
+                if first_time:
+                    self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, error=type(e).__name__,
+                                action="asked again until the grace ends")
+                return None
+            self._forced_unknown_since.pop(pos.entry_order_id, None)
+            self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, alert=True, error=type(e).__name__,
+                        message="the venue does not say what closed it: judged from the last price")
+            return self._assumed_terms(pos)
+        self._forced_unknown_since.pop(pos.entry_order_id, None)
+        return self._forced_terms(pos, forced)
+
+    def _assumed_terms(self, pos: Position) -> tuple[str, float, float, str]:
+        """Without the venue's word: a liquidation when the last price is through the liquidation price,
+        else a close by hand at the last price."""
+        last = float(self.last_price.get(pos.symbol, pos.entry_price))
+        liq = pos.liquidation_price if self.futures else None
+        if liq and (last <= liq if pos.side is PositionSide.LONG else last >= liq):
+            return ForcedClose.LIQUIDATION.value, float(liq), 0.0, ""
+        return "closed_on_venue", last, 0.0, ""
 
     def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
         """The venue's own closes (liquidation, auto-deleveraging) of ``pos``'s symbol since it opened and not
@@ -404,9 +422,10 @@ class Reconciliation(Protection, Money):
 
     def _forced_terms(self, pos: Position, forced: list[VenueOrder]) -> tuple[str, float, float, str]:
         """(reason, price, fee, the forced orders' venue ids) of a close the DB did not order: the venue's forced
-        closes at their average price (a liquidation if any of them is one), or a close by hand at the last price."""
+        closes at their average price (a liquidation if any of them is one); with none listed (yet), the price
+        decides (:meth:`_assumed_terms`)."""
         if not forced:
-            return "closed_on_venue", float(self.last_price.get(pos.symbol, pos.entry_price)), 0.0, ""
+            return self._assumed_terms(pos)
         qty = sum(f.filled_qty for f in forced)
         px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / qty
         liq = any(f.reason != ForcedClose.ADL.value for f in forced)
