@@ -13,9 +13,10 @@
 # loop keeps the agent alive; the health check (--heal) restarts a dead loop or listener.
 # AGENT is hybrid or futures; scripts/watchdog_hybrid.sh and scripts/watchdog_futures.sh call this.
 # The decision (ok / absent / stopped / restart / capped) comes from `tracer watchdog-check` (tracer/ops/):
-# down = pid gone or heartbeat older than TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN; an agent that stopped cleanly
-# or has no pid file is left alone; at most TB_WATCHDOG_MAX_RESTARTS_PER_HOUR restarts, then an alert and
-# no more tries. A restart uses the agent's recorded command line ($TB_STATE_DIR/AGENT.args), a hung agent
+# down = pid gone or heartbeat older than TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN of awake time (time the machine slept
+# is not counted: tracer/ops/suspend.py, $TB_STATE_DIR/suspend_watchdog_AGENT.json); an agent that stopped
+# cleanly or has no pid file is left alone; at most TB_WATCHDOG_MAX_RESTARTS_PER_HOUR restarts, then an alert
+# and no more tries. A restart uses the agent's recorded command line ($TB_STATE_DIR/AGENT.args), a hung agent
 # gets SIGTERM, then SIGKILL after TB_WATCHDOG_STOP_GRACE_S. Every action: $TB_LOG_DIR/watchdog.log.
 # A lock directory ($TB_STATE_DIR/watchdog_AGENT.lock, holding the owner pid) keeps copies from piling up:
 # a second copy exits at once (status 0); a lock whose owner is gone is taken over.
@@ -29,7 +30,7 @@ agent="${1:-}"
 case "$agent" in
   hybrid) script=scripts/hybrid_crypto_trader.py ;;
   futures) script=scripts/high_risk_futures_agent.py ;;
-  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   *) usage ;;
 esac
 shift
@@ -39,7 +40,7 @@ if [ $# -gt 0 ]; then
     --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
     --exec) mode="exec"; shift ;;
     --supervise) mode=supervise; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 fi

@@ -9,7 +9,8 @@ is reached through ``tracer`` subcommands (``watchdog-check``, ``watchdog-restar
 Files in ``TB_STATE_DIR``: ``<agent>.pid`` (written by whoever starts the agent), ``<agent>.args`` (the
 agent's command-line options, one per line, so a restart uses the same command line),
 ``watchdog_<agent>.json`` (restart timestamps of the last hour and the "gave up" mark),
-``health_alert_state.json`` (each failing check and when it was last alerted: tracer/ops/alerts.py).
+``health_alert_state.json`` (each failing check and when it was last alerted: tracer/ops/alerts.py),
+``suspend_<judge>.json`` (each judge's last clock reading and the sleeps it saw: tracer/ops/suspend.py).
 ``TB_LOG_DIR/watchdog.log`` gets one line per watchdog action.
 
 Definitions (documented in the README, tested in tests/monitor/test_watchdog.py and tests/monitor/test_health_check.py):
@@ -19,6 +20,7 @@ Definitions (documented in the README, tested in tests/monitor/test_watchdog.py 
 * A managed agent is *down* when its pid is gone, or *hung* when its heartbeat is older than
   ``TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN``. The heartbeat counts only when it was written by the pid in the
   pid file; before the new process wrote one, the age runs from the pid file's time (start-up grace).
+  Ages are judged in awake time: the time the machine slept is not counted (``suspend``).
 * An agent whose own heartbeat says ``stopped`` ended cleanly (end of the replay data, ``--cycles``,
   SIGTERM): it is not restarted.
 * Health levels: 0 ok, 1 warning (stale heartbeat, notification backlog, errors in recent cycles, low
@@ -27,7 +29,8 @@ Definitions (documented in the README, tested in tests/monitor/test_watchdog.py 
 
 The package by job: ``common`` (levels, UTC times), ``processes`` (pid files), ``heartbeat`` (the DB's view of an
 agent), ``alerts`` (levelled alerts, recovery messages), ``health`` and ``checks``, ``heal``,
-``records`` (the monitoring record), ``view``, ``fallback`` (settings when .env is invalid), ``watchdog``, ``dashboard``, ``commands`` (the subcommands).
+``records`` (the monitoring record), ``suspend`` (time asleep, not counted in ages),
+``view``, ``fallback`` (settings when .env is invalid), ``watchdog``, ``dashboard``, ``commands`` (the subcommands).
 """
 from __future__ import annotations
 

@@ -25,9 +25,10 @@ from typing import Any
 
 from tracer.ops.health import Check, live_venues
 from tracer.models import AGENTS
-from tracer.ops.common import human_age
+from tracer.ops.common import _now, human_age
 from tracer.ops.heartbeat import agent_state
 from tracer.ops.processes import agent_alive, pid_alive, read_pid
+from tracer.ops.suspend import SuspendClock, asleep_note, awake_age_at, record
 
 
 def _proc_runs(pid: int | None, word: str) -> bool:
@@ -69,26 +70,29 @@ def listener(settings: Any) -> Check:
                                 f"delivery while the agents are down (health_check.sh --heal restarts it)")
 
 
-def agent_logs_and_resources(settings: Any) -> list[Check]:
+def agent_logs_and_resources(settings: Any, clock: SuspendClock | None = None) -> list[Check]:
     import psutil
     out = []
     stale_s = settings.health_log_stale_min * 60
+    now = _now()
+    gaps = record(settings.state_dir, "health", now, clock)     # awake time only: tracer/ops/suspend.py
     for a in AGENTS:
         st = agent_state(settings, a)
         if not st.alive or st.pid is None:
             continue
         log = Path(settings.log_dir) / f"{a}.log"
         try:
-            age = time.time() - log.stat().st_mtime
+            age: float | None = now.timestamp() - log.stat().st_mtime
         except FileNotFoundError:
             age = None
-        if age is None:
+        awake = awake_age_at(age, now, gaps)
+        if awake is None:
             out.append(Check(f"log[{a}]", 1, f"MISSING: {log} does not exist while the agent runs"))
-        elif age > stale_s:
-            out.append(Check(f"log[{a}]", 1, f"STALE: {log} last written {human_age(age)} ago (limit "
-                                             f"{human_age(stale_s)})"))
+        elif awake > stale_s:
+            out.append(Check(f"log[{a}]", 1, f"STALE: {log} last written {human_age(age)} ago"
+                                             f"{asleep_note(age, awake)} (limit {human_age(stale_s)})"))
         else:
-            out.append(Check(f"log[{a}]", 0, f"written {human_age(age)} ago"))
+            out.append(Check(f"log[{a}]", 0, f"written {human_age(age)} ago{asleep_note(age, awake)}"))
         try:
             p = psutil.Process(st.pid)
             rss = p.memory_info().rss / 2 ** 20

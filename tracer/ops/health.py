@@ -17,6 +17,7 @@ from tracer.models import AGENTS
 from tracer.ops.common import LEVELS, _iso, _now, _parse_iso, human_age
 from tracer.ops.heartbeat import agent_state, connect_existing
 from tracer.ops.processes import agent_alive
+from tracer.ops.suspend import SuspendClock, asleep_note, awake_age_at, record
 from tracer.ops.watchdog import storage_fault_of
 
 
@@ -31,9 +32,10 @@ class Check:
         return LEVELS[self.level]
 
 
-def _check_processes(settings: Any, now: datetime) -> list[Check]:
+def _check_processes(settings: Any, now: datetime, clock: SuspendClock | None = None) -> list[Check]:
     out = []
     limit_s = settings.watchdog_max_heartbeat_age_min * 60
+    gaps = record(settings.state_dir, "health", now, clock)     # awake time only: tracer/ops/suspend.py
     for a in AGENTS:
         st = agent_state(settings, a, now)
         if st.alive:
@@ -52,15 +54,17 @@ def _check_processes(settings: Any, now: datetime) -> list[Check]:
         # heartbeat freshness of a live agent
         if st.alive or (not st.managed and st.hb_status == "running" and agent_alive(st.hb_pid, a)):
             age = st.age_s if st.managed else st.hb_age_s
-            if age is not None and age > limit_s:
+            awake = awake_age_at(age, now, gaps)
+            asleep = asleep_note(age, awake)
+            if awake is not None and awake > limit_s:
                 what = "heartbeat" if (st.own_hb or not st.managed) else "no heartbeat since the start,"
-                out.append(Check(f"heartbeat[{a}]", 1, f"STALE: {what} {human_age(age)} old "
+                out.append(Check(f"heartbeat[{a}]", 1, f"STALE: {what} {human_age(age)} old{asleep} "
                                                        f"(limit {human_age(limit_s)}): hung?"))
             elif st.own_hb or not st.managed:
-                out.append(Check(f"heartbeat[{a}]", 0, f"fresh ({human_age(age)} old, cycle {st.hb_cycle}, "
+                out.append(Check(f"heartbeat[{a}]", 0, f"fresh ({human_age(age)} old{asleep}, cycle {st.hb_cycle}, "
                                                        f"clock {st.hb_clock})"))
             else:
-                out.append(Check(f"heartbeat[{a}]", 0, f"starting (no heartbeat yet, up {human_age(age)})"))
+                out.append(Check(f"heartbeat[{a}]", 0, f"starting (no heartbeat yet, up {human_age(age)}{asleep})"))
         else:
             out.append(Check(f"heartbeat[{a}]", 0, "n/a (not running)"))
     return out
@@ -284,9 +288,9 @@ def _check_storage(settings: Any, conn: sqlite3.Connection | None, now: datetime
     return Check("storage", 0, "no storage fault")
 
 
-def health(settings: Any, now: datetime | None = None) -> list[Check]:
+def health(settings: Any, now: datetime | None = None, clock: SuspendClock | None = None) -> list[Check]:
     now = now or _now()
-    checks = _check_processes(settings, now)
+    checks = _check_processes(settings, now, clock)
     db, conn = _check_db(settings)
     checks.append(db)
     try:

@@ -13,6 +13,7 @@ from tracer.ops.alerts import alert
 from tracer.ops.common import HOUR_S, _now, _parse_iso, human_age
 from tracer.ops.heartbeat import agent_state
 from tracer.ops.processes import agent_alive, pid_alive
+from tracer.ops.suspend import SuspendClock, asleep_note, awake_age_at, record
 
 
 # --- watchdog ----------------------------------------------------------------------------------------
@@ -56,13 +57,19 @@ def restarts_last_hour(settings: Any, agent: str, now: datetime | None = None) -
     return sum(1 for x in _wd_load(settings, agent)["restarts"] if t - x < HOUR_S)
 
 
-def watchdog_check(settings: Any, agent: str, now: datetime | None = None) -> Verdict:
+def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
+                   clock: SuspendClock | None = None) -> Verdict:
     """What the watchdog must do with ``agent`` now (see the module docstring for the rules).
 
+    Ages are awake time: the time the machine slept is not counted (tracer/ops/suspend.py; ``clock`` reads the
+    machine's clocks, default the real ones).
     When the restart cap is reached this records the "gave up" mark and enqueues the alert, once;
     it stays given up until the agent is started again by someone else (a newer pid file)."""
     now = now or _now()
     st = agent_state(settings, agent, now)
+    gaps = record(settings.state_dir, f"watchdog_{agent}", now, clock)
+    age = awake_age_at(st.age_s, now, gaps)
+    asleep = asleep_note(st.age_s, age)
     limit_s = settings.watchdog_max_heartbeat_age_min * 60
     if not st.managed:
         return Verdict("absent", None, "no pid file: not started or stopped with --stop; nothing to do")
@@ -77,18 +84,19 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None) -> Ve
         down = f"pid {st.pid} is gone" if not pid_alive(st.pid) else f"pid {st.pid} no longer runs the agent"
     elif st.hb_error is not None:     # never restart a live agent on a heartbeat we could not read
         return Verdict("ok", st.pid, f"running; heartbeat unreadable ({st.hb_error})")
-    elif st.age_s is not None and st.age_s > limit_s:
+    elif age is not None and age > limit_s:
         fault = storage_fault_of(settings, agent)
         last = _parse_iso(str(fault.get("last") or "")) if fault else None
-        if fault and fault.get("pid") == st.pid and last is not None and (now - last).total_seconds() <= limit_s:
+        fault_age = None if last is None else awake_age_at((now - last).total_seconds(), now, gaps)
+        if fault and fault.get("pid") == st.pid and fault_age is not None and fault_age <= limit_s:
             # the DB cannot take its heartbeat: the agent is retrying (and managing exits), not hung;
             # a restart would only lose that (the health check reports the fault as critical)
             return Verdict("ok", st.pid, f"running; storage fault since {fault.get('since')} "
                                          f"({fault.get('attempts')} attempts): heartbeat cannot be written")
         what = "heartbeat" if st.own_hb else "no heartbeat since the start"
-        down = f"hung: {what} {human_age(st.age_s)} ago (limit {human_age(limit_s)})"
+        down = f"hung: {what} {human_age(st.age_s)} ago{asleep} (limit {human_age(limit_s)})"
     else:
-        return Verdict("ok", st.pid, f"running, heartbeat {human_age(st.age_s)} old")
+        return Verdict("ok", st.pid, f"running, heartbeat {human_age(st.age_s)} old{asleep}")
 
     book = _wd_load(settings, agent)
     t = now.timestamp()
