@@ -35,7 +35,12 @@ HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", Path(__file__).resolve().parent
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
 TOTAL_TRIALS = 207      # configurations backtested up to round 17 (191 to 16, 175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
-COST_BPS = 10.0 + 5.0                                         # fee + slippage per side, as the agents pay
+SLIPPAGE_BPS = 5.0
+# the fee per side each agent's backtests and benchmarks pay: "recorded" is what every round (0-17) was run with,
+# "venue" the venues' own first-tier taker fees, the agents' defaults since (Alpaca spot 25, Binance USD-M 5)
+FEES = {"recorded": {"hybrid": 10.0, "futures": 10.0}, "venue": {"hybrid": 25.0, "futures": 5.0}}
+FEE_BPS = dict(FEES["recorded"])
+COST_BPS = FEE_BPS["hybrid"] + SLIPPAGE_BPS                   # fee + slippage per side, as the agents pay
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,11 @@ def closes() -> pd.DataFrame:
     return pd.DataFrame(cols).sort_index().ffill()
 
 
-def benchmark_equity(px_daily: pd.DataFrame) -> dict[str, pd.Series]:
+def benchmark_equity(px_daily: pd.DataFrame, cost_bps: float | None = None) -> dict[str, pd.Series]:
     """Daily equity (start 1.0) of cash, BTC buy-and-hold, equal-weight buy-and-hold, and the 20-day-mean
     trend rule long-only and long/short; a position decided at a day's close earns the next day."""
     r = px_daily.pct_change().fillna(0.0)
-    c = COST_BPS / 1e4
+    c = (COST_BPS if cost_bps is None else cost_bps) / 1e4
     out = {"cash": pd.Series(1.0, index=px_daily.index)}
     out["btc_hold"] = (1 + r["BTC"]).cumprod() * (1 - c)
     out["ew_hold"] = (1 + r.mean(axis=1)).cumprod() * (1 - c)
@@ -146,7 +151,8 @@ def run_agent(agent: str, overrides: dict[str, str]) -> pd.Series:
     from tracer.config import load_settings
     from tracer.sentiment.factory import make_scorer
     from tracer.backtest.data import discover
-    env = {"TB_STATE_DIR": "/tmp/edge/state", **overrides}
+    env = {"TB_STATE_DIR": "/tmp/edge/state", "TB_FEE_BPS": repr(FEE_BPS["hybrid"]),
+           "TB_FUTURES_FEE_BPS": repr(FEE_BPS["futures"]), **overrides}
     s = load_settings(env, dotenv_path=None)
     log = logging.getLogger("edge")
     log.addHandler(logging.NullHandler())
@@ -173,7 +179,11 @@ def main() -> int:
                          "backtests (each output file gets an _o<days> suffix)")
     ap.add_argument("--compare", help="another grid evaluated on the same folds (its cells that are the same "
                                       "configurations reuse the backtests)")
+    ap.add_argument("--fees", choices=sorted(FEES), default="recorded",
+                    help="recorded: 10 bps a side for both agents, as every round was run; venue: each venue's own "
+                         "first-tier taker fee (hybrid 25, futures 5), outputs suffixed _venuefees")
     args = ap.parse_args()
+    FEE_BPS.update(FEES[args.fees])
     from bench.edge_grid import GRIDS as G
     grids = {args.grid: G[args.grid]}
     if args.compare:
@@ -183,10 +193,15 @@ def main() -> int:
     agents = args.agents.split(",")
     memo: dict[tuple, pd.Series] = {}
     all_runs = {g: _run_grid(cells, agents, memo) for g, cells in grids.items()}
-    bench = benchmark_equity(daily(closes()))
+    if args.fees == "recorded":
+        bench = benchmark_equity(daily(closes()))
+    else:       # each agent's benchmarks pay that agent's costs
+        bench = {f"{name} @{a}": eq for a in agents
+                 for name, eq in benchmark_equity(daily(closes()), FEE_BPS[a] + SLIPPAGE_BPS).items()}
+    tag = "" if args.fees == "recorded" else f"_{args.fees}fees"
     for offset in (int(o) for o in args.offset_days.split(",")):
         for g, runs in all_runs.items():
-            _report(g, len(grids[g]), runs, agents, bench, offset, Path(args.out))
+            _report(g + tag, len(grids[g]), runs, agents, bench, offset, Path(args.out))
     return 0
 
 

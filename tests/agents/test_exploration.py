@@ -123,7 +123,7 @@ def test_futures_exploration_is_1x_fixed_size_both_directions():
         assert o.leverage == 1.0 and o.side.value == side and o.purpose == "entry"
         assert o.qty * 40_000 == pytest.approx(100, abs=1e-2)
         assert d.intent.sizing["exploration"]["draw"] < 0.5
-        assert d.intent.cash_needed == pytest.approx(o.qty * 40_000 * (1 + 2 * 15 / 1e4))
+        assert d.intent.cash_needed == pytest.approx(o.qty * 40_000 * (1 + 2 * (s.futures_fee_bps + s.slippage_bps) / 1e4))
     # against a bull regime a short still needs TB_FUTURES_COUNTER_REGIME_QUALITY
     d = FuturesPolicy(s).decide(signal("ETH/USD", ts=ts, quality=1.5, direction=-1, label="bull"), None,
                                 book(equity=10_000),

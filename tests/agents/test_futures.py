@@ -725,7 +725,7 @@ def futures_env(draw):
         "TB_FUTURES_TRAIL_PCT": draw(st.floats(0, 0.9)),
         "TB_FUTURES_MAX_HOLD_H": draw(st.floats(0, 10000)),
         "TB_MIN_CONVICTION_SCORE": draw(st.floats(1, 10)),
-        "TB_FEE_BPS": draw(_num(0, 500, (0.0, 4.0, 10.0))),
+        "TB_FUTURES_FEE_BPS": draw(_num(0, 500, (0.0, 4.0, 10.0))),
         "TB_SLIPPAGE_BPS": draw(_num(0, 1000, (0.0, 5.0))),
         "TB_MIN_TRADE_NOTIONAL_USD": draw(_num(0, 1e6, (0.0, 10.0))),
         "TB_MAX_CORRELATION": draw(_num(0, 1, (0.9, 1.0))),
@@ -766,7 +766,7 @@ def test_policy_approvals_respect_every_limit_and_fill_inside_liquidation(env, c
     lim = futures_limits(s)
     assert lim.max_trade_notional == s.futures_max_notional and lim.max_position_pct == s.futures_max_notional_pct
     start_positions, start_trades, start_cash = len(book.exposures), book.trades_today, book.cash
-    fee, slip = s.fee_bps / 1e4, s.slippage_bps / 1e4
+    fee, slip = s.futures_fee_bps / 1e4, s.slippage_bps / 1e4
     approved = []
     # the agent: highest conviction first, the book updated after each approval
     for sig in sorted(sigs, key=lambda x: (-x.conviction, x.symbol)):
@@ -791,7 +791,7 @@ def test_policy_approvals_respect_every_limit_and_fill_inside_liquidation(env, c
         # margin + entry fee (at the fill price the slippage allows) fit in the free cash of the book
         margin = notional / o.leverage
         # margin plus the fee and slippage reserve (in and out)
-        reserve = o.qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4
+        reserve = o.qty * sig.price * 2 * (s.futures_fee_bps + s.slippage_bps) / 1e4
         assert d.intent.cash_needed == pytest.approx(margin + reserve, rel=1e-9)
         assert margin + notional * fee <= book.cash * (1 + 1e-9)
         assert (notional * (1 + slip)) * (1 / o.leverage + fee) <= book.cash * (1 + 1e-9)
@@ -821,7 +821,7 @@ def test_policy_approvals_respect_every_limit_and_fill_inside_liquidation(env, c
     assert start_trades + len(approved) <= s.futures_max_trades_per_day
 
     # through the paper broker: every resulting position has its stop strictly inside its LP
-    b = PaperFuturesBroker(AGENT, start_cash, s.fee_bps, s.slippage_bps, s.futures_mmr, s.futures_funding_rate,
+    b = PaperFuturesBroker(AGENT, start_cash, s.futures_fee_bps, s.slippage_bps, s.futures_mmr, s.futures_funding_rate,
                            s.futures_max_leverage, s.futures_liq_guard, s.futures_vol_stop_mult, interval=H)
     filled = 0
     for sig, it in approved:
@@ -895,7 +895,7 @@ def test_same_cycle_entries_fit_the_wallet_together():
             break
         assert d.decision == "enter" and d.intent.order.leverage == 10.0
         n = d.intent.order.qty * 100.0 * (1 + s.slippage_bps / 1e4)      # notional at the slipped fill
-        used += n / 10.0 + n * s.fee_bps / 1e4
+        used += n / 10.0 + n * s.futures_fee_bps / 1e4
         book = Book(equity=book.equity, cash=book.cash - d.intent.cash_needed, day_start_equity=1_000.0,
                     trades_today=book.trades_today + 1,
                     exposures={**book.exposures, sym: d.intent.order.qty * 100.0})

@@ -163,7 +163,7 @@ class FuturesPolicy:
                       reason=sig.reason[:240], created_at=sig.ts)
         bracket = self.protective_bracket(sig)
         margin = qty * sig.price / lev
-        reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4   # fees and slippage, in and out
+        reserve = qty * sig.price * 2 * (s.futures_fee_bps + s.slippage_bps) / 1e4   # fees and slippage, in and out
         sizing = dict(rd.detail, notional=rd.notional, qty=qty, price_est=sig.price, risk_notional=target,
                       margin=margin, side="long" if direction > 0 else "short", guard=guard,
                       risk_per_trade=f.risk_per_trade)
@@ -200,7 +200,7 @@ class FuturesPolicy:
                       reason=f"exploration: {sig.reason}"[:240], created_at=sig.ts)
         bracket = self.protective_bracket(sig)
         margin = qty * sig.price
-        reserve = qty * sig.price * 2 * (s.fee_bps + s.slippage_bps) / 1e4
+        reserve = qty * sig.price * 2 * (s.futures_fee_bps + s.slippage_bps) / 1e4
         sizing = dict(rd.detail, notional=margin, qty=qty, price_est=sig.price, margin=margin,
                       side="long" if direction > 0 else "short", exploration=tag)
         return Decision("enter", f"exploration {'long' if direction > 0 else 'short'} 1x (near miss: "

@@ -76,7 +76,7 @@ def futures_section(s: Any) -> FuturesSection:
         capital=s.futures_capital, symbols=tuple(s.futures_symbols),
         exits=Exits(s.futures_stop_atr_mult, s.futures_take_profit_atr_mult, s.futures_trail_pct,
                     s.futures_max_hold_h),
-        costs=PaperCosts(s.fee_bps, s.slippage_bps), max_leverage=s.futures_max_leverage,
+        costs=PaperCosts(s.futures_fee_bps, s.slippage_bps), max_leverage=s.futures_max_leverage,
         max_positions=s.futures_max_positions, max_trades_per_day=s.futures_max_trades_per_day,
         risk_per_trade=s.futures_risk_per_trade, max_notional=s.futures_max_notional,
         max_notional_pct=s.futures_max_notional_pct, daily_loss_limit_pct=s.futures_daily_loss_limit_pct,

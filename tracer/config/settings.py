@@ -188,7 +188,11 @@ class Settings:
                                  lo=1, hi=500)
 
     # --- execution (paper broker) and exits ----------------------------------------------
-    fee_bps: float = _var("TB_FEE_BPS", "float", 10.0, "taker fee in basis points", lo=0, hi=500)
+    # the venues' own taker fees at their first volume tier: Alpaca crypto 0.25%, Binance USD-M futures 0.05%
+    fee_bps: float = _var("TB_FEE_BPS", "float", 25.0, "spot (hybrid) taker fee in basis points (Alpaca crypto, "
+                          "first volume tier: 25)", lo=0, hi=500)
+    futures_fee_bps: float = _var("TB_FUTURES_FEE_BPS", "float", 5.0, "futures taker fee in basis points "
+                                  "(Binance USD-M, VIP 0: 5; Bybit: 5.5)", lo=0, hi=500)
     slippage_bps: float = _var("TB_SLIPPAGE_BPS", "float", 5.0, "slippage in basis points against us",
                                lo=0, hi=1000)
     stop_atr_mult: float = _var("TB_STOP_ATR_MULT", "float", None, "stop-loss distance in ATRs",

@@ -75,8 +75,9 @@ def _same(a: str | None, b: str) -> bool:
         return a.strip().lower() == b.strip().lower()
 
 
-def cost_overrides(mult: float, fee_bps: float, slippage_bps: float) -> dict[str, str]:
-    """Fees and slippage scaled by ``mult`` (0, 1, 2 ...)."""
+def cost_overrides(mult: float, fee_bps: float, slippage_bps: float, agent: str = "hybrid") -> dict[str, str]:
+    """The agent's fee and the slippage scaled by ``mult`` (0, 1, 2 ...)."""
     if mult < 0:
         raise ValueError(f"--costs: a cost multiplier must be >= 0 (got {mult:g})")
-    return {"TB_FEE_BPS": repr(fee_bps * mult), "TB_SLIPPAGE_BPS": repr(slippage_bps * mult)}
+    fee_var = "TB_FUTURES_FEE_BPS" if agent == "futures" else "TB_FEE_BPS"
+    return {fee_var: repr(fee_bps * mult), "TB_SLIPPAGE_BPS": repr(slippage_bps * mult)}

@@ -274,7 +274,8 @@ def _out_of_sample(cfg: StudyConfig, runner: _Runner, inp: _Inputs, found: _Sear
             res.untuned.append(runner.run({}, f)[0])
             step()
         for c in extra_costs:
-            res.costs[c].append(runner.run({**params, **cost_overrides(c, s.fee_bps, s.slippage_bps)}, f)[0])
+            res.costs[c].append(runner.run({**params, **cost_overrides(c, _fee(s, cfg.agent), s.slippage_bps,
+                                                                       cfg.agent)}, f)[0])
             step()
         for x in sw:
             res.ablations[x.component.value].append(runner.run({**params, **x.overrides}, f, x.price_only)[0])
@@ -301,9 +302,15 @@ def _benchmarks(cfg: StudyConfig, inp: _Inputs, market: Market, funding: float, 
             runs = []
             for f in inp.folds:
                 r0, r1 = window_rows(market, *f.test_range())
-                runs.append(simulate(rule, market, r0, r1, capital, s.fee_bps * c, s.slippage_bps * c, funding))
+                runs.append(simulate(rule, market, r0, r1, capital, _fee(s, cfg.agent) * c, s.slippage_bps * c,
+                                     funding))
             bench[rule.value][c] = runs
     return bench
+
+
+def _fee(s: Any, agent: str) -> float:
+    """The agent's own taker fee (spot and futures venues charge differently)."""
+    return float(s.futures_fee_bps if agent == "futures" else s.fee_bps)
 
 
 def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome:
@@ -382,7 +389,7 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
                    "block_bars": cfg.block_bars, "reps": cfg.reps, "costs": list(cfg.costs),
                    "data_from": lo.isoformat(), "data_to": (hi - interval).isoformat(),
                    "oos_from": folds[0].test_start.isoformat(), "oos_to": folds[-1].test_end.isoformat(),
-                   "fees_bps": s.fee_bps, "slippage_bps": s.slippage_bps, "funding_rate_8h": funding,
+                   "fees_bps": _fee(s, cfg.agent), "slippage_bps": s.slippage_bps, "funding_rate_8h": funding,
                    "decision_blackout_bars": _blackout(series, int(folds[0].test_start.timestamp() * 1e9),
                                                        int(folds[-1].test_end.timestamp() * 1e9),
                                                        s.lookback_bars, int(interval.total_seconds() * 1e9),
