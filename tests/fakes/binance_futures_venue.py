@@ -944,6 +944,13 @@ class FakeBinanceFutures(FakeServer):
                 "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "LIMIT", "time": now,
                 "updateTime": now,
             }
+            # "any open orders will be canceled" (the ADL notice): the trader's resting orders and algo orders
+            for o in self.orders.values():
+                if o["status"] in ("NEW", "PARTIALLY_FILLED"):
+                    o.update(status="CANCELED", updateTime=now)
+            for a in self.algo_orders.values():
+                if a.get("algoStatus") == "NEW":
+                    a.update(algoStatus="CANCELED", updateTime=now)
             self.orders[oid] = order
             self.orders_by_client_id[cid] = order
             self._execute(symbol, side, q, price, oid, liquidation=True)
@@ -963,8 +970,9 @@ class FakeBinanceFutures(FakeServer):
         out = [o for o in self.orders.values() if str(o["clientOrderId"]).startswith(("autoclose-", "adl_autoclose"))]
         if params.get("symbol"):
             out = [o for o in out if o["symbol"] == params["symbol"]]
-        if params.get("startTime"):
-            out = [o for o in out if o["time"] >= int(params["startTime"])]
+        end = int(params.get("endTime") or self.now_ms())
+        start = int(params["startTime"]) if params.get("startTime") else end - 7 * 86_400_000   # the docs' default
+        out = [o for o in out if start <= o["time"] <= end]
         return [dict(o) for o in sorted(out, key=lambda o: -o["time"])[: int(params.get("limit", 50))]]
 
     def _income_history(self, params: dict[str, str]) -> list[dict[str, Any]]:

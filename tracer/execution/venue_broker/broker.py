@@ -93,6 +93,7 @@ class VenueBroker(Reconciliation):
         self._missing_since: dict[str, datetime] = {}       # cid -> first lookup that did not find it
         self._fills_short_since: dict[str, datetime] = {}   # cid -> first time its fills did not add up
         self._forced_unknown_since: dict[str, datetime] = {}   # entry id -> first time forced closes unreadable
+        self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained
         self._resized: set[str] = set()     # stop ids cancelled to cover a larger position (not a failed try)
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
         self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked

@@ -63,6 +63,13 @@ class VenueCalls:
     def _now(self) -> datetime:
         return self.clock()
 
+    def _grace(self, since: dict[str, datetime], cid: str) -> tuple[bool, bool]:
+        """(first seen now, still within ``unconfirmed_grace``) for a doubt about ``cid`` noted in ``since``
+        (the caller forgets it once settled)."""
+        t = self._now()
+        first = since.setdefault(cid, t)
+        return first == t, t - first < self.unconfirmed_grace
+
     def _event(self, venue: str, kind: str, *, symbol: str | None = None, cid: str | None = None,
                alert: bool = False, **detail: Any) -> None:
         """Record a venue event in its own transaction (the cycle's transaction is not open here)."""

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.venue import ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
 from tracer.execution.venue_broker.ids import RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
-from tracer.execution.venue_broker.money import Money
+from tracer.execution.venue_broker.outside import OutsideCloses, forced_note
 from tracer.execution.venue_broker.protection import Protection
 from tracer.logs import kv
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
 
 
-class Reconciliation(Protection, Money):
+class Reconciliation(Protection, OutsideCloses):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: the venue is the truth, booked in the DB."""
 
     def sync(self, now: datetime) -> BarReport:
@@ -131,26 +131,6 @@ class Reconciliation(Protection, Money):
                     ordered=order.qty, left=pos.qty, action="the rest exits now under a new id")
         self._queue_exit(pos, reason, order.created_at)
 
-    def _book_part(self, pos: Position, fill: Fill, reason: str, rep: BarReport, state: OrderState,
-                   note: str) -> Position:
-        """Part of ``pos`` closed by ``fill``: booked as a trade of its own (its share of the entry fee and of the
-        funding with it); returns what is left open."""
-        s = 1 if pos.side is PositionSide.LONG else -1
-        frac = fill.qty / pos.qty
-        fee_part, fund_part = pos.entry_fee * frac, pos.funding_paid * frac
-        pnl = s * (fill.price - pos.entry_price) * fill.qty - fee_part - fill.fee - fund_part
-        self.fees_paid += fill.fee
-        self.realized_pnl += pnl
-        rep.fills.append(fill)
-        rep.updates.append(OrderUpdate(fill.client_order_id, state, note, fill.qty, fill.price))
-        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=fill.qty,
-                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=fill.ts,
-                                exit_price=fill.price, fees=fee_part + fill.fee, funding=-fund_part, pnl=pnl,
-                                exit_reason=reason, entry_order_id=pos.entry_order_id,
-                                exit_order_id=fill.client_order_id, leverage=pos.leverage, signal_id=pos.signal_id))
-        return replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
-                       funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac))
-
     def _untradeable(self, venue: str, pos: Position, filled: float) -> bool:
         """What a fill leaves is below the venue's step or minimum quantity (e.g. an exit rounded down to the
         step after a spot fee taken in the coin): no order can close it, so the position is closed."""
@@ -178,13 +158,6 @@ class Reconciliation(Protection, Money):
             self._positions[pos.symbol] = pos
             self._event(venue, "stop_ended_on_venue", symbol=pos.symbol, cid=cid, alert=True,
                         message=vo.reason or vo.state.value, action="a new stop is placed; the agent watches it")
-
-    def _grace(self, since: dict[str, datetime], cid: str) -> tuple[bool, bool]:
-        """(first seen now, still within ``unconfirmed_grace``) for a doubt about ``cid`` noted in ``since``
-        (the caller forgets it once settled)."""
-        t = self._now()
-        first = since.setdefault(cid, t)
-        return first == t, t - first < self.unconfirmed_grace
 
     def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
         try:
@@ -243,21 +216,23 @@ class Reconciliation(Protection, Money):
             return None
 
     def _close_by(self, symbol: str, fill: Fill, reason: str, venue: str, rep: BarReport,
-                  liquidated: bool = False) -> None:
+                  liquidated: bool = False, note: str | None = None) -> None:
         pos = self._positions.pop(symbol, None)
         self._pos_venue.pop(symbol, None)
         if pos is not None:         # its exits and stops not sent yet have nothing left to close
             self._outbox = [(q, b) for q, b in self._outbox
                             if not (q.reduce_only and q.client_order_id.startswith(pos.entry_order_id))]
         rep.fills.append(fill)
-        rep.updates.append(OrderUpdate(fill.client_order_id, OrderState.FILLED, None, fill.qty, fill.price))
+        rep.updates.append(OrderUpdate(fill.client_order_id, OrderState.FILLED, note, fill.qty, fill.price))
         if pos is None:
             return
         s = 1 if pos.side is PositionSide.LONG else -1
         funding = pos.funding_paid      # booked from the venue's income history as it was paid (_book_funding)
         gross = s * (fill.price - pos.entry_price) * pos.qty
-        # liquidated: the isolated margin (as the venue last reported it) is lost
-        pnl = (-(pos.margin) - pos.entry_fee - funding) if liquidated else gross - pos.entry_fee - fill.fee - funding
+        # liquidated: the isolated margin (as the venue last reported it) is lost, and the fee to close it
+        # where the venue reports one (Bybit: "initial margin + fee to close")
+        pnl = (-(pos.margin) - pos.entry_fee - fill.fee - funding) if liquidated else \
+            gross - pos.entry_fee - fill.fee - funding
         self.fees_paid += fill.fee
         self.realized_pnl += pnl
         rep.closed.append(pos)
@@ -291,7 +266,7 @@ class Reconciliation(Protection, Money):
                             continue    # an exit of ours filled in part: booked with that order, not here
                         self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
                                     venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
-                        if shrank and not self._untradeable(venue, pos, vp.qty):
+                        if shrank and not self._untradeable(venue, pos, vp.qty) and not self._coin_fee(pos, vp.qty):
                             reduced = self._reduced_on_venue(venue, pos, vp, rep, now)
                             if reduced is None:
                                 continue        # cannot tell by what now: next cycle
@@ -355,94 +330,7 @@ class Reconciliation(Protection, Money):
                     assumed={"liquidation": "liquidation", "adl": "auto-deleveraging"}.get(reason, "closed outside the agent"),
                     price=px, forced_orders=forced_ids)
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
-                       o.reason, venue, rep, liquidated=bool(liq))
-
-    def _reduced_on_venue(self, venue: str, pos: Position, vp: VenuePosition, rep: BarReport,
-                          now: datetime) -> Position | None:
-        """The venue holds less than the DB and no order of ours explains it: a partial liquidation or an
-        auto-deleveraging (the venue's forced closes say so), or a part closed by hand. The missing part is
-        booked as a trade of its own under the position's next free exit id; None when the venue cannot say now."""
-        terms = self._outside_close_terms(venue, pos)
-        if terms is None:
-            return None
-        reason, px, fee, forced_ids = terms
-        missing = pos.qty - vp.qty
-        seq, cid = self._free_exit_id(pos, rep)
-        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
-                  OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
-        rep.exit_orders.append(o)
-        pos = self._book_part(pos, Fill(cid, pos.symbol, o.side, missing, px, fee, now), reason, rep,
-                              OrderState.FILLED, f"{missing:g} closed on the venue ({reason}); {vp.qty:g} left open")
-        self._event(venue, "position_reduced_on_venue", symbol=pos.symbol, cid=cid, alert=True, qty=missing,
-                    left=vp.qty, price=px, reason=reason, forced_orders=forced_ids)
-        return replace(pos, exit_seq=seq + 1)
-
-    def _outside_close_terms(self, venue: str, pos: Position) -> tuple[str, float, float, str] | None:
-        """(reason, price, fee, forced orders) of a close the DB did not order, from the venue's own closes where
-        it reports them (a liquidation loses the margin; an auto-deleveraging or a close by hand does not). None
-        while the venue cannot say; after ``unconfirmed_grace`` of that, the price decides, alerted."""
-        if not (self.futures and hasattr(self.venues[venue].client, "forced_closes")):
-            return self._assumed_terms(pos)
-        try:
-            forced = self._new_forced(venue, pos)
-        except VenueError as e:
-            first_time, waiting = self._grace(self._forced_unknown_since, pos.entry_order_id)
-            if waiting:
-                if first_time:
-                    self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, error=type(e).__name__,
-                                action="asked again until the grace ends")
-                return None
-            self._forced_unknown_since.pop(pos.entry_order_id, None)
-            self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, alert=True, error=type(e).__name__,
-                        message="the venue does not say what closed it: judged from the last price")
-            return self._assumed_terms(pos)
-        self._forced_unknown_since.pop(pos.entry_order_id, None)
-        return self._forced_terms(pos, forced)
-
-    def _assumed_terms(self, pos: Position) -> tuple[str, float, float, str]:
-        """Without the venue's word: a liquidation when the last price is through the liquidation price,
-        else a close by hand at the last price."""
-        last = float(self.last_price.get(pos.symbol, pos.entry_price))
-        liq = pos.liquidation_price if self.futures else None
-        if liq and (last <= liq if pos.side is PositionSide.LONG else last >= liq):
-            return ForcedClose.LIQUIDATION.value, float(liq), 0.0, ""
-        return "closed_on_venue", last, 0.0, ""
-
-    def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
-        """The venue's own closes (liquidation, auto-deleveraging) of ``pos``'s symbol since it opened and not
-        booked yet (their venue ids are kept in the events that booked them). Raises VenueError."""
-        booked: set[str] = set()
-        for kind in ("position_closed_on_venue", "position_reduced_on_venue"):
-            for r in self.store.venue_events(self.agent, kind):
-                if r["symbol"] == pos.symbol:
-                    booked.update(filter(None, str(json.loads(r["detail_json"] or "{}").get("forced_orders") or "")
-                                         .split(",")))
-        return [f for f in self._call(venue, "forced_closes", pos.symbol, pos.opened_at - timedelta(minutes=1))
-                if f.filled_qty > 0 and not (f.venue_order_id and f.venue_order_id in booked)]
-
-    def _forced_terms(self, pos: Position, forced: list[VenueOrder]) -> tuple[str, float, float, str]:
-        """(reason, price, fee, the forced orders' venue ids) of a close the DB did not order: the venue's forced
-        closes at their average price (a liquidation if any of them is one); with none listed (yet), the price
-        decides (:meth:`_assumed_terms`)."""
-        if not forced:
-            return self._assumed_terms(pos)
-        qty = sum(f.filled_qty for f in forced)
-        px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / qty
-        liq = any(f.reason != ForcedClose.ADL.value for f in forced)
-        return ((ForcedClose.LIQUIDATION if liq else ForcedClose.ADL).value, px, sum(f.fee or 0.0 for f in forced),
-                ",".join(f.venue_order_id for f in forced))
-
-    def _free_exit_id(self, pos: Position, rep: BarReport) -> tuple[int, str]:
-        """The position's current exit id, or the next one not taken: an earlier part's exit id is taken in the
-        trades (a second trade under it would be dropped as a duplicate), and an exit of ours under it that came
-        to nothing (refused: nothing left to reduce; cancelled) keeps its own story."""
-        seq = pos.exit_seq
-        cid = exit_order_id(pos.entry_order_id, seq)
-        taken = {u.client_order_id for u in rep.updates} | {q.client_order_id for q in rep.exit_orders}
-        while cid in taken or self.store.order(cid) is not None:
-            seq += 1
-            cid = exit_order_id(pos.entry_order_id, seq)
-        return seq, cid
+                       o.reason, venue, rep, liquidated=bool(liq), note=forced_note(reason, forced_ids))
 
     def _dust(self, venue: str, vp: VenuePosition) -> bool:
         """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""

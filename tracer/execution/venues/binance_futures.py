@@ -430,8 +430,15 @@ class BinanceFuturesClient:
         """The venue's own closes of our positions since ``since``: liquidations and auto-deleveraging
         ("User's Force Orders", ``GET /fapi/v1/forceOrders``; their client ids are ``autoclose-``/``adl_autoclose``)."""
         vs = self.venue_symbol(symbol)
-        rows = self._call("forced closes", self._c.futures_liquidation_orders, symbol=vs,
-                          startTime=int(since.timestamp() * 1000), limit=100)
+        # asked in 7-day windows: the endpoint's documented span ("data within 7 days before endTime")
+        end_ms = int(time.time() * 1000 + self._c.timestamp_offset) + 60_000
+        start_ms = int(since.timestamp() * 1000)
+        rows: list[dict[str, Any]] = []
+        while start_ms < end_ms:
+            stop_ms = min(end_ms, start_ms + 7 * 86_400_000 - 1)
+            rows += self._call("forced closes", self._c.futures_liquidation_orders, symbol=vs,
+                               startTime=start_ms, endTime=stop_ms, limit=100)
+            start_ms = stop_ms + 1
         return self._parse("forced closes", lambda: [
             replace(o, reason=(ForcedClose.ADL if o.client_order_id.startswith("adl_autoclose")
                                else ForcedClose.LIQUIDATION).value)

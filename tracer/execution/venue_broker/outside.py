@@ -1,0 +1,182 @@
+"""Closes the DB did not order, booked as what they were: what the venue closed itself (a liquidation, an
+auto-deleveraging: its forced closes), or a close by hand, of all of a position or of a part of it; and the
+booking of a part as a trade of its own."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from tracer.execution.broker import BarReport, OrderUpdate, exit_order_id
+from tracer.execution.venue import ForcedClose, VenueError, VenueOrder, VenuePosition
+from tracer.execution.venue_broker.ids import TERMINAL, stop_order_id, target_order_id
+from tracer.execution.venue_broker.money import Money
+from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+
+FORCED_MARK = "forced orders:"      # in a booked exit's state reason: the venue ids of the closes it books
+
+
+def forced_note(reason: str, forced_ids: str) -> str:
+    return f"{reason}; {FORCED_MARK} {forced_ids}" if forced_ids else reason
+
+
+class OutsideCloses(Money):
+    """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: closes the DB did not order."""
+
+    def _book_part(self, pos: Position, fill: Fill, reason: str, rep: BarReport, state: OrderState,
+                   note: str) -> Position:
+        """Part of ``pos`` closed by ``fill``: booked as a trade of its own (its share of the entry fee and of the
+        funding with it); returns what is left open."""
+        s = 1 if pos.side is PositionSide.LONG else -1
+        frac = fill.qty / pos.qty
+        fee_part, fund_part = pos.entry_fee * frac, pos.funding_paid * frac
+        pnl = s * (fill.price - pos.entry_price) * fill.qty - fee_part - fill.fee - fund_part
+        self.fees_paid += fill.fee
+        self.realized_pnl += pnl
+        rep.fills.append(fill)
+        rep.updates.append(OrderUpdate(fill.client_order_id, state, note, fill.qty, fill.price))
+        rep.trades.append(Trade(agent=self.agent, symbol=pos.symbol, side=pos.side, qty=fill.qty,
+                                entry_ts=pos.opened_at, entry_price=pos.entry_price, exit_ts=fill.ts,
+                                exit_price=fill.price, fees=fee_part + fill.fee, funding=-fund_part, pnl=pnl,
+                                exit_reason=reason, entry_order_id=pos.entry_order_id,
+                                exit_order_id=fill.client_order_id, leverage=pos.leverage, signal_id=pos.signal_id))
+        return replace(pos, qty=pos.qty - fill.qty, entry_fee=pos.entry_fee - fee_part,
+                       funding_paid=pos.funding_paid - fund_part, margin=pos.margin * (1 - frac))
+
+    def _reduced_on_venue(self, venue: str, pos: Position, vp: VenuePosition, rep: BarReport,
+                          now: datetime) -> Position | None:
+        """The venue holds less than the DB and no order of ours is known to have done it. The missing part is
+        booked as a trade of its own under the position's next free exit id: at once when the venue's own
+        closes (a partial liquidation, an auto-deleveraging) account for all of it; otherwise (closed by hand,
+        or the venue cannot say) only after ``unconfirmed_grace`` during which none of our orders of the
+        position shows a fill or is still unconfirmed, since such an order books its own fill (None: not now)."""
+        missing = pos.qty - vp.qty
+        forced: list[VenueOrder] | None = None
+        if self.futures and hasattr(self.venues[venue].client, "forced_closes"):
+            try:
+                forced = self._new_forced(venue, pos)
+            except VenueError:
+                forced = None
+        if forced and sum(f.filled_qty for f in forced) >= missing * (1 - 1e-6):
+            terms = self._forced_terms(pos, forced)
+            self._shrunk_since.pop(pos.entry_order_id, None)
+        else:
+            if self._own_order_may_explain(venue, pos, rep):
+                return None
+            first_time, waiting = self._grace(self._shrunk_since, pos.entry_order_id)
+            if waiting:
+                if first_time:
+                    self._event(venue, "position_reduced_unexplained", symbol=pos.symbol, qty=missing,
+                                action="booked after the grace unless an order of ours turns out to have done it")
+                return None
+            self._shrunk_since.pop(pos.entry_order_id, None)
+            terms = self._assumed_terms(pos)
+        reason, px, fee, forced_ids = terms
+        seq, cid = self._free_exit_id(pos, rep)
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
+                  OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
+        rep.exit_orders.append(o)
+        pos = self._book_part(pos, Fill(cid, pos.symbol, o.side, missing, px, fee, now), reason, rep,
+                              OrderState.FILLED, f"{missing:g} closed on the venue; {vp.qty:g} left open; "
+                                                 + forced_note(reason, forced_ids))
+        self._event(venue, "position_reduced_on_venue", symbol=pos.symbol, cid=cid, alert=True, qty=missing,
+                    left=vp.qty, price=px, reason=reason, forced_orders=forced_ids)
+        return replace(pos, exit_seq=seq + 1)
+
+    def _own_order_may_explain(self, venue: str, pos: Position, rep: BarReport) -> bool:
+        """An order of ours of this position may have reduced it without being booked yet: one the DB still has
+        as unconfirmed (``new``), or its stop, target or current exit showing a fill on the venue (a fill that
+        came after this cycle's lookups; booked by that order's own lookup next cycle). Unreadable: yes."""
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            if r["symbol"] == pos.symbol and r["reduce_only"] and r["client_order_id"] not in \
+                    {o.client_order_id for o, _ in self._outbox}:
+                return True
+        ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), True), (target_order_id(pos.entry_order_id), True),
+                (exit_order_id(pos.entry_order_id, pos.exit_seq), False)]
+        booked_now = {u.client_order_id for u in rep.updates}
+        for cid, cond in ours:
+            row = self.store.order(cid)
+            if row is None or cid in booked_now or OrderState(row["state"]) in TERMINAL:
+                continue
+            try:
+                vo = self._call(venue, "get_order", pos.symbol, cid, conditional=cond)
+            except VenueError:
+                return True
+            if vo is not None and vo.filled_qty > 0:
+                return True
+        return False
+
+    def _outside_close_terms(self, venue: str, pos: Position) -> tuple[str, float, float, str] | None:
+        """(reason, price, fee, forced orders) of a close the DB did not order, from the venue's own closes where
+        it reports them (a liquidation loses the margin; an auto-deleveraging or a close by hand does not). None
+        while the venue cannot say; after ``unconfirmed_grace`` of that, the price decides, alerted."""
+        if not (self.futures and hasattr(self.venues[venue].client, "forced_closes")):
+            return self._assumed_terms(pos)
+        try:
+            forced = self._new_forced(venue, pos)
+        except VenueError as e:
+            first_time, waiting = self._grace(self._forced_unknown_since, pos.entry_order_id)
+            if waiting:
+                if first_time:
+                    self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, error=type(e).__name__,
+                                action="asked again until the grace ends")
+                return None
+            self._forced_unknown_since.pop(pos.entry_order_id, None)
+            self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, alert=True, error=type(e).__name__,
+                        message="the venue does not say what closed it: judged from the last price")
+            return self._assumed_terms(pos)
+        self._forced_unknown_since.pop(pos.entry_order_id, None)
+        return self._forced_terms(pos, forced)
+
+    def _assumed_terms(self, pos: Position) -> tuple[str, float, float, str]:
+        """Without the venue's word: a liquidation when the last price is through the liquidation price,
+        else a close by hand at the last price."""
+        last = float(self.last_price.get(pos.symbol, pos.entry_price))
+        liq = pos.liquidation_price if self.futures else None
+        if liq and (last <= liq if pos.side is PositionSide.LONG else last >= liq):
+            return ForcedClose.LIQUIDATION.value, float(liq), 0.0, ""
+        return "closed_on_venue", last, 0.0, ""
+
+    def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
+        """The venue's own closes (liquidation, auto-deleveraging) of ``pos``'s symbol since it opened and not
+        booked yet: the venue ids of those booked are in the position's exit order rows, written in the same
+        transaction as their trades (so a crash between the two cannot mark one booked). Raises VenueError."""
+        booked: set[str] = set()
+        for k in range(pos.exit_seq + 1):
+            row = self.store.order(exit_order_id(pos.entry_order_id, k))
+            reason = str(row["state_reason"] or "") if row is not None else ""
+            if FORCED_MARK in reason:
+                booked.update(filter(None, reason.split(FORCED_MARK, 1)[1].split(";")[0].strip().split(",")))
+        return [f for f in self._call(venue, "forced_closes", pos.symbol, pos.opened_at - timedelta(minutes=1))
+                if f.filled_qty > 0 and not (f.venue_order_id and f.venue_order_id in booked)]
+
+    def _forced_terms(self, pos: Position, forced: list[VenueOrder]) -> tuple[str, float, float, str]:
+        """(reason, price, fee, the forced orders' venue ids) of a close the DB did not order: the venue's forced
+        closes at their average price (a liquidation if any of them is one); with none listed (yet), the price
+        decides (:meth:`_assumed_terms`)."""
+        if not forced:
+            return self._assumed_terms(pos)
+        qty = sum(f.filled_qty for f in forced)
+        px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / qty
+        liq = any(f.reason != ForcedClose.ADL.value for f in forced)
+        return ((ForcedClose.LIQUIDATION if liq else ForcedClose.ADL).value, px, sum(f.fee or 0.0 for f in forced),
+                ",".join(f.venue_order_id for f in forced))
+
+    def _free_exit_id(self, pos: Position, rep: BarReport) -> tuple[int, str]:
+        """The position's current exit id, or the next one not taken: an earlier part's exit id is taken in the
+        trades (a second trade under it would be dropped as a duplicate), and an exit of ours under it that came
+        to nothing (refused: nothing left to reduce; cancelled) keeps its own story."""
+        seq = pos.exit_seq
+        cid = exit_order_id(pos.entry_order_id, seq)
+        taken = {u.client_order_id for u in rep.updates} | {q.client_order_id for q in rep.exit_orders} | \
+            {q.client_order_id for q, _ in self._outbox} | set(self._tracked)     # queued or in flight: theirs
+        while cid in taken or self.store.order(cid) is not None:
+            seq += 1
+            cid = exit_order_id(pos.entry_order_id, seq)
+        return seq, cid
+
+    def _coin_fee(self, pos: Position, venue_qty: float) -> bool:
+        """Spot: the venue holds less by about the entry fee, which it took in the coin (booked already in
+        ``entry_fee``, in USD): a quantity to correct, not a trade."""
+        if self.futures or pos.entry_price <= 0:
+            return False
+        return pos.qty - venue_qty <= (pos.entry_fee / pos.entry_price) * 1.05 + 1e-12
