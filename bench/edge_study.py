@@ -12,7 +12,7 @@ A private research script, not a package module (the `tracer study` tool is the 
   with the same costs (fee + slippage per side on every change of position).
 
 Usage: .venv/bin/python -m bench.edge_study [--grid NAME] [--out docs/study] [--offset-days D[,D...]]
-       [--compare GRID]
+       [--compare GRID] [--fees recorded|venue]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ SLIPPAGE_BPS = 5.0
 # "venue" the venues' own first-tier taker fees, the agents' defaults since (Alpaca spot 25, Binance USD-M 5)
 FEES = {"recorded": {"hybrid": 10.0, "futures": 10.0}, "venue": {"hybrid": 25.0, "futures": 5.0}}
 FEE_BPS = dict(FEES["recorded"])
-COST_BPS = FEE_BPS["hybrid"] + SLIPPAGE_BPS                   # fee + slippage per side, as the agents pay
+COST_BPS = FEE_BPS["hybrid"] + SLIPPAGE_BPS                   # fee + slippage per side of the recorded rounds
 
 
 @dataclass(frozen=True)

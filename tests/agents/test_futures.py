@@ -873,14 +873,14 @@ def test_policy_approvals_respect_every_limit_and_fill_inside_liquidation(env, c
 def test_same_cycle_entries_fit_the_wallet_together():
     """Two entries approved in one cycle must fit in the wallet together (margins and entry fees).
 
-    10x, fee 10 bps, slippage 5 bps (reserve k = 2 * 15 bps = 0.003), wallet 1 000, no other caps:
+    10x, futures fee 10 bps (the spot fee set apart, 25), slippage 5 bps (reserve k = 2 * 15 bps = 0.003), wallet 1 000, no other caps:
     the first entry is capped by the margin: N1 = 1000 / (1/10 + 0.003) = 9 708.74, margin 970.87; the
     book passed on has 1000 - 970.87 = 29.13 free, so N2 = 29.13 / 0.103 = 282.8 (margin + fee 28.58 at
     the fill), but the wallet holds 1000 - 9708.74 * 1.0005 * (0.1 + 0.001) = 18.9 after the first fill.
     """
     s = load_settings({"TB_PROFILE": "phase1c", "TB_FUTURES_MAX_NOTIONAL_USD": "1e9", "TB_FUTURES_MAX_NOTIONAL_PCT": "50",
                        "TB_FUTURES_RISK_PER_TRADE": "0.2", "TB_FUTURES_VAR_LIMIT": "10",
-                       "TB_MAX_CORRELATION": "1"}, None)
+                       "TB_MAX_CORRELATION": "1", "TB_FUTURES_FEE_BPS": "10", "TB_FEE_BPS": "25"}, None)
     policy = FuturesPolicy(s)
     rng = np.random.default_rng(3)
     returns = {sym: rng.normal(0, 0.001, 300) for sym in SYMS}
@@ -894,6 +894,8 @@ def test_same_cycle_entries_fit_the_wallet_together():
             assert d.risk_rule == "below_min_notional"
             break
         assert d.decision == "enter" and d.intent.order.leverage == 10.0
+        if sym == "BTC/USD":      # the margin cap with the futures fee's reserve (not the spot fee's)
+            assert d.intent.order.qty * 100.0 == pytest.approx(9708.74, abs=0.01)
         n = d.intent.order.qty * 100.0 * (1 + s.slippage_bps / 1e4)      # notional at the slipped fill
         used += n / 10.0 + n * s.futures_fee_bps / 1e4
         book = Book(equity=book.equity, cash=book.cash - d.intent.cash_needed, day_start_equity=1_000.0,

@@ -244,6 +244,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     assert one == two                                           # same seed, same numbers
     assert (tmp_path / "r1" / "equity.png").stat().st_size > 0 and not (tmp_path / "r2" / "equity.png").exists()
     md = (tmp_path / "r1" / "report.md").read_text()
+    assert one["design"]["fees_bps"] == 5.0 and "Costs: fee 5 bps" in md     # the futures agent's own fee
     assert "hunter2" not in md + (tmp_path / "r1" / "study.json").read_text() + out     # a secret override
     from tracer.study.cli import _masked_argv
     assert _masked_argv(argv[2:]) == [*argv[2:-1], "TB_OPTIMIZE_STORAGE=***"]      # the Reproduce line

@@ -30,7 +30,8 @@ FORCE_EXIT_REASON = "force_exit"
 RESTART_ONLY = ("profile", "db_path", "log_dir", "state_dir", "feed", "data_dir", "headlines_path", "symbols",
                 "futures_symbols", "replay_start", "replay_end", "venue_hybrid", "venue_futures", "futures_backup_venue",
                 "live_trading", "bar_sources", "news_sources", "sentiment_scorer", "finbert_model",
-                "hybrid_capital", "futures_capital", "lookback_bars")
+                "hybrid_capital", "futures_capital", "lookback_bars",
+                "fee_bps", "futures_fee_bps", "slippage_bps")     # the paper brokers keep theirs until a restart
 
 
 def force_exit_order(agent: str, p: Position, sig: Signal) -> Order:

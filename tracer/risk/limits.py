@@ -30,18 +30,19 @@ class RiskLimits:
     var_limit_pct: float
     var_confidence: float
     var_horizon_bars: int
-    fee_bps: float = 10.0
+    fee_bps: float = 25.0           # the agent's own taker fee (hybrid: settings.hybrid.costs)
     slippage_bps: float = 5.0
 
     @classmethod
     def from_settings(cls, s: Any) -> "RiskLimits":
+        """The spot (hybrid) agent's limits; the futures agent's come from ``futures_limits``."""
         return cls(max_positions=s.max_positions, max_trades_per_day=s.max_trades_per_day,
                    max_position_pct=s.max_position_pct, max_trade_notional=s.max_trade_notional,
                    min_trade_notional=s.min_trade_notional, daily_loss_limit_pct=s.daily_loss_limit_pct,
                    kelly_min_trades=s.kelly_min_trades, kelly_cap=s.kelly_cap, kelly_floor=s.kelly_floor,
                    max_correlation=s.max_correlation, var_limit_pct=s.portfolio_var_limit,
                    var_confidence=s.var_confidence, var_horizon_bars=s.var_horizon_bars,
-                   fee_bps=s.fee_bps, slippage_bps=s.slippage_bps)
+                   fee_bps=s.hybrid.costs.fee_bps, slippage_bps=s.hybrid.costs.slippage_bps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,10 @@ def _same(a: str | None, b: str) -> bool:
         return a.strip().lower() == b.strip().lower()
 
 
-def cost_overrides(mult: float, fee_bps: float, slippage_bps: float, agent: str = "hybrid") -> dict[str, str]:
+def cost_overrides(mult: float, fee_bps: float, slippage_bps: float, agent: str) -> dict[str, str]:
     """The agent's fee and the slippage scaled by ``mult`` (0, 1, 2 ...)."""
+    if agent not in ("hybrid", "futures"):
+        raise ValueError(f"unknown agent {agent!r}")
     if mult < 0:
         raise ValueError(f"--costs: a cost multiplier must be >= 0 (got {mult:g})")
     fee_var = "TB_FUTURES_FEE_BPS" if agent == "futures" else "TB_FEE_BPS"
