@@ -164,8 +164,14 @@ def test_reload_is_done_at_the_next_cycle_and_refused_when_invalid(chat):
     req = store.control_requests("hybrid")[0]
     assert req["status"] == "failed" and "TB_SYMBOLS" in req["result"] and loop.s.symbols != ("BTC/USD",)
     say("/reload hybrid")
-    env["TB_STOP_ATR_MULT"] = "-1"
     env.pop("TB_SYMBOLS")
+    env["TB_FEE_BPS"] = "10"                            # the paper broker charges the fee it was built with
+    loop.run(cycles=1)
+    req = store.control_requests("hybrid")[0]
+    assert req["status"] == "failed" and "TB_FEE_BPS" in req["result"] and loop.s.fee_bps == 25.0
+    say("/reload hybrid")
+    env.pop("TB_FEE_BPS")
+    env["TB_STOP_ATR_MULT"] = "-1"
     loop.run(cycles=1)
     req = store.control_requests("hybrid")[0]
     assert req["status"] == "failed" and "TB_STOP_ATR_MULT" in req["result"] and loop.s.stop_atr_mult == 3.5
