@@ -908,22 +908,28 @@ class FakeBinanceFutures(FakeServer):
             self._execute(sym, a["side"], fill, price, oid)
         a["algoStatus"], a["actualOrderId"], a["actualPrice"] = "FINISHED", str(oid), _fmt(price)
 
-    def _liquidate(self, sym: str, at: float) -> None:
-        pos = self.positions[sym]
-        side = "SELL" if pos["amt"] > 0 else "BUY"
-        qty = abs(pos["amt"])
+    def _forced_order(self, sym: str, side: str, qty: Decimal, price: float, prefix: str) -> int:
+        """The venue's own filled order that closes (part of) a position: a liquidation (``autoclose-``) or an
+        auto-deleveraging (``adl_autoclose``), as "User's Force Orders" lists them."""
         oid = next(self._ids)
         now = self.now_ms()
-        cid = f"autoclose-{oid}"
+        cid = f"{prefix}-{oid}"
         order = {
-            "orderId": oid, "symbol": sym, "status": "FILLED", "clientOrderId": cid, "price": _fmt(at),
-            "avgPrice": _fmt(at), "origQty": _fmt(qty), "executedQty": _fmt(qty), "cumQty": _fmt(qty),
-            "cumQuote": _fmt(float(qty) * at), "timeInForce": "IOC", "type": "LIMIT", "reduceOnly": True,
+            "orderId": oid, "symbol": sym, "status": "FILLED", "clientOrderId": cid, "price": _fmt(price),
+            "avgPrice": _fmt(price), "origQty": _fmt(qty), "executedQty": _fmt(qty), "cumQty": _fmt(qty),
+            "cumQuote": _fmt(float(qty) * price), "timeInForce": "IOC", "type": "LIMIT", "reduceOnly": True,
             "closePosition": False, "side": side, "positionSide": "BOTH", "stopPrice": "0",
             "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "LIMIT", "time": now, "updateTime": now,
         }
         self.orders[oid] = order
         self.orders_by_client_id[cid] = order
+        return oid
+
+    def _liquidate(self, sym: str, at: float) -> None:
+        pos = self.positions[sym]
+        side = "SELL" if pos["amt"] > 0 else "BUY"
+        qty = abs(pos["amt"])
+        oid = self._forced_order(sym, side, qty, at, "autoclose")
         self._execute(sym, side, qty, at, oid, liquidation=True, realized_override=-pos["margin"])
 
     def adl(self, symbol: str, qty: float, price: float) -> None:
@@ -932,18 +938,7 @@ class FakeBinanceFutures(FakeServer):
         with self._lock:
             pos = self.positions[symbol]
             side = "SELL" if pos["amt"] > 0 else "BUY"
-            q = D(str(qty))
-            oid = next(self._ids)
             now = self.now_ms()
-            cid = f"adl_autoclose-{oid}"
-            order = {
-                "orderId": oid, "symbol": symbol, "status": "FILLED", "clientOrderId": cid, "price": _fmt(price),
-                "avgPrice": _fmt(price), "origQty": _fmt(q), "executedQty": _fmt(q), "cumQty": _fmt(q),
-                "cumQuote": _fmt(float(q) * price), "timeInForce": "IOC", "type": "LIMIT", "reduceOnly": True,
-                "closePosition": False, "side": side, "positionSide": "BOTH", "stopPrice": "0",
-                "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "LIMIT", "time": now,
-                "updateTime": now,
-            }
             # "any open orders will be canceled" (the ADL notice): the trader's resting orders and algo orders
             for o in self.orders.values():
                 if o["status"] in ("NEW", "PARTIALLY_FILLED"):
@@ -951,8 +946,8 @@ class FakeBinanceFutures(FakeServer):
             for a in self.algo_orders.values():
                 if a.get("algoStatus") == "NEW":
                     a.update(algoStatus="CANCELED", updateTime=now)
-            self.orders[oid] = order
-            self.orders_by_client_id[cid] = order
+            q = D(str(qty))
+            oid = self._forced_order(symbol, side, q, price, "adl_autoclose")
             self._execute(symbol, side, q, price, oid, liquidation=True)
 
     # --- account ---------------------------------------------------------------------------------------
