@@ -51,7 +51,7 @@ class OutsideCloses(Money):
         position shows a fill or is still unconfirmed, since such an order books its own fill (None: not now)."""
         missing = pos.qty - vp.qty
         forced: list[VenueOrder] | None = None
-        if self.futures and hasattr(self.venues[venue].client, "forced_closes"):
+        if self._reports_forced(venue):
             try:
                 forced = self._new_forced(venue, pos)
             except VenueError:
@@ -86,9 +86,9 @@ class OutsideCloses(Money):
         """An order of ours of this position may have reduced it without being booked yet: one the DB still has
         as unconfirmed (``new``), or its stop, target or current exit showing a fill on the venue (a fill that
         came after this cycle's lookups; booked by that order's own lookup next cycle). Unreadable: yes."""
+        queued = {o.client_order_id for o, _ in self._outbox}        # not sent yet: cannot have filled
         for r in self.store.orders_in_state(self.agent, OrderState.NEW):
-            if r["symbol"] == pos.symbol and r["reduce_only"] and r["client_order_id"] not in \
-                    {o.client_order_id for o, _ in self._outbox}:
+            if r["symbol"] == pos.symbol and r["reduce_only"] and r["client_order_id"] not in queued:
                 return True
         ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), True), (target_order_id(pos.entry_order_id), True),
                 (exit_order_id(pos.entry_order_id, pos.exit_seq), False)]
@@ -109,7 +109,7 @@ class OutsideCloses(Money):
         """(reason, price, fee, forced orders) of a close the DB did not order, from the venue's own closes where
         it reports them (a liquidation loses the margin; an auto-deleveraging or a close by hand does not). None
         while the venue cannot say; after ``unconfirmed_grace`` of that, the price decides, alerted."""
-        if not (self.futures and hasattr(self.venues[venue].client, "forced_closes")):
+        if not self._reports_forced(venue):
             return self._assumed_terms(pos)
         try:
             forced = self._new_forced(venue, pos)
@@ -126,6 +126,10 @@ class OutsideCloses(Money):
             return self._assumed_terms(pos)
         self._forced_unknown_since.pop(pos.entry_order_id, None)
         return self._forced_terms(pos, forced)
+
+    def _reports_forced(self, venue: str) -> bool:
+        """The venue lists its own closes (futures venues: liquidations, auto-deleveraging)."""
+        return self.futures and hasattr(self.venues[venue].client, "forced_closes")
 
     def _assumed_terms(self, pos: Position) -> tuple[str, float, float, str]:
         """Without the venue's word: a liquidation when the last price is through the liquidation price,
