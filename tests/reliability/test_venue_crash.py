@@ -36,15 +36,16 @@ class KillingVenue(FakeBinanceFutures):
         super().__init__(*a, **kw)
         self.rng, self.p_kill, self.pid = rng, p_kill, None
         self.kills_after_post = 0
+        self.armed = False        # kill on the next booked POST, whatever the draw
 
     def _route(self, req):
         out = super()._route(req)
         if req.method == "POST" and req.path in ("/fapi/v1/order", "/fapi/v1/algoOrder") and self.pid \
-                and out[0] == 200 and self.rng.random() < self.p_kill:
+                and out[0] == 200 and (self.armed or self.rng.random() < self.p_kill):
             try:
                 os.kill(self.pid, signal.SIGKILL)
                 self.kills_after_post += 1
-                self.pid = None
+                self.pid, self.armed = None, False
             except ProcessLookupError:
                 pass
         return out
@@ -107,13 +108,19 @@ def crashed(tmp_path_factory):
         th.start()
         kills = 0
         try:
-            # KILLS kills, and on until 3 of them came right after a POST (how many POSTs fit in the random
-            # delays depends on the machine's speed), at most 3 x KILLS
-            while kills < KILLS or (venue.kills_after_post < 3 and kills < 3 * KILLS):
+            # KILLS kills at seeded random moments; some trials (and every one after KILLS while fewer
+            # than 3 kills came right after a POST) are armed: the venue kills the agent on its next booked
+            # POST. How many POSTs fit in a random delay depends on the machine's speed; an armed trial
+            # does not, so the after-POST kills happen on a slow machine too.
+            while kills < KILLS or (venue.kills_after_post < 3 and kills < KILLS + 8):
                 p = subprocess.Popen([sys.executable, str(SCRIPT), "--cycles", "100000"], cwd=tmp, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 venue.pid = p.pid
-                if rng.random() < 0.2:
+                armed = rng.random() < 0.15 or kills >= KILLS
+                if armed:
+                    venue.armed = True
+                    delay = 120.0                                 # until its next POST (or give up)
+                elif rng.random() < 0.2:
                     delay = rng.uniform(0.2, 1.5)                 # during start-up / reconciliation
                 else:                                             # in the cycles: after the first new one
                     before = committed_cycles(dbfile, timeout=1)
@@ -126,7 +133,7 @@ def crashed(tmp_path_factory):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-                venue.pid = None
+                venue.pid, venue.armed = None, False
                 err = p.stderr.read() if p.stderr else ""
                 assert p.returncode in (-signal.SIGKILL, 0), err[-3000:]
                 kills += p.returncode == -signal.SIGKILL
@@ -137,6 +144,7 @@ def crashed(tmp_path_factory):
         finally:
             stop.set()
             th.join(5)
+        print(f"{kills} kills, {venue.kills_after_post} of them right after a POST")
         yield tmp, venue, kills
 
 
