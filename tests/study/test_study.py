@@ -248,6 +248,10 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     assert "hunter2" not in md + (tmp_path / "r1" / "study.json").read_text() + out     # a secret override
     from tracer.study.cli import _masked_argv
     assert _masked_argv(argv[2:]) == [*argv[2:-1], "TB_OPTIMIZE_STORAGE=***"]      # the Reproduce line
+    from tracer.study.cli import reproduce_command
+    line = reproduce_command(argv, "futures", one["design"]["fees_bps"], one["design"]["slippage_bps"])
+    assert line is not None and line.startswith("TB_FUTURES_FEE_BPS=5 TB_SLIPPAGE_BPS=5 tracer study ")
+    assert "hunter2" not in line and line.endswith("'TB_OPTIMIZE_STORAGE=***'")     # shell-quoted
     for part in ("Out-of-sample result", "deflated Sharpe ratio", "Cost sensitivity", "Ablation", "x2 net return",
                  "long/short around the 20-day mean", "Configurations tried: **", "| `TB_FUTURES_STOP_ATR_MULT` |"):
         assert part in md

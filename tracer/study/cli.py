@@ -79,6 +79,17 @@ def _masked_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def reproduce_command(argv: list[str], agent: str, fee_bps: float, slippage_bps: float) -> str | None:
+    """The study's command line as its report shows it, with the costs it ran at in front: the defaults change
+    (the fees did on 2026-12-06), and a report must still say how to get its own numbers back."""
+    from tracer.study.components import cost_overrides
+
+    if "study" not in argv:
+        return None
+    costs = " ".join(f"{k}={float(v):g}" for k, v in cost_overrides(1.0, fee_bps, slippage_bps, agent).items())
+    return f"{costs} tracer " + " ".join(shlex.quote(a) for a in _masked_argv(argv[argv.index("study"):]))
+
+
 def run(args, env_file: str = ".env") -> int:
     from tracer.backtest.cli import _when
     from tracer.backtest.data import DataError
@@ -130,9 +141,8 @@ def run(args, env_file: str = ".env") -> int:
             outcome = run_study(cfg, progress)
     except (ConfigError, DataError, ValueError, RuntimeError) as e:
         return _fail(str(e))
-    argv = sys.argv[1:]
-    command = "tracer " + " ".join(shlex.quote(a) for a in _masked_argv(argv[argv.index("study"):])) \
-        if "study" in argv else None
+    d = outcome.doc["design"]
+    command = reproduce_command(sys.argv[1:], args.agent, d["fees_bps"], d["slippage_bps"])
     write(outcome, cfg.out, command, plots=not args.no_plot)
     m, ds = outcome.doc["oos"], outcome.doc["deflated_sharpe"]
     print(f"OOS {outcome.doc['design']['oos_from'][:10]} -> {outcome.doc['design']['oos_to'][:10]}: net return "
