@@ -86,6 +86,8 @@ class Harness:
             with self.store.transaction():
                 for o in rep.exit_orders:
                     self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)
+                for cid, v in rep.venues.items():
+                    self.store.set_order_venue(cid, v)
                 for f in rep.fills:
                     self.store.insert_fill(f, self.broker.agent)
                 for u in rep.updates:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -83,3 +84,45 @@ def test_an_exit_refused_once_goes_again_under_the_next_exit_id(hs, alpaca):
     trades = hs.settle(T0 + timedelta(hours=6))
     assert [t.exit_order_id for t in trades] == [second.client_order_id]
     assert not hs.broker.positions() and alpaca.holding(BTC) < 0.0001
+
+
+def test_the_coins_held_are_no_wallet_mismatch_and_a_real_loss_still_is(hs, alpaca):
+    """Alpaca's wallet is its cash, which paid for the coins held: the ledger counts their cost. Before, every
+    open spot position read as a loss of its whole notional (a false ``wallet_mismatch`` alert)."""
+    hs.settle()                                          # anchors with nothing open
+    assert hs.wallet_diff == pytest.approx(0.0, abs=1e-6)
+    hs.entry(qty=0.01)
+    hs.settle(T0 + timedelta(minutes=1))
+    hs.settle(T0 + timedelta(minutes=2))
+    assert hs.wallet_diff == pytest.approx(0.0, abs=0.01)
+    assert "wallet_mismatch" not in hs.events()
+    exit_of(hs, hs.broker.positions()[0], 5)             # the round trip's cash flows, fees in the coin and in USD
+    hs.settle(T0 + timedelta(hours=5))
+    assert not hs.broker.positions() and hs.wallet_diff == pytest.approx(0.0, abs=0.01)
+    assert 0 < alpaca.holding(BTC) < 0.0001              # the coin fee's rest, below the step: still held
+    hs.entry(qty=0.01)                                   # the next position takes it in, quietly
+    hs.settle(T0 + timedelta(hours=6))
+    hs.settle(T0 + timedelta(hours=7))
+    assert hs.broker.positions()[0].qty == pytest.approx(alpaca.holding(BTC))
+    assert "dust_taken_in" in hs.events() and "position_mismatch" not in hs.events()
+    assert hs.wallet_diff == pytest.approx(0.0, abs=0.01)
+    exit_of(hs, hs.broker.positions()[0], 8)
+    hs.settle(T0 + timedelta(hours=8))
+    assert hs.wallet_diff == pytest.approx(0.0, abs=0.01)
+    alpaca.cash -= Decimal("25")                         # money gone that no trade explains: still found
+    hs.settle(T0 + timedelta(hours=9))
+    hs.settle(T0 + timedelta(hours=10))
+    assert hs.wallet_diff == pytest.approx(-25.0, abs=0.01) and "wallet_mismatch" in hs.events()
+
+
+def test_a_spot_anchor_made_before_the_ledger_counted_the_coins_is_made_again(hs, alpaca):
+    import json
+    hs.entry(qty=0.01)
+    hs.settle()
+    key = f"wallet_anchor:{hs.broker.agent}"
+    with hs.store.transaction():        # an anchor as the old ledger wrote it, with a position open
+        hs.store.set_notify_state(key, json.dumps({"offset": 12345.0, "since_ms": {"alpaca": 1}}))
+    hs.settle(T0 + timedelta(hours=1))
+    hs.settle(T0 + timedelta(hours=2))
+    assert hs.wallet_diff == pytest.approx(0.0, abs=0.01) and "wallet_mismatch" not in hs.events()
+    assert json.loads(hs.store.notify_state(key))["ledger"] == "cash"

@@ -355,6 +355,8 @@ class AgentLoop(StorageFaultHandling):
         exit_signal = {t.exit_order_id: t.signal_id for t in report.trades}
         for o in report.exit_orders:
             st.insert_order(o, run_id=run_id, signal_id=exit_signal.get(o.client_order_id), price_est=o.stop_price)
+        for cid, venue in report.venues.items():
+            st.set_order_venue(cid, venue)
         for f in report.fills:
             st.insert_fill(f, self.agent)
         for u in report.updates:

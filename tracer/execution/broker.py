@@ -52,6 +52,9 @@ class BarReport:
     late_funding: list[tuple[str, float]] = field(default_factory=list)
     # broker state written with the report, in the same transaction (notify_state key -> value)
     memos: dict[str, str] = field(default_factory=dict)
+    # the venue of orders booked without being sent (an adopted position, a close seen on the venue), written
+    # with their rows: a restart must find the position on the venue that holds it, not on the main one
+    venues: dict[str, str] = field(default_factory=dict)
 
     def any(self) -> bool:
         """Anything to write."""

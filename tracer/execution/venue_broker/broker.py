@@ -40,7 +40,8 @@ from tracer.store import Store, parse_iso, utcnow
 from tracer.execution.broker import Bracket, OrderUpdate, VenueRules, exit_order_id
 from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
 from tracer.execution.venue_broker.calls import VenueState
-from tracer.execution.venue_broker.ids import TERMINAL, conditional, round_to_step, rules_reject
+from tracer.execution.venue_broker.ids import (TERMINAL, conditional, round_to_step, rules_reject, stop_order_id,
+                                              target_order_id)
 from tracer.execution.venue_broker.reconcile import Reconciliation
 from tracer.logs import kv
 from tracer.models import Order, OrderState, OrderType, Position
@@ -96,6 +97,8 @@ class VenueBroker(Reconciliation):
         self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained
         self._resized: set[str] = set()     # stop ids cancelled to cover a larger position (not a failed try)
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
+        # spot: (venue, symbol) -> the value of coins held below the venue's step, in no position (a coin fee's rest)
+        self._dust_value: dict[tuple[str, str], float] = {}
         self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
         self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
         self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
@@ -115,7 +118,11 @@ class VenueBroker(Reconciliation):
                 fees_paid: float, last_price: dict[str, float]) -> None:
         self._positions = {p.symbol: p for p in positions}
         for p in positions:
-            self._pos_venue[p.symbol] = self._venue_of(p.entry_order_id) or self.order_of_venues[0]
+            # an adopted position's row had no venue before 2026-12-07: its stop's row says where it rests
+            self._pos_venue[p.symbol] = next(
+                (v for cid in (p.entry_order_id, *(stop_order_id(p.entry_order_id, k) for k in range(p.stop_seq + 1)),
+                               target_order_id(p.entry_order_id)) if (v := self._venue_of(cid))),
+                self.order_of_venues[0])
         for order, br in pending:
             self._tracked[order.client_order_id] = (order, br, self._venue_of(order.client_order_id)
                                                     or self.order_of_venues[0])

@@ -59,6 +59,7 @@ class VenueCalls:
     _balance: dict[str, VenueBalance]
     _resized: set[str]
     _unsettled: set[str]
+    _dust_value: dict[tuple[str, str], float]
 
     def _now(self) -> datetime:
         return self.clock()

@@ -15,6 +15,9 @@ from tracer.logs import kv
 from tracer.models import OrderType
 
 
+LEDGER_SPOT = "cash"        # a spot anchor's ledger counts the cost of the coins held (see ``ledger``)
+
+
 class Money(VenueCalls):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: funding and the wallet."""
     _funding_refs: set[tuple[str, str]]
@@ -133,8 +136,11 @@ class Money(VenueCalls):
 
     def ledger(self) -> float:
         """What the booked trades, fees and funding say the wallets changed by: realised P&L (closed trades
-        and closed parts, net of their fees and funding) less the open positions' entry fees and funding."""
-        return self.realized_pnl - sum(p.entry_fee + p.funding_paid for p in self._positions.values())
+        and closed parts, net of their fees and funding) less the open positions' entry fees and funding. A
+        spot venue's wallet is its cash, which also paid for the coins held: less their cost too (price x
+        quantity held; the fee Alpaca took in the coin is in ``entry_fee``, so the two make what was paid)."""
+        held = sum(p.entry_price * p.qty for p in self._positions.values()) if not self.futures else 0.0
+        return self.realized_pnl - held - sum(p.entry_fee + p.funding_paid for p in self._positions.values())
 
     def check_wallet(self) -> float | None:
         """Money reconciles: the venues' wallets against the DB's ledger, once per cycle (after the cycle's
@@ -146,6 +152,8 @@ class Money(VenueCalls):
             return None
         wallet = sum(b.wallet for b in self._balance.values())
         a = self._anchor()
+        if a is not None and not self.futures and a.get("ledger") != LEDGER_SPOT:
+            a = None            # anchored before the spot ledger counted the coins' cost: anchored again
         if a is None or set(a.get("since_ms", {})) != set(self._balance):
             if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()):
                 return None     # an order in flight: anchor once nothing is moving
@@ -159,7 +167,7 @@ class Money(VenueCalls):
             # a venue first seen now (a backup reached for the first time) brings its wallet into the comparison
             offset = wallet - self.ledger() if a is None else \
                 float(a["offset"]) + sum(self._balance[v].wallet for v in added)
-            a = {"offset": offset, "since_ms": since}
+            a = {"offset": offset, "since_ms": since, **({} if self.futures else {"ledger": LEDGER_SPOT})}
             try:
                 with self.store.transaction():
                     self.store.set_notify_state(self._anchor_key(), json.dumps(a))
@@ -168,8 +176,11 @@ class Money(VenueCalls):
                 return None
             self._event(self.order_of_venues[0], "wallet_anchored", wallet=round(wallet, 8),
                         ledger=round(self.ledger(), 8))
-        diff = wallet - (float(a["offset"]) + self.ledger())
-        tol = 0.01 + 1e-6 * abs(wallet)
+        # spot: the coins a fee left below the step were booked as sold with their position; the cash has not
+        # got them (they are still held), so they are counted at their value now
+        dust = 0.0 if self.futures else sum(self._dust_value.values())
+        diff = wallet + dust - (float(a["offset"]) + self.ledger())
+        tol = 0.01 + 1e-6 * abs(wallet) + 0.25 * dust     # the dust was booked at its exit's price, not today's
         if abs(diff) <= tol:
             self._wallet_seen = self._wallet_alerted = None
             return diff

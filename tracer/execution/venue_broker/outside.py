@@ -75,6 +75,7 @@ class OutsideCloses(Money):
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
                   OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
         rep.exit_orders.append(o)
+        rep.venues[cid] = venue
         pos = self._book_part(pos, Fill(cid, pos.symbol, o.side, missing, px, fee, now), reason, rep,
                               OrderState.FILLED, f"{missing:g} closed on the venue; {vp.qty:g} left open; "
                                                  + forced_note(reason, forced_ids))

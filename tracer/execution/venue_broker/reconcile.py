@@ -134,11 +134,7 @@ class Reconciliation(Protection, OutsideCloses):
     def _untradeable(self, venue: str, pos: Position, filled: float) -> bool:
         """What a fill leaves is below the venue's step or minimum quantity (e.g. an exit rounded down to the
         step after a spot fee taken in the coin): no order can close it, so the position is closed."""
-        try:
-            r = self._call(venue, "rules", pos.symbol)
-        except VenueError:
-            return False
-        return pos.qty - filled < max(r.min_qty, r.step_size) - 1e-12
+        return self._below_step(venue, pos.symbol, pos.qty - filled)
 
     def _exit_ended_unfilled(self, order: Order, vo: VenueOrder, venue: str) -> None:
         """A reduce-only order ended without a fill (a market exit expired, a stop expired or was cancelled on
@@ -264,8 +260,12 @@ class Reconciliation(Protection, OutsideCloses):
                         if shrank and (pending_exit or any(self._tracked[c][0].symbol == sym
                                                            for c in self._unsettled if c in self._tracked)):
                             continue    # an exit of ours filled in part: booked with that order, not here
-                        self._event(venue, "position_mismatch", symbol=sym, alert=True, db_qty=pos.qty,
-                                    venue_qty=vp.qty, db_side=pos.side.value, venue_side=vp.side.value)
+                        # spot: a new position takes in the coins an earlier one left below the step: no alarm
+                        dust_in = not self.futures and vp.side is pos.side and vp.qty > pos.qty and \
+                            self._below_step(venue, sym, vp.qty - pos.qty)
+                        self._event(venue, "dust_taken_in" if dust_in else "position_mismatch", symbol=sym,
+                                    alert=not dust_in, db_qty=pos.qty, venue_qty=vp.qty, db_side=pos.side.value,
+                                    venue_side=vp.side.value)
                         if shrank and not self._untradeable(venue, pos, vp.qty) and not self._coin_fee(pos, vp.qty):
                             reduced = self._reduced_on_venue(venue, pos, vp, rep, now)
                             if reduced is None:
@@ -279,8 +279,15 @@ class Reconciliation(Protection, OutsideCloses):
                                                    margin=vp.margin or pos.margin)
                     if vp.mark_price:
                         self.last_price[sym] = vp.mark_price
+            for sym in [k for k in self._dust_value if k[0] == venue]:
+                del self._dust_value[sym]
             for sym, vp in vps.items():
-                if sym not in self._positions and not self._dust(venue, vp) and not self._entry_in_flight(venue, sym):
+                if sym in self._positions:
+                    continue
+                if self._dust(venue, vp):
+                    px = vp.mark_price or self.last_price.get(sym, vp.entry_price)
+                    self._dust_value[(venue, sym)] = vp.qty * px if vp.side is PositionSide.LONG else 0.0
+                elif not self._entry_in_flight(venue, sym):
                     self._adopt(venue, vp, rep, now)
             self._cancel_orphans(venue, rep)
 
@@ -310,6 +317,7 @@ class Reconciliation(Protection, OutsideCloses):
                 fill = replace(fill, ts=min(fill.ts, now))
                 if row is None:
                     rep.exit_orders.append(o)
+                    rep.venues[cid] = venue
                 self._tracked.pop(cid, None)
                 self._exit_filled(o, fill, venue, rep, vo.state)
                 if pos.symbol not in self._positions:
@@ -326,11 +334,19 @@ class Reconciliation(Protection, OutsideCloses):
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
                   OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
         rep.exit_orders.append(o)
+        rep.venues[cid] = venue
         self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
                     assumed={"liquidation": "liquidation", "adl": "auto-deleveraging"}.get(reason, "closed outside the agent"),
                     price=px, forced_orders=forced_ids)
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
                        o.reason, venue, rep, liquidated=bool(liq), note=forced_note(reason, forced_ids))
+
+    def _below_step(self, venue: str, symbol: str, qty: float) -> bool:
+        try:
+            r = self._call(venue, "rules", symbol)
+        except VenueError:
+            return False
+        return qty < max(r.min_qty, r.step_size) - 1e-12
 
     def _dust(self, venue: str, vp: VenuePosition) -> bool:
         """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""
@@ -348,6 +364,7 @@ class Reconciliation(Protection, OutsideCloses):
         o = Order(cid, self.agent, vp.symbol, side, vp.qty, OrderType.MARKET, leverage=vp.leverage,
                   purpose="adopted", reason="position found on the venue", created_at=now)
         rep.exit_orders.append(o)
+        rep.venues[cid] = venue
         fill = Fill(cid, vp.symbol, side, vp.qty, vp.entry_price, 0.0, now)
         rep.fills.append(fill)
         rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "adopted from the venue", vp.qty, vp.entry_price))

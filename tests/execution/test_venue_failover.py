@@ -1,0 +1,76 @@
+"""The main venue (Binance) and the backup (Bybit) together, through the real python-binance / pybit clients over
+HTTP against the two fake venues: a position lives on the venue that holds it, across restarts, and an order
+sent to one venue is never sent again to the other."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from fakes.binance_futures_venue import FakeBinanceFutures
+from fakes.bybit_venue import FakeBybit
+from tracer.execution.venue import OrderSpec, VenueOrderType
+from tracer.execution.venue_broker import VenueBroker, stop_order_id
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
+from tracer.execution.venues.bybit import BybitFuturesClient
+from tracer.models import OrderState, Side
+from tracer.store import row_to_order
+
+from venue_harness import BTC, KEY, LOG, SECRET, T0, Harness
+
+
+@pytest.fixture
+def venues():
+    with FakeBinanceFutures(KEY, SECRET) as bn, FakeBybit(KEY, SECRET) as by:
+        yield bn, by
+
+
+def clients(bn, by):
+    return [BinanceFuturesClient(KEY, SECRET, bn.url, timeout_s=0.5), BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)]
+
+
+def restarted(h, bn, by) -> VenueBroker:
+    """A new broker rebuilt from the DB, as the agent loop does after a restart."""
+    b = VenueBroker("futures", clients(bn, by), h.store, LOG, futures=True, backoff_s=0.0, sleep=lambda s: None)
+    pending = [(row_to_order(r), None) for r in h.store.orders_in_state("futures", OrderState.SUBMITTED)]
+    b.restore(h.store.open_positions("futures"), pending, 0.0, 0.0, {})
+    b.last_price[BTC] = 43000.0
+    return b
+
+
+def adopted_on_bybit(h, bn, by):
+    bn.down()
+    h.settle(T0)                                   # Binance unreachable: the backup is in use
+    BybitFuturesClient(KEY, SECRET, by.url).place_order(OrderSpec("manual-1", BTC, Side.BUY, 0.01,
+                                                                  VenueOrderType.MARKET))
+    h.settle(T0 + timedelta(minutes=1))
+    assert "position_adopted" in h.events()
+    h.broker.set_brackets({})                      # the fallback stop of an adopted position
+    h.settle(T0 + timedelta(minutes=2))
+    pos = h.broker.positions()[0]
+    sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+    assert h.state(sid) == "submitted" and by.order_by_link(sid)["orderStatus"] == "Untriggered"
+    bn.up()
+    by.set_price("BTCUSDT", 43000.0)
+    return pos, sid
+
+
+@pytest.mark.parametrize("legacy_row", [False, True], ids=["venue-recorded", "adopt-row-without-venue"])
+def test_a_position_adopted_on_the_backup_stays_there_after_a_restart(venues, tmp_path, legacy_row):
+    """Before, the adoption's row had no venue, so a restart put the position on the main venue: the next sync
+    booked a made-up close there, marked its Bybit stop cancelled while it rested on Bybit, and adopted the
+    Bybit position again without a stop. A row written before the fix is placed by its stop's venue."""
+    bn, by = venues
+    h = Harness(tmp_path, clients(bn, by))
+    pos, sid = adopted_on_bybit(h, bn, by)
+    assert h.store.order(pos.entry_order_id)["venue"] == "bybit"
+    if legacy_row:
+        with h.store.transaction():
+            h.store.conn.execute("UPDATE orders SET venue=NULL WHERE client_order_id=?", (pos.entry_order_id,))
+    b = restarted(h, bn, by)
+    assert b._pos_venue[BTC] == "bybit"
+    rep = b.sync(T0 + timedelta(hours=1))
+    assert rep.trades == [] and "position_adopted" not in [u.reason for u in rep.updates]
+    assert not [u for u in rep.updates if u.client_order_id == sid and u.state is OrderState.CANCELED]
+    assert by.positions["BTCUSDT"].size == 0.01 and by.order_by_link(sid)["orderStatus"] == "Untriggered"
+    assert [p.entry_order_id for p in b.positions()] == [pos.entry_order_id]
