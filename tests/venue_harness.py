@@ -82,7 +82,11 @@ class Harness:
                 self.send(o, br)
             rep = self.broker.sync(now)
             if not rep.any():
-                break
+                more = self.broker.take_outbox()     # queued while sending, as the loop does
+                if not more:
+                    break
+                self.broker.requeue(more)
+                continue
             with self.store.transaction():
                 for o in rep.exit_orders:
                     self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)

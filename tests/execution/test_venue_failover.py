@@ -74,3 +74,53 @@ def test_a_position_adopted_on_the_backup_stays_there_after_a_restart(venues, tm
     assert not [u for u in rep.updates if u.client_order_id == sid and u.state is OrderState.CANCELED]
     assert by.positions["BTCUSDT"].size == 0.01 and by.order_by_link(sid)["orderStatus"] == "Untriggered"
     assert [p.entry_order_id for p in b.positions()] == [pos.entry_order_id]
+
+
+def test_an_unclear_entry_on_the_main_venue_is_not_sent_to_the_backup_during_a_ban(venues, tmp_path):
+    """The Binance POST is processed but its answer times out, and the lookup meets an IP ban. Before, the next
+    cycle asked Bybit (the order's venue was written only after a clear POST), which had never heard of it, and
+    sent the same entry there: two positions, the Binance one unknown to the agent and without a stop."""
+    from venue_harness import Clock
+    bn, by = venues
+    clock = Clock(T0)
+    h = Harness(tmp_path, clients(bn, by), clock=clock)
+    bn.inject("POST /fapi/v1/order", "timeout", when="after", seconds=1.0)
+    bn.inject("GET /fapi/v1/order", 418, retry_after=7200)
+    o = h.entry()
+    assert h.state(o.client_order_id) == "new" and "BTCUSDT" in bn.positions
+    assert h.store.order(o.client_order_id)["venue"] == "binance"
+    clock.advance(hours=1)
+    h.settle(T0 + timedelta(hours=1))                 # the ban goes on: the entry cannot be confirmed
+    assert by.post_counts.get(o.client_order_id, 0) == 0 and h.state(o.client_order_id) == "new"
+    newer = h.entry(qty=0.01)                         # a newer BTC decision meanwhile goes nowhere either
+    assert h.state(newer.client_order_id) == "new" and by.post_counts.get(newer.client_order_id, 0) == 0
+    h.broker.venues["binance"].banned_until = None    # the ban is over
+    clock.advance(hours=1)
+    h.settle(clock.now)
+    h.settle(clock.now)
+    pos = h.broker.positions()
+    assert [(p.entry_order_id, h.broker._pos_venue[p.symbol]) for p in pos] == [(o.client_order_id, "binance")]
+    assert any(a["clientAlgoId"] == stop_order_id(o.client_order_id) and a["algoStatus"] == "NEW"
+               for a in bn.algo_orders.values())      # protected on the venue that holds it
+    assert "BTCUSDT" not in by.positions or by.positions["BTCUSDT"].size == 0
+
+
+def test_a_second_position_of_a_symbol_on_the_other_venue_is_alerted_once(venues, tmp_path):
+    """One position per symbol: one the agent did not open on the other venue (an order sent to both, or opened
+    by hand) is neither traded nor adopted over the booked one, and it is said loudly, once. Before, nothing."""
+    bn, by = venues
+    h = Harness(tmp_path, clients(bn, by))
+    bn.down()
+    h.entry(qty=0.01)                                  # Binance down: the entry goes to Bybit
+    h.settle()
+    bn.up()
+    h.broker.venues["binance"].down_until = None       # its cool-down over: the main venue is in use again
+    assert h.broker._pos_venue[BTC] == "bybit"
+    BinanceFuturesClient(KEY, SECRET, bn.url).place_order(OrderSpec("web_manual", BTC, Side.SELL, 0.02,
+                                                                    VenueOrderType.MARKET))
+    h.settle(T0 + timedelta(hours=1))
+    h.settle(T0 + timedelta(hours=2))
+    assert h.events().count("position_on_second_venue") == 1
+    assert any("position on second venue BTC/USD" in a for a in h.alerts)
+    assert [h.broker._pos_venue[p.symbol] for p in h.broker.positions()] == ["bybit"]
+    assert "position_adopted" not in h.events()

@@ -2,8 +2,8 @@
 
 Binance's client ids are unique only among *open* orders, a timed-out request ("execution status unknown") can
 be processed after a lookup said "Order does not exist", and that answer can lag an order that exists. So: an
-entry is never POSTed twice in one go, a refusal after an unclear POST is checked against the venue, a duplicate
-id means "ours, look it up", and an order the venue does not show is not given up (nor its position adopted as
+entry or a market exit is never POSTed twice in one go, a refusal after an unclear POST is checked against the
+venue, a duplicate id means "ours, look it up", and an order the venue does not show is not given up (nor its position adopted as
 a second one) before a grace has passed."""
 from __future__ import annotations
 
@@ -70,25 +70,31 @@ def test_entry_the_venue_never_saw_is_sent_again_only_after_the_grace(hc, venue,
     assert hc.state(cid) == "filled" and venue_qty(venue) == pytest.approx(0.01)
 
 
-def test_exit_processed_between_the_lookup_and_the_second_post_is_booked_at_its_fill(hc, venue):
+def test_exit_processed_after_the_lookup_is_booked_at_its_fill_and_never_posted_twice(hc, venue):
+    """An exit whose POST times out and that the lookup does not find is not POSTed again under its id (Binance
+    would take a second POST as a second order once the first has ended); the next exit id goes out instead."""
     o = hc.entry(qty=0.01)
     hc.settle()
     pos = hc.broker.positions()[0]
     venue.set_price("BTCUSDT", 42500.0)
-    # the exit times out; the lookup finds nothing; the venue processes it; our second POST is refused (-2022)
+    # the exit times out; the lookup finds nothing; the venue processes it a moment later
     venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6, process_after=2)
     ex = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
                reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5))
     hc.send(ex)
-    assert venue.post_counts[ex.client_order_id] == 2 and venue_qty(venue) == 0.0
-    assert hc.state(ex.client_order_id) == "submitted"       # the first POST's fill, not the second's refusal
+    assert venue.post_counts[ex.client_order_id] == 1
+    assert hc.state(ex.client_order_id) == "new" and "exit_unconfirmed" in hc.events()
+    nxt = exit_order_id(pos.entry_order_id, 1)
     trades = hc.settle()
-    assert [(t.exit_reason, t.exit_price) for t in trades] == [("signal", pytest.approx(42500.0))]
+    assert [(t.exit_reason, t.exit_price, t.exit_order_id) for t in trades] == \
+        [("signal", pytest.approx(42500.0), ex.client_order_id)]
     assert trades[0].pnl == pytest.approx(500.0 * 0.01 - trades[0].fees)
-    assert hc.state(ex.client_order_id) == "filled" and not hc.broker.positions()
+    assert hc.state(ex.client_order_id) == "filled" and not hc.broker.positions() and venue_qty(venue) == 0.0
+    assert hc.state(nxt) == "rejected" and venue.post_counts[nxt] == 1      # nothing left to reduce
     assert "position_closed_on_venue" not in hc.events()
     assert abs(hc.wallet_diff or 0.0) < 1e-6
     assert o.client_order_id in booked(venue)
+    assert_no_duplicates(venue)
 
 
 def test_stop_found_under_a_duplicate_id_is_tracked_not_counted_as_refused(hc, venue):
@@ -260,3 +266,45 @@ def test_stops_resized_for_a_larger_position_use_no_stop_attempt(hc, venue):
     sid = stop_order_id(o.client_order_id, 4)
     assert hc.state(sid) == "submitted" and float(algo(venue, sid)["quantity"]) == pytest.approx(0.16)
     assert "position_unprotected" not in hc.events()
+
+
+def test_exit_processed_late_in_part_is_booked_at_its_fill_and_the_rest_leaves_under_the_next_id(tmp_path):
+    """A market exit processed late can meet a thin book: half fills and the rest expires. Before, the same id
+    was POSTed again and Binance (ids unique only among open orders) took it as a second order: the venue held
+    two orders under one id, one was never booked, and its half was booked as closed on the venue at a later
+    price with no fee."""
+    from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
+
+    class ThinBook(FakeBinanceFutures):
+        thin_for: set = set()
+
+        def _new_order(self, params, fault):
+            cid = params.get("newClientOrderId")
+            if cid in self.thin_for and fault is None:
+                self.thin_for.discard(cid)
+                fault = _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": 0.5})
+            return super()._new_order(params, fault)
+
+    with ThinBook(KEY, SECRET) as venue:
+        h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())
+        h.entry(qty=0.02)
+        h.settle()
+        pos = h.broker.positions()[0]
+        venue.set_price("BTCUSDT", 42500.0)
+        h.broker.last_price[BTC] = 42500.0
+        ex = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+                   reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5))
+        venue.thin_for = {ex.client_order_id}
+        venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6, process_after=2)
+        h.send(ex)
+        trades = h.settle(T0 + timedelta(hours=5))
+        venue.set_price("BTCUSDT", 41200.0)            # the market moves on
+        h.broker.last_price[BTC] = 41200.0
+        trades += h.settle(T0 + timedelta(hours=6))
+        assert all(n == 1 for n in venue.post_counts.values())
+        assert_no_duplicates(venue)
+        assert sorted((t.exit_order_id, t.qty) for t in trades) == \
+            [(ex.client_order_id, pytest.approx(0.01)), (exit_order_id(pos.entry_order_id, 1), pytest.approx(0.01))]
+        assert [t.exit_price for t in trades] == [pytest.approx(42500.0)] * 2
+        assert not h.broker.positions() and "BTCUSDT" not in venue.positions or venue_qty(venue) == 0.0
+        assert abs(h.wallet_diff or 0.0) < 0.01

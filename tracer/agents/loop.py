@@ -403,7 +403,11 @@ class AgentLoop(StorageFaultHandling):
             self._send_broker_orders(self.broker.take_outbox())
             rep = self.broker.sync(now)
             if not rep.any():
-                break
+                more = self.broker.take_outbox()     # queued while sending (an unclear exit's next id)
+                if not more:
+                    break
+                self.broker.requeue(more)
+                continue
             with self.store.transaction():
                 self._write_report(res.run_id, rep, now)
                 res.fills += len(rep.fills)

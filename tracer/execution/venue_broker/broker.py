@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 from tracer.store import Store, parse_iso, utcnow
 from tracer.execution.broker import Bracket, OrderUpdate, VenueRules, exit_order_id
 from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
-from tracer.execution.venue_broker.calls import VenueState
+from tracer.execution.venue_broker.calls import UNCONFIRMED, VenueState
 from tracer.execution.venue_broker.ids import (TERMINAL, conditional, round_to_step, rules_reject, stop_order_id,
                                               target_order_id)
 from tracer.execution.venue_broker.reconcile import Reconciliation
@@ -99,6 +99,7 @@ class VenueBroker(Reconciliation):
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
         # spot: (venue, symbol) -> the value of coins held below the venue's step, in no position (a coin fee's rest)
         self._dust_value: dict[tuple[str, str], float] = {}
+        self._elsewhere: set[tuple[str, str]] = set()     # (venue, symbol) held there while booked on another
         self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
         self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
         self._wallet_seen: float | None = None              # last wallet difference seen (alert once it repeats)
@@ -209,13 +210,6 @@ class VenueBroker(Reconciliation):
         return OrderUpdate(client_order_id, OrderState.SUBMITTED if vo.state is not OrderState.REJECTED
                            else OrderState.REJECTED, vo.reason)
 
-    def _set_venue(self, cid: str, venue: str, venue_order_id: str | None) -> None:
-        try:
-            with self.store.transaction():
-                self.store.set_order_venue(cid, venue, venue_order_id or None)
-        except Exception as e:
-            self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
-
     def venue_for(self, order: Order) -> str:
         """Where :meth:`submit` sends ``order``: a closing order to the venue holding its position, anything
         else to the entry venue (the main one, or the backup while the main one is down or banned)."""
@@ -259,6 +253,12 @@ class VenueBroker(Reconciliation):
             # a client id is sent at most once: a refused exit is not re-sent under the same id
             return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
         pos = self._positions.get(order.symbol)
+        if order.reduce_only and pos is not None and row is not None and \
+                str(row["state_reason"] or "").startswith(UNCONFIRMED) and \
+                cid in {exit_order_id(pos.entry_order_id, k) for k in range(pos.exit_seq)}:
+            # an exit whose POST was unclear and that the position has moved past (its next id went out): a
+            # retry of it could be a second order under one id (Binance ids are unique only among open orders)
+            return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; not sent again")
         venue = self.venue_for(order)
         client = self.venues[venue].client
         try:
@@ -293,7 +293,19 @@ class VenueBroker(Reconciliation):
         spec = OrderSpec(cid, order.symbol, order.side, qty, vtype, order.reduce_only, order.stop_price)
         vo = self._place(venue, client, spec)
         if isinstance(vo, OrderUpdate):
-            if vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
+            if vo.state is OrderState.NEW and (vo.reason or "").startswith(UNCONFIRMED) and pos is not None and \
+                    order.reduce_only and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+                # the exit may or may not be on the venue: it is asked for by its id next cycle, and the rest of
+                # the position goes out now under the next exit id (reduce-only: together they close no more
+                # than the position)
+                prev = self.store.order(exit_order_id(pos.entry_order_id, pos.exit_seq - 1)) if pos.exit_seq else None
+                again = prev is not None and str(prev["state_reason"] or "").startswith(UNCONFIRMED)
+                pos = replace(pos, exit_seq=pos.exit_seq + 1)
+                self._positions[order.symbol] = pos
+                self._queue_exit(pos, order.reason or "exit", order.created_at)
+                self._event(venue, "exit_unconfirmed", symbol=order.symbol, cid=cid, alert=not again,
+                            message=vo.reason or "", action="the next exit id goes out now")
+            elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
                 self._protection_refused(order, vo)
             elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
                 # most often the venue's own stop or target closed it a moment earlier: sync books that;
@@ -353,8 +365,11 @@ class VenueBroker(Reconciliation):
             if created is not None and parse_iso(r["created_at"]) > created:
                 return OrderUpdate(cid, OrderState.CANCELED,
                                    f"superseded by a newer entry decision ({r['client_order_id']}); never sent")
+            # asked where it was sent (its venue is written before its POST): during a ban of the main venue
+            # the backup has never heard of it, and that is no proof it was never sent
+            there = r["venue"] if r["venue"] in self.venues else venue
             try:
-                vo = self._call(venue, "get_order", sym, r["client_order_id"], conditional=False)
+                vo = self._call(there, "get_order", sym, r["client_order_id"], conditional=False)
             except VenueError as e:
                 return self._refused(venue, order, e, f"an older {sym} entry ({r['client_order_id']}) "
                                                       f"cannot be confirmed")

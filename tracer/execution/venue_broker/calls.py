@@ -18,6 +18,9 @@ from tracer.logs import kv
 from tracer.models import Order, OrderState, Position
 
 
+UNCONFIRMED = "unconfirmed"      # a state reason: the order's POST was unclear (it may or may not be on the venue)
+
+
 @dataclass
 class VenueState:
     """Per-venue health, in memory only (a restart starts optimistic and learns again)."""
@@ -60,6 +63,7 @@ class VenueCalls:
     _resized: set[str]
     _unsettled: set[str]
     _dust_value: dict[tuple[str, str], float]
+    _elsewhere: set[tuple[str, str]]
 
     def _now(self) -> datetime:
         return self.clock()
@@ -156,11 +160,16 @@ class VenueCalls:
         that the venue does not confirm, it stays ``new`` and the next cycle asks again before anything is sent
         (Binance's client ids are unique only among *open* orders, and a timed-out request can still be
         processed after a lookup said "does not exist": a second POST of a market entry would be a second
-        position). A reduce-only order may go again (it cannot open anything), and any refusal of that second
-        POST is checked against the venue first: the first may have filled meanwhile."""
+        position). A market exit neither: a first POST processed late may have filled only in part and expired,
+        and Binance would take a second POST under the same id as a second order; the position's next exit id
+        goes out instead (:meth:`submit`). A venue stop or target may go again: a first one processed late rests
+        open, so the venue refuses the second as a duplicate id, and any refusal of that second POST is checked
+        against the venue first. The order's venue is written before its first POST, so a lookup after a crash
+        or during a ban asks the venue that may have it, never another one."""
         st = self.venues[venue]
         if not st.usable(self._now()):
             return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
+        self._set_venue(spec.client_order_id, venue, None)
         resynced = False
         unclear = False        # an earlier POST of this call may still be processed by the venue
         for attempt in range(1, self.max_retries + 1):
@@ -205,27 +214,34 @@ class VenueCalls:
                 except VenueError as e2:
                     # cannot confirm either way: leave it to the reconciliation, never re-POST blind
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
-                                       f"unconfirmed after {type(e).__name__}: lookup failed ({type(e2).__name__})")
+                                       f"{UNCONFIRMED} after {type(e).__name__}: lookup failed ({type(e2).__name__})")
                 if found is not None:
                     self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
                     return found
-                if not spec.reduce_only:
+                if not spec.reduce_only or spec.type is VenueOrderType.MARKET:
                     # "does not exist" right after a timeout is not proof: the next cycle asks again (and
-                    # checks the venue's positions) before this entry is ever sent again
+                    # checks the venue's positions) before this id is ever sent again
                     self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
                                 action="not sent again now; asked again next cycle")
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
-                                       f"unconfirmed after {type(e).__name__}: not known to the venue yet")
+                                       f"{UNCONFIRMED} after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
+
+    def _set_venue(self, cid: str, venue: str, venue_order_id: str | None) -> None:
+        try:
+            with self.store.transaction():
+                self.store.set_order_venue(cid, venue, venue_order_id or None)
+        except Exception as e:
+            self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
 
     def _lookup_or_new(self, venue: str, symbol: str, cid: str, conditional: bool, why: str) -> VenueOrder | OrderUpdate:
         """The venue's order under ``cid``, or NEW (asked again next cycle) when it cannot be read now."""
         try:
             found = self._call(venue, "get_order", symbol, cid, conditional=conditional)
         except VenueError as e:
-            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {why}; lookup failed ({type(e).__name__})")
+            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: {why}; lookup failed ({type(e).__name__})")
         if found is None:
-            return OrderUpdate(cid, OrderState.NEW, f"unconfirmed: {why}; not found yet")
+            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: {why}; not found yet")
         self._event(venue, "order_found_after_ambiguous", symbol=symbol, cid=cid)
         return found
 

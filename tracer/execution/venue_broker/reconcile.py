@@ -283,7 +283,17 @@ class Reconciliation(Protection, OutsideCloses):
                 del self._dust_value[sym]
             for sym, vp in vps.items():
                 if sym in self._positions:
+                    if self._pos_venue.get(sym) != venue and not self._dust(venue, vp) and \
+                            (venue, sym) not in self._elsewhere:
+                        # one position per symbol: a second one on another venue (an order of ours sent to
+                        # both, or opened by hand) is not traded by the agent; it is said loudly, once
+                        self._elsewhere.add((venue, sym))
+                        self._event(venue, "position_on_second_venue", symbol=sym, alert=True, qty=vp.qty,
+                                    side=vp.side.value, booked_on=self._pos_venue.get(sym),
+                                    message=f"{vp.side.value} {vp.qty:g} here while the agent's {sym} position "
+                                            f"is on {self._pos_venue.get(sym)}: close one by hand")
                     continue
+                self._elsewhere.discard((venue, sym))
                 if self._dust(venue, vp):
                     px = vp.mark_price or self.last_price.get(sym, vp.entry_price)
                     self._dust_value[(venue, sym)] = vp.qty * px if vp.side is PositionSide.LONG else 0.0
@@ -297,6 +307,10 @@ class Reconciliation(Protection, OutsideCloses):
         ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), "stop_loss", OrderType.STOP),
                 (target_order_id(pos.entry_order_id), "take_profit", OrderType.LIMIT),
                 (exit_order_id(pos.entry_order_id, pos.exit_seq), "exit", OrderType.MARKET)]
+        # and an earlier exit whose POST was unclear (still ``new``): the venue may have processed it late
+        ours += [(cid, "exit", OrderType.MARKET) for k in range(pos.exit_seq - 1, -1, -1)
+                 if (row := self.store.order(cid := exit_order_id(pos.entry_order_id, k))) is not None
+                 and OrderState(row["state"]) is OrderState.NEW]
         # booked earlier in this sync (its DB row is written with the cycle): not what closed the rest either
         booked_now = {u.client_order_id for u in rep.updates}
         for cid, reason, typ in ours:
