@@ -1,6 +1,6 @@
 """The main venue (Binance) and the backup (Bybit) together, through the real python-binance / pybit clients over
-HTTP against the two fake venues: a position lives on the venue that holds it, across restarts, and an order
-sent to one venue is never sent again to the other."""
+HTTP against the two fake venues: a position lives on the venue that holds it, across restarts, an order sent to
+one venue is never sent again to the other, and a stop the backup rejects after accepting it is a refused stop."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -124,3 +124,28 @@ def test_a_second_position_of_a_symbol_on_the_other_venue_is_alerted_once(venues
     assert any("position on second venue BTC/USD" in a for a in h.alerts)
     assert [h.broker._pos_venue[p.symbol] for p in h.broker.positions()] == ["bybit"]
     assert "position_adopted" not in h.events()
+
+
+def test_a_bybit_stop_accepted_then_rejected_is_handled_as_a_refused_stop(venues, tmp_path):
+    """Bybit answers an order's ids first and can reject it a moment later (orderStatus Rejected). Before, a
+    stop rejected that way was booked as rejected with no alert and no check that the market was already
+    through its level."""
+    bn, by = venues
+    real = by._create
+
+    def create(p):
+        out = real(p)
+        if p.get("triggerPrice") and out.get("retCode") == 0:
+            o = by.orders[out["result"]["orderId"]]
+            o["orderStatus"], o["rejectReason"] = "Rejected", "EC_PerCancelRequest"
+        return out
+
+    by._create = create
+    h = Harness(tmp_path, [BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)])
+    o = h.entry(qty=0.01)
+    h.settle()
+    sid = stop_order_id(o.client_order_id)
+    assert h.state(sid) == "rejected"
+    assert "position_unprotected" in h.events() and any("position unprotected" in a for a in h.alerts)
+    # each next stop goes out under a new id, a bounded number of times; then the agent watches the level itself
+    assert h.broker.positions()[0].stop_seq == h.broker.stop_attempts

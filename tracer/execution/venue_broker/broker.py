@@ -293,33 +293,7 @@ class VenueBroker(Reconciliation):
         spec = OrderSpec(cid, order.symbol, order.side, qty, vtype, order.reduce_only, order.stop_price)
         vo = self._place(venue, client, spec)
         if isinstance(vo, OrderUpdate):
-            if vo.state is OrderState.NEW and (vo.reason or "").startswith(UNCONFIRMED) and pos is not None and \
-                    order.reduce_only and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
-                # the exit may or may not be on the venue: it is asked for by its id next cycle, and the rest of
-                # the position goes out now under the next exit id (reduce-only: together they close no more
-                # than the position)
-                prev = self.store.order(exit_order_id(pos.entry_order_id, pos.exit_seq - 1)) if pos.exit_seq else None
-                again = prev is not None and str(prev["state_reason"] or "").startswith(UNCONFIRMED)
-                pos = replace(pos, exit_seq=pos.exit_seq + 1)
-                self._positions[order.symbol] = pos
-                self._queue_exit(pos, order.reason or "exit", order.created_at)
-                self._event(venue, "exit_unconfirmed", symbol=order.symbol, cid=cid, alert=not again,
-                            message=vo.reason or "", action="the next exit id goes out now")
-            elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
-                self._protection_refused(order, vo)
-            elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
-                # most often the venue's own stop or target closed it a moment earlier: sync books that;
-                # if the venue still holds the position, say so loudly
-                vp = self._venue_position(venue, order.symbol)
-                if vp is not None:
-                    # the position's next exit goes out under a new id (a refused id is never sent again):
-                    # without it, every later exit of this position would be refused by the DB, unsent
-                    nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
-                    if nxt:
-                        self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
-                    self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
-                                message=vo.reason or "", venue_qty=vp.qty,
-                                action="the next exit goes out under a new id" if nxt else "")
+            self._not_placed(order, vo, pos, venue)
             return vo
         self._tracked[cid] = (replace(order, qty=qty), bracket, venue)
         self._set_venue(cid, venue, vo.venue_order_id)
@@ -327,8 +301,42 @@ class VenueBroker(Reconciliation):
                          qty=qty, state=vo.state.value))
         if vo.state is OrderState.REJECTED:
             self._tracked.pop(cid, None)
-            return OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
+            upd = OrderUpdate(cid, OrderState.REJECTED, vo.reason or "rejected by the venue")
+            if order.purpose in ("stop", "target"):     # accepted, then rejected (Bybit answers ids first)
+                self._protection_refused(order, upd)
+            return upd
         return OrderUpdate(cid, OrderState.SUBMITTED, None)
+
+    def _not_placed(self, order: Order, vo: OrderUpdate, pos: Position | None, venue: str) -> None:
+        """What an order the venue did not take (refused, or its POST unclear) means for its position."""
+        cid = order.client_order_id
+        if vo.state is OrderState.NEW and (vo.reason or "").startswith(UNCONFIRMED) and pos is not None and \
+                order.reduce_only and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+            # the exit may or may not be on the venue: it is asked for by its id next cycle, and the rest of
+            # the position goes out now under the next exit id (reduce-only: together they close no more
+            # than the position)
+            prev = self.store.order(exit_order_id(pos.entry_order_id, pos.exit_seq - 1)) if pos.exit_seq else None
+            again = prev is not None and str(prev["state_reason"] or "").startswith(UNCONFIRMED)
+            pos = replace(pos, exit_seq=pos.exit_seq + 1)
+            self._positions[order.symbol] = pos
+            self._queue_exit(pos, order.reason or "exit", order.created_at)
+            self._event(venue, "exit_unconfirmed", symbol=order.symbol, cid=cid, alert=not again,
+                        message=vo.reason or "", action="the next exit id goes out now")
+        elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
+            self._protection_refused(order, vo)
+        elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
+            # most often the venue's own stop or target closed it a moment earlier: sync books that;
+            # if the venue still holds the position, say so loudly
+            vp = self._venue_position(venue, order.symbol)
+            if vp is not None:
+                # the position's next exit goes out under a new id (a refused id is never sent again):
+                # without it, every later exit of this position would be refused by the DB, unsent
+                nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
+                if nxt:
+                    self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
+                self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
+                            message=vo.reason or "", venue_qty=vp.qty,
+                            action="the next exit goes out under a new id" if nxt else "")
 
     def _held_unconfirmed(self, order: Order, bracket: Bracket | None, venue: str) -> OrderUpdate | None:
         """An entry left unconfirmed after an unclear POST is not sent again within ``unconfirmed_grace``:
