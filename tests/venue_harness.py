@@ -82,11 +82,10 @@ class Harness:
                 self.send(o, br)
             rep = self.broker.sync(now)
             if not rep.any():
-                more = self.broker.take_outbox()     # queued while sending, as the loop does
-                if not more:
-                    break
+                more = self.broker.take_outbox()     # an exit queued while sending goes now, as in the loop
                 self.broker.requeue(more)
-                continue
+                if not any(o.purpose == "exit" for o, _ in more):
+                    break
             with self.store.transaction():
                 for o in rep.exit_orders:
                     self.store.insert_order(o, run_id=None, signal_id=None, price_est=o.stop_price)

@@ -147,5 +147,36 @@ def test_a_bybit_stop_accepted_then_rejected_is_handled_as_a_refused_stop(venues
     sid = stop_order_id(o.client_order_id)
     assert h.state(sid) == "rejected"
     assert "position_unprotected" in h.events() and any("position unprotected" in a for a in h.alerts)
-    # each next stop goes out under a new id, a bounded number of times; then the agent watches the level itself
-    assert h.broker.positions()[0].stop_seq == h.broker.stop_attempts
+    # the next stop goes out under a new id next cycle (a bounded number of times); meanwhile the agent watches it
+    assert h.broker.positions()[0].stop_seq == 1
+
+
+def test_an_entry_refused_before_processing_on_the_main_venue_goes_to_the_backup(venues, tmp_path):
+    """A POST answered 418 never reached the order book: the order's venue is cleared again, so it fails over."""
+    bn, by = venues
+    h = Harness(tmp_path, clients(bn, by))
+    bn.inject("POST /fapi/v1/order", 418, retry_after=7200)
+    o = h.entry(qty=0.01)
+    assert h.state(o.client_order_id) == "new" and h.store.order(o.client_order_id)["venue"] is None
+    h.settle(T0 + timedelta(minutes=1))
+    h.settle(T0 + timedelta(minutes=2))
+    assert by.post_counts.get(o.client_order_id, 0) == 1 and h.state(o.client_order_id) == "filled"
+
+
+def test_a_second_position_opened_again_on_the_other_venue_is_alerted_again(venues, tmp_path):
+    bn, by = venues
+    h = Harness(tmp_path, clients(bn, by))
+    bn.down()
+    h.entry(qty=0.01)
+    h.settle()
+    bn.up()
+    h.broker.venues["binance"].down_until = None
+    manual = BinanceFuturesClient(KEY, SECRET, bn.url)
+    manual.place_order(OrderSpec("web_manual1", BTC, Side.SELL, 0.02, VenueOrderType.MARKET))
+    h.settle(T0 + timedelta(hours=1))
+    manual.place_order(OrderSpec("web_manual2", BTC, Side.BUY, 0.02, VenueOrderType.MARKET, reduce_only=True))
+    h.settle(T0 + timedelta(hours=2))                      # closed by hand: nothing held there now
+    manual.place_order(OrderSpec("web_manual3", BTC, Side.SELL, 0.05, VenueOrderType.MARKET))
+    h.settle(T0 + timedelta(hours=3))
+    h.settle(T0 + timedelta(hours=4))
+    assert h.events().count("position_on_second_venue") == 2

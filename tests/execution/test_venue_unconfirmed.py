@@ -308,3 +308,63 @@ def test_exit_processed_late_in_part_is_booked_at_its_fill_and_the_rest_leaves_u
         assert [t.exit_price for t in trades] == [pytest.approx(42500.0)] * 2
         assert not h.broker.positions() and "BTCUSDT" not in venue.positions or venue_qty(venue) == 0.0
         assert abs(h.wallet_diff or 0.0) < 0.01
+
+
+def test_an_unclear_exit_processed_after_the_same_cycles_lookup_is_booked_at_its_fill(venue, tmp_path):
+    """The cycle's reconciliation asks for an unclear exit milliseconds after its POST and does not find it yet:
+    it stays asked for (the grace), so the venue's late processing of it is booked under its id at its price."""
+    h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())
+    h.entry(qty=0.01)
+    h.settle()
+    pos = h.broker.positions()[0]
+    venue.set_price("BTCUSDT", 42500.0)
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    ex = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+               reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5))
+    h.send(ex)
+    h.reconcile()                                 # the same cycle: not found yet, not cancelled
+    assert h.state(ex.client_order_id) == "new"
+    venue.process_late()
+    trades = h.settle(T0 + timedelta(hours=5)) + h.settle(T0 + timedelta(hours=6))
+    assert [(t.exit_order_id, t.exit_price) for t in trades] == [(ex.client_order_id, pytest.approx(42500.0))]
+    assert h.state(ex.client_order_id) == "filled" and not h.broker.positions()
+    assert "position_closed_on_venue" not in h.events() and abs(h.wallet_diff or 0.0) < 0.01
+
+
+def test_an_unclear_exit_is_not_posted_again_under_its_id_after_a_restart(tmp_path):
+    """The position's move to its next exit id lives in memory until the cycle writes its book; a restart before
+    that restores the old exit id as current. The unclear exit's own row says not to POST it again."""
+    from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
+    from tracer.store import row_to_order
+
+    class ThinBook(FakeBinanceFutures):
+        thin_for: set = set()
+
+        def _new_order(self, params, fault):
+            if params.get("newClientOrderId") in self.thin_for and fault is None:
+                self.thin_for.discard(params.get("newClientOrderId"))
+                fault = _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": 0.5})
+            return super()._new_order(params, fault)
+
+    with ThinBook(KEY, SECRET) as venue:
+        h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())
+        h.entry(qty=0.02)
+        h.settle()
+        pos = h.broker.positions()[0]
+        venue.set_price("BTCUSDT", 42500.0)
+        ex = Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+                   reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5))
+        venue.thin_for = {ex.client_order_id}
+        venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+        h.send(ex)
+        venue.process_late()                        # half fills, the rest expires
+        h2 = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())
+        pending = [(row_to_order(r), None) for r in h2.store.orders_in_state("futures", OrderState.SUBMITTED)]
+        h2.broker.restore(h2.store.open_positions("futures"), pending, 0.0, 0.0, {})
+        h2.broker.last_price[BTC] = 42500.0
+        assert h2.broker.positions()[0].exit_seq == 0         # what the DB had
+        venue.inject("GET /fapi/v1/order", -2013)             # the lookup lags once
+        trades = h2.settle(T0 + timedelta(hours=5)) + h2.settle(T0 + timedelta(hours=6))
+        assert venue.post_counts[ex.client_order_id] == 1 and booked(venue)[ex.client_order_id] == 1
+        assert sum(t.qty for t in trades) == pytest.approx(0.02) and not h2.broker.positions()
+        assert all(t.exit_price == pytest.approx(42500.0) for t in trades)

@@ -403,11 +403,12 @@ class AgentLoop(StorageFaultHandling):
             self._send_broker_orders(self.broker.take_outbox())
             rep = self.broker.sync(now)
             if not rep.any():
-                more = self.broker.take_outbox()     # queued while sending (an unclear exit's next id)
-                if not more:
-                    break
+                # an exit queued while sending (an unclear exit's next id) goes now; a stop re-placed after a
+                # refusal waits for the next cycle (its tries are few: a refusal of a moment must not use them all)
+                more = self.broker.take_outbox()
                 self.broker.requeue(more)
-                continue
+                if not any(o.purpose == "exit" for o, _ in more):
+                    break
             with self.store.transaction():
                 self._write_report(res.run_id, rep, now)
                 res.fills += len(rep.fills)

@@ -156,7 +156,7 @@ class TradingTables(Connection):
                                 "ORDER BY id DESC LIMIT 1", (client_order_id, kind)).fetchone()
         return parse_iso(row["ts"]) if row is not None else None
 
-    def set_order_venue(self, client_order_id: str, venue: str, venue_order_id: str | None = None) -> None:
+    def set_order_venue(self, client_order_id: str, venue: str | None, venue_order_id: str | None = None) -> None:
         self.conn.execute("UPDATE orders SET venue=?, venue_order_id=COALESCE(?, venue_order_id) "
                           "WHERE client_order_id=?", (venue, venue_order_id, client_order_id))
 

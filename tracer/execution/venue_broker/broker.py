@@ -97,8 +97,12 @@ class VenueBroker(Reconciliation):
         self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained
         self._resized: set[str] = set()     # stop ids cancelled to cover a larger position (not a failed try)
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
-        # spot: (venue, symbol) -> the value of coins held below the venue's step, in no position (a coin fee's rest)
-        self._dust_value: dict[tuple[str, str], float] = {}
+        # spot: coins held below the venue's step in no position (a coin fee's rest), symbol -> (qty, value now)
+        self._dust_seen: dict[str, tuple[float, float]] = {}
+        # spot: that dust as the books have it (kept with the wallet anchor), symbol -> (qty, value booked as
+        # sold with its position); and what taking it into a new position changed (see Money._take_in_dust)
+        self._dust_held: dict[str, tuple[float, float]] = {}
+        self._dust_adj = 0.0
         self._elsewhere: set[tuple[str, str]] = set()     # (venue, symbol) held there while booked on another
         self._funding_refs: set[tuple[str, str]] = set()    # (venue, ref) booked
         self._funding_since: dict[tuple[str, str], datetime] = {}   # (venue, symbol) -> next lookup, venue clock
@@ -130,6 +134,7 @@ class VenueBroker(Reconciliation):
         self.realized_pnl, self.fees_paid = realized_pnl, fees_paid
         self.last_price.update(last_price)
         self._restore_owed_funding()
+        self._restore_dust()
         for r in self.store.funding_booked(self.agent):
             self._funding_refs.add((r["venue"], r["venue_ref"]))
             key = (r["venue"], r["symbol"])
@@ -253,12 +258,9 @@ class VenueBroker(Reconciliation):
             # a client id is sent at most once: a refused exit is not re-sent under the same id
             return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
         pos = self._positions.get(order.symbol)
-        if order.reduce_only and pos is not None and row is not None and \
-                str(row["state_reason"] or "").startswith(UNCONFIRMED) and \
-                cid in {exit_order_id(pos.entry_order_id, k) for k in range(pos.exit_seq)}:
-            # an exit whose POST was unclear and that the position has moved past (its next id went out): a
-            # retry of it could be a second order under one id (Binance ids are unique only among open orders)
-            return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; not sent again")
+        if order.reduce_only and order.type is OrderType.MARKET and row is not None and \
+                str(row["state_reason"] or "").startswith(UNCONFIRMED):
+            return self._unclear_exit(order, pos)
         venue = self.venue_for(order)
         client = self.venues[venue].client
         try:
@@ -306,6 +308,21 @@ class VenueBroker(Reconciliation):
                 self._protection_refused(order, upd)
             return upd
         return OrderUpdate(cid, OrderState.SUBMITTED, None)
+
+    def _unclear_exit(self, order: Order, pos: Position | None) -> OrderUpdate:
+        """A market exit whose POST was unclear is never POSTed again under its id (Binance ids are unique only
+        among open orders: a first POST processed late and ended, then a second, are two orders). The position's
+        next exit id takes over (also after a restart, which forgets that it had); the old id is asked for
+        until ``unconfirmed_grace`` has passed (its lookup books a late fill), then cancelled as superseded."""
+        cid = order.client_order_id
+        if pos is not None and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+            pos = replace(pos, exit_seq=pos.exit_seq + 1)
+            self._positions[order.symbol] = pos
+            self._queue_exit(pos, order.reason or "exit", order.created_at)
+        since = self.store.last_venue_event_at(cid, "order_unconfirmed")
+        if since is not None and self._now() - since < self.unconfirmed_grace:
+            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: not sent again; the next exit id went out")
+        return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; never sent again")
 
     def _not_placed(self, order: Order, vo: OrderUpdate, pos: Position | None, venue: str) -> None:
         """What an order the venue did not take (refused, or its POST unclear) means for its position."""

@@ -62,7 +62,9 @@ class VenueCalls:
     _balance: dict[str, VenueBalance]
     _resized: set[str]
     _unsettled: set[str]
-    _dust_value: dict[tuple[str, str], float]
+    _dust_seen: dict[str, tuple[float, float]]
+    _dust_held: dict[str, tuple[float, float]]
+    _dust_adj: float
     _elsewhere: set[tuple[str, str]]
 
     def _now(self) -> datetime:
@@ -170,6 +172,14 @@ class VenueCalls:
         if not st.usable(self._now()):
             return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
         self._set_venue(spec.client_order_id, venue, None)
+        out = self._post(venue, client, spec)
+        if isinstance(out, OrderUpdate) and out.state is OrderState.NEW and not (out.reason or "").startswith(UNCONFIRMED):
+            # refused before processing (418, 429, down, clock): no venue has it, so it may go to another one
+            self._set_venue(spec.client_order_id, None, None)
+        return out
+
+    def _post(self, venue: str, client: VenueClient, spec: OrderSpec) -> VenueOrder | OrderUpdate:
+        """The POST of :meth:`_place`, with its retries and what an unclear answer means."""
         resynced = False
         unclear = False        # an earlier POST of this call may still be processed by the venue
         for attempt in range(1, self.max_retries + 1):
@@ -227,7 +237,7 @@ class VenueCalls:
                                        f"{UNCONFIRMED} after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
 
-    def _set_venue(self, cid: str, venue: str, venue_order_id: str | None) -> None:
+    def _set_venue(self, cid: str, venue: str | None, venue_order_id: str | None) -> None:
         try:
             with self.store.transaction():
                 self.store.set_order_venue(cid, venue, venue_order_id or None)

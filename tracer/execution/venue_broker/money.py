@@ -12,7 +12,7 @@ from tracer.execution.broker import BarReport
 from tracer.execution.venue import VenueError
 from tracer.execution.venue_broker.calls import VenueCalls
 from tracer.logs import kv
-from tracer.models import OrderType
+from tracer.models import OrderType, Position
 
 
 LEDGER_SPOT = "cash"        # a spot anchor's ledger counts the cost of the coins held (see ``ledger``)
@@ -118,6 +118,44 @@ class Money(VenueCalls):
         except (ValueError, TypeError):
             self.log.warning(kv("funding_owed_unreadable", action="funding of closed positions not asked again"))
 
+    # --- spot: the coins a fee leaves below the venue's step -------------------------------------------------
+    # A spot position whose exit rounds down to the step leaves its rest (the fee Alpaca took in the coin) on the
+    # venue; the trade books it as sold at the exit's price, though the cash never got it. The wallet check counts
+    # it at that booked value while it lies there, and when the next position of the coin takes it in (the venue
+    # holds one quantity per coin), at the difference between the new entry price and that value (``_dust_adj``).
+    def _dust_key(self) -> str:
+        return f"wallet_dust:{self.agent}"
+
+    def _dust_memo(self) -> str:
+        return json.dumps({"held": {s: [q, v] for s, (q, v) in sorted(self._dust_held.items())}, "adj": self._dust_adj})
+
+    def _restore_dust(self) -> None:
+        raw = self.store.notify_state(self._dust_key())
+        try:
+            d = json.loads(raw) if raw else {}
+            self._dust_held = {s: (float(q), float(v)) for s, (q, v) in d.get("held", {}).items()}
+            self._dust_adj = float(d.get("adj", 0.0))
+        except (ValueError, TypeError, AttributeError):
+            self.log.warning(kv("wallet_dust_unreadable", action="the spot wallet check is anchored again"))
+            with self.store.transaction():
+                self.store.set_notify_state(self._anchor_key(), "")
+
+    def _leave_dust(self, symbol: str, qty: float, price: float, rep: BarReport) -> None:
+        q, v = self._dust_held.get(symbol, (0.0, 0.0))
+        self._dust_held[symbol] = (q + qty, v + qty * price)
+        rep.memos[self._dust_key()] = self._dust_memo()
+
+    def _take_in_dust(self, pos: Position, rep: BarReport) -> None:
+        q, v = self._dust_held.pop(pos.symbol)
+        self._dust_adj += q * pos.entry_price - v
+        rep.memos[self._dust_key()] = self._dust_memo()
+        self.log.info(kv("wallet_dust_taken_in", symbol=pos.symbol, qty=q, booked=round(v, 8),
+                         at_entry=round(q * pos.entry_price, 8)))
+
+    def _dust_booked(self) -> float:
+        """What the wallet check adds to the ledger for the dust (0 on futures)."""
+        return self._dust_adj - sum(v for _, v in self._dust_held.values())
+
     def _anchor_key(self) -> str:
         return f"wallet_anchor:{self.agent}"
 
@@ -164,23 +202,28 @@ class Money(VenueCalls):
                     since[v] = int(self._call(v, "server_time").timestamp() * 1000)
                 except VenueError:
                     return None
+            if a is None and not self.futures:
+                # dust already lying there (from before this record) counts at its value now from here on
+                for sym, seen in self._dust_seen.items():
+                    if sym not in self._dust_held and sym not in self._positions:
+                        self._dust_held[sym] = seen
             # a venue first seen now (a backup reached for the first time) brings its wallet into the comparison
-            offset = wallet - self.ledger() if a is None else \
+            offset = wallet - self.ledger() - self._dust_booked() if a is None else \
                 float(a["offset"]) + sum(self._balance[v].wallet for v in added)
             a = {"offset": offset, "since_ms": since, **({} if self.futures else {"ledger": LEDGER_SPOT})}
             try:
                 with self.store.transaction():
                     self.store.set_notify_state(self._anchor_key(), json.dumps(a))
+                    if not self.futures:
+                        self.store.set_notify_state(self._dust_key(), self._dust_memo())
             except Exception as e:
                 self.log.warning(kv("wallet_anchor_not_saved", error=type(e).__name__))
                 return None
             self._event(self.order_of_venues[0], "wallet_anchored", wallet=round(wallet, 8),
                         ledger=round(self.ledger(), 8))
-        # spot: the coins a fee left below the step were booked as sold with their position; the cash has not
-        # got them (they are still held), so they are counted at their value now
-        dust = 0.0 if self.futures else sum(self._dust_value.values())
-        diff = wallet + dust - (float(a["offset"]) + self.ledger())
-        tol = 0.01 + 1e-6 * abs(wallet) + 0.25 * dust     # the dust was booked at its exit's price, not today's
+        expected = float(a["offset"]) + self.ledger() + self._dust_booked()
+        diff = wallet - expected
+        tol = 0.01 + 1e-6 * abs(wallet)
         if abs(diff) <= tol:
             self._wallet_seen = self._wallet_alerted = None
             return diff
@@ -189,7 +232,7 @@ class Money(VenueCalls):
                 (self._wallet_alerted is None or abs(self._wallet_alerted - diff) > tol):
             self._wallet_alerted = diff
             self._event(self.order_of_venues[0], "wallet_mismatch", alert=True, wallet=round(wallet, 8),
-                        expected=round(float(a["offset"]) + self.ledger(), 8), difference=round(diff, 8),
+                        expected=round(expected, 8), difference=round(diff, 8),
                         message=f"venue wallet {wallet:.2f} vs the DB's trades, fees and funding "
-                                f"{float(a['offset']) + self.ledger():.2f} (difference {diff:+.2f})")
+                                f"{expected:.2f} (difference {diff:+.2f})")
         return diff

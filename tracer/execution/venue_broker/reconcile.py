@@ -231,6 +231,8 @@ class Reconciliation(Protection, OutsideCloses):
             gross - pos.entry_fee - fill.fee - funding
         self.fees_paid += fill.fee
         self.realized_pnl += pnl
+        if not self.futures and fill.qty < pos.qty:
+            self._leave_dust(symbol, pos.qty - fill.qty, fill.price, rep)
         rep.closed.append(pos)
         rep.trades.append(Trade(agent=self.agent, symbol=symbol, side=pos.side, qty=pos.qty, entry_ts=pos.opened_at,
                                 entry_price=pos.entry_price, exit_ts=fill.ts, exit_price=fill.price,
@@ -277,10 +279,13 @@ class Reconciliation(Protection, OutsideCloses):
                             pos = self._resize_stop(venue, pos, rep)
                     self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
                                                    margin=vp.margin or pos.margin)
+                    if sym in self._dust_held:        # spot: the venue's holding of the coin now includes the dust
+                        self._take_in_dust(self._positions[sym], rep)
                     if vp.mark_price:
                         self.last_price[sym] = vp.mark_price
-            for sym in [k for k in self._dust_value if k[0] == venue]:
-                del self._dust_value[sym]
+            if not self.futures:
+                self._dust_seen = {}
+            self._elsewhere -= {(v, s) for v, s in self._elsewhere if v == venue and s not in vps}
             for sym, vp in vps.items():
                 if sym in self._positions:
                     if self._pos_venue.get(sym) != venue and not self._dust(venue, vp) and \
@@ -296,7 +301,7 @@ class Reconciliation(Protection, OutsideCloses):
                 self._elsewhere.discard((venue, sym))
                 if self._dust(venue, vp):
                     px = vp.mark_price or self.last_price.get(sym, vp.entry_price)
-                    self._dust_value[(venue, sym)] = vp.qty * px if vp.side is PositionSide.LONG else 0.0
+                    self._dust_seen[sym] = (vp.qty, vp.qty * px)
                 elif not self._entry_in_flight(venue, sym):
                     self._adopt(venue, vp, rep, now)
             self._cancel_orphans(venue, rep)
