@@ -350,10 +350,15 @@ start_agents() {
   start_listener
   start_web
   echo
-  echo "Follow:  tail -f $LOG_DIR/hybrid.log $LOG_DIR/futures.log"
-  echo "Status:  ./start_trading_system.sh --status"
-  echo "Explain: .venv/bin/tracer explain <client_order_id>"
-  echo "Stop:    ./start_trading_system.sh --stop"
+  # absolute and shell-quoted: they work pasted from any folder, with spaces in the path ("Application Support");
+  # tail -F follows a log across its rotation (tail -f stays on the renamed file)
+  local here logs
+  here=$(pwd -P)
+  logs=$(cd "$LOG_DIR" && pwd -P)
+  echo "Follow:  tail -F $(printf '%q' "$logs/hybrid.log") $(printf '%q' "$logs/futures.log")"
+  echo "Status:  $(printf '%q' "$here/start_trading_system.sh") --status"
+  echo "Explain: $(printf '%q' "$here/.venv/bin/tracer") explain <client_order_id>"
+  echo "Stop:    $(printf '%q' "$here/start_trading_system.sh") --stop"
 }
 
 # The whole stop holds every agent's launch lock: a watchdog pass (cron, a loop not yet stopped) or the health
@@ -429,7 +434,7 @@ run_foreground() {
     write_args "$a"
   done
   locks_release
-  trap 'kill -TERM "${fg_pids[@]}" 2>/dev/null || true' INT TERM
+  trap 'kill -TERM "${fg_pids[@]}" 2>/dev/null || true' INT TERM HUP
   for p in "${fg_pids[@]}"; do
     # a trap interrupts wait (status > 128) while the agent is still finishing: wait again
     until wait "$p"; do
@@ -445,6 +450,7 @@ case "$mode" in
   stop) stop_all ;;
   restart)
     if running web; then web=1; fi    # a running cockpit comes back with the agents
+    check_config                      # a typo in .env must not leave the system stopped
     stop_all
     start_agents ;;
   status) status_agents ;;

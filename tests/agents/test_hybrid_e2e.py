@@ -167,6 +167,58 @@ def test_sigterm_finishes_the_cycle_and_exits_0(tmp_path):
     assert c.execute("SELECT COUNT(*) FROM runs WHERE finished_at IS NULL").fetchone()[0] == 0
 
 
+def _started(tmp_path, env, **kw):
+    log = tmp_path / "logs" / "hybrid.log"
+    seen = len(log.read_text()) if log.exists() else 0       # this process's own first cycle
+    proc = subprocess.Popen([sys.executable, str(SCRIPT)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **kw)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and "event=cycle" in log.read_text()[seen:]):
+        time.sleep(0.1)
+    return proc, log
+
+
+def test_a_background_agent_outlives_the_terminals_ctrl_c_and_a_hang_up_stops_one_cleanly(tmp_path):
+    """The start script starts its agents with ``nohup ... &``: SIGINT and SIGHUP ignored. They share the terminal's
+    process group, so a Ctrl-C there (a ``tail`` after the start) reached them and they stopped "cleanly" with
+    nothing to restart them; an ignored signal now stays ignored. Run in a terminal, a hang-up (the window closed)
+    stops an agent like SIGTERM: the cycle finished, the heartbeat "stopped"."""
+    env = agent_env(tmp_path, TB_REPLAY_INTERVAL_S="0.05")
+
+    def background():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc, log = _started(tmp_path, env, preexec_fn=background)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert proc.poll() is None and "event=signal" not in log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    proc, log = _started(tmp_path, env)                    # in a terminal
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=60) == 0
+    assert "event=signal name=SIGHUP" in log.read_text()
+    assert db(tmp_path).execute("SELECT status FROM heartbeats WHERE agent='hybrid'").fetchone()[0] == "stopped"
+
+
+def test_a_second_copy_of_a_running_agent_refuses_to_start(tmp_path):
+    """Before, a direct run beside the start script's agent wrote the same DB: a UNIQUE error in the live agent's
+    log, or the live agent crashing on it."""
+    proc, log = _started(tmp_path, agent_env(tmp_path, TB_REPLAY_INTERVAL_S="0.05"))
+    try:
+        before = log.read_text()
+        r = run_agent(tmp_path, "--once")
+        assert r.returncode == 2
+        assert "another copy runs" in r.stderr and f"pid {proc.pid}" in r.stderr and "--stop" in r.stderr
+        assert proc.poll() is None and "Traceback" not in log.read_text()[len(before):]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert run_agent(tmp_path, "--once").returncode == 0     # the lock goes with its process
+
+
 def test_bad_config_refuses_to_start_naming_the_variable(tmp_path):
     r = run_agent(tmp_path, "--once", env=agent_env(tmp_path, TB_MAX_POSITIONS="five"))
     assert r.returncode == 2

@@ -61,6 +61,24 @@ def test_start_twice_status_stop(tmp_path):
         assert "event=summary" in (tmp_path / "logs" / f"{a}.log").read_text()
 
 
+def test_a_restart_with_a_bad_config_leaves_the_running_agents_running(tmp_path):
+    """Before, --restart stopped everything and only then found the typo in .env: the system was left down."""
+    r = sh(tmp_path, "--interval", "0.2")
+    assert r.returncode == 0, r.stderr
+    # the hints work pasted from any folder: absolute, shell-quoted, and tail -F follows the log's rotation
+    assert f"tail -F {tmp_path}/logs/hybrid.log" in r.stdout
+    assert f"{ROOT}/start_trading_system.sh --stop" in r.stdout.replace("\\ ", " ")
+    pids = {a: int((tmp_path / "state" / f"{a}.pid").read_text()) for a in ("hybrid", "futures")}
+    try:
+        bad = sh(tmp_path, "--restart", TB_FUTURES_MAX_LEVERAGE="500")
+        assert bad.returncode == 2 and "TB_FUTURES_MAX_LEVERAGE" in bad.stderr and "nothing started" in bad.stderr
+        assert all(alive(p) for p in pids.values())
+        assert {a: int((tmp_path / "state" / f"{a}.pid").read_text()) for a in pids} == pids
+    finally:
+        assert sh(tmp_path, "--stop").returncode == 0
+    wait_for(lambda: not any(alive(p) for p in pids.values()), 30, "the agents to stop")
+
+
 def test_bounded_foreground_run(tmp_path):
     r = sh(tmp_path, "--foreground", "--cycles", "3", "--interval", "0")
     assert r.returncode == 0, r.stderr

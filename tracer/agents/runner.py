@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import IO, Callable
 
 from tracer.config import ConfigError, load_settings
 from tracer.logs import kv, setup_logging
@@ -38,6 +41,9 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
+    lock = _one_copy(agent, settings.state_dir)
+    if lock is None:
+        return 2
     log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values(),
                         max_mb=settings.log_max_mb, backups=settings.log_backups)
     for w in warnings:
@@ -49,8 +55,12 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
         log.info(kv("signal", name=signal.Signals(signum).name, action="finishing the cycle, then exiting"))
         loop.stop_event.set()
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # a hang-up (the terminal closed) stops it cleanly like SIGTERM. A signal ignored at start stays ignored: the
+    # start script's and the watchdog's background agents (``nohup ... &``) must not die of a Ctrl-C or a closed
+    # window in the terminal that started them (they share its process group)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _stop)
     cycles = 1 if args.once else args.cycles
     interval = settings.replay_interval_s if args.interval is None else args.interval
     workers = start_workers(settings, log)   # Discord/Telegram delivery threads; none when both are off
@@ -64,6 +74,33 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
         stop_workers(workers)   # a last, bounded delivery pass; what is left stays pending for the restart
         loop.store.close()
     return 0
+
+
+def _one_copy(agent: str, state_dir: Path) -> IO[str] | None:
+    """An exclusive lock on ``<state>/<agent>.instance`` for the life of the process (the OS frees it when the
+    process dies, kill -9 included): a second copy of an agent on the same state folder (a direct run while the
+    start script's runs, a watchdog racing a manual start) would share its DB and double its orders. None when
+    another copy holds it (said on stderr, exit 2)."""
+    try:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        f = open(Path(state_dir) / f"{agent}.instance", "a+")
+    except OSError as e:
+        print(f"{agent}: refusing to start: cannot open its lock in TB_STATE_DIR={state_dir} ({e})", file=sys.stderr)
+        return None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        print(f"{agent}: refusing to start: another copy runs on TB_STATE_DIR={state_dir} (pid {other}); two "
+              f"copies would share one DB. Stop it first (./start_trading_system.sh --stop)", file=sys.stderr)
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def notify_agent_error(store, settings, agent: str, e: BaseException, log) -> None:
