@@ -131,9 +131,11 @@ PS_OK=""
 if ps -o command= -p $$ >/dev/null 2>&1; then PS_OK=1; fi
 what_of() {   # NAME: what the command line of NAME's process contains (an extended regex)
   case "$1" in
-    hybrid) echo 'hybrid_crypto_trader[.]py|watchdog' ;;   # watchdog.sh --exec writes its pid, then execs the agent
-    futures) echo 'high_risk_futures_agent[.]py|watchdog' ;;
-    watchdog_*) echo 'watchdog' ;;
+    # watchdog.sh AGENT --exec writes its pid, then execs the agent; a bare "watchdog" would also match macOS's
+    # own watchdogd, or this checkout's watchdog loops, holding a recycled pid after a reboot
+    hybrid) echo 'hybrid_crypto_trader[.]py|watchdog([.]sh hybrid|_hybrid[.]sh) --exec' ;;
+    futures) echo 'high_risk_futures_agent[.]py|watchdog([.]sh futures|_futures[.]sh) --exec' ;;
+    watchdog_*) echo 'watchdog([.]sh [a-z]+|_[a-z]+[.]sh) --loop' ;;
     telegram) echo 'telegram_listener[.]py' ;;
     web) echo 'tracer[.]cli web' ;;
   esac

@@ -3,6 +3,7 @@
 # Usage: scripts/bootstrap.sh [EXTRA]   e.g. scripts/bootstrap.sh dev
 set -euo pipefail
 cd "$(dirname "$0")/.."
+here=$(pwd -P)
 extra="${1:-}"
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
@@ -16,6 +17,11 @@ if [ -e .venv ] || [ -L .venv/bin/python ]; then
   elif ! .venv/bin/python -c 'import tracer.cli' >/dev/null 2>&1; then
     echo "bootstrap: .venv cannot import tracer (an incomplete install): reinstalling" >&2
     rm -f .venv/.installed .venv/.installed-*
+  elif [ "$(cd / && "$here/.venv/bin/python" -c 'import pathlib, tracer; print(pathlib.Path(tracer.__file__).resolve().parents[1])' 2>/dev/null)" != "$here" ]; then
+    # a checkout moved or copied (the README's advice for ~/Documents): the venv's scripts start the old folder's
+    # Python and its editable install points at the old folder, so .venv/bin/tracer no longer runs
+    echo "bootstrap: .venv belongs to another folder (the checkout was moved or copied): rebuilding .venv" >&2
+    rm -rf .venv
   fi
 fi
 if [ ! -x .venv/bin/python ]; then

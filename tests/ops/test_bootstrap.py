@@ -107,3 +107,21 @@ def test_the_newest_python_is_found_by_name(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "creating .venv with python3.14" in r.stderr
+
+
+def test_a_moved_checkout_gets_a_venv_of_its_own(tmp_path):
+    """Moved (the README's advice for a checkout in ~/Documents), .venv's scripts started the old folder's Python
+    and the editable install pointed at the old folder: .venv/bin/tracer no longer ran, and setup did not notice
+    (tracer imports from the checkout's own folder)."""
+    repo = fake_repo(tmp_path)
+    assert bootstrap(repo).returncode == 0
+    moved = tmp_path / "moved repo"
+    repo.rename(moved)
+    again = bootstrap(moved)
+    assert again.returncode == 0, again.stderr
+    assert "moved or copied" in again.stderr and "installing" in again.stderr
+    where = subprocess.run([str(moved / ".venv" / "bin" / "python"), "-c",
+                            "import pathlib, tracer; print(pathlib.Path(tracer.__file__).resolve().parents[1])"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert where.returncode == 0 and where.stdout.strip() == str(moved.resolve())
+    assert bootstrap(moved).stderr == ""                      # up to date again: nothing done

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -55,7 +56,8 @@ def agent_alive(pid: int | None, agent: str) -> bool:
     if not pid_alive(pid):
         return False
     cmd = _cmdline(pid)  # type: ignore[arg-type]
-    return cmd is None or AGENT_SCRIPTS.get(agent, agent) in cmd or "watchdog" in cmd
+    return cmd is None or AGENT_SCRIPTS.get(agent, agent) in cmd or \
+        re.search(rf"watchdog(\.sh {re.escape(agent)}|_{re.escape(agent)}\.sh) --exec", cmd) is not None
 
 
 def pid_file(settings: Any, agent: str) -> Path:
