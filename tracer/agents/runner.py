@@ -41,8 +41,8 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
-    lock = _one_copy(agent, settings.state_dir)
-    if lock is None:
+    alone, lock = _one_copy(agent, settings.state_dir)
+    if not alone:
         return 2
     log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values(),
                         max_mb=settings.log_max_mb, backups=settings.log_backups)
@@ -76,17 +76,18 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     return 0
 
 
-def _one_copy(agent: str, state_dir: Path) -> IO[str] | None:
+def _one_copy(agent: str, state_dir: Path) -> tuple[bool, IO[str] | None]:
     """An exclusive lock on ``<state>/<agent>.instance`` for the life of the process (the OS frees it when the
     process dies, kill -9 included): a second copy of an agent on the same state folder (a direct run while the
-    start script's runs, a watchdog racing a manual start) would share its DB and double its orders. None when
-    another copy holds it (said on stderr, exit 2)."""
+    start script's runs, a watchdog racing a manual start) would share its DB and double its orders. (False,
+    None) when another copy holds it (said on stderr, exit 2). A lock file that cannot be made (a full or
+    read-only disk: the storage fault the agent rides out, managing its exits) does not stop the start."""
     try:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         f = open(Path(state_dir) / f"{agent}.instance", "a+")
     except OSError as e:
-        print(f"{agent}: refusing to start: cannot open its lock in TB_STATE_DIR={state_dir} ({e})", file=sys.stderr)
-        return None
+        print(f"{agent}: no single-copy lock in TB_STATE_DIR={state_dir} ({e}); starting without it", file=sys.stderr)
+        return True, None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -95,12 +96,15 @@ def _one_copy(agent: str, state_dir: Path) -> IO[str] | None:
         f.close()
         print(f"{agent}: refusing to start: another copy runs on TB_STATE_DIR={state_dir} (pid {other}); two "
               f"copies would share one DB. Stop it first (./start_trading_system.sh --stop)", file=sys.stderr)
-        return None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+        return False, None
+    try:                   # the pid, for that message: best effort
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+    except OSError:
+        pass
+    return True, f
 
 
 def notify_agent_error(store, settings, agent: str, e: BaseException, log) -> None:
