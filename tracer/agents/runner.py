@@ -84,7 +84,10 @@ def _one_copy(agent: str, state_dir: Path) -> tuple[bool, IO[str] | None]:
     read-only disk: the storage fault the agent rides out, managing its exits) does not stop the start."""
     try:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        f = open(Path(state_dir) / f"{agent}.instance", "a+")
+        path = Path(state_dir) / f"{agent}.instance"
+        # user-only, like every state file (a pid is no secret, but the folder's files are kept 0600)
+        f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        os.chmod(path, 0o600)
     except OSError as e:
         print(f"{agent}: no single-copy lock in TB_STATE_DIR={state_dir} ({e}); starting without it", file=sys.stderr)
         return True, None
