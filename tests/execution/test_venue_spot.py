@@ -133,7 +133,6 @@ def test_the_fee_dust_is_counted_exactly_across_prices_and_a_restart(hs, alpaca,
     that one's entry price: the wallet check counts both, so it stays exact while prices move, also after a
     restart (the dust's record is kept with the wallet anchor) and after an old anchor is made again."""
     import json
-    from tracer.store import row_to_order  # noqa: F401  (the restart below rebuilds the broker from the DB)
     hs.settle()
     hour = 0
     for k, (buy, sell) in enumerate([(42000, 43000), (41000, 45000), (40000, 44000)]):

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
 from tracer.execution.broker import exit_order_id
 from tracer.execution.venue_broker import stop_order_id
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
@@ -268,23 +269,24 @@ def test_stops_resized_for_a_larger_position_use_no_stop_attempt(hc, venue):
     assert "position_unprotected" not in hc.events()
 
 
+class ThinBook(FakeBinanceFutures):
+    """The fake, where a market order processed late meets a thin book: half fills and the rest expires (what
+    its own "partial" fault does to an order answered at once)."""
+    thin_for: set = set()
+
+    def _new_order(self, params, fault):
+        cid = params.get("newClientOrderId")
+        if cid in self.thin_for and fault is None:
+            self.thin_for.discard(cid)
+            fault = _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": 0.5})
+        return super()._new_order(params, fault)
+
+
 def test_exit_processed_late_in_part_is_booked_at_its_fill_and_the_rest_leaves_under_the_next_id(tmp_path):
     """A market exit processed late can meet a thin book: half fills and the rest expires. Before, the same id
     was POSTed again and Binance (ids unique only among open orders) took it as a second order: the venue held
     two orders under one id, one was never booked, and its half was booked as closed on the venue at a later
     price with no fee."""
-    from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
-
-    class ThinBook(FakeBinanceFutures):
-        thin_for: set = set()
-
-        def _new_order(self, params, fault):
-            cid = params.get("newClientOrderId")
-            if cid in self.thin_for and fault is None:
-                self.thin_for.discard(cid)
-                fault = _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": 0.5})
-            return super()._new_order(params, fault)
-
     with ThinBook(KEY, SECRET) as venue:
         h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())
         h.entry(qty=0.02)
@@ -334,17 +336,7 @@ def test_an_unclear_exit_processed_after_the_same_cycles_lookup_is_booked_at_its
 def test_an_unclear_exit_is_not_posted_again_under_its_id_after_a_restart(tmp_path):
     """The position's move to its next exit id lives in memory until the cycle writes its book; a restart before
     that restores the old exit id as current. The unclear exit's own row says not to POST it again."""
-    from fakes.binance_futures_venue import FakeBinanceFutures, _Fault
     from tracer.store import row_to_order
-
-    class ThinBook(FakeBinanceFutures):
-        thin_for: set = set()
-
-        def _new_order(self, params, fault):
-            if params.get("newClientOrderId") in self.thin_for and fault is None:
-                self.thin_for.discard(params.get("newClientOrderId"))
-                fault = _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": 0.5})
-            return super()._new_order(params, fault)
 
     with ThinBook(KEY, SECRET) as venue:
         h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock())

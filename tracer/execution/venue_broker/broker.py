@@ -316,13 +316,17 @@ class VenueBroker(Reconciliation):
         until ``unconfirmed_grace`` has passed (its lookup books a late fill), then cancelled as superseded."""
         cid = order.client_order_id
         if pos is not None and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
-            pos = replace(pos, exit_seq=pos.exit_seq + 1)
-            self._positions[order.symbol] = pos
-            self._queue_exit(pos, order.reason or "exit", order.created_at)
+            self._next_exit(pos, order)
         since = self.store.last_venue_event_at(cid, "order_unconfirmed")
         if since is not None and self._now() - since < self.unconfirmed_grace:
             return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: not sent again; the next exit id went out")
         return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; never sent again")
+
+    def _next_exit(self, pos: Position, order: Order) -> None:
+        """The position moves to its next exit id, and the exit goes out under it now."""
+        pos = replace(pos, exit_seq=pos.exit_seq + 1)
+        self._positions[order.symbol] = pos
+        self._queue_exit(pos, order.reason or "exit", order.created_at)
 
     def _not_placed(self, order: Order, vo: OrderUpdate, pos: Position | None, venue: str) -> None:
         """What an order the venue did not take (refused, or its POST unclear) means for its position."""
@@ -334,9 +338,7 @@ class VenueBroker(Reconciliation):
             # than the position)
             prev = self.store.order(exit_order_id(pos.entry_order_id, pos.exit_seq - 1)) if pos.exit_seq else None
             again = prev is not None and str(prev["state_reason"] or "").startswith(UNCONFIRMED)
-            pos = replace(pos, exit_seq=pos.exit_seq + 1)
-            self._positions[order.symbol] = pos
-            self._queue_exit(pos, order.reason or "exit", order.created_at)
+            self._next_exit(pos, order)
             self._event(venue, "exit_unconfirmed", symbol=order.symbol, cid=cid, alert=not again,
                         message=vo.reason or "", action="the next exit id goes out now")
         elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
