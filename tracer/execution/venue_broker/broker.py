@@ -57,7 +57,8 @@ class VenueBroker(Reconciliation):
                  interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
                  stop_attempts: int = 3, adopt_stop_pct: float = 0.05,
-                 unconfirmed_grace: timedelta = timedelta(minutes=15)):
+                 unconfirmed_grace: timedelta = timedelta(minutes=15),
+                 trigger_grace: timedelta = timedelta(minutes=2)):
         if not clients:
             raise ValueError("VenueBroker needs at least one venue client")
         self.agent = agent
@@ -92,10 +93,18 @@ class VenueBroker(Reconciliation):
         # history that lags); an entry is not sent again, and a sent order not given up, before this has passed
         self.unconfirmed_grace = unconfirmed_grace
         self._missing_since: dict[str, datetime] = {}       # cid -> first lookup that did not find it
+        # how long a stop may stay triggered without its order finishing (normally milliseconds; Binance's algo
+        # service has been seen stuck in TRIGGERING for a day) before it no longer counts as protection
+        self.trigger_grace = trigger_grace
+        self._triggered_since: dict[str, datetime] = {}     # cid -> first lookup that found it triggered
+        self._stuck: set[str] = set()                       # stops given up as stuck: their exit went out
         self._fills_short_since: dict[str, datetime] = {}   # cid -> first time its fills did not add up
         self._forced_unknown_since: dict[str, datetime] = {}   # entry id -> first time forced closes unreadable
         self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained
-        self._resized: set[str] = set()     # stop ids cancelled to cover a larger position (not a failed try)
+        # stop ids that ended for no fault of the stop (not a failed try): cancelled to cover a larger position,
+        # or cancelled by the venue with the position it closed or reduced itself (ADL, liquidation, by hand)
+        self._not_tries: set[str] = set()
+        self._ended_stops: dict[str, tuple[str, str, float, str]] = {}   # this sync: cid -> (symbol, venue, qty, why)
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
         # spot: coins held below the venue's step in no position (a coin fee's rest), symbol -> (qty, value now)
         self._dust_seen: dict[str, tuple[float, float]] = {}

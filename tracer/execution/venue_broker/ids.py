@@ -10,6 +10,8 @@ from tracer.models import Order, OrderState, OrderType
 TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
 # the reason a stop is cancelled with when the venue holds more than it covers (a new stop covers all of it)
 RESIZED = "resized"
+# the reason prefix of a stop the venue cancelled with the position it closed or reduced itself
+ENDED_WITH_POSITION = "ended with its position"
 
 
 def stop_order_id(entry_order_id: str, seq: int = 0) -> str:
@@ -27,7 +29,10 @@ def round_to_step(qty: float, step: float) -> float:
     """``qty`` rounded down to a multiple of ``step``, in decimal arithmetic (no 0.30000000000000004)."""
     if step <= 0:
         return qty
-    d = (Decimal(repr(qty)) / Decimal(repr(step))).to_integral_value(rounding=ROUND_DOWN) * Decimal(repr(step))
+    # float noise first (0.015 - 0.005 is 0.009999999999999998): without it a remainder booked by subtraction
+    # rounds down a whole step, and the step it loses is left on the venue as an unclosable rest
+    d = (Decimal(repr(round(qty, 12))) / Decimal(repr(step))).to_integral_value(rounding=ROUND_DOWN) * \
+        Decimal(repr(step))
     return float(d)
 
 

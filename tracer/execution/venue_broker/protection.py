@@ -11,7 +11,7 @@ from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import VenueError
 from tracer.execution.venue_broker.calls import VenueCalls
-from tracer.execution.venue_broker.ids import RESIZED, TERMINAL, round_to_tick, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, round_to_tick, stop_order_id, target_order_id
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 
@@ -124,18 +124,21 @@ class Protection(VenueCalls):
             except VenueError as e:
                 self._event(venue, "cancel_failed", symbol=pos.symbol, cid=cid, alert=True, error=type(e).__name__)
                 continue
-            if self.store.order(cid) is not None:
-                if vo is not None and vo.state is OrderState.FILLED:
-                    continue
+            if row is not None:
+                over = OrderState(row["state"]) in TERMINAL or \
+                    any(u.client_order_id == cid and u.state in TERMINAL for u in rep.updates)
+                if (vo is not None and vo.state is OrderState.FILLED) or over:
+                    continue       # over already (a stop that filled in part keeps what its row says)
                 rep.updates.append(OrderUpdate(cid, OrderState.CANCELED, "position closed"))
 
     def _stop_tries(self, pos: Position) -> int:
         """The position's stops that came to nothing (refused, ended on the venue): its stop ids so far, less
-        those we cancelled only to cover a larger position (:meth:`_resize_stop`), which are no failed try."""
+        those we cancelled only to cover a larger position (:meth:`_resize_stop`) and those the venue cancelled
+        with the part of the position it closed itself (:meth:`_judge_ended_stops`): no failed try."""
         resized = sum(1 for k in range(pos.stop_seq)
-                      if (sid := stop_order_id(pos.entry_order_id, k)) in self._resized or
+                      if (sid := stop_order_id(pos.entry_order_id, k)) in self._not_tries or
                       ((row := self.store.order(sid)) is not None and OrderState(row["state"]) is OrderState.CANCELED
-                       and str(row["state_reason"] or "").startswith(RESIZED)))
+                       and str(row["state_reason"] or "").startswith((RESIZED, ENDED_WITH_POSITION))))
         return pos.stop_seq - resized
 
     def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:

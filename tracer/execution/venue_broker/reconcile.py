@@ -9,7 +9,7 @@ from datetime import datetime
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
 from tracer.execution.venue import ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
-from tracer.execution.venue_broker.ids import RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
 from tracer.execution.venue_broker.outside import OutsideCloses, forced_note
 from tracer.execution.venue_broker.protection import Protection
 from tracer.logs import kv
@@ -25,6 +25,7 @@ class Reconciliation(Protection, OutsideCloses):
         self._book_funding(rep, now)        # first: a payment belongs to the position open when it was paid
         self._sync_orders(rep, now)
         self._sync_positions(rep, now)
+        self._judge_ended_stops(rep)
         self._book_owed_funding(rep)     # positions closed just now: what was paid up to their close
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         return rep
@@ -86,7 +87,9 @@ class Reconciliation(Protection, OutsideCloses):
                 continue
             self._missing_since.pop(cid, None)
             if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
+                self._stuck_trigger(order, vo, venue)
                 continue          # a resting stop / target: nothing to book yet
+            self._triggered_since.pop(cid, None)
             if vo.state in (OrderState.SUBMITTED,) and vo.filled_qty <= 0:
                 continue
             if vo.state is OrderState.PARTIALLY_FILLED:
@@ -108,6 +111,24 @@ class Reconciliation(Protection, OutsideCloses):
             else:
                 self._exit_filled(order, fill, venue, rep, vo.state)
                 self._unsettled.discard(cid)
+
+    def _stuck_trigger(self, order: Order, vo: VenueOrder, venue: str) -> None:
+        """A stop or target triggered and not finished after ``trigger_grace`` (its order never reached the
+        book): it no longer counts as protection. Its level was crossed, so the exit it stands for goes out
+        now as a reduce-only market order (were the stuck one to execute after all, reduce-only keeps the two
+        from closing more than is held)."""
+        cid = order.client_order_id
+        if not vo.triggered:
+            self._triggered_since.pop(cid, None)
+            return
+        since = self._triggered_since.setdefault(cid, self._now())
+        pos = self._positions.get(order.symbol)
+        if cid in self._stuck or self._now() - since < self.trigger_grace or pos is None:
+            return
+        self._stuck.add(cid)
+        self._event(venue, "stop_stuck_triggered", symbol=order.symbol, cid=cid, alert=True,
+                    since=since.isoformat(), action="the exit goes out as a reduce-only market order")
+        self._queue_exit(pos, order.reason or order.purpose, order.created_at)
 
     def _exit_filled(self, order: Order, fill: Fill, venue: str, rep: BarReport,
                      state: OrderState = OrderState.FILLED) -> None:
@@ -150,10 +171,33 @@ class Reconciliation(Protection, OutsideCloses):
                         message=vo.reason or vo.state.value, action="sent again under a new id")
             self._queue_exit(pos, order.reason or "exit", order.created_at)
         elif cid == stop_order_id(pos.entry_order_id, pos.stop_seq):
-            pos = replace(pos, stop_seq=pos.stop_seq + 1)
-            self._positions[pos.symbol] = pos
-            self._event(venue, "stop_ended_on_venue", symbol=pos.symbol, cid=cid, alert=True,
-                        message=vo.reason or vo.state.value, action="a new stop is placed; the agent watches it")
+            self._positions[pos.symbol] = replace(pos, stop_seq=pos.stop_seq + 1)
+            # judged after the positions are compared (_judge_ended_stops): the venue may have ended it with
+            # the position it closed or reduced itself
+            self._ended_stops[cid] = (pos.symbol, venue, pos.qty, vo.reason or vo.state.value)
+
+    def _judge_ended_stops(self, rep: BarReport) -> None:
+        """Stops that ended on the venue unfilled in this sync. One that went with the position (closed or
+        reduced on the venue: ADL, liquidation, by hand; venues cancel reduce-only orders then) is no failed
+        stop: recorded without an alert, and no stop try is spent (its row's reason says so, for restarts).
+        Any other is alerted, saying truly whether a new stop goes out."""
+        for cid, (sym, venue, qty, why) in self._ended_stops.items():
+            pos = self._positions.get(sym)
+            if pos is None or not cid.startswith(pos.entry_order_id[:33]) or pos.qty < qty - 1e-9 * max(1.0, qty):
+                self._not_tries.add(cid)
+                for i, u in enumerate(rep.updates):
+                    if u.client_order_id == cid:
+                        rep.updates[i] = replace(u, reason=f"{ENDED_WITH_POSITION}: {u.reason or why}")
+                self._event(venue, "stop_ended_on_venue", symbol=sym, cid=cid, message=why,
+                            action="ended with the part of the position the venue closed; "
+                                   + ("a new stop covers the rest" if pos is not None else "nothing left to protect"))
+                continue
+            tries = self._stop_tries(pos)
+            action = "a new stop is placed; the agent watches it" if tries < self.stop_attempts else \
+                f"no more stops sent after {tries} that came to nothing; the agent watches it on every bar"
+            self._event(venue, "stop_ended_on_venue", symbol=sym, cid=cid, alert=True, message=f"{why}; {action}",
+                        attempt=tries, action=action)
+        self._ended_stops.clear()
 
     def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
         try:
@@ -274,9 +318,12 @@ class Reconciliation(Protection, OutsideCloses):
                                 continue        # cannot tell by what now: next cycle
                             pos = reduced
                         grew = vp.qty > pos.qty or vp.side is not pos.side
-                        pos = replace(pos, qty=vp.qty, side=vp.side)
                         if grew:       # its resting stop covers less than the venue holds: re-placed
-                            pos = self._resize_stop(venue, pos, rep)
+                            resized = self._resize_stop(venue, replace(pos, qty=vp.qty, side=vp.side), rep)
+                            if resized is None:
+                                continue    # the stop filled (in part) meanwhile: booked next sync, then compared
+                            pos = resized
+                        pos = replace(pos, qty=vp.qty, side=vp.side)
                     self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
                                                    margin=vp.margin or pos.margin)
                     if sym in self._dust_held:        # spot: the venue's holding of the coin now includes the dust
@@ -411,9 +458,11 @@ class Reconciliation(Protection, OutsideCloses):
                 return True
         return False
 
-    def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position:
+    def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position | None:
         """The venue holds more than the position's resting stop covers: that stop is cancelled and the next
-        one (under the next stop id, sent by :meth:`ensure_protection`) covers the whole position."""
+        one (under the next stop id, sent by :meth:`ensure_protection`) covers the whole position. None when
+        the stop turns out to have filled, all or part, before the cancel (it triggered meanwhile): it stays
+        tracked, its fill is booked by the next sync's lookup, and the sizes are compared after that."""
         sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
         if sid not in self._tracked:
             return pos
@@ -422,10 +471,10 @@ class Reconciliation(Protection, OutsideCloses):
         except VenueError as e:
             self._event(venue, "cancel_failed", symbol=pos.symbol, cid=sid, alert=True, error=type(e).__name__)
             return pos
-        if vo is not None and vo.state is OrderState.FILLED:
-            return pos          # it filled meanwhile: the next sync books it
+        if vo is not None and (vo.state is OrderState.FILLED or vo.filled_qty > 0):
+            return None
         self._tracked.pop(sid, None)
-        self._resized.add(sid)
+        self._not_tries.add(sid)
         rep.updates.append(OrderUpdate(sid, OrderState.CANCELED, f"{RESIZED}: the venue holds {pos.qty:g}"))
         self._event(venue, "stop_resized", symbol=pos.symbol, cid=sid, qty=pos.qty)
         return replace(pos, stop_seq=pos.stop_seq + 1)

@@ -512,7 +512,8 @@ class BinanceFuturesClient:
             type=_TYPES.get(a.get("orderType"), VenueOrderType.STOP_MARKET),
             reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
             stop_price=finite(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
-            updated_at=utc_from_ms(a.get("updateTime")), reason=reason)
+            updated_at=utc_from_ms(a.get("updateTime")), reason=reason,
+            triggered=status in ("TRIGGERING", "TRIGGERED") and state is OrderState.SUBMITTED)
 
     def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
         """An algo order, with its triggered order's fill when it has one."""

@@ -399,7 +399,8 @@ class BybitFuturesClient:
             qty=finite(o.get("qty")), filled_qty=finite(o.get("cumExecQty")), avg_price=avg if avg > 0 else None,
             state=state, type=otype, reduce_only=bool(o.get("reduceOnly")),
             stop_price=trigger if trigger > 0 else None, venue_order_id=str(o.get("orderId") or ""),
-            updated_at=utc_from_ms(o.get("updatedTime")), reason=reason)
+            updated_at=utc_from_ms(o.get("updatedTime")), reason=reason,
+            triggered=str(o.get("orderStatus")) == "Triggered")
 
     @_typed
     def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:

@@ -1,0 +1,179 @@
+"""A position's venue stop in the cases where the venue, not the agent, ends or holds it: a stop stuck after its
+trigger (Binance's algo service in TRIGGERING), a stop that triggers while the agent cancels it to cover a
+larger position, and stops the venue cancels with the part of the position it closes itself (auto-deleveraging,
+a close by hand). Fake venues on 127.0.0.1 through the real SDKs; the venue behaviour each test relies on is
+cited where it is set up."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tracer.execution.broker import Bracket
+from tracer.execution.venue import OrderSpec
+from tracer.execution.venue_broker import stop_order_id
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
+from tracer.execution.venues.bybit import BybitFuturesClient
+from tracer.models import Bar, Side
+
+from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness
+
+STOP_1000 = Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0)
+
+
+@pytest.fixture
+def clock():
+    return Clock(T0)
+
+
+@pytest.fixture
+def hc(venue, tmp_path, clock):
+    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
+
+
+@pytest.fixture
+def by():
+    from fakes.bybit_venue import FakeBybit
+    with FakeBybit(KEY, SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def hb(by, tmp_path):
+    return Harness(tmp_path, [BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)])
+
+
+def test_a_stop_stuck_after_its_trigger_no_longer_counts_as_protection(hc, venue, clock):
+    # Binance: TRIGGERING = "met the triggering condition and forwarded to the matching engine"; a reduce-only
+    # STOP_MARKET has been reported stuck there for a day, its cancel answering -2011 (Algo Order Update event;
+    # nautilus_trader discussion 5378). The agent waits ``trigger_grace`` (2 minutes), then exits itself.
+    o = hc.entry(qty=0.01, bracket=STOP_1000)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()[0]
+    sid = stop_order_id(o.client_order_id, 0)
+    algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
+    low = pos.stop_loss - 1500.0
+    with venue._lock:
+        algo["algoStatus"] = "TRIGGERING"
+        algo["triggerTime"] = algo["updateTime"] = venue.now_ms()
+        venue.prices["BTCUSDT"] = low
+    clock.advance(minutes=1)
+    hc.settle(clock.now)
+    assert "BTCUSDT" in venue.positions and "stop_stuck_triggered" not in hc.events()   # within the grace
+    trades = []
+    for _ in range(3):
+        clock.advance(hours=1)
+        hc.broker.on_bar(Bar(BTC, clock.now - timedelta(hours=1), low + 50, low + 100, low - 50, low, 10.0))
+        trades += hc.settle(clock.now)
+    assert "BTCUSDT" not in venue.positions
+    assert hc.events().count("stop_stuck_triggered") == 1
+    assert [t.exit_reason for t in trades] == ["stop_loss"]
+    assert trades[0].exit_price == pytest.approx(low, rel=1e-3)
+    assert any("stop stuck triggered" in a for a in hc.alerts)
+    assert hc.broker.positions() == []
+
+
+def test_a_stop_filling_in_part_while_it_is_resized_is_booked_as_the_stops_fill(hc, venue, clock):
+    # the venue holds more than the stop covers, so the agent cancels the stop to place a larger one; the stop
+    # triggers just before the cancel arrives, half of it fills in a thin book and the rest expires
+    o = hc.entry(qty=0.01, bracket=STOP_1000)
+    hc.settle(clock.now)
+    clock.advance(minutes=5)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()[0]
+    sid = stop_order_id(o.client_order_id, 0)
+    with venue._lock:
+        venue.positions["BTCUSDT"]["amt"] = venue.positions["BTCUSDT"]["amt"] * 2
+    client = hc.broker.venues["binance"].client
+    real_cancel, armed = client.cancel_order, [True]
+
+    def cancel_order(symbol, cid, conditional=None):
+        if armed and cid == sid and armed.pop():
+            venue.inject("trigger", "partial", fraction=0.5)
+            venue.set_price("BTCUSDT", pos.stop_loss - 10.0)
+        return real_cancel(symbol, cid, conditional=conditional)
+
+    client.cancel_order = cancel_order
+    hc.broker.last_price[BTC] = pos.stop_loss - 10.0
+    trades = []
+    for _ in range(4):
+        clock.advance(minutes=20)
+        trades += hc.settle(clock.now)
+    row = hc.store.order(sid)
+    assert row["state"] == "canceled" and row["state_reason"].startswith("partially filled: 0.005")
+    assert [t.exit_order_id for t in trades][0] == sid and trades[0].qty == pytest.approx(0.005)
+    assert "closed_on_venue" not in [t.exit_reason for t in trades]
+    assert sum(t.qty for t in trades) == pytest.approx(0.02)          # all the venue held, nothing left over
+    assert "BTCUSDT" not in venue.positions
+    assert abs(hc.wallet_diff or 0.0) < 1e-6
+
+
+def _resting_stops_binance(venue):
+    return [a for a in venue.algo_orders.values()
+            if a["algoStatus"] == "NEW" and a["side"] == "SELL" and a["orderType"] == "STOP_MARKET"]
+
+
+def test_stops_the_venue_cancels_with_an_adl_are_no_failed_tries(h, venue):
+    # Binance: auto-deleveraging cancels the trader's open orders (the fake's ``adl``)
+    h.entry(qty=0.04, bracket=STOP_1000)
+    h.settle()
+    h.settle(T0 + timedelta(minutes=5))
+    venue.set_price("BTCUSDT", 43500.0)
+    h.broker.last_price[BTC] = 43500.0
+    for k in range(1, 5):
+        venue.adl("BTCUSDT", 0.005, 43600.0)
+        h.settle(T0 + timedelta(hours=k))
+        h.settle(T0 + timedelta(hours=k, minutes=5))
+    assert float(venue.positions["BTCUSDT"]["amt"]) == pytest.approx(0.02)
+    assert h.broker.positions()[0].qty == pytest.approx(0.02)
+    assert len(_resting_stops_binance(venue)) == 1
+    assert not [a for a in h.alerts if "stop ended on venue" in a]
+    assert h.events().count("stop_ended_on_venue") == 4
+
+
+def test_a_stop_the_venue_cancels_for_no_reason_is_alerted_and_counted(h, venue):
+    h.entry(qty=0.01, bracket=STOP_1000)
+    h.settle()
+    h.settle(T0 + timedelta(minutes=5))
+    for k in range(1, 5):
+        for a in _resting_stops_binance(venue):
+            with venue._lock:
+                a["algoStatus"] = "EXPIRED"
+        h.settle(T0 + timedelta(hours=k))
+    assert h.broker.positions()[0].qty == pytest.approx(0.01)
+    alerts = [a for a in h.alerts if "stop ended on venue" in a]
+    assert len(alerts) == 3 and "no more stops sent after 3" in alerts[-1]
+    assert _resting_stops_binance(venue) == []           # three tries, then the agent watches it itself
+
+
+def test_bybit_stops_cancelled_with_an_adl_are_no_failed_tries(hb, by):
+    # Bybit: cancelType CancelAllBeforeAdl (the fake's ``adl``)
+    hb.entry(qty=0.04, bracket=STOP_1000)
+    hb.settle()
+    hb.settle(T0 + timedelta(minutes=5))
+    by.set_price("BTCUSDT", 43500.0)
+    hb.broker.last_price[BTC] = 43500.0
+    for k in range(1, 5):
+        by.adl("BTCUSDT", 0.005, 43600.0)
+        hb.settle(T0 + timedelta(hours=k))
+        hb.settle(T0 + timedelta(hours=k, minutes=5))
+    assert by.positions["BTCUSDT"].size == pytest.approx(0.02)
+    resting = [o for o in by.orders.values() if o["orderStatus"] == "Untriggered" and o["orderLinkId"]
+               and o["triggerDirection"] == 2]
+    assert len(resting) == 1
+    assert not [a for a in hb.alerts if "stop ended on venue" in a]
+
+
+def test_bybit_close_by_hand_raises_no_failed_stop_alert(hb, by):
+    # Bybit deactivates the reduce-only orders of a position that goes flat (CancelByReduceOnly)
+    hb.entry(qty=0.01, bracket=STOP_1000)
+    hb.settle()
+    hb.settle(T0 + timedelta(minutes=5))
+    by.set_price("BTCUSDT", 42300.0)
+    hb.broker.last_price[BTC] = 42300.0
+    BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5).place_order(
+        OrderSpec("web-manual-close", BTC, Side.SELL, 0.01, reduce_only=True))
+    trades = hb.settle(T0 + timedelta(hours=1))
+    assert [t.exit_reason for t in trades] == ["closed_on_venue"]
+    assert not [a for a in hb.alerts if "stop ended on venue" in a]
+    assert [a for a in hb.alerts if "position closed on venue" in a]
