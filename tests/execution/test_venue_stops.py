@@ -46,7 +46,7 @@ def hb(by, tmp_path):
 def test_a_stop_stuck_after_its_trigger_no_longer_counts_as_protection(hc, venue, clock):
     # Binance: TRIGGERING = "met the triggering condition and forwarded to the matching engine"; a reduce-only
     # STOP_MARKET has been reported stuck there for a day, its cancel answering -2011 (Algo Order Update event;
-    # nautilus_trader discussion 5378). The agent waits ``trigger_grace`` (2 minutes), then exits itself.
+    # nautilus_trader discussion 5378). The agent waits ``finish_grace`` (2 minutes), then exits itself.
     o = hc.entry(qty=0.01, bracket=STOP_1000)
     hc.settle(clock.now)
     pos = hc.broker.positions()[0]

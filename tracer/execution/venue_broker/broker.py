@@ -58,7 +58,7 @@ class VenueBroker(Reconciliation):
                  clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
                  stop_attempts: int = 3, adopt_stop_pct: float = 0.05,
                  unconfirmed_grace: timedelta = timedelta(minutes=15),
-                 trigger_grace: timedelta = timedelta(minutes=2)):
+                 finish_grace: timedelta = timedelta(minutes=2)):
         if not clients:
             raise ValueError("VenueBroker needs at least one venue client")
         self.agent = agent
@@ -93,11 +93,14 @@ class VenueBroker(Reconciliation):
         # history that lags); an entry is not sent again, and a sent order not given up, before this has passed
         self.unconfirmed_grace = unconfirmed_grace
         self._missing_since: dict[str, datetime] = {}       # cid -> first lookup that did not find it
-        # how long a stop may stay triggered without its order finishing (normally milliseconds; Binance's algo
-        # service has been seen stuck in TRIGGERING for a day) before it no longer counts as protection
-        self.trigger_grace = trigger_grace
+        # how long an order that a venue finishes at once may stay working: a triggered stop (normally
+        # milliseconds; Binance's algo service has been seen stuck in TRIGGERING for a day), a market order
+        # (IOC; Alpaca can hold one in pending_cancel for minutes). Past it the stop no longer counts as
+        # protection, and the market order is cancelled, with an alert either way
+        self.finish_grace = finish_grace
         self._triggered_since: dict[str, datetime] = {}     # cid -> first lookup that found it triggered
-        self._stuck: set[str] = set()                       # stops given up as stuck: their exit went out
+        self._working_since: dict[str, datetime] = {}       # cid -> first lookup that found a market order working
+        self._stuck: set[str] = set()                       # given up as stuck (alerted once)
         self._fills_short_since: dict[str, datetime] = {}   # cid -> first time its fills did not add up
         self._forced_unknown_since: dict[str, datetime] = {}   # entry id -> first time forced closes unreadable
         self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained

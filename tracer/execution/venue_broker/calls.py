@@ -62,6 +62,10 @@ class VenueCalls:
     _balance: dict[str, VenueBalance]
     _not_tries: set[str]
     _ended_stops: dict[str, tuple[str, str, float, str]]
+    _working_since: dict[str, datetime]
+    _triggered_since: dict[str, datetime]
+    _stuck: set[str]
+    finish_grace: timedelta
     _unsettled: set[str]
     _dust_seen: dict[str, tuple[float, float]]
     _dust_held: dict[str, tuple[float, float]]

@@ -90,10 +90,12 @@ class Reconciliation(Protection, OutsideCloses):
                 self._stuck_trigger(order, vo, venue)
                 continue          # a resting stop / target: nothing to book yet
             self._triggered_since.pop(cid, None)
-            if vo.state in (OrderState.SUBMITTED,) and vo.filled_qty <= 0:
+            if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED):
+                # still working, whatever it filled so far (Alpaca's pending_cancel can still fill): booked
+                # once the venue says it is done
+                self._overdue(order, vo, venue)
                 continue
-            if vo.state is OrderState.PARTIALLY_FILLED:
-                continue          # book once the venue says it is done
+            self._working_since.pop(cid, None)
             self._tracked.pop(cid, None)
             if vo.filled_qty <= 0:
                 rep.updates.append(OrderUpdate(cid, vo.state, vo.reason or vo.state.value))
@@ -113,7 +115,7 @@ class Reconciliation(Protection, OutsideCloses):
                 self._unsettled.discard(cid)
 
     def _stuck_trigger(self, order: Order, vo: VenueOrder, venue: str) -> None:
-        """A stop or target triggered and not finished after ``trigger_grace`` (its order never reached the
+        """A stop or target triggered and not finished after ``finish_grace`` (its order never reached the
         book): it no longer counts as protection. Its level was crossed, so the exit it stands for goes out
         now as a reduce-only market order (were the stuck one to execute after all, reduce-only keeps the two
         from closing more than is held)."""
@@ -123,12 +125,33 @@ class Reconciliation(Protection, OutsideCloses):
             return
         since = self._triggered_since.setdefault(cid, self._now())
         pos = self._positions.get(order.symbol)
-        if cid in self._stuck or self._now() - since < self.trigger_grace or pos is None:
+        if cid in self._stuck or self._now() - since < self.finish_grace or pos is None:
             return
         self._stuck.add(cid)
         self._event(venue, "stop_stuck_triggered", symbol=order.symbol, cid=cid, alert=True,
                     since=since.isoformat(), action="the exit goes out as a reduce-only market order")
         self._queue_exit(pos, order.reason or order.purpose, order.created_at)
+
+    def _overdue(self, order: Order, vo: VenueOrder, venue: str) -> None:
+        """A market order still working after ``finish_grace`` (a market order is IOC: it should be over in
+        a second). It is cancelled once, with an alert; what it filled is booked when the venue ends it, and an
+        exit that ends unfilled goes out again under a new id. No second order goes out while it may still
+        fill (the agent's own stop waits for it too)."""
+        cid = order.client_order_id
+        since = self._working_since.setdefault(cid, self._now())
+        if self._now() - since < self.finish_grace or f"{cid}:cancelled" in self._stuck:
+            return
+        try:
+            self._call(venue, "cancel_order", order.symbol, cid, conditional=False)
+            self._stuck.add(f"{cid}:cancelled")
+            action = "cancel requested; what it filled is booked when the venue ends it"
+        except VenueError as e:
+            action = f"cancel failed ({type(e).__name__}); asked again every cycle until it is taken"
+        if cid not in self._stuck:          # said once
+            self._stuck.add(cid)
+            self._event(venue, "order_stuck", symbol=order.symbol, cid=cid, alert=True, state=vo.state.value,
+                        filled=vo.filled_qty, since=since.isoformat(), action=action,
+                        message=f"market {order.purpose} still working after {self.finish_grace}: {action}")
 
     def _exit_filled(self, order: Order, fill: Fill, venue: str, rep: BarReport,
                      state: OrderState = OrderState.FILLED) -> None:
