@@ -53,29 +53,8 @@ if [ -f .env ] && [ -n "$(find .env -perm -004 -o -perm -040 2>/dev/null)" ]; th
 fi
 
 # --- where the pid files are ------------------------------------------------------------------------------
-# dotenv_value NAME: NAME's last assignment in .env, read without Python (plain or quoted, "export ", a
-# trailing comment). Exit 1: .env does not set it; 2: it cannot be read safely here ($-expansion, escapes, an
-# unreadable .env), and a guess could point --stop at the wrong folder.
-dotenv_value() {
-  local line v
-  [ -e .env ] || return 1
-  [ -r .env ] || return 2
-  line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" .env | tail -n 1) || true
-  [ -n "$line" ] || return 1
-  v=${line#*=}
-  v=${v%$'\r'}
-  v=${v#"${v%%[![:space:]]*}"}
-  case "$v" in
-    \"*) v=${v#\"}
-         case "$v" in *\"*) v=${v%%\"*} ;; *) return 2 ;; esac
-         case "$v" in *'$'*|*\\*) return 2 ;; esac ;;
-    \'*) v=${v#\'}
-         case "$v" in *\'*) v=${v%%\'*} ;; *) return 2 ;; esac ;;
-    *)   v=${v%%[[:space:]]#*}
-         case "$v" in *'$'*) return 2 ;; esac ;;
-  esac
-  printf '%s\n' "$v"
-}
+# shellcheck source=scripts/shell_lib.sh
+. scripts/shell_lib.sh     # dotenv_value; runs PID REGEX (0 yes, 1 no, 2 cannot tell), LOCK_OWNERS
 # shell_path NAME ENV_VALUE ENV_IS_SET DEFAULT: one folder as the config loader reads it (env over .env)
 shell_path() {
   local v rc=0
@@ -127,8 +106,6 @@ script_of() {
 [ -f scripts/high_risk_futures_agent.py ] && AGENTS+=(futures)
 
 # --- processes: a pid file counts only while its pid runs what it names ---------------------------------------
-PS_OK=""
-if ps -o command= -p $$ >/dev/null 2>&1; then PS_OK=1; fi
 what_of() {   # NAME: what the command line of NAME's process contains (an extended regex)
   case "$1" in
     # watchdog.sh AGENT --exec writes its pid, then execs the agent; a bare "watchdog" would also match macOS's
@@ -141,15 +118,9 @@ what_of() {   # NAME: what the command line of NAME's process contains (an exten
   esac
 }
 pid_of() { cat "$STATE_DIR/$1.pid" 2>/dev/null || true; }
-# running NAME: $STATE_DIR/NAME.pid names a live process that runs NAME. After a reboot the pid may belong to
-# another program: that is never reported as running, nor signalled (tracer.ops.processes.agent_alive, in shell).
-runs() {   # PID REGEX: PID is alive and its command line matches REGEX
-  local cmd re="$2"
-  kill -0 "$1" 2>/dev/null || return 1
-  [ -n "$PS_OK" ] || return 0           # no usable ps here: kill -0 is all there is
-  cmd=$(ps -ww -o command= -p "$1" 2>/dev/null) || return 1
-  [[ "$cmd" =~ $re ]]
-}
+# running NAME: $STATE_DIR/NAME.pid names a live process that runs NAME (1: it does not; 2: a live pid whose
+# command line cannot be read). After a reboot the pid may belong to another program: that is never reported
+# as running, nor signalled (tracer.ops.processes.agent_alive, in shell).
 running() {
   local pid
   pid=$(pid_of "$1")
@@ -160,16 +131,17 @@ running() {
 # --- launch locks: $STATE_DIR/<agent>.launch.lock (owner pid inside), shared with scripts/watchdog.sh and the
 # health check's heal. Whoever starts or stops an agent holds it: a watchdog pass never restarts an agent that
 # --stop is stopping, nor writes a pid file that the stop then removes.
-LOCK_OWNERS='watchdog|start_trading_system|tracer[.]cli|bin/tracer'
 LOCKS=""        # the locks held, one per line (the state folder may have spaces)
 LOCK_OWNER=""
 lock_take() {   # AGENT SECONDS: waits up to SECONDS for the holder; a lock whose owner is gone is taken over
-  local dir="$STATE_DIR/$1.launch.lock" owner n=0
+  local dir="$STATE_DIR/$1.launch.lock" owner n=0 rc
   until mkdir "$dir" 2>/dev/null; do
     owner=$(cat "$dir/pid" 2>/dev/null || true)
     if [ "$n" -ge "$2" ]; then LOCK_OWNER=${owner:-"(starting)"}; return 1; fi
     n=$((n + 1))
-    if { [ -n "$owner" ] && ! runs "$owner" "$LOCK_OWNERS"; } \
+    rc=0
+    [ -z "$owner" ] || runs "$owner" "$LOCK_OWNERS" || rc=$?
+    if { [ -n "$owner" ] && [ "$rc" = 1 ]; } \
         || { [ -z "$owner" ] && [ -n "$(find "$dir" -maxdepth 0 -mmin +1 2>/dev/null)" ]; }; then
       rm -rf "$dir"
     else
@@ -261,8 +233,14 @@ start_watchdogs() {
 # not running", removing a stale pid file). The pid file goes only while it still names the pid stopped here;
 # one written meanwhile by another start is left, and the stop fails saying so.
 stop_proc() {
-  local pidf="$STATE_DIR/$1.pid" label="$2" secs="$3" pid re now
-  if ! running "$1"; then
+  local pidf="$STATE_DIR/$1.pid" label="$2" secs="$3" pid re now rc=0
+  running "$1" || rc=$?
+  if [ "$rc" = 2 ]; then     # never signal a process that cannot be confirmed to be ours
+    echo "$label: pid $(pid_of "$1") is alive but its command line cannot be read here: not signalled;" \
+         "check it (ps) and remove $pidf" >&2
+    return 1
+  fi
+  if [ "$rc" = 1 ]; then
     rm -f "$pidf"; echo "$label: not running"; return 0
   fi
   pid=$(pid_of "$1") re=$(what_of "$1")
@@ -281,7 +259,9 @@ stop_proc() {
   echo "$label: stopped"
 }
 stop_quietly() {   # NAME LABEL SECONDS: stop_proc, without a "not running" line
-  if running "$1"; then stop_proc "$@"; else rm -f "$STATE_DIR/$1.pid"; fi
+  local rc=0
+  running "$1" || rc=$?
+  if [ "$rc" = 1 ]; then rm -f "$STATE_DIR/$1.pid"; else stop_proc "$@"; fi
 }
 stop_watchdogs() {   # before the agents, so that no watchdog restarts an agent being stopped
   local a rc=0

@@ -16,6 +16,7 @@
 # 2 critical (agent down without a clean stop, DB missing/corrupt, disk nearly full, invalid config,
 # the .venv unusable). Runs from cron's bare environment and any folder; with an invalid .env or no
 # usable .venv it still prints its report (and its JSON) and exits 0/1/2.
+# Without a usable .venv the one alert (setup) goes out by curl, at most once an hour (alert_setup below).
 # Alerts (tracer/ops/alerts.py): a failing check alerts at its level (warning/critical, routed by
 # TB_ALERT_CHANNELS_<LEVEL>) when it starts failing, changes level, or its repeat window passed; a check that
 # turns green again sends an info "recovered". The checks: tracer/ops/ and tracer/ops/checks.py.
@@ -24,18 +25,67 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 json=0
+noalert=0
 for arg in "$@"; do
   case "$arg" in
     --json) json=1 ;;
-    --no-alert|--heal|--quiet) ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --no-alert) noalert=1 ;;
+    --heal|--quiet) ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "health_check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 PY=.venv/bin/python
+# dotenv_value (for the alert without Python); this script reports even without it
+# shellcheck source=shell_lib.sh
+[ ! -r scripts/shell_lib.sh ] || . scripts/shell_lib.sh
 
+# setting NAME DEFAULT: NAME as the config loader reads it (the environment over .env), without Python;
+# fails when .env holds it in a form this cannot read safely
+setting() {
+  local v rc=0
+  if eval "[ -n \"\${$1+set}\" ]"; then eval "v=\${$1}"; printf '%s\n' "$v"; return 0; fi
+  v=$(dotenv_value "$1") || rc=$?
+  case "$rc" in 0) printf '%s\n' "${v%"${v##*[![:space:]]}"}" ;; 1) printf '%s\n' "$2" ;; *) return 1 ;; esac
+}
+# alert_setup MESSAGE: the setup finding to Discord and Telegram by curl, since the alert code needs the very
+# Python that is gone (a Homebrew upgrade), and stdout goes to a log nobody reads. At most once an hour (a marker
+# in the state folder): cron or launchd runs this every 15 minutes, the fix needs a person, and there is no
+# Python for the per-check repeat windows. The secrets come from the environment or .env (never printed, never
+# logged) and go to curl on its stdin (-K -), not its command line, which every user of the machine can list.
+alert_setup() {
+  local state marker url token chat base text sent=0
+  [ "$noalert" = 0 ] && command -v curl >/dev/null 2>&1 && command -v dotenv_value >/dev/null 2>&1 || return 0
+  state=$(setting TB_STATE_DIR state) || state=""
+  case "$state" in \~) state=$HOME ;; \~/*) state="$HOME/${state#\~/}" ;; esac
+  marker="$state/setup_alert.sent"
+  if [ -n "$state" ] && [ -n "$(find "$marker" -mmin -60 2>/dev/null)" ]; then return 0; fi
+  # only the fixed texts of this script (no quote, no backslash) and a sanitised host name go into the JSON
+  text="🚨 health critical on $(hostname 2>/dev/null | tr -cd 'A-Za-z0-9.-'): setup: $1 (no other check ran;"
+  text="$text sent by scripts/health_check.sh without Python, at most once an hour)"
+  url=$(setting TB_DISCORD_WEBHOOK_URL "") || url=""
+  case "$url" in
+    http://*|https://*)
+      case "$url" in *[[:space:]\"\\]*) ;; *)
+        printf 'url = "%s"\n' "$url" | curl -fsS --max-time 15 -o /dev/null -K - -H 'Content-Type: application/json' \
+          --data-binary "{\"content\": \"$text\"}" 2>/dev/null && sent=1 ;;
+      esac ;;
+  esac
+  token=$(setting TB_TELEGRAM_BOT_TOKEN "") || token=""
+  chat=$(setting TB_TELEGRAM_CHAT_ID "") || chat=""
+  base=$(setting TB_TELEGRAM_BASE_URL "https://api.telegram.org/bot") || base=""
+  if [ -n "$token" ] && [ -n "$chat" ] && [ -n "$base" ]; then
+    case "$base$token" in *[[:space:]\"\\]*) ;; *)
+      printf 'url = "%s%s/sendMessage"\n' "$base" "$token" | curl -fsS --max-time 15 -o /dev/null -K - \
+        --data-urlencode "chat_id=$chat" --data-urlencode "text=$text" 2>/dev/null && sent=1 ;;
+    esac
+  fi
+  if [ "$sent" = 1 ] && [ -n "$state" ]; then mkdir -p "$state" 2>/dev/null && : > "$marker" 2>/dev/null; fi
+  return 0
+}
 # report_setup MESSAGE: the one critical finding when Python cannot run the checks at all
 report_setup() {
+  alert_setup "$1"
   if [ "$json" = 1 ]; then
     # MESSAGE is one of the fixed texts below (no quote or backslash): safe to embed as is
     printf '{"status": "critical", "exit_code": 2, "time": "%s", "checks": [{"name": "setup", "level": 2, "message": "%s", "status": "critical"}]}\n' \

@@ -73,17 +73,16 @@ log() {
   say "$*"
 }
 
-# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is none of the lock takers) leaves a stale lock
-# The takers: this script, start_trading_system.sh (start, stop) and the health check's heal (tracer.cli).
+# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is none of the lock takers, LOCK_OWNERS)
+# leaves a stale lock. The takers: this script, start_trading_system.sh (start, stop) and the health check's heal.
+# shellcheck source=shell_lib.sh
+. scripts/shell_lib.sh
 HELD=""        # the locks this process holds, one per line (the state folder may have spaces)
 LOCK_OWNER=""
-LOCK_OWNERS='watchdog|start_trading_system|tracer[.]cli|bin/tracer'
-owner_alive() {  # a live lock taker (the ps check guards against a recycled pid)
-  local cmd
-  kill -0 "$1" 2>/dev/null || return 1
-  command -v ps >/dev/null 2>&1 || return 0
-  cmd=$(ps -ww -o command= -p "$1" 2>/dev/null) || return 1
-  [[ "$cmd" =~ $LOCK_OWNERS ]]
+owner_alive() {  # a live lock taker; one whose command line cannot be read counts as alive (never taken over)
+  local rc=0
+  runs "$1" "$LOCK_OWNERS" || rc=$?
+  [ "$rc" != 1 ]
 }
 # The TERM handler in force, kept here: lock_acquire swaps it out for a moment. `$(trap -p TERM)` cannot
 # save it: a command substitution sees the caller's traps only from bash 4.2, and macOS has bash 3.2.
@@ -262,8 +261,9 @@ case "$mode" in
       say "another start of $agent is in progress (pid $LOCK_OWNER); exiting"
       exit 0
     fi
-    if [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null \
-      && ps -ww -o command= -p "$(cat "$PIDF")" 2>/dev/null | grep -q "$script"; then
+    old_rc=1      # 0 runs the agent, 2 cannot tell: no second copy beside it either way
+    if [ -f "$PIDF" ]; then old_rc=0; runs "$(cat "$PIDF")" "${script//./[.]}" || old_rc=$?; fi
+    if [ "$old_rc" != 1 ]; then
       lock_release "$STATE_DIR/$agent.launch.lock"
       # not 0: under launchd's KeepAlive{SuccessfulExit:false} an exit 0 would end supervision for good
       say "already running (pid $(cat "$PIDF")); exiting (75: try again later)"

@@ -199,7 +199,7 @@ def test_stop_waits_for_a_restart_in_progress_and_stops_the_new_agent(tmp_path):
     state.mkdir()
     old = standin_agent(tmp_path)
     (state / "hybrid.pid").write_text(f"{old.pid}\n")
-    fake = tmp_path / "fake_watchdog.sh"
+    fake = tmp_path / "watchdog_hybrid.sh"      # a lock owner's name: only those hold a launch lock
     fake.write_text(FAKE_RESTART)
     restart = subprocess.Popen(["bash", str(fake), str(state), sys.executable, str(standin_script(tmp_path))])
     new = 0

@@ -4,24 +4,29 @@ recovery message when a check turns green again.
 - :func:`send` enqueues one alert on the channels ``TB_ALERT_CHANNELS_<LEVEL>`` names that are enabled
   (console, Discord, Telegram), delivers the remote ones at once (the agents, whose workers normally do it,
   may be what is down), records it in the monitoring record, and never raises: when the DB cannot take it
-  the alert goes to ``TB_LOG_DIR/alerts.log`` and stderr.
+  (a full disk) the alert is posted straight to the remote channels, best effort and not stored, and noted
+  in ``TB_LOG_DIR/alerts.log`` (when that can be written) and on stderr.
 - :func:`health_alerts` decides per check: a failing check alerts when it first fails, when its level
   changes, and again once its repeat window (``TB_HEALTH_ALERT_REPEAT_MIN``, or its entry in
   ``TB_HEALTH_ALERT_REPEAT_BY_CHECK``) has passed; a check that was failing and is ok again gets one info
-  "recovered" message. State: ``TB_STATE_DIR/health_alert_state.json`` (user-only).
+  "recovered" message. State: ``TB_STATE_DIR/health_alert_state.json`` (user-only), read, sent and saved
+  under an exclusive lock (``health_alert_state.flock``): overlapping health checks alert once.
 - :func:`alert_once` is the same window for an alert that is not a check (an invalid config seen by every
   watchdog pass), in ``TB_STATE_DIR/alerts_sent.json``.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tracer.logs import log_line, private_write_text
 from tracer.ops.records import Event, Source, record
@@ -60,6 +65,7 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
     ids: list[int] = []
     chans = route(settings, level)
     message = redact(message, settings.secret_values())      # nowhere, not even alerts.log, gets a secret
+    stored = False
     try:
         if not Path(settings.db_path).is_file():
             raise FileNotFoundError(f"{settings.db_path} does not exist")
@@ -69,21 +75,47 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
             text = message
             with store.transaction():
                 ids = [store.enqueue_notification(ch, kind, text, agent) for ch in chans]
+            stored = True
         finally:
             store.close()
         if any(ch != "console" for ch in chans):
             from tracer.notify.worker import deliver_now
             deliver_now(settings)
     except Exception as e:  # noqa: BLE001 - an alert must never take its caller down
-        print(f"alert not enqueued ({type(e).__name__}: {e}): {message}", file=sys.stderr)
+        # a full disk (or a broken DB) must not keep the alert on this machine: straight to the remote
+        # channels, best effort, and said that it was not stored (no retry, no record in the outbox)
+        direct = [] if stored else _send_directly(settings, chans, message, agent)
+        note = (f"not enqueued ({type(e).__name__}: {e}); sent directly, not stored: {'+'.join(direct)}" if direct
+                else f"{'enqueued, delivery failed' if stored else 'not enqueued'} ({type(e).__name__}: {e})")
+        print(f"alert {note}: {message}", file=sys.stderr)
         try:
-            log_line(settings, "alerts", agent, f"kind={kind} level={Level(level).name.lower()} not enqueued "
-                                                f"({type(e).__name__}): {message}")
+            log_line(settings, "alerts", agent, f"kind={kind} level={Level(level).name.lower()} {note}: {message}")
         except OSError:
             pass
     record(settings, [Event(Source.ALERT, "alert", kind, int(level),
                             f"{'+'.join(chans) or 'no channel'}: {message}")])
     return ids
+
+
+def _send_directly(settings: Any, chans: Sequence[str], message: str, agent: str | None) -> list[str]:
+    """Post ``message`` on the remote channels of ``chans`` without the outbox; the channels that took it."""
+    from tracer.notify.outbox import REMOTE_CHANNELS, make_sender
+    from tracer.notify.worker import display_text
+    done = []
+    for ch in chans:
+        if ch not in REMOTE_CHANNELS:
+            continue
+        try:
+            sender = make_sender(ch, settings)
+            try:
+                for part in sender.parts(display_text(agent, message)):
+                    sender.send_part(part)
+            finally:
+                sender.close()
+            done.append(ch)
+        except Exception as e:  # noqa: BLE001 - the other channel may still work
+            print(f"alert: direct delivery on {ch} failed ({type(e).__name__})", file=sys.stderr)
+    return done
 
 
 # --- per-check repeat windows ------------------------------------------------------------------------------
@@ -124,8 +156,57 @@ def _save(settings: Any, name: str, d: dict[str, Any]) -> None:
         pass         # an unwritable state folder: alerts may repeat, never stop
 
 
+# Two health checks may overlap (cron beside launchd, a manual run, a slow webhook): each loads the state, sends
+# (a blocking POST), then saves it, so without a lock both would alert the same finding. The lock is held from
+# load to save; a second run waits for it up to LOCK_WAIT_S (then it sees what the first sent), and past that
+# skips alerting with a log line (the run holding the lock alerts; the next run catches up).
+LOCK_WAIT_S = 60.0
+
+
+@contextmanager
+def _locked(settings: Any, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[bool]:
+    """Hold ``TB_STATE_DIR/<name>.flock`` (flock, released by the OS if the process dies); yields False when
+    another process held it all ``wait_s``. A lock file that cannot be made (read-only or full disk) is no
+    lock: True, as before (alerts may repeat, never stop)."""
+    try:
+        p = _state_path(settings, f"{name}.flock")   # not *.lock: those are the mkdir locks
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield True
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
+        yield True
+    finally:
+        os.close(fd)          # releases the flock
+
+
 def health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> list[str]:
     """Alert the failing checks that are due and the recoveries; returns the alert kinds sent."""
+    with _locked(settings, "health_alert_state") as held:
+        if not held:
+            msg = (f"another health check held {_state_path(settings, 'health_alert_state.flock')} for "
+                   f"{LOCK_WAIT_S:g} s: no alert from this run (that one alerts)")
+            print(f"health: {msg}", file=sys.stderr)
+            try:
+                log_line(settings, "alerts", None, msg)
+            except OSError:
+                pass
+            return []
+        return _health_alerts(settings, checks, now)
+
+
+def _health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None) -> list[str]:
     now = now or _now()
     t = now.timestamp()
     state = _load(settings, "health_alert_state.json")
@@ -161,6 +242,14 @@ def health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None = N
 def alert_once(settings: Any, key: str, kind: str, message: str, agent: str | None = None,
                now: datetime | None = None, level: Level = Level.CRITICAL) -> bool:
     """Alert ``message`` unless ``key`` was alerted within ``TB_HEALTH_ALERT_REPEAT_MIN``; True when sent."""
+    with _locked(settings, "alerts_sent") as held:        # two watchdog passes at once: one alert
+        if not held:
+            return False
+        return _alert_once(settings, key, kind, message, agent, now, level)
+
+
+def _alert_once(settings: Any, key: str, kind: str, message: str, agent: str | None, now: datetime | None,
+                level: Level) -> bool:
     t = (now or _now()).timestamp()
     book = _load(settings, "alerts_sent.json")
     try:

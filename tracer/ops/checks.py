@@ -27,16 +27,8 @@ from tracer.ops.health import Check, live_venues
 from tracer.models import AGENTS
 from tracer.ops.common import _now, human_age
 from tracer.ops.heartbeat import agent_state
-from tracer.ops.processes import agent_alive, pid_alive, read_pid
+from tracer.ops.processes import agent_alive, read_pid, runs, watchdog_loop_alive
 from tracer.ops.suspend import SuspendClock, asleep_note, awake_age_at, record
-
-
-def _proc_runs(pid: int | None, word: str) -> bool:
-    from tracer.ops.processes import _cmdline
-    if not pid_alive(pid):
-        return False
-    cmd = _cmdline(pid)  # type: ignore[arg-type]
-    return cmd is None or word in cmd
 
 
 def watchdog_loops(settings: Any) -> list[Check]:
@@ -46,7 +38,7 @@ def watchdog_loops(settings: Any) -> list[Check]:
         pid = read_pid(pf)
         if not pf.exists():
             out.append(Check(f"watchdog[{a}]", 0, "no loop started (cron passes, or watchdogs off)"))
-        elif _proc_runs(pid, "watchdog"):
+        elif watchdog_loop_alive(pid, a):
             out.append(Check(f"watchdog[{a}]", 0, f"loop running (pid {pid})"))
         elif not (Path(settings.state_dir) / f"{a}.pid").exists():
             out.append(Check(f"watchdog[{a}]", 0, f"loop gone (pid {pid}), agent stopped: nothing to watch"))
@@ -64,7 +56,7 @@ def listener(settings: Any) -> Check:
     pid = read_pid(pf)
     if not pf.exists():
         return Check("listener", 0, "not started (no pid file)")
-    if _proc_runs(pid, "telegram_listener"):
+    if runs(pid, r"telegram_listener\.py"):
         return Check("listener", 0, f"running (pid {pid})")
     return Check("listener", 1, f"DOWN: the Telegram listener (pid {pid}) is gone: no /commands, and no alert "
                                 f"delivery while the agents are down (health_check.sh --heal restarts it)")

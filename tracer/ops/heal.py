@@ -30,7 +30,8 @@ from tracer.ops.alerts import Level, send
 from tracer.ops.records import Event, Source, count, record
 from tracer.models import AGENTS
 from tracer.ops.heartbeat import agent_state
-from tracer.ops.processes import AGENT_SCRIPTS, launch_lock_holder, launch_lock_release, read_pid
+from tracer.ops.processes import (AGENT_SCRIPTS, launch_lock_holder, launch_lock_release, read_pid,
+                                  watchdog_loop_alive)
 from tracer.ops.watchdog import _wd_load
 
 ROOT = Path(__file__).resolve().parents[2]        # the checkout: scripts/ live there
@@ -92,13 +93,12 @@ def heal(settings: Any, checks: Sequence[Any], now: datetime | None = None) -> l
 
     for a in AGENTS:
         if f"watchdog[{a}]" in bad:
-            from tracer.ops.checks import _proc_runs
             todo.append((f"watchdog[{a}]", f"the {a} watchdog loop",
                          lambda a=a: _spawn(["bash", str(ROOT / "scripts" / f"watchdog_{a}.sh"), "--loop"],
                                             logs / "watchdog.err")))
             lock_of[f"watchdog[{a}]"] = a
             still[f"watchdog[{a}]"] = (lambda a=a: (state / f"{a}.pid").exists()
-                                       and not _proc_runs(read_pid(state / f"watchdog_{a}.pid"), "watchdog"))
+                                       and not watchdog_loop_alive(read_pid(state / f"watchdog_{a}.pid"), a))
         if agent_down(a) and _wd_load(settings, a)["gave_up_at"] is not None:
             def start_agent(a: str = a) -> int:
                 pid = _spawn([sys.executable, str(ROOT / "scripts" / AGENT_SCRIPTS[a]), *_agent_args(settings, a)],

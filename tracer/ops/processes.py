@@ -50,14 +50,31 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
-def agent_alive(pid: int | None, agent: str) -> bool:
-    """``pid`` is alive and runs ``agent`` (or the ``watchdog.sh --exec`` wrapper about to exec it): a pid
-    recycled by an unrelated process after a reboot or a crash does not count, and is never signalled."""
+def _watchdog_re(agent: str, modes: str) -> str:
+    """scripts/watchdog.sh AGENT (or its wrapper watchdog_AGENT.sh) in one of ``modes`` (a regex alternation):
+    never a bare "watchdog", which macOS's own watchdogd matches on a recycled pid."""
+    a = re.escape(agent)
+    return rf"watchdog(\.sh {a}|_{a}\.sh) --({modes})\b"
+
+
+def runs(pid: int | None, pattern: str) -> bool:
+    """``pid`` is alive and its command line matches ``pattern`` (a regex), or that line cannot be read: a
+    process of this user always has one (/proc on Linux, BusyBox included; ps on macOS)."""
     if not pid_alive(pid):
         return False
     cmd = _cmdline(pid)  # type: ignore[arg-type]
-    return cmd is None or AGENT_SCRIPTS.get(agent, agent) in cmd or \
-        re.search(rf"watchdog(\.sh {re.escape(agent)}|_{re.escape(agent)}\.sh) --exec", cmd) is not None
+    return cmd is None or re.search(pattern, cmd) is not None
+
+
+def agent_alive(pid: int | None, agent: str) -> bool:
+    """``pid`` is alive and runs ``agent`` (or the ``watchdog.sh --exec`` wrapper about to exec it): a pid
+    recycled by an unrelated process after a reboot or a crash does not count, and is never signalled."""
+    return runs(pid, rf"{re.escape(AGENT_SCRIPTS.get(agent, agent))}|{_watchdog_re(agent, 'exec')}")
+
+
+def watchdog_loop_alive(pid: int | None, agent: str) -> bool:
+    """``pid`` runs ``agent``'s watchdog loop (``--loop``, or ``--supervise`` under launchd)."""
+    return runs(pid, _watchdog_re(agent, "loop|supervise"))
 
 
 def pid_file(settings: Any, agent: str) -> Path:
@@ -78,8 +95,10 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-# what may hold a launch lock: scripts/watchdog.sh, start_trading_system.sh, the health check's heal (tracer.cli)
-LOCK_TAKERS = ("watchdog", "start_trading_system", "tracer.cli", "bin/tracer")
+# what may hold a launch lock: scripts/watchdog.sh (or a wrapper), start_trading_system.sh, the health check's
+# heal (tracer.cli); their script names, never a bare "watchdog" (macOS's watchdogd on a recycled pid would
+# hold a lock left by a power loss forever). The same as LOCK_OWNERS in scripts/shell_lib.sh.
+LOCK_TAKERS = r"watchdog(\.sh [a-z]+|_[a-z]+\.sh)( |$)|start_trading_system\.sh( |$)|tracer\.cli( |$)|bin/tracer( |$)"
 
 
 def launch_lock_holder(state_dir: Path | str, agent: str) -> int | None:
@@ -96,7 +115,7 @@ def launch_lock_holder(state_dir: Path | str, agent: str) -> int | None:
                 fresh = (_mtime(d) or 0) > time.time() - 60
                 if fresh:
                     return 0
-            elif pid_alive(owner) and ((cmd := _cmdline(owner)) is None or any(w in cmd for w in LOCK_TAKERS)):
+            elif runs(owner, LOCK_TAKERS):
                 return owner
             shutil.rmtree(d, ignore_errors=True)          # stale: its holder is gone
             continue
