@@ -4,8 +4,8 @@ was, through the real python-binance / pybit clients over HTTP against the fake 
 A vanished or shrunken position is asked about on the venue: Binance lists its own closes in "User's Force
 Orders" (``autoclose-`` liquidations, ``adl_autoclose`` auto-deleveraging), Bybit marks them in the execution
 list (``execType`` BustTrade, AdlTrade). A liquidation loses the margin; an auto-deleveraging closes in profit at
-a counterparty's bankruptcy price; a close by hand is booked at the last price. A part closed is booked as a
-trade of its own, once, and the money reconciles with the venue's wallet."""
+a counterparty's bankruptcy price; a close by hand is booked at the price and fee of the venue's trades. A part
+closed is booked as a trade of its own, once, and the money reconciles with the venue's wallet."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -105,7 +105,7 @@ def test_binance_auto_deleveraging_of_all_is_a_profit_not_a_lost_margin(h, venue
 
 def test_binance_part_closed_by_hand_is_booked_as_a_trade_of_its_own_after_the_grace(venue, tmp_path):
     """No order of ours and no forced close explains it: booked once the grace has passed (an order of ours that
-    did it would have shown its fill by then), at the last price."""
+    did it would have shown its fill by then), at the price and commission of the venue's own trades."""
     clock = Clock()
     h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
     pos = open_long(h, 0.02)
@@ -118,12 +118,13 @@ def test_binance_part_closed_by_hand_is_booked_as_a_trade_of_its_own_after_the_g
     clock.advance(minutes=16)
     trades = h.settle(T0 + timedelta(hours=2))
     assert [(t.exit_reason, t.qty) for t in trades] == [("closed_on_venue", pytest.approx(0.005))]
-    assert trades[0].pnl == pytest.approx((42500.0 - pos.entry_price) * 0.005 - pos.entry_fee / 4, rel=1e-6)
+    commission = 0.005 * 42500.0 * venue.taker_fee      # the venue's, from its trades (userTrades)
+    assert trades[0].pnl == pytest.approx((42500.0 - pos.entry_price) * 0.005 - pos.entry_fee / 4 - commission,
+                                          rel=1e-6)
     rest = h.broker.positions()[0]
     assert rest.qty == pytest.approx(0.015) and rest.entry_fee == pytest.approx(pos.entry_fee * 0.75)
     assert h.settle(T0 + timedelta(hours=3)) == []
-    # the venue's fee on a close by hand is not known to the agent (booked 0): the wallet check shows just that
-    assert h.wallet_diff == pytest.approx(-0.005 * 42500.0 * venue.taker_fee, rel=1e-6)
+    assert h.wallet_diff == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_shrunken_position_waits_while_an_exit_of_ours_cannot_be_read(venue, tmp_path):

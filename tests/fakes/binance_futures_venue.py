@@ -114,6 +114,7 @@ ERRORS: dict[int, tuple[int, str]] = {
     -1013: (400, "Filter failure: LOT_SIZE"),
     -1111: (400, "Precision is over the maximum defined for this asset."),
     -1121: (400, "Invalid symbol."),
+    -1127: (400, "More than 7 days between startTime and endTime."),
     -2011: (400, "Unknown order sent."),
     -2013: (400, "Order does not exist."),
     -2015: (401, "Invalid API-key, IP, or permissions for action."),
@@ -182,6 +183,7 @@ class FakeBinanceFutures(FakeServer):
         self.api_key, self.api_secret = api_key, api_secret
         self.taker_fee, self.mmr = taker_fee, mmr
         self.fee_asset = "USDT"
+        self.bnb = 0.0          # the futures wallet's BNB, which pays the fees when ``fee_asset = "BNB"``
         self.hedge_mode = False                           # GET /fapi/v1/positionSide/dual
         self.clock_offset_ms = 0
         self.used_weight = 12                             # what X-MBX-USED-WEIGHT-1M says on every answer
@@ -253,6 +255,8 @@ class FakeBinanceFutures(FakeServer):
                 return 0.0
             income = -float(pos["amt"]) * self.prices[symbol] * rate
             self.balance += income
+            # isolated margin: the position's isolated wallet pays it (doc "Event: Balance and Position Update")
+            pos["margin"] += income
             self._income(symbol, "FUNDING_FEE", income, ts_ms)
             return income
 
@@ -717,11 +721,15 @@ class FakeBinanceFutures(FakeServer):
         if realized_override is not None:
             realized = realized_override
         fee_usdt = 0.0 if liquidation else float(qty) * price * self.taker_fee
-        self.balance += realized - fee_usdt
         if self.fee_asset == "USDT" or liquidation:
             commission, asset = fee_usdt, "USDT"
+            self.balance += realized - fee_usdt
         else:
+            # BNB fee discount: the fee comes out of the wallet's BNB, the USDT balance moves by the P&L only
+            # (Binance FAQ "Binance Futures Fee Structure & Fee Calculations")
             commission, asset = fee_usdt / self.prices[f"{self.fee_asset}USDT"], self.fee_asset
+            self.balance += realized
+            self.bnb -= commission
         tid = next(self._ids)
         now = self.now_ms()
         self.trades.append({
@@ -956,8 +964,16 @@ class FakeBinanceFutures(FakeServer):
         out = [t for t in self.trades if t["symbol"] == sym]
         if params.get("orderId"):
             out = [t for t in out if t["orderId"] == int(params["orderId"])]
-        if params.get("startTime"):
-            out = [t for t in out if t["time"] >= int(params["startTime"])]
+        # doc "Account Trade List": no startTime/endTime: the last 7 days; a range of at most 7 days
+        start, end = params.get("startTime"), params.get("endTime")
+        if start and end and int(end) - int(start) > 7 * 86_400_000:
+            raise _Reject(-1127)
+        if not start and not end:
+            start = str(self.now_ms() - 7 * 86_400_000)
+        if start:
+            out = [t for t in out if t["time"] >= int(start)]
+        if end:
+            out = [t for t in out if t["time"] <= int(end)]
         return [dict(t) for t in out[-int(params.get("limit", 500)):]]
 
     def _force_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -1017,9 +1033,12 @@ class FakeBinanceFutures(FakeServer):
                  "positionInitialMargin": "0", "openOrderInitialMargin": "0", "crossWalletBalance": _fmt(avail),
                  "crossUnPnl": "0.00000000", "availableBalance": _fmt(avail), "maxWithdrawAmount": _fmt(avail),
                  "balance": _fmt(self.balance), "marginAvailable": True, "updateTime": self.now_ms()}
+        bnb = [{"asset": "BNB", "walletBalance": _fmt(self.bnb), "unrealizedProfit": "0",
+                "marginBalance": _fmt(self.bnb), "availableBalance": _fmt(self.bnb), "crossWalletBalance": _fmt(self.bnb),
+                "maxWithdrawAmount": _fmt(self.bnb), "updateTime": self.now_ms()}] if self.bnb else []
         return {"totalWalletBalance": _fmt(self.balance), "totalUnrealizedProfit": _fmt(upnl),
                 "totalMarginBalance": _fmt(self.balance + upnl), "availableBalance": _fmt(avail),
-                "maxWithdrawAmount": _fmt(avail), "assets": [asset], "positions": []}
+                "maxWithdrawAmount": _fmt(avail), "assets": [asset] + bnb, "positions": []}
 
     def _margin_type(self, params: dict[str, str]) -> dict[str, Any]:
         sym, _ = self._symbol(params)

@@ -530,27 +530,26 @@ class FakeBybit(FakeServer):
         return _ok({"category": "linear", "list": chunk, "nextPageCursor": nxt})
 
     def _executions(self, p: dict) -> dict:
-        # v5 "Get Trade History": at most 7 days per query; none given: the last 7 days; only one given: the 7
-        # days after the start / before the end (an order's own executions are asked by its id, not by time)
+        # v5 "Get Trade History": at most 7 days per query; none given: "return 7 days by default"; only one
+        # given: the 7 days after the start / before the end. The doc does not exempt a query by order id from
+        # the 7-day default (its "other input parameters will be ignored" ranks symbol/baseCoin): not exempted
         week = 7 * 24 * 3600 * 1000
         start, end = p.get("startTime"), p.get("endTime")
         if start and end and int(end) - int(start) > week:
             return _err(10001, "The time range between startTime and endTime cannot exceed 7 days")
-        by_id = bool(p.get("orderId") or p.get("orderLinkId"))
-        if not by_id or start or end:
-            if start and not end:
-                end = int(start) + week
-            elif end and not start:
-                start = int(end) - week
-            elif not start:
-                end = self.now_ms()
-                start = end - week
+        if start and not end:
+            end = int(start) + week
+        elif end and not start:
+            start = int(end) - week
+        elif not start:
+            end = self.now_ms()
+            start = end - week
         rows = [e for e in reversed(self.executions)
                 if (not p.get("symbol") or e["symbol"] == p["symbol"])
                 and (not p.get("orderId") or e["orderId"] == p["orderId"])
                 and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])
                 and (not p.get("execType") or e["execType"] == p["execType"])
-                and (start is None or int(start) <= int(e["execTime"]) <= int(end or 0))]
+                and int(start) <= int(e["execTime"]) <= int(end)]
         return self._page(rows, p, 50)
 
     # --- positions and account ---------------------------------------------------------------------

@@ -92,6 +92,7 @@ class ForcedClose(str, Enum):
     """Why the venue closed (part of) a position itself: the ``reason`` of a ``forced_closes`` order."""
     LIQUIDATION = "liquidation"            # margin exhausted: the isolated margin of what it closed is lost
     ADL = "adl"                            # auto-deleveraging: closed at a counterparty's bankruptcy price, in profit
+    SETTLEMENT = "settlement"              # a delisting / delivery settlement: closed at its price with its fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,11 @@ class VenueOrder:
     triggered: bool = False
 
 
+# the assets a futures wallet balance is counted in: a fee paid in any other (Binance's BNB fee discount) leaves
+# that wallet untouched, though it is booked as a fee at its USD(T) value
+WALLET_ASSETS = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "USD"})
+
+
 @dataclass(frozen=True, slots=True)
 class VenueFill:
     client_order_id: str
@@ -137,6 +143,9 @@ class VenueFill:
     ts: datetime
     trade_id: str
     realized_pnl: float = 0.0              # futures venues report it per fill; 0 for spot
+    order_id: str = ""                     # the venue's id of the order the trade belongs to
+    reason: str | None = None              # a ForcedClose value when the venue made the trade itself
+    fee_asset: str = "USDT"                # what the venue took the fee in (``fee`` is its USD(T) value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +182,9 @@ class VenueClient(Protocol):
     base_url: str
     is_test_venue: bool                    # paper / testnet endpoint (or a local URL, for the tests)
     supports_venue_stops: bool             # protective STOP_MARKET / TAKE_PROFIT_MARKET rest on the venue
+    # the margin a position reports (VenuePosition.margin) is its isolated wallet, which pays its funding
+    # (Binance); False where it is the initial margin (Bybit positionIM) or there is none (spot)
+    funding_in_margin: bool
 
     def server_time(self) -> datetime: ...
     def sync_time(self) -> float: ...      # resync the clock offset with the venue; returns the offset in ms

@@ -108,6 +108,12 @@ class VenueBroker(Reconciliation):
         # or cancelled by the venue with the position it closed or reduced itself (ADL, liquidation, by hand)
         self._not_tries: set[str] = set()
         self._ended_stops: dict[str, tuple[str, str, float, str]] = {}   # this sync: cid -> (symbol, venue, qty, why)
+        # funding booked on an open position since the venue last reported its margin: where that margin is the
+        # isolated wallet that pays the funding, a liquidation loses it inside the margin read before
+        self._funding_unmargined: dict[str, float] = {}
+        self._fees_elsewhere = 0.0          # fees paid outside the wallet's asset since the anchor (Money)
+        self._elsewhere_changed = False
+        self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
         # spot: coins held below the venue's step in no position (a coin fee's rest), symbol -> (qty, value now)
         self._dust_seen: dict[str, tuple[float, float]] = {}
@@ -147,6 +153,7 @@ class VenueBroker(Reconciliation):
         self.last_price.update(last_price)
         self._restore_owed_funding()
         self._restore_dust()
+        self._restore_fees_elsewhere()
         for r in self.store.funding_booked(self.agent):
             self._funding_refs.add((r["venue"], r["venue_ref"]))
             key = (r["venue"], r["symbol"])
@@ -170,7 +177,12 @@ class VenueBroker(Reconciliation):
         return v if v in self.venues else None
 
     def balance(self) -> float:
-        return sum(b.available for b in self._balance.values()) if self._balance else self.cash
+        """The free money of the venue new entries go to: the pre-trade margin cap's cash. An entry can use only
+        the margin of the venue it is sent to, never the other venue's (equity, for the loss limits, counts all)."""
+        if not self._balance:
+            return self.cash
+        b = self._balance.get(self._entry_venue())
+        return b.available if b is not None else 0.0
 
     def equity(self) -> float:
         if not self._balance:

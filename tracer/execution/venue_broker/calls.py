@@ -67,6 +67,10 @@ class VenueCalls:
     _stuck: set[str]
     finish_grace: timedelta
     _unsettled: set[str]
+    _found_in_flight: bool
+    _fees_elsewhere: float
+    _elsewhere_changed: bool
+    _funding_unmargined: dict[str, float]
     _dust_seen: dict[str, tuple[float, float]]
     _dust_held: dict[str, tuple[float, float]]
     _dust_adj: float

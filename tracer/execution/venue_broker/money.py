@@ -16,6 +16,17 @@ from tracer.models import OrderType, Position
 
 
 LEDGER_SPOT = "cash"        # a spot anchor's ledger counts the cost of the coins held (see ``ledger``)
+# Binance and Bybit pay funding at 00/08/16 UTC (a symbol on a 4h or 1h interval pays at some of those too),
+# and post it in the income history within minutes
+FUNDING_EVERY = timedelta(hours=8)
+FUNDING_GRACE = timedelta(minutes=15)
+
+
+def funding_settled_by(closed: datetime) -> datetime:
+    """When the funding owed to a position closed at ``closed`` is surely in the history: the first funding
+    time after the close (a position closed between two pays nothing more), plus the grace."""
+    day = closed.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + FUNDING_EVERY * ((closed - day) // FUNDING_EVERY + 1) + FUNDING_GRACE
 
 
 class Money(VenueCalls):
@@ -43,7 +54,8 @@ class Money(VenueCalls):
     def _owe_funding(self, venue: str, symbol: str, entry_order_id: str, rep: BarReport) -> None:
         """A position just closed: the funding paid on it up to now may not be in the history yet asked (paid
         between the cycle's lookup and the close, or the lookup failed). It is asked for once more after the
-        close, and again every cycle (across restarts: the memo is written with the trade) until answered."""
+        close, and again every cycle (across restarts: the memo is written with the trade) until the history
+        shows it (:func:`funding_settled_by`)."""
         if not self.futures:
             return
         self._funding_owed[entry_order_id] = (venue, symbol, self._now())
@@ -82,6 +94,7 @@ class Money(VenueCalls):
             if closed is None and open_here:
                 pos = self._positions[sym]
                 self._positions[sym] = replace(pos, funding_paid=pos.funding_paid + fp.amount)
+                self._funding_unmargined[sym] = self._funding_unmargined.get(sym, 0.0) + fp.amount
                 rep.funding.append((venue, fp, pos.entry_order_id))
                 continue
             closed = closed or (owed[-1][1] if owed else None)
@@ -89,9 +102,15 @@ class Money(VenueCalls):
             rep.funding.append((venue, fp, closed))
             if closed is not None:
                 self._charge_closed_trade(rep, closed, fp.amount)
-        if owed:
-            for _, entry in owed:
-                del self._funding_owed[entry]
+        # an answer without the payment may only lag (the history is not instantaneous): a closed position's
+        # funding is asked again until the history shows a payment after its close, or until the first funding
+        # time after it and a grace have passed (then everything owed to it would be in the history)
+        latest = max((fp.ts for fp in pays), default=None)
+        done = [e for until, e in owed
+                if (latest is not None and latest > until) or self._now() >= funding_settled_by(until)]
+        for entry in done:
+            del self._funding_owed[entry]
+        if done:
             rep.memos[self._owed_key()] = self._owed_memo()
 
     @staticmethod
@@ -156,6 +175,26 @@ class Money(VenueCalls):
         """What the wallet check adds to the ledger for the dust (0 on futures)."""
         return self._dust_adj - sum(v for _, v in self._dust_held.values())
 
+    # --- fees paid in an asset the wallet balance does not count (Binance's BNB fee discount) ------------------
+    # booked as fees (the P&L is right), but the USDT wallet never paid them: the wallet check adds them back,
+    # counted since the anchor and kept with it
+    def _elsewhere_key(self) -> str:
+        return f"wallet_fees_elsewhere:{self.agent}"
+
+    def _fee_elsewhere(self, amount: float) -> None:
+        if amount:
+            self._fees_elsewhere += amount
+            self._elsewhere_changed = True
+
+    def _restore_fees_elsewhere(self) -> None:
+        raw = self.store.notify_state(self._elsewhere_key())
+        try:
+            self._fees_elsewhere = float(raw) if raw else 0.0
+        except ValueError:
+            self.log.warning(kv("wallet_fees_elsewhere_unreadable", action="the wallet check is anchored again"))
+            with self.store.transaction():
+                self.store.set_notify_state(self._anchor_key(), "")
+
     def _anchor_key(self) -> str:
         return f"wallet_anchor:{self.agent}"
 
@@ -210,10 +249,13 @@ class Money(VenueCalls):
             # a venue first seen now (a backup reached for the first time) brings its wallet into the comparison
             offset = wallet - self.ledger() - self._dust_booked() if a is None else \
                 float(a["offset"]) + sum(self._balance[v].wallet for v in added)
+            if a is None:
+                self._fees_elsewhere = 0.0      # a new anchor's offset holds the fees paid elsewhere so far
             a = {"offset": offset, "since_ms": since, **({} if self.futures else {"ledger": LEDGER_SPOT})}
             try:
                 with self.store.transaction():
                     self.store.set_notify_state(self._anchor_key(), json.dumps(a))
+                    self.store.set_notify_state(self._elsewhere_key(), repr(self._fees_elsewhere))
                     if not self.futures:
                         self.store.set_notify_state(self._dust_key(), self._dust_memo())
             except Exception as e:
@@ -221,7 +263,7 @@ class Money(VenueCalls):
                 return None
             self._event(self.order_of_venues[0], "wallet_anchored", wallet=round(wallet, 8),
                         ledger=round(self.ledger(), 8))
-        expected = float(a["offset"]) + self.ledger() + self._dust_booked()
+        expected = float(a["offset"]) + self.ledger() + self._dust_booked() + self._fees_elsewhere
         diff = wallet - expected
         tol = 0.01 + 1e-6 * abs(wallet)
         if abs(diff) <= tol:

@@ -1,13 +1,13 @@
 """Closes the DB did not order, booked as what they were: what the venue closed itself (a liquidation, an
-auto-deleveraging: its forced closes), or a close by hand, of all of a position or of a part of it; and the
-booking of a part as a trade of its own."""
+auto-deleveraging, a settlement: its forced closes), or a close by hand (at the price and fee of the venue's own
+trades), of all of a position or of a part of it; and the booking of a part as a trade of its own."""
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from tracer.execution.broker import BarReport, OrderUpdate, exit_order_id
-from tracer.execution.venue import ForcedClose, VenueError, VenueOrder, VenuePosition
+from tracer.execution.venue import WALLET_ASSETS, ForcedClose, VenueError, VenueOrder, VenuePosition
 from tracer.execution.venue_broker.ids import TERMINAL, stop_order_id, target_order_id
 from tracer.execution.venue_broker.money import Money
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
@@ -18,6 +18,15 @@ FORCED_MARK = "forced orders:"      # in a booked exit's state reason: the venue
 def forced_note(reason: str, forced_ids: str) -> str:
     return f"{reason}; {FORCED_MARK} {forced_ids}" if forced_ids else reason
 
+
+
+def main_reason(parts: list[tuple[str, float]]) -> str:
+    """The reason of a close made of parts (reason, quantity): a liquidation if any part is one (its margin is
+    lost), else the reason of most of the quantity."""
+    qty: dict[str, float] = {}
+    for r, q in parts:
+        qty[r] = qty.get(r, 0.0) + q
+    return ForcedClose.LIQUIDATION.value if ForcedClose.LIQUIDATION.value in qty else max(qty, key=lambda r: qty[r])
 
 class OutsideCloses(Money):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: closes the DB did not order."""
@@ -57,7 +66,7 @@ class OutsideCloses(Money):
             except VenueError:
                 forced = None
         if forced and sum(f.filled_qty for f in forced) >= missing * (1 - 1e-6):
-            terms = self._forced_terms(pos, forced)
+            terms = self._forced_terms(venue, pos, forced, missing)
             self._shrunk_since.pop(pos.entry_order_id, None)
         else:
             if self._own_order_may_explain(venue, pos, rep):
@@ -69,7 +78,7 @@ class OutsideCloses(Money):
                                 action="booked after the grace unless an order of ours turns out to have done it")
                 return None
             self._shrunk_since.pop(pos.entry_order_id, None)
-            terms = self._assumed_terms(pos)
+            terms = self._assumed_terms(venue, pos, missing)
         reason, px, fee, forced_ids = terms
         seq, cid = self._free_exit_id(pos, rep)
         o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, missing,
@@ -107,11 +116,12 @@ class OutsideCloses(Money):
         return False
 
     def _outside_close_terms(self, venue: str, pos: Position) -> tuple[str, float, float, str] | None:
-        """(reason, price, fee, forced orders) of a close the DB did not order, from the venue's own closes where
-        it reports them (a liquidation loses the margin; an auto-deleveraging or a close by hand does not). None
-        while the venue cannot say; after ``unconfirmed_grace`` of that, the price decides, alerted."""
+        """(reason, price, fee, venue ids booked) of a close the DB did not order, from the venue's own closes
+        where it reports them (a liquidation loses the margin; an auto-deleveraging, a settlement or a close by
+        hand does not). None while the venue cannot say; after ``unconfirmed_grace`` of that, the venue's
+        trades or the price decide, alerted."""
         if not self._reports_forced(venue):
-            return self._assumed_terms(pos)
+            return self._assumed_terms(venue, pos, pos.qty)
         try:
             forced = self._new_forced(venue, pos)
         except VenueError as e:
@@ -123,48 +133,90 @@ class OutsideCloses(Money):
                 return None
             self._forced_unknown_since.pop(pos.entry_order_id, None)
             self._event(venue, "forced_closes_unreadable", symbol=pos.symbol, alert=True, error=type(e).__name__,
-                        message="the venue does not say what closed it: judged from the last price")
-            return self._assumed_terms(pos)
+                        message="the venue does not say what closed it: judged from its trades or the last price")
+            return self._assumed_terms(venue, pos, pos.qty)
         self._forced_unknown_since.pop(pos.entry_order_id, None)
-        return self._forced_terms(pos, forced)
+        return self._forced_terms(venue, pos, forced, pos.qty)
 
     def _reports_forced(self, venue: str) -> bool:
         """The venue lists its own closes (futures venues: liquidations, auto-deleveraging)."""
         return self.futures and hasattr(self.venues[venue].client, "forced_closes")
 
-    def _assumed_terms(self, pos: Position) -> tuple[str, float, float, str]:
-        """Without the venue's word: a liquidation when the last price is through the liquidation price,
-        else a close by hand at the last price."""
+    def _assumed_terms(self, venue: str, pos: Position, qty: float) -> tuple[str, float, float, str]:
+        """No forced close of the venue's explains ``qty`` of ``pos`` gone: the venue's trades of the symbol that
+        are not ours (:meth:`_outside_fill_terms`); where it cannot say, a liquidation when the last price is
+        through the liquidation price, else a close by hand at the last price with fee 0."""
+        terms = self._outside_fill_terms(venue, pos, qty)
+        if terms is not None:
+            return terms
         last = float(self.last_price.get(pos.symbol, pos.entry_price))
         liq = pos.liquidation_price if self.futures else None
         if liq and (last <= liq if pos.side is PositionSide.LONG else last >= liq):
             return ForcedClose.LIQUIDATION.value, float(liq), 0.0, ""
         return "closed_on_venue", last, 0.0, ""
 
-    def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
-        """The venue's own closes (liquidation, auto-deleveraging) of ``pos``'s symbol since it opened and not
-        booked yet: the venue ids of those booked are in the position's exit order rows, written in the same
-        transaction as their trades (so a crash between the two cannot mark one booked). Raises VenueError."""
+    def _outside_fill_terms(self, venue: str, pos: Position, qty: float) -> tuple[str, float, float, str] | None:
+        """The venue's own trades of what closed ``qty`` outside the agent (a close by hand, a settlement, a
+        liquidation not listed yet): their quantity-weighted price and their commission, and their trade ids
+        (``t<id>``, and the order ids of the venue's own orders) to be booked once. None: the venue cannot say."""
+        if not self.futures or not hasattr(self.venues[venue].client, "outside_fills"):
+            return None
+        ours = {pos.entry_order_id: False, target_order_id(pos.entry_order_id): True,
+                **{stop_order_id(pos.entry_order_id, k): True for k in range(pos.stop_seq + 1)},
+                **{exit_order_id(pos.entry_order_id, k): False for k in range(pos.exit_seq + 1)}}
+        try:
+            fills = self._call(venue, "outside_fills", pos.symbol, pos.opened_at, ours)
+        except VenueError as e:
+            self._event(venue, "outside_fills_unreadable", symbol=pos.symbol, error=type(e).__name__,
+                        message="the venue's trades cannot be read: booked at the last price with fee 0")
+            return None
+        booked = self._booked_ids(pos)
+        close = Side.SELL if pos.side is PositionSide.LONG else Side.BUY
+        fills = [f for f in fills if f.side is close and f"t{f.trade_id}" not in booked and f.order_id not in booked]
+        got = sum(f.qty for f in fills)
+        if got <= 0:
+            self._event(venue, "outside_fills_none", symbol=pos.symbol, qty=qty,
+                        message="no trade of the venue's explains it: booked at the last price with fee 0")
+            return None
+        if got < qty * (1 - 1e-6):
+            self._event(venue, "outside_fills_incomplete", symbol=pos.symbol, alert=True, qty=qty, found=got,
+                        action="booked at the price found, the fees it lacks scaled in")
+        px = sum(f.qty * f.price for f in fills) / got
+        fee = sum(f.fee for f in fills) * qty / got        # scaled to what is booked: found more, or less
+        self._fee_elsewhere(sum(f.fee for f in fills if f.fee_asset not in WALLET_ASSETS) * qty / got)
+        reason = main_reason([(f.reason or "closed_on_venue", f.qty) for f in fills])
+        ids = [f"t{f.trade_id}" for f in fills] + sorted({f.order_id for f in fills if f.reason and f.order_id})
+        return reason, px, fee, ",".join(ids)
+
+    def _booked_ids(self, pos: Position) -> set[str]:
+        """The venue ids of the closes outside the agent booked on ``pos`` already: in the position's exit order
+        rows, written in the same transaction as their trades (a crash between the two cannot mark one booked)."""
         booked: set[str] = set()
         for k in range(pos.exit_seq + 1):
             row = self.store.order(exit_order_id(pos.entry_order_id, k))
             reason = str(row["state_reason"] or "") if row is not None else ""
             if FORCED_MARK in reason:
                 booked.update(filter(None, reason.split(FORCED_MARK, 1)[1].split(";")[0].strip().split(",")))
+        return booked
+
+    def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:
+        """The venue's own closes (liquidation, auto-deleveraging, settlement) of ``pos``'s symbol since it
+        opened and not booked yet. Raises VenueError."""
+        booked = self._booked_ids(pos)
         return [f for f in self._call(venue, "forced_closes", pos.symbol, pos.opened_at - timedelta(minutes=1))
                 if f.filled_qty > 0 and not (f.venue_order_id and f.venue_order_id in booked)]
 
-    def _forced_terms(self, pos: Position, forced: list[VenueOrder]) -> tuple[str, float, float, str]:
+    def _forced_terms(self, venue: str, pos: Position, forced: list[VenueOrder],
+                      qty: float) -> tuple[str, float, float, str]:
         """(reason, price, fee, the forced orders' venue ids) of a close the DB did not order: the venue's forced
-        closes at their average price (a liquidation if any of them is one); with none listed (yet), the price
-        decides (:meth:`_assumed_terms`)."""
+        closes at their average price (a liquidation if any of them is one, else the reason of most of it);
+        with none listed (yet), the venue's trades or the price decide (:meth:`_assumed_terms`)."""
         if not forced:
-            return self._assumed_terms(pos)
-        qty = sum(f.filled_qty for f in forced)
-        px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / qty
-        liq = any(f.reason != ForcedClose.ADL.value for f in forced)
-        return ((ForcedClose.LIQUIDATION if liq else ForcedClose.ADL).value, px, sum(f.fee or 0.0 for f in forced),
-                ",".join(f.venue_order_id for f in forced))
+            return self._assumed_terms(venue, pos, qty)
+        total = sum(f.filled_qty for f in forced)
+        px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / total
+        reason = main_reason([(f.reason or ForcedClose.LIQUIDATION.value, f.filled_qty) for f in forced])
+        return reason, px, sum(f.fee or 0.0 for f in forced), ",".join(f.venue_order_id for f in forced)
 
     def _free_exit_id(self, pos: Position, rep: BarReport) -> tuple[int, str]:
         """The position's current exit id, or the next one not taken: an earlier part's exit id is taken in the

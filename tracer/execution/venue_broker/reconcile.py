@@ -8,7 +8,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
-from tracer.execution.venue import ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType, VenuePosition
+from tracer.execution.venue import (WALLET_ASSETS, ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType,
+                                    VenuePosition)
 from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
 from tracer.execution.venue_broker.outside import OutsideCloses, forced_note
 from tracer.execution.venue_broker.protection import Protection
@@ -24,9 +25,17 @@ class Reconciliation(Protection, OutsideCloses):
         self._refresh_balances()
         self._book_funding(rep, now)        # first: a payment belongs to the position open when it was paid
         self._sync_orders(rep, now)
+        self._found_in_flight = False
         self._sync_positions(rep, now)
+        if self._found_in_flight:
+            # an unconfirmed entry found on the venue is booked now, not next sync: the decisions that follow
+            # this sync must count it (max positions, exposure, correlation)
+            self._sync_orders(rep, now)
         self._judge_ended_stops(rep)
-        self._book_owed_funding(rep)     # positions closed just now: what was paid up to their close
+        self._book_owed_funding(rep)
+        if self._elsewhere_changed:        # written with the fills whose fees it counts
+            self._elsewhere_changed = False
+            rep.memos[self._elsewhere_key()] = repr(self._fees_elsewhere)     # positions closed just now: what was paid up to their close
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         return rep
 
@@ -237,18 +246,19 @@ class Reconciliation(Protection, OutsideCloses):
                 return None
             self._event(venue, "fills_incomplete", symbol=order.symbol, cid=cid, alert=True,
                         order_filled=vo.filled_qty, fills_qty=qty, action="booked from the order's own figures")
-            fee = sum(f.fee for f in fills) * (vo.filled_qty / qty) if qty > 0 else 0.0
+            scale = vo.filled_qty / qty if qty > 0 else 0.0
             px = vo.avg_price or sum(f.qty * f.price for f in fills) / qty
             ts = max((f.ts for f in fills), default=vo.updated_at or self._now())
             qty = vo.filled_qty
         elif qty > 0:
+            scale = 1.0
             px = sum(f.qty * f.price for f in fills) / qty
-            fee = sum(f.fee for f in fills)
             ts = max(f.ts for f in fills)
         else:
             return None
         self._fills_short_since.pop(cid, None)
-        return Fill(cid, order.symbol, order.side, qty, px, fee, ts)
+        self._fee_elsewhere(sum(f.fee for f in fills if f.fee_asset not in WALLET_ASSETS) * scale)
+        return Fill(cid, order.symbol, order.side, qty, px, sum(f.fee for f in fills) * scale, ts)
 
     def _open(self, order: Order, bracket: Bracket | None, venue: str, fill: Fill, rep: BarReport) -> None:
         s = 1 if order.side is Side.BUY else -1
@@ -292,9 +302,11 @@ class Reconciliation(Protection, OutsideCloses):
         s = 1 if pos.side is PositionSide.LONG else -1
         funding = pos.funding_paid      # booked from the venue's income history as it was paid (_book_funding)
         gross = s * (fill.price - pos.entry_price) * pos.qty
+        # funding paid after the margin was last read: inside that margin where the isolated wallet paid it
+        unread = self._funding_unmargined.pop(symbol, 0.0) if self.venues[venue].client.funding_in_margin else 0.0
         # liquidated: the isolated margin (as the venue last reported it) is lost, and the fee to close it
         # where the venue reports one (Bybit: "initial margin + fee to close")
-        pnl = (-(pos.margin) - pos.entry_fee - fill.fee - funding) if liquidated else \
+        pnl = (-(pos.margin) - pos.entry_fee - fill.fee - (funding - unread)) if liquidated else \
             gross - pos.entry_fee - fill.fee - funding
         self.fees_paid += fill.fee
         self.realized_pnl += pnl
@@ -324,35 +336,7 @@ class Reconciliation(Protection, OutsideCloses):
                 if vp is None and not pending_exit:
                     self._closed_on_venue(venue, pos, rep, now)
                 elif vp is not None:
-                    if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
-                        shrank = vp.side is pos.side and vp.qty < pos.qty
-                        if shrank and (pending_exit or any(self._tracked[c][0].symbol == sym
-                                                           for c in self._unsettled if c in self._tracked)):
-                            continue    # an exit of ours filled in part: booked with that order, not here
-                        # spot: a new position takes in the coins an earlier one left below the step: no alarm
-                        dust_in = not self.futures and vp.side is pos.side and vp.qty > pos.qty and \
-                            self._below_step(venue, sym, vp.qty - pos.qty)
-                        self._event(venue, "dust_taken_in" if dust_in else "position_mismatch", symbol=sym,
-                                    alert=not dust_in, db_qty=pos.qty, venue_qty=vp.qty, db_side=pos.side.value,
-                                    venue_side=vp.side.value)
-                        if shrank and not self._untradeable(venue, pos, vp.qty) and not self._coin_fee(pos, vp.qty):
-                            reduced = self._reduced_on_venue(venue, pos, vp, rep, now)
-                            if reduced is None:
-                                continue        # cannot tell by what now: next cycle
-                            pos = reduced
-                        grew = vp.qty > pos.qty or vp.side is not pos.side
-                        if grew:       # its resting stop covers less than the venue holds: re-placed
-                            resized = self._resize_stop(venue, replace(pos, qty=vp.qty, side=vp.side), rep)
-                            if resized is None:
-                                continue    # the stop filled (in part) meanwhile: booked next sync, then compared
-                            pos = resized
-                        pos = replace(pos, qty=vp.qty, side=vp.side)
-                    self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
-                                                   margin=vp.margin or pos.margin)
-                    if sym in self._dust_held:        # spot: the venue's holding of the coin now includes the dust
-                        self._take_in_dust(self._positions[sym], rep)
-                    if vp.mark_price:
-                        self.last_price[sym] = vp.mark_price
+                    self._compare_position(venue, pos, vp, pending_exit, rep, now)
             if not self.futures:
                 self._dust_seen = {}
             self._elsewhere -= {(v, s) for v, s in self._elsewhere if v == venue and s not in vps}
@@ -375,6 +359,44 @@ class Reconciliation(Protection, OutsideCloses):
                 elif not self._entry_in_flight(venue, sym):
                     self._adopt(venue, vp, rep, now)
             self._cancel_orphans(venue, rep)
+
+    def _compare_position(self, venue: str, pos: Position, vp: VenuePosition, pending_exit: bool, rep: BarReport,
+                          now: datetime) -> None:
+        """A DB position the venue holds too: a different size is explained (an exit of ours part-filled, a
+        reduction outside the agent, a larger holding that needs a larger stop) and the venue's figure taken;
+        the margin, liquidation and mark price are the venue's."""
+        sym = pos.symbol
+        if abs(vp.qty - pos.qty) > 1e-9 * max(1.0, pos.qty) or (vp.side is not pos.side):
+            shrank = vp.side is pos.side and vp.qty < pos.qty
+            if shrank and (pending_exit or any(self._tracked[c][0].symbol == sym
+                                               for c in self._unsettled if c in self._tracked)):
+                return      # an exit of ours filled in part: booked with that order, not here
+            # spot: a new position takes in the coins an earlier one left below the step: no alarm
+            dust_in = not self.futures and vp.side is pos.side and vp.qty > pos.qty and \
+                self._below_step(venue, sym, vp.qty - pos.qty)
+            self._event(venue, "dust_taken_in" if dust_in else "position_mismatch", symbol=sym,
+                        alert=not dust_in, db_qty=pos.qty, venue_qty=vp.qty, db_side=pos.side.value,
+                        venue_side=vp.side.value)
+            if shrank and not self._untradeable(venue, pos, vp.qty) and not self._coin_fee(pos, vp.qty):
+                reduced = self._reduced_on_venue(venue, pos, vp, rep, now)
+                if reduced is None:
+                    return          # cannot tell by what now: next cycle
+                pos = reduced
+            if vp.qty > pos.qty or vp.side is not pos.side:
+                # its resting stop covers less than the venue holds: re-placed
+                resized = self._resize_stop(venue, replace(pos, qty=vp.qty, side=vp.side), rep)
+                if resized is None:
+                    return          # the stop filled (in part) meanwhile: booked next sync, then compared
+                pos = resized
+            pos = replace(pos, qty=vp.qty, side=vp.side)
+        self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
+                                       margin=vp.margin or pos.margin)
+        if vp.margin:
+            self._funding_unmargined.pop(sym, None)
+        if sym in self._dust_held:        # spot: the venue's holding of the coin now includes the dust
+            self._take_in_dust(self._positions[sym], rep)
+        if vp.mark_price:
+            self.last_price[sym] = vp.mark_price
 
     def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime) -> None:
         """The venue no longer holds a position the DB has: its stop or target filled, or liquidation."""
@@ -475,6 +497,7 @@ class Reconciliation(Protection, OutsideCloses):
             if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"]:
                 continue
             found = self.get(r["client_order_id"])      # tracked from now on when the venue has it
+            self._found_in_flight |= found is not None
             if found is not None or self.store.last_venue_event_at(r["client_order_id"], "order_unconfirmed"):
                 self._event(venue, "adoption_deferred", symbol=symbol, cid=r["client_order_id"],
                             action="the entry's own lookup books this position")

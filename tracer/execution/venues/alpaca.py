@@ -180,6 +180,7 @@ class AlpacaSpotClient:
 
     name = "alpaca"
     supports_venue_stops = False
+    funding_in_margin = False
 
     def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
                  clock: Callable[[], float] | None = None,

@@ -69,6 +69,19 @@ _TYPES = {"MARKET": VenueOrderType.MARKET, "STOP_MARKET": VenueOrderType.STOP_MA
           "TAKE_PROFIT_MARKET": VenueOrderType.TAKE_PROFIT_MARKET}
 
 
+def _forced_reason(client_order_id: str) -> str | None:
+    """What the venue's own order was, by its client id (doc "Event: Order Update", special client order ids):
+    ``autoclose-`` a liquidation, ``adl_autoclose`` an auto-deleveraging, ``settlement_autoclose-`` a
+    settlement for delisting or delivery; None: not the venue's own."""
+    if client_order_id.startswith("settlement_autoclose"):
+        return ForcedClose.SETTLEMENT.value
+    if client_order_id.startswith("adl_autoclose"):
+        return ForcedClose.ADL.value
+    if client_order_id.startswith("autoclose-"):
+        return ForcedClose.LIQUIDATION.value
+    return None
+
+
 def _epoch_s(clock: Callable[[], Any]) -> float:
     """``clock()`` in epoch seconds; a clock may return a float (``time.time``) or an aware datetime."""
     v = clock()
@@ -120,6 +133,9 @@ class BinanceFuturesClient:
 
     name = "binance"
     supports_venue_stops = True
+    # isolatedWallet pays the position's funding (doc "Event: Balance and Position Update": a FUNDING FEE in an
+    # isolated position changes that position's isolated wallet)
+    funding_in_margin = True
 
     def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
                  recv_window_ms: int = 5000, symbols_map: dict[str, str] | None = None,
@@ -336,35 +352,93 @@ class BinanceFuturesClient:
         raw = None
         if conditional is not True:
             raw = self._maybe(what, self._c.futures_get_order, symbol=vs, origClientOrderId=client_order_id)
-        if raw is not None:
-            order_id = self._parse(what, lambda: raw.get("orderId"))
-        elif conditional is False:
-            return []
-        else:
+        if raw is None:
+            if conditional is False:
+                return []
             algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=client_order_id)
-            order_id = self._parse(what, lambda: (algo or {}).get("actualOrderId"))
+            oid = self._parse(what, lambda: (algo or {}).get("actualOrderId"))
+            if not oid or str(oid) in ("0", "-1"):
+                return []
+            # the triggered order: its own times bound its trades
+            raw = self._maybe(what, self._c.futures_get_order, symbol=vs, orderId=oid) or {"orderId": oid}
+        order_id = self._parse(what, lambda: raw.get("orderId"))
         if not order_id or str(order_id) in ("0", "-1"):
             return []
-        trades = self._call(what, self._c.futures_account_trades, symbol=vs, orderId=order_id)
+        start, end = self._parse(what, lambda: (int(raw.get("time") or 0), int(raw.get("updateTime") or 0)))
+        if start > 0:
+            # userTrades without a time range answers only the last 7 days (doc "Account Trade List"): the
+            # order's own time range, in windows of at most 7 days, filtered by its id here
+            rows = self._trades(what, vs, start - 60_000, max(end, start) + 60_000)
+            trades = self._parse(what, lambda: [t for t in rows if str(t["orderId"]) == str(order_id)])
+        else:
+            trades = self._call(what, self._c.futures_account_trades, symbol=vs, orderId=order_id)
         rates: dict[str, float] = {}
+        return self._parse(what, lambda: [self._fill(t, client_order_id, symbol, rates) for t in trades])
 
-        def parse() -> list[VenueFill]:
-            out = []
-            for t in trades:
-                fee = finite(t.get("commission"))
-                asset = t.get("commissionAsset") or "USDT"
-                if asset not in _STABLE and fee:
-                    if asset not in rates:
-                        rates[asset] = self._usdt_price(asset)
-                    fee *= rates[asset]
-                out.append(VenueFill(
-                    client_order_id=client_order_id, symbol=symbol,
-                    side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=required(t["qty"]),
-                    price=required(t["price"]), fee=abs(fee), ts=utc_from_ms(t["time"]) or datetime.now(timezone.utc),
-                    trade_id=str(t["id"]), realized_pnl=finite(t.get("realizedPnl"))))
-            return out
+    def outside_fills(self, symbol: str, since: datetime, ours: dict[str, bool]) -> list[VenueFill]:
+        """The account's trades of ``symbol`` since ``since`` of orders that are not ``ours`` (client id ->
+        conditional): a close by hand, or one the venue made itself (``reason``: a settlement, a liquidation
+        not listed yet). Each with its order's client id, price and commission."""
+        vs = self.venue_symbol(symbol)
+        what = f"outside fills {vs}"
+        trades = self._trades(what, vs, int(since.timestamp() * 1000), self._now_ms() + 60_000)
+        if not trades:
+            return []
+        oids = self._parse(what, lambda: sorted({str(t["orderId"]) for t in trades}))
+        cids: dict[str, str] = {}
+        for oid in oids:
+            o = self._maybe(what, self._c.futures_get_order, symbol=vs, orderId=oid)
+            cids[oid] = self._parse(what, lambda: str((o or {}).get("clientOrderId") or ""))
+        unknown = {oid for oid in oids if cids[oid] not in ours}
+        if unknown:
+            # a triggered stop's order has a client id of the venue's: known by its algo order's actualOrderId
+            for cid, cond in ours.items():
+                if cond and unknown:
+                    algo = self._maybe(what, self._c.futures_get_algo_order, clientAlgoId=cid)
+                    unknown.discard(self._parse(what, lambda: str((algo or {}).get("actualOrderId") or "")))
+        rates: dict[str, float] = {}
+        return self._parse(what, lambda: [
+            replace(self._fill(t, cids[str(t["orderId"])], symbol, rates), reason=_forced_reason(cids[str(t["orderId"])]))
+            for t in trades if str(t["orderId"]) in unknown])
 
-        return self._parse(what, parse)
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000 + self._c.timestamp_offset)
+
+    def _trades(self, what: str, vs: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        """userTrades of ``vs`` in [start_ms, end_ms]: "The time between startTime and endTime cannot be longer
+        than 7 days" (doc "Account Trade List"), so asked in 7-day windows, each paged by time (1000 a page)."""
+        end_ms = min(end_ms, self._now_ms() + 60_000)
+        start_ms = max(start_ms, self._now_ms() - 179 * 86_400_000)     # "Only support ... the past 6 months"
+        out: list[dict[str, Any]] = []
+        while start_ms <= end_ms:
+            stop_ms = min(end_ms, start_ms + 7 * 86_400_000 - 1)
+            page_start = start_ms
+            for _ in range(50):
+                rows = self._call(what, self._c.futures_account_trades, symbol=vs, startTime=page_start,
+                                  endTime=stop_ms, limit=1000)
+                # each row a trade with an id and a time, or the answer is unreadable (a typed error)
+                page: list[dict[str, Any]] = self._parse(what, lambda: [r for r in rows if int(r["time"]) >= 0
+                                                                         and str(r["id"])])
+                out += page
+                if len(page) < 1000:
+                    break
+                page_start = max(int(r["time"]) for r in page) + 1
+            start_ms = stop_ms + 1
+        return list({str(t["id"]): t for t in out}.values())      # a page's edge is asked twice
+
+    def _fill(self, t: dict[str, Any], client_order_id: str, symbol: str, rates: dict[str, float]) -> VenueFill:
+        fee = finite(t.get("commission"))
+        asset = t.get("commissionAsset") or "USDT"
+        if asset not in _STABLE and fee:
+            if asset not in rates:
+                rates[asset] = self._usdt_price(asset)
+            fee *= rates[asset]
+        return VenueFill(
+            client_order_id=client_order_id, symbol=symbol,
+            side=Side.BUY if t["side"] == "BUY" else Side.SELL, qty=required(t["qty"]),
+            price=required(t["price"]), fee=abs(fee), ts=utc_from_ms(t["time"]) or datetime.now(timezone.utc),
+            trade_id=str(t["id"]), realized_pnl=finite(t.get("realizedPnl")), order_id=str(t.get("orderId", "")),
+            fee_asset=str(asset))
 
     def _usdt_price(self, asset: str) -> float:
         r = self._call(f"price {asset}", self._c.futures_mark_price, symbol=f"{asset}USDT")
@@ -428,10 +502,11 @@ class BinanceFuturesClient:
 
     def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
         """The venue's own closes of our positions since ``since``: liquidations and auto-deleveraging
-        ("User's Force Orders", ``GET /fapi/v1/forceOrders``; their client ids are ``autoclose-``/``adl_autoclose``)."""
+        ("User's Force Orders", ``GET /fapi/v1/forceOrders``; their client ids are ``autoclose-``/``adl_autoclose``),
+        and a settlement (``settlement_autoclose-``) should the list carry one (not documented either way)."""
         vs = self.venue_symbol(symbol)
         # asked in 7-day windows: the endpoint's documented span ("data within 7 days before endTime")
-        end_ms = int(time.time() * 1000 + self._c.timestamp_offset) + 60_000
+        end_ms = self._now_ms() + 60_000
         start_ms = int(since.timestamp() * 1000)
         rows: list[dict[str, Any]] = []
         while start_ms < end_ms:
@@ -439,10 +514,20 @@ class BinanceFuturesClient:
             rows += self._call("forced closes", self._c.futures_liquidation_orders, symbol=vs,
                                startTime=start_ms, endTime=stop_ms, limit=100)
             start_ms = stop_ms + 1
-        return self._parse("forced closes", lambda: [
-            replace(o, reason=(ForcedClose.ADL if o.client_order_id.startswith("adl_autoclose")
-                               else ForcedClose.LIQUIDATION).value)
+        orders = self._parse("forced closes", lambda: [
+            replace(o, reason=_forced_reason(o.client_order_id) or ForcedClose.LIQUIDATION.value)
             for o in (self._order(r, symbol) for r in rows)])
+        out = []
+        for o, r in zip(orders, rows):
+            if o.reason == ForcedClose.SETTLEMENT.value and o.filled_qty > 0:
+                # a settlement charges the taker fee: from its trades (a liquidation's loss is its margin)
+                t0, t1 = self._parse("forced closes", lambda: (int(r["time"]), int(r.get("updateTime") or r["time"])))
+                trades = self._trades("forced closes", vs, t0 - 60_000, t1 + 60_000)
+                fills = self._parse("forced closes", lambda: [self._fill(t, o.client_order_id, symbol, {})
+                                                               for t in trades if str(t["orderId"]) == o.venue_order_id])
+                o = replace(o, fee=sum(f.fee for f in fills))
+            out.append(o)
+        return out
 
     def funding(self, symbol: str, since: datetime) -> list[FundingPayment]:
         vs = self.venue_symbol(symbol)

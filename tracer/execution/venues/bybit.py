@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Callable
@@ -164,6 +165,7 @@ class BybitFuturesClient:
 
     name = "bybit"
     supports_venue_stops = True
+    funding_in_margin = False          # the margin read is positionIM, the initial margin
 
     def __init__(self, api_key: str, api_secret: str, base_url: str, *, timeout_s: float = 10.0,
                  recv_window_ms: int = 5000, clock: Callable[[], float] | None = None,
@@ -404,13 +406,17 @@ class BybitFuturesClient:
 
     @_typed
     def get_order(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> VenueOrder | None:
+        raw = self._raw_order(symbol, client_order_id)
+        return None if raw is None else self._order(raw)
+
+    def _raw_order(self, symbol: str, client_order_id: str) -> dict | None:
         vs = venue_symbol(symbol)
         for method in ("get_open_orders", "get_order_history"):
             res = self._call(method, f"query order {client_order_id}", category=CATEGORY, symbol=vs,
                              orderLinkId=client_order_id)
             for o in res.get("list") or []:
                 if o.get("orderLinkId") == client_order_id:
-                    return self._order(o)
+                    return o
         return None
 
     @_typed
@@ -429,21 +435,52 @@ class BybitFuturesClient:
 
     @_typed
     def fills(self, symbol: str, client_order_id: str, conditional: bool | None = None) -> list[VenueFill]:
-        order = self.get_order(symbol, client_order_id)
-        if order is None or not order.venue_order_id:
+        raw = self._raw_order(symbol, client_order_id)
+        if raw is None or not raw.get("orderId"):
             return []
-        rows = self._pages("get_executions", f"executions {client_order_id}", category=CATEGORY,
-                           symbol=venue_symbol(symbol), orderId=order.venue_order_id, limit=100)
-        out = []
-        for e in rows:
-            if e.get("execType") not in (None, "Trade", "BustTrade"):
-                continue
-            out.append(VenueFill(
-                client_order_id=client_order_id, symbol=symbol, side=Side.BUY if e.get("side") == "Buy" else Side.SELL,
-                qty=finite(e.get("execQty")), price=finite(e.get("execPrice")), fee=finite(e.get("execFee")),
-                ts=utc_from_ms(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
-                realized_pnl=finite(e.get("execPnl"))))
+        what = f"executions {client_order_id}"
+        t0, t1 = int(raw.get("createdTime") or 0), int(raw.get("updatedTime") or 0)
+        if t0 > 0:
+            # "startTime and endTime are not passed, return 7 days by default" (v5 "Get Trade History"): the
+            # order's own time range, in 7-day slices (harmless should its id take precedence over the times)
+            rows = self._executions(what, venue_symbol(symbol), t0 - 60_000, max(t0, t1) + 60_000,
+                                    orderId=str(raw["orderId"]))
+        else:
+            rows = self._pages("get_executions", what, category=CATEGORY, symbol=venue_symbol(symbol),
+                               orderId=str(raw["orderId"]), limit=100)
+        out = [self._fill(e, client_order_id, symbol) for e in rows if e.get("execType") in (None, "Trade", "BustTrade")]
         return sorted(out, key=lambda f: f.ts)
+
+    @_typed
+    def outside_fills(self, symbol: str, since: datetime, ours: dict[str, bool]) -> list[VenueFill]:
+        """The account's executions of ``symbol`` since ``since`` of orders whose ``orderLinkId`` is not one of
+        ``ours`` (a close by hand; a liquidation or auto-deleveraging with its ``reason``), with their fees."""
+        vs = venue_symbol(symbol)
+        rows = self._executions(f"outside fills {vs}", vs, int(since.timestamp() * 1000), self._now_ms() + 60_000)
+        kinds = {"Trade": None, "BustTrade": ForcedClose.LIQUIDATION.value, "AdlTrade": ForcedClose.ADL.value}
+        return sorted((replace(self._fill(e, str(e.get("orderLinkId") or ""), symbol), reason=kinds[e["execType"]])
+                       for e in rows if e.get("execType") in kinds and str(e.get("orderLinkId") or "") not in ours),
+                      key=lambda f: f.ts)
+
+    def _executions(self, what: str, vs: str, start_ms: int, end_ms: int, **params: Any) -> list[dict]:
+        """The execution list in [start_ms, end_ms], in slices of at most 7 days ("endTime - startTime <= 7 days")."""
+        out: dict[str, dict] = {}
+        end_ms = min(end_ms, self._now_ms() + 60_000)
+        while start_ms <= end_ms:
+            stop_ms = min(end_ms, start_ms + 7 * 86_400_000 - 1)
+            for e in self._pages("get_executions", what, category=CATEGORY, symbol=vs, limit=100,
+                                 startTime=start_ms, endTime=stop_ms, **params):
+                out[str(e.get("execId"))] = e
+            start_ms = stop_ms + 1
+        return list(out.values())
+
+    @staticmethod
+    def _fill(e: dict, client_order_id: str, symbol: str) -> VenueFill:
+        return VenueFill(
+            client_order_id=client_order_id, symbol=symbol, side=Side.BUY if e.get("side") == "Buy" else Side.SELL,
+            qty=finite(e.get("execQty")), price=finite(e.get("execPrice")), fee=finite(e.get("execFee")),
+            ts=utc_from_ms(e.get("execTime")) or datetime.now(timezone.utc), trade_id=str(e.get("execId")),
+            realized_pnl=finite(e.get("execPnl")), order_id=str(e.get("orderId") or ""))
 
     @_typed
     def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
