@@ -72,6 +72,23 @@ def test_funding_seen_a_cycle_before_a_liquidation_is_lost_once_too(h, venue):
     assert h.wallet_diff == pytest.approx(0.0, abs=0.01) and "wallet_mismatch" not in h.events()
 
 
+def test_funding_the_history_shows_after_the_margin_read_is_lost_once_at_a_liquidation(h, venue):
+    """The isolated wallet paid the funding before the cycle read it; the income history shows the payment only
+    a cycle later, after the liquidation: that payment was inside the margin read, not on top of it."""
+    pos = open_long(h, 0.01, stop=15000.0)
+    m0, fee0 = pos.margin, pos.entry_fee
+    venue.apply_funding("BTCUSDT", 0.001)
+    venue.inject("/fapi/v1/income", "empty", times=1)      # this cycle's lookup: not in the history yet
+    h.settle(T0 + timedelta(hours=1))                    # the margin read holds the payment
+    venue.set_price("BTCUSDT", venue.liquidation_price("BTCUSDT") * 0.98)
+    trades = []
+    for k in (2, 3, 4):
+        trades += h.settle(T0 + timedelta(hours=k))
+    assert [t.exit_reason for t in trades] == ["liquidation"]
+    assert trades[0].pnl == pytest.approx(-(m0 + fee0), abs=0.01)
+    assert h.wallet_diff == pytest.approx(0.0, abs=0.01) and "wallet_mismatch" not in h.events()
+
+
 # --- 1. funding owed to a closed position ------------------------------------------------------------------
 def test_funding_settled_by_is_the_next_funding_time_after_the_close_and_a_grace():
     at = datetime(2026, 11, 25, 7, 59, tzinfo=timezone.utc)
@@ -209,6 +226,23 @@ def test_delisting_settlement_is_booked_at_its_price_with_its_fee_not_as_a_liqui
         assert trades[0].pnl == pytest.approx((42300.0 - pos.entry_price) * 0.01 - pos.entry_fee - fee, rel=1e-6)
         h.settle(T0 + timedelta(hours=2))
         assert h.wallet_diff == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_settlement_whose_fee_is_paid_in_bnb_raises_no_wallet_mismatch(tmp_path, listed):
+    with DelistingVenue(KEY, SECRET) as venue:
+        venue.listed = listed
+        venue.bnb, venue.fee_asset = 1.0, "BNB"
+        venue.set_price("BNBUSDT", 600.0)
+        h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
+        open_long(h)
+        venue.delist_settle("BTCUSDT", 42300.0)
+        h.broker.last_price[BTC] = 42100.0
+        trades = h.settle(T0 + timedelta(hours=1))
+        assert [t.exit_reason for t in trades] == ["settlement"]
+        for k in (2, 3):
+            h.settle(T0 + timedelta(hours=k))
+        assert h.wallet_diff == pytest.approx(0.0, abs=1e-6) and "wallet_mismatch" not in h.events()
 
 
 # --- 4. a close by hand: the venue's price and commission ---------------------------------------------------

@@ -177,3 +177,54 @@ def test_bybit_close_by_hand_raises_no_failed_stop_alert(hb, by):
     assert [t.exit_reason for t in trades] == ["closed_on_venue"]
     assert not [a for a in hb.alerts if "stop ended on venue" in a]
     assert [a for a in hb.alerts if "position closed on venue" in a]
+
+
+def test_a_stuck_stops_refused_exit_leaves_the_agents_own_stop_check_on(hc, venue, clock):
+    # the one exit a stuck stop sends is refused (a fast market's PERCENT_PRICE filter, -4131): the agent's own
+    # check on every bar exits it, as for any position without a working venue stop
+    o = hc.entry(qty=0.01, bracket=STOP_1000)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()[0]
+    sid = stop_order_id(o.client_order_id, 0)
+    algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
+    low = pos.stop_loss - 1500.0
+    with venue._lock:
+        algo["algoStatus"] = "TRIGGERING"
+        algo["triggerTime"] = algo["updateTime"] = venue.now_ms()
+        venue.prices["BTCUSDT"] = low
+    hc.broker.last_price[BTC] = low
+    clock.advance(minutes=1)
+    hc.settle(clock.now)
+    venue.inject("POST /fapi/v1/order", -4131, msg="The counterparty's best price does not meet the "
+                                                    "PERCENT_PRICE filter limit.")
+    clock.advance(minutes=2)
+    hc.settle(clock.now)
+    assert hc.events().count("stop_stuck_triggered") == 1 and "BTCUSDT" in venue.positions
+    trades = []
+    for _ in range(2):
+        clock.advance(hours=1)
+        hc.broker.on_bar(Bar(BTC, clock.now - timedelta(hours=1), low + 50, low + 100, low - 50, low, 10.0))
+        trades += hc.settle(clock.now)
+    assert "BTCUSDT" not in venue.positions
+    assert [t.exit_reason for t in trades] == ["stop_loss"]
+
+
+def test_an_adl_the_force_order_history_lists_late_is_still_no_failed_stop(h, venue):
+    # the venue's position shows the ADL at once; its force-order history a read later (the fake's "empty":
+    # a history that does not show the latest rows yet; one read is two 7-day windows here)
+    h.entry(qty=0.04, bracket=STOP_1000)
+    h.settle()
+    h.settle(T0 + timedelta(minutes=5))
+    venue.set_price("BTCUSDT", 43500.0)
+    h.broker.last_price[BTC] = 43500.0
+    for k in range(1, 5):
+        venue.adl("BTCUSDT", 0.005, 43600.0)
+        venue.inject("/fapi/v1/forceOrders", "empty", times=2)
+        h.settle(T0 + timedelta(hours=k))
+        h.settle(T0 + timedelta(hours=k, minutes=5))
+    assert h.broker.positions()[0].qty == pytest.approx(0.02)
+    assert len(_resting_stops_binance(venue)) == 1
+    assert not [a for a in h.alerts if "stop ended on venue" in a]
+    ended = [r for r in h.store.conn.execute("SELECT state_reason FROM orders WHERE client_order_id LIKE '%-sl%' "
+                                             "AND state='canceled'")]
+    assert ended and all(r["state_reason"].startswith("ended with its position") for r in ended)

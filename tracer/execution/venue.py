@@ -122,6 +122,7 @@ class VenueOrder:
     updated_at: datetime | None = None
     reason: str | None = None              # why it was rejected/canceled/expired, when the venue says
     fee: float | None = None               # its fees, where the venue reports them with it (forced closes)
+    fee_asset: str = "USDT"                # what ``fee`` (its USD(T) value) was paid in
     # a stop / target whose trigger condition was met and whose order the venue has not finished placing
     # (Binance algo TRIGGERING / TRIGGERED, Bybit Triggered): normally for milliseconds, not for minutes
     triggered: bool = False

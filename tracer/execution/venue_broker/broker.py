@@ -107,10 +107,12 @@ class VenueBroker(Reconciliation):
         # stop ids that ended for no fault of the stop (not a failed try): cancelled to cover a larger position,
         # or cancelled by the venue with the position it closed or reduced itself (ADL, liquidation, by hand)
         self._not_tries: set[str] = set()
-        self._ended_stops: dict[str, tuple[str, str, float, str]] = {}   # this sync: cid -> (symbol, venue, qty, why)
+        self._ended_stops: dict[str, tuple[str, str, float, str]] = {}   # to judge: cid -> (symbol, venue, qty, why)
+        self._venue_held: dict[tuple[str, str], float] = {}   # this sync: (venue, symbol) -> quantity the venue holds
         # funding booked on an open position since the venue last reported its margin: where that margin is the
         # isolated wallet that pays the funding, a liquidation loses it inside the margin read before
         self._funding_unmargined: dict[str, float] = {}
+        self._margin_read_at: dict[str, datetime] = {}      # symbol -> when the venue last reported its margin
         self._fees_elsewhere = 0.0          # fees paid outside the wallet's asset since the anchor (Money)
         self._elsewhere_changed = False
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue

@@ -62,6 +62,7 @@ class VenueCalls:
     _balance: dict[str, VenueBalance]
     _not_tries: set[str]
     _ended_stops: dict[str, tuple[str, str, float, str]]
+    _venue_held: dict[tuple[str, str], float]
     _working_since: dict[str, datetime]
     _triggered_since: dict[str, datetime]
     _stuck: set[str]
@@ -71,6 +72,7 @@ class VenueCalls:
     _fees_elsewhere: float
     _elsewhere_changed: bool
     _funding_unmargined: dict[str, float]
+    _margin_read_at: dict[str, datetime]
     _dust_seen: dict[str, tuple[float, float]]
     _dust_held: dict[str, tuple[float, float]]
     _dust_adj: float

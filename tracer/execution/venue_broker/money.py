@@ -94,7 +94,9 @@ class Money(VenueCalls):
             if closed is None and open_here:
                 pos = self._positions[sym]
                 self._positions[sym] = replace(pos, funding_paid=pos.funding_paid + fp.amount)
-                self._funding_unmargined[sym] = self._funding_unmargined.get(sym, 0.0) + fp.amount
+                read = self._margin_read_at.get(sym)
+                if read is None or fp.ts > read:    # paid after the margin was read: not inside that figure
+                    self._funding_unmargined[sym] = self._funding_unmargined.get(sym, 0.0) + fp.amount
                 rep.funding.append((venue, fp, pos.entry_order_id))
                 continue
             closed = closed or (owed[-1][1] if owed else None)

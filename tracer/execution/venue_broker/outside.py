@@ -216,6 +216,7 @@ class OutsideCloses(Money):
         total = sum(f.filled_qty for f in forced)
         px = sum(f.filled_qty * (f.avg_price or pos.liquidation_price or pos.entry_price) for f in forced) / total
         reason = main_reason([(f.reason or ForcedClose.LIQUIDATION.value, f.filled_qty) for f in forced])
+        self._fee_elsewhere(sum(f.fee or 0.0 for f in forced if f.fee_asset not in WALLET_ASSETS))
         return reason, px, sum(f.fee or 0.0 for f in forced), ",".join(f.venue_order_id for f in forced)
 
     def _free_exit_id(self, pos: Position, rep: BarReport) -> tuple[int, str]:

@@ -61,7 +61,8 @@ class Protection(VenueCalls):
         reason = hit.reason if hit else None
         # the venue's own stop / target does it (booked by sync) only while one rests there; otherwise (refused,
         # expired, a venue without them, not placed yet) the agent watches the level itself
-        if (reason == "stop_loss" and stop_order_id(pos.entry_order_id, pos.stop_seq) in self._tracked) or \
+        sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+        if (reason == "stop_loss" and sid in self._tracked and sid not in self._stuck) or \
                 (reason == "take_profit" and target_order_id(pos.entry_order_id) in self._tracked):
             reason = None
         if reason is None and self.vol_stop_mult > 0 and pos.entry_atr and \

@@ -212,14 +212,26 @@ class Reconciliation(Protection, OutsideCloses):
         """Stops that ended on the venue unfilled in this sync. One that went with the position (closed or
         reduced on the venue: ADL, liquidation, by hand; venues cancel reduce-only orders then) is no failed
         stop: recorded without an alert, and no stop try is spent (its row's reason says so, for restarts).
-        Any other is alerted, saying truly whether a new stop goes out."""
+        Any other is alerted, saying truly whether a new stop goes out. The venue's own holding decides, not the
+        booking of its cause (a forced close the history does not list yet is booked a sync or more later);
+        when the venue's positions could not be read, the judgement waits for the next sync."""
+        waiting: dict[str, tuple[str, str, float, str]] = {}
         for cid, (sym, venue, qty, why) in self._ended_stops.items():
             pos = self._positions.get(sym)
-            if pos is None or not cid.startswith(pos.entry_order_id[:33]) or pos.qty < qty - 1e-9 * max(1.0, qty):
+            held = self._venue_held.get((venue, sym))
+            if pos is not None and held is None and cid.startswith(pos.entry_order_id[:33]):
+                waiting[cid] = (sym, venue, qty, why)
+                continue
+            eps = 1e-9 * max(1.0, qty)
+            if pos is None or not cid.startswith(pos.entry_order_id[:33]) or pos.qty < qty - eps or \
+                    (held is not None and held < qty - eps):
                 self._not_tries.add(cid)
-                for i, u in enumerate(rep.updates):
-                    if u.client_order_id == cid:
-                        rep.updates[i] = replace(u, reason=f"{ENDED_WITH_POSITION}: {u.reason or why}")
+                reason = f"{ENDED_WITH_POSITION}: {why}"
+                ups = [i for i, u in enumerate(rep.updates) if u.client_order_id == cid]
+                for i in ups:
+                    rep.updates[i] = replace(rep.updates[i], reason=reason)
+                if not ups:        # judged a sync later: its row is written again with the reason
+                    rep.updates.append(OrderUpdate(cid, OrderState.CANCELED, reason))
                 self._event(venue, "stop_ended_on_venue", symbol=sym, cid=cid, message=why,
                             action="ended with the part of the position the venue closed; "
                                    + ("a new stop covers the rest" if pos is not None else "nothing left to protect"))
@@ -229,7 +241,7 @@ class Reconciliation(Protection, OutsideCloses):
                 f"no more stops sent after {tries} that came to nothing; the agent watches it on every bar"
             self._event(venue, "stop_ended_on_venue", symbol=sym, cid=cid, alert=True, message=f"{why}; {action}",
                         attempt=tries, action=action)
-        self._ended_stops.clear()
+        self._ended_stops = waiting
 
     def _fill_of(self, venue: str, order: Order, vo: VenueOrder) -> Fill | None:
         try:
@@ -323,12 +335,14 @@ class Reconciliation(Protection, OutsideCloses):
         self._owe_funding(venue, symbol, pos.entry_order_id, rep)
 
     def _sync_positions(self, rep: BarReport, now: datetime) -> None:
+        self._venue_held = {}
         for venue in self._active_venues():
             try:
                 vps = {p.symbol: p for p in self._call(venue, "positions")}
             except VenueError:
                 continue
             ours = {s: p for s, p in self._positions.items() if self._pos_venue.get(s) == venue}
+            self._venue_held.update({(venue, s): vps[s].qty if s in vps else 0.0 for s in ours})
             for sym, pos in ours.items():
                 vp = vps.get(sym)
                 pending_exit = any(o.symbol == sym and o.reduce_only for o, _, _ in self._tracked.values()
@@ -391,8 +405,9 @@ class Reconciliation(Protection, OutsideCloses):
             pos = replace(pos, qty=vp.qty, side=vp.side)
         self._positions[sym] = replace(pos, liquidation_price=vp.liquidation_price or pos.liquidation_price,
                                        margin=vp.margin or pos.margin)
-        if vp.margin:
+        if vp.margin:      # it holds every payment made up to now (those the history shows later too)
             self._funding_unmargined.pop(sym, None)
+            self._margin_read_at[sym] = self._now()
         if sym in self._dust_held:        # spot: the venue's holding of the coin now includes the dust
             self._take_in_dust(self._positions[sym], rep)
         if vp.mark_price:

@@ -525,7 +525,7 @@ class BinanceFuturesClient:
                 trades = self._trades("forced closes", vs, t0 - 60_000, t1 + 60_000)
                 fills = self._parse("forced closes", lambda: [self._fill(t, o.client_order_id, symbol, {})
                                                                for t in trades if str(t["orderId"]) == o.venue_order_id])
-                o = replace(o, fee=sum(f.fee for f in fills))
+                o = replace(o, fee=sum(f.fee for f in fills), fee_asset=fills[0].fee_asset if fills else "USDT")
             out.append(o)
         return out
 
