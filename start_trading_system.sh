@@ -54,7 +54,7 @@ fi
 
 # --- where the pid files are ------------------------------------------------------------------------------
 # shellcheck source=scripts/shell_lib.sh
-. scripts/shell_lib.sh     # dotenv_value; runs PID REGEX (0 yes, 1 no, 2 cannot tell), LOCK_OWNERS
+. scripts/shell_lib.sh     # dotenv_value; runs PID REGEX (0 yes, 1 no, 2 cannot tell), lock_owners
 # shell_path NAME ENV_VALUE ENV_IS_SET DEFAULT: one folder as the config loader reads it (env over .env)
 shell_path() {
   local v rc=0
@@ -112,7 +112,10 @@ what_of() {   # NAME: what the command line of NAME's process contains (an exten
     # own watchdogd, or this checkout's watchdog loops, holding a recycled pid after a reboot
     hybrid) echo 'hybrid_crypto_trader[.]py|watchdog([.]sh hybrid|_hybrid[.]sh) --exec' ;;
     futures) echo 'high_risk_futures_agent[.]py|watchdog([.]sh futures|_futures[.]sh) --exec' ;;
-    watchdog_*) echo 'watchdog([.]sh [a-z]+|_[a-z]+[.]sh) --loop' ;;
+    # that agent's loop: --loop (started here or by the heal) or --supervise (the launchd job); never the other
+    # agent's loop on a recycled pid
+    watchdog_hybrid|watchdog_futures)
+      echo "watchdog([.]sh ${1#watchdog_}|_${1#watchdog_}[.]sh) --(loop|supervise)( |\$)" ;;
     telegram) echo 'telegram_listener[.]py' ;;
     web) echo 'tracer[.]cli web' ;;
   esac
@@ -127,6 +130,19 @@ running() {
   case "$pid" in ''|*[!0-9]*) return 1 ;; esac
   runs "$pid" "$(what_of "$1")"
 }
+# present NAME LABEL: before starting NAME, 0 when it must not be started: it runs ("LABEL: already running"), or
+# its pid file names a live process whose command line cannot be read here (cannot tell: a second copy beside
+# it could share the DB, so none is started, saying so); 1 when it does not run.
+present() {
+  local rc=0
+  running "$1" || rc=$?
+  case "$rc" in
+    0) echo "$2: already running (pid $(pid_of "$1"))" ;;
+    2) echo "$2: pid $(pid_of "$1") is alive but its command line cannot be read here: cannot tell whether it" \
+            "is $2; not starting a second copy (check it with ps; remove $STATE_DIR/$1.pid if it is not)" >&2 ;;
+    *) return 1 ;;
+  esac
+}
 
 # --- launch locks: $STATE_DIR/<agent>.launch.lock (owner pid inside), shared with scripts/watchdog.sh and the
 # health check's heal. Whoever starts or stops an agent holds it: a watchdog pass never restarts an agent that
@@ -140,7 +156,7 @@ lock_take() {   # AGENT SECONDS: waits up to SECONDS for the holder; a lock whos
     if [ "$n" -ge "$2" ]; then LOCK_OWNER=${owner:-"(starting)"}; return 1; fi
     n=$((n + 1))
     rc=0
-    [ -z "$owner" ] || runs "$owner" "$LOCK_OWNERS" || rc=$?
+    [ -z "$owner" ] || runs "$owner" "$(lock_owners "$1")" || rc=$?
     if { [ -n "$owner" ] && [ "$rc" = 1 ]; } \
         || { [ -z "$owner" ] && [ -n "$(find "$dir" -maxdepth 0 -mmin +1 2>/dev/null)" ]; }; then
       rm -rf "$dir"
@@ -223,7 +239,7 @@ start_watchdogs() {
     return 0
   fi
   for a in "${AGENTS[@]}"; do
-    if running "watchdog_$a"; then echo "watchdog_$a: already running (pid $(pid_of "watchdog_$a"))"; continue; fi
+    if present "watchdog_$a" "watchdog_$a"; then continue; fi
     nohup "scripts/watchdog_$a.sh" --loop >/dev/null 2>>"$LOG_DIR/watchdog.err" </dev/null &
     echo $! > "$STATE_DIR/watchdog_$a.pid"
     echo "watchdog_$a: started (pid $!), log $LOG_DIR/watchdog.log"
@@ -275,7 +291,7 @@ start_listener() {
   if [ "$($PY -c 'from tracer.config import load_settings as l; s=l(); print(bool(s.telegram_bot_token and s.telegram_chat_id))' 2>/dev/null)" != True ]; then
     return 0
   fi
-  if running telegram; then echo "telegram listener: already running (pid $(pid_of telegram))"; return 0; fi
+  if present telegram "telegram listener"; then return 0; fi
   nohup $PY scripts/telegram_listener.py >/dev/null 2>>"$LOG_DIR/telegram.err" </dev/null &
   echo $! > "$STATE_DIR/telegram.pid"
   echo "telegram listener: started (pid $!), log $LOG_DIR/telegram.log"
@@ -285,7 +301,7 @@ start_listener() {
 # shown only on a terminal: from cron or launchd, or redirected into start.log, it would land in a log.
 start_web() {
   [ "$web" = 1 ] || return 0
-  if running web; then echo "web cockpit: already running (pid $(pid_of web))"; return 0; fi
+  if present web "web cockpit"; then return 0; fi
   if [ -t 1 ]; then
     $PY -m tracer.cli web --init-token
   else
@@ -318,8 +334,8 @@ start_agents() {
       echo "$a: a start or stop of it is in progress (pid $LOCK_OWNER): not started" >&2
       continue
     fi
-    if running "$a"; then
-      echo "$a: already running (pid $(pid_of "$a"))"
+    if present "$a" "$a"; then
+      :
     else
       nohup $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} >/dev/null 2>>"$LOG_DIR/$a.err" &
       echo $! > "$STATE_DIR/$a.pid"
@@ -362,15 +378,20 @@ stop_all() {
   return $rc
 }
 
+status_of() {   # NAME LABEL [quiet]: LABEL's line (quiet: none when it does not run)
+  local rc=0
+  running "$1" || rc=$?
+  case "$rc" in
+    0) echo "$2: running (pid $(pid_of "$1"))" ;;
+    2) echo "$2: cannot tell (pid $(pid_of "$1") is alive but its command line cannot be read here)" ;;
+    *) [ -n "${3-}" ] || echo "$2: not running" ;;
+  esac
+}
 status_agents() {
-  for a in "${AGENTS[@]}"; do
-    if running "$a"; then echo "$a: running (pid $(pid_of "$a"))"; else echo "$a: not running"; fi
-  done
-  for a in "${AGENTS[@]}"; do
-    if running "watchdog_$a"; then echo "watchdog_$a: running (pid $(pid_of "watchdog_$a"))"; else echo "watchdog_$a: not running"; fi
-  done
-  if running telegram; then echo "telegram listener: running (pid $(pid_of telegram))"; fi
-  if running web; then echo "web cockpit: running (pid $(pid_of web))"; fi
+  for a in "${AGENTS[@]}"; do status_of "$a" "$a"; done
+  for a in "${AGENTS[@]}"; do status_of "watchdog_$a" "watchdog_$a"; done
+  status_of telegram "telegram listener" quiet
+  status_of web "web cockpit" quiet
   launchd_status
   if py_usable; then
     $PY -m tracer.cli status
@@ -402,9 +423,15 @@ run_foreground() {
       echo "start_trading_system.sh: a start or stop of $a is in progress (pid $LOCK_OWNER): nothing started" >&2
       exit 1
     fi
-    if running "$a"; then
+    r=0; running "$a" || r=$?
+    if [ "$r" = 0 ]; then
       echo "start_trading_system.sh: $a already runs in the background (pid $(pid_of "$a")): two copies would" \
            "share one DB; stop it first (./start_trading_system.sh --stop)" >&2
+      exit 1
+    elif [ "$r" = 2 ]; then   # cannot tell: no second copy beside it either
+      echo "start_trading_system.sh: $a may run in the background: pid $(pid_of "$a") is alive but its command" \
+           "line cannot be read here; two copies would share one DB: not starting (check it with ps; remove" \
+           "$STATE_DIR/$a.pid if it is not $a)" >&2
       exit 1
     fi
   done
@@ -431,7 +458,8 @@ case "$mode" in
   start) start_agents ;;
   stop) stop_all ;;
   restart)
-    if running web; then web=1; fi    # a running cockpit comes back with the agents
+    r=0; running web || r=$?
+    if [ "$r" != 1 ]; then web=1; fi    # a running cockpit (or one that cannot be told apart) comes back
     check_config                      # a typo in .env must not leave the system stopped
     stop_all
     start_agents ;;

@@ -27,11 +27,14 @@ dotenv_value() {
   printf '%s\n' "$v"
 }
 
-# What may hold a lock ($TB_STATE_DIR/*.lock/pid): scripts/watchdog.sh (or a watchdog_AGENT.sh wrapper),
-# start_trading_system.sh, the health check's heal (tracer.cli). Their script names, never a bare "watchdog":
-# macOS's watchdogd holding the pid of a lock left by a power loss would block every restart for good.
-# shellcheck disable=SC2034  # used by the scripts that source this file
-LOCK_OWNERS='watchdog([.]sh [a-z]+|_[a-z]+[.]sh)( |$)|start_trading_system[.]sh( |$)|tracer[.]cli( |$)|bin/tracer( |$)'
+# lock_owners AGENT: what may hold AGENT's locks ($TB_STATE_DIR/AGENT.launch.lock, watchdog_AGENT.lock; DIR/pid):
+# scripts/watchdog.sh AGENT (or its watchdog_AGENT.sh wrapper), start_trading_system.sh, and the health check's
+# heal (tracer.cli health ... --heal). Nothing wider: a pid recycled after a power loss by macOS's watchdogd,
+# the web cockpit (tracer.cli web) or the other agent's watchdog loop never takes these locks, and would hold a
+# stale one for good. Python's side: tracer/ops/processes.py lock_takers.
+lock_owners() {
+  printf '%s\n' "watchdog([.]sh $1|_$1[.]sh)( |\$)|start_trading_system[.]sh( |\$)|(tracer[.]cli|bin/tracer) health( .*)? --heal( |\$)"
+}
 
 # cmdline_of PID: its command line, arguments joined by spaces. /proc where there is one (Linux, BusyBox
 # included: BusyBox ps takes neither -p nor -ww), else ps (macOS). Fails when it cannot be read.

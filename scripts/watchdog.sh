@@ -7,7 +7,8 @@
 #                                          pid file or died (a clean stop is left alone), then --loop; waits
 #                                          (never exits) while another loop runs
 #   scripts/watchdog.sh AGENT --exec [ARG] run the agent in the foreground with its pid file; when it is
-#                                          already running, exit 75 (a supervisor retries, never "done")
+#                                          already running or being started, exit 75 (a supervisor
+#                                          retries; never 0, which KeepAlive would take as "done")
 #
 # Who supervises what: launchd (or ./start_trading_system.sh, or cron) keeps the watchdog loop alive; the
 # loop keeps the agent alive; the health check (--heal) restarts a dead loop or listener.
@@ -30,7 +31,7 @@ agent="${1:-}"
 case "$agent" in
   hybrid) script=scripts/hybrid_crypto_trader.py ;;
   futures) script=scripts/high_risk_futures_agent.py ;;
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
   *) usage ;;
 esac
 shift
@@ -40,7 +41,7 @@ if [ $# -gt 0 ]; then
     --loop) mode=loop; shift; [ $# -eq 0 ] || usage ;;
     --exec) mode="exec"; shift ;;
     --supervise) mode=supervise; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 fi
@@ -73,15 +74,20 @@ log() {
   say "$*"
 }
 
-# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is none of the lock takers, LOCK_OWNERS)
-# leaves a stale lock. The takers: this script, start_trading_system.sh (start, stop) and the health check's heal.
+# --- mkdir locks: DIR/pid names the owner; an owner that is gone (or is none of this agent's lock takers,
+# lock_owners) leaves a stale lock. The takers: this script for this agent, start_trading_system.sh (start,
+# stop) and the health check's heal.
 # shellcheck source=shell_lib.sh
 . scripts/shell_lib.sh
+OWNERS_RE=$(lock_owners "$agent")
+# the agent itself, or a watchdog.sh AGENT --exec wrapper between writing the pid file and its exec (what
+# tracer's agent_alive and the start script's what_of count as the agent)
+AGENT_RE="${script//./[.]}|watchdog([.]sh ${agent}|_${agent}[.]sh) --exec( |\$)"
 HELD=""        # the locks this process holds, one per line (the state folder may have spaces)
 LOCK_OWNER=""
 owner_alive() {  # a live lock taker; one whose command line cannot be read counts as alive (never taken over)
   local rc=0
-  runs "$1" "$LOCK_OWNERS" || rc=$?
+  runs "$1" "$OWNERS_RE" || rc=$?
   [ "$rc" != 1 ]
 }
 # The TERM handler in force, kept here: lock_acquire swaps it out for a moment. `$(trap -p TERM)` cannot
@@ -161,8 +167,13 @@ launch() {  # start the agent in the background, write its pid file; sets new_pi
   new_pid=$!
   echo "$new_pid" > "$PIDF"
 }
-stop_pid() {  # SIGTERM, wait up to TB_WATCHDOG_STOP_GRACE_S, then SIGKILL
-  local pid="$1" i=0
+stop_pid() {  # SIGTERM, wait up to TB_WATCHDOG_STOP_GRACE_S, then SIGKILL. 1: not signalled (cannot tell)
+  local pid="$1" i=0 rc=0
+  runs "$pid" "$AGENT_RE" || rc=$?
+  case "$rc" in
+    1) return 0 ;;            # gone meanwhile (or no longer the agent): nothing to stop
+    2) log "pid $pid is alive but its command line cannot be read: not signalled, nothing started"; return 1 ;;
+  esac
   log "stopping pid $pid: SIGTERM"
   kill -TERM "$pid" 2>/dev/null || return 0
   while [ $i -lt "$GRACE_STEPS" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
@@ -199,7 +210,10 @@ one_pass() {
       fi
       log "down: $reason"
       # only a pid that tracer verified to be this agent is signalled (never a recycled one)
-      if [ "$state" = alive ] && [ "$pid" != "-" ]; then stop_pid "$pid"; fi
+      if [ "$state" = alive ] && [ "$pid" != "-" ] && ! stop_pid "$pid"; then
+        lock_release "$STATE_DIR/$agent.launch.lock"
+        return 0
+      fi
       launch
       lock_release "$STATE_DIR/$agent.launch.lock"
       "$PY" -m tracer.cli watchdog-restarted "$agent" --old-pid "${pid//-/0}" --new-pid "$new_pid" \
@@ -258,15 +272,25 @@ case "$mode" in
     ;;
   exec)
     if ! lock_acquire "$STATE_DIR/$agent.launch.lock"; then
-      say "another start of $agent is in progress (pid $LOCK_OWNER); exiting"
-      exit 0
+      # not 0: under launchd's KeepAlive{SuccessfulExit:false} an exit 0 would end supervision for good
+      say "another start of $agent is in progress (pid $LOCK_OWNER); exiting (75: try again later)"
+      exit 75
     fi
-    old_rc=1      # 0 runs the agent, 2 cannot tell: no second copy beside it either way
-    if [ -f "$PIDF" ]; then old_rc=0; runs "$(cat "$PIDF")" "${script//./[.]}" || old_rc=$?; fi
+    old_rc=1      # 0 runs the agent (or another --exec about to become it), 2 cannot tell: no second copy
+    old_pid=$(cat "$PIDF" 2>/dev/null || true)
+    case "$old_pid" in
+      ''|*[!0-9]*|"$$") ;;     # none, unreadable, or this very process (a recycled pid): not running
+      *) old_rc=0; runs "$old_pid" "$AGENT_RE" || old_rc=$? ;;
+    esac
     if [ "$old_rc" != 1 ]; then
       lock_release "$STATE_DIR/$agent.launch.lock"
       # not 0: under launchd's KeepAlive{SuccessfulExit:false} an exit 0 would end supervision for good
-      say "already running (pid $(cat "$PIDF")); exiting (75: try again later)"
+      if [ "$old_rc" = 2 ]; then
+        say "pid $old_pid (in $PIDF) is alive but its command line cannot be read: cannot tell whether it is" \
+            "the agent; not starting a second copy; exiting (75: try again later)"
+      else
+        say "already running (pid $old_pid); exiting (75: try again later)"
+      fi
       exit 75
     fi
     : > "$ARGSF"

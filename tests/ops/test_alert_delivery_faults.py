@@ -8,6 +8,7 @@ import http.server
 import os
 import re
 import shlex
+import stat
 import subprocess
 import threading
 import time
@@ -129,12 +130,17 @@ def test_a_venv_whose_python_vanished_alerts_by_curl_at_most_once_an_hour(tmp_pa
 
 def test_the_readme_cron_lines_work_as_typed_on_a_fresh_clone(tmp_path):
     """A fresh clone has no logs/ (gitignored), and with TB_LOG_DIR elsewhere nothing creates it: /bin/sh
-    failed the redirection and never ran the command."""
+    failed the redirection and never ran the command. Under cron's umask 022 the folder and the logs the
+    redirections create are user-only all the same (they were 0755 and 0644, readable by every account)."""
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index("**Linux (cron)**"):]
     block = block[block.index("```cron\n") + 8:]
-    lines = [ln for ln in block[:block.index("```")].splitlines() if ln.strip()]
+    lines = [ln for ln in block[:block.index("```")].splitlines() if ln.strip() and not ln.startswith("#")]
     assert len(lines) == 4
+    # the weekly optimisation's line (section "Adaptive strategy") gets the same treatment
+    opt = re.search(r"`(0 3 \* \* 0 .*weekly_optimize\.sh >> logs/optimize\.log 2>&1)`", readme)
+    assert opt is not None
+    assert re.search(r"umask 077 && .*mkdir -p logs && .*weekly_optimize", opt.group(1)), opt.group(1)
     repo = sandbox(tmp_path, venv="real")
     (repo / ".env").write_text(f"TB_LOG_DIR={tmp_path / 'var-log'}\nTB_STATE_DIR={tmp_path / 'state'}\n"
                                f"TB_DB_PATH={tmp_path / 'state' / 't.db'}\nTB_HEALTH_DISK_WARN_PCT=0\n"
@@ -146,8 +152,13 @@ def test_the_readme_cron_lines_work_as_typed_on_a_fresh_clone(tmp_path):
         # the @reboot start would set up and start the agents: its --status shows the same line at work
         cmd = cmd.replace("./start_trading_system.sh ", "./start_trading_system.sh --status ")
         r = subprocess.run(["/bin/sh", "-c", cmd], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-                           cwd=tmp_path, capture_output=True, text=True, timeout=240)
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                           preexec_fn=lambda: os.umask(0o022))              # cron's umask
         assert "nonexistent" not in r.stderr and "No such file" not in r.stderr, (cmd, r.stderr)
     assert "hybrid: not running" in (repo / "logs" / "start.log").read_text()
     assert (repo / "logs" / "watchdog.err").exists()
     assert "health:" in (repo / "logs" / "health.log").read_text()
+    logs = repo / "logs"
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700, oct(logs.stat().st_mode)
+    for f in logs.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f, oct(f.stat().st_mode))

@@ -280,6 +280,7 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     import tracer.ops.watchdog
     for where in (tracer.ops.heartbeat, tracer.ops.watchdog):        # every module that asks
         monkeypatch.setattr(where, "agent_alive", lambda pid, agent: live["v"])
+    monkeypatch.setattr(tracer.ops.watchdog, "agent_confirmed", lambda pid, agent: live["v"])   # before a signal
     assert ops.watchdog_check(s, "hybrid").action == "absent"            # no pid file: never touched
     pf = tmp_path / "state" / "hybrid.pid"
     pf.parent.mkdir(parents=True)

@@ -12,11 +12,13 @@ recovery message when a check turns green again.
   "recovered" message. State: ``TB_STATE_DIR/health_alert_state.json`` (user-only), read, sent and saved
   under an exclusive lock (``health_alert_state.flock``): overlapping health checks alert once.
 - :func:`alert_once` is the same window for an alert that is not a check (an invalid config seen by every
-  watchdog pass), in ``TB_STATE_DIR/alerts_sent.json``.
+  watchdog pass), in ``TB_STATE_DIR/alerts_sent.json``; one lock per key (``alerts_sent.<key hash>.flock``):
+  a slow send of one key never holds back another, and a key whose lock stays held is sent anyway (logged).
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -241,10 +243,20 @@ def _health_alerts(settings: Any, checks: Sequence[Any], now: datetime | None) -
 
 def alert_once(settings: Any, key: str, kind: str, message: str, agent: str | None = None,
                now: datetime | None = None, level: Level = Level.CRITICAL) -> bool:
-    """Alert ``message`` unless ``key`` was alerted within ``TB_HEALTH_ALERT_REPEAT_MIN``; True when sent."""
-    with _locked(settings, "alerts_sent") as held:        # two watchdog passes at once: one alert
+    """Alert ``message`` unless ``key`` was alerted within ``TB_HEALTH_ALERT_REPEAT_MIN``; True when sent.
+
+    Each key has its own lock (two watchdog passes at once: one alert), held across its send: a send of another
+    key that hangs (a locked DB, a slow webhook) never holds this one back. When even this key's lock stays held
+    over the wait, the alert is sent anyway, unlocked (it may repeat; it is never lost), and that is logged."""
+    tag = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+    with _locked(settings, f"alerts_sent.{tag}") as held:
         if not held:
-            return False
+            note = f"alert_once: the lock of key {key} was held over {LOCK_WAIT_S:.0f} s: sending {kind} anyway"
+            print(note, file=sys.stderr)
+            try:
+                log_line(settings, "alerts", agent, note)
+            except OSError:
+                pass
         return _alert_once(settings, key, kind, message, agent, now, level)
 
 
@@ -259,8 +271,11 @@ def _alert_once(settings: Any, key: str, kind: str, message: str, agent: str | N
     if t - last < settings.health_alert_repeat_min * 60:
         return False
     send(settings, level, kind, message, agent)
-    book[key] = t
-    _save(settings, "alerts_sent.json", book)
+    # the book is shared by every key: read again and written under its own short lock (never held across a send)
+    with _locked(settings, "alerts_sent_book"):
+        book = _load(settings, "alerts_sent.json")
+        book[key] = t
+        _save(settings, "alerts_sent.json", book)
     return True
 
 

@@ -52,42 +52,56 @@ def add_parsers(sub: Any) -> None:
 
 def dispatch(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str] = ()) -> int:
     if args.cmd == "health":
-        from tracer.ops.checks import coverage
-        from tracer.ops.health import config_check, env_file_check, health
-        checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
-        checks += coverage(settings)
-        from tracer.ops.logrotate import rotate_ops_logs
-        rotate_ops_logs(settings)           # health.log, watchdog.log, *.err ...: capped at TB_LOG_MAX_MB
-        from tracer.ops.records import Event, Source, record
-        record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
-        if not args.no_alert:
-            from tracer.ops.alerts import health_alerts
-            health_alerts(settings, checks)
-        worst = max(c.level for c in checks)
-        healed = []
-        if args.heal and not problems:          # never restart anything onto an invalid configuration
-            from tracer.ops.heal import heal
-            healed = heal(settings, checks)
-        if args.quiet and worst == 0 and not healed:
-            return worst
         try:
-            if args.json:
-                print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
-                                  "checks": [dict(asdict(c), status=c.status) for c in checks],
-                                  "heal": [asdict(h) for h in healed]}, indent=2))
-            else:
-                for c in checks:
-                    print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
-                for h in healed:
-                    print(h.line())
-                n1 = sum(c.level == 1 for c in checks)
-                n2 = sum(c.level == 2 for c in checks)
-                print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # `health_check.sh | head`: the reader left; the exit code still carries the result
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return _health(args, settings, problems)
+        except Exception:        # a bug in a check: exit 3, which scripts/health_check.sh alerts as a crash
+            import traceback
+            traceback.print_exc()
+            print("health: the checker crashed (exit 3)", file=sys.stderr)
+            return 3
+    return _dispatch_rest(args, settings, console, problems)
+
+
+def _health(args: argparse.Namespace, settings: Any, problems: Sequence[str]) -> int:
+    from tracer.ops.checks import coverage
+    from tracer.ops.health import config_check, env_file_check, health
+    checks = [config_check(problems), env_file_check(getattr(args, "env_file", ".env"))] + health(settings)
+    checks += coverage(settings)
+    from tracer.ops.logrotate import rotate_ops_logs
+    rotate_ops_logs(settings)           # health.log, watchdog.log, *.err ...: capped at TB_LOG_MAX_MB
+    from tracer.ops.records import Event, Source, record
+    record(settings, [Event(Source.HEALTH, "check", c.name, c.level, c.message) for c in checks])
+    if not args.no_alert:
+        from tracer.ops.alerts import health_alerts
+        health_alerts(settings, checks)
+    worst = max(c.level for c in checks)
+    healed = []
+    if args.heal and not problems:          # never restart anything onto an invalid configuration
+        from tracer.ops.heal import heal
+        healed = heal(settings, checks)
+    if args.quiet and worst == 0 and not healed:
         return worst
+    try:
+        if args.json:
+            print(json.dumps({"status": LEVELS[worst], "exit_code": worst, "time": _iso(_now()),
+                              "checks": [dict(asdict(c), status=c.status) for c in checks],
+                              "heal": [asdict(h) for h in healed]}, indent=2))
+        else:
+            for c in checks:
+                print(f"{c.status.upper():<9}{c.name:<20}{c.message}")
+            for h in healed:
+                print(h.line())
+            n1 = sum(c.level == 1 for c in checks)
+            n2 = sum(c.level == 2 for c in checks)
+            print(f"health: {LEVELS[worst]} ({n1} warning, {n2} critical)")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `health_check.sh | head`: the reader left; the exit code still carries the result
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return worst
+
+
+def _dispatch_rest(args: argparse.Namespace, settings: Any, console: Console, problems: Sequence[str]) -> int:
     if args.cmd == "alert":
         if args.repeat_key:
             from tracer.ops.alerts import alert_once

@@ -57,19 +57,38 @@ def _watchdog_re(agent: str, modes: str) -> str:
     return rf"watchdog(\.sh {a}|_{a}\.sh) --({modes})\b"
 
 
-def runs(pid: int | None, pattern: str) -> bool:
-    """``pid`` is alive and its command line matches ``pattern`` (a regex), or that line cannot be read: a
-    process of this user always has one (/proc on Linux, BusyBox included; ps on macOS)."""
+def runs_what(pid: int | None, pattern: str) -> bool | None:
+    """Three-valued, like ``runs`` in scripts/shell_lib.sh: True when ``pid`` is alive and its command line
+    matches ``pattern`` (a regex), False when it is gone or runs something else, None when it is alive but its
+    command line cannot be read (``ps`` failed or timed out on macOS): "cannot tell"."""
     if not pid_alive(pid):
         return False
     cmd = _cmdline(pid)  # type: ignore[arg-type]
-    return cmd is None or re.search(pattern, cmd) is not None
+    if cmd is None:
+        return None if pid_alive(pid) else False        # it may have exited meanwhile
+    return re.search(pattern, cmd) is not None
+
+
+def runs(pid: int | None, pattern: str) -> bool:
+    """``pid`` runs ``pattern`` or cannot be told apart (:func:`runs_what` is not False): right where a wrong
+    "yes" only holds back (a lock not taken over, no second copy started), never where it leads to a signal."""
+    return runs_what(pid, pattern) is not False
+
+
+def _agent_re(agent: str) -> str:
+    return rf"{re.escape(AGENT_SCRIPTS.get(agent, agent))}|{_watchdog_re(agent, 'exec')}"
 
 
 def agent_alive(pid: int | None, agent: str) -> bool:
-    """``pid`` is alive and runs ``agent`` (or the ``watchdog.sh --exec`` wrapper about to exec it): a pid
-    recycled by an unrelated process after a reboot or a crash does not count, and is never signalled."""
-    return runs(pid, rf"{re.escape(AGENT_SCRIPTS.get(agent, agent))}|{_watchdog_re(agent, 'exec')}")
+    """``pid`` is alive and runs ``agent`` (or the ``watchdog.sh --exec`` wrapper about to exec it), or cannot be
+    told apart (no second copy beside it): a pid recycled by an unrelated process after a reboot or a crash does
+    not count. Before a signal, ask :func:`agent_confirmed`."""
+    return runs(pid, _agent_re(agent))
+
+
+def agent_confirmed(pid: int | None, agent: str) -> bool:
+    """``pid`` is alive and its command line, read, shows ``agent``: the only pid that may be signalled."""
+    return runs_what(pid, _agent_re(agent)) is True
 
 
 def watchdog_loop_alive(pid: int | None, agent: str) -> bool:
@@ -95,10 +114,15 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-# what may hold a launch lock: scripts/watchdog.sh (or a wrapper), start_trading_system.sh, the health check's
-# heal (tracer.cli); their script names, never a bare "watchdog" (macOS's watchdogd on a recycled pid would
-# hold a lock left by a power loss forever). The same as LOCK_OWNERS in scripts/shell_lib.sh.
-LOCK_TAKERS = r"watchdog(\.sh [a-z]+|_[a-z]+\.sh)( |$)|start_trading_system\.sh( |$)|tracer\.cli( |$)|bin/tracer( |$)"
+def lock_takers(agent: str) -> str:
+    """What may hold ``agent``'s launch lock: scripts/watchdog.sh AGENT (or its watchdog_AGENT.sh wrapper),
+    start_trading_system.sh, the health check's heal (``tracer.cli health ... --heal``). Nothing wider: macOS's
+    watchdogd, the web cockpit (``tracer.cli web``) or the other agent's watchdog loop on a pid recycled after a
+    power loss never takes it, and would hold a stale lock forever. The same as lock_owners in
+    scripts/shell_lib.sh."""
+    a = re.escape(agent)
+    return (rf"watchdog(\.sh {a}|_{a}\.sh)( |$)|start_trading_system\.sh( |$)"
+            rf"|(tracer\.cli|bin/tracer) health( .*)? --heal( |$)")
 
 
 def launch_lock_holder(state_dir: Path | str, agent: str) -> int | None:
@@ -115,7 +139,7 @@ def launch_lock_holder(state_dir: Path | str, agent: str) -> int | None:
                 fresh = (_mtime(d) or 0) > time.time() - 60
                 if fresh:
                     return 0
-            elif runs(owner, LOCK_TAKERS):
+            elif runs(owner, lock_takers(agent)):          # or cannot tell: never taken over
                 return owner
             shutil.rmtree(d, ignore_errors=True)          # stale: its holder is gone
             continue

@@ -12,7 +12,7 @@ from tracer.logs import log_line
 from tracer.ops.alerts import alert
 from tracer.ops.common import HOUR_S, _now, _parse_iso, human_age
 from tracer.ops.heartbeat import agent_state
-from tracer.ops.processes import agent_alive, pid_alive
+from tracer.ops.processes import agent_alive, agent_confirmed, pid_alive
 from tracer.ops.suspend import SuspendClock, asleep_note, awake_age_at, record
 
 
@@ -95,6 +95,11 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
                                          f"({fault.get('attempts')} attempts): heartbeat cannot be written")
         what = "heartbeat" if st.own_hb else "no heartbeat since the start"
         down = f"hung: {what} {human_age(st.age_s)} ago{asleep} (limit {human_age(limit_s)})"
+        if not agent_confirmed(st.pid, agent):
+            # alive, but its command line cannot be read (ps failed or timed out): it may be a recycled pid of
+            # another program (never signalled) or the agent itself (no second copy beside it)
+            return Verdict("error", st.pid, f"{down}, but pid {st.pid}'s command line cannot be read: cannot tell "
+                                            f"whether it is the {agent} agent; not signalled, not restarted")
     else:
         return Verdict("ok", st.pid, f"running, heartbeat {human_age(st.age_s)} old{asleep}")
 
