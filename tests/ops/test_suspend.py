@@ -205,6 +205,7 @@ def judged(tmp_path, monkeypatch):
     s = load_settings(environ=env_for(tmp_path), dotenv_path=None)
     for where in (tracer.ops.heartbeat, tracer.ops.watchdog, tracer.ops.health):
         monkeypatch.setattr(where, "agent_alive", lambda pid, agent: True)
+    monkeypatch.setattr(tracer.ops.watchdog, "agent_confirmed", lambda pid, agent: True)   # before a signal
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "hybrid.pid").write_text("4242\n")
     Store(tmp_path / "state" / "t.db").close()
