@@ -107,3 +107,44 @@ def h(venue, tmp_path):
     from tracer.execution.venues.binance_futures import BinanceFuturesClient
     from venue_harness import KEY, SECRET, Harness
     return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
+
+
+@pytest.fixture
+def clock():
+    """The broker's clock, moved by the test (a module may start it elsewhere by its own ``clock``)."""
+    from venue_harness import Clock
+    return Clock()
+
+
+@pytest.fixture
+def hc(venue, tmp_path, clock):
+    """``h`` on the test's clock."""
+    from tracer.execution.venues.binance_futures import BinanceFuturesClient
+    from venue_harness import KEY, SECRET, Harness
+    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
+
+
+@pytest.fixture
+def by():
+    """The fake Bybit venue (the futures agent's backup)."""
+    from fakes.bybit_venue import FakeBybit
+    from venue_harness import KEY, SECRET
+    with FakeBybit(KEY, SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def hb(by, tmp_path):
+    from tracer.execution.venues.bybit import BybitFuturesClient
+    from venue_harness import KEY, SECRET, Harness
+    return Harness(tmp_path, [BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)])
+
+
+@pytest.fixture
+def alpaca():
+    """The fake Alpaca trading API (the hybrid agent's spot venue), BTC at 42,000."""
+    from fakes.alpaca_trading import FakeAlpacaTrading
+    from venue_harness import ALPACA_KEYS, BTC
+    with FakeAlpacaTrading(keys=ALPACA_KEYS, cash=10_000.0) as v:
+        v.set_price(BTC, 42000.0)
+        yield v

@@ -14,6 +14,7 @@ from tracer.execution.venue_broker import VenueBroker
 from tracer.models import Order, OrderState, Side
 
 KEY, SECRET = "vb-key", "vb-secret-0123456789"
+ALPACA_KEYS = ("PKTESTKEYID0001", "s3cr3t-value-never-shown")
 BTC = "BTC/USD"
 T0 = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
 LOG = logging.getLogger("test.venue_broker")

@@ -7,7 +7,6 @@ import logging
 
 import pytest
 
-from fakes.alpaca_trading import FakeAlpacaTrading
 from fakes.binance_futures_venue import FakeBinanceFutures
 from fakes.bybit_venue import FakeBybit
 from tracer.execution.venue_broker import VenueBroker
@@ -15,10 +14,7 @@ from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.execution.venues.bybit import BybitFuturesClient
 
-from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness
-
-KEYS = ("PKTESTKEYID0001", "s3cr3t-value-never-shown")
-
+from venue_harness import ALPACA_KEYS, BTC, KEY, SECRET, T0, Clock, Harness
 
 def test_the_cash_for_new_entries_is_the_entry_venues_free_margin_not_both_venues(tmp_path):
     with FakeBinanceFutures(KEY, SECRET, wallet=200.0) as bn, FakeBybit(KEY, SECRET, wallet=10_000.0) as by:
@@ -33,33 +29,31 @@ def test_the_cash_for_new_entries_is_the_entry_venues_free_margin_not_both_venue
         assert h.broker.balance() == pytest.approx(10_000.0)
 
 
-def test_an_unconfirmed_entry_found_on_the_venue_is_a_position_before_the_decisions(tmp_path):
-    with FakeAlpacaTrading(keys=KEYS, cash=10_000.0) as alpaca:
-        alpaca.set_price(BTC, 42000.0)
-        clock = Clock(T0)
-        client = AlpacaSpotClient(*KEYS, alpaca.url, timeout_s=2)
-        h = Harness(tmp_path, [client])
-        h.broker = VenueBroker("hybrid", [client], h.store, logging.getLogger("test.book"), futures=False,
-                               backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
-        h.broker.last_price[BTC] = 42000.0
-        # the venue books and fills the entry, the answer is lost, and the venue is down for the lookup
-        alpaca.inject("POST /v2/orders", "lost")
-        place = client.place_order
+def test_an_unconfirmed_entry_found_on_the_venue_is_a_position_before_the_decisions(tmp_path, alpaca):
+    clock = Clock(T0)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
+    h = Harness(tmp_path, [client])
+    h.broker = VenueBroker("hybrid", [client], h.store, logging.getLogger("test.book"), futures=False,
+                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
+    h.broker.last_price[BTC] = 42000.0
+    # the venue books and fills the entry, the answer is lost, and the venue is down for the lookup
+    alpaca.inject("POST /v2/orders", "lost")
+    place = client.place_order
 
-        def place_then_outage(spec):
-            try:
-                return place(spec)
-            finally:
-                alpaca.down()
-        client.place_order = place_then_outage
-        a = h.entry(qty=0.01, symbol=BTC)
-        client.place_order = place
-        assert h.state(a.client_order_id) == "new"
-        h.settle(clock.now)
-        assert alpaca.holding(BTC) > 0 and not h.broker.positions()
-        clock.advance(hours=1)
-        alpaca.up()
-        h.broker.sync(clock.now)              # the loop's sync before the decisions: one, not two
-        assert [p.symbol for p in h.broker.positions()] == [BTC]
-        kinds = [r["kind"] for r in h.store.venue_events("hybrid")]
-        assert "adoption_deferred" in kinds and "position_adopted" not in kinds
+    def place_then_outage(spec):
+        try:
+            return place(spec)
+        finally:
+            alpaca.down()
+    client.place_order = place_then_outage
+    a = h.entry(qty=0.01, symbol=BTC)
+    client.place_order = place
+    assert h.state(a.client_order_id) == "new"
+    h.settle(clock.now)
+    assert alpaca.holding(BTC) > 0 and not h.broker.positions()
+    clock.advance(hours=1)
+    alpaca.up()
+    h.broker.sync(clock.now)              # the loop's sync before the decisions: one, not two
+    assert [p.symbol for p in h.broker.positions()] == [BTC]
+    kinds = [r["kind"] for r in h.store.venue_events("hybrid")]
+    assert "adoption_deferred" in kinds and "position_adopted" not in kinds

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 
-from fakes.bybit_venue import FakeBybit
 from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue import OrderSpec
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
@@ -20,17 +19,6 @@ from tracer.execution.venues.bybit import BybitFuturesClient
 from tracer.models import Order, OrderType, Side
 
 from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness
-
-
-@pytest.fixture
-def by():
-    with FakeBybit(KEY, SECRET) as fake:
-        yield fake
-
-
-@pytest.fixture
-def hb(by, tmp_path):
-    return Harness(tmp_path, [BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)])
 
 
 def open_long(h, qty=0.02, stop=1000.0):

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures
-from fakes.bybit_venue import FakeBybit
 from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue import OrderSpec
 from tracer.execution.venue_broker.money import funding_settled_by
@@ -32,12 +31,6 @@ def open_long(h, qty=0.01, stop=1000.0):
 def exit_now(h, pos, at):
     h.send(Order(exit_order_id(pos.entry_order_id, pos.exit_seq), h.broker.agent, BTC, Side.SELL, pos.qty,
                  reduce_only=True, purpose="exit", reason="signal", created_at=at))
-
-
-@pytest.fixture
-def by():
-    with FakeBybit(KEY, SECRET) as fake:
-        yield fake
 
 
 # --- 0. funding paid out of an isolated wallet, then a liquidation ---------------------------------------------
@@ -209,12 +202,17 @@ class DelistingVenue(FakeBinanceFutures):
         return out
 
 
+@pytest.mark.parametrize("fee_asset", ["USDT", "BNB"])
 @pytest.mark.parametrize("listed", [False, True])
-def test_delisting_settlement_is_booked_at_its_price_with_its_fee_not_as_a_liquidation(tmp_path, listed):
+def test_delisting_settlement_is_booked_at_its_price_with_its_fee_not_as_a_liquidation(tmp_path, listed, fee_asset):
     """Before, an unlisted settlement was a close by hand at the last price with fee 0, and a listed one a
-    liquidation (every forced order not ``adl_autoclose`` was): the whole margin booked as lost."""
+    liquidation (every forced order not ``adl_autoclose`` was): the whole margin booked as lost. A fee paid in
+    BNB is booked at its USDT value and raises no wallet mismatch (the USDT wallet never paid it)."""
     with DelistingVenue(KEY, SECRET) as venue:
         venue.listed = listed
+        if fee_asset == "BNB":
+            venue.bnb, venue.fee_asset = 1.0, "BNB"
+            venue.set_price("BNBUSDT", 600.0)
         h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
         pos = open_long(h)
         venue.delist_settle("BTCUSDT", 42300.0)
@@ -225,22 +223,6 @@ def test_delisting_settlement_is_booked_at_its_price_with_its_fee_not_as_a_liqui
         assert trades[0].exit_price == pytest.approx(42300.0)
         assert trades[0].fees == pytest.approx(pos.entry_fee + fee, rel=1e-6)
         assert trades[0].pnl == pytest.approx((42300.0 - pos.entry_price) * 0.01 - pos.entry_fee - fee, rel=1e-6)
-        h.settle(T0 + timedelta(hours=2))
-        assert h.wallet_diff == pytest.approx(0.0, abs=1e-6)
-
-
-@pytest.mark.parametrize("listed", [False, True])
-def test_a_settlement_whose_fee_is_paid_in_bnb_raises_no_wallet_mismatch(tmp_path, listed):
-    with DelistingVenue(KEY, SECRET) as venue:
-        venue.listed = listed
-        venue.bnb, venue.fee_asset = 1.0, "BNB"
-        venue.set_price("BNBUSDT", 600.0)
-        h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)])
-        open_long(h)
-        venue.delist_settle("BTCUSDT", 42300.0)
-        h.broker.last_price[BTC] = 42100.0
-        trades = h.settle(T0 + timedelta(hours=1))
-        assert [t.exit_reason for t in trades] == ["settlement"]
         for k in (2, 3):
             h.settle(T0 + timedelta(hours=k))
         assert h.wallet_diff == pytest.approx(0.0, abs=1e-6) and "wallet_mismatch" not in h.events()

@@ -9,27 +9,17 @@ from decimal import Decimal
 
 import pytest
 
-from fakes.alpaca_trading import FakeAlpacaTrading
 from tracer.execution.broker import exit_order_id
 from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.models import Order, Position, Side
 
-from venue_harness import BTC, T0, Harness
-
-KEYS = ("PKTESTKEYID0001", "s3cr3t-value-never-shown")
-
-
-@pytest.fixture
-def alpaca():
-    with FakeAlpacaTrading(keys=KEYS, cash=10_000.0) as v:
-        v.set_price(BTC, 42000.0)
-        yield v
+from venue_harness import ALPACA_KEYS, BTC, T0, Harness
 
 
 @pytest.fixture
 def hs(alpaca, tmp_path):
-    client = AlpacaSpotClient(*KEYS, alpaca.url, timeout_s=2)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
     h = Harness(tmp_path, [client])
     h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False,
                            backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append)
@@ -151,7 +141,7 @@ def test_the_fee_dust_is_counted_exactly_across_prices_and_a_restart(hs, alpaca,
         hour += 3
         assert hs.wallet_diff == pytest.approx(0.0, abs=0.01), k
     assert 0 < alpaca.holding(BTC) < 0.0001 and "wallet_mismatch" not in hs.events()
-    client = AlpacaSpotClient(*KEYS, alpaca.url, timeout_s=2)          # a restart: a new broker from the DB
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)          # a restart: a new broker from the DB
     b = VenueBroker("futures", [client], hs.store, logging.getLogger("test.venue_spot"), futures=False,
                     backoff_s=0.0, sleep=hs.slept.append, alert=hs.alerts.append)
     b.restore([], [], hs.broker.realized_pnl, hs.broker.fees_paid, {BTC: 44000.0})

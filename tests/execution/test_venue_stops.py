@@ -12,51 +12,38 @@ import pytest
 from tracer.execution.broker import Bracket
 from tracer.execution.venue import OrderSpec
 from tracer.execution.venue_broker import stop_order_id
-from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.execution.venues.bybit import BybitFuturesClient
 from tracer.models import Bar, Side
 
-from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness
+from venue_harness import BTC, KEY, SECRET, T0, Clock
 
 STOP_1000 = Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0)
 
 
 @pytest.fixture
 def clock():
-    return Clock(T0)
+    return Clock(T0)        # the harness's orders are stamped from T0
 
 
-@pytest.fixture
-def hc(venue, tmp_path, clock):
-    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
-
-
-@pytest.fixture
-def by():
-    from fakes.bybit_venue import FakeBybit
-    with FakeBybit(KEY, SECRET) as fake:
-        yield fake
-
-
-@pytest.fixture
-def hb(by, tmp_path):
-    return Harness(tmp_path, [BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)])
+def _stuck_stop(hc, venue) -> float:
+    """A long whose venue stop the market went 1,500 through, the stop left stuck in TRIGGERING; the price."""
+    o = hc.entry(qty=0.01, bracket=STOP_1000)
+    hc.settle(hc.broker.clock())
+    sid = stop_order_id(o.client_order_id, 0)
+    algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
+    low = hc.broker.positions()[0].stop_loss - 1500.0
+    with venue._lock:
+        algo["algoStatus"] = "TRIGGERING"
+        algo["triggerTime"] = algo["updateTime"] = venue.now_ms()
+        venue.prices["BTCUSDT"] = low
+    return low
 
 
 def test_a_stop_stuck_after_its_trigger_no_longer_counts_as_protection(hc, venue, clock):
     # Binance: TRIGGERING = "met the triggering condition and forwarded to the matching engine"; a reduce-only
     # STOP_MARKET has been reported stuck there for a day, its cancel answering -2011 (Algo Order Update event;
     # nautilus_trader discussion 5378). The agent waits ``finish_grace`` (2 minutes), then exits itself.
-    o = hc.entry(qty=0.01, bracket=STOP_1000)
-    hc.settle(clock.now)
-    pos = hc.broker.positions()[0]
-    sid = stop_order_id(o.client_order_id, 0)
-    algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
-    low = pos.stop_loss - 1500.0
-    with venue._lock:
-        algo["algoStatus"] = "TRIGGERING"
-        algo["triggerTime"] = algo["updateTime"] = venue.now_ms()
-        venue.prices["BTCUSDT"] = low
+    low = _stuck_stop(hc, venue)
     clock.advance(minutes=1)
     hc.settle(clock.now)
     assert "BTCUSDT" in venue.positions and "stop_stuck_triggered" not in hc.events()   # within the grace
@@ -108,6 +95,22 @@ def test_a_stop_filling_in_part_while_it_is_resized_is_booked_as_the_stops_fill(
     assert abs(hc.wallet_diff or 0.0) < 1e-6
 
 
+def _four_adls(h, fake, lagging=False):
+    """A 0.04 long with its venue stop, then four hourly ADLs of 0.005 (each cancels the resting stop); with
+    ``lagging``, Binance's force-order history shows each one a read later (one read is two 7-day windows)."""
+    h.entry(qty=0.04, bracket=STOP_1000)
+    h.settle()
+    h.settle(T0 + timedelta(minutes=5))
+    fake.set_price("BTCUSDT", 43500.0)
+    h.broker.last_price[BTC] = 43500.0
+    for k in range(1, 5):
+        fake.adl("BTCUSDT", 0.005, 43600.0)
+        if lagging:
+            fake.inject("/fapi/v1/forceOrders", "empty", times=2)
+        h.settle(T0 + timedelta(hours=k))
+        h.settle(T0 + timedelta(hours=k, minutes=5))
+
+
 def _resting_stops_binance(venue):
     return [a for a in venue.algo_orders.values()
             if a["algoStatus"] == "NEW" and a["side"] == "SELL" and a["orderType"] == "STOP_MARKET"]
@@ -115,15 +118,7 @@ def _resting_stops_binance(venue):
 
 def test_stops_the_venue_cancels_with_an_adl_are_no_failed_tries(h, venue):
     # Binance: auto-deleveraging cancels the trader's open orders (the fake's ``adl``)
-    h.entry(qty=0.04, bracket=STOP_1000)
-    h.settle()
-    h.settle(T0 + timedelta(minutes=5))
-    venue.set_price("BTCUSDT", 43500.0)
-    h.broker.last_price[BTC] = 43500.0
-    for k in range(1, 5):
-        venue.adl("BTCUSDT", 0.005, 43600.0)
-        h.settle(T0 + timedelta(hours=k))
-        h.settle(T0 + timedelta(hours=k, minutes=5))
+    _four_adls(h, venue)
     assert float(venue.positions["BTCUSDT"]["amt"]) == pytest.approx(0.02)
     assert h.broker.positions()[0].qty == pytest.approx(0.02)
     assert len(_resting_stops_binance(venue)) == 1
@@ -148,15 +143,7 @@ def test_a_stop_the_venue_cancels_for_no_reason_is_alerted_and_counted(h, venue)
 
 def test_bybit_stops_cancelled_with_an_adl_are_no_failed_tries(hb, by):
     # Bybit: cancelType CancelAllBeforeAdl (the fake's ``adl``)
-    hb.entry(qty=0.04, bracket=STOP_1000)
-    hb.settle()
-    hb.settle(T0 + timedelta(minutes=5))
-    by.set_price("BTCUSDT", 43500.0)
-    hb.broker.last_price[BTC] = 43500.0
-    for k in range(1, 5):
-        by.adl("BTCUSDT", 0.005, 43600.0)
-        hb.settle(T0 + timedelta(hours=k))
-        hb.settle(T0 + timedelta(hours=k, minutes=5))
+    _four_adls(hb, by)
     assert by.positions["BTCUSDT"].size == pytest.approx(0.02)
     resting = [o for o in by.orders.values() if o["orderStatus"] == "Untriggered" and o["orderLinkId"]
                and o["triggerDirection"] == 2]
@@ -182,16 +169,7 @@ def test_bybit_close_by_hand_raises_no_failed_stop_alert(hb, by):
 def test_a_stuck_stops_refused_exit_leaves_the_agents_own_stop_check_on(hc, venue, clock):
     # the one exit a stuck stop sends is refused (a fast market's PERCENT_PRICE filter, -4131): the agent's own
     # check on every bar exits it, as for any position without a working venue stop
-    o = hc.entry(qty=0.01, bracket=STOP_1000)
-    hc.settle(clock.now)
-    pos = hc.broker.positions()[0]
-    sid = stop_order_id(o.client_order_id, 0)
-    algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
-    low = pos.stop_loss - 1500.0
-    with venue._lock:
-        algo["algoStatus"] = "TRIGGERING"
-        algo["triggerTime"] = algo["updateTime"] = venue.now_ms()
-        venue.prices["BTCUSDT"] = low
+    low = _stuck_stop(hc, venue)
     hc.broker.last_price[BTC] = low
     clock.advance(minutes=1)
     hc.settle(clock.now)
@@ -212,16 +190,7 @@ def test_a_stuck_stops_refused_exit_leaves_the_agents_own_stop_check_on(hc, venu
 def test_an_adl_the_force_order_history_lists_late_is_still_no_failed_stop(h, venue):
     # the venue's position shows the ADL at once; its force-order history a read later (the fake's "empty":
     # a history that does not show the latest rows yet; one read is two 7-day windows here)
-    h.entry(qty=0.04, bracket=STOP_1000)
-    h.settle()
-    h.settle(T0 + timedelta(minutes=5))
-    venue.set_price("BTCUSDT", 43500.0)
-    h.broker.last_price[BTC] = 43500.0
-    for k in range(1, 5):
-        venue.adl("BTCUSDT", 0.005, 43600.0)
-        venue.inject("/fapi/v1/forceOrders", "empty", times=2)
-        h.settle(T0 + timedelta(hours=k))
-        h.settle(T0 + timedelta(hours=k, minutes=5))
+    _four_adls(h, venue, lagging=True)
     assert h.broker.positions()[0].qty == pytest.approx(0.02)
     assert len(_resting_stops_binance(venue)) == 1
     assert not [a for a in h.alerts if "stop ended on venue" in a]

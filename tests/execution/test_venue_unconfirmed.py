@@ -20,16 +20,6 @@ from tracer.models import Order, OrderState, PositionSide, Side
 from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness, assert_no_duplicates, booked
 
 
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def hc(venue, tmp_path, clock):
-    return Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
-
-
 def venue_qty(venue, sym="BTCUSDT") -> float:
     p = venue.positions.get(sym)
     return float(p["amt"]) if p else 0.0

@@ -10,22 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from fakes.alpaca_trading import FakeAlpacaTrading
 from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.models import Bar, Order, Side
 
-from venue_harness import BTC, T0, Clock, Harness
-
-KEYS = ("PKTESTKEYID0001", "s3cr3t-value-never-shown")
-
-
-@pytest.fixture
-def alpaca():
-    with FakeAlpacaTrading(keys=KEYS, cash=10_000.0) as v:
-        v.set_price(BTC, 42000.0)
-        yield v
+from venue_harness import ALPACA_KEYS, BTC, T0, Clock, Harness
 
 
 @pytest.fixture
@@ -35,7 +25,7 @@ def clock():
 
 @pytest.fixture
 def hs(alpaca, tmp_path, clock):
-    client = AlpacaSpotClient(*KEYS, alpaca.url, timeout_s=2)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
     h = Harness(tmp_path, [client])
     h.broker = VenueBroker("hybrid", [client], h.store, logging.getLogger("test.working"), futures=False,
                            backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)

@@ -101,6 +101,7 @@ class VenueBroker(Reconciliation):
         self._triggered_since: dict[str, datetime] = {}     # cid -> first lookup that found it triggered
         self._working_since: dict[str, datetime] = {}       # cid -> first lookup that found a market order working
         self._stuck: set[str] = set()                       # given up as stuck (alerted once)
+        self._cancel_asked: set[str] = set()                # stuck market orders whose cancel the venue took
         self._fills_short_since: dict[str, datetime] = {}   # cid -> first time its fills did not add up
         self._forced_unknown_since: dict[str, datetime] = {}   # entry id -> first time forced closes unreadable
         self._shrunk_since: dict[str, datetime] = {}   # entry id -> first time the venue held less, unexplained

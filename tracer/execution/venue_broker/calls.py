@@ -66,6 +66,7 @@ class VenueCalls:
     _working_since: dict[str, datetime]
     _triggered_since: dict[str, datetime]
     _stuck: set[str]
+    _cancel_asked: set[str]
     finish_grace: timedelta
     _unsettled: set[str]
     _found_in_flight: bool

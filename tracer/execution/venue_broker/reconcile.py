@@ -32,10 +32,10 @@ class Reconciliation(Protection, OutsideCloses):
             # this sync must count it (max positions, exposure, correlation)
             self._sync_orders(rep, now)
         self._judge_ended_stops(rep)
-        self._book_owed_funding(rep)
+        self._book_owed_funding(rep)     # positions closed just now: what was paid up to their close
         if self._elsewhere_changed:        # written with the fills whose fees it counts
             self._elsewhere_changed = False
-            rep.memos[self._elsewhere_key()] = repr(self._fees_elsewhere)     # positions closed just now: what was paid up to their close
+            rep.memos[self._elsewhere_key()] = repr(self._fees_elsewhere)
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         return rep
 
@@ -148,11 +148,11 @@ class Reconciliation(Protection, OutsideCloses):
         fill (the agent's own stop waits for it too)."""
         cid = order.client_order_id
         since = self._working_since.setdefault(cid, self._now())
-        if self._now() - since < self.finish_grace or f"{cid}:cancelled" in self._stuck:
+        if self._now() - since < self.finish_grace or cid in self._cancel_asked:
             return
         try:
             self._call(venue, "cancel_order", order.symbol, cid, conditional=False)
-            self._stuck.add(f"{cid}:cancelled")
+            self._cancel_asked.add(cid)
             action = "cancel requested; what it filled is booked when the venue ends it"
         except VenueError as e:
             action = f"cancel failed ({type(e).__name__}); asked again every cycle until it is taken"
@@ -218,13 +218,14 @@ class Reconciliation(Protection, OutsideCloses):
         waiting: dict[str, tuple[str, str, float, str]] = {}
         for cid, (sym, venue, qty, why) in self._ended_stops.items():
             pos = self._positions.get(sym)
+            if pos is not None and not cid.startswith(pos.entry_order_id[:33]):
+                pos = None           # its position is gone (a new one of the symbol is not what it protected)
             held = self._venue_held.get((venue, sym))
-            if pos is not None and held is None and cid.startswith(pos.entry_order_id[:33]):
+            if pos is not None and held is None:
                 waiting[cid] = (sym, venue, qty, why)
                 continue
             eps = 1e-9 * max(1.0, qty)
-            if pos is None or not cid.startswith(pos.entry_order_id[:33]) or pos.qty < qty - eps or \
-                    (held is not None and held < qty - eps):
+            if pos is None or pos.qty < qty - eps or (held is not None and held < qty - eps):
                 self._not_tries.add(cid)
                 reason = f"{ENDED_WITH_POSITION}: {why}"
                 ups = [i for i, u in enumerate(rep.updates) if u.client_order_id == cid]
