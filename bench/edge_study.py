@@ -34,7 +34,7 @@ HISTORY = Path(os.environ.get("EDGE_STUDY_DATA", Path(__file__).resolve().parent
                               / "history"))
 TRAIN_DAYS, TEST_DAYS = 120, 60
 FIRST_TRAIN = datetime(2021, 5, 15, tzinfo=timezone.utc)      # after the 30-day warm-up of the longest mean
-TOTAL_TRIALS = 207      # configurations backtested up to round 17 (191 to 16, 175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
+TOTAL_TRIALS = 215      # configurations backtested up to round 18 (207 to 17, 191 to 16, 175 to 15, 143 to 14, 111 to 13, 95 to 12, 77 to 10) (docs/study/edge_trials.md)
 SLIPPAGE_BPS = 5.0
 # the fee per side each agent's backtests and benchmarks pay: "recorded" is what every round (0-17) was run with,
 # "venue" the venues' own first-tier taker fees, the agents' defaults since (Alpaca spot 25, Binance USD-M 5)

@@ -56,6 +56,9 @@ VARIANTS = {"trend": _TREND, "trend-nomarket": {**_TREND, "TB_MARKET_FILTER": "n
             "trend-ensemble": {**_TREND, "TB_TREND_ENSEMBLE": "true", "TB_LOOKBACK_BARS": "1000"},
             # the relative-strength filter: new longs only among the 5 strongest trends, shorts among the 5 weakest
             "trend-strength": {**_TREND, "TB_STRENGTH_TOP_K": "5", "TB_FUTURES_STRENGTH_TOP_K": "5"},
+            # the hybrid's daily cadence: entries and signal exits only at the 00:00 UTC close (the futures agent
+            # ignores it); from 15 January, with 2-ATR stops, the 300 bars hold enough closed trades
+            "trend-daily": {**_TREND, "TB_DECISION_EVERY_H": "24"},
             "phase1c": {}}
 
 
@@ -77,7 +80,13 @@ def test_backtest_trades_equal_the_live_agent(tmp_path, agent, profile):
     loop.store.close()
     assert (weak > 0) == (profile == "trend-strength")   # the filter refused entries (only when it is on)
     assert len(rows) >= 5
-    assert (blocked > 0) == (s.market_filter != "none")   # the filter refused entries in this span (only with it)
+    daily = profile == "trend-daily" and agent == "hybrid"
+    if daily:       # every entry and every signal exit at a 00:00 UTC close; the stops any time
+        assert {parse_iso(r["entry_ts"]).hour for r in rows} == {0}
+        assert {parse_iso(r["exit_ts"]).hour for r in rows if r["exit_reason"] == "signal"} <= {0}
+        assert {parse_iso(r["exit_ts"]).hour for r in rows} != {0}
+    else:           # the market filter refused entries in this span (only with it)
+        assert (blocked > 0) == (s.market_filter != "none")
     # the market exit closed positions in this span (only with it)
     assert any(r["exit_reason"] == "market_exit" for r in rows) == (profile == "trend-marketexit")
     symbols = list(s.symbols if agent == "hybrid" else s.futures_symbols)

@@ -13,7 +13,7 @@ from datetime import timedelta
 import numpy as np
 
 from tracer.agents.loop import Decision, Intent
-from tracer.agents.protocols import MARKET_EXIT, market_blocked, strength_blocked
+from tracer.agents.protocols import MARKET_EXIT, between_decisions, market_blocked, strength_blocked
 from tracer.config import Settings
 from tracer.execution.broker import Bracket, client_order_id, exit_order_id
 from tracer.execution.paper import PaperSpotBroker
@@ -61,6 +61,11 @@ class HybridPolicy:
 
     def decide(self, sig: Signal, position: Position | None, book: Book, returns: dict[str, np.ndarray],
                pending_exit: bool = False) -> Decision:
+        every = self.s.hybrid.decision_every_h
+        if between_decisions(sig.ts, every):
+            # the daily cadence: no entry and no signal exit between decision bars (the stop still runs every bar)
+            return Decision("hold_position" if position is not None else "none",
+                            f"between decision bars (TB_DECISION_EVERY_H={every}); {sig.reason}")
         if position is not None:
             if sig.action is Action.SELL and self.s.exit_on_sell_signal and not pending_exit:
                 return self._exit(sig, position, "signal", f"sell signal while holding: {sig.reason}")

@@ -4,7 +4,7 @@ speaks, and a cycle's :class:`CycleResult`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -53,6 +53,16 @@ def market_blocked(sig: Signal, market: str, exploration: dict | None = None) ->
         detail["exploration"] = exploration
     return Decision("blocked", f"market filter: no new {side} while {market} is {state}; {sig.reason}",
                     risk_rule="market_filter", risk_detail=detail)
+
+
+def between_decisions(ts: datetime, every_h: int) -> bool:
+    """True when a bar closing at ``ts`` is not a decision bar of the cadence TB_DECISION_EVERY_H = ``every_h``
+    (decisions only on bars that close at a multiple of ``every_h`` hours UTC; 0 = every bar is one). A missing
+    decision bar (an exchange gap) means no decision that period: the next one comes at the next multiple."""
+    if every_h <= 0:
+        return False
+    sec = (ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)).timestamp()
+    return sec % (every_h * 3600) != 0
 
 
 def strength_blocked(sig: Signal, top_k: int, direction: int, exploration: dict | None = None) -> Decision | None:

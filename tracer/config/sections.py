@@ -35,6 +35,7 @@ class HybridSection:
     exit_on_sell_signal: bool
     risk_per_trade: float       # 0: a fixed share of equity per entry
     strength_top_k: int = 0     # relative-strength filter: new longs only among the K strongest (0: off)
+    decision_every_h: int = 0   # entries and signal exits only on bars closing at a multiple of this (0: every bar)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def hybrid_section(s: Any) -> HybridSection:
         exits=Exits(s.stop_atr_mult, s.take_profit_atr_mult, s.trail_pct, s.max_hold_h),
         costs=PaperCosts(s.fee_bps, s.slippage_bps), max_positions=s.max_positions,
         max_trades_per_day=s.max_trades_per_day, exit_on_sell_signal=s.exit_on_sell_signal,
-        risk_per_trade=s.risk_per_trade, strength_top_k=s.strength_top_k)
+        risk_per_trade=s.risk_per_trade, strength_top_k=s.strength_top_k,
+        decision_every_h=s.decision_every_h)
 
 
 def futures_section(s: Any) -> FuturesSection:

@@ -138,6 +138,10 @@ class Settings:
                                "hybrid: relative-strength filter, a new long only for a coin whose trend gap (the "
                                "close's distance from its TB_TREND_WINDOW_H mean) ranks among the K highest of the "
                                "symbols evaluated at that bar; never an exit; 0 = off", lo=0, hi=100)
+    decision_every_h: int = _var("TB_DECISION_EVERY_H", "int", 0,
+                                 "hybrid: decide trend entries and signal exits only on bars that close at a multiple "
+                                 "of this many hours UTC (24: the 00:00 UTC daily close); every other bar holds, and "
+                                 "the stop is checked on every bar; 0 = every bar", lo=0, hi=168)
     futures_strength_top_k: int = _var("TB_FUTURES_STRENGTH_TOP_K", "int", 0,
                                        "futures: the same filter, a new long only among the K strongest, a new "
                                        "short only among the K weakest; 0 = off", lo=0, hi=100)
