@@ -103,9 +103,15 @@ def test_quantity_sent_as_exact_decimal_string(client, venue):
 def test_market_round_trip(client, venue):
     client.prepare_symbol(BTC, 5)
     assert venue.margin_type["BTCUSDT"] == "ISOLATED" and venue.leverage["BTCUSDT"] == 5
-    n = len(venue.requests)
-    client.prepare_symbol(BTC, 5)                               # idempotent, cached: no request
-    assert len(venue.requests) == n
+    # switched by hand in the app between two entries: asked of the venue again every time, never cached
+    venue.leverage["BTCUSDT"], venue.margin_type["BTCUSDT"] = 20, "CROSSED"
+    client.prepare_symbol(BTC, 5)
+    assert venue.margin_type["BTCUSDT"] == "ISOLATED" and venue.leverage["BTCUSDT"] == 5
+    client.prepare_symbol(BTC, 5)                               # idempotent: -4046 on the margin type is fine
+    venue.hedge_mode = True                                     # switched by hand while flat
+    with pytest.raises(OrderRejected, match="hedge mode"):
+        client.prepare_symbol(BTC, 5)
+    venue.hedge_mode = False
     venue.margin_type["ETHUSDT"] = "ISOLATED"                   # -4046 "No need to change margin type" is fine
     client.prepare_symbol("ETH/USD", 3)
     assert venue.leverage["ETHUSDT"] == 3

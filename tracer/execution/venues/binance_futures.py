@@ -1,7 +1,7 @@
 """Binance USD-M perpetuals as a :class:`tracer.execution.venue.VenueClient`, over python-binance's ``Client``.
 
 Thin: one venue call per method where possible, no retries, no trading state (the venue is the truth);
-the only caches are the exchange rules and what :meth:`prepare_symbol` already set. Requests wait for the
+the only cache is the exchange rules (never the symbol's leverage or margin mode: :meth:`prepare_symbol`). Requests wait for the
 next minute when the venue's used-weight header nears its limit (:class:`binance_errors.WeightThrottle`). Every
 python-binance / requests error is translated into the typed errors of :mod:`tracer.execution.venue` (see
 :mod:`tracer.execution.venues.binance_errors`); nothing else escapes.
@@ -161,9 +161,6 @@ class BinanceFuturesClient:
         c.tb_throttle = self.throttle = throttle or WeightThrottle(log=log)
         self._c = c
         self._rules: dict[str, VenueRules] = {}
-        self._prepared: dict[str, int] = {}
-        self._isolated: set[str] = set()
-        self._one_way = False                   # the account's position mode was checked: one-way
 
     def __repr__(self) -> str:   # never the key or the secret
         return f"BinanceFuturesClient(base_url={self.base_url!r}, test={self.is_test_venue})"
@@ -478,27 +475,27 @@ class BinanceFuturesClient:
         return self._parse("balance", parse)
 
     def prepare_symbol(self, symbol: str, leverage: int) -> None:
+        """Before every entry: one-way mode, isolated margin and ``leverage`` for the symbol, asked of the venue each
+        time, never taken from a cache: a user can switch any of them by hand in the app between two entries (say
+        to 20x, or to cross margin), and an entry placed on that would carry a margin and a liquidation price the
+        risk rules never approved. Each call is idempotent at the venue (-4046: already isolated)."""
         vs = self.venue_symbol(symbol)
         lev = int(leverage)
-        if self._prepared.get(vs) == lev:
-            return
-        if not self._one_way:
-            # our orders carry no positionSide: in hedge mode Binance refuses all of them (-4061), stops included
-            mode = self._call("position mode", self._c.futures_get_position_mode)
-            if self._parse("position mode", lambda: bool(mode["dualSidePosition"])):
-                raise OrderRejected("binance: the account is in hedge mode (dual-side positions); the agent trades "
-                                    "in one-way mode: switch it in the futures settings (Position Mode: One-way)",
-                                    code="hedge_mode")
-            self._one_way = True
-        if vs not in self._isolated:
-            try:
-                self._call(f"margin_type {vs}", self._c.futures_change_margin_type, symbol=vs, marginType="ISOLATED")
-            except OrderRejected as e:
-                if e.code != -4046:          # "No need to change margin type.": already isolated
-                    raise
-            self._isolated.add(vs)
-        self._call(f"leverage {vs}", self._c.futures_change_leverage, symbol=vs, leverage=lev)
-        self._prepared[vs] = lev
+        # our orders carry no positionSide: in hedge mode Binance refuses all of them (-4061), stops included
+        mode = self._call("position mode", self._c.futures_get_position_mode)
+        if self._parse("position mode", lambda: bool(mode["dualSidePosition"])):
+            raise OrderRejected("binance: the account is in hedge mode (dual-side positions); the agent trades "
+                                "in one-way mode: switch it in the futures settings (Position Mode: One-way)",
+                                code="hedge_mode")
+        try:
+            self._call(f"margin_type {vs}", self._c.futures_change_margin_type, symbol=vs, marginType="ISOLATED")
+        except OrderRejected as e:
+            if e.code != -4046:          # "No need to change margin type.": already isolated
+                raise
+        res = self._call(f"leverage {vs}", self._c.futures_change_leverage, symbol=vs, leverage=lev)
+        got = self._parse(f"leverage {vs}", lambda: int(res["leverage"]))
+        if got != lev:
+            raise OrderRejected(f"binance: leverage {vs} is {got}, not the {lev} asked for", code="leverage_not_set")
 
     def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
         """The venue's own closes of our positions since ``since``: liquidations and auto-deleveraging
