@@ -86,17 +86,30 @@ class Step(NamedTuple):
     decisions: list[tuple[Signal, Decision]]
 
 
+class InFlight(NamedTuple):
+    """An entry sent or written but not yet a position: what the risk book must count as if it were one."""
+    notional: float          # signed, at its estimated price
+    cash: float              # what it will take from the cash (the margin of a futures entry)
+
+
 def step(policy: Policy, now: datetime, day: Day, equity: float, cash: float, positions: dict[str, Position],
          last_price: Mapping[str, float], signals: Sequence[Signal], returns: dict[str, np.ndarray],
          entries_today: Callable[[Day], int], closed_returns: Callable[[], tuple[float, ...]],
-         paused: bool = False) -> Step:
+         paused: bool = False, in_flight: Mapping[str, InFlight] | None = None) -> Step:
     """One decision step at the bar close ``now``, after the broker has seen the bar: the day rolls, and when
     there are signals the book is built (``entries_today``: entries of that day the venue did not refuse;
-    ``closed_returns``: :func:`recent_returns`; both asked only then) and every signal decided."""
+    ``closed_returns``: :func:`recent_returns`; both asked only then) and every signal decided. ``in_flight``:
+    the live loop's entries that are not positions yet (an entry the venue still works, or one written and not
+    sent because the venue could not be reached): each counts as an open position of its symbol and its cash as
+    spent, so that max positions, the exposure caps and the cash are never approved twice (the backtest fills
+    every entry at once and has none)."""
     day = roll_day(day, now, equity)
     if not signals:
         return Step(day, [])
-    book = Book(equity=equity, cash=cash, day_start_equity=day.start_equity or equity,
-                trades_today=entries_today(day), exposures=exposures(positions, last_price),
+    exp = exposures(positions, last_price)
+    pending = {s: f for s, f in (in_flight or {}).items() if s not in exp}
+    exp.update({s: f.notional for s, f in pending.items()})
+    book = Book(equity=equity, cash=cash - sum(f.cash for f in pending.values()),
+                day_start_equity=day.start_equity or equity, trades_today=entries_today(day), exposures=exp,
                 closed_returns=closed_returns())
     return Step(day, decide_all(policy, signals, positions, book, returns, paused))

@@ -33,7 +33,7 @@ from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
 from tracer.agents.controls import apply_force_exits, apply_reload, finish
-from tracer.agents.kernel import Day, decide_all, notify_closed, recent_returns, roll_day, step
+from tracer.agents.kernel import Day, InFlight, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
 from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
 from tracer.artifacts import autocommit, write_run
@@ -237,7 +237,7 @@ class AgentLoop(StorageFaultHandling):
                     self.broker.balance(), positions, self.broker.last_price, signals, returns,
                     entries_today=lambda day: self.store.entries_since(self.agent, day.start()),
                     closed_returns=lambda: recent_returns(self.store.closed_trade_pnls(self.agent), report.trades),
-                    paused=self.store.is_paused(self.agent))
+                    paused=self.store.is_paused(self.agent), in_flight=self._entries_in_flight(positions))
         self._set_day(done.day, now)
         decisions, settled = apply_force_exits(self.store, self.agent, done.decisions, positions)   # operator requests
 
@@ -249,6 +249,22 @@ class AgentLoop(StorageFaultHandling):
         self._notify(res, report, decisions)
         self.clock = self.processed_until = now
         return res
+
+    def _entries_in_flight(self, positions: dict[str, Any]) -> dict[str, InFlight]:
+        """Entries that are not positions yet: those the broker still works, and those written but never sent
+        (``new``: the venue could not be reached; :meth:`reconcile` may send them after this cycle's decisions).
+        Rows still ``submitted`` in the DB are not read: the broker's own list is current after its sync."""
+        orders = [o for o in self.broker.open_orders() if o.purpose == "entry" and not o.reduce_only]
+        orders += [row_to_order(r) for r in self.store.orders_in_state(self.agent, OrderState.NEW)
+                   if r["purpose"] == "entry" and not r["reduce_only"]]
+        out: dict[str, InFlight] = {}
+        for o in orders:
+            if o.symbol in positions or o.symbol in out:
+                continue
+            px = self.broker.last_price.get(o.symbol) or 0.0
+            notional = o.qty * px * (1 if o.side.value == "buy" else -1)
+            out[o.symbol] = InFlight(notional, abs(notional) / max(o.leverage, 1.0))
+        return out
 
     def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None) -> BarReport:
         """The broker sees the bars that closed after ``after`` (default: the last processed clock)."""
@@ -268,13 +284,24 @@ class AgentLoop(StorageFaultHandling):
                 row = bars.iloc[i]
                 bar = Bar(sym, ts_index[i].to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
                           float(row["close"]), float(row["volume"]))
-                rep = self.broker.on_bar(bar)
-                total.fills += rep.fills
-                total.updates += rep.updates
-                total.trades += rep.trades
-                total.exit_orders += rep.exit_orders
-                total.closed += rep.closed
+                self._add(total, self.broker.on_bar(bar))
+        if self.venue:
+            # a position whose symbol got no bar this cycle (a coin adopted from the account outside the feed, a
+            # symbol dropped from TB_SYMBOLS while held, a bar the gap policy refused) has its levels checked at
+            # the venue's own price read by the sync: on a spot venue that check is the only stop there is
+            for p in self.broker.positions():
+                px = self.broker.last_price.get(p.symbol)
+                if p.symbol not in snap.bars and px:
+                    self._add(total, self.broker.on_bar(Bar(p.symbol, now - interval, px, px, px, px, 0.0)))
         return total
+
+    @staticmethod
+    def _add(total: BarReport, rep: BarReport) -> None:
+        total.fills += rep.fills
+        total.updates += rep.updates
+        total.trades += rep.trades
+        total.exit_orders += rep.exit_orders
+        total.closed += rep.closed
 
     def _roll_day(self, now: datetime) -> None:
         """The UTC day at ``now`` (:func:`tracer.agents.kernel.roll_day`: a day already seen never starts again)."""

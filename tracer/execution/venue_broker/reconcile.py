@@ -500,6 +500,18 @@ class Reconciliation(Protection, OutsideCloses):
             entry_fee=0.0, stop_loss=0.0, take_profit=0.0, trail_pct=0.0, best_price=vp.entry_price, max_hold_s=0.0,
             entry_order_id=cid, leverage=vp.leverage, margin=vp.margin, liquidation_price=vp.liquidation_price)
         self._pos_venue[vp.symbol] = venue
+        if not self.futures:
+            # the spot ledger counts a held coin's cost as paid from the cash, and the anchored cash never paid for
+            # this one: its cost joins the anchor's offset (written with the adoption), or the wallet check would
+            # report a mismatch of exactly that cost for ever
+            raw = rep.memos.get(self._anchor_key()) or self.store.notify_state(self._anchor_key())
+            try:
+                a = json.loads(raw) if raw else None
+            except ValueError:
+                a = None                # unreadable: check_wallet anchors again
+            if a is not None:
+                a["offset"] = float(a["offset"]) + vp.entry_price * vp.qty
+                rep.memos[self._anchor_key()] = json.dumps(a)
         self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                     side=vp.side.value, entry_price=vp.entry_price)
 

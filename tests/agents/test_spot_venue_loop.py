@@ -1,0 +1,115 @@
+"""The hybrid loop on the fake Alpaca (alpaca-py over HTTP, real SQLite, the bundled candles): what the risk book
+counts before a position exists, the levels of a held coin that gets no bar, and the wallet check of an adopted coin.
+Only the signal is scripted (which coin gets a BUY in which cycle); the policy, risk rules, kernel, loop and venue
+broker are the real ones."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import tracer.agents.loop as loop_mod
+from envs import agent_env
+from fakes.alpaca_trading import FakeAlpacaTrading
+from tracer.agents.hybrid import build
+from tracer.config import load_settings
+from tracer.models import Action, Regime, Signal
+from tracer.store import Store
+from venue_harness import Clock
+
+H = timedelta(hours=1)
+
+
+def _loop(tmp: Path, venue: FakeAlpacaTrading, symbols: list[str], **extra: str):
+    env = agent_env(tmp, TB_VENUE_HYBRID="alpaca", TB_ALPACA_TRADING_URL=venue.url, TB_ALPACA_API_KEY="ak",
+                    TB_ALPACA_SECRET_KEY="as", TB_SYMBOLS=",".join(symbols), TB_SENTIMENT_SCORER="lexicon",
+                    TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false",
+                    TB_MAX_CORRELATION="1.0", TB_PORTFOLIO_VAR_LIMIT="1", TB_RISK_PER_TRADE="0",
+                    TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100", TB_TRAIL_PCT="0",
+                    TB_EXIT_ON_SELL_SIGNAL="false", TB_VENUE_MAX_RETRIES="1", **extra)
+    s = load_settings(environ=env, dotenv_path=None)
+    store = Store(s.db_path)
+    loop = build(s, logging.getLogger(f"spot-loop.{tmp.name}"), store)
+    t0 = loop.start()
+    clock = Clock(t0)
+    loop.broker.clock = clock               # the broker's clock moves with the cycles
+    return loop, store, clock, t0
+
+
+@pytest.fixture
+def buys(monkeypatch):
+    """``buys(plan)``: the loop's signals are BUYs of the coins ``plan`` names at each cycle clock, none else."""
+    def install(plan: dict[datetime, list[str]]) -> None:
+        seen: dict[str, object] = {}
+
+        def prepare(sym, bars, heads, now, params, market=None):
+            seen["now"] = now
+            seen[sym] = float(bars["close"].iloc[-1])
+            return sym
+
+        def decide_many(prepared, params):
+            now = seen["now"]
+            reg = Regime("bull", 0.5, "normal", 0.5, "normal", 1.0, 0.8)
+            return [Signal(symbol=sym, ts=now, price=seen[sym], action=Action.BUY, direction=1, reason="scripted",
+                           quality=9.0, conviction=9.0, regime=reg, price_score=1.0, narrative=0.0, divergence=0.0,
+                           divergence_trigger=0.0, volume_z=0.0, rsi=50.0, atr=100.0, size_fraction=1.0,
+                           headline_count=0, scorer_id="lexicon")
+                    for sym in prepared if sym in plan.get(now, [])]
+
+        monkeypatch.setattr(loop_mod, "prepare", prepare)
+        monkeypatch.setattr(loop_mod, "decide_many", decide_many)
+    return install
+
+
+def test_an_entry_not_sent_in_its_cycle_counts_in_the_next_cycles_book(tmp_path, buys):
+    """A BTC entry refused with 429 (Retry-After longer than the loop waits) stays written and unsent; the next cycle
+    reconciles it after its own decisions. Those decisions must count it: with TB_MAX_POSITIONS=1 the ETH entry of
+    that cycle is blocked, and the account ends with one coin, not two."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 30000.0)
+        venue.set_price("ETH/USD", 1800.0)
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD", "ETH/USD"], TB_MAX_POSITIONS="1")
+        buys({t1: ["BTC/USD"], t1 + H: ["ETH/USD"]})
+        venue.inject("POST /v2/orders", "429", retry_after="120")
+        loop.run_cycle(t1)
+        assert not venue.orders
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + H)
+        assert sorted(s for s, q in venue.holdings.items() if q > 0) == ["BTC/USD"]
+        assert [p.symbol for p in loop.broker.positions()] == ["BTC/USD"]
+        blocked = store.conn.execute("SELECT symbol FROM risk_events WHERE agent='hybrid' AND rule='max_positions'")
+        assert [r[0] for r in blocked.fetchall()] == ["ETH/USD"]
+
+
+def test_a_held_coin_without_a_bar_is_stopped_at_the_venues_price(tmp_path, buys):
+    """ETH on the account before the first start, outside the agent's symbols: adopted with a stop, and Alpaca has no
+    stop orders, so the agent's own check is the stop. Without a bar of its own it is checked at the price the venue
+    reports; the wallet check is not thrown off by the adopted coin's cost."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 30000.0)
+        venue.set_price("ETH/USD", 1800.0)
+        venue.holdings["ETH/USD"] = Decimal("5")
+        venue.cost["ETH/USD"] = Decimal("9000")
+        loop, store, clock, t = _loop(tmp_path, venue, ["BTC/USD"])
+        buys({})
+        loop.run_cycle(t)
+        pos = {p.symbol: p for p in loop.broker.positions()}
+        assert 0 < pos["ETH/USD"].stop_loss < 1800
+        for k in (1, 2):                   # above its stop: held
+            clock.advance(hours=1)
+            loop.run_cycle(t + k * H)
+        assert not [o for o in venue.orders.values() if o["symbol"] == "ETH/USD"]
+        venue.set_price("ETH/USD", 900.0)  # far through the stop
+        for k in (3, 4):
+            clock.advance(hours=1)
+            loop.run_cycle(t + k * H)
+        sells = [o for o in venue.orders.values() if o["symbol"] == "ETH/USD" and o["side"] == "sell"]
+        assert len(sells) == 1 and venue.holding("ETH/USD") == 0
+        assert "ETH/USD" not in {p.symbol for p in loop.broker.positions()}
+        exit_reason = store.conn.execute("SELECT exit_reason FROM trades WHERE symbol='ETH/USD'").fetchone()[0]
+        assert exit_reason == "stop_loss"
+        kinds = [r[0] for r in store.conn.execute("SELECT kind FROM venue_events").fetchall()]
+        assert "position_adopted" in kinds and "wallet_anchored" in kinds and "wallet_mismatch" not in kinds
