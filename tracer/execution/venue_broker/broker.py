@@ -371,18 +371,23 @@ class VenueBroker(Reconciliation):
         elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
             self._protection_refused(order, vo)
         elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
-            # most often the venue's own stop or target closed it a moment earlier: sync books that;
-            # if the venue still holds the position, say so loudly
-            vp = self._venue_position(venue, order.symbol)
-            if vp is not None:
-                # the position's next exit goes out under a new id (a refused id is never sent again):
-                # without it, every later exit of this position would be refused by the DB, unsent
-                nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
-                if nxt:
-                    self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
+            # most often the venue's own stop or target closed it a moment earlier: sync books that. Whatever
+            # the venue holds, or even when its positions cannot be read now, the position's next exit goes out
+            # under a new id (a refused id is never sent again): without it, every later exit of this position
+            # would be refused by the DB, unsent
+            nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
+            if nxt:
+                self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
+            try:
+                vp = next((p for p in self._call(venue, "positions") if p.symbol == order.symbol), None)
+                unread = False
+            except VenueError:
+                vp, unread = None, True
+            if vp is not None or unread:        # still held, or maybe: said loudly
                 self._event(venue, "exit_refused", symbol=order.symbol, cid=cid, alert=True,
-                            message=vo.reason or "", venue_qty=vp.qty,
-                            action="the next exit goes out under a new id" if nxt else "")
+                            message=vo.reason or "", venue_qty=vp.qty if vp is not None else None,
+                            action=("the next exit goes out under a new id" if nxt else "")
+                            + ("; the venue's positions could not be read" if unread else ""))
 
     def _held_unconfirmed(self, order: Order, bracket: Bracket | None, venue: str) -> OrderUpdate | None:
         """An entry left unconfirmed after an unclear POST is not sent again within ``unconfirmed_grace``:

@@ -93,6 +93,11 @@ class Reconciliation(Protection, OutsideCloses):
                             message="an order the DB has as sent is unknown to the venue")
                 self._tracked.pop(cid)
                 rep.updates.append(OrderUpdate(cid, OrderState.REJECTED, "unknown to the venue"))
+                pos = self._positions.get(order.symbol)
+                if pos is not None and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
+                    # its id is final now: the position's next exit must not be built under it (it would be
+                    # refused by the DB, unsent, for ever)
+                    self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
                 continue
             self._missing_since.pop(cid, None)
             if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
@@ -434,6 +439,8 @@ class Reconciliation(Protection, OutsideCloses):
                 vo = self._call(venue, "get_order", pos.symbol, cid, conditional=typ is not OrderType.MARKET)
             except VenueError:
                 return          # cannot tell now: next cycle
+            if self._maybe_ours(cid, vo):
+                return          # one of ours that may have closed it, not readable yet: decided next cycle
             if vo is not None and vo.state in TERMINAL and vo.filled_qty > 0:
                 o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY,
                           pos.qty, typ, reduce_only=True, purpose="exit", reason=reason,
@@ -467,6 +474,19 @@ class Reconciliation(Protection, OutsideCloses):
                     price=px, forced_orders=forced_ids)
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
                        o.reason, venue, rep, liquidated=bool(liq), note=forced_note(reason, forced_ids))
+
+    def _maybe_ours(self, cid: str, vo: VenueOrder | None) -> bool:
+        """An order of ours that was sent, whose fill may be what closed the position but cannot be seen yet: a
+        lookup that misses it (a history that lags, Bybit's cache after a restart) within ``unconfirmed_grace`` of
+        the first miss, or a stop the venue says triggered whose own order is not readable yet (within
+        ``finish_grace``). Booking the close now would book it outside the agent, at the wrong price and fee."""
+        if cid not in self._tracked:
+            return False
+        now = self._now()
+        if vo is None:
+            return now - self._missing_since.setdefault(cid, now) < self.unconfirmed_grace
+        return vo.state not in TERMINAL and vo.triggered and \
+            now - self._triggered_since.setdefault(cid, now) < self.finish_grace
 
     def _below_step(self, venue: str, symbol: str, qty: float) -> bool:
         try:

@@ -582,7 +582,9 @@ class BinanceFuturesClient:
             if actual.get("status") in ("EXPIRED", "CANCELED", "REJECTED"):
                 reason = f"triggered order {actual.get('status', '').lower()}"
         elif status == "FINISHED":
-            state = OrderState.FILLED   # no actual order to look at: trust the service
+            # finished, and its triggered order not readable (a lookup that missed it): not final without its
+            # fill, or the fill would be lost; a triggered order still working until it is read
+            state = OrderState.SUBMITTED
         if status in ("EXPIRED", "REJECTED"):
             reason = f"algo order {status.lower()}"
         qty = finite(a.get("quantity"))
@@ -595,7 +597,7 @@ class BinanceFuturesClient:
             reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
             stop_price=finite(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
             updated_at=utc_from_ms(a.get("updateTime")), reason=reason,
-            triggered=status in ("TRIGGERING", "TRIGGERED") and state is OrderState.SUBMITTED)
+            triggered=status in ("TRIGGERING", "TRIGGERED", "FINISHED") and state is OrderState.SUBMITTED)
 
     def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
         """An algo order, with its triggered order's fill when it has one."""
