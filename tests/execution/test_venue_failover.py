@@ -16,7 +16,7 @@ from tracer.execution.venues.bybit import BybitFuturesClient
 from tracer.models import OrderState, Side
 from tracer.store import row_to_order
 
-from venue_harness import BTC, KEY, LOG, SECRET, T0, Harness
+from venue_harness import BTC, KEY, LOG, SECRET, T0, Clock, Harness
 
 
 @pytest.fixture
@@ -80,7 +80,6 @@ def test_an_unclear_entry_on_the_main_venue_is_not_sent_to_the_backup_during_a_b
     """The Binance POST is processed but its answer times out, and the lookup meets an IP ban. Before, the next
     cycle asked Bybit (the order's venue was written only after a clear POST), which had never heard of it, and
     sent the same entry there: two positions, the Binance one unknown to the agent and without a stop."""
-    from venue_harness import Clock
     bn, by = venues
     clock = Clock(T0)
     h = Harness(tmp_path, clients(bn, by), clock=clock)
@@ -180,3 +179,45 @@ def test_a_second_position_opened_again_on_the_other_venue_is_alerted_again(venu
     h.settle(T0 + timedelta(hours=3))
     h.settle(T0 + timedelta(hours=4))
     assert h.events().count("position_on_second_venue") == 2
+
+
+def test_no_second_entry_while_an_unclear_entry_may_be_on_the_backup(venues, tmp_path):
+    """Binance down: the entry goes to Bybit, Bybit processes it, the answer is lost and the lookup misses it (its
+    history lags, and a restart emptied its realtime cache: both documented, both in the fake). Binance is back two
+    minutes later and the next bar decides BTC again: no second entry goes out while the first may be on Bybit, the
+    Bybit position is seen (not left unwatched because entries went back to Binance), and once Bybit shows the
+    order it is booked as that entry, on Bybit."""
+    bn, by = venues
+    clock = Clock(T0)
+    h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, bn.url, timeout_s=0.5),
+                           BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5)], clock=clock)
+    bn.down()
+    h.settle(clock.now)
+    by.history_lag_s = 3600.0
+    real_sweep, hide = by._sweep, {"on": True}
+
+    def sweep():
+        real_sweep()
+        if hide["on"]:
+            by._recent_closed.clear()
+    by._sweep = sweep
+    by.fail_next("lost")
+    a = h.entry(qty=0.01)
+    hide["on"] = False
+    assert h.state(a.client_order_id) == "new" and h.store.order(a.client_order_id)["venue"] == "bybit"
+    assert by.positions["BTCUSDT"].size == 0.01
+    bn.up()
+    h.broker.venues["binance"].down_until = None
+    clock.advance(minutes=2)
+    b = h.entry(qty=0.01)
+    assert h.state(b.client_order_id) == "rejected" and bn.post_counts.get(b.client_order_id, 0) == 0
+    assert "may be on bybit" in h.store.order(b.client_order_id)["state_reason"]
+    clock.advance(minutes=2)
+    h.settle(clock.now)
+    assert "adoption_deferred" in h.events()          # seen on Bybit; its own entry's lookup books it
+    by.history_lag_s = 0.0                            # Bybit's history shows the order now
+    clock.advance(minutes=2)
+    h.settle(clock.now)
+    assert [(p.entry_order_id, h.broker._pos_venue[p.symbol], p.qty) for p in h.broker.positions()] == \
+        [(a.client_order_id, "bybit", 0.01)]
+    assert "BTCUSDT" not in bn.positions and h.state(a.client_order_id) == "filled"

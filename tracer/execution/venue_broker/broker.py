@@ -436,6 +436,13 @@ class VenueBroker(Reconciliation):
                 self.get(r["client_order_id"])
                 return OrderUpdate(cid, OrderState.REJECTED,
                                    f"an older {sym} entry is on the venue ({r['client_order_id']})")
+            since = self.store.last_venue_event_at(r["client_order_id"], "order_unconfirmed")
+            if since is not None and self._now() - since < self.unconfirmed_grace:
+                # its POST was unclear: one lookup that misses it is no proof it was never processed (the same
+                # grace that keeps it from being sent twice keeps a second entry of its symbol from going out)
+                return OrderUpdate(cid, OrderState.REJECTED,
+                                   f"an older {sym} entry ({r['client_order_id']}) may be on {there}: its POST was "
+                                   f"unclear, asked for until {(since + self.unconfirmed_grace).isoformat()}")
             try:
                 with self.store.transaction():
                     self.store.set_order_state(r["client_order_id"], OrderState.CANCELED,

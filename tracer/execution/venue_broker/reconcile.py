@@ -61,8 +61,12 @@ class Reconciliation(Protection, OutsideCloses):
                     self.log.warning(kv("balance_not_saved", venue=v, error=type(e).__name__))
 
     def _active_venues(self) -> list[str]:
+        """The venues whose orders and positions a sync reads: every one in use, and every other one reachable
+        now (a position there, from an entry whose POST was unclear or opened by hand, is seen: adopted or
+        said, never left unwatched because new entries went back to the main venue)."""
+        now = self._now()
         used = {self._entry_venue()} | set(self._pos_venue.values()) | {v for _, _, v in self._tracked.values()}
-        return [v for v in self.order_of_venues if v in used]
+        return [v for v in self.order_of_venues if v in used or self.venues[v].usable(now)]
 
     def _sync_orders(self, rep: BarReport, now: datetime) -> None:
         # exits of ours that may have changed a venue position without being booked yet (part-filled, or not
