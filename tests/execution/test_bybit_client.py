@@ -108,12 +108,19 @@ def test_market_round_trip_positions_balance_fills(venue):
     assert e.value.code == 110017
 
 
-def test_classic_account_switch_isolated():
+def test_a_classic_account_is_refused_before_any_entry():
+    """Bybit's classic accounts keep their wallet and funding where a Unified account's are not (the wallet answers
+    only CONTRACT or SPOT, the transaction log only a Unified account): the agent could not account for a position
+    there, so none is opened. The switch a classic account takes (or its 110026 "not modified") says which it is."""
     with FakeBybit(api_key=KEY, api_secret=SECRET, unified=False) as v:
         c = client(v)
-        c.prepare_symbol("ETH/USD", 3)
-        c.prepare_symbol("ETH/USD", 3)                                  # 110026 + 110043: already so
-        assert "ETHUSDT" in v.isolated and v.leverage["ETHUSDT"] == 3
+        for _ in range(2):
+            with pytest.raises(OrderRejected, match="classic account") as e:
+                c.prepare_symbol("ETH/USD", 3)
+            assert e.value.code == "classic_account"
+        assert not [r for r in v.requests if r.path == "/v5/position/set-leverage"]   # stopped before it
+        with pytest.raises(OrderRejected):
+            c.balance()                                                  # its UNIFIED wallet does not exist
 
 
 def test_protective_stop_found_cancelled_and_triggered(venue):

@@ -603,7 +603,8 @@ class FakeBybit(FakeServer):
         return _ok({})
 
     def _wallet_balance(self, p: dict) -> dict:
-        if p.get("accountType") not in ("UNIFIED", "CONTRACT"):
+        # a classic account has no UNIFIED wallet (Bybit's doc: classic accounts take CONTRACT or SPOT)
+        if p.get("accountType") not in (("UNIFIED", "CONTRACT") if self.unified else ("CONTRACT", "SPOT")):
             return _err(10001, "accountType invalid")
         upl = sum((self.prices[s] - q.avg) * q.size * (1 if q.side == "Buy" else -1)
                   for s, q in self.positions.items() if q.side)
@@ -616,6 +617,8 @@ class FakeBybit(FakeServer):
                               "totalAvailableBalance": _d(self._available()), "coin": [coin]}]})
 
     def _transaction_log(self, p: dict) -> dict:
+        if not self.unified:        # Bybit's doc: "Query for transaction logs in your Unified account"
+            return _err(10001, "accountType only support UNIFIED")
         start, end = int(p.get("startTime", 0)), int(p.get("endTime", 2**62))
         if end - start > 7 * 86400 * 1000:
             return _err(10001, "The time range between startTime and endTime cannot exceed 7 days")

@@ -26,10 +26,11 @@ SDK decision: **pybit** (``pybit.unified_trading.HTTP``, 5.17), Bybit's own Pyth
 Protective stops are conditional Market orders (``triggerPrice``, ``triggerDirection``, ``triggerBy=MarkPrice``,
 ``reduceOnly``, ``orderLinkId``): they are ordinary orders, findable and cancellable by our client id.
 
-Margin mode: a classic account switches the symbol with ``/v5/position/switch-isolated`` (110026 "not
-modified" = already isolated); a Unified Trading Account answers 100028 there and sets isolated margin for
-the whole account with ``/v5/account/set-margin-mode`` (ISOLATED_MARGIN), only when ``/v5/account/info``
-does not already say ISOLATED_MARGIN. Leverage: ``set-leverage``
+Margin mode: a Unified Trading Account answers 100028 at ``/v5/position/switch-isolated`` and sets isolated margin
+for the whole account with ``/v5/account/set-margin-mode`` (ISOLATED_MARGIN), only when ``/v5/account/info``
+does not already say ISOLATED_MARGIN. A classic account (the switch succeeds, or 110026 "not modified") is refused
+before any entry: its wallet and funding are not where a Unified account's are, and Bybit has upgraded accounts
+to the Unified one. Leverage: ``set-leverage``
 (110043 "not modified" = already so).
 
 Order lookup: ``/v5/order/history`` may lag a freshly finished order ("order creation/cancellation is
@@ -555,10 +556,17 @@ class BybitFuturesClient:
         vs, lev = venue_symbol(symbol), str(int(leverage))
         res = self._call("switch_margin_mode", f"isolated margin {vs}", ok_codes=frozenset({110026, 100028}),
                          category=CATEGORY, symbol=vs, tradeMode=1, buyLeverage=lev, sellLeverage=lev)
-        if res.get("_retCode") == 100028:       # Unified account: margin mode is account-wide
-            info = self._call("get_account_info", "account info")
-            if info.get("marginMode") != "ISOLATED_MARGIN":
-                self._call("set_margin_mode", "set margin mode", setMarginMode="ISOLATED_MARGIN")
+        if res.get("_retCode") != 100028:
+            # only a classic account takes a per-symbol switch; Bybit has moved every account to the Unified
+            # Trading Account (its classic-account endpoints are in the docs' "abandon" section), and a classic
+            # account's wallet and funding are read elsewhere: no position is opened that the agent cannot account
+            raise OrderRejected("bybit: this is a classic account; the agent trades only a Unified Trading Account "
+                                "(upgrade it in Bybit's app: Account > Unified Trading Account)",
+                                code="classic_account")
+        # a Unified account: margin mode is account-wide
+        info = self._call("get_account_info", "account info")
+        if info.get("marginMode") != "ISOLATED_MARGIN":
+            self._call("set_margin_mode", "set margin mode", setMarginMode="ISOLATED_MARGIN")
         self._call("set_leverage", f"leverage {vs}", ok_codes=frozenset({110043}),
                    category=CATEGORY, symbol=vs, buyLeverage=lev, sellLeverage=lev)
 
