@@ -40,6 +40,24 @@ def status(store: Store, console: Console) -> int:
     return 0
 
 
+def _check_config(s: Any, console: Console) -> int:
+    """The settings (already valid) and the replay's data for what the agents trade; exit 2 naming what is wrong."""
+    from tracer.data.replay import replay_data_problems
+    problems = replay_data_problems(s)
+    for problem in problems:
+        print(f"tracer: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    t = Table(title=f"Configuration (profile {s.profile})", title_justify="left")
+    for col in ("variable", "value", "meaning"):
+        t.add_column(col, overflow="fold")
+    for row in s.describe():
+        t.add_row(*(escape(str(c)) for c in row))     # values and help are text, not markup
+    console.print(t)
+    console.print("configuration OK")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tracer", description="Tracer Bullet command line")
     p.add_argument("--env-file", default=".env")
@@ -108,14 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tracer: {err}", file=sys.stderr)
         return 2
     if args.cmd == "check-config":
-        t = Table(title=f"Configuration (profile {s.profile})", title_justify="left")
-        for col in ("variable", "value", "meaning"):
-            t.add_column(col, overflow="fold")
-        for row in s.describe():
-            t.add_row(*(escape(str(c)) for c in row))     # values and help are text, not markup
-        console.print(t)
-        console.print("configuration OK")
-        return 0
+        return _check_config(s, console)
     if args.cmd == "web":
         return web_server.run(args, s, args.env_file)
     if args.cmd == "notify":

@@ -518,7 +518,7 @@ class AgentLoop(StorageFaultHandling):
                 break
             now = self._next_time(now)
             if interval_s > 0 and now is not None:
-                self.stop_event.wait(interval_s)
+                self._pause(interval_s)
         summary = self.summary()
         summary["cycles_this_run"] = done
         summary["end_of_data"] = now is None and not self.stop_event.is_set()
@@ -531,6 +531,18 @@ class AgentLoop(StorageFaultHandling):
                 raise
             self.log.error(kv("storage_fault", error=type(e).__name__, message=str(e), at="final_heartbeat"))
         return summary
+
+    def _pause(self, seconds: float) -> None:
+        """The replay's pause between cycles (``--interval``, TB_REPLAY_INTERVAL_S), ended by a stop request; a
+        heartbeat every ``wait_heartbeat_s`` of it, as during a live feed's wait: a pause longer than the watchdog's
+        heartbeat limit must not make a waiting agent look hung (restarted in a loop, then given up)."""
+        end = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            left = end - time.monotonic()
+            if left <= 0 or self.stop_event.wait(min(left, self.wait_heartbeat_s)):
+                return
+            if end - time.monotonic() > 0:
+                self._wait_heartbeat()
 
     def _next_time(self, after: datetime) -> datetime | None:
         """The feed's next clock. A live feed sleeps until the next bar close (up to an interval): its sleep

@@ -41,6 +41,11 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
+    from tracer.data.replay import replay_data_problems
+    problems = replay_data_problems(settings, (agent,))
+    if problems:
+        print(f"{agent}: refusing to start: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     alone, lock = _one_copy(agent, settings.state_dir)
     if not alone:
         return 2

@@ -20,6 +20,7 @@ import hashlib
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,25 @@ def interval_label(interval: timedelta | str) -> str:
 def candle_path(data_dir: Path | str, symbol: str, interval: timedelta | str = "1h") -> Path:
     """``(dir, "BTC/USD", "1h")`` -> ``dir/candles_1h_BTCUSDT.csv``."""
     return Path(data_dir) / f"candles_{interval_label(interval)}_{binance_symbol(symbol)}.csv"
+
+
+def replay_data_problems(s: Any, agents: Sequence[str] = ("hybrid", "futures")) -> list[str]:
+    """With ``TB_FEED=replay``, what would keep ``agents`` from starting for want of data: a missing
+    ``TB_DATA_DIR``, or a traded symbol without its candle file, each naming its variable (checked before the agent
+    starts, and by ``tracer check-config``, so that it is a message, not a traceback and a restart loop)."""
+    if s.feed != "replay":
+        return []
+    d = Path(s.data_dir) if s.data_dir else bundled_dir()
+    if not d.is_dir():
+        return [f"TB_DATA_DIR={s.data_dir}: no such folder (leave it empty for the bundled candles)"]
+    out = []
+    for agent, var, symbols in (("hybrid", "TB_SYMBOLS", s.symbols), ("futures", "TB_FUTURES_SYMBOLS",
+                                                                       s.futures_symbols)):
+        missing = [sym for sym in symbols if agent in agents and not candle_path(d, sym).is_file()]
+        if missing:
+            out.append(f"{var}: no candle file for {', '.join(missing)} in {d} (TB_DATA_DIR; `tracer download` "
+                       f"fetches candles, or leave the symbol out)")
+    return out
 
 
 # --------------------------------------------------------------------------- loaders

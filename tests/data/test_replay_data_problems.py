@@ -1,0 +1,33 @@
+"""A replay that lacks data for what it must trade is a configuration error that names its variable, found by
+`tracer check-config` (the start script's check) and by the agent before it starts: exit 2 and a message, never a
+traceback that the watchdog restarts three times and gives up on."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from envs import agent_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("var,value,named", [("TB_SYMBOLS", "BTC/USD,PEPE/USD", "TB_SYMBOLS: no candle file for PEPE/USD"),
+                                             ("TB_FUTURES_SYMBOLS", "BTC/USD,PEPE/USD", "TB_FUTURES_SYMBOLS"),
+                                             ("TB_DATA_DIR", "no_such_dir", "TB_DATA_DIR=")])
+def test_missing_replay_data_names_the_variable(tmp_path, var, value, named):
+    env = agent_env(tmp_path, **{var: str(tmp_path / value) if var == "TB_DATA_DIR" else value})
+    cc = subprocess.run([sys.executable, "-m", "tracer.cli", "check-config"], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert cc.returncode == 2 and named in cc.stderr and "Traceback" not in cc.stderr, cc.stderr[-500:]
+    for script, concerned in (("scripts/hybrid_crypto_trader.py", var != "TB_FUTURES_SYMBOLS"),
+                              ("scripts/high_risk_futures_agent.py", var != "TB_SYMBOLS")):
+        run = subprocess.run([sys.executable, script, "--once"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        if concerned:
+            assert run.returncode == 2 and "refusing to start" in run.stderr and named in run.stderr, run.stderr[-500:]
+            assert "Traceback" not in run.stderr
+        else:                       # the other agent's symbols do not stop this one
+            assert run.returncode == 0, run.stderr[-500:]
