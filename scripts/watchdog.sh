@@ -247,12 +247,13 @@ case "$mode" in
     if [ "$mode" = supervise ]; then
       if [ $# -gt 0 ]; then : > "$ARGSF"; for a in "$@"; do printf '%s\n' "$a" >> "$ARGSF"; done; fi
       # a load (login, KeepAlive after a crash of this loop) starts the agent only when it was never started
-      # (no pid file) or died; one that stopped cleanly (end of data, --cycles), was given up on, or runs on
-      # an invalid config is left to the loop's passes, which say why
+      # (no pid file), died, or was stopped by a signal with its pid file kept (the OS's SIGTERM at a shutdown or
+      # logout; --stop removes the file); one that stopped cleanly (end of data, --cycles), was given up on, or
+      # runs on an invalid config is left to the loop's passes, which say why
       if lock_acquire "$STATE_DIR/$agent.launch.lock"; then
         verdict=$("$PY" -m tracer.cli watchdog-check "$agent" 2>/dev/null || echo "error - gone watchdog-check failed")
         case "$verdict" in
-          "absent "*|"restart "*" gone "*)
+          "absent "*|"restart "*" gone "*|"stopped "*"stopped by a signal"*)
             launch
             log "started by the supervisor (pid $new_pid): ${verdict#* * * }" ;;
           *) say "not started by the supervisor: $verdict" ;;

@@ -429,6 +429,43 @@ def test_supervise_leaves_a_cleanly_stopped_agent_alone(tmp_path):
     assert pid_of(tmp_path, "hybrid") == ended and "started by the supervisor" not in log.read_text()
 
 
+def test_supervise_starts_again_an_agent_a_shutdown_stopped(tmp_path):
+    """A logout or shutdown sends SIGTERM to every process of the user: the agent stops cleanly and its pid file
+    stays (only --stop removes it). The launchd job's next load (the next login) starts it again; the health check
+    meanwhile warns, never "stopped cleanly, all is well"."""
+    extra = {"TB_WATCHDOG_INTERVAL_S": "2", "TB_SYMBOLS": "BTC/USD", "TB_FUTURES_SYMBOLS": "BTC/USD"}
+    assert run([str(ROOT / ".venv/bin/tracer"), "init-db"], tmp_path, **extra).returncode == 0
+    sup = ["bash", str(ROOT / "scripts" / "watchdog.sh"), "hybrid", "--supervise"]
+    pidf = tmp_path / "state" / "hybrid.pid"
+    first = subprocess.Popen(sup, env=env_for(tmp_path, **extra), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT)
+    second = new = None
+    try:
+        wait_for(lambda: pidf.exists() and own_heartbeat(tmp_path, "hybrid"), 120, "the agent's first cycle")
+        agent = pid_of(tmp_path, "hybrid")
+        first.terminate()                                   # the logout: every process of the user
+        os.kill(agent, signal.SIGTERM)
+        first.wait(30)
+        wait_for(lambda: not alive(agent), 60, "the agent's clean stop")
+        assert pidf.exists() and json.loads(heartbeat(tmp_path, "hybrid")["detail_json"])["stopped_by"] == "signal"
+        hc = run(["bash", str(HEALTH), "--no-alert"], tmp_path, **extra)
+        assert "stopped by a signal" in hc.stdout and "process[hybrid]" in hc.stdout, hc.stdout
+        second = subprocess.Popen(sup, env=env_for(tmp_path, **extra), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.STDOUT)      # the next login loads the job again
+        wait_for(lambda: pid_of(tmp_path, "hybrid") != agent, 120, "the supervisor's start")
+        new = pid_of(tmp_path, "hybrid")
+        wait_for(lambda: alive(new) and own_heartbeat(tmp_path, "hybrid"), 120, "the agent started again")
+        assert "started by the supervisor" in (tmp_path / "logs" / "watchdog.log").read_text()
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(30)
+        if new and alive(new):
+            os.kill(new, signal.SIGTERM)
+            wait_for(lambda: not alive(new), 60, "the agent's stop")
+
+
 def test_an_invalid_state_dir_stops_the_watchdog_before_it_looks_anywhere(tmp_path):
     """TB_STATE_DIR (or TB_LOG_DIR) that is itself invalid: the salvaged settings would put the default state/
     in its place, and the watchdog would look for the pid files there (restart an agent that runs elsewhere: a

@@ -522,6 +522,10 @@ class AgentLoop(StorageFaultHandling):
         summary = self.summary()
         summary["cycles_this_run"] = done
         summary["end_of_data"] = now is None and not self.stop_event.is_set()
+        # why it stopped, for the supervisor: a signal (the OS at a shutdown or logout, a kill) leaves the pid file
+        # that only --stop removes, and the next load of the launchd job starts the agent again
+        summary["stopped_by"] = "signal" if self.stop_event.is_set() else \
+            ("end_of_data" if now is None or (self.s.replay_end is not None and now > self.s.replay_end) else "cycles")
         self.log.info(kv("summary", **summary))
         try:
             with self.store.transaction():

@@ -41,6 +41,9 @@ def _check_processes(settings: Any, now: datetime, clock: SuspendClock | None = 
         if st.alive:
             up = human_age(now.timestamp() - st.started) if st.started else "?"
             out.append(Check(f"process[{a}]", 0, f"running (pid {st.pid}, up {up})"))
+        elif st.stopped_by_signal:
+            out.append(Check(f"process[{a}]", 1, f"stopped by a signal at cycle {st.hb_cycle} and not started "
+                                                 f"again (a shutdown or logout?): ./start_trading_system.sh starts it"))
         elif st.stopped_cleanly:
             out.append(Check(f"process[{a}]", 0, f"stopped cleanly at cycle {st.hb_cycle} (not running)"))
         elif st.managed:

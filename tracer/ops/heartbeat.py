@@ -53,10 +53,17 @@ class AgentState:
     own_hb: bool               # the heartbeat was written by the pid in the pid file
     age_s: float | None        # liveness age: own heartbeat, else time since the pid file was written
     hb_error: str | None = None  # the DB could not be read (locked, corrupt): the heartbeat is unknown
+    stopped_by: str | None = None  # a clean stop's cause: signal, end_of_data or cycles (None: unknown)
 
     @property
     def stopped_cleanly(self) -> bool:
         return self.hb_status == "stopped" and (self.own_hb or not self.managed)
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """Stopped cleanly by a signal while its pid file stayed: not by --stop (which removes the file), so by a
+        shutdown, a logout or a kill: the launchd job's next load starts it again."""
+        return self.managed and self.stopped_cleanly and self.stopped_by == "signal"
 
 
 def agent_state(settings: Any, agent: str, now: datetime | None = None) -> AgentState:
@@ -77,4 +84,13 @@ def agent_state(settings: Any, agent: str, now: datetime | None = None) -> Agent
     return AgentState(agent=agent, pid=pid, managed=pf.exists(), alive=agent_alive(pid, agent), started=started,
                       hb_status=hb["status"] if hb else None, hb_cycle=hb["cycle"] if hb else None,
                       hb_clock=hb["clock"] if hb else None, hb_pid=hb["pid"] if hb else None,
-                      hb_age_s=hb_age, own_hb=own, age_s=age, hb_error=hb_error)
+                      hb_age_s=hb_age, own_hb=own, age_s=age, hb_error=hb_error, stopped_by=_stopped_by(hb))
+
+
+def _stopped_by(hb: dict[str, Any] | None) -> str | None:
+    import json
+    try:
+        v = json.loads((hb or {}).get("detail_json") or "{}").get("stopped_by")
+    except (ValueError, AttributeError):
+        return None
+    return v if isinstance(v, str) else None

@@ -78,6 +78,10 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
     elif st.own_hb and st.hb_status == "stopped":
         if st.alive:
             return Verdict("ok", st.pid, "finishing (heartbeat says stopped)")
+        if st.stopped_by_signal:
+            return Verdict("stopped", st.pid, f"stopped by a signal at cycle {st.hb_cycle}, pid file kept (a "
+                                              f"shutdown, a logout or a kill; --stop removes it): the supervisor "
+                                              f"starts it at its next load, a running loop does not")
         return Verdict("stopped", st.pid, f"stopped cleanly at cycle {st.hb_cycle} (end of data, --cycles or "
                                           f"SIGTERM): not restarting")
     elif not st.alive:
