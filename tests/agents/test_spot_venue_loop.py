@@ -113,3 +113,47 @@ def test_a_held_coin_without_a_bar_is_stopped_at_the_venues_price(tmp_path, buys
         assert exit_reason == "stop_loss"
         kinds = [r[0] for r in store.conn.execute("SELECT kind FROM venue_events").fetchall()]
         assert "position_adopted" in kinds and "wallet_anchored" in kinds and "wallet_mismatch" not in kinds
+
+
+def test_a_stale_unsent_entry_does_not_block_the_fresh_entry_of_its_cycle(tmp_path, buys):
+    """An entry left unsent for more than two bars (the venue refused it with 429, then was down) is cancelled as
+    stale after the cycle's decisions: it does not count in that cycle's book, and the fresh BUY goes out."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 30000.0)
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD"])
+        buys({t1: ["BTC/USD"], t1 + 3 * H: ["BTC/USD"]})
+        venue.inject("POST /v2/orders", "429", retry_after="120")
+        loop.run_cycle(t1)
+        assert not venue.orders
+        venue.down()
+        for k in (1, 2):
+            clock.advance(hours=1)
+            loop.run_cycle(t1 + k * H)
+        venue.up()
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + 3 * H)
+        states = [tuple(r) for r in store.conn.execute(
+            "SELECT state, substr(state_reason, 1, 5) FROM orders WHERE purpose='entry' ORDER BY created_at")]
+        assert states[0] == ("canceled", "stale") and venue.holding("BTC/USD") > 0
+        assert not store.conn.execute("SELECT 1 FROM risk_events WHERE rule='position_open'").fetchall()
+
+
+def test_a_coin_bought_by_hand_after_the_anchor_is_adopted_without_a_wallet_mismatch(tmp_path, buys):
+    """Bought in the app after the wallet check was anchored: the cash paid for it, and the ledger counts it so;
+    only a coin already held when this process anchored joins the anchor's offset (the test above)."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 30000.0)
+        venue.set_price("ETH/USD", 1800.0)
+        loop, store, clock, t = _loop(tmp_path, venue, ["BTC/USD"])
+        buys({})
+        loop.run_cycle(t)
+        venue.cash -= Decimal("9000")                  # 5 ETH at 1,800, bought by hand
+        venue.holdings["ETH/USD"] = Decimal("5")
+        venue.cost["ETH/USD"] = Decimal("9000")
+        for k in (1, 2, 3):
+            clock.advance(hours=1)
+            loop.run_cycle(t + k * H)
+        assert "ETH/USD" in {p.symbol for p in loop.broker.positions()}
+        assert abs(loop.broker.check_wallet() or 0.0) < 0.02
+        kinds = [r[0] for r in store.conn.execute("SELECT kind FROM venue_events").fetchall()]
+        assert "position_adopted" in kinds and "wallet_mismatch" not in kinds

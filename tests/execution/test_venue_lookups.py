@@ -87,3 +87,23 @@ def test_a_bybit_stop_filled_during_a_restart_is_booked_as_the_stop(hb, by):
     assert trades[0].exit_price == pytest.approx(40500.0)
     assert trades[0].fees == pytest.approx(pos.entry_fee + stop_fee)
     assert hb.state(sid) == "filled" and hb.wallet_diff == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_binance_stop_finished_whose_order_stays_unreadable_is_booked_from_its_trades(hc, venue, clock):
+    """Its triggered order is never found by id (-2013 every time), at the agent's hourly cadence: what it filled is
+    read from the trade list by the algo order's actualOrderId, with no stuck-stop alert and no exit for a
+    position already closed."""
+    o = hc.entry(qty=0.01, bracket=STOP_1000)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()[0]
+    venue.set_price("BTCUSDT", pos.stop_loss - 10)
+    fill_px = float(next(t for t in venue.trades if t["side"] == "SELL")["price"])
+    venue.inject("GET /fapi/v1/order", -2013, times=None)
+    trades = []
+    for _ in range(3):
+        clock.advance(hours=1)
+        trades += hc.settle(clock.now)
+    kinds = [r["kind"] for r in hc.store.conn.execute("SELECT kind FROM venue_events")]
+    assert [(t.exit_reason, t.exit_order_id) for t in trades] == [("stop_loss", stop_order_id(o.client_order_id, 0))]
+    assert trades[0].exit_price == pytest.approx(fill_px)
+    assert "stop_stuck_triggered" not in kinds and "wallet_mismatch" not in kinds

@@ -237,7 +237,7 @@ class AgentLoop(StorageFaultHandling):
                     self.broker.balance(), positions, self.broker.last_price, signals, returns,
                     entries_today=lambda day: self.store.entries_since(self.agent, day.start()),
                     closed_returns=lambda: recent_returns(self.store.closed_trade_pnls(self.agent), report.trades),
-                    paused=self.store.is_paused(self.agent), in_flight=self._entries_in_flight(positions))
+                    paused=self.store.is_paused(self.agent), in_flight=self._entries_in_flight(positions, now))
         self._set_day(done.day, now)
         decisions, settled = apply_force_exits(self.store, self.agent, done.decisions, positions)   # operator requests
 
@@ -250,13 +250,16 @@ class AgentLoop(StorageFaultHandling):
         self.clock = self.processed_until = now
         return res
 
-    def _entries_in_flight(self, positions: dict[str, Any]) -> dict[str, InFlight]:
+    def _entries_in_flight(self, positions: dict[str, Any], now: datetime) -> dict[str, InFlight]:
         """Entries that are not positions yet: those the broker still works, and those written but never sent
-        (``new``: the venue could not be reached; :meth:`reconcile` may send them after this cycle's decisions).
+        (``new``: the venue could not be reached; :meth:`reconcile` may send them after this cycle's decisions),
+        unless :meth:`reconcile` will cancel them as stale (older than two bars) instead.
         Rows still ``submitted`` in the DB are not read: the broker's own list is current after its sync."""
+        stale = now - 2 * self.feed.interval
         orders = [o for o in self.broker.open_orders() if o.purpose == "entry" and not o.reduce_only]
         orders += [row_to_order(r) for r in self.store.orders_in_state(self.agent, OrderState.NEW)
-                   if r["purpose"] == "entry" and not r["reduce_only"]]
+                   if r["purpose"] == "entry" and not r["reduce_only"]
+                   and not (self.venue and parse_iso(r["created_at"]) < stale)]
         out: dict[str, InFlight] = {}
         for o in orders:
             if o.symbol in positions or o.symbol in out:

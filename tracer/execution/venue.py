@@ -126,6 +126,9 @@ class VenueOrder:
     # a stop / target whose trigger condition was met and whose order the venue has not finished placing
     # (Binance algo TRIGGERING / TRIGGERED, Bybit Triggered): normally for milliseconds, not for minutes
     triggered: bool = False
+    # the venue says it ended (Binance algo FINISHED) but its own triggered order could not be read: what it
+    # filled is its trades (``fills``), read before it is judged
+    ended_unread: bool = False
 
 
 # the assets a futures wallet balance is counted in: a fee paid in any other (Binance's BNB fee discount) leaves

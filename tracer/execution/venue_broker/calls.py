@@ -71,6 +71,8 @@ class VenueCalls:
     _unsettled: set[str]
     _found_in_flight: bool
     _fees_elsewhere: float
+    _synced_once: bool
+    _anchored_unsynced: bool
     _elsewhere_changed: bool
     _funding_unmargined: dict[str, float]
     _margin_read_at: dict[str, datetime]

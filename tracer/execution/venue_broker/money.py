@@ -253,6 +253,7 @@ class Money(VenueCalls):
                 float(a["offset"]) + sum(self._balance[v].wallet for v in added)
             if a is None:
                 self._fees_elsewhere = 0.0      # a new anchor's offset holds the fees paid elsewhere so far
+                self._anchored_unsynced = not self._synced_once
             a = {"offset": offset, "since_ms": since, **({} if self.futures else {"ledger": LEDGER_SPOT})}
             try:
                 with self.store.transaction():

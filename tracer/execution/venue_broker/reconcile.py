@@ -37,6 +37,7 @@ class Reconciliation(Protection, OutsideCloses):
             self._elsewhere_changed = False
             rep.memos[self._elsewhere_key()] = repr(self._fees_elsewhere)
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
+        self._synced_once, self._anchored_unsynced = True, False
         return rep
 
     def _refresh_balances(self) -> None:
@@ -104,6 +105,8 @@ class Reconciliation(Protection, OutsideCloses):
                     self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
                 continue
             self._missing_since.pop(cid, None)
+            if vo.ended_unread:
+                vo = self._by_trades(venue, order, vo)
             if vo.state in (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED) and order.type is not OrderType.MARKET:
                 self._stuck_trigger(order, vo, venue)
                 continue          # a resting stop / target: nothing to book yet
@@ -131,6 +134,21 @@ class Reconciliation(Protection, OutsideCloses):
             else:
                 self._exit_filled(order, fill, venue, rep, vo.state)
                 self._unsettled.discard(cid)
+
+    def _by_trades(self, venue: str, order: Order, vo: VenueOrder) -> VenueOrder:
+        """An order the venue says ended whose own order cannot be read (``ended_unread``): filled by what its
+        trades say, when they show; otherwise left as it is (still triggered: judged stuck after ``finish_grace``,
+        so that the agent's own stop check comes back, never left off for ever)."""
+        try:
+            fills: list[VenueFill] = self._call(venue, "fills", order.symbol, order.client_order_id,
+                                                conditional=conditional(order))
+        except VenueError:
+            return vo
+        qty = sum(f.qty for f in fills)
+        if qty <= 0:
+            return vo
+        return replace(vo, state=OrderState.FILLED, filled_qty=qty, triggered=False, ended_unread=False,
+                       avg_price=sum(f.qty * f.price for f in fills) / qty)
 
     def _stuck_trigger(self, order: Order, vo: VenueOrder, venue: str) -> None:
         """A stop or target triggered and not finished after ``finish_grace`` (its order never reached the
@@ -524,10 +542,11 @@ class Reconciliation(Protection, OutsideCloses):
             entry_fee=0.0, stop_loss=0.0, take_profit=0.0, trail_pct=0.0, best_price=vp.entry_price, max_hold_s=0.0,
             entry_order_id=cid, leverage=vp.leverage, margin=vp.margin, liquidation_price=vp.liquidation_price)
         self._pos_venue[vp.symbol] = venue
-        if not self.futures:
-            # the spot ledger counts a held coin's cost as paid from the cash, and the anchored cash never paid for
-            # this one: its cost joins the anchor's offset (written with the adoption), or the wallet check would
-            # report a mismatch of exactly that cost for ever
+        if not self.futures and self._anchored_unsynced:
+            # the spot ledger counts a held coin's cost as paid from the cash. A coin found at the first sync after
+            # this process anchored the wallet check (before any sync: the start) was on the account then, and the
+            # anchored cash never paid for it: its cost joins the anchor's offset. A coin bought later (by hand) was
+            # paid from the cash, and the ledger's count of it is right as it is
             raw = rep.memos.get(self._anchor_key()) or self.store.notify_state(self._anchor_key())
             try:
                 a = json.loads(raw) if raw else None

@@ -597,7 +597,8 @@ class BinanceFuturesClient:
             reduce_only=bool(a.get("reduceOnly")) or bool(a.get("closePosition")),
             stop_price=finite(a.get("triggerPrice")) or None, venue_order_id=f"algo:{a.get('algoId', '')}",
             updated_at=utc_from_ms(a.get("updateTime")), reason=reason,
-            triggered=status in ("TRIGGERING", "TRIGGERED", "FINISHED") and state is OrderState.SUBMITTED)
+            triggered=status in ("TRIGGERING", "TRIGGERED", "FINISHED") and state is OrderState.SUBMITTED,
+            ended_unread=status == "FINISHED" and actual is None)
 
     def _algo_full(self, a: dict[str, Any], symbol: str, what: str) -> VenueOrder:
         """An algo order, with its triggered order's fill when it has one."""
