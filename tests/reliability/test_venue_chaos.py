@@ -181,7 +181,10 @@ def run_chaos(tmp: Path, kills_wanted: int, min_cycles: int, seed: int) -> tuple
         venue.first.clear()
         venue.clear_faults()
         venue.banned_until_ms = 0
-        r = subprocess.run([sys.executable, str(SCRIPT), "--cycles", "4"], cwd=tmp, env=env,
+        # the settle run stands for "later": an entry whose POST was unclear near the end (and that the venue never
+        # processed) is asked for during the 15-minute grace and left new meanwhile, rightly; here the grace is over
+        settle_env = dict(env, TB_VENUE_UNCONFIRMED_GRACE_S="0")
+        r = subprocess.run([sys.executable, str(SCRIPT), "--cycles", "4"], cwd=tmp, env=settle_env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     finally:

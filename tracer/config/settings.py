@@ -422,6 +422,11 @@ class Settings:
     venue_max_wait_s: float = _var("TB_VENUE_MAX_WAIT_S", "float", 30.0,
                                    "longest in-cycle wait for a 429 Retry-After; longer waits skip the venue "
                                    "for this cycle", lo=0, hi=600)
+    venue_unconfirmed_grace_s: float = _var("TB_VENUE_UNCONFIRMED_GRACE_S", "float", 900.0,
+                                            "how long an order whose POST was unclear (a timeout, a 5xx) is asked "
+                                            "for before the venue's \"not found\" is believed: until then it is "
+                                            "never sent again, and no other entry of its symbol goes out",
+                                            lo=0, hi=3600)
     venue_recv_window_ms: int = _var("TB_VENUE_RECV_WINDOW_MS", "int", 5000,
                                      "recvWindow of signed Binance/Bybit requests (milliseconds)", lo=100, hi=60000)
 
