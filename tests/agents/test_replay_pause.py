@@ -51,3 +51,16 @@ def test_the_pause_between_replay_cycles_keeps_the_heartbeat_fresh(tmp_path):
     gaps = [(parse_iso(b) - parse_iso(a)).total_seconds() for a, b in zip(waiting, waiting[1:])]
     assert max(gaps) < 1.5, gaps
     assert done["cycles_this_run"] == 2
+
+
+def test_the_waiting_heartbeat_comes_well_inside_the_watchdogs_limit(tmp_path):
+    """Every minute by default (limit 10 min); a third of a limit under 3 minutes, so a short limit set for a quick
+    check never takes a waiting agent for a hung one."""
+    for limit_min, expect_s in (("10", 60.0), ("2", 40.0), ("0.25", 5.0)):
+        s = load_settings(agent_env(tmp_path / limit_min, TB_WATCHDOG_MAX_HEARTBEAT_AGE_MIN=limit_min),
+                          dotenv_path=None)
+        loop = build(s, logging.getLogger("replay-pause"))
+        try:
+            assert loop.wait_heartbeat_s == expect_s
+        finally:
+            loop.store.close()

@@ -93,7 +93,9 @@ class AgentLoop(StorageFaultHandling):
         self.storage_backoff_s = 1.0          # first retry after a storage fault, doubling up to the max
         self.storage_backoff_max_s = 60.0
         self._notes: list[str] = []           # written to the cycle's runs.note (clock gaps, recovered faults)
-        self.wait_heartbeat_s = 60.0          # a live feed waiting for the next bar close: heartbeat this often
+        # a live feed waiting for the next bar close, or the replay's pause: heartbeat this often (a third of the
+        # watchdog's heartbeat limit when that is under 3 minutes, so that a waiting agent never looks hung)
+        self.wait_heartbeat_s = min(60.0, max(1.0, settings.watchdog_max_heartbeat_age_min * 20.0))
         self._slept_since_hb = 0.0
         # operator /reload (tracer.agents.controls): how to read the configuration again; None: refused
         self.settings_source: Callable[[], Settings] | None = None
