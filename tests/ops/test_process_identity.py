@@ -45,7 +45,8 @@ def lookalike(tmp: Path, script: str, *args: str) -> subprocess.Popen:
     scripts (a checkout path with a space, like launchd's), without its doings. Stopped by SIGTERM."""
     d = tmp / "My Bot" / "scripts"
     d.mkdir(parents=True, exist_ok=True)
-    (d / script).write_text("while :; do sleep 1; done\n")
+    if not (d / script).exists():       # never rewritten under a running copy: bash reads its script as it runs
+        (d / script).write_text("while :; do sleep 1; done\n")
     p = subprocess.Popen(["/bin/bash", str(d / script), *args], start_new_session=True)
     wait_for(lambda: script in " ".join(psutil.Process(p.pid).cmdline()), 30, f"the {script} look-alike")
     return p

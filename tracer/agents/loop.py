@@ -40,7 +40,7 @@ from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
 from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
-from tracer.models import Bar, OrderState, ScoredHeadline, Signal
+from tracer.models import Bar, OrderState, ScoredHeadline, Side, Signal
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, decide_many, market_context, prepare
@@ -267,7 +267,7 @@ class AgentLoop(StorageFaultHandling):
             if o.symbol in positions or o.symbol in out:
                 continue
             px = self.broker.last_price.get(o.symbol) or 0.0
-            notional = o.qty * px * (1 if o.side.value == "buy" else -1)
+            notional = o.qty * px * (1 if o.side is Side.BUY else -1)
             out[o.symbol] = InFlight(notional, abs(notional) / max(o.leverage, 1.0))
         return out
 
@@ -546,12 +546,8 @@ class AgentLoop(StorageFaultHandling):
         heartbeat every ``wait_heartbeat_s`` of it, as during a live feed's wait: a pause longer than the watchdog's
         heartbeat limit must not make a waiting agent look hung (restarted in a loop, then given up)."""
         end = time.monotonic() + seconds
-        while not self.stop_event.is_set():
-            left = end - time.monotonic()
-            if left <= 0 or self.stop_event.wait(min(left, self.wait_heartbeat_s)):
-                return
-            if end - time.monotonic() > 0:
-                self._wait_heartbeat()
+        while (left := end - time.monotonic()) > 0 and not self.stop_event.wait(min(left, self.wait_heartbeat_s)):
+            self._wait_heartbeat()
 
     def _next_time(self, after: datetime) -> datetime | None:
         """The feed's next clock. A live feed sleeps until the next bar close (up to an interval): its sleep

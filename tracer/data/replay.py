@@ -85,7 +85,7 @@ def replay_data_problems(s: Any, agents: Sequence[str] = ("hybrid", "futures")) 
     out = []
     for agent, var, symbols in (("hybrid", "TB_SYMBOLS", s.symbols), ("futures", "TB_FUTURES_SYMBOLS",
                                                                        s.futures_symbols)):
-        missing = [sym for sym in symbols if agent in agents and not candle_path(d, sym).is_file()]
+        missing = [sym for sym in symbols if not candle_path(d, sym).is_file()] if agent in agents else []
         if missing:
             out.append(f"{var}: no candle file for {', '.join(missing)} in {d} (TB_DATA_DIR; `tracer download` "
                        f"fetches candles, or leave the symbol out)")
