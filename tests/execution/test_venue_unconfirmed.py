@@ -351,3 +351,48 @@ def test_an_unclear_exit_is_not_posted_again_under_its_id_after_a_restart(tmp_pa
         assert venue.post_counts[ex.client_order_id] == 1 and booked(venue)[ex.client_order_id] == 1
         assert sum(t.qty for t in trades) == pytest.approx(0.02) and not h2.broker.positions()
         assert all(t.exit_price == pytest.approx(42500.0) for t in trades)
+
+
+# --- an unclear POST whose lookup fails too (a 5xx on the POST comes with failing GETs: the venue overloaded) ---
+# Binance, "HTTP Return Codes": a 5XX "is NOT a failure operation; the execution status is UNKNOWN and could
+# have been a success"; -1007 TIMEOUT: "Send status unknown; execution status unknown". The grace must start
+# then too, not only when the lookup answers "does not exist".
+
+def test_unclear_entry_whose_lookup_failed_is_not_posted_again_within_the_grace(hc, venue):
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)   # processed only later
+    venue.inject("GET /fapi/v1/order", "5xx", times=3)                          # every try of its lookup fails
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    assert hc.state(cid) == "new" and hc.store.order(cid)["state_reason"].startswith("unconfirmed")
+    assert "order_unconfirmed" in hc.events()
+    hc.settle()                  # the same cycle's reconciliation: "not found yet" is no proof
+    venue.process_late()         # the first POST is executed now
+    assert venue.post_counts[cid] == 1 and booked(venue)[cid] == 1
+    assert venue_qty(venue) == pytest.approx(0.01)
+    hc.settle()                  # the next cycle finds it: booked once, with its stop
+    assert hc.state(cid) == "filled"
+    assert [p.qty for p in hc.broker.positions()] == [pytest.approx(0.01)]
+    assert_no_duplicates(venue)
+
+
+def test_unclear_exit_whose_lookup_failed_and_that_filled_is_booked_at_its_own_fill(hc, venue):
+    hc.entry(qty=0.01)
+    hc.settle()
+    pos = hc.broker.positions()[0]
+    venue.set_price("BTCUSDT", 43000.0)          # the venue's price when the exit executes
+    hc.broker.last_price[BTC] = 42500.0           # the agent's last bar close
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    venue.inject("GET /fapi/v1/order", "5xx", times=3)
+    x0 = exit_order_id(pos.entry_order_id, 0)
+    hc.send(Order(x0, "futures", BTC, Side.SELL, pos.qty, reduce_only=True, purpose="exit", reason="signal",
+                  created_at=T0 + timedelta(hours=5)))
+    assert hc.store.order(x0)["state_reason"].startswith("unconfirmed")
+    hc.reconcile()               # the cycle's reconciliation; then the venue executes the first POST
+    venue.process_late()
+    assert venue_qty(venue) == 0
+    hc.settle(T0 + timedelta(hours=5))
+    row = hc.store.conn.execute("SELECT exit_price, exit_reason, exit_order_id FROM trades").fetchone()
+    # booked at its own fill, not as closed outside the agent at the last bar's price without a fee
+    assert (row["exit_order_id"], row["exit_reason"], row["exit_price"]) == (x0, "signal", pytest.approx(43000.0))
+    assert hc.store.order(x0)["state"] == "filled"
+    assert "closed_on_venue" not in hc.events()

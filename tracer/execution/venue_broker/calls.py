@@ -236,7 +236,13 @@ class VenueCalls:
                     found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
                                        conditional=spec.type is not VenueOrderType.MARKET)
                 except VenueError as e2:
-                    # cannot confirm either way: leave it to the reconciliation, never re-POST blind
+                    # cannot confirm either way: leave it to the reconciliation, never re-POST blind. The grace
+                    # starts here too: a venue that answers a POST with a 5xx often fails the lookups after it,
+                    # and the order may still be processed (an entry sent again, an exit taken as never sent)
+                    if not spec.reduce_only or spec.type is VenueOrderType.MARKET:
+                        self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
+                                    action="lookup failed; not sent again now; asked again next cycle",
+                                    error=type(e2).__name__)
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
                                        f"{UNCONFIRMED} after {type(e).__name__}: lookup failed ({type(e2).__name__})")
                 if found is not None:
