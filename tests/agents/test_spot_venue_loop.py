@@ -29,7 +29,7 @@ def _loop(tmp: Path, venue: FakeAlpacaTrading, symbols: list[str], **extra: str)
                     TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false",
                     TB_MAX_CORRELATION="1.0", TB_PORTFOLIO_VAR_LIMIT="1", TB_RISK_PER_TRADE="0",
                     TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100", TB_TRAIL_PCT="0",
-                    TB_EXIT_ON_SELL_SIGNAL="false", TB_VENUE_MAX_RETRIES="1", **extra)
+                    TB_VENUE_MAX_RETRIES="1", **{"TB_EXIT_ON_SELL_SIGNAL": "false", **extra})
     s = load_settings(environ=env, dotenv_path=None)
     store = Store(s.db_path)
     loop = build(s, logging.getLogger(f"spot-loop.{tmp.name}"), store)
@@ -41,7 +41,8 @@ def _loop(tmp: Path, venue: FakeAlpacaTrading, symbols: list[str], **extra: str)
 
 @pytest.fixture
 def buys(monkeypatch):
-    """``buys(plan)``: the loop's signals are BUYs of the coins ``plan`` names at each cycle clock, none else."""
+    """``buys(plan)``: the loop's signals are BUYs of the coins ``plan`` names at each cycle clock (a list), or the
+    actions it gives them (a dict of coin -> Action), none else."""
     def install(plan: dict[datetime, list[str]]) -> None:
         seen: dict[str, object] = {}
 
@@ -53,11 +54,13 @@ def buys(monkeypatch):
         def decide_many(prepared, params):
             now = seen["now"]
             reg = Regime("bull", 0.5, "normal", 0.5, "normal", 1.0, 0.8)
-            return [Signal(symbol=sym, ts=now, price=seen[sym], action=Action.BUY, direction=1, reason="scripted",
-                           quality=9.0, conviction=9.0, regime=reg, price_score=1.0, narrative=0.0, divergence=0.0,
-                           divergence_trigger=0.0, volume_z=0.0, rsi=50.0, atr=100.0, size_fraction=1.0,
-                           headline_count=0, scorer_id="lexicon")
-                    for sym in prepared if sym in plan.get(now, [])]
+            acts = plan.get(now, [])
+            acts = acts if isinstance(acts, dict) else {sym: Action.BUY for sym in acts}
+            return [Signal(symbol=sym, ts=now, price=seen[sym], action=acts[sym], direction=1 if acts[sym] is Action.BUY else -1,
+                           reason="scripted", quality=9.0, conviction=9.0, regime=reg, price_score=1.0, narrative=0.0,
+                           divergence=0.0, divergence_trigger=0.0, volume_z=0.0, rsi=50.0, atr=100.0,
+                           size_fraction=1.0, headline_count=0, scorer_id="lexicon")
+                    for sym in prepared if sym in acts]
 
         monkeypatch.setattr(loop_mod, "prepare", prepare)
         monkeypatch.setattr(loop_mod, "decide_many", decide_many)
@@ -157,3 +160,31 @@ def test_a_coin_bought_by_hand_after_the_anchor_is_adopted_without_a_wallet_mism
         assert abs(loop.broker.check_wallet() or 0.0) < 0.02
         kinds = [r[0] for r in store.conn.execute("SELECT kind FROM venue_events").fetchall()]
         assert "position_adopted" in kinds and "wallet_mismatch" not in kinds
+
+
+def test_an_unsent_exit_of_a_position_closed_by_hand_never_sells_the_next_position(tmp_path, buys):
+    """A SELL signal's exit meets a 429 and stays written, unsent; the coin is then sold by hand in the app, and the
+    next sync books the position as closed on the venue. A fresh BUY opens the next position of that coin in the
+    next cycle, whose reconciliation comes after its decisions: the old exit must not be sent then. Alpaca has no
+    reduce-only flag, so it would sell what the account holds of the coin: the new position's coins."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 30000.0)
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD"], TB_EXIT_ON_SELL_SIGNAL="true")
+        buys({t1: {"BTC/USD": Action.BUY}, t1 + H: {"BTC/USD": Action.SELL}, t1 + 2 * H: {"BTC/USD": Action.BUY}})
+        loop.run_cycle(t1)
+        a = loop.broker.positions()[0]
+        venue.inject("POST /v2/orders", "429", retry_after="120")
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + H)
+        (exit_a,) = store.conn.execute("SELECT client_order_id, state FROM orders WHERE purpose='exit'").fetchall()
+        assert exit_a["state"] == "new" and exit_a["client_order_id"].startswith(a.entry_order_id[:20])
+        held = venue.holdings["BTC/USD"]                    # sold by hand in the app
+        venue.cash += held * Decimal("30000") * Decimal("0.9975")
+        venue.holdings["BTC/USD"] = Decimal(0)
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + 2 * H)
+        assert [o["side"] for o in venue.orders.values()] == ["buy", "buy"]       # nothing decided to sell B
+        (b,) = loop.broker.positions()
+        assert b.entry_order_id != a.entry_order_id and b.qty == pytest.approx(venue.holding("BTC/USD"))
+        row = store.order(exit_a["client_order_id"])
+        assert (row["state"], row["state_reason"]) == ("canceled", "its position is closed; never sent")

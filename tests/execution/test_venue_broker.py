@@ -267,3 +267,16 @@ def test_equity_keeps_a_banned_venues_last_balance_across_a_restart(venue, tmp_p
         b2.restore([], [], 0.0, 0.0, {})
         b2.sync(T0)
         assert b2.equity() == pytest.approx(both)
+
+
+def test_an_order_id_belongs_to_the_position_of_its_entry_only():
+    from tracer.execution.broker import exit_order_id
+    from tracer.execution.venue_broker.ids import of_position
+    a, b = "tb-hy-BTC-2206060000-e-be8c14", "tb-hy-BTC-2206060200-e-0a11f3"
+    long_id = "tb-fu-AVAXUSDT-2206060000-e-0123456789"          # cut to fit the 36 characters
+    for e in (a, long_id):
+        ids = [exit_order_id(e, k) for k in range(4)] + [stop_order_id(e, k) for k in range(3)] + \
+              [target_order_id(e, k) for k in range(3)]
+        assert all(of_position(i, e) for i in ids), ids
+        assert not any(of_position(i, b) for i in ids)
+    assert not of_position(a, a) and not of_position(a + "-y", a) and not of_position("x", a)

@@ -40,8 +40,8 @@ from tracer.store import Store, parse_iso, utcnow
 from tracer.execution.broker import Bracket, OrderUpdate, VenueRules, exit_order_id
 from tracer.execution.venue import OrderRejected, OrderSpec, VenueBalance, VenueClient, VenueError, VenueOrderType
 from tracer.execution.venue_broker.calls import UNCONFIRMED, VenueState
-from tracer.execution.venue_broker.ids import (TERMINAL, conditional, round_to_step, rules_reject, stop_order_id,
-                                              target_order_id)
+from tracer.execution.venue_broker.ids import (TERMINAL, conditional, of_position, round_to_step, rules_reject,
+                                              stop_order_id, target_order_id)
 from tracer.execution.venue_broker.reconcile import Reconciliation
 from tracer.logs import kv
 from tracer.models import Order, OrderState, OrderType, Position
@@ -290,6 +290,12 @@ class VenueBroker(Reconciliation):
         if order.reduce_only and order.type is OrderType.MARKET and row is not None and \
                 str(row["state_reason"] or "").startswith(UNCONFIRMED):
             return self._unclear_exit(order, pos)
+        if order.reduce_only and order.purpose in ("exit", "stop", "target") and \
+                (pos is None or not of_position(cid, pos.entry_order_id)):
+            # an order of a position that is gone (closed on the venue, by hand, while this order waited unsent):
+            # a spot venue's "reduce-only" sells what the account holds of the coin, which may be the next
+            # position's; a futures one would reduce or protect a position it was never meant for
+            return OrderUpdate(cid, OrderState.CANCELED, "its position is closed; never sent")
         venue = self.venue_for(order)
         client = self.venues[venue].client
         try:

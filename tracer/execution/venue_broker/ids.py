@@ -25,6 +25,13 @@ def target_order_id(entry_order_id: str, seq: int = 0) -> str:
     return f"{entry_order_id[:33]}-tp" if seq <= 0 else numbered_id(entry_order_id, "tp", seq)
 
 
+def of_position(client_order_id: str, entry_order_id: str) -> bool:
+    """Whether ``client_order_id`` is one of the exits, stops or targets of the position opened by
+    ``entry_order_id`` (those ids are the entry's id, cut to fit, and a tag: ``-x``, ``-sl3``...)."""
+    stem, dash, tag = client_order_id.rpartition("-")
+    return bool(dash) and tag.rstrip("0123456789") in ("x", "sl", "tp") and entry_order_id.startswith(stem)
+
+
 def round_to_step(qty: float, step: float) -> float:
     """``qty`` rounded down to a multiple of ``step``, in decimal arithmetic (no 0.30000000000000004)."""
     if step <= 0:
