@@ -7,12 +7,18 @@ listener and the web cockpit through :mod:`tracer.notify.controls`).
   with the cycle, submitted, filled by the broker, a trade with ``exit_reason`` ``force_exit``); the exit id is
   the one any other exit of that position would use, so a request seen twice (a crash before it was marked
   done) never becomes two orders. A symbol held but not evaluated this cycle (bad data) waits for the next.
+  Scope: the positions held when the agent first sees the request (the ones the operator's confirmation listed),
+  pinned by entry order id in ``notify_state`` (``force_exit:<request id>``) before any exit it causes is written,
+  so a restart keeps them. A pinned position no longer held (closed by its exit or otherwise) counts as done; a
+  position opened after the request was first seen (a new entry while another pinned symbol waits) is never
+  force-exited by it. The request is done, with a result text, once no pinned position waits.
 - ``reload``: before the cycle, the configuration is read again (``.env``, the environment, the promoted
   parameters); a configuration that does not validate, or one that changes what only a restart may change
   (symbols, feed, venues, files), is refused and the running one kept. The outcome is written on the request.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import fields
 from datetime import datetime
@@ -40,6 +46,25 @@ def force_exit_order(agent: str, p: Position, sig: Signal) -> Order:
                  leverage=p.leverage, purpose="exit", reason=FORCE_EXIT_REASON, created_at=sig.ts)
 
 
+def pin_key(request_id: int) -> str:
+    return f"force_exit:{request_id}"
+
+
+def _pinned(store: Store, r: Any, positions: dict[str, Position]) -> list[tuple[str, str]]:
+    """``(symbol, entry order id)`` of the positions request ``r`` applies to: those written at its first sight,
+    else the ones it names now, written (committed) here before the cycle can write any exit they cause, so that
+    a crash between the two never re-resolves it against positions opened later."""
+    key = pin_key(int(r["id"]))
+    raw = store.notify_state(key)
+    if raw:
+        return [(str(sym), str(eid)) for sym, eid in json.loads(raw)]
+    target = (r["target"] or "all").upper()
+    pins = [(s, positions[s].entry_order_id) for s in sorted(positions) if target == "ALL" or s.upper() == target]
+    with store.transaction():
+        store.set_notify_state(key, json.dumps(pins))
+    return pins
+
+
 def apply_force_exits(store: Store, agent: str, decisions: list[tuple[Signal, Decision]],
                       positions: dict[str, Position]) -> tuple[list[tuple[Signal, Decision]], list[tuple[int, str, str]]]:
     """The cycle's decisions with the requested forced exits in place, and the requests settled by them:
@@ -51,13 +76,17 @@ def apply_force_exits(store: Store, agent: str, decisions: list[tuple[Signal, De
     out = list(decisions)
     settled: list[tuple[int, str, str]] = []
     for r in reqs:
-        target = (r["target"] or "all").upper()
-        syms = sorted(positions) if target == "ALL" else [s for s in positions if s.upper() == target]
-        if not syms:
+        pins = _pinned(store, r, positions)
+        if not pins:
             settled.append((int(r["id"]), "done", f"no open {agent} position in {r['target']}"))
             continue
-        waiting, sent = [], []
-        for sym in syms:
+        waiting, sent, gone = [], [], []
+        for sym, entry in pins:
+            p = positions.get(sym)
+            if p is None or p.entry_order_id != entry:
+                # closed since (by this request's exit or any other); a newer position of the symbol is not pinned
+                gone.append(sym)
+                continue
             i = by_sym.get(sym)
             if i is None:
                 waiting.append(sym)
@@ -66,13 +95,14 @@ def apply_force_exits(store: Store, agent: str, decisions: list[tuple[Signal, De
             if d.decision == "exit" and d.intent is not None:
                 sent.append(f"{sym} (already exiting: {d.reason[:60]})")
                 continue
-            p = positions[sym]
             order = force_exit_order(agent, p, sig)
             out[i] = (sig, Decision("exit", f"forced exit requested by {r['actor']} (request {r['id']}); was: "
                                             f"{d.decision}: {d.reason}"[:480], Intent(order, sym, sig.price)))
             sent.append(f"{sym} ({order.client_order_id})")
         if not waiting:
-            settled.append((int(r["id"]), "done", "exit sent: " + ", ".join(sent)))
+            parts = (["exit sent: " + ", ".join(sent)] if sent else []) + \
+                    (["no longer held: " + ", ".join(gone)] if gone else [])
+            settled.append((int(r["id"]), "done", "; ".join(parts)))
     return out, settled
 
 
