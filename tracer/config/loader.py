@@ -2,12 +2,15 @@
 of ``.env.example``."""
 from __future__ import annotations
 
+import io
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from tracer.config.checks import feed_problems, venue_problems
 from tracer.config.errors import ConfigError
@@ -30,7 +33,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     """
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        merged.update(_dotenv(Path(dotenv_path)))
     merged.update(os.environ if environ is None else environ)
     # promoted parameters (tracer params promote): under the variables set in the environment or .env,
     # above the profile and the defaults; validated below like any other value
@@ -116,6 +119,34 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+_ASSIGNED = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    """The values ``path`` sets. python-dotenv skips a line it cannot parse (an unclosed quote) with a mere
+    warning, and the profile's value then stands in for the user's (a looser risk limit, reported as valid); a
+    file that is not UTF-8 raises a bare UnicodeDecodeError. Both are a :class:`ConfigError` here."""
+    try:
+        text = path.read_text(encoding="utf-8")       # universal newlines, as python-dotenv reads it
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} on line {line}); save it as "
+                           "UTF-8"]) from None
+    problems = []
+    for b in parse_stream(io.StringIO(text)):
+        if not b.error:
+            continue
+        # a binding starts with the blank lines before it; the value is not shown (it may be a secret)
+        body = b.original.string.lstrip("\ufeff\r\n\t ")
+        line = b.original.line + b.original.string[:len(b.original.string) - len(body)].count("\n")
+        m = _ASSIGNED.match(body)
+        where = f"{m.group(1)} ({path} line {line})" if m else f"{path} line {line}"
+        problems.append(f"{where}: cannot be parsed (an unclosed quote?); fix or remove the line")
+    if problems:
+        raise ConfigError(problems)
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def _market_problems(values: dict[str, Any], explicit: bool) -> list[str]:

@@ -61,7 +61,12 @@ def load_for_monitoring(environ: Mapping[str, str] | None = None,
         named = {m.group(1) for p in problems if (m := _NAME.match(p))} & set(env)
         named = named or {n for p in problems for n in _NAME.findall(p)} & set(env)
         if not named:
-            break
+            # nothing the problems name is set here: a problem of the file itself (a line python-dotenv cannot
+            # parse, which its lenient read here has dropped): the rest of the file still holds the alert channels
+            try:
+                return Loaded(load_settings(env, None), tuple(found))
+            except ConfigError:
+                break
         env = {k: v for k, v in env.items() if k not in named}
         try:
             return Loaded(load_settings(env, None), tuple(found))

@@ -1,0 +1,99 @@
+""".env files that python-dotenv cannot read as written: a line it cannot parse (it used to skip it with a warning,
+the profile's value standing in for the user's) and a file that is not UTF-8 (a UnicodeDecodeError traceback). Both
+are a configuration error naming the variable or the file, exit 2 from ``tracer check-config`` and the agents."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracer.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = ROOT / "scripts" / "hybrid_crypto_trader.py"
+# the closing quote missing: phase1c's own futures leverage would stand in for the user's 2
+UNCLOSED = 'TB_PROFILE=phase1c\nTB_FUTURES_MAX_LEVERAGE="2\nTB_SLIPPAGE_BPS=5\n'
+SECRET = "SKSENTINEL0002"
+LATIN1 = "TB_PROFILE=trend\n# Clés Binance (compte principal)\n".encode("latin-1")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "PPLX_"))}
+    env.update(TB_STATE_DIR=str(tmp / "state"), TB_LOG_DIR=str(tmp / "logs"), TB_DB_PATH=str(tmp / "state" / "t.db"))
+    return env
+
+
+def _run(tmp: Path, *cmd: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+                          timeout=120)
+
+
+def _problems(env_file: Path) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_settings({}, env_file)
+    return e.value.problems
+
+
+def test_an_unparsable_line_names_its_variable_and_line(tmp_path):
+    f = tmp_path / ".env"
+    f.write_text(UNCLOSED)
+    assert _problems(f) == [f"TB_FUTURES_MAX_LEVERAGE ({f} line 2): cannot be parsed (an unclosed quote?); fix or "
+                            "remove the line"]
+
+
+def test_the_line_is_counted_past_blank_lines_a_bom_and_export_and_no_value_is_shown(tmp_path):
+    f = tmp_path / ".env"
+    # python-dotenv's binding of the bad line starts at the blank lines before it
+    f.write_text(f"\ufeffTB_PROFILE=trend\n\n\n  export TB_ALPACA_SECRET_KEY='{SECRET}\n")
+    (problem,) = _problems(f)
+    assert problem.startswith(f"TB_ALPACA_SECRET_KEY ({f} line 4)") and SECRET not in problem
+    f.write_text("TB_PROFILE=trend\nnot an assignment\n")
+    assert _problems(f) == [f"{f} line 2: cannot be parsed (an unclosed quote?); fix or remove the line"]
+    f.write_text("\ufeffTB_FUTURES_MAX_LEVERAGE=\"2\nTB_PROFILE=trend\n")
+    assert _problems(f)[0].startswith(f"TB_FUTURES_MAX_LEVERAGE ({f} line 1)")
+
+
+def test_a_well_formed_env_still_loads(tmp_path):
+    f = tmp_path / ".env"
+    f.write_text("\ufeff# a comment\nTB_PROFILE=phase1c\nexport TB_FUTURES_MAX_LEVERAGE='2'  # mine\r\n"
+                 "TB_SLIPPAGE_BPS=\"5\"\n")
+    s = load_settings({}, f)
+    assert s.futures_max_leverage == 2 and s.slippage_bps == 5
+
+
+def test_a_latin1_env_names_the_file(tmp_path):
+    f = tmp_path / ".env"
+    f.write_bytes(LATIN1)
+    assert _problems(f) == [f"{f}: not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"]
+
+
+def test_check_config_exits_2_on_an_unparsable_line(tmp_path):
+    (tmp_path / ".env").write_text(UNCLOSED)
+    r = _run(tmp_path, sys.executable, "-m", "tracer.cli", "check-config")
+    assert r.returncode == 2 and "configuration OK" not in r.stdout, r.stdout[-300:]
+    assert "TB_FUTURES_MAX_LEVERAGE (.env line 2): cannot be parsed" in r.stderr, r.stderr
+
+
+def test_check_config_and_an_agent_exit_2_on_a_latin1_env_without_a_traceback(tmp_path):
+    (tmp_path / ".env").write_bytes(LATIN1)
+    r = _run(tmp_path, sys.executable, "-m", "tracer.cli", "check-config")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and ".env: not UTF-8" in r.stderr, r.stderr[-500:]
+    r = _run(tmp_path, sys.executable, AGENT, "--once")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert "hybrid: refusing to start" in r.stderr and ".env: not UTF-8" in r.stderr
+    assert not (tmp_path / "state" / "t.db").exists()
+
+
+def test_monitoring_keeps_the_alert_channels_of_a_env_with_an_unparsable_line(tmp_path):
+    """The health check and the watchdogs salvage what validates: the bad line's variable is not in what they
+    read (python-dotenv drops it), so the rest of the file, alert channels included, is kept."""
+    from tracer.ops.fallback import load_for_monitoring
+    envf = tmp_path / ".env"
+    envf.write_text(UNCLOSED + "TB_DISCORD_WEBHOOK_URL=https://discord.com/api/webhooks/1/abc\n")
+    got = load_for_monitoring({}, envf)
+    assert not got.valid and "TB_FUTURES_MAX_LEVERAGE" in got.problems[0]
+    assert got.settings.discord_webhook_url == "https://discord.com/api/webhooks/1/abc"
+    assert got.settings.profile == "phase1c"
