@@ -10,7 +10,10 @@ dotenv_value() {
   local line v
   [ -e .env ] || return 1
   [ -r .env ] || return 2
-  line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" .env | tail -n 1) || true
+  # without the UTF-8 BOM some editors write (python-dotenv skips it) line 1 matches no ^NAME=; bytes, as in the
+  # C locale (an octal printf and a plain sed pattern, for BSD sed), so a non-UTF-8 byte upsets neither sed nor grep
+  line=$(LC_ALL=C sed "1s/^$(printf '\357\273\277')//" .env |
+         LC_ALL=C grep -E "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" | tail -n 1) || true
   [ -n "$line" ] || return 1
   v=${line#*=}
   v=${v%$'\r'}
