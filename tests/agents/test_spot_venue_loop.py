@@ -29,7 +29,7 @@ def _loop(tmp: Path, venue: FakeAlpacaTrading, symbols: list[str], **extra: str)
                     TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false",
                     TB_MAX_CORRELATION="1.0", TB_PORTFOLIO_VAR_LIMIT="1", TB_RISK_PER_TRADE="0",
                     TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100", TB_TRAIL_PCT="0",
-                    TB_VENUE_MAX_RETRIES="1", **{"TB_EXIT_ON_SELL_SIGNAL": "false", **extra})
+                    **{"TB_EXIT_ON_SELL_SIGNAL": "false", "TB_VENUE_MAX_RETRIES": "1", **extra})
     s = load_settings(environ=env, dotenv_path=None)
     store = Store(s.db_path)
     loop = build(s, logging.getLogger(f"spot-loop.{tmp.name}"), store)
@@ -188,3 +188,24 @@ def test_an_unsent_exit_of_a_position_closed_by_hand_never_sells_the_next_positi
         assert b.entry_order_id != a.entry_order_id and b.qty == pytest.approx(venue.holding("BTC/USD"))
         row = store.order(exit_a["client_order_id"])
         assert (row["state"], row["state_reason"]) == ("canceled", "its position is closed; never sent")
+
+
+def test_a_stop_exit_refused_by_a_one_minute_rate_limit_waits_for_the_window_not_for_the_next_bar(tmp_path, buys):
+    """Alpaca has no stop order: the agent's market exit is the stop. Its POST meets a 429 whose window resets in a
+    few seconds (X-RateLimit-Reset, no Retry-After, as Alpaca answers), longer than TB_VENUE_MAX_WAIT_S: the exit
+    waits for the window (TB_VENUE_EXIT_MAX_WAIT_S) and goes out in its cycle, not an hour later."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        venue.set_price("BTC/USD", 40000.0)          # entry at 40,000; stop 50 x ATR 100 below, at 35,000
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD"], TB_VENUE_MAX_WAIT_S="1",
+                                       TB_VENUE_MAX_RETRIES="3")
+        buys({t1: ["BTC/USD"]})
+        loop.run_cycle(t1)
+        (pos,) = loop.broker.positions()
+        assert pos.stop_loss == 35000.0 and venue.holding("BTC/USD") > 0
+        venue.set_price("BTC/USD", 31000.0)          # the next bundled bar trades through the stop
+        venue.inject("POST /v2/orders", "429", retry_after=None, reset_in_s=3)
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + H)
+        (row,) = store.conn.execute("SELECT state, reason FROM orders WHERE purpose='exit'").fetchall()
+        assert tuple(row) == ("filled", "stop_loss") and venue.holding("BTC/USD") < 1e-4
+        assert not loop.broker.positions()

@@ -56,6 +56,7 @@ def make_venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger
              ",".join(str(c.is_test_venue).lower() for c in clients))
     return VenueBroker(agent, clients, store, log, futures=agent == "futures", max_retries=s.venue_max_retries,
                        backoff_s=s.venue_backoff_s, max_wait_s=s.venue_max_wait_s,
+                       exit_max_wait_s=s.venue_exit_max_wait_s,
                        unconfirmed_grace=timedelta(seconds=s.venue_unconfirmed_grace_s),
                        vol_stop_mult=s.futures_vol_stop_mult if agent == "futures" else 0.0, interval=interval,
                        alert=alert)

@@ -53,7 +53,7 @@ class VenueBroker(Reconciliation):
 
     def __init__(self, agent: str, clients: Sequence[VenueClient], store: Store, log: logging.Logger, *,
                  futures: bool, max_retries: int = 3, backoff_s: float = 0.5, max_wait_s: float = 30.0,
-                 down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
+                 exit_max_wait_s: float = 90.0, down_cooldown_s: float = 60.0, vol_stop_mult: float = 0.0,
                  interval: timedelta = timedelta(hours=1), sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], datetime] = utcnow, alert: Callable[[str], None] | None = None,
                  stop_attempts: int = 3, adopt_stop_pct: float = 0.05,
@@ -70,6 +70,7 @@ class VenueBroker(Reconciliation):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
+        self.exit_max_wait_s = max(exit_max_wait_s, max_wait_s)
         self.down_cooldown_s = down_cooldown_s
         self.vol_stop_mult = vol_stop_mult
         self.interval = interval

@@ -42,6 +42,7 @@ class VenueCalls:
     max_retries: int
     backoff_s: float
     max_wait_s: float
+    exit_max_wait_s: float
     down_cooldown_s: float
     sleep: Callable[[float], None]
     clock: Callable[[], datetime]
@@ -196,6 +197,9 @@ class VenueCalls:
         """The POST of :meth:`_place`, with its retries and what an unclear answer means."""
         resynced = False
         unclear = False        # an earlier POST of this call may still be processed by the venue
+        # a market exit is a position's stop (on a spot venue the only one): it waits out a rate-limit window of a
+        # minute or so in the cycle, where anything else leaves the venue alone until the next cycle
+        wait_cap = self.exit_max_wait_s if spec.reduce_only and spec.type is VenueOrderType.MARKET else self.max_wait_s
         for attempt in range(1, self.max_retries + 1):
             try:
                 return client.place_order(spec)
@@ -210,7 +214,7 @@ class VenueCalls:
             except RateLimited as e:          # 429 is refused before processing: safe to send again
                 self._event(venue, "rate_limited", symbol=spec.symbol, cid=spec.client_order_id,
                             retry_after_s=e.retry_after_s, used_weight=e.used_weight, call="place_order")
-                if e.retry_after_s > self.max_wait_s or attempt == self.max_retries:
+                if e.retry_after_s > wait_cap or attempt == self.max_retries:
                     self._mark_down(venue, e, e.retry_after_s)
                     return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: rate limited")
                 self.sleep(e.retry_after_s)
