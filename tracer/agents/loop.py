@@ -35,12 +35,13 @@ from tracer.agents import fault_journal
 from tracer.agents.controls import apply_force_exits, apply_reload, finish
 from tracer.agents.kernel import Day, InFlight, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
+from tracer.agents.bar_processing import BarProcessing
 from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
 from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
-from tracer.models import Bar, OrderState, ScoredHeadline, Side, Signal
+from tracer.models import OrderState, ScoredHeadline, Side, Signal
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, decide_many, market_context, prepare
@@ -65,7 +66,7 @@ def venue_broker(s: Settings, agent: str, store: Store, log: logging.Logger, int
     return make_venue_broker(s, agent, store, log, interval, alert)
 
 
-class AgentLoop(StorageFaultHandling):
+class AgentLoop(BarProcessing, StorageFaultHandling):
     def __init__(self, agent: str, settings: Settings, feed: Feed, broker: TradingBroker, store: Store,
                  scorer: SentimentScorer, policy: Policy, logger: logging.Logger, initial_capital: float):
         self.agent = agent
@@ -211,7 +212,11 @@ class AgentLoop(StorageFaultHandling):
         for sym, note in sorted(snap.notes.items()):
             by_note.setdefault(note, []).append(sym)
         self._notes += [f"{note} in {','.join(syms)}" for note, syms in by_note.items()]
-        report = self._process_bars(snap, now)
+        report = self._process_bars(snap, now, midnight=self._midnight_to_roll(now))
+        if self._midnight_equity is not None:
+            # a new UTC day whose midnight fell inside the bars just processed (a restart after a while, a stall):
+            # it starts with the equity at its midnight, so the daily loss limit counts the losses made since
+            self._set_day(roll_day(Day(self.day, self.day_start_equity), now, self._midnight_equity), now)
         notify_closed(self.policy, report.trades)
 
         rel = relevant_to(list(snap.bars), snap.headlines)
@@ -270,43 +275,6 @@ class AgentLoop(StorageFaultHandling):
             notional = o.qty * px * (1 if o.side is Side.BUY else -1)
             out[o.symbol] = InFlight(notional, abs(notional) / max(o.leverage, 1.0))
         return out
-
-    def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None) -> BarReport:
-        """The broker sees the bars that closed after ``after`` (default: the last processed clock)."""
-        # a venue broker first learns what happened on the venue (fills, stops, liquidations)
-        total = self.broker.sync(now)
-        interval = self.feed.interval
-        after = self.processed_until if after is None else after
-        for sym, bars in snap.bars.items():
-            ts_index = bars.index
-            start = 0
-            if after is not None:
-                cutoff = after - interval   # bars with ts > cutoff are new
-                start = int(np.searchsorted(ts_index.asi8, cutoff.timestamp() * 1e9, side="right"))
-            else:
-                start = len(bars) - 1
-            for i in range(max(start, 0), len(bars)):
-                row = bars.iloc[i]
-                bar = Bar(sym, ts_index[i].to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
-                          float(row["close"]), float(row["volume"]))
-                self._add(total, self.broker.on_bar(bar))
-        if self.venue:
-            # a position whose symbol got no bar this cycle (a coin adopted from the account outside the feed, a
-            # symbol dropped from TB_SYMBOLS while held, a bar the gap policy refused) has its levels checked at
-            # the venue's own price read by the sync: on a spot venue that check is the only stop there is
-            for p in self.broker.positions():
-                px = self.broker.last_price.get(p.symbol)
-                if p.symbol not in snap.bars and px:
-                    self._add(total, self.broker.on_bar(Bar(p.symbol, now - interval, px, px, px, px, 0.0)))
-        return total
-
-    @staticmethod
-    def _add(total: BarReport, rep: BarReport) -> None:
-        total.fills += rep.fills
-        total.updates += rep.updates
-        total.trades += rep.trades
-        total.exit_orders += rep.exit_orders
-        total.closed += rep.closed
 
     def _roll_day(self, now: datetime) -> None:
         """The UTC day at ``now`` (:func:`tracer.agents.kernel.roll_day`: a day already seen never starts again)."""

@@ -1,0 +1,84 @@
+"""The bars of a cycle as the broker sees them (a mixin of :class:`~tracer.agents.loop.AgentLoop`): every bar
+that closed since the last processed clock, in time order across symbols (after a gap too), the levels of a held
+position that got no bar checked at the venue's price, and the equity at the midnight a gap spans (the new UTC
+day's start, read by the daily loss limit)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from tracer.agents.kernel import Day, roll_day
+from tracer.agents.protocols import TradingBroker
+from tracer.data.feed import Feed, Snapshot
+from tracer.execution.broker import BarReport
+from tracer.models import Bar
+
+
+class BarProcessing:
+    broker: TradingBroker
+    feed: Feed
+    venue: bool
+    day: str | None
+    day_start_equity: float | None
+    processed_until: datetime | None
+    _midnight_equity: float | None = None
+
+    def _midnight_to_roll(self, now: datetime) -> datetime | None:
+        """The midnight that starts ``now``'s UTC day when that day is yet to start here (None on the first day)."""
+        day = roll_day(Day(self.day, self.day_start_equity), now, 0.0)
+        if self.day is None or day.day == self.day:
+            return None
+        return day.start()
+
+    def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None,
+                      midnight: datetime | None = None) -> BarReport:
+        """The broker sees the bars that closed after ``after`` (default: the last processed clock), in time order
+        across symbols; with ``midnight``, the equity then is kept in ``_midnight_equity`` (the new day's start)."""
+        # a venue broker first learns what happened on the venue (fills, stops, liquidations)
+        total = self.broker.sync(now)
+        interval = self.feed.interval
+        after = self.processed_until if after is None else after
+        todo: list[tuple[Any, int, str, int]] = []
+        for k, (sym, bars) in enumerate(snap.bars.items()):
+            ts_index = bars.index
+            start = 0
+            if after is not None:
+                cutoff = after - interval   # bars with ts > cutoff are new
+                start = int(np.searchsorted(ts_index.asi8, cutoff.timestamp() * 1e9, side="right"))
+            else:
+                start = len(bars) - 1
+            todo += [(ts_index[i], k, sym, i) for i in range(max(start, 0), len(bars))]
+        self._midnight_equity = None
+        for ts, _, sym, i in sorted(todo, key=lambda t: (t[0], t[1])):
+            if midnight is not None and self._midnight_equity is None and ts + interval > midnight:
+                self._midnight_equity = self._equity_at(midnight, total)
+            row = snap.bars[sym].iloc[i]
+            bar = Bar(sym, ts.to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
+                      float(row["close"]), float(row["volume"]))
+            self._add(total, self.broker.on_bar(bar))
+        if midnight is not None and self._midnight_equity is None:
+            self._midnight_equity = self._equity_at(midnight, total)
+        if self.venue:
+            # a position whose symbol got no bar this cycle (a coin adopted from the account outside the feed, a
+            # symbol dropped from TB_SYMBOLS while held, a bar the gap policy refused) has its levels checked at
+            # the venue's own price read by the sync: on a spot venue that check is the only stop there is
+            for p in self.broker.positions():
+                px = self.broker.last_price.get(p.symbol)
+                if p.symbol not in snap.bars and px:
+                    self._add(total, self.broker.on_bar(Bar(p.symbol, now - interval, px, px, px, px, 0.0)))
+        return total
+
+    def _equity_at(self, midnight: datetime, report: BarReport) -> float:
+        """The equity now less what the trades booked so far that closed after ``midnight`` made (a venue's sync
+        books a stop that filled during the gap before any bar of it is seen)."""
+        return self.broker.equity() - sum(t.pnl for t in report.trades if t.exit_ts >= midnight)
+
+    @staticmethod
+    def _add(total: BarReport, rep: BarReport) -> None:
+        total.fills += rep.fills
+        total.updates += rep.updates
+        total.trades += rep.trades
+        total.exit_orders += rep.exit_orders
+        total.closed += rep.closed
