@@ -4,8 +4,8 @@ position that got no bar checked at the venue's price, and the equity at the mid
 day's start, read by the daily loss limit)."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -14,6 +14,16 @@ from tracer.agents.protocols import TradingBroker
 from tracer.data.feed import Feed, Snapshot
 from tracer.execution.broker import BarReport
 from tracer.models import Bar
+from tracer.risk.correlation import aligned_returns
+
+
+def cycle_returns(bars: Mapping[str, Any], now: datetime, interval: timedelta, lookback: int) -> dict[str, np.ndarray]:
+    """The one-bar log returns the risk rules compare (correlation cap, VaR), by time: the ``lookback`` bar slots
+    that end with the bar closing at ``now``, NaN where a symbol has a hole (the backtest builds the same from
+    the same rows, :func:`tracer.backtest.runner.run_backtest`)."""
+    end_ns, iv_ns = int((now - interval).timestamp() * 1e9), int(interval.total_seconds() * 1e9)
+    return {sym: aligned_returns(b.index.asi8, b["close"].to_numpy(dtype=float), end_ns, iv_ns, lookback - 1)
+            for sym, b in bars.items()}
 
 
 class BarProcessing:

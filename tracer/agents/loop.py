@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
@@ -35,7 +34,7 @@ from tracer.agents import fault_journal
 from tracer.agents.controls import apply_force_exits, apply_reload, finish
 from tracer.agents.kernel import Day, InFlight, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
-from tracer.agents.bar_processing import BarProcessing
+from tracer.agents.bar_processing import BarProcessing, cycle_returns
 from tracer.agents.storage_faults import StorageFault, StorageFaultHandling
 from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
@@ -231,7 +230,7 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
                             market) for sym, bars in snap.bars.items()]
         signals: list[Signal] = decide_many(prepared, self.params)
 
-        returns = {sym: np.diff(np.log(b["close"].to_numpy(dtype=float))) for sym, b in snap.bars.items()}
+        returns = cycle_returns(snap.bars, now, self.feed.interval, self.s.lookback_bars)
         positions = {p.symbol: p for p in self.broker.positions()}
         if any(p.stop_loss <= 0 for p in positions.values()):
             # a position adopted from the venue gets the levels the agent's rules give its symbol now

@@ -108,7 +108,6 @@ class History:
         self.iv_ns = int(interval.total_seconds() * NS)
         self._series: dict[str, Series] = {}
         self._lists: dict[str, tuple[list[float], ...]] = {}
-        self._logret: dict[str, np.ndarray] = {}
         self._clock = _Memo(8)
         self._times = _Memo(4)
         self._derived = _Memo(16)
@@ -182,13 +181,6 @@ class History:
             self._lists[symbol] = (sr.open.tolist(), sr.high.tolist(), sr.low.tolist(), sr.close.tolist(),
                                    sr.volume.tolist())
         return self._lists[symbol]
-
-    def log_returns(self, symbol: str) -> np.ndarray:
-        """Bar-to-bar log returns (NaN first), what the risk rules read over a window."""
-        if symbol not in self._logret:
-            c = self.series(symbol).close
-            self._logret[symbol] = np.concatenate([[np.nan], np.diff(np.log(c))])
-        return self._logret[symbol]
 
     def usable(self, symbol: str, lookback_bars: int, min_bars: int, max_gap_bars: int) -> tuple[list[bool], list[int]]:
         """The gap policy per row (:func:`tracer.data.gaps.usable_rows`): usable?, and the window's first row."""

@@ -47,6 +47,7 @@ from tracer.backtest.prep_cache import PREP_CACHE_DIR
 from tracer.backtest.quiet import QuietRuns, SignalEvents
 from tracer.config import Settings
 from tracer.models import Bar, OrderState, Position, Trade
+from tracer.risk.correlation import aligned_returns
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, signal_at
 from tracer.signals.scoring import score_table, strength_counts
@@ -132,7 +133,8 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
     bars_per_year = timedelta(days=365) / interval
     trend_windows = EvalParams.from_settings(s, interval).trend_windows
     tables = {sr.symbol: history.features(sr.symbol, bars_per_year, s.volume_z_window, trend_windows) for sr in series}
-    logret = {sr.symbol: history.log_returns(sr.symbol) for sr in series}
+    ts_of = {sr.symbol: sr.ts_ns for sr in series}
+    closes = {sr.symbol: np.asarray(sr.close, dtype=float) for sr in series}
     ohlcv = {sr.symbol: history.ohlcv(sr.symbol) for sr in series}
 
     params = EvalParams.from_settings(s, interval, symbols)
@@ -283,7 +285,9 @@ def run_backtest(s: Settings, agent: str, symbols: Sequence[str], scorer: Sentim
                                      narratives[sym].results[j], params))
         at_row = {sym: row[i] for sym, row, _, ok, _, _, _, _, _ in cols if ok[row[i]]} if signals else {}
         # the decision step the live loop runs too (tracer.agents.kernel): day roll, risk book, decisions
-        returns = {sym: logret[sym][win_lo[sym][j] + 1:j + 1] for sym, j in at_row.items()} if signals else {}
+        returns = {sym: aligned_returns(ts_of[sym][win_lo[sym][j]:j + 1], closes[sym][win_lo[sym][j]:j + 1],
+                                        int(common[i]), iv_ns, s.lookback_bars - 1)
+                   for sym, j in at_row.items()} if signals else {}
         equity, cash = broker.equity(), broker.balance()
         done = step(policy, now, day, equity, cash, positions, lp, signals, returns, entries_today, lambda: recent)
         day = done.day

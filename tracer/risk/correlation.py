@@ -9,6 +9,23 @@ import numpy as np
 _ADD, _MAX, _MIN = np.add.reduce, np.maximum.reduce, np.minimum.reduce
 
 
+def aligned_returns(ts_ns: np.ndarray, closes: np.ndarray, end_ns: int, interval_ns: int, n: int) -> np.ndarray:
+    """The ``n`` one-bar log returns of the ``n + 1`` bar slots that end at ``end_ns`` (bar open times), NaN where
+    a bar or the one before it is missing. Every symbol's returns then line up by time, position for position:
+    a hole the gap policy accepts in one symbol would otherwise pair its returns with another's of other hours
+    (the correlation cap and VaR compare them by position)."""
+    t = np.asarray(ts_ns, dtype=np.int64)
+    c = np.asarray(closes, dtype=float)
+    if len(t) == n + 1 and int(t[-1]) == end_ns and int(t[-1] - t[0]) == n * interval_ns:
+        return np.diff(np.log(c))          # no hole: the rows are the slots
+    back = end_ns - t
+    slot = n - back // interval_ns
+    keep = (back >= 0) & (back % interval_ns == 0) & (slot >= 0)
+    grid = np.full(n + 1, np.nan)
+    grid[slot[keep]] = np.log(c[keep])
+    return np.diff(grid)
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two return series over their common (last, finite) part; 0 if undefined."""
     x, y = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
