@@ -396,3 +396,48 @@ def test_unclear_exit_whose_lookup_failed_and_that_filled_is_booked_at_its_own_f
     assert (row["exit_order_id"], row["exit_reason"], row["exit_price"]) == (x0, "signal", pytest.approx(43000.0))
     assert hc.store.order(x0)["state"] == "filled"
     assert "closed_on_venue" not in hc.events()
+
+
+def test_an_entry_whose_post_a_crash_cut_short_is_not_posted_again_within_the_grace(tmp_path, venue):
+    """kill -9 while the entry's POST is on its way: no outcome is written (the order is ``new``, its venue set, no
+    reason), and the venue processes the request later. The restarted agent's reconciliation must not POST it again
+    under the same id at once (Binance takes a filled order's id again: a second position); it asks for it until
+    the grace has passed, and books the one the venue made."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=3.0)
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]
+from pathlib import Path
+from tracer.execution.venues.binance_futures import BinanceFuturesClient
+from venue_harness import KEY, SECRET, Clock, Harness, T0
+h = Harness(Path({str(tmp_path)!r}), [BinanceFuturesClient(KEY, SECRET, {venue.url!r}, timeout_s=30)], clock=Clock(T0))
+h.entry(qty=0.01)
+"""])
+    try:
+        deadline = time.monotonic() + 30
+        while not venue.post_counts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert venue.post_counts, "the child never POSTed"
+        os.kill(child.pid, signal.SIGKILL)              # mid-POST: the venue holds the request
+    finally:
+        child.wait(timeout=30)
+    (cid,) = venue.post_counts
+    time.sleep(3.2)                                     # the venue's hold ends; it processes the request later
+    h2 = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=Clock(T0))
+    row = h2.store.order(cid)
+    assert (row["state"], row["state_reason"], row["venue"]) == ("new", None, "binance")
+    h2.reconcile()                                      # the restart: "not found" yet is no proof
+    assert venue.post_counts[cid] == 1 and h2.state(cid) == "new"
+    venue.process_late()
+    h2.settle()
+    assert venue.post_counts[cid] == 1 and booked(venue)[cid] == 1 and h2.state(cid) == "filled"
+    assert [p.qty for p in h2.broker.positions()] == [pytest.approx(0.01)]
+    assert_no_duplicates(venue)

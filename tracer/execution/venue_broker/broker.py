@@ -289,7 +289,7 @@ class VenueBroker(Reconciliation):
             return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
         pos = self._positions.get(order.symbol)
         if order.reduce_only and order.type is OrderType.MARKET and row is not None and \
-                str(row["state_reason"] or "").startswith(UNCONFIRMED):
+                (str(row["state_reason"] or "").startswith(UNCONFIRMED) or self._unclear_since(cid) is not None):
             return self._unclear_exit(order, pos)
         if order.reduce_only and order.purpose in ("exit", "stop", "target") and \
                 (pos is None or not of_position(cid, pos.entry_order_id)):
@@ -353,7 +353,7 @@ class VenueBroker(Reconciliation):
         cid = order.client_order_id
         if pos is not None and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
             self._next_exit(pos, order)
-        since = self.store.last_venue_event_at(cid, "order_unconfirmed")
+        since = self._unclear_since(cid)
         if since is not None and self._now() - since < self.unconfirmed_grace:
             return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: not sent again; the next exit id went out")
         return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; never sent again")
@@ -402,7 +402,7 @@ class VenueBroker(Reconciliation):
         """An entry left unconfirmed after an unclear POST is not sent again within ``unconfirmed_grace``:
         the venue is asked for it instead (a lookup right after a timeout can miss an order processed late)."""
         cid = order.client_order_id
-        since = self.store.last_venue_event_at(cid, "order_unconfirmed")
+        since = self._unclear_since(cid)
         if since is None or self._now() - since >= self.unconfirmed_grace:
             return None
         vo = self._lookup_or_new(venue, order.symbol, cid, False,
@@ -445,7 +445,7 @@ class VenueBroker(Reconciliation):
                 self.get(r["client_order_id"])
                 return OrderUpdate(cid, OrderState.REJECTED,
                                    f"an older {sym} entry is on the venue ({r['client_order_id']})")
-            since = self.store.last_venue_event_at(r["client_order_id"], "order_unconfirmed")
+            since = self._unclear_since(r["client_order_id"])
             if since is not None and self._now() - since < self.unconfirmed_grace:
                 # its POST was unclear: one lookup that misses it is no proof it was never processed (the same
                 # grace that keeps it from being sent twice keeps a second entry of its symbol from going out)

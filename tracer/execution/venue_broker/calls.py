@@ -186,7 +186,7 @@ class VenueCalls:
         st = self.venues[venue]
         if not st.usable(self._now()):
             return OrderUpdate(spec.client_order_id, OrderState.NEW, f"not sent: {venue} unavailable")
-        self._set_venue(spec.client_order_id, venue, None)
+        self._set_venue(spec.client_order_id, venue, None, sending=spec)
         out = self._post(venue, client, spec)
         if isinstance(out, OrderUpdate) and out.state is OrderState.NEW and not (out.reason or "").startswith(UNCONFIRMED):
             # refused before processing (418, 429, down, clock): no venue has it, so it may go to another one
@@ -261,10 +261,27 @@ class VenueCalls:
                                        f"{UNCONFIRMED} after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
 
-    def _set_venue(self, cid: str, venue: str | None, venue_order_id: str | None) -> None:
+    def _unclear_since(self, cid: str) -> datetime | None:
+        """Since when the POST of ``cid`` has been unclear (None: it is not): an unclear answer, or a POST that
+        began and whose outcome was never written (a crash mid-POST leaves the order ``new``, its venue set, and
+        no reason or an unconfirmed one)."""
+        since = self.store.last_venue_event_at(cid, "order_unconfirmed")
+        if since is None:
+            row = self.store.order(cid)
+            if row is not None and row["venue"] and str(row["state_reason"] or UNCONFIRMED).startswith(UNCONFIRMED):
+                since = self.store.last_venue_event_at(cid, "order_sent")
+        return since
+
+    def _set_venue(self, cid: str, venue: str | None, venue_order_id: str | None,
+                   sending: OrderSpec | None = None) -> None:
         try:
             with self.store.transaction():
                 self.store.set_order_venue(cid, venue, venue_order_id or None)
+                if sending is not None and venue is not None:
+                    # when its POST began: a crash before its outcome is written leaves the order ``new`` with its
+                    # venue set and no reason, and its grace (:meth:`_held_unconfirmed`) runs from here
+                    self.store.insert_venue_event(self.agent, venue, "order_sent", symbol=sending.symbol,
+                                                  client_order_id=cid, detail={}, ts=self._now())
         except Exception as e:
             self.log.error(kv("order_venue_not_recorded", client_order_id=cid, error=type(e).__name__))
 

@@ -569,7 +569,7 @@ class Reconciliation(Protection, OutsideCloses):
                 continue
             found = self.get(r["client_order_id"])      # tracked from now on when the venue has it
             self._found_in_flight |= found is not None
-            if found is not None or self.store.last_venue_event_at(r["client_order_id"], "order_unconfirmed"):
+            if found is not None or self._unclear_since(r["client_order_id"]) is not None:
                 self._event(venue, "adoption_deferred", symbol=symbol, cid=r["client_order_id"],
                             action="the entry's own lookup books this position")
                 return True
