@@ -5,7 +5,7 @@ broker are the real ones."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from fakes.alpaca_trading import FakeAlpacaTrading
 from tracer.agents.hybrid import build
 from tracer.config import load_settings
 from tracer.models import Action, Regime, Signal
+from tracer.risk.limits import RiskLimits
 from tracer.store import Store
 from venue_harness import Clock
 
@@ -26,10 +27,11 @@ H = timedelta(hours=1)
 def _loop(tmp: Path, venue: FakeAlpacaTrading, symbols: list[str], **extra: str):
     env = agent_env(tmp, TB_VENUE_HYBRID="alpaca", TB_ALPACA_TRADING_URL=venue.url, TB_ALPACA_API_KEY="ak",
                     TB_ALPACA_SECRET_KEY="as", TB_SYMBOLS=",".join(symbols), TB_SENTIMENT_SCORER="lexicon",
-                    TB_VENUE_TIMEOUT_S="2", TB_REPLAY_START="2022-06-06T00:00:00Z", TB_NOTIFY_CONSOLE="false",
+                    TB_VENUE_TIMEOUT_S="2", TB_NOTIFY_CONSOLE="false",
                     TB_MAX_CORRELATION="1.0", TB_PORTFOLIO_VAR_LIMIT="1", TB_RISK_PER_TRADE="0",
                     TB_STOP_ATR_MULT="50", TB_TAKE_PROFIT_ATR_MULT="100", TB_TRAIL_PCT="0",
-                    **{"TB_EXIT_ON_SELL_SIGNAL": "false", "TB_VENUE_MAX_RETRIES": "1", **extra})
+                    **{"TB_EXIT_ON_SELL_SIGNAL": "false", "TB_VENUE_MAX_RETRIES": "1",
+                       "TB_REPLAY_START": "2022-06-06T00:00:00Z", **extra})
     s = load_settings(environ=env, dotenv_path=None)
     store = Store(s.db_path)
     loop = build(s, logging.getLogger(f"spot-loop.{tmp.name}"), store)
@@ -209,3 +211,37 @@ def test_a_stop_exit_refused_by_a_one_minute_rate_limit_waits_for_the_window_not
         (row,) = store.conn.execute("SELECT state, reason FROM orders WHERE purpose='exit'").fetchall()
         assert tuple(row) == ("filled", "stop_loss") and venue.holding("BTC/USD") < 1e-4
         assert not loop.broker.positions()
+
+
+def test_a_venue_agents_day_starts_with_its_equity_at_the_midnight_a_gap_spans(tmp_path, buys):
+    """A venue's equity is its own, at its prices now, not marked by the bars of a gap: after a stall (or downtime)
+    over midnight, the new UTC day must still start with the equity at its midnight, so the daily loss limit counts
+    what a held coin lost between 00:00 and the first cycle of the day (here more than the limit: no new entry)."""
+    with FakeAlpacaTrading(("ak", "as"), cash=100_000.0) as venue:
+        loop, store, clock, t0 = _loop(tmp_path, venue, ["BTC/USD", "ETH/USD"], TB_REPLAY_START="2022-06-12T20:00:00Z",
+                                       TB_DAILY_LOSS_LIMIT_PCT="0.005", TB_MAX_TRADE_NOTIONAL="1000000")
+
+        def close_at(t, sym="BTC/USD"):       # the close of the bar that closes at t
+            return float(loop.feed._series[sym].frame.loc[t - H, "close"])
+        midnight = datetime(2022, 6, 13, tzinfo=timezone.utc)
+        now = midnight + 10 * H
+        buys({t0: ["BTC/USD"], now: ["ETH/USD"]})
+        t = t0
+        while t < midnight:                    # the cycles to 23:00 of the 12th, the venue's prices in step
+            for sym in ("BTC/USD", "ETH/USD"):
+                venue.set_price(sym, close_at(t, sym))
+            clock.now = t
+            loop.run_cycle(t)
+            t += H
+        (pos,) = loop.broker.positions()
+        for sym in ("BTC/USD", "ETH/USD"):    # nothing runs until 10:00 of the 13th
+            venue.set_price(sym, close_at(now, sym))
+        clock.now = now
+        equity_at_midnight = float(venue.cash) + pos.qty * close_at(midnight)
+        loop.run_cycle(now)
+        limit = RiskLimits.from_settings(loop.s).daily_loss_limit_pct
+        assert loop.broker.equity() / equity_at_midnight - 1 <= -limit        # the day lost more than the limit
+        assert loop.day == "2022-06-13" and loop.day_start_equity == pytest.approx(equity_at_midnight, rel=1e-6)
+        rules = [r[0] for r in store.conn.execute("SELECT rule FROM risk_events WHERE symbol='ETH/USD'")]
+        assert "daily_loss_limit" in rules
+        assert not [o for o in venue.orders.values() if o["symbol"] == "ETH/USD"]

@@ -13,7 +13,7 @@ from tracer.agents.kernel import Day, roll_day
 from tracer.agents.protocols import TradingBroker
 from tracer.data.feed import Feed, Snapshot
 from tracer.execution.broker import BarReport
-from tracer.models import Bar
+from tracer.models import Bar, PositionSide
 from tracer.risk.correlation import aligned_returns
 
 
@@ -34,6 +34,7 @@ class BarProcessing:
     day_start_equity: float | None
     processed_until: datetime | None
     _midnight_equity: float | None = None
+    _synced_prices: dict[str, float] = {}
 
     def _midnight_to_roll(self, now: datetime) -> datetime | None:
         """The midnight that starts ``now``'s UTC day when that day is yet to start here (None on the first day)."""
@@ -48,6 +49,7 @@ class BarProcessing:
         across symbols; with ``midnight``, the equity then is kept in ``_midnight_equity`` (the new day's start)."""
         # a venue broker first learns what happened on the venue (fills, stops, liquidations)
         total = self.broker.sync(now)
+        self._synced_prices = dict(self.broker.last_price)     # a venue's prices now, which its equity is at
         interval = self.feed.interval
         after = self.processed_until if after is None else after
         todo: list[tuple[Any, int, str, int]] = []
@@ -81,9 +83,18 @@ class BarProcessing:
         return total
 
     def _equity_at(self, midnight: datetime, report: BarReport) -> float:
-        """The equity now less what the trades booked so far that closed after ``midnight`` made (a venue's sync
-        books a stop that filled during the gap before any bar of it is seen)."""
-        return self.broker.equity() - sum(t.pnl for t in report.trades if t.exit_ts >= midnight)
+        """The equity at ``midnight``, read when the bars before it have been processed: the equity now less what
+        the trades booked so far that closed after it made (a venue's sync books a stop that filled during the gap
+        before any bar of it is seen). A paper broker's equity is marked by the bars; a venue's is its own, at its
+        prices now: less each held position's move from its midnight close (the last price now) to those."""
+        eq = self.broker.equity() - sum(t.pnl for t in report.trades if t.exit_ts >= midnight)
+        if self.venue:
+            for p in self.broker.positions():
+                now_px = self._synced_prices.get(p.symbol)
+                then_px = self.broker.last_price.get(p.symbol) if p.opened_at < midnight else p.entry_price
+                if now_px and then_px:
+                    eq -= (now_px - then_px) * p.qty * (1 if p.side is PositionSide.LONG else -1)
+        return eq
 
     @staticmethod
     def _add(total: BarReport, rep: BarReport) -> None:
