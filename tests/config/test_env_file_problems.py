@@ -97,3 +97,16 @@ def test_monitoring_keeps_the_alert_channels_of_a_env_with_an_unparsable_line(tm
     assert not got.valid and "TB_FUTURES_MAX_LEVERAGE" in got.problems[0]
     assert got.settings.discord_webhook_url == "https://discord.com/api/webhooks/1/abc"
     assert got.settings.profile == "phase1c"
+
+
+def test_monitoring_keeps_the_alert_channels_and_db_of_a_env_that_is_not_utf8(tmp_path):
+    """The agents refuse a Latin-1 .env; the health check and the watchdogs that must say so still read where the
+    DB is and whom to alert from the rest of it."""
+    from tracer.ops.fallback import load_for_monitoring
+    hook, db = "https://discord.com/api/webhooks/1/abc", tmp_path / "live" / "tracer.db"
+    envf = tmp_path / ".env"
+    envf.write_bytes(LATIN1 + f"TB_DB_PATH={db}\nTB_STATE_DIR={tmp_path / 'live'}\nTB_DISCORD_WEBHOOK_URL={hook}\n"
+                     .encode())
+    got = load_for_monitoring({}, envf)
+    assert not got.valid and "not UTF-8" in got.problems[0]
+    assert (got.settings.discord_webhook_url, got.settings.db_path) == (hook, db)

@@ -7,6 +7,7 @@ defaults only for what cannot be salvaged. It is never used to trade.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ def _merged(environ: Mapping[str, str] | None, dotenv_path: str | Path | None) -
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         try:
-            merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-        except (OSError, UnicodeDecodeError):
-            pass                      # an unreadable .env: the environment alone
+            values = dotenv_values(dotenv_path)
+        except UnicodeDecodeError:    # not UTF-8 (the agents refuse it): its lines still say where and whom to alert
+            values = dotenv_values(stream=io.StringIO(Path(dotenv_path).read_bytes().decode("utf-8", "replace")))
+        except OSError:
+            values = {}               # an unreadable .env: the environment alone
+        merged.update({k: v for k, v in values.items() if v is not None})
     merged.update(os.environ if environ is None else environ)
     return merged
 
