@@ -280,3 +280,18 @@ def test_an_order_id_belongs_to_the_position_of_its_entry_only():
         assert all(of_position(i, e) for i in ids), ids
         assert not any(of_position(i, b) for i in ids)
     assert not of_position(a, a) and not of_position(a + "-y", a) and not of_position("x", a)
+
+
+def test_the_agents_stop_request_ends_the_brokers_own_waits(tmp_path):
+    """A market exit may wait up to TB_VENUE_EXIT_MAX_WAIT_S for a 429's window: longer than the grace a stop
+    gives the agent before SIGKILL. The agent's stop request (its SIGTERM handler sets it) ends that wait."""
+    import threading
+    import time
+    broker = VenueBroker("futures", [BinanceFuturesClient(KEY, SECRET, "http://127.0.0.1:9", timeout_s=0.5)],
+                         Store(tmp_path / "tb.sqlite"), LOG, futures=True)
+    stop = threading.Event()
+    broker.bind_stop(stop)
+    threading.Timer(0.2, stop.set).start()
+    t0 = time.monotonic()
+    broker.sleep(30.0)
+    assert time.monotonic() - t0 < 5

@@ -137,7 +137,10 @@ class VenueBroker(Reconciliation):
         self._funding_owed: dict[str, tuple[str, str, datetime]] = {}
 
     def bind_stop(self, stop: Any) -> None:
-        """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit."""
+        """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit, and the broker's
+        own waits (a 429's window, up to TB_VENUE_EXIT_MAX_WAIT_S for an exit: longer than a stop's grace)."""
+        if self.sleep is time.sleep:
+            self.sleep = lambda seconds: None if stop.wait(seconds) else None
         for st in self.venues.values():
             throttle = getattr(st.client, "throttle", None)
             if throttle is not None:
