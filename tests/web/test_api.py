@@ -227,3 +227,22 @@ def test_tracer_web_generates_prints_once_and_serves_on_localhost_only(seeded, t
     for f in tmp_path.rglob("*.log"):
         assert token not in f.read_text()
     assert os.environ.get("TB_WEB_TOKEN") is None
+
+
+def test_an_order_id_of_many_digits_is_a_404_not_a_server_error(tmp_path):
+    """An all-digit id too large for SQLite's INTEGER (a venue's order id pasted in) is no row id: find_order used to
+    bind int(id) and SQLite raised OverflowError (500); the same fault wedged Telegram's /explain."""
+    from fastapi.testclient import TestClient
+
+    from tracer.web.app import create_app
+    s = web_settings(tmp_path)
+    st = Store(s.db_path)
+    assert st.find_order("99999999999999999999") is None and st.find_order(str(2**63 - 1)) is None
+    assert st.find_order(str(2**63)) is None and st.find_order("²") is None      # not ASCII digits: no int()
+    st.close()
+    with TestClient(create_app(s, TOKEN), raise_server_exceptions=False) as c:
+        assert c.get("/api/v1/orders/12345", headers=BEARER).status_code == 404
+        for big in ("99999999999999999999", str(2**63)):
+            r = c.get(f"/api/v1/orders/{big}", headers=BEARER)
+            assert r.status_code == 404, (r.status_code, r.text[:200])
+            assert c.get(f"/trade/{big}", headers=BEARER).status_code == 404

@@ -18,8 +18,13 @@ Contract of :class:`CommandListener`:
   is someone else) and a command older than ``TB_TELEGRAM_COMMAND_MAX_AGE_S`` (queued while the
   listener was down) are refused too. Each refusal is logged (``telegram_command_refused``) and changes
   nothing; the offset still moves past it.
-- Each update is handled in one DB transaction together with the new ``getUpdates`` offset (kept in
-  ``notify_state``), so a restart neither loses nor repeats a command.
+- A command that changes state (:data:`WRITES`: ``/pause``, ``/forceexit`` ...) is handled in one DB transaction
+  together with its reply and the new ``getUpdates`` offset (kept in ``notify_state``), so a restart neither loses
+  nor repeats it. The other commands only read: they are answered before the transaction that stores the reply and
+  the offset, so ``/health``'s network probes never hold the DB write lock (the agents write meanwhile).
+- A command that raises is answered with a short error (no traceback, nothing secret) and logged
+  (``telegram_command_error``); what it wrote is rolled back, and the offset still moves past it, so the commands
+  behind it are obeyed.
 - Replies go through the outbox (channel ``telegram``, kind ``command_reply``), so they are tracked,
   split, retried and redacted like every other message.
 """
@@ -168,6 +173,9 @@ _READ = {"status": status_text, "positions": positions_text, "pnl": pnl_text, "b
 _READ_ARGS = {"profit": answers.profit_text, "daily": answers.daily_text, "weekly": answers.weekly_text,
               "trades": answers.trades_text, "explain": answers.explain_text}
 _ENTRIES = {"pause": False, "stopentry": False, "resume": True, "startentry": True}
+# the commands that write the DB: each runs in one transaction with the new getUpdates offset (the others are answered
+# before the listener's transaction, so /health's network probes never hold the DB write lock)
+WRITES = frozenset({"forceexit", "reload", *_ENTRIES})
 
 
 def handle_command(store: Store, text: str, who: str = "telegram", settings: Any = None) -> str | None:
@@ -242,26 +250,68 @@ class CommandListener:
         ups = self.client.updates(int(raw) if raw is not None else None, timeout_s)
         replied = False
         for u in ups:
-            with self.store.transaction():
-                why = refusal(self.s, u, datetime.now(timezone.utc))
-                if str(u.chat_id) != str(self.s.telegram_chat_id).strip():
-                    self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
-                                        reason="not the configured chat"))
-                elif why is not None and parse_command(u.text).name:
-                    self.log.warning(kv("telegram_command_refused", chat_id=u.chat_id, user=u.user,
-                                        user_id=u.user_id, text=u.text[:100], reason=why))
-                else:
-                    reply = handle_command(self.store, u.text, who=f"telegram:{u.user}", settings=self.s)
-                    self.log.info(kv("telegram_command", user=u.user, text=u.text[:100],
-                                     handled=reply is not None))
-                    if reply is not None:
-                        self.store.enqueue_notification("telegram", "command_reply",
-                                                        redact(reply, self.s.secret_values()), None)
-                        replied = True
-                self.store.set_notify_state(OFFSET_KEY, str(u.update_id + 1))
+            replied = self._handle_update(u) or replied
         if replied and self.on_reply is not None:
             self.on_reply()
         return len(ups)
+
+    def _handle_update(self, u: Any) -> bool:
+        """Handle one update and move the offset past it; True when a reply was queued.
+
+        A command that changes state (:data:`WRITES`) runs in one transaction with its reply and the new offset, so
+        a restart neither loses nor repeats it. Any other command is answered *before* the transaction (``/health``
+        probes the network: the DB write lock is not held meanwhile), then its reply and the offset are written. A
+        command that raises is answered with a short error and logged; its writes are rolled back and the offset
+        still moves past it (in a transaction of its own), so the commands behind it are obeyed."""
+        why = refusal(self.s, u, datetime.now(timezone.utc))
+        if str(u.chat_id) != str(self.s.telegram_chat_id).strip():
+            self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
+                                reason="not the configured chat"))
+            return self._record(u, None)
+        name = parse_command(u.text).name
+        if why is not None and name:
+            self.log.warning(kv("telegram_command_refused", chat_id=u.chat_id, user=u.user,
+                                user_id=u.user_id, text=u.text[:100], reason=why))
+            return self._record(u, None)
+        if name not in WRITES:
+            try:
+                reply = self._run(u)             # outside any transaction: reads, and /health's network probes
+            except Exception as e:
+                reply = self._failed(u, name, e)
+            return self._record(u, reply)
+        failure: Exception | None = None
+        try:
+            with self.store.transaction():
+                try:
+                    reply = self._run(u)
+                except Exception as e:
+                    failure = e
+                    raise                        # rolls back what the command wrote
+                return self._record(u, reply)    # joins the transaction: the effect, its reply and the offset
+        except Exception:
+            if failure is None:
+                raise                            # the DB itself failed: run_listener retries the update
+            return self._record(u, self._failed(u, name, failure))
+
+    def _run(self, u: Any) -> str | None:
+        reply = handle_command(self.store, u.text, who=f"telegram:{u.user}", settings=self.s)
+        self.log.info(kv("telegram_command", user=u.user, text=u.text[:100], handled=reply is not None))
+        return reply
+
+    def _failed(self, u: Any, name: str, e: Exception) -> str:
+        """Log a command's error (redacted, no traceback) and return the operator's short reply."""
+        self.log.error(kv("telegram_command_error", user=u.user, text=u.text[:100],
+                          error=redact(f"{type(e).__name__}: {e}", self.s.secret_values())))
+        return f"/{name} failed ({type(e).__name__}); nothing was changed. The error is in the listener's log."
+
+    def _record(self, u: Any, reply: str | None) -> bool:
+        """Queue ``reply`` (if any) and store the offset past ``u``, in one short transaction (or the caller's)."""
+        with self.store.transaction():
+            if reply is not None:
+                self.store.enqueue_notification("telegram", "command_reply", redact(reply, self.s.secret_values()),
+                                                None)
+            self.store.set_notify_state(OFFSET_KEY, str(u.update_id + 1))
+        return reply is not None
 
 
 def run_listener(settings: Any, log: logging.Logger, stop: threading.Event, client_factory: Any = None,

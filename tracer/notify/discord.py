@@ -4,10 +4,12 @@ One call of :meth:`DiscordSender.send_part` is one HTTP POST to the webhook URL 
 webhook's secret token, so it is a secret: it never appears in a message, a log line or an error).
 The result is classified: 200/204 -> delivered; 429 -> :class:`DeliveryError` ``transient`` with the
 server's ``retry_after`` (JSON body, else the ``Retry-After`` header); 5xx, timeouts and connection
-errors -> transient; any other status (401, 403, 404, 400 ...) -> permanent.
+errors -> transient; any other status (3xx, 401, 403, 404, 400 ...) -> permanent.
 
-The payload is built by ``DiscordWebhook`` and posted with its ``api_post_request()``; we read the
-status ourselves rather than through ``execute()``, because ``execute()`` parses every reply as JSON
+The payload is built by ``DiscordWebhook`` and posted by us with ``requests.post(..., allow_redirects=False)``
+(the library's ``api_post_request()`` follows redirects, and a 301/302 turns the POST into a GET, which Discord
+answers 200 with the webhook object while nothing is posted: a 3xx is a permanent failure, a wrong URL); we read
+the status ourselves rather than through ``execute()``, because ``execute()`` parses every reply as JSON
 and raises on an empty ``204 No Content`` (and on a non-JSON error page). Mentions are disabled
 (``allowed_mentions``) and link previews suppressed, and the text is Markdown-escaped
 (:func:`tracer.notify.format.escape_discord`), so hostile text shows literally.
@@ -44,7 +46,9 @@ class DiscordSender:
         hook = DiscordWebhook(url=self._url, content=part, username=self.username, timeout=self.timeout_s,
                               allowed_mentions={"parse": []}, flags=SUPPRESS_EMBEDS)
         try:
-            resp = hook.api_post_request()
+            # not hook.api_post_request(): requests follows redirects, and a 301/302 turns the POST into a GET, which
+            # Discord answers 200 with the webhook object ("Get Webhook with Token") while nothing is posted
+            resp = requests.post(self._url, json=hook.json, timeout=self.timeout_s, allow_redirects=False)
         except requests.Timeout:
             raise DeliveryError("discord: request timed out", transient=True) from None
         except requests.RequestException as e:
@@ -52,6 +56,11 @@ class DiscordSender:
         code = resp.status_code
         if code in (200, 204):
             return
+        if 300 <= code < 400:
+            # a configuration problem (an http:// or old-domain URL): permanent; the Location is not shown (it may
+            # hold the token)
+            raise DeliveryError(f"discord: webhook URL redirects (HTTP {code}): use the "
+                                "https://discord.com/api/webhooks/... URL", transient=False)
         body = _json(resp)
         detail = str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
         if code == 429:

@@ -10,16 +10,19 @@ from typing import Any
 from tracer.store.codec import iso, utcnow
 from tracer.store.connection import Connection
 
+_MAX_ROWID = 2**63 - 1                     # SQLite's INTEGER is a signed 64-bit integer
+
 
 class CockpitTables(Connection):
     """Mixin of :class:`~tracer.store.Store`: what the cockpit reads, and the operator requests."""
 
     # --- the explanation of one order or signal (tracer explain, /explain, GET /api/v1/orders/{id}) --------
     def find_order(self, order_id: str) -> sqlite3.Row | None:
-        """An order by client order id, else by numeric id."""
+        """An order by client order id, else by numeric id (an all-digit id that fits SQLite's signed 64-bit INTEGER:
+        a longer one, e.g. an exchange's order id, is no row id, and binding it would raise OverflowError)."""
         row: sqlite3.Row | None = self.conn.execute("SELECT * FROM orders WHERE client_order_id=?",
                                                     (order_id,)).fetchone()
-        if row is None and order_id.isdigit():
+        if row is None and order_id.isascii() and order_id.isdigit() and int(order_id) <= _MAX_ROWID:
             row = self.conn.execute("SELECT * FROM orders WHERE id=?", (int(order_id),)).fetchone()
         return row
 
