@@ -326,6 +326,33 @@ check_config() {
   fi
 }
 
+# An agent that exits at once (it refuses to run beside another copy on the same DB, e.g. one left on an old
+# TB_STATE_DIR) is said so, not reported started: polled until it holds its lock beside the DB, or 10 s.
+STARTED=()      # "agent:pid" of the agents this run launched
+START_FAILED=0
+confirm_started() {
+  [ ${#STARTED[@]} -gt 0 ] || return 0
+  local db item a pid n=0 left next
+  db=$($PY -c 'from tracer.config import load_settings as l; print(l().db_path)' 2>/dev/null) || db=""
+  left=("${STARTED[@]}")
+  while [ ${#left[@]} -gt 0 ] && [ "$n" -lt 100 ]; do
+    next=()
+    for item in "${left[@]}"; do
+      a=${item%%:*}; pid=${item#*:}
+      if ! kill -0 "$pid" 2>/dev/null; then
+        rm -f "$STATE_DIR/$a.pid"
+        echo "$a: exited at once: $(tail -n 1 "$LOG_DIR/$a.err" 2>/dev/null)" >&2
+        START_FAILED=1
+      elif [ -z "$db" ] || [ "$(cat "$db.$a.instance" 2>/dev/null)" != "$pid" ]; then
+        next+=("$item")
+      fi
+    done
+    left=(${next[@]+"${next[@]}"})
+    [ ${#left[@]} -eq 0 ] || sleep 0.1
+    n=$((n + 1))
+  done
+}
+
 start_agents() {
   check_config
   $PY -m tracer.cli init-db
@@ -339,11 +366,13 @@ start_agents() {
     else
       nohup $PY "$(script_of "$a")" ${extra[@]+"${extra[@]}"} >/dev/null 2>>"$LOG_DIR/$a.err" &
       echo $! > "$STATE_DIR/$a.pid"
+      STARTED+=("$a:$!")
       write_args "$a"
       echo "$a: started (pid $!), log $LOG_DIR/$a.log"
     fi
     locks_release
   done
+  confirm_started
   start_watchdogs
   start_listener
   start_web
@@ -455,14 +484,14 @@ run_foreground() {
 }
 
 case "$mode" in
-  start) start_agents ;;
+  start) start_agents; exit "$START_FAILED" ;;
   stop) stop_all ;;
   restart)
     r=0; running web || r=$?
     if [ "$r" != 1 ]; then web=1; fi    # a running cockpit (or one that cannot be told apart) comes back
     check_config                      # a typo in .env must not leave the system stopped
     stop_all
-    start_agents ;;
+    start_agents; exit "$START_FAILED" ;;
   status) status_agents ;;
   foreground) run_foreground ;;
 esac

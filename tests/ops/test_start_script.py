@@ -288,3 +288,24 @@ def test_a_generated_web_token_is_never_written_into_a_log(tmp_path):
     assert stop.returncode == 0 and "web cockpit: stopped" in stop.stdout, stop.stdout + stop.stderr
     for f in (tmp_path / "logs").glob("*"):
         assert token not in f.read_text(errors="replace")
+
+
+def test_a_start_beside_an_agent_left_on_another_state_folder_says_it_exited(tmp_path):
+    """TB_STATE_DIR changed under running agents: the start no longer finds them (their pid files are in the old
+    folder), and the agents it launches refuse to run beside them on the same DB. It says so and exits 1, instead
+    of reporting them started."""
+    env = dict(TB_DB_PATH=str(tmp_path / "db" / "t.db"), TB_WATCHDOG_ENABLED="false")
+    assert sh(tmp_path, "--interval", "0.2", **env).returncode == 0
+    pids = {a: int((tmp_path / "state" / f"{a}.pid").read_text()) for a in ("hybrid", "futures")}
+    try:
+        r = sh(tmp_path, "--interval", "0.2", TB_STATE_DIR=str(tmp_path / "state2"), **env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        for a in ("hybrid", "futures"):
+            assert f"{a}: exited at once: {a}: refusing to start: another copy runs on TB_DB_PATH" in r.stderr
+            assert not (tmp_path / "state2" / f"{a}.pid").exists()
+        assert all(alive(p) for p in pids.values())
+    finally:
+        sh(tmp_path, "--stop", **env)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(alive(p) for p in pids.values()):
+            time.sleep(0.2)
