@@ -46,22 +46,24 @@ def check_exit(p: Position, o: float, h: float, l: float, c: float, bar_close_ti
     else:       # no trailing stop: the hard stop (-inf / +inf without one), as protective_stop gives it
         stop = p.stop_loss if p.stop_loss > 0 else (float("-inf") if long else float("inf"))
         stop_reason = "stop_loss"
+    # the open is the bar's first trade: a gap through the stop or the target fills there; within the bar, a
+    # stop and a target both reached give the stop (the order of the two is unknown: the worse is assumed)
     if long:
         if o <= stop:
             return ExitHit(stop_reason, o)
-        if l <= stop:
-            return ExitHit(stop_reason, stop)
         if p.take_profit > 0 and o >= p.take_profit:
             return ExitHit("take_profit", o)
+        if l <= stop:
+            return ExitHit(stop_reason, stop)
         if p.take_profit > 0 and h >= p.take_profit:
             return ExitHit("take_profit", p.take_profit)
     else:
         if o >= stop:
             return ExitHit(stop_reason, o)
-        if h >= stop:
-            return ExitHit(stop_reason, stop)
         if p.take_profit > 0 and o <= p.take_profit:
             return ExitHit("take_profit", o)
+        if h >= stop:
+            return ExitHit(stop_reason, stop)
         if p.take_profit > 0 and l <= p.take_profit:
             return ExitHit("take_profit", p.take_profit)
     if p.max_hold_s > 0 and (bar_close_time - p.opened_at).total_seconds() >= p.max_hold_s:
