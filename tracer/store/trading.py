@@ -208,7 +208,7 @@ class TradingTables(Connection):
                best_price=excluded.best_price, margin=excluded.margin,
                liquidation_price=excluded.liquidation_price, funding_paid=excluded.funding_paid,
                status=excluded.status, closed_at=excluded.closed_at, exit_seq=excluded.exit_seq,
-               stop_seq=excluded.stop_seq, entry_fee=excluded.entry_fee""",
+               stop_seq=excluded.stop_seq, entry_fee=excluded.entry_fee, entry_atr=excluded.entry_atr""",
             (p.agent, p.symbol, p.side.value, p.qty, p.entry_price, iso(p.opened_at), p.entry_fee, p.stop_loss,
              p.take_profit, p.trail_pct, p.best_price, p.max_hold_s, p.entry_order_id, p.signal_id, p.leverage,
              p.margin, p.liquidation_price, p.funding_paid, p.entry_atr, status, iso(closed_at), p.exit_seq,
@@ -282,6 +282,9 @@ class TradingTables(Connection):
                     leverage=r["leverage"]).return_pct
         self.conn.execute("UPDATE trades SET funding=funding-?, pnl=?, return_pct=? WHERE id=?",
                           (amount, pnl, ret, r["id"]))
+        # the closed position's own figure too: one explanation, one funding total
+        self.conn.execute("UPDATE positions SET funding_paid=funding_paid+? WHERE agent=? AND entry_order_id=?",
+                          (amount, agent, entry_order_id))
         return True
 
     def trade_stats(self, agent: str, since: datetime | None = None, until: datetime | None = None

@@ -491,11 +491,15 @@ class Reconciliation(Protection, OutsideCloses):
                   OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
         rep.exit_orders.append(o)
         rep.venues[cid] = venue
-        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, alert=True,
+        self._event(venue, "position_closed_on_venue", symbol=pos.symbol, cid=cid, alert=True,
                     assumed={"liquidation": "liquidation", "adl": "auto-deleveraging"}.get(reason, "closed outside the agent"),
                     price=px, forced_orders=forced_ids)
+        # without the venue's own record (its forced closes or trades) the price and fee are the agent's guess: said
+        # on the exit itself, where an explanation of the trade reads it
+        note = forced_note(reason, forced_ids) if forced_ids else \
+            f"{reason}; assumed: booked at {float(px):g} with fee 0 (the venue's record of it could not be read)"
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
-                       o.reason, venue, rep, liquidated=bool(liq), note=forced_note(reason, forced_ids))
+                       o.reason, venue, rep, liquidated=bool(liq), note=note)
 
     def _maybe_ours(self, cid: str, vo: VenueOrder | None) -> bool:
         """An order of ours that was sent, whose fill may be what closed the position but cannot be seen yet: a
