@@ -522,26 +522,6 @@ def _futures_broker():
     return PaperFuturesBroker("futures", 10_000.0, 5.0, 0.0, 0.004, 0.0, 20.0, 0.5, 0.0, interval=H)
 
 
-def test_a_stop_passed_before_the_liquidation_price_closes_at_the_stop_not_by_liquidation():
-    """A bar that opens above the stop and falls through it to the liquidation price reaches the stop first (a venue
-    stop triggers on the mark price the liquidation reads): the stop's loss, not the whole margin."""
-    from tracer.execution.margin import liquidation_price
-    b = _futures_broker()
-    assert liquidation_price(1, 1.0, 100.0, 10.0, 0.004) == pytest.approx(90.3614, abs=1e-4)
-    b.submit(Order("e1", "futures", "BTC/USD", Side.BUY, 1.0, leverage=10.0, purpose="entry", created_at=T0),
-             Bracket(stop_distance=4.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
-    b.on_bar(Bar("BTC/USD", T0, 100.0, 100.5, 99.5, 100.0, 1.0))          # filled at 100, stop 96
-    (t,) = b.on_bar(Bar("BTC/USD", T0 + H, 99.0, 99.2, 85.0, 92.0, 1.0)).trades
-    assert (t.exit_reason, t.exit_price) == ("stop_loss", 96.0)
-    assert t.pnl == pytest.approx(-4.0 - 0.05 - 0.048)
-    # opened below the liquidation price: liquidated there, the margin gone
-    b.submit(Order("e2", "futures", "BTC/USD", Side.BUY, 1.0, leverage=10.0, purpose="entry", created_at=T0 + H),
-             Bracket(stop_distance=4.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
-    b.on_bar(Bar("BTC/USD", T0 + 2 * H, 100.0, 100.5, 99.5, 100.0, 1.0))
-    (t,) = b.on_bar(Bar("BTC/USD", T0 + 3 * H, 85.0, 86.0, 84.0, 85.0, 1.0)).trades
-    assert t.exit_reason == "liquidation"
-
-
 @pytest.mark.parametrize("futures", [False, True])
 def test_a_target_reached_at_the_open_is_not_replaced_by_a_stop_later_in_the_bar(futures):
     """The open is the bar's first trade: a bar that opens beyond the target takes the profit there, though it

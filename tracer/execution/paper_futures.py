@@ -134,28 +134,23 @@ class PaperFuturesBroker(PaperLedger):
         return rep
 
     def _worst_exit(self, p: Position, bar: Bar, close_time: datetime) -> tuple[str, float, datetime] | None:
-        """The exit this bar makes: what the bar's first trade (its open) reaches first; within the bar, a stop
-        the price passes on its way to the liquidation price closes first (a venue stop triggers on the same mark
-        price as the liquidation); otherwise the worst price for us among what the bar makes possible."""
+        """Every exit this bar makes possible; the worst price for us wins (a liquidation whenever the bar reaches
+        its price: pessimistic, as the order within the bar is unknown), except a target the bar opens beyond: the
+        open is the bar's first trade, and the profit is taken there before anything later in the bar."""
         s = side_sign(p)
         adverse = bar.low if s > 0 else bar.high        # the bar's worst price for the position
         favour = bar.high if s > 0 else bar.low
-        liq = p.liquidation_price if p.liquidation_price is not None and p.liquidation_price > 0 else None
-        stop, stop_reason = protective_stop(p)
-        # at the open: a gap through the liquidation price still liquidates there (the margin is gone either way);
-        # a gap through the stop fills it at the open; a gap through the target takes the profit at the open
-        if liq is not None and s * (bar.open - liq) <= 0:
-            return ("liquidation", liq, bar.ts)
-        if s * (bar.open - stop) <= 0:
-            return (stop_reason, bar.open, bar.ts)
         if p.take_profit > 0 and s * (bar.open - p.take_profit) >= 0:
             return ("take_profit", bar.open, bar.ts)
         cands: list[tuple[str, float, datetime]] = []
-        stop_hit = s * (adverse - stop) <= 0
-        if stop_hit:
+        if p.liquidation_price is not None and p.liquidation_price > 0 and s * (adverse - p.liquidation_price) <= 0:
+            # a gap through the liquidation price still liquidates there (the margin is gone either way)
+            cands.append(("liquidation", p.liquidation_price, bar.ts))
+        stop, stop_reason = protective_stop(p)
+        if s * (bar.open - stop) <= 0:
+            cands.append((stop_reason, bar.open, bar.ts))
+        elif s * (adverse - stop) <= 0:
             cands.append((stop_reason, stop, bar.ts))
-        if liq is not None and s * (adverse - liq) <= 0 and not (stop_hit and s * (stop - liq) > 0):
-            cands.append(("liquidation", liq, bar.ts))
         if p.take_profit > 0 and s * (favour - p.take_profit) >= 0:
             cands.append(("take_profit", p.take_profit, bar.ts))
         atr = p.entry_atr
