@@ -384,7 +384,8 @@ start_agents() {
   logs=$(cd "$LOG_DIR" && pwd -P)
   echo "Follow:  tail -F $(printf '%q' "$logs/hybrid.log") $(printf '%q' "$logs/futures.log")"
   echo "Status:  $(printf '%q' "$here/start_trading_system.sh") --status"
-  echo "Explain: $(printf '%q' "$here/.venv/bin/tracer") explain <client_order_id>"
+  # explain reads TB_DB_PATH, relative to the checkout by default: run from there
+  echo "Explain: cd $(printf '%q' "$here") && .venv/bin/tracer explain <client_order_id>"
   echo "Stop:    $(printf '%q' "$here/start_trading_system.sh") --stop"
 }
 

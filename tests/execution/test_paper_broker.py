@@ -537,3 +537,12 @@ def test_a_target_reached_at_the_open_is_not_replaced_by_a_stop_later_in_the_bar
     b.on_bar(Bar("BTC/USD", T0 + 2 * H, 100.0, 101.0, 99.0, 104.0, 1.0))
     (t,) = b.on_bar(Bar("BTC/USD", T0 + 3 * H, 104.0, 106.5, 94.0, 95.5, 1.0)).trades
     assert (t.exit_reason, t.exit_price) == ("stop_loss", 95.0)
+
+
+def test_a_shorts_target_that_no_price_can_reach_is_no_target():
+    """A short's take-profit a wide ATR multiple below a cheap coin's price would be a negative price: no target (a
+    venue refuses a trigger price that is not positive), not a level shown as -410."""
+    from tracer.execution.broker import target_level
+    assert target_level(100.0, 1, 30.0) == 130.0 and target_level(100.0, -1, 30.0) == 70.0
+    assert target_level(100.0, -1, 100.0) == 0.0 and target_level(100.0, -1, 510.0) == 0.0
+    assert target_level(100.0, 1, 0.0) == 0.0

@@ -91,6 +91,14 @@ def numbered_id(entry_order_id: str, tag: str, seq: int) -> str:
     return entry_order_id[:36 - len(suffix)] + suffix
 
 
+def target_level(price: float, side: int, distance: float) -> float:
+    """A take-profit ``distance`` from ``price`` on the side ``side`` (+1 long, -1 short) favours; 0 (none) without
+    a distance, and for a short whose distance reaches zero or below (a wide ATR multiple on a cheap coin): no
+    price can reach it, and a venue refuses a trigger price that is not positive."""
+    level = price + side * distance
+    return level if distance and level > 0 else 0.0
+
+
 def exit_order_id(entry_order_id: str, seq: int = 0) -> str:
     """The exit id of a position. ``seq`` counts the exits of that position that ended without closing it
     (a venue's partial or refused exit, :attr:`Position.exit_seq`): each exit attempt has its own id, and

@@ -19,7 +19,7 @@ import numpy as np
 
 from tracer.models import Bar
 from tracer.execution.paper_ledger import PaperLedger
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.exits import advance, check_exit, exit_possible
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
 
@@ -119,7 +119,7 @@ class PaperSpotBroker(PaperLedger):
         self._positions[order.symbol] = Position(
             agent=self.agent, symbol=order.symbol, side=PositionSide.LONG, qty=qty, entry_price=px,
             opened_at=bar.ts, entry_fee=fee, stop_loss=px - b.stop_distance if b.stop_distance else 0.0,
-            take_profit=px + b.take_profit_distance if b.take_profit_distance else 0.0, trail_pct=b.trail_pct,
+            take_profit=target_level(px, 1, b.take_profit_distance), trail_pct=b.trail_pct,
             best_price=px, max_hold_s=b.max_hold_s, entry_order_id=order.client_order_id, signal_id=b.signal_id)
         rep.fills.append(Fill(order.client_order_id, order.symbol, Side.BUY, qty, px, fee, bar.ts))
         self._finish(rep, OrderUpdate(order.client_order_id, OrderState.FILLED, None, qty, px))

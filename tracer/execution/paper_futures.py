@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from tracer.execution.paper_ledger import PaperLedger
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.exits import exit_possible, protective_stop, with_best_price
 from tracer.execution.margin import (FUNDING_HOURS, funding_payment, funding_times, initial_margin,
                                      liquidation_price, stop_inside_liquidation)
@@ -220,7 +220,7 @@ class PaperFuturesBroker(PaperLedger):
         self._positions[order.symbol] = Position(
             agent=self.agent, symbol=order.symbol, side=PositionSide.LONG if s > 0 else PositionSide.SHORT, qty=qty,
             entry_price=px, opened_at=bar.ts, entry_fee=fee, stop_loss=stop,
-            take_profit=px + s * b.take_profit_distance if b.take_profit_distance else 0.0, trail_pct=b.trail_pct,
+            take_profit=target_level(px, s, b.take_profit_distance), trail_pct=b.trail_pct,
             best_price=px, max_hold_s=b.max_hold_s, entry_order_id=order.client_order_id, signal_id=b.signal_id,
             leverage=order.leverage, margin=margin, liquidation_price=liq, funding_paid=0.0, entry_atr=b.entry_atr)
         rep.fills.append(Fill(order.client_order_id, order.symbol, order.side, qty, px, fee, bar.ts))

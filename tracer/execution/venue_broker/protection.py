@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import VenueError
 from tracer.execution.venue_broker.calls import VenueCalls
@@ -179,7 +179,7 @@ class Protection(VenueCalls):
                 b = Bracket(stop_distance=pos.entry_price * self.adopt_stop_pct, take_profit_distance=0.0,
                             trail_pct=0.0, max_hold_s=0.0)
             pos = replace(pos, stop_loss=pos.entry_price - s * b.stop_distance,
-                          take_profit=pos.entry_price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                          take_profit=target_level(pos.entry_price, s, b.take_profit_distance),
                           trail_pct=b.trail_pct, max_hold_s=b.max_hold_s, entry_atr=b.entry_atr or pos.entry_atr)
             self._positions[sym] = pos
             self._event(self._pos_venue.get(sym, self.order_of_venues[0]), "position_protected", symbol=sym,

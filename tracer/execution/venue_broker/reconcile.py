@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from datetime import datetime
 
-from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id
+from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.venue import (WALLET_ASSETS, ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType,
                                     VenuePosition)
 from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
@@ -309,7 +309,7 @@ class Reconciliation(Protection, OutsideCloses):
         pos = Position(agent=self.agent, symbol=order.symbol, side=PositionSide.LONG if s > 0 else PositionSide.SHORT,
                        qty=qty, entry_price=fill.price, opened_at=fill.ts, entry_fee=fill.fee,
                        stop_loss=fill.price - s * b.stop_distance if b.stop_distance else 0.0,
-                       take_profit=fill.price + s * b.take_profit_distance if b.take_profit_distance else 0.0,
+                       take_profit=target_level(fill.price, s, b.take_profit_distance),
                        trail_pct=b.trail_pct, best_price=fill.price, max_hold_s=b.max_hold_s,
                        entry_order_id=order.client_order_id, signal_id=b.signal_id, leverage=order.leverage,
                        margin=(vp.margin if vp and vp.margin else fill.qty * fill.price / max(order.leverage, 1.0))
