@@ -1,7 +1,7 @@
 """Venue-side events explained from the DB (``tracer explain``, the cockpit's trade page and /explain read one trail,
-``Store.order_trail``): a liquidation's or a close by hand's exit with its venue event, a price the venue could not
-confirm said so on the exit, an adopted position's levels kept whole, and funding booked after a close in every
-row one explanation shows. Against the fake Binance USD-M venue through python-binance over HTTP."""
+``Store.order_trail``): a liquidation's or a close by hand's exit with its venue event, an adopted position's levels
+kept whole, and funding booked after a close in every row one explanation shows (a price the venue could not confirm,
+said on the exit: test_venue_money.py). Against the fake Binance USD-M venue through python-binance over HTTP."""
 from __future__ import annotations
 
 import io
@@ -120,23 +120,3 @@ def test_funding_booked_after_the_close_agrees_between_position_and_income_histo
         f"position row funding_paid {trail['position']['funding_paid']} vs income history {income_paid} vs trade "
         f"funding {trade['funding']}; explain prints: {text}")
 
-
-def test_close_by_hand_booked_at_a_guessed_price_and_fee_says_so_in_its_explanation(h, venue):
-    """The venue cannot answer its trades: the close by hand is booked at the agent's last price with fee 0, and the
-    exit's own record says that this price and fee are assumed, not the venue's."""
-    _open_long(h)
-    venue.set_price("BTCUSDT", 42300.0)
-    h.broker.last_price[BTC] = 42300.0
-    BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(
-        OrderSpec("web_manual_close", BTC, Side.SELL, 0.01, reduce_only=True))
-    venue.inject("GET /fapi/v1/userTrades", -1000, times=None)
-    trades = h.settle(T0 + timedelta(hours=1))
-    assert [t.exit_reason for t in trades] == ["closed_on_venue"]
-    assert "outside_fills_unreadable" in h.events()
-    cid = trades[0].exit_order_id
-    part = h.store.order_trail(cid)["orders"][0]
-    shown = " ".join([part["order"]["state_reason"] or "", part["order"]["reason"]]
-                     + [e["kind"] + " " + e["detail_json"] for e in part["venue_events"]])
-    assert "unreadable" in shown or "last price" in shown or "assumed" in shown, (
-        f"exit {cid}: booked at a guessed price/fee, its trail says only: {shown!r}; fill "
-        f"{[(f['price'], f['fee']) for f in part['fills']]}")

@@ -284,6 +284,9 @@ def test_a_close_by_hand_whose_trades_cannot_be_read_is_booked_at_the_last_price
     trades = h.settle(T0 + timedelta(hours=1))
     assert [(t.exit_reason, t.exit_price) for t in trades] == [("closed_on_venue", pytest.approx(42300.0))]
     assert "outside_fills_unreadable" in h.events()
+    # said on the exit itself, where an explanation of the trade (tracer explain, the cockpit) reads it
+    reason = h.store.order(trades[0].exit_order_id)["state_reason"]
+    assert "assumed: booked at 42300 with fee 0" in reason
 
 
 def test_bybit_position_closed_by_hand_is_booked_with_the_venue_fee(by, tmp_path):

@@ -8,10 +8,9 @@ import sqlite3
 import threading
 import time
 
-import pytest
 
 from fakes.server import FakeServer
-from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
+from fakes.telegram import BOT_TOKEN, CHAT_ID
 from test_telegram_commands import replies, settings_for
 from tracer.notify import commands, controls
 from tracer.notify.commands import OFFSET_KEY, CommandListener, run_listener
@@ -21,20 +20,6 @@ from tracer.store import Store
 LOG = logging.getLogger("test-listener-faults")
 
 
-@pytest.fixture
-def fake():
-    with FakeTelegram() as f:
-        yield f
-
-
-@pytest.fixture
-def env(tmp_path, fake):
-    s = settings_for(tmp_path, fake)
-    store = Store(s.db_path)
-    client = TelegramClient(BOT_TOKEN, str(CHAT_ID), fake.base_url, 5.0)
-    yield s, store, CommandListener(store, client, s, LOG)
-    client.close()
-    store.close()
 
 
 def test_a_read_command_that_raises_is_answered_logged_and_confirmed(env, fake, caplog, monkeypatch):

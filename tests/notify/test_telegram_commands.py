@@ -27,11 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOG = logging.getLogger("test-telegram")
 
 
-@pytest.fixture
-def fake():
-    with FakeTelegram() as f:
-        yield f
-
 
 def settings_for(tmp: Path, fake: FakeTelegram, **env: str):
     base = {"TB_DB_PATH": str(tmp / "state" / "tracer.db"), "TB_LOG_DIR": str(tmp / "logs"),
@@ -42,15 +37,6 @@ def settings_for(tmp: Path, fake: FakeTelegram, **env: str):
     base.update(env)
     return load_settings(base, dotenv_path=None)
 
-
-@pytest.fixture
-def env(tmp_path, fake):
-    s = settings_for(tmp_path, fake)
-    store = Store(s.db_path)
-    client = TelegramClient(BOT_TOKEN, str(CHAT_ID), fake.base_url, 5.0)
-    yield s, store, CommandListener(store, client, s, LOG)
-    client.close()
-    store.close()
 
 
 def replies(store: Store) -> list[str]:
