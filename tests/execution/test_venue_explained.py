@@ -51,15 +51,11 @@ def test_liquidation_exit_explains_with_its_venue_event(h, venue):
     assert "position_closed_on_venue" in _explain(h.store, cid)
 
 
-def test_close_by_hand_exit_explains_with_its_venue_event(venue, tmp_path):
+def test_close_by_hand_exit_explains_with_its_venue_event(hc, venue, clock):
     """A position closed by hand on the venue (its forced-order lookup failing, so after the grace the venue's own
     trades decide): the exit booked for it carries the venue event that says what happened."""
-    from venue_harness import Clock, Harness
-    clock = Clock()
-    h = Harness(tmp_path, [BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5)], clock=clock)
-    h.entry(qty=0.01, bracket=Bracket(stop_distance=1000.0, take_profit_distance=2000.0, trail_pct=0.0, max_hold_s=0.0))
-    h.settle()
-    h.settle(T0 + timedelta(minutes=5))
+    h = hc
+    _open_long(h)
     venue.set_price("BTCUSDT", 42300.0)
     h.broker.last_price[BTC] = 42300.0
     BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(

@@ -34,7 +34,7 @@ class BarProcessing:
     day_start_equity: float | None
     processed_until: datetime | None
     _midnight_equity: float | None = None
-    _synced_prices: dict[str, float] = {}
+    _synced_prices: dict[str, float]       # set by every _process_bars before _equity_at reads it
 
     def _midnight_to_roll(self, now: datetime) -> datetime | None:
         """The midnight that starts ``now``'s UTC day when that day is yet to start here (None on the first day)."""

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
 from tracer.data.gaps import outage_message, outages

@@ -46,12 +46,15 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     if problems:
         print(f"{agent}: refusing to start: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    alone, lock = _one_copy(agent, settings.state_dir)
+    state, db = Path(settings.state_dir), Path(settings.db_path)
+    alone, lock = _one_copy(agent, state / f"{agent}.instance", f"TB_STATE_DIR={state}",
+                            "./start_trading_system.sh --stop")
     if not alone:
         return 2
     # TB_DB_PATH does not follow TB_STATE_DIR: after a change of TB_STATE_DIR (and a --restart that no longer
     # finds the old agent) only a lock beside the DB keeps a second copy off the same orders
-    alone, db_lock = _one_copy(agent, settings.state_dir, settings.db_path)
+    alone, db_lock = _one_copy(agent, db.with_name(f"{db.name}.{agent}.instance"), f"TB_DB_PATH={db}",
+                               "./start_trading_system.sh --stop with the TB_STATE_DIR it runs on, or kill that pid")
     if not alone:
         return 2
     log = setup_logging(agent, settings.log_dir, settings.log_level, settings.secret_values(),
@@ -86,19 +89,15 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     return 0
 
 
-def _one_copy(agent: str, state_dir: Path, db_path: Path | None = None) -> tuple[bool, IO[str] | None]:
-    """An exclusive lock on ``<state>/<agent>.instance`` (with ``db_path``: on ``<db_path>.<agent>.instance``,
-    beside the DB) for the life of the process (the OS frees it when the process dies, kill -9 included): a
-    second copy of an agent on the same state folder or DB (a direct run while the start script's runs, a
-    watchdog racing a manual start, a restart after TB_STATE_DIR changed) would share its DB and double its
-    orders. (False, None) when another copy holds it (said on stderr, exit 2). A lock file that cannot be made
-    (a full or read-only disk: the storage fault the agent rides out, managing its exits) does not stop the
-    start."""
-    where = f"TB_STATE_DIR={state_dir}" if db_path is None else f"TB_DB_PATH={db_path}"
+def _one_copy(agent: str, path: Path, where: str, how: str) -> tuple[bool, IO[str] | None]:
+    """An exclusive lock on ``path`` (``<state>/<agent>.instance``, and ``<db>.<agent>.instance`` beside the DB) for
+    the life of the process (the OS frees it when the process dies, kill -9 included): a second copy of an agent on
+    the same state folder or DB (a direct run while the start script's runs, a watchdog racing a manual start, a
+    restart after TB_STATE_DIR changed) would share its DB and double its orders. (False, None) when another copy
+    holds it (said on stderr naming ``where``, with ``how`` to stop it: exit 2). A lock file that cannot be made (a
+    full or read-only disk: the storage fault the agent rides out, managing its exits) does not stop the start."""
     try:
-        folder = Path(state_dir) if db_path is None else Path(db_path).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (f"{agent}.instance" if db_path is None else f"{Path(db_path).name}.{agent}.instance")
+        path.parent.mkdir(parents=True, exist_ok=True)
         # user-only, like every state file (a pid is no secret, but the folder's files are kept 0600)
         f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
         os.chmod(path, 0o600)
@@ -111,9 +110,6 @@ def _one_copy(agent: str, state_dir: Path, db_path: Path | None = None) -> tuple
         f.seek(0)
         other = f.read().strip() or "?"
         f.close()
-        # the DB's holder may run on another state folder, where --stop from this one does not look
-        how = ("./start_trading_system.sh --stop" if db_path is None else
-               f"./start_trading_system.sh --stop with the TB_STATE_DIR it runs on, or kill {other}")
         print(f"{agent}: refusing to start: another copy runs on {where} (pid {other}); two copies would share "
               f"one DB. Stop it first ({how})", file=sys.stderr)
         return False, None

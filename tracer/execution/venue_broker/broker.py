@@ -140,7 +140,9 @@ class VenueBroker(Reconciliation):
         """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit, and the broker's
         own waits (a 429's window, up to TB_VENUE_EXIT_MAX_WAIT_S for an exit: longer than a stop's grace)."""
         if self.sleep is time.sleep:
-            self.sleep = lambda seconds: None if stop.wait(seconds) else None
+            def sleep(seconds: float) -> None:
+                stop.wait(seconds)
+            self.sleep = sleep
         for st in self.venues.values():
             throttle = getattr(st.client, "throttle", None)
             if throttle is not None:
@@ -291,6 +293,7 @@ class VenueBroker(Reconciliation):
             # a client id is sent at most once: a refused exit is not re-sent under the same id
             return OrderUpdate(cid, OrderState(row["state"]), row["state_reason"])
         pos = self._positions.get(order.symbol)
+        # an unclear exit (its reason says so: also a row written before POSTs were recorded as ``order_sent``)
         if order.reduce_only and order.type is OrderType.MARKET and row is not None and \
                 (str(row["state_reason"] or "").startswith(UNCONFIRMED) or self._unclear_since(cid) is not None):
             return self._unclear_exit(order, pos)
