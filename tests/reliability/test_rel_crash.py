@@ -2,13 +2,16 @@
 
 The real agent processes trade on the fake venues over real HTTP (the futures agent on FakeBinanceFutures,
 the hybrid agent on FakeAlpacaTrading) and are killed with SIGKILL at seeded random moments; a share of
-the kills happen inside the venue, between booking an order POST and answering it, some in the start-up
+the kills happen inside the venue, between booking an order POST and answering it, some before the venue
+gets a POST (its start recorded by the agent, its outcome never), some in the start-up
 (restore and reconciliation), and after some the price jumps 2-12% while the agent is down (its venue stops
 may fire without it). The Alpaca fake answers POSTs ``pending_new`` (async fills, as Alpaca does;
 ``TB_REL_CRASH_ALPACA_ASYNC=0`` for immediate fills). After every kill:
 no client id was POSTed twice, none is booked twice, the DB passes ``PRAGMA integrity_check`` and
 nothing the DB calls filled is unfilled on the venue. At checkpoints (every few kills, with the venue's
-prices frozen and one clean cycle run) and at the end, the DB and the venue agree completely:
+prices frozen and one clean cycle run) and at the end, the DB and the venue agree completely (at checkpoints
+the DB may still hold, as unconfirmed within the grace, an order whose POST the venue never got; the last
+run, grace 0, ends them):
 open positions (symbol, side, quantity), resting orders, every venue fill of our client ids booked as
 filled with its fill rows, and cash (futures: the venue's wallet = DB cash + DB margins = the capital plus
 the P&L the DB booked; spot: the venue's cash = DB cash = the capital plus the fills' cash flows).
@@ -43,6 +46,7 @@ SCRIPTS = {"futures": ROOT / "scripts" / "high_risk_futures_agent.py",
            "hybrid": ROOT / "scripts" / "hybrid_crypto_trader.py"}
 SEED = int(os.environ.get("TB_REL_CRASH_SEED", "1010"))
 P_KILL_IN_VENUE = 0.3
+P_KILL_UNSENT = 0.15     # share of trials in which the agent is killed on its next POST before the venue gets it
 P_SHOCK = 0.3            # share of kills after which the price jumps 2-12% while the agent is down
 CASH = {"futures": 10_000.0, "hybrid": 100_000.0}     # the venues' cash = the agents' capital (defaults)
 
@@ -53,9 +57,19 @@ class KillingAlpaca(FakeAlpacaTrading):
     def __init__(self, *a, rng: random.Random, p_kill: float, **kw):
         super().__init__(*a, **kw)
         self.rng, self.p_kill, self.pid = rng, p_kill, None
-        self.kills_after_post = 0
+        self.armed_unsent = False   # kill on the next POST before booking it
+        self.kills_after_post = self.kills_before_post = 0
 
     def _route(self, req):
+        if req.method == "POST" and req.path == "/v2/orders" and self.pid and self.armed_unsent:
+            # killed mid-POST, before the venue got it: the agent recorded the POST's start and never its outcome
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                self.kills_before_post += 1
+                self.pid, self.armed_unsent = None, False
+                return 503, {}, {"message": "the agent was killed before this POST arrived"}
+            except ProcessLookupError:
+                pass
         out = super()._route(req)
         if req.method == "POST" and req.path == "/v2/orders" and self.pid and out[0] == 200 \
                 and self.rng.random() < self.p_kill:
@@ -143,6 +157,28 @@ def _always(c: sqlite3.Connection, venue_filled: set[str]) -> None:
     assert not ghost, f"filled in the DB, not on the venue: {sorted(ghost)[:5]}"
 
 
+def _open_orders_agree(c: sqlite3.Connection, agent: str, venue_open: set[str], venue_has: set[str],
+                       settled: bool) -> None:
+    """The DB's resting orders are the venue's. Before the settling run, the DB may also hold orders whose POST
+    began when the agent was killed and that the venue never got: ``new``, their outcome unknown to the DB
+    (no reason or an unconfirmed one), asked for within the unconfirmed grace and never sent twice. The
+    settling run (grace 0: this fake's lookups never lag) believes the venue's "not found" and ends them."""
+    db_open = {r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE agent=? AND "
+                                       "state IN ('submitted','partially_filled','new')", (agent,))}
+    assert venue_open <= db_open, sorted(venue_open - db_open)
+    held = db_open - venue_open
+    if settled:
+        assert not held, sorted(held)
+        return
+    for cid in held:
+        r = c.execute("SELECT state, state_reason, venue FROM orders WHERE client_order_id=?", (cid,)).fetchone()
+        assert r["state"] == "new" and r["venue"], (cid, dict(r))
+        assert str(r["state_reason"] or "unconfirmed").startswith("unconfirmed"), (cid, dict(r))
+        assert cid not in venue_has, (cid, dict(r))
+        assert c.execute("SELECT COUNT(*) FROM venue_events WHERE client_order_id=? AND kind='order_sent'",
+                         (cid,)).fetchone()[0] >= 1, cid
+
+
 def _fills_booked(c: sqlite3.Connection, venue_fills: dict[str, float]) -> int:
     """Every venue fill of our client ids is in the DB: order filled, fill rows summing to the venue qty."""
     state = {r[0]: r[1] for r in c.execute("SELECT client_order_id, state FROM orders")}
@@ -195,7 +231,7 @@ class FuturesSide:
                 out[cid] = float(o.get("executedQty") or 0)
         return out
 
-    def agree(self, c: sqlite3.Connection) -> dict[str, float]:
+    def agree(self, c: sqlite3.Connection, settled: bool) -> dict[str, float]:
         v = self.venue
         db_pos = {r["symbol"].split("/")[0] + "USDT": (r["side"], round(r["qty"], 8)) for r in
                   c.execute("SELECT * FROM positions WHERE agent='futures' AND status='open'")}
@@ -204,9 +240,7 @@ class FuturesSide:
         assert db_pos == venue_pos
         venue_open = {a["clientAlgoId"] for a in v.algo_orders.values() if a["algoStatus"] == "NEW"}
         venue_open |= {o["clientOrderId"] for o in v.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")}
-        db_open = {r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE agent='futures' AND "
-                                           "state IN ('submitted','partially_filled','new')")}
-        assert venue_open == db_open
+        _open_orders_agree(c, "futures", venue_open, set(self.booked()), settled)
         fills = _fills_booked(c, self.venue_fills())
         # cash: the venue's wallet = the DB's free cash + the margins of its open positions
         acct = c.execute("SELECT cash FROM accounts WHERE agent='futures'").fetchone()
@@ -222,7 +256,7 @@ class FuturesSide:
                               "status='open'").fetchone()[0]
         assert CASH["futures"] + pnl - open_fees == pytest.approx(v.balance, abs=0.05), \
             (CASH["futures"] + pnl - open_fees, v.balance)
-        return {"positions": len(db_pos), "resting": len(db_open), "fills": fills, "wallet": round(v.balance, 2),
+        return {"positions": len(db_pos), "resting": len(venue_open), "fills": fills, "wallet": round(v.balance, 2),
                 "venue_stops_fired": sum(a["algoStatus"] == "FINISHED" for a in v.algo_orders.values()),
                 "liquidations": sum(cid.startswith("autoclose-") for cid in v.orders_by_client_id)}
 
@@ -256,7 +290,7 @@ class HybridSide:
         with self.venue._lock:
             return {o["client_order_id"]: float(o["filled_qty"]) for o in self.venue.orders.values()}
 
-    def agree(self, c: sqlite3.Connection) -> dict[str, float]:
+    def agree(self, c: sqlite3.Connection, settled: bool) -> dict[str, float]:
         v = self.venue
 
         def dust(sym: str, q: Decimal) -> bool:
@@ -269,9 +303,7 @@ class HybridSide:
         assert db_pos == venue_pos
         venue_open = {o["client_order_id"] for o in v.orders.values() if o["status"] in
                       ("new", "accepted", "pending_new", "partially_filled")}
-        db_open = {r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE agent='hybrid' AND "
-                                           "state IN ('submitted','partially_filled','new')")}
-        assert venue_open == db_open
+        _open_orders_agree(c, "hybrid", venue_open, set(self.booked()), settled)
         fills = _fills_booked(c, self.venue_fills())
         # cash: the DB's cash is the venue's, and both equal the initial cash plus the fills' cash flows
         acct = c.execute("SELECT cash FROM accounts WHERE agent='hybrid'").fetchone()
@@ -281,7 +313,7 @@ class HybridSide:
             notional = f["qty"] * f["price"]
             flows += -notional if f["side"] == "buy" else notional - v.fees.get(f["client_order_id"], 0.0)
         assert CASH["hybrid"] + flows == pytest.approx(float(v.cash), abs=0.01), (CASH["hybrid"] + flows, float(v.cash))
-        return {"positions": len(db_pos), "resting": len(db_open), "fills": fills, "cash": round(float(v.cash), 2)}
+        return {"positions": len(db_pos), "resting": len(venue_open), "fills": fills, "cash": round(float(v.cash), 2)}
 
 
 def _wait_first_cycle(p: subprocess.Popen, dbfile: Path, before: int, timeout: float) -> None:
@@ -303,9 +335,10 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
     kills = restarts = checkpoints = shocks = 0
     figures: dict[str, float] = {}
 
-    def clean(cycles: int) -> None:
+    def clean(cycles: int, settle: bool = False) -> None:
         nonlocal restarts
-        r = subprocess.run([sys.executable, script, "--cycles", str(cycles)], cwd=tmp, env=env,
+        r = subprocess.run([sys.executable, script, "--cycles", str(cycles)], cwd=tmp,
+                           env={**env, "TB_VENUE_UNCONFIRMED_GRACE_S": "0"} if settle else env,
                            capture_output=True, text=True, timeout=240)
         restarts += 1
         assert r.returncode == 0, r.stderr[-3000:]
@@ -319,8 +352,12 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
             restarts += 1
             # a kill in the start-up (restore and reconciliation) now and then; else in the cycles: wait until
             # this process commits its first cycle (start-up takes 1.5-4 s on a busy machine), then a while
-            during_startup = rng.random() < 0.2
-            delay = rng.uniform(0.3, 2.5) if during_startup else rng.uniform(0.0, 2.5)
+            # now and then (and in the last trial if it has not happened yet) the venue kills the agent on its next
+            # POST before booking it: armed, not drawn per POST, so it happens on a slow machine too
+            unsent = rng.random() < P_KILL_UNSENT or (kills == trials - 1 and venue.kills_before_post == 0)
+            during_startup = not unsent and rng.random() < 0.2
+            delay = 120.0 if unsent else rng.uniform(0.3, 2.5) if during_startup else rng.uniform(0.0, 2.5)
+            venue.armed_unsent = unsent
             if not during_startup:
                 _wait_first_cycle(p, dbfile, committed_cycles(dbfile), timeout=60)
             try:
@@ -328,7 +365,7 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            venue.pid = None
+            venue.pid, venue.armed_unsent = None, False
             err = p.stderr.read() if p.stderr else ""
             p.stderr.close()
             assert p.returncode in (-signal.SIGKILL, 0), err[-3000:]
@@ -349,15 +386,15 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
                 follower.stop()
                 clean(1)
                 with _db(dbfile) as c:
-                    side.agree(c)
+                    side.agree(c, settled=False)
                 checkpoints += 1
                 follower.start()
         follower.stop()
-        clean(3)        # a last clean run lets the reconciliation settle, prices frozen
+        clean(3, settle=True)   # a last clean run lets the reconciliation settle, prices frozen
         _no_duplicates(venue, side.booked())
         with _db(dbfile) as c:
             _always(c, {cid for cid, q in side.venue_fills().items() if q > 0})
-            figures = side.agree(c)
+            figures = side.agree(c, settled=True)
             assert c.execute("SELECT COUNT(*) FROM orders WHERE state='new'").fetchone()[0] == 0
             figures["entries_filled"] = c.execute(
                 "SELECT COUNT(*) FROM orders WHERE purpose='entry' AND state='filled'").fetchone()[0]
@@ -366,7 +403,7 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
     finally:
         follower.stop()
     return {"kills": kills, "restarts": restarts, "checkpoints": checkpoints, "price_shocks_while_down": shocks,
-            "kills_after_post": venue.kills_after_post, "posts": sum(venue.post_counts.values()),
+            "kills_after_post": venue.kills_after_post, "kills_before_post": venue.kills_before_post, "posts": sum(venue.post_counts.values()),
             "duplicates": sum(n - 1 for n in venue.post_counts.values() if n > 1), **figures}
 
 
@@ -384,16 +421,19 @@ def _scenario(side_cls, tmp: Path, trials: int, checkpoint_every: int, reliabili
         assert figs["kills"] >= trials
         assert figs["entries_filled"] >= 3, figs
         assert figs["duplicates"] == 0
+        assert figs["kills_before_post"] >= 1, figs
         ok = True
     finally:
         print(figs)
         reliability(f"crash: {side.agent} on {'Binance' if side.agent == 'futures' else 'Alpaca'}"
                     f"{' (long)' if trials > 10 else ''}", trials=figs.get("kills", 0),
                     checked="SIGKILL at seeded random moments (some inside the venue between booking a POST and "
-                            "answering, some in the start-up; the price jumps 2-12% while the agent is down now and "
+                            "answering, some before the venue gets a POST, some in the start-up; the price jumps 2-12% while the agent is down now and "
                             "then); after every kill: no client id POSTed twice, none booked twice, integrity_check "
                             "ok, no DB fill the venue did not make; at checkpoints and the end (clean cycle, prices "
-                            "frozen): DB == venue (open positions, resting orders), every venue fill of our ids "
+                            "frozen): DB == venue (open positions, resting orders; at checkpoints the DB may also hold unconfirmed, "
+                            "within the grace, an order the venue never got, and the last run with grace 0 ends "
+                            "them), every venue fill of our ids "
                             "booked as filled with its quantity, cash consistent (futures: wallet = DB cash + "
                             "margins = capital + booked P&L; spot: DB cash = venue cash = capital + fill flows)",
                     ok=ok, seed=seed, **{k: v for k, v in figs.items()})

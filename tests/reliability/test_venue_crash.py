@@ -35,10 +35,21 @@ class KillingVenue(FakeBinanceFutures):
     def __init__(self, *a, rng: random.Random, p_kill: float, **kw):
         super().__init__(*a, **kw)
         self.rng, self.p_kill, self.pid = rng, p_kill, None
-        self.kills_after_post = 0
+        self.armed_unsent = False   # kill on the next POST before booking it
+        self.kills_after_post = self.kills_before_post = 0
         self.armed = False        # kill on the next booked POST, whatever the draw
 
     def _route(self, req):
+        if req.method == "POST" and req.path in ("/fapi/v1/order", "/fapi/v1/algoOrder") and self.pid \
+                and self.armed_unsent:
+            # killed mid-POST, before the venue got it: the agent recorded the POST's start and never its outcome
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                self.kills_before_post += 1
+                self.pid, self.armed_unsent = None, False
+                return 503, {}, {"code": -1, "msg": "the agent was killed before this POST arrived"}
+            except ProcessLookupError:
+                pass
         out = super()._route(req)
         if req.method == "POST" and req.path in ("/fapi/v1/order", "/fapi/v1/algoOrder") and self.pid \
                 and out[0] == 200 and (self.armed or self.rng.random() < self.p_kill):
