@@ -257,3 +257,31 @@ def test_spot_fee_taken_in_the_coin_is_a_quantity_correction_not_a_trade(tmp_pat
         trades = h.settle() + h.settle(T0 + timedelta(hours=1))
         assert trades == [] and "position_reduced_on_venue" not in h.events()
         assert h.broker.positions()[0].qty == pytest.approx(al.holding(BTC))
+
+
+def test_a_hand_close_of_a_new_position_is_not_booked_as_the_previous_positions_liquidation(h, venue):
+    """The same cycle books a liquidation and re-enters the symbol seconds later: the venue's force orders are
+    asked from a minute before the new position opened, and the earlier position's liquidation is not its own."""
+    no_stop = Bracket(stop_distance=0.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0)
+    h.entry(lev=20, bracket=no_stop)
+    h.settle()
+    pos1 = h.broker.positions()[0]
+    venue.set_price("BTCUSDT", pos1.liquidation_price * 0.98)      # position 1 liquidated
+    trades = h.settle(T0 + timedelta(hours=1))
+    assert [t.exit_reason for t in trades] == ["liquidation"]
+    # the same cycle's decision re-enters the symbol seconds later (within a minute of the liquidation)
+    px = 41000.0
+    venue.set_price("BTCUSDT", px)
+    h.broker.last_price[BTC] = px
+    h.entry(lev=5, bracket=no_stop)
+    h.settle(T0 + timedelta(hours=1))
+    pos2 = h.broker.positions()[0]
+    # position 2 is later closed by hand in the app, in profit
+    venue.set_price("BTCUSDT", 41500.0)
+    BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(
+        OrderSpec("web_manual_close", BTC, Side.SELL, pos2.qty, reduce_only=True))
+    h.broker.last_price[BTC] = 41500.0
+    trades = h.settle(T0 + timedelta(hours=2))
+    assert [t.exit_reason for t in trades] == ["closed_on_venue"], [(t.exit_reason, t.exit_price, t.pnl) for t in trades]
+    assert trades[0].exit_price == pytest.approx(41500.0)
+    assert trades[0].exit_order_id != exit_order_id(pos1.entry_order_id)

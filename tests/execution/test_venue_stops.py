@@ -6,6 +6,7 @@ cited where it is set up."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -197,3 +198,54 @@ def test_an_adl_the_force_order_history_lists_late_is_still_no_failed_stop(h, ve
     ended = [r for r in h.store.conn.execute("SELECT state_reason FROM orders WHERE client_order_id LIKE '%-sl%' "
                                              "AND state='canceled'")]
     assert ended and all(r["state_reason"].startswith("ended with its position") for r in ended)
+
+
+def test_a_stop_triggered_when_it_is_resized_is_booked_as_the_stops_fill(hc, venue, clock):
+    """A stop found TRIGGERED when the agent cancels it to cover a larger venue position (its market order is in
+    the matching engine: Binance's algoStatus TRIGGERED; a triggered algo order cannot be cancelled, -2011) stays
+    the stop: its fill a moment later is booked under its id, with its fee, and the wallet reconciles."""
+    o = hc.entry(qty=0.01, bracket=Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
+    hc.settle(clock.now)
+    clock.advance(minutes=5)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()[0]
+    sid = stop_order_id(o.client_order_id, 0)
+    low = pos.stop_loss - 10.0
+    with venue._lock:
+        venue.positions["BTCUSDT"]["amt"] = venue.positions["BTCUSDT"]["amt"] * 2     # 0.01 added by hand
+        # the market crosses the stop: it is TRIGGERED, its reduce-only market order is in the book, unfilled
+        algo = next(a for a in venue.algo_orders.values() if a["clientAlgoId"] == sid)
+        venue.prices["BTCUSDT"] = low
+        oid = next(venue._ids)
+        now = venue.now_ms()
+        venue.orders[oid] = {
+            "orderId": oid, "symbol": "BTCUSDT", "status": "NEW", "clientOrderId": f"algo-{algo['algoId']}",
+            "price": "0", "avgPrice": "0", "origQty": "0.01", "executedQty": "0", "cumQty": "0", "cumQuote": "0",
+            "timeInForce": "GTC", "type": "MARKET", "reduceOnly": True, "closePosition": False, "side": "SELL",
+            "positionSide": "BOTH", "stopPrice": "0", "workingType": "MARK_PRICE", "priceProtect": False,
+            "origType": "MARKET", "time": now, "updateTime": now}
+        algo.update(algoStatus="TRIGGERED", actualOrderId=str(oid), triggerTime=now, updateTime=now)
+    hc.broker.last_price[BTC] = low
+    client = hc.broker.venues["binance"].client
+    real_cancel, armed = client.cancel_order, [True]
+
+    def cancel_order(symbol, cid, conditional=None):
+        answer = real_cancel(symbol, cid, conditional=conditional)     # -2011, then the algo order: TRIGGERED
+        if armed and cid == sid and armed.pop():
+            with venue._lock:                  # the triggered order fills a moment after that answer
+                venue._execute("BTCUSDT", "SELL", Decimal("0.01"), low, oid)
+                venue.orders[oid].update(status="FILLED", executedQty="0.01", cumQty="0.01",
+                                         avgPrice=f"{low:.8f}", updateTime=venue.now_ms())
+                algo.update(algoStatus="FINISHED", updateTime=venue.now_ms())
+        return answer
+
+    client.cancel_order = cancel_order
+    trades = []
+    for _ in range(4):
+        clock.advance(minutes=20)
+        trades += hc.settle(clock.now)
+    assert [t.exit_order_id for t in trades][:1] == [sid], [(t.exit_order_id, t.exit_reason, t.exit_price, t.fees) for t in trades]
+    assert trades[0].exit_price == pytest.approx(low)
+    assert abs(hc.wallet_diff or 0.0) < 1e-6
+    row = hc.store.order(sid)
+    assert row["state"] != "canceled" or not str(row["state_reason"]).startswith("resized"), row["state_reason"]

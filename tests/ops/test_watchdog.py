@@ -289,6 +289,7 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     db_path.write_bytes(b"not a database" * 200)                          # unreadable: never restart a live agent
     v = ops.watchdog_check(s, "hybrid")
     assert v.action == "ok" and "unreadable" in v.reason
+    assert v.line().startswith("ok 4242 alive ")                          # running: never printed as gone
     db_path.unlink()
     Store(db_path).close()
 
@@ -308,6 +309,7 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
                                  "error": "OperationalError: database is locked"}))
     v = ops.watchdog_check(s, "hybrid")
     assert v.action == "ok" and "storage fault" in v.reason               # retrying, not hung: no restart
+    assert v.line().startswith("ok 4242 alive ")
     fault.write_text(json.dumps({"pid": 4242, "since": "2020-01-01T00:00:00Z", "attempts": 40,
                                  "last": "2020-01-01T00:00:00Z", "error": "x"}))
     assert ops.watchdog_check(s, "hybrid").action == "restart"           # its attempts stopped too: hung
@@ -322,7 +324,7 @@ def test_watchdog_rules_without_processes(tmp_path, monkeypatch):
     beat(1111, "stopped", "2020-01-01T00:00:00Z")                        # a previous run's clean end ...
     assert ops.watchdog_check(s, "hybrid").line().startswith("restart 4242 gone")   # ... does not cover a crash
     live["v"] = True
-    assert ops.watchdog_check(s, "hybrid").action == "ok"                # start-up grace from the pid file time
+    assert ops.watchdog_check(s, "hybrid").line().startswith("ok 4242 alive running")   # start-up grace
     old = time.time() - 3600
     os.utime(pf, (old, old))
     v = ops.watchdog_check(s, "hybrid")

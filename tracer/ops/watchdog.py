@@ -77,7 +77,7 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
         down = "pid file unreadable"
     elif st.own_hb and st.hb_status == "stopped":
         if st.alive:
-            return Verdict("ok", st.pid, "finishing (heartbeat says stopped)")
+            return Verdict("ok", st.pid, "finishing (heartbeat says stopped)", alive=True)
         if st.stopped_by_signal:
             return Verdict("stopped", st.pid, f"stopped by a signal at cycle {st.hb_cycle}, pid file kept (a "
                                               f"shutdown, a logout or a kill; --stop removes it): the supervisor "
@@ -87,7 +87,7 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
     elif not st.alive:
         down = f"pid {st.pid} is gone" if not pid_alive(st.pid) else f"pid {st.pid} no longer runs the agent"
     elif st.hb_error is not None:     # never restart a live agent on a heartbeat we could not read
-        return Verdict("ok", st.pid, f"running; heartbeat unreadable ({st.hb_error})")
+        return Verdict("ok", st.pid, f"running; heartbeat unreadable ({st.hb_error})", alive=True)
     elif age is not None and age > limit_s:
         fault = storage_fault_of(settings, agent)
         last = _parse_iso(str(fault.get("last") or "")) if fault else None
@@ -96,7 +96,7 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
             # the DB cannot take its heartbeat: the agent is retrying (and managing exits), not hung;
             # a restart would only lose that (the health check reports the fault as critical)
             return Verdict("ok", st.pid, f"running; storage fault since {fault.get('since')} "
-                                         f"({fault.get('attempts')} attempts): heartbeat cannot be written")
+                                         f"({fault.get('attempts')} attempts): heartbeat cannot be written", alive=True)
         what = "heartbeat" if st.own_hb else "no heartbeat since the start"
         down = f"hung: {what} {human_age(st.age_s)} ago{asleep} (limit {human_age(limit_s)})"
         if not agent_confirmed(st.pid, agent):
@@ -105,7 +105,7 @@ def watchdog_check(settings: Any, agent: str, now: datetime | None = None,
             return Verdict("error", st.pid, f"{down}, but pid {st.pid}'s command line cannot be read: cannot tell "
                                             f"whether it is the {agent} agent; not signalled, not restarted")
     else:
-        return Verdict("ok", st.pid, f"running, heartbeat {human_age(st.age_s)} old{asleep}")
+        return Verdict("ok", st.pid, f"running, heartbeat {human_age(st.age_s)} old{asleep}", alive=True)
 
     book = _wd_load(settings, agent)
     t = now.timestamp()

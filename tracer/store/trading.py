@@ -133,6 +133,12 @@ class TradingTables(Connection):
         return self.conn.execute(f"SELECT * FROM orders WHERE agent=? AND state IN ({q}) ORDER BY id",
                                  (agent, *[s.value for s in states])).fetchall()
 
+    def order_reasons_containing(self, agent: str, symbol: str, mark: str) -> list[str]:
+        """The state reasons of ``agent``'s ``symbol`` orders that contain ``mark`` (any position's)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT state_reason FROM orders WHERE agent=? AND symbol=? AND instr(state_reason, ?) > 0 ORDER BY id",
+            (agent, symbol, mark))]
+
     def insert_venue_event(self, agent: str, venue: str, kind: str, *, symbol: str | None = None,
                            client_order_id: str | None = None, detail: dict[str, Any] | None = None,
                            ts: datetime | None = None) -> int:

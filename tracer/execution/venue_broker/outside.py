@@ -189,14 +189,13 @@ class OutsideCloses(Money):
         return reason, px, fee, ",".join(ids)
 
     def _booked_ids(self, pos: Position) -> set[str]:
-        """The venue ids of the closes outside the agent booked on ``pos`` already: in the position's exit order
-        rows, written in the same transaction as their trades (a crash between the two cannot mark one booked)."""
+        """The venue ids of the venue's closes of ``pos``'s symbol booked already, on this position or an earlier
+        one: in the exit order rows, written in the same transaction as their trades (a crash between the two
+        cannot mark one booked). An earlier position's liquidation a moment before this one opened falls in the
+        window asked for (:meth:`_new_forced`) and is never this position's."""
         booked: set[str] = set()
-        for k in range(pos.exit_seq + 1):
-            row = self.store.order(exit_order_id(pos.entry_order_id, k))
-            reason = str(row["state_reason"] or "") if row is not None else ""
-            if FORCED_MARK in reason:
-                booked.update(filter(None, reason.split(FORCED_MARK, 1)[1].split(";")[0].strip().split(",")))
+        for reason in self.store.order_reasons_containing(self.agent, pos.symbol, FORCED_MARK):
+            booked.update(filter(None, reason.split(FORCED_MARK, 1)[1].split(";")[0].strip().split(",")))
         return booked
 
     def _new_forced(self, venue: str, pos: Position) -> list[VenueOrder]:

@@ -582,8 +582,9 @@ class Reconciliation(Protection, OutsideCloses):
     def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position | None:
         """The venue holds more than the position's resting stop covers: that stop is cancelled and the next
         one (under the next stop id, sent by :meth:`ensure_protection`) covers the whole position. None when
-        the stop turns out to have filled, all or part, before the cancel (it triggered meanwhile): it stays
-        tracked, its fill is booked by the next sync's lookup, and the sizes are compared after that."""
+        the cancel was not taken: the stop filled, all or part, before it, or it triggered and its market order
+        is in the book (a triggered algo order cannot be cancelled; it fills a moment later). It stays tracked,
+        its fill is booked under its own id by the next sync's lookup, and the sizes are compared after that."""
         sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
         if sid not in self._tracked:
             return pos
@@ -592,7 +593,7 @@ class Reconciliation(Protection, OutsideCloses):
         except VenueError as e:
             self._event(venue, "cancel_failed", symbol=pos.symbol, cid=sid, alert=True, error=type(e).__name__)
             return pos
-        if vo is not None and (vo.state is OrderState.FILLED or vo.filled_qty > 0):
+        if vo is not None and (vo.filled_qty > 0 or vo.triggered or vo.state.is_open or vo.state is OrderState.FILLED):
             return None
         self._tracked.pop(sid, None)
         self._not_tries.add(sid)
