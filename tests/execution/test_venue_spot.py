@@ -154,3 +154,31 @@ def test_the_fee_dust_is_counted_exactly_across_prices_and_a_restart(hs, alpaca,
     hs.settle(T0 + timedelta(hours=hour + 2))
     hs.settle(T0 + timedelta(hours=hour + 3))
     assert hs.wallet_diff == pytest.approx(0.0, abs=0.01) and "wallet_mismatch" not in hs.events()
+
+
+def test_a_sale_by_hand_of_all_that_can_be_sold_closes_the_position_and_leaves_dust(hs, alpaca):
+    """The user sells in the app all the venue lets be sold (a step multiple): the rest of the coin fee stays, below
+    the step. The position is closed (the rest is dust, as after the agent's own exit), not kept open for ever at a
+    size no order can sell, blocking every later entry of the coin."""
+    hs.settle()
+    hs.entry(qty=0.01)
+    hs.settle(T0 + timedelta(hours=1))
+    hs.settle(T0 + timedelta(hours=2))
+    held = alpaca.holdings[BTC]                      # 0.009975: the coin fee taken
+    sold = Decimal("0.0099")
+    alpaca.holdings[BTC] = held - sold
+    alpaca.cash += sold * Decimal("42000") * Decimal("0.9975")
+    assert 0 < alpaca.holding(BTC) < 0.0001
+    trades = hs.settle(T0 + timedelta(hours=3))
+    assert hs.broker.positions() == []
+    assert [(t.exit_reason, t.qty) for t in trades] == [("closed_on_venue", pytest.approx(float(held)))]
+    x = hs.store.order(trades[0].exit_order_id)
+    assert x["filled_qty"] == pytest.approx(float(sold))          # what was sold; the rest is the dust
+    again = hs.entry(qty=0.01)                                     # the coin can be traded again
+    assert hs.state(again.client_order_id) == "submitted"
+    hs.settle(T0 + timedelta(hours=4))
+    (pos,) = hs.broker.positions()
+    assert pos.entry_order_id == again.client_order_id
+    exit_of(hs, pos, 5)
+    assert [t.exit_reason for t in hs.settle(T0 + timedelta(hours=5))] == ["signal"]
+    assert hs.broker.positions() == []

@@ -373,10 +373,15 @@ class Reconciliation(Protection, OutsideCloses):
             self._venue_held.update({(venue, s): vps[s].qty if s in vps else 0.0 for s in ours})
             for sym, pos in ours.items():
                 vp = vps.get(sym)
+                left = 0.0
+                if vp is not None and not self.futures and vp.qty < pos.qty and self._below_step(venue, sym, vp.qty):
+                    # spot: no order can sell what the venue still holds of the coin (a sale by hand of all that
+                    # could be sold leaves the rest of the coin fee): the position is closed, that rest is dust
+                    vp, left = None, vp.qty
                 pending_exit = any(o.symbol == sym and o.reduce_only for o, _, _ in self._tracked.values()
                                    if o.type is OrderType.MARKET)
                 if vp is None and not pending_exit:
-                    self._closed_on_venue(venue, pos, rep, now)
+                    self._closed_on_venue(venue, pos, rep, now, left)
                 elif vp is not None:
                     self._compare_position(venue, pos, vp, pending_exit, rep, now)
             if not self.futures:
@@ -441,8 +446,9 @@ class Reconciliation(Protection, OutsideCloses):
         if vp.mark_price:
             self.last_price[sym] = vp.mark_price
 
-    def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime) -> None:
-        """The venue no longer holds a position the DB has: its stop or target filled, or liquidation."""
+    def _closed_on_venue(self, venue: str, pos: Position, rep: BarReport, now: datetime, left: float = 0.0) -> None:
+        """The venue no longer holds a position the DB has: its stop or target filled, or liquidation; on spot,
+        ``left`` of the coin may remain, below the venue's step (dust)."""
         # our own orders of this position that may have closed it, the latest first
         ours = [(stop_order_id(pos.entry_order_id, pos.stop_seq), "stop_loss", OrderType.STOP),
                 (target_order_id(pos.entry_order_id), "take_profit", OrderType.LIMIT),
@@ -487,7 +493,7 @@ class Reconciliation(Protection, OutsideCloses):
         reason, px, fee, forced_ids = terms
         liq = reason == ForcedClose.LIQUIDATION.value
         _, cid = self._free_exit_id(pos, rep)
-        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty,
+        o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY, pos.qty - left,
                   OrderType.MARKET, reduce_only=True, purpose="exit", reason=reason, created_at=now)
         rep.exit_orders.append(o)
         rep.venues[cid] = venue
@@ -498,7 +504,7 @@ class Reconciliation(Protection, OutsideCloses):
         # on the exit itself, where an explanation of the trade reads it
         note = forced_note(reason, forced_ids) if forced_ids else \
             f"{reason}; assumed: booked at {float(px):g} with fee 0 (the venue's record of it could not be read)"
-        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty, float(px), fee, now),
+        self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty - left, float(px), fee, now),
                        o.reason, venue, rep, liquidated=bool(liq), note=note)
 
     def _maybe_ours(self, cid: str, vo: VenueOrder | None) -> bool:
@@ -528,7 +534,7 @@ class Reconciliation(Protection, OutsideCloses):
         except VenueError:
             return False
         px = vp.mark_price or self.last_price.get(vp.symbol, vp.entry_price)
-        return vp.qty < r.min_qty or vp.qty * px < r.min_notional
+        return vp.qty < max(r.min_qty, r.step_size) - 1e-12 or vp.qty * px < r.min_notional
 
     def _adopt(self, venue: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
         """A venue position the DB does not know: adopt the venue's truth, record it, alert."""
