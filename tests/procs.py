@@ -22,8 +22,11 @@ def alive(pid: int) -> bool:
 def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if cond():
-            return
+        try:
+            if cond():
+                return
+        except ValueError:       # a pid file read while the script rewrites it (truncated, empty): not yet
+            pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 

@@ -393,8 +393,8 @@ def test_worker_threads_deliver_and_stop_leaves_undelivered_rows_pending(tmp_pat
     assert [r["status"] for r in rows(s)] == ["sent", "sent"]
     discord.script(Reply(500, {"message": "down"}), Reply(500, {"message": "down"}))
     put(s, "heartbeat", "retrying")
-    for _ in range(200):                  # the discord worker is now in a 30 s retry wait
-        if any(r["attempts"] for r in rows(s, "discord")[1:]):
+    for _ in range(200):                  # the discord worker is now in a 30 s retry wait; telegram has sent
+        if any(r["attempts"] for r in rows(s, "discord")[1:]) and rows(s, "telegram")[1]["status"] == "sent":
             break
         threading.Event().wait(0.05)
     for w in workers:

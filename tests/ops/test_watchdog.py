@@ -73,17 +73,19 @@ def stop_all(tmp: Path) -> None:
 
 
 def test_killed_agent_and_hung_agent_are_restarted_with_the_same_command_line(tmp_path):
-    start(tmp_path, "--interval", "30")
+    # cycles 10 minutes apart: between them a heartbeat a minute (the waits), so the aged row of
+    # the hung case is not refreshed while the watchdog reads it
+    start(tmp_path, "--interval", "600")
     try:
         # 1. kill -9 the hybrid agent: one pass restarts it
         old = pid_of(tmp_path, "hybrid")
-        assert (tmp_path / "state" / "hybrid.args").read_text().split() == ["--interval", "30"]
+        assert (tmp_path / "state" / "hybrid.args").read_text().split() == ["--interval", "600"]
         kill9(old)
         r = watchdog(tmp_path)
         assert f"pid {old} is gone" in r.stdout and "restarted" in r.stdout
         new = pid_of(tmp_path, "hybrid")
         assert new != old and alive(new)
-        assert psutil.Process(new).cmdline()[-3:] == ["scripts/hybrid_crypto_trader.py", "--interval", "30"]
+        assert psutil.Process(new).cmdline()[-3:] == ["scripts/hybrid_crypto_trader.py", "--interval", "600"]
         log = (tmp_path / "logs" / "watchdog.log").read_text()
         assert f"restarted old_pid={old} new_pid={new}" in log
         sent = alerts(tmp_path, "watchdog_restart")

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +66,6 @@ def test_two_workers_on_postgresql_agree_with_one_on_sqlite(postgres, tmp_path):
 
     data = _slice(tmp_path / "d")
     kw = dict(trials=6, folds=2, ablate=False)
-    t0 = time.monotonic()
     one = run_study(_cfg(tmp_path, data, "sqlite", jobs=1, **kw))
     two = run_study(_cfg(tmp_path, data, "pg", jobs=2, storage=postgres, **kw))
     assert two.doc["design"]["storage"].startswith("postgresql://")
@@ -84,4 +82,3 @@ def test_two_workers_on_postgresql_agree_with_one_on_sqlite(postgres, tmp_path):
         assert sorted(t.number for t in done) == list(range(6))
         workers |= {t.user_attrs["worker"] for t in done}
     assert workers == {0, 1}
-    assert time.monotonic() - t0 < 120

@@ -61,9 +61,8 @@ def server(seeded, tmp_path) -> Iterator[Server]:
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
-    for _ in range(200):
-        if srv.started:
-            break
+    deadline = time.monotonic() + 30          # a loaded machine starts it slowly
+    while not srv.started and t.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert srv.started
     yield Server(f"http://127.0.0.1:{port}", s, tmp_path)
