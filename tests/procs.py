@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -67,3 +68,12 @@ class ListHandler(logging.Handler):
 
     def emit(self, record):
         self.lines.append(record.getMessage())
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections while the block runs: bound, never listening. A port closed
+    after ``bind(0)`` could meanwhile be taken by a fake server of another test worker."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

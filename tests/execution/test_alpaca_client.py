@@ -5,12 +5,12 @@ that an order POST is sent exactly once whatever happens (alpaca-py would retry 
 """
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 
 import pytest
 
 from fakes.alpaca_trading import FakeAlpacaTrading
+from procs import refused_port
 from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, OrderRejected,
                                     OrderSpec, RateLimited, VenueClient, VenueError, VenueOrderType,
                                     VenueUnavailable)
@@ -388,13 +388,10 @@ def test_down_is_unavailable_and_nothing_is_sent(venue, client):
 
 
 def test_closed_port_is_unavailable():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    c = AlpacaSpotClient(*KEYS, f"http://127.0.0.1:{port}", timeout_s=FAST)
-    with pytest.raises(VenueUnavailable):
-        c.server_time()
+    with refused_port() as port:
+        c = AlpacaSpotClient(*KEYS, f"http://127.0.0.1:{port}", timeout_s=FAST)
+        with pytest.raises(VenueUnavailable):
+            c.server_time()
 
 
 def test_every_error_is_a_venue_error(venue, client):

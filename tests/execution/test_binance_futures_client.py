@@ -1,7 +1,6 @@
 """BinanceFuturesClient through the real python-binance Client over HTTP, against FakeBinanceFutures."""
 from __future__ import annotations
 
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
@@ -9,6 +8,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from fakes.binance_futures_venue import FakeBinanceFutures
+from procs import refused_port
 from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned,
                                     OrderRejected, OrderSpec, RateLimited, TimestampDrift, VenueError, VenueOrderType,
                                     VenueUnavailable)
@@ -435,16 +435,13 @@ def test_non_json_error_body_and_unknown_status_are_typed(client, venue):
 
 
 def test_only_typed_errors_escape():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()                                                 # a port nothing listens on
-    c = BinanceFuturesClient(KEY, SECRET, f"http://127.0.0.1:{port}", timeout_s=0.3)
-    for call in (c.server_time, c.sync_time, c.positions, c.balance, c.open_orders, lambda: c.rules(BTC),
-                 lambda: c.get_order(BTC, "x"), lambda: c.cancel_order(BTC, "x"), lambda: c.fills(BTC, "x"),
-                 lambda: c.funding(BTC, datetime.now(timezone.utc)), lambda: c.prepare_symbol(BTC, 3)):
-        with pytest.raises(VenueError):
-            call()
+    with refused_port() as port:                                # a port nothing listens on
+        c = BinanceFuturesClient(KEY, SECRET, f"http://127.0.0.1:{port}", timeout_s=0.3)
+        for call in (c.server_time, c.sync_time, c.positions, c.balance, c.open_orders, lambda: c.rules(BTC),
+                     lambda: c.get_order(BTC, "x"), lambda: c.cancel_order(BTC, "x"), lambda: c.fills(BTC, "x"),
+                     lambda: c.funding(BTC, datetime.now(timezone.utc)), lambda: c.prepare_symbol(BTC, 3)):
+            with pytest.raises(VenueError):
+                call()
 
 
 def test_fake_serves_klines_to_the_data_source(venue):

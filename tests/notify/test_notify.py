@@ -13,6 +13,7 @@ import pytest
 
 from fakes.discord import WEBHOOK_TOKEN, FakeDiscord, Reply
 from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
+from procs import refused_port
 from tracer.config import ConfigError, load_settings
 from tracer.store import Store
 from tracer.models import Order, PositionSide, Side, Trade
@@ -218,14 +219,11 @@ def test_discord_server_errors_back_off_then_fail_after_max_attempts(tmp_path, d
 
 
 def test_discord_connection_refused_is_transient_and_redacted(tmp_path):
-    import socket
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]                       # nothing listens there once closed
-    url = f"http://127.0.0.1:{port}/api/webhooks/1/{WEBHOOK_TOKEN}"
-    s = make_settings(tmp_path, TB_DISCORD_WEBHOOK_URL=url, TB_NOTIFY_MAX_ATTEMPTS="2")
-    put(s, "heartbeat", "alive")
-    out, d = deliver(s, "discord")
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}/api/webhooks/1/{WEBHOOK_TOKEN}"
+        s = make_settings(tmp_path, TB_DISCORD_WEBHOOK_URL=url, TB_NOTIFY_MAX_ATTEMPTS="2")
+        put(s, "heartbeat", "alive")
+        out, d = deliver(s, "discord")
     r = rows(s)[0]
     assert out[0].status == "failed" and r["attempts"] == 2 and len(d.waits) == 1
     assert "connection failed" in r["last_error"] and WEBHOOK_TOKEN not in r["last_error"]
@@ -520,14 +518,11 @@ def test_cycle_messages_cover_entries_exits_risk_blocks_and_the_kill_switch():
 
 
 def test_telegram_connection_refused_is_transient_and_redacted(tmp_path):
-    import socket
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    s = make_settings(tmp_path, TB_TELEGRAM_BOT_TOKEN=BOT_TOKEN, TB_TELEGRAM_CHAT_ID=str(CHAT_ID),
-                      TB_TELEGRAM_BASE_URL=f"http://127.0.0.1:{port}/bot", TB_NOTIFY_MAX_ATTEMPTS="2")
-    put(s, "heartbeat", "alive")
-    out, d = deliver(s, "telegram")
+    with refused_port() as port:
+        s = make_settings(tmp_path, TB_TELEGRAM_BOT_TOKEN=BOT_TOKEN, TB_TELEGRAM_CHAT_ID=str(CHAT_ID),
+                          TB_TELEGRAM_BASE_URL=f"http://127.0.0.1:{port}/bot", TB_NOTIFY_MAX_ATTEMPTS="2")
+        put(s, "heartbeat", "alive")
+        out, d = deliver(s, "telegram")
     r = rows(s)[0]
     assert out[0].status == "failed" and r["attempts"] == 2 and len(d.waits) == 1
     assert "NetworkError" in r["last_error"] and BOT_TOKEN not in r["last_error"]

@@ -44,6 +44,7 @@ from fakes.bybit_venue import FakeBybit
 from fakes.perplexity import FakePerplexity
 from fakes.telegram import FakeTelegram
 from envs import agent_env
+from procs import refused_port
 from test_rel_crash import PriceFollower
 from tracer.config import Settings
 
@@ -251,13 +252,13 @@ def test_no_secret_leaks_anywhere_and_state_files_are_user_only(tmp_path, monkey
 
             # the platforms unreachable (connection refused): the error paths of both senders, URLs with secrets
 
-            with socket.socket() as so:
-                so.bind(("127.0.0.1", 0))
-                dead = f"127.0.0.1:{so.getsockname()[1]}"
-            down_env = {**env, "TB_DISCORD_WEBHOOK_URL": dc.url.replace(dc.url.split("/")[2], dead),
-                        "TB_TELEGRAM_BASE_URL": tg.base_url.replace(tg.base_url.split("/")[2], dead),
-                        "TB_NOTIFY_MAX_ATTEMPTS": "2"}
-            run("notify --test (platforms down)", tracer + ["notify", "--test"], down_env, cwd=ROOT, ok_codes=(0, 1, 2))
+            with refused_port() as port:
+                dead = f"127.0.0.1:{port}"
+                down_env = {**env, "TB_DISCORD_WEBHOOK_URL": dc.url.replace(dc.url.split("/")[2], dead),
+                            "TB_TELEGRAM_BASE_URL": tg.base_url.replace(tg.base_url.split("/")[2], dead),
+                            "TB_NOTIFY_MAX_ATTEMPTS": "2"}
+                run("notify --test (platforms down)", tracer + ["notify", "--test"], down_env, cwd=ROOT,
+                    ok_codes=(0, 1, 2))
             with sqlite3.connect(dbfile) as c:
                 errors = [e for (e,) in c.execute("SELECT last_error FROM notifications WHERE last_error IS NOT NULL "
                                                   "AND last_error != ''")]
