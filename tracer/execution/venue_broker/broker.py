@@ -150,7 +150,9 @@ class VenueBroker(Reconciliation):
 
     def restore(self, positions: list[Position], pending: list[tuple[Order, Bracket | None]], realized_pnl: float,
                 fees_paid: float, last_price: dict[str, float]) -> None:
-        self._positions = {p.symbol: p for p in positions}
+        # an exit refused or handed over just before a restart moved ``exit_seq`` in memory only (the book is
+        # written with the next cycle): an id is sent at most once, so the restored one moves past the spent ones
+        self._positions = {p.symbol: replace(p, exit_seq=self._unspent_exit_seq(p, p.exit_seq)) for p in positions}
         for p in positions:
             # an adopted position's row had no venue before 2026-12-07: its stop's row says where it rests
             self._pos_venue[p.symbol] = next(
@@ -364,9 +366,16 @@ class VenueBroker(Reconciliation):
             return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: not sent again; the next exit id went out")
         return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; never sent again")
 
+    def _unspent_exit_seq(self, pos: Position, seq: int) -> int:
+        """``seq``, or the first one after it whose exit id has not ended (refused, cancelled, filled)."""
+        while (row := self.store.order(exit_order_id(pos.entry_order_id, seq))) is not None and \
+                OrderState(row["state"]) in TERMINAL:
+            seq += 1
+        return seq
+
     def _next_exit(self, pos: Position, order: Order) -> None:
-        """The position moves to its next exit id, and the exit goes out under it now."""
-        pos = replace(pos, exit_seq=pos.exit_seq + 1)
+        """The position moves to its next exit id not spent yet, and the exit goes out under it now."""
+        pos = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1))
         self._positions[order.symbol] = pos
         self._queue_exit(pos, order.reason or "exit", order.created_at)
 

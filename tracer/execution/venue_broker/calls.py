@@ -268,7 +268,11 @@ class VenueCalls:
         since = self.store.last_venue_event_at(cid, "order_unconfirmed")
         if since is None:
             row = self.store.order(cid)
-            if row is not None and row["venue"] and str(row["state_reason"] or UNCONFIRMED).startswith(UNCONFIRMED):
+            # ``new`` with its venue set: a POST began and no outcome was written (a refusal before processing
+            # clears the venue), whatever a later attempt that never reached the POST wrote as its reason (its
+            # rules unreadable, the venue down)
+            if row is not None and row["venue"] and (OrderState(row["state"]) is OrderState.NEW or
+                                                     str(row["state_reason"] or UNCONFIRMED).startswith(UNCONFIRMED)):
                 since = self.store.last_venue_event_at(cid, "order_sent")
         return since
 

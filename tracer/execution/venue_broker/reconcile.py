@@ -511,10 +511,13 @@ class Reconciliation(Protection, OutsideCloses):
         """An order of ours that was sent, whose fill may be what closed the position but cannot be seen yet: a
         lookup that misses it (a history that lags, Bybit's cache after a restart) within ``unconfirmed_grace`` of
         the first miss, or a stop the venue says triggered whose own order is not readable yet (within
-        ``finish_grace``). Booking the close now would book it outside the agent, at the wrong price and fee."""
-        if cid not in self._tracked:
-            return False
+        ``finish_grace``), or an exit whose POST was unclear (``new``, not tracked) that the venue does not show
+        yet, within ``unconfirmed_grace`` of that POST. Booking the close now would book it outside the agent, at
+        the wrong price and fee (and its own fill again once its lookup shows it)."""
         now = self._now()
+        if cid not in self._tracked:
+            since = self._unclear_since(cid) if vo is None else None
+            return since is not None and now - since < self.unconfirmed_grace
         if vo is None:
             return now - self._missing_since.setdefault(cid, now) < self.unconfirmed_grace
         return vo.state not in TERMINAL and vo.triggered and \
