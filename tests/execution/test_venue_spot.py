@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from tracer.execution.broker import exit_order_id
+from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.models import Order, Position, Side
@@ -182,3 +182,53 @@ def test_a_sale_by_hand_of_all_that_can_be_sold_closes_the_position_and_leaves_d
     exit_of(hs, pos, 5)
     assert [t.exit_reason for t in hs.settle(T0 + timedelta(hours=5))] == ["signal"]
     assert hs.broker.positions() == []
+
+
+def test_a_working_unconfirmed_entry_is_tracked_never_cancelled_as_an_orphan(hs, alpaca):
+    """An entry left ``new`` by an unclear POST, whose lookups failed, works on Alpaca (a market order it holds
+    for a moment) and fills in part: it is ours in flight, tracked from the open orders, never cancelled as the
+    orphan of a closed position, and its fill is its own position with its bracket."""
+    fill = alpaca._fill
+    alpaca._fill = lambda *a, **k: None                        # the market buy rests (status new) for now
+    alpaca.inject("POST /v2/orders", "lost_504")                # booked, answered 504: unclear
+    # its lookups fail for a while (POST-time lookup, the cycle's reconciliation, _entry_in_flight): 3 tries each
+    alpaca.inject("GET /v2/orders:by_client_order_id", "503", times=9)
+    br = Bracket(stop_distance=500.0, take_profit_distance=2000.0, trail_pct=0.0, max_hold_s=0.0)
+    o = hs.entry(qty=0.01, bracket=br)
+    cid = o.client_order_id
+    alpaca._fill = fill
+    assert hs.state(cid) == "new" and alpaca.order(cid)["status"] == "new"
+    # Alpaca fills half of it; the order is still working (partially_filled)
+    vo = alpaca.order(cid)
+    with alpaca._lock:
+        fill(vo, "BTC/USD", "buy", Decimal("0.005"), Decimal("42000"), vo["created_at"], complete=False)
+    assert alpaca.order(cid)["status"] == "partially_filled"
+    hs.settle(T0)
+    assert alpaca.order(cid)["status"] != "canceled" and "orphan_cancelled" not in hs.events()
+    assert hs.state(cid) in ("submitted", "partially_filled", "filled")
+    assert all(p.entry_order_id == cid for p in hs.broker.positions())       # never adopted as another one
+
+
+def test_a_working_unconfirmed_exit_is_not_cancelled_as_an_orphan(hs, alpaca):
+    """The same for a market exit of a position still open: tracked, never cancelled as an orphan."""
+    hs.entry(qty=0.01)
+    hs.settle(T0)
+    pos = hs.broker.positions()[0]
+    fill = alpaca._fill
+    alpaca._fill = lambda *a, **k: None                        # the market sell rests (status new) for now
+    alpaca.inject("POST /v2/orders", "lost_504")
+    alpaca.inject("GET /v2/orders:by_client_order_id", "503", times=6)
+    x0 = exit_order_id(pos.entry_order_id, pos.exit_seq)
+    hs.send(Order(x0, "futures", BTC, Side.SELL, pos.qty, reduce_only=True, purpose="exit", reason="signal",
+                  created_at=T0 + timedelta(hours=5)))
+    alpaca._fill = fill
+    for o, br in hs.broker.take_outbox():                      # the next exit id at once: no coins available
+        hs.send(o, br)
+    vo = alpaca.order(x0)
+    with alpaca._lock:
+        fill(vo, "BTC/USD", "sell", Decimal("0.005"), Decimal("43000"), vo["created_at"], complete=False)
+    alpaca.set_price(BTC, 40000.0)
+    hs.settle(T0 + timedelta(hours=5))
+    row = hs.store.order(x0)
+    assert alpaca.order(x0)["status"] != "canceled" and "orphan_cancelled" not in hs.events()
+    assert row["state"] in ("submitted", "partially_filled", "filled"), (row["state"], row["state_reason"])

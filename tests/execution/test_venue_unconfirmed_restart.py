@@ -142,3 +142,32 @@ def test_crashed_entry_is_not_posted_again_within_the_grace_after_a_failed_rules
     h2.settle()
     assert booked(venue)[cid] == 1
     assert float(venue.positions["BTCUSDT"]["amt"]) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("unclear", [False, True])
+def test_a_venue_position_whose_entry_lookup_keeps_failing_is_booked_from_the_position_and_protected(
+        hc, venue, clock, unclear):
+    """The entry filled on the venue, and every order lookup fails from then on (positions still read): the
+    position has no stop on the venue and is in no book. Said at once; after the grace the entry is booked from
+    the venue's position with its own bracket, and its stop rests."""
+    if unclear:                                   # its POST timed out and was processed late
+        venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    o = hc.entry(qty=0.01)
+    if unclear:
+        assert hc.state(o.client_order_id) == "new"
+        venue.process_late()
+    venue.inject("GET /fapi/v1/order", "5xx", times=None)
+    hc.alerts.clear()
+    clock.advance(minutes=5)
+    hc.settle(now=clock.now)
+    assert hc.broker.positions() == [] and "entry_fill_unread" in hc.events()
+    assert any("no stop on the venue" in a for a in hc.alerts)
+    clock.advance(minutes=20)                     # past the grace
+    hc.settle(now=clock.now)
+    (pos,) = hc.broker.positions()
+    assert pos.entry_order_id == o.client_order_id and pos.qty == pytest.approx(0.01)
+    assert pos.stop_loss == pytest.approx(41000.0) and pos.take_profit == pytest.approx(44000.0)   # its bracket
+    assert hc.state(o.client_order_id) == "filled"
+    stops = [a for a in venue.algo_orders.values() if a["orderType"] == "STOP_MARKET" and a["algoStatus"] == "NEW"]
+    assert [float(a["triggerPrice"]) for a in stops] == [41000.0]
+    assert "entry_booked_from_position" in hc.events()

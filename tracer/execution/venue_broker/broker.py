@@ -118,6 +118,7 @@ class VenueBroker(Reconciliation):
         self._fees_elsewhere = 0.0          # fees paid outside the wallet's asset since the anchor (Money)
         self._elsewhere_changed = False
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
+        self._inflight_since: dict[str, datetime] = {}   # entry id -> first sync its venue position waited for it
         self._synced_once = False           # a sync has run in this process
         self._anchored_unsynced = False     # the wallet check was anchored before this process's first sync
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
@@ -244,11 +245,7 @@ class VenueBroker(Reconciliation):
             return OrderUpdate(client_order_id, OrderState.NEW, f"unconfirmed: {type(e).__name__}")
         if vo is None:
             return None
-        from tracer.store import row_to_order
-        import json
-        br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
-        self._tracked[client_order_id] = (row_to_order(row), Bracket(**br) if br else None, venue)
-        self._set_venue(client_order_id, venue, vo.venue_order_id)
+        self._track(row, venue, vo.venue_order_id)
         return OrderUpdate(client_order_id, OrderState.SUBMITTED if vo.state is not OrderState.REJECTED
                            else OrderState.REJECTED, vo.reason)
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.venue import (WALLET_ASSETS, ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType,
                                     VenuePosition)
-from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import (ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, of_position,
+                                                stop_order_id, target_order_id)
 from tracer.execution.venue_broker.outside import OutsideCloses, forced_note
 from tracer.execution.venue_broker.protection import Protection
 from tracer.logs import kv
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
+from tracer.store import row_to_order
 
 
 class Reconciliation(Protection, OutsideCloses):
@@ -403,8 +406,10 @@ class Reconciliation(Protection, OutsideCloses):
                 if self._dust(venue, vp):
                     px = vp.mark_price or self.last_price.get(sym, vp.entry_price)
                     self._dust_seen[sym] = (vp.qty, vp.qty * px)
-                elif not self._entry_in_flight(venue, sym):
+                elif (entry := self._entry_in_flight(venue, sym)) is None:
                     self._adopt(venue, vp, rep, now)
+                else:
+                    self._await_entry(venue, entry, vp, rep, now)
             self._cancel_orphans(venue, rep)
 
     def _compare_position(self, venue: str, pos: Position, vp: VenuePosition, pending_exit: bool, rep: BarReport,
@@ -571,12 +576,14 @@ class Reconciliation(Protection, OutsideCloses):
         self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                     side=vp.side.value, entry_price=vp.entry_price)
 
-    def _entry_in_flight(self, venue: str, symbol: str) -> bool:
-        """An entry of ``symbol`` is on its way (tracked and not booked yet, or left ``new`` after an unclear
-        POST): a venue position of that symbol is most likely its fill, booked with its stop by the order's own
-        lookup, not adopted as a second position. The DB's unconfirmed entries are asked for now."""
-        if any(o.symbol == symbol and o.purpose == "entry" and not o.reduce_only for o, _, _ in self._tracked.values()):
-            return True
+    def _entry_in_flight(self, venue: str, symbol: str) -> str | None:
+        """The id of an entry of ``symbol`` on its way (tracked and not booked yet, or left ``new`` after an
+        unclear POST): a venue position of that symbol is most likely its fill, booked with its stop by the
+        order's own lookup, not adopted as a second position. The DB's unconfirmed entries are asked for now."""
+        cid = next((c for c, (o, _, _) in self._tracked.items()
+                    if o.symbol == symbol and o.purpose == "entry" and not o.reduce_only), None)
+        if cid is not None:
+            return cid
         for r in self.store.orders_in_state(self.agent, OrderState.NEW):
             if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"]:
                 continue
@@ -585,8 +592,36 @@ class Reconciliation(Protection, OutsideCloses):
             if found is not None or self._unclear_since(r["client_order_id"]) is not None:
                 self._event(venue, "adoption_deferred", symbol=symbol, cid=r["client_order_id"],
                             action="the entry's own lookup books this position")
-                return True
-        return False
+                return str(r["client_order_id"])
+        return None
+
+    def _await_entry(self, venue: str, cid: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
+        """The venue holds a position of an entry of ours whose own lookup has not booked it (it fails, or misses
+        the order): unprotected meanwhile, so said at once, and after ``unconfirmed_grace`` the entry is booked
+        from the venue's position (its quantity and average price; its fee, unknown, as 0: the wallet check will
+        show it) with its own bracket, and protected."""
+        first, waiting = self._grace(self._inflight_since, cid)
+        if waiting:
+            if first:
+                self._event(venue, "entry_fill_unread", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
+                            message=f"the venue holds {vp.side.value} {vp.qty:g} {vp.symbol}, the fill of {cid} whose "
+                                    f"lookup has not booked it: no stop on the venue until it does",
+                            action=f"booked from the venue's position after {self.unconfirmed_grace}")
+            return
+        self._inflight_since.pop(cid, None)
+        row = self.store.order(cid)
+        if row is None or vp.entry_price <= 0:
+            return
+        order, bracket, _ = self._tracked.pop(cid, None) or (row_to_order(row), None, venue)
+        if bracket is None and row["bracket_json"]:
+            bracket = Bracket(**json.loads(row["bracket_json"]))
+        self._set_venue(cid, venue, row["venue_order_id"])
+        self._open(order, bracket, venue, Fill(cid, vp.symbol, order.side, vp.qty, vp.entry_price, 0.0, now), rep)
+        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "booked from the venue's position: its lookup did not "
+                                       "show the fill within the grace; fee assumed 0", vp.qty, vp.entry_price))
+        self._event(venue, "entry_booked_from_position", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
+                    price=vp.entry_price, message="its own lookup never showed the fill: booked at the venue's "
+                                                  "average price, fee assumed 0, protected with its bracket")
 
     def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position | None:
         """The venue holds more than the position's resting stop covers: that stop is cancelled and the next
@@ -610,6 +645,12 @@ class Reconciliation(Protection, OutsideCloses):
         self._event(venue, "stop_resized", symbol=pos.symbol, cid=sid, qty=pos.qty)
         return replace(pos, stop_seq=pos.stop_seq + 1)
 
+    def _track(self, row: Any, venue: str, venue_order_id: str | None) -> None:
+        """An order of the DB found on ``venue``: tracked from now on, its venue and venue id written."""
+        br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
+        self._tracked[row["client_order_id"]] = (row_to_order(row), Bracket(**br) if br else None, venue)
+        self._set_venue(row["client_order_id"], venue, venue_order_id)
+
     def _cancel_orphans(self, venue: str, rep: BarReport) -> None:
         """Our resting orders (client id ``tb-``) whose position is gone are cancelled."""
         try:
@@ -620,6 +661,15 @@ class Reconciliation(Protection, OutsideCloses):
             if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked:
                 continue
             pos = self._positions.get(vo.symbol)
+            row = self.store.order(vo.client_order_id)
+            if row is not None and OrderState(row["state"]) is OrderState.NEW and \
+                    (not row["reduce_only"] or (pos is not None and of_position(vo.client_order_id, pos.entry_order_id))):
+                # ours in flight: its POST was unclear and its lookups failed, and here it works on the venue. Tracked
+                # from now on (its own lookups book its fills), never cancelled as the orphan of a closed position
+                self._track(row, venue, vo.venue_order_id)
+                rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.SUBMITTED, None))
+                self._event(venue, "order_found_working", symbol=vo.symbol, cid=vo.client_order_id)
+                continue
             if pos is not None and vo.client_order_id in (stop_order_id(pos.entry_order_id),
                                                           target_order_id(pos.entry_order_id)):
                 continue
