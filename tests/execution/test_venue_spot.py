@@ -4,15 +4,17 @@ position, and an exit the venue refuses once is sent again under the position's 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from tracer.execution.broker import Bracket, exit_order_id
+from tracer.execution.venue import Ambiguous
 from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
-from tracer.models import Order, Position, Side
+from tracer.models import Order, OrderState, Position, Side
 
 from venue_harness import ALPACA_KEYS, BTC, T0, Harness
 
@@ -232,3 +234,51 @@ def test_a_working_unconfirmed_exit_is_not_cancelled_as_an_orphan(hs, alpaca):
     row = hs.store.order(x0)
     assert alpaca.order(x0)["status"] != "canceled" and "orphan_cancelled" not in hs.events()
     assert row["state"] in ("submitted", "partially_filled", "filled"), (row["state"], row["state_reason"])
+
+
+def test_an_unclear_exit_read_as_working_is_not_booked_as_a_close_outside(hs, alpaca):
+    """The exit sold (all but the coin fee's rest) and its answer was lost; its lookups time out, then a read that
+    lags shows it working: ours in flight, tracked and booked at its own fill, not a close by hand at the last price."""
+    hs.settle()
+    hs.entry(qty=0.01)
+    hs.settle(T0 + timedelta(hours=1))
+    hs.settle(T0 + timedelta(hours=2))
+    pos = hs.broker.positions()[0]                  # 0.009975 (the buy fee taken in the coin)
+    x0 = exit_order_id(pos.entry_order_id, 0)
+    alpaca.set_price(BTC, 43000.0)                  # where the exit sells
+    hs.broker.last_price[BTC] = 42500.0             # the agent's last bar close
+    client = hs.broker.venues["alpaca"].client
+    real_get, in_sync = client.get_order, [False]
+
+    def get_order(symbol, cid, conditional=None):
+        if cid == x0 and not in_sync[0]:
+            raise Ambiguous("alpaca GET /v2/orders:by_client_order_id: timed out")   # the lookups time out
+        vo = real_get(symbol, cid, conditional=conditional)
+        if cid == x0 and vo is not None:            # a read that lags the book (the fake's "stale"): accepted
+            vo = replace(vo, state=OrderState.SUBMITTED, filled_qty=0.0, avg_price=None)
+        return vo
+
+    client.get_order = get_order
+    real_sync = hs.broker.sync
+
+    def sync(now):
+        in_sync[0] = True
+        try:
+            return real_sync(now)
+        finally:
+            in_sync[0] = False
+
+    hs.broker.sync = sync
+    # x0: Alpaca books it (sells 0.0099 at 43000) and the answer is lost (504); its lookup times out: unclear
+    alpaca.inject("POST /v2/orders", "lost_504")
+    hs.send(Order(x0, "futures", BTC, Side.SELL, pos.qty, reduce_only=True, purpose="exit", reason="signal",
+                  created_at=T0 + timedelta(hours=3)))
+    assert hs.state(x0) == "new" and 0 < alpaca.holding(BTC) < 0.0001
+    trades = hs.settle(T0 + timedelta(hours=3))     # x1 refused (nothing left to sell); x0 read as accepted
+    # the next cycle: the venue's reads are right again
+    client.get_order, hs.broker.sync = real_get, real_sync
+    trades += hs.settle(T0 + timedelta(hours=4))
+    got = [(t.exit_order_id[-3:], t.exit_reason, t.exit_price, round(t.fees, 4)) for t in trades]
+    assert [(t.exit_order_id, t.exit_reason) for t in trades] == [(x0, "signal")], got
+    assert trades[0].exit_price == pytest.approx(43000.0), got
+    assert abs(hs.wallet_diff or 0.0) < 0.01, (hs.wallet_diff, got)

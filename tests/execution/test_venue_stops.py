@@ -249,3 +249,34 @@ def test_a_stop_triggered_when_it_is_resized_is_booked_as_the_stops_fill(hc, ven
     assert abs(hc.wallet_diff or 0.0) < 1e-6
     row = hc.store.order(sid)
     assert row["state"] != "canceled" or not str(row["state_reason"]).startswith("resized"), row["state_reason"]
+
+
+def _resting_stops(by):
+    return [o for o in by.orders.values() if o["orderStatus"] == "Untriggered" and o["orderLinkId"].startswith("tb-")]
+
+
+def test_a_bybit_stop_cancelled_for_a_resize_and_read_open_right_after_is_replaced_at_once(hb, by):
+    """Bybit acknowledges a cancel before it applies it (asynchronous): a read right after can still say
+    Untriggered. That is a cancel taken, not refused: the larger stop goes out in the same cycle."""
+    hb.entry(qty=0.01, bracket=Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
+    hb.settle()
+    hb.settle(T0 + timedelta(minutes=5))
+    assert len(_resting_stops(by)) == 1
+    # 0.01 added by hand in the app: the venue holds 0.02, the stop covers 0.01
+    BybitFuturesClient(KEY, SECRET, by.url, timeout_s=0.5).place_order(OrderSpec("web-manual-add", BTC, Side.BUY, 0.01))
+    client = hb.broker.venues["bybit"].client
+    real_cancel = client.cancel_order
+
+    def cancel_order(symbol, cid, conditional=None):
+        before = client.get_order(symbol, cid, conditional=conditional)   # what a read right after the ack shows
+        real_cancel(symbol, cid, conditional=conditional)
+        return before
+
+    client.cancel_order = cancel_order
+    hb.settle(T0 + timedelta(hours=1))
+    client.cancel_order = real_cancel
+    stops = _resting_stops(by)
+    assert stops and sum(float(o["qty"]) for o in stops) == pytest.approx(0.02), \
+        f"the 0.02 position rests with stops {[(o['orderLinkId'], o['qty']) for o in stops]} until the next cycle"
+    hb.settle(T0 + timedelta(hours=2))
+    assert not [a for a in hb.alerts if "stop ended on venue" in a], hb.alerts

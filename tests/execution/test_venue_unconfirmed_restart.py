@@ -16,6 +16,7 @@ from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.models import Order, OrderState, Side
 from tracer.store import row_to_order
 
+from fakes.binance_futures_venue import _Fault
 from venue_harness import BTC, KEY, SECRET, T0, Harness, booked
 
 
@@ -171,3 +172,38 @@ def test_a_venue_position_whose_entry_lookup_keeps_failing_is_booked_from_the_po
     stops = [a for a in venue.algo_orders.values() if a["orderType"] == "STOP_MARKET" and a["algoStatus"] == "NEW"]
     assert [float(a["triggerPrice"]) for a in stops] == [41000.0]
     assert "entry_booked_from_position" in hc.events()
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.0])
+def test_after_a_restart_a_late_partial_unclear_exit_moves_past_a_spent_exit_id(hc, venue, clock, tmp_path, fraction):
+    """x0 unclear, x1 refused, a restart before the book is written; then the venue processes x0 late, filling
+    ``fraction`` and expiring: the rest exits under the next id not spent (every move of the exit id skips them)."""
+    hc.entry(qty=0.01)
+    hc.settle()                                     # book written: exit_seq 0
+    pos = hc.broker.positions()[0]
+    # x0's POST: Binance answers 504 and processes it later (its lookup says "does not exist" now)
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    hc.send(_exit(pos, 5))
+    x0, x1 = exit_order_id(pos.entry_order_id, 0), exit_order_id(pos.entry_order_id, 1)
+    assert hc.state(x0) == "new"
+    venue.inject("POST /fapi/v1/order", -1111)      # x1 (the next exit id) refused once
+    for o, br in hc.broker.take_outbox():
+        hc.send(o, br)
+    assert hc.state(x1) == "rejected"
+    h2 = _restart(tmp_path, venue, clock)           # before the next cycle wrote the book (exit_seq 0 there)
+    # the venue now processes x0: a thin book, it fills `fraction` and expires
+    req, params = venue.late.pop()
+    venue._dispatch(req, params, _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": fraction}))
+    assert venue_qty(venue) == pytest.approx(0.01 * (1 - fraction))
+    for k in range(3):                              # three cycles, each deciding to exit again
+        clock.advance(minutes=20)
+        h2.settle(T0 + timedelta(hours=6 + k))
+        p = h2.broker.positions()
+        if not p:
+            break
+        h2.send(_exit(p[0], 6 + k))                 # the policy's exit under the position's current exit id
+    h2.settle(T0 + timedelta(hours=9))
+    states = {r["client_order_id"][-4:]: (r["state"], r["state_reason"]) for r in
+              h2.store.conn.execute("SELECT client_order_id, state, state_reason FROM orders WHERE purpose='exit'")}
+    assert venue_qty(venue) == 0.0, f"the rest of the position is never exited: {states}; " \
+                                    f"exit_seq={[p.exit_seq for p in h2.broker.positions()]}"

@@ -363,13 +363,6 @@ class VenueBroker(Reconciliation):
             return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: not sent again; the next exit id went out")
         return OrderUpdate(cid, OrderState.CANCELED, "superseded by the position's next exit id; never sent again")
 
-    def _unspent_exit_seq(self, pos: Position, seq: int) -> int:
-        """``seq``, or the first one after it whose exit id has not ended (refused, cancelled, filled)."""
-        while (row := self.store.order(exit_order_id(pos.entry_order_id, seq))) is not None and \
-                OrderState(row["state"]) in TERMINAL:
-            seq += 1
-        return seq
-
     def _next_exit(self, pos: Position, order: Order) -> None:
         """The position moves to its next exit id not spent yet, and the exit goes out under it now."""
         pos = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1))
@@ -398,7 +391,7 @@ class VenueBroker(Reconciliation):
             # would be refused by the DB, unsent
             nxt = cid == exit_order_id(pos.entry_order_id, pos.exit_seq)
             if nxt:
-                self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
+                self._positions[order.symbol] = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1))
             try:
                 vp = next((p for p in self._call(venue, "positions") if p.symbol == order.symbol), None)
                 unread = False

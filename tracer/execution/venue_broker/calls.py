@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from tracer.store import Store
-from tracer.execution.broker import Bracket, OrderUpdate
+from tracer.execution.broker import Bracket, OrderUpdate, exit_order_id
 from tracer.execution.venue import (Ambiguous, AuthError, DuplicateClientId, InsufficientMargin, IpBanned,
                                     OrderRejected, OrderSpec, RateLimited, TimestampDrift, VenueBalance, VenueClient,
                                     VenueError, VenueOrder, VenueOrderType, VenueUnavailable)
+from tracer.execution.venue_broker.ids import TERMINAL
 from tracer.logs import kv
 from tracer.models import Order, OrderState, Position
 
@@ -261,6 +262,15 @@ class VenueCalls:
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
                                        f"{UNCONFIRMED} after {type(e).__name__}: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
+
+    def _unspent_exit_seq(self, pos: Position, seq: int) -> int:
+        """``seq``, or the first one after it whose exit id has not ended (refused, cancelled, filled): every move
+        of a position's exit id goes past the spent ones, which a restart before the book was written (it holds
+        the position's ``exit_seq``) can leave ahead of it. An id is sent at most once."""
+        while (row := self.store.order(exit_order_id(pos.entry_order_id, seq))) is not None and \
+                OrderState(row["state"]) in TERMINAL:
+            seq += 1
+        return seq
 
     def _unclear_since(self, cid: str) -> datetime | None:
         """Since when the POST of ``cid`` has been unclear (None: it is not): an unclear answer, or a POST that

@@ -105,7 +105,7 @@ class Reconciliation(Protection, OutsideCloses):
                 if pos is not None and cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
                     # its id is final now: the position's next exit must not be built under it (it would be
                     # refused by the DB, unsent, for ever)
-                    self._positions[order.symbol] = replace(pos, exit_seq=pos.exit_seq + 1)
+                    self._positions[order.symbol] = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1))
                 continue
             self._missing_since.pop(cid, None)
             if vo.ended_unread:
@@ -207,7 +207,8 @@ class Reconciliation(Protection, OutsideCloses):
         pos = self._book_part(pos, fill, reason, rep, state, f"partially filled: {fill.qty:g} of {order.qty:g}; "
                                                          f"{pos.qty - fill.qty:g} left open")
         cid = fill.client_order_id
-        pos = replace(pos, exit_seq=pos.exit_seq + (cid == exit_order_id(pos.entry_order_id, pos.exit_seq)),
+        pos = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1)
+                      if cid == exit_order_id(pos.entry_order_id, pos.exit_seq) else pos.exit_seq,
                       stop_seq=pos.stop_seq + (cid == stop_order_id(pos.entry_order_id, pos.stop_seq)))
         self._positions[pos.symbol] = pos
         self._event(venue, "partial_exit", symbol=pos.symbol, cid=cid, alert=True, filled=fill.qty,
@@ -227,7 +228,7 @@ class Reconciliation(Protection, OutsideCloses):
             return
         cid = order.client_order_id
         if cid == exit_order_id(pos.entry_order_id, pos.exit_seq):
-            pos = replace(pos, exit_seq=pos.exit_seq + 1)
+            pos = replace(pos, exit_seq=self._unspent_exit_seq(pos, pos.exit_seq + 1))
             self._positions[pos.symbol] = pos
             self._event(venue, "exit_not_filled", symbol=pos.symbol, cid=cid, alert=True,
                         message=vo.reason or vo.state.value, action="sent again under a new id")
@@ -472,7 +473,7 @@ class Reconciliation(Protection, OutsideCloses):
                 vo = self._call(venue, "get_order", pos.symbol, cid, conditional=typ is not OrderType.MARKET)
             except VenueError:
                 return          # cannot tell now: next cycle
-            if self._maybe_ours(cid, vo):
+            if self._maybe_ours(venue, cid, vo):
                 return          # one of ours that may have closed it, not readable yet: decided next cycle
             if vo is not None and vo.state in TERMINAL and vo.filled_qty > 0:
                 o = Order(cid, self.agent, pos.symbol, Side.SELL if pos.side is PositionSide.LONG else Side.BUY,
@@ -512,7 +513,7 @@ class Reconciliation(Protection, OutsideCloses):
         self._close_by(pos.symbol, Fill(cid, pos.symbol, o.side, pos.qty - left, float(px), fee, now),
                        o.reason, venue, rep, liquidated=bool(liq), note=note)
 
-    def _maybe_ours(self, cid: str, vo: VenueOrder | None) -> bool:
+    def _maybe_ours(self, venue: str, cid: str, vo: VenueOrder | None) -> bool:
         """An order of ours that was sent, whose fill may be what closed the position but cannot be seen yet: a
         lookup that misses it (a history that lags, Bybit's cache after a restart) within ``unconfirmed_grace`` of
         the first miss, or a stop the venue says triggered whose own order is not readable yet (within
@@ -521,6 +522,13 @@ class Reconciliation(Protection, OutsideCloses):
         the wrong price and fee (and its own fill again once its lookup shows it)."""
         now = self._now()
         if cid not in self._tracked:
+            if vo is not None and vo.state not in TERMINAL:
+                # its POST was unclear and here the venue shows it working (or a stale read of it): ours in flight,
+                # tracked from now on, its own lookups book its fills
+                row = self.store.order(cid)
+                if row is not None:
+                    self._track(row, venue, vo.venue_order_id)
+                return True
             since = self._unclear_since(cid) if vo is None else None
             return since is not None and now - since < self.unconfirmed_grace
         if vo is None:
@@ -637,7 +645,8 @@ class Reconciliation(Protection, OutsideCloses):
         except VenueError as e:
             self._event(venue, "cancel_failed", symbol=pos.symbol, cid=sid, alert=True, error=type(e).__name__)
             return pos
-        if vo is not None and (vo.filled_qty > 0 or vo.triggered or vo.state.is_open or vo.state is OrderState.FILLED):
+        # an open, untriggered read is a cancel taken and not applied yet (Bybit's cancel is asynchronous)
+        if vo is not None and (vo.filled_qty > 0 or vo.triggered or vo.state is OrderState.FILLED):
             return None
         self._tracked.pop(sid, None)
         self._not_tries.add(sid)
