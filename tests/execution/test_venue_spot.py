@@ -14,9 +14,9 @@ from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue import Ambiguous
 from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
-from tracer.models import Order, OrderState, Position, Side
+from tracer.models import Bar, Order, OrderState, Position, Side
 
-from venue_harness import ALPACA_KEYS, BTC, T0, Harness
+from venue_harness import ALPACA_KEYS, BTC, T0, Clock, Harness
 
 
 @pytest.fixture
@@ -282,3 +282,45 @@ def test_an_unclear_exit_read_as_working_is_not_booked_as_a_close_outside(hs, al
     assert [(t.exit_order_id, t.exit_reason) for t in trades] == [(x0, "signal")], got
     assert trades[0].exit_price == pytest.approx(43000.0), got
     assert abs(hs.wallet_diff or 0.0) < 0.01, (hs.wallet_diff, got)
+
+
+@pytest.mark.parametrize("status", ["done_for_day", "calculated"])
+def test_an_exit_alpaca_ends_for_the_day_goes_again_and_the_stop_is_not_held_off(alpaca, tmp_path, status):
+    """A market exit Alpaca reports ``done_for_day`` or ``calculated`` (not open: it holds no coins) has ended: the
+    exit goes again under the next id, instead of holding off the agent's own stop, the only one on spot."""
+    clock = Clock(T0)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
+    h = Harness(tmp_path, [client])
+    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False,
+                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
+    h.broker.last_price[BTC] = 42000.0
+    h.entry(qty=0.01, bracket=Bracket(stop_distance=500.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
+    h.settle(clock.now)
+    pos = h.broker.positions()[0]
+    assert pos.stop_loss == pytest.approx(41500.0)
+    # a bar through the stop: the agent's exit goes out; Alpaca does not execute it and reports it as `status`
+    alpaca.set_price(BTC, 41400.0)
+    rep = h.broker.on_bar(Bar(BTC, clock.now, 42000.0, 42000.0, 41400.0, 41400.0, 1.0))
+    assert rep.exit_orders
+    fill = alpaca._fill
+    alpaca._fill = lambda *a, **k: None
+    for o, br in h.broker.take_outbox():
+        h.send(o, br)
+    alpaca._fill = fill
+    ex = rep.exit_orders[0].client_order_id
+    with alpaca._lock:
+        alpaca.order(ex)["status"] = status         # not open on Alpaca: it holds no coins (qty_available full)
+    h.alerts.clear()
+    for k in range(24):                              # a day of hourly bars, the price falling
+        clock.advance(hours=1)
+        px = 41000.0 - 200.0 * k
+        alpaca.set_price(BTC, px)
+        rep = h.broker.on_bar(Bar(BTC, clock.now - timedelta(hours=1), px + 100, px + 100, px, px, 1.0))
+        for o, br in h.broker.take_outbox():
+            h.send(o, br)
+        h.settle(clock.now)
+        if alpaca.holding(BTC) < 0.0001:
+            break
+    assert alpaca.holding(BTC) < 0.0001 and k <= 1, f"{k + 1} h after its stop at 41,500 the coin is still held " \
+                                                      f"at {px} (exit {status} on Alpaca)"
+    assert h.broker.positions() == []

@@ -92,9 +92,13 @@ _QUOTES = ("USDT", "USDC", "USD", "BTC")   # longest first: BTCUSDT is BTC/USDT,
 _STATES = {
     "new": OrderState.SUBMITTED, "accepted": OrderState.SUBMITTED, "pending_new": OrderState.SUBMITTED,
     "accepted_for_bidding": OrderState.SUBMITTED, "pending_review": OrderState.SUBMITTED,
-    "held": OrderState.SUBMITTED, "calculated": OrderState.SUBMITTED, "stopped": OrderState.SUBMITTED,
+    "held": OrderState.SUBMITTED, "stopped": OrderState.SUBMITTED,
     "pending_cancel": OrderState.SUBMITTED, "pending_replace": OrderState.SUBMITTED,
-    "done_for_day": OrderState.SUBMITTED,
+    # "done executing for the day" and "completed for the day (either filled or done for day), settlement
+    # calculations pending" (Alpaca's order statuses): ended as far as the agent can act, with what they filled.
+    # Crypto trades around the clock: taken as working, a market exit in them would hold off the agent's own
+    # stop for ever
+    "done_for_day": OrderState.CANCELED, "calculated": OrderState.CANCELED,
     "partially_filled": OrderState.PARTIALLY_FILLED,
     "filled": OrderState.FILLED,
     "canceled": OrderState.CANCELED, "expired": OrderState.CANCELED, "replaced": OrderState.CANCELED,
@@ -484,6 +488,8 @@ class AlpacaSpotClient:
         if ts is not None and ts.tzinfo is None:
             ts = ts.replace(tzinfo=timezone.utc)
         state = _STATES.get(status, OrderState.SUBMITTED)
+        if state is OrderState.CANCELED and _f(o.qty) > 0 and _f(o.filled_qty) >= _f(o.qty):
+            state = OrderState.FILLED           # "calculated" after a complete fill
         return VenueOrder(
             client_order_id=o.client_order_id, symbol=from_alpaca(o.symbol or ""),
             side=Side.BUY if side == "buy" else Side.SELL, qty=_f(o.qty), filled_qty=_f(o.filled_qty),
