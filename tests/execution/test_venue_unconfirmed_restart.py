@@ -207,3 +207,28 @@ def test_after_a_restart_a_late_partial_unclear_exit_moves_past_a_spent_exit_id(
               h2.store.conn.execute("SELECT client_order_id, state, state_reason FROM orders WHERE purpose='exit'")}
     assert venue_qty(venue) == 0.0, f"the rest of the position is never exited: {states}; " \
                                     f"exit_seq={[p.exit_seq for p in h2.broker.positions()]}"
+
+
+def test_an_unclear_entry_still_missed_after_the_grace_is_booked_from_the_venue_position_with_its_bracket(
+        hc, venue, clock):
+    """The entry's POST timed out and was processed; its lookup keeps missing it past the grace while the venue
+    holds the position: the position is that entry's fill (its bracket, its id, counted for the daily cap), not
+    refused as a second entry and adopted with a default stop."""
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    br = Bracket(stop_distance=500.0, take_profit_distance=2000.0, trail_pct=0.0, max_hold_s=0.0)
+    o = hc.entry(qty=0.01, bracket=br)
+    cid = o.client_order_id
+    assert hc.state(cid) == "new"
+    venue.process_late()
+    venue.inject("GET /fapi/v1/order", -2013, times=None)     # "Order does not exist": a history that lags
+    hc.settle(clock.now)
+    assert not hc.broker.positions()                          # within the grace: waited for
+    clock.advance(minutes=16)
+    hc.settle(clock.now)
+    (pos,) = hc.broker.positions()
+    assert pos.entry_order_id == cid and hc.state(cid) == "filled"
+    assert pos.stop_loss == pytest.approx(41500.0) and pos.take_profit == pytest.approx(44000.0)
+    assert hc.store.entries_since("futures", T0 - timedelta(days=1)) == 1
+    assert "fee assumed 0" in hc.store.order(cid)["state_reason"]
+    assert "entry_refused_position_on_venue" not in hc.events() and not any(
+        p.entry_order_id.startswith("tb-adopt") for p in hc.broker.positions())

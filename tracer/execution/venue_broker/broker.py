@@ -44,7 +44,7 @@ from tracer.execution.venue_broker.ids import (TERMINAL, conditional, of_positio
                                               stop_order_id, target_order_id)
 from tracer.execution.venue_broker.reconcile import Reconciliation
 from tracer.logs import kv
-from tracer.models import Order, OrderState, OrderType, Position
+from tracer.models import Order, OrderState, OrderType, Position, PositionSide, Side
 
 
 class VenueBroker(Reconciliation):
@@ -470,6 +470,12 @@ class VenueBroker(Reconciliation):
             vp = next((p for p in self._call(venue, "positions") if p.symbol == sym), None)
         except VenueError as e:
             return self._refused(venue, order, e, f"{venue} positions unavailable")
+        if vp is not None and not self._dust(venue, vp) and self._unclear_since(cid) is not None and \
+                vp.side is (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
+            # this entry's own POST was unclear and its lookup still misses it: the venue's position is most likely
+            # its fill, booked from that position with its bracket (:meth:`_await_entry`), never entered twice
+            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: the venue holds a {sym} position ({vp.qty:g}), "
+                                                    f"taken as its fill")
         if vp is not None and not self._dust(venue, vp):   # a spot fee's remainder is no position
             self._event(venue, "entry_refused_position_on_venue", symbol=sym, cid=cid, alert=True,
                         venue_qty=vp.qty, venue_side=vp.side.value)
