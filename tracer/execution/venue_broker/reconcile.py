@@ -6,21 +6,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
-from tracer.execution.venue import (WALLET_ASSETS, ForcedClose, VenueError, VenueFill, VenueOrder, VenueOrderType,
-                                    VenuePosition)
-from tracer.execution.venue_broker.ids import (ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, of_position,
-                                                stop_order_id, target_order_id)
+from tracer.execution.venue import (WALLET_ASSETS, ForcedClose, VenueError, VenueFill, VenueOrder, VenuePosition)
+from tracer.execution.venue_broker.ids import (ENDED_WITH_POSITION, RESIZED, TERMINAL, conditional, stop_order_id,
+                                                target_order_id)
 from tracer.execution.venue_broker.outside import OutsideCloses, forced_note
 from tracer.execution.venue_broker.protection import Protection
+from tracer.execution.venue_broker.unbooked import Unbooked
 from tracer.logs import kv
 from tracer.models import Fill, Order, OrderState, OrderType, Position, PositionSide, Side, Trade
-from tracer.store import row_to_order
 
 
-class Reconciliation(Protection, OutsideCloses):
+class Reconciliation(Protection, OutsideCloses, Unbooked):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: the venue is the truth, booked in the DB."""
 
     def sync(self, now: datetime) -> BarReport:
@@ -536,101 +534,6 @@ class Reconciliation(Protection, OutsideCloses):
         return vo.state not in TERMINAL and vo.triggered and \
             now - self._triggered_since.setdefault(cid, now) < self.finish_grace
 
-    def _below_step(self, venue: str, symbol: str, qty: float) -> bool:
-        try:
-            r = self._call(venue, "rules", symbol)
-        except VenueError:
-            return False
-        return qty < max(r.min_qty, r.step_size) - 1e-12
-
-    def _dust(self, venue: str, vp: VenuePosition) -> bool:
-        """A remainder too small to trade (e.g. what a spot fee taken in the coin leaves): not a position."""
-        try:
-            r = self._call(venue, "rules", vp.symbol)
-        except VenueError:
-            return False
-        px = vp.mark_price or self.last_price.get(vp.symbol, vp.entry_price)
-        return vp.qty < max(r.min_qty, r.step_size) - 1e-12 or vp.qty * px < r.min_notional
-
-    def _adopt(self, venue: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
-        """A venue position the DB does not know: adopt the venue's truth, record it, alert."""
-        cid = f"tb-adopt-{vp.symbol.replace('/', '')[:8]}-{now:%y%m%d%H%M}"
-        side = Side.BUY if vp.side is PositionSide.LONG else Side.SELL
-        o = Order(cid, self.agent, vp.symbol, side, vp.qty, OrderType.MARKET, leverage=vp.leverage,
-                  purpose="adopted", reason="position found on the venue", created_at=now)
-        rep.exit_orders.append(o)
-        rep.venues[cid] = venue
-        fill = Fill(cid, vp.symbol, side, vp.qty, vp.entry_price, 0.0, now)
-        rep.fills.append(fill)
-        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "adopted from the venue", vp.qty, vp.entry_price))
-        self._positions[vp.symbol] = Position(
-            agent=self.agent, symbol=vp.symbol, side=vp.side, qty=vp.qty, entry_price=vp.entry_price, opened_at=now,
-            entry_fee=0.0, stop_loss=0.0, take_profit=0.0, trail_pct=0.0, best_price=vp.entry_price, max_hold_s=0.0,
-            entry_order_id=cid, leverage=vp.leverage, margin=vp.margin, liquidation_price=vp.liquidation_price)
-        self._pos_venue[vp.symbol] = venue
-        if not self.futures and self._anchored_unsynced:
-            # the spot ledger counts a held coin's cost as paid from the cash. A coin found at the first sync after
-            # this process anchored the wallet check (before any sync: the start) was on the account then, and the
-            # anchored cash never paid for it: its cost joins the anchor's offset. A coin bought later (by hand) was
-            # paid from the cash, and the ledger's count of it is right as it is
-            raw = rep.memos.get(self._anchor_key()) or self.store.notify_state(self._anchor_key())
-            try:
-                a = json.loads(raw) if raw else None
-            except ValueError:
-                a = None                # unreadable: check_wallet anchors again
-            if a is not None:
-                a["offset"] = float(a["offset"]) + vp.entry_price * vp.qty
-                rep.memos[self._anchor_key()] = json.dumps(a)
-        self._event(venue, "position_adopted", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
-                    side=vp.side.value, entry_price=vp.entry_price)
-
-    def _entry_in_flight(self, venue: str, symbol: str) -> str | None:
-        """The id of an entry of ``symbol`` on its way (tracked and not booked yet, or left ``new`` after an
-        unclear POST): a venue position of that symbol is most likely its fill, booked with its stop by the
-        order's own lookup, not adopted as a second position. The DB's unconfirmed entries are asked for now."""
-        cid = next((c for c, (o, _, _) in self._tracked.items()
-                    if o.symbol == symbol and o.purpose == "entry" and not o.reduce_only), None)
-        if cid is not None:
-            return cid
-        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
-            if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"]:
-                continue
-            found = self.get(r["client_order_id"])      # tracked from now on when the venue has it
-            self._found_in_flight |= found is not None
-            if found is not None or self._unclear_since(r["client_order_id"]) is not None:
-                self._event(venue, "adoption_deferred", symbol=symbol, cid=r["client_order_id"],
-                            action="the entry's own lookup books this position")
-                return str(r["client_order_id"])
-        return None
-
-    def _await_entry(self, venue: str, cid: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
-        """The venue holds a position of an entry of ours whose own lookup has not booked it (it fails, or misses
-        the order): unprotected meanwhile, so said at once, and after ``unconfirmed_grace`` the entry is booked
-        from the venue's position (its quantity and average price; its fee, unknown, as 0: the wallet check will
-        show it) with its own bracket, and protected."""
-        first, waiting = self._grace(self._inflight_since, cid)
-        if waiting:
-            if first:
-                self._event(venue, "entry_fill_unread", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
-                            message=f"the venue holds {vp.side.value} {vp.qty:g} {vp.symbol}, the fill of {cid} whose "
-                                    f"lookup has not booked it: no stop on the venue until it does",
-                            action=f"booked from the venue's position after {self.unconfirmed_grace}")
-            return
-        self._inflight_since.pop(cid, None)
-        row = self.store.order(cid)
-        if row is None or vp.entry_price <= 0:
-            return
-        order, bracket, _ = self._tracked.pop(cid, None) or (row_to_order(row), None, venue)
-        if bracket is None and row["bracket_json"]:
-            bracket = Bracket(**json.loads(row["bracket_json"]))
-        self._set_venue(cid, venue, row["venue_order_id"])
-        self._open(order, bracket, venue, Fill(cid, vp.symbol, order.side, vp.qty, vp.entry_price, 0.0, now), rep)
-        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "booked from the venue's position: its lookup did not "
-                                       "show the fill within the grace; fee assumed 0", vp.qty, vp.entry_price))
-        self._event(venue, "entry_booked_from_position", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
-                    price=vp.entry_price, message="its own lookup never showed the fill: booked at the venue's "
-                                                  "average price, fee assumed 0, protected with its bracket")
-
     def _resize_stop(self, venue: str, pos: Position, rep: BarReport) -> Position | None:
         """The venue holds more than the position's resting stop covers: that stop is cancelled and the next
         one (under the next stop id, sent by :meth:`ensure_protection`) covers the whole position. None when
@@ -653,43 +556,3 @@ class Reconciliation(Protection, OutsideCloses):
         rep.updates.append(OrderUpdate(sid, OrderState.CANCELED, f"{RESIZED}: the venue holds {pos.qty:g}"))
         self._event(venue, "stop_resized", symbol=pos.symbol, cid=sid, qty=pos.qty)
         return replace(pos, stop_seq=pos.stop_seq + 1)
-
-    def _track(self, row: Any, venue: str, venue_order_id: str | None) -> None:
-        """An order of the DB found on ``venue``: tracked from now on, its venue and venue id written."""
-        br = json.loads(row["bracket_json"]) if row["bracket_json"] else None
-        self._tracked[row["client_order_id"]] = (row_to_order(row), Bracket(**br) if br else None, venue)
-        self._set_venue(row["client_order_id"], venue, venue_order_id)
-
-    def _cancel_orphans(self, venue: str, rep: BarReport) -> None:
-        """Our resting orders (client id ``tb-``) whose position is gone are cancelled."""
-        try:
-            open_ = self._call(venue, "open_orders")
-        except VenueError:
-            return
-        for vo in open_:
-            if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked:
-                continue
-            pos = self._positions.get(vo.symbol)
-            row = self.store.order(vo.client_order_id)
-            if row is not None and OrderState(row["state"]) is OrderState.NEW and \
-                    (not row["reduce_only"] or (pos is not None and of_position(vo.client_order_id, pos.entry_order_id))):
-                # ours in flight: its POST was unclear and its lookups failed, and here it works on the venue. Tracked
-                # from now on (its own lookups book its fills), never cancelled as the orphan of a closed position
-                self._track(row, venue, vo.venue_order_id)
-                rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.SUBMITTED, None))
-                self._event(venue, "order_found_working", symbol=vo.symbol, cid=vo.client_order_id)
-                continue
-            if pos is not None and vo.client_order_id in (stop_order_id(pos.entry_order_id),
-                                                          target_order_id(pos.entry_order_id)):
-                continue
-            if pos is not None and vo.type is VenueOrderType.STOP_MARKET and vo.reduce_only and \
-                    vo.side is (Side.SELL if pos.side is PositionSide.LONG else Side.BUY) and \
-                    stop_order_id(pos.entry_order_id, pos.stop_seq) not in self._tracked:
-                continue     # an older stop still protects this position (adopted after a crash): kept until its own rests
-            try:
-                self._call(venue, "cancel_order", vo.symbol, vo.client_order_id)
-            except VenueError:
-                continue
-            self._event(venue, "orphan_cancelled", symbol=vo.symbol, cid=vo.client_order_id, alert=True)
-            if self.store.order(vo.client_order_id) is not None:
-                rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.CANCELED, "orphan: its position is closed"))
