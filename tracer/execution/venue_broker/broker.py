@@ -43,6 +43,7 @@ from tracer.execution.venue_broker.calls import UNCONFIRMED, VenueState
 from tracer.execution.venue_broker.ids import (TERMINAL, conditional, of_position, round_to_step, rules_reject,
                                               stop_order_id, target_order_id)
 from tracer.execution.venue_broker.reconcile import Reconciliation
+from tracer.execution.venue_broker.unbooked import TAKEN_AS_FILL
 from tracer.logs import kv
 from tracer.models import Order, OrderState, OrderType, Position, PositionSide, Side
 
@@ -118,7 +119,6 @@ class VenueBroker(Reconciliation):
         self._fees_elsewhere = 0.0          # fees paid outside the wallet's asset since the anchor (Money)
         self._elsewhere_changed = False
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
-        self._inflight_since: dict[str, datetime] = {}   # entry id -> first sync its venue position waited for it
         self._synced_once = False           # a sync has run in this process
         self._anchored_unsynced = False     # the wallet check was anchored before this process's first sync
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
@@ -474,8 +474,14 @@ class VenueBroker(Reconciliation):
                 vp.side is (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
             # this entry's own POST was unclear and its lookup still misses it: the venue's position is most likely
             # its fill, booked from that position with its bracket (:meth:`_await_entry`), never entered twice
-            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: the venue holds a {sym} position ({vp.qty:g}), "
-                                                    f"taken as its fill")
+            return OrderUpdate(cid, OrderState.NEW, f"{UNCONFIRMED}: {TAKEN_AS_FILL} ({vp.qty:g})")
+        if mine is not None and TAKEN_AS_FILL in str(mine["state_reason"] or ""):
+            # the position it was taken as the fill of is gone before it was booked (closed by hand): that was its
+            # fill, so it is never sent again
+            self._event(venue, "entry_fill_gone", symbol=sym, cid=cid, alert=True,
+                        message="the position taken as its fill closed before it was booked: not sent again")
+            return OrderUpdate(cid, OrderState.CANCELED, f"{TAKEN_AS_FILL}, which closed before it was booked; "
+                                                         f"never sent again")
         if vp is not None and not self._dust(venue, vp):   # a spot fee's remainder is no position
             self._event(venue, "entry_refused_position_on_venue", symbol=sym, cid=cid, alert=True,
                         venue_qty=vp.qty, venue_side=vp.side.value)

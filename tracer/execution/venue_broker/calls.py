@@ -72,7 +72,6 @@ class VenueCalls:
     finish_grace: timedelta
     _unsettled: set[str]
     _found_in_flight: bool
-    _inflight_since: dict[str, datetime]
     _fees_elsewhere: float
     _synced_once: bool
     _anchored_unsynced: bool

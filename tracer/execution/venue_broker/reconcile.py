@@ -520,12 +520,13 @@ class Reconciliation(Protection, OutsideCloses, Unbooked):
         the wrong price and fee (and its own fill again once its lookup shows it)."""
         now = self._now()
         if cid not in self._tracked:
+            row = self.store.order(cid)
             if vo is not None and vo.state not in TERMINAL:
+                if row is None or OrderState(row["state"]) is not OrderState.NEW:
+                    return False
                 # its POST was unclear and here the venue shows it working (or a stale read of it): ours in flight,
                 # tracked from now on, its own lookups book its fills
-                row = self.store.order(cid)
-                if row is not None:
-                    self._track(row, venue, vo.venue_order_id)
+                self._track(row, venue, vo.venue_order_id)
                 return True
             since = self._unclear_since(cid) if vo is None else None
             return since is not None and now - since < self.unconfirmed_grace

@@ -15,6 +15,10 @@ from tracer.models import Fill, Order, OrderState, OrderType, Position, Position
 from tracer.store import row_to_order
 
 
+BOOKED_FROM_POSITION = "booked from the venue's position"
+TAKEN_AS_FILL = "the venue holds a position of its symbol, taken as its fill"   # in an entry's state reason
+
+
 class Unbooked(VenueCalls):
     """Venue positions and orders the DB has not booked (see the module docstring)."""
 
@@ -89,26 +93,32 @@ class Unbooked(VenueCalls):
         """The venue holds a position of an entry of ours whose own lookup has not booked it (it fails, or misses
         the order): unprotected meanwhile, so said at once, and after ``unconfirmed_grace`` the entry is booked
         from the venue's position (its quantity and average price; its fee, unknown, as 0: the wallet check will
-        show it) with its own bracket, and protected."""
-        first, waiting = self._grace(self._inflight_since, cid)
-        if waiting:
-            if first:
-                self._event(venue, "entry_fill_unread", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
-                            message=f"the venue holds {vp.side.value} {vp.qty:g} {vp.symbol}, the fill of {cid} whose "
-                                    f"lookup has not booked it: no stop on the venue until it does",
-                            action=f"booked from the venue's position after {self.unconfirmed_grace}")
-            return
-        self._inflight_since.pop(cid, None)
+        show it) with its own bracket, and protected. The wait runs from the entry's unclear POST, or from when the
+        position was first seen (recorded: a restart does not start it again); never while the venue reads the
+        order as working (its own lookup books it), nor for a position on the other side (not its fill)."""
         row = self.store.order(cid)
-        if row is None or vp.entry_price <= 0:
+        if row is None or vp.entry_price <= 0 or cid in self._working_since:
             return
-        order, bracket, _ = self._tracked.pop(cid, None) or (row_to_order(row), None, venue)
+        tracked = self._tracked.get(cid)
+        order, bracket = (tracked[0], tracked[1]) if tracked else (row_to_order(row), None)
+        if vp.side is not (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
+            return
+        seen = self.store.last_venue_event_at(cid, "entry_fill_unread")
+        if seen is None:
+            self._event(venue, "entry_fill_unread", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
+                        message=f"the venue holds {vp.side.value} {vp.qty:g} {vp.symbol}, the fill of {cid} whose "
+                                f"lookup has not booked it: no stop on the venue until it does",
+                        action=f"booked from the venue's position after {self.unconfirmed_grace}")
+        since = min(t for t in (self._unclear_since(cid), seen, now) if t is not None)
+        if now - since < self.unconfirmed_grace:
+            return
+        self._tracked.pop(cid, None)
         if bracket is None and row["bracket_json"]:
             bracket = Bracket(**json.loads(row["bracket_json"]))
         self._set_venue(cid, venue, row["venue_order_id"])
         self._open(order, bracket, venue, Fill(cid, vp.symbol, order.side, vp.qty, vp.entry_price, 0.0, now), rep)
-        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, "booked from the venue's position: its lookup did not "
-                                       "show the fill within the grace; fee assumed 0", vp.qty, vp.entry_price))
+        rep.updates.append(OrderUpdate(cid, OrderState.FILLED, f"{BOOKED_FROM_POSITION}: its lookup did not show the "
+                                       f"fill within the grace; fee assumed 0", vp.qty, vp.entry_price))
         self._event(venue, "entry_booked_from_position", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                     price=vp.entry_price, message="its own lookup never showed the fill: booked at the venue's "
                                                   "average price, fee assumed 0, protected with its bracket")
