@@ -79,8 +79,13 @@ def main() -> int:
     REPEATS = args.repeats
     warnings.filterwarnings("ignore")
 
-    import torch
-    from transformers import pipeline
+    try:
+        import torch
+        from transformers import pipeline
+    except ImportError as e:
+        print(f"sentiment_throughput: needs the FinBERT extra ({e.name} is not installed): "
+              f".venv/bin/python -m pip install -e '.[finbert]'", file=sys.stderr)
+        return 2
     from transformers.utils import logging as hf_logging
 
     from tracer.store import Store

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,6 +60,16 @@ def _check_config(s: Any, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (``tracer config-example | head``): no traceback, and no second one when the
+        # interpreter flushes stdout at exit (Python's documented recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tracer", description="Tracer Bullet command line")
     p.add_argument("--env-file", default=".env")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -208,3 +208,15 @@ def test_explain_prints_stored_text_verbatim(tmp_path):
     assert "venue says [/] and [red]no" in by_order.getvalue() and "[video] ETF [/] verdict" in by_order.getvalue()
     missing = cli(tmp_path, "explain", "[/]", TB_DB_PATH=str(tmp_path / "e.db"))
     assert missing.returncode == 1 and "no order '[/]'" in missing.stdout, missing.stderr
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path):
+    """``tracer config-example | head``: the pipe's reader closes early; the command ends quietly (status 1)."""
+    r, w = os.pipe()
+    os.close(r)                                  # the reader is gone before the first write
+    try:
+        p = subprocess.run([sys.executable, "-m", "tracer.cli", "config-example"], cwd=tmp_path, stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(w)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr[-2000:]
