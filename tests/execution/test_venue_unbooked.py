@@ -4,18 +4,24 @@ fake Binance USD-M venue through python-binance over HTTP: booked from the posit
 again; an entry taken as a position's fill is never POSTed again."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sqlite3
 from decimal import Decimal
 
 import pytest
 
 from tracer.execution.broker import Bracket
 from tracer.execution.venue import OrderSpec
+from tracer.execution.venue_broker import VenueBroker
+from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.models import OrderState, Side
 from tracer.store import row_to_order
 
-from venue_harness import BTC, KEY, SECRET, Harness
+from fakes.binance_futures_venue import _Fault
+from venue_harness import ALPACA_KEYS, BTC, KEY, SECRET, T0, Clock, Harness
 
 
 def _hand(venue):
@@ -122,3 +128,133 @@ def test_an_entry_still_working_on_the_venue_is_not_booked_from_the_position(hc,
     assert fills[0] == pytest.approx(0.01) and fills[1] == pytest.approx(fee), \
         f"entry booked as {fills} (expected 0.01, fee {fee}); state={hc.state(cid)}; events={hc.events()}"
     assert abs(hc.wallet_diff or 0.0) < 0.01, hc.wallet_diff
+
+
+def test_entry_booked_from_position_is_not_tracked_again_and_booked_twice(hc, venue, clock):
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    o = hc.entry(qty=0.01, bracket=Bracket(stop_distance=500.0, take_profit_distance=0.0, trail_pct=0.0,
+                                           max_hold_s=0.0))
+    cid = o.client_order_id
+    assert hc.state(cid) == "new"
+    # processed late: half filled, the rest still working (a thin book); every order lookup fails meanwhile
+    with venue._lock:
+        todo, venue.late = venue.late, []
+    for req, params in todo:
+        venue._dispatch(req, params, _Fault("POST /fapi/v1/order", "partial", 1,
+                                            {"fraction": 0.5, "status": "PARTIALLY_FILLED"}))
+    venue.inject("GET /fapi/v1/order", "5xx", times=None)
+    clock.advance(minutes=16)                       # past the unclear POST's grace
+    hc.settle(clock.now)
+    first = hc.state(cid)
+    # the lookups work again, and the venue fills the rest of the entry
+    venue.clear_faults()
+    vo = venue.orders_by_client_id[cid]
+    with venue._lock:
+        vo["status"], vo["executedQty"], vo["cumQty"] = "FILLED", "0.010", "0.010"
+        venue._execute("BTCUSDT", "BUY", Decimal("0.005"), 42000.0, vo["orderId"])
+    for _ in range(3):
+        clock.advance(minutes=3)
+        hc.settle(clock.now)
+    fills = tuple(hc.store.conn.execute("SELECT COUNT(*), SUM(qty) FROM fills WHERE client_order_id=?",
+                                        (cid,)).fetchone())
+    assert fills[1] == pytest.approx(0.01), \
+        f"the venue filled 0.01 of {cid}; the DB books {fills} (state after the first sync: {first}, now " \
+        f"{hc.state(cid)}); events={hc.events()}"
+
+
+def test_entry_found_by_its_lookup_is_booked_with_its_fee_not_from_the_position(hc, venue, clock):
+    venue.inject("POST /fapi/v1/order", "timeout", when="late", seconds=0.6)
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    assert hc.state(cid) == "new"
+    hc.settle(clock.now)
+    clock.advance(minutes=16)
+    venue.process_late()                  # processed late: filled, its trades there
+    venue.inject("GET /fapi/v1/order", -2013, times=1)   # the history shows it from the next read on
+    hc.settle(clock.now)
+    clock.advance(minutes=1)
+    hc.settle(clock.now)
+    fee = 0.01 * 42000.0 * venue.taker_fee
+    row = hc.store.conn.execute("SELECT SUM(qty), SUM(fee) FROM fills WHERE client_order_id=?", (cid,)).fetchone()
+    assert tuple(row) == (pytest.approx(0.01), pytest.approx(fee)), \
+        f"booked {tuple(row)}, expected (0.01, {fee}): {hc.store.order(cid)['state_reason']}; " \
+        f"wallet diff {hc.wallet_diff}; events={hc.events()}"
+
+
+def test_entry_booked_from_a_position_grown_by_hand_fills_no_more_than_its_order(hc, venue, clock):
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    venue.inject("GET /fapi/v1/order", "5xx", times=None)
+    venue.set_price("BTCUSDT", 43000.0)
+    BinanceFuturesClient(KEY, SECRET, venue.url, timeout_s=0.5).place_order(
+        OrderSpec("web_manual_add", BTC, Side.BUY, 0.01))
+    clock.advance(minutes=1)
+    hc.settle(clock.now)
+    clock.advance(minutes=16)
+    hc.settle(clock.now)
+    filled = hc.store.conn.execute("SELECT SUM(qty), AVG(price) FROM fills WHERE client_order_id=?",
+                                   (cid,)).fetchone()
+    assert filled[0] == pytest.approx(0.01), \
+        f"entry of 0.01 booked as a fill of {filled[0]} at {filled[1]}; events={hc.events()}"
+
+
+def test_tracked_entry_missed_past_the_grace_is_booked_with_its_bracket_not_adopted(hc, venue, clock):
+    br = Bracket(stop_distance=500.0, take_profit_distance=2000.0, trail_pct=0.0, max_hold_s=0.0)
+    o = hc.entry(qty=0.01, bracket=br)
+    cid = o.client_order_id
+    assert hc.state(cid) == "submitted"
+    venue.inject("GET /fapi/v1/order", -2013, times=None)      # "Order does not exist": a history that lags
+    clock.advance(minutes=1)
+    hc.settle(clock.now)
+    assert "entry_fill_unread" in hc.events() and not hc.broker.positions()
+    clock.advance(minutes=16)
+    hc.settle(clock.now)
+    pos = hc.broker.positions()
+    got = [(p.entry_order_id, p.qty, p.stop_loss, p.take_profit) for p in pos]
+    assert len(pos) == 1 and pos[0].entry_order_id == cid and pos[0].stop_loss == pytest.approx(41500.0), \
+        f"entry {cid} is {hc.state(cid)} ({hc.store.order(cid)['state_reason']}); positions={got}; events={hc.events()}"
+
+
+def test_spot_anchor_made_while_an_unclear_entry_is_bought_is_no_cash_counted_twice(alpaca, tmp_path):
+    clock = Clock(T0)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=0.5)
+    h = Harness(tmp_path, [client])
+    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.f3"), futures=False,
+                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
+    h.broker.last_price[BTC] = 42000.0
+    alpaca.inject("POST /v2/orders", "timeout", delay_s=0.7)          # processed; the answer never comes
+    alpaca.inject("GET /v2/orders:by_client_order_id", "503", times=10_000)   # its lookups fail
+    o = h.entry(qty=0.01, bracket=Bracket(stop_distance=500.0, take_profit_distance=0.0, trail_pct=0.0,
+                                          max_hold_s=0.0))
+    cid = o.client_order_id
+    assert h.state(cid) == "new" and alpaca.holding(BTC) > 0.009
+    h.settle(clock.now)                        # the position is waited for; the wallet check anchors
+    assert not h.broker.positions()
+    clock.advance(minutes=16)
+    h.settle(clock.now)
+    clock.advance(minutes=1)
+    h.settle(clock.now)
+    assert [p.entry_order_id for p in h.broker.positions()] == [cid]
+    # the coin fee Alpaca took (25 bps, ~1.05 USD) is the only difference the booking may leave ("fee assumed 0")
+    assert abs(h.wallet_diff) < 2.0, f"wallet difference {h.wallet_diff:+.2f} after booking {cid} from the " \
+                                     f"position; events={h.events()}"
+
+
+def test_wait_survives_a_storage_fault_and_is_said_once(hc, venue, clock, monkeypatch):
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    venue.inject("GET /fapi/v1/order", "5xx", times=None)          # its lookups fail
+
+    @contextlib.contextmanager
+    def locked():
+        raise sqlite3.OperationalError("database is locked")
+        yield
+
+    with monkeypatch.context() as m:                               # the storage fault: 20 minutes of syncs
+        m.setattr(hc.store, "transaction", locked)
+        for _ in range(20):
+            clock.advance(minutes=1)
+            hc.broker.sync(clock.now)
+            hc.broker.take_outbox()
+    said = sum("entry fill unread" in a for a in hc.alerts)
+    assert said == 1, f"'entry fill unread' of {cid} alerted {said} times during the fault"

@@ -119,6 +119,7 @@ class VenueBroker(Reconciliation):
         self._fees_elsewhere = 0.0          # fees paid outside the wallet's asset since the anchor (Money)
         self._elsewhere_changed = False
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
+        self._unread_said: set[str] = set()   # entries whose unbooked venue position was said (entry_fill_unread)
         self._synced_once = False           # a sync has run in this process
         self._anchored_unsynced = False     # the wallet check was anchored before this process's first sync
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)

@@ -72,6 +72,7 @@ class VenueCalls:
     finish_grace: timedelta
     _unsettled: set[str]
     _found_in_flight: bool
+    _unread_said: set[str]
     _fees_elsewhere: float
     _synced_once: bool
     _anchored_unsynced: bool

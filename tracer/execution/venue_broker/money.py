@@ -12,7 +12,7 @@ from tracer.execution.broker import BarReport
 from tracer.execution.venue import VenueError
 from tracer.execution.venue_broker.calls import VenueCalls
 from tracer.logs import kv
-from tracer.models import OrderType, Position
+from tracer.models import OrderState, OrderType, Position
 
 
 LEDGER_SPOT = "cash"        # a spot anchor's ledger counts the cost of the coins held (see ``ledger``)
@@ -234,8 +234,9 @@ class Money(VenueCalls):
         if a is not None and not self.futures and a.get("ledger") != LEDGER_SPOT:
             a = None            # anchored before the spot ledger counted the coins' cost: anchored again
         if a is None or set(a.get("since_ms", {})) != set(self._balance):
-            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()):
-                return None     # an order in flight: anchor once nothing is moving
+            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()) or any(
+                    r["purpose"] == "entry" and r["venue"] for r in self.store.orders_in_state(self.agent, OrderState.NEW)):
+                return None     # an order in flight (or an entry whose POST was unclear): anchor once nothing is moving
             since = dict((a or {}).get("since_ms", {}))
             added = [v for v in self._balance if v not in since]
             for v in added:

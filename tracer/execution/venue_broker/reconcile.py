@@ -94,6 +94,10 @@ class Reconciliation(Protection, OutsideCloses, Unbooked):
                         self._event(venue, "order_not_visible", symbol=order.symbol, cid=cid,
                                     action="kept; asked again until the grace ends")
                     continue
+                if not order.reduce_only and order.purpose == "entry" and order.symbol not in self._positions and \
+                        (vp := self._venue_position(venue, order.symbol)) is not None and \
+                        vp.side is (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
+                    continue    # the venue holds a position it would have opened: awaited as its fill (_await_entry)
                 self._missing_since.pop(cid, None)
                 self._event(venue, "order_missing", symbol=order.symbol, cid=cid, alert=True,
                             message="an order the DB has as sent is unknown to the venue")

@@ -103,22 +103,42 @@ class Unbooked(VenueCalls):
         order, bracket = (tracked[0], tracked[1]) if tracked else (row_to_order(row), None)
         if vp.side is not (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
             return
+        try:        # the order itself, now: found, its own lookups book it (its fills, its fee)
+            found = self._call(venue, "get_order", order.symbol, cid, conditional=False) is not None
+        except VenueError:
+            found = False
+        if not found:
+            try:    # or working on the venue's open orders (its lookup failing): booked when it ends, not now
+                found = any(o.client_order_id == cid for o in self._call(venue, "open_orders", order.symbol))
+            except VenueError:
+                pass
+        if found:
+            if cid not in self._tracked:
+                self._track(row, venue, row["venue_order_id"])
+                rep.updates.append(OrderUpdate(cid, OrderState.SUBMITTED, None))
+                self._found_in_flight = True
+            return
         seen = self.store.last_venue_event_at(cid, "entry_fill_unread")
-        if seen is None:
+        if seen is None and cid not in self._unread_said:
+            self._unread_said.add(cid)          # said once, also while the DB cannot record it
             self._event(venue, "entry_fill_unread", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                         message=f"the venue holds {vp.side.value} {vp.qty:g} {vp.symbol}, the fill of {cid} whose "
                                 f"lookup has not booked it: no stop on the venue until it does",
                         action=f"booked from the venue's position after {self.unconfirmed_grace}")
-        since = min(t for t in (self._unclear_since(cid), seen, now) if t is not None)
-        if now - since < self.unconfirmed_grace:
+        clock = self._now()         # the wall clock the events are recorded by (``now`` is the cycle's time)
+        since = min(t for t in (self._unclear_since(cid), seen, clock) if t is not None)
+        if clock - since < self.unconfirmed_grace:
             return
         self._tracked.pop(cid, None)
         if bracket is None and row["bracket_json"]:
             bracket = Bracket(**json.loads(row["bracket_json"]))
         self._set_venue(cid, venue, row["venue_order_id"])
-        self._open(order, bracket, venue, Fill(cid, vp.symbol, order.side, vp.qty, vp.entry_price, 0.0, now), rep)
+        # no more than it ordered: a position grown by hand is the venue's larger figure, compared (and its stop
+        # resized) by the next sync
+        qty = min(vp.qty, order.qty) if order.qty > 0 else vp.qty
+        self._open(order, bracket, venue, Fill(cid, vp.symbol, order.side, qty, vp.entry_price, 0.0, now), rep)
         rep.updates.append(OrderUpdate(cid, OrderState.FILLED, f"{BOOKED_FROM_POSITION}: its lookup did not show the "
-                                       f"fill within the grace; fee assumed 0", vp.qty, vp.entry_price))
+                                       f"fill within the grace; fee assumed 0", qty, vp.entry_price))
         self._event(venue, "entry_booked_from_position", symbol=vp.symbol, cid=cid, alert=True, qty=vp.qty,
                     price=vp.entry_price, message="its own lookup never showed the fill: booked at the venue's "
                                                   "average price, fee assumed 0, protected with its bracket")
@@ -135,8 +155,10 @@ class Unbooked(VenueCalls):
             open_ = self._call(venue, "open_orders")
         except VenueError:
             return
+        booked_now = {u.client_order_id for u in rep.updates}     # this sync's: its DB row is not written yet
         for vo in open_:
-            if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked:
+            if not vo.client_order_id.startswith("tb-") or vo.client_order_id in self._tracked or \
+                    vo.client_order_id in booked_now:
                 continue
             pos = self._positions.get(vo.symbol)
             row = self.store.order(vo.client_order_id)
