@@ -147,6 +147,8 @@ def _no_duplicates(venue, booked: list[str]) -> None:
 def _always(c: sqlite3.Connection, venue_filled: set[str]) -> None:
     """What holds at every instant, even right after a kill."""
     assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='orders'").fetchone() is None:
+        return          # killed in its start-up before it created the schema (a slow machine): nothing booked yet
     db_filled = {r[0] for r in c.execute("SELECT client_order_id FROM orders WHERE state='filled' "
                                          "AND purpose NOT IN ('adopted')")}
     # the DB never books a fill the venue did not make (orders closed outside the agent are booked with an
@@ -371,8 +373,9 @@ def crash_trials(side, tmp: Path, trials: int, rng: random.Random, checkpoint_ev
             assert p.returncode in (-signal.SIGKILL, 0), err[-3000:]
             kills += p.returncode == -signal.SIGKILL
             _no_duplicates(venue, side.booked())
-            with _db(dbfile) as c:
-                _always(c, {cid for cid, q in side.venue_fills().items() if q > 0})
+            if dbfile.exists():          # (a kill early in the first start-up leaves none; never created here)
+                with _db(dbfile) as c:
+                    _always(c, {cid for cid, q in side.venue_fills().items() if q > 0})
             # while the agent is dead the market moves now and then: its venue stops (futures) may fire, and the
             # restart must book what happened on the venue without it
             if p.returncode == -signal.SIGKILL and rng.random() < P_SHOCK:
