@@ -258,3 +258,29 @@ def test_wait_survives_a_storage_fault_and_is_said_once(hc, venue, clock, monkey
             hc.broker.take_outbox()
     said = sum("entry fill unread" in a for a in hc.alerts)
     assert said == 1, f"'entry fill unread' of {cid} alerted {said} times during the fault"
+
+
+@pytest.mark.parametrize("lookup_fault", ["5xx", -2013])
+def test_entry_seen_working_then_filled_is_booked_and_protected_when_its_lookups_fail(hc, venue, clock, lookup_fault):
+    venue.inject("POST /fapi/v1/order", "partial", fraction=0.5, status="PARTIALLY_FILLED")
+    o = hc.entry(qty=0.01)
+    cid = o.client_order_id
+    assert hc.state(cid) == "submitted"
+    clock.advance(minutes=1)
+    hc.settle(clock.now)                     # read as working: _working_since set
+    assert cid in hc.broker._working_since
+    # its order lookups now fail; the venue fills the rest of it (the open orders no longer list it)
+    venue.inject("GET /fapi/v1/order", lookup_fault, times=None)
+    vo = venue.orders_by_client_id[cid]
+    with venue._lock:
+        vo["status"], vo["executedQty"], vo["cumQty"] = "FILLED", "0.010", "0.010"
+        venue._execute("BTCUSDT", "BUY", Decimal("0.005"), 42000.0, vo["orderId"])
+    for _ in range(12):                      # six hours, a cycle every 30 minutes
+        clock.advance(minutes=30)
+        hc.settle(clock.now)
+    held = float(venue.positions["BTCUSDT"]["amt"]) if isinstance(venue.positions.get("BTCUSDT"), dict) \
+        else venue.positions.get("BTCUSDT")
+    stops = [a.get("clientAlgoId") for a in venue.algo_orders.values()]
+    assert hc.broker.positions() and stops, (
+        f"venue holds {held} BTC for 6 h, DB books no position, no stop on the venue ({stops}); "
+        f"{cid} is {hc.state(cid)}, still tracked={cid in hc.broker._tracked}; events={sorted(set(hc.events()))}")

@@ -197,6 +197,18 @@ class Money(VenueCalls):
             with self.store.transaction():
                 self.store.set_notify_state(self._anchor_key(), "")
 
+    def _entry_unclear_now(self) -> bool:
+        """An entry whose POST was unclear within ``unconfirmed_grace`` (its coins or margin may already be paid,
+        its position not booked yet). Past the grace the anchor is made anyway: a venue down for hours must not
+        keep the wallet check off."""
+        now = self._now()
+        for r in self.store.orders_in_state(self.agent, OrderState.NEW):
+            if r["purpose"] == "entry" and r["venue"]:
+                since = self._unclear_since(r["client_order_id"])
+                if since is not None and now - since < self.unconfirmed_grace:
+                    return True
+        return False
+
     def _anchor_key(self) -> str:
         return f"wallet_anchor:{self.agent}"
 
@@ -234,8 +246,7 @@ class Money(VenueCalls):
         if a is not None and not self.futures and a.get("ledger") != LEDGER_SPOT:
             a = None            # anchored before the spot ledger counted the coins' cost: anchored again
         if a is None or set(a.get("since_ms", {})) != set(self._balance):
-            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()) or any(
-                    r["purpose"] == "entry" and r["venue"] for r in self.store.orders_in_state(self.agent, OrderState.NEW)):
+            if any(o.type is OrderType.MARKET for o, _, _ in self._tracked.values()) or self._entry_unclear_now():
                 return None     # an order in flight (or an entry whose POST was unclear): anchor once nothing is moving
             since = dict((a or {}).get("since_ms", {}))
             added = [v for v in self._balance if v not in since]

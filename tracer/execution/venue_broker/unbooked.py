@@ -74,12 +74,13 @@ class Unbooked(VenueCalls):
         """The id of an entry of ``symbol`` on its way (tracked and not booked yet, or left ``new`` after an
         unclear POST): a venue position of that symbol is most likely its fill, booked with its stop by the
         order's own lookup, not adopted as a second position. The DB's unconfirmed entries are asked for now."""
-        cid = next((c for c, (o, _, _) in self._tracked.items()
-                    if o.symbol == symbol and o.purpose == "entry" and not o.reduce_only), None)
+        cid = next((c for c, (o, _, v) in self._tracked.items()
+                    if o.symbol == symbol and o.purpose == "entry" and not o.reduce_only and v == venue), None)
         if cid is not None:
             return cid
         for r in self.store.orders_in_state(self.agent, OrderState.NEW):
-            if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"]:
+            # only one sent to this venue can have opened a position here (its venue is written before its POST)
+            if r["symbol"] != symbol or r["purpose"] != "entry" or r["reduce_only"] or r["venue"] != venue:
                 continue
             found = self.get(r["client_order_id"])      # tracked from now on when the venue has it
             self._found_in_flight |= found is not None
@@ -97,7 +98,7 @@ class Unbooked(VenueCalls):
         position was first seen (recorded: a restart does not start it again); never while the venue reads the
         order as working (its own lookup books it), nor for a position on the other side (not its fill)."""
         row = self.store.order(cid)
-        if row is None or vp.entry_price <= 0 or cid in self._working_since:
+        if row is None or vp.entry_price <= 0:
             return
         tracked = self._tracked.get(cid)
         order, bracket = (tracked[0], tracked[1]) if tracked else (row_to_order(row), None)
