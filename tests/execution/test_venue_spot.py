@@ -324,3 +324,40 @@ def test_an_exit_alpaca_ends_for_the_day_goes_again_and_the_stop_is_not_held_off
     assert alpaca.holding(BTC) < 0.0001 and k <= 1, f"{k + 1} h after its stop at 41,500 the coin is still held " \
                                                       f"at {px} (exit {status} on Alpaca)"
     assert h.broker.positions() == []
+
+
+def test_an_entry_unknown_to_the_venue_is_given_up_while_dust_of_its_coin_is_held(alpaca, tmp_path):
+    """The coin fee's rest (below the step) is no position an entry opened: an entry the venue never knew is given
+    up after the grace, not awaited for ever as that rest's entry (which would block the coin)."""
+    clock = Clock(T0)
+    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
+    h = Harness(tmp_path, [client])
+    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False, backoff_s=0.0,
+                           sleep=h.slept.append, alert=h.alerts.append, clock=clock)
+    h.broker.last_price[BTC] = 42000.0
+    # a normal spot round trip: the coin fee's rest stays on the venue as dust
+    h.entry(qty=0.01)
+    h.settle(clock.now)
+    pos = h.broker.positions()[0]
+    h.send(Order(exit_order_id(pos.entry_order_id, pos.exit_seq), "futures", BTC, Side.SELL, pos.qty,
+                 reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=5)))
+    h.settle(clock.now)
+    assert not h.broker.positions() and 0 < alpaca.holding(BTC) < 0.0001
+    # the next entry is taken (SUBMITTED) but the venue loses it: it never executes, its lookup says 404
+    fill = alpaca._fill
+    alpaca._fill = lambda *a, **k: None
+    o = h.entry(qty=0.01)
+    alpaca._fill = fill
+    cid = o.client_order_id
+    assert h.state(cid) == "submitted"
+    with alpaca._lock:
+        alpaca.orders.pop(alpaca.by_cid.pop(cid))
+    h.settle(clock.now)
+    clock.advance(minutes=16)                   # past unconfirmed_grace (15 min)
+    h.settle(clock.now)
+    clock.advance(minutes=16)
+    h.settle(clock.now)
+    # given up as unknown to the venue (the dust is no position it opened): the coin free for the next entry
+    assert h.state(cid) == "rejected", (h.state(cid), list(h.broker._tracked))
+    again = h.entry(qty=0.01)
+    assert h.state(again.client_order_id) == "submitted", h.store.order(again.client_order_id)["state_reason"]
