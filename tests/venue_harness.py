@@ -36,11 +36,11 @@ class Clock:
 class Harness:
     """The loop's write path in a few lines: write new, send, record; sync and write what happened."""
 
-    def __init__(self, tmp_path, clients, **kw):
+    def __init__(self, tmp_path, clients, futures=True, **kw):
         self.store = Store(tmp_path / "tb.sqlite")
         self.slept: list[float] = []
         self.alerts: list[str] = []
-        self.broker = VenueBroker("futures", clients, self.store, LOG, futures=True, backoff_s=0.0,
+        self.broker = VenueBroker("futures", clients, self.store, LOG, futures=futures, backoff_s=0.0,
                                   sleep=self.slept.append, alert=self.alerts.append, **kw)
         self.broker.last_price[BTC] = 42000.0
         self.n = 0
@@ -118,6 +118,13 @@ class Harness:
 
     def events(self, kind=None):
         return [r["kind"] for r in self.store.venue_events("futures", kind)]
+
+
+def spot_harness(tmp_path, alpaca, clock=None, timeout_s=2.0) -> Harness:
+    """The harness on the fake Alpaca (spot: the fee taken in the coin, the agent's own stops)."""
+    from tracer.execution.venues.alpaca import AlpacaSpotClient
+    return Harness(tmp_path, [AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=timeout_s)], futures=False,
+                   **({"clock": clock} if clock is not None else {}))
 
 
 def booked(venue) -> dict[str, int]:

@@ -16,17 +16,12 @@ from tracer.execution.venue_broker import VenueBroker
 from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.models import Bar, Order, OrderState, Position, Side
 
-from venue_harness import ALPACA_KEYS, BTC, T0, Clock, Harness
+from venue_harness import ALPACA_KEYS, BTC, T0, Clock, spot_harness
 
 
 @pytest.fixture
 def hs(alpaca, tmp_path):
-    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
-    h = Harness(tmp_path, [client])
-    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False,
-                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append)
-    h.broker.last_price[BTC] = 42000.0
-    return h
+    return spot_harness(tmp_path, alpaca)
 
 
 def exit_of(h, pos: Position, hours: int) -> Order:
@@ -289,11 +284,7 @@ def test_an_exit_alpaca_ends_for_the_day_goes_again_and_the_stop_is_not_held_off
     """A market exit Alpaca reports ``done_for_day`` or ``calculated`` (not open: it holds no coins) has ended: the
     exit goes again under the next id, instead of holding off the agent's own stop, the only one on spot."""
     clock = Clock(T0)
-    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
-    h = Harness(tmp_path, [client])
-    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False,
-                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
-    h.broker.last_price[BTC] = 42000.0
+    h = spot_harness(tmp_path, alpaca, clock)
     h.entry(qty=0.01, bracket=Bracket(stop_distance=500.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0))
     h.settle(clock.now)
     pos = h.broker.positions()[0]
@@ -330,11 +321,7 @@ def test_an_entry_unknown_to_the_venue_is_given_up_while_dust_of_its_coin_is_hel
     """The coin fee's rest (below the step) is no position an entry opened: an entry the venue never knew is given
     up after the grace, not awaited for ever as that rest's entry (which would block the coin)."""
     clock = Clock(T0)
-    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=2)
-    h = Harness(tmp_path, [client])
-    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.venue_spot"), futures=False, backoff_s=0.0,
-                           sleep=h.slept.append, alert=h.alerts.append, clock=clock)
-    h.broker.last_price[BTC] = 42000.0
+    h = spot_harness(tmp_path, alpaca, clock)
     # a normal spot round trip: the coin fee's rest stays on the venue as dust
     h.entry(qty=0.01)
     h.settle(clock.now)

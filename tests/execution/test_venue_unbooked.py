@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sqlite3
 from decimal import Decimal
 
@@ -14,14 +13,12 @@ import pytest
 
 from tracer.execution.broker import Bracket
 from tracer.execution.venue import OrderSpec
-from tracer.execution.venue_broker import VenueBroker
-from tracer.execution.venues.alpaca import AlpacaSpotClient
 from tracer.execution.venues.binance_futures import BinanceFuturesClient
 from tracer.models import OrderState, Side
 from tracer.store import row_to_order
 
 from fakes.binance_futures_venue import _Fault
-from venue_harness import ALPACA_KEYS, BTC, KEY, SECRET, T0, Clock, Harness
+from venue_harness import BTC, KEY, SECRET, T0, Clock, Harness, spot_harness
 
 
 def _hand(venue):
@@ -217,11 +214,7 @@ def test_tracked_entry_missed_past_the_grace_is_booked_with_its_bracket_not_adop
 
 def test_spot_anchor_made_while_an_unclear_entry_is_bought_is_no_cash_counted_twice(alpaca, tmp_path):
     clock = Clock(T0)
-    client = AlpacaSpotClient(*ALPACA_KEYS, alpaca.url, timeout_s=0.5)
-    h = Harness(tmp_path, [client])
-    h.broker = VenueBroker("futures", [client], h.store, logging.getLogger("test.f3"), futures=False,
-                           backoff_s=0.0, sleep=h.slept.append, alert=h.alerts.append, clock=clock)
-    h.broker.last_price[BTC] = 42000.0
+    h = spot_harness(tmp_path, alpaca, clock, timeout_s=0.5)
     alpaca.inject("POST /v2/orders", "timeout", delay_s=0.7)          # processed; the answer never comes
     alpaca.inject("GET /v2/orders:by_client_order_id", "503", times=10_000)   # its lookups fail
     o = h.entry(qty=0.01, bracket=Bracket(stop_distance=500.0, take_profit_distance=0.0, trail_pct=0.0,

@@ -33,6 +33,18 @@ def _exit(pos, hours):
                  reduce_only=True, purpose="exit", reason="signal", created_at=T0 + timedelta(hours=hours))
 
 
+def _exit_each_cycle(h2, clock):
+    """Three cycles, each deciding to exit again under the position's current exit id, then a last sync."""
+    for k in range(3):
+        clock.advance(minutes=20)
+        h2.settle(T0 + timedelta(hours=6 + k))
+        p = h2.broker.positions()
+        if not p:
+            break
+        h2.send(_exit(p[0], 6 + k))
+    h2.settle(T0 + timedelta(hours=9))
+
+
 def venue_qty(venue):
     p = venue.positions.get("BTCUSDT")
     return float(p["amt"]) if p else 0.0
@@ -84,14 +96,7 @@ def test_position_can_still_exit_after_a_restart_that_lost_the_unclear_exits_han
     # nothing booked in that settle round: the book is not written; the agent restarts before the next cycle
     h2 = _restart(tmp_path, venue, clock)
     assert h2.broker.positions()[0].exit_seq == 0
-    for k in range(3):                              # three cycles, each deciding to exit again
-        clock.advance(minutes=20)
-        h2.settle(T0 + timedelta(hours=6 + k))
-        p = h2.broker.positions()
-        if not p:
-            break
-        h2.send(_exit(p[0], 6 + k))                 # the policy's exit under the position's current exit id
-    h2.settle(T0 + timedelta(hours=9))
+    _exit_each_cycle(h2, clock)
     assert venue_qty(venue) == 0.0, "the position can never be exited: every exit id it gets is a terminal one"
     assert not h2.broker.positions()
 
@@ -195,14 +200,7 @@ def test_after_a_restart_a_late_partial_unclear_exit_moves_past_a_spent_exit_id(
     req, params = venue.late.pop()
     venue._dispatch(req, params, _Fault("POST /fapi/v1/order", "partial", 1, {"fraction": fraction}))
     assert venue_qty(venue) == pytest.approx(0.01 * (1 - fraction))
-    for k in range(3):                              # three cycles, each deciding to exit again
-        clock.advance(minutes=20)
-        h2.settle(T0 + timedelta(hours=6 + k))
-        p = h2.broker.positions()
-        if not p:
-            break
-        h2.send(_exit(p[0], 6 + k))                 # the policy's exit under the position's current exit id
-    h2.settle(T0 + timedelta(hours=9))
+    _exit_each_cycle(h2, clock)
     states = {r["client_order_id"][-4:]: (r["state"], r["state_reason"]) for r in
               h2.store.conn.execute("SELECT client_order_id, state, state_reason FROM orders WHERE purpose='exit'")}
     assert venue_qty(venue) == 0.0, f"the rest of the position is never exited: {states}; " \

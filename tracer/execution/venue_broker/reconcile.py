@@ -96,11 +96,8 @@ class Reconciliation(Protection, OutsideCloses, Unbooked):
                     continue
                 if not order.reduce_only and order.purpose == "entry" and order.symbol not in self._positions and \
                         (vp := self._venue_position(venue, order.symbol)) is not None and \
-                        vp.side is (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT) and \
-                        not self._dust(venue, vp) and vp.entry_price > 0 and self.store.order(cid) is not None:
-                    # the venue holds a position it would have opened (not a coin's rest below the step): awaited as
-                    # its fill (_await_entry books it, under the same conditions)
-                    continue
+                        self._may_be_fill_of(venue, order, vp) and self.store.order(cid) is not None:
+                    continue    # the venue holds a position it would have opened: awaited as its fill (_await_entry)
                 self._missing_since.pop(cid, None)
                 self._event(venue, "order_missing", symbol=order.symbol, cid=cid, alert=True,
                             message="an order the DB has as sent is unknown to the venue")

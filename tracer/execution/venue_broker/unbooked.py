@@ -90,6 +90,12 @@ class Unbooked(VenueCalls):
                 return str(r["client_order_id"])
         return None
 
+    def _may_be_fill_of(self, venue: str, order: Order, vp: VenuePosition) -> bool:
+        """``vp`` can be the fill of the entry ``order``: a position on the side it opens, with a price, not a
+        coin's rest below the step (what :meth:`_await_entry` books; ``_sync_orders`` keeps the entry for it)."""
+        side = PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT
+        return vp.side is side and vp.entry_price > 0 and not self._dust(venue, vp)
+
     def _await_entry(self, venue: str, cid: str, vp: VenuePosition, rep: BarReport, now: datetime) -> None:
         """The venue holds a position of an entry of ours whose own lookup has not booked it (it fails, or misses
         the order): unprotected meanwhile, so said at once, and after ``unconfirmed_grace`` the entry is booked
@@ -98,11 +104,11 @@ class Unbooked(VenueCalls):
         position was first seen (recorded: a restart does not start it again); never while the venue reads the
         order as working (its own lookup books it), nor for a position on the other side (not its fill)."""
         row = self.store.order(cid)
-        if row is None or vp.entry_price <= 0:
+        if row is None:
             return
         tracked = self._tracked.get(cid)
         order, bracket = (tracked[0], tracked[1]) if tracked else (row_to_order(row), None)
-        if vp.side is not (PositionSide.LONG if order.side is Side.BUY else PositionSide.SHORT):
+        if not self._may_be_fill_of(venue, order, vp):
             return
         try:        # the order itself, now: found, its own lookups book it (its fills, its fee)
             found = self._call(venue, "get_order", order.symbol, cid, conditional=False) is not None
@@ -183,5 +189,5 @@ class Unbooked(VenueCalls):
             except VenueError:
                 continue
             self._event(venue, "orphan_cancelled", symbol=vo.symbol, cid=vo.client_order_id, alert=True)
-            if self.store.order(vo.client_order_id) is not None:
+            if row is not None:
                 rep.updates.append(OrderUpdate(vo.client_order_id, OrderState.CANCELED, "orphan: its position is closed"))
