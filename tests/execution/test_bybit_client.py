@@ -443,3 +443,80 @@ def test_just_filled_order_is_found_while_history_lags(venue):
     assert c.get_order("BTC/USD", "jf1") is None
     venue.history_lag_s = 0.0
     assert c.get_order("BTC/USD", "jf1").state is OrderState.FILLED
+
+
+WEEK_MS = 7 * 86_400_000
+
+
+def _stop_filled_long(c: BybitFuturesClient, venue: FakeBybit, cid: str) -> None:
+    """A long of 0.01 at 42,000 whose venue stop (41,000, ``cid``) fills at 40,800."""
+    c.place_order(buy(cid, qty=0.01))
+    c.place_order(OrderSpec(f"{cid}-sl", "BTC/USD", Side.SELL, 0.01, type=VenueOrderType.STOP_MARKET,
+                            reduce_only=True, stop_price=41000))
+    venue.set_price("BTCUSDT", 40800.0)
+
+
+def test_an_order_finished_more_than_a_week_ago_is_found_in_the_weeks_before(venue):
+    """History without a range answers the past 7 days ("If not passed, query the past 7 days data by default"):
+    a stop filled 8 days ago, after a Bybit restart emptied realtime's cache, is asked for a week at a time further
+    back, as far as a bounded horizon; a lookup that realtime answers asks nothing more."""
+    c = client(venue)
+    _stop_filled_long(c, venue, "wk1")
+    n = len(venue.requests)
+    assert c.get_order("BTC/USD", "wk1-sl").state is OrderState.FILLED
+    assert [r.path for r in venue.requests[n:]] == ["/v5/order/realtime"]
+    venue.clock_offset_ms += 8 * 86_400_000
+    venue.restart()
+    c.sync_time()
+    assert c._http.get_order_history(category="linear", symbol="BTCUSDT")["result"]["list"] == []   # its default
+    got = c.get_order("BTC/USD", "wk1-sl")
+    assert got is not None and got.state is OrderState.FILLED and got.avg_price == 40800.0
+    n = len(venue.requests)
+    assert c.get_order("BTC/USD", "never-sent") is None
+    history = [r.query for r in venue.requests[n:] if r.path == "/v5/order/history"]
+    assert len(history) == 5 and "startTime" not in history[0]          # the default week, then four more
+    spans = [(int(q["startTime"]), int(q["endTime"])) for q in history[1:]]
+    assert all(0 < end - start <= WEEK_MS for start, end in spans)       # Bybit refuses a longer range
+    assert all(spans[k + 1][1] + 1 >= spans[k][0] for k in range(3))     # no gap between the weeks
+
+
+def test_fills_of_an_order_filled_more_than_a_week_ago_keep_their_fee(venue):
+    """An orderId makes the execution list ignore "other input parameters", the time range too, and then it answers
+    only the past 7 days: the fills are asked by symbol over the order's own time range and picked by orderId."""
+    c = client(venue)
+    _stop_filled_long(c, venue, "wk2")
+    c.place_order(buy("wk2-other", qty=0.02))                          # another order's fill in the same weeks
+    venue.clock_offset_ms += 8 * 86_400_000
+    c.sync_time()
+    n = len(venue.requests)
+    [f] = c.fills("BTC/USD", "wk2-sl")
+    assert (f.qty, f.price) == (pytest.approx(0.01), 40800.0) and f.fee == pytest.approx(0.01 * 40800 * 0.00055)
+    assert f.realized_pnl == pytest.approx(-12.0)
+    asked = [r.query for r in venue.requests[n:] if r.path == "/v5/execution/list"]
+    assert asked and all("orderId" not in q and q["symbol"] == "BTCUSDT" and "startTime" in q for q in asked)
+
+
+def test_a_delisting_is_read_as_a_settlement_at_its_price_and_fee(venue):
+    """Bybit closes a delisted contract's position itself: execType Delivery ("Position closed by contract
+    delisted"), read as the venue's own close, a settlement, by both forced_closes and outside_fills."""
+    c = client(venue)
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    c.place_order(buy("dl1", qty=0.01))
+    venue.deliver("BTCUSDT", 41500.0)
+    assert c.positions() == []
+    [o] = c.forced_closes("BTC/USD", since)
+    assert o.reason == "settlement" and o.filled_qty == pytest.approx(0.01) and o.avg_price == 41500.0
+    assert o.fee == pytest.approx(0.01 * 41500 * 0.00055)
+    [f] = c.outside_fills("BTC/USD", since, {"dl1": False})
+    assert (f.reason, f.price, f.side) == ("settlement", 41500.0, Side.SELL)
+    assert f.fee == pytest.approx(0.01 * 41500 * 0.00055)
+
+
+def test_an_account_in_hedge_mode_is_refused_as_hedge_mode(venue):
+    """Our orders carry positionIdx 0 (one-way); in hedge mode Bybit answers 10001 "position idx not match position
+    mode": a refusal that says to switch to one-way mode, with the code the VenueBroker alerts on."""
+    venue.hedge_mode = True
+    c = client(venue)
+    with pytest.raises(OrderRejected, match="One-Way Mode") as e:
+        c.place_order(buy("hm1", qty=0.01))
+    assert e.value.code == "hedge_mode" and "hedge mode" in str(e.value) and not venue.orders

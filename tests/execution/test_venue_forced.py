@@ -1,11 +1,12 @@
-"""What the venue closes itself (a liquidation, auto-deleveraging) or the user closes by hand, booked as what it
-was, through the real python-binance / pybit clients over HTTP against the fake venues.
+"""What the venue closes itself (a liquidation, auto-deleveraging, a delisting) or the user closes by hand, booked
+as what it was, through the real python-binance / pybit clients over HTTP against the fake venues.
 
 A vanished or shrunken position is asked about on the venue: Binance lists its own closes in "User's Force
 Orders" (``autoclose-`` liquidations, ``adl_autoclose`` auto-deleveraging), Bybit marks them in the execution
-list (``execType`` BustTrade, AdlTrade). A liquidation loses the margin; an auto-deleveraging closes in profit at
-a counterparty's bankruptcy price; a close by hand is booked at the price and fee of the venue's trades. A part
-closed is booked as a trade of its own, once, and the money reconciles with the venue's wallet."""
+list (``execType`` BustTrade, AdlTrade, Delivery). A liquidation loses the margin; an auto-deleveraging closes in
+profit at a counterparty's bankruptcy price; a delisting settles at its price and fee; a close by hand is booked
+at the price and fee of the venue's trades. A part closed is booked as a trade of its own, once, and the money
+reconciles with the venue's wallet."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -78,6 +79,19 @@ def test_bybit_auto_deleveraging_of_part_is_booked_once_and_the_rest_stays_prote
         OrderSpec("web-manual-close", BTC, Side.SELL, 0.012, reduce_only=True))
     trades = hb.settle(T0 + timedelta(hours=3))
     assert [(t.exit_reason, t.qty) for t in trades] == [("closed_on_venue", pytest.approx(0.012))]
+
+
+def test_bybit_delisting_is_booked_as_a_settlement_at_its_price_and_fee(hb, by):
+    """A delisted contract's position is closed by Bybit itself (execType Delivery): a settlement at the delivery
+    price with its fee, not a close by hand at the agent's last price with fee 0."""
+    pos = open_long(hb, 0.01)
+    by.deliver("BTCUSDT", 41500.0)                     # cancels our stop and target, as a delisting does
+    trades = hb.settle(T0 + timedelta(hours=1))
+    assert [(t.exit_reason, t.exit_price) for t in trades] == [("settlement", 41500.0)]
+    fee = 0.01 * 41500.0 * 0.00055
+    assert trades[0].fees == pytest.approx(pos.entry_fee + fee)
+    assert trades[0].pnl == pytest.approx((41500.0 - pos.entry_price) * 0.01 - pos.entry_fee - fee, rel=1e-6)
+    assert hb.broker.positions() == [] and hb.wallet_diff == pytest.approx(0.0, abs=1e-6)
 
 
 def test_binance_auto_deleveraging_of_all_is_a_profit_not_a_lost_margin(h, venue):

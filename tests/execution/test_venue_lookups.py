@@ -10,9 +10,10 @@ import pytest
 
 from tracer.execution.broker import Bracket, exit_order_id
 from tracer.execution.venue_broker import stop_order_id
+from tracer.execution.venues.bybit import BybitFuturesClient
 from tracer.models import Order, OrderType, PositionSide, Side
 
-from venue_harness import BTC, T0
+from venue_harness import BTC, KEY, SECRET, T0, Harness
 
 STOP_1000 = Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0)
 
@@ -107,3 +108,28 @@ def test_a_binance_stop_finished_whose_order_stays_unreadable_is_booked_from_its
     assert [(t.exit_reason, t.exit_order_id) for t in trades] == [("stop_loss", stop_order_id(o.client_order_id, 0))]
     assert trades[0].exit_price == pytest.approx(fill_px)
     assert "stop_stuck_triggered" not in kinds and "wallet_mismatch" not in kinds
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_bybit_stop_filled_while_the_agent_was_down_eight_days_is_booked_at_its_fill(by, tmp_path, clock, restart):
+    """The agent is down 8 days; its venue stop fills meanwhile. Bybit's order history and execution list answer the
+    past 7 days unless given a range (and an orderId makes the list ignore the range): the stop is still found,
+    after a Bybit restart emptied realtime's cache too, and booked at its fill with its fee, not as a close outside
+    the agent at the last price with fee 0."""
+    client = BybitFuturesClient(KEY, SECRET, by.url, timeout_s=2.0)
+    hb = Harness(tmp_path, [client], clock=clock)
+    hb.entry(qty=0.01, bracket=Bracket(stop_distance=1000.0, take_profit_distance=2000.0, trail_pct=0.0,
+                                       max_hold_s=0.0))
+    hb.settle(clock.now)
+    pos = hb.broker.positions()[0]
+    by.set_price("BTCUSDT", 40800.0)                 # the stop (41,000) fills at 40,800
+    by.clock_offset_ms += 8 * 86_400_000             # eight days later, on the venue's clock and the agent's
+    if restart:
+        by.restart()
+    client.sync_time()
+    clock.advance(days=8)
+    trades = hb.settle(clock.now)
+    assert [(t.exit_reason, t.exit_order_id, t.exit_price) for t in trades] == \
+        [("stop_loss", stop_order_id(pos.entry_order_id), 40800.0)], hb.events()
+    assert trades[0].fees == pytest.approx(pos.entry_fee + 0.01 * 40800 * 0.00055)
+    assert hb.broker.positions() == [] and "order_missing" not in hb.events()

@@ -230,6 +230,15 @@ def test_an_account_in_hedge_mode_gets_no_entry_and_says_why(hc, venue):
     assert any("hedge mode" in a for a in hc.alerts)
 
 
+def test_a_bybit_account_in_hedge_mode_gets_no_entry_and_alerts(hb, by):
+    """Bybit refuses our one-way orders (positionIdx 0) in hedge mode with a generic 10001: said and alerted."""
+    by.hedge_mode = True
+    o = hb.entry(qty=0.01)
+    assert hb.state(o.client_order_id) == "rejected"
+    assert "hedge mode" in hb.store.order(o.client_order_id)["state_reason"] and not by.orders
+    assert any("hedge mode" in a and "One-Way Mode" in a for a in hb.alerts), hb.alerts
+
+
 def test_stops_resized_for_a_larger_position_use_no_stop_attempt(hc, venue):
     """Each stop cancelled to cover a larger position is replaced: three resizes do not use up the three stop
     attempts (before, the third left the position with no venue stop), in this process or after a restart."""

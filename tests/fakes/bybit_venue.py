@@ -14,12 +14,17 @@ Order queries as Bybit documents them: ``/v5/order/realtime`` returns open order
 or the account's 500 most recent closed orders (``openOnly=1``; 2 on a classic account), and ignores
 ``openOnly`` when queried by ``orderId``/``orderLinkId`` (open or recently closed). ``restart()`` empties that
 closed-order cache, as a Bybit restart does. ``/v5/order/history`` holds closed orders, each only
-``history_lag_s`` (default 0) after it finished ("the data returned from this endpoint may delay").
+``history_lag_s`` (default 0) after it finished ("the data returned from this endpoint may delay"), created in
+``startTime``..``endTime`` (at most 7 days; none given: the past 7 days, by id too), one that ended with no fill
+for 24 hours only. ``/v5/execution/list`` answers 7 days the same way; asked by ``orderId``/``orderLinkId`` it
+ignores every other parameter, its times too.
 
 Market orders fill at once at the price the test sets (``set_price("BTCUSDT", 42000.0)``), 5.5 bps taker
 fee. Conditional orders (``triggerPrice``/``triggerDirection``) rest as ``Untriggered`` and fill when a
 ``set_price`` crosses them; a position is liquidated when the price crosses its ``liqPrice`` (isolated: the
 position margin is lost). ``settle_funding(symbol, rate)`` pays/charges funding (longs pay a positive rate).
+``deliver(symbol, price)``: a delisting closes the position (execType ``Delivery``). ``hedge_mode``: orders with
+``positionIdx`` 0 are refused (10001 "position idx not match position mode").
 ``post_counts[orderLinkId]`` counts every create POST that reached the venue.
 
 Faults, one-shot, for the next matching request (``path`` defaults to ``/v5/order/create``):
@@ -108,6 +113,7 @@ class FakeBybit(FakeServer):
         self.clock_offset_ms = 0                     # the venue's clock minus ours
         self.is_down = False
         self.history_lag_s = 0.0
+        self.hedge_mode = False                      # both-side positions: positionIdx 1 (Buy side) / 2 (Sell side)
         self._finished: dict[str, float] = {}       # orderId -> when it reached a closed status
         self._recent_closed: list[str] = []         # realtime's cache of closed orders, oldest first, <= 500
         self._lock = threading.RLock()
@@ -344,7 +350,7 @@ class FakeBybit(FakeServer):
             return _err(10001, "params error: symbol invalid")
         if p.get("side") not in ("Buy", "Sell") or p.get("orderType") != "Market":
             return _err(10001, "params error: side / orderType")
-        if int(p.get("positionIdx", 0)) != 0:
+        if int(p.get("positionIdx", 0)) not in ((1, 2) if self.hedge_mode else (0,)):
             return _err(10001, "position idx not match position mode")
         if link and any(o["orderLinkId"] == link for o in self.orders.values()):
             return _err(110072, "OrderLinkedID is duplicate")   # live or finished: stricter than live-only
@@ -490,6 +496,28 @@ class FakeBybit(FakeServer):
             self._execute(o, price, exec_type="AdlTrade")
             self._sweep()
 
+    def deliver(self, symbol: str, price: float) -> None:
+        """A delisting: Bybit closes the position itself at ``price`` (execType ``Delivery``, "Position closed by
+        contract delisted"; createType ``CreateBySettle``, "recorded as a trade but not an order", so no order
+        row), taker fee; resting orders of the symbol are cancelled (cancelType ``CancelBySettle``)."""
+        with self._lock:
+            p, now = self.positions[symbol], str(self.now_ms())
+            for o in self.orders.values():
+                if o["symbol"] == symbol and o["orderStatus"] in OPEN_STATES:
+                    o.update(orderStatus="Deactivated" if o["triggerPrice"] else "Cancelled",
+                             cancelType="CancelBySettle", updatedTime=now)
+            pnl = (price - p.avg) * p.size * (1 if p.side == "Buy" else -1)
+            fee = p.size * price * TAKER_FEE
+            self.wallet += pnl - fee
+            self.executions.append({"symbol": symbol, "orderId": str(uuid.uuid4()), "orderLinkId": "",
+                                    "side": "Sell" if p.side == "Buy" else "Buy", "orderType": "Market",
+                                    "execId": str(uuid.uuid4()), "execPrice": _d(price), "execQty": _d(p.size),
+                                    "execValue": _d(p.size * price), "execFee": _d(fee), "feeRate": _d(TAKER_FEE),
+                                    "execType": "Delivery", "createType": "CreateBySettle", "execTime": now,
+                                    "isMaker": False, "execPnl": _d(pnl), "closedSize": _d(p.size)})
+            p.side, p.size, p.avg, p.im = "", 0.0, 0.0, 0.0
+            self._sweep()
+
     def _cancel(self, p: dict) -> dict:
         o = self.order_by_link(p.get("orderLinkId", "")) if p.get("orderLinkId") else self.orders.get(
             p.get("orderId", ""))
@@ -500,6 +528,9 @@ class FakeBybit(FakeServer):
         return _ok({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
 
     def _query_orders(self, p: dict, realtime: bool) -> dict:
+        span = (0, 2 ** 62) if realtime else self._span(p)
+        if span is None:
+            return _err(10001, "The time range between startTime and endTime cannot exceed 7 days")
         rows = []
         by_id = bool(p.get("orderId") or p.get("orderLinkId"))
         closed_only = str(p.get("openOnly", "0")) == ("1" if self.unified else "2")
@@ -510,13 +541,16 @@ class FakeBybit(FakeServer):
                 recent = oid in self._recent_closed
                 if not ((is_open or recent) if by_id else (recent if closed_only else is_open)):
                     continue
-            elif is_open or self._finished.get(oid, 0.0) > settled:
-                continue
+            elif is_open or self._finished.get(oid, 0.0) > settled or (
+                    not float(o.get("cumExecQty") or 0) and int(o["updatedTime"]) < self.now_ms() - 86_400_000):
+                continue        # ended with no fill (Cancelled, Rejected, Deactivated): kept "in the last 24 hours"
             if p.get("symbol") and o["symbol"] != p["symbol"]:
                 continue
             if p.get("orderLinkId") and o["orderLinkId"] != p["orderLinkId"]:
                 continue
             if p.get("orderId") and o["orderId"] != p["orderId"]:
+                continue
+            if not span[0] <= int(o["createdTime"]) <= span[1]:
                 continue
             rows.append(dict(o))
         return self._page(rows, p, 50)
@@ -529,21 +563,29 @@ class FakeBybit(FakeServer):
         nxt = str(start + limit) if start + limit < len(rows) else ""
         return _ok({"category": "linear", "list": chunk, "nextPageCursor": nxt})
 
-    def _executions(self, p: dict) -> dict:
-        # v5 "Get Trade History": at most 7 days per query; none given: "return 7 days by default"; only one
-        # given: the 7 days after the start / before the end. The doc does not exempt a query by order id from
-        # the 7-day default (its "other input parameters will be ignored" ranks symbol/baseCoin): not exempted
+    def _span(self, p: dict) -> tuple[int, int] | None:
+        """(start, end) ms a history query covers (v5 "Get Trade History", "Get Order History"): at most 7 days;
+        none given: "return 7 days by default"; only one given: the 7 days after the start / before the end.
+        None when the range given is longer than 7 days (refused)."""
         week = 7 * 24 * 3600 * 1000
         start, end = p.get("startTime"), p.get("endTime")
-        if start and end and int(end) - int(start) > week:
+        if start and end:
+            return (int(start), int(end)) if int(end) - int(start) <= week else None
+        if start:
+            return int(start), int(start) + week
+        end = int(end) if end else self.now_ms()
+        return end - week, end
+
+    def _executions(self, p: dict) -> dict:
+        # "orderId and orderLinkId have a higher priority and as long as these two parameters are in the input
+        # parameters, other input parameters will be ignored": the times too. The doc does not exempt such a query
+        # from the 7-day default: not exempted
+        if p.get("orderId") or p.get("orderLinkId"):
+            p = {k: v for k, v in p.items() if k not in ("startTime", "endTime")}
+        span = self._span(p)
+        if span is None:
             return _err(10001, "The time range between startTime and endTime cannot exceed 7 days")
-        if start and not end:
-            end = int(start) + week
-        elif end and not start:
-            start = int(end) - week
-        elif not start:
-            end = self.now_ms()
-            start = end - week
+        start, end = span
         rows = [e for e in reversed(self.executions)
                 if (not p.get("symbol") or e["symbol"] == p["symbol"])
                 and (not p.get("orderId") or e["orderId"] == p["orderId"])

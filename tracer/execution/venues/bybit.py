@@ -37,9 +37,11 @@ Order lookup: ``/v5/order/history`` may lag a freshly finished order ("order cre
 asynchronous, the data returned from this endpoint may delay"), so :meth:`get_order` asks
 ``/v5/order/realtime`` first: queried by ``orderLinkId`` it ignores ``openOnly`` and also returns the most recent
 500 closed orders of the account (Filled, Cancelled...). Only after a Bybit restart, which empties that cache, can
-a just-finished order be briefly missing from both (None; the VenueBroker re-queries). Realised P&L per fill is
-``execPnl`` when Bybit sends it, else 0. The venue's own closes (a liquidation, auto-deleveraging) are read from
-the execution list's ``execType`` (BustTrade, AdlTrade; "Enums": execType), at most 7 days per query.
+a just-finished order be briefly missing from both (None; the VenueBroker re-queries). History answers 7 days
+without a range: a miss asks the weeks before. Fills: by symbol over the order's time range, picked by orderId (an
+orderId makes the list ignore all else, times too). Realised P&L per fill is ``execPnl`` when Bybit sends it, else
+0. The venue's own closes (a liquidation, auto-deleveraging, a delisting) are read from the execution list's
+``execType`` (BustTrade, AdlTrade, Delivery; "Enums": execType), at most 7 days per query.
 
 Error codes read as (v5 "Error Codes", UTA table): 10006 (UID rate limit), 10018 (IP rate limit, listed as
 retired but still handled) and 429 ("high server load, please retry") -> :class:`RateLimited`, nothing done;
@@ -74,8 +76,14 @@ from tracer.symbols import binance_symbol
 
 CATEGORY = "linear"
 SETTLE = "USDT"
-# executions the venue made itself to close a position: liquidation takeover, auto-deleveraging
-FORCED_EXEC_TYPES = ("BustTrade", "AdlTrade")
+# executions the venue made itself to close a position: liquidation takeover, auto-deleveraging, and a delisting
+# ("Delivery": "Position closed by contract delisted"), booked as a settlement at its price and fee
+FORCED_EXEC_TYPES = {"BustTrade": ForcedClose.LIQUIDATION, "AdlTrade": ForcedClose.ADL,
+                     "Delivery": ForcedClose.SETTLEMENT}
+WEEK_MS = 7 * 86_400_000          # the most the order history and the execution list answer per query
+# how far back a lookup that missed asks the order history, a week per query: an agent down for a month still
+# finds the stop that closed its position; beyond it the position's trades on the venue tell what closed it
+ORDER_HISTORY_WEEKS = 5
 RATE_LIMIT_DEFAULT_S = 1.0        # 10006 / 429 without a reset header
 IP_LIMIT_DEFAULT_S = 600.0        # HTTP 403 "access too frequent": Bybit lifts an IP limit after 10 minutes
 IP_BAN_S = 1800.0                 # 10009: "your IP will be banned for a set period of time (usually 30 minutes)"
@@ -247,6 +255,10 @@ class BybitFuturesClient:
         if code in TRIGGER_CROSSED_CODES:   # the broker's cue (Binance -2021's wording) to exit at market now
             return OrderRejected(f"bybit {what}: stop would immediately trigger: {msg} (retCode {code})",
                                  code=code, status=200)
+        if code == 10001 and "position idx" in msg.lower():    # our orders are one-way's (positionIdx 0)
+            return OrderRejected(f"bybit {what}: the symbol is in hedge mode (both sides); the agent trades in one-way "
+                                 "mode: switch it in Bybit's derivatives settings (Position Mode: One-Way Mode): "
+                                 f"{msg} (retCode {code})", code="hedge_mode", status=200)
         if code == 10002:
             return TimestampDrift(text, code=code, status=200)
         if code in AUTH_CODES:
@@ -411,10 +423,15 @@ class BybitFuturesClient:
         return None if raw is None else self._order(raw)
 
     def _raw_order(self, symbol: str, client_order_id: str) -> dict | None:
-        vs = venue_symbol(symbol)
-        for method in ("get_open_orders", "get_order_history"):
+        vs, now = venue_symbol(symbol), self._now_ms()
+        # history without a range answers the past 7 days only ("If not passed, query the past 7 days data by
+        # default"): when realtime (emptied by a Bybit restart) and that miss, the weeks before, one per query
+        asks: list[tuple[str, dict[str, Any]]] = [("get_open_orders", {}), ("get_order_history", {})] + [
+            ("get_order_history", {"startTime": end - WEEK_MS + 1, "endTime": end})
+            for end in (now - k * WEEK_MS + 60_000 for k in range(1, ORDER_HISTORY_WEEKS))]
+        for method, span in asks:
             res = self._call(method, f"query order {client_order_id}", category=CATEGORY, symbol=vs,
-                             orderLinkId=client_order_id)
+                             orderLinkId=client_order_id, **span)
             for o in res.get("list") or []:
                 if o.get("orderLinkId") == client_order_id:
                     return o
@@ -439,26 +456,27 @@ class BybitFuturesClient:
         raw = self._raw_order(symbol, client_order_id)
         if raw is None or not raw.get("orderId"):
             return []
-        what = f"executions {client_order_id}"
+        what, oid = f"executions {client_order_id}", str(raw["orderId"])
         t0, t1 = int(raw.get("createdTime") or 0), int(raw.get("updatedTime") or 0)
         if t0 > 0:
-            # "startTime and endTime are not passed, return 7 days by default" (v5 "Get Trade History"): the
-            # order's own time range, in 7-day slices (harmless should its id take precedence over the times)
-            rows = self._executions(what, venue_symbol(symbol), t0 - 60_000, max(t0, t1) + 60_000,
-                                    orderId=str(raw["orderId"]))
+            # "startTime and endTime are not passed, return 7 days by default" (v5 "Get Trade History"), and an
+            # orderId makes it ignore "other input parameters", the times too: asked by symbol over the order's
+            # own time range, in 7-day slices, and picked by orderId here
+            rows = [e for e in self._executions(what, venue_symbol(symbol), t0 - 60_000, max(t0, t1) + 60_000)
+                    if str(e.get("orderId")) == oid]
         else:
             rows = self._pages("get_executions", what, category=CATEGORY, symbol=venue_symbol(symbol),
-                               orderId=str(raw["orderId"]), limit=100)
+                               orderId=oid, limit=100)
         out = [self._fill(e, client_order_id, symbol) for e in rows if e.get("execType") in (None, "Trade", "BustTrade")]
         return sorted(out, key=lambda f: f.ts)
 
     @_typed
     def outside_fills(self, symbol: str, since: datetime, ours: dict[str, bool]) -> list[VenueFill]:
         """The account's executions of ``symbol`` since ``since`` of orders whose ``orderLinkId`` is not one of
-        ``ours`` (a close by hand; a liquidation or auto-deleveraging with its ``reason``), with their fees."""
+        ``ours`` (a close by hand; a liquidation, auto-deleveraging or delisting with its ``reason``), with fees."""
         vs = venue_symbol(symbol)
         rows = self._executions(f"outside fills {vs}", vs, int(since.timestamp() * 1000), self._now_ms() + 60_000)
-        kinds = {"Trade": None, "BustTrade": ForcedClose.LIQUIDATION.value, "AdlTrade": ForcedClose.ADL.value}
+        kinds = {"Trade": None, **{k: v.value for k, v in FORCED_EXEC_TYPES.items()}}
         return sorted((replace(self._fill(e, str(e.get("orderLinkId") or ""), symbol), reason=kinds[e["execType"]])
                        for e in rows if e.get("execType") in kinds and str(e.get("orderLinkId") or "") not in ours),
                       key=lambda f: f.ts)
@@ -485,9 +503,9 @@ class BybitFuturesClient:
 
     @_typed
     def forced_closes(self, symbol: str, since: datetime) -> list[VenueOrder]:
-        """The venue's own closes of our positions since ``since``: liquidations (``execType`` BustTrade) and
-        auto-deleveraging (AdlTrade) in ``/v5/execution/list``, one per venue order, the latest first. The
-        list answers at most 7 days per query, so a longer span is asked in 7-day slices."""
+        """The venue's own closes of our positions since ``since``: liquidations (``execType`` BustTrade),
+        auto-deleveraging (AdlTrade) and delistings (Delivery) in ``/v5/execution/list``, one per venue order, the
+        latest first. The list answers at most 7 days per query, so a longer span is asked in 7-day slices."""
         vs = venue_symbol(symbol)
         end = datetime.fromtimestamp(self._now_ms() / 1000, tz=timezone.utc)
         start = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
@@ -511,7 +529,7 @@ class BybitFuturesClient:
                 venue_order_id=oid, updated_at=max((t for e in execs if (t := utc_from_ms(e.get("execTime")))),
                                                    default=None),
                 fee=sum(finite(e.get("execFee")) for e in execs),
-                reason=(ForcedClose.ADL if execs[0].get("execType") == "AdlTrade" else ForcedClose.LIQUIDATION).value))
+                reason=FORCED_EXEC_TYPES[execs[0]["execType"]].value))
         return sorted(out, key=lambda o: o.updated_at or since, reverse=True)
 
     # --- account ------------------------------------------------------------------------------------
