@@ -148,3 +148,55 @@ def alpaca():
     with FakeAlpacaTrading(keys=ALPACA_KEYS, cash=10_000.0) as v:
         v.set_price(BTC, 42000.0)
         yield v
+
+
+# --- a throw-away PostgreSQL server (tracer study / optimize on an RDB storage: tests/study, tests/optimize) ---
+import shutil
+import socket
+import subprocess
+import tempfile
+
+PG_BIN = Path(os.environ.get("TB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away server on 127.0.0.1 (trust auth: any password is accepted, none is needed); yields its URL.
+    Started with ``initdb`` and ``pg_ctl`` (as the ``postgres`` user when the tests run as root, which PostgreSQL
+    refuses), in a folder made outside pytest's temporary tree, which is private to the user running the tests;
+    stopped at the end. Skipped without the server binaries (TB_PG_BIN) or the driver."""
+    if not (PG_BIN / "initdb").is_file() or not (PG_BIN / "pg_ctl").is_file():
+        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN} (set TB_PG_BIN)")
+    pytest.importorskip("psycopg", reason="psycopg[binary] (dev extra) is needed for PostgreSQL storage")
+    root = Path(tempfile.mkdtemp(prefix="tb-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    run = lambda cmd, **kw: subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True,  # noqa: E731
+                                           timeout=120, **kw)
+    run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+    port = _free_port()
+    run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+         "-o", f"-h 127.0.0.1 -p {port} -k {sock} -c fsync=off", "start"])
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

@@ -98,9 +98,35 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return private_open(Path(self.baseFilename), "a")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """The root logger's handler: the libraries' records (telegram, httpx, urllib3, pybit, binance, alpaca) to
+    whatever ``sys.stderr`` is when they are written, as ``logging.lastResort`` would, but redacted."""
+
+    def __init__(self, level: int = logging.WARNING):
+        logging.Handler.__init__(self, level)     # no stream of its own: sys.stderr is looked up at each record
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
+def _redact_root(fmt: RedactingFormatter) -> None:
+    """One redacting stderr handler on the root logger. Without it a library's record finds no handler and goes
+    to stderr through ``logging.lastResort``, unformatted -- python-telegram-bot logs a proxy's error page
+    quoting ``/bot<token>/`` -- and the start script appends stderr to ``logs/<agent>.err``. The process's own
+    loggers do not propagate, so nothing is written twice."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _StderrHandler)]:    # a second setup_logging replaces it
+        root.removeHandler(h)
+    h = _StderrHandler()
+    h.setFormatter(fmt)
+    root.addHandler(h)
+
+
 def setup_logging(agent: str, log_dir: Path | None, level: str = "INFO", secrets: Iterable[str] = (),
                   stdout: bool = True, max_mb: float = 50.0, backups: int = 5) -> logging.Logger:
-    """Logger ``agent`` writing to ``<log_dir>/<agent>.log`` (user-only permissions) and stdout."""
+    """Logger ``agent`` writing to ``<log_dir>/<agent>.log`` (user-only permissions) and stdout; the libraries'
+    warnings and errors go to stderr through the same redaction."""
     logger = logging.getLogger(agent)
     logger.setLevel(level)
     logger.propagate = False
@@ -120,6 +146,7 @@ def setup_logging(agent: str, log_dir: Path | None, level: str = "INFO", secrets
         sh = logging.StreamHandler(sys.stdout)
         sh.setFormatter(fmt)
         logger.addHandler(sh)
+    _redact_root(fmt)
     return logger
 
 

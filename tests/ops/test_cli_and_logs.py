@@ -59,6 +59,30 @@ def test_log_lines_are_structured_and_redact_secrets(tmp_path):
     assert (tmp_path / "unit.log").stat().st_mode & 0o077 == 0
 
 
+def test_library_records_reach_stderr_redacted_and_once(tmp_path, capsys):
+    """A library's logger (python-telegram-bot, urllib3, ...) has no handler of its own: its warnings and errors go
+    through the root logger's redacting stderr handler (the start script appends stderr to logs/<agent>.err),
+    written once however often setup_logging runs; the process's own lines stay in its file and on stdout."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        for _ in range(2):
+            log = setup_logging("unit-lib", tmp_path, "INFO", secrets=["SUPERSECRETVALUE"], stdout=False)
+        logging.getLogger("telegram.request.BaseRequest").error("Cannot POST /botSUPERSECRETVALUE/sendMessage")
+        logging.getLogger("urllib3.connection").info("below WARNING, as without the handler: SUPERSECRETVALUE")
+        log.warning(kv("own_line"))
+        err = capsys.readouterr().err
+        assert "SUPERSECRETVALUE" not in err and err.count("Cannot POST") == 1
+        assert "Z ERROR telegram.request.BaseRequest Cannot POST /bot***/sendMessage" in err
+        assert "below WARNING" not in err and "own_line" not in err
+    finally:
+        for h in [h for h in root.handlers if h not in before]:
+            root.removeHandler(h)
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+
+
 def test_artifacts_written_behind_the_flag(tmp_path):
     s = load_settings({"TB_DB_PATH": str(tmp_path / "a.db"), "TB_LOG_DIR": str(tmp_path / "logs"),
                        "TB_WRITE_ARTIFACTS": "true", "TB_ARTIFACT_DIR": str(tmp_path / "art"),

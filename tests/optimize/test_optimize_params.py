@@ -162,6 +162,38 @@ def test_cli_params_show_promote_rollback(env, monkeypatch, tmp_path, capsys):
     assert [r[0] for r in c.execute("SELECT action FROM param_promotions ORDER BY id")] == ["promote", "rollback"]
 
 
+def test_a_secret_override_stays_out_of_the_proposal_the_report_and_the_promotion(postgres, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """``--set TB_OPTIMIZE_STORAGE=postgresql://user:PASSWORD@...`` (the storage for one run): the proposal, the
+    report and, once promoted, param_promotions show the override masked; both files are user-only."""
+    from tracer.cli import main
+    pw = "Sup3rS3cretPgPassw0rd"
+    for k, v in {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "cfg" / "active.json"), "TB_SENTIMENT_SCORER": "lexicon",
+                 "TB_STATE_DIR": str(tmp_path / "state"), "TB_DB_PATH": str(tmp_path / "t.db"),
+                 "TB_LOG_DIR": str(tmp_path / "logs"), "TB_MARKET_FILTER": "none"}.items():
+        monkeypatch.setenv(k, v)
+    url = postgres.replace("postgresql://postgres@", f"postgresql://postgres:{pw}@")
+    prop, out = tmp_path / "cfg" / "proposed.json", tmp_path / "out"
+    env_file = ["--env-file", str(tmp_path / "none.env")]
+    assert main(env_file + ["optimize", "--agent", "hybrid", "--symbols", "BTC/USD", "--from", "2022-01-10",
+                            "--to", "2022-01-24", "--train-days", "9", "--test-days", "5", "--folds", "1",
+                            "--trials", "2", "--out", str(out), "--proposal", str(prop), "--no-plot",
+                            "--set", f"TB_OPTIMIZE_STORAGE={url}"]) == 0
+    assert json.loads(prop.read_text())["optimiser"]["overrides"] == {"TB_OPTIMIZE_STORAGE": "***"}
+    assert main(env_file + ["params", "promote", "--proposal", str(prop), "--force"]) == 0
+    printed = capsys.readouterr()
+    c = sqlite3.connect(tmp_path / "t.db")
+    assert c.execute("SELECT COUNT(*) FROM param_promotions").fetchone()[0] == 1
+    c.execute("PRAGMA wal_checkpoint(FULL)")
+    c.close()
+    texts = {"proposal": prop.read_text(), "report.json": (out / "report.json").read_text(),
+             "stdout": printed.out, "stderr": printed.err,
+             "audit DB (bytes)": (tmp_path / "t.db").read_bytes().decode("latin-1")}
+    leaks = {k: v[max(0, v.index(pw) - 70):v.index(pw) + 30] for k, v in texts.items() if pw in v}
+    assert not leaks, f"storage password leaked into {sorted(leaks)}: {leaks}"
+    assert all(p.stat().st_mode & 0o077 == 0 for p in (prop, out / "report.json"))
+
+
 def test_corrupt_active_file_stops_the_configuration(env, tmp_path):
     from tracer.config import ConfigError
     (tmp_path / "active.json").write_text("{not json")

@@ -231,7 +231,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
         monkeypatch.setenv(k, v)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
             "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "0,1,2",
-            "--ablate", "--seed", "9", "--set", "TB_OPTIMIZE_STORAGE=postgresql://tb:hunter2@127.0.0.1:9/x"]
+            "--ablate", "--seed", "9", "--set", "TB_WEB_TOKEN=hunter2-web-token"]    # a secret that changes nothing
     docs = []
     for name in ("r1", "r2"):
         assert main(argv + ["--out", str(tmp_path / name)] + (["--no-plot"] if name == "r2" else [])) == 0
@@ -247,11 +247,15 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
     assert one["design"]["fees_bps"] == 5.0 and "Costs: fee 5 bps" in md     # the futures agent's own fee
     assert "hunter2" not in md + (tmp_path / "r1" / "study.json").read_text() + out     # a secret override
     from tracer.study.cli import _masked_argv
-    assert _masked_argv(argv[2:]) == [*argv[2:-1], "TB_OPTIMIZE_STORAGE=***"]      # the Reproduce line
+    assert _masked_argv(argv[2:]) == [*argv[2:-1], "TB_WEB_TOKEN=***"]      # the Reproduce line
+    pg = ["--storage", "postgresql://tb:hunter2@db/x", "--set=TB_OPTIMIZE_STORAGE=postgresql://tb:hunter2@db/x",
+          "--stor=postgresql://tb:hunter2@db/x"]                               # argparse's abbreviation too
+    assert _masked_argv(pg) == ["--storage", "postgresql://***@db/x", "--set=TB_OPTIMIZE_STORAGE=***",
+                                "--stor=postgresql://***@db/x"]
     from tracer.study.cli import reproduce_command
     line = reproduce_command(argv, "futures", one["design"]["fees_bps"], one["design"]["slippage_bps"])
     assert line is not None and line.startswith("TB_FUTURES_FEE_BPS=5 TB_SLIPPAGE_BPS=5 tracer study ")
-    assert "hunter2" not in line and line.endswith("'TB_OPTIMIZE_STORAGE=***'")     # shell-quoted
+    assert "hunter2" not in line and line.endswith("'TB_WEB_TOKEN=***'")     # shell-quoted
     for part in ("Out-of-sample result", "deflated Sharpe ratio", "Cost sensitivity", "Ablation", "x2 net return",
                  "long/short around the 20-day mean", "Configurations tried: **", "| `TB_FUTURES_STOP_ATR_MULT` |"):
         assert part in md

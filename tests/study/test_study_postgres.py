@@ -1,65 +1,15 @@
-"""``tracer study`` scale-out on a real PostgreSQL 15 server: two worker processes share the in-fold search
-through Optuna's RDB storage, and the result equals a one-process run on SQLite for the same seed.
-
-The server is started by the test (``initdb`` and ``pg_ctl`` in a temporary folder, as the ``postgres`` user
-when the tests run as root, which PostgreSQL refuses) and stopped at the end."""
+"""``tracer study`` on a real PostgreSQL 15 server (the ``postgres`` fixture, tests/conftest.py): two worker processes
+share the in-fold search through Optuna's RDB storage, and the result equals a one-process run on SQLite for the
+same seed; the storage's password stays out of everything the study writes and serves."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
+import json
+import sys
 
 import pytest
 
-PG_BIN = Path(os.environ.get("TB_PG_BIN", "/usr/lib/postgresql/15/bin"))
-pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").is_file() or not (PG_BIN / "pg_ctl").is_file(),
-                                reason=f"PostgreSQL server binaries not found in {PG_BIN} (set TB_PG_BIN)")
-
-
-def _as_server_user(cmd: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return cmd
-    if shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-    return ["runuser", "-u", "postgres", "--", *cmd]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres():
-    """A throw-away server on 127.0.0.1 (trust auth, no password to leak); yields its URL. Its folder is
-    made outside pytest's temporary tree, which is private to the user running the tests."""
-    root = Path(tempfile.mkdtemp(prefix="tb-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-    run = lambda cmd, **kw: subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True,  # noqa: E731
-                                           timeout=120, **kw)
-    run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-    port = _free_port()
-    run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-         "-o", f"-h 127.0.0.1 -p {port} -k {sock} -c fsync=off", "start"])
-    try:
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        yield url
-    finally:
-        subprocess.run(_as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
-
 
 def test_two_workers_on_postgresql_agree_with_one_on_sqlite(postgres, tmp_path):
-    pytest.importorskip("psycopg", reason="psycopg[binary] (dev extra) is needed for PostgreSQL storage")
     import optuna
     from test_study import _cfg, _slice
     from tracer.study.engine import run_study
@@ -82,3 +32,42 @@ def test_two_workers_on_postgresql_agree_with_one_on_sqlite(postgres, tmp_path):
         assert sorted(t.number for t in done) == list(range(6))
         workers |= {t.user_attrs["worker"] for t in done}
     assert workers == {0, 1}
+
+
+PW = "Sup3rS3cretPgPassw0rd"
+
+
+@pytest.mark.parametrize("given", ["--storage URL", "--storage=URL", "TB_OPTIMIZE_STORAGE"])
+def test_storage_password_stays_out_of_the_report_and_the_cockpit(postgres, tmp_path, monkeypatch, capsys, given):
+    """The Reproduce line (study.json's ``command``, report.md, the cockpit's GET /api/v1/backtests) shows the
+    storage without its password; TB_OPTIMIZE_STORAGE (.env) is read as by tracer optimize, so the URL need not be
+    typed at all; the report files are user-only."""
+    from test_study import _slice
+    from tracer.cli import main
+    from tracer.web import data as webdata
+    data = _slice(tmp_path / "d")
+    url = postgres.replace("postgresql://postgres@", f"postgresql://postgres:{PW}@")
+    for k, v in {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_SENTIMENT_SCORER": "lexicon",
+                 "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60",
+                 "TB_PROFILE": "phase1c"}.items():
+        monkeypatch.setenv(k, v)
+    storage = {"--storage URL": ["--storage", url], "--storage=URL": [f"--storage={url}"]}.get(given, [])
+    if given == "TB_OPTIMIZE_STORAGE":
+        monkeypatch.setenv("TB_OPTIMIZE_STORAGE", url)
+    out = tmp_path / "backtests" / "study" / "futures"
+    argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
+            "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "1",
+            "--seed", "9", *storage, "--out", str(out), "--no-plot"]
+    monkeypatch.setattr(sys, "argv", ["tracer", *argv])          # reproduce_command reads sys.argv
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    doc = json.loads((out / "study.json").read_text())
+    assert doc["design"]["storage"] == "postgresql://***@" + postgres.split("@", 1)[1]     # the server was used
+    texts = {"study.json": (out / "study.json").read_text(), "report.md": (out / "report.md").read_text(),
+             "cockpit /api/v1/backtests": json.dumps(webdata.backtest_runs(tmp_path / "backtests")),
+             "stdout": printed.out, "stderr": printed.err}
+    leaks = {k: v[max(0, v.index(PW) - 60):v.index(PW) + 40] for k, v in texts.items() if PW in v}
+    assert not leaks, f"storage password leaked into {sorted(leaks)}: {leaks}"
+    if storage:
+        assert "postgresql://***@127.0.0.1" in doc["command"]         # the Reproduce line still names the server
+    assert all((out / f).stat().st_mode & 0o077 == 0 for f in ("study.json", "report.md"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from tracer.config.checks import feed_problems, venue_problems
 from tracer.config.errors import ConfigError
 from tracer.config.keys import pplx_keys_from
-from tracer.config.loader import env_example, env_names, load_settings
+from tracer.config.loader import env_example, env_names, load_settings, masked_overrides
 from tracer.config.overlay import active_overlay
 from tracer.config.profiles import ALL_SYMBOLS, PROFILES
 from tracer.config.settings import Settings, mask
@@ -31,4 +31,5 @@ from tracer.config.venues import TEST_HOSTS, is_local_url, is_test_url
 
 __all__ = ["ALL_SYMBOLS", "BAR_SOURCES", "NEWS_SOURCES", "PROFILES", "TEST_HOSTS", "ConfigError", "Settings",
            "active_overlay", "env_example", "env_names", "feed_problems", "is_local_url", "is_test_url",
-           "load_settings", "mask", "parse_weights", "pplx_keys_from", "source_names", "venue_problems"]
+           "load_settings", "mask", "masked_overrides", "parse_weights", "pplx_keys_from", "source_names",
+           "venue_problems"]

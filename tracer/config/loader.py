@@ -25,6 +25,13 @@ def env_names() -> set[str]:
     return {f.metadata["env"] for f in fields(Settings)}
 
 
+def masked_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{TB_NAME: value}`` as a report, a proposal or a command line may show it: the value of every secret
+    setting (keys, tokens, storage URLs) masked, the others as given."""
+    secret = {f.metadata["env"] for f in fields(Settings) if f.metadata["secret"]}
+    return {k: (mask(v) if k in secret else v) for k, v in overrides.items()}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env",  # noqa: C901
                   warn: Callable[[str], None] | None = None) -> Settings:
     """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).

@@ -85,14 +85,6 @@ def data_window(s, symbols, data_dir: Path | None, interval: timedelta) -> tuple
     return conv(first), conv(last) + timedelta(microseconds=1)
 
 
-def _storage_shown(url: str) -> str:
-    """The storage URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
-
-
 def run_optimize(args, env_file: str = ".env") -> int:
     from tracer.backtest.data import DataError, discover
     from tracer.optimize import study as st
@@ -164,7 +156,7 @@ def run_optimize(args, env_file: str = ".env") -> int:
     except (DataError, RuntimeError) as e:
         print(f"tracer optimize: {e}", file=sys.stderr)
         return 2
-    proposal = st.proposal_from(job, result, code, _storage_shown(storage))
+    proposal = st.proposal_from(job, result, code, st.storage_shown(storage))
     proposal["optimiser"].update(jobs=args.jobs, wall_s=round(result["wall_s"], 2),
                                  search_s=round(result["search_s"], 2))
     out = Path(args.out or f"backtests/optimize/{args.agent}")

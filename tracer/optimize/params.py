@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from tracer.logs import private_write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -149,11 +151,13 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Atomic write (temp file + rename), sorted keys, so a reader never sees half a file."""
+    """Atomic write (temp file + rename), sorted keys, so a reader never sees half a file; the file is user-only
+    (0600) whatever the umask, as the DB and the logs (a proposal names its storage and its overrides)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.unlink(missing_ok=True)           # a leftover keeps its mode: the new file is created user-only
+    private_write_text(tmp, json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, p)
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from tracer.config import masked_overrides
 from tracer.optimize.objective import ObjectiveConfig, objective
 from tracer.optimize.params import space
 from tracer.optimize.walkforward import Fold
@@ -77,6 +78,14 @@ def storage_url(url: str, state_dir: Path) -> str:
         return url
     state_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(state_dir / 'optuna.db').resolve()}"
+
+
+def storage_shown(url: str) -> str:
+    """The storage URL as a report, a proposal or a command line may show it: without its user and password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
 
 def open_storage(url: str):
@@ -355,7 +364,9 @@ def proposal_from(job: Job, result: Mapping[str, Any], code: str, storage_shown:
                                       walk_forward_current_out_of_sample=mean("current_out_of_sample"))},
         "folds": [{k: v for k, v in r.items()} for r in result["folds"]],
         "optimiser": {"trials_per_fold": job.trials, "seed": job.seed, "study": job.study, "storage": storage_shown,
-                      "objective": asdict(job.objective), "overrides": dict(sorted(job.overrides.items()))},
+                      "objective": asdict(job.objective),
+                      # a secret --set (TB_OPTIMIZE_STORAGE=postgresql://user:pw@...) never reaches the file or the DB
+                      "overrides": dict(sorted(masked_overrides(job.overrides).items()))},
     }
 
 

@@ -41,8 +41,8 @@ def add_parser(sub) -> None:
     p.add_argument("--costs", default="0,1,2", help="fee and slippage multipliers (default 0,1,2; must hold 1)")
     p.add_argument("--ablate", action="store_true", help="switch each component off in turn")
     p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the Optuna storage")
-    p.add_argument("--storage", help="Optuna RDB URL shared by the --jobs workers (default: SQLite in the output "
-                                     "folder; or postgresql://user@host/db)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by the --jobs workers (default TB_OPTIMIZE_STORAGE, "
+                                     "else SQLite in the output folder; or postgresql://user@host/db)")
     p.add_argument("--out", help="output folder (default backtests/study/<agent>)")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
 
@@ -69,13 +69,34 @@ def _param_file(path: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def _option(word: str) -> str:
+    """The long option ``word`` names: argparse takes any unambiguous prefix (``--stor`` is ``--storage``)."""
+    return "--storage" if len(word) > 3 and "--storage".startswith(word) else word
+
+
+def _masked_word(word: str, option: str) -> str:
+    """One argument as the report shows it: the value of ``--storage`` without its password, a secret
+    ``NAME=VALUE`` (``--set``) masked."""
+    from tracer.config import masked_overrides
+    from tracer.optimize.study import storage_shown
+    if option == "--storage":
+        return storage_shown(word)
+    name, sep, value = word.partition("=")
+    return f"{name}={masked_overrides({name: value})[name]}" if sep and name.startswith("TB_") else word
+
+
 def _masked_argv(argv: list[str]) -> list[str]:
-    """The command line as the report shows it: the value of a secret ``--set NAME=VALUE`` masked."""
-    from tracer.study.engine import _masked
-    out = []
+    """The command line as the report shows it: ``--storage URL`` (or ``--storage=URL``) without its password,
+    the value of a secret ``--set NAME=VALUE`` masked."""
+    out, option = [], ""
     for a in argv:
-        name, sep, value = a.partition("=")
-        out.append(f"{name}={_masked({name: value})[name]}" if sep and name.startswith("TB_") else a)
+        if a.startswith("--"):
+            name, sep, value = a.partition("=")
+            out.append(f"{name}={_masked_word(value, _option(name))}" if sep else a)
+            option = "" if sep else _option(name)
+        else:
+            out.append(_masked_word(a, option))
+            option = ""
     return out
 
 

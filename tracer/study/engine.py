@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from tracer.backtest.runner import BacktestResult, load_history, run_backtest
+from tracer.config import masked_overrides
 from tracer.data.gaps import usable_rows
 from tracer.optimize import study as opt
 from tracer.optimize.objective import ObjectiveConfig
@@ -63,7 +64,7 @@ class StudyConfig:
     costs: tuple[float, ...] = (0.0, 1.0, 2.0)
     ablate: bool = False
     jobs: int = 1
-    storage: str = ""                       # empty: SQLite file in the output folder
+    storage: str = ""                       # empty: TB_OPTIMIZE_STORAGE, else SQLite file in the output folder
     prior_trials: int = 0                   # configurations tried before this study (counted in the DSR)
     block_bars: int = 168                   # bootstrap block: one week of hourly bars
     reps: int = 2000
@@ -322,7 +323,8 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    storage = cfg.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    # as tracer optimize: --storage, else TB_OPTIMIZE_STORAGE (a password stays in .env, off the command line)
+    storage = cfg.storage or s.optimize_storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     code = code_version()
     trials = max(cfg.trials, 1)
     ocfg = ObjectiveConfig.from_settings(s)
@@ -379,13 +381,13 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     dsr = deflated_sharpe(agent_run.returns(), n_configs, var_oos)
     psr = deflated_sharpe(agent_run.returns(), 1, 0.0)
     doc: dict[str, Any] = {
-        "agent": cfg.agent, "profile": s.profile, "overrides": _masked(cfg.overrides), "symbols": symbols,
+        "agent": cfg.agent, "profile": s.profile, "overrides": masked_overrides(cfg.overrides), "symbols": symbols,
         "data_dir": _shown(data_dir), "headlines": _shown(heads) if heads else None, "code_version": code,
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "seed": cfg.seed,
         "interval_s": int(interval.total_seconds()),
         "design": {"train_days": cfg.train_days, "test_days": cfg.test_days, "purge_bars": purge_bars,
                    "folds": len(folds), "trials_per_fold": cfg.trials, "jobs": cfg.jobs,
-                   "storage": _storage_shown(storage), "study": name, "objective": vars(ocfg),
+                   "storage": opt.storage_shown(storage), "study": name, "objective": vars(ocfg),
                    "block_bars": cfg.block_bars, "reps": cfg.reps, "costs": list(cfg.costs),
                    "data_from": lo.isoformat(), "data_to": (hi - interval).isoformat(),
                    "oos_from": folds[0].test_start.isoformat(), "oos_to": folds[-1].test_end.isoformat(),
@@ -431,14 +433,6 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     return Outcome(doc, curves, {"agent": oos})
 
 
-def _masked(overrides: Mapping[str, str]) -> dict[str, str]:
-    """The overrides as a report may show them: secret settings (keys, tokens, storage URLs) masked."""
-    from dataclasses import fields
-    from tracer.config import Settings
-    secret = {f.metadata["env"] for f in fields(Settings) if f.metadata.get("secret")}
-    return {k: ("***" if k in secret else v) for k, v in overrides.items()}
-
-
 def _shown(p: Path) -> str:
     """A path as the report shows it: relative to the package for the bundled data (no home folder in a report)."""
     from tracer.data.replay import bundled_dir
@@ -460,8 +454,3 @@ def _current_text(s) -> dict[str, Any]:
         v = getattr(s, f.name)
         out[f.metadata["env"]] = ("true" if v else "false") if isinstance(v, bool) else v
     return out
-
-
-def _storage_shown(url: str) -> str:
-    from tracer.optimize.cli import _storage_shown as shown
-    return shown(url)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from tracer.logs import private_write_text
 from tracer.study.benchmarks import RULE_TEXT, Rule
 from tracer.study.engine import Outcome
 from tracer.study.metrics import Run
@@ -281,9 +282,16 @@ def plot_folds(doc: Mapping[str, Any], path: Path) -> None:
 def write(outcome: Outcome, out: Path, command: str | None = None, plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc = dict(outcome.doc, command=command)
-    (out / "study.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    (out / "report.md").write_text(markdown(doc, command))
+    _write_private(out / "study.json", json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    _write_private(out / "report.md", markdown(doc, command))
     if plots:
         plot_equity(outcome.curves, out / "equity.png",
                     f"{doc['agent']} OOS {doc['design']['oos_from'][:10]} → {doc['design']['oos_to'][:10]}")
         plot_folds(doc, out / "folds.png")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A report file user-only (0600) whatever the umask, as the DB and the logs, a rerun's over an older file
+    too: it names the storage, the overrides and the command line."""
+    path.unlink(missing_ok=True)
+    private_write_text(path, text)
