@@ -65,13 +65,13 @@ class BarProcessing:
         self._midnight_equity = None
         for ts, _, sym, i in sorted(todo, key=lambda t: (t[0], t[1])):
             if midnight is not None and self._midnight_equity is None and ts + interval > midnight:
-                self._midnight_equity = self._equity_at(midnight, total)
+                self._midnight_equity = self._equity_at(midnight, total, snap.bars)
             row = snap.bars[sym].iloc[i]
             bar = Bar(sym, ts.to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
                       float(row["close"]), float(row["volume"]))
             self._add(total, self.broker.on_bar(bar))
         if midnight is not None and self._midnight_equity is None:
-            self._midnight_equity = self._equity_at(midnight, total)
+            self._midnight_equity = self._equity_at(midnight, total, snap.bars)
         if self.venue:
             # a position whose symbol got no bar this cycle (a coin adopted from the account outside the feed, a
             # symbol dropped from TB_SYMBOLS while held, a bar the gap policy refused) has its levels checked at
@@ -82,19 +82,65 @@ class BarProcessing:
                     self._add(total, self.broker.on_bar(Bar(p.symbol, now - interval, px, px, px, px, 0.0)))
         return total
 
-    def _equity_at(self, midnight: datetime, report: BarReport) -> float:
-        """The equity at ``midnight``, read when the bars before it have been processed: the equity now less what
-        the trades booked so far that closed after it made (a venue's sync books a stop that filled during the gap
-        before any bar of it is seen). A paper broker's equity is marked by the bars; a venue's is its own, at its
-        prices now: less each held position's move from its midnight close (the last price now) to those."""
-        eq = self.broker.equity() - sum(t.pnl for t in report.trades if t.exit_ts >= midnight)
-        if self.venue:
-            for p in self.broker.positions():
-                now_px = self._synced_prices.get(p.symbol)
-                then_px = self.broker.last_price.get(p.symbol) if p.opened_at < midnight else p.entry_price
-                if now_px and then_px:
-                    eq -= (now_px - then_px) * p.qty * (1 if p.side is PositionSide.LONG else -1)
-        return eq
+    def _equity_at(self, midnight: datetime, report: BarReport, bars: Mapping[str, Any]) -> float:
+        """The equity at ``midnight``, read when the bars before it have been processed. A paper broker's equity is
+        marked by those bars. A venue's is its own, at its prices now: less what happened since midnight, which
+        its sync may have booked before any bar of the gap is seen (a stop that filled in it): a trade closed
+        since then counts its whole P&L when it opened after midnight, else only its part after midnight (its
+        move from the midnight close, its exit fee, the funding paid since); a held position its move from the
+        midnight close (from its entry, fee included, when it opened after midnight) and its funding since.
+        The midnight close is that of the symbol's bar closing at midnight (:meth:`_midnight_price`)."""
+        eq = self.broker.equity()
+        if not self.venue:
+            return eq
+        funding_after: dict[str | None, float] = {}     # entry order id -> funding paid since midnight
+        for _, fp, entry in report.funding:
+            if fp.ts >= midnight:
+                funding_after[entry] = funding_after.get(entry, 0.0) + fp.amount
+        entry_fee = {p.entry_order_id: p.entry_fee for p in report.closed}
+        for t in report.trades:
+            if t.exit_ts < midnight:
+                continue
+            after = funding_after.pop(t.entry_order_id, 0.0)
+            if t.entry_ts >= midnight:
+                eq -= t.pnl
+                continue
+            s = 1 if t.side is PositionSide.LONG else -1
+            mid = self._midnight_price(t.symbol, bars, midnight, s, t.entry_price, t.exit_price)
+            # what it made up to midnight stays in the day before (an entry fee not known: taken as 0, which
+            # leaves more of the trade's loss to the new day)
+            before = (mid - t.entry_price) * t.qty * s - entry_fee.get(t.entry_order_id, 0.0) - (-t.funding - after)
+            eq -= t.pnl - before
+        for p in self.broker.positions():
+            now_px = self._synced_prices.get(p.symbol)
+            if not now_px:
+                continue
+            s = 1 if p.side is PositionSide.LONG else -1
+            if p.opened_at < midnight:
+                then_px = self._midnight_price(p.symbol, bars, midnight, s, p.entry_price, now_px)
+            else:
+                then_px = p.entry_price
+                eq += p.entry_fee
+            eq -= (now_px - then_px) * p.qty * s
+        return eq + sum(funding_after.values())    # funding paid since midnight by positions held or closed before
+
+    def _midnight_price(self, symbol: str, bars: Mapping[str, Any], midnight: datetime, side: int, entry: float,
+                        later: float) -> float:
+        """The price at ``midnight`` of a position of ``symbol`` on ``side`` (+1 long) that was open then and is
+        worth ``later`` now (its exit price, or its price now): the close of the bar closing at midnight. When
+        that bar is missing (a hole in the bars, a symbol outside the feed), the new day is never credited with a
+        gain it may not have made: the more favourable to the position of the symbol's last close before
+        midnight (its ``entry`` price when it has none) and ``later``."""
+        b = bars.get(symbol)
+        earlier = entry
+        if b is not None and len(b):
+            i = int(b.index.searchsorted(midnight, side="left")) - 1
+            if i >= 0:
+                close = float(b["close"].iloc[i])
+                if b.index[i].to_pydatetime() + self.feed.interval == midnight:
+                    return close
+                earlier = close
+        return max(earlier, later) if side > 0 else min(earlier, later)
 
     @staticmethod
     def _add(total: BarReport, rep: BarReport) -> None:

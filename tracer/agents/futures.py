@@ -208,7 +208,10 @@ class FuturesPolicy:
                         Intent(order, sig.symbol, sig.price, bracket, sizing, cash_needed=margin + reserve))
 
     def on_trade_closed(self, symbol: str, at: datetime) -> None:
-        self.last_close[symbol] = at
+        # the latest close, as the DB gives it at a restart (Store.last_close_by_symbol): a close booked late
+        # (a venue's lagging lookup) never moves the cooldown back
+        last = self.last_close.get(symbol)
+        self.last_close[symbol] = at if last is None or at > last else last
 
 
 def build(settings: Settings, logger, store=None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, replace
@@ -256,15 +257,17 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         return res
 
     def _entries_in_flight(self, positions: dict[str, Any], now: datetime) -> dict[str, InFlight]:
-        """Entries that are not positions yet: those the broker still works, and those written but never sent
-        (``new``: the venue could not be reached; :meth:`reconcile` may send them after this cycle's decisions),
-        unless :meth:`reconcile` will cancel them as stale (older than two bars) instead.
-        Rows still ``submitted`` in the DB are not read: the broker's own list is current after its sync."""
+        """Entries that are not positions yet: those the broker still works, and those still ``new`` in the DB:
+        written but never sent (the venue could not be reached; :meth:`reconcile` may send them after this cycle's
+        decisions), unless :meth:`reconcile` will cancel them as stale (never sent, older than two bars) instead,
+        and those whose POST was unclear (they may be positions on the venue), whatever their age, until the venue
+        confirms or cancels them. Rows still ``submitted`` in the DB are not read: the broker's own list is
+        current after its sync."""
         stale = now - 2 * self.feed.interval
         orders = [o for o in self.broker.open_orders() if o.purpose == "entry" and not o.reduce_only]
         orders += [row_to_order(r) for r in self.store.orders_in_state(self.agent, OrderState.NEW)
                    if r["purpose"] == "entry" and not r["reduce_only"]
-                   and not (self.venue and parse_iso(r["created_at"]) < stale)]
+                   and not (self.venue and parse_iso(r["created_at"]) < stale and not self._maybe_sent(r))]
         out: dict[str, InFlight] = {}
         for o in orders:
             if o.symbol in positions or o.symbol in out:
@@ -273,6 +276,13 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
             notional = o.qty * px * (1 if o.side is Side.BUY else -1)
             out[o.symbol] = InFlight(notional, abs(notional) / max(o.leverage, 1.0))
         return out
+
+    def _maybe_sent(self, row: sqlite3.Row) -> bool:
+        """Whether a venue may have an order the DB has as ``new``: its POST began (the venue broker writes the
+        order's venue before it, and clears it only when the venue refused it before processing) or was unclear
+        (an ``order_unconfirmed`` event: a timeout or a 5xx, its lookups failed or missed it)."""
+        return bool(row["venue"]) or \
+            self.store.last_venue_event_at(row["client_order_id"], "order_unconfirmed") is not None
 
     def _roll_day(self, now: datetime) -> None:
         """The UTC day at ``now`` (:func:`tracer.agents.kernel.roll_day`: a day already seen never starts again)."""
@@ -413,6 +423,10 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
                 res.trades += len(rep.trades)
                 for msg_kind, msg in cycle_messages(rep, []):
                     enqueue(self.store, self.s, msg_kind, msg, self.agent)
+            # the closes of the agent's own exits are booked here, after the decisions: the cooldown starts with
+            # them as it does with those the next cycle's sync books (a paper broker and the backtest book them
+            # at the next bar, before that bar's decisions)
+            notify_closed(self.policy, rep.trades)
         self.broker.check_wallet()
         res.equity = self.broker.equity()
 
