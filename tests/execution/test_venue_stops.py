@@ -1,8 +1,9 @@
 """A position's venue stop in the cases where the venue, not the agent, ends or holds it: a stop stuck after its
 trigger (Binance's algo service in TRIGGERING), a stop that triggers while the agent cancels it to cover a
 larger position, and stops the venue cancels with the part of the position it closes itself (auto-deleveraging,
-a close by hand). Fake venues on 127.0.0.1 through the real SDKs; the venue behaviour each test relies on is
-cited where it is set up."""
+a close by hand); and a new position's first stop that the venue does not take at once (an order-rate 429, an IP
+ban, a 503 whose lookup fails too). Fake venues on 127.0.0.1 through the real SDKs; the venue behaviour each test
+relies on is cited where it is set up."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -16,7 +17,7 @@ from tracer.execution.venue_broker import stop_order_id
 from tracer.execution.venues.bybit import BybitFuturesClient
 from tracer.models import Bar, Side
 
-from venue_harness import BTC, KEY, SECRET, T0, Clock
+from venue_harness import BTC, KEY, SECRET, T0, Clock, assert_no_duplicates
 
 STOP_1000 = Bracket(stop_distance=1000.0, take_profit_distance=0.0, trail_pct=0.0, max_hold_s=0.0)
 
@@ -280,3 +281,78 @@ def test_a_bybit_stop_cancelled_for_a_resize_and_read_open_right_after_is_replac
         f"the 0.02 position rests with stops {[(o['orderLinkId'], o['qty']) for o in stops]} until the next cycle"
     hb.settle(T0 + timedelta(hours=2))
     assert not [a for a in hb.alerts if "stop ended on venue" in a], hb.alerts
+
+
+def _resting(venue, cid):
+    return [a for a in venue.algo_orders.values() if a["clientAlgoId"] == cid and a["algoStatus"] == "NEW"]
+
+
+def test_a_stop_refused_by_the_order_rate_limit_waits_its_window_like_a_market_exit(h, venue):
+    # Binance LIMITS, "Order Rate Limits": over the order count "you will receive a 429 error without the Retry-After
+    # header" (-1015): the client takes 60 s, more than TB_VENUE_MAX_WAIT_S (30 s). The venue stop is the position's
+    # stop as much as a market exit is: it waits the window out in the cycle (TB_VENUE_EXIT_MAX_WAIT_S, 90 s)
+    o = h.entry(qty=0.01)
+    venue.inject("POST /fapi/v1/algoOrder", 429, orders=True)
+    h.settle()
+    sid = stop_order_id(o.client_order_id)
+    assert "BTCUSDT" in venue.positions and h.slept == [60.0]
+    assert _resting(venue, sid) and h.state(sid) == "submitted"
+    assert "position_unprotected" not in h.events()
+
+
+@pytest.mark.parametrize("fault, kw, why", [
+    (418, {"retry_after": 3 * 86400}, "ip banned"),          # "IP bans ... scale ... from 2 minutes to 3 days"
+    (429, {"retry_after": 600}, "rate limited"),             # a window past TB_VENUE_EXIT_MAX_WAIT_S
+])
+def test_a_new_positions_stop_left_unsent_is_alerted_as_unprotected_once(h, venue, fault, kw, why):
+    # the stop's POST is refused before processing, and nothing may go to the venue until the ban or window ends:
+    # the operator is told which position has no stop on the venue, and until when, once (not every cycle)
+    o = h.entry(qty=0.01)
+    venue.inject("POST /fapi/v1/algoOrder", fault, **kw)
+    h.settle()
+    sid = stop_order_id(o.client_order_id)
+    assert "BTCUSDT" in venue.positions and not _resting(venue, sid) and h.state(sid) == "new"
+    said = [a for a in h.alerts if "position unprotected" in a]
+    assert len(said) == 1, h.alerts
+    st = next(iter(h.broker.venues.values()))
+    until = st.banned_until or st.down_until
+    assert all(w in said[0] for w in (BTC, "long 0.01", why, until.isoformat())), said[0]
+    h.settle(T0 + timedelta(hours=1))
+    h.settle(T0 + timedelta(hours=2))
+    assert len([a for a in h.alerts if "position unprotected" in a]) == 1
+    assert h.events().count("position_unprotected") == 1
+
+
+def test_a_stop_whose_post_and_lookup_fail_for_a_moment_is_sent_again_in_the_same_settle(h, venue):
+    # Binance (USD-M "General Info"): 503 "Service Unavailable" / "Unknown error": the execution status is unknown.
+    # Here it was not processed, and the lookups right after it (3 tries) fail too; the venue answers again at once
+    o = h.entry(qty=0.01)
+    sid = stop_order_id(o.client_order_id)
+    venue.inject("POST /fapi/v1/algoOrder", "5xx", times=1, status=503, when="before")
+    venue.inject("GET /fapi/v1/algoOrder", "5xx", times=3, status=503, when="before")
+    h.settle()
+    assert _resting(venue, sid) and h.state(sid) == "submitted" and venue.post_counts[sid] == 2
+    assert "order_unconfirmed" in h.events()
+    assert "position_unprotected" not in h.events()
+    assert venue.post_counts[o.client_order_id] == 1
+    assert_no_duplicates(venue)
+
+
+def test_an_unconfirmed_stop_is_alerted_and_found_not_sent_twice_once_the_venue_answers(h, venue):
+    # the stop's POST times out and is processed late; the venue's lookups fail for the rest of the cycle: the
+    # position may have no stop, said once; once the venue answers, its lookup finds the late one, and nothing is
+    # sent twice (a second POST under its id would meet -4116, "ClientOrderId is duplicated", and be looked up)
+    o = h.entry(qty=0.01)
+    sid = stop_order_id(o.client_order_id)
+    venue.inject("POST /fapi/v1/algoOrder", "timeout", when="late", seconds=0.6)
+    venue.inject("GET /fapi/v1/algoOrder", "5xx", times=None, status=503, when="before")
+    h.settle()
+    said = [a for a in h.alerts if "position unprotected" in a]
+    assert len(said) == 1 and BTC in said[0] and "long 0.01" in said[0], h.alerts
+    assert h.state(sid) == "new" and "order_unconfirmed" in h.events()
+    venue.process_late()
+    venue.clear_faults()
+    h.settle(T0 + timedelta(minutes=1))
+    assert h.state(sid) == "submitted" and len(_resting(venue, sid)) == 1 and venue.post_counts[sid] == 1
+    assert len([a for a in h.alerts if "position unprotected" in a]) == 1
+    assert_no_duplicates(venue)

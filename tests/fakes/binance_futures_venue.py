@@ -448,6 +448,11 @@ class FakeBinanceFutures(FakeServer):
                 return kw.get("status", 503), {}, kw.get("body", "<html><body>503 Service Unavailable</body></html>")
             return None
         if f.fault in (429, "429"):
+            if kw.get("orders"):
+                # the ORDERS limiter (per account): "you will receive a 429 error without the Retry-After header"
+                # (Binance LIMITS, "Order Rate Limits"); -1015 TOO_MANY_ORDERS
+                return 429, {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}, \
+                    {"code": -1015, "msg": "Too many new orders; current limit is 300 orders per TEN_SECONDS."}
             return 429, {"Retry-After": str(kw.get("retry_after", 7)),
                          "X-MBX-USED-WEIGHT-1M": str(kw.get("used_weight", 2401))}, \
                 {"code": -1003, "msg": "Too many requests; current limit of IP(127.0.0.1) is 2400 requests per minute."}

@@ -423,9 +423,9 @@ class Settings:
                                    "longest in-cycle wait for a 429 Retry-After; longer waits skip the venue "
                                    "for this cycle", lo=0, hi=600)
     venue_exit_max_wait_s: float = _var("TB_VENUE_EXIT_MAX_WAIT_S", "float", 90.0,
-                                        "longest in-cycle wait of a market exit for a 429's window (Alpaca's is a "
-                                        "minute): an exit is a position's stop, and a longer wait leaves it to the "
-                                        "next cycle", lo=0, hi=600)
+                                        "longest in-cycle wait of a market exit, venue stop or target for a 429's "
+                                        "window (Alpaca's is a minute, Binance's order-rate one 60 s): these are a "
+                                        "position's stop, and a longer wait leaves it to the next cycle", lo=0, hi=600)
     venue_unconfirmed_grace_s: float = _var("TB_VENUE_UNCONFIRMED_GRACE_S", "float", 900.0,
                                             "how long an order whose POST was unclear (a timeout, a 5xx) is asked "
                                             "for before the venue's \"not found\" is believed: until then it is "

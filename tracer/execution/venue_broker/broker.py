@@ -120,6 +120,7 @@ class VenueBroker(Reconciliation):
         self._elsewhere_changed = False
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
         self._unread_said: set[str] = set()   # entries whose unbooked venue position was said (entry_fill_unread)
+        self._unprotected_said: set[tuple[str, str]] = set()   # (stop id, cause) said as position_unprotected
         self._synced_once = False           # a sync has run in this process
         self._anchored_unsynced = False     # the wallet check was anchored before this process's first sync
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
@@ -140,7 +141,8 @@ class VenueBroker(Reconciliation):
 
     def bind_stop(self, stop: Any) -> None:
         """The agent's stop request (SIGTERM) also ends a client's wait for the venue's rate limit, and the broker's
-        own waits (a 429's window, up to TB_VENUE_EXIT_MAX_WAIT_S for an exit: longer than a stop's grace)."""
+        own waits (a 429's window, up to TB_VENUE_EXIT_MAX_WAIT_S for an exit, a venue stop or target: longer than
+        the grace a stop request gets before SIGKILL)."""
         if self.sleep is time.sleep:
             def sleep(seconds: float) -> None:
                 stop.wait(seconds)

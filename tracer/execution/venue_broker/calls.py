@@ -73,6 +73,7 @@ class VenueCalls:
     _unsettled: set[str]
     _found_in_flight: bool
     _unread_said: set[str]
+    _unprotected_said: set[tuple[str, str]]
     _fees_elsewhere: float
     _synced_once: bool
     _anchored_unsynced: bool
@@ -199,9 +200,10 @@ class VenueCalls:
         """The POST of :meth:`_place`, with its retries and what an unclear answer means."""
         resynced = False
         unclear = False        # an earlier POST of this call may still be processed by the venue
-        # a market exit is a position's stop (on a spot venue the only one): it waits out a rate-limit window of a
-        # minute or so in the cycle, where anything else leaves the venue alone until the next cycle
-        wait_cap = self.exit_max_wait_s if spec.reduce_only and spec.type is VenueOrderType.MARKET else self.max_wait_s
+        # a reduce-only order is what protects a position: its market exit (on a spot venue the only stop) or its
+        # venue stop or target. It waits out a rate-limit window of a minute or so (Binance's order-rate 429 has no
+        # Retry-After: 60 s) in the cycle, where anything else leaves the venue alone until the next cycle
+        wait_cap = self.exit_max_wait_s if spec.reduce_only else self.max_wait_s
         for attempt in range(1, self.max_retries + 1):
             try:
                 return client.place_order(spec)
@@ -242,25 +244,30 @@ class VenueCalls:
                     found = self._call(venue, "get_order", spec.symbol, spec.client_order_id,
                                        conditional=spec.type is not VenueOrderType.MARKET)
                 except VenueError as e2:
-                    # cannot confirm either way: leave it to the reconciliation, never re-POST blind. The grace
-                    # starts here too: a venue that answers a POST with a 5xx often fails the lookups after it,
-                    # and the order may still be processed (an entry sent again, an exit taken as never sent)
-                    if not spec.reduce_only or spec.type is VenueOrderType.MARKET:
-                        self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
-                                    action="lookup failed; not sent again now; asked again next cycle",
-                                    error=type(e2).__name__)
+                    # cannot confirm either way: never re-POST blind. The grace starts here too: a venue that
+                    # answers a POST with a 5xx often fails the lookups after it, and the order may still be
+                    # processed (an entry sent again, an exit taken as never sent). A venue stop is asked for
+                    # again in this settle (Protection._settle_stops), anything else next cycle
+                    self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
+                                action="lookup failed; not sent again now; asked again " + _asked_again(spec),
+                                error=type(e2).__name__)
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
                                        f"{UNCONFIRMED} after {type(e).__name__}: lookup failed ({type(e2).__name__})")
                 if found is not None:
                     self._event(venue, "order_found_after_ambiguous", symbol=spec.symbol, cid=spec.client_order_id)
                     return found
-                if not spec.reduce_only or spec.type is VenueOrderType.MARKET:
+                if not _protective(spec):
                     # "does not exist" right after a timeout is not proof: the next cycle asks again (and
                     # checks the venue's positions) before this id is ever sent again
                     self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
                                 action="not sent again now; asked again next cycle")
                     return OrderUpdate(spec.client_order_id, OrderState.NEW,
                                        f"{UNCONFIRMED} after {type(e).__name__}: not known to the venue yet")
+        if unclear:     # a stop or target whose every POST was unclear: any of them may still be processed
+            self._event(venue, "order_unconfirmed", symbol=spec.symbol, cid=spec.client_order_id,
+                        action="not known to the venue after every POST; asked again " + _asked_again(spec))
+            return OrderUpdate(spec.client_order_id, OrderState.NEW,
+                               f"{UNCONFIRMED} after unclear POSTs: not known to the venue yet")
         return OrderUpdate(spec.client_order_id, OrderState.NEW, "not sent: retries exhausted")
 
     def _unspent_exit_seq(self, pos: Position, seq: int) -> int:
@@ -321,6 +328,18 @@ class VenueCalls:
             if not isinstance(found, OrderUpdate):
                 return found
         return self._refused(venue, _as_order(spec, self.agent), e, what)
+
+
+def _protective(spec: OrderSpec) -> bool:
+    """A venue stop or target (conditional, reduce-only): unlike an entry or a market exit, it may be POSTed again
+    under its id, the venue refusing a duplicate of one that rests open (Binance -4116, Bybit 110072)."""
+    return spec.reduce_only and spec.type is not VenueOrderType.MARKET
+
+
+def _asked_again(spec: OrderSpec) -> str:
+    """When an unconfirmed order is asked for again: a position's venue stop in this settle, anything else next
+    cycle (its reconciliation)."""
+    return "in this settle" if spec.reduce_only and spec.type is VenueOrderType.STOP_MARKET else "next cycle"
 
 
 def _as_order(spec: OrderSpec, agent: str) -> Order:

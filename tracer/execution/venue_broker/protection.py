@@ -6,17 +6,31 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from enum import Enum
+from typing import Callable
 
+from tracer.store import row_to_order
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_id, target_level
 from tracer.execution.exits import advance, check_exit
-from tracer.execution.venue import VenueError
-from tracer.execution.venue_broker.calls import VenueCalls
+from tracer.execution.venue import RateLimited, VenueError
+from tracer.execution.venue_broker.calls import UNCONFIRMED, VenueCalls
 from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, round_to_tick, stop_order_id, target_order_id
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 
+class StopUnsent(str, Enum):
+    """Why a position's venue stop rests nowhere for sure (the cause of its ``position_unprotected``)."""
+    IP_BANNED = "ip banned"
+    RATE_LIMITED = "rate limited"
+    VENUE_DOWN = "venue down"
+    UNCONFIRMED = "unconfirmed"       # its POST was unclear and the venue cannot say yet
+    NOT_SENT = "not sent"             # refused before processing for another reason (rules unreadable, clock)
+
+
 class Protection(VenueCalls):
     """Mixin of :class:`~tracer.execution.venue_broker.VenueBroker`: every open position stays protected."""
+    get: Callable[[str], OrderUpdate | None]                         # VenueBroker's, by client order id
+    submit: Callable[[Order], OrderUpdate]
 
     def _protection_refused(self, order: Order, upd: OrderUpdate) -> None:
         """A venue refused a stop or target. When the market is already through its level (Binance -2021
@@ -161,9 +175,70 @@ class Protection(VenueCalls):
             if row is not None:
                 if OrderState(row["state"]) in TERMINAL:      # ended before this process saw it (a restart)
                     self._positions[sym] = replace(pos, stop_seq=pos.stop_seq + 1)
-                continue       # NEW: reconciliation sends it or finds it on the venue
+                continue       # NEW: found or sent again by _settle_stops (each sync) and the reconciliation
             self._protect(pos, venue, rep, target=pos.stop_seq == 0)
         return [(o, None) for o in rep.exit_orders]
+
+    def _settle_stops(self, rep: BarReport) -> None:
+        """A position's stop left ``new`` (its POST unclear and its lookup failed, or refused before processing:
+        418, 429, the venue down) is not left to the next cycle's reconciliation, an hour with no stop on the venue:
+        each sync, while the venue takes requests, it is asked for and, when the venue does not show it, sent again
+        under the same id (safe for a stop: one processed late rests open, and the venue refuses a second under
+        its id, Binance -4116, Bybit 110072, Alpaca 40010001, which is looked up and tracked). While it rests
+        nowhere for sure, the position is said unprotected (:meth:`_stop_unsent`)."""
+        now = self._now()
+        booked_now = {u.client_order_id for u in rep.updates}
+        for sym, pos in list(self._positions.items()):
+            venue = self._pos_venue.get(sym, self.order_of_venues[0])
+            sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
+            if not self.venues[venue].client.supports_venue_stops or sid in self._tracked or sid in booked_now or \
+                    any(o.client_order_id == sid for o, _ in self._outbox):
+                continue
+            row = self.store.order(sid)
+            if row is None or OrderState(row["state"]) is not OrderState.NEW:
+                continue
+            if not self.venues[venue].usable(now):
+                self._stop_unsent(pos, sid, venue, str(row["state_reason"] or ""))
+                continue
+            order = row_to_order(row)
+            # its venue set: a POST began, so the venue is asked first (tracked from now on when it has it)
+            upd = self.get(sid) if row["venue"] else None
+            if upd is None:
+                upd = self.submit(order)
+            elif upd.state is OrderState.REJECTED:       # accepted, then rejected (Bybit answers ids first)
+                self._protection_refused(order, upd)
+            if upd.state is OrderState.NEW:
+                self._stop_unsent(pos, sid, venue, upd.reason or "")
+            else:
+                rep.updates.append(upd)
+
+    def _stop_unsent(self, pos: Position, sid: str, venue: str, reason: str) -> None:
+        """``position_unprotected``, recorded and alerted once per stop id and cause (each sync finds it again):
+        which position has no stop on the venue, why, and until when the venue takes no requests."""
+        st, now = self.venues[venue], self._now()
+        until = None
+        if st.banned_until is not None and now < st.banned_until:
+            cause, until = StopUnsent.IP_BANNED, st.banned_until
+        elif st.down_until is not None and now < st.down_until:
+            cause = StopUnsent.RATE_LIMITED if st.last_error == RateLimited.__name__ else StopUnsent.VENUE_DOWN
+            until = st.down_until
+        else:
+            cause = StopUnsent.UNCONFIRMED if reason.startswith(UNCONFIRMED) else StopUnsent.NOT_SENT
+        if (sid, cause) in self._unprotected_said:
+            return
+        self._unprotected_said.add((sid, cause))
+        if cause is StopUnsent.UNCONFIRMED:
+            why, then = "its POST was unclear and the venue cannot say yet whether it has it", \
+                "asked for again, and sent again under its id if the venue does not show it"
+        else:
+            why, then = f"{cause.value}{' until ' + until.isoformat() if until else ''} ({reason})", \
+                f"sent again once {venue} takes requests"
+        self._event(venue, "position_unprotected", symbol=pos.symbol, cid=sid, alert=True, cause=cause.value,
+                    side=pos.side.value, qty=pos.qty, until=until.isoformat() if until else None,
+                    message=f"{pos.side.value} {pos.qty:g} has no stop on {venue}: {why}; the stop is {then}; "
+                            f"meanwhile the agent watches it on every bar"
+                            + (f", but nothing reaches {venue} during the ban: a stop set by hand there is the "
+                               f"only one" if cause is StopUnsent.IP_BANNED else ""))
 
     def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
         """Levels for positions that have none (adopted from the venue): the stop, target, trailing and time stop

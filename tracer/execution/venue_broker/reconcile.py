@@ -37,6 +37,7 @@ class Reconciliation(Protection, OutsideCloses, Unbooked):
         if self._elsewhere_changed:        # written with the fills whose fees it counts
             self._elsewhere_changed = False
             rep.memos[self._elsewhere_key()] = repr(self._fees_elsewhere)
+        self._settle_stops(rep)         # a stop left new (unclear, or refused before processing): again now
         self.ensure_protection()        # stops found missing go to the outbox (sent this cycle)
         self._synced_once, self._anchored_unsynced = True, False
         return rep
