@@ -5,7 +5,9 @@ Bot API answers (``{"ok": true, "result": ...}``), parsing the form-encoded or J
 python-telegram-bot sends. A wrong token answers 401 ``Unauthorized``. :meth:`FakeTelegram.script`
 queues error replies for a method (e.g. 429 with ``parameters.retry_after``, 409 Conflict).
 ``getUpdates`` honours ``offset`` (confirmed updates are forgotten) and long-polls up to ``timeout``
-seconds (capped at 1 s) while nothing is queued.
+seconds (capped at 1 s) while nothing is queued. :meth:`FakeTelegram.migrate` upgrades a group to a
+supergroup: from then on every ``sendMessage`` to the old id answers 400 with
+``parameters.migrate_to_chat_id`` (the old id never works again).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class FakeTelegram:
         self.sent: list[dict[str, Any]] = []                   # sendMessage params, in order
         self._scripts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._updates: list[dict[str, Any]] = []
+        self._migrated: dict[str, int] = {}                    # old chat id -> supergroup id
         self._next_update = 1
         self._next_msg = 1
         self._cond = threading.Condition()
@@ -65,15 +68,22 @@ class FakeTelegram:
         with self._cond:
             self._scripts.setdefault(method, []).extend(replies)
 
-    def push_message(self, text: str, chat_id: int = CHAT_ID, user: str = "alice") -> int:
-        """Queue an incoming text message (as if a user wrote to the bot); returns its update_id."""
+    def migrate(self, old: int, new: int) -> None:
+        """The group ``old`` becomes the supergroup ``new``."""
+        with self._cond:
+            self._migrated[str(old)] = new
+
+    def push_message(self, text: str, chat_id: int = CHAT_ID, user: str = "alice", user_id: int | None = None) -> int:
+        """Queue an incoming text message (as if a user wrote to the bot; by default in their private chat, whose id
+        is theirs); returns its update_id."""
         with self._cond:
             uid = self._next_update
             self._next_update += 1
             self._updates.append({"update_id": uid, "message": {
                 "message_id": 500 + uid, "date": int(time.time()), "text": text,
-                "chat": {"id": chat_id, "type": "private"},
-                "from": {"id": chat_id, "is_bot": False, "first_name": user, "username": user}}})
+                "chat": {"id": chat_id, "type": "private" if user_id is None else "supergroup"},
+                "from": {"id": chat_id if user_id is None else user_id, "is_bot": False, "first_name": user,
+                         "username": user}}})
             self._cond.notify_all()
             return uid
 
@@ -100,6 +110,10 @@ class FakeTelegram:
             if method == "getMe":
                 return 200, {"ok": True, "result": {"id": 123456789, "is_bot": True, "first_name": "Tracer",
                                                     "username": "tracer_test_bot"}}
+            if method == "sendMessage" and str(params.get("chat_id")) in self._migrated:
+                return 400, {"ok": False, "error_code": 400,
+                             "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                             "parameters": {"migrate_to_chat_id": self._migrated[str(params.get("chat_id"))]}}
             if method == "sendMessage":
                 self.sent.append(params)
                 mid = self._next_msg

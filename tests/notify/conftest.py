@@ -1,10 +1,12 @@
-"""Fixtures of the Telegram tests: the fake Bot API on 127.0.0.1 and a command listener on a real SQLite file."""
+"""Fixtures of the notification tests: the fake Discord webhook and Bot API on 127.0.0.1, and a command listener on a
+real SQLite file."""
 from __future__ import annotations
 
 import logging
 
 import pytest
 
+from fakes.discord import FakeDiscord
 from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
 from test_telegram_commands import settings_for
 from tracer.notify.commands import CommandListener
@@ -12,6 +14,18 @@ from tracer.notify.telegram import TelegramClient
 from tracer.store import Store
 
 LOG = logging.getLogger("test-telegram")
+
+
+@pytest.fixture
+def discord():
+    with FakeDiscord() as f:
+        yield f
+
+
+@pytest.fixture
+def telegram():
+    with FakeTelegram() as f:
+        yield f
 
 
 @pytest.fixture

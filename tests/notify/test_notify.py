@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fakes.discord import WEBHOOK_TOKEN, FakeDiscord, Reply
-from fakes.telegram import BOT_TOKEN, CHAT_ID, FakeTelegram
+from fakes.discord import WEBHOOK_TOKEN, Reply
+from fakes.telegram import BOT_TOKEN, CHAT_ID
 from procs import refused_port
 from tracer.config import ConfigError, load_settings
 from tracer.store import Store
@@ -32,18 +32,6 @@ def make_settings(tmp: Path, **env: str):
             "TB_NOTIFY_POLL_S": "0.05", "TB_NOTIFY_TIMEOUT_S": "5", "TB_NOTIFY_CONSOLE": "false"}
     base.update(env)
     return load_settings(base, dotenv_path=None)
-
-
-@pytest.fixture
-def discord():
-    with FakeDiscord() as fake:
-        yield fake
-
-
-@pytest.fixture
-def telegram():
-    with FakeTelegram() as fake:
-        yield fake
 
 
 def dsettings(tmp, fake, **env):
@@ -182,7 +170,7 @@ def test_discord_empty_204_counts_as_delivered(tmp_path, discord):
     (Reply(429, raw=b"", headers={"Retry-After": "0.08"}), 0.08),
 ])
 def test_discord_429_waits_retry_after_then_delivers(tmp_path, discord, reply, wait):
-    s = dsettings(tmp_path, discord)
+    s = dsettings(tmp_path, discord, TB_NOTIFY_BACKOFF_MAX_S="1")        # a wait within the cap: in place
     discord.script(reply)
     put(s, "trade_closed", "✅ closed long BTC/USD")
     out, d = deliver(s, "discord")
@@ -267,7 +255,7 @@ def test_telegram_delivery_is_plain_text_to_the_configured_chat(tmp_path, telegr
 
 
 def test_telegram_retry_after_is_honoured(tmp_path, telegram):
-    s = tsettings(tmp_path, telegram)
+    s = tsettings(tmp_path, telegram, TB_NOTIFY_BACKOFF_MAX_S="1")      # a wait within the cap: in place
     telegram.script("sendMessage", (429, {"ok": False, "error_code": 429,
                                           "description": "Too Many Requests: retry after 1",
                                           "parameters": {"retry_after": 1}}))

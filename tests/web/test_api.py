@@ -246,3 +246,27 @@ def test_an_order_id_of_many_digits_is_a_404_not_a_server_error(tmp_path):
             r = c.get(f"/api/v1/orders/{big}", headers=BEARER)
             assert r.status_code == 404, (r.status_code, r.text[:200])
             assert c.get(f"/trade/{big}", headers=BEARER).status_code == 404
+
+
+def test_last_alerts_list_each_message_once_with_its_channels_delivery(server):
+    """Console, Discord and Telegram on: one alert is one outbox row per channel; /api/v1/alerts and the overview's
+    'Last alerts' list it once, with each channel's delivery."""
+    from tracer.config import load_settings
+    from tracer.notify import outbox
+    s = load_settings({"TB_DB_PATH": str(server.settings.db_path), "TB_LOG_DIR": str(server.folder / "logs"),
+                       "TB_STATE_DIR": str(server.folder / "state"), "TB_NOTIFY_CONSOLE": "true",
+                       "TB_DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/abcdefghijklmnopqrstuvwxyz",
+                       "TB_TELEGRAM_BOT_TOKEN": "1:abcdefghijklmnop", "TB_TELEGRAM_CHAT_ID": "99"},
+                      dotenv_path=None)
+    st = Store(s.db_path)
+    with st.transaction():
+        outbox.enqueue(st, s, "kill_switch", "🛑 daily loss stop 2022-01-02: no new entries", "hybrid")
+        outbox.enqueue(st, s, "agent_error", "🚨 agent error: RuntimeError: boom", "futures")
+        outbox.enqueue(st, s, "agent_error", "🚨 agent error: RuntimeError: boom", "futures")    # again, later
+    st.close()
+    with client(server) as c:
+        got = c.get("/api/v1/alerts?limit=10", headers=BEARER).json()
+        page = c.get("/", headers=BEARER).text
+    assert [a["kind"] for a in got] == ["agent_error", "agent_error", "kill_switch"], got
+    assert sorted(got[0]["delivery"].split()) == ["console:pending", "discord:pending", "telegram:pending"]
+    assert page.count("daily loss stop 2022-01-02") == 1

@@ -210,3 +210,41 @@ def test_force_exit_end_to_end_on_a_paper_agent(server, browser):
     assert st.control_requests("hybrid")[0]["status"] == "done"
     assert errors(browser) == []
     st.close()
+
+
+def test_open_position_rows_follow_the_db_and_keep_a_queued_force_exit(server, browser):
+    """The page is left open (it refreshes every second here). The agent's next cycle raises the trailing stop and
+    closes half the position (save_positions upserts qty and stop_loss): the row shows the DB's numbers, and a
+    force-exit already queued on it stays queued."""
+    from dataclasses import replace
+
+    from selenium.webdriver.common.by import By
+    st = Store(server.settings.db_path)
+    login(browser, server.url)
+    opened = st.open_positions("hybrid")
+    p = opened[0]
+    sel = f"#positions tr[data-agent='hybrid'][data-symbol='{p.symbol}']"
+    wait(lambda: browser.find_element(By.ID, "status").text.startswith("updated"))
+    button = browser.find_element(By.CSS_SELECTOR, sel + " button.force-exit")
+    button.click()
+    button.click()
+    wait(lambda: "forced exit queued" in browser.find_element(By.ID, "control-message").text)
+    moved = replace(p, qty=p.qty / 2, stop_loss=p.stop_loss * 1.02)
+    with st.transaction():
+        st.save_positions("hybrid", [moved] + opened[1:])
+    db = st.conn.execute("SELECT qty, stop_loss FROM positions WHERE entry_order_id=?", (p.entry_order_id,)).fetchone()
+
+    def shown() -> tuple[float, float]:
+        cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, sel + " td")]
+        return float(cells[3]), float(cells[5])
+
+    got = wait(lambda: (lambda q, stop: (q, stop) if q == pytest.approx(db["qty"], rel=1e-5) else None)(*shown()),
+               timeout=10)
+    assert got == (pytest.approx(db["qty"], rel=1e-5), pytest.approx(db["stop_loss"], rel=1e-5))
+    assert len(browser.find_elements(By.CSS_SELECTOR, sel)) == 1
+    row = browser.find_element(By.CSS_SELECTOR, sel)
+    assert row.get_attribute("data-entry") == p.entry_order_id
+    queued = row.find_element(By.CSS_SELECTOR, "button.force-exit")
+    assert (queued.text, queued.is_enabled()) == ("exit queued", False)
+    assert errors(browser) == []
+    st.close()

@@ -289,7 +289,8 @@ class Settings:
                                    "first retry wait (doubles each attempt) when no retry_after is given",
                                    lo=0, hi=3600)
     notify_backoff_max_s: float = _var("TB_NOTIFY_BACKOFF_MAX_S", "float", 60.0,
-                                       "longest retry wait between attempts (a server's retry_after is honoured)",
+                                       "longest retry wait between attempts (a server asking for longer gets its "
+                                       "row retried this much later)",
                                        lo=0, hi=3600)
     notify_poll_s: float = _var("TB_NOTIFY_POLL_S", "float", 2.0,
                                 "seconds between the delivery worker's looks at the outbox", lo=0.01, hi=3600)

@@ -11,7 +11,8 @@ opens nothing new and still manages its exits).
 
 Contract of :class:`CommandListener`:
 
-- Only messages from ``TB_TELEGRAM_CHAT_ID`` are obeyed; any other chat is ignored (nothing changes,
+- Only messages from ``TB_TELEGRAM_CHAT_ID`` (or the supergroup that group was upgraded to:
+  :func:`tracer.notify.outbox.telegram_chat_ids`) are obeyed; any other chat is ignored (nothing changes,
   no reply) and logged with its chat id.
 - Within that chat, only senders in ``TB_TELEGRAM_ALLOWED_USER_IDS`` are obeyed (unset: only the user
   whose private chat it is, so in a group nobody until the list is set); a forwarded message (its author
@@ -40,6 +41,7 @@ from tracer.store import Store
 from tracer.logs import kv
 from tracer.notify import answers, controls, stats
 from tracer.notify.format import redact
+from tracer.notify.outbox import telegram_chat_ids
 from tracer.models import AGENTS
 
 KNOWN_AGENTS = AGENTS
@@ -264,7 +266,7 @@ class CommandListener:
         command that raises is answered with a short error and logged; its writes are rolled back and the offset
         still moves past it (in a transaction of its own), so the commands behind it are obeyed."""
         why = refusal(self.s, u, datetime.now(timezone.utc))
-        if str(u.chat_id) != str(self.s.telegram_chat_id).strip():
+        if str(u.chat_id) not in telegram_chat_ids(self.store, self.s):
             self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
                                 reason="not the configured chat"))
             return self._record(u, None)

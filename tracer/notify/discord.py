@@ -3,8 +3,8 @@
 One call of :meth:`DiscordSender.send_part` is one HTTP POST to the webhook URL (the URL holds the
 webhook's secret token, so it is a secret: it never appears in a message, a log line or an error).
 The result is classified: 200/204 -> delivered; 429 -> :class:`DeliveryError` ``transient`` with the
-server's ``retry_after`` (JSON body, else the ``Retry-After`` header); 5xx, timeouts and connection
-errors -> transient; any other status (3xx, 401, 403, 404, 400 ...) -> permanent.
+server's wait in seconds (:func:`retry_after_s`); 5xx, timeouts and connection errors -> transient; any other
+status (3xx, 401, 403, 404, 400 ...) -> permanent.
 
 The payload is built by ``DiscordWebhook`` and posted by us with ``requests.post(..., allow_redirects=False)``
 (the library's ``api_post_request()`` follows redirects, and a 301/302 turns the POST into a GET, which Discord
@@ -17,6 +17,7 @@ and raises on an empty ``204 No Content`` (and on a non-JSON error page). Mentio
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import requests
 from discord_webhook import DiscordWebhook
@@ -64,13 +65,7 @@ class DiscordSender:
         body = _json(resp)
         detail = str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
         if code == 429:
-            ra = body.get("retry_after") if isinstance(body, dict) else None
-            if ra is None:
-                ra = resp.headers.get("Retry-After")
-            try:
-                retry_after = max(0.0, float(ra)) if ra is not None else None
-            except ValueError:
-                retry_after = None
+            retry_after = retry_after_s(resp.headers, body)
             raise DeliveryError(f"discord: HTTP 429 rate limited (retry_after {retry_after})", transient=True,
                                 retry_after=retry_after)
         transient = code >= 500
@@ -78,6 +73,22 @@ class DiscordSender:
 
     def close(self) -> None:
         """Nothing to release (one ``requests`` call per part)."""
+
+
+def retry_after_s(headers: Mapping[str, str], body: object) -> float | None:
+    """The wait a 429 asks for, in seconds: ``X-RateLimit-Reset-After`` (seconds, with decimals, in every API
+    version), else ``Retry-After`` (seconds), else the body's ``retry_after``. The body comes last: it is seconds
+    from API v8 on but milliseconds in v6, which is the version of the unversioned ``/api/webhooks/...`` URL that
+    Discord hands out (discord-api-docs #2360, #4722). The worker caps whatever this says."""
+    ra = body.get("retry_after") if isinstance(body, dict) else None
+    for raw in (headers.get("X-RateLimit-Reset-After"), headers.get("Retry-After"), ra):
+        if raw is None:
+            continue
+        try:
+            return max(0.0, float(raw))
+        except (TypeError, ValueError):      # not a number: the next source
+            continue
+    return None
 
 
 def _json(resp: requests.Response) -> object:

@@ -52,19 +52,56 @@ def enqueue(store: Any, settings: Any, kind: str, message: str, agent: str | Non
         if store.notify_state(key) is not None:
             return []
         store.set_notify_state(key, kind)
-    return [store.enqueue_notification(ch, kind, text, agent) for ch in channels(settings)]
+    ids: list[int] = store.enqueue_notifications(channels(settings), kind, text, agent)
+    return ids
 
 
-def make_sender(channel: str, settings: Any) -> Sender:
-    """The sender of ``channel`` built from the settings (call it in the thread that will use it)."""
+def make_sender(channel: str, settings: Any, store: Any = None) -> Sender:
+    """The sender of ``channel`` built from the settings (call it in the thread that will use it). With ``store``,
+    Telegram sends to the supergroup the configured group became, and records such an upgrade when it meets one."""
     if channel == "discord":
         from tracer.notify.discord import DiscordSender      # built on demand: a channel not configured costs no import
         return DiscordSender(settings.discord_webhook_url, settings.notify_timeout_s)
     if channel == "telegram":
         from tracer.notify.telegram import TelegramClient
-        return TelegramClient(settings.telegram_bot_token, settings.telegram_chat_id, settings.telegram_base_url,
-                              settings.notify_timeout_s)
+        if store is None:
+            return TelegramClient(settings.telegram_bot_token, settings.telegram_chat_id, settings.telegram_base_url,
+                                  settings.notify_timeout_s)
+        return TelegramClient(settings.telegram_bot_token, telegram_chat_id(store, settings),
+                              settings.telegram_base_url, settings.notify_timeout_s,
+                              on_migrated=lambda old, new: record_chat_migration(store, settings, old, new))
     raise ValueError(f"unknown channel {channel!r}")
+
+
+# A Telegram group upgraded to a supergroup gets a new chat id; the old one is refused from then on. The new id is
+# kept in notify_state under the configured id, so every process (the agents' workers, the listener) uses it, also
+# after a restart, until the operator sets TB_TELEGRAM_CHAT_ID to it.
+def _migrated_key(chat_id: str) -> str:
+    return f"telegram_chat_migrated:{chat_id.strip()}"
+
+
+def telegram_chat_id(store: Any, settings: Any) -> str:
+    """The chat Telegram messages go to: the configured one, or the supergroup it was upgraded to."""
+    return str(store.notify_state(_migrated_key(settings.telegram_chat_id)) or settings.telegram_chat_id).strip()
+
+
+def telegram_chat_ids(store: Any, settings: Any) -> set[str]:
+    """The chats whose commands are obeyed: the configured one and, once upgraded, its supergroup."""
+    return {str(settings.telegram_chat_id).strip(), telegram_chat_id(store, settings)}
+
+
+def record_chat_migration(store: Any, settings: Any, old: str, new: str) -> None:
+    """Keep ``new`` as the configured chat's id and, the first time, tell the operator (log and alert)."""
+    key = _migrated_key(settings.telegram_chat_id)
+    if store.notify_state(key) == new:
+        return
+    text = (f"⚠️ Telegram chat {old} was upgraded to a supergroup with id {new}: messages and commands now use "
+            f"{new}. Set TB_TELEGRAM_CHAT_ID={new} in .env.")
+    logging.getLogger("tracer.notify").warning(kv("telegram_chat_migrated", old=old, new=new,
+                                                  action="set TB_TELEGRAM_CHAT_ID"))
+    with store.transaction():
+        store.set_notify_state(key, new)
+        enqueue(store, settings, "telegram_chat_migrated", text)
 
 
 def deliver_console(store: Any, log: logging.Logger) -> int:

@@ -5,10 +5,13 @@ two ``HTTPXRequest`` objects, so a plain thread (the outbox worker, the command 
 it. It is used from the thread that created it only.
 
 - :meth:`TelegramClient.send_part` sends one plain-text message (no ``parse_mode``: Markdown or
-  HTML in the text is shown literally; link previews off) to the configured chat. Errors are
-  classified into :class:`~tracer.notify.delivery.DeliveryError`: ``RetryAfter`` -> transient with
-  its ``retry_after``; ``TimedOut``/``NetworkError`` (5xx, connection) -> transient;
-  ``BadRequest``, ``Forbidden``, ``InvalidToken`` (401/404), ``ChatMigrated`` -> permanent.
+  HTML in the text is shown literally; link previews off) to the configured chat. A group upgraded
+  to a supergroup answers ``ChatMigrated`` with its new id (the old one never works again): the
+  message is sent there, the client keeps that id and tells ``on_migrated(old, new)`` (the outbox
+  persists it: :func:`tracer.notify.outbox.telegram_chat_id`). Errors are classified into
+  :class:`~tracer.notify.delivery.DeliveryError`: ``RetryAfter`` -> transient with its
+  ``retry_after``; ``TimedOut``/``NetworkError`` (5xx, connection) -> transient; ``BadRequest``,
+  ``Forbidden``, ``InvalidToken`` (401/404) -> permanent.
 - :meth:`TelegramClient.updates` long-polls ``getUpdates`` from an offset (the caller persists it).
 
 The bot token is a secret: error texts built here never include it (the library's own messages
@@ -20,7 +23,7 @@ import asyncio
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from telegram import Bot, LinkPreviewOptions
 from telegram.error import (BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter,
@@ -55,10 +58,11 @@ class TelegramClient:
     channel = "telegram"
 
     def __init__(self, token: str, chat_id: str, base_url: str = "https://api.telegram.org/bot",
-                 timeout_s: float = 10.0):
+                 timeout_s: float = 10.0, on_migrated: Callable[[str, str], None] | None = None):
         if not token or not chat_id:
             raise ValueError("Telegram needs TB_TELEGRAM_BOT_TOKEN and TB_TELEGRAM_CHAT_ID together")
         self.chat_id = chat_id
+        self.on_migrated = on_migrated
         self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
         self._requests = (HTTPXRequest(read_timeout=timeout_s, write_timeout=timeout_s, connect_timeout=timeout_s,
@@ -81,15 +85,30 @@ class TelegramClient:
         return split_text(text, TELEGRAM_LIMIT)
 
     def send_part(self, part: str) -> None:
-        """Send one message to the configured chat; raises :class:`DeliveryError` on failure."""
+        """Send one message to the chat (the supergroup it became, if so); raises :class:`DeliveryError`."""
+        try:
+            self._send(part)
+        except ChatMigrated as e:
+            old, self.chat_id = self.chat_id, str(e.new_chat_id)
+            if self.on_migrated is not None:
+                self.on_migrated(old, self.chat_id)
+            try:
+                self._send(part)
+            except ChatMigrated as again:      # migrated twice in one breath: not ours to chase
+                raise DeliveryError(f"telegram: ChatMigrated: {again.message}", transient=False) from None
+
+    def _send(self, part: str) -> None:
+        """One ``sendMessage`` to ``chat_id``; ``ChatMigrated`` passes through, the rest is classified."""
         try:
             self._run(self._bot.send_message(chat_id=self.chat_id, text=part,
                                              link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        except ChatMigrated:
+            raise
         except RetryAfter as e:
             ra = retry_after_seconds(e)
             raise DeliveryError(f"telegram: rate limited (retry_after {ra:g})", transient=True,
                                 retry_after=ra) from None
-        except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as e:
+        except (BadRequest, Forbidden, InvalidToken) as e:
             raise DeliveryError(f"telegram: {type(e).__name__}: {e.message}", transient=False) from None
         except (TimedOut, NetworkError) as e:
             raise DeliveryError(f"telegram: {type(e).__name__}: {e.message}", transient=True) from None

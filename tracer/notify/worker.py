@@ -5,13 +5,17 @@ Contract:
 - One :class:`OutboxWorker` thread per remote channel, with its own SQLite connection. It claims
   the oldest pending row of its channel (:meth:`Store.claim_notification`: an atomic ``BEGIN
   IMMEDIATE`` claim with a lease), so two processes sharing the DB (the two agents, the Telegram
-  listener, ``tracer notify-flush``) never send the same row twice. Rows are sent in id order.
+  listener, ``tracer notify-flush``) never send the same row twice. Rows are sent in id order: only the
+  lowest pending row of a channel can be claimed, so while one process retries it, no other sends the next.
 - A row is cut into parts that fit the platform (Discord 2000, Telegram 4096 characters);
   ``parts_sent`` records progress, so a retry or a restart never resends a delivered part.
 - Each part is tried up to ``TB_NOTIFY_MAX_ATTEMPTS`` times (tenacity): a transient failure (429,
-  5xx, timeout, connection) waits the server's ``retry_after`` when given (Discord 429 body or
-  ``Retry-After``; Telegram ``RetryAfter``), else exponential backoff from ``TB_NOTIFY_BACKOFF_S`` up
-  to ``TB_NOTIFY_BACKOFF_MAX_S``. Every try counts in ``attempts`` with its error in ``last_error``.
+  5xx, timeout, connection) waits the server's ``retry_after`` when given (Discord's rate-limit headers
+  or 429 body; Telegram ``RetryAfter``), else exponential backoff from ``TB_NOTIFY_BACKOFF_S``. No wait
+  is longer than ``TB_NOTIFY_BACKOFF_MAX_S``: a server asking for more gets the row released (still
+  pending, claimable again that many seconds later) rather than a worker asleep on its claim; a
+  released row whose ``attempts`` reached the maximum is marked ``failed`` instead, so it cannot hold
+  back its channel's later rows for ever. Every try counts in ``attempts`` with its error in ``last_error``.
   A permanent failure (401, 403, 404, 400 ...) or the last try failing marks the row ``failed``
   with the error; success marks it ``sent``. Error texts are redacted of every secret.
 - Stopping (:meth:`OutboxWorker.stop`) interrupts a retry wait: the row goes back to ``pending``.
@@ -42,6 +46,14 @@ LEASE_BASE_S = 60.0
 
 class _Stopped(Exception):
     """Raised out of a retry wait when the worker is asked to stop."""
+
+
+class _TooLong(Exception):
+    """Raised instead of a retry wait longer than ``TB_NOTIFY_BACKOFF_MAX_S``."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"retry wait {seconds:g}s")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,9 @@ class Deliverer:
         self.waits: list[float] = []       # every retry wait asked for, in seconds (observability)
 
     def _sleep(self, seconds: float) -> None:
+        if seconds > self.s.notify_backoff_max_s:
+            # a misread unit or an abusive Retry-After must not park the worker (and its row) for hours
+            raise _TooLong(seconds)
         self.waits.append(seconds)
         if self.stop.wait(seconds):
             raise _Stopped()
@@ -148,9 +163,8 @@ class Deliverer:
                     attempts += 1
                     exc = rs.outcome.exception()
                     error = redact(str(exc), self.secrets)[:500]
-                    wait = max(self.s.notify_backoff_max_s, getattr(exc, "retry_after", None) or 0.0)
                     self.store.record_notification_attempt(nid, self.wid, parts_sent=i, error=error,
-                                                           extend_s=self.lease_s + wait)
+                                                           extend_s=self.lease_s + self.s.notify_backoff_max_s)
                     self.log.warning(kv("notify_retry", channel=self.channel, id=nid, attempt=attempts,
                                         error=error))
 
@@ -166,6 +180,16 @@ class Deliverer:
                                                        extend_s=self.lease_s)
         except _Stopped:
             self.store.release_notification(nid, self.wid)
+            return Outcome(nid, "released", attempts, error)
+        except _TooLong as e:
+            self.log.warning(kv("notify_deferred", channel=self.channel, id=nid, asked_s=e.seconds,
+                                retry_in_s=self.s.notify_backoff_max_s, attempts=attempts))
+            if attempts >= self.s.notify_max_attempts:
+                self.store.finish_notification(nid, self.wid, "failed", error)
+                self.log.error(kv("notify_failed", channel=self.channel, id=nid, kind=row["kind"], attempts=attempts,
+                                  error=error))
+                return Outcome(nid, "failed", attempts, error)
+            self.store.release_notification(nid, self.wid, not_before_s=self.s.notify_backoff_max_s)
             return Outcome(nid, "released", attempts, error)
         except DeliveryError as e:
             if not e.transient:      # a permanent failure is not passed to ``after``: count its try
@@ -196,7 +220,7 @@ class OutboxWorker(threading.Thread):
     :meth:`wake`). Opens its own DB connection and sender inside the thread."""
 
     def __init__(self, channel: str, settings: Any, log: logging.Logger,
-                 sender_factory: Callable[[str, Any], Sender] = make_sender, final_drain_s: float = 5.0):
+                 sender_factory: Callable[[str, Any, Any], Sender] = make_sender, final_drain_s: float = 5.0):
         super().__init__(name=f"outbox-{channel}", daemon=True)
         self.channel = channel
         self.s = settings
@@ -222,7 +246,7 @@ class OutboxWorker(threading.Thread):
         sender = None
         try:
             store = Store(self.s.db_path)
-            sender = self.factory(self.channel, self.s)
+            sender = self.factory(self.channel, self.s, store)
             dl = Deliverer(store, sender, self.s, self.log, self._stop_evt)
             freed = release_dead_claims(store, self.channel)
             if freed:
@@ -255,7 +279,7 @@ class OutboxWorker(threading.Thread):
 
 
 def start_workers(settings: Any, log: logging.Logger,
-                  sender_factory: Callable[[str, Any], Sender] = make_sender) -> list[OutboxWorker]:
+                  sender_factory: Callable[[str, Any, Any], Sender] = make_sender) -> list[OutboxWorker]:
     """Start one worker per enabled remote channel (none when Discord and Telegram are off)."""
     workers = [OutboxWorker(ch, settings, log, sender_factory) for ch in remote_channels(settings)]
     for w in workers:
@@ -270,7 +294,7 @@ def stop_workers(workers: list[OutboxWorker], timeout: float = 10.0) -> None:
 
 
 def flush(settings: Any, log: logging.Logger, timeout_s: float = 20.0,
-          sender_factory: Callable[[str, Any], Sender] = make_sender) -> dict[str, list[Outcome]]:
+          sender_factory: Callable[[str, Any, Any], Sender] = make_sender) -> dict[str, list[Outcome]]:
     """Deliver what is pending now on every enabled remote channel, in this thread, for at most
     ``timeout_s`` (for one-shot commands such as an alert sent while the agents are down)."""
     out: dict[str, list[Outcome]] = {}
@@ -278,7 +302,7 @@ def flush(settings: Any, log: logging.Logger, timeout_s: float = 20.0,
     try:
         for ch in remote_channels(settings):
             try:
-                sender = sender_factory(ch, settings)
+                sender = sender_factory(ch, settings, store)
             except Exception as e:    # e.g. a webhook URL that is not http(s): nothing can be sent
                 err = redact(f"{type(e).__name__}: {e}", settings.secret_values())
                 log.error(kv("notify_sender_error", channel=ch, error=err))

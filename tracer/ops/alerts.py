@@ -76,7 +76,7 @@ def send(settings: Any, level: Level, kind: str, message: str, agent: str | None
         try:
             text = message
             with store.transaction():
-                ids = [store.enqueue_notification(ch, kind, text, agent) for ch in chans]
+                ids = store.enqueue_notifications(chans, kind, text, agent)
             stored = True
         finally:
             store.close()

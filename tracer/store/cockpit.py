@@ -112,10 +112,12 @@ class CockpitTables(Connection):
         ).fetchall()
 
     def recent_alerts(self, limit: int = 10) -> list[sqlite3.Row]:
-        """The latest notifications other than command replies (one per message, whatever its channels)."""
+        """The latest notifications other than command replies (one per message, whatever its channels: the rows of
+        one message share their ``created_at``), each with its channels' delivery (``discord:sent telegram:pending``)."""
         return self.conn.execute(
-            "SELECT MAX(id) AS id, created_at, agent, kind, message FROM notifications WHERE kind!='command_reply' "
-            "GROUP BY created_at, kind, message ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            "SELECT MAX(id) AS id, created_at, agent, kind, message, "
+            "GROUP_CONCAT(channel || ':' || status, ' ') AS delivery FROM notifications WHERE kind!='command_reply' "
+            "GROUP BY created_at, agent, kind, message ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
 
     def universe_runs(self, limit: int = 20) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT id, as_of, params_hash, feed, created_at, assets, artifact FROM universe_runs "

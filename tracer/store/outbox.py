@@ -1,7 +1,9 @@
 """The notifications outbox (claims, attempts, delivery) and the notifiers' small state."""
 from __future__ import annotations
 
+import math
 import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
 
 from tracer.store.codec import iso, utcnow
@@ -13,10 +15,17 @@ class OutboxTables(Connection):
 
     # --- notifications outbox ------------------------------------------------------------
     def enqueue_notification(self, channel: str, kind: str, message: str, agent: str | None = None) -> int:
-        cur = self.conn.execute(
+        [nid] = self.enqueue_notifications([channel], kind, message, agent)
+        return nid
+
+    def enqueue_notifications(self, channels: Sequence[str], kind: str, message: str,
+                              agent: str | None = None) -> list[int]:
+        """One row per channel of one message. The rows share their ``created_at``: it is what tells the rows of
+        one message from those of another with the same text (:meth:`recent_alerts`)."""
+        now = iso(utcnow())
+        return [int(self.conn.execute(
             "INSERT INTO notifications(created_at, agent, channel, kind, message) VALUES (?,?,?,?,?)",
-            (iso(utcnow()), agent, channel, kind, message))
-        return int(cur.lastrowid)
+            (now, agent, ch, kind, message)).lastrowid or 0) for ch in channels]
 
     def pending_notifications(self, channel: str) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM notifications WHERE channel=? AND status='pending' ORDER BY id",
@@ -30,23 +39,27 @@ class OutboxTables(Connection):
 
     # Delivery claims (tracer.notify.worker): a row is sent only by the worker holding its claim; a claim
     # whose lease ran out (its process died) can be taken again, so a restart resends what was pending.
+    # ``claim_until`` of an unclaimed pending row is a not-before time (a rate limit longer than the worker waits).
+    # Times are whole seconds, so that the text comparison with ``now`` is a time comparison.
     def claim_notification(self, channel: str, worker: str, lease_s: float) -> sqlite3.Row | None:
-        """Atomically claim the oldest pending, unclaimed (or lease-expired) row of ``channel``."""
+        """Atomically claim the oldest pending row of ``channel`` when it is free (unclaimed, or its lease ran
+        out, and past its not-before time). None when there is none, or when the oldest is not free: a later row
+        never overtakes it, so a channel's messages arrive in id order whichever process sends them."""
         now = utcnow().replace(microsecond=0)
         with self.transaction():
             row = self.conn.execute(
-                "SELECT id FROM notifications WHERE channel=? AND status='pending' "
-                "AND (claim_until IS NULL OR claim_until < ?) ORDER BY id LIMIT 1", (channel, iso(now))).fetchone()
-            if row is None:
+                "SELECT id, claim_until FROM notifications WHERE channel=? AND status='pending' ORDER BY id LIMIT 1",
+                (channel,)).fetchone()
+            if row is None or (row["claim_until"] is not None and row["claim_until"] >= iso(now)):
                 return None
             self.conn.execute("UPDATE notifications SET claimed_by=?, claim_until=? WHERE id=?",
-                              (worker, iso(now + timedelta(seconds=lease_s)), row["id"]))
+                              (worker, _later(lease_s), row["id"]))
             return self.conn.execute("SELECT * FROM notifications WHERE id=?", (row["id"],)).fetchone()
 
     def record_notification_attempt(self, nid: int, worker: str, *, parts_sent: int, error: str | None,
                                     extend_s: float | None = None) -> None:
         """Count one delivery attempt (still pending); optionally extend the claim's lease."""
-        until = iso(utcnow().replace(microsecond=0) + timedelta(seconds=extend_s)) if extend_s else None
+        until = _later(extend_s) if extend_s else None
         with self.transaction():
             self.conn.execute(
                 "UPDATE notifications SET attempts=attempts+1, parts_sent=?, last_error=?, "
@@ -61,11 +74,13 @@ class OutboxTables(Connection):
                 "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=? AND claimed_by=?",
                 (status, error, status, iso(utcnow()), nid, worker))
 
-    def release_notification(self, nid: int, worker: str) -> None:
-        """Give a claimed row back (still pending) so the next worker pass or process sends it."""
+    def release_notification(self, nid: int, worker: str, not_before_s: float | None = None) -> None:
+        """Give a claimed row back (still pending) so the next worker pass or process sends it, at once or
+        ``not_before_s`` seconds from now."""
+        until = _later(not_before_s) if not_before_s else None
         with self.transaction():
-            self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=NULL "
-                              "WHERE id=? AND claimed_by=?", (nid, worker))
+            self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=? "
+                              "WHERE id=? AND claimed_by=?", (until, nid, worker))
 
     def notification_states(self, ids: list[int]) -> list[sqlite3.Row]:
         """(channel, status) of the notifications ``ids``."""
@@ -87,3 +102,8 @@ class OutboxTables(Connection):
         self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
                           "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
                           (key, value, iso(utcnow())))
+
+
+def _later(seconds: float) -> str | None:
+    """``seconds`` from now, rounded up to a whole second (the resolution of the claim times)."""
+    return iso(utcnow().replace(microsecond=0) + timedelta(seconds=math.ceil(seconds)))

@@ -145,14 +145,17 @@ async function refreshOverview() {
   }
   const pos = await api("/positions");
   const body = document.querySelector("#positions tbody");
-  const key = (p) => p.agent + "|" + p.symbol;
-  const now = new Set(pos.map(key));
-  const shown = new Set();
-  body.querySelectorAll("tr[data-symbol]").forEach((tr) => {
-    const k = tr.dataset.agent + "|" + tr.dataset.symbol;
-    if (!now.has(k)) tr.remove(); else shown.add(k);
+  // a row is one position (its entry order), redrawn every refresh: a trailing stop or a partial exit changes
+  // stop and qty in place; a row is replaced only by another position, so a clicked button keeps its state
+  const rows = new Map();
+  body.querySelectorAll("tr[data-entry]").forEach((tr) => rows.set(tr.dataset.entry, tr));
+  const now = new Set(pos.map((p) => p.entry_order_id));
+  rows.forEach((tr, entry) => { if (!now.has(entry)) tr.remove(); });
+  pos.forEach((p) => {
+    const tr = rows.get(p.entry_order_id) || positionRow(p);
+    fillPositionRow(tr, p);
+    body.appendChild(tr);                      // the API's order (moving a row keeps its button and listener)
   });
-  pos.filter((p) => !shown.has(key(p))).forEach((p) => body.appendChild(positionRow(p)));
   const blank = body.querySelector("tr.empty");
   if (pos.length && blank) blank.remove();
   if (!pos.length && !blank) {
@@ -172,18 +175,25 @@ function cell(tr, text) {
 
 function positionRow(p) {
   const tr = document.createElement("tr");
-  tr.dataset.symbol = p.symbol; tr.dataset.agent = p.agent;
-  cell(tr, p.agent);
-  const link = document.createElement("a");
-  link.href = "/symbol?symbol=" + encodeURIComponent(p.symbol); link.textContent = p.symbol;
-  cell(tr, "").appendChild(link);
-  [p.side, Number(p.qty).toPrecision(6), Number(p.entry_price).toPrecision(6), Number(p.stop_loss).toPrecision(6),
-   Number(p.take_profit).toPrecision(6), p.opened_at.slice(0, 16)].forEach((t) => cell(tr, t));
+  for (let i = 0; i < 8; i++) cell(tr, "");
+  tr.children[1].appendChild(document.createElement("a"));
   const b = document.createElement("button");
-  b.className = "force-exit"; b.dataset.symbol = p.symbol; b.dataset.agent = p.agent; b.textContent = "Force exit";
+  b.className = "force-exit"; b.textContent = "Force exit";
   wireForceExit(b);
   cell(tr, "").appendChild(b);
   return tr;
+}
+
+function fillPositionRow(tr, p) {
+  tr.dataset.entry = p.entry_order_id; tr.dataset.symbol = p.symbol; tr.dataset.agent = p.agent;
+  const td = tr.children;
+  td[0].textContent = p.agent;
+  const link = td[1].querySelector("a");
+  link.href = "/symbol?symbol=" + encodeURIComponent(p.symbol); link.textContent = p.symbol;
+  [p.side, Number(p.qty).toPrecision(6), Number(p.entry_price).toPrecision(6), Number(p.stop_loss).toPrecision(6),
+   Number(p.take_profit).toPrecision(6), p.opened_at.slice(0, 16)].forEach((t, i) => { td[2 + i].textContent = t; });
+  const b = td[8].querySelector("button.force-exit");
+  b.dataset.symbol = p.symbol; b.dataset.agent = p.agent;
 }
 
 function armedClick(button, action) {
