@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 
 def parse_when(s: str | None, opt: str, prog: str) -> datetime | None:
@@ -13,3 +14,16 @@ def parse_when(s: str | None, opt: str, prog: str) -> datetime | None:
     except ValueError:
         raise SystemExit(f"{prog}: {opt} {s!r} is not an ISO 8601 date/time") from None
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def headlines_file(option: str | None, setting: str) -> Path | None:
+    """The headlines CSV of a backtest, as the replay agent reads them: ``--headlines``, else the settings'
+    ``TB_HEADLINES_PATH``, else None (the data folder's ``headlines.csv``, or price-only). ValueError when the named
+    file does not exist (the agent refuses it: a typo must not turn into price-only)."""
+    name = option or setting
+    if not name:
+        return None
+    if not Path(name).is_file():
+        raise ValueError(f"{'--headlines ' if option else 'TB_HEADLINES_PATH='}{name}: no such file (leave "
+                         f"TB_HEADLINES_PATH empty for the data folder's headlines.csv, or price-only)")
+    return Path(name)

@@ -15,7 +15,11 @@ from fakes.alpaca_data import FakeAlpacaData
 from fakes.binance import FakeBinance
 from fakes.market import bar
 from tracer.cli import main
-from tracer.data.download import bar_problem, download_symbol, parse_interval, write_manifest
+from tracer.backtest.data import load_series
+from tracer.data.download import (CandleFileError, bar_problem, download_symbol, parse_interval, repair_tail,
+                                   write_manifest)
+from tracer.data.replay import load_candles
+from tracer.data.validation import fmt_ts
 from tracer.data.sources.binance import BinanceSource
 
 H = 3600
@@ -82,6 +86,48 @@ def test_resume_continues_after_the_last_bar_and_equals_a_one_shot_download(tmp_
     assert (tmp_path / "a" / "candles_1h_BTCUSDT.csv").read_bytes() == \
         (tmp_path / "b" / "candles_1h_BTCUSDT.csv").read_bytes()
     assert one.rows == b.rows == 300
+
+
+def test_rerun_after_a_torn_last_line_cuts_it_and_gives_a_complete_readable_file(tmp_path):
+    """A download killed mid-write (a closed Terminal, kill -9, a power cut) leaves its last row cut short, with
+    no newline: the re-run must not take that row as written nor append to it ("simply run again")."""
+    t = now_s()
+    start = datetime.fromtimestamp((t // H - 300) * H, tz=timezone.utc)
+    now = datetime.fromtimestamp(t, tz=timezone.utc)
+    out = tmp_path / "c"
+    with FakeBinance(t) as fake:
+        src = BinanceSource("spot", fake.url, page_limit=1000)
+        download_symbol(src, "BTC/USD", timedelta(hours=1), start, start + timedelta(hours=100), out, now=now)
+        path = out / "candles_1h_BTCUSDT.csv"
+        head, last = path.read_text().rstrip("\n").rsplit("\n", 1)
+        path.write_text(head + "\n" + last[: len(last.split(",")[0]) + 4])   # cut after the open's first digits
+        rep = download_symbol(src, "BTC/USD", timedelta(hours=1), start, None, out, now=now)
+        download_symbol(src, "BTC/USD", timedelta(hours=1), start, None, tmp_path / "one", now=now)
+    df = load_candles(path)                       # the replay and the backtest read it, and no bar is lost
+    load_series(path, "BTC/USD")
+    assert (df.index.to_series().diff().dropna() == pd.Timedelta(hours=1)).all()
+    assert rep.resumed_after == fmt_ts(pd.Timestamp(head.rsplit("\n", 1)[1].split(",")[0]).value)   # not the torn row
+    assert rep.rows == 300
+    assert path.read_bytes() == (tmp_path / "one" / "candles_1h_BTCUSDT.csv").read_bytes()
+
+
+def test_repair_cuts_only_what_an_interruption_tears(tmp_path):
+    p = tmp_path / "candles_1h_BTCUSDT.csv"
+    header = b"timestamp,open,high,low,close,volume\n"
+    rows = b"".join(b"2024-01-01T%02d:00:00Z,1,2,0.5,1.5,3\n" % h for h in range(3))
+    for text, kept in ((b"", b""), (b"timest", b""), (header, header), (header + b"2024-01-01T00:0", header),
+                       (header + rows + b"\0" * 9000, header + rows),                 # a power cut's zeroed pages
+                       (header + rows + b"2024-01-01T03:00:00Z,1,\0\0\0,5\n\0\0", header + rows)):
+        p.write_bytes(text)
+        t = repair_tail(p)
+        assert p.read_bytes() == kept
+        assert t == (pd.Timestamp("2024-01-01T02:00Z").value if kept.endswith(rows) else None)
+    # damage further back than a torn tail, or not a candle file at all: named by its line, left untouched
+    for text, line in ((header + rows + b"x" * (1 << 20) + b"\n", 5), (b"open_time,price\n1,2\n", 1)):
+        p.write_bytes(text)
+        with pytest.raises(CandleFileError, match=f"{p.name}:{line}:"):
+            repair_tail(p)
+        assert p.read_bytes() == text
 
 
 def test_holes_are_kept_and_recorded_bad_bars_rejected_with_their_reason(tmp_path):

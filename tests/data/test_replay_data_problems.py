@@ -3,6 +3,7 @@
 traceback that the watchdog restarts three times and gives up on."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,18 @@ def test_missing_replay_data_names_the_variable(tmp_path, var, value, named):
             assert "Traceback" not in run.stderr
         else:                       # the other agent's symbols do not stop this one
             assert run.returncode == 0, run.stderr[-500:]
+
+
+def test_an_unreadable_candle_file_is_refused_naming_it_not_a_traceback(tmp_path):
+    """A candle file that does not parse (here as an interrupted download used to leave it: a torn row with the
+    next run's row appended to it) stops the agent at start with exit 2 and the file named, like a missing one."""
+    data = tmp_path / "candles"
+    shutil.copytree(ROOT / "tests" / "data" / "gap_2021_08_13", data)
+    path = data / "candles_1h_BTCUSDT.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:40]) + lines[40][:24] + "".join(lines[41:]))
+    env = agent_env(tmp_path, TB_DATA_DIR=str(data), TB_SYMBOLS="BTC/USD,ETH/USD,SOL/USD")
+    run = subprocess.run([sys.executable, "scripts/hybrid_crypto_trader.py", "--once"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "refusing to start" in run.stderr and str(path) in run.stderr, run.stderr[-800:]
+    assert "line 41" in run.stderr and "Traceback" not in run.stderr

@@ -177,6 +177,23 @@ def test_walk_forward_never_leaks_altering_every_bar_after_a_folds_end_changes_n
     assert not np.array_equal(a1.equity, b1.equity)
 
 
+def test_study_reads_tb_headlines_path_like_the_replay(tmp_path):
+    """The headlines a study runs on are the replay agent's: --headlines, else TB_HEADLINES_PATH, else the data
+    folder's headlines.csv; a named file that does not exist is refused (not run price-only)."""
+    from tracer.study.engine import _inputs
+    data = _slice(tmp_path / "d")
+    news, other = tmp_path / "news.csv", tmp_path / "other.csv"
+    for p in (news, other):
+        p.write_text((data / "headlines.csv").read_text())
+    cfg = _cfg(tmp_path, data, "o")
+    assert _inputs(cfg).heads == data / "headlines.csv"
+    with_news = _cfg(tmp_path, data, "o", env={**cfg.env, "TB_HEADLINES_PATH": str(news)})
+    assert _inputs(with_news).heads == news
+    assert _inputs(_cfg(tmp_path, data, "o", env=with_news.env, headlines=other)).heads == other
+    with pytest.raises(ValueError, match="TB_HEADLINES_PATH=.*no such file"):
+        _inputs(_cfg(tmp_path, data, "o", env={**cfg.env, "TB_HEADLINES_PATH": str(tmp_path / "typo.csv")}))
+
+
 def test_benchmarks_match_the_data_and_pay_the_costs(tmp_path):
     from tracer.backtest.runner import load_history
     from tracer.study.benchmarks import Market, Rule, simulate, trend_states, window_rows

@@ -41,7 +41,7 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
-    from tracer.data.replay import replay_data_problems
+    from tracer.data.replay import DataFileError, replay_data_problems
     problems = replay_data_problems(settings, (agent,))
     if problems:
         print(f"{agent}: refusing to start: {'; '.join(problems)}", file=sys.stderr)
@@ -61,7 +61,14 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
                         max_mb=settings.log_max_mb, backups=settings.log_backups)
     for w in warnings:
         log.warning(kv("config_warning", message=w))
-    loop = build(settings, log)
+    try:
+        loop = build(settings, log)
+    except (DataFileError, FileNotFoundError) as e:
+        # a candle or headlines file that cannot be read (named, with its line) or TB_HEADLINES_PATH naming none:
+        # a data error like a missing candle file above (exit 2, said), not a traceback
+        log.error(kv("refusing_to_start", error=type(e).__name__, message=str(e)))
+        print(f"{agent}: refusing to start: {e}", file=sys.stderr)
+        return 2
     loop.settings_source = lambda: load_settings(dotenv_path=args.env_file)     # an operator /reload
 
     def _stop(signum, _frame):

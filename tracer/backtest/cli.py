@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tracer.cli_args import parse_when
+from tracer.cli_args import headlines_file, parse_when
 from tracer.config import ConfigError, env_names, load_settings
 from tracer.models import AGENTS
 
@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     b.add_argument("--symbols", help="comma list (default: the agent's TB_SYMBOLS / TB_FUTURES_SYMBOLS, or every "
                                      "file in --data)")
     b.add_argument("--data", help="folder of candles_<interval>_<SYMBOL>.csv files (default: bundled data)")
-    b.add_argument("--headlines", help="headlines CSV (default: headlines.csv in the data folder)")
+    b.add_argument("--headlines", help="headlines CSV (default: TB_HEADLINES_PATH, else headlines.csv in the data "
+                                       "folder)")
     b.add_argument("--out", default="backtests/latest", help="output folder (default backtests/latest)")
     b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one TB_ setting")
     b.add_argument("--no-plot", action="store_true", help="skip report.png")
@@ -50,6 +51,11 @@ def run(args, env_file: str = ".env") -> int:
     try:
         s = load_settings(environ, dotenv_path=env_file)
     except ConfigError as e:
+        print(f"tracer backtest: {e}", file=sys.stderr)
+        return 2
+    try:        # as the replay agent reads them: the same settings run the same strategy
+        headlines = headlines_file(args.headlines, s.headlines_path)
+    except ValueError as e:
         print(f"tracer backtest: {e}", file=sys.stderr)
         return 2
     console = Console(stderr=True)
@@ -99,7 +105,7 @@ def run(args, env_file: str = ".env") -> int:
     t0 = time.perf_counter()
     try:
         res = run_backtest(s, args.agent, symbols, scorer, _when(args.start, "--from"), _when(args.end, "--to"),
-                           data_dir, Path(args.headlines) if args.headlines else None, interval, progress=progress)
+                           data_dir, headlines, interval, progress=progress)
     except DataError as e:
         print(f"tracer backtest: {e}", file=sys.stderr)
         return 2

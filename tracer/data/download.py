@@ -6,7 +6,9 @@ UTC), so that any period can be replayed.
   klines, Alpaca crypto bars, each paginating its venue's endpoint. The range is fetched in chunks (a progress
   bar counts them), oldest first.
 - **Resume**: a file that exists is continued after its last bar; nothing already written is fetched or written
-  again, so an interrupted download (Ctrl-C, a network error) is simply run again.
+  again, so an interrupted download (Ctrl-C, a network error, a closed Terminal, kill -9, a power cut) is simply
+  run again. Each chunk is written in one write and synced to disk; a last line that an interruption left half
+  written is cut off first (:func:`repair_tail`).
 - **Closed bars only**: a bar is written once it has closed (``open + interval <= now``).
 - **Validation**: every bar is checked (finite, positive prices, ``low <= open, close <= high``, volume >= 0, on
   the interval's grid, after the last one written). A bad bar is not written and is listed with its reason;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -90,20 +93,89 @@ def _fmt(x: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
-def last_written(path: Path) -> int | None:
-    """The open time (ns) of the last bar of a candle file, None for a missing or empty one."""
+HEADER = "timestamp,open,high,low,close,volume"
+# a torn tail is at most what the last write left half done (one chunk: 720 bars of ~60 bytes); damage reaching
+# further back is not an interrupted download, and the file is left alone
+MAX_TORN_BYTES = 1 << 20
+
+
+class CandleFileError(ValueError):
+    """A candle file the download cannot continue (not a torn tail): named with its line, left untouched."""
+
+
+def _row_time(line: bytes) -> int | None:
+    """The open time (ns) of a complete ``timestamp,open,high,low,close,volume`` row, None when it is not one."""
+    parts = line.rstrip(b"\r").split(b",")
+    if len(parts) != 6:
+        return None
+    try:
+        t = pd.Timestamp(parts[0].decode("ascii"))
+        for x in parts[1:]:
+            float(x)
+    except (ValueError, OverflowError):     # UnicodeDecodeError is a ValueError
+        return None
+    if t is pd.NaT:
+        return None
+    return int((t.tz_localize("UTC") if t.tzinfo is None else t).value)
+
+
+def complete_end(path: Path) -> tuple[int, int | None]:
+    """Where a candle file's last complete line ends (bytes) and that line's open time (ns; None: the header, or
+    no complete line at all). A complete line ends with a newline and is a full row (or the header): what follows
+    it is what an interrupted download (a closed Terminal, kill -9, a power cut) left half written.
+    CandleFileError, naming the line, when that would cut more than :data:`MAX_TORN_BYTES` or the file's first
+    line is neither (not a candle file)."""
+    block = 65536
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        pos, buf, hi = size, b"", 0        # buf: the file from byte pos; lines ending before buf[hi] are left
+        while True:
+            j = buf.rfind(b"\n", 0, hi)                    # the end of the last line left
+            i = buf.rfind(b"\n", 0, max(j, 0))             # the end of the line before it
+            if i < 0 and pos > 0:                          # that line starts further back: read more
+                if size - pos > MAX_TORN_BYTES:
+                    bad = pos
+                    break
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                buf = f.read(step) + buf
+                hi += step
+                continue
+            if j < 0:                                      # no newline at all (pos is 0)
+                if f"{HEADER}\n".encode().startswith(buf[:hi]):
+                    return 0, None                         # a torn header (or an empty file)
+                bad = 0
+                break
+            start, end = pos + i + 1, pos + j + 1
+            line = buf[i + 1:j]
+            t = _row_time(line)
+            if t is not None or (start == 0 and line.rstrip(b"\r") == HEADER.encode()):
+                if size - end > MAX_TORN_BYTES:
+                    bad = end
+                    break
+                return end, t
+            if start == 0 or size - end > MAX_TORN_BYTES:
+                bad = start
+                break
+            hi = j                                         # a torn or bad line: look at the one before it
+        f.seek(0)
+        n = 1 + sum(f.read(min(block, bad - k)).count(b"\n") for k in range(0, bad, block))
+    raise CandleFileError(f"{path}:{n}: not a complete {HEADER} row, and more than an interrupted download "
+                          f"leaves half written: the download does not touch it (fix or move the file)")
+
+
+def repair_tail(path: Path) -> int | None:
+    """Cut a candle file back to its last complete line (the row or header an interrupted download left whole),
+    so that a re-run appends whole rows after it; that row's open time (ns), None for a missing or empty one."""
     if not path.is_file():
         return None
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(max(0, size - 4096))
-        tail = f.read().decode("utf-8", "replace").strip().splitlines()
-    for line in reversed(tail):
-        stamp = line.split(",", 1)[0]
-        if stamp and stamp != "timestamp":
-            return int(pd.Timestamp(stamp).value)
-    return None
+    end, t = complete_end(path)
+    if end < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+    return t
 
 
 def download_symbol(source: BarFetcher, symbol: str, interval: timedelta, start: datetime, end: datetime | None,
@@ -117,22 +189,23 @@ def download_symbol(source: BarFetcher, symbol: str, interval: timedelta, start:
     rep = FileReport(canonical(symbol), path)
     start_ns = -(-int(pd.Timestamp(start).value) // iv) * iv          # the first open time on the grid
     stop_ns = min(int(pd.Timestamp(end).value) if end else 2 ** 62, int(pd.Timestamp(now).value) - iv + 1)
-    done = last_written(path)
+    done = repair_tail(path)
     if done is not None:
         rep.resumed_after = fmt_ts(done)
         start_ns = max(start_ns, done + iv)
     out_dir.mkdir(parents=True, exist_ok=True)
     new_file = not path.exists() or path.stat().st_size == 0
     prev = done
-    with open(path, "a", newline="") as f:
+    with open(path, "ab") as f:
         if new_file:
-            f.write("timestamp,open,high,low,close,volume\n")
+            f.write(f"{HEADER}\n".encode())
         a = start_ns
         while a < stop_ns:
             b = min(stop_ns, a + chunk_bars * iv)
             df = source.fetch(rep.symbol, interval, _dt(a), _dt(b - 1))
             ts = df.index.as_unit("ns").asi8 if len(df) else np.array([], dtype=np.int64)
             vals = df[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float) if len(df) else None
+            rows: list[str] = []
             for i in np.argsort(ts, kind="stable"):
                 t = int(ts[i])
                 if t < a or t >= b:
@@ -145,11 +218,15 @@ def download_symbol(source: BarFetcher, symbol: str, interval: timedelta, start:
                 if why:
                     rep.rejected.append(f"{fmt_ts(t)}: {why}")
                     continue
-                f.write(f"{pd.Timestamp(t, tz='UTC').strftime('%Y-%m-%dT%H:%M:%SZ')},{_fmt(o)},{_fmt(h)},"
-                        f"{_fmt(lo)},{_fmt(c)},{_fmt(v)}\n")
+                rows.append(f"{pd.Timestamp(t, tz='UTC').strftime('%Y-%m-%dT%H:%M:%SZ')},{_fmt(o)},{_fmt(h)},"
+                            f"{_fmt(lo)},{_fmt(c)},{_fmt(v)}\n")
                 rep.added += 1
                 prev = t
+            # the chunk in one write, so that a kill leaves whole rows, and on disk before the next (a power cut
+            # can then only tear this chunk's tail, which the next run cuts off: repair_tail)
+            f.write("".join(rows).encode())
             f.flush()
+            os.fsync(f.fileno())
             if step is not None:
                 step((b - a) // iv)
             a = b

@@ -30,7 +30,7 @@ def _when(s: str | None, opt: str) -> datetime | None:
 
 
 def run(args, env_file: str) -> int:
-    from tracer.data.download import download_symbol, make_source, parse_interval, write_manifest
+    from tracer.data.download import CandleFileError, download_symbol, make_source, parse_interval, write_manifest
     from tracer.data.sources.base import SourceError
     try:
         s = load_settings(dotenv_path=env_file)
@@ -66,7 +66,10 @@ def run(args, env_file: str) -> int:
             except SourceError as e:     # what was written so far stays: run the command again to resume
                 # the venue's message is text, not markup
                 console.print(f"[red]{escape(f'{sym}: {e}')}[/red] (written so far is kept; run again to resume)")
-                rc = 1
+                rc = max(rc, 1)
+            except CandleFileError as e:     # a file that is not an interrupted download's: left as it is
+                console.print(f"[red]{escape(f'{sym}: {e}')}[/red]")
+                rc = 2
     manifest = write_manifest(out, args.venue, interval, reports)
     for r in reports:
         print(f"{r.path}: +{r.added} bars, {r.rows} in all ({r.first} .. {r.last}); {len(r.gaps)} hole(s), "

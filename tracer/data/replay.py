@@ -34,7 +34,7 @@ from tracer.symbols import binance_symbol, canonical
 
 __all__ = [
     "bundled_dir", "candle_path", "interval_label", "load_candles", "load_headlines",
-    "headline_id", "ReplayFeed",
+    "headline_id", "DataFileError", "ReplayFeed",
 ]
 
 _COLS_INDEX = pd.Index(list(COLUMNS))
@@ -94,20 +94,30 @@ def replay_data_problems(s: Any, agents: Sequence[str] = ("hybrid", "futures")) 
 
 # --------------------------------------------------------------------------- loaders
 
+class DataFileError(ValueError):
+    """A candle or headlines file that cannot be read; the message names the file (and the line where known)."""
+
+
 def load_candles(path: Path | str) -> pd.DataFrame:
     """Read a candle CSV as it is stored (row order kept, nothing dropped or filled).
 
     Returns a DataFrame indexed by ``ts`` (bar open time, ``datetime64[ns, UTC]``) with
     float64 columns open, high, low, close, volume. Empty cells become NaN.
-    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a bad header or
-    an unparsable timestamp.
+    Raises ``FileNotFoundError`` for a missing file, :class:`DataFileError` (a ValueError naming the file) for
+    one that does not parse, a bad header or an unparsable timestamp.
     """
     path = Path(path)
-    raw = pd.read_csv(path, dtype={c: "float64" for c in COLUMNS}, keep_default_na=True)
+    try:        # pandas' messages do not name the file (ParserError and UnicodeDecodeError are ValueErrors)
+        raw = pd.read_csv(path, dtype={c: "float64" for c in COLUMNS}, keep_default_na=True)
+    except ValueError as e:
+        raise DataFileError(f"{path}: cannot be read as a candle file: {str(e).strip()}") from None
     missing = [c for c in ("timestamp", *COLUMNS) if c not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    ts = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601")
+        raise DataFileError(f"{path}: missing columns {missing}")
+    try:
+        ts = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601")
+    except ValueError as e:
+        raise DataFileError(f"{path}: {str(e).strip()}") from None
     idx = pd.DatetimeIndex(ts).as_unit("ns").rename("ts")
     values = np.ascontiguousarray(raw[list(COLUMNS)].to_numpy(dtype=np.float64))
     return pd.DataFrame(values, index=idx, columns=_COLS_INDEX.copy())
@@ -142,18 +152,21 @@ def load_headlines(path: Path | str) -> list[Headline]:
         try:
             i_pub, i_src, i_title = (header.index(c) for c in ("published_at", "source", "title"))
         except ValueError:
-            raise ValueError(f"{path}: header must contain published_at, source, title; got {header}") from None
+            raise DataFileError(f"{path}: header must contain published_at, source, title; got {header}") from None
         for row in reader:
             if not row:
                 continue
-            title = row[i_title].strip()
-            if not title:
-                continue
-            source = row[i_src].strip()
-            raw = row[i_pub]
-            published = parsed.get(raw)
-            if published is None:
-                published = parsed[raw] = _parse_utc(raw)
+            try:
+                title = row[i_title].strip()
+                if not title:
+                    continue
+                source = row[i_src].strip()
+                raw = row[i_pub]
+                published = parsed.get(raw)
+                if published is None:
+                    published = parsed[raw] = _parse_utc(raw)
+            except (IndexError, ValueError) as e:
+                raise DataFileError(f"{path}:{reader.line_num}: {e}") from None
             hid = headline_id(source, title, published)
             if hid in seen:
                 continue

@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
     o.add_argument("--folds", type=int, help="most recent folds used (default TB_OPTIMIZE_MAX_FOLDS)")
     o.add_argument("--symbols", help="comma list (default: the agent's symbols)")
     o.add_argument("--data", help="folder of candles_<interval>_<SYMBOL>.csv files (default: bundled data)")
-    o.add_argument("--headlines", help="headlines CSV (default: headlines.csv in the data folder)")
+    o.add_argument("--headlines", help="headlines CSV (default: TB_HEADLINES_PATH, else headlines.csv in the data "
+                                       "folder)")
     o.add_argument("--jobs", type=int, default=1, help="worker processes on this machine sharing the storage")
     o.add_argument("--storage", help="Optuna RDB storage URL (default TB_OPTIMIZE_STORAGE, else "
                                      "sqlite:///$TB_STATE_DIR/optuna.db); postgresql://... for several machines")
@@ -87,6 +88,7 @@ def data_window(s, symbols, data_dir: Path | None, interval: timedelta) -> tuple
 
 def run_optimize(args, env_file: str = ".env") -> int:
     from tracer.backtest.data import DataError, discover
+    from tracer.cli_args import headlines_file
     from tracer.optimize import study as st
     from tracer.optimize.objective import ObjectiveConfig
     from tracer.optimize.params import code_version, write_json
@@ -103,6 +105,11 @@ def run_optimize(args, env_file: str = ".env") -> int:
     try:
         s = load_settings(environ, dotenv_path=env_file)
     except ConfigError as e:
+        print(f"tracer optimize: {e}", file=sys.stderr)
+        return 2
+    try:        # as the replay agent reads them (TB_HEADLINES_PATH), unless --headlines names another file
+        headlines = headlines_file(args.headlines, s.headlines_path)
+    except ValueError as e:
         print(f"tracer optimize: {e}", file=sys.stderr)
         return 2
     if args.jobs < 1 or (args.trials is not None and args.trials < 1):
@@ -139,8 +146,8 @@ def run_optimize(args, env_file: str = ".env") -> int:
     name = args.study or st.default_study_name(args.agent, symbols, fl, trials, seed, overrides, code, cfg)
     job = st.Job(agent=args.agent, symbols=symbols, folds=fl, trials=trials, seed=seed, storage=storage, study=name,
                  base_env=environ, env_file=env_file, data_dir=str(data_dir) if data_dir else None,
-                 headlines=args.headlines, interval_s=int(interval.total_seconds()), objective=cfg,
-                 overrides=overrides, profile=s.profile)
+                 headlines=str(headlines) if headlines else None, interval_s=int(interval.total_seconds()),
+                 objective=cfg, overrides=overrides, profile=s.profile)
     err = Console(stderr=True)
     log = lambda m: err.print(m, highlight=False)  # noqa: E731
     if args.worker is not None:

@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one TB_ setting")
     p.add_argument("--data", help="folder of candles_<interval>_<SYMBOL>.csv files (default: the bundled 16-month "
                                   "history)")
-    p.add_argument("--headlines", help="headlines CSV (default: headlines.csv in the data folder; for the bundled "
-                                       "history, the bundled headlines; none: price-only)")
+    p.add_argument("--headlines", help="headlines CSV (default: TB_HEADLINES_PATH, else headlines.csv in the data "
+                                       "folder; for the bundled history, the bundled headlines; none: price-only)")
     p.add_argument("--symbols", help="comma list (default: the agent's symbols)")
     p.add_argument("--from", dest="start", help="first UTC date/time used (default: start of the data)")
     p.add_argument("--to", dest="end", help="end of the data used (default: end of the data)")

@@ -47,7 +47,7 @@ class StudyConfig:
     agent: str
     out: Path
     data_dir: Path | None = None            # None: the bundled history
-    headlines: Path | None = None           # None: headlines.csv of the data folder, else the bundled one
+    headlines: Path | None = None           # None: TB_HEADLINES_PATH, headlines.csv of the data folder, bundled
     symbols: tuple[str, ...] = ()           # empty: the agent's symbols
     profile: str | None = None
     overrides: Mapping[str, str] = field(default_factory=dict)    # --set / --params (TB_NAME -> text)
@@ -172,6 +172,7 @@ class _Inputs:
 
 def _inputs(cfg: StudyConfig) -> _Inputs:
     from tracer.backtest.data import discover
+    from tracer.cli_args import headlines_file
     from tracer.config import load_settings
     from tracer.optimize.cli import data_window
 
@@ -181,12 +182,12 @@ def _inputs(cfg: StudyConfig) -> _Inputs:
     env.update(cfg.overrides)
     s = load_settings(env, dotenv_path=cfg.env_file)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else history_dir()
-    if cfg.headlines:
-        heads: Path | None = Path(cfg.headlines)
-    elif (data_dir / "headlines.csv").is_file():
+    # as the replay agent reads them: --headlines, else TB_HEADLINES_PATH, else the data folder's (or the bundled)
+    heads = headlines_file(str(cfg.headlines) if cfg.headlines else None, s.headlines_path)
+    if heads is None and (data_dir / "headlines.csv").is_file():
         heads = data_dir / "headlines.csv"
-    else:
-        heads = default_headlines() if cfg.data_dir is None else None
+    elif heads is None and cfg.data_dir is None:
+        heads = default_headlines()
     found = discover(data_dir)
     if cfg.symbols:
         symbols = list(cfg.symbols)
