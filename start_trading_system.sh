@@ -183,11 +183,17 @@ trap on_exit EXIT
 trap 'exit 130' INT        # a signal ends the script through its EXIT trap: no lock is left behind
 trap 'exit 143' TERM
 
-# --- launchd (macOS, scripts/install_launchd.sh): when the jobs are installed, launchd keeps each agent's
-# watchdog loop alive (and the loop the agent), so a start loads them instead of starting loops here, and a
+# --- launchd (macOS, scripts/install_launchd.sh): when this checkout's jobs are installed, launchd keeps each
+# agent's watchdog loop alive (and the loop the agent), so a start loads them instead of starting loops here, and a
 # stop boots them out AND disables them: a job left loaded (or only unloaded) comes back at the next login.
+# A job runs the folder its file names (WorkingDirectory): one installed from another checkout (this one moved,
+# copied or cloned anew) is never loaded nor stopped from here; its supervisor would start THAT folder's agents
+# beside these, trading with the same keys.
 LAUNCH_DIR="$HOME/Library/LaunchAgents"
-LAUNCHD_JOBS="com.tracerbullet.hybrid com.tracerbullet.futures com.tracerbullet.health"
+LAUNCHD_AGENT_JOBS="com.tracerbullet.hybrid com.tracerbullet.futures"
+LAUNCHD_HEALTH=com.tracerbullet.health
+LAUNCHD_JOBS="$LAUNCHD_AGENT_JOBS $LAUNCHD_HEALTH"
+HERE=$(pwd -P)
 launchd_installed() {   # the installed jobs this script manages, one per line (none without launchctl)
   local l
   command -v launchctl >/dev/null 2>&1 || return 0
@@ -196,23 +202,88 @@ launchd_installed() {   # the installed jobs this script manages, one per line (
 }
 launchd_domain="gui/$(id -u)"
 launchd_loaded() { launchctl print "$launchd_domain/$1" >/dev/null 2>&1; }
-launchd_start() {
-  local l
-  for l in $(launchd_installed); do
-    launchctl enable "$launchd_domain/$l" 2>/dev/null || true
-    if launchd_loaded "$l"; then echo "launchd: $l already loaded"; continue; fi
-    if launchctl bootstrap "$launchd_domain" "$LAUNCH_DIR/$l.plist" 2>/dev/null; then echo "launchd: $l loaded"
-    else echo "launchd: $l could not be loaded (see: launchctl print $launchd_domain/$l)" >&2; fi
+in_list() { case " $2 " in *" $1 "*) return 0 ;; esac; return 1; }   # WORD LIST (space-separated)
+PY_OK=no   # set by launchd_scan (once: each run of py_usable starts Python)
+plist_workdir() {   # FILE: its WorkingDirectory (plutil's raw format: macOS 12+; else the .venv's plistlib)
+  local wd=""
+  if command -v plutil >/dev/null 2>&1; then
+    wd=$(plutil -extract WorkingDirectory raw -o - "$1" 2>/dev/null) || wd=""
+  fi
+  if [ -z "$wd" ] && [ "$PY_OK" = yes ]; then
+    wd=$("$PY" -c 'import plistlib, sys; print(plistlib.load(open(sys.argv[1], "rb"))["WorkingDirectory"])' "$1" \
+           2>/dev/null) || wd=""
+  fi
+  if [ -z "$wd" ]; then return 1; fi
+  printf '%s\n' "$wd"
+}
+# The installed jobs by the folder they run: this checkout's (LAUNCHD_MINE), another's (LAUNCHD_OTHER), or one
+# whose file cannot be read here (LAUNCHD_UNREAD: a stop still boots it out, a start does not load it).
+LAUNCHD_SCANNED=0 LAUNCHD_MINE="" LAUNCHD_OTHER="" LAUNCHD_UNREAD=""
+launchd_scan() {
+  local l wd jobs
+  [ "$LAUNCHD_SCANNED" = 0 ] || return 0
+  LAUNCHD_SCANNED=1
+  jobs=$(launchd_installed)
+  [ -n "$jobs" ] || return 0
+  if py_usable; then PY_OK=yes; fi
+  for l in $jobs; do
+    if ! wd=$(plist_workdir "$LAUNCH_DIR/$l.plist"); then LAUNCHD_UNREAD="$LAUNCHD_UNREAD $l"
+    elif [ "$wd" = "$HERE" ] || [ "$(cd "$wd" 2>/dev/null && pwd -P)" = "$HERE" ]; then LAUNCHD_MINE="$LAUNCHD_MINE $l"
+    else LAUNCHD_OTHER="$LAUNCHD_OTHER $l"; fi
+  done
+}
+launchd_other() {   # LABEL: the line about a job of another checkout
+  local wd
+  wd=$(plist_workdir "$LAUNCH_DIR/$1.plist") || wd="?"
+  if launchd_loaded "$1"; then
+    echo "launchd: $1 is installed for another checkout ($wd) and loaded: it supervises that folder's agents;" \
+         "not used here (if they must not trade beside these: $(printf '%q' "$wd/start_trading_system.sh") --stop)"
+  else
+    echo "launchd: $1 is installed for another checkout ($wd), not this one: not used here"
+  fi
+}
+launchd_load() {   # LABEL: enable and load one job of this checkout
+  launchctl enable "$launchd_domain/$1" 2>/dev/null || true
+  if launchd_loaded "$1"; then echo "launchd: $1 already loaded"; return 0; fi
+  if launchctl bootstrap "$launchd_domain" "$LAUNCH_DIR/$1.plist" 2>/dev/null; then echo "launchd: $1 loaded"
+  else echo "launchd: $1 could not be loaded (see: launchctl print $launchd_domain/$1)" >&2; fi
+}
+launchd_bootout() {   # LABEL: fails when the job is still loaded after its bootout
+  local n=0
+  launchctl bootout "$launchd_domain/$1" 2>/dev/null || true   # "not loaded" fails too: what counts is below
+  while launchd_loaded "$1" && [ "$n" -lt 10 ]; do sleep 0.5; n=$((n + 1)); done
+  ! launchd_loaded "$1"
+}
+# The health job whatever TB_WATCHDOG_ENABLED says (a --stop disabled it); the agents' jobs are their watchdog
+# loops: loaded with watchdogs on, booted out and disabled with them off.
+launchd_start() {   # WATCHDOGS (1 on, 0 off)
+  local l own=""
+  launchd_scan
+  for l in $LAUNCHD_OTHER; do launchd_other "$l" >&2; done
+  if [ -n "$LAUNCHD_OTHER" ]; then
+    if [ "$1" = 1 ]; then own=" (meanwhile this start runs its own watchdog loops)"; fi
+    echo "  to use launchd for this folder, run scripts/install_launchd.sh from it$own" >&2
+  fi
+  for l in $LAUNCHD_UNREAD; do
+    echo "launchd: $l: cannot tell which checkout it runs (its WorkingDirectory cannot be read): not loaded" >&2
+  done
+  if in_list "$LAUNCHD_HEALTH" "$LAUNCHD_MINE"; then launchd_load "$LAUNCHD_HEALTH"; fi
+  for l in $LAUNCHD_AGENT_JOBS; do
+    in_list "$l" "$LAUNCHD_MINE" || continue
+    if [ "$1" = 1 ]; then launchd_load "$l"; continue; fi
+    if ! launchd_loaded "$l"; then :
+    elif launchd_bootout "$l"; then echo "launchd: $l unloaded (TB_WATCHDOG_ENABLED=false)"
+    else echo "launchd: $l is still loaded after launchctl bootout: its watchdog loop goes on although" \
+              "TB_WATCHDOG_ENABLED=false (try: launchctl bootout $launchd_domain/$l)" >&2; fi
+    launchctl disable "$launchd_domain/$l" 2>/dev/null || true
   done
 }
 # Fails when a job is still loaded after its bootout: its KeepAlive would start the agents again behind the stop.
 launchd_stop() {
-  local l n
-  for l in $(launchd_installed); do
-    launchctl bootout "$launchd_domain/$l" 2>/dev/null || true   # "not loaded" fails too: what counts is below
-    n=0
-    while launchd_loaded "$l" && [ "$n" -lt 10 ]; do sleep 0.5; n=$((n + 1)); done
-    if launchd_loaded "$l"; then
+  local l
+  launchd_scan
+  for l in $LAUNCHD_MINE $LAUNCHD_UNREAD; do
+    if ! launchd_bootout "$l"; then
       echo "launchd: $l is still loaded after launchctl bootout: nothing stopped (launchd would start the" \
            "agents again). Try: launchctl bootout $launchd_domain/$l, then ./start_trading_system.sh --stop" >&2
       return 1
@@ -220,25 +291,33 @@ launchd_stop() {
     launchctl disable "$launchd_domain/$l" 2>/dev/null || true
     echo "launchd: $l unloaded and disabled (not started at login until ./start_trading_system.sh)"
   done
+  for l in $LAUNCHD_OTHER; do if launchd_loaded "$l"; then launchd_other "$l"; fi; done
 }
 launchd_status() {
   local l
-  for l in $(launchd_installed); do
+  launchd_scan
+  for l in $LAUNCHD_MINE; do
     if launchd_loaded "$l"; then echo "launchd: $l loaded"; else echo "launchd: $l installed, not loaded"; fi
   done
+  for l in $LAUNCHD_OTHER; do launchd_other "$l"; done
+  for l in $LAUNCHD_UNREAD; do
+    echo "launchd: $l installed; which checkout it runs cannot be told here (plutil or the .venv's Python reads it)"
+  done
+  if [ -n "$LAUNCHD_OTHER" ]; then echo "  scripts/install_launchd.sh from this folder installs the jobs for it"; fi
 }
 
 # Watchdogs: one scripts/watchdog_<agent>.sh --loop per agent (pid file watchdog_<agent>.pid), restarting a
-# dead or hung agent (README "Operations"); off with TB_WATCHDOG_ENABLED=false.
+# dead or hung agent (README "Operations"); off with TB_WATCHDOG_ENABLED=false. An agent whose job of this
+# checkout is installed has launchd run its loop instead.
 start_watchdogs() {
-  if [ "$($PY -c 'from tracer.config import load_settings as l; print(l().watchdog_enabled)' 2>/dev/null)" != True ]; then
-    echo "watchdogs: disabled (TB_WATCHDOG_ENABLED=false)"; return 0
+  local a on=0
+  if [ "$($PY -c 'from tracer.config import load_settings as l; print(l().watchdog_enabled)' 2>/dev/null)" = True ]; then
+    on=1
   fi
-  if [ -n "$(launchd_installed)" ]; then
-    launchd_start           # launchd runs the watchdog loops (one supervisor per agent)
-    return 0
-  fi
+  launchd_start "$on"
+  if [ "$on" = 0 ]; then echo "watchdogs: disabled (TB_WATCHDOG_ENABLED=false)"; return 0; fi
   for a in "${AGENTS[@]}"; do
+    if in_list "com.tracerbullet.$a" "$LAUNCHD_MINE"; then continue; fi    # launchd runs its loop
     if present "watchdog_$a" "watchdog_$a"; then continue; fi
     nohup "scripts/watchdog_$a.sh" --loop >/dev/null 2>>"$LOG_DIR/watchdog.err" </dev/null &
     echo $! > "$STATE_DIR/watchdog_$a.pid"

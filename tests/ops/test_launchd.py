@@ -204,3 +204,87 @@ def test_stop_aborts_when_a_job_stays_loaded_after_bootout(tmp_path):
         assert not list(state.glob("*.launch.lock"))                           # its locks released
     finally:
         reap(agent)
+
+
+def fake_launchctl(tmp: Path) -> Path:
+    fake = tmp / "bin"
+    fake.mkdir()
+    (fake / "launchctl").write_text(FAKE_LAUNCHCTL)
+    (fake / "launchctl").chmod(0o755)
+    return fake
+
+
+def install_for(checkout: Path, agents: Path) -> None:
+    """The job files scripts/install_launchd.sh writes when run from ``checkout`` (another folder than this one)."""
+    agents.mkdir(parents=True, exist_ok=True)
+    for tpl in TEMPLATES:
+        text = tpl.read_text().replace("__REPO__", str(checkout)).replace("__LOG_DIR__", str(checkout / "logs"))
+        (agents / tpl.name).write_text(text.replace("__PATH__", "/usr/bin:/bin"))
+
+
+def test_a_start_leaves_alone_the_jobs_installed_from_another_checkout(tmp_path):
+    """Jobs installed from an earlier checkout (this one moved, copied, or cloned anew) run THAT folder: loading
+    them from here started its agents beside these, trading with the same keys. A start loads none of them, says
+    so, and runs its own watchdog loops; --status flags them; --stop leaves them alone."""
+    old = tmp_path / "Documents" / "tracer-bullet"
+    (old / "scripts").mkdir(parents=True)
+    fake = fake_launchctl(tmp_path)
+    install_for(old, tmp_path / "home" / "Library" / "LaunchAgents")
+    (fake / "loaded.com.tracerbullet.futures").touch()        # still loaded there: it supervises old's agents
+    env = env_for(tmp_path, PATH=f"{fake}:{os.environ['PATH']}", FAKE_LAUNCHCTL_DIR=str(fake))
+    sh = (lambda *a: subprocess.run(["bash", str(ROOT / "start_trading_system.sh"), *a], env=env,
+                                    capture_output=True, text=True, timeout=240))
+    up = sh("--interval", "30")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        calls = (fake / "calls").read_text()
+        assert "bootstrap" not in calls and "enable" not in calls, calls
+        assert not (fake / "loaded.com.tracerbullet.hybrid").exists()
+        for a in ("hybrid", "futures"):
+            assert f"watchdog_{a}: started" in up.stdout, up.stdout          # its own loops instead
+        assert f"com.tracerbullet.hybrid is installed for another checkout ({old}), not this one" in up.stderr
+        assert f"com.tracerbullet.futures is installed for another checkout ({old}) and loaded" in up.stderr
+        assert "run scripts/install_launchd.sh from it" in up.stderr
+        st = sh("--status")
+        assert f"launchd: com.tracerbullet.health is installed for another checkout ({old})" in st.stdout, st.stdout
+        assert "launchd: com.tracerbullet.health loaded" not in st.stdout
+    finally:
+        down = sh("--stop")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "bootout" not in (fake / "calls").read_text() and "disable" not in (fake / "calls").read_text()
+    assert (fake / "loaded.com.tracerbullet.futures").exists()
+    assert "watchdog_hybrid: stopped" in down.stdout and "hybrid: stopped" in down.stdout
+
+
+def test_with_watchdogs_off_a_start_loads_the_health_job_and_unloads_the_agent_jobs(tmp_path):
+    """TB_WATCHDOG_ENABLED=false: the agents' jobs (their watchdog loops) are booted out and disabled, while the
+    health check still runs: a --stop disables it, and the next start must enable and load it again (it used
+    to stay disabled for good: no health check, no alert)."""
+    agents = tmp_path / "home" / "Library" / "LaunchAgents"
+    fake = fake_launchctl(tmp_path)
+    env = env_for(tmp_path, PATH=f"{fake}:{os.environ['PATH']}", FAKE_LAUNCHCTL_DIR=str(fake),
+                  TB_WATCHDOG_ENABLED="false")
+    r = subprocess.run(["bash", str(INSTALL), "--target", str(agents)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    sh = (lambda *a: subprocess.run(["bash", str(ROOT / "start_trading_system.sh"), *a], env=env,
+                                    capture_output=True, text=True, timeout=240))
+    try:
+        for round_ in (1, 2):           # 1: the jobs the install loaded; 2: after a --stop disabled them all
+            up = sh("--interval", "30")
+            assert up.returncode == 0, up.stdout + up.stderr
+            health = fake / "enabled.com.tracerbullet.health"
+            assert (fake / "loaded.com.tracerbullet.health").exists() and health.exists() \
+                and health.read_text().strip() == "enable", (f"start {round_}: the health job is not enabled and "
+                                                             f"loaded", up.stdout)
+            for a in ("hybrid", "futures"):
+                assert not (fake / f"loaded.com.tracerbullet.{a}").exists(), (round_, up.stdout)
+                assert (fake / f"disabled.com.tracerbullet.{a}").read_text().strip() == "disable"
+                assert f"watchdog_{a}: started" not in up.stdout
+            assert "watchdogs: disabled (TB_WATCHDOG_ENABLED=false)" in up.stdout
+            down = sh("--stop")
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert not (fake / "loaded.com.tracerbullet.health").exists()
+            assert (fake / "disabled.com.tracerbullet.health").read_text().strip() == "disable"
+    finally:
+        sh("--stop")
