@@ -45,6 +45,12 @@ class OrderState(str, Enum):
         return self in (OrderState.NEW, OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED)
 
 
+class RunStatus(str, Enum):
+    """A cycle's ``runs.status`` (the health check counts the cycles that are not ``ok``)."""
+    OK = "ok"
+    NO_DATA = "no_data"      # every symbol skipped for its bars (an outage): the cycle decided nothing
+
+
 class Action(str, Enum):
     """What the evaluation recommends for a symbol."""
     BUY = "buy"      # bullish entry (long)

@@ -19,7 +19,7 @@ from fakes.server import FakeServer, Request
 from tracer.agents import hybrid
 from tracer.backtest.runner import run_backtest
 from tracer.config import load_settings
-from tracer.data.gaps import find_gaps, outages, usable_rows, window_bounds
+from tracer.data.gaps import find_gaps, ongoing_outages, outages, usable_rows, window_bounds
 from tracer.data.replay import ReplayFeed, load_candles
 from tracer.data.validation import frame_arrays, td_ns, validate_arrays, validate_bars
 from tracer.sentiment.lexicon import VaderScorer
@@ -74,7 +74,7 @@ def read_db(path: Path) -> dict:
     c.row_factory = sqlite3.Row
     try:
         q = lambda sql: [dict(r) for r in c.execute(sql)]  # noqa: E731
-        return {"runs": q("SELECT id, clock, note FROM runs ORDER BY id"),
+        return {"runs": q("SELECT id, clock, note, status FROM runs ORDER BY id"),
                 "signals": q("SELECT r.clock, s.symbol, s.action, s.decision, s.decision_reason, s.quality, "
                              "s.conviction, s.headline_count, s.inputs_json FROM signals s JOIN runs r "
                              "ON r.id = s.run_id ORDER BY r.clock, s.symbol"),
@@ -184,11 +184,11 @@ def _binance_klines(frames: dict[str, pd.DataFrame]):
     return handle
 
 
-def _run_live(tmp: Path, s_env: dict[str, str], first: datetime, last: datetime) -> dict:
-    """The hybrid agent on TB_FEED=live: a real BinanceSource against the klines above, a wall clock that
-    the feed's sleep moves to the next bar close, from ``first`` to ``last``."""
+def _run_live(tmp: Path, s_env: dict[str, str], first: datetime, last: datetime, klines=_binance_klines) -> dict:
+    """The hybrid agent on TB_FEED=live: a real BinanceSource against the klines above (or ``klines``'s), a wall
+    clock that the feed's sleep moves to the next bar close, from ``first`` to ``last``."""
     frames = {f"{b}USDT": None for b in ("BTC", "ETH", "SOL")}
-    with FakeServer(_binance_klines(frames)) as bn:
+    with FakeServer(klines(frames)) as bn:
         s = load_settings(dict(s_env, TB_FEED="live", TB_BAR_SOURCES="binance_spot", TB_BINANCE_SPOT_URL=bn.url,
                                TB_NEWS_SOURCES=""), None)
         loop = hybrid.build(s, quiet())
@@ -312,6 +312,110 @@ def test_outages_parse_replay_and_live_reasons():
     (o,) = outages(rejected)
     assert (o.first_missing, o.next_bar, o.missing, o.limit, o.symbols) == \
            ("2021-08-13T02:00:00Z", "2021-08-13T06:00:00Z", 4, 3, ("BTC/USD", "ETH/USD"))
+
+
+# --- a held position through a long hole; an outage still going on ---------------------------------------------
+
+def _cut(tmp: Path, src: Path, cut: list[str]) -> Path:
+    """A copy of ``src``'s candle files without the bars opening at ``cut`` (every symbol: a venue outage)."""
+    d = tmp / "data"
+    d.mkdir()
+    for f in src.glob("candles_*.csv"):
+        df = pd.read_csv(f, dtype=str)
+        df[~df["timestamp"].isin(cut)].to_csv(d / f.name, index=False)
+    return d
+
+
+def _trades_of_backtest(s, symbols, data: Path, end: datetime | None = None) -> list[tuple]:
+    res = run_backtest(s, "hybrid", list(symbols), VaderScorer(), start=s.replay_start, end=end or s.replay_end,
+                       data_dir=data, close_at_end=False)
+    return [(t.entry_order_id, t.exit_reason, t.exit_ts.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            for t in sorted(res.trades, key=lambda t: (t.exit_ts, t.entry_order_id))]
+
+
+def test_positions_held_through_a_hole_longer_than_the_limit_exit_as_in_the_backtest(tmp_path):
+    """7 bars (> TB_MAX_GAP_BARS=6) cut while the replay holds BTC, ETH and SOL: every symbol is skipped for
+    decisions until the hole leaves the window, but the broker still sees each held symbol's bars (the stop-loss,
+    trailing and time stops the backtest takes on 2021-08-14/15)."""
+    data = _cut(tmp_path, FIXTURE, [f"2021-08-14T0{h}:00:00Z" for h in range(7)])
+    s = load_settings(env(tmp_path, TB_DATA_DIR=str(data), TB_REPLAY_START="2021-08-12T00:00:00Z",
+                          TB_REPLAY_END="2021-08-16T00:00:00Z"), None)
+    db = run_agent(s)
+    replay = [(t["entry_order_id"], t["exit_reason"], t["exit_ts"]) for t in db["trades"]]
+    bt = _trades_of_backtest(s, SYMBOLS, data)
+    assert {r for _, r, _ in bt} >= {"stop_loss", "time_stop", "trailing_stop"}     # precondition
+    assert replay == bt
+    assert {r["clock"] for r in db["signals"] if r["decision"] == "skipped"} >= {"2021-08-15T07:00:00Z"}
+
+
+@pytest.mark.skipif(not HISTORY.is_dir(), reason="shared/data/history not beside the clone")
+def test_a_long_held_through_the_real_2021_04_25_hole_under_a_limit_of_2_exits_as_in_the_backtest(tmp_path):
+    """The real 3-bar hole (2021-04-25 05:00-07:00 in every file) under TB_MAX_GAP_BARS=2: every symbol is skipped
+    for 256 cycles, and the BTC long the backtest stops out at 2021-04-25T20:00 is stopped out in the replay too."""
+    s = load_settings({"TB_DB_PATH": str(tmp_path / "t.db"), "TB_LOG_DIR": str(tmp_path / "l"),
+                       "TB_STATE_DIR": str(tmp_path / "s"), "TB_DATA_DIR": str(HISTORY), "TB_PROFILE": "phase1c",
+                       "TB_REPLAY_START": "2021-04-15T00:00:00Z", "TB_SENTIMENT_SCORER": "lexicon",
+                       "TB_ACTIVE_PARAMS_PATH": str(tmp_path / "n.json"), "TB_NOTIFY_HEARTBEAT_EVERY": "0",
+                       "TB_MAX_GAP_BARS": "2"}, None)
+    loop = hybrid.build(s, quiet())
+    try:
+        loop.run(cycles=400)
+        end = loop.clock
+        rows = loop.store.conn.execute("SELECT entry_order_id, exit_reason, exit_ts FROM trades ORDER BY exit_ts, "
+                                       "entry_order_id").fetchall()
+    finally:
+        loop.store.close()
+    bt = _trades_of_backtest(s, s.symbols, HISTORY, end)
+    assert any(r == "stop_loss" and t == "2021-04-25T20:00:00Z" for _, r, t in bt)     # precondition
+    assert [tuple(r) for r in rows] == bt
+
+
+FREEZE, RESUME = utc("2021-08-10T00:00:00Z"), utc("2021-08-10T04:00:00Z")
+
+
+def _maintenance_klines(frames: dict[str, pd.DataFrame]):
+    """Binance in maintenance from FREEZE to RESUME: no kline opening then, ever (the hole stays after it)."""
+    handle = _binance_klines(frames)
+    lo, hi = int(FREEZE.timestamp() * 1000), int(RESUME.timestamp() * 1000)
+
+    def h(req: Request):
+        status, headers, rows = handle(req)
+        return status, headers, [r for r in rows if not lo <= r[0] < hi] if status == 200 else rows
+    return h
+
+
+def test_an_outage_still_going_on_is_alerted_once_and_its_cycles_are_not_ok(tmp_path):
+    """Live, no source has a bar after 2021-08-09T23:00 for four hours: each cycle skips every symbol as ``stale``
+    (no ``gap`` yet). Once more than TB_MAX_GAP_BARS=2 bars are missing it is alerted (once), every cycle without
+    a decision while it goes on (past the limit) is recorded not ok (the health check counts them), and the hole's
+    own alert follows when the bars are back."""
+    db = _run_live(tmp_path, env(tmp_path, TB_REPLAY_START="", TB_REPLAY_END="", TB_MAX_GAP_BARS="2"), FREEZE,
+                   RESUME + H, klines=_maintenance_klines)
+    status = {r["clock"]: r["status"] for r in db["runs"]}
+    # two bars missing are within the limit: those cycles are ok; past it, not ok until the bars are back
+    assert status == {**{f"2021-08-10T0{h}:00:00Z": "ok" for h in range(0, 3)},
+                      **{f"2021-08-10T0{h}:00:00Z": "no_data" for h in range(3, 6)}}
+    # stale (no gap yet), then the source's breaker opens (TB_BREAKER_FAILURES): no bar from it at all
+    assert {r["decision_reason"][:len("bad_data: no_source: binance_spot: invalid: stale")] for r in db["signals"]
+            if r["clock"] == "2021-08-10T01:00:00Z"} == {"bad_data: no_source: binance_spot: invalid: stale"}
+    going_on, hole = db["alerts"]
+    assert going_on["message"].splitlines()[0] == ("⚠️ hybrid agent: market data outage going on, no bar from "
+                                                   "2021-08-10T00:00:00Z on (more than TB_MAX_GAP_BARS=2 missing)")
+    assert "3 bars missing at 2021-08-10T03:00:00Z" in going_on["message"]
+    assert "BTC/USD, ETH/USD, SOL/USD" in going_on["message"]
+    assert "4 bars missing from 2021-08-10T00:00:00Z to before 2021-08-10T04:00:00Z" in hole["message"]
+
+
+def test_ongoing_outages_are_the_skipped_symbols_more_than_the_limit_behind():
+    ns = lambda t: int(utc(t).timestamp()) * 10**9  # noqa: E731
+    newest = {"BTC/USD": ns("2021-08-09T23:00:00Z"), "ETH/USD": ns("2021-08-09T23:00:00Z"),
+              "SOL/USD": ns("2021-08-10T01:00:00Z"), "XRP/USD": ns("2021-08-09T20:00:00Z")}
+    now = ns("2021-08-10T03:00:00Z")
+    # SOL: 1 bar missing (02:00); BTC, ETH: 3 (00:00-02:00); XRP: 6; DOGE never seen; XRP not skipped
+    got = ongoing_outages(newest, ["ETH/USD", "BTC/USD", "SOL/USD", "DOGE/USD"], now, HNS, 2)
+    assert [(o.first_missing, o.now, o.missing, o.limit, o.symbols) for o in got] == \
+           [("2021-08-10T00:00:00Z", "2021-08-10T03:00:00Z", 3, 2, ("BTC/USD", "ETH/USD"))]
+    assert ongoing_outages(newest, ["BTC/USD"], now, HNS, 3) == []
 
 
 def test_headlines_path_named_but_missing_is_refused_naming_the_variable(tmp_path):

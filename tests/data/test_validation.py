@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracer.data.replay import bundled_dir, candle_path, load_candles
-from tracer.data.validation import REASON_PREFIXES, validate_bars
+from tracer.data.validation import REASON_PREFIXES, frame_arrays, sound_rows, validate_bars
 
 H = timedelta(hours=1)
 T0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
@@ -284,3 +284,18 @@ def test_bundled_windows_pass(bundled_frames, now):
     for sym, df in bundled_frames.items():
         window = df[df.index + H <= now_ts].tail(256)
         assert validate_bars(window, now_ts.to_pydatetime(), H, None, 60) is None, sym
+
+
+def test_sound_rows_keeps_each_bar_fit_for_a_broker_whatever_the_window():
+    """The bars of a symbol the gap policy skips (a hole, a stale end) still reach a paper broker, one by one:
+    only a bar that is bad on its own is left out (NaN, a price <= 0, open/close outside high-low, a volume < 0,
+    a time that repeats or goes back)."""
+    df = make_bars(10)
+    df = df.drop(df.index[3:5])                                  # a hole does not matter here
+    df.iloc[0, df.columns.get_loc("close")] = np.nan
+    df.iloc[1, df.columns.get_loc("low")] = -1.0
+    df.iloc[2, df.columns.get_loc("high")] = df["low"].iloc[2] * 0.9
+    df.iloc[3, df.columns.get_loc("volume")] = -1.0
+    df = pd.concat([df, df.iloc[[5]], df.iloc[[4]]])             # a repeated time, then one going back
+    assert sound_rows(*frame_arrays(df)).tolist() == [False] * 4 + [True] * 4 + [False, False]
+    assert sound_rows(np.zeros(0, np.int64), np.zeros((0, 5))).tolist() == []

@@ -12,6 +12,7 @@ import numpy as np
 from tracer.agents.kernel import Day, roll_day
 from tracer.agents.protocols import TradingBroker
 from tracer.data.feed import Feed, Snapshot
+from tracer.data.validation import to_ns
 from tracer.execution.broker import BarReport
 from tracer.models import Bar, PositionSide
 from tracer.risk.correlation import aligned_returns
@@ -35,6 +36,7 @@ class BarProcessing:
     processed_until: datetime | None
     _midnight_equity: float | None = None
     _synced_prices: dict[str, float]       # set by every _process_bars before _equity_at reads it
+    _bars_seen: dict[str, int]             # symbol -> open time (ns) of its newest bar looked at; reset at start
 
     def _midnight_to_roll(self, now: datetime) -> datetime | None:
         """The midnight that starts ``now``'s UTC day when that day is yet to start here (None on the first day)."""
@@ -45,28 +47,40 @@ class BarProcessing:
 
     def _process_bars(self, snap: Snapshot, now: datetime, after: datetime | None = None,
                       midnight: datetime | None = None) -> BarReport:
-        """The broker sees the bars that closed after ``after`` (default: the last processed clock), in time order
-        across symbols; with ``midnight``, the equity then is kept in ``_midnight_equity`` (the new day's start)."""
+        """The broker sees the bars that closed after ``after`` (default: per symbol, the newest bar it already saw,
+        else the last processed clock), in time order across symbols; with ``midnight``, the equity then is kept
+        in ``_midnight_equity`` (the new day's start). A paper broker also gets the bars of a symbol the gap policy
+        skips (``snap.exit_bars``) while it holds a position or an order there: the stops, targets and fills the
+        backtest checks on every bar of a held symbol are checked here too (the decisions stay skipped)."""
         # a venue broker first learns what happened on the venue (fills, stops, liquidations)
         total = self.broker.sync(now)
         self._synced_prices = dict(self.broker.last_price)     # a venue's prices now, which its equity is at
         interval = self.feed.interval
-        after = self.processed_until if after is None else after
+        busy = set() if self.venue else \
+            {p.symbol for p in self.broker.positions()} | {o.symbol for o in self.broker.open_orders()}
+        frames = dict(snap.bars)
+        frames.update({sym: b for sym, b in snap.exit_bars.items() if sym not in frames})
+        order = {sym: k for k, sym in enumerate(self.feed.symbols)}      # ties: the feed's order, as the backtest
+        seen = self._bars_seen if after is None else {}
+        since = self.processed_until if after is None else after
+        cutoff = None if since is None else to_ns(since - interval)     # bars with ts > cutoff are new
         todo: list[tuple[Any, int, str, int]] = []
-        for k, (sym, bars) in enumerate(snap.bars.items()):
+        for sym, bars in frames.items():
             ts_index = bars.index
-            start = 0
-            if after is not None:
-                cutoff = after - interval   # bars with ts > cutoff are new
-                start = int(np.searchsorted(ts_index.asi8, cutoff.timestamp() * 1e9, side="right"))
-            else:
-                start = len(bars) - 1
-            todo += [(ts_index[i], k, sym, i) for i in range(max(start, 0), len(bars))]
+            if not len(bars):
+                continue
+            ts_ns = ts_index.as_unit("ns").asi8
+            # per symbol: a bar that one symbol's source had late (after its close) is still new at the next cycle
+            last = seen.get(sym, cutoff)
+            start = len(bars) - 1 if last is None else int(np.searchsorted(ts_ns, last, side="right"))
+            self._bars_seen[sym] = max(int(ts_ns[-1]), self._bars_seen.get(sym, int(ts_ns[-1])))
+            if sym in snap.bars or sym in busy:
+                todo += [(ts_index[i], order.get(sym, len(order)), sym, i) for i in range(max(start, 0), len(bars))]
         self._midnight_equity = None
         for ts, _, sym, i in sorted(todo, key=lambda t: (t[0], t[1])):
             if midnight is not None and self._midnight_equity is None and ts + interval > midnight:
                 self._midnight_equity = self._equity_at(midnight, total, snap.bars)
-            row = snap.bars[sym].iloc[i]
+            row = frames[sym].iloc[i]
             bar = Bar(sym, ts.to_pydatetime(), float(row["open"]), float(row["high"]), float(row["low"]),
                       float(row["close"]), float(row["volume"]))
             self._add(total, self.broker.on_bar(bar))

@@ -27,7 +27,8 @@ from typing import Any, Callable, Sequence
 
 from tracer.config import Settings
 from tracer.data.feed import Feed, Snapshot
-from tracer.data.gaps import outage_message, outages
+from tracer.data.gaps import ongoing_outage_message, ongoing_outages, outage_message, outages
+from tracer.data.validation import td_ns, to_ns
 from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
@@ -40,7 +41,7 @@ from tracer.artifacts import autocommit, write_run
 from tracer.logs import kv
 from tracer.notify.messages import cycle_messages
 from tracer.notify.outbox import deliver_console, enqueue, enqueue_periodic
-from tracer.models import OrderState, ScoredHeadline, Side, Signal
+from tracer.models import OrderState, RunStatus, ScoredHeadline, Side, Signal
 from tracer.sentiment.narrative import relevant_to
 from tracer.sentiment.scorer import SentimentScorer
 from tracer.signals.evaluate import EvalParams, decide_many, market_context, prepare
@@ -82,6 +83,7 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         self.cycle_no = 0
         self.clock: datetime | None = None
         self.processed_until: datetime | None = None
+        self._bars_seen: dict[str, int] = {}
         self.day: str | None = None
         self.day_start_equity: float | None = None
         self.venue = broker.places_own_orders      # a real venue (VenueBroker)
@@ -140,6 +142,7 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         self._send_broker_orders(self.broker.ensure_protection())
 
         self.clock = self.processed_until = None
+        self._bars_seen = {}          # the broker restored from the DB: bars are new again from processed_until
         self.cycle_no = 0
         if last is not None:
             self.cycle_no = int(last["cycle"])
@@ -306,6 +309,11 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
                 res.skipped += 1
             for o in outages(snap.rejected):    # a hole longer than TB_MAX_GAP_BARS: alerted once per hole
                 enqueue(st, self.s, "data_outage", outage_message(self.agent, o, self.s.lookback_bars), self.agent)
+            # one still going on (the sources keep sending their last candle, or nothing): only "stale" so far
+            going_on = ongoing_outages(self._bars_seen, snap.rejected, to_ns(now), td_ns(self.feed.interval),
+                                       self.s.max_gap_bars)
+            for g in going_on:
+                enqueue(st, self.s, "data_outage", ongoing_outage_message(self.agent, g), self.agent)
             self._write_events(run_id, report, now)
             res.fills += len(report.fills)
             res.trades += len(report.trades)
@@ -344,8 +352,12 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
                 self._notes.append(note)
                 enqueue(st, self.s, "storage_recovered", f"✅ {self.agent} agent: storage fault cleared, cycles "
                         f"commit again from clock {iso(now)} ({note})", self.agent)
+            # a cycle that decided nothing because the data is still missing is not ok (the health check counts
+            # those); once the bars are back, the days a past hole keeps a symbol out of decisions are ok runs,
+            # their skips recorded and the hole alerted
+            status = RunStatus.NO_DATA if going_on and not snap.bars else RunStatus.OK
             st.finish_run(run_id, symbols=res.signals, skipped=res.skipped, orders=len(res.orders), fills=res.fills,
-                          cash=self.broker.balance(), equity=res.equity,
+                          cash=self.broker.balance(), equity=res.equity, status=status.value,
                           **({"note": "; ".join(self._notes)} if self._notes else {}))
         self._committed = now
         if fault is not None:

@@ -24,12 +24,17 @@ class Snapshot:
     ``rejected``: symbol -> validation reason for symbols left out of ``bars``.
     ``notes``: symbol -> what is odd about an accepted window (a hole the gap policy of
     :mod:`tracer.data.gaps` accepts), recorded with the cycle.
+    ``exit_bars``: symbol -> for a symbol in ``rejected``, the closed bars of its window that pass the
+    per-bar checks (:func:`tracer.data.validation.sound_rows`), same layout as ``bars``: never evaluated,
+    they go to a paper broker only, for a held position's exits and a pending order's fill (as the
+    backtest's broker sees every bar of a held symbol whatever the gap policy says of its window).
     """
     now: datetime
     bars: dict[str, pd.DataFrame]
     headlines: list[Headline]
     rejected: dict[str, str]
     notes: dict[str, str] = field(default_factory=dict)
+    exit_bars: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -21,7 +21,10 @@ such holes too. One policy, the same for the live feed, the replay feed and the 
 4. **Long hole flagged.** A hole of more than ``max_gap_bars`` bars in the window skips the symbol
    (``bad_data: gap: A -> B (N bars > M allowed)`` in the DB) until the hole has left the window;
    decisions resume at the first clock whose window is complete again. The agent alerts once per
-   hole through the notification outbox (kind ``data_outage``, see :func:`outages`).
+   hole through the notification outbox (kind ``data_outage``, see :func:`outages`). A hole still
+   going on (live: every source keeps sending its old candles, or none) is no ``gap`` yet, only
+   ``stale``: it is alerted once its symbol's newest bar is more than ``max_gap_bars`` bars behind
+   ``now`` (:func:`ongoing_outages`), and the ``gap`` alert follows when the bars are back.
 
 ``max_gap_bars = 0`` makes every hole a long one. :func:`tracer.data.validation.validate_arrays`
 applies rules 2-4 to one window (live and replay); :func:`usable_rows` is the same rule for every
@@ -31,14 +34,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from tracer.data.validation import fmt_ts
 
 __all__ = ["DEFAULT_MAX_GAP_BARS", "Gap", "find_gaps", "window_bounds", "usable_rows", "Outage", "outages",
-           "outage_message"]
+           "outage_message", "OngoingOutage", "ongoing_outages", "ongoing_outage_message"]
 
 DEFAULT_MAX_GAP_BARS = 6
 
@@ -119,3 +122,36 @@ def outage_message(agent: str, o: Outage, lookback: int) -> str:
             f"{o.next_bar} (TB_MAX_GAP_BARS={o.limit})\n"
             f"Skipped while the hole is in the {lookback}-bar look-back window: {', '.join(o.symbols)}. "
             f"Decisions resume by themselves once the window is complete again.")
+
+
+@dataclass(frozen=True, slots=True)
+class OngoingOutage:
+    """A hole longer than the limit that has not ended at ``now``: no bar opening at ``first_missing`` or later
+    yet, ``missing`` bars so far, for ``symbols``."""
+    first_missing: str
+    now: str
+    missing: int
+    limit: int
+    symbols: tuple[str, ...]
+
+
+def ongoing_outages(newest_ns: Mapping[str, int], skipped: Iterable[str], now_ns: int, interval_ns: int,
+                    max_gap_bars: int) -> list[OngoingOutage]:
+    """The skipped symbols whose newest bar known (open time ``newest_ns[sym]``) is followed by more than
+    ``max_gap_bars`` bars that should have closed by ``now``, one outage per first missing bar, in time order.
+    A symbol never seen is left out (nothing says when its bars stopped)."""
+    found: dict[int, list[str]] = {}
+    for sym in sorted(skipped):
+        last = newest_ns.get(sym)
+        if last is not None and (now_ns - last) // interval_ns - 1 > max_gap_bars:
+            found.setdefault(last + interval_ns, []).append(sym)
+    return [OngoingOutage(fmt_ts(first), fmt_ts(now_ns), (now_ns - first) // interval_ns, max_gap_bars, tuple(syms))
+            for first, syms in sorted(found.items())]
+
+
+def ongoing_outage_message(agent: str, o: OngoingOutage) -> str:
+    """The alert text; its first line names the outage's start only (the outbox sends one per first line)."""
+    return (f"⚠️ {agent} agent: market data outage going on, no bar from {o.first_missing} on "
+            f"(more than TB_MAX_GAP_BARS={o.limit} missing)\n"
+            f"{o.missing} bars missing at {o.now}; skipped: {', '.join(o.symbols)}. No decision there until the "
+            f"bars are back (another alert then names the whole hole); held positions keep their exit checks.")

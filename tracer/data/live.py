@@ -5,7 +5,8 @@
 * bars: for each symbol, :meth:`tracer.data.sources.chain.SourceChain.fetch` at ``now``
   (closed bars only, validated; the bar set names its source in ``bars.attrs["source"]``
   and in :attr:`LiveFeed.last_sources`); a symbol no source could serve goes to
-  ``rejected`` with ``no_source: <source>: <reason>; ...``;
+  ``rejected`` with ``no_source: <source>: <reason>; ...``, and the sound bars of the refused answer
+  to ``exit_bars`` (a held position's exits);
 * headlines: every provider is asked for ``(now - headline_lookback, now]``, the answers
   go into one :class:`tracer.news.dedupe.HeadlineBook` (one story once, across providers
   and cycles) and the snapshot holds the book's headlines in that window, oldest first.
@@ -35,7 +36,7 @@ import pandas as pd
 from tracer.data.feed import Snapshot
 from tracer.data.gaps import DEFAULT_MAX_GAP_BARS, find_gaps
 from tracer.data.sources.chain import ChainFailure, SourceChain
-from tracer.data.validation import td_ns, to_ns
+from tracer.data.validation import frame_arrays, sound_rows, td_ns, to_ns
 from tracer.logs import kv
 from tracer.models import Headline
 from tracer.news.dedupe import HeadlineBook
@@ -102,6 +103,7 @@ class LiveFeed:
         bars: dict[str, pd.DataFrame] = {}
         rejected: dict[str, str] = {}
         notes: dict[str, str] = {}
+        exit_bars: dict[str, pd.DataFrame] = {}
         for sym in self.symbols:
             try:
                 got = self.chain.fetch(sym, now, self.interval, self.lookback, self.min_bars, self.max_staleness,
@@ -109,6 +111,10 @@ class LiveFeed:
             except ChainFailure as e:
                 rejected[sym] = e.reason
                 self.log.warning(kv("bars_rejected", symbol=sym, reason=e.reason))
+                if e.bars is not None:     # a held position's exits are still checked on them (paper broker)
+                    ok = sound_rows(*frame_arrays(e.bars))
+                    if ok.any():
+                        exit_bars[sym] = e.bars[ok]
                 continue
             df = got.bars
             # belt and braces: the chain already drops bars still forming at now
@@ -120,7 +126,8 @@ class LiveFeed:
             gaps = find_gaps(df.index.as_unit("ns").asi8, iv_ns)
             if gaps:
                 notes[sym] = "gap accepted: " + ", ".join(map(str, gaps))
-        return Snapshot(now=now, bars=bars, headlines=self.headlines(now), rejected=rejected, notes=notes)
+        return Snapshot(now=now, bars=bars, headlines=self.headlines(now), rejected=rejected, notes=notes,
+                        exit_bars=exit_bars)
 
     def headlines(self, now: datetime) -> list[Headline]:
         """Ask every provider, merge into the book, return the window ``(now - lookback, now]``."""

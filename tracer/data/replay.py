@@ -27,7 +27,7 @@ import pandas as pd
 
 from tracer.data.feed import Snapshot
 from tracer.data.gaps import DEFAULT_MAX_GAP_BARS, find_gaps, window_bounds
-from tracer.data.validation import COLUMNS, td_ns, to_ns, validate_arrays
+from tracer.data.validation import COLUMNS, sound_rows, td_ns, to_ns, validate_arrays
 from tracer.logs import kv
 from tracer.models import Headline
 from tracer.symbols import binance_symbol, canonical
@@ -281,6 +281,7 @@ class ReplayFeed:
         bars: dict[str, pd.DataFrame] = {}
         rejected: dict[str, str] = {}
         notes: dict[str, str] = {}
+        exit_bars: dict[str, pd.DataFrame] = {}
         lookback, iv = self.lookback, self._interval_ns
         for sym, s in self._series.items():
             if s.ordered:
@@ -300,9 +301,14 @@ class ReplayFeed:
                     notes[sym] = "gap accepted: " + ", ".join(map(str, gaps))
             else:
                 rejected[sym] = reason
+                rows = np.arange(lo, hi) if isinstance(take, slice) else take
+                sound = rows[sound_rows(ts, vals)]
+                if len(sound):
+                    exit_bars[sym] = s.frame.iloc[sound]
         h_lo = int(np.searchsorted(self._h_ns, now_ns - self._hl_ns, side="right"))
         h_hi = int(np.searchsorted(self._h_ns, now_ns, side="right"))
-        return Snapshot(now=now, bars=bars, headlines=self._headlines[h_lo:h_hi], rejected=rejected, notes=notes)
+        return Snapshot(now=now, bars=bars, headlines=self._headlines[h_lo:h_hi], rejected=rejected, notes=notes,
+                        exit_bars=exit_bars)
 
     # ------------------------------------------------------------------ clock
     def timeline(self) -> list[datetime]:

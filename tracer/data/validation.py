@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "COLUMNS", "REASON_PREFIXES", "validate_bars", "validate_arrays", "frame_arrays",
+    "COLUMNS", "REASON_PREFIXES", "validate_bars", "validate_arrays", "sound_rows", "frame_arrays",
     "fmt_ts", "fmt_duration", "to_ns", "td_ns",
 ]
 
@@ -202,6 +202,23 @@ def validate_arrays(
     if n < need:
         return f"insufficient_bars: {n} < {need}"
     return None
+
+
+def sound_rows(ts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row, whether the bar on its own is fit for a broker's fills and exit checks: finite, positive
+    prices, ``low <= open, close <= high``, a volume >= 0, and an open time after every earlier row's (a
+    duplicate or a row going back is dropped). The window rules (holes, staleness, length) do not apply:
+    this is for the bars of a symbol the gap policy skips, whose held position still needs its stops."""
+    ts = np.asarray(ts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if len(ts) == 0:
+        return np.zeros(0, dtype=bool)
+    o, h, lo, c, v = (values[:, k] for k in range(5))
+    with np.errstate(invalid="ignore"):
+        ok: np.ndarray = np.isfinite(values).all(axis=1) & (np.minimum(lo, np.minimum(o, c)) > 0.0) \
+            & (h >= np.maximum(o, c)) & (lo <= np.minimum(o, c)) & (v >= 0.0)
+    ok[1:] &= ts[1:] > np.maximum.accumulate(ts)[:-1]
+    return ok
 
 
 def frame_arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

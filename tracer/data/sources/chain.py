@@ -13,7 +13,9 @@ For one symbol, :meth:`SourceChain.fetch` tries the sources in order:
    empty answer: the venue does not list the symbol) does not.
 
 The winner comes back as a :class:`BarSet` naming its source, with every attempt and
-its outcome; when every source fails, :class:`ChainFailure` carries all the reasons.
+its outcome; when every source fails, :class:`ChainFailure` carries all the reasons, and the
+closed bars of the refused answer whose newest bar is the latest (``bars``; None when no source
+answered with any): a paper broker still checks a held position's exits on them.
 """
 from __future__ import annotations
 
@@ -34,11 +36,13 @@ __all__ = ["SourceChain", "ChainFailure", "trim_closed"]
 
 
 class ChainFailure(Exception):
-    """No source gave valid bars. ``attempts``: ``(source, reason)`` per source, in order."""
+    """No source gave valid bars. ``attempts``: ``(source, reason)`` per source, in order; ``bars``: the
+    refused closed bars with the latest newest bar (the first source's among equals), None when none came."""
 
-    def __init__(self, symbol: str, attempts: Sequence[tuple[str, str]]):
+    def __init__(self, symbol: str, attempts: Sequence[tuple[str, str]], bars: pd.DataFrame | None = None):
         self.symbol = symbol
         self.attempts = tuple(attempts)
+        self.bars = bars
         detail = "; ".join(f"{s}: {r}" for s, r in self.attempts) or "no source configured"
         super().__init__(f"no_source: {detail}")
 
@@ -81,6 +85,7 @@ class SourceChain:
         last_close = now_ns - now_ns % iv_ns  # the newest bar close at or before now (UTC-aligned)
         start = utc_from_ns(last_close - lookback * iv_ns)
         attempts: list[tuple[str, str]] = []
+        refused: pd.DataFrame | None = None
         for src in self.sources:
             br = self.breakers[src.name]
             if not br.allow():
@@ -93,6 +98,8 @@ class SourceChain:
                 bars = trim_closed(raw, now, interval, lookback)
                 reason = validate_bars(bars, now, interval, max_staleness, min_bars, max_gap_bars)
                 if reason is not None:
+                    if len(bars) and (refused is None or bars.index.max() > refused.index.max()):
+                        refused = bars
                     raise SourceError(src.name, f"invalid: {reason}")
             except UnsupportedSymbol as e:
                 attempts.append((src.name, f"unsupported: {e.reason}"))
@@ -107,7 +114,7 @@ class SourceChain:
             bars = bars.copy()
             bars.attrs["source"] = src.name
             return BarSet(symbol=symbol, source=src.name, bars=bars, attempts=tuple(attempts))
-        raise ChainFailure(symbol, attempts)
+        raise ChainFailure(symbol, attempts, refused)
 
     def _fail(self, br: CircuitBreaker, name: str, symbol: str, reason: str,
               attempts: list[tuple[str, str]]) -> None:
