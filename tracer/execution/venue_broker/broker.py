@@ -121,6 +121,9 @@ class VenueBroker(Reconciliation):
         self._found_in_flight = False       # this sync tracked an unconfirmed entry found on the venue
         self._unread_said: set[str] = set()   # entries whose unbooked venue position was said (entry_fill_unread)
         self._unprotected_said: set[tuple[str, str]] = set()   # (stop id, cause) said as position_unprotected
+        # orders asked for by :meth:`get` (the loop's reconciliation, sent again by it when unknown) since the last
+        # :meth:`_settle_stops`, which does not ask the venue for a stop of these again in the same sync
+        self._asked_now: set[str] = set()
         self._synced_once = False           # a sync has run in this process
         self._anchored_unsynced = False     # the wallet check was anchored before this process's first sync
         self._unsettled: set[str] = set()   # exits that may have filled, not booked yet (this sync's lookups)
@@ -240,6 +243,7 @@ class VenueBroker(Reconciliation):
         if row is None:
             return None
         venue = row["venue"] if row["venue"] in self.venues else self._entry_venue()
+        self._asked_now.add(client_order_id)
         try:
             vo = self._call(venue, "get_order", row["symbol"], client_order_id,
                             conditional=row["type"] in (OrderType.STOP.value, OrderType.LIMIT.value))
@@ -387,6 +391,8 @@ class VenueBroker(Reconciliation):
                         message=vo.reason or "", action="the next exit id goes out now")
         elif vo.state is OrderState.REJECTED and order.purpose in ("stop", "target"):
             self._protection_refused(order, vo)
+        elif vo.state is OrderState.CANCELED and order.purpose in ("stop", "target"):
+            self._id_spent(order, vo)
         elif vo.state is OrderState.REJECTED and order.reduce_only and pos is not None:
             # most often the venue's own stop or target closed it a moment earlier: sync books that. Whatever
             # the venue holds, or even when its positions cannot be read now, the position's next exit goes out

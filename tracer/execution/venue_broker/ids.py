@@ -12,6 +12,10 @@ TERMINAL = (OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED)
 RESIZED = "resized"
 # the reason prefix of a stop the venue cancelled with the position it closed or reduced itself
 ENDED_WITH_POSITION = "ended with its position"
+# the reason prefix of a stop or target whose id the venue refused as a duplicate and cannot find: it ended there
+# unseen (cancelled by hand while the agent was down, out of the venue's history since). Bybit and Alpaca never take
+# an id twice: the position's next stop goes out under a new id (no failed try)
+ID_SPENT = "id spent on the venue"
 
 
 def stop_order_id(entry_order_id: str, seq: int = 0) -> str:

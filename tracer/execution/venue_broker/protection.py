@@ -14,7 +14,8 @@ from tracer.execution.broker import BarReport, Bracket, OrderUpdate, exit_order_
 from tracer.execution.exits import advance, check_exit
 from tracer.execution.venue import RateLimited, VenueError
 from tracer.execution.venue_broker.calls import UNCONFIRMED, VenueCalls
-from tracer.execution.venue_broker.ids import ENDED_WITH_POSITION, RESIZED, TERMINAL, round_to_tick, stop_order_id, target_order_id
+from tracer.execution.venue_broker.ids import (ENDED_WITH_POSITION, ID_SPENT, RESIZED, TERMINAL, round_to_tick,
+                                                stop_order_id, target_order_id)
 from tracer.models import Bar, Order, OrderState, OrderType, Position, PositionSide, Side
 
 
@@ -25,6 +26,7 @@ class StopUnsent(str, Enum):
     VENUE_DOWN = "venue down"
     UNCONFIRMED = "unconfirmed"       # its POST was unclear and the venue cannot say yet
     NOT_SENT = "not sent"             # refused before processing for another reason (rules unreadable, clock)
+    ID_SPENT = "id spent"             # the stop before it ended on the venue unseen, and this one is not placed
 
 
 class Protection(VenueCalls):
@@ -62,6 +64,23 @@ class Protection(VenueCalls):
         else:   # a refused take-profit: the agent takes profit itself at the level (on_bar)
             self._event(venue, "target_refused", symbol=order.symbol, cid=order.client_order_id,
                         message=upd.reason or "", action="the agent watches the target on every bar")
+
+    def _id_spent(self, order: Order, upd: OrderUpdate) -> None:
+        """A stop or target whose id the venue refused as a duplicate and cannot find (``ID_SPENT``): it ended on
+        the venue unseen, and its id can never be sent again. No failed try: the position's stop moves to its next
+        id, queued now (sent in this settle); a target is watched by the agent on every bar."""
+        self._not_tries.add(order.client_order_id)
+        pos = self._positions.get(order.symbol)
+        if pos is None:
+            return
+        venue = self._pos_venue.get(order.symbol, self.order_of_venues[0])
+        stop = order.purpose == "stop" and order.client_order_id == stop_order_id(pos.entry_order_id, pos.stop_seq)
+        if stop:
+            self._positions[pos.symbol] = replace(pos, stop_seq=pos.stop_seq + 1)
+            self.ensure_protection()
+        self._event(venue, "order_id_spent", symbol=order.symbol, cid=order.client_order_id, message=upd.reason or "",
+                    action="the stop goes out under its next id now" if stop else
+                    "the agent watches the target on every bar" if order.purpose == "target" else "")
 
     def on_bar(self, bar: Bar) -> BarReport:
         rep = BarReport()
@@ -149,11 +168,12 @@ class Protection(VenueCalls):
     def _stop_tries(self, pos: Position) -> int:
         """The position's stops that came to nothing (refused, ended on the venue): its stop ids so far, less
         those we cancelled only to cover a larger position (:meth:`_resize_stop`) and those the venue cancelled
-        with the part of the position it closed itself (:meth:`_judge_ended_stops`): no failed try."""
+        with the part of the position it closed itself (:meth:`_judge_ended_stops`), and those whose id was spent on
+        the venue (:meth:`_id_spent`): no failed try."""
         resized = sum(1 for k in range(pos.stop_seq)
                       if (sid := stop_order_id(pos.entry_order_id, k)) in self._not_tries or
                       ((row := self.store.order(sid)) is not None and OrderState(row["state"]) is OrderState.CANCELED
-                       and str(row["state_reason"] or "").startswith((RESIZED, ENDED_WITH_POSITION))))
+                       and str(row["state_reason"] or "").startswith((RESIZED, ENDED_WITH_POSITION, ID_SPENT))))
         return pos.stop_seq - resized
 
     def ensure_protection(self) -> list[tuple[Order, Bracket | None]]:
@@ -185,9 +205,11 @@ class Protection(VenueCalls):
         each sync, while the venue takes requests, it is asked for and, when the venue does not show it, sent again
         under the same id (safe for a stop: one processed late rests open, and the venue refuses a second under
         its id, Binance -4116, Bybit 110072, Alpaca 40010001, which is looked up and tracked). While it rests
-        nowhere for sure, the position is said unprotected (:meth:`_stop_unsent`)."""
+        nowhere for sure, the position is said unprotected (:meth:`_stop_unsent`). A stop the loop's reconciliation
+        asked for (and sent again) since the last settle is not asked for again now: each costs a dozen lookups."""
         now = self._now()
         booked_now = {u.client_order_id for u in rep.updates}
+        asked = set(self._asked_now)
         for sym, pos in list(self._positions.items()):
             venue = self._pos_venue.get(sym, self.order_of_venues[0])
             sid = stop_order_id(pos.entry_order_id, pos.stop_seq)
@@ -197,7 +219,7 @@ class Protection(VenueCalls):
             row = self.store.order(sid)
             if row is None or OrderState(row["state"]) is not OrderState.NEW:
                 continue
-            if not self.venues[venue].usable(now):
+            if not self.venues[venue].usable(now) or sid in asked:
                 self._stop_unsent(pos, sid, venue, str(row["state_reason"] or ""))
                 continue
             order = row_to_order(row)
@@ -211,6 +233,7 @@ class Protection(VenueCalls):
                 self._stop_unsent(pos, sid, venue, upd.reason or "")
             else:
                 rep.updates.append(upd)
+        self._asked_now = set()
 
     def _stop_unsent(self, pos: Position, sid: str, venue: str, reason: str) -> None:
         """``position_unprotected``, recorded and alerted once per stop id and cause (each sync finds it again):
@@ -222,6 +245,8 @@ class Protection(VenueCalls):
         elif st.down_until is not None and now < st.down_until:
             cause = StopUnsent.RATE_LIMITED if st.last_error == RateLimited.__name__ else StopUnsent.VENUE_DOWN
             until = st.down_until
+        elif (spent := self._spent_before(pos)) is not None:
+            cause = StopUnsent.ID_SPENT
         else:
             cause = StopUnsent.UNCONFIRMED if reason.startswith(UNCONFIRMED) else StopUnsent.NOT_SENT
         if (sid, cause) in self._unprotected_said:
@@ -230,6 +255,11 @@ class Protection(VenueCalls):
         if cause is StopUnsent.UNCONFIRMED:
             why, then = "its POST was unclear and the venue cannot say yet whether it has it", \
                 "asked for again, and sent again under its id if the venue does not show it"
+        elif cause is StopUnsent.ID_SPENT:
+            why, then = f"the id of its stop {spent} is spent (the stop ended there unseen: refused as a duplicate, " \
+                        f"not found) and the stop under its next id is not placed ({reason})", \
+                "asked for again, and sent again under its id if the venue does not show it" \
+                if reason.startswith(UNCONFIRMED) else f"sent again once {venue} takes it"
         else:
             why, then = f"{cause.value}{' until ' + until.isoformat() if until else ''} ({reason})", \
                 f"sent again once {venue} takes requests"
@@ -239,6 +269,15 @@ class Protection(VenueCalls):
                             f"meanwhile the agent watches it on every bar"
                             + (f", but nothing reaches {venue} during the ban: a stop set by hand there is the "
                                f"only one" if cause is StopUnsent.IP_BANNED else ""))
+
+    def _spent_before(self, pos: Position) -> str | None:
+        """The position's previous stop id when it was spent on the venue (:meth:`_id_spent`), else None."""
+        if pos.stop_seq <= 0:
+            return None
+        prev = stop_order_id(pos.entry_order_id, pos.stop_seq - 1)
+        row = self.store.order(prev)
+        spent = row is not None and str(row["state_reason"] or "").startswith(ID_SPENT)
+        return prev if spent else None
 
     def set_brackets(self, brackets: dict[str, Bracket | None]) -> None:
         """Levels for positions that have none (adopted from the venue): the stop, target, trailing and time stop
