@@ -76,9 +76,25 @@ def max_dd(eq: pd.Series) -> float:
 
 
 def window_returns(eq_daily: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.Series:
-    """Daily returns of the days that close inside [lo, hi) (the first one against the close before lo)."""
-    r = eq_daily.pct_change()
-    return r[(r.index > lo) & (r.index <= hi)].dropna()
+    """Daily returns of the days that close inside [lo, hi) (the first one against the close before lo).
+
+    A buy-and-hold benchmark (its curve carries ``hold_prices`` and ``hold_cost``, :func:`benchmark_equity`) is
+    bought in equal parts at that first close and sold at the window's last one, paying the cost each way inside
+    the window, as an agent pays for the trades it makes there."""
+    keep = (eq_daily.index > lo) & (eq_daily.index <= hi)
+    px = eq_daily.attrs.get("hold_prices")
+    if px is None:
+        r = eq_daily.pct_change()
+        return r[keep].dropna()
+    pos = np.flatnonzero(keep)
+    if not len(pos) or pos[0] == 0:
+        return pd.Series(dtype=float)
+    seg = px.iloc[pos[0] - 1:pos[-1] + 1]
+    c = float(eq_daily.attrs["hold_cost"])
+    eq = (seg / seg.iloc[0]).mean(axis=1) * (1 - c)         # bought at the close before the window
+    eq.iloc[0] = 1.0
+    eq.iloc[-1] *= 1 - c                                     # sold at the window's last close
+    return eq.pct_change().iloc[1:]
 
 
 def summary(r: pd.Series) -> dict:
@@ -129,13 +145,17 @@ def closes() -> pd.DataFrame:
 
 
 def benchmark_equity(px_daily: pd.DataFrame, cost_bps: float | None = None) -> dict[str, pd.Series]:
-    """Daily equity (start 1.0) of cash, BTC buy-and-hold, equal-weight buy-and-hold, and the 20-day-mean
-    trend rule long-only and long/short; a position decided at a day's close earns the next day."""
+    """Daily equity (start 1.0) of cash, BTC buy-and-hold, equal-weight buy-and-hold (bought once, never
+    rebalanced), and the 20-day-mean trend rule long-only and long/short; a position decided at a day's close
+    earns the next day. The buy-and-hold curves are before costs: :func:`window_returns` buys them at the start of
+    each window it slices and sells them at its end, at ``cost_bps`` a side (a constant cost on the whole curve
+    would cancel in every window's returns)."""
     r = px_daily.pct_change().fillna(0.0)
     c = (COST_BPS if cost_bps is None else cost_bps) / 1e4
     out = {"cash": pd.Series(1.0, index=px_daily.index)}
-    out["btc_hold"] = (1 + r["BTC"]).cumprod() * (1 - c)
-    out["ew_hold"] = (1 + r.mean(axis=1)).cumprod() * (1 - c)
+    for name, held in (("btc_hold", px_daily[["BTC"]]), ("ew_hold", px_daily)):
+        out[name] = (held / held.iloc[0]).mean(axis=1)
+        out[name].attrs.update(hold_prices=held, hold_cost=c)
     above = np.sign(px_daily - px_daily.rolling(20).mean()).fillna(0.0)
     for name, pos in (("trend_long", above.clip(lower=0)), ("trend_long_short", above)):
         held = pos.shift(1).fillna(0.0)

@@ -158,6 +158,20 @@ def test_outcome_uses_only_bars_between_the_call_and_its_horizon():
                    bars.drop(pd.Timestamp("2022-03-01T20:00Z"))) is None
 
 
+def test_outcome_of_a_call_between_hours_starts_at_the_bar_after_its_price():
+    """A call at 12:30 is priced at the 12:00 close (the last hourly close it knows): its window starts with the
+    12:00-13:00 bar, as a call at 12:00 would, so no part of the move from P is left out of the touches."""
+    bars = call_bars()
+    end = datetime(2022, 3, 2, 12, tzinfo=UTC)
+    price = float(bars.loc[:"2022-03-01T11:00Z", "close"].iloc[-1])
+    bars.loc[pd.Timestamp("2022-03-01T12:00Z"), "high"] = price + 5.0        # the target is reached in that bar
+    on_the_hour = outcome("Buy", 1, price, 1.0, price - 1.0, price + 1.0, datetime(2022, 3, 1, 12, tzinfo=UTC),
+                          end, bars)
+    between = outcome("Buy", 1, price, 1.0, price - 1.0, price + 1.0, datetime(2022, 3, 1, 12, 30, tzinfo=UTC),
+                      end, bars)
+    assert between == on_the_hour and between.first_touch == "target" and between.mfe_r == pytest.approx(5.0)
+
+
 def test_outcome_stop_counts_first_when_a_bar_holds_both_and_watch_is_judged_on_staying_put():
     idx = pd.DatetimeIndex([pd.Timestamp("2022-03-01T12:00Z") + i * pd.Timedelta(hours=1) for i in range(3)])
     bars = pd.DataFrame({"open": [100, 100, 100], "high": [104, 101, 101], "low": [96, 99, 99],

@@ -355,3 +355,43 @@ def test_universe_top_carries_into_the_digest_and_plans_name_the_timeframe_signa
         for tf, t in a["timeframes"].items():
             side = "long" if t["plan"]["side"] > 0 else "short"
             assert f"• {tf}: signal {t['scores']['action']} now; plan {side}" in out
+
+
+def _bundled_1h(symbol: str) -> pd.DataFrame:
+    df = pd.read_csv(bundled_dir() / f"candles_1h_{symbol.replace('/USD', 'USDT')}.csv")
+    df.index = pd.to_datetime(df.pop("timestamp"), utc=True)
+    return df
+
+
+def test_every_timeframes_call_is_priced_at_the_last_hourly_close_at_the_call(world):
+    """A 12:00 scan's 4h and 1d calls are priced at the 1h close at 12:00, not at their last complete bar's
+    close (00:00 for 1d): the move between them happened before the call, and its thesis already saw it."""
+    bad = []
+    for a in world["doc"]["assets"]:
+        close_at_call = float(_bundled_1h(a["symbol"]).loc[pd.Timestamp(AS_OF) - pd.Timedelta(hours=1), "close"])
+        for tf, t in a["timeframes"].items():
+            if t["plan"]["price"] != pytest.approx(close_at_call, rel=1e-12):
+                bad.append(f"{a['symbol']} {tf}: P={t['plan']['price']} vs the close at the call {close_at_call}")
+    assert not bad, f"{len(bad)} calls priced before the call, e.g. {bad[:3]}"
+
+
+def test_a_call_after_which_the_price_never_moves_scores_no_move(world):
+    """The bars after the call held flat at the call-time close: no outcome may show a move."""
+    from tracer.research.evaluation import outcome
+
+    scored = []
+    for a in world["doc"]["assets"]:
+        b = _bundled_1h(a["symbol"])
+        p_call = float(b.loc[pd.Timestamp(AS_OF) - pd.Timedelta(hours=1), "close"])
+        later = b.index >= pd.Timestamp(AS_OF)
+        for c in ("open", "high", "low", "close"):
+            b.loc[later, c] = p_call
+        if a["thesis"]["action"] not in ("Buy", "Sell"):
+            continue
+        for tf, t in a["timeframes"].items():
+            p = t["plan"]
+            o = outcome(a["thesis"]["action"], p["side"], p["price"], p["risk"], p["stop"], p["targets"][0], AS_OF,
+                        datetime.fromisoformat(str(p["horizon_end"]).replace("Z", "+00:00")), b)
+            if o is not None and (o.move != 0.0 or o.mfe_r != 0.0 or o.mae_r != 0.0):
+                scored.append(f"{a['symbol']} {tf} {a['thesis']['action']}: hit={o.hit} R={o.r_multiple:+.2f}")
+    assert not scored, f"flat after the call, yet scored: {scored[:4]}"

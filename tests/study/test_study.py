@@ -373,3 +373,62 @@ def test_prior_trials_deflate_a_study_that_searched_nothing(tmp_path):
     assert alone["deflated_sharpe"]["dsr"] == alone["probabilistic_sharpe"]["dsr"]
     from tracer.study.report import markdown
     assert "searched nothing" in markdown(prior) and "searched nothing" not in markdown(alone)
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def test_a_study_of_an_optimizer_proposal_counts_its_search_and_flags_its_fit_window(tmp_path, monkeypatch):
+    """`tracer study --params <proposal>`: the optimizer's trials x folds are configurations tried before the
+    study (deflated Sharpe), and a proposal fitted inside the study's test windows is not a clean OOS number."""
+    from tracer.cli import main
+    for k, v in {"TB_ACTIVE_PARAMS_PATH": str(tmp_path / "none.json"), "TB_SENTIMENT_SCORER": "lexicon",
+                 "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60",
+                 "TB_PROFILE": "phase1c"}.items():
+        monkeypatch.setenv(k, v)
+    data = _slice(tmp_path / "d")
+    env_file = str(tmp_path / "none.env")
+    proposal = tmp_path / "proposed_params.json"
+    assert main(["--env-file", env_file, "optimize", "--agent", "hybrid", "--data", str(data), "--train-days", "8",
+                 "--test-days", "4", "--folds", "2", "--trials", "4", "--seed", "3", "--no-plot",
+                 "--out", str(tmp_path / "opt"), "--proposal", str(proposal)]) == 0
+    prop = json.loads(proposal.read_text())
+    searched = prop["optimiser"]["trials_per_fold"] * len(prop["folds"])
+    assert main(["--env-file", env_file, "study", "--agent", "hybrid", "--data", str(data), "--params",
+                 str(proposal), "--trials", "0", "--train-days", "8", "--test-days", "4", "--folds", "2",
+                 "--no-plot", "--out", str(tmp_path / "st")]) == 0
+    doc = json.loads((tmp_path / "st" / "study.json").read_text())
+    fit_from, fit_to = _t(prop["data"]["train"]["from"]), _t(prop["data"]["train"]["to"])
+    oos_from, oos_to = _t(doc["design"]["oos_from"]), _t(doc["design"]["oos_to"])
+    assert fit_from < oos_to and oos_from < fit_to       # the proposal's training window lies inside the study's OOS
+    ct = doc["configurations_tried"]
+    assert ct["proposal"] == searched and ct["total"] == 1 + searched
+    assert doc["deflated_sharpe"]["dsr"] < doc["probabilistic_sharpe"]["dsr"]
+    assert doc["oos_warning"].startswith("not a clean OOS number: the parameters were fitted on "
+                                         f"{fit_from:%Y-%m-%d %H:%M} .. {fit_to:%Y-%m-%d %H:%M}")
+    report = (tmp_path / "st" / "report.md").read_text()
+    assert "not a clean OOS number" in report and "chosen on each training window only" not in report
+
+
+def test_candidate_sharpe_variance_is_the_unbiased_pooled_within_fold_variance(monkeypatch):
+    """V[SR] of the deflated Sharpe ratio: each candidate's Sharpe minus its fold's mean, squared, over N - F
+    (one mean removed per fold), not N - 1; with one candidate per fold nothing is measured (0: the null's)."""
+    from types import SimpleNamespace
+
+    from tracer.study import engine, search
+    rng = np.random.default_rng(0)
+    per_year = math.sqrt(365 * 24)
+    folds = [rng.normal(mu, 0.5, 3) * per_year for mu in (-1.0, 0.0, 1.0, 2.0)]    # 4 folds x 3 candidates
+    choices = [search.FoldChoice(k, {}, 0, 0.0, {}, 3, 3, list(map(float, sr))) for k, sr in enumerate(folds)]
+    monkeypatch.setattr(search, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(search, "run_workers", lambda *a, **k: None)
+    monkeypatch.setattr(search, "choices", lambda job: choices)
+    monkeypatch.setattr(engine.opt, "baseline", lambda *a, **k: {})
+    cfg = SimpleNamespace(trials=3, jobs=1, agent="hybrid", prior_trials=0, proposal=None)
+    inp = SimpleNamespace(folds=[None] * 4, interval=timedelta(hours=1))
+    got = engine._search(cfg, None, SimpleNamespace(base=None), inp, lambda *a: None).var_sr
+    per_bar = [np.asarray(f) / per_year for f in folds]
+    pooled = sum(((x - x.mean()) ** 2).sum() for x in per_bar) / (12 - 4)
+    assert got == pytest.approx(pooled, rel=1e-9), f"V[SR] {got:.5f} vs unbiased pooled {pooled:.5f}"
+    assert engine.pooled_within_fold_variance([np.array([0.1]), np.array([0.3])]) == 0.0

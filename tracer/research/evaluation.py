@@ -1,10 +1,13 @@
 """How the calls turned out (pure): one call's outcome from the bars after it, and hit rates.
 
-A call is made at ``as_of`` with the last close ``P``, a side ``s`` (+1 Buy, -1 Sell; a Watch call
-carries the lean of its conditional plan), the risk ``R`` (stop distance) and ``horizon_end``.
-Its outcome uses ONLY the hourly bars that open at or after ``as_of`` and close at or before
-``horizon_end`` (nothing before the call, nothing after its horizon); they must cover the horizon
-without a gap, otherwise there is no outcome (``None``: not enough data).
+A call is made at ``as_of`` with the last close ``P`` (the close of the hourly bar that closed last by
+``as_of``, on every timeframe: :func:`tracer.research.scan.scan_asset`), a side ``s`` (+1 Buy, -1 Sell;
+a Watch call carries the lean of its conditional plan), the risk ``R`` (stop distance) and ``horizon_end``.
+Its outcome uses ONLY the hourly bars from the one after P's bar (opening at ``as_of`` floored to the hour)
+to the last one closing at or before ``horizon_end`` (nothing before P, nothing after the horizon), so the
+move, the first touch and the excursions cover the same span; the bars must cover it without a gap,
+otherwise there is no outcome (``None``: not enough data). The call table keeps no time for P: it is the
+bar closing at ``as_of`` floored to the hour, as long as the feed had that bar at the call.
 
 * ``exit_price`` = close of the last bar (closing at ``horizon_end``, or the last whole hour before it);
 * ``move = s * (exit_price - P)``; ``return_pct = move / P``;
@@ -46,8 +49,10 @@ class Outcome:
         return asdict(self)
 
 
-def _ceil_hour(t: datetime, base: timedelta) -> pd.Timestamp:
-    return pd.Timestamp(t).ceil(pd.Timedelta(base))
+def _first_bar_after_price(as_of: datetime, base: timedelta) -> pd.Timestamp:
+    """Open of the bar after P's bar: P is the close of the last bar closed by ``as_of``, so this bar opens at
+    ``as_of`` floored to the bar (a call at 12:30 is priced at the 12:00 close; 12:00-13:00 is its first bar)."""
+    return pd.Timestamp(as_of).floor(pd.Timedelta(base))
 
 
 def outcome(action: str, side: int, price: float, risk: float, stop: float, target: float, as_of: datetime,
@@ -55,7 +60,7 @@ def outcome(action: str, side: int, price: float, risk: float, stop: float, targ
     """The outcome of one call (see the module docstring); ``bars``: hourly, index = open time, UTC."""
     if side not in (1, -1) or not (risk > 0) or not (price > 0):
         raise ValueError(f"bad call: side {side}, risk {risk}, price {price}")
-    start = _ceil_hour(as_of, base)
+    start = _first_bar_after_price(as_of, base)
     b = pd.Timedelta(base)
     end_open = pd.Timestamp(horizon_end).floor(b) - b                  # open of the last bar inside
     if end_open < start:

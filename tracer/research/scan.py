@@ -79,7 +79,11 @@ def scan_asset(symbol: str, bars_1h: pd.DataFrame, scored: Sequence[ScoredHeadli
     al = alignment(signals)
     th = thesis(signals)
     side, conditional = (th.side, False) if th.side else (th.lean, True)
-    plans = {spec.label: make_plan(spec.label, spec.tf, signals[spec.label].price, signals[spec.label].atr, side,
+    # Every plan is priced at the last hourly close at ``now``, not at its timeframe's last complete bar (the
+    # 00:00 close for a 12:00 scan's 1d call): the move in between happened before the call, and `tracer eval`
+    # scores each call from the bar after this one (tracer.research.evaluation).
+    price = float(bars_1h["close"].iloc[-1]) if len(bars_1h) else float("nan")
+    plans = {spec.label: make_plan(spec.label, spec.tf, price, signals[spec.label].atr, side,
                                    conditional, now, spec.horizon_bars, cfg.plan)
              for spec in cfg.timeframes if spec.label in signals}
     newest = max(scored, key=lambda s: (s.headline.published_at, s.headline.id), default=None)

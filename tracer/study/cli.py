@@ -6,11 +6,15 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from tracer.config import ConfigError, PROFILES, env_names
 from tracer.models import AGENTS
+
+if TYPE_CHECKING:
+    from tracer.study.engine import ProposalOrigin
 
 PROG = "tracer study"
 
@@ -69,6 +73,24 @@ def _param_file(path: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def _proposal_origin(path: str) -> ProposalOrigin | None:
+    """The search and training window of a ``tracer optimize`` proposal (None for a plain parameter set): its
+    trials are configurations tried before the study, and its window may lie inside the study's test windows."""
+    from tracer.study.engine import ProposalOrigin
+    from tracer.store import parse_iso
+
+    data = json.loads(Path(path).read_text())
+    opt_, win = data.get("optimiser"), data.get("data")
+    if not (isinstance(opt_, dict) and isinstance(win, dict) and isinstance(win.get("train"), dict)):
+        return None
+    try:
+        trials = int(opt_["trials_per_fold"]) * max(len(data.get("folds") or ()), 1)
+        return ProposalOrigin(trials, parse_iso(win["train"]["from"]), parse_iso(win["train"]["to"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"--params {path!r}: an optimizer proposal without a readable search or window ({e})") \
+            from None
+
+
 def _option(word: str) -> str:
     """The long option ``word`` names: argparse takes any unambiguous prefix (``--stor`` is ``--storage``)."""
     return "--storage" if len(word) > 3 and "--storage".startswith(word) else word
@@ -118,9 +140,11 @@ def run(args, env_file: str = ".env") -> int:
     from tracer.study.report import write
 
     overrides: dict[str, str] = {}
+    proposal = None
     try:
         if args.params:
             overrides.update(_param_file(args.params))
+            proposal = _proposal_origin(args.params)
         for item in args.set:
             name, sep, value = item.partition("=")
             if not sep or name not in env_names():
@@ -141,7 +165,8 @@ def run(args, env_file: str = ".env") -> int:
                           start=_when(args.start, "--from", PROG), end=_when(args.end, "--to", PROG),
                           train_days=args.train_days, test_days=args.test_days, purge_bars=args.purge_bars,
                           folds=args.folds, trials=args.trials, seed=args.seed, costs=costs, ablate=args.ablate,
-                          jobs=args.jobs, storage=args.storage or "", prior_trials=args.prior_trials)
+                          jobs=args.jobs, storage=args.storage or "", prior_trials=args.prior_trials,
+                          proposal=proposal)
     except ValueError as e:
         return _fail(str(e))
     except SystemExit as e:          # a --from/--to that is not ISO 8601 (the message names it)
@@ -172,5 +197,7 @@ def run(args, env_file: str = ".env") -> int:
           f"{ds['dsr']:.3f} after {ds['n_trials']} configurations")
     for k, b in outcome.doc["benchmarks"].items():
         print(f"  {k:<18} net return {b['total_return']:+.2%}, Sharpe {b['sharpe']:.2f}, max DD {b['max_drawdown']:.2%}")
+    if outcome.doc.get("oos_warning"):
+        print(f"warning: {outcome.doc['oos_warning']}")
     print(f"report: {cfg.out / 'report.md'}")
     return 0

@@ -66,6 +66,7 @@ class StudyConfig:
     jobs: int = 1
     storage: str = ""                       # empty: TB_OPTIMIZE_STORAGE, else SQLite file in the output folder
     prior_trials: int = 0                   # configurations tried before this study (counted in the DSR)
+    proposal: ProposalOrigin | None = None  # --params was an optimizer proposal: its search and fit window
     block_bars: int = 168                   # bootstrap block: one week of hourly bars
     reps: int = 2000
 
@@ -78,6 +79,27 @@ class StudyConfig:
                 raise ValueError(f"{name} must be >= {lo} (got {v})")
         if 1.0 not in self.costs:
             raise ValueError(f"--costs must include 1 (the costs as configured); got {list(self.costs)}")
+
+
+@dataclass(frozen=True)
+class ProposalOrigin:
+    """Where an optimizer proposal studied with ``--params`` came from: the configurations its search tried
+    (trials per fold x folds) and the training window its parameters were fitted on."""
+    trials: int
+    fit_from: datetime
+    fit_to: datetime
+
+    def overlaps(self, lo: datetime, hi: datetime) -> bool:
+        return self.fit_from < hi and lo < self.fit_to
+
+    def warning(self) -> str:
+        return (f"not a clean OOS number: the parameters were fitted on {self.fit_from:%Y-%m-%d %H:%M} .. "
+                f"{self.fit_to:%Y-%m-%d %H:%M} UTC, inside this study's out-of-sample windows")
+
+
+def prior_total(cfg: StudyConfig) -> int:
+    """Configurations tried before this study: ``--prior-trials`` plus the search that made a proposal."""
+    return cfg.prior_trials + (cfg.proposal.trials if cfg.proposal else 0)
 
 
 @dataclass
@@ -221,6 +243,17 @@ class _Search:
     var_sr: float               # spread of the candidates' Sharpe ratios per bar (0: not measured)
 
 
+def pooled_within_fold_variance(groups: list[np.ndarray]) -> float:
+    """Unbiased pooled variance of values around their own group's mean: the squared deviations over N - F
+    (N values, F non-empty groups; one mean was estimated per group). With N <= F (one candidate per fold) the
+    spread is not measured: 0, and the study then takes the null's variance (see :func:`run_study`)."""
+    groups = [g for g in groups if len(g)]
+    n, f = sum(len(g) for g in groups), len(groups)
+    if n <= f:
+        return 0.0
+    return float(sum(((g - g.mean()) ** 2).sum() for g in groups) / (n - f))
+
+
 def _search(cfg: StudyConfig, job: opt.Job, ev: opt.Evaluator, inp: _Inputs, progress: Progress) -> _Search:
     """Training windows only: the best of ``cfg.trials`` candidates per fold (none searched with 0 trials)."""
     out = _Search([{} for _ in inp.folds], [], 1, 0.0)
@@ -238,9 +271,9 @@ def _search(cfg: StudyConfig, job: opt.Job, ev: opt.Evaluator, inp: _Inputs, pro
         out.params = [dict(c.params) for c in out.choices]
         out.n_configs = sum(c.distinct for c in out.choices)
         per_bar = math.sqrt(timedelta(days=365) / inp.interval)
-        dev = [x / per_bar - np.mean(c.sharpes) / per_bar for c in out.choices for x in c.sharpes]
-        out.var_sr = float(np.var(dev, ddof=1)) if len(dev) > 1 else 0.0
-    out.n_configs += cfg.prior_trials
+        out.var_sr = pooled_within_fold_variance([np.asarray(c.sharpes, dtype=float) / per_bar
+                                                  for c in out.choices])
+    out.n_configs += prior_total(cfg)
     return out
 
 
@@ -372,7 +405,7 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
     # The trials' Sharpe ratios were measured on training windows; under the null of no skill their spread is
     # estimation noise, whose variance falls as 1/length: rescale it to the length of the OOS series tested.
     train_bars = cfg.train_days * timedelta(days=1) / interval
-    # With fewer than two candidate Sharpe ratios (no search: --trials 0) their spread cannot be measured, yet the
+    # With no more candidates than folds (no search: --trials 0) their spread cannot be measured, yet the
     # prior trials still count: take the null's own estimation variance, 1/length per bar (as if the trials were
     # independent: conservative), rather than no spread, which would deflate nothing.
     var_source = "candidates"
@@ -398,8 +431,8 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
                                                        s.lookback_bars, int(interval.total_seconds() * 1e9),
                                                        s.min_bars, s.max_gap_bars),
                    "max_gap_bars": s.max_gap_bars},
-        "configurations_tried": {"this_study": n_configs - cfg.prior_trials, "prior": cfg.prior_trials,
-                                 "total": n_configs, "sharpe_variance_per_bar": var_sr,
+        "configurations_tried": {"this_study": n_configs - prior_total(cfg), "prior": prior_total(cfg),
+                                 "proposal": cfg.proposal.trials if cfg.proposal else 0, "total": n_configs, "sharpe_variance_per_bar": var_sr,
                                  "sharpe_variance_per_bar_at_oos_length": var_oos,
                                  "sharpe_variance_source": var_source},
         "folds": fold_rows,
@@ -408,6 +441,12 @@ def run_study(cfg: StudyConfig, progress: Progress = lambda *_: None) -> Outcome
         "probabilistic_sharpe": psr.as_dict(),
         "benchmarks": {name_: summary(chain(name_, runs[1.0])) for name_, runs in bench.items()},
     }
+    if cfg.proposal is not None:
+        p = cfg.proposal
+        doc["params_fitted_on"] = {"from": p.fit_from.isoformat(), "to": p.fit_to.isoformat(),
+                                   "overlaps_oos": p.overlaps(folds[0].test_start, folds[-1].test_end)}
+        if doc["params_fitted_on"]["overlaps_oos"]:
+            doc["oos_warning"] = p.warning()
     if untuned:
         u = chain("untuned", untuned)
         doc["untuned"] = summary(u)

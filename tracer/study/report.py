@@ -102,6 +102,10 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
     if command:
         L.append(f"Reproduce: `{command}` (seed {doc['seed']}, code {doc['code_version']}).")
         L.append("")
+    if doc.get("oos_warning"):
+        L.append(f"**Warning: {doc['oos_warning']}.** Its optimizer's search is counted in the deflated Sharpe "
+                 f"ratio ({ct['proposal']} configurations).")
+        L.append("")
     L.append("## Design")
     L.append("")
     L.append(f"- Data: `{doc['data_dir']}` ({', '.join(doc['symbols'])}), bar closes {d['data_from'][:16]} → "
@@ -110,7 +114,8 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
     L.append(f"- Walk-forward: {d['folds']} rolling folds, train {d['train_days']:g} days, purge {d['purge_bars']} "
              f"bars (the look-back), test {d['test_days']:g} days; the test windows tile "
              f"{d['oos_from'][:10]} → {d['oos_to'][:10]} and their chained equity is the out-of-sample (OOS) "
-             f"result. Parameters are chosen on each training window only.")
+             f"result. " + ("Parameters are chosen on each training window only." if not doc.get("oos_warning") else
+                            "The parameters studied were fitted on data inside these test windows (see the warning)."))
     if d["trials_per_fold"]:
         L.append(f"- In-fold search: {d['trials_per_fold']} candidates per fold (the parameters in force + seeded "
                  f"random draws from `tracer optimize`'s space), objective of `tracer optimize` "
@@ -119,7 +124,9 @@ def markdown(doc: Mapping[str, Any], command: str | None = None) -> str:
     else:
         L.append("- No search: the profile as given is scored on every test window.")
     L.append(f"- Configurations tried: **{ct['total']}** ({ct['this_study']} in this study"
-             + (f" + {ct['prior']} before it" if ct["prior"] else "") + ").")
+             + (f" + {ct['prior']} before it" if ct["prior"] else "")
+             + (f", {ct['proposal']} of them by the optimizer that made the --params proposal"
+                if ct.get("proposal") else "") + ").")
     L.append(f"- Costs: fee {d['fees_bps']:g} bps + slippage {d['slippage_bps']:g} bps per side"
              + (f", funding {d['funding_rate_8h']:g} per 8 h" if d["funding_rate_8h"] else "")
              + "; benchmarks pay the same.")
