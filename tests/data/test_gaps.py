@@ -429,3 +429,44 @@ def test_headlines_path_named_but_missing_is_refused_naming_the_variable(tmp_pat
     d = tmp_path / "data"
     shutil.copytree(FIXTURE, d)
     assert ReplayFeed(SYMBOLS, data_dir=d).headlines == []
+
+
+def _run_live_on(tmp: Path, s_env: dict[str, str], first: datetime, last: datetime, clock: list[datetime],
+                 handler) -> dict:
+    """:func:`_run_live` with the wall clock ``clock`` shared with the fake's ``handler``."""
+    with FakeServer(handler) as bn:
+        s = load_settings(dict(s_env, TB_FEED="live", TB_BAR_SOURCES="binance_spot", TB_BINANCE_SPOT_URL=bn.url,
+                               TB_NEWS_SOURCES=""), None)
+        loop = hybrid.build(s, quiet())
+        clock[0] = first
+        feed = loop.feed
+        feed.clock, feed.settle = (lambda: clock[0]), timedelta(0)
+
+        def sleep(_seconds: float) -> None:
+            clock[0] = feed._boundary_at_or_before(clock[0]) + H
+        feed.sleep = sleep
+        for br in feed.chain.breakers.values():
+            br.clock = lambda: clock[0].timestamp()
+        loop.wait_heartbeat_s = 1e9
+        try:
+            loop.run(cycles=int((last - first) / H) + 1)
+        finally:
+            loop.store.close()
+    return read_db(s.db_path)
+
+
+def test_an_outage_a_restart_falls_into_is_still_alerted_and_its_cycles_are_not_ok(tmp_path):
+    """No source answers at all (503) after 00:00, and the agent is restarted at 02:00 (launchd, a reboot): it has
+    seen no bar since its start, yet the outage is alerted and its cycles past the limit are no_data, as without
+    the restart (the newest bar is taken as the last committed cycle's)."""
+    e = env(tmp_path, TB_REPLAY_START="", TB_REPLAY_END="", TB_MAX_GAP_BARS="2")
+    clock = [FREEZE]
+    ok = _binance_klines({f"{b}USDT": None for b in ("BTC", "ETH", "SOL")})
+
+    def down(req: Request):
+        return (503, {}, {"code": -1, "msg": "Service Unavailable"}) if FREEZE < clock[0] <= RESUME else ok(req)
+    _run_live_on(tmp_path, e, FREEZE, FREEZE + H, clock, down)
+    db = _run_live_on(tmp_path, e, FREEZE + 2 * H, RESUME, clock, down)
+    status = {r["clock"]: r["status"] for r in db["runs"]}
+    assert status["2021-08-10T03:00:00Z"] == "no_data" and status["2021-08-10T04:00:00Z"] == "no_data", status
+    assert any("outage going on" in a["message"] for a in db["alerts"]), db["alerts"]

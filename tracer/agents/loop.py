@@ -84,6 +84,8 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         self.clock: datetime | None = None
         self.processed_until: datetime | None = None
         self._bars_seen: dict[str, int] = {}
+        # symbol -> open time (ns) of the newest bar its last evaluation before this start read
+        self._evaluated_bar_ns: dict[str, int] = {}
         self.day: str | None = None
         self.day_start_equity: float | None = None
         self.venue = broker.places_own_orders      # a real venue (VenueBroker)
@@ -143,6 +145,8 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
 
         self.clock = self.processed_until = None
         self._bars_seen = {}          # the broker restored from the DB: bars are new again from processed_until
+        self._evaluated_bar_ns = {sym: to_ns(ts - self.feed.interval)
+                                  for sym, ts in st.last_evaluated_by_symbol(self.agent).items()}
         self.cycle_no = 0
         if last is not None:
             self.cycle_no = int(last["cycle"])
@@ -310,7 +314,10 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
             for o in outages(snap.rejected):    # a hole longer than TB_MAX_GAP_BARS: alerted once per hole
                 enqueue(st, self.s, "data_outage", outage_message(self.agent, o, self.s.lookback_bars), self.agent)
             # one still going on (the sources keep sending their last candle, or nothing): only "stale" so far
-            going_on = ongoing_outages(self._bars_seen, snap.rejected, to_ns(now), td_ns(self.feed.interval),
+            # a symbol no source has answered for since a restart (the network down): its newest bar is the one
+            # its last evaluation read, so an outage a restart fell into is still alerted and counted
+            newest = {**self._evaluated_bar_ns, **self._bars_seen}
+            going_on = ongoing_outages(newest, snap.rejected, to_ns(now), td_ns(self.feed.interval),
                                        self.s.max_gap_bars)
             for g in going_on:
                 enqueue(st, self.s, "data_outage", ongoing_outage_message(self.agent, g), self.agent)

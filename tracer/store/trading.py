@@ -80,6 +80,12 @@ class TradingTables(Connection):
              sig.scorer_id, to_json(sig.gates), to_json(sig.inputs)))
         return int(cur.lastrowid)
 
+    def last_evaluated_by_symbol(self, agent: str) -> dict[str, datetime]:
+        """symbol -> the clock of its last signal that was evaluated (not skipped for bad or missing data)."""
+        rows = self.conn.execute("SELECT symbol, MAX(ts) AS ts FROM signals WHERE agent=? AND decision != 'skipped' "
+                                 "GROUP BY symbol", (agent,)).fetchall()
+        return {r["symbol"]: parse_iso(r["ts"]) for r in rows}
+
     def insert_skip(self, run_id: int, agent: str, symbol: str, ts: datetime, reason: str) -> int:
         """A symbol that could not be evaluated (bad or missing data): recorded, never traded."""
         cur = self.conn.execute(
