@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tracer.agents.controls import apply_force_exits, finish
+from tracer.agents.controls import apply_force_exits, finish, settle_force_exits
 from tracer.agents.protocols import Decision
 from tracer.execution.broker import exit_order_id
 from tracer.models import Action, Order, OrderState, Position, PositionSide, Regime, Side, Signal
@@ -66,7 +66,7 @@ def _first_cycle_btc_closed_eth_waits(db: Path) -> tuple[Store, Position, Positi
 
 
 def test_force_exit_all_does_not_close_a_position_opened_after_it_was_first_seen(tmp_path):
-    st, eth, _ = _first_cycle_btc_closed_eth_waits(tmp_path / "t.db")
+    st, eth, new_btc = _first_cycle_btc_closed_eth_waits(tmp_path / "t.db")
     # T0+3h: the new BTC position held and evaluated, ETH still not evaluated: BTC keeps its own decision
     t3 = T0 + 3 * H
     decisions, settled = apply_force_exits(st, "hybrid", [_hold("BTC/USD", t3)], _held(st))
@@ -80,10 +80,19 @@ def test_force_exit_all_does_not_close_a_position_opened_after_it_was_first_seen
     assert got["BTC/USD"].decision == "hold_position" and got["BTC/USD"].intent is None
     assert got["ETH/USD"].decision == "exit" and got["ETH/USD"].intent is not None
     assert got["ETH/USD"].intent.order.client_order_id == exit_order_id(eth.entry_order_id, eth.exit_seq)
-    [(rid, status, result)] = settled
-    assert status == "done" and "ETH/USD" in result and "exit sent" in result and "no longer held: BTC/USD" in result
-    finish(st, settled, t4)
-    assert st.control_requests("hybrid")[0]["status"] == "done"
+    assert settled == []                                           # done once ETH's exit closed it
+    eth_exit = got["ETH/USD"].intent.order
+    with st.transaction():
+        st.insert_order(eth_exit, run_id=None, signal_id=None, price_est=100.0)
+    settle_force_exits(st, None, "hybrid", _held(st), t4)          # submitted, not filled yet: still pending
+    assert st.control_requests("hybrid")[0]["status"] == "pending"
+    with st.transaction():
+        st.set_order_state(eth_exit.client_order_id, OrderState.FILLED, filled_qty=1.0, avg_price=100.0)
+        st.save_positions("hybrid", [new_btc], [(eth, t4)])
+    settle_force_exits(st, None, "hybrid", _held(st), t4)
+    req = st.control_requests("hybrid")[0]
+    result = req["result"]
+    assert req["status"] == "done" and "exit sent: ETH/USD" in result and "no longer held: BTC/USD" in result
     st.close()
 
 
@@ -106,6 +115,7 @@ def test_force_exit_pin_survives_a_restart(tmp_path):
     t4 = T0 + 4 * H
     decisions, settled = apply_force_exits(st, "hybrid", [_hold("BTC/USD", t4), _hold("ETH/USD", t4)], _held(st))
     assert all(d.decision == "hold_position" and d.intent is None for _, d in decisions)
-    [(_, status, result)] = settled
-    assert status == "done" and "no longer held" in result
+    settle_force_exits(st, None, "hybrid", _held(st), t4)
+    req = st.control_requests("hybrid")[0]
+    assert req["status"] == "done" and "no longer held" in req["result"]
     st.close()

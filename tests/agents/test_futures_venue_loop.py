@@ -19,6 +19,7 @@ from tracer.agents.bar_processing import BarProcessing
 from tracer.agents.futures import build
 from tracer.config import load_settings
 from tracer.models import Action, OrderState, Regime, Signal
+from tracer.notify import controls
 from tracer.store import Store
 from venue_harness import Clock
 
@@ -123,6 +124,48 @@ def test_an_entry_whose_post_was_unclear_counts_in_the_book_until_the_venue_answ
         loop.run_cycle(t1 + 4 * H)
         assert [(p.symbol, loop.broker._pos_venue[p.symbol]) for p in loop.broker.positions()] == \
             [("BTC/USD", "binance")]
+
+
+def _entries(store: Store) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in store.conn.execute("SELECT state, state_reason FROM orders WHERE purpose='entry'")]
+
+
+def test_an_entry_never_sent_is_cancelled_when_the_agent_is_paused(tmp_path, signals):
+    """The entry's POST meets a 429 (it stays ``new``, never sent); the operator pauses the agent: the next cycle's
+    reconciliation cancels it instead of sending it."""
+    with FakeBinanceFutures("ck", "cs", wallet=10_000.0, prices=dict(PRICES)) as venue:
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD"])
+        signals({t1: {"BTC/USD": Action.BUY}, t1 + H: {"BTC/USD": Action.HOLD}})
+        venue.inject("POST /fapi/v1/order", 429, retry_after=120)
+        loop.run_cycle(t1)
+        assert _entries(store) == [(OrderState.NEW.value, "not sent: rate limited")]
+        assert controls.set_entries(store, ["futures"], False, "telegram:op", "pause").ok
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + H)
+        assert _entries(store) == [(OrderState.CANCELED.value, "not sent: agent paused")]
+        assert "BTCUSDT" not in venue.positions
+        store.close()
+
+
+def test_an_entry_whose_post_was_unclear_is_not_cancelled_by_a_pause(tmp_path, signals):
+    """Binance processed the entry but its answer timed out and the lookups meet a ban: it may be a position, so a
+    pause leaves it to the venue's answer, and the position is found once the ban is over."""
+    with FakeBinanceFutures("ck", "cs", wallet=10_000.0, prices=dict(PRICES)) as venue:
+        loop, store, clock, t1 = _loop(tmp_path, venue, ["BTC/USD"])
+        signals({t1: {"BTC/USD": Action.BUY}, t1 + H: {"BTC/USD": Action.HOLD}, t1 + 2 * H: {"BTC/USD": Action.HOLD}})
+        venue.inject("POST /fapi/v1/order", "timeout", when="after", seconds=2.5)
+        venue.inject("GET /fapi/v1/order", 418, retry_after=3600)
+        loop.run_cycle(t1)
+        assert "BTCUSDT" in venue.positions and _entries(store)[0][0] == OrderState.NEW.value
+        assert controls.set_entries(store, ["futures"], False, "telegram:op", "pause").ok
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + H)
+        assert all(reason != "not sent: agent paused" for _, reason in _entries(store))
+        loop.broker.venues["binance"].banned_until = None
+        clock.advance(hours=1)
+        loop.run_cycle(t1 + 2 * H)
+        assert [p.symbol for p in loop.broker.positions()] == ["BTC/USD"]
+        store.close()
 
 
 def test_a_venue_stop_filled_in_a_gap_counts_the_profit_given_back_since_midnight(tmp_path, signals):

@@ -130,6 +130,8 @@ ERRORS: dict[int, tuple[int, str]] = {
     -4045: (400, "Reach max stop order limit."),
     -4120: (400, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."),
     -4164: (400, "Order's notional must be no smaller than 100 (unless you choose reduce only)."),
+    # MARKET_ORDER_REJECT: a market order in a thin book (a fast market), the best price beyond PERCENT_PRICE
+    -4131: (400, "The counterparty's best price does not meet the PERCENT_PRICE filter limit."),
     -1102: (400, "Mandatory parameter was not sent, was empty/null, or malformed."),
     -1116: (400, "Invalid orderType."),
 }

@@ -195,9 +195,12 @@ def test_forceexit_all_closes_every_futures_position_once_even_if_the_request_is
         assert out.ok and out.agents == ("futures",)
         with st.transaction():                       # entries stopped, so the closed symbols stay closed
             st.set_paused("futures", True, "test")
-        loop.run(cycles=1)
+        loop.run(cycles=1)                           # the exits sent: the request waits for their fills
         [req] = st.control_requests("futures")
-        assert req["status"] == "done"
+        assert req["status"] == "pending"
+        loop.run(cycles=1)                           # the paper broker fills them at the next bar
+        [req] = st.control_requests("futures")
+        assert req["status"] == "done" and "exit sent" in req["result"]
         with st.transaction():                       # as if the process died before marking it done
             st.conn.execute("UPDATE control_requests SET status='pending', result=NULL WHERE id=?", (req["id"],))
         loop.run(cycles=2)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from tracer.config import load_settings
 from tracer.store import Store
 from tracer.models import Order, Position, PositionSide, Side
 from tracer.notify import outbox
-from tracer.notify.commands import Command, CommandListener, parse_command, run_listener
+from tracer.notify.commands import OFFSET_KEY, QUIET_AFTER, Command, CommandListener, parse_command, run_listener
 from tracer.notify.telegram import Conflict, TelegramClient
 from tracer.notify.worker import Deliverer
 
@@ -49,7 +49,8 @@ def controls(store: Store) -> dict[str, int]:
 
 
 def test_parse_command():
-    assert parse_command("/Pause@tracer_bot Futures") == Command("pause", ("futures",))
+    assert parse_command("/Pause@tracer_bot Futures") == Command("pause", ("futures",), "tracer_bot")
+    assert parse_command("/pause futures") == Command("pause", ("futures",))
     assert parse_command("hello /pause").name == "" and parse_command("").name == ""
 
 
@@ -271,3 +272,70 @@ def test_allowed_user_ids_are_validated():
     with pytest.raises(Exception) as e:
         load_settings({"TB_TELEGRAM_ALLOWED_USER_IDS": "alice,123"}, dotenv_path=None)
     assert "TB_TELEGRAM_ALLOWED_USER_IDS" in str(e.value)
+
+
+def test_a_command_addressed_to_another_bot_is_ignored(tmp_path, fake, caplog):
+    """In a group the operator may run another bot too: ``/startentry@freqtrade_bot`` is for that one (Telegram's
+    own way to name the bot), only a suffix that is this bot's username (getMe), in any case, is obeyed."""
+    group = -100777
+    s = settings_for(tmp_path, fake, TB_TELEGRAM_CHAT_ID=str(group), TB_TELEGRAM_ALLOWED_USER_IDS="111")
+    store = Store(s.db_path)
+    client = TelegramClient(BOT_TOKEN, str(group), fake.base_url, 5.0)
+    try:
+        listener = CommandListener(store, client, s, LOG)
+        push_raw(fake, "/pause@Tracer_Test_Bot", 111, chat_id=group)         # ours (getMe: tracer_test_bot)
+        assert listener.poll_once() == 1
+        assert controls(store) == {"hybrid": 1, "futures": 1}
+        push_raw(fake, "/startentry@freqtrade_bot", 111, chat_id=group)
+        with caplog.at_level(logging.INFO, logger="test-telegram"):
+            assert listener.poll_once() == 1
+        assert controls(store) == {"hybrid": 1, "futures": 1} and len(replies(store)) == 1
+        assert "addressed to @freqtrade_bot" in caplog.text
+        push_raw(fake, "/startentry", 111, chat_id=group)                    # no suffix: for every bot
+        assert listener.poll_once() == 1
+        assert controls(store) == {"hybrid": 0, "futures": 0}
+        assert fake.methods().count("getMe") == 1                           # asked once
+    finally:
+        client.close()
+        store.close()
+
+
+def _quiet_week(store: Store, fake: FakeTelegram, next_id: int) -> None:
+    """No update for a week: the stored offset is 7 days old, and Telegram picks the next update id at random."""
+    with store.transaction():
+        store.conn.execute("UPDATE notify_state SET updated_at=? WHERE key=?",
+                           ((datetime.now(timezone.utc) - timedelta(days=7)).isoformat(), OFFSET_KEY))
+    with fake._cond:
+        fake._next_update = next_id
+
+
+def test_a_command_after_a_quiet_week_is_obeyed_though_its_update_id_is_below_the_offset(env, fake):
+    s, store, listener = env
+    with fake._cond:
+        fake._next_update = 734_000_000
+    fake.push_message("/status")
+    assert listener.poll_once() == 1
+    assert store.notify_state(OFFSET_KEY) == "734000001"
+    assert listener.poll_once() == 0                      # the running listener's next poll confirms it
+    _quiet_week(store, fake, 215_000_000)
+    fake.push_message("/pause")
+    assert listener.poll_once() == 1
+    assert store.is_paused("hybrid") and store.is_paused("futures")
+    assert store.notify_state(OFFSET_KEY) == "215000001"
+    fake.push_message("/resume hybrid")                   # from here the ids are sequential again: polled from the offset
+    assert listener.poll_once() == 1 and not store.is_paused("hybrid")
+    assert [p.get("offset") for m, p in fake.calls if m == "getUpdates"][-2:] == [None, "215000001"]
+    assert QUIET_AFTER < timedelta(days=7)
+
+
+def test_a_message_returned_again_by_a_poll_without_offset_is_not_obeyed_twice(env, fake):
+    """The listener handled /pause and stopped before its next getUpdates confirmed it; a week later it polls
+    without an offset and Telegram (here: the fake, which keeps unconfirmed updates) returns it again."""
+    s, store, listener = env
+    fake.push_message("/pause hybrid")
+    assert listener.poll_once() == 1
+    with store.transaction():
+        store.set_paused("hybrid", False, "operator resumed by hand")
+    _quiet_week(store, fake, 900)
+    assert listener.poll_once() == 1                      # the same update, not obeyed again
+    assert not store.is_paused("hybrid") and len(replies(store)) == 1

@@ -32,7 +32,7 @@ from tracer.data.validation import td_ns, to_ns
 from tracer.store import Store, is_storage_fault, iso, parse_iso, row_to_order, utcnow
 from tracer.execution.broker import BarReport, Bracket, OrderUpdate
 from tracer.agents import fault_journal
-from tracer.agents.controls import apply_force_exits, apply_reload, finish
+from tracer.agents.controls import apply_force_exits, apply_reload, finish, settle_force_exits
 from tracer.agents.kernel import Day, InFlight, decide_all, notify_closed, recent_returns, roll_day, step
 from tracer.agents.protocols import CycleResult, Decision, Intent, Policy, TradingBroker
 from tracer.agents.bar_processing import BarProcessing, cycle_returns
@@ -179,19 +179,22 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         self.broker.restore(st.open_positions(self.agent), pending, acct["realized_pnl"], acct["fees_paid"], {})
 
     def reconcile(self, now: datetime | None = None) -> None:
-        """Orders written as ``new`` but maybe never sent: ask the broker by client order id,
-        adopt its state if it knows the order, submit only if it does not. On a venue, an entry
-        that could not be sent for more than two bars is cancelled instead (its signal is stale);
-        exits and stops are always sent."""
+        """Orders written as ``new`` but maybe never sent: ask the broker by client order id, adopt its state if it
+        knows the order, submit only if it does not. An entry unsent for two bars on a venue (stale), or never sent
+        (:meth:`_maybe_sent`) while the agent is paused, is cancelled instead; exits and stops always go."""
+        paused = self.store.is_paused(self.agent)
         for r in self.store.orders_in_state(self.agent, OrderState.NEW):
             cid = r["client_order_id"]
             known = self.broker.get(cid)
             br = json.loads(r["bracket_json"]) if r["bracket_json"] else None
             if known is not None and known.state is OrderState.NEW:
                 continue                      # the venue cannot say yet: try again next cycle
-            stale = (self.venue and known is None and r["purpose"] == "entry" and now is not None
+            unsent_entry = known is None and r["purpose"] == "entry" and not r["reduce_only"]
+            stale = (self.venue and unsent_entry and now is not None
                      and parse_iso(r["created_at"]) < now - 2 * self.feed.interval)
-            if stale:
+            if unsent_entry and paused and not self._maybe_sent(r):
+                upd = OrderUpdate(cid, OrderState.CANCELED, "not sent: agent paused")
+            elif stale:
                 upd = OrderUpdate(cid, OrderState.CANCELED, "stale: not sent within two bars of its signal")
             else:
                 upd = known or self.broker.submit(row_to_order(r), Bracket(**br) if br else None)
@@ -259,17 +262,15 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         self._submit([d.intent for _, d in decisions if d.intent is not None])
         if self.venue:
             self._settle(res, now)
+        settle_force_exits(self.store, self.s, self.agent, {p.symbol: p for p in self.broker.positions()}, now)
         self._notify(res, report, decisions)
         self.clock = self.processed_until = now
         return res
 
     def _entries_in_flight(self, positions: dict[str, Any], now: datetime) -> dict[str, InFlight]:
-        """Entries that are not positions yet: those the broker still works, and those still ``new`` in the DB:
-        written but never sent (the venue could not be reached; :meth:`reconcile` may send them after this cycle's
-        decisions), unless :meth:`reconcile` will cancel them as stale (never sent, older than two bars) instead,
-        and those whose POST was unclear (they may be positions on the venue), whatever their age, until the venue
-        confirms or cancels them. Rows still ``submitted`` in the DB are not read: the broker's own list is
-        current after its sync."""
+        """Entries not yet positions: the broker's own (current after its sync), and the DB's ``new`` ones, unless
+        never sent and older than two bars (:meth:`reconcile` cancels those); one whose POST was unclear counts
+        until the venue confirms or cancels it (it may be a position there)."""
         stale = now - 2 * self.feed.interval
         orders = [o for o in self.broker.open_orders() if o.purpose == "entry" and not o.reduce_only]
         orders += [row_to_order(r) for r in self.store.orders_in_state(self.agent, OrderState.NEW)
@@ -285,9 +286,8 @@ class AgentLoop(BarProcessing, StorageFaultHandling):
         return out
 
     def _maybe_sent(self, row: sqlite3.Row) -> bool:
-        """Whether a venue may have an order the DB has as ``new``: its POST began (the venue broker writes the
-        order's venue before it, and clears it only when the venue refused it before processing) or was unclear
-        (an ``order_unconfirmed`` event: a timeout or a 5xx, its lookups failed or missed it)."""
+        """Whether a venue may have a ``new`` order: its POST began (its venue is written before, cleared on a
+        refusal before processing) or was unclear (an ``order_unconfirmed`` event)."""
         return bool(row["venue"]) or \
             self.store.last_venue_event_at(row["client_order_id"], "order_unconfirmed") is not None
 

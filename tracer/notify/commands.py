@@ -26,15 +26,24 @@ Contract of :class:`CommandListener`:
 - A command that raises is answered with a short error (no traceback, nothing secret) and logged
   (``telegram_command_error``); what it wrote is rolled back, and the offset still moves past it, so the commands
   behind it are obeyed.
+- A command addressed to another bot (``/startentry@other_bot``, Telegram's way to name the bot in a group) is
+  ignored and logged, as python-telegram-bot's ``CommandHandler`` does: the suffix must be this bot's username
+  (``getMe``, asked once), in any case.
+- Update ids: after a week without updates Telegram picks the next update id at random, maybe below the stored
+  offset (such an update would never be returned, and the call with that offset confirms it). The offset's time
+  is kept (``notify_state.updated_at``); once it is :data:`QUIET_AFTER` old the listener polls without an offset,
+  and the ``(chat id, message id)`` of each handled message, written in the command's transaction
+  (:data:`HANDLED_KEY`), keeps a message from being obeyed twice.
 - Replies go through the outbox (channel ``telegram``, kind ``command_reply``), so they are tracked,
   split, retried and redacted like every other message.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from tracer.store import Store
@@ -46,6 +55,11 @@ from tracer.models import AGENTS
 
 KNOWN_AGENTS = AGENTS
 OFFSET_KEY = "telegram_offset"
+HANDLED_KEY = "telegram_handled"      # the (chat id, message id) of the last HANDLED_KEEP messages handled
+HANDLED_KEEP = 500                    # Telegram keeps an update 24 h at most: far more than are ever pending
+# a week without updates and Telegram picks the next update id at random: poll without an offset a day before
+# that (updates are kept 24 h at most, so one handled late still counts from within the week)
+QUIET_AFTER = timedelta(days=6)
 
 HELP = """Tracer Bullet commands:
 /status - each agent: state, cycle, clock, equity, open positions, paused or not, today's trades
@@ -77,14 +91,16 @@ CONFIRM_KEY = "forceexit_confirm:"
 class Command:
     name: str                  # without the slash, lower case; "" when the text is not a command
     args: tuple[str, ...]
+    bot: str = ""              # the bot it is addressed to (``/cmd@bot``), as written; "" when none
 
 
 def parse_command(text: str) -> Command:
-    """``"/Pause@MyBot futures"`` -> ``Command("pause", ("futures",))``."""
+    """``"/Pause@MyBot futures"`` -> ``Command("pause", ("futures",), "MyBot")``."""
     words = (text or "").strip().split()
     if not words or not words[0].startswith("/"):
         return Command("", tuple(words))
-    return Command(words[0][1:].split("@", 1)[0].lower(), tuple(w.lower() for w in words[1:]))
+    name, _, bot = words[0][1:].partition("@")
+    return Command(name.lower(), tuple(w.lower() for w in words[1:]), bot)
 
 
 def _targets(args: Sequence[str]) -> list[str] | None:
@@ -245,11 +261,23 @@ class CommandListener:
         self.s = settings
         self.log = log
         self.on_reply = on_reply           # called after a reply is queued (wakes the outbox worker)
+        self._bot_username: str | None = None
+        self._quiet = False                 # polling without an offset (see poll_once)
 
     def poll_once(self, timeout_s: int = 0) -> int:
-        """Fetch and handle the updates after the stored offset; returns how many were handled."""
+        """Fetch and handle the updates after the stored offset (every pending one when the offset is
+        :data:`QUIET_AFTER` old: the ids may have jumped below it); returns how many were handled."""
         raw = self.store.notify_state(OFFSET_KEY)
-        ups = self.client.updates(int(raw) if raw is not None else None, timeout_s)
+        offset = int(raw) if raw is not None else None
+        at = self.store.notify_state_at(OFFSET_KEY)
+        quiet = offset is not None and (at is None or datetime.now(timezone.utc) - at >= QUIET_AFTER)
+        if quiet and not self._quiet:          # logged once a quiet spell, not at every long poll of it
+            self.log.info(kv("telegram_poll_without_offset", offset=offset, offset_at=at.isoformat() if at else None,
+                             reason="no update for 6 days: the next update id may be below the offset"))
+        self._quiet = quiet
+        if quiet:
+            offset = None
+        ups = self.client.updates(offset, timeout_s)
         replied = False
         for u in ups:
             replied = self._handle_update(u) or replied
@@ -270,7 +298,16 @@ class CommandListener:
             self.log.warning(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user,
                                 reason="not the configured chat"))
             return self._record(u, None)
-        name = parse_command(u.text).name
+        if self._seen(u):
+            self.log.info(kv("telegram_update_seen_again", chat_id=u.chat_id, message_id=u.message_id,
+                             update_id=u.update_id))
+            return self._record(u, None)
+        cmd = parse_command(u.text)
+        name = cmd.name
+        if cmd.bot and cmd.bot.lower() != self._username().lower():
+            self.log.info(kv("telegram_command_ignored", chat_id=u.chat_id, user=u.user, text=u.text[:100],
+                             reason=f"addressed to @{cmd.bot}, not this bot"))
+            return self._record(u, None)
         if why is not None and name:
             self.log.warning(kv("telegram_command_refused", chat_id=u.chat_id, user=u.user,
                                 user_id=u.user_id, text=u.text[:100], reason=why))
@@ -295,6 +332,17 @@ class CommandListener:
                 raise                            # the DB itself failed: run_listener retries the update
             return self._record(u, self._failed(u, name, failure))
 
+    def _username(self) -> str:
+        if self._bot_username is None:
+            self._bot_username = self.client.username()
+        return self._bot_username
+
+    def _handled(self) -> list[str]:
+        return list(json.loads(self.store.notify_state(HANDLED_KEY) or "[]"))
+
+    def _seen(self, u: Any) -> bool:
+        return u.message_id is not None and f"{u.chat_id}:{u.message_id}" in self._handled()
+
     def _run(self, u: Any) -> str | None:
         reply = handle_command(self.store, u.text, who=f"telegram:{u.user}", settings=self.s)
         self.log.info(kv("telegram_command", user=u.user, text=u.text[:100], handled=reply is not None))
@@ -313,6 +361,10 @@ class CommandListener:
                 self.store.enqueue_notification("telegram", "command_reply", redact(reply, self.s.secret_values()),
                                                 None)
             self.store.set_notify_state(OFFSET_KEY, str(u.update_id + 1))
+            if u.message_id is not None:
+                key = f"{u.chat_id}:{u.message_id}"
+                handled = [k for k in self._handled() if k != key]
+                self.store.set_notify_state(HANDLED_KEY, json.dumps((handled + [key])[-HANDLED_KEEP:]))
         return reply is not None
 
 

@@ -12,7 +12,8 @@ it. It is used from the thread that created it only.
   :class:`~tracer.notify.delivery.DeliveryError`: ``RetryAfter`` -> transient with its
   ``retry_after``; ``TimedOut``/``NetworkError`` (5xx, connection) -> transient; ``BadRequest``,
   ``Forbidden``, ``InvalidToken`` (401/404) -> permanent.
-- :meth:`TelegramClient.updates` long-polls ``getUpdates`` from an offset (the caller persists it).
+- :meth:`TelegramClient.updates` long-polls ``getUpdates`` from an offset (the caller persists it);
+  :meth:`TelegramClient.username` is the bot's own username (``getMe``, asked once).
 
 The bot token is a secret: error texts built here never include it (the library's own messages
 do not either, except ``Bot.initialize``, which is therefore not used).
@@ -44,6 +45,7 @@ class Incoming:
     user_id: int | None = None      # the sender's Telegram user id (None: a channel post, no sender)
     forwarded: bool = False         # a forwarded message: its author is not the sender
     sent_at: datetime | None = None  # when Telegram received it (UTC)
+    message_id: int | None = None   # unique within its chat: (chat_id, message_id) names one message
 
 
 def retry_after_seconds(e: RetryAfter) -> float:
@@ -64,6 +66,7 @@ class TelegramClient:
         self.chat_id = chat_id
         self.on_migrated = on_migrated
         self.timeout_s = timeout_s
+        self._username: str | None = None
         self._loop = asyncio.new_event_loop()
         self._requests = (HTTPXRequest(read_timeout=timeout_s, write_timeout=timeout_s, connect_timeout=timeout_s,
                                        connection_pool_size=2),
@@ -131,8 +134,16 @@ class TelegramClient:
                                 user_id=user.id if user else None,
                                 forwarded=bool(msg is not None and (msg.forward_origin is not None
                                                                     or msg.is_automatic_forward)),
-                                sent_at=msg.date if msg is not None else None))
+                                sent_at=msg.date if msg is not None else None,
+                                message_id=msg.message_id if msg is not None else None))
         return out
+
+    def username(self) -> str:
+        """The bot's own username (``getMe``, asked once): a command addressed ``/cmd@name`` to another bot is
+        not ours."""
+        if self._username is None:
+            self._username = str(self._run(self._bot.get_me()).username or "")
+        return self._username
 
     def close(self) -> None:
         """Close the HTTP clients and the event loop (idempotent)."""

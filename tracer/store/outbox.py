@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from tracer.store.codec import iso, utcnow
+from tracer.store.codec import iso, parse_iso, utcnow
 from tracer.store.connection import Connection
 
 
@@ -97,6 +97,11 @@ class OutboxTables(Connection):
     def notify_state(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM notify_state WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def notify_state_at(self, key: str) -> datetime | None:
+        """When ``key`` was last written."""
+        row = self.conn.execute("SELECT updated_at FROM notify_state WHERE key=?", (key,)).fetchone()
+        return None if row is None or not row[0] else parse_iso(row[0])
 
     def set_notify_state(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
