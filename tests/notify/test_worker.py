@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from fakes.discord import Reply
@@ -12,6 +13,8 @@ from test_notify import LOG, deliver, dsettings, put, rows
 from tracer.notify import outbox
 from tracer.notify.worker import Deliverer, OutboxWorker
 from tracer.store import Store
+import tracer.store.outbox as store_outbox
+from tracer.store.outbox import CHANNEL_HELD
 from tracer.store.codec import iso, utcnow
 
 RATE_LIMITED = {"message": "You are being rate limited.", "global": False}
@@ -77,7 +80,8 @@ def test_a_wait_longer_than_the_max_backoff_releases_the_row_and_is_bounded_by_t
     out, d = deliver_within(s, 5.0)
     assert d.waits == []                               # no sleep at all
     r = rows(s)[0]
-    assert [o.status for o in out] == ["released"] and r["status"] == "pending" and r["claimed_by"] is None
+    # given back, holding the channel for its rate limit (no worker's claim)
+    assert [o.status for o in out] == ["released"] and r["status"] == "pending" and r["claimed_by"] == CHANNEL_HELD
     assert r["claim_until"] > iso(utcnow())            # not claimable again at once (no hammering) ...
     assert rows(s)[1]["attempts"] == 0                 # ... and the row behind it waits its turn
     st = Store(s.db_path)
@@ -114,3 +118,52 @@ def test_a_row_that_fails_for_good_does_not_hold_back_the_rows_behind_it(tmp_pat
     out, _ = deliver(s, "discord")
     assert [o.status for o in out] == ["failed", "sent"]
     assert discord.contents()[-1] == "\\[hybrid\\] two"
+
+class _BrokenOnFunding:
+    """The real Discord sender, but one message hits an unexpected library error (not a DeliveryError)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.channel = real.channel
+
+    def parts(self, text):
+        return self.real.parts(text)
+
+    def send_part(self, part):
+        if "funding" in part:
+            raise RuntimeError("unexpected library error")
+        self.real.send_part(part)
+
+    def close(self):
+        self.real.close()
+
+
+def _worker_pass(s, wid, now=None, monkeypatch=None):
+    if now is not None:
+        monkeypatch.setattr(store_outbox, "utcnow", lambda: now)
+    st = Store(s.db_path)
+    sender = _BrokenOnFunding(outbox.make_sender("discord", s))
+    try:
+        return [o.status for o in Deliverer(st, sender, s, LOG, wid=wid).drain()]
+    finally:
+        sender.close()
+        st.close()
+
+
+def test_an_unexpected_error_on_one_row_does_not_hold_back_the_kill_switch_alert(tmp_path, discord, monkeypatch):
+    s = dsettings(tmp_path, discord)
+    put(s, "info", "funding paid 0.01 USDT")                        # the row whose send hits a bug
+    put(s, "kill_switch", "🛑 daily loss stop: no new entries until the next UTC day")
+    t0 = utcnow()
+    blocked = 0
+    # each pass: one process's worker (agents, listener) polling every few seconds
+    for k in range(0, 600, 5):
+        now = t0 + timedelta(seconds=k)
+        _worker_pass(s, f"host:{k}:1:discord", now, monkeypatch)
+        if rows(s)[1]["status"] != "sent":
+            blocked = k + 5
+        else:
+            break
+    assert rows(s)[1]["status"] == "sent"
+    # a row given back after an unexpected error never holds the rows behind it for long
+    assert blocked <= 10, f"the kill-switch alert was held back {blocked}s behind an unrelated row ({rows(s)[0]})"

@@ -189,7 +189,8 @@ class Deliverer:
                 self.log.error(kv("notify_failed", channel=self.channel, id=nid, kind=row["kind"], attempts=attempts,
                                   error=error))
                 return Outcome(nid, "failed", attempts, error)
-            self.store.release_notification(nid, self.wid, not_before_s=self.s.notify_backoff_max_s)
+            self.store.release_notification(nid, self.wid, not_before_s=self.s.notify_backoff_max_s,
+                                            hold_channel=True)
             return Outcome(nid, "released", attempts, error)
         except DeliveryError as e:
             if not e.transient:      # a permanent failure is not passed to ``after``: count its try
@@ -208,7 +209,10 @@ class Deliverer:
             if attempts >= self.s.notify_max_attempts:
                 self.store.finish_notification(nid, self.wid, "failed", error)
                 return Outcome(nid, "failed", attempts, error)
-            return Outcome(nid, "held", attempts, error)   # claim kept: tried again when its lease ends
+            # given back to wait a backoff (the rows behind it go meanwhile), then tried again by any worker
+            backoff = min(self.s.notify_backoff_s * 2 ** (attempts - 1), self.s.notify_backoff_max_s)
+            self.store.release_notification(nid, self.wid, not_before_s=backoff)
+            return Outcome(nid, "released", attempts, error)
         self.store.finish_notification(nid, self.wid, "sent", None)
         self.log.info(kv("notify_sent", channel=self.channel, id=nid, kind=row["kind"], parts=len(parts),
                          attempts=attempts))

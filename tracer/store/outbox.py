@@ -42,15 +42,22 @@ class OutboxTables(Connection):
     # ``claim_until`` of an unclaimed pending row is a not-before time (a rate limit longer than the worker waits).
     # Times are whole seconds, so that the text comparison with ``now`` is a time comparison.
     def claim_notification(self, channel: str, worker: str, lease_s: float) -> sqlite3.Row | None:
-        """Atomically claim the oldest pending row of ``channel`` when it is free (unclaimed, or its lease ran
-        out, and past its not-before time). None when there is none, or when the oldest is not free: a later row
-        never overtakes it, so a channel's messages arrive in id order whichever process sends them."""
-        now = utcnow().replace(microsecond=0)
+        """Atomically claim the oldest pending row of ``channel`` that is free (unclaimed, or its lease ran out,
+        and past its not-before time). A row some worker is sending (a live claim) is never overtaken, so a
+        channel's messages arrive in id order whichever process sends them, and one given back to wait out the
+        channel's rate limit neither; one given back after an error of its own is, so that it never holds back a
+        kill-switch alert."""
+        now = iso(utcnow().replace(microsecond=0))
         with self.transaction():
-            row = self.conn.execute(
-                "SELECT id, claim_until FROM notifications WHERE channel=? AND status='pending' ORDER BY id LIMIT 1",
-                (channel,)).fetchone()
-            if row is None or (row["claim_until"] is not None and row["claim_until"] >= iso(now)):
+            row = None
+            for r in self.conn.execute("SELECT id, claimed_by, claim_until FROM notifications WHERE channel=? AND "
+                                       "status='pending' ORDER BY id", (channel,)):
+                if r["claim_until"] is None or r["claim_until"] < now:
+                    row = r
+                    break
+                if r["claimed_by"] is not None:      # being sent, or the channel's rate limit: what follows waits
+                    return None
+            if row is None:
                 return None
             self.conn.execute("UPDATE notifications SET claimed_by=?, claim_until=? WHERE id=?",
                               (worker, _later(lease_s), row["id"]))
@@ -74,13 +81,15 @@ class OutboxTables(Connection):
                 "sent_at=CASE WHEN ?='sent' THEN ? ELSE sent_at END WHERE id=? AND claimed_by=?",
                 (status, error, status, iso(utcnow()), nid, worker))
 
-    def release_notification(self, nid: int, worker: str, not_before_s: float | None = None) -> None:
+    def release_notification(self, nid: int, worker: str, not_before_s: float | None = None,
+                             hold_channel: bool = False) -> None:
         """Give a claimed row back (still pending) so the next worker pass or process sends it, at once or
-        ``not_before_s`` seconds from now."""
+        ``not_before_s`` seconds from now; with ``hold_channel`` (the channel's rate limit) the rows behind it
+        wait too, else they may go meanwhile (:meth:`claim_notification`)."""
         until = _later(not_before_s) if not_before_s else None
         with self.transaction():
-            self.conn.execute("UPDATE notifications SET claimed_by=NULL, claim_until=? "
-                              "WHERE id=? AND claimed_by=?", (until, nid, worker))
+            self.conn.execute("UPDATE notifications SET claimed_by=?, claim_until=? WHERE id=? AND claimed_by=?",
+                              (CHANNEL_HELD if hold_channel and until else None, until, nid, worker))
 
     def notification_states(self, ids: list[int]) -> list[sqlite3.Row]:
         """(channel, status) of the notifications ``ids``."""
@@ -107,6 +116,10 @@ class OutboxTables(Connection):
         self.conn.execute("INSERT INTO notify_state(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) "
                           "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
                           (key, value, iso(utcnow())))
+
+
+# the claim of a row given back to wait out its channel's rate limit: no worker's (never freed as a dead one's)
+CHANNEL_HELD = "channel-rate-limited"
 
 
 def _later(seconds: float) -> str | None:
