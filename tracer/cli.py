@@ -42,9 +42,11 @@ def status(store: Store, console: Console) -> int:
 
 
 def _check_config(s: Any, console: Console) -> int:
-    """The settings (already valid) and the replay's data for what the agents trade; exit 2 naming what is wrong."""
+    """The settings (already valid), the DB, state and log paths, and the replay's data for what the agents trade;
+    exit 2 naming what is wrong."""
+    from tracer.config.paths import path_problems
     from tracer.data.replay import replay_data_problems
-    problems = replay_data_problems(s)
+    problems = path_problems(s) + replay_data_problems(s)
     for problem in problems:
         print(f"tracer: {problem}", file=sys.stderr)
     if problems:
@@ -57,6 +59,23 @@ def _check_config(s: Any, console: Console) -> int:
     console.print(t)
     console.print("configuration OK")
     return 0
+
+
+def _init_db(s: Any) -> int:
+    """Create or migrate the DB; a TB_DB_PATH (or state folder) that cannot be used is exit 2 naming it (the start
+    script runs this right after check-config)."""
+    from tracer.config.paths import path_problems
+    problems = path_problems(s)
+    for problem in problems:
+        print(f"tracer: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    store = Store(s.db_path)
+    try:
+        print(f"{s.db_path}: schema version {store.version()}, integrity {'ok' if store.integrity_ok() else 'FAILED'}")
+        return 0
+    finally:
+        store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,11 +168,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
               f"{Path.cwd()}): run from the checkout, set TB_DB_PATH, or create it with `tracer init-db`",
               file=sys.stderr)
         return 2
+    if args.cmd == "init-db":
+        return _init_db(s)
     store = Store(s.db_path)
     try:
-        if args.cmd == "init-db":
-            print(f"{s.db_path}: schema version {store.version()}, integrity {'ok' if store.integrity_ok() else 'FAILED'}")
-            return 0
         if args.cmd == "status":
             return status(store, console)
         if args.cmd == "explain":

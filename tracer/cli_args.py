@@ -1,18 +1,21 @@
 """Parsing of the command line's shared option kinds (a leaf: the CLIs of every package use it)."""
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 
 def parse_when(s: str | None, opt: str, prog: str) -> datetime | None:
-    """An ISO 8601 date/time option as UTC (a naive one is UTC); a clear exit naming the option otherwise."""
+    """An ISO 8601 date/time option as UTC (a naive one is UTC); otherwise a message naming the option on stderr
+    and exit 2, as argparse exits on every other usage error."""
     if not s:
         return None
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise SystemExit(f"{prog}: {opt} {s!r} is not an ISO 8601 date/time") from None
+        print(f"{prog}: {opt} {s!r} is not an ISO 8601 date/time", file=sys.stderr)
+        raise SystemExit(2) from None
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 

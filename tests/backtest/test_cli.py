@@ -7,6 +7,8 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from data.test_gaps import FIXTURE, env, run_agent
 from tracer.cli import main
 from tracer.config import load_settings
@@ -67,3 +69,22 @@ def test_a_missing_headlines_file_is_refused_not_run_price_only(tmp_path, monkey
     assert f"TB_HEADLINES_PATH={tmp_path / 'typo.csv'}: no such file" in capsys.readouterr().err
     assert main(argv + ["--headlines", str(tmp_path / "other.csv")]) == 2
     assert "--headlines" in capsys.readouterr().err and not (tmp_path / "bt").exists()
+
+
+def test_a_misspelt_variable_in_env_is_warned_about(tmp_path, monkeypatch, capsys):
+    """README: "An unknown TB_ variable is warned about". The user meant TB_MAX_POSITION_PCT=0.02; the backtest ran
+    at the default without a word."""
+    _use_env(monkeypatch, env(tmp_path, **WINDOW))
+    (tmp_path / "my.env").write_text("TB_MAX_POSITON_PCT=0.02\n")
+    assert main(["--env-file", str(tmp_path / "my.env"), "backtest", "--data", str(FIXTURE), "--out",
+                 str(tmp_path / "bt"), "--no-plot"]) == 0
+    assert ("tracer backtest: warning: unknown variable TB_MAX_POSITON_PCT (ignored; check the spelling against "
+            ".env.example)") in capsys.readouterr().err
+
+
+def test_a_bad_from_date_exits_2_like_every_other_usage_error(tmp_path, monkeypatch, capsys):
+    _use_env(monkeypatch, env(tmp_path, **WINDOW))
+    with pytest.raises(SystemExit) as e:
+        main(["backtest", "--data", str(FIXTURE), "--from", "yesterday", "--out", str(tmp_path / "bt"), "--no-plot"])
+    assert e.value.code == 2
+    assert "tracer backtest: --from 'yesterday' is not an ISO 8601 date/time" in capsys.readouterr().err

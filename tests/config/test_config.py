@@ -302,8 +302,23 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
     assert load_settings({"TB_MAX_POSITIONS": "2"}, p).max_positions == 2
 
 
-def test_missing_dotenv_is_fine(tmp_path):
-    assert load_settings({}, tmp_path / "nope.env") == load()
+def test_a_missing_default_dotenv_is_fine_a_named_one_is_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}) == load()
+    with pytest.raises(ConfigError, match="nope.env: no such file"):
+        load_settings({}, tmp_path / "nope.env")
+
+
+def test_an_active_params_path_that_is_not_a_file_is_refused(tmp_path, monkeypatch):
+    """A folder (or a dangling link) would drop every promoted parameter without a word; a missing file is nothing
+    promoted yet (``tracer params promote`` creates it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ap").mkdir()
+    (tmp_path / "link.json").symlink_to(tmp_path / "gone.json")
+    for bad in ("ap", "link.json"):
+        with pytest.raises(ConfigError, match="TB_ACTIVE_PARAMS_PATH"):
+            load({"TB_ACTIVE_PARAMS_PATH": str(tmp_path / bad)})
+    assert load({"TB_ACTIVE_PARAMS_PATH": "none_yet.json"}).max_positions == load().max_positions
 
 
 # --- .env.example ------------------------------------------------------------------------------------

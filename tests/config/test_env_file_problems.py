@@ -4,6 +4,7 @@ are a configuration error naming the variable or the file, exit 2 from ``tracer 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,18 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _run(tmp: Path, *cmd: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+def _run(tmp: Path, *cmd: str | Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, *(str(c) for c in cmd)], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
                           timeout=120)
+
+
+def _no_read_prefix() -> tuple[str, ...]:
+    """A real EACCES on a mode-000 file: as root only without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: a mode-000 file stays readable")
+    return ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
 
 
 def _problems(env_file: Path) -> list[str]:
@@ -110,3 +120,59 @@ def test_monitoring_keeps_the_alert_channels_and_db_of_a_env_that_is_not_utf8(tm
     got = load_for_monitoring({}, envf)
     assert not got.valid and "not UTF-8" in got.problems[0]
     assert (got.settings.discord_webhook_url, got.settings.db_path) == (hook, db)
+
+
+# --- a .env that cannot be read, or is not a file -----------------------------------------------------
+
+
+def test_an_unreadable_env_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    """macOS privacy protection (a checkout in ~/Documents) answers EPERM, a root-owned .env left by a `sudo`
+    answers EACCES: a configuration problem naming the file, not a PermissionError."""
+    f = tmp_path / ".env"
+    f.write_text("TB_MAX_POSITION_PCT=0.02\n")
+    real = Path.read_text
+
+    def deny(self, *a, **k):
+        if self == f:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", deny)
+    (problem,) = _problems(f)
+    assert problem.startswith(f"{f}: cannot be read (Operation not permitted)")
+    assert f"chmod 600 {f}" in problem and "Full Disk Access" in problem
+
+
+def test_check_config_and_an_agent_exit_2_on_an_unreadable_env(tmp_path):
+    prefix = _no_read_prefix()
+    (tmp_path / ".env").write_text("TB_MAX_POSITION_PCT=0.02\n")
+    (tmp_path / ".env").chmod(0)
+    for cmd in ((sys.executable, "-m", "tracer.cli", "check-config"), (sys.executable, AGENT, "--once")):
+        r = _run(tmp_path, *cmd, prefix=prefix)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-400:])
+        assert ".env: cannot be read (Permission denied)" in r.stderr, r.stderr[-400:]
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling link"])
+def test_a_env_that_is_not_a_file_is_refused_not_skipped(tmp_path, kind):
+    """`docker run -v $PWD/.env:/app/.env` with no .env on the host makes .env a directory; a .env linked to a
+    secrets volume that is not mounted is a dangling link. Skipped, the agents ran on the profile's defaults."""
+    envf = tmp_path / ".env"
+    if kind == "directory":
+        envf.mkdir()
+    else:
+        envf.symlink_to(tmp_path / "secrets" / "tracer.env")
+    with pytest.raises(ConfigError, match=r"\.env: (not a file|a link to)"):
+        load_settings({}, envf)
+    r = _run(tmp_path, sys.executable, "-m", "tracer.cli", "check-config")
+    assert r.returncode == 2 and ".env: " in r.stderr and "configuration OK" not in r.stdout, r.stderr[-300:]
+
+
+def test_an_env_file_named_that_does_not_exist_is_refused(tmp_path):
+    """`--env-file prod.evn` (a typo): the user named a file; only the default .env may be absent."""
+    for cmd in ((sys.executable, "-m", "tracer.cli", "--env-file", "prod.evn", "check-config"),
+                (sys.executable, AGENT, "--once", "--env-file", "prod.evn")):
+        r = _run(tmp_path, *cmd)
+        assert r.returncode == 2 and "prod.evn: no such file" in r.stderr, (r.returncode, r.stderr[-300:])
+    r = _run(tmp_path, sys.executable, "-m", "tracer.cli", "check-config")     # no .env at all: the environment
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr[-300:]

@@ -47,3 +47,13 @@ def test_an_unreadable_candle_file_is_refused_naming_it_not_a_traceback(tmp_path
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "refusing to start" in run.stderr and str(path) in run.stderr, run.stderr[-800:]
     assert "line 41" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_check_config_refuses_a_headlines_path_the_agents_refuse(tmp_path):
+    """README: "a TB_HEADLINES_PATH that names a missing file is refused" (the agents exit 2 at start); check-config
+    passed it, and the start script's agents exited at once, restarted and given up by the watchdog loops."""
+    env = agent_env(tmp_path, TB_HEADLINES_PATH=str(tmp_path / "data" / "my_headlines.csv"))
+    r = subprocess.run([sys.executable, "-m", "tracer.cli", "check-config"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-300:]
+    assert f"TB_HEADLINES_PATH={tmp_path / 'data' / 'my_headlines.csv'}: no such file" in r.stderr, r.stderr[-300:]

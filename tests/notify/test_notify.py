@@ -456,6 +456,7 @@ def test_agent_error_is_queued_by_the_runner(tmp_path, monkeypatch):
         def run(self, cycles=None, interval_s=0.0):
             raise RuntimeError("exchange exploded")
 
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     assert runner.run_agent("hybrid", Boom, ["--once", "--env-file", str(tmp_path / "none.env")]) == 1
     [r] = rows(s)
     assert r["kind"] == "agent_error" and "RuntimeError: exchange exploded" in r["message"]

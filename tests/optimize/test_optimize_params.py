@@ -148,6 +148,7 @@ def test_cli_params_show_promote_rollback(env, monkeypatch, tmp_path, capsys):
         monkeypatch.setenv(k, v)
     s = load(env)
     pm.write_json(s.proposed_params_path, proposal(s, TB_FUTURES_STOP_ATR_MULT=2.5, agent="futures"))
+    (tmp_path / "none.env").touch()        # an empty .env: nothing but the test's environment (a named one must exist)
     assert main(["--env-file", str(tmp_path / "none.env"), "params", "promote"]) == 0
     assert "promoted #1 for futures" in capsys.readouterr().out
     assert load(env).futures_stop_atr_mult == 2.5
@@ -174,6 +175,7 @@ def test_a_secret_override_stays_out_of_the_proposal_the_report_and_the_promotio
         monkeypatch.setenv(k, v)
     url = postgres.replace("postgresql://postgres@", f"postgresql://postgres:{pw}@")
     prop, out = tmp_path / "cfg" / "proposed.json", tmp_path / "out"
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     env_file = ["--env-file", str(tmp_path / "none.env")]
     assert main(env_file + ["optimize", "--agent", "hybrid", "--symbols", "BTC/USD", "--from", "2022-01-10",
                             "--to", "2022-01-24", "--train-days", "9", "--test-days", "5", "--folds", "1",

@@ -309,6 +309,7 @@ SCRIPTS = {"hybrid": "scripts/hybrid_crypto_trader.py", "futures": "scripts/high
 def _run_agent(tmp: Path, agent: str, var: str, raw: str) -> subprocess.CompletedProcess:
     d = tmp / f"{agent}-{var}"
     d.mkdir()
+    (d / "no.env").touch()        # an empty .env (a named one must exist)
     env = {k: v for k, v in os.environ.items() if not (k.startswith("TB_") or k.startswith("PPLX_"))}
     env.update({"TB_DB_PATH": str(d / "t.db"), "TB_LOG_DIR": str(d / "logs"), "TB_STATE_DIR": str(d / "state"),
                 "TB_ACTIVE_PARAMS_PATH": str(d / "none.json"), "PYTHONUNBUFFERED": "1", var: raw})

@@ -195,7 +195,9 @@ def test_an_overlong_line_is_shortened_not_split_across_messages(world):
 def cli(env: dict, monkeypatch, *args: str) -> int:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    return main(["--env-file", "/nonexistent/.env", *args])
+    empty = Path(env["TB_STATE_DIR"]).parent / "empty.env"     # no .env but the test's (a named one must exist)
+    empty.touch()
+    return main(["--env-file", str(empty), *args])
 
 
 def test_single_asset_run_writes_a_run_row_its_signal_and_files(tmp_path, monkeypatch, capsys):

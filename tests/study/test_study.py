@@ -194,6 +194,17 @@ def test_study_reads_tb_headlines_path_like_the_replay(tmp_path):
         _inputs(_cfg(tmp_path, data, "o", env={**cfg.env, "TB_HEADLINES_PATH": str(tmp_path / "typo.csv")}))
 
 
+def test_a_misspelt_variable_in_env_is_warned_about(tmp_path, capsys):
+    """As the agents and the backtest: a variable of .env the settings do not know would run at its default."""
+    from tracer.study.engine import _inputs
+    data = _slice(tmp_path / "d")
+    env_file = tmp_path / "study.env"
+    env_file.write_text("TB_MAX_POSITON_PCT=0.02\n")
+    _inputs(_cfg(tmp_path, data, "o", env_file=str(env_file)))
+    err = capsys.readouterr().err
+    assert "tracer study: warning:" in err and "TB_MAX_POSITON_PCT" in err, err
+
+
 def test_benchmarks_match_the_data_and_pay_the_costs(tmp_path):
     from tracer.backtest.runner import load_history
     from tracer.study.benchmarks import Market, Rule, simulate, trend_states, window_rows
@@ -246,6 +257,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
                  "TB_STATE_DIR": str(tmp_path / "state"), "TB_MIN_BARS": "50", "TB_LOOKBACK_BARS": "60",
                  "TB_PROFILE": "phase1c"}.items():     # a 60-bar window: the seed's hourly model
         monkeypatch.setenv(k, v)
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
             "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "0,1,2",
             "--ablate", "--seed", "9", "--set", "TB_WEB_TOKEN=hunter2-web-token"]    # a secret that changes nothing
@@ -302,6 +314,7 @@ def test_study_command_writes_a_reproducible_report(tmp_path, monkeypatch, capsy
 def test_bad_options_get_a_clear_error_naming_them(args, needle, tmp_path, capsys, monkeypatch):
     from tracer.cli import main
     monkeypatch.setenv("TB_ACTIVE_PARAMS_PATH", str(tmp_path / "none.json"))
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     rc = main(["--env-file", str(tmp_path / "none.env"), "study", "--out", str(tmp_path / "o"), *args])
     assert rc == 2 and needle in capsys.readouterr().err
 

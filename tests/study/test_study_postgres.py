@@ -55,6 +55,7 @@ def test_storage_password_stays_out_of_the_report_and_the_cockpit(postgres, tmp_
     if given == "TB_OPTIMIZE_STORAGE":
         monkeypatch.setenv("TB_OPTIMIZE_STORAGE", url)
     out = tmp_path / "backtests" / "study" / "futures"
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     argv = ["--env-file", str(tmp_path / "none.env"), "study", "--agent", "futures", "--data", str(data),
             "--train-days", "8", "--test-days", "4", "--folds", "1", "--trials", "2", "--costs", "1",
             "--seed", "9", *storage, "--out", str(out), "--no-plot"]

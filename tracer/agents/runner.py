@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import math
 import os
 import signal
 import sys
@@ -27,8 +28,8 @@ def parse_args(agent: str, argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.cycles is not None and a.cycles < 1:
         p.error("--cycles must be >= 1")
-    if a.interval is not None and a.interval < 0:
-        p.error("--interval must be >= 0")
+    if a.interval is not None and not (math.isfinite(a.interval) and a.interval >= 0):
+        p.error("--interval must be a number >= 0")     # inf would wait for ever after the first cycle
     return a
 
 
@@ -41,8 +42,9 @@ def run_agent(agent: str, build: Callable, argv: list[str] | None = None) -> int
     except ConfigError as e:
         print(f"{agent}: refusing to start: {e}", file=sys.stderr)
         return 2
+    from tracer.config.paths import path_problems
     from tracer.data.replay import DataFileError, replay_data_problems
-    problems = replay_data_problems(settings, (agent,))
+    problems = path_problems(settings) + replay_data_problems(settings, (agent,))
     if problems:
         print(f"{agent}: refusing to start: {'; '.join(problems)}", file=sys.stderr)
         return 2

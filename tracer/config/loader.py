@@ -21,6 +21,9 @@ from tracer.config.profiles import PROFILES
 from tracer.config.settings import Settings, _render, mask
 
 
+DEFAULT_ENV_FILE = ".env"     # the one dotenv file that may be absent
+
+
 def env_names() -> set[str]:
     return {f.metadata["env"] for f in fields(Settings)}
 
@@ -36,10 +39,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
                   warn: Callable[[str], None] | None = None) -> Settings:
     """Build validated :class:`Settings` from ``.env`` overlaid by ``environ`` (default ``os.environ``).
 
-    Raises :class:`ConfigError` listing every problem; calls ``warn`` for unknown ``TB_`` names.
+    Raises :class:`ConfigError` listing every problem (a ``dotenv_path`` other than the default ``.env`` must
+    exist); calls ``warn`` for unknown ``TB_`` names.
     """
     merged: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
+    if dotenv_path is not None and _dotenv_present(Path(dotenv_path), str(dotenv_path) == DEFAULT_ENV_FILE):
         merged.update(_dotenv(Path(dotenv_path)))
     merged.update(os.environ if environ is None else environ)
     # promoted parameters (tracer params promote): under the variables set in the environment or .env,
@@ -128,6 +132,31 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     return settings
 
 
+def _dotenv_present(path: Path, default: bool) -> bool:
+    """Whether ``path`` is a file to read. Only the default ``.env`` may be absent (settings from the environment
+    alone); a file named explicitly that is missing, or a ``.env`` that is not a file (a directory a container
+    mount made, a link to a secrets volume that is not mounted), would run on the profile's defaults instead of
+    the user's limits: a :class:`ConfigError` naming the path."""
+    try:
+        if path.is_file():
+            return True
+    except OSError as e:      # a folder on the way that cannot be searched
+        raise _unreadable(path, e) from None
+    if path.is_symlink():
+        raise ConfigError([f"{path}: a link to {os.readlink(path)}, which does not exist; fix the link or remove it"])
+    if path.exists():
+        raise ConfigError([f"{path}: not a file (a directory?); remove it or put the settings in a file there"])
+    if default:
+        return False
+    raise ConfigError([f"{path}: no such file (--env-file); check the name"])
+
+
+def _unreadable(path: Path, e: OSError) -> ConfigError:
+    return ConfigError([f"{path}: cannot be read ({e.strerror or e}); make it yours and user-only (chmod 600 {path}), "
+                        "or on macOS give the Python Full Disk Access for a checkout in ~/Documents, ~/Desktop or "
+                        "~/Downloads"])
+
+
 _ASSIGNED = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 
 
@@ -141,6 +170,8 @@ def _dotenv(path: Path) -> dict[str, str]:
         line = path.read_bytes()[:e.start].count(b"\n") + 1
         raise ConfigError([f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} on line {line}); save it as "
                            "UTF-8"]) from None
+    except OSError as e:     # EACCES (a root-owned file left by sudo), EPERM (macOS privacy protection)
+        raise _unreadable(path, e) from None
     problems = []
     for b in parse_stream(io.StringIO(text)):
         if not b.error:

@@ -32,11 +32,14 @@ def _when(s: str | None, opt: str) -> datetime | None:
 def run(args, env_file: str) -> int:
     from tracer.data.download import CandleFileError, download_symbol, make_source, parse_interval, write_manifest
     from tracer.data.sources.base import SourceError
+    warnings: list[str] = []     # a misspelt variable in .env would run at its default unsaid
     try:
-        s = load_settings(dotenv_path=env_file)
+        s = load_settings(dotenv_path=env_file, warn=warnings.append)
     except ConfigError as e:
         print(f"tracer: {e}", file=sys.stderr)
         return 2
+    for w in warnings:
+        print(f"tracer download: warning: {w}", file=sys.stderr)
     try:
         interval = parse_interval(args.interval)
     except ValueError as e:

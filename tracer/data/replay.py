@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from tracer.cli_args import headlines_file
 from tracer.data.feed import Snapshot
 from tracer.data.gaps import DEFAULT_MAX_GAP_BARS, find_gaps, window_bounds
 from tracer.data.validation import COLUMNS, sound_rows, td_ns, to_ns, validate_arrays
@@ -75,7 +76,8 @@ def candle_path(data_dir: Path | str, symbol: str, interval: timedelta | str = "
 
 def replay_data_problems(s: Any, agents: Sequence[str] = ("hybrid", "futures")) -> list[str]:
     """With ``TB_FEED=replay``, what would keep ``agents`` from starting for want of data: a missing
-    ``TB_DATA_DIR``, or a traded symbol without its candle file, each naming its variable (checked before the agent
+    ``TB_DATA_DIR``, a ``TB_HEADLINES_PATH`` naming no file, or a traded symbol without its candle file, each naming
+    its variable (checked before the agent
     starts, and by ``tracer check-config``, so that it is a message, not a traceback and a restart loop)."""
     if s.feed != "replay":
         return []
@@ -83,6 +85,10 @@ def replay_data_problems(s: Any, agents: Sequence[str] = ("hybrid", "futures")) 
     if not d.is_dir():
         return [f"TB_DATA_DIR={s.data_dir}: no such folder (leave it empty for the bundled candles)"]
     out = []
+    try:        # as the agents read it (they refuse a named file that does not exist)
+        headlines_file(None, s.headlines_path)
+    except ValueError as e:
+        out.append(str(e))
     for agent, var, symbols in (("hybrid", "TB_SYMBOLS", s.symbols), ("futures", "TB_FUTURES_SYMBOLS",
                                                                        s.futures_symbols)):
         missing = [sym for sym in symbols if not candle_path(d, sym).is_file()] if agent in agents else []

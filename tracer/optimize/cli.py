@@ -102,11 +102,14 @@ def run_optimize(args, env_file: str = ".env") -> int:
             print(f"tracer optimize: --set {item!r}: expected NAME=VALUE with a known TB_ variable", file=sys.stderr)
             return 2
         environ[name] = overrides[name] = value
+    warnings: list[str] = []     # a misspelt variable in .env would run at its default unsaid
     try:
-        s = load_settings(environ, dotenv_path=env_file)
+        s = load_settings(environ, dotenv_path=env_file, warn=warnings.append)
     except ConfigError as e:
         print(f"tracer optimize: {e}", file=sys.stderr)
         return 2
+    for w in warnings:
+        print(f"tracer optimize: warning: {w}", file=sys.stderr)
     try:        # as the replay agent reads them (TB_HEADLINES_PATH), unless --headlines names another file
         headlines = headlines_file(args.headlines, s.headlines_path)
     except ValueError as e:

@@ -6,6 +6,7 @@ in-process (:func:`tracer.backtest.runner.run_backtest`) and keeps results in me
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -202,7 +203,8 @@ def _inputs(cfg: StudyConfig) -> _Inputs:
     if cfg.profile:
         env["TB_PROFILE"] = cfg.profile
     env.update(cfg.overrides)
-    s = load_settings(env, dotenv_path=cfg.env_file)
+    # a misspelt variable in .env would run at its default unsaid
+    s = load_settings(env, dotenv_path=cfg.env_file, warn=lambda w: print(f"tracer study: warning: {w}", file=sys.stderr))
     data_dir = Path(cfg.data_dir) if cfg.data_dir else history_dir()
     # as the replay agent reads them: --headlines, else TB_HEADLINES_PATH, else the data folder's (or the bundled)
     heads = headlines_file(str(cfg.headlines) if cfg.headlines else None, s.headlines_path)
