@@ -27,8 +27,9 @@ def run(args: argparse.Namespace, settings: Any, env_file: str) -> int:
     token, generated = ensure_token(Path(env_file), settings.web_token)
     port = args.port or settings.web_port
     if generated:
-        # the one time the token is shown: on the terminal that started the server, not in any log
-        print(f"tracer web: a new access token was written to {env_file} (TB_WEB_TOKEN): {token}", flush=True)
+        # the one time the token is shown: on the terminal that started the server, never into a log or a pipe
+        shown = f": {token}" if sys.stdout.isatty() else f"; read it with: grep ^TB_WEB_TOKEN= {env_file}"
+        print(f"tracer web: a new access token was written to {env_file} (TB_WEB_TOKEN){shown}", flush=True)
     if args.init_token:
         if not generated:
             print(f"tracer web: the access token is TB_WEB_TOKEN (set in {env_file} or the environment)")
