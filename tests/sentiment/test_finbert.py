@@ -273,6 +273,7 @@ def _cli(tmp_path: Path, stdin: str, **env) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
     e.update({"TB_DB_PATH": str(tmp_path / "cli.db"), "TB_LOG_DIR": str(tmp_path / "logs")})
     e.update({k: str(v) for k, v in env.items()})
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     return subprocess.run([sys.executable, "-m", "tracer.cli", "--env-file", str(tmp_path / "none.env"),
                            "sentiment"], input=stdin, capture_output=True, text=True, env=e, cwd=REPO,
                           timeout=120)

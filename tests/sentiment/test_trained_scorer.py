@@ -146,6 +146,7 @@ def test_retraining_is_reproducible_in_process_and_via_the_cli(tmp_path):
     m1 = train(out_dir=tmp_path / "a", n_folds=2, limit=1000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
     env["TB_DB_PATH"] = str(tmp_path / "t.db")
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     r = subprocess.run([sys.executable, "-m", "tracer.cli", "--env-file", str(tmp_path / "none.env"), "sentiment",
                         "train", "--limit", "1000", "--folds", "2", "--out", str(tmp_path / "b")],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
@@ -168,6 +169,7 @@ def test_retraining_is_reproducible_in_process_and_via_the_cli(tmp_path):
 def test_cli_scores_with_the_trained_model_by_default(tmp_path, shipped):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
     env["TB_DB_PATH"] = str(tmp_path / "t.db")
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     r = subprocess.run([sys.executable, "-m", "tracer.cli", "--env-file", str(tmp_path / "none.env"), "sentiment"],
                        input="\n".join(SAMPLE) + "\n", capture_output=True, text=True, env=env, cwd=REPO,
                        timeout=120)

@@ -401,6 +401,7 @@ def test_a_study_of_an_optimizer_proposal_counts_its_search_and_flags_its_fit_wi
                  "TB_PROFILE": "phase1c"}.items():
         monkeypatch.setenv(k, v)
     data = _slice(tmp_path / "d")
+    (tmp_path / "none.env").touch()        # an empty .env (a named one must exist)
     env_file = str(tmp_path / "none.env")
     proposal = tmp_path / "proposed_params.json"
     assert main(["--env-file", env_file, "optimize", "--agent", "hybrid", "--data", str(data), "--train-days", "8",
