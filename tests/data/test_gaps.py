@@ -187,27 +187,8 @@ def _binance_klines(frames: dict[str, pd.DataFrame]):
 def _run_live(tmp: Path, s_env: dict[str, str], first: datetime, last: datetime, klines=_binance_klines) -> dict:
     """The hybrid agent on TB_FEED=live: a real BinanceSource against the klines above (or ``klines``'s), a wall
     clock that the feed's sleep moves to the next bar close, from ``first`` to ``last``."""
-    frames = {f"{b}USDT": None for b in ("BTC", "ETH", "SOL")}
-    with FakeServer(klines(frames)) as bn:
-        s = load_settings(dict(s_env, TB_FEED="live", TB_BAR_SOURCES="binance_spot", TB_BINANCE_SPOT_URL=bn.url,
-                               TB_NEWS_SOURCES=""), None)
-        loop = hybrid.build(s, quiet())
-        clock = [first]
-        feed = loop.feed
-        feed.clock, feed.settle = (lambda: clock[0]), timedelta(0)
-
-        def sleep(_seconds: float) -> None:   # the wall clock reaches the next bar close
-            clock[0] = feed._boundary_at_or_before(clock[0]) + H
-        feed.sleep = sleep
-        for br in feed.chain.breakers.values():   # the breakers' cooldown runs on the same clock
-            br.clock = lambda: clock[0].timestamp()
-        loop.wait_heartbeat_s = 1e9
-        try:
-            loop.run(cycles=int((last - first) / H) + 1)
-        finally:
-            loop.store.close()
-        assert loop.clock == last
-    return read_db(s.db_path)
+    return _run_live_on(tmp, s_env, first, last, [first], klines({f"{b}USDT": None for b in ("BTC", "ETH", "SOL")}),
+                        must_reach_last=True)
 
 
 def _decisions(db: dict) -> list[tuple]:
@@ -432,7 +413,7 @@ def test_headlines_path_named_but_missing_is_refused_naming_the_variable(tmp_pat
 
 
 def _run_live_on(tmp: Path, s_env: dict[str, str], first: datetime, last: datetime, clock: list[datetime],
-                 handler) -> dict:
+                 handler, must_reach_last: bool = False) -> dict:
     """:func:`_run_live` with the wall clock ``clock`` shared with the fake's ``handler``."""
     with FakeServer(handler) as bn:
         s = load_settings(dict(s_env, TB_FEED="live", TB_BAR_SOURCES="binance_spot", TB_BINANCE_SPOT_URL=bn.url,
@@ -442,16 +423,18 @@ def _run_live_on(tmp: Path, s_env: dict[str, str], first: datetime, last: dateti
         feed = loop.feed
         feed.clock, feed.settle = (lambda: clock[0]), timedelta(0)
 
-        def sleep(_seconds: float) -> None:
+        def sleep(_seconds: float) -> None:   # the wall clock reaches the next bar close
             clock[0] = feed._boundary_at_or_before(clock[0]) + H
         feed.sleep = sleep
-        for br in feed.chain.breakers.values():
+        for br in feed.chain.breakers.values():   # the breakers' cooldown runs on the same clock
             br.clock = lambda: clock[0].timestamp()
         loop.wait_heartbeat_s = 1e9
         try:
             loop.run(cycles=int((last - first) / H) + 1)
         finally:
             loop.store.close()
+        if must_reach_last:
+            assert loop.clock == last
     return read_db(s.db_path)
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import fakes.discord as fake_discord
 from envs import agent_env
 from fakes.discord import FakeDiscord, Reply
+from fakes.telegram import BOT_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 HYBRID = ROOT / "scripts" / "hybrid_crypto_trader.py"
-TOKEN = "987654321:AAHsEcReT-tOkEn-For-The-Log-Test-0123"
+TOKEN = BOT_TOKEN     # the fakes' token, built from pieces: nothing token-shaped in the sources
 
 
 def _run_agent(tmp_path: Path, **env: str) -> Path:
